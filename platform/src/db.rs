@@ -1,0 +1,99 @@
+//! PostgreSQL pool and migrations.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use secrecy::ExposeSecret;
+use tokio_postgres::NoTls;
+
+use crate::settings::DatabaseSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid database url: {0}")]
+    Url(String),
+    #[error("failed to build the pool: {0}")]
+    Build(String),
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("migration {name} failed: {source}")]
+    Migration { name: &'static str, source: tokio_postgres::Error },
+}
+
+/// The SQL migrations of `migrations/`, applied in order, each once.
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_events_and_replica", include_str!("../../migrations/0001_events_and_replica.sql")),
+    ("0002_entries_and_ledger", include_str!("../../migrations/0002_entries_and_ledger.sql")),
+    ("0003_dispatch_and_outbox", include_str!("../../migrations/0003_dispatch_and_outbox.sql")),
+];
+
+/// Builds a pool with every timeout set (a pool without them hangs forever
+/// when the server is gone) and connections verified on recycle.
+pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbError> {
+    let config = tokio_postgres::Config::from_str(settings.url.expose_secret())
+        .map_err(|e| DbError::Url(e.to_string()))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Verified },
+    );
+    let timeout = Some(Duration::from_millis(settings.timeout_ms));
+    Pool::builder(manager)
+        .max_size(settings.max_connections)
+        .runtime(Runtime::Tokio1)
+        .timeouts(Timeouts { wait: timeout, create: timeout, recycle: timeout })
+        .build()
+        .map_err(|e| DbError::Build(e.to_string()))
+}
+
+/// Applies the migrations not yet applied. Safe to run from several
+/// processes at once: an advisory lock serialises them.
+pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(727274);
+         CREATE TABLE IF NOT EXISTS schema_migrations (
+             name text PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let mut applied = 0;
+    for (name, sql) in MIGRATIONS {
+        let done = tx
+            .query_opt("SELECT 1 FROM schema_migrations WHERE name = $1", &[name])
+            .await?
+            .is_some();
+        if done {
+            continue;
+        }
+        tx.batch_execute(sql)
+            .await
+            .map_err(|source| DbError::Migration { name, source })?;
+        tx.execute("INSERT INTO schema_migrations (name) VALUES ($1)", &[name]).await?;
+        tracing::info!(migration = name, "applied");
+        applied += 1;
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// Creates database `name` on the server of `settings` if it is missing
+/// (tests and fresh installs).
+pub async fn create_database(settings: &DatabaseSettings, name: &str) -> Result<(), DbError> {
+    let admin = pool(&settings.with_database("postgres"))?;
+    let client = admin.get().await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await?
+        .is_some();
+    if !exists {
+        // Identifiers cannot be bound as parameters; `name` is quoted.
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        client.batch_execute(&format!("CREATE DATABASE {quoted}")).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The Redis layout of one reward event, shared by everything that touches it
+//! (`firstcome event create`, ingest's admission, the stock decision script,
+//! reconcile). One `{event_id}` hash tag keeps an event's keys in one slot, so
+//! the scripts stay atomic on a Redis cluster too.
+//!
+//! | key | type | what |
+//! | --- | --- | --- |
+//! | `fc:{ev}:meta` | hash | open_at_ms, close_at_ms, for_sale, questions (JSON), status |
+//! | `fc:{ev}:stock` | string | units left for sale; never below zero |
+//! | `fc:{ev}:eligible` | set | members who bought the product |
+//! | `fc:{ev}:entered` | hash | member → first-entry mark `P|entry|ms` (pending) or `A|entry` (accepted) |
+//! | `fc:{ev}:entries` | hash | entry id → member (status lookups, consumers' checks) |
+//! | `fc:{ev}:winners` | hash | member → unit number held |
+//! | `fc:{ev}:decisions` | hash | entry id → `OUTCOME|unit` (a redelivered entry gets the same answer) |
+//! | `fc:{ev}:free_units` | list | unit numbers returned by compensation, reused first |
+//! | `fc:{ev}:next_unit` | string | last unit number handed out fresh |
+//! | `fc:{ev}:released` | set | entry ids whose unit was returned (a release counts once) |
+//!
+//! Every key expires at `close_at` + [`GRACE_AFTER_CLOSE`], so late requests get
+//! 410 rather than 404 and redelivered records are still decided consistently.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Pub/sub channel announcing event state changes (sold out, reopened, closed).
+pub const STATE_CHANNEL: &str = "fc:event-state";
+
+/// How long an event's keys outlive its close.
+pub const GRACE_AFTER_CLOSE: Duration = Duration::from_secs(24 * 3600);
+
+/// The keys of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventKeys {
+    pub meta: String,
+    pub stock: String,
+    pub eligible: String,
+    pub entered: String,
+    pub entries: String,
+    pub winners: String,
+    pub decisions: String,
+    pub free_units: String,
+    pub next_unit: String,
+    pub released: String,
+}
+
+impl EventKeys {
+    pub fn new(event_id: &str) -> Self {
+        let k = |name: &str| format!("fc:{{{event_id}}}:{name}");
+        Self {
+            meta: k("meta"),
+            stock: k("stock"),
+            eligible: k("eligible"),
+            entered: k("entered"),
+            entries: k("entries"),
+            winners: k("winners"),
+            decisions: k("decisions"),
+            free_units: k("free_units"),
+            next_unit: k("next_unit"),
+            released: k("released"),
+        }
+    }
+
+    /// Every key, for expiry and deletion.
+    pub fn all(&self) -> [&str; 10] {
+        [
+            &self.meta,
+            &self.stock,
+            &self.eligible,
+            &self.entered,
+            &self.entries,
+            &self.winners,
+            &self.decisions,
+            &self.free_units,
+            &self.next_unit,
+            &self.released,
+        ]
+    }
+}
+
+/// Where an event stands, as ingest sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Accepting entries between open_at and close_at.
+    Open,
+    /// No unit left; may reopen when a unit is returned.
+    SoldOut,
+    /// Closed by an operator or past close_at.
+    Closed,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Open => "open",
+            EventStatus::SoldOut => "sold_out",
+            EventStatus::Closed => "closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "open" => Some(EventStatus::Open),
+            "sold_out" => Some(EventStatus::SoldOut),
+            "closed" => Some(EventStatus::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// The event's static facts and current status, as kept in `fc:{ev}:meta`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMeta {
+    pub event_id: String,
+    pub open_at_ms: i64,
+    pub close_at_ms: i64,
+    pub for_sale: i64,
+    /// Question ids every entry must answer.
+    pub questions: Vec<String>,
+    pub status: EventStatus,
+}
+
+impl EventMeta {
+    /// The hash fields to write.
+    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("event_id", self.event_id.clone()),
+            ("open_at_ms", self.open_at_ms.to_string()),
+            ("close_at_ms", self.close_at_ms.to_string()),
+            ("for_sale", self.for_sale.to_string()),
+            ("questions", serde_json::to_string(&self.questions).unwrap_or_else(|_| "[]".into())),
+            ("status", self.status.as_str().to_string()),
+        ]
+    }
+
+    /// Reads the fields of `HGETALL`; `None` when the event is unknown or the
+    /// hash is incomplete.
+    pub fn from_fields(fields: &HashMap<String, String>) -> Option<Self> {
+        Some(Self {
+            event_id: fields.get("event_id")?.clone(),
+            open_at_ms: fields.get("open_at_ms")?.parse().ok()?,
+            close_at_ms: fields.get("close_at_ms")?.parse().ok()?,
+            for_sale: fields.get("for_sale")?.parse().ok()?,
+            questions: serde_json::from_str(fields.get("questions")?).ok()?,
+            status: EventStatus::parse(fields.get("status")?)?,
+        })
+    }
+
+    /// Loads an event's meta; `Ok(None)` when unknown.
+    pub async fn load<C: redis::aio::ConnectionLike + Send>(
+        conn: &mut C,
+        event_id: &str,
+    ) -> redis::RedisResult<Option<Self>> {
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(EventKeys::new(event_id).meta)
+            .query_async(conn)
+            .await?;
+        Ok(Self::from_fields(&fields))
+    }
+}
+
+/// A state change published on [`STATE_CHANNEL`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    pub event_id: String,
+    pub status: EventStatus,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_keys_of_an_event_share_one_hash_slot_tag() {
+        let keys = EventKeys::new("ev-1");
+        assert!(keys.all().iter().all(|k| k.starts_with("fc:{ev-1}:")));
+    }
+
+    #[test]
+    fn meta_survives_the_hash_fields() {
+        let meta = EventMeta {
+            event_id: "ev".into(),
+            open_at_ms: 1,
+            close_at_ms: 2,
+            for_sale: 45,
+            questions: vec!["q1".into()],
+            status: EventStatus::SoldOut,
+        };
+        let fields: HashMap<String, String> =
+            meta.to_fields().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        assert_eq!(EventMeta::from_fields(&fields), Some(meta));
+    }
+
+    #[test]
+    fn a_state_change_is_plain_json() {
+        let json = serde_json::to_string(&StateChange { event_id: "e".into(), status: EventStatus::SoldOut }).unwrap();
+        assert_eq!(json, r#"{"event_id":"e","status":"sold_out"}"#);
+    }
+}

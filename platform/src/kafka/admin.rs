@@ -1,0 +1,136 @@
+//! Topic administration: the topics of DESIGN.md, created idempotently.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use schemas::Topics;
+
+use super::base_config;
+use crate::settings::KafkaSettings;
+
+/// One topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication: i32,
+    pub configs: Vec<(&'static str, String)>,
+}
+
+/// How the pipeline's topics are laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// Partitions of the event topics (survey-submitted: 12 by default).
+    pub partitions: i32,
+    /// Partitions of each dead-letter topic.
+    pub dlq_partitions: i32,
+    /// 1 on one broker, 3 on a cluster.
+    pub replication: i32,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self { partitions: 12, dlq_partitions: 3, replication: 1 }
+    }
+}
+
+/// The event topics and their dead-letter topics.
+pub fn pipeline_topics(topics: &Topics, layout: Layout) -> Vec<TopicSpec> {
+    // Two replicas must acknowledge on a cluster, so one broker may die
+    // without losing an acknowledged entry.
+    let min_isr = if layout.replication >= 3 { 2 } else { 1 };
+    let configs = |retention_days: u64| {
+        vec![
+            ("min.insync.replicas", min_isr.to_string()),
+            ("retention.ms", (retention_days * 24 * 3600 * 1000).to_string()),
+            ("compression.type", "producer".to_string()),
+        ]
+    };
+    let mut specs = Vec::new();
+    for topic in topics.all() {
+        specs.push(TopicSpec {
+            name: topic.to_string(),
+            partitions: layout.partitions,
+            replication: layout.replication,
+            configs: configs(7),
+        });
+        specs.push(TopicSpec {
+            name: Topics::dlq(topic),
+            partitions: layout.dlq_partitions,
+            replication: layout.replication,
+            // Operators replay from the DLQ: keep it longer.
+            configs: configs(30),
+        });
+    }
+    specs
+}
+
+/// What happened to one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New(String),
+    Existing(String),
+}
+
+pub fn admin_client(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+    base_config(settings, "firstcome-admin").create()
+}
+
+/// Creates the topics that are missing; existing ones are left as they are.
+pub async fn create_topics(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<Vec<Created>, KafkaError> {
+    let admin = admin_client(settings)?;
+    let new_topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|spec| {
+            spec.configs.iter().fold(
+                NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(spec.replication)),
+                |topic, (key, value)| topic.set(key, value),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(&new_topics, &options).await?;
+    let mut out = Vec::new();
+    for result in results {
+        match result {
+            Ok(name) => out.push(Created::New(name)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => out.push(Created::Existing(name)),
+            Err((name, code)) => {
+                tracing::error!(topic = %name, ?code, "topic creation failed");
+                return Err(KafkaError::AdminOp(code));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes topics (test clean-up).
+pub async fn delete_topics(settings: &KafkaSettings, names: &[&str]) -> Result<(), KafkaError> {
+    let admin = admin_client(settings)?;
+    admin.delete_topics(names, &AdminOptions::new()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_topic_has_a_dead_letter_topic() {
+        let specs = pipeline_topics(&Topics::default(), Layout::default());
+        assert_eq!(specs.len(), 8);
+        let survey = specs.iter().find(|s| s.name == "survey-submitted").unwrap();
+        assert_eq!(survey.partitions, 12);
+        assert!(specs.iter().any(|s| s.name == "survey-submitted.dlq"));
+    }
+
+    #[test]
+    fn a_cluster_requires_two_replicas_in_sync() {
+        let specs = pipeline_topics(&Topics::default(), Layout { replication: 3, ..Default::default() });
+        assert!(specs.iter().all(|s| s.configs.contains(&("min.insync.replicas", "2".to_string()))));
+    }
+}

@@ -1,0 +1,561 @@
+//! The consumer loop every group runs: poll a batch, hand it to the
+//! service's handler, publish what the handler produced (and dead letters),
+//! then commit the input offsets — never before the work is done.
+//!
+//! Two delivery modes:
+//! - [`Delivery::AtLeastOnce`]: outputs are sent and acknowledged, then the
+//!   offsets are committed. A crash in between replays the batch, so handlers
+//!   are idempotent (upserts keyed by entry id).
+//! - [`Delivery::Transactional`]: outputs and input offsets commit together in
+//!   one Kafka transaction (the stock stage). On an abort, the consumer is
+//!   rewound to the committed offsets and the batch runs again; the handler's
+//!   side effects (the Redis decision script) give the same answer again.
+//!
+//! The loop is one task: it does not poll while a batch is in work, so a
+//! rebalance never runs while a transaction is open or offsets are in flight,
+//! and librdkafka's bounded prefetch queue is the only buffer (backpressure).
+//! Ordering caveat: a handler must keep per-key order within a batch itself.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{info_span, Instrument};
+
+use super::base_config;
+use super::headers::RecordContext;
+use super::producer::{idempotent_config, OutRecord};
+use crate::settings::KafkaSettings;
+
+/// One consumed record, owned, with its parsed headers.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub message: OwnedMessage,
+    pub context: RecordContext,
+}
+
+impl Record {
+    pub fn topic(&self) -> &str {
+        self.message.topic()
+    }
+    pub fn partition(&self) -> i32 {
+        self.message.partition()
+    }
+    pub fn offset(&self) -> i64 {
+        self.message.offset()
+    }
+    pub fn payload(&self) -> Option<&[u8]> {
+        self.message.payload()
+    }
+    pub fn key(&self) -> Option<&str> {
+        self.message.key().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The span for work on this record; `entry_id` is filled once decoded.
+    pub fn span(&self, group: &str) -> tracing::Span {
+        info_span!(
+            "record",
+            group,
+            topic = self.topic(),
+            partition = self.partition(),
+            offset = self.offset(),
+            correlation_id = %self.context.correlation_id,
+            trace_id = %self.context.trace_id(),
+            entry_id = tracing::field::Empty,
+        )
+    }
+}
+
+/// A record of the batch the handler cannot process, ever (undecodable,
+/// fails validation): it goes to `<topic>.dlq` and the partition moves on.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Position of the record in the batch.
+    pub index: usize,
+    pub reason: String,
+}
+
+/// What a handler made of a batch.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    /// Records to publish (in the same transaction in transactional mode).
+    pub produce: Vec<OutRecord>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// The batch could not be processed now (database down, registry down):
+/// nothing is committed and the same batch is tried again after a pause.
+#[derive(Debug, thiserror::Error)]
+#[error("transient failure: {0}")]
+pub struct HandlerError(pub String);
+
+impl HandlerError {
+    pub fn new(error: impl std::fmt::Display) -> Self {
+        Self(error.to_string())
+    }
+}
+
+/// A service's logic for one batch.
+pub trait BatchHandler: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        batch: &'a [Record],
+    ) -> impl Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'a;
+}
+
+/// How outputs and offsets are committed.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    AtLeastOnce,
+    /// With a stable, unique `transactional.id` for this instance.
+    Transactional { transactional_id: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("kafka client error: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("the transactional producer is fenced or failed fatally: {0}")]
+    Fatal(String),
+}
+
+/// Logs rebalances (the loop itself holds no uncommitted work while polling).
+pub struct LoopContext {
+    group: String,
+}
+
+impl ClientContext for LoopContext {}
+
+impl ConsumerContext for LoopContext {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(group = %self.group, ?rebalance, "rebalance starting");
+    }
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        metrics::counter!("firstcome_rebalances_total", "group" => self.group.clone()).increment(1);
+        tracing::info!(group = %self.group, ?rebalance, "rebalance done");
+    }
+}
+
+/// A consumer group member with its producer.
+pub struct ConsumerLoop {
+    group: String,
+    consumer: Arc<StreamConsumer<LoopContext>>,
+    producer: FutureProducer,
+    delivery: Delivery,
+    settings: KafkaSettings,
+}
+
+/// Pause between tries of a batch that failed transiently.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Blocking Kafka calls (commit, transactions) wait at most this long.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ConsumerLoop {
+    /// Joins `group` on `topics` (created beforehand: auto-create is off).
+    pub fn new(
+        settings: &KafkaSettings,
+        group: &str,
+        topics: &[&str],
+        delivery: Delivery,
+    ) -> Result<Self, ConsumerError> {
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let consumer: StreamConsumer<LoopContext> = base_config(settings, &format!("{group}-{instance}"))
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Never see records of aborted transactions.
+            .set("isolation.level", "read_committed")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", settings.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (settings.session_timeout_ms / 4).to_string())
+            .set("max.poll.interval.ms", "300000")
+            // Bounded prefetch: the only buffer between the broker and the handler.
+            .set("queued.max.messages.kbytes", "16384")
+            .create_with_context(LoopContext { group: group.to_string() })?;
+        consumer.subscribe(topics)?;
+
+        let producer: FutureProducer = match &delivery {
+            Delivery::AtLeastOnce => idempotent_config(settings, &format!("{group}-{instance}-out")).create()?,
+            Delivery::Transactional { transactional_id } => {
+                let producer: FutureProducer = idempotent_config(settings, transactional_id)
+                    .set("transactional.id", transactional_id)
+                    .set("transaction.timeout.ms", settings.transaction_timeout_ms.to_string())
+                    .create()?;
+                producer.init_transactions(Duration::from_millis(settings.transaction_timeout_ms))?;
+                producer
+            }
+        };
+        Ok(Self {
+            group: group.to_string(),
+            consumer: Arc::new(consumer),
+            producer,
+            delivery,
+            settings: settings.clone(),
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled: the batch in work is finished and
+    /// committed first. Returns an error only when the loop cannot go on
+    /// (the caller rebuilds it).
+    pub async fn run<H: BatchHandler>(self, handler: &H, shutdown: CancellationToken) -> Result<(), ConsumerError> {
+        tracing::info!(group = %self.group, mode = ?self.delivery, "consumer loop started");
+        let result = self.run_batches(handler, &shutdown).await;
+        self.close().await;
+        result
+    }
+
+    async fn run_batches<H: BatchHandler>(&self, handler: &H, shutdown: &CancellationToken) -> Result<(), ConsumerError> {
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                batch = self.next_batch() => batch,
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let span = info_span!("batch", group = %self.group, size = batch.len());
+            let started = Instant::now();
+            let Some(outcome) = self.handle_with_retries(handler, &batch, shutdown).instrument(span.clone()).await else {
+                // Shut down before the batch could be handled: nothing committed, it replays.
+                return Ok(());
+            };
+            self.record_metrics(&batch, &outcome);
+            self.finish(&batch, outcome, shutdown).instrument(span).await?;
+            metrics::histogram!("firstcome_batch_seconds", "group" => self.group.clone())
+                .record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Waits for a first record, then gathers more for at most `batch_max_wait_ms`.
+    async fn next_batch(&self) -> Vec<Record> {
+        let mut batch = Vec::new();
+        let max = self.settings.batch_max_records;
+        // The first record: wait as long as it takes.
+        loop {
+            match self.consumer.recv().await {
+                Ok(message) => {
+                    batch.push(to_record(message.detach()));
+                    break;
+                }
+                Err(error) => self.log_poll_error(error).await,
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.settings.batch_max_wait_ms);
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(to_record(message.detach())),
+                Ok(Err(error)) => self.log_poll_error(error).await,
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    async fn log_poll_error(&self, error: KafkaError) {
+        tracing::warn!(group = %self.group, %error, "poll error");
+        metrics::counter!("firstcome_poll_errors_total", "group" => self.group.clone()).increment(1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    async fn handle_with_retries<H: BatchHandler>(
+        &self,
+        handler: &H,
+        batch: &[Record],
+        shutdown: &CancellationToken,
+    ) -> Option<BatchOutcome> {
+        let mut backoff = RETRY_BACKOFF_MIN;
+        loop {
+            match handler.handle(batch).await {
+                Ok(outcome) => return Some(outcome),
+                Err(error) => {
+                    tracing::warn!(group = %self.group, %error, retry_in_ms = backoff.as_millis() as u64, "batch failed, will retry");
+                    metrics::counter!("firstcome_batch_retries_total", "group" => self.group.clone()).increment(1);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn record_metrics(&self, batch: &[Record], outcome: &BatchOutcome) {
+        let dead = outcome.dead_letters.len() as u64;
+        metrics::counter!("firstcome_records_total", "group" => self.group.clone(), "result" => "ok")
+            .increment(batch.len() as u64 - dead.min(batch.len() as u64));
+        if dead > 0 {
+            metrics::counter!("firstcome_records_total", "group" => self.group.clone(), "result" => "dead_letter")
+                .increment(dead);
+        }
+    }
+
+    /// Publishes outputs and dead letters, then commits the input offsets.
+    async fn finish(&self, batch: &[Record], outcome: BatchOutcome, shutdown: &CancellationToken) -> Result<(), ConsumerError> {
+        let mut records = outcome.produce;
+        for dead in &outcome.dead_letters {
+            if let Some(record) = batch.get(dead.index) {
+                tracing::warn!(
+                    group = %self.group, topic = record.topic(), partition = record.partition(),
+                    offset = record.offset(), reason = %dead.reason, "dead-lettering record"
+                );
+            }
+        }
+        let offsets = next_offsets(batch)?;
+        match &self.delivery {
+            Delivery::AtLeastOnce => {
+                let dead_letters = dead_letter_records(&self.group, batch, &outcome.dead_letters);
+                self.send_until_acknowledged(&records, &dead_letters, shutdown).await;
+                self.commit(offsets).await;
+                Ok(())
+            }
+            Delivery::Transactional { .. } => {
+                records.shrink_to_fit();
+                let dead_letters = dead_letter_records(&self.group, batch, &outcome.dead_letters);
+                self.commit_transaction(&records, &dead_letters, offsets).await
+            }
+        }
+    }
+
+    /// At-least-once: every output must be acknowledged before the offsets
+    /// move. Failures are retried (the records are idempotent downstream).
+    async fn send_until_acknowledged(&self, records: &[OutRecord], dead: &[DeadLetterRecord], shutdown: &CancellationToken) {
+        let mut backoff = RETRY_BACKOFF_MIN;
+        let mut pending: Vec<usize> = (0..records.len() + dead.len()).collect();
+        while !pending.is_empty() {
+            let sends = pending.iter().map(|&i| async move {
+                let result = if i < records.len() {
+                    send_out(&self.producer, &records[i]).await
+                } else {
+                    send_dead(&self.producer, &dead[i - records.len()]).await
+                };
+                (i, result)
+            });
+            let results = futures::future::join_all(sends).await;
+            pending = results
+                .into_iter()
+                .filter_map(|(i, result)| match result {
+                    Ok(()) => None,
+                    Err(error) => {
+                        tracing::warn!(group = %self.group, %error, "output not acknowledged, retrying");
+                        Some(i)
+                    }
+                })
+                .collect();
+            if !pending.is_empty() {
+                if shutdown.is_cancelled() && backoff >= RETRY_BACKOFF_MAX {
+                    // Give up without committing: the batch replays after restart.
+                    tracing::error!(group = %self.group, "shutting down with unacknowledged outputs; batch will replay");
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            }
+        }
+    }
+
+    /// Synchronous commit of the batch's next offsets. A failed commit (e.g.
+    /// partitions revoked meanwhile) is logged: the records replay elsewhere.
+    async fn commit(&self, offsets: TopicPartitionList) {
+        let consumer = self.consumer.clone();
+        let result = tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                metrics::counter!("firstcome_commit_failures_total", "group" => self.group.clone()).increment(1);
+                tracing::warn!(group = %self.group, %error, "offset commit failed; records will be redelivered");
+            }
+            Err(error) => tracing::error!(%error, "commit task panicked"),
+        }
+    }
+
+    /// Transactional: outputs, dead letters and input offsets in one transaction.
+    async fn commit_transaction(
+        &self,
+        records: &[OutRecord],
+        dead: &[DeadLetterRecord],
+        offsets: TopicPartitionList,
+    ) -> Result<(), ConsumerError> {
+        let result = self.try_transaction(records, dead, offsets).await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                metrics::counter!("firstcome_transaction_aborts_total", "group" => self.group.clone()).increment(1);
+                let fatal = matches!(
+                    error.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::Fenced) | Some(RDKafkaErrorCode::ProducerFenced)
+                        | Some(RDKafkaErrorCode::InvalidProducerEpoch)
+                ) || is_fatal(&error);
+                if fatal {
+                    return Err(ConsumerError::Fatal(error.to_string()));
+                }
+                tracing::warn!(group = %self.group, %error, "transaction failed; aborting and rewinding");
+                let producer = self.producer.clone();
+                blocking(move || producer.abort_transaction(CALL_TIMEOUT))
+                    .await
+                    .map_err(|e| ConsumerError::Fatal(format!("abort failed: {e}")))?;
+                self.rewind().await
+            }
+        }
+    }
+
+    async fn try_transaction(&self, records: &[OutRecord], dead: &[DeadLetterRecord], offsets: TopicPartitionList) -> KafkaResult<()> {
+        let producer = self.producer.clone();
+        blocking(move || producer.begin_transaction()).await?;
+        let sends = records
+            .iter()
+            .map(|r| send_out(&self.producer, r))
+            .chain(dead.iter().map(|d| Box::pin(send_dead(&self.producer, d)) as _));
+        for result in futures::future::join_all(sends).await {
+            result?;
+        }
+        let metadata = self
+            .consumer
+            .group_metadata()
+            .ok_or(KafkaError::Transaction(rdkafka::error::RDKafkaError::from_code(RDKafkaErrorCode::InvalidGroupId)))?;
+        let producer = self.producer.clone();
+        blocking(move || {
+            producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
+            producer.commit_transaction(CALL_TIMEOUT)
+        })
+        .await
+    }
+
+    /// After an abort: seek every assigned partition back to its committed
+    /// offset so the aborted batch is consumed again.
+    async fn rewind(&self) -> Result<(), ConsumerError> {
+        let consumer = self.consumer.clone();
+        blocking(move || {
+            let mut committed = consumer.committed(CALL_TIMEOUT)?;
+            for element in committed.elements() {
+                if element.offset() == Offset::Invalid {
+                    // Nothing committed yet: start of the partition (auto.offset.reset).
+                    committed.set_partition_offset(element.topic(), element.partition(), Offset::Beginning)?;
+                }
+            }
+            consumer.seek_partitions(committed, CALL_TIMEOUT)?;
+            Ok(())
+        })
+        .await
+        .map_err(ConsumerError::from)
+    }
+
+    /// Leaves the group; bounded, since closing can hang when the broker is gone.
+    async fn close(&self) {
+        let consumer = self.consumer.clone();
+        let closing = tokio::task::spawn_blocking(move || consumer.unsubscribe());
+        if tokio::time::timeout(Duration::from_millis(self.settings.session_timeout_ms), closing).await.is_err() {
+            tracing::warn!(group = %self.group, "leaving the group timed out");
+        }
+        tracing::info!(group = %self.group, "consumer loop stopped");
+    }
+}
+
+fn is_fatal(error: &KafkaError) -> bool {
+    match error {
+        KafkaError::Transaction(e) => e.is_fatal(),
+        _ => false,
+    }
+}
+
+/// Runs a blocking librdkafka call off the async workers.
+async fn blocking<T: Send + 'static>(call: impl FnOnce() -> KafkaResult<T> + Send + 'static) -> KafkaResult<T> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .unwrap_or_else(|_| Err(KafkaError::Canceled))
+}
+
+fn to_record(message: OwnedMessage) -> Record {
+    let context = RecordContext::from_headers(message.headers());
+    Record { message, context }
+}
+
+/// The next offset to read per partition: the highest in the batch + 1.
+fn next_offsets(batch: &[Record]) -> KafkaResult<TopicPartitionList> {
+    let mut highest: HashMap<(&str, i32), i64> = HashMap::new();
+    for record in batch {
+        let entry = highest.entry((record.topic(), record.partition())).or_insert(record.offset());
+        *entry = (*entry).max(record.offset());
+    }
+    let mut list = TopicPartitionList::with_capacity(highest.len());
+    for ((topic, partition), offset) in highest {
+        list.add_partition_offset(topic, partition, Offset::Offset(offset + 1))?;
+    }
+    Ok(list)
+}
+
+/// A dead letter: the source bytes and key, with error headers.
+pub struct DeadLetterRecord {
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: OwnedHeaders,
+}
+
+fn dead_letter_records(group: &str, batch: &[Record], dead: &[DeadLetter]) -> Vec<DeadLetterRecord> {
+    dead.iter()
+        .filter_map(|d| batch.get(d.index).map(|record| (d, record)))
+        .map(|(d, record)| {
+            let partition = record.partition().to_string();
+            let offset = record.offset().to_string();
+            let failed_at = chrono::Utc::now().to_rfc3339();
+            let extra = [
+                ("dlq-error", d.reason.as_str()),
+                ("dlq-source-topic", record.topic()),
+                ("dlq-source-partition", partition.as_str()),
+                ("dlq-source-offset", offset.as_str()),
+                ("dlq-group", group),
+                ("dlq-failed-at", failed_at.as_str()),
+            ];
+            let headers = extra.iter().fold(record.context.to_headers(), |headers, (key, value)| {
+                headers.insert(Header { key, value: Some(value.as_bytes()) })
+            });
+            DeadLetterRecord {
+                topic: schemas::Topics::dlq(record.topic()),
+                key: record.message.key().map(<[u8]>::to_vec),
+                payload: record.payload().map(<[u8]>::to_vec),
+                headers,
+            }
+        })
+        .collect()
+}
+
+fn send_out<'a>(producer: &'a FutureProducer, record: &'a OutRecord) -> std::pin::Pin<Box<dyn Future<Output = KafkaResult<()>> + Send + 'a>> {
+    Box::pin(async move {
+        let future_record = FutureRecord::to(&record.topic)
+            .key(&record.key)
+            .payload(&record.payload)
+            .headers(record.context.to_headers());
+        producer
+            .send(future_record, CALL_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| error)
+    })
+}
+
+async fn send_dead(producer: &FutureProducer, record: &DeadLetterRecord) -> KafkaResult<()> {
+    let mut future_record: FutureRecord<'_, [u8], [u8]> =
+        FutureRecord::to(&record.topic).headers(record.headers.clone());
+    if let Some(key) = &record.key {
+        future_record = future_record.key(key.as_slice());
+    }
+    if let Some(payload) = &record.payload {
+        future_record = future_record.payload(payload.as_slice());
+    }
+    producer
+        .send(future_record, CALL_TIMEOUT)
+        .await
+        .map(|_| ())
+        .map_err(|(error, _)| error)
+}

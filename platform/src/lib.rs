@@ -1,0 +1,22 @@
+//! What every firstcome service repeats, written once.
+//!
+//! - [`settings`]: typed, layered configuration (defaults → file → env).
+//! - [`telemetry`]: tracing set up once per process.
+//! - [`kafka`]: the producer, the batch consumer loop (at-least-once or
+//!   transactional), record headers and dead-lettering, topic admin.
+//! - [`db`], [`redis`]: pools with explicit timeouts; migrations.
+//! - [`ops`]: `/healthz` (checks real dependencies) and `/metrics`.
+//! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
+
+pub mod db;
+pub mod event_keys;
+pub mod kafka;
+pub mod metrics;
+pub mod ops;
+pub mod redis;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+pub mod trace_context;
+
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,247 @@
+//! Typed settings shared by the services.
+//!
+//! Every service has its own settings struct that embeds the pieces below and
+//! is loaded by [`load`]: the struct's `Default` (which runs the local stack),
+//! then an optional TOML file named by `FIRSTCOME_CONFIG`, then environment
+//! variables `FIRSTCOME_<SECTION>__<FIELD>` (e.g. `FIRSTCOME_KAFKA__BROKERS`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+/// Settings could not be loaded or are inconsistent.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("failed to read settings: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid settings: {0}")]
+    Invalid(String),
+}
+
+/// Loads `S` from its defaults, the optional file and the environment.
+pub fn load<S: DeserializeOwned>() -> Result<S, SettingsError> {
+    let mut builder = config::Config::builder();
+    if let Ok(path) = std::env::var("FIRSTCOME_CONFIG") {
+        builder = builder.add_source(config::File::with_name(&path).required(true));
+    }
+    let settings = builder
+        .add_source(
+            config::Environment::with_prefix("FIRSTCOME")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()?;
+    Ok(settings.try_deserialize()?)
+}
+
+/// Where Kafka is and how the clients behave.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    /// bootstrap.servers
+    pub brokers: String,
+    /// Put in front of every topic name (environments, test runs).
+    pub topic_prefix: String,
+    /// How long the producer may try to deliver a record (message.timeout.ms).
+    pub delivery_timeout_ms: u64,
+    /// Consumer group session timeout; the shutdown drain must fit inside it.
+    pub session_timeout_ms: u64,
+    /// Largest batch handed to a handler.
+    pub batch_max_records: usize,
+    /// How long to wait to fill a batch once the first record is in.
+    pub batch_max_wait_ms: u64,
+    /// Producer linger (linger.ms): latency traded for throughput.
+    pub linger_ms: u64,
+    /// Transaction timeout for transactional stages (transaction.timeout.ms).
+    pub transaction_timeout_ms: u64,
+    /// Extra librdkafka properties, passed through as given.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: String::new(),
+            delivery_timeout_ms: 5_000,
+            session_timeout_ms: 10_000,
+            batch_max_records: 500,
+            batch_max_wait_ms: 5,
+            linger_ms: 2,
+            transaction_timeout_ms: 30_000,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaSettings {
+    pub fn topics(&self) -> schemas::Topics {
+        schemas::Topics::with_prefix(&self.topic_prefix)
+    }
+
+    pub fn delivery_timeout(&self) -> Duration {
+        Duration::from_millis(self.delivery_timeout_ms)
+    }
+
+    /// Cross-field rules checked at start.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.brokers.trim().is_empty() {
+            return Err(SettingsError::Invalid("kafka.brokers is empty".into()));
+        }
+        if self.batch_max_records == 0 {
+            return Err(SettingsError::Invalid("kafka.batch_max_records must be > 0".into()));
+        }
+        if self.transaction_timeout_ms <= self.delivery_timeout_ms {
+            return Err(SettingsError::Invalid(
+                "kafka.transaction_timeout_ms must exceed kafka.delivery_timeout_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where the Confluent-compatible schema registry is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RegistrySettings {
+    /// Base URL of the Confluent API (Apicurio: `…/apis/ccompat/v7`).
+    pub url: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self { url: "http://127.0.0.1:8081/apis/ccompat/v7".into(), timeout_ms: 5_000 }
+    }
+}
+
+impl RegistrySettings {
+    pub fn codec(&self) -> Result<schemas::Codec, schemas::CodecError> {
+        schemas::Codec::new(&self.url, Duration::from_millis(self.timeout_ms))
+    }
+}
+
+/// PostgreSQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host:port/database`
+    pub url: SecretString,
+    pub max_connections: usize,
+    /// Wait for a pooled connection / create one / check one, each at most this long.
+    pub timeout_ms: u64,
+    /// Apply the migrations when the service starts.
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("postgres://firstcome:firstcome@127.0.0.1:5432/firstcome"),
+            max_connections: 16,
+            timeout_ms: 5_000,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// The same server with another database name (tests use one per run).
+    pub fn with_database(&self, name: &str) -> Self {
+        let url = self.url.expose_secret();
+        let base = url.rsplit_once('/').map(|(base, _)| base).unwrap_or(url);
+        Self { url: SecretString::from(format!("{base}/{name}")), ..self.clone() }
+    }
+}
+
+/// Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RedisSettings {
+    pub url: String,
+    pub connect_timeout_ms: u64,
+    /// A timed-out call may still have run on the server: callers keep retries idempotent.
+    pub response_timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self { url: "redis://127.0.0.1:6379".into(), connect_timeout_ms: 1_000, response_timeout_ms: 2_000 }
+    }
+}
+
+/// An HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    pub host: String,
+    pub port: u16,
+}
+
+impl HttpSettings {
+    pub fn on_port(port: u16) -> Self {
+        Self { host: "127.0.0.1".into(), port }
+    }
+
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self::on_port(0)
+    }
+}
+
+/// Logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TelemetrySettings {
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub log_filter: String,
+    /// `pretty` for people, `json` for log pipelines.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self { log_filter: "info,rdkafka=warn".into(), log_format: LogFormat::Pretty }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_point_at_the_local_stack() {
+        let kafka = KafkaSettings::default();
+        assert_eq!(kafka.brokers, "127.0.0.1:9092");
+        assert!(kafka.validate().is_ok());
+        assert!(RegistrySettings::default().url.ends_with("/apis/ccompat/v7"));
+    }
+
+    #[test]
+    fn a_transaction_shorter_than_a_delivery_is_refused() {
+        let kafka = KafkaSettings { transaction_timeout_ms: 1_000, ..Default::default() };
+        assert!(kafka.validate().is_err());
+    }
+
+    #[test]
+    fn another_database_keeps_the_server() {
+        let db = DatabaseSettings::default().with_database("t_123");
+        assert_eq!(db.url.expose_secret(), "postgres://firstcome:firstcome@127.0.0.1:5432/t_123");
+    }
+}

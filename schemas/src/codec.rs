@@ -1,0 +1,159 @@
+//! The registry-aware codec: typed events <-> Confluent wire format.
+//!
+//! Encoding supplies the schema from `schemas/avro/` under the topic's value
+//! subject, so the registry decides whether it is allowed (its compatibility
+//! rule) and the bytes always carry the registry's id for that exact schema.
+//! Decoding looks the writer's schema up by the id in the bytes, so records
+//! from other producers are read with the schema they were written with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apache_avro::Schema;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::avro_common::get_supplied_schema;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{SubjectNameStrategy, SuppliedSchema};
+
+use crate::events::Event;
+
+/// Why a value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The bytes are not a valid record of the expected type: dead-letter them.
+    #[error("poison record: {0}")]
+    Poison(String),
+    /// The registry could not be reached or answered with a transient error: retry.
+    #[error("schema registry unavailable: {0}")]
+    Unavailable(String),
+    /// The registry refused the schema (e.g. an incompatible change): a deployment error.
+    #[error("schema rejected by the registry: {0}")]
+    Rejected(String),
+    /// A schema in `schemas/avro/` does not parse: a build error.
+    #[error("invalid local schema {name}: {reason}")]
+    InvalidSchema { name: &'static str, reason: String },
+}
+
+impl CodecError {
+    /// Whether trying the same call again later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, CodecError::Unavailable(_))
+    }
+}
+
+/// Builds the registry client settings used by the codec and the admin calls.
+pub fn registry_settings(url: &str, timeout: Duration) -> Result<SrSettings, CodecError> {
+    SrSettings::new_builder(url.to_string())
+        .set_timeout(timeout)
+        .no_proxy()
+        .build()
+        .map_err(|e| CodecError::Unavailable(e.to_string()))
+}
+
+/// The schema in the deterministic form sent to the registry.
+///
+/// Registering from one form matters: Apicurio stores formatting differences
+/// as new content, so every caller goes through this function.
+pub fn supplied_schema(name: &'static str, schema_text: &str) -> Result<SuppliedSchema, CodecError> {
+    let schema = Schema::parse_str(schema_text)
+        .map_err(|e| CodecError::InvalidSchema { name, reason: e.to_string() })?;
+    Ok(get_supplied_schema(&schema))
+}
+
+/// Encodes and decodes events through the schema registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Codec {
+    encoder: Arc<AvroEncoder>,
+    decoder: Arc<AvroDecoder>,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codec").finish_non_exhaustive()
+    }
+}
+
+impl Codec {
+    pub fn new(registry_url: &str, timeout: Duration) -> Result<Self, CodecError> {
+        let settings = registry_settings(registry_url, timeout)?;
+        Ok(Self {
+            encoder: Arc::new(AvroEncoder::new(settings.clone())),
+            decoder: Arc::new(AvroDecoder::new(settings)),
+        })
+    }
+
+    /// Encodes `event` for `topic` in the Confluent wire format.
+    pub async fn encode<E: Event>(&self, topic: &str, event: &E) -> Result<Vec<u8>, CodecError> {
+        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+            topic.to_string(),
+            false,
+            supplied_schema(E::NAME, E::SCHEMA)?,
+        );
+        self.encoder.encode_struct(event, &strategy).await.map_err(|e| {
+            // Errors stick in the encoder's cache; clear them so a later call
+            // (after the registry is back or the rule changed) can succeed.
+            self.encoder.remove_errors_from_cache();
+            classify(e, true)
+        })
+    }
+
+    /// Decodes a record value written in the Confluent wire format.
+    pub async fn decode<E: Event>(&self, payload: Option<&[u8]>) -> Result<E, CodecError> {
+        let bytes = payload.ok_or_else(|| CodecError::Poison("record has no value".into()))?;
+        let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
+            self.decoder.remove_errors_from_cache();
+            classify(e, false)
+        })?;
+        apache_avro::from_value::<E>(&decoded.value).map_err(|e| {
+            CodecError::Poison(format!("value is not a {}: {e}", E::NAME))
+        })
+    }
+}
+
+/// Sorts registry client errors into what the caller does next.
+fn classify(error: SRCError, encoding: bool) -> CodecError {
+    let text = error.to_string();
+    if error.retriable {
+        CodecError::Unavailable(text)
+    } else if encoding {
+        CodecError::Rejected(text)
+    } else if is_transport_failure(&text) {
+        // The client marks some transport failures as final; a registry that is
+        // down is not a bad record, so never dead-letter on it.
+        CodecError::Unavailable(text)
+    } else {
+        CodecError::Poison(text)
+    }
+}
+
+/// Whether a non-retriable client error was the transport, not the record.
+fn is_transport_failure(text: &str) -> bool {
+    const MARKERS: [&str; 5] = ["sending request", "connect", "timed out", "failed with status 5", "dns"];
+    let lower = text.to_ascii_lowercase();
+    MARKERS.iter().any(|m| lower.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{StockDecision, SurveySubmitted};
+
+    #[test]
+    fn every_local_schema_parses_into_its_supplied_form() {
+        for (name, text) in [
+            (SurveySubmitted::NAME, SurveySubmitted::SCHEMA),
+            (StockDecision::NAME, StockDecision::SCHEMA),
+        ] {
+            let supplied = supplied_schema(name, text).expect("parses");
+            assert_eq!(supplied.name.as_deref(), Some(name));
+        }
+    }
+
+    #[test]
+    fn the_supplied_form_is_deterministic() {
+        let a = supplied_schema(SurveySubmitted::NAME, SurveySubmitted::SCHEMA).unwrap();
+        let b = supplied_schema(SurveySubmitted::NAME, SurveySubmitted::SCHEMA).unwrap();
+        assert_eq!(a.schema, b.schema);
+    }
+}
