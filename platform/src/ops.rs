@@ -97,14 +97,18 @@ impl Health {
 
     /// The schema registry answers its subjects listing.
     pub fn with_registry(self, url: String) -> Self {
-        let http = reqwest::Client::builder().timeout(PROBE_TIMEOUT).no_proxy().build();
+        // Building a client only fails without a TLS backend; fall back to the default one.
+        let http = reqwest::Client::builder()
+            .timeout(PROBE_TIMEOUT)
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
         self.with(
             "registry",
             Arc::new(move || {
                 let http = http.clone();
                 let url = format!("{}/subjects", url.trim_end_matches('/'));
                 Box::pin(async move {
-                    let http = http.map_err(|e| e.to_string())?;
                     let response = http.get(url).send().await.map_err(|e| e.to_string())?;
                     match response.status().is_success() {
                         true => Ok(()),

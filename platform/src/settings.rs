@@ -83,6 +83,11 @@ impl KafkaSettings {
         schemas::Topics::with_prefix(&self.topic_prefix)
     }
 
+    /// A consumer group id; the topic prefix isolates groups like topics.
+    pub fn group(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
+
     pub fn delivery_timeout(&self) -> Duration {
         Duration::from_millis(self.delivery_timeout_ms)
     }

@@ -419,10 +419,11 @@ impl ConsumerLoop {
         for result in futures::future::join_all(sends).await {
             result?;
         }
+        // No metadata means the consumer is not (yet) in the group: abort and retry.
         let metadata = self
             .consumer
             .group_metadata()
-            .ok_or(KafkaError::Transaction(rdkafka::error::RDKafkaError::from_code(RDKafkaErrorCode::InvalidGroupId)))?;
+            .ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::InvalidGroupId))?;
         let producer = self.producer.clone();
         blocking(move || {
             producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
@@ -436,14 +437,17 @@ impl ConsumerLoop {
     async fn rewind(&self) -> Result<(), ConsumerError> {
         let consumer = self.consumer.clone();
         blocking(move || {
-            let mut committed = consumer.committed(CALL_TIMEOUT)?;
+            let committed = consumer.committed(CALL_TIMEOUT)?;
+            let mut positions = TopicPartitionList::with_capacity(committed.count());
             for element in committed.elements() {
-                if element.offset() == Offset::Invalid {
-                    // Nothing committed yet: start of the partition (auto.offset.reset).
-                    committed.set_partition_offset(element.topic(), element.partition(), Offset::Beginning)?;
-                }
+                // Nothing committed yet: the start of the partition (auto.offset.reset).
+                let offset = match element.offset() {
+                    Offset::Invalid => Offset::Beginning,
+                    offset => offset,
+                };
+                positions.add_partition_offset(element.topic(), element.partition(), offset)?;
             }
-            consumer.seek_partitions(committed, CALL_TIMEOUT)?;
+            consumer.seek_partitions(positions, CALL_TIMEOUT)?;
             Ok(())
         })
         .await
