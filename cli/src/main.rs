@@ -1,1 +1,191 @@
-fn main() {}
+//! `firstcome`: the operator's command. Thin: parse, load settings, call the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use firstcome_cli::commands::{db, event, members, schemas, topics};
+use firstcome_cli::CliSettings;
+use platform::kafka::admin::Layout;
+
+#[derive(Parser)]
+#[command(name = "firstcome", version, about = "First-come-first-served reward events on Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Database schema.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Kafka topics.
+    Topics {
+        #[command(subcommand)]
+        command: TopicsCommand,
+    },
+    /// Avro schemas in the registry.
+    Schemas {
+        #[command(subcommand)]
+        command: SchemasCommand,
+    },
+    /// The shop's member/purchase replica.
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+    /// Reward events.
+    Event {
+        #[command(subcommand)]
+        command: EventCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Apply pending migrations.
+    Migrate,
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create the pipeline's topics and their dead-letter topics (idempotent).
+    Create {
+        #[arg(long, default_value_t = 12)]
+        partitions: i32,
+        #[arg(long, default_value_t = 3)]
+        dlq_partitions: i32,
+        #[arg(long, default_value_t = 1)]
+        replication: i32,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Register the schemas under their subjects with BACKWARD compatibility (idempotent).
+    Register,
+    /// Fail if the schemas (built in, or the .avsc files of --dir) are incompatible with the registry.
+    Check {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MembersCommand {
+    /// Seed N members, a share of whom bought the product.
+    Seed {
+        count: usize,
+        #[arg(long, default_value = "m")]
+        prefix: String,
+        #[arg(long, default_value = "coffee-beans-1kg")]
+        product: String,
+        #[arg(long, default_value_t = 0.9)]
+        eligible_ratio: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventCommand {
+    /// Create an event and load its eligible members into Redis.
+    Create {
+        /// Event id (default: a new UUID).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value = "Survey reward: ₩10,000 coffee")]
+        name: String,
+        #[arg(long, default_value = "coffee-beans-1kg")]
+        product: String,
+        #[arg(long)]
+        total: i32,
+        #[arg(long, default_value_t = 0)]
+        safety: i32,
+        /// now, +10m, or RFC 3339
+        #[arg(long, default_value = "now")]
+        open_at: String,
+        #[arg(long, default_value = "+1h")]
+        close_at: String,
+        /// Required question ids, comma separated.
+        #[arg(long, value_delimiter = ',', default_values_t = event::DEFAULT_QUESTIONS.map(String::from))]
+        questions: Vec<String>,
+    },
+    /// Show an event across PostgreSQL and Redis.
+    Show { event_id: String },
+    /// Close an event now.
+    Close { event_id: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings: CliSettings = platform::settings::load().context("Failed to load settings")?;
+    platform::telemetry::init("firstcome", &settings.telemetry);
+    match cli.command {
+        Command::Db { command: DbCommand::Migrate } => {
+            let applied = db::migrate(&settings.database).await?;
+            println!("{applied} migration(s) applied");
+        }
+        Command::Topics { command: TopicsCommand::Create { partitions, dlq_partitions, replication } } => {
+            let layout = Layout { partitions, dlq_partitions, replication };
+            for line in topics::create(&settings.kafka, layout).await? {
+                println!("{line}");
+            }
+        }
+        Command::Schemas { command } => match command {
+            SchemasCommand::Register => {
+                for registered in schemas::register(&settings.registry, &settings.kafka).await? {
+                    println!("{:<40} id {}", registered.subject, registered.id);
+                }
+            }
+            SchemasCommand::Check { dir } => {
+                let verdicts = schemas::check(&settings.registry, &settings.kafka, dir.as_deref()).await?;
+                for v in &verdicts {
+                    let verdict = match v.compatible {
+                        Some(true) => "compatible",
+                        Some(false) => "INCOMPATIBLE",
+                        None => "new subject",
+                    };
+                    println!("{:<40} {verdict}", v.subject);
+                }
+                if !schemas::all_compatible(&verdicts) {
+                    anyhow::bail!("incompatible schema change");
+                }
+            }
+        },
+        Command::Members { command: MembersCommand::Seed { count, prefix, product, eligible_ratio } } => {
+            let plan = members::SeedPlan { count, id_prefix: prefix, product_id: product, eligible_ratio };
+            let report = members::seed(&settings.database, &plan).await?;
+            println!("{} members, {} bought {}", report.members.len(), report.eligible.len(), plan.product_id);
+        }
+        Command::Event { command } => match command {
+            EventCommand::Create { id, name, product, total, safety, open_at, close_at, questions } => {
+                let now = chrono::Utc::now();
+                let new = event::NewEvent {
+                    event_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                    name,
+                    product_id: product,
+                    total_stock: total,
+                    safety_stock: safety,
+                    open_at: event::parse_time(&open_at, now)?,
+                    close_at: event::parse_time(&close_at, now)?,
+                    questions,
+                };
+                let eligible = event::create(&settings, &new).await?;
+                println!("event {} created: {} for sale, {eligible} eligible members", new.event_id, new.for_sale());
+            }
+            EventCommand::Show { event_id } => {
+                let view = event::show(&settings, &event_id).await?;
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            }
+            EventCommand::Close { event_id } => {
+                event::close(&settings, &event_id).await?;
+                println!("event {event_id} closed");
+            }
+        },
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! `firstcome members seed N`: a realistic shop replica for demos and tests.
+//!
+//! Members get a Korean mobile number; a share of them bought the event's
+//! product (the eligibility source). Idempotent: existing rows are kept.
+
+use platform::settings::DatabaseSettings;
+
+/// What to seed.
+#[derive(Debug, Clone)]
+pub struct SeedPlan {
+    pub count: usize,
+    /// Member ids are `<prefix><7 digits>` (tests use a unique prefix).
+    pub id_prefix: String,
+    pub product_id: String,
+    /// Share of members who bought `product_id` (0.0..=1.0).
+    pub eligible_ratio: f64,
+}
+
+impl Default for SeedPlan {
+    fn default() -> Self {
+        Self {
+            count: 1_000,
+            id_prefix: "m".into(),
+            product_id: "coffee-beans-1kg".into(),
+            eligible_ratio: 0.9,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedReport {
+    pub members: Vec<String>,
+    /// The members who bought the product.
+    pub eligible: Vec<String>,
+}
+
+/// The member id of the `n`th seeded member.
+pub fn member_id(prefix: &str, n: usize) -> String {
+    format!("{prefix}{n:07}")
+}
+
+/// A deterministic, valid-looking mobile number for member `n`.
+pub fn phone(n: usize) -> String {
+    format!("010-{:04}-{:04}", (n / 10_000) % 10_000, n % 10_000)
+}
+
+/// Whether member `n` bought the product: spread evenly, deterministic.
+fn bought(n: usize, ratio: f64) -> bool {
+    let ratio = ratio.clamp(0.0, 1.0);
+    ((n + 1) as f64 * ratio).floor() > (n as f64 * ratio).floor()
+}
+
+/// Inserts the members and their purchases, in chunks.
+pub async fn seed(database: &DatabaseSettings, plan: &SeedPlan) -> anyhow::Result<SeedReport> {
+    let pool = platform::db::pool(database)?;
+    let client = pool.get().await?;
+    let mut report = SeedReport { members: Vec::with_capacity(plan.count), eligible: Vec::new() };
+    const CHUNK: usize = 5_000;
+    for start in (0..plan.count).step_by(CHUNK) {
+        let end = (start + CHUNK).min(plan.count);
+        let ids: Vec<String> = (start..end).map(|n| member_id(&plan.id_prefix, n)).collect();
+        let names: Vec<String> = (start..end).map(|n| format!("Member {n}")).collect();
+        let phones: Vec<String> = (start..end).map(phone).collect();
+        let buyers: Vec<String> = (start..end)
+            .filter(|&n| bought(n, plan.eligible_ratio))
+            .map(|n| member_id(&plan.id_prefix, n))
+            .collect();
+        client
+            .execute(
+                "INSERT INTO members (member_id, name, phone)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])
+                 ON CONFLICT (member_id) DO NOTHING",
+                &[&ids, &names, &phones],
+            )
+            .await?;
+        client
+            .execute(
+                "INSERT INTO purchases (member_id, product_id)
+                 SELECT m, $2 FROM UNNEST($1::text[]) AS m
+                 WHERE NOT EXISTS (SELECT 1 FROM purchases p WHERE p.member_id = m AND p.product_id = $2)",
+                &[&buyers, &plan.product_id],
+            )
+            .await?;
+        report.members.extend(ids);
+        report.eligible.extend(buyers);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eligible_share_is_close_to_the_ratio() {
+        let eligible = (0..1000).filter(|&n| bought(n, 0.9)).count();
+        assert_eq!(eligible, 900);
+        assert_eq!((0..10).filter(|&n| bought(n, 0.0)).count(), 0);
+        assert_eq!((0..10).filter(|&n| bought(n, 1.0)).count(), 10);
+    }
+
+    #[test]
+    fn phones_look_like_korean_mobiles() {
+        assert_eq!(phone(12_345), "010-0001-2345");
+    }
+}

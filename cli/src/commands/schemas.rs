@@ -1,0 +1,79 @@
+//! `firstcome schemas register | check`: schema governance.
+//!
+//! `register` puts the Avro schemas of `schemas/avro/` under their topics'
+//! value subjects (TopicNameStrategy) with BACKWARD compatibility. `check`
+//! asks the registry whether a schema set (the built-in one, or the `.avsc`
+//! files of a folder being edited) may be registered next, and fails if not.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use schemas::events::all_schemas;
+use schemas::registry::{Registered, Verdict};
+use schemas::{RegistryAdmin, Topics};
+
+use platform::settings::{KafkaSettings, RegistrySettings};
+
+fn admin(registry: &RegistrySettings) -> anyhow::Result<RegistryAdmin> {
+    Ok(RegistryAdmin::new(&registry.url, Duration::from_millis(registry.timeout_ms))?)
+}
+
+/// Registers every schema; idempotent.
+pub async fn register(registry: &RegistrySettings, kafka: &KafkaSettings) -> anyhow::Result<Vec<Registered>> {
+    Ok(admin(registry)?.register_all(&kafka.topics()).await?)
+}
+
+/// `survey_submitted.avsc` for `dev.firstcome.events.SurveySubmitted`.
+pub fn file_name(record_name: &str) -> String {
+    let short = record_name.rsplit('.').next().unwrap_or(record_name);
+    let mut out = String::new();
+    for (i, c) in short.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    format!("{out}.avsc")
+}
+
+/// Checks the built-in schemas, or those in `dir` (files named as in
+/// `schemas/avro/`; a missing file keeps the built-in one).
+pub async fn check(
+    registry: &RegistrySettings,
+    kafka: &KafkaSettings,
+    dir: Option<&Path>,
+) -> anyhow::Result<Vec<Verdict>> {
+    let admin = admin(registry)?;
+    let topics = kafka.topics();
+    let mut verdicts = Vec::new();
+    for (topic, name, builtin) in all_schemas(&topics) {
+        let text = match dir.map(|d| d.join(file_name(name))) {
+            Some(path) if path.exists() => std::fs::read_to_string(&path)
+                .with_context(|| format!("Failed to read {}", path.display()))?,
+            _ => builtin.to_string(),
+        };
+        verdicts.push(admin.check(&Topics::value_subject(topic), name, &text).await?);
+    }
+    Ok(verdicts)
+}
+
+/// Whether every verdict allows the change.
+pub fn all_compatible(verdicts: &[Verdict]) -> bool {
+    verdicts.iter().all(|v| v.compatible != Some(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_follow_the_record_names() {
+        assert_eq!(file_name("dev.firstcome.events.SurveySubmitted"), "survey_submitted.avsc");
+        assert_eq!(file_name("dev.firstcome.events.StockDecision"), "stock_decision.avsc");
+        for (_, name, _) in all_schemas(&Topics::default()) {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/avro").join(file_name(name));
+            assert!(path.exists(), "{}", path.display());
+        }
+    }
+}

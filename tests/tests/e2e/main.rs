@@ -1,0 +1,7 @@
+//! End-to-end tests against the real local stack (`stack/bin/stack up`):
+//! Kafka, the schema registry, PostgreSQL and Redis. No mocks; the gift
+//! provider is its documented simulator. Every test isolates itself with a
+//! topic/group prefix, a fresh database and a fresh event id.
+
+mod helpers;
+mod registry;
