@@ -2,6 +2,9 @@
 
 pub mod db;
 pub mod event;
+pub mod invariants;
 pub mod members;
+pub mod reconcile;
+pub mod rush;
 pub mod schemas;
 pub mod topics;

@@ -1,0 +1,40 @@
+# Shared by scripts/test.sh and scripts/demo.sh: bring a fresh machine to the
+# point where the workspace builds and the local stack runs. Idempotent.
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+# Build dependencies of rdkafka (librdkafka is compiled from source).
+ensure_build_deps() {
+  local missing=()
+  for pkg in build-essential pkg-config zlib1g-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    step "installing build dependencies: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+}
+
+# The real services: PostgreSQL, Redis, Kafka, the schema registry.
+stack_up() {
+  step "starting the local stack (stack/bin/stack up)"
+  stack/bin/stack up
+  eval "$(stack/bin/stack env)"
+}
+
+# Schema, topics and registry subjects of the default (unprefixed) deployment.
+bootstrap_pipeline() {
+  local firstcome="$1"
+  step "migrating the database, creating topics, registering schemas"
+  "$firstcome" db migrate
+  "$firstcome" topics create
+  "$firstcome" schemas register
+  "$firstcome" schemas check
+}
