@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use firstcome_cli::commands::{db, event, members, schemas, topics};
+use firstcome_cli::commands::demo::{self, DemoPlan};
+use firstcome_cli::commands::{db, event, invariants, members, reconcile, schemas, topics};
 use firstcome_cli::CliSettings;
 use platform::kafka::admin::Layout;
 
@@ -42,6 +43,34 @@ enum Command {
     Event {
         #[command(subcommand)]
         command: EventCommand,
+    },
+    /// Mint a member bearer token (signed with auth.token_secret, as ingest verifies).
+    Token {
+        member_id: String,
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
+    /// Check the invariants; with --repair, set the Redis counter back to the ledger (idle pipeline only).
+    Reconcile {
+        event_id: String,
+        /// The gift provider, to compare its records too.
+        #[arg(long)]
+        provider_url: Option<String>,
+        #[arg(long)]
+        repair: bool,
+    },
+    /// The opening rush on the local stack: seed, create an event, start every service, fire, drain, check.
+    Demo {
+        #[arg(long, default_value_t = 5_000)]
+        members: usize,
+        #[arg(long, default_value_t = 1_050)]
+        total: i32,
+        #[arg(long, default_value_t = 50)]
+        safety: i32,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 2)]
+        ingest_instances: usize,
     },
 }
 
@@ -186,6 +215,28 @@ async fn main() -> anyhow::Result<()> {
                 println!("event {event_id} closed");
             }
         },
+        Command::Token { member_id, ttl_secs } => {
+            let token = ingest::auth::mint(&settings.auth.token_secret, &member_id, std::time::Duration::from_secs(ttl_secs))?;
+            println!("{token}");
+        }
+        Command::Reconcile { event_id, provider_url, repair } => {
+            let outcome = reconcile::run(&settings, &event_id, provider_url.as_deref(), repair).await?;
+            println!("reconcile {event_id}");
+            invariants::print(&outcome.report);
+            if let Some(stock) = outcome.repaired_stock {
+                println!("repaired: redis stock set to {stock}");
+            } else if !outcome.report.all_hold() {
+                anyhow::bail!("drift found (run with --repair once the pipeline is idle)");
+            }
+        }
+        Command::Demo { members, total, safety, concurrency, ingest_instances } => {
+            let plan = DemoPlan { members, total_stock: total, safety_stock: safety, concurrency, ingest_instances, ..Default::default() };
+            let outcome = demo::run(&settings, &plan).await?;
+            if !outcome.invariants.all_hold() {
+                anyhow::bail!("invariants broken for {}", outcome.event_id);
+            }
+            println!("\nall invariants hold for {}", outcome.event_id);
+        }
     }
     Ok(())
 }

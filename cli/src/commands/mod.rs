@@ -8,3 +8,5 @@ pub mod reconcile;
 pub mod rush;
 pub mod schemas;
 pub mod topics;
+pub mod demo;
+pub mod services;

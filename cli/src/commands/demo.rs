@@ -1,0 +1,218 @@
+//! `firstcome demo`: an opening rush on the local stack, end to end.
+//!
+//! Seeds members, creates an event, starts every service as its own process
+//! (two ingest instances behind a round-robin client, one of each consumer
+//! group, the provider simulator with faults switched on), fires the burst,
+//! waits for the pipeline to drain and prints the outcome with every
+//! invariant checked. The stack must be up and the topics/schemas in place
+//! (`scripts/demo.sh` does both).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+
+use super::event::{self, NewEvent, DEFAULT_QUESTIONS};
+use super::invariants::{self, InvariantReport};
+use super::members::{self, SeedPlan};
+use super::rush::{self, RushPlan, RushReport};
+use super::services::{ServiceProcess, ServiceSpec};
+use crate::settings::CliSettings;
+
+/// The knobs of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoPlan {
+    pub members: usize,
+    pub eligible_ratio: f64,
+    pub total_stock: i32,
+    pub safety_stock: i32,
+    pub duplicate_ratio: f64,
+    pub concurrency: usize,
+    pub ingest_instances: usize,
+    /// Provider faults: 503 before issuing, and issuing but timing out.
+    pub provider_transient_rate: f64,
+    pub provider_timeout_after_issue_rate: f64,
+    /// Phones ending with this are refused for good (their units go back).
+    pub refused_phone_suffix: Option<String>,
+    pub drain_timeout: Duration,
+    pub log_dir: PathBuf,
+}
+
+impl Default for DemoPlan {
+    fn default() -> Self {
+        Self {
+            members: 5_000,
+            eligible_ratio: 0.9,
+            total_stock: 1_050,
+            safety_stock: 50,
+            duplicate_ratio: 0.1,
+            concurrency: 64,
+            ingest_instances: 2,
+            provider_transient_rate: 0.05,
+            provider_timeout_after_issue_rate: 0.02,
+            refused_phone_suffix: Some("77".into()),
+            drain_timeout: Duration::from_secs(180),
+            log_dir: PathBuf::from(".stack/demo"),
+        }
+    }
+}
+
+/// What the demo saw.
+pub struct DemoOutcome {
+    pub event_id: String,
+    pub rush: RushReport,
+    pub invariants: InvariantReport,
+    pub drained_in: Duration,
+}
+
+const INGEST_BASE_PORT: u16 = 8080;
+const PROVIDER_PORT: u16 = 8090;
+
+/// Runs the demo; the services are stopped before it returns.
+pub async fn run(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Result<DemoOutcome> {
+    println!("seeding {} members ({}% bought the product)…", plan.members, plan.eligible_ratio * 100.0);
+    let seed_plan = SeedPlan { count: plan.members, eligible_ratio: plan.eligible_ratio, ..Default::default() };
+    let seeded = members::seed(&settings.database, &seed_plan).await?;
+
+    let now = chrono::Utc::now();
+    let new_event = NewEvent {
+        event_id: format!("demo-{}", now.format("%Y%m%d-%H%M%S")),
+        name: "Survey reward: ₩10,000 coffee gifticon".into(),
+        product_id: seed_plan.product_id.clone(),
+        total_stock: plan.total_stock,
+        safety_stock: plan.safety_stock,
+        open_at: now,
+        close_at: now + chrono::Duration::hours(1),
+        questions: DEFAULT_QUESTIONS.map(String::from).to_vec(),
+    };
+    let eligible = event::create(settings, &new_event).await?;
+    println!(
+        "event {}: {} in stock, {} safety, {} for sale, {eligible} eligible members",
+        new_event.event_id,
+        plan.total_stock,
+        plan.safety_stock,
+        new_event.for_sale()
+    );
+
+    let mut services = start_services(plan).await?;
+    let result = rush_and_drain(settings, plan, &new_event, &seeded.members).await;
+    for service in services.drain(..) {
+        service.stop(Duration::from_secs(10)).await;
+    }
+    result
+}
+
+async fn start_services(plan: &DemoPlan) -> anyhow::Result<Vec<ServiceProcess>> {
+    let port_env = |port: u16| vec![("FIRSTCOME_HTTP__PORT".to_string(), port.to_string())];
+    let health = |port: u16| format!("http://127.0.0.1:{port}/healthz");
+    let mut specs = Vec::new();
+    let mut provider_env = port_env(PROVIDER_PORT);
+    provider_env.push(("FIRSTCOME_FAULTS__TRANSIENT_FAILURE_RATE".into(), plan.provider_transient_rate.to_string()));
+    provider_env.push((
+        "FIRSTCOME_FAULTS__TIMEOUT_AFTER_ISSUE_RATE".into(),
+        plan.provider_timeout_after_issue_rate.to_string(),
+    ));
+    provider_env.push(("FIRSTCOME_FAULTS__HANG_MS".into(), "3000".into()));
+    if let Some(suffix) = &plan.refused_phone_suffix {
+        provider_env.push(("FIRSTCOME_FAULTS__REFUSED_PHONE_SUFFIXES".into(), suffix.clone()));
+    }
+    specs.push(ServiceSpec { name: "provider-sim".into(), binary: "provider-sim".into(), env: provider_env, health_url: health(PROVIDER_PORT) });
+    for (name, port) in [("stock-processor", 9101), ("recorder", 9102)] {
+        specs.push(ServiceSpec { name: name.into(), binary: name.into(), env: port_env(port), health_url: health(port) });
+    }
+    let mut sender_env = port_env(9103);
+    sender_env.push(("FIRSTCOME_PROVIDER__BASE_URL".into(), format!("http://127.0.0.1:{PROVIDER_PORT}")));
+    sender_env.push(("FIRSTCOME_PROVIDER__TIMEOUT_MS".into(), "1000".into()));
+    specs.push(ServiceSpec { name: "sender".into(), binary: "sender".into(), env: sender_env, health_url: health(9103) });
+    for i in 0..plan.ingest_instances {
+        let port = INGEST_BASE_PORT + 2 * i as u16;
+        specs.push(ServiceSpec {
+            name: format!("ingest-{}", i + 1),
+            binary: "ingest".into(),
+            env: port_env(port),
+            health_url: health(port),
+        });
+    }
+    let mut running = Vec::new();
+    for spec in &specs {
+        running.push(ServiceProcess::start(spec, &plan.log_dir)?);
+    }
+    for service in &mut running {
+        service.wait_healthy(Duration::from_secs(60)).await?;
+        println!("  {:<16} healthy (pid {}, log {})", service.name, service.pid().unwrap_or(0), service.log.display());
+    }
+    Ok(running)
+}
+
+async fn rush_and_drain(
+    settings: &CliSettings,
+    plan: &DemoPlan,
+    new_event: &NewEvent,
+    members: &[String],
+) -> anyhow::Result<DemoOutcome> {
+    let secret: &SecretString = &settings.auth.token_secret;
+    let mut shots = Vec::with_capacity(members.len());
+    for member in members {
+        shots.push((member.clone(), ingest::auth::mint(secret, member, Duration::from_secs(3600))?));
+    }
+    let rush_plan = RushPlan {
+        base_urls: (0..plan.ingest_instances)
+            .map(|i| format!("http://127.0.0.1:{}", INGEST_BASE_PORT + 2 * i as u16))
+            .collect(),
+        event_id: new_event.event_id.clone(),
+        members: shots,
+        duplicate_ratio: plan.duplicate_ratio,
+        concurrency: plan.concurrency,
+        answers: vec![("satisfaction".into(), "5".into()), ("recommend".into(), "yes".into())],
+        request_timeout: Duration::from_secs(10),
+    };
+    println!("\nopening rush: {} members (+{}% retries), {} in flight…", members.len(), plan.duplicate_ratio * 100.0, plan.concurrency);
+    let report = rush::run(&rush_plan).await?;
+    println!(
+        "  {} requests in {} ms: {:.0} req/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        report.requests, report.elapsed_ms, report.requests_per_sec, report.p50_ms, report.p99_ms, report.max_ms
+    );
+
+    println!("\nwaiting for the pipeline to drain…");
+    let started = Instant::now();
+    let provider = format!("http://127.0.0.1:{PROVIDER_PORT}");
+    let accepted = report.accepted.clone();
+    let event_id = new_event.event_id.clone();
+    let drained = event::wait_until(plan.drain_timeout, || {
+        let accepted = accepted.clone();
+        let event_id = event_id.clone();
+        async move {
+            match invariants::check(settings, &event_id, &accepted, None).await {
+                Ok(r) => r.tally.entries >= accepted.len() as i64 && r.tally.pending == 0 && r.tally.won == 0,
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    let drained_in = started.elapsed();
+    let invariants = invariants::check(settings, &new_event.event_id, &report.accepted, Some(&provider)).await?;
+    print_outcome(&report, &invariants, drained, drained_in);
+    Ok(DemoOutcome { event_id: new_event.event_id.clone(), rush: report, invariants, drained_in })
+}
+
+fn print_outcome(report: &RushReport, invariants: &InvariantReport, drained: bool, drained_in: Duration) {
+    let t = &invariants.tally;
+    if drained {
+        println!("  drained in {:.1} s", drained_in.as_secs_f64());
+    } else {
+        println!("  NOT drained after {:.1} s", drained_in.as_secs_f64());
+    }
+    println!("\noutcome");
+    println!("  accepted (202)   {}", report.count(202));
+    for (error, n) in &report.by_error {
+        println!("  refused {:<9} {n}", error);
+    }
+    println!("  by status        {:?}", report.by_status);
+    println!("  won              {}", t.sent + t.failed + t.won);
+    println!("  sent             {}", t.sent);
+    println!("  failed→returned  {}", t.failed);
+    println!("  lost             {}", t.lost);
+    println!("  for sale         {}  (ledger issued {}, returned {}, redis stock {})", t.for_sale, t.ledger_issued, t.ledger_returned, t.redis_stock);
+    println!("\ninvariants");
+    invariants::print(invariants);
+}
