@@ -1,1 +1,25 @@
+//! `stock-processor`: consumer group `stock` (DESIGN.md, flow step 2).
+//!
+//! For each `SurveySubmitted` it decides, atomically in Redis, whether the
+//! entry takes one of the N units (WON), the member already holds one
+//! (ALREADY_WON), none is left (SOLD_OUT), the member may not enter
+//! (INELIGIBLE) or the event is closed (CLOSED), and emits a `StockDecision`.
+//! `StockRelease` records return a unit to stock (compensation by `dispatch`).
+//! Outputs and input offsets commit in one Kafka transaction; the Redis side
+//! is idempotent per entry id, so an aborted batch re-runs to the same answers.
+//!
+//! - [`settings`]: what the service reads at start.
+//! - [`store`]: the Lua scripts and their typed calls.
+//! - [`handler`]: the batch handler run by platform's consumer loop.
+//! - [`startup`]: `Application::build` / `run_until_stopped`.
 
+pub mod events;
+pub mod handler;
+pub mod settings;
+pub mod startup;
+pub mod store;
+
+pub use handler::StockHandler;
+pub use settings::Settings;
+pub use startup::{Application, Error};
+pub use store::{Decided, Decision, EntryRef, Released, StockStore, StoreError};

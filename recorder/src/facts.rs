@@ -1,0 +1,388 @@
+//! What the recorder learns from records: each one decoded and checked into
+//! an [`Observed`] fact, then a batch's facts merged into one [`EntryChanges`]
+//! per entry, so each entry is touched once per statement.
+//!
+//! Decoding trusts no producer (DESIGN.md, "Other producers"): a value that is
+//! not the topic's record, or whose ids are unusable, is poison and goes to
+//! the dead-letter topic; a registry that does not answer is not the record's
+//! fault, so the whole batch is retried instead.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use platform::kafka::Record;
+use schemas::{
+    Codec, CodecError, DispatchStatus, GiftDispatch, Outcome, StockDecision, SurveySubmitted, Topics,
+};
+use uuid::Uuid;
+
+/// Why a record could not be turned into a fact.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Deterministic: the same bytes fail the same way. Dead-letter it.
+    #[error("{0}")]
+    Poison(String),
+    /// Transient (registry down): retry the batch, commit nothing.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<CodecError> for DecodeError {
+    fn from(error: CodecError) -> Self {
+        match error {
+            CodecError::Poison(reason) => DecodeError::Poison(reason),
+            // Rejected/InvalidSchema cannot come out of a decode; if they ever
+            // do, they describe our deployment, not the record: retry.
+            other => DecodeError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Which entry a fact is about. Every event carries all three.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryKey {
+    pub entry_id: Uuid,
+    pub event_id: String,
+    pub user_id: String,
+}
+
+/// The member's submission (`survey-submitted`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    /// `[{question, answer}, …]` in the order given.
+    pub answers: serde_json::Value,
+    pub client_channel: String,
+    pub submitted_at: DateTime<Utc>,
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// The stock group's answer (`stock-decided`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub unit_no: Option<i32>,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// How sending the gift ended (`gift-dispatched`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dispatch {
+    pub status: DispatchStatus,
+    pub provider_ref: Option<String>,
+    pub reason: Option<String>,
+    pub dispatched_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fact {
+    Submission(Submission),
+    Decision(Decision),
+    Dispatch(Dispatch),
+}
+
+impl Fact {
+    /// The label used in metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fact::Submission(_) => "submission",
+            Fact::Decision(_) => "decision",
+            Fact::Dispatch(_) => "dispatch",
+        }
+    }
+}
+
+/// One record, decoded and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub key: EntryKey,
+    pub fact: Fact,
+}
+
+/// Decodes `record` by the topic it came from.
+pub async fn decode(codec: &Codec, topics: &Topics, record: &Record) -> Result<Observed, DecodeError> {
+    let topic = record.topic();
+    if topic == topics.survey_submitted {
+        let event: SurveySubmitted = codec.decode(record.payload()).await?;
+        submission(event)
+    } else if topic == topics.stock_decided {
+        let event: StockDecision = codec.decode(record.payload()).await?;
+        decision(event)
+    } else if topic == topics.gift_dispatched {
+        let event: GiftDispatch = codec.decode(record.payload()).await?;
+        dispatch(event)
+    } else {
+        // Only reachable if the subscription and `topics` disagree.
+        Err(DecodeError::Poison(format!("unexpected topic {topic}")))
+    }
+}
+
+/// Checks a submission and converts its fields to column values.
+pub fn submission(event: SurveySubmitted) -> Result<Observed, DecodeError> {
+    let key = key_of(&event.entry_id, &event.event_id, &event.user_id)?;
+    let answers = serde_json::to_value(&event.answers)
+        .map_err(|e| DecodeError::Poison(format!("answers do not serialise: {e}")))?;
+    Ok(Observed {
+        key,
+        fact: Fact::Submission(Submission {
+            answers,
+            client_channel: event.client.channel,
+            submitted_at: timestamp("submitted_at", event.submitted_at)?,
+            accepted_at: timestamp("accepted_at", event.accepted_at)?,
+        }),
+    })
+}
+
+/// Checks a decision and converts its fields to column values.
+pub fn decision(event: StockDecision) -> Result<Observed, DecodeError> {
+    let key = key_of(&event.entry_id, &event.event_id, &event.user_id)?;
+    Ok(Observed {
+        key,
+        fact: Fact::Decision(Decision {
+            outcome: event.outcome,
+            unit_no: event.unit_no,
+            decided_at: timestamp("decided_at", event.decided_at)?,
+        }),
+    })
+}
+
+/// Checks a dispatch and converts its fields to column values.
+pub fn dispatch(event: GiftDispatch) -> Result<Observed, DecodeError> {
+    let key = key_of(&event.entry_id, &event.event_id, &event.user_id)?;
+    Ok(Observed {
+        key,
+        fact: Fact::Dispatch(Dispatch {
+            status: event.status,
+            provider_ref: event.provider_ref,
+            reason: event.reason,
+            dispatched_at: timestamp("dispatched_at", event.dispatched_at)?,
+        }),
+    })
+}
+
+/// The entry's ids; an entry id that is not a UUID can never be stored, and
+/// an entry without its event or member cannot be placed.
+fn key_of(entry_id: &str, event_id: &str, user_id: &str) -> Result<EntryKey, DecodeError> {
+    let parsed = Uuid::parse_str(entry_id)
+        .map_err(|e| DecodeError::Poison(format!("entry_id {entry_id:?} is not a UUID: {e}")))?;
+    if event_id.is_empty() {
+        return Err(DecodeError::Poison("event_id is empty".into()));
+    }
+    if user_id.is_empty() {
+        return Err(DecodeError::Poison("user_id is empty".into()));
+    }
+    Ok(EntryKey { entry_id: parsed, event_id: event_id.to_string(), user_id: user_id.to_string() })
+}
+
+fn timestamp(field: &str, millis: i64) -> Result<DateTime<Utc>, DecodeError> {
+    DateTime::from_timestamp_millis(millis)
+        .ok_or_else(|| DecodeError::Poison(format!("{field} {millis} is out of range")))
+}
+
+/// Everything a batch says about one entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryChanges {
+    /// From the first record of the entry in the batch.
+    pub key: EntryKey,
+    pub submission: Option<Submission>,
+    pub decision: Option<Decision>,
+    pub dispatch: Option<Dispatch>,
+}
+
+/// A stock movement a batch asks for: a WON decision issues a unit, a FAILED
+/// dispatch returns it (its unit number is looked up from the entry if this
+/// batch does not carry the decision).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Movement {
+    pub entry_id: Uuid,
+    pub kind: MovementKind,
+    pub event_id: String,
+    pub unit_no: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MovementKind {
+    Issued,
+    Returned,
+}
+
+impl MovementKind {
+    /// The `stock_movements.kind` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MovementKind::Issued => "issued",
+            MovementKind::Returned => "returned",
+        }
+    }
+}
+
+impl EntryChanges {
+    fn new(key: EntryKey) -> Self {
+        Self { key, submission: None, decision: None, dispatch: None }
+    }
+
+    /// Adds a fact; the first of each kind wins, like the columns in the
+    /// database (a redelivery repeats the same values anyway).
+    fn absorb(&mut self, fact: Fact) {
+        match fact {
+            Fact::Submission(s) => {
+                self.submission.get_or_insert(s);
+            }
+            Fact::Decision(d) => {
+                self.decision.get_or_insert(d);
+            }
+            Fact::Dispatch(d) => {
+                self.dispatch.get_or_insert(d);
+            }
+        }
+    }
+
+    /// The stock movements these changes imply.
+    pub fn movements(&self) -> impl Iterator<Item = Movement> + '_ {
+        let issued = self
+            .decision
+            .as_ref()
+            .filter(|d| d.outcome == Outcome::Won)
+            .map(|d| self.movement(MovementKind::Issued, d.unit_no));
+        let returned = self
+            .dispatch
+            .as_ref()
+            .filter(|d| d.status == DispatchStatus::Failed)
+            .map(|_| self.movement(MovementKind::Returned, self.decision.as_ref().and_then(|d| d.unit_no)));
+        issued.into_iter().chain(returned)
+    }
+
+    fn movement(&self, kind: MovementKind, unit_no: Option<i32>) -> Movement {
+        Movement { entry_id: self.key.entry_id, kind, event_id: self.key.event_id.clone(), unit_no }
+    }
+}
+
+/// Merges a batch's facts into one change set per entry, in the order each
+/// entry first appears. That order matters for the first-entry-wins rule:
+/// two entry ids of one member share a key, hence a partition, so the one
+/// produced first comes first here and gets the row.
+pub fn merge(observed: impl IntoIterator<Item = Observed>) -> Vec<EntryChanges> {
+    let mut changes: Vec<EntryChanges> = Vec::new();
+    let mut position: HashMap<Uuid, usize> = HashMap::new();
+    for Observed { key, fact } in observed {
+        let index = *position.entry(key.entry_id).or_insert_with(|| {
+            changes.push(EntryChanges::new(key));
+            changes.len() - 1
+        });
+        changes[index].absorb(fact);
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::{ClientInfo, SurveyAnswer};
+
+    fn entry(entry_id: &str) -> SurveySubmitted {
+        SurveySubmitted {
+            event_id: "ev".into(),
+            entry_id: entry_id.into(),
+            user_id: "u1".into(),
+            answers: vec![SurveyAnswer { question: "q1".into(), answer: "5".into() }],
+            submitted_at: 1_700_000_000_000,
+            accepted_at: 1_700_000_000_001,
+            client: ClientInfo { channel: "web".into(), user_agent: None },
+        }
+    }
+
+    fn decided(entry_id: Uuid, outcome: Outcome, unit_no: Option<i32>, at: i64) -> Observed {
+        decision(StockDecision {
+            event_id: "ev".into(),
+            entry_id: entry_id.to_string(),
+            user_id: "u1".into(),
+            outcome,
+            unit_no,
+            decided_at: at,
+            accepted_at: 0,
+        })
+        .unwrap()
+    }
+
+    fn failed(entry_id: Uuid) -> Observed {
+        dispatch(GiftDispatch {
+            event_id: "ev".into(),
+            entry_id: entry_id.to_string(),
+            user_id: "u1".into(),
+            status: DispatchStatus::Failed,
+            provider_ref: None,
+            attempts: 3,
+            reason: Some("refused".into()),
+            dispatched_at: 5,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_entry_id_that_is_not_a_uuid_is_poison() {
+        assert!(matches!(submission(entry("not-a-uuid")), Err(DecodeError::Poison(_))));
+    }
+
+    #[test]
+    fn an_empty_event_id_is_poison() {
+        let mut event = entry(&Uuid::new_v4().to_string());
+        event.event_id.clear();
+        assert!(matches!(submission(event), Err(DecodeError::Poison(_))));
+    }
+
+    #[test]
+    fn a_timestamp_out_of_range_is_poison() {
+        let mut event = entry(&Uuid::new_v4().to_string());
+        event.accepted_at = i64::MAX;
+        assert!(matches!(submission(event), Err(DecodeError::Poison(_))));
+    }
+
+    #[test]
+    fn a_submission_keeps_its_answers_in_order_as_json() {
+        let id = Uuid::new_v4();
+        let observed = submission(entry(&id.to_string())).unwrap();
+        assert_eq!(observed.key, EntryKey { entry_id: id, event_id: "ev".into(), user_id: "u1".into() });
+        let Fact::Submission(s) = observed.fact else { panic!("not a submission") };
+        assert_eq!(s.answers, serde_json::json!([{ "question": "q1", "answer": "5" }]));
+        assert_eq!(s.accepted_at.timestamp_millis(), 1_700_000_000_001);
+    }
+
+    #[test]
+    fn registry_outages_are_retried_and_bad_bytes_dead_lettered() {
+        assert!(matches!(DecodeError::from(CodecError::Unavailable("down".into())), DecodeError::Unavailable(_)));
+        assert!(matches!(DecodeError::from(CodecError::Poison("bad".into())), DecodeError::Poison(_)));
+    }
+
+    #[test]
+    fn duplicates_in_a_batch_collapse_to_one_change_per_entry_first_wins() {
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let merged = merge([
+            decided(a, Outcome::Won, Some(1), 10),
+            decided(b, Outcome::SoldOut, None, 11),
+            decided(a, Outcome::Won, Some(1), 99),
+            submission(entry(&a.to_string())).unwrap(),
+        ]);
+        assert_eq!(merged.len(), 2);
+        let first = merged.iter().find(|c| c.key.entry_id == a).unwrap();
+        assert_eq!(first.decision.as_ref().unwrap().decided_at.timestamp_millis(), 10);
+        assert!(first.submission.is_some());
+        let ids: Vec<Uuid> = merged.iter().map(|c| c.key.entry_id).collect();
+        assert_eq!(ids, vec![a, b], "changes come in first-seen order");
+    }
+
+    #[test]
+    fn a_won_decision_issues_and_a_failed_dispatch_returns_the_same_unit() {
+        let a = Uuid::new_v4();
+        let merged = merge([decided(a, Outcome::Won, Some(4), 1), failed(a)]);
+        let moves: Vec<Movement> = merged[0].movements().collect();
+        assert_eq!(moves.len(), 2);
+        assert_eq!((moves[0].kind, moves[0].unit_no), (MovementKind::Issued, Some(4)));
+        assert_eq!((moves[1].kind, moves[1].unit_no), (MovementKind::Returned, Some(4)));
+    }
+
+    #[test]
+    fn a_lost_decision_moves_no_stock() {
+        let merged = merge([decided(Uuid::new_v4(), Outcome::SoldOut, None, 1)]);
+        assert_eq!(merged[0].movements().count(), 0);
+    }
+}

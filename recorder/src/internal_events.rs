@@ -1,0 +1,91 @@
+//! One struct per operational event: `emit()` logs and counts together, so
+//! the log line and the metric never drift apart.
+
+use crate::facts::EntryKey;
+use crate::store::{row_kinds, BatchReport};
+
+/// A record that can never be stored: it is dead-lettered.
+pub struct PoisonRecord<'a> {
+    pub topic: &'a str,
+    pub reason: &'a str,
+}
+
+impl PoisonRecord<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(topic = self.topic, reason = self.reason, "poison record, dead-lettering");
+        metrics::counter!("firstcome_recorder_poison_records_total", "topic" => self.topic.to_string()).increment(1);
+    }
+}
+
+/// A second entry id for a member who already has a row in this event.
+pub struct DuplicateMemberEntry<'a> {
+    pub key: &'a EntryKey,
+}
+
+impl DuplicateMemberEntry<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            entry_id = %self.key.entry_id,
+            event_id = %self.key.event_id,
+            user_id = %self.key.user_id,
+            "member already has an entry under another entry id; this one is not recorded"
+        );
+        metrics::counter!("firstcome_recorder_duplicate_member_entries_total").increment(1);
+    }
+}
+
+/// Movements for an event without a ledger row (created by other tooling):
+/// the movements are kept, the counters are not updated.
+pub struct LedgerMissing<'a> {
+    pub event_id: &'a str,
+    pub issued: i32,
+    pub returned: i32,
+}
+
+impl LedgerMissing<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            event_id = self.event_id,
+            issued = self.issued,
+            returned = self.returned,
+            "no stock_ledger row for this event; ledger not updated (reconcile repairs it)"
+        );
+        metrics::counter!("firstcome_recorder_ledger_missing_total").increment(1);
+    }
+}
+
+/// A batch committed to the database.
+pub struct BatchRecorded<'a> {
+    pub records: usize,
+    pub report: &'a BatchReport,
+}
+
+impl BatchRecorded<'_> {
+    pub fn emit(&self) {
+        tracing::debug!(
+            records = self.records,
+            created = self.report.entries_created,
+            filled = self.report.entries_filled,
+            issued = self.report.issued(),
+            returned = self.report.returned(),
+            "batch recorded"
+        );
+        for (kind, count) in row_kinds(self.report) {
+            if count > 0 {
+                metrics::counter!("firstcome_recorder_rows_total", "kind" => kind).increment(count);
+            }
+        }
+    }
+}
+
+/// The batch could not be written; it is retried whole.
+pub struct BatchFailed<'a> {
+    pub error: &'a dyn std::error::Error,
+}
+
+impl BatchFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(error = %self.error, "recording the batch failed; nothing committed, will retry");
+        metrics::counter!("firstcome_recorder_batch_failures_total").increment(1);
+    }
+}

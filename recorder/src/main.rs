@@ -1,0 +1,18 @@
+//! `recorder`: the `recording` consumer group as a process.
+
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: recorder::Settings = platform::settings::load().context("Failed to load settings")?;
+    platform::telemetry::init("recorder", &settings.telemetry);
+    let shutdown = platform::shutdown::on_signal();
+    let application = recorder::Application::build(settings)
+        .await
+        .context("Failed to start the recorder")?;
+    application
+        .run_until_stopped(shutdown)
+        .await
+        .context("The recorder stopped with an error")?;
+    Ok(())
+}

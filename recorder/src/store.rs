@@ -1,0 +1,262 @@
+//! The batch's SQL: one transaction, three statements whatever the batch
+//! size, each taking the batch as arrays (`unnest`) and prepared once per
+//! connection (`prepare_cached`).
+//!
+//! 1. [`CREATE_ENTRIES`]: create missing rows from whichever record came
+//!    first, `ON CONFLICT DO NOTHING` on both unique keys. A row skipped on
+//!    the `(event_id, user_id)` index is a second entry id for a member who
+//!    already has one (only other producers can make that): reported, never
+//!    an error that would wedge the batch.
+//! 2. [`FILL_ENTRIES`]: fill the still-empty column groups (submission,
+//!    decision, dispatch, each as a whole) and derive `status` from the
+//!    result. Columns never empty again, so the status never moves backwards,
+//!    and a redelivered record matches no hole and writes nothing.
+//! 3. [`MOVE_STOCK`]: insert the stock movements `ON CONFLICT DO NOTHING` and
+//!    add to the ledger only what was actually inserted, so a redelivered
+//!    decision or dispatch never counts twice. Movements are facts about the
+//!    stock and are kept even when the event has no ledger row.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use crate::facts::{EntryChanges, MovementKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// Creates the rows that do not exist yet and reports which inputs were
+/// skipped although their entry id has no row: the member already has a row
+/// under another entry id.
+///
+/// The outer SELECT reads `event_entries` as it was before this statement
+/// (data-modifying CTEs are not visible to it), so an input is "skipped"
+/// when it was neither inserted now nor present before. Under a concurrent
+/// insert of the same entry by another instance that reading can be stale;
+/// it only affects the report, never the data. Rows are inserted in batch
+/// order, so of two entry ids of one member the earlier one gets the row.
+pub const CREATE_ENTRIES: &str = "
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS i(entry_id, event_id, user_id, ord)
+), created AS (
+    INSERT INTO event_entries (entry_id, event_id, user_id)
+    SELECT entry_id, event_id, user_id FROM input ORDER BY ord
+    ON CONFLICT DO NOTHING
+    RETURNING entry_id
+)
+SELECT i.entry_id, (c.entry_id IS NOT NULL) AS created
+FROM input i LEFT JOIN created c ON c.entry_id = i.entry_id
+WHERE c.entry_id IS NOT NULL
+   OR NOT EXISTS (SELECT 1 FROM event_entries e WHERE e.entry_id = i.entry_id)";
+
+/// Fills empty column groups and derives the status; see the module docs.
+/// Each group is anchored on one column that is set whenever the group is
+/// (submitted_at, outcome, dispatch_status), so a group is taken whole from
+/// one record and never mixed from two.
+pub const FILL_ENTRIES: &str = "
+UPDATE event_entries e SET
+    answers         = COALESCE(e.answers, u.answers),
+    client_channel  = COALESCE(e.client_channel, u.client_channel),
+    submitted_at    = COALESCE(e.submitted_at, u.submitted_at),
+    accepted_at     = COALESCE(e.accepted_at, u.accepted_at),
+    outcome         = COALESCE(e.outcome, u.outcome),
+    unit_no         = CASE WHEN e.outcome IS NULL THEN u.unit_no ELSE e.unit_no END,
+    decided_at      = COALESCE(e.decided_at, u.decided_at),
+    dispatch_status = COALESCE(e.dispatch_status, u.dispatch_status),
+    provider_ref    = CASE WHEN e.dispatch_status IS NULL THEN u.provider_ref ELSE e.provider_ref END,
+    dispatch_reason = CASE WHEN e.dispatch_status IS NULL THEN u.dispatch_reason ELSE e.dispatch_reason END,
+    dispatched_at   = COALESCE(e.dispatched_at, u.dispatched_at),
+    status = CASE
+        WHEN COALESCE(e.dispatch_status, u.dispatch_status) = 'SENT'   THEN 'sent'
+        WHEN COALESCE(e.dispatch_status, u.dispatch_status) = 'FAILED' THEN 'failed'
+        WHEN COALESCE(e.outcome, u.outcome) = 'WON'                   THEN 'won'
+        WHEN COALESCE(e.outcome, u.outcome) IS NOT NULL               THEN 'lost'
+        ELSE 'pending'
+    END,
+    updated_at = now()
+FROM unnest(
+    $1::uuid[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+    $6::text[], $7::int4[], $8::timestamptz[],
+    $9::text[], $10::text[], $11::text[], $12::timestamptz[]
+) AS u(entry_id, answers, client_channel, submitted_at, accepted_at,
+       outcome, unit_no, decided_at,
+       dispatch_status, provider_ref, dispatch_reason, dispatched_at)
+WHERE e.entry_id = u.entry_id
+  AND (   (e.submitted_at IS NULL AND u.submitted_at IS NOT NULL)
+       OR (e.outcome IS NULL AND u.outcome IS NOT NULL)
+       OR (e.dispatch_status IS NULL AND u.dispatch_status IS NOT NULL))";
+
+/// Inserts movements and adds the inserted ones to the ledger, per event.
+/// A returned unit without a unit number in the batch takes the entry's
+/// (statement 2 has already run in this transaction, so it is visible).
+pub const MOVE_STOCK: &str = "
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[]) AS m(entry_id, kind, event_id, unit_no)
+), moved AS (
+    INSERT INTO stock_movements (entry_id, kind, event_id, unit_no)
+    SELECT m.entry_id, m.kind, m.event_id, COALESCE(m.unit_no, e.unit_no)
+    FROM input m LEFT JOIN event_entries e ON e.entry_id = m.entry_id
+    ON CONFLICT DO NOTHING
+    RETURNING event_id, kind
+), counts AS (
+    SELECT event_id,
+           (count(*) FILTER (WHERE kind = 'issued'))::int4   AS issued,
+           (count(*) FILTER (WHERE kind = 'returned'))::int4 AS returned
+    FROM moved GROUP BY event_id
+), ledger AS (
+    UPDATE stock_ledger l
+    SET issued = l.issued + c.issued, returned = l.returned + c.returned, updated_at = now()
+    FROM counts c WHERE l.event_id = c.event_id
+    RETURNING l.event_id
+)
+SELECT c.event_id, c.issued, c.returned, EXISTS (SELECT 1 FROM ledger WHERE ledger.event_id = c.event_id) AS in_ledger
+FROM counts c";
+
+/// What one batch did to the database.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Rows created by this batch.
+    pub entries_created: u64,
+    /// Rows whose columns this batch filled (new rows included).
+    pub entries_filled: u64,
+    /// Entries skipped: their member already has a row under another entry id.
+    pub duplicate_members: Vec<Uuid>,
+    /// Per event: movements newly inserted (issued, returned).
+    pub moved: HashMap<String, Moved>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    pub issued: i32,
+    pub returned: i32,
+    /// False when the event has no ledger row: the counters were not updated.
+    pub in_ledger: bool,
+}
+
+impl BatchReport {
+    pub fn issued(&self) -> i64 {
+        self.moved.values().map(|m| i64::from(m.issued)).sum()
+    }
+    pub fn returned(&self) -> i64 {
+        self.moved.values().map(|m| i64::from(m.returned)).sum()
+    }
+}
+
+/// Writes a merged batch in one transaction; nothing is committed on error.
+pub async fn record(pool: &Pool, changes: &[EntryChanges]) -> Result<BatchReport, StoreError> {
+    let mut report = BatchReport::default();
+    if changes.is_empty() {
+        return Ok(report);
+    }
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+
+    // 1. Create missing rows.
+    let ids: Vec<Uuid> = changes.iter().map(|c| c.key.entry_id).collect();
+    let events: Vec<&str> = changes.iter().map(|c| c.key.event_id.as_str()).collect();
+    let users: Vec<&str> = changes.iter().map(|c| c.key.user_id.as_str()).collect();
+    let create = tx.prepare_cached(CREATE_ENTRIES).await?;
+    for row in tx.query(&create, &[&ids, &events, &users]).await? {
+        let entry_id: Uuid = row.try_get(0)?;
+        match row.try_get::<_, bool>(1)? {
+            true => report.entries_created += 1,
+            false => report.duplicate_members.push(entry_id),
+        }
+    }
+
+    // 2. Fill the holes, derive the status.
+    let columns = Columns::of(changes);
+    let fill = tx.prepare_cached(FILL_ENTRIES).await?;
+    report.entries_filled = tx
+        .execute(
+            &fill,
+            &[
+                &ids,
+                &columns.answers,
+                &columns.client_channel,
+                &columns.submitted_at,
+                &columns.accepted_at,
+                &columns.outcome,
+                &columns.unit_no,
+                &columns.decided_at,
+                &columns.dispatch_status,
+                &columns.provider_ref,
+                &columns.dispatch_reason,
+                &columns.dispatched_at,
+            ],
+        )
+        .await?;
+
+    // 3. Stock movements and the ledger.
+    let movements: Vec<_> = changes.iter().flat_map(EntryChanges::movements).collect();
+    if !movements.is_empty() {
+        let move_ids: Vec<Uuid> = movements.iter().map(|m| m.entry_id).collect();
+        let kinds: Vec<&str> = movements.iter().map(|m| m.kind.as_str()).collect();
+        let move_events: Vec<&str> = movements.iter().map(|m| m.event_id.as_str()).collect();
+        let units: Vec<Option<i32>> = movements.iter().map(|m| m.unit_no).collect();
+        let move_stock = tx.prepare_cached(MOVE_STOCK).await?;
+        for row in tx.query(&move_stock, &[&move_ids, &kinds, &move_events, &units]).await? {
+            report.moved.insert(
+                row.try_get(0)?,
+                Moved { issued: row.try_get(1)?, returned: row.try_get(2)?, in_ledger: row.try_get(3)? },
+            );
+        }
+    }
+
+    tx.commit().await?;
+    Ok(report)
+}
+
+/// The batch as one array per column of [`FILL_ENTRIES`], `None` where the
+/// batch says nothing.
+struct Columns<'a> {
+    answers: Vec<Option<&'a serde_json::Value>>,
+    client_channel: Vec<Option<&'a str>>,
+    submitted_at: Vec<Option<DateTime<Utc>>>,
+    accepted_at: Vec<Option<DateTime<Utc>>>,
+    outcome: Vec<Option<&'static str>>,
+    unit_no: Vec<Option<i32>>,
+    decided_at: Vec<Option<DateTime<Utc>>>,
+    dispatch_status: Vec<Option<&'static str>>,
+    provider_ref: Vec<Option<&'a str>>,
+    dispatch_reason: Vec<Option<&'a str>>,
+    dispatched_at: Vec<Option<DateTime<Utc>>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(changes: &'a [EntryChanges]) -> Self {
+        let s = |c: &'a EntryChanges| c.submission.as_ref();
+        let d = |c: &'a EntryChanges| c.decision.as_ref();
+        let g = |c: &'a EntryChanges| c.dispatch.as_ref();
+        Self {
+            answers: changes.iter().map(|c| s(c).map(|s| &s.answers)).collect(),
+            client_channel: changes.iter().map(|c| s(c).map(|s| s.client_channel.as_str())).collect(),
+            submitted_at: changes.iter().map(|c| s(c).map(|s| s.submitted_at)).collect(),
+            accepted_at: changes.iter().map(|c| s(c).map(|s| s.accepted_at)).collect(),
+            outcome: changes.iter().map(|c| d(c).map(|d| d.outcome.as_str())).collect(),
+            unit_no: changes.iter().map(|c| d(c).and_then(|d| d.unit_no)).collect(),
+            decided_at: changes.iter().map(|c| d(c).map(|d| d.decided_at)).collect(),
+            dispatch_status: changes.iter().map(|c| g(c).map(|g| g.status.as_str())).collect(),
+            provider_ref: changes.iter().map(|c| g(c).and_then(|g| g.provider_ref.as_deref())).collect(),
+            dispatch_reason: changes.iter().map(|c| g(c).and_then(|g| g.reason.as_deref())).collect(),
+            dispatched_at: changes.iter().map(|c| g(c).map(|g| g.dispatched_at)).collect(),
+        }
+    }
+}
+
+/// Kinds of rows counted in `firstcome_recorder_rows_total{kind}`.
+pub fn row_kinds(report: &BatchReport) -> [(&'static str, u64); 4] {
+    [
+        ("entry_created", report.entries_created),
+        ("entry_filled", report.entries_filled),
+        (MovementKind::Issued.as_str(), report.issued().max(0) as u64),
+        (MovementKind::Returned.as_str(), report.returned().max(0) as u64),
+    ]
+}

@@ -1,0 +1,241 @@
+//! The `recording` group against the real stack: Kafka, the registry and
+//! PostgreSQL, each test isolated by a topic prefix, a database and event ids
+//! of its own.
+
+mod support;
+
+use rdkafka::message::{Headers, Message};
+use schemas::{DispatchStatus, Outcome, Topics};
+use support::{ledger, movements, rows, twice, wait_for_retries, Member, Produce, TestStack, WAIT};
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_every_entry_once_in_any_order_and_commits_after_the_database() {
+    platform::telemetry::init("recorder-test", &Default::default());
+    let stack = TestStack::new().await;
+    let topics = stack.topics();
+    let event = Uuid::new_v4().to_string();
+    // An event created by other tooling: no events row, no ledger row.
+    let foreign_event = Uuid::new_v4().to_string();
+    stack.create_event(&event).await;
+
+    let sent = Member::new(&event, "sent");
+    let failed = Member::new(&event, "failed");
+    let sold_out = Member::new(&event, "sold-out");
+    let sold_out_early = Member::new(&event, "sold-out-early");
+    let pending = Member::new(&event, "pending");
+    let won = Member::new(&event, "won");
+    let sent_early = Member::new(&event, "sent-early");
+    let twice_entered = Member::new(&event, "twice");
+    // The same member with a second entry id (another producer's doing).
+    let second_entry = Member {
+        event_id: event.clone(),
+        entry_id: Uuid::new_v4(),
+        user_id: twice_entered.user_id.clone(),
+    };
+    let foreign = Member::new(&foreign_event, "foreign");
+
+    // Phase A: outcomes before their entries, and poison.
+    let phase_a = || {
+        vec![
+            failed.decision(Outcome::Won, Some(2)),
+            sold_out_early.decision(Outcome::SoldOut, None),
+            sent_early.dispatch(DispatchStatus::Sent),
+            sent_early.decision(Outcome::Won, Some(4)),
+            foreign.decision(Outcome::Won, Some(1)),
+        ]
+    };
+    // Phase B: the entries and the rest of the outcomes.
+    let phase_b = || {
+        vec![
+            sent.entry(),
+            sent.decision(Outcome::Won, Some(1)),
+            sent.dispatch(DispatchStatus::Sent),
+            failed.entry(),
+            failed.dispatch(DispatchStatus::Failed),
+            sold_out.entry(),
+            sold_out.decision(Outcome::SoldOut, None),
+            sold_out_early.entry(),
+            pending.entry(),
+            won.entry(),
+            won.decision(Outcome::Won, Some(3)),
+            sent_early.entry(),
+            twice_entered.entry(),
+            second_entry.entry(),
+            foreign.entry(),
+        ]
+    };
+
+    stack.send(&twice(phase_a())).await;
+    stack
+        .send(&[Produce::Raw { topic: topics.survey_submitted.clone(), payload: b"not avro at all".to_vec() }])
+        .await;
+    let mut bad_id = match failed.decision(Outcome::Won, Some(9)) {
+        Produce::Decision(d) => d,
+        _ => unreachable!(),
+    };
+    bad_id.entry_id = "not-a-uuid".into();
+    stack.send(&[Produce::Decision(bad_id)]).await;
+
+    let (ops_port, shutdown, handle) = stack.start().await;
+    stack.wait_until_committed().await;
+
+    // Decisions arrived first: the rows exist, without their submissions.
+    let early = rows(&stack.pool).await;
+    assert_eq!(early.len(), 4, "one row per entry seen so far");
+    assert_eq!(early[&failed.entry_id].status, "won");
+    assert!(!early[&failed.entry_id].submitted);
+    assert_eq!(early[&sold_out_early.entry_id].status, "lost");
+    assert_eq!(early[&sent_early.entry_id].status, "sent");
+    assert_eq!(ledger(&stack.pool, &event).await, (2, 0));
+
+    stack.send(&twice(phase_b())).await;
+    stack.wait_until_committed().await;
+    // Redelivery of everything, after it was all recorded once.
+    stack.send(&phase_a()).await;
+    stack.send(&phase_b()).await;
+    stack.wait_until_committed().await;
+
+    // The ops server answers while the loop runs.
+    let http = reqwest::Client::new();
+    let health = http.get(format!("http://127.0.0.1:{ops_port}/healthz")).send().await.expect("healthz");
+    assert_eq!(health.status().as_u16(), 200, "healthz: {:?}", health.text().await);
+    let metrics = http
+        .get(format!("http://127.0.0.1:{ops_port}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    assert!(metrics.contains("firstcome_recorder_duplicate_member_entries_total"), "{metrics}");
+    assert!(metrics.contains("firstcome_recorder_rows_total{kind=\"issued\"}"), "{metrics}");
+
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, handle)
+        .await
+        .expect("stops in time")
+        .expect("task")
+        .expect("stops cleanly");
+
+    // One row per entry with the right status; the second entry id of a member is not recorded.
+    let rows = rows(&stack.pool).await;
+    let expected = [
+        (&sent, "sent"),
+        (&failed, "failed"),
+        (&sold_out, "lost"),
+        (&sold_out_early, "lost"),
+        (&pending, "pending"),
+        (&won, "won"),
+        (&sent_early, "sent"),
+        (&twice_entered, "pending"),
+        (&foreign, "won"),
+    ];
+    assert_eq!(rows.len(), expected.len(), "exactly one row per entry");
+    for (member, status) in expected {
+        let row = &rows[&member.entry_id];
+        assert_eq!(row.status, status, "status of {}", member.user_id);
+        assert!(row.submitted, "submission recorded for {}", member.user_id);
+        assert_eq!(
+            row.answers,
+            Some(serde_json::json!([
+                { "question": "taste", "answer": "5" },
+                { "question": "again", "answer": "yes" }
+            ]))
+        );
+    }
+    assert!(!rows.contains_key(&second_entry.entry_id));
+    let failed_row = &rows[&failed.entry_id];
+    assert_eq!(failed_row.outcome.as_deref(), Some("WON"));
+    assert_eq!(failed_row.unit_no, Some(2));
+    assert_eq!(failed_row.dispatch_status.as_deref(), Some("FAILED"));
+
+    // The ledger counts distinct WON and FAILED, whatever the duplicates.
+    assert_eq!(ledger(&stack.pool, &event).await, (4, 1), "issued, returned");
+    let moves = movements(&stack.pool).await;
+    assert_eq!(moves.len(), 6, "4 issued + 1 returned for the event, 1 issued for the foreign event");
+    assert_eq!(moves[&(failed.entry_id, "returned".to_string())], (event.clone(), Some(2)));
+    assert_eq!(moves[&(foreign.entry_id, "issued".to_string())], (foreign_event.clone(), Some(1)));
+
+    // Each poison record is in its dead-letter topic, once, with the reason.
+    let dlq = stack.read_all(Topics::dlq(&topics.survey_submitted)).await;
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].payload(), Some(&b"not avro at all"[..]));
+    let has_reason = dlq[0]
+        .headers()
+        .map(|h| h.iter().any(|header| header.key == "dlq-error"))
+        .unwrap_or(false);
+    assert!(has_reason, "dead letter carries dlq-error");
+    let dlq = stack.read_all(Topics::dlq(&topics.stock_decided)).await;
+    assert_eq!(dlq.len(), 1);
+    assert!(stack.read_all(Topics::dlq(&topics.gift_dispatched)).await.is_empty());
+
+    // After stopping, the committed offsets are at the end of every partition.
+    let lag = stack.lag().await;
+    assert!(lag.is_empty(), "uncommitted: {lag:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_commits_neither_rows_nor_offsets_and_the_batch_is_retried() {
+    platform::telemetry::init("recorder-test", &Default::default());
+    let stack = TestStack::new().await;
+    let event = Uuid::new_v4().to_string();
+    stack.create_event(&event).await;
+    let client = stack.pool.get().await.expect("connection");
+    // The third statement of the batch will fail; the first two must roll back with it.
+    client.batch_execute("ALTER TABLE stock_movements RENAME TO stock_movements_away").await.expect("rename");
+
+    let member = Member::new(&event, "retried");
+    stack.send(&[member.decision(Outcome::Won, Some(1))]).await;
+    let (port, shutdown, handle) = stack.start().await;
+    let group = stack.settings.kafka.group(recorder::GROUP);
+    wait_for_retries(port, &group).await;
+
+    assert!(rows(&stack.pool).await.is_empty(), "nothing of the failed batch is committed");
+    assert!(!stack.lag().await.is_empty(), "offsets do not move past an uncommitted batch");
+
+    client.batch_execute("ALTER TABLE stock_movements_away RENAME TO stock_movements").await.expect("rename back");
+    stack.wait_until_committed().await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, handle).await.expect("stops in time").expect("task").expect("stops cleanly");
+
+    assert_eq!(rows(&stack.pool).await[&member.entry_id].status, "won");
+    assert_eq!(ledger(&stack.pool, &event).await, (1, 0));
+    assert!(stack.read_all(Topics::dlq(&stack.topics().stock_decided)).await.is_empty(), "a database failure is not poison");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_is_retried_never_dead_lettered() {
+    platform::telemetry::init("recorder-test", &Default::default());
+    let stack = TestStack::new().await;
+    let event = Uuid::new_v4().to_string();
+    stack.create_event(&event).await;
+    let member = Member::new(&event, "patient");
+    stack.send(&[member.entry()]).await;
+
+    // A registry nobody listens on: the writer's schema cannot be fetched.
+    let mut unreachable = stack.settings.clone();
+    unreachable.registry.url = "http://127.0.0.1:1/apis/ccompat/v7".into();
+    unreachable.registry.timeout_ms = 500;
+    let application = recorder::Application::build(unreachable).await.expect("build");
+    let port = application.ops_port();
+    let shutdown = platform::CancellationToken::new();
+    let handle = tokio::spawn(application.run_until_stopped(shutdown.clone()));
+    wait_for_retries(port, &stack.settings.kafka.group(recorder::GROUP)).await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, handle).await.expect("stops in time").expect("task").expect("stops cleanly");
+
+    assert!(rows(&stack.pool).await.is_empty());
+    assert!(!stack.lag().await.is_empty(), "nothing committed while the registry was down");
+    let topics = stack.topics();
+    assert!(stack.read_all(Topics::dlq(&topics.survey_submitted)).await.is_empty(), "not poison");
+
+    // The registry is back: the same record is recorded.
+    let (_, shutdown, handle) = stack.start().await;
+    stack.wait_until_committed().await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, handle).await.expect("stops in time").expect("task").expect("stops cleanly");
+    let rows = rows(&stack.pool).await;
+    assert_eq!(rows[&member.entry_id].status, "pending");
+    assert!(rows[&member.entry_id].submitted);
+}

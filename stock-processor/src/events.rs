@@ -1,0 +1,70 @@
+//! Operational events of the stage: each `emit()` logs and counts together,
+//! so logs and `/metrics` never disagree.
+
+use schemas::Outcome;
+
+use crate::store::Released;
+
+/// One entry decided.
+pub struct DecisionMade<'a> {
+    pub outcome: Outcome,
+    pub unit_no: Option<i32>,
+    pub user_id: &'a str,
+}
+
+impl DecisionMade<'_> {
+    pub fn emit(&self) {
+        tracing::debug!(outcome = self.outcome.as_str(), unit_no = ?self.unit_no, user_id = self.user_id, "entry decided");
+        metrics::counter!("firstcome_stock_decisions_total", "outcome" => self.outcome.as_str()).increment(1);
+    }
+}
+
+/// Units left for one event after a batch.
+pub struct StockRemaining<'a> {
+    pub event_id: &'a str,
+    pub remaining: i64,
+}
+
+impl StockRemaining<'_> {
+    pub fn emit(&self) {
+        metrics::gauge!("firstcome_stock_remaining", "event_id" => self.event_id.to_string()).set(self.remaining as f64);
+    }
+}
+
+/// One release applied (or refused).
+pub struct ReleaseApplied {
+    pub result: Released,
+    pub unit_no: i32,
+}
+
+impl ReleaseApplied {
+    pub fn emit(&self) {
+        let result = match self.result {
+            Released::Returned { reopened: false } => "returned",
+            Released::Returned { reopened: true } => "reopened",
+            Released::Duplicate => "duplicate",
+            Released::Mismatch => "mismatch",
+            Released::UnknownEvent => "unknown_event",
+        };
+        match self.result {
+            Released::Returned { reopened } => {
+                tracing::info!(unit_no = self.unit_no, reopened, "unit returned to stock")
+            }
+            Released::Duplicate => tracing::debug!(unit_no = self.unit_no, "release already applied"),
+            _ => tracing::warn!(unit_no = self.unit_no, result, "release refused"),
+        }
+        metrics::counter!("firstcome_stock_releases_total", "result" => result).increment(1);
+    }
+}
+
+/// A record that can never be processed (dead-lettered by the loop).
+pub struct RecordRejected<'a> {
+    pub reason: &'a str,
+}
+
+impl RecordRejected<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(reason = self.reason, "record rejected");
+        metrics::counter!("firstcome_stock_rejected_total").increment(1);
+    }
+}

@@ -1,0 +1,103 @@
+-- decide: the stock decision for a batch of entries of ONE event, atomically.
+--
+-- KEYS: 1 meta, 2 stock, 3 eligible, 4 winners, 5 decisions, 6 free_units, 7 next_unit
+-- ARGV: 1 now_ms, 2 event_id, 3 state channel, then (entry_id, user_id) pairs in batch order
+-- Returns { remaining, answer_1, answer_2, ... } as strings: remaining is the
+-- stock left after the batch (-1 for an unknown event); each answer is
+-- 'OUTCOME|unit' (unit empty when none), the same form kept in `decisions`.
+--
+-- Every answer is stored by entry id before the script returns, so a batch run
+-- again (after an aborted Kafka transaction, a redelivery) gets the same
+-- answers and does not touch the counter again.
+local meta, stock, eligible, winners, decisions, free_units, next_unit =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local now = tonumber(ARGV[1])
+local event_id = ARGV[2]
+local channel = ARGV[3]
+
+local fields = redis.call('HMGET', meta, 'status', 'open_at_ms', 'close_at_ms')
+local status = fields[1]
+local open_at = tonumber(fields[2])
+local close_at = tonumber(fields[3])
+local known = status ~= false and open_at ~= nil and close_at ~= nil
+
+local function stored_answer(entry, member)
+  local stored = redis.call('HGET', decisions, entry)
+  if not stored then
+    return nil
+  end
+  -- A stored win belongs to the member who won it: the same entry id sent for
+  -- another member (a broken or hostile producer) wins nothing.
+  local outcome, unit = string.match(stored, '^([A-Z_]+)|(%d*)$')
+  if (outcome == 'WON' or outcome == 'ALREADY_WON') and redis.call('HGET', winners, member) ~= unit then
+    return 'INELIGIBLE|'
+  end
+  return stored
+end
+
+local function decide(member)
+  if status == 'closed' or now >= close_at or now < open_at then
+    return 'CLOSED|'
+  end
+  -- Re-checked here although ingest checked it: other producers exist.
+  if redis.call('SISMEMBER', eligible, member) == 0 then
+    return 'INELIGIBLE|'
+  end
+  local held = redis.call('HGET', winners, member)
+  if held then
+    return 'ALREADY_WON|' .. held
+  end
+  local left = tonumber(redis.call('GET', stock) or '0') or 0
+  if left <= 0 then
+    return 'SOLD_OUT|'
+  end
+  local after = redis.call('DECR', stock)
+  -- Units returned by compensation are handed out again first.
+  local unit = redis.call('LPOP', free_units)
+  if not unit then
+    unit = redis.call('INCR', next_unit)
+  end
+  redis.call('HSET', winners, member, unit)
+  if after == 0 then
+    -- Inside the script, so ingest hears of the sell-out exactly when it happens.
+    redis.call('HSET', meta, 'status', 'sold_out')
+    redis.call('PUBLISH', channel, cjson.encode({ event_id = event_id, status = 'sold_out' }))
+  end
+  return 'WON|' .. unit
+end
+
+local out = { '-1' }
+local wrote = false
+for i = 4, #ARGV, 2 do
+  local entry, member = ARGV[i], ARGV[i + 1]
+  local answer = stored_answer(entry, member)
+  if not answer then
+    if known then
+      answer = decide(member)
+      redis.call('HSET', decisions, entry, answer)
+      wrote = true
+    else
+      -- Unknown event: nothing is stored, so junk event ids leave no keys behind.
+      answer = 'INELIGIBLE|'
+    end
+  end
+  out[#out + 1] = answer
+end
+
+if known then
+  out[1] = tostring(tonumber(redis.call('GET', stock) or '0') or 0)
+end
+
+-- Keys first created here expire with the event, like the ones set at creation.
+if wrote then
+  local ttl = redis.call('PTTL', meta)
+  if ttl > 0 then
+    for _, key in ipairs({ winners, decisions, next_unit }) do
+      if redis.call('PTTL', key) == -1 then
+        redis.call('PEXPIRE', key, ttl)
+      end
+    end
+  end
+end
+
+return out

@@ -1,0 +1,14 @@
+//! The `stock-processor` binary: settings, telemetry, build, run.
+
+use anyhow::Context;
+use stock_processor::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = platform::settings::load().context("Failed to load settings")?;
+    platform::telemetry::init("stock-processor", &settings.telemetry);
+    let shutdown = platform::shutdown::on_signal();
+    let application = Application::build(settings).await.context("Failed to build the stock processor")?;
+    application.run_until_stopped(shutdown).await.context("The stock processor failed")?;
+    Ok(())
+}
