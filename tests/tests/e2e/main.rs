@@ -4,4 +4,6 @@
 //! topic/group prefix, a fresh database and a fresh event id.
 
 mod helpers;
+mod pipeline;
+mod pipeline_harness;
 mod registry;

@@ -1,0 +1,189 @@
+//! The giveaway pipeline end to end on the real stack: ingest → Kafka →
+//! stock decision → recorder / sender → provider → outbox → recorder, with
+//! every invariant of DESIGN.md asserted on the real stores.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::helpers::TestEnv;
+use crate::pipeline_harness::{drain, open_event, seed_crowd, submit, Pipeline, Topology};
+
+/// 200 eligible + 20 ineligible members against 50 units (5 safety): every
+/// member once, then a second entry from everyone who was accepted.
+async fn fifty_units_for_two_hundred(topology: Topology) {
+    let env = TestEnv::new().await;
+    let crowd = seed_crowd(&env, 200, 20).await;
+    let event_id = open_event(&env, &crowd, 50, 5).await;
+    let pipeline = Pipeline::start(&env, topology).await;
+
+    let everyone: Vec<String> = crowd.eligible.iter().chain(&crowd.ineligible).cloned().collect();
+    let first = submit(&pipeline, &event_id, &everyone, 0.0).await;
+    let ineligible: HashSet<&String> = crowd.ineligible.iter().collect();
+    assert_eq!(first.count(403), 20, "every ineligible member is refused: {:?}", first.by_status);
+    assert!(first.accepted.iter().all(|a| !ineligible.contains(&a.member)));
+    assert!(first.count(202) >= 45, "at least the units for sale were accepted: {:?}", first.by_status);
+    assert_eq!(first.count(202) + first.count(410) + first.count(403), everyone.len(), "{:?}", first.by_status);
+
+    // Everyone accepted tries again: a second entry is 409 with the first id.
+    let accepted_members: Vec<String> = first.accepted.iter().map(|a| a.member.clone()).collect();
+    let again = submit(&pipeline, &event_id, &accepted_members, 0.0).await;
+    assert_eq!(again.count(409), accepted_members.len(), "every duplicate is 409: {:?}", again.by_status);
+
+    let report = drain(&env, &pipeline, &event_id, &first.accepted).await;
+    pipeline.stop().await;
+    assert!(report.all_hold(), "invariants: {:#?}", report.failing());
+    let t = &report.tally;
+    assert_eq!(t.sent, 45, "exactly the units for sale were sent: {t:?}");
+    assert_eq!(t.failed, 0);
+    assert_eq!(t.provider_gifts, 45, "the provider issued exactly 45");
+    assert_eq!(t.ledger_issued, 45);
+    assert_eq!(t.redis_stock, 0, "Redis view: 45 of 45 issued");
+    assert_eq!(t.entries, first.count(202) as i64, "one row per accepted entry, none for refused ones");
+    assert_eq!(t.lost, first.count(202) as i64 - 45);
+}
+
+#[tokio::test]
+async fn exactly_the_units_for_sale_are_sent_to_distinct_members() {
+    fifty_units_for_two_hundred(Topology::default()).await;
+}
+
+#[tokio::test]
+async fn a_flaky_provider_still_gives_exactly_one_gift_per_winner() {
+    let faults = provider_sim::Faults {
+        transient_failure_rate: 0.3,
+        timeout_after_issue_rate: 0.1,
+        hang_ms: 1_000,
+        ..Default::default()
+    };
+    fifty_units_for_two_hundred(Topology { faults, provider_timeout_ms: 300, ..Default::default() }).await;
+}
+
+#[tokio::test]
+async fn two_instances_of_every_group_give_the_same_results() {
+    fifty_units_for_two_hundred(Topology { ingest_instances: 2, instances_per_group: 2, ..Default::default() }).await;
+}
+
+#[tokio::test]
+async fn refused_phones_return_their_units_to_later_entrants() {
+    let env = TestEnv::new().await;
+    let crowd = seed_crowd(&env, 200, 0).await;
+    // A third of the first 150 members have phones the provider refuses for good.
+    let (early, late) = crowd.eligible.split_at(150);
+    let refused_members: HashSet<&String> = early.iter().step_by(3).collect();
+    let pool = platform::db::pool(&env.database).expect("pool");
+    let db = pool.get().await.expect("db");
+    let mut refused_phones = Vec::new();
+    for member in &refused_members {
+        let row = db.query_one("SELECT phone FROM members WHERE member_id = $1", &[member]).await.expect("phone");
+        refused_phones.push(row.get::<_, String>(0));
+    }
+    let event_id = open_event(&env, &crowd, 50, 5).await;
+    let faults = provider_sim::Faults { refused_phones, ..Default::default() };
+    let pipeline = Pipeline::start(&env, Topology { faults, ..Default::default() }).await;
+
+    let first = submit(&pipeline, &event_id, early, 0.0).await;
+    let after_first = drain(&env, &pipeline, &event_id, &first.accepted).await;
+    let failed = after_first.tally.failed;
+    assert!(failed >= 1, "some winner had a refused phone: {:?}", after_first.tally);
+    assert_eq!(after_first.tally.sent + failed, 45);
+    assert_eq!(after_first.tally.redis_stock, failed, "the refused units are back in stock");
+
+    // The event reopened; later entrants take the returned units.
+    let second = submit(&pipeline, &event_id, late, 0.0).await;
+    let mut accepted = first.accepted.clone();
+    accepted.extend(second.accepted.clone());
+    let report = drain(&env, &pipeline, &event_id, &accepted).await;
+    pipeline.stop().await;
+    assert!(report.all_hold(), "invariants: {:#?}", report.failing());
+    let t = &report.tally;
+    assert_eq!(t.sent, 45, "all units for sale ended up sent: {t:?}");
+    assert_eq!(t.failed, failed);
+    assert_eq!(t.ledger_issued, 45 + failed);
+    assert_eq!(t.ledger_returned, failed);
+    assert_eq!(t.redis_stock, 0);
+
+    // The late winners hold exactly the unit numbers the refused ones gave back.
+    let rows = db
+        .query(
+            "SELECT user_id, unit_no, status FROM event_entries WHERE event_id = $1 AND unit_no IS NOT NULL",
+            &[&event_id],
+        )
+        .await
+        .expect("entries");
+    let late_set: HashSet<&String> = late.iter().collect();
+    let mut returned_units = Vec::new();
+    let mut late_units = Vec::new();
+    for row in rows {
+        let (user, unit, status): (String, i32, String) = (row.get(0), row.get(1), row.get(2));
+        if status == "failed" {
+            assert!(refused_members.contains(&user), "only refused phones fail");
+            returned_units.push(unit);
+        } else if late_set.contains(&user) {
+            assert_eq!(status, "sent");
+            late_units.push(unit);
+        }
+    }
+    returned_units.sort();
+    late_units.sort();
+    assert_eq!(late_units, returned_units, "returned units went to later entrants");
+}
+
+#[tokio::test]
+async fn after_the_last_unit_every_ingest_instance_answers_410_within_a_second() {
+    let env = TestEnv::new().await;
+    let crowd = seed_crowd(&env, 40, 0).await;
+    let event_id = open_event(&env, &crowd, 5, 0).await;
+    let pipeline = Pipeline::start(&env, Topology { ingest_instances: 2, ..Default::default() }).await;
+    let (rushers, latecomers) = crowd.eligible.split_at(20);
+    let rush = submit(&pipeline, &event_id, rushers, 0.0).await;
+    assert!(rush.count(202) >= 5, "{:?}", rush.by_status);
+
+    // The moment the last unit is decided, Redis says 0 …
+    let keys = platform::event_keys::EventKeys::new(&event_id);
+    let mut redis = platform::redis::connect(&env.redis).await.expect("redis");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stock: i64 = redis::cmd("GET").arg(&keys.stock).query_async(&mut redis).await.expect("stock");
+        if stock == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never sold out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sold_out_at = Instant::now();
+
+    // … and within a second every instance shows sold_out and answers 410.
+    let secret = firstcome_cli::CliSettings::default().auth.token_secret;
+    let http = reqwest::Client::new();
+    let mut switched: HashMap<String, Duration> = HashMap::new();
+    let mut latecomer = latecomers.iter();
+    while switched.len() < pipeline.ingest_urls.len() && sold_out_at.elapsed() < Duration::from_secs(5) {
+        for url in &pipeline.ingest_urls {
+            if switched.contains_key(url) {
+                continue;
+            }
+            let state: serde_json::Value =
+                http.get(format!("{url}/api/events/{event_id}")).send().await.expect("state").json().await.expect("json");
+            if state["status"] != "sold_out" {
+                continue;
+            }
+            let member = latecomer.next().expect("enough latecomers");
+            let token = ingest::mint(&secret, member, Duration::from_secs(60)).expect("token");
+            let response = http
+                .post(format!("{url}/api/events/{event_id}/entries"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"answers": {"satisfaction": "5", "recommend": "yes"}}))
+                .send()
+                .await
+                .expect("answer");
+            assert_eq!(response.status().as_u16(), 410, "sold out is 410 on {url}");
+            switched.insert(url.clone(), sold_out_at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pipeline.stop().await;
+    assert_eq!(switched.len(), 2, "both instances switched within 5 s: {switched:?}");
+    for (url, after) in &switched {
+        assert!(*after < Duration::from_secs(1), "{url} switched to 410 after {after:?}");
+    }
+}
