@@ -1,1 +1,28 @@
+//! `ingest`: the HTTP front of firstcome (DESIGN.md "Flow" step 1).
+//!
+//! Members submit entries with a bearer token; ingest answers from memory
+//! whatever it can (unknown, not open yet, closed, sold out), admits the rest
+//! with one Redis script, and answers 202 only after Kafka acknowledged the
+//! `SurveySubmitted` record. It also serves entry status and event state.
+//!
+//! - [`settings`]: `Settings` and its validation.
+//! - [`auth`]: member tokens (`mint` for the CLI, `verify` for requests).
+//! - [`state`]: the in-memory event state and what keeps it current.
+//! - [`admission`]: the first-entry Redis scripts.
+//! - [`submission`]: the request body and its validation.
+//! - [`routes`]: the handlers; [`request_context`]: span, correlation id, metrics.
+//! - [`startup`]: `Application::build` / `run_until_stopped`.
 
+pub mod admission;
+pub mod auth;
+pub mod error;
+pub mod request_context;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod submission;
+
+pub use auth::{mint, verify, AuthError, MemberId};
+pub use settings::{AuthSettings, Limits, Settings};
+pub use startup::{Application, Error};

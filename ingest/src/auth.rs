@@ -1,0 +1,221 @@
+//! Member bearer tokens: HS256 JWTs with `sub` = member id, `iss`, `iat`, `exp`.
+//!
+//! The shop's login service mints them (here: `firstcome token`, which calls
+//! [`mint`]); ingest only verifies. Only HS256 is accepted, so a token cannot
+//! pick a weaker algorithm (or `none`) for itself.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// The secret of the local stack; production configures its own.
+pub const DEV_SECRET: &str = "firstcome-local-dev-secret";
+/// The issuer ingest expects unless configured otherwise.
+pub const DEFAULT_ISSUER: &str = "firstcome";
+/// Clock skew tolerated between the minting service and ingest.
+const LEEWAY_SECS: u64 = 5;
+/// Longest member id accepted (they become Redis hash fields and Kafka keys).
+const MAX_MEMBER_ID_CHARS: usize = 128;
+
+/// Why a token was refused. Every variant answers 401; the variant is logged.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    #[error("invalid member id in token")]
+    BadSubject,
+    #[error("could not sign the token: {0}")]
+    Sign(jsonwebtoken::errors::Error),
+}
+
+/// A verified member id (the token's `sub`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MemberId(String);
+
+impl MemberId {
+    /// Accepts 1..=128 printable, non-space characters.
+    pub fn parse(value: &str) -> Result<Self, AuthError> {
+        let ok = !value.is_empty()
+            && value.chars().count() <= MAX_MEMBER_ID_CHARS
+            && value.chars().all(|c| !c.is_control() && !c.is_whitespace());
+        match ok {
+            true => Ok(Self(value.to_string())),
+            false => Err(AuthError::BadSubject),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MemberId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iss: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// Mints a token for `member_id` from the default issuer, valid for `ttl`.
+pub fn mint(secret: &SecretString, member_id: &str, ttl: Duration) -> Result<String, AuthError> {
+    mint_with_issuer(secret, DEFAULT_ISSUER, member_id, ttl)
+}
+
+/// Mints a token for `member_id` from `issuer`, valid for `ttl`.
+pub fn mint_with_issuer(
+    secret: &SecretString,
+    issuer: &str,
+    member_id: &str,
+    ttl: Duration,
+) -> Result<String, AuthError> {
+    let now = chrono::Utc::now().timestamp();
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    sign(secret, issuer, member_id, now, now.saturating_add(ttl))
+}
+
+fn sign(secret: &SecretString, issuer: &str, member_id: &str, iat: i64, exp: i64) -> Result<String, AuthError> {
+    MemberId::parse(member_id)?;
+    let claims = Claims { sub: member_id.to_string(), iss: issuer.to_string(), iat, exp };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )
+    .map_err(AuthError::Sign)
+}
+
+/// Verifies a token from the default issuer.
+pub fn verify(secret: &SecretString, token: &str) -> Result<MemberId, AuthError> {
+    verify_with_issuer(secret, DEFAULT_ISSUER, token)
+}
+
+/// Verifies signature, algorithm, `exp` and `iss`; returns the member.
+pub fn verify_with_issuer(secret: &SecretString, issuer: &str, token: &str) -> Result<MemberId, AuthError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_issuer(&[issuer]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+    validation.leeway = LEEWAY_SECS;
+    let data = jsonwebtoken::decode::<Claims>(
+        token,
+        &DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+        &validation,
+    )?;
+    MemberId::parse(&data.claims.sub)
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
+    let value = header.ok_or(AuthError::Missing)?.trim();
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing)?;
+    match scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+        true => Ok(token.trim()),
+        false => Err(AuthError::Missing),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> SecretString {
+        SecretString::from("test-secret")
+    }
+
+    #[test]
+    fn a_minted_token_verifies_to_its_member() {
+        let token = mint(&secret(), "m-1", Duration::from_secs(60)).unwrap();
+        assert_eq!(verify(&secret(), &token).unwrap().as_str(), "m-1");
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_refused() {
+        let token = mint(&SecretString::from("other"), "m-1", Duration::from_secs(60)).unwrap();
+        assert!(verify(&secret(), &token).is_err());
+    }
+
+    #[test]
+    fn a_tampered_payload_is_refused() {
+        let token = mint(&secret(), "m-1", Duration::from_secs(60)).unwrap();
+        let other = mint(&secret(), "m-2", Duration::from_secs(60)).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let other_parts: Vec<&str> = other.split('.').collect();
+        let forged = format!("{}.{}.{}", parts[0], other_parts[1], parts[2]);
+        assert!(verify(&secret(), &forged).is_err());
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let now = chrono::Utc::now().timestamp();
+        let token = sign(&secret(), DEFAULT_ISSUER, "m-1", now - 3_600, now - 60).unwrap();
+        assert!(verify(&secret(), &token).is_err());
+    }
+
+    #[test]
+    fn a_token_from_another_issuer_is_refused() {
+        let token = mint_with_issuer(&secret(), "someone-else", "m-1", Duration::from_secs(60)).unwrap();
+        assert!(verify(&secret(), &token).is_err());
+        assert!(verify_with_issuer(&secret(), "someone-else", &token).is_ok());
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        for garbage in ["", "abc", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJtLTEifQ."] {
+            assert!(verify(&secret(), garbage).is_err(), "{garbage}");
+        }
+    }
+
+    #[test]
+    fn an_unsigned_none_token_is_refused() {
+        use base64_free::encode;
+        let header = encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let exp = chrono::Utc::now().timestamp() + 600;
+        let payload = encode(format!(r#"{{"sub":"m-1","iss":"firstcome","iat":0,"exp":{exp}}}"#).as_bytes());
+        assert!(verify(&secret(), &format!("{header}.{payload}.")).is_err());
+    }
+
+    #[test]
+    fn member_ids_with_spaces_or_controls_are_refused() {
+        assert!(MemberId::parse("").is_err());
+        assert!(MemberId::parse("a b").is_err());
+        assert!(MemberId::parse("a\nb").is_err());
+        assert!(MemberId::parse(&"x".repeat(129)).is_err());
+        assert!(MemberId::parse("member-42@shop").is_ok());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_required() {
+        assert_eq!(bearer(Some("Bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer(Some("bearer  abc ")).unwrap(), "abc");
+        assert!(bearer(Some("Basic abc")).is_err());
+        assert!(bearer(Some("Bearer ")).is_err());
+        assert!(bearer(None).is_err());
+    }
+
+    /// URL-safe base64 without padding, enough to build a hostile token by hand.
+    mod base64_free {
+        const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        pub fn encode(input: &[u8]) -> String {
+            let mut out = String::new();
+            for chunk in input.chunks(3) {
+                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+                let chars = chunk.len() + 1;
+                for i in 0..chars {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        }
+    }
+}

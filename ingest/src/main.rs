@@ -1,0 +1,14 @@
+//! The `ingest` binary: settings, telemetry, build, run until a signal.
+
+use anyhow::Context;
+use ingest::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = platform::settings::load().context("Failed to load settings")?;
+    platform::telemetry::init("ingest", &settings.telemetry);
+    let shutdown = platform::shutdown::on_signal();
+    let application = Application::build(settings).await.context("Failed to build ingest")?;
+    application.run_until_stopped(shutdown).await.context("ingest stopped with an error")?;
+    Ok(())
+}

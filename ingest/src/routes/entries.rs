@@ -1,0 +1,189 @@
+//! `POST /api/events/{event_id}/entries`: DESIGN.md "Flow" step 1.
+//!
+//! Checks run cheapest first, and everything that can refuse without Kafka
+//! does: token → event state (memory: 404, 425, 410 closed) → body → ONE
+//! Redis script (eligible? first entry? stock left?) → produce → 202 only
+//! after the broker's ack.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use platform::event_keys::{EventStatus, StateChange};
+use platform::kafka::RecordContext;
+use platform::trace_context::TraceParent;
+use schemas::SurveySubmitted;
+use serde_json::json;
+use tracing::Span;
+use uuid::Uuid;
+
+use super::{status_url, AppState, MAX_EVENT_ID_CHARS};
+use crate::admission::Admission;
+use crate::auth::{self, MemberId};
+use crate::error::{ApiError, Outcome};
+use crate::request_context::CorrelationId;
+use crate::state::Gate;
+use crate::submission::EntryBody;
+
+pub async fn submit(
+    State(app): State<AppState>,
+    Path(event_id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let arrived_at = schemas::now_millis();
+    let span = Span::current();
+    span.record("event_id", event_id.as_str());
+
+    // 1. Who is asking.
+    let member = authenticate(&app, &request)?;
+    span.record("user_id", member.as_str());
+
+    // 2. Is the event open? (memory; Redis only on first sight)
+    if event_id.chars().count() > MAX_EVENT_ID_CHARS {
+        return Err(ApiError::NotFound);
+    }
+    let mut redis = app.redis.clone();
+    let meta = app
+        .cache
+        .get_or_load(&mut redis, &event_id)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("event state: {e}")))?
+        .ok_or(ApiError::NotFound)?;
+    let gate = Gate::of(&meta, arrived_at);
+    match gate {
+        Gate::Open => {}
+        Gate::TooEarly { opens_in_ms } => {
+            return Err(ApiError::TooEarly(Duration::from_millis(opens_in_ms.max(0) as u64)))
+        }
+        Gate::Closed => return Err(ApiError::Closed),
+        // Sold out still asks the admit script (Redis, never Kafka) so that a
+        // member who already entered gets 409 with their entry id (they may
+        // have won) and a non-buyer 403, not a misleading 410; nobody new is
+        // admitted until a reopen is announced.
+        Gate::SoldOut => {}
+    }
+
+    // 3. The body, read only now: refused requests above never pay for it.
+    let correlation_id = request
+        .extensions()
+        .get::<CorrelationId>()
+        .map(|c| c.0.clone())
+        .unwrap_or_else(|| Uuid::new_v4().to_string());
+    let trace = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse);
+    let header_agent = request
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Json(body) = Json::<EntryBody>::from_request(request, &app).await?;
+    let submission = body.validate(&meta.questions, &app.limits, header_agent.as_deref())?;
+
+    // 4. Eligible, first entry, stock left: one atomic script.
+    let new_entry_id = Uuid::now_v7().to_string();
+    let admission = app
+        .admitter
+        .admit(&mut redis, &event_id, &member, &new_entry_id, gate != Gate::SoldOut)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("admission: {e}")))?;
+    let (entry_id, admitted_at, resumed) = match admission {
+        Admission::Accept { entry_id, admitted_at_ms } => (entry_id, admitted_at_ms, false),
+        Admission::Resume { entry_id, admitted_at_ms } => (entry_id, admitted_at_ms, true),
+        Admission::AlreadyEntered { entry_id } => {
+            span.record("entry_id", entry_id.as_str());
+            return Err(ApiError::AlreadyEntered { entry_id });
+        }
+        Admission::InProgress { entry_id, retry_after } => {
+            span.record("entry_id", entry_id.as_str());
+            return Err(ApiError::EntryInProgress { entry_id, retry_after });
+        }
+        Admission::NotEligible => return Err(ApiError::NotEligible),
+        Admission::SoldOut => {
+            // The counter is the truth: stop asking Redis until told otherwise.
+            app.cache.apply(&StateChange { event_id: event_id.clone(), status: EventStatus::SoldOut });
+            return Err(ApiError::SoldOut);
+        }
+        Admission::Closed => {
+            app.cache.apply(&StateChange { event_id: event_id.clone(), status: EventStatus::Closed });
+            return Err(ApiError::Closed);
+        }
+        Admission::TooEarly { opens_in } => return Err(ApiError::TooEarly(opens_in)),
+    };
+    span.record("entry_id", entry_id.as_str());
+
+    // 5. Produce, and answer 202 only once the broker acknowledged.
+    //
+    // The pending mark `P|entry|ms` is already set. If this produce fails (Kafka
+    // down, delivery timeout, registry down) or the process dies before the ack,
+    // the mark stays: the member's retry after `resume_after` (longer than any
+    // publish may take) RESUMES the same entry id instead of being refused or
+    // given a second one. That is how "a crash between the first-entry mark and
+    // the broker's ack must not lock the member out" holds without ever
+    // creating two entries for one member; a record that did reach the log
+    // before the failure is produced twice with one entry id, and consumers
+    // dedupe on it.
+    let event = SurveySubmitted {
+        event_id: event_id.clone(),
+        entry_id: entry_id.clone(),
+        user_id: member.as_str().to_string(),
+        answers: submission.answers,
+        submitted_at: arrived_at,
+        accepted_at: admitted_at,
+        client: submission.client,
+    };
+    let context = RecordContext::new_root(correlation_id, trace);
+    let published = tokio::time::timeout(app.publish_deadline, app.producer.publish(&event, context)).await;
+    let failure = match published {
+        Ok(Ok(_delivery)) => None,
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(_) => Some(format!("no acknowledgement within {:?}", app.publish_deadline)),
+    };
+    if let Some(reason) = failure {
+        metrics::counter!("firstcome_ingest_produce_failures_total").increment(1);
+        let resumable_in = (admitted_at + app.resume_after.as_millis() as i64 - schemas::now_millis()).max(0);
+        return Err(ApiError::Unavailable {
+            reason: format!("producing entry {entry_id}: {reason}"),
+            retry_after: Duration::from_millis(resumable_in as u64),
+        });
+    }
+
+    // The entry is in the log: from here on the member is answered 202 even if
+    // Redis fails, since a pending mark only costs a harmless re-produce later.
+    match app.admitter.mark_accepted(&mut redis, &event_id, &member, &entry_id).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("first-entry mark was gone or changed before the accept mark"),
+        Err(error) => tracing::warn!(%error, "could not mark the entry accepted; a retry will re-produce it"),
+    }
+    let outcome = if resumed { "resumed" } else { "accepted" };
+    tracing::info!(outcome, "entry accepted");
+    Ok(accepted(&entry_id, outcome))
+}
+
+fn authenticate(app: &AppState, request: &Request) -> Result<MemberId, ApiError> {
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    auth::bearer(header)
+        .and_then(|token| auth::verify_with_issuer(&app.auth.token_secret, &app.auth.issuer, token))
+        .map_err(|error| {
+            tracing::debug!(%error, "token refused");
+            ApiError::Unauthorized
+        })
+}
+
+fn accepted(entry_id: &str, outcome: &'static str) -> Response {
+    let url = status_url(entry_id);
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(json!({ "entry_id": entry_id, "status": "pending", "status_url": url })),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&url) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response.extensions_mut().insert(Outcome(outcome));
+    response
+}

@@ -1,0 +1,86 @@
+//! `GET /api/entries/{entry_id}`: pending → won / lost → sent / failed.
+//!
+//! The entries table (written by the recorder) is the answer; between the
+//! 202 and the recorder's write, the entry is only known to Redis (`entries`
+//! hash of its event), which is answered as `pending`.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use platform::event_keys::EventKeys;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::AppState;
+use crate::error::ApiError;
+
+pub async fn show(State(app): State<AppState>, Path(entry_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let span = tracing::Span::current();
+    let id = Uuid::parse_str(&entry_id).map_err(|_| ApiError::BadRequest {
+        code: "invalid_entry_id",
+        message: "the entry id is not a UUID".into(),
+    })?;
+    span.record("entry_id", id.to_string().as_str());
+
+    let db_failure = match from_database(&app.db, id).await {
+        Ok(Some(entry)) => return Ok(Json(entry)),
+        Ok(None) => None,
+        // Redis may still know it as pending: answer that rather than fail.
+        Err(error) => Some(error),
+    };
+    match pending_in(&app, &id.to_string()).await {
+        Ok(Some(event_id)) => Ok(Json(json!({
+            "entry_id": id.to_string(),
+            "event_id": event_id,
+            "status": "pending",
+        }))),
+        Ok(None) => match db_failure {
+            Some(error) => Err(ApiError::unavailable(format!("entry lookup: {error}"))),
+            None => Err(ApiError::NotFound),
+        },
+        Err(error) => Err(ApiError::unavailable(format!("entry lookup: {error}"))),
+    }
+}
+
+async fn from_database(db: &deadpool_postgres::Pool, id: Uuid) -> Result<Option<Value>, platform::db::DbError> {
+    let client = db.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT event_id, status, outcome, unit_no, dispatch_status,
+                    submitted_at, accepted_at, decided_at, dispatched_at
+               FROM event_entries WHERE entry_id = $1",
+            &[&id],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let time = |name: &str| -> Result<Option<String>, tokio_postgres::Error> {
+        Ok(row.try_get::<_, Option<DateTime<Utc>>>(name)?.map(|t| t.to_rfc3339()))
+    };
+    Ok(Some(json!({
+        "entry_id": id.to_string(),
+        "event_id": row.try_get::<_, String>("event_id")?,
+        "status": row.try_get::<_, String>("status")?,
+        "outcome": row.try_get::<_, Option<String>>("outcome")?,
+        "unit_no": row.try_get::<_, Option<i32>>("unit_no")?,
+        "dispatch_status": row.try_get::<_, Option<String>>("dispatch_status")?,
+        "submitted_at": time("submitted_at")?,
+        "accepted_at": time("accepted_at")?,
+        "decided_at": time("decided_at")?,
+        "dispatched_at": time("dispatched_at")?,
+    })))
+}
+
+/// The known event whose `entries` hash holds `entry_id`, if any.
+async fn pending_in(app: &AppState, entry_id: &str) -> redis::RedisResult<Option<String>> {
+    let events = app.cache.known_ids();
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let mut pipe = redis::pipe();
+    for event_id in &events {
+        pipe.cmd("HEXISTS").arg(EventKeys::new(event_id).entries).arg(entry_id);
+    }
+    let mut redis = app.redis.clone();
+    let found: Vec<bool> = pipe.query_async(&mut redis).await?;
+    Ok(events.into_iter().zip(found).find(|(_, hit)| *hit).map(|(event_id, _)| event_id))
+}

@@ -1,0 +1,40 @@
+//! `GET /api/events/{event_id}`: the public state of an event, from the cache
+//! (what the survey page polls; it never reaches more than one Redis read).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::{AppState, MAX_EVENT_ID_CHARS};
+use crate::error::ApiError;
+use crate::state::Gate;
+
+pub async fn show(State(app): State<AppState>, Path(event_id): Path<String>) -> Result<Json<Value>, ApiError> {
+    tracing::Span::current().record("event_id", event_id.as_str());
+    if event_id.chars().count() > MAX_EVENT_ID_CHARS {
+        return Err(ApiError::NotFound);
+    }
+    let mut redis = app.redis.clone();
+    let meta = app
+        .cache
+        .get_or_load(&mut redis, &event_id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or(ApiError::NotFound)?;
+    let now = schemas::now_millis();
+    Ok(Json(json!({
+        "event_id": meta.event_id,
+        "status": Gate::of(&meta, now).as_str(),
+        "open_at": rfc3339(meta.open_at_ms),
+        "close_at": rfc3339(meta.close_at_ms),
+        "open_at_ms": meta.open_at_ms,
+        "close_at_ms": meta.close_at_ms,
+        "server_time_ms": now,
+        "questions": meta.questions,
+    })))
+}
+
+fn rfc3339(ms: i64) -> Option<String> {
+    DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339())
+}

@@ -1,0 +1,65 @@
+//! The HTTP API and the state its handlers share.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `POST /api/events/{event_id}/entries` | submit an entry ([`entries`]) |
+//! | `GET /api/entries/{entry_id}` | an entry's status ([`entry_status`]) |
+//! | `GET /api/events/{event_id}` | an event's public state ([`events`]) |
+//! | `GET /healthz`, `GET /metrics` | `platform::ops`, merged in |
+
+pub mod entries;
+pub mod entry_status;
+pub mod events;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use platform::kafka::EventProducer;
+use platform::ops::Health;
+use redis::aio::ConnectionManager;
+
+use crate::admission::Admitter;
+use crate::settings::{AuthSettings, Limits};
+use crate::state::EventCache;
+
+/// Longest event id looked up; longer ones are unknown without asking Redis.
+pub(crate) const MAX_EVENT_ID_CHARS: usize = 128;
+
+/// What every handler may use. Cheap to clone (everything inside is shared).
+#[derive(Clone)]
+pub struct AppState {
+    pub cache: EventCache,
+    pub redis: ConnectionManager,
+    pub admitter: Admitter,
+    pub producer: EventProducer,
+    pub db: deadpool_postgres::Pool,
+    pub auth: Arc<AuthSettings>,
+    pub limits: Arc<Limits>,
+    /// The longest a publish may take before the member gets a 503.
+    pub publish_deadline: Duration,
+    /// A pending mark may be resumed after this long.
+    pub resume_after: Duration,
+}
+
+/// Where the status of `entry_id` is served.
+pub fn status_url(entry_id: &str) -> String {
+    format!("/api/entries/{entry_id}")
+}
+
+/// The API, `/healthz` and `/metrics`, every route inside the request middleware.
+pub fn router(state: AppState, health: Health) -> Router {
+    let max_body = state.limits.max_body_bytes;
+    Router::new()
+        .route(
+            "/api/events/{event_id}/entries",
+            post(entries::submit).layer(DefaultBodyLimit::max(max_body)),
+        )
+        .route("/api/events/{event_id}", get(events::show))
+        .route("/api/entries/{entry_id}", get(entry_status::show))
+        .with_state(state)
+        .merge(platform::ops::router(health))
+        .layer(axum::middleware::from_fn(crate::request_context::track))
+}

@@ -1,0 +1,119 @@
+//! Builds the service from its settings and runs it until shutdown.
+//!
+//! `build` connects what must work from the start (Redis, and its pub/sub
+//! subscription; the database when migrating) and binds the listener, so a
+//! test can read the port before `run_until_stopped`. Kafka and the registry
+//! are reached lazily: ingest starts while they are down and answers 503.
+
+use axum::Router;
+use platform::kafka::EventProducer;
+use platform::ops::Health;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admitter;
+use crate::routes::{self, AppState};
+use crate::settings::Settings;
+use crate::state::{EventCache, StateSync};
+
+/// The Kafka client id of ingest's producer.
+const CLIENT_ID: &str = "ingest";
+
+/// Why ingest could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Settings(#[from] platform::settings::SettingsError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("schema registry: {0}")]
+    Registry(#[from] schemas::CodecError),
+    #[error("database: {0}")]
+    Database(#[from] platform::db::DbError),
+    #[error("http listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A built, not yet running, ingest service.
+pub struct Application {
+    listener: TcpListener,
+    host: String,
+    port: u16,
+    router: Router,
+    sync: StateSync,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, Error> {
+        settings.validate()?;
+        let redis = platform::redis::connect(&settings.redis).await?;
+        let cache = EventCache::new(settings.state_refresh());
+        let sync = StateSync::connect(
+            cache.clone(),
+            platform::redis::client(&settings.redis)?,
+            redis.clone(),
+            settings.state_refresh(),
+        )
+        .await?;
+        let producer = EventProducer::new(&settings.kafka, settings.registry.codec()?, CLIENT_ID)?;
+        let db = platform::db::pool(&settings.database)?;
+        if settings.database.migrate_on_start {
+            platform::db::migrate(&db).await?;
+        }
+        let health = Health::new()
+            .with_redis(redis.clone())
+            .with_kafka(&settings.kafka)?
+            .with_registry(settings.registry.url.clone())
+            .with_postgres(db.clone());
+        let state = AppState {
+            cache,
+            redis,
+            admitter: Admitter::new(settings.resume_after()),
+            producer,
+            db,
+            auth: Arc::new(settings.auth.clone()),
+            limits: Arc::new(settings.limits.clone()),
+            publish_deadline: settings.publish_deadline(),
+            resume_after: settings.resume_after(),
+        };
+        let listener = TcpListener::bind(settings.http.address()).await?;
+        let port = listener.local_addr()?.port();
+        tracing::info!(address = %settings.http.address(), port, "ingest listening");
+        Ok(Self { listener, host: settings.http.host.clone(), port, router: routes::router(state, health), sync })
+    }
+
+    /// The bound port (the real one when the settings asked for port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://host:port`, reachable from this machine.
+    pub fn base_url(&self) -> String {
+        let host = match self.host.as_str() {
+            "0.0.0.0" | "::" | "[::]" => "127.0.0.1",
+            other => other,
+        };
+        format!("http://{host}:{}", self.port)
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests
+    /// finish (each is bounded by the publish deadline) and stops the state
+    /// sync.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
+        // A child token: the sync also stops when the server ends on its own.
+        let stop = shutdown.child_token();
+        let sync = tokio::spawn(self.sync.run(stop.clone()));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await;
+        stop.cancel();
+        if let Err(error) = sync.await {
+            tracing::error!(%error, "event state sync task failed");
+        }
+        tracing::info!("ingest stopped");
+        Ok(served?)
+    }
+}

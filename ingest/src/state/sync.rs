@@ -1,0 +1,174 @@
+//! Keeps the [`EventCache`] current on every ingest instance.
+//!
+//! Sell-out must reach every instance within a second, so each one holds a
+//! dedicated pub/sub connection on [`STATE_CHANNEL`]. Pub/sub is fire-and-
+//! forget (a message sent while the connection is down is lost), hence:
+//! the connection is pinged and re-established with backoff, every
+//! re-subscription triggers a full re-read, and a periodic re-read of every
+//! known event runs anyway as the safety net.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use platform::event_keys::{StateChange, STATE_CHANNEL};
+use redis::aio::{ConnectionManager, PubSub};
+use tokio::sync::Notify;
+use tokio::time::{interval, timeout, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::EventCache;
+
+/// A silent connection is checked this often (a dead TCP peer sends nothing).
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// How long a ping or a (re)connection may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// The pub/sub listener and the periodic re-read, started by the application.
+pub struct StateSync {
+    cache: EventCache,
+    client: redis::Client,
+    conn: ConnectionManager,
+    refresh_every: Duration,
+    /// Subscribed at construction, so no change published after `connect`
+    /// returns is missed (messages wait in the connection's buffer).
+    pubsub: Option<PubSub>,
+}
+
+impl StateSync {
+    /// Subscribes now; fails when Redis is unreachable at start.
+    pub async fn connect(
+        cache: EventCache,
+        client: redis::Client,
+        conn: ConnectionManager,
+        refresh_every: Duration,
+    ) -> redis::RedisResult<Self> {
+        let pubsub = subscribe(&client).await?;
+        Ok(Self { cache, client, conn, refresh_every, pubsub: Some(pubsub) })
+    }
+
+    /// Runs both loops until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let refresh_now = Arc::new(Notify::new());
+        let listener = listen(self.pubsub, self.client, self.cache.clone(), refresh_now.clone(), shutdown.clone());
+        let refresher = refresh(self.conn, self.cache, self.refresh_every, refresh_now, shutdown);
+        tokio::join!(listener, refresher);
+        tracing::debug!("event state sync stopped");
+    }
+}
+
+async fn subscribe(client: &redis::Client) -> redis::RedisResult<PubSub> {
+    let connect = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(STATE_CHANNEL).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    match timeout(CALL_TIMEOUT, connect).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "pub/sub subscription timed out",
+        ))),
+    }
+}
+
+async fn listen(
+    mut pubsub: Option<PubSub>,
+    client: redis::Client,
+    cache: EventCache,
+    refresh_now: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let connection = match pubsub.take() {
+            Some(connection) => connection,
+            None => match subscribe(&client).await {
+                Ok(connection) => {
+                    tracing::info!(channel = STATE_CHANNEL, "re-subscribed to event state changes");
+                    metrics::counter!("firstcome_ingest_state_resubscribes_total").increment(1);
+                    // Changes published while disconnected are lost: re-read everything.
+                    refresh_now.notify_one();
+                    backoff = BACKOFF_MIN;
+                    connection
+                }
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "event state subscription failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            },
+        };
+        let (mut sink, mut stream) = connection.split();
+        let mut ping = interval(PING_EVERY);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                message = stream.next() => match message {
+                    Some(message) => on_message(&cache, &message),
+                    None => {
+                        tracing::warn!("event state subscription lost");
+                        break;
+                    }
+                },
+                _ = ping.tick() => {
+                    if !matches!(timeout(CALL_TIMEOUT, sink.ping::<redis::Value>()).await, Ok(Ok(_))) {
+                        tracing::warn!("event state subscription does not answer pings");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn on_message(cache: &EventCache, message: &redis::Msg) {
+    let change = match std::str::from_utf8(message.get_payload_bytes())
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str::<StateChange>(text).map_err(|e| e.to_string()))
+    {
+        Ok(change) => change,
+        Err(error) => {
+            tracing::warn!(%error, "ignored a malformed event state message");
+            metrics::counter!("firstcome_ingest_state_changes_total", "status" => "malformed").increment(1);
+            return;
+        }
+    };
+    let known = cache.apply(&change);
+    tracing::info!(event_id = %change.event_id, status = change.status.as_str(), known, "event state changed");
+    metrics::counter!("firstcome_ingest_state_changes_total", "status" => change.status.as_str()).increment(1);
+}
+
+async fn refresh(
+    mut conn: ConnectionManager,
+    cache: EventCache,
+    every: Duration,
+    refresh_now: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = interval(every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = refresh_now.notified() => {}
+            _ = tick.tick() => {}
+        }
+        match timeout(every.max(CALL_TIMEOUT), cache.refresh_all(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "event state re-read failed"),
+            Err(_) => tracing::warn!("event state re-read timed out"),
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Test helpers: every test gets its own topics (random prefix), database,
+//! event id (so fresh Redis keys) and port; the real local stack does the rest.
+
+use std::time::Duration;
+
+use ingest::{Application, Settings};
+use platform::event_keys::{EventKeys, EventMeta, EventStatus};
+use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
+use platform::kafka::RecordContext;
+use platform::settings::{HttpSettings, KafkaSettings};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use redis::aio::ConnectionManager;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const QUESTIONS: [&str; 2] = ["q1", "q2"];
+/// Every wait in these tests ends by itself.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Settings isolated for one test: own topic prefix, database, port 0.
+/// Creates the topics and the database; the app migrates it at build.
+pub async fn isolated_settings() -> Settings {
+    platform::telemetry::init("ingest-tests", &Default::default());
+    let mut settings = Settings { http: HttpSettings::on_port(0), ..Default::default() };
+    settings.kafka.topic_prefix = format!("t-{}.", Uuid::new_v4());
+    // A short delivery timeout keeps the resume window (timeout + 1 s) short.
+    settings.kafka.delivery_timeout_ms = 1_000;
+    create_topics(&settings.kafka, &pipeline_topics(&settings.kafka.topics(), Layout { partitions: 3, ..Default::default() }))
+        .await
+        .expect("topics created");
+    let db_name = format!("t_{}", Uuid::new_v4().simple());
+    platform::db::create_database(&settings.database, &db_name).await.expect("database created");
+    settings.database = settings.database.with_database(&db_name);
+    settings
+}
+
+/// A running ingest; stopped when dropped.
+pub struct TestApp {
+    pub base_url: String,
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<Result<(), ingest::Error>>>,
+}
+
+impl TestApp {
+    pub async fn spawn(settings: Settings) -> Self {
+        let app = Application::build(settings.clone()).await.expect("ingest builds");
+        let base_url = app.base_url();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let http = reqwest::Client::builder().no_proxy().timeout(DEADLINE).build().expect("http client");
+        Self { base_url, settings, http, shutdown, handle: Some(handle) }
+    }
+
+    pub fn token(&self, member: &str) -> String {
+        ingest::auth::mint_with_issuer(
+            &self.settings.auth.token_secret,
+            &self.settings.auth.issuer,
+            member,
+            Duration::from_secs(600),
+        )
+        .expect("token minted")
+    }
+
+    pub fn entries_url(&self, event_id: &str) -> String {
+        format!("{}/api/events/{event_id}/entries", self.base_url)
+    }
+
+    /// Submits valid answers for `member`.
+    pub async fn enter(&self, event_id: &str, member: &str) -> reqwest::Response {
+        self.http
+            .post(self.entries_url(event_id))
+            .bearer_auth(self.token(member))
+            .json(&valid_body())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Stops the app and waits for it (the shutdown path is part of the test).
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            let result = tokio::time::timeout(DEADLINE, handle).await.expect("stops in time");
+            result.expect("task joined").expect("run_until_stopped ok");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn valid_body() -> Value {
+    json!({ "answers": { "q1": "5", "q2": "more beans" }, "client": { "channel": "web" } })
+}
+
+pub async fn redis(settings: &Settings) -> ConnectionManager {
+    platform::redis::connect(&settings.redis).await.expect("redis")
+}
+
+/// What the CLI's `event create` writes: meta, stock, eligibility.
+pub struct EventSpec {
+    pub open_at_ms: i64,
+    pub close_at_ms: i64,
+    pub stock: i64,
+    pub status: EventStatus,
+    pub eligible: Vec<String>,
+}
+
+impl EventSpec {
+    /// Open since a minute, for an hour, 10 units, `eligible` members.
+    pub fn open(eligible: &[&str]) -> Self {
+        let now = schemas::now_millis();
+        Self {
+            open_at_ms: now - 60_000,
+            close_at_ms: now + 3_600_000,
+            stock: 10,
+            status: EventStatus::Open,
+            eligible: eligible.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+}
+
+/// Writes a fresh event into Redis; returns its id.
+pub async fn create_event(conn: &mut ConnectionManager, spec: EventSpec) -> String {
+    let event_id = format!("ev-{}", Uuid::new_v4());
+    let keys = EventKeys::new(&event_id);
+    let meta = EventMeta {
+        event_id: event_id.clone(),
+        open_at_ms: spec.open_at_ms,
+        close_at_ms: spec.close_at_ms,
+        for_sale: spec.stock,
+        questions: QUESTIONS.iter().map(|q| q.to_string()).collect(),
+        status: spec.status,
+    };
+    let mut hset = redis::cmd("HSET");
+    hset.arg(&keys.meta);
+    for (field, value) in meta.to_fields() {
+        hset.arg(field).arg(value);
+    }
+    let mut pipe = redis::pipe();
+    pipe.add_command(hset).ignore();
+    pipe.cmd("SET").arg(&keys.stock).arg(spec.stock).ignore();
+    if !spec.eligible.is_empty() {
+        pipe.cmd("SADD").arg(&keys.eligible).arg(&spec.eligible).ignore();
+    }
+    // Test keys clean themselves up.
+    for key in keys.all() {
+        pipe.cmd("EXPIRE").arg(key).arg(3_600).ignore();
+    }
+    pipe.query_async::<()>(conn).await.expect("event written");
+    event_id
+}
+
+pub async fn entered_mark(conn: &mut ConnectionManager, event_id: &str, member: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(EventKeys::new(event_id).entered)
+        .arg(member)
+        .query_async(conn)
+        .await
+        .expect("HGET entered")
+}
+
+/// Reads `topic` from the beginning until the record of `entry_id` shows up.
+pub async fn consume_entry(settings: &Settings, entry_id: &str) -> (schemas::SurveySubmitted, RecordContext) {
+    let records = consume_entries(settings, entry_id, 1).await;
+    records.into_iter().next().expect("one record")
+}
+
+/// Reads until `at_least` records of `entry_id` were seen (or the deadline).
+pub async fn consume_entries(
+    settings: &Settings,
+    entry_id: &str,
+    at_least: usize,
+) -> Vec<(schemas::SurveySubmitted, RecordContext)> {
+    let kafka: &KafkaSettings = &settings.kafka;
+    let topic = kafka.topics().survey_submitted;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", kafka.group(&format!("verify-{}", Uuid::new_v4())))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..3 {
+        assignment.add_partition_offset(&topic, partition, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&assignment).expect("assigned");
+    let codec = settings.registry.codec().expect("codec");
+    let mut found = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while found.len() < at_least {
+        let message = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("record of entry {entry_id} not in {topic} within {DEADLINE:?}"))
+            .expect("kafka message");
+        let event: schemas::SurveySubmitted = codec.decode(message.payload()).await.expect("decodes");
+        if event.entry_id == entry_id {
+            assert_eq!(message.key(), Some(event.user_id.as_bytes()), "keyed by member");
+            found.push((event, RecordContext::from_headers(message.headers())));
+        }
+    }
+    found
+}
+
+pub async fn json_of(response: reqwest::Response) -> Value {
+    response.json::<Value>().await.expect("JSON body")
+}
+
+/// Polls `check` until it is true or `within` elapsed.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A token signed with a secret ingest does not know.
+pub fn forged_token(member: &str) -> String {
+    ingest::auth::mint(&SecretString::from("not-the-secret"), member, Duration::from_secs(600)).expect("token")
+}
+
+pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
