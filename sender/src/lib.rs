@@ -1,1 +1,36 @@
+//! The `dispatch` consumer group (DESIGN.md flow step 4).
+//!
+//! For every WON decision on `stock-decided`: phone from the member replica →
+//! gift provider call with idempotency key = entry id, bounded retries →
+//! dispatch row + outbox row(s) in one transaction → the outbox relay
+//! publishes `gift-dispatched` (and, for a definite failure, `stock-released`:
+//! the unit goes back to stock).
+//!
+//! Exactly one gift per won entry rests on three things: the provider's
+//! idempotency key (a retried call never issues twice), the dispatch row
+//! (a redelivered decision is skipped once its outcome is recorded), and
+//! never compensating an uncertain outcome (a timed-out call is resolved by
+//! looking the key up, or the batch is retried later — never released).
+//!
+//! Modules, by role:
+//! - [`settings`]: what can be configured, validated at start.
+//! - [`provider`]: the HTTP client of the provider contract, classifying answers.
+//! - [`dispatch`]: the retry state machine for one gift (pure of storage).
+//! - [`handler`]: the batch handler (decode, WON only, bounded concurrency).
+//! - [`store`]: the dispatch ledger and outbox writes, the replica reads.
+//! - [`outbox`]: the relay from the outbox table to Kafka.
+//! - [`backoff`], [`rate_limit`]: retry timing and the rate toward the provider.
 
+pub mod backoff;
+pub mod dispatch;
+pub mod handler;
+pub mod outbox;
+pub mod provider;
+pub mod rate_limit;
+pub mod settings;
+pub mod store;
+
+mod startup;
+
+pub use settings::Settings;
+pub use startup::{Application, Error, GROUP};

@@ -106,16 +106,21 @@ async fn start_services(plan: &DemoPlan) -> anyhow::Result<Vec<ServiceProcess>> 
     let port_env = |port: u16| vec![("FIRSTCOME_HTTP__PORT".to_string(), port.to_string())];
     let health = |port: u16| format!("http://127.0.0.1:{port}/healthz");
     let mut specs = Vec::new();
+    // Lists do not fit in environment variables: the simulator's faults go in a file.
+    std::fs::create_dir_all(&plan.log_dir)?;
+    let provider_config = plan.log_dir.join("provider-sim.toml");
+    let refused: Vec<String> = plan.refused_phone_suffix.iter().cloned().collect();
+    std::fs::write(
+        &provider_config,
+        format!(
+            "[faults]\ntransient_failure_rate = {}\ntimeout_after_issue_rate = {}\nhang_ms = 3000\nrefused_phone_suffixes = {}\n",
+            plan.provider_transient_rate,
+            plan.provider_timeout_after_issue_rate,
+            serde_json::to_string(&refused)?,
+        ),
+    )?;
     let mut provider_env = port_env(PROVIDER_PORT);
-    provider_env.push(("FIRSTCOME_FAULTS__TRANSIENT_FAILURE_RATE".into(), plan.provider_transient_rate.to_string()));
-    provider_env.push((
-        "FIRSTCOME_FAULTS__TIMEOUT_AFTER_ISSUE_RATE".into(),
-        plan.provider_timeout_after_issue_rate.to_string(),
-    ));
-    provider_env.push(("FIRSTCOME_FAULTS__HANG_MS".into(), "3000".into()));
-    if let Some(suffix) = &plan.refused_phone_suffix {
-        provider_env.push(("FIRSTCOME_FAULTS__REFUSED_PHONE_SUFFIXES".into(), suffix.clone()));
-    }
+    provider_env.push(("FIRSTCOME_CONFIG".into(), provider_config.display().to_string()));
     specs.push(ServiceSpec { name: "provider-sim".into(), binary: "provider-sim".into(), env: provider_env, health_url: health(PROVIDER_PORT) });
     for (name, port) in [("stock-processor", 9101), ("recorder", 9102)] {
         specs.push(ServiceSpec { name: name.into(), binary: name.into(), env: port_env(port), health_url: health(port) });

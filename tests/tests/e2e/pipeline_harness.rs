@@ -87,7 +87,7 @@ impl Pipeline {
                 kafka: env.kafka.clone(),
                 registry: env.registry.clone(),
                 database: env.database.clone(),
-                ops: HttpSettings::on_port(0),
+                http: HttpSettings::on_port(0),
                 ..Default::default()
             };
             sender_settings.provider.base_url = provider_url.clone();

@@ -1,0 +1,14 @@
+//! `provider-sim`: the gift provider sandbox on its own port (8090 by default).
+
+use anyhow::Context;
+use provider_sim::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = platform::settings::load().context("Failed to load settings")?;
+    platform::telemetry::init("provider-sim", &settings.telemetry);
+    let shutdown = platform::shutdown::on_signal();
+    let application = Application::build(settings).await.context("Failed to start the provider simulator")?;
+    application.run_until_stopped(shutdown).await.context("The provider simulator failed")?;
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The provider API (`/v1/gifts`) and the sandbox controls (`/admin/…`).
+//! CONTRACT.md is the reader's version of this file.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::chance::Dice;
+use crate::faults::Faults;
+use crate::rate_limit::{Admit, Window};
+use crate::store::{GiftRequest, GiftStore, Issued};
+
+/// Everything the handlers share.
+pub struct SimState {
+    pub store: GiftStore,
+    faults: RwLock<Faults>,
+    dice: Dice,
+    window: Window,
+    /// Cancelled on shutdown: held responses are released at once.
+    pub stopping: CancellationToken,
+}
+
+impl SimState {
+    pub fn new(faults: Faults, seed: u64) -> Self {
+        Self {
+            store: GiftStore::default(),
+            faults: RwLock::new(faults),
+            dice: Dice::seeded(seed),
+            window: Window::new(),
+            stopping: CancellationToken::new(),
+        }
+    }
+
+    fn faults(&self) -> Faults {
+        self.faults.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn set_faults(&self, faults: Faults) {
+        *self.faults.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = faults;
+    }
+
+    /// Sleeps, unless the simulator is stopping.
+    async fn pause(&self, duration: Duration) {
+        if duration.is_zero() {
+            return;
+        }
+        tokio::select! {
+            _ = self.stopping.cancelled() => {}
+            _ = tokio::time::sleep(duration) => {}
+        }
+    }
+
+    /// The provider's rate limit, when one is set.
+    fn over_limit(&self, faults: &Faults) -> Option<Response> {
+        let limit = faults.rate_limit_per_sec?;
+        match self.window.admit(limit) {
+            Admit::Yes => None,
+            Admit::RetryAfter(wait) => {
+                let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+                let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", None);
+                if let Ok(value) = seconds.to_string().parse() {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                Some(response)
+            }
+        }
+    }
+}
+
+pub fn router(state: Arc<SimState>) -> Router {
+    Router::new()
+        .route("/v1/gifts", get(list_gifts).post(issue_gift))
+        .route("/v1/gifts/{key}", get(get_gift))
+        .route("/admin/faults", put(put_faults).get(get_faults))
+        .route("/admin/gifts", axum::routing::delete(clear_gifts))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, detail: Option<String>) -> Response {
+    let body = match detail {
+        Some(detail) => json!({ "error": code, "detail": detail }),
+        None => json!({ "error": code }),
+    };
+    (status, Json(body)).into_response()
+}
+
+fn count(route: &'static str, result: &'static str) {
+    metrics::counter!("firstcome_provider_sim_requests_total", "route" => route, "result" => result).increment(1);
+}
+
+/// `POST /v1/gifts`: rate limit → latency → transient 503 (nothing issued)
+/// → issue or replay (or 409 / 422) → maybe hold the response.
+async fn issue_gift(State(state): State<Arc<SimState>>, body: Result<Json<GiftRequest>, JsonRejection>) -> Response {
+    let key = body.as_ref().map(|Json(r)| r.idempotency_key.clone()).unwrap_or_default();
+    let span = tracing::info_span!("issue_gift", idempotency_key = %key);
+    async move {
+        let faults = state.faults();
+        if let Some(limited) = state.over_limit(&faults) {
+            count("issue", "rate_limited");
+            return limited;
+        }
+        let request = match body {
+            Ok(Json(request)) => request,
+            Err(rejection) => {
+                count("issue", "invalid");
+                return error(StatusCode::BAD_REQUEST, "invalid_request", Some(rejection.body_text()));
+            }
+        };
+        if let Some(problem) = request.problem() {
+            count("issue", "invalid");
+            return error(StatusCode::BAD_REQUEST, "invalid_request", Some(problem.into()));
+        }
+        state.pause(state.dice.latency(faults.latency_ms, faults.jitter_ms)).await;
+        if state.dice.roll(faults.transient_failure_rate) {
+            count("issue", "unavailable");
+            tracing::info!("injected 503 before issuing");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None);
+        }
+        let (status, gift) = match state.store.issue(&request, faults.refuses(&request.phone)) {
+            Issued::New(gift) => {
+                count("issue", "issued");
+                metrics::gauge!("firstcome_provider_sim_gifts").set(state.store.len() as f64);
+                tracing::info!(gift_id = %gift.gift_id, "gift issued");
+                (StatusCode::CREATED, gift)
+            }
+            Issued::Replayed(gift) => {
+                count("issue", "replayed");
+                (StatusCode::OK, gift)
+            }
+            Issued::Conflict(gift) => {
+                count("issue", "conflict");
+                let detail = format!("key already used for gift {} with another request", gift.gift_id);
+                return error(StatusCode::CONFLICT, "idempotency_conflict", Some(detail));
+            }
+            Issued::Refused => {
+                count("issue", "refused");
+                return error(StatusCode::UNPROCESSABLE_ENTITY, "phone_refused", None);
+            }
+        };
+        if state.dice.roll(faults.timeout_after_issue_rate) {
+            // The gift exists; the caller will time out without knowing it.
+            count("issue", "held");
+            tracing::info!(hang_ms = faults.hang_ms, "holding the response after issuing");
+            state.pause(faults.hang()).await;
+        }
+        (status, Json(gift)).into_response()
+    }
+    .instrument(span)
+    .await
+}
+
+/// `GET /v1/gifts/{key}`: how a caller resolves an unknown outcome.
+async fn get_gift(State(state): State<Arc<SimState>>, Path(key): Path<String>) -> Response {
+    let faults = state.faults();
+    if let Some(limited) = state.over_limit(&faults) {
+        count("lookup", "rate_limited");
+        return limited;
+    }
+    state.pause(state.dice.latency(faults.latency_ms, faults.jitter_ms)).await;
+    if state.dice.roll(faults.lookup_failure_rate) {
+        count("lookup", "unavailable");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", None);
+    }
+    match state.store.get(&key) {
+        Some(gift) => {
+            count("lookup", "found");
+            (StatusCode::OK, Json(gift)).into_response()
+        }
+        None => {
+            count("lookup", "not_found");
+            error(StatusCode::NOT_FOUND, "not_found", None)
+        }
+    }
+}
+
+/// `GET /v1/gifts`: every gift issued (reconciliation, tests). No faults.
+async fn list_gifts(State(state): State<Arc<SimState>>) -> Response {
+    let gifts = state.store.all();
+    Json(json!({ "count": gifts.len(), "gifts": gifts })).into_response()
+}
+
+async fn get_faults(State(state): State<Arc<SimState>>) -> Response {
+    Json(state.faults()).into_response()
+}
+
+/// `PUT /admin/faults`: replaces the whole fault set (missing fields take
+/// their defaults, so `{}` clears every fault).
+async fn put_faults(State(state): State<Arc<SimState>>, body: Result<Json<Faults>, JsonRejection>) -> Response {
+    let faults = match body {
+        Ok(Json(faults)) => faults,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, "invalid_faults", Some(rejection.body_text())),
+    };
+    if let Err(problem) = faults.validate() {
+        return error(StatusCode::BAD_REQUEST, "invalid_faults", Some(problem));
+    }
+    tracing::info!(?faults, "faults changed");
+    state.set_faults(faults.clone());
+    Json(faults).into_response()
+}
+
+/// `DELETE /admin/gifts`: forgets every gift (a fresh sandbox between drills).
+async fn clear_gifts(State(state): State<Arc<SimState>>) -> Response {
+    let cleared = state.store.clear();
+    metrics::gauge!("firstcome_provider_sim_gifts").set(0.0);
+    tracing::info!(cleared, "gifts cleared");
+    Json(json!({ "cleared": cleared })).into_response()
+}

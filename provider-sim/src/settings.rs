@@ -1,0 +1,41 @@
+//! Settings of the simulator: where it listens, which faults it starts with,
+//! and the seed of its dice.
+
+use platform::settings::{HttpSettings, TelemetrySettings};
+use serde::Deserialize;
+
+use crate::faults::Faults;
+
+/// The simulator's port when none is configured.
+pub const DEFAULT_PORT: u16 = 8090;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Listener of the provider API (and its `/healthz`, `/metrics`).
+    pub http: HttpSettings,
+    /// Faults active from the start; changed at runtime with `PUT /admin/faults`.
+    pub faults: Faults,
+    /// Seed of the random faults; a fixed seed repeats the same sequence of
+    /// dice rolls (tests). `None` picks one at random and logs it.
+    pub seed: Option<u64>,
+    pub telemetry: TelemetrySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            http: HttpSettings::on_port(DEFAULT_PORT),
+            faults: Faults::default(),
+            seed: None,
+            telemetry: TelemetrySettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The simulator on a random port with the given faults and seed (tests, demos).
+    pub fn ephemeral(faults: Faults, seed: u64) -> Self {
+        Self { http: HttpSettings::on_port(0), faults, seed: Some(seed), ..Self::default() }
+    }
+}

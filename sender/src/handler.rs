@@ -1,0 +1,301 @@
+//! The batch handler of the `dispatch` group: decode every decision, keep
+//! the WON ones, skip those already recorded, and send the rest
+//! concurrently — bounded by a semaphore toward the provider — each in the
+//! span of its record.
+//!
+//! At-least-once: the handler returns only after every gift of the batch has
+//! a recorded outcome, or fails the whole batch. A failed batch runs again;
+//! the entries finished meanwhile are skipped then because their dispatch
+//! row exists. Nothing goes to Kafka from here: outcomes leave through the
+//! outbox (see [`crate::outbox`]), so `produce` stays empty.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+
+use platform::kafka::{BatchHandler, BatchOutcome, DeadLetter, EventProducer, HandlerError, OutRecord, ProduceError, Record, RecordContext};
+use schemas::{now_millis, Codec, DispatchStatus, GiftDispatch, Outcome, StockDecision, StockRelease};
+use tokio::sync::{Notify, Semaphore};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::dispatch::{Dispatcher, Resolution, Unresolved};
+use crate::provider::GiftOrder;
+use crate::store::{Store, StoreError, WonEntry};
+
+/// Why no member phone: the definite failure reason recorded.
+pub const NO_PHONE: &str = "no_phone";
+
+/// One gift could not be finished in this run of the batch.
+#[derive(Debug, thiserror::Error)]
+enum GiftError {
+    #[error(transparent)]
+    Unresolved(#[from] Unresolved),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("encoding the outcome failed: {0}")]
+    Encode(#[from] ProduceError),
+}
+
+/// A won entry of the batch, with what its outputs need.
+struct Pending {
+    entry: WonEntry,
+    context: RecordContext,
+    span: tracing::Span,
+}
+
+pub struct DispatchHandler {
+    group: String,
+    codec: Codec,
+    /// Encodes the outcome records (the relay sends them).
+    producer: EventProducer,
+    store: Arc<Store>,
+    dispatcher: Arc<Dispatcher>,
+    permits: Arc<Semaphore>,
+    /// Wakes the relay as soon as an outcome is committed.
+    relay_wake: Arc<Notify>,
+}
+
+impl DispatchHandler {
+    pub fn new(
+        group: String,
+        producer: EventProducer,
+        store: Arc<Store>,
+        dispatcher: Arc<Dispatcher>,
+        concurrency: usize,
+        relay_wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            group,
+            codec: producer.codec().clone(),
+            producer,
+            store,
+            dispatcher,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            relay_wake,
+        }
+    }
+
+    async fn handle_batch(&self, batch: &[Record]) -> Result<BatchOutcome, HandlerError> {
+        let (pending, dead_letters) = self.decode(batch).await?;
+
+        let ids: Vec<Uuid> = pending.iter().map(|p| p.entry.entry_id).collect();
+        let done = self.store.already_dispatched(&ids).await.map_err(HandlerError::new)?;
+        let todo: Vec<Pending> = pending
+            .into_iter()
+            .filter(|p| {
+                let finished = done.contains(&p.entry.entry_id);
+                if finished {
+                    p.span.in_scope(|| tracing::debug!("outcome already recorded; skipping"));
+                    count_dispatch("skipped");
+                }
+                !finished
+            })
+            .collect();
+        if todo.is_empty() {
+            return Ok(BatchOutcome { produce: Vec::new(), dead_letters });
+        }
+
+        let mut members: Vec<String> = todo.iter().map(|p| p.entry.user_id.clone()).collect();
+        members.sort();
+        members.dedup();
+        let phones = self.store.phones(&members).await.map_err(HandlerError::new)?;
+
+        let total = todo.len();
+        let gifts = todo.into_iter().map(|pending| {
+            let phone = phones.get(&pending.entry.user_id).cloned();
+            let span = pending.span.clone();
+            async move {
+                // Bounded concurrency toward the provider; the semaphore is never closed.
+                let _permit = self.permits.acquire().await.map_err(|e| GiftError::Unresolved(Unresolved {
+                    attempts: 0,
+                    last: e.to_string(),
+                }))?;
+                let result = self.dispatch_one(&pending, phone).await;
+                if let Err(error) = &result {
+                    count_dispatch("unresolved");
+                    tracing::warn!(%error, "gift not finished; the batch will be retried");
+                }
+                result
+            }
+            .instrument(span)
+        });
+        let unfinished = futures::future::join_all(gifts).await.into_iter().filter(Result::is_err).count();
+        if unfinished > 0 {
+            return Err(HandlerError(format!("{unfinished} of {total} gifts unfinished; retrying the batch")));
+        }
+        Ok(BatchOutcome { produce: Vec::new(), dead_letters })
+    }
+
+    /// Decodes the batch: WON entries (first of each entry id) to send, poison
+    /// to dead-letter; a registry outage fails the whole batch.
+    async fn decode(&self, batch: &[Record]) -> Result<(Vec<Pending>, Vec<DeadLetter>), HandlerError> {
+        let mut pending = Vec::new();
+        let mut dead_letters = Vec::new();
+        let mut seen = HashSet::new();
+        for (index, record) in batch.iter().enumerate() {
+            let span = record.span(&self.group);
+            let decision = match self.codec.decode::<StockDecision>(record.payload()).await {
+                Ok(decision) => decision,
+                Err(error) if error.is_retriable() => return Err(HandlerError::new(error)),
+                Err(error) => {
+                    dead_letters.push(DeadLetter { index, reason: error.to_string() });
+                    continue;
+                }
+            };
+            span.record("entry_id", decision.entry_id.as_str());
+            match won_entry(&decision) {
+                Ok(Some(entry)) if seen.insert(entry.entry_id) => {
+                    pending.push(Pending { entry, context: record.context.clone(), span });
+                }
+                Ok(Some(_)) => span.in_scope(|| tracing::debug!("duplicate in the batch; skipping")),
+                Ok(None) => {}
+                Err(reason) => {
+                    span.in_scope(|| tracing::warn!(%reason, "invalid WON decision"));
+                    dead_letters.push(DeadLetter { index, reason });
+                }
+            }
+        }
+        Ok((pending, dead_letters))
+    }
+
+    /// Sends one gift and records its definite outcome with its outbox rows.
+    async fn dispatch_one(&self, pending: &Pending, phone: Option<String>) -> Result<(), GiftError> {
+        let entry = &pending.entry;
+        let resolution = match phone {
+            None => {
+                tracing::warn!(user_id = %entry.user_id, "member has no phone in the replica");
+                Resolution::Failed { reason: NO_PHONE.into(), attempts: 0 }
+            }
+            Some(phone) => {
+                let gift = self.store.gift_for(&entry.event_id).await?;
+                let order = GiftOrder {
+                    idempotency_key: entry.entry_id.to_string(),
+                    phone,
+                    product: gift.product,
+                    amount: gift.amount,
+                };
+                self.dispatcher.send(&order).await?
+            }
+        };
+        let outbox = self.outbox_records(entry, &resolution, &pending.context).await?;
+        if self.store.record(entry, &resolution, &outbox).await? {
+            self.relay_wake.notify_one();
+            let status = match &resolution {
+                Resolution::Sent { .. } => DispatchStatus::Sent,
+                Resolution::Failed { .. } => DispatchStatus::Failed,
+            };
+            count_dispatch(status.as_str());
+            tracing::info!(status = status.as_str(), ?resolution, "dispatch recorded");
+        } else {
+            count_dispatch("skipped");
+            tracing::info!("outcome recorded meanwhile by another run; nothing written");
+        }
+        Ok(())
+    }
+
+    /// `GiftDispatch` always; `StockRelease` too when the gift definitely failed
+    /// (compensation: the stock group returns the unit).
+    async fn outbox_records(&self, entry: &WonEntry, resolution: &Resolution, cause: &RecordContext) -> Result<Vec<OutRecord>, ProduceError> {
+        let now = now_millis();
+        let (status, provider_ref, attempts, reason) = match resolution {
+            Resolution::Sent { gift_id, attempts } => (DispatchStatus::Sent, Some(gift_id.clone()), *attempts, None),
+            Resolution::Failed { reason, attempts } => (DispatchStatus::Failed, None, *attempts, Some(reason.clone())),
+        };
+        let dispatch = GiftDispatch {
+            event_id: entry.event_id.clone(),
+            entry_id: entry.entry_id.to_string(),
+            user_id: entry.user_id.clone(),
+            status,
+            provider_ref,
+            attempts,
+            reason: reason.clone(),
+            dispatched_at: now,
+        };
+        let mut records = vec![self.producer.encode(&dispatch, cause.caused()).await?];
+        if let Some(reason) = reason {
+            let release = StockRelease {
+                event_id: entry.event_id.clone(),
+                entry_id: entry.entry_id.to_string(),
+                user_id: entry.user_id.clone(),
+                unit_no: entry.unit_no,
+                reason,
+                released_at: now,
+            };
+            records.push(self.producer.encode(&release, cause.caused()).await?);
+        }
+        Ok(records)
+    }
+}
+
+impl BatchHandler for DispatchHandler {
+    fn handle<'a>(&'a self, batch: &'a [Record]) -> impl Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'a {
+        self.handle_batch(batch)
+    }
+}
+
+/// The entry to send a gift for: `None` for any other outcome; `Err` for a
+/// WON decision that cannot be acted on (dead-lettered).
+pub fn won_entry(decision: &StockDecision) -> Result<Option<WonEntry>, String> {
+    if decision.outcome != Outcome::Won {
+        return Ok(None);
+    }
+    let entry_id = Uuid::parse_str(&decision.entry_id)
+        .map_err(|e| format!("entry_id {:?} is not a UUID: {e}", decision.entry_id))?;
+    let unit_no = match decision.unit_no {
+        Some(unit) if unit >= 1 => unit,
+        other => return Err(format!("WON decision with unit_no {other:?}")),
+    };
+    if decision.user_id.trim().is_empty() || decision.event_id.trim().is_empty() {
+        return Err("WON decision without user_id or event_id".into());
+    }
+    Ok(Some(WonEntry {
+        event_id: decision.event_id.clone(),
+        entry_id,
+        user_id: decision.user_id.clone(),
+        unit_no,
+    }))
+}
+
+fn count_dispatch(status: &'static str) {
+    metrics::counter!("firstcome_sender_dispatches_total", "status" => status).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(outcome: Outcome, unit_no: Option<i32>) -> StockDecision {
+        StockDecision {
+            event_id: "ev".into(),
+            entry_id: Uuid::new_v4().to_string(),
+            user_id: "u1".into(),
+            outcome,
+            unit_no,
+            decided_at: 1,
+            accepted_at: 1,
+        }
+    }
+
+    #[test]
+    fn only_won_decisions_are_sent() {
+        for outcome in [Outcome::SoldOut, Outcome::AlreadyWon, Outcome::Ineligible, Outcome::Closed] {
+            assert_eq!(won_entry(&decision(outcome, Some(1))), Ok(None));
+        }
+        let won = won_entry(&decision(Outcome::Won, Some(3))).unwrap().unwrap();
+        assert_eq!(won.unit_no, 3);
+    }
+
+    #[test]
+    fn a_won_decision_without_a_unit_is_poison() {
+        assert!(won_entry(&decision(Outcome::Won, None)).is_err());
+        assert!(won_entry(&decision(Outcome::Won, Some(0))).is_err());
+    }
+
+    #[test]
+    fn a_won_decision_with_a_malformed_entry_id_is_poison() {
+        let mut bad = decision(Outcome::Won, Some(1));
+        bad.entry_id = "not-a-uuid".into();
+        assert!(won_entry(&bad).is_err());
+    }
+}

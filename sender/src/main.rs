@@ -1,0 +1,14 @@
+//! `sender`: the dispatch consumer group as a process.
+
+use anyhow::Context;
+use sender::{Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings: Settings = platform::settings::load().context("Failed to load settings")?;
+    platform::telemetry::init("sender", &settings.telemetry);
+    let shutdown = platform::shutdown::on_signal();
+    let application = Application::build(settings).await.context("Failed to start the sender")?;
+    application.run_until_stopped(shutdown).await.context("The sender failed")?;
+    Ok(())
+}

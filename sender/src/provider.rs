@@ -1,0 +1,217 @@
+//! The gift provider's HTTP contract (provider-sim/CONTRACT.md), from the
+//! caller's side: every answer is sorted into what the sender may conclude.
+//!
+//! The one distinction that matters for money: was the gift **definitely
+//! not** issued (safe to compensate on a permanent refusal), or **maybe**
+//! issued (timeouts, broken exchanges, server errors after the request got
+//! in) — then only a lookup by idempotency key may settle it.
+
+use std::time::Duration;
+
+use reqwest::{header, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::settings::ProviderSettings;
+
+/// What the sender asks the provider for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GiftOrder {
+    /// The entry id: the provider issues at most one gift per key.
+    pub idempotency_key: String,
+    pub phone: String,
+    pub product: String,
+    pub amount: i64,
+}
+
+/// The part of the provider's gift the sender keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IssuedGift {
+    pub gift_id: String,
+    pub idempotency_key: String,
+    #[serde(default)]
+    pub status: String,
+}
+
+/// Why an issue call did not return a gift.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IssueError {
+    /// No answer in time: the gift may exist.
+    #[error("timed out")]
+    Timeout,
+    /// The exchange broke, or the provider failed, after the request may
+    /// have reached it: the gift may exist.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    /// Definitely not issued; may succeed later (503, 429, 408, connection refused).
+    #[error("transient: {reason}")]
+    Transient { reason: String, retry_after: Option<Duration> },
+    /// The key already holds a gift for a different request (409): a gift exists.
+    #[error("idempotency key already used")]
+    Conflict,
+    /// Definitely not issued, and never will be (422 phone_refused, other 4xx).
+    #[error("refused: {reason}")]
+    Permanent { reason: String },
+}
+
+impl IssueError {
+    /// Whether a gift may exist under the key after this error.
+    pub fn maybe_issued(&self) -> bool {
+        matches!(self, IssueError::Timeout | IssueError::Unknown(_) | IssueError::Conflict)
+    }
+
+    /// The metric label of this answer.
+    pub fn label(&self) -> &'static str {
+        match self {
+            IssueError::Timeout => "timeout",
+            IssueError::Unknown(_) => "unknown",
+            IssueError::Transient { retry_after: Some(_), .. } => "rate_limited",
+            IssueError::Transient { .. } => "transient",
+            IssueError::Conflict => "conflict",
+            IssueError::Permanent { .. } => "refused",
+        }
+    }
+}
+
+/// A lookup that could not tell (the outcome stays unknown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("lookup failed: {0}")]
+pub struct LookupError(pub String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("failed to build the provider client: {0}")]
+pub struct ClientBuildError(#[from] reqwest::Error);
+
+/// Cheap to clone (one connection pool).
+#[derive(Debug, Clone)]
+pub struct ProviderClient {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+impl ProviderClient {
+    pub fn new(settings: &ProviderSettings) -> Result<Self, ClientBuildError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout())
+            .connect_timeout(settings.timeout())
+            .pool_max_idle_per_host(settings.concurrency)
+            .no_proxy()
+            .build()?;
+        Ok(Self { http, base_url: settings.base_url.trim_end_matches('/').to_string() })
+    }
+
+    /// `POST /v1/gifts`.
+    pub async fn issue(&self, order: &GiftOrder) -> Result<IssuedGift, IssueError> {
+        let sent = self.http.post(format!("{}/v1/gifts", self.base_url)).json(order).send().await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return Err(classify_transport(&error)),
+        };
+        let status = response.status();
+        match status {
+            StatusCode::OK | StatusCode::CREATED => response
+                .json::<IssuedGift>()
+                .await
+                // Issued for sure, but the body is unreadable: a lookup will tell.
+                .map_err(|e| match e.is_timeout() {
+                    true => IssueError::Timeout,
+                    false => IssueError::Unknown(format!("unreadable gift: {e}")),
+                }),
+            StatusCode::CONFLICT => Err(IssueError::Conflict),
+            StatusCode::TOO_MANY_REQUESTS => Err(IssueError::Transient {
+                reason: "429 rate limited".into(),
+                retry_after: Some(retry_after(response.headers()).unwrap_or(Duration::from_secs(1))),
+            }),
+            // 503 (overloaded, refused before processing) and 408 (the
+            // request never got processed) are safe to repeat as they are.
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => Err(IssueError::Transient {
+                reason: status.to_string(),
+                retry_after: retry_after(response.headers()),
+            }),
+            // Any other server error may have come after the gift was issued.
+            status if status.is_server_error() => Err(IssueError::Unknown(status.to_string())),
+            status if status.is_client_error() => Err(IssueError::Permanent { reason: rejection(response).await }),
+            status => Err(IssueError::Unknown(format!("unexpected status {status}"))),
+        }
+    }
+
+    /// `GET /v1/gifts/{key}`: `Some` when a gift exists under `key`, `None`
+    /// when the provider says none does (issuing again is safe).
+    pub async fn lookup(&self, key: &str) -> Result<Option<IssuedGift>, LookupError> {
+        let response = self
+            .http
+            .get(format!("{}/v1/gifts/{key}", self.base_url))
+            .send()
+            .await
+            .map_err(|e| LookupError(transport_text(&e)))?;
+        match response.status() {
+            StatusCode::OK => response.json::<IssuedGift>().await.map(Some).map_err(|e| LookupError(e.to_string())),
+            StatusCode::NOT_FOUND => Ok(None),
+            status => Err(LookupError(status.to_string())),
+        }
+    }
+}
+
+/// Transport failures: only a refused connection proves the request never arrived.
+fn classify_transport(error: &reqwest::Error) -> IssueError {
+    if error.is_timeout() {
+        IssueError::Timeout
+    } else if error.is_connect() {
+        IssueError::Transient { reason: transport_text(error), retry_after: None }
+    } else {
+        IssueError::Unknown(transport_text(error))
+    }
+}
+
+/// The error with its cause chain (reqwest's own text hides the cause).
+fn transport_text(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by providers here).
+fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
+    let seconds = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// The provider's error code (`{"error": "phone_refused"}`), or the status.
+async fn rejection(response: reqwest::Response) -> String {
+    let status = response.status();
+    #[derive(Deserialize)]
+    struct Body {
+        error: String,
+    }
+    match response.json::<Body>().await {
+        Ok(body) if !body.error.is_empty() => body.error,
+        _ => format!("provider_rejected_{}", status.as_u16()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_uncertain_answers_may_have_issued() {
+        assert!(IssueError::Timeout.maybe_issued());
+        assert!(IssueError::Unknown("500".into()).maybe_issued());
+        assert!(IssueError::Conflict.maybe_issued());
+        assert!(!IssueError::Transient { reason: "503".into(), retry_after: None }.maybe_issued());
+        assert!(!IssueError::Permanent { reason: "phone_refused".into() }.maybe_issued());
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! The retry state machine against the provider simulator: uncertain
+//! outcomes are resolved by lookup or left unresolved — never failed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Sim;
+use provider_sim::Faults;
+use sender::dispatch::{Dispatcher, Resolution};
+use sender::provider::{GiftOrder, ProviderClient};
+use sender::settings::ProviderSettings;
+use tokio_util::sync::CancellationToken;
+
+fn settings(url: &str) -> ProviderSettings {
+    ProviderSettings {
+        base_url: url.to_string(),
+        timeout_ms: 200,
+        max_attempts: 4,
+        backoff_base_ms: 10,
+        backoff_max_ms: 100,
+        ..ProviderSettings::default()
+    }
+}
+
+fn dispatcher(settings: &ProviderSettings) -> Dispatcher {
+    Dispatcher::new(ProviderClient::new(settings).unwrap(), settings, CancellationToken::new())
+}
+
+fn order(phone: &str) -> GiftOrder {
+    GiftOrder {
+        idempotency_key: uuid::Uuid::new_v4().to_string(),
+        phone: phone.into(),
+        product: "coffee-10000".into(),
+        amount: 10_000,
+    }
+}
+
+#[tokio::test]
+async fn a_timed_out_issue_is_resolved_by_lookup_not_issued_again() {
+    let sim = Sim::start(Faults { timeout_after_issue_rate: 1.0, hang_ms: 2_000, ..Faults::default() }, 1).await;
+    let order = order("010-3000-0001");
+    let resolution = dispatcher(&settings(&sim.url)).send(&order).await.expect("resolved");
+    let gifts = sim.gifts().await;
+    assert_eq!(gifts.len(), 1);
+    // Issue (timed out), then lookup (found).
+    assert_eq!(resolution, Resolution::Sent { gift_id: gifts[0].gift_id.clone(), attempts: 2 });
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_phone_is_a_definite_failure() {
+    let sim = Sim::start(Faults { refused_phones: vec!["010-3000-0002".into()], ..Faults::default() }, 2).await;
+    let resolution = dispatcher(&settings(&sim.url)).send(&order("010-3000-0002")).await.expect("resolved");
+    assert_eq!(resolution, Resolution::Failed { reason: "phone_refused".into(), attempts: 1 });
+    assert!(sim.gifts().await.is_empty());
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_provider_that_keeps_failing_leaves_the_gift_unresolved_not_failed() {
+    let sim = Sim::start(Faults { transient_failure_rate: 1.0, ..Faults::default() }, 3).await;
+    let unresolved = dispatcher(&settings(&sim.url)).send(&order("010-3000-0003")).await.expect_err("unresolved");
+    assert_eq!(unresolved.attempts, 4);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_leaves_the_gift_unresolved() {
+    // Bind and drop a listener: the port is then (almost surely) closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let settings = settings(&format!("http://127.0.0.1:{port}"));
+    let unresolved = dispatcher(&settings).send(&order("010-3000-0004")).await.expect_err("unresolved");
+    assert_eq!(unresolved.attempts, 4);
+}
+
+#[tokio::test]
+async fn a_failing_lookup_keeps_the_outcome_unknown_and_issues_nothing_more() {
+    let faults = Faults { timeout_after_issue_rate: 1.0, hang_ms: 2_000, lookup_failure_rate: 1.0, ..Faults::default() };
+    let sim = Sim::start(faults, 4).await;
+    let unresolved = dispatcher(&settings(&sim.url)).send(&order("010-3000-0005")).await.expect_err("unresolved");
+    // One issue, then only lookups: the outcome never became safe to retry or to fail.
+    assert_eq!(unresolved.attempts, 4);
+    assert_eq!(sim.gifts().await.len(), 1);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_already_used_with_another_phone_resolves_to_the_existing_gift() {
+    let sim = Sim::start(Faults::default(), 5).await;
+    let first = order("010-3000-0006");
+    let earlier = dispatcher(&settings(&sim.url)).send(&first).await.expect("sent");
+    let changed_phone = GiftOrder { phone: "010-3000-9999".into(), ..first };
+    let later = dispatcher(&settings(&sim.url)).send(&changed_phone).await.expect("resolved");
+    let (Resolution::Sent { gift_id: a, .. }, Resolution::Sent { gift_id: b, .. }) = (earlier, later) else {
+        panic!("both sent");
+    };
+    assert_eq!(a, b, "the same gift, not a second one");
+    assert_eq!(sim.gifts().await.len(), 1);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limited_calls_wait_for_retry_after_and_succeed() {
+    let sim = Sim::start(Faults { rate_limit_per_sec: Some(2), ..Faults::default() }, 6).await;
+    let mut settings = settings(&sim.url);
+    settings.backoff_max_ms = 1_500;
+    settings.max_attempts = 5;
+    let dispatcher = dispatcher(&settings);
+    let orders: Vec<GiftOrder> = (0..4).map(|i| order(&format!("010-3000-01{i:02}"))).collect();
+    let started = std::time::Instant::now();
+    let results = futures::future::join_all(orders.iter().map(|o| dispatcher.send(o))).await;
+    assert!(results.iter().all(|r| matches!(r, Ok(Resolution::Sent { .. }))), "{results:?}");
+    assert_eq!(sim.gifts().await.len(), 4);
+    assert!(started.elapsed() >= Duration::from_millis(900), "429s were waited out");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_cuts_the_retries_short() {
+    let sim = Sim::start(Faults { transient_failure_rate: 1.0, ..Faults::default() }, 7).await;
+    let mut settings = settings(&sim.url);
+    settings.backoff_base_ms = 2_000;
+    settings.backoff_max_ms = 2_000;
+    settings.max_attempts = 10;
+    let shutdown = CancellationToken::new();
+    let dispatcher = Dispatcher::new(ProviderClient::new(&settings).unwrap(), &settings, shutdown.clone());
+    shutdown.cancel();
+    let started = std::time::Instant::now();
+    let unresolved = dispatcher.send(&order("010-3000-0007")).await.expect_err("unresolved");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(unresolved.attempts, 1);
+    sim.stop().await;
+}
