@@ -18,4 +18,4 @@ bootstrap_pipeline target/debug/firstcome
 step "running the tests"
 # Two test threads per binary: the machine has two cores and the services
 # under test share them with Kafka, the registry and PostgreSQL.
-cargo test --workspace --locked -- --test-threads=2
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2

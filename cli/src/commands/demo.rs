@@ -188,7 +188,7 @@ async fn rush_and_drain(
         let event_id = event_id.clone();
         async move {
             match invariants::check(settings, &event_id, &accepted, None).await {
-                Ok(r) => r.tally.entries >= accepted.len() as i64 && r.tally.pending == 0 && r.tally.won == 0,
+                Ok(report) => report.drained(accepted.len()),
                 Err(_) => false,
             }
         }

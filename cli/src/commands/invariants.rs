@@ -53,6 +53,17 @@ impl InvariantReport {
         self.checks.iter().all(|c| c.holds)
     }
 
+    /// Whether the pipeline has finished with these entries: every accepted
+    /// entry recorded and decided, no WON waiting for its gift, and every
+    /// returned unit back in the Redis counter (check 5 holds).
+    pub fn drained(&self, accepted: usize) -> bool {
+        let t = &self.tally;
+        t.entries >= accepted as i64
+            && t.pending == 0
+            && t.won == 0
+            && self.checks.iter().any(|c| c.name.starts_with('5') && c.holds)
+    }
+
     pub fn failing(&self) -> Vec<&Check> {
         self.checks.iter().filter(|c| !c.holds).collect()
     }

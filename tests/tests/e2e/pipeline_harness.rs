@@ -187,15 +187,15 @@ pub async fn submit(pipeline: &Pipeline, event_id: &str, members: &[String], dup
     .expect("rush ran")
 }
 
-/// Waits until every accepted entry is recorded and decided, and no WON
-/// entry is still waiting for its gift; returns the final invariant report.
+/// Waits until the pipeline is done with `accepted` (see
+/// `InvariantReport::drained`); returns the final invariant report.
 pub async fn drain(env: &TestEnv, pipeline: &Pipeline, event_id: &str, accepted: &[Accepted]) -> InvariantReport {
     let settings = env.cli();
     let drained = eventually(Duration::from_secs(90), || {
         let settings = settings.clone();
         async move {
             match invariants::check(&settings, event_id, accepted, None).await {
-                Ok(r) => r.tally.entries >= accepted.len() as i64 && r.tally.pending == 0 && r.tally.won == 0,
+                Ok(report) => report.drained(accepted.len()),
                 Err(_) => false,
             }
         }
