@@ -15,7 +15,17 @@ cargo build --workspace --all-targets --locked
 
 bootstrap_pipeline target/debug/firstcome
 
+step "removing what earlier test runs left (t_* databases, t-* topics and subjects)"
+target/debug/firstcome cleanup-tests
+
 step "running the tests"
 # Two test threads per binary: the machine has two cores and the services
 # under test share them with Kafka, the registry and PostgreSQL.
-cargo test --workspace --locked --no-fail-fast -- --test-threads=2
+log="$(mktemp)"
+status=0
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
+
+# One closing line for the whole run: cargo prints one result per test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use firstcome_cli::commands::demo::{self, DemoPlan};
-use firstcome_cli::commands::{db, event, invariants, members, reconcile, schemas, topics};
+use firstcome_cli::commands::{cleanup, db, event, invariants, members, reconcile, rush, schemas, topics};
 use firstcome_cli::CliSettings;
 use platform::kafka::admin::Layout;
 
@@ -59,6 +59,25 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Fire an opening rush at running ingest instances (loopback load generator; stops by itself).
+    Rush {
+        event_id: String,
+        /// Ingest base URLs, round-robin.
+        #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+        urls: Vec<String>,
+        /// Members to fire for (the first N of the replica).
+        #[arg(long, default_value_t = 1_000)]
+        members: i64,
+        #[arg(long, default_value_t = 0.1)]
+        duplicate_ratio: f64,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Print the whole report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove what test runs left on this stack: t_* databases, t-* topics and subjects.
+    CleanupTests,
     /// The opening rush on the local stack: seed, create an event, start every service, fire, drain, check.
     Demo {
         #[arg(long, default_value_t = 5_000)]
@@ -228,6 +247,45 @@ async fn main() -> anyhow::Result<()> {
             } else if !outcome.report.all_hold() {
                 anyhow::bail!("drift found (run with --repair once the pipeline is idle)");
             }
+        }
+        Command::Rush { event_id, urls, members, duplicate_ratio, concurrency, json } => {
+            let pool = platform::db::pool(&settings.database)?;
+            let ids: Vec<String> = pool
+                .get()
+                .await?
+                .query("SELECT member_id FROM members ORDER BY member_id LIMIT $1", &[&members])
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let mut shots = Vec::with_capacity(ids.len());
+            for id in ids {
+                let token = ingest::auth::mint(&settings.auth.token_secret, &id, std::time::Duration::from_secs(3600))?;
+                shots.push((id, token));
+            }
+            let plan = rush::RushPlan {
+                base_urls: urls,
+                event_id,
+                members: shots,
+                duplicate_ratio,
+                concurrency,
+                answers: event::DEFAULT_QUESTIONS.iter().map(|q| (q.to_string(), "5".to_string())).collect(),
+                request_timeout: std::time::Duration::from_secs(10),
+            };
+            let report = rush::run(&plan).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} requests in {} ms: {:.0} req/s; p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                    report.requests, report.elapsed_ms, report.requests_per_sec, report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms
+                );
+                println!("by status {:?}; by error {:?}", report.by_status, report.by_error);
+            }
+        }
+        Command::CleanupTests => {
+            let cleaned = cleanup::run(&settings).await?;
+            println!("removed {} databases, {} topics, {} subjects", cleaned.databases, cleaned.topics, cleaned.subjects);
         }
         Command::Demo { members, total, safety, concurrency, ingest_instances } => {
             let plan = DemoPlan { members, total_stock: total, safety_stock: safety, concurrency, ingest_instances, ..Default::default() };

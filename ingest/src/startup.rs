@@ -34,6 +34,8 @@ pub enum Error {
     #[error("database: {0}")]
     Database(#[from] platform::db::DbError),
     #[error("http listener: {0}")]
+    Bind(#[from] platform::settings::BindError),
+    #[error("http server: {0}")]
     Io(#[from] std::io::Error),
 }
 
@@ -79,8 +81,7 @@ impl Application {
             publish_deadline: settings.publish_deadline(),
             resume_after: settings.resume_after(),
         };
-        let listener = TcpListener::bind(settings.http.address()).await?;
-        let port = listener.local_addr()?.port();
+        let (listener, port) = settings.http.bind().await?;
         tracing::info!(address = %settings.http.address(), port, "ingest listening");
         Ok(Self { listener, host: settings.http.host.clone(), port, router: routes::router(state, health), sync })
     }

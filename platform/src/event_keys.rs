@@ -18,6 +18,9 @@
 //!
 //! Every key expires at `close_at` + [`GRACE_AFTER_CLOSE`], so late requests get
 //! 410 rather than 404 and redelivered records are still decided consistently.
+//! [`write_event`] sets the expiry on the keys it writes; the scripts that
+//! create the others (admission, decision, release) copy `meta`'s expiry onto
+//! them when they do.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -159,6 +162,37 @@ impl EventMeta {
             .await?;
         Ok(Self::from_fields(&fields))
     }
+}
+
+/// Writes a new event's keys: meta, the stock counter (`for_sale`), the
+/// eligible members; all expiring at `close_at` + [`GRACE_AFTER_CLOSE`].
+/// Refuses (returns `false`, writes nothing) when the event already has keys:
+/// re-writing a live event would forget its winners.
+pub async fn write_event<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    meta: &EventMeta,
+    eligible: &[String],
+) -> redis::RedisResult<bool> {
+    let keys = EventKeys::new(&meta.event_id);
+    let existing: i64 = redis::cmd("EXISTS").arg(&keys.all()[..]).query_async(conn).await?;
+    if existing > 0 {
+        return Ok(false);
+    }
+    // Members first, meta last: ingest knows an event only once meta exists,
+    // so it never sees a half-loaded eligibility set.
+    for chunk in eligible.chunks(5_000) {
+        let _: () = redis::cmd("SADD").arg(&keys.eligible).arg(chunk).query_async(conn).await?;
+    }
+    let expire_at_ms = meta.close_at_ms + GRACE_AFTER_CLOSE.as_millis() as i64;
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("SET").arg(&keys.stock).arg(meta.for_sale).ignore()
+        .cmd("PEXPIREAT").arg(&keys.stock).arg(expire_at_ms).ignore()
+        .cmd("PEXPIREAT").arg(&keys.eligible).arg(expire_at_ms).ignore()
+        .cmd("HSET").arg(&keys.meta).arg(meta.to_fields()).ignore()
+        .cmd("PEXPIREAT").arg(&keys.meta).arg(expire_at_ms).ignore();
+    let _: () = pipe.query_async(conn).await?;
+    Ok(true)
 }
 
 /// A state change published on [`STATE_CHANNEL`].

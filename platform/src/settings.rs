@@ -195,6 +195,26 @@ impl HttpSettings {
     pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
+
+    /// Binds the listener; returns it with the real port (port 0 picks one).
+    pub async fn bind(&self) -> Result<(tokio::net::TcpListener, u16), BindError> {
+        let address = self.address();
+        let bound = async {
+            let listener = tokio::net::TcpListener::bind(&address).await?;
+            let port = listener.local_addr()?.port();
+            Ok((listener, port))
+        };
+        bound.await.map_err(|source| BindError { address, source })
+    }
+}
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to bind {address}: {source}")]
+pub struct BindError {
+    pub address: String,
+    #[source]
+    pub source: std::io::Error,
 }
 
 impl Default for HttpSettings {

@@ -14,8 +14,8 @@ use crate::settings::Settings;
 pub enum Error {
     #[error("invalid faults: {0}")]
     InvalidFaults(String),
-    #[error("failed to bind {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    #[error(transparent)]
+    Bind(#[from] platform::settings::BindError),
     #[error("the HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -31,11 +31,7 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         settings.faults.validate().map_err(Error::InvalidFaults)?;
         let seed = settings.seed.unwrap_or_else(rand::random);
-        let address = settings.http.address();
-        let listener = TcpListener::bind(&address)
-            .await
-            .map_err(|source| Error::Bind { address: address.clone(), source })?;
-        let port = listener.local_addr().map_err(|source| Error::Bind { address, source })?.port();
+        let (listener, port) = settings.http.bind().await?;
         tracing::info!(port, seed, faults = ?settings.faults, "provider simulator listening");
         Ok(Self {
             listener,

@@ -25,8 +25,8 @@ pub enum Error {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("consumer loop: {0}")]
     Consumer(#[from] ConsumerError),
-    #[error("failed to bind the ops listener on {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    #[error("ops listener: {0}")]
+    Bind(#[from] platform::settings::BindError),
 }
 
 /// A built recorder, ready to run.
@@ -58,14 +58,7 @@ impl Application {
             .with_postgres(pool.clone())
             .with_kafka(&settings.kafka)?
             .with_registry(settings.registry.url.clone());
-        let address = settings.http.address();
-        let ops_listener = TcpListener::bind(&address)
-            .await
-            .map_err(|source| Error::Bind { address: address.clone(), source })?;
-        let ops_port = ops_listener
-            .local_addr()
-            .map_err(|source| Error::Bind { address, source })?
-            .port();
+        let (ops_listener, ops_port) = settings.http.bind().await?;
         Ok(Self { consumer, recorder, ops_listener, ops_port, health, pool, group })
     }
 

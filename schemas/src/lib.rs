@@ -10,6 +10,7 @@
 
 pub mod codec;
 pub mod events;
+pub mod identity;
 pub mod registry;
 pub mod topics;
 
@@ -18,6 +19,7 @@ pub use events::{
     ClientInfo, DispatchStatus, Event, GiftDispatch, Outcome, StockDecision, StockRelease,
     SurveyAnswer, SurveySubmitted,
 };
+pub use identity::{check_identity, EntryIdentity};
 pub use registry::RegistryAdmin;
 pub use topics::Topics;
 

@@ -35,8 +35,8 @@ pub enum Error {
     Consumer(#[from] ConsumerError),
     #[error(transparent)]
     Provider(#[from] ClientBuildError),
-    #[error("failed to bind the ops port {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    #[error("ops port: {0}")]
+    Bind(#[from] platform::settings::BindError),
 }
 
 pub struct Application {
@@ -72,11 +72,7 @@ impl Application {
             .with_postgres(pool.clone())
             .with_kafka(&settings.kafka)?
             .with_registry(settings.registry.url.clone());
-        let address = settings.http.address();
-        let ops_listener = TcpListener::bind(&address)
-            .await
-            .map_err(|source| Error::Bind { address: address.clone(), source })?;
-        let ops_port = ops_listener.local_addr().map_err(|source| Error::Bind { address, source })?.port();
+        let (ops_listener, ops_port) = settings.http.bind().await?;
         tracing::info!(%group, ops_port, provider = %settings.provider.base_url, "sender built");
         Ok(Self { settings, pool, producer, provider, consumer, ops_listener, ops_port, health })
     }

@@ -33,8 +33,8 @@ pub enum Error {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("failed to start the consumer loop: {0}")]
     Consumer(#[from] ConsumerError),
-    #[error("failed to bind the ops listener on {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    #[error("ops listener: {0}")]
+    Bind(#[from] platform::settings::BindError),
     #[error("the ops server failed: {0}")]
     Ops(std::io::Error),
 }
@@ -65,14 +65,7 @@ impl Application {
         let handler = Arc::new(StockHandler::new(store, codec, settings.kafka.topics(), settings.group()));
         let consumer = consumer_loop(&settings).await?;
 
-        let address = settings.http.address();
-        let ops_listener = TcpListener::bind(&address)
-            .await
-            .map_err(|source| Error::Bind { address: address.clone(), source })?;
-        let ops_port = ops_listener
-            .local_addr()
-            .map_err(|source| Error::Bind { address, source })?
-            .port();
+        let (ops_listener, ops_port) = settings.http.bind().await?;
         tracing::info!(
             group = %settings.group(),
             transactional_id = %settings.transactional_id(),

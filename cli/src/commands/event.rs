@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use platform::event_keys::{EventKeys, EventMeta, EventStatus, StateChange, GRACE_AFTER_CLOSE, STATE_CHANNEL};
+use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus, StateChange, STATE_CHANNEL};
 
 use crate::settings::CliSettings;
 
@@ -111,14 +111,12 @@ pub async fn create(settings: &CliSettings, event: &NewEvent) -> anyhow::Result<
     Ok(eligible.len())
 }
 
-/// Writes the event's Redis keys. Hashes and sets are created with a `_init`
-/// member so the expiry set now also covers what the scripts add later.
+/// Writes the event's Redis keys (see `platform::event_keys::write_event`).
 async fn load_redis(
     redis: &mut redis::aio::ConnectionManager,
     event: &NewEvent,
     eligible: &[String],
 ) -> anyhow::Result<()> {
-    let keys = EventKeys::new(&event.event_id);
     let meta = EventMeta {
         event_id: event.event_id.clone(),
         open_at_ms: event.open_at.timestamp_millis(),
@@ -127,26 +125,9 @@ async fn load_redis(
         questions: event.questions.clone(),
         status: if event.for_sale() > 0 { EventStatus::Open } else { EventStatus::SoldOut },
     };
-    let _: () = redis::cmd("DEL").arg(&keys.all()[..]).query_async(redis).await?;
-    for chunk in eligible.chunks(5_000) {
-        let _: () = redis.sadd(&keys.eligible, chunk).await?;
+    if !write_event(redis, &meta, eligible).await? {
+        bail!("event {} already has Redis keys: refusing to overwrite a live event", event.event_id);
     }
-    let expire_at = (event.close_at + chrono::Duration::from_std(GRACE_AFTER_CLOSE)?).timestamp();
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .hset_multiple(&keys.meta, &meta.to_fields())
-        .set(&keys.stock, event.for_sale())
-        .set(&keys.next_unit, 0)
-        .sadd(&keys.eligible, "_init")
-        .hset(&keys.entered, "_init", "_")
-        .hset(&keys.entries, "_init", "_")
-        .hset(&keys.winners, "_init", "0")
-        .hset(&keys.decisions, "_init", "_")
-        .sadd(&keys.released, "_init");
-    for key in keys.all() {
-        pipe.expire_at(key, expire_at);
-    }
-    let _: () = pipe.query_async(redis).await?;
     Ok(())
 }
 
@@ -205,8 +186,7 @@ pub async fn show(settings: &CliSettings, event_id: &str) -> anyhow::Result<Even
         ledger_issued: row.get(6),
         ledger_returned: row.get(7),
         redis_stock,
-        // Minus the `_init` placeholder.
-        redis_winners: (winners - 1).max(0),
+        redis_winners: winners,
         open_at: row.get(4),
         close_at: row.get(5),
         entries_by_status,
