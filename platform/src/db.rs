@@ -28,13 +28,20 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_events_and_replica", include_str!("../../migrations/0001_events_and_replica.sql")),
     ("0002_entries_and_ledger", include_str!("../../migrations/0002_entries_and_ledger.sql")),
     ("0003_dispatch_and_outbox", include_str!("../../migrations/0003_dispatch_and_outbox.sql")),
+    ("0004_ledger_counts_any_order", include_str!("../../migrations/0004_ledger_counts_any_order.sql")),
 ];
 
 /// Builds a pool with every timeout set (a pool without them hangs forever
 /// when the server is gone) and connections verified on recycle.
 pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbError> {
-    let config = tokio_postgres::Config::from_str(settings.url.expose_secret())
+    let mut config = tokio_postgres::Config::from_str(settings.url.expose_secret())
         .map_err(|e| DbError::Url(e.to_string()))?;
+    // A statement stuck on a lock would stall a consume loop with no error:
+    // bound every statement and lock wait on the server side.
+    config.options(format!(
+        "-c statement_timeout={} -c lock_timeout={}",
+        settings.statement_timeout_ms, settings.statement_timeout_ms
+    ));
     let manager = Manager::from_config(
         config,
         NoTls,

@@ -141,6 +141,8 @@ pub struct DatabaseSettings {
     pub timeout_ms: u64,
     /// Apply the migrations when the service starts.
     pub migrate_on_start: bool,
+    /// Server-side limit for one statement and one lock wait.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -150,6 +152,7 @@ impl Default for DatabaseSettings {
             max_connections: 16,
             timeout_ms: 5_000,
             migrate_on_start: true,
+            statement_timeout_ms: 30_000,
         }
     }
 }

@@ -181,21 +181,16 @@ async fn rush_and_drain(
     println!("\nwaiting for the pipeline to drain…");
     let started = Instant::now();
     let provider = format!("http://127.0.0.1:{PROVIDER_PORT}");
-    let accepted = report.accepted.clone();
-    let event_id = new_event.event_id.clone();
-    let drained = event::wait_until(plan.drain_timeout, || {
-        let accepted = accepted.clone();
-        let event_id = event_id.clone();
-        async move {
-            match invariants::check(settings, &event_id, &accepted, None).await {
-                Ok(report) => report.drained(accepted.len()),
-                Err(_) => false,
-            }
+    let stores = invariants::Stores::connect(settings).await?;
+    let drained = event::wait_until(plan.drain_timeout, || async {
+        match invariants::check(&stores, &new_event.event_id, &report.accepted, None).await {
+            Ok(state) => state.drained(report.accepted.len()),
+            Err(_) => false,
         }
     })
     .await;
     let drained_in = started.elapsed();
-    let invariants = invariants::check(settings, &new_event.event_id, &report.accepted, Some(&provider)).await?;
+    let invariants = invariants::check(&stores, &new_event.event_id, &report.accepted, Some(&provider)).await?;
     print_outcome(&report, &invariants, drained, drained_in);
     Ok(DemoOutcome { event_id: new_event.event_id.clone(), rush: report, invariants, drained_in })
 }

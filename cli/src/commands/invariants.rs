@@ -7,7 +7,7 @@
 //! 4. Every WON ends SENT, or FAILED with its unit returned.
 //! 5. Redis counter, PostgreSQL ledger and provider records reconcile.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
 use redis::AsyncCommands;
@@ -81,12 +81,28 @@ struct GiftList {
     gifts: Vec<ProviderGift>,
 }
 
+/// The stores the checks read, connected once (the drain loops poll them).
+#[derive(Clone)]
+pub struct Stores {
+    pub pool: deadpool_postgres::Pool,
+    pub redis: redis::aio::ConnectionManager,
+    http: reqwest::Client,
+}
+
+impl Stores {
+    pub async fn connect(settings: &CliSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            pool: platform::db::pool(&settings.database)?,
+            redis: platform::redis::connect(&settings.redis).await?,
+            http: reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(10)).build()?,
+        })
+    }
+}
+
 /// Every gift the provider issued.
-pub async fn provider_gifts(provider_url: &str) -> anyhow::Result<Vec<ProviderGift>> {
+pub async fn provider_gifts(http: &reqwest::Client, provider_url: &str) -> anyhow::Result<Vec<ProviderGift>> {
     let url = format!("{}/v1/gifts", provider_url.trim_end_matches('/'));
-    let list: GiftList = reqwest::Client::builder()
-        .no_proxy()
-        .build()?
+    let list: GiftList = http
         .get(&url)
         .send()
         .await
@@ -100,13 +116,14 @@ pub async fn provider_gifts(provider_url: &str) -> anyhow::Result<Vec<ProviderGi
 /// Checks every invariant for `event_id`. `accepted` are the entries answered
 /// 202 (from a rush); `provider_url` adds the provider's records.
 pub async fn check(
-    settings: &CliSettings,
+    stores: &Stores,
     event_id: &str,
     accepted: &[Accepted],
     provider_url: Option<&str>,
 ) -> anyhow::Result<InvariantReport> {
-    let pool = platform::db::pool(&settings.database)?;
-    let db = pool.get().await?;
+    let db = stores.pool.get().await?;
+    let mut redis = stores.redis.clone();
+    let keys = EventKeys::new(event_id);
     let mut tally = Tally::default();
 
     let event = db
@@ -147,22 +164,35 @@ pub async fn check(
         .await?;
     let (sent_rows, sent_members): (i64, i64) = (sent.get(0), sent.get(1));
 
-    // The provider's side: gifts whose idempotency key is one of this event's entries.
+    // The provider's side: gifts whose idempotency key is an entry of this
+    // event, as recorded or as known to Redis (an entry the recorder skipped or
+    // has not written yet still counts), each attributed to the entry's member.
     let mut provider_detail = String::new();
     let mut provider_ok = true;
     if let Some(url) = provider_url {
-        let entry_ids: HashSet<String> = db
-            .query("SELECT entry_id::text FROM event_entries WHERE event_id = $1", &[&event_id])
+        let mut member_of: HashMap<String, String> = db
+            .query("SELECT entry_id::text, user_id FROM event_entries WHERE event_id = $1", &[&event_id])
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect();
-        let gifts: Vec<ProviderGift> =
-            provider_gifts(url).await?.into_iter().filter(|g| entry_ids.contains(&g.idempotency_key)).collect();
-        let phones: HashSet<&str> = gifts.iter().map(|g| g.phone.as_str()).collect();
+        let admitted: HashMap<String, String> = redis.hgetall(&keys.entries).await?;
+        for (entry, member) in admitted {
+            member_of.entry(entry).or_insert(member);
+        }
+        let decided: Vec<String> = redis.hkeys(&keys.decisions).await?;
+        let gifts: Vec<ProviderGift> = provider_gifts(&stores.http, url)
+            .await?
+            .into_iter()
+            .filter(|g| member_of.contains_key(&g.idempotency_key) || decided.contains(&g.idempotency_key))
+            .collect();
+        let members: HashSet<&str> = gifts
+            .iter()
+            .map(|g| member_of.get(&g.idempotency_key).map(String::as_str).unwrap_or("?"))
+            .collect();
         tally.provider_gifts = gifts.len() as i64;
-        provider_ok = phones.len() == gifts.len();
-        provider_detail = format!("; provider issued {} to {} phones", gifts.len(), phones.len());
+        provider_ok = members.len() == gifts.len() && !members.contains("?");
+        provider_detail = format!("; provider issued {} to {} members", gifts.len(), members.len());
     }
     checks.push(Check {
         name: "1 gifts sent <= stock for sale",
@@ -190,15 +220,29 @@ pub async fn check(
         detail: format!("{recorded} of {} accepted entries recorded", accepted.len()),
     });
 
-    // 4: no WON left undispatched; every FAILED returned its unit.
-    let unreturned: i64 = db
-        .query_one(
-            "SELECT count(*) FROM event_entries e WHERE e.event_id = $1 AND e.status = 'failed'
-               AND NOT EXISTS (SELECT 1 FROM stock_movements m WHERE m.entry_id = e.entry_id AND m.kind = 'returned')",
+    // 4: no WON left undispatched; every FAILED unit is back in stock — in the
+    // ledger (a 'returned' movement) and in Redis (the release script ran).
+    let failed_rows = db
+        .query(
+            "SELECT e.entry_id::text,
+                    EXISTS (SELECT 1 FROM stock_movements m WHERE m.entry_id = e.entry_id AND m.kind = 'returned')
+             FROM event_entries e WHERE e.event_id = $1 AND e.status = 'failed'",
             &[&event_id],
         )
-        .await?
-        .get(0);
+        .await?;
+    let failed_ids: Vec<String> = failed_rows.iter().map(|r| r.get(0)).collect();
+    let in_ledger = failed_rows.iter().filter(|r| r.get::<_, bool>(1)).count();
+    let in_redis = if failed_ids.is_empty() {
+        0
+    } else {
+        let flags: Vec<bool> = redis::cmd("SMISMEMBER")
+            .arg(&keys.released)
+            .arg(&failed_ids)
+            .query_async(&mut redis)
+            .await?;
+        flags.into_iter().filter(|f| *f).count()
+    };
+    let unreturned = (failed_ids.len() - in_ledger.min(in_redis)) as i64;
     checks.push(Check {
         name: "4 every WON ends SENT or FAILED with its unit returned",
         holds: tally.won == 0 && unreturned == 0,
@@ -209,8 +253,6 @@ pub async fn check(
     });
 
     // 5: Redis counter vs ledger vs dispatches vs provider.
-    let mut redis = platform::redis::connect(&settings.redis).await?;
-    let keys = EventKeys::new(event_id);
     tally.redis_stock = redis.get::<_, Option<i64>>(&keys.stock).await?.unwrap_or(-1);
     let held = tally.ledger_issued - tally.ledger_returned;
     let mut drift = Vec::new();

@@ -14,6 +14,8 @@
 //! The loop is one task: it does not poll while a batch is in work, so a
 //! rebalance never runs while a transaction is open or offsets are in flight,
 //! and librdkafka's bounded prefetch queue is the only buffer (backpressure).
+//! A rebalance can run while a batch is being gathered (several polls): the
+//! records of partitions revoked then are dropped from the batch.
 //! Ordering caveat: a handler must keep per-key order within a batch itself.
 
 use std::collections::HashMap;
@@ -126,9 +128,20 @@ pub enum ConsumerError {
     Fatal(String),
 }
 
-/// Logs rebalances (the loop itself holds no uncommitted work while polling).
+/// Logs rebalances and remembers revoked partitions: a batch is gathered
+/// over several polls, and records of a partition revoked meanwhile belong to
+/// its new owner (who starts from the committed offset), so they are dropped
+/// from the batch instead of being processed twice.
 pub struct LoopContext {
     group: String,
+    revoked: std::sync::Mutex<Vec<(String, i32)>>,
+}
+
+impl LoopContext {
+    /// The partitions revoked since the last call.
+    fn take_revoked(&self) -> Vec<(String, i32)> {
+        self.revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+    }
 }
 
 impl ClientContext for LoopContext {}
@@ -136,6 +149,11 @@ impl ClientContext for LoopContext {}
 impl ConsumerContext for LoopContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         tracing::info!(group = %self.group, ?rebalance, "rebalance starting");
+        if let Rebalance::Revoke(partitions) = rebalance {
+            if let Ok(mut revoked) = self.revoked.lock() {
+                revoked.extend(partitions.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
+            }
+        }
     }
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         metrics::counter!("firstcome_rebalances_total", "group" => self.group.clone()).increment(1);
@@ -180,7 +198,7 @@ impl ConsumerLoop {
             .set("max.poll.interval.ms", "300000")
             // Bounded prefetch: the only buffer between the broker and the handler.
             .set("queued.max.messages.kbytes", "16384")
-            .create_with_context(LoopContext { group: group.to_string() })?;
+            .create_with_context(LoopContext { group: group.to_string(), revoked: Default::default() })?;
         consumer.subscribe(topics)?;
 
         let producer: FutureProducer = match &delivery {
@@ -236,8 +254,10 @@ impl ConsumerLoop {
         }
     }
 
-    /// Waits for a first record, then gathers more for at most `batch_max_wait_ms`.
+    /// Waits for a first record, then gathers more for at most
+    /// `batch_max_wait_ms`; records of partitions revoked meanwhile are dropped.
     async fn next_batch(&self) -> Vec<Record> {
+        let _ = self.consumer.context().take_revoked();
         let mut batch = Vec::new();
         let max = self.settings.batch_max_records;
         // The first record: wait as long as it takes.
@@ -257,6 +277,12 @@ impl ConsumerLoop {
                 Ok(Err(error)) => self.log_poll_error(error).await,
                 Err(_) => break,
             }
+        }
+        let revoked = self.consumer.context().take_revoked();
+        if !revoked.is_empty() {
+            let before = batch.len();
+            batch.retain(|r| !revoked.iter().any(|(t, p)| t == r.topic() && *p == r.partition()));
+            tracing::info!(group = %self.group, dropped = before - batch.len(), "dropped records of revoked partitions");
         }
         batch
     }
@@ -315,8 +341,9 @@ impl ConsumerLoop {
         match &self.delivery {
             Delivery::AtLeastOnce => {
                 let dead_letters = dead_letter_records(&self.group, batch, &outcome.dead_letters);
-                self.send_until_acknowledged(&records, &dead_letters, shutdown).await;
-                self.commit(offsets).await;
+                if self.send_until_acknowledged(&records, &dead_letters, shutdown).await {
+                    self.commit(offsets).await;
+                }
                 Ok(())
             }
             Delivery::Transactional { .. } => {
@@ -329,7 +356,9 @@ impl ConsumerLoop {
 
     /// At-least-once: every output must be acknowledged before the offsets
     /// move. Failures are retried (the records are idempotent downstream).
-    async fn send_until_acknowledged(&self, records: &[OutRecord], dead: &[DeadLetterRecord], shutdown: &CancellationToken) {
+    /// `false` when shutting down with outputs unacknowledged: the caller must
+    /// not commit, so the batch replays after the restart.
+    async fn send_until_acknowledged(&self, records: &[OutRecord], dead: &[DeadLetterRecord], shutdown: &CancellationToken) -> bool {
         let mut backoff = RETRY_BACKOFF_MIN;
         let mut pending: Vec<usize> = (0..records.len() + dead.len()).collect();
         while !pending.is_empty() {
@@ -356,12 +385,13 @@ impl ConsumerLoop {
                 if shutdown.is_cancelled() && backoff >= RETRY_BACKOFF_MAX {
                     // Give up without committing: the batch replays after restart.
                     tracing::error!(group = %self.group, "shutting down with unacknowledged outputs; batch will replay");
-                    return;
+                    return false;
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
             }
         }
+        true
     }
 
     /// Synchronous commit of the batch's next offsets. A failed commit (e.g.
@@ -454,14 +484,20 @@ impl ConsumerLoop {
         .map_err(ConsumerError::from)
     }
 
-    /// Leaves the group; bounded, since closing can hang when the broker is gone.
-    async fn close(&self) {
-        let consumer = self.consumer.clone();
-        let closing = tokio::task::spawn_blocking(move || consumer.unsubscribe());
-        if tokio::time::timeout(Duration::from_millis(self.settings.session_timeout_ms), closing).await.is_err() {
-            tracing::warn!(group = %self.group, "leaving the group timed out");
+    /// Leaves the group and closes the clients; bounded, since closing can
+    /// hang when the broker is gone. librdkafka's close blocks, so the last
+    /// handles are dropped on a blocking thread, not an async worker.
+    async fn close(self) {
+        let Self { group, consumer, producer, settings, .. } = self;
+        let closing = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+            drop(producer);
+        });
+        if tokio::time::timeout(Duration::from_millis(settings.session_timeout_ms), closing).await.is_err() {
+            tracing::warn!(%group, "leaving the group timed out");
         }
-        tracing::info!(group = %self.group, "consumer loop stopped");
+        tracing::info!(%group, "consumer loop stopped");
     }
 }
 

@@ -190,18 +190,15 @@ pub async fn submit(pipeline: &Pipeline, event_id: &str, members: &[String], dup
 /// Waits until the pipeline is done with `accepted` (see
 /// `InvariantReport::drained`); returns the final invariant report.
 pub async fn drain(env: &TestEnv, pipeline: &Pipeline, event_id: &str, accepted: &[Accepted]) -> InvariantReport {
-    let settings = env.cli();
-    let drained = eventually(Duration::from_secs(90), || {
-        let settings = settings.clone();
-        async move {
-            match invariants::check(&settings, event_id, accepted, None).await {
-                Ok(report) => report.drained(accepted.len()),
-                Err(_) => false,
-            }
+    let stores = invariants::Stores::connect(&env.cli()).await.expect("stores");
+    let drained = eventually(Duration::from_secs(90), || async {
+        match invariants::check(&stores, event_id, accepted, None).await {
+            Ok(report) => report.drained(accepted.len()),
+            Err(_) => false,
         }
     })
     .await;
-    let report = invariants::check(&settings, event_id, accepted, Some(&pipeline.provider_url))
+    let report = invariants::check(&stores, event_id, accepted, Some(&pipeline.provider_url))
         .await
         .expect("invariants checked");
     assert!(drained, "pipeline did not drain in 90 s: {:?}", report.tally);
