@@ -187,3 +187,34 @@ async fn after_the_last_unit_every_ingest_instance_answers_410_within_a_second()
         assert!(*after < Duration::from_secs(1), "{url} switched to 410 after {after:?}");
     }
 }
+
+#[tokio::test]
+async fn reconcile_finds_a_drifted_counter_and_repairs_it_once_idle() {
+    let env = TestEnv::new().await;
+    let crowd = seed_crowd(&env, 12, 0).await;
+    let event_id = open_event(&env, &crowd, 5, 0).await;
+    let pipeline = Pipeline::start(&env, Topology::default()).await;
+    let rush = submit(&pipeline, &event_id, &crowd.eligible, 0.0).await;
+    let settled = drain(&env, &pipeline, &event_id, &rush.accepted).await;
+    assert!(settled.all_hold(), "{:#?}", settled.failing());
+
+    // Someone (a bad script, a restored snapshot) bumps the counter.
+    let keys = platform::event_keys::EventKeys::new(&event_id);
+    let mut redis = platform::redis::connect(&env.redis).await.expect("redis");
+    let _: () = redis::cmd("SET").arg(&keys.stock).arg(3).arg("KEEPTTL").query_async(&mut redis).await.expect("set");
+
+    let settings = env.cli();
+    let provider = pipeline.provider_url.clone();
+    let found = firstcome_cli::commands::reconcile::run(&settings, &event_id, Some(&provider), false).await.expect("reconcile");
+    assert!(!found.report.all_hold(), "the drift is reported");
+    assert!(found.report.failing().iter().any(|c| c.name.starts_with('5')));
+    assert_eq!(found.repaired_stock, None, "nothing repaired without --repair");
+
+    let repaired = firstcome_cli::commands::reconcile::run(&settings, &event_id, Some(&provider), true).await.expect("repair");
+    assert_eq!(repaired.repaired_stock, Some(0), "set back to for sale - held");
+    let after = firstcome_cli::commands::reconcile::run(&settings, &event_id, Some(&provider), false).await.expect("reconcile");
+    assert!(after.report.all_hold(), "{:#?}", after.report.failing());
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys.stock).query_async(&mut redis).await.expect("ttl");
+    assert!(ttl > 0, "the counter keeps its expiry");
+    pipeline.stop().await;
+}
