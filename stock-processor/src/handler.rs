@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use platform::kafka::{BatchHandler, BatchOutcome, DeadLetter, HandlerError, OutRecord, Record};
-use schemas::{Codec, CodecError, Event, StockDecision, StockRelease, SurveySubmitted, Topics};
+use schemas::{check_identity, Codec, CodecError, Event, StockDecision, StockRelease, SurveySubmitted, Topics};
 use tracing::{Instrument, Span};
 
 use crate::events::{DecisionMade, RecordRejected, ReleaseApplied, StockRemaining};
@@ -79,14 +79,14 @@ impl StockHandler {
             }
         }
 
-        let now = schemas::now_millis();
         // Releases first: a unit returned in this batch can go to an entry of it.
+        // No local clock here: the scripts judge time on Redis' clock.
         for item in &releases {
-            if let Some(reason) = self.release(item, now).await? {
+            if let Some(reason) = self.release(item).await? {
                 outcome.dead_letters.push(DeadLetter { index: item.index, reason });
             }
         }
-        outcome.produce = self.decide(&entries, now).await?;
+        outcome.produce = self.decide(&entries).await?;
         Ok(outcome)
     }
 
@@ -95,11 +95,11 @@ impl StockHandler {
         let topic = record.topic();
         let input = if topic == self.topics.survey_submitted {
             let entry: SurveySubmitted = self.codec.decode(record.payload()).await.map_err(refusal)?;
-            check_ids(&entry.event_id, &entry.entry_id, &entry.user_id).map_err(Refusal::Poison)?;
+            check_identity(&entry.event_id, &entry.entry_id, &entry.user_id).map_err(Refusal::Poison)?;
             Input::Entry(entry)
         } else if topic == self.topics.stock_released {
             let release: StockRelease = self.codec.decode(record.payload()).await.map_err(refusal)?;
-            check_ids(&release.event_id, &release.entry_id, &release.user_id).map_err(Refusal::Poison)?;
+            check_identity(&release.event_id, &release.entry_id, &release.user_id).map_err(Refusal::Poison)?;
             if release.unit_no < 1 {
                 return Err(Refusal::Poison(format!("unit_no {} is not a unit", release.unit_no)));
             }
@@ -111,11 +111,11 @@ impl StockHandler {
     }
 
     /// Applies one release; `Some(reason)` when it must be dead-lettered.
-    async fn release(&self, item: &Item<'_>, now: i64) -> Result<Option<String>, HandlerError> {
+    async fn release(&self, item: &Item<'_>) -> Result<Option<String>, HandlerError> {
         let Input::Release(release) = &item.input else { return Ok(None) };
         let result = self
             .store
-            .release(&release.event_id, &release.entry_id, &release.user_id, release.unit_no, now)
+            .release(&release.event_id, &release.entry_id, &release.user_id, release.unit_no)
             .instrument(item.span.clone())
             .await
             .map_err(HandlerError::new)?;
@@ -133,17 +133,21 @@ impl StockHandler {
 
     /// Decides every entry (one script call per event, batch order kept per
     /// event) and encodes one decision per entry, in batch order.
-    async fn decide(&self, items: &[Item<'_>], now: i64) -> Result<Vec<OutRecord>, HandlerError> {
+    async fn decide(&self, items: &[Item<'_>]) -> Result<Vec<OutRecord>, HandlerError> {
         let mut out = Vec::with_capacity(items.len());
         for (event_id, group) in by_event(items) {
             let refs: Vec<EntryRef<'_>> = group
                 .iter()
                 .filter_map(|item| match &item.input {
-                    Input::Entry(e) => Some(EntryRef { entry_id: &e.entry_id, user_id: &e.user_id }),
+                    Input::Entry(e) => Some(EntryRef {
+                        entry_id: &e.entry_id,
+                        user_id: &e.user_id,
+                        accepted_at_ms: e.accepted_at,
+                    }),
                     Input::Release(_) => None,
                 })
                 .collect();
-            let decided = self.store.decide(event_id, now, &refs).await.map_err(HandlerError::new)?;
+            let decided = self.store.decide(event_id, &refs).await.map_err(HandlerError::new)?;
             if let Some(remaining) = decided.remaining {
                 StockRemaining { event_id, remaining }.emit();
             }
@@ -155,7 +159,8 @@ impl StockHandler {
                     user_id: entry.user_id.clone(),
                     outcome: decision.outcome,
                     unit_no: decision.unit_no,
-                    decided_at: now,
+                    // Redis' clock, the one accepted_at was stamped with.
+                    decided_at: decided.decided_at_ms,
                     accepted_at: entry.accepted_at,
                 };
                 let record = self.encode(&event, item).instrument(item.span.clone()).await?;
@@ -170,6 +175,9 @@ impl StockHandler {
         Ok(out.into_iter().map(|(_, record)| record).collect())
     }
 
+    /// platform's `EventProducer::encode` does the same, but needs a producer;
+    /// this stage's producer is the consumer loop's transactional one, so it
+    /// encodes with the codec and hands the loop an `OutRecord`.
     async fn encode(&self, decision: &StockDecision, item: &Item<'_>) -> Result<OutRecord, HandlerError> {
         let topic = StockDecision::topic(&self.topics).to_string();
         // Our own schema refused or the registry away: not the record's fault, retry the batch.
@@ -196,18 +204,6 @@ fn refusal(error: CodecError) -> Refusal {
     }
 }
 
-/// Other producers exist: ids are checked, not trusted.
-fn check_ids(event_id: &str, entry_id: &str, user_id: &str) -> Result<(), String> {
-    if event_id.trim().is_empty() {
-        return Err("event_id is empty".into());
-    }
-    if user_id.trim().is_empty() {
-        return Err("user_id is empty".into());
-    }
-    uuid::Uuid::parse_str(entry_id).map_err(|_| format!("entry_id {entry_id:?} is not a UUID"))?;
-    Ok(())
-}
-
 /// Entries grouped by event, events in order of first appearance, entries in
 /// batch order within each event.
 fn by_event<'i, 'r>(items: &'i [Item<'r>]) -> Vec<(&'i str, Vec<&'i Item<'r>>)> {
@@ -223,22 +219,4 @@ fn by_event<'i, 'r>(items: &'i [Item<'r>]) -> Vec<(&'i str, Vec<&'i Item<'r>>)> 
         groups[slot].1.push(item);
     }
     groups
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_entry_id_must_be_a_uuid() {
-        assert!(check_ids("ev", "not-a-uuid", "u1").is_err());
-        assert!(check_ids("ev", &uuid::Uuid::new_v4().to_string(), "u1").is_ok());
-    }
-
-    #[test]
-    fn empty_event_or_member_is_refused() {
-        let entry = uuid::Uuid::new_v4().to_string();
-        assert!(check_ids("", &entry, "u1").is_err());
-        assert!(check_ids("ev", &entry, " ").is_err());
-    }
 }

@@ -22,4 +22,4 @@ pub mod store;
 pub use handler::StockHandler;
 pub use settings::Settings;
 pub use startup::{Application, Error};
-pub use store::{Decided, Decision, EntryRef, Released, StockStore, StoreError};
+pub use store::{Decided, Decision, EntryRef, Released, StockStore, StoreError, LATE_DECISION_GRACE};

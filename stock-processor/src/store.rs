@@ -4,17 +4,31 @@
 //! One `decide` call covers all entries of one event in a batch: Redis runs
 //! about 50k unpipelined calls per second on two cores, so a call per entry
 //! would cap the stage; a call per batch does not.
+//!
+//! Both scripts read Redis' clock (`TIME`), never the caller's: ingest stamps
+//! `accepted_at` with that same clock, so the window is judged on one clock
+//! whichever host runs this stage and however far behind it is.
+
+use std::time::Duration;
 
 use platform::event_keys::{EventKeys, STATE_CHANNEL};
 use redis::aio::ConnectionManager;
 use redis::Script;
 use schemas::Outcome;
 
-/// An entry to decide: who entered, under which entry id.
+/// How long after `close_at` entries accepted before it are still decided
+/// normally. A stage that lags (a backlog, an outage) past close_at still
+/// answers what ingest accepted in time; after the grace every undecided entry
+/// is CLOSED, so answers settle long before the event's keys expire.
+pub const LATE_DECISION_GRACE: Duration = Duration::from_secs(10 * 60);
+
+/// An entry to decide: who entered, under which entry id, and when ingest
+/// accepted it (Redis' clock, ms): the window is judged on this time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryRef<'a> {
     pub entry_id: &'a str,
     pub user_id: &'a str,
+    pub accepted_at_ms: i64,
 }
 
 /// The stock stage's answer to one entry.
@@ -45,6 +59,8 @@ impl Decision {
 pub struct Decided {
     /// Units left after the call; `None` when the event is unknown.
     pub remaining: Option<i64>,
+    /// Redis' clock (ms) the call judged at: the decisions' `decided_at`.
+    pub decided_at_ms: i64,
     pub decisions: Vec<Decision>,
 }
 
@@ -108,7 +124,10 @@ impl StockStore {
     }
 
     /// Decides `entries` of `event_id`, in order, in one atomic script call.
-    pub async fn decide(&self, event_id: &str, now_ms: i64, entries: &[EntryRef<'_>]) -> Result<Decided, StoreError> {
+    /// An entry is CLOSED when its `accepted_at` (at most Redis' now) falls
+    /// outside [open_at, close_at), when an operator closed the event, or when
+    /// Redis' now is past close_at + [`LATE_DECISION_GRACE`].
+    pub async fn decide(&self, event_id: &str, entries: &[EntryRef<'_>]) -> Result<Decided, StoreError> {
         let keys = EventKeys::new(event_id);
         let mut invocation = self.decide.prepare_invoke();
         invocation
@@ -119,11 +138,11 @@ impl StockStore {
             .key(&keys.decisions)
             .key(&keys.free_units)
             .key(&keys.next_unit)
-            .arg(now_ms)
             .arg(event_id)
-            .arg(STATE_CHANNEL);
+            .arg(STATE_CHANNEL)
+            .arg(LATE_DECISION_GRACE.as_millis() as u64);
         for entry in entries {
-            invocation.arg(entry.entry_id).arg(entry.user_id);
+            invocation.arg(entry.entry_id).arg(entry.user_id).arg(entry.accepted_at_ms);
         }
         let mut conn = self.conn.clone();
         let answers: Vec<String> = invocation.invoke_async(&mut conn).await?;
@@ -138,7 +157,6 @@ impl StockStore {
         entry_id: &str,
         user_id: &str,
         unit_no: i32,
-        now_ms: i64,
     ) -> Result<Released, StoreError> {
         let keys = EventKeys::new(event_id);
         let mut conn = self.conn.clone();
@@ -153,7 +171,6 @@ impl StockStore {
             .arg(entry_id)
             .arg(user_id)
             .arg(unit_no)
-            .arg(now_ms)
             .arg(event_id)
             .arg(STATE_CHANNEL)
             .invoke_async(&mut conn)
@@ -170,8 +187,8 @@ impl StockStore {
 }
 
 fn parse_decided(answers: &[String], asked: usize) -> Result<Decided, StoreError> {
-    let Some((remaining, decisions)) = answers.split_first() else {
-        return Err(StoreError::Unexpected("empty answer".into()));
+    let [remaining, now, decisions @ ..] = answers else {
+        return Err(StoreError::Unexpected(format!("{} header fields", answers.len())));
     };
     if decisions.len() != asked {
         return Err(StoreError::Unexpected(format!("{} answers for {asked} entries", decisions.len())));
@@ -179,11 +196,12 @@ fn parse_decided(answers: &[String], asked: usize) -> Result<Decided, StoreError
     let remaining: i64 = remaining
         .parse()
         .map_err(|_| StoreError::Unexpected(format!("remaining stock {remaining:?}")))?;
+    let decided_at_ms: i64 = now.parse().map_err(|_| StoreError::Unexpected(format!("redis time {now:?}")))?;
     let decisions = decisions
         .iter()
         .map(|d| Decision::parse(d).ok_or_else(|| StoreError::Unexpected(format!("decision {d:?}"))))
         .collect::<Result<_, _>>()?;
-    Ok(Decided { remaining: (remaining >= 0).then_some(remaining), decisions })
+    Ok(Decided { remaining: (remaining >= 0).then_some(remaining), decided_at_ms, decisions })
 }
 
 #[cfg(test)]
@@ -214,11 +232,15 @@ mod tests {
 
     #[test]
     fn the_answer_count_must_match_the_entries_asked() {
-        let answers = vec!["3".to_string(), "WON|1".to_string()];
+        let strings = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let answers = strings(&["3", "1700000000123", "WON|1"]);
         assert!(parse_decided(&answers, 2).is_err());
         let decided = parse_decided(&answers, 1).unwrap();
         assert_eq!(decided.remaining, Some(3));
-        let unknown = parse_decided(&["-1".to_string(), "INELIGIBLE|".to_string()], 1).unwrap();
+        assert_eq!(decided.decided_at_ms, 1_700_000_000_123);
+        let unknown = parse_decided(&strings(&["-1", "1", "INELIGIBLE|"]), 1).unwrap();
         assert_eq!(unknown.remaining, None);
+        assert!(parse_decided(&strings(&["3"]), 0).is_err(), "no clock");
+        assert!(parse_decided(&strings(&["3", "soon"]), 0).is_err(), "unreadable clock");
     }
 }

@@ -18,11 +18,13 @@ struct Batch {
     topics: Topics,
     codec: Codec,
     records: Vec<Record>,
+    /// When ingest accepted the batch's entries.
+    accepted_at: i64,
 }
 
 impl Batch {
     fn new(topics: Topics, codec: Codec) -> Self {
-        Self { topics, codec, records: Vec::new() }
+        Self { topics, codec, records: Vec::new(), accepted_at: schemas::now_millis() }
     }
 
     fn push(&mut self, topic: &str, key: &str, payload: Vec<u8>, correlation_id: &str) {
@@ -42,19 +44,24 @@ impl Batch {
 
     async fn entry(&mut self, event_id: &str, user_id: &str) -> String {
         let entry_id = common::new_entry_id();
+        self.entry_with(event_id, &entry_id, user_id).await;
+        entry_id
+    }
+
+    /// An entry with exactly these ids (possibly malformed ones).
+    async fn entry_with(&mut self, event_id: &str, entry_id: &str, user_id: &str) {
         let entry = SurveySubmitted {
             event_id: event_id.into(),
-            entry_id: entry_id.clone(),
+            entry_id: entry_id.into(),
             user_id: user_id.into(),
             answers: vec![],
-            submitted_at: 1,
-            accepted_at: 2,
+            submitted_at: self.accepted_at - 1,
+            accepted_at: self.accepted_at,
             client: ClientInfo { channel: "web".into(), user_agent: None },
         };
         let payload = self.codec.encode(&self.topics.survey_submitted, &entry).await.expect("encode");
         let topic = self.topics.survey_submitted.clone();
         self.push(&topic, user_id, payload, &format!("corr-{entry_id}"));
-        entry_id
     }
 }
 
@@ -112,12 +119,13 @@ async fn a_batch_run_twice_gives_the_same_decisions_and_dead_letters() {
     dead.sort();
     assert_eq!(dead, vec![1, 3, 5]);
     let decided = decode(&once).await;
+    let at = batch.accepted_at;
     assert_eq!(
         decided,
         vec![
-            (first.clone(), Outcome::Won, Some(1), 2),
-            (second.clone(), Outcome::SoldOut, None, 2),
-            (third.clone(), Outcome::AlreadyWon, Some(1), 2),
+            (first.clone(), Outcome::Won, Some(1), at),
+            (second.clone(), Outcome::SoldOut, None, at),
+            (third.clone(), Outcome::AlreadyWon, Some(1), at),
         ]
     );
 
@@ -147,4 +155,73 @@ async fn a_registry_that_is_away_fails_the_batch_instead_of_dead_lettering() {
     let handler = handler(&topics, away, common::store().await);
     let result = handler.handle(&batch.records).await;
     assert!(result.is_err(), "expected a retriable failure, got {result:?}");
+}
+
+async fn decisions(codec: &Codec, outcome: &platform::kafka::BatchOutcome) -> Vec<StockDecision> {
+    let mut out = Vec::new();
+    for record in &outcome.produce {
+        out.push(codec.decode(Some(&record.payload)).await.expect("decodes"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn entries_accepted_before_close_but_consumed_after_it_are_decided() {
+    // The stage was down across close_at: the backlog ingest accepted in time
+    // gets real answers, not CLOSED.
+    let topics = Topics::with_prefix(&format!("t-{}.", uuid::Uuid::new_v4()));
+    let codec = RegistrySettings::default().codec().expect("codec");
+    let mut conn = common::redis().await;
+    let now = common::redis_now(&mut conn).await;
+    let event_id = common::new_event_id();
+    let eligible = vec!["u1".to_string(), "u2".to_string()];
+    let close_at = now - 60_000;
+    EventSetup { event_id: &event_id, for_sale: 1, eligible: &eligible, open_at_ms: close_at - 60_000, close_at_ms: close_at }
+        .create(&mut conn)
+        .await;
+    let handler = handler(&topics, codec.clone(), common::store().await);
+
+    let mut batch = Batch::new(topics.clone(), codec.clone());
+    batch.accepted_at = close_at - 1;
+    let first = batch.entry(&event_id, "u1").await;
+    let second = batch.entry(&event_id, "u2").await;
+    let outcome = handler.handle(&batch.records).await.expect("batch handled");
+    let decided = decisions(&codec, &outcome).await;
+    let answers: Vec<(String, Outcome, Option<i32>)> =
+        decided.iter().map(|d| (d.entry_id.clone(), d.outcome, d.unit_no)).collect();
+    assert_eq!(answers, vec![(first, Outcome::Won, Some(1)), (second, Outcome::SoldOut, None)]);
+    for decision in &decided {
+        assert_eq!(decision.accepted_at, close_at - 1);
+        assert!(decision.decided_at >= now, "decided_at is Redis' clock at decision time");
+    }
+}
+
+#[tokio::test]
+async fn ids_the_shared_identity_check_refuses_are_dead_lettered() {
+    let topics = Topics::with_prefix(&format!("t-{}.", uuid::Uuid::new_v4()));
+    let codec = RegistrySettings::default().codec().expect("codec");
+    let mut conn = common::redis().await;
+    let event_id = common::new_event_id();
+    let eligible = vec!["u1".to_string(), "u 1".to_string(), "u|1".to_string()];
+    EventSetup::open_now(&event_id, 5, &eligible).create(&mut conn).await;
+    let handler = handler(&topics, codec.clone(), common::store().await);
+
+    let mut batch = Batch::new(topics.clone(), codec.clone());
+    let upper = common::new_entry_id().to_uppercase();
+    batch.entry_with(&event_id, &upper, "u1").await; // 0: non-canonical UUID
+    batch.entry_with(&event_id, &common::new_entry_id(), "u 1").await; // 1: white space
+    batch.entry_with(&event_id, &common::new_entry_id(), "u|1").await; // 2: the mark separator
+    batch.entry_with(&format!("{{{event_id}}}"), &common::new_entry_id(), "u1").await; // 3: braces
+    batch.entry_with(&event_id, &common::new_entry_id().replace('-', ""), "u1").await; // 4: unhyphenated
+    let good = batch.entry(&event_id, "u1").await; // 5: fine
+
+    let outcome = handler.handle(&batch.records).await.expect("batch handled");
+    let mut dead: Vec<usize> = outcome.dead_letters.iter().map(|d| d.index).collect();
+    dead.sort();
+    assert_eq!(dead, vec![0, 1, 2, 3, 4], "{:?}", outcome.dead_letters);
+    let decided = decisions(&codec, &outcome).await;
+    assert_eq!(decided.len(), 1);
+    assert_eq!((decided[0].entry_id.as_str(), decided[0].outcome), (good.as_str(), Outcome::Won));
+    // Nothing refused reached Redis.
+    assert_eq!(common::get_i64(&mut conn, &EventKeys::new(&event_id).stock).await, Some(4));
 }

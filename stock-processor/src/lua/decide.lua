@@ -1,19 +1,32 @@
 -- decide: the stock decision for a batch of entries of ONE event, atomically.
 --
 -- KEYS: 1 meta, 2 stock, 3 eligible, 4 winners, 5 decisions, 6 free_units, 7 next_unit
--- ARGV: 1 now_ms, 2 event_id, 3 state channel, then (entry_id, user_id) pairs in batch order
--- Returns { remaining, answer_1, answer_2, ... } as strings: remaining is the
--- stock left after the batch (-1 for an unknown event); each answer is
--- 'OUTCOME|unit' (unit empty when none), the same form kept in `decisions`.
+-- ARGV: 1 event_id, 2 state channel, 3 late-decision grace (ms), then
+--       (entry_id, user_id, accepted_at_ms) triples in batch order
+-- Returns { remaining, now, answer_1, answer_2, ... } as strings: remaining is
+-- the stock left after the batch (-1 for an unknown event); now is Redis' clock
+-- (ms) the batch was judged at; each answer is 'OUTCOME|unit' (unit empty when
+-- none), the same form kept in `decisions`.
+--
+-- The window is judged on each entry's accepted_at (ingest's admission time,
+-- taken from this same Redis clock), not on when this consumer gets to it: an
+-- entry accepted before close_at is decided normally even if the stage lagged
+-- past close_at (an outage, a backlog). Only after close_at + grace is every
+-- entry CLOSED, so answers stop changing long before the keys expire.
 --
 -- Every answer is stored by entry id before the script returns, so a batch run
 -- again (after an aborted Kafka transaction, a redelivery) gets the same
 -- answers and does not touch the counter again.
 local meta, stock, eligible, winners, decisions, free_units, next_unit =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local now = tonumber(ARGV[1])
-local event_id = ARGV[2]
-local channel = ARGV[3]
+local event_id = ARGV[1]
+local channel = ARGV[2]
+local grace = tonumber(ARGV[3]) or 0
+
+-- Redis' clock, not the caller's: every host judges on one clock, the one
+-- ingest stamped accepted_at with. (Scripts replicate by effects since Redis 5.)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local fields = redis.call('HMGET', meta, 'status', 'open_at_ms', 'close_at_ms')
 local status = fields[1]
@@ -35,8 +48,10 @@ local function stored_answer(entry, member)
   return stored
 end
 
-local function decide(member)
-  if status == 'closed' or now >= close_at or now < open_at then
+local function decide(member, accepted_at)
+  -- A producer cannot claim a time that has not come yet: judge it at now.
+  local at = math.min(accepted_at, now)
+  if status == 'closed' or at < open_at or at >= close_at or now >= close_at + grace then
     return 'CLOSED|'
   end
   -- Re-checked here although ingest checked it: other producers exist.
@@ -66,14 +81,15 @@ local function decide(member)
   return 'WON|' .. unit
 end
 
-local out = { '-1' }
+local out = { '-1', string.format('%.0f', now) }
 local wrote = false
-for i = 4, #ARGV, 2 do
-  local entry, member = ARGV[i], ARGV[i + 1]
+for i = 4, #ARGV, 3 do
+  local entry, member, accepted_at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local answer = stored_answer(entry, member)
   if not answer then
     if known then
-      answer = decide(member)
+      -- An unreadable time is judged as now, like a future one.
+      answer = decide(member, accepted_at or now)
       redis.call('HSET', decisions, entry, answer)
       wrote = true
     else

@@ -1,15 +1,17 @@
 -- release: a won unit goes back to stock (compensation after a failed gift).
 --
 -- KEYS: 1 meta, 2 stock, 3 winners, 4 decisions, 5 free_units, 6 released
--- ARGV: 1 entry_id, 2 user_id, 3 unit_no, 4 now_ms, 5 event_id, 6 state channel
+-- ARGV: 1 entry_id, 2 user_id, 3 unit_no, 4 event_id, 5 state channel
 -- Returns 'RELEASED', 'REOPENED' (released and the event reopened),
 -- 'DUPLICATE' (this entry's unit was already returned), 'MISMATCH' (the entry
 -- did not win this unit for this member) or 'UNKNOWN_EVENT'.
 local meta, stock, winners, decisions, free_units, released =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local entry, member, unit = ARGV[1], ARGV[2], ARGV[3]
-local now = tonumber(ARGV[4])
-local event_id, channel = ARGV[5], ARGV[6]
+local event_id, channel = ARGV[4], ARGV[5]
+-- Redis' clock, as in decide.lua: no host's skew decides a reopening.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 if redis.call('EXISTS', meta) == 0 then
   return 'UNKNOWN_EVENT'

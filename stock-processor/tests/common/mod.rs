@@ -7,14 +7,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use platform::event_keys::{EventKeys, EventMeta, EventStatus, StateChange, STATE_CHANNEL};
+use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus, StateChange, STATE_CHANNEL};
 use platform::settings::RedisSettings;
 use redis::aio::ConnectionManager;
 use stock_processor::StockStore;
 use tokio::sync::mpsc;
-
-/// How long test keys live, so a failed run leaves nothing for long.
-const TEST_KEY_TTL_MS: i64 = 3_600_000;
 
 pub async fn redis() -> ConnectionManager {
     platform::redis::connect(&RedisSettings::default()).await.expect("local redis is up")
@@ -34,8 +31,16 @@ pub fn new_entry_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// What `firstcome event create` leaves in Redis: meta (open now, closing in
-/// an hour unless told), the stock counter and the eligible set.
+/// Redis' clock (ms), the one the scripts judge on.
+pub async fn redis_now(conn: &mut ConnectionManager) -> i64 {
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await.expect("TIME");
+    secs * 1000 + micros / 1000
+}
+
+/// What `firstcome event create` leaves in Redis (written by platform's
+/// `write_event`, the real layout): meta (open now, closing in an hour unless
+/// told), the stock counter and the eligible set. Odd states (an operator's
+/// close, ...) are set on top afterwards.
 pub struct EventSetup<'a> {
     pub event_id: &'a str,
     pub for_sale: i64,
@@ -51,7 +56,6 @@ impl<'a> EventSetup<'a> {
     }
 
     pub async fn create(&self, conn: &mut ConnectionManager) {
-        let keys = EventKeys::new(self.event_id);
         let meta = EventMeta {
             event_id: self.event_id.to_string(),
             open_at_ms: self.open_at_ms,
@@ -60,17 +64,8 @@ impl<'a> EventSetup<'a> {
             questions: vec!["q1".into()],
             status: EventStatus::Open,
         };
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("HSET").arg(&keys.meta).arg(meta.to_fields()).ignore();
-        pipe.cmd("SET").arg(&keys.stock).arg(self.for_sale).ignore();
-        if !self.eligible.is_empty() {
-            pipe.cmd("SADD").arg(&keys.eligible).arg(self.eligible).ignore();
-        }
-        for key in [&keys.meta, &keys.stock, &keys.eligible] {
-            pipe.cmd("PEXPIRE").arg(key).arg(TEST_KEY_TTL_MS).ignore();
-        }
-        let () = pipe.query_async(conn).await.expect("event keys written");
+        let written = write_event(conn, &meta, self.eligible).await.expect("event keys written");
+        assert!(written, "event {} already had keys", self.event_id);
     }
 }
 
