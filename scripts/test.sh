@@ -15,6 +15,9 @@ cargo build --workspace --all-targets --locked
 
 bootstrap_pipeline target/debug/firstcome
 
+step "three-broker mode checks (RF 3, min.insync 2, a SIGKILLed broker leaves and rejoins the ISR)"
+bash stack/tests/kafka3_test.sh
+
 step "removing what earlier test runs left (t_* databases, t-* topics and subjects)"
 target/debug/firstcome cleanup-tests
 
