@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use firstcome_cli::commands::demo::{self, DemoPlan};
-use firstcome_cli::commands::{cleanup, db, event, invariants, members, reconcile, rush, schemas, topics};
+use firstcome_cli::commands::{cleanup, db, dlq, event, invariants, members, reconcile, rush, schemas, topics};
 use firstcome_cli::CliSettings;
 use platform::kafka::admin::Layout;
 
@@ -59,6 +59,11 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Dead letters of a topic: list them, or replay them to their source topic.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Fire an opening rush at running ingest instances (loopback load generator; stops by itself).
     Rush {
         event_id: String,
@@ -90,6 +95,22 @@ enum Command {
         concurrency: usize,
         #[arg(long, default_value_t = 2)]
         ingest_instances: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List the dead letters of a source topic (e.g. survey-submitted).
+    Show {
+        topic: String,
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// Produce the dead letters not replayed before back to their source topic.
+    Replay {
+        topic: String,
+        #[arg(long, default_value_t = usize::MAX)]
+        max: usize,
     },
 }
 
@@ -283,6 +304,19 @@ async fn main() -> anyhow::Result<()> {
                 println!("by status {:?}; by error {:?}", report.by_status, report.by_error);
             }
         }
+        Command::Dlq { command } => match command {
+            DlqCommand::Show { topic, max } => {
+                let topic = format!("{}{topic}", settings.kafka.topic_prefix);
+                for dead in dlq::show(&settings.kafka, &topic, max).await? {
+                    println!("{}", serde_json::to_string(&dead)?);
+                }
+            }
+            DlqCommand::Replay { topic, max } => {
+                let topic = format!("{}{topic}", settings.kafka.topic_prefix);
+                let done = dlq::replay(&settings.kafka, &topic, max).await?;
+                println!("replayed {} dead letters to {topic}", done.replayed);
+            }
+        },
         Command::CleanupTests => {
             let cleaned = cleanup::run(&settings).await?;
             println!("removed {} databases, {} topics, {} subjects", cleaned.databases, cleaned.topics, cleaned.subjects);

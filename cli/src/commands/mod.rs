@@ -2,6 +2,7 @@
 
 pub mod cleanup;
 pub mod db;
+pub mod dlq;
 pub mod event;
 pub mod invariants;
 pub mod members;

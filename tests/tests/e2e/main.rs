@@ -3,6 +3,7 @@
 //! provider is its documented simulator. Every test isolates itself with a
 //! topic/group prefix, a fresh database and a fresh event id.
 
+mod dlq;
 mod helpers;
 mod pipeline;
 mod pipeline_harness;
