@@ -159,18 +159,14 @@ pub fn dispatch(event: GiftDispatch) -> Result<Observed, DecodeError> {
     })
 }
 
-/// The entry's ids; an entry id that is not a UUID can never be stored, and
-/// an entry without its event or member cannot be placed.
+/// The entry's ids, by the check every consumer shares
+/// ([`schemas::check_identity`]): an entry id that is not a canonical UUID,
+/// or an event or member id that is blank, too long or carries white space or
+/// `{ } |`, is poison here exactly as it is for the stock group — otherwise
+/// the recorder would keep an entry "pending" that the stock group refused.
 fn key_of(entry_id: &str, event_id: &str, user_id: &str) -> Result<EntryKey, DecodeError> {
-    let parsed = Uuid::parse_str(entry_id)
-        .map_err(|e| DecodeError::Poison(format!("entry_id {entry_id:?} is not a UUID: {e}")))?;
-    if event_id.is_empty() {
-        return Err(DecodeError::Poison("event_id is empty".into()));
-    }
-    if user_id.is_empty() {
-        return Err(DecodeError::Poison("user_id is empty".into()));
-    }
-    Ok(EntryKey { entry_id: parsed, event_id: event_id.to_string(), user_id: user_id.to_string() })
+    let identity = schemas::check_identity(event_id, entry_id, user_id).map_err(DecodeError::Poison)?;
+    Ok(EntryKey { entry_id: identity.entry_id, event_id: identity.event_id, user_id: identity.user_id })
 }
 
 fn timestamp(field: &str, millis: i64) -> Result<DateTime<Utc>, DecodeError> {
@@ -327,6 +323,23 @@ mod tests {
         let mut event = entry(&Uuid::new_v4().to_string());
         event.event_id.clear();
         assert!(matches!(submission(event), Err(DecodeError::Poison(_))));
+    }
+
+    #[test]
+    fn a_blank_or_padded_user_id_is_poison_as_for_the_stock_group() {
+        for user_id in [" ", "u 1", " u1", "u|1", "{u1}"] {
+            let mut event = entry(&Uuid::new_v4().to_string());
+            event.user_id = user_id.into();
+            assert!(matches!(submission(event), Err(DecodeError::Poison(_))), "{user_id:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_non_canonical_entry_id_is_poison() {
+        let id = Uuid::new_v4().to_string();
+        for spelling in [id.to_uppercase(), id.replace('-', ""), format!("{{{id}}}")] {
+            assert!(matches!(submission(entry(&spelling)), Err(DecodeError::Poison(_))), "{spelling:?} accepted");
+        }
     }
 
     #[test]

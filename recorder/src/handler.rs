@@ -11,9 +11,11 @@ use platform::kafka::{BatchHandler, BatchOutcome, DeadLetter, HandlerError, Reco
 use schemas::{Codec, Topics};
 use tracing::Instrument;
 
-use crate::facts::{self, DecodeError};
-use crate::internal_events::{BatchFailed, BatchRecorded, DuplicateMemberEntry, LedgerMissing, PoisonRecord};
-use crate::store;
+use uuid::Uuid;
+
+use crate::facts::{self, DecodeError, EntryKey, Observed};
+use crate::internal_events::{BatchFailed, BatchRecorded, BatchSplit, DuplicateMemberEntry, LedgerMissing, PoisonRecord};
+use crate::store::{self, BatchReport, StoreError};
 
 /// Records batches into PostgreSQL.
 pub struct Recorder {
@@ -45,7 +47,7 @@ impl Recorder {
                     span.record("entry_id", tracing::field::display(fact.key.entry_id));
                     span.in_scope(|| tracing::trace!(kind = fact.fact.kind(), "decoded"));
                     metrics::counter!("firstcome_recorder_records_total", "kind" => fact.fact.kind()).increment(1);
-                    observed.push(fact);
+                    observed.push((index, fact));
                 }
                 Err(DecodeError::Poison(reason)) => {
                     span.in_scope(|| PoisonRecord { topic: record.topic(), reason: &reason }.emit());
@@ -59,21 +61,23 @@ impl Recorder {
             }
         }
 
-        let changes = facts::merge(observed);
+        let keys: HashMap<Uuid, EntryKey> = observed.iter().map(|(_, o)| (o.key.entry_id, o.key.clone())).collect();
+        let changes = facts::merge(observed.iter().map(|(_, o)| o.clone()));
         let report = match store::record(&self.pool, &changes).await {
             Ok(report) => report,
+            Err(error) if error.is_deterministic() => {
+                BatchSplit { records: observed.len(), error: &error }.emit();
+                self.record_one_by_one(batch, &observed, &mut dead_letters).await?
+            }
             Err(error) => {
                 BatchFailed { error: &error }.emit();
                 return Err(HandlerError::new(error));
             }
         };
 
-        if !report.duplicate_members.is_empty() {
-            let keys: HashMap<_, _> = changes.iter().map(|c| (c.key.entry_id, &c.key)).collect();
-            for entry_id in &report.duplicate_members {
-                if let Some(key) = keys.get(entry_id) {
-                    DuplicateMemberEntry { key }.emit();
-                }
+        for entry_id in &report.duplicate_members {
+            if let Some(key) = keys.get(entry_id) {
+                DuplicateMemberEntry { key }.emit();
             }
         }
         for (event_id, moved) in &report.moved {
@@ -84,6 +88,71 @@ impl Recorder {
         BatchRecorded { records: batch.len(), report: &report }.emit();
         Ok(BatchOutcome { produce: Vec::new(), dead_letters })
     }
+
+    /// The batch write was refused for its data: one record's value or
+    /// constraint violation must not block its partition forever. Each record
+    /// is written in a transaction of its own, in batch order; the ones the
+    /// database still refuses for their data (class 22/23) are dead-lettered
+    /// and the rest is recorded, so the batch can be committed. Records that
+    /// failed get one more try after the others are in, since a constraint
+    /// may depend on the order the records arrive in (a WON that only fits
+    /// after the FAILED that returned its unit). A transient error fails the
+    /// batch as usual; what was written by then is written again harmlessly
+    /// on the retry (every statement is idempotent).
+    async fn record_one_by_one(
+        &self,
+        batch: &[Record],
+        observed: &[(usize, Observed)],
+        dead_letters: &mut Vec<DeadLetter>,
+    ) -> Result<BatchReport, HandlerError> {
+        let mut report = BatchReport::default();
+        let mut refused: Vec<(usize, &Observed, StoreError)> = Vec::new();
+        for (index, fact) in observed {
+            match self.record_one(fact).await? {
+                Single::Written(written) => report.absorb(written),
+                Single::Refused(error) => refused.push((*index, fact, error)),
+            }
+        }
+        let written_any = refused.len() < observed.len();
+        if written_any && !refused.is_empty() {
+            let mut still = Vec::new();
+            for (index, fact, _) in refused {
+                match self.record_one(fact).await? {
+                    Single::Written(written) => report.absorb(written),
+                    Single::Refused(error) => still.push((index, fact, error)),
+                }
+            }
+            refused = still;
+        }
+        for (index, fact, error) in refused {
+            let Some(record) = batch.get(index) else { continue };
+            let span = record.span(&self.group);
+            span.record("entry_id", tracing::field::display(fact.key.entry_id));
+            let reason = format!("the database refused the record: {error}");
+            span.in_scope(|| PoisonRecord { topic: record.topic(), reason: &reason }.emit());
+            dead_letters.push(DeadLetter { index, reason });
+        }
+        Ok(report)
+    }
+
+    /// Writes one record in its own transaction; a transient error fails the batch.
+    async fn record_one(&self, fact: &Observed) -> Result<Single, HandlerError> {
+        match store::record(&self.pool, &facts::merge([fact.clone()])).await {
+            Ok(report) => Ok(Single::Written(report)),
+            Err(error) if error.is_deterministic() => Ok(Single::Refused(error)),
+            Err(error) => {
+                BatchFailed { error: &error }.emit();
+                Err(HandlerError::new(error))
+            }
+        }
+    }
+}
+
+/// How the write of a single record ended.
+enum Single {
+    Written(BatchReport),
+    /// Refused for its data (SQLSTATE class 22/23).
+    Refused(StoreError),
 }
 
 impl BatchHandler for Recorder {

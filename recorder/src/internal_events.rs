@@ -78,6 +78,24 @@ impl BatchRecorded<'_> {
     }
 }
 
+/// The batch write was refused because of its data (SQLSTATE class 22/23):
+/// its records are written one by one to find the one(s) at fault.
+pub struct BatchSplit<'a> {
+    pub records: usize,
+    pub error: &'a dyn std::error::Error,
+}
+
+impl BatchSplit<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            records = self.records,
+            error = %self.error,
+            "the database refused the batch's data; writing its records one by one to isolate the poison"
+        );
+        metrics::counter!("firstcome_recorder_batch_splits_total").increment(1);
+    }
+}
+
 /// The batch could not be written; it is retried whole.
 pub struct BatchFailed<'a> {
     pub error: &'a dyn std::error::Error,

@@ -28,8 +28,46 @@ use crate::facts::{EntryChanges, MovementKind};
 pub enum StoreError {
     #[error("no database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {0}")]
+    #[error("database error: {}", query_text(.0))]
     Query(#[from] tokio_postgres::Error),
+}
+
+impl StoreError {
+    /// The SQLSTATE, when the server answered with an error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            StoreError::Query(error) => error.code().map(|state| state.code()),
+            StoreError::Pool(_) => None,
+        }
+    }
+
+    /// Whether the rows themselves are refused: SQLSTATE class 22 (data
+    /// exception) or 23 (integrity constraint violation). The same rows fail
+    /// the same way on every try, so retrying the batch as it is would block
+    /// its partitions forever. Everything else — no connection, a
+    /// serialization failure (40001), a deadlock (40P01), a missing table —
+    /// is about the database, not the records, and worth retrying as is.
+    pub fn is_deterministic(&self) -> bool {
+        self.sqlstate().is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+    }
+}
+
+/// The server's message with its SQLSTATE and constraint, which the driver's
+/// own text leaves out.
+fn query_text(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(constraint) = db.constraint() {
+                text.push_str(&format!(", constraint {constraint}"));
+            }
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(": {detail}"));
+            }
+            text
+        }
+        None => error.to_string(),
+    }
 }
 
 /// Creates the rows that do not exist yet and reports which inputs were
@@ -141,6 +179,19 @@ pub struct Moved {
 }
 
 impl BatchReport {
+    /// Adds what another write did (records written one by one add up to a batch).
+    pub fn absorb(&mut self, other: BatchReport) {
+        self.entries_created += other.entries_created;
+        self.entries_filled += other.entries_filled;
+        self.duplicate_members.extend(other.duplicate_members);
+        for (event_id, moved) in other.moved {
+            let total = self.moved.entry(event_id).or_insert(Moved { in_ledger: true, ..Moved::default() });
+            total.issued += moved.issued;
+            total.returned += moved.returned;
+            total.in_ledger &= moved.in_ledger;
+        }
+    }
+
     pub fn issued(&self) -> i64 {
         self.moved.values().map(|m| i64::from(m.issued)).sum()
     }
@@ -259,4 +310,29 @@ pub fn row_kinds(report: &BatchReport) -> [(&'static str, u64); 4] {
         (MovementKind::Issued.as_str(), report.issued().max(0) as u64),
         (MovementKind::Returned.as_str(), report.returned().max(0) as u64),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_of_single_records_add_up_to_the_batch() {
+        let mut total = BatchReport::default();
+        let one = |issued, returned, in_ledger| BatchReport {
+            entries_created: 1,
+            entries_filled: 1,
+            duplicate_members: Vec::new(),
+            moved: HashMap::from([("ev".to_string(), Moved { issued, returned, in_ledger })]),
+        };
+        total.absorb(one(1, 0, true));
+        total.absorb(one(0, 1, true));
+        total.absorb(BatchReport { duplicate_members: vec![Uuid::nil()], ..BatchReport::default() });
+        assert_eq!((total.entries_created, total.entries_filled), (2, 2));
+        assert_eq!((total.issued(), total.returned()), (1, 1));
+        assert!(total.moved["ev"].in_ledger);
+        assert_eq!(total.duplicate_members, vec![Uuid::nil()]);
+        total.absorb(one(1, 0, false));
+        assert!(!total.moved["ev"].in_ledger, "one write without a ledger row is reported");
+    }
 }

@@ -239,3 +239,61 @@ async fn a_registry_outage_is_retried_never_dead_lettered() {
     assert_eq!(rows[&member.entry_id].status, "pending");
     assert!(rows[&member.entry_id].submitted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_database_refuses_is_dead_lettered_and_the_rest_of_the_batch_recorded() {
+    platform::telemetry::init("recorder-test", &Default::default());
+    let stack = TestStack::new().await;
+    let topics = stack.topics();
+    let event = Uuid::new_v4().to_string();
+    stack.create_event(&event).await;
+    // A constraint only the poison member violates (SQLSTATE 23514): every
+    // try of a batch holding its records fails the same way.
+    let client = stack.pool.get().await.expect("connection");
+    client
+        .batch_execute("ALTER TABLE event_entries ADD CONSTRAINT t CHECK (user_id <> 'poison-member')")
+        .await
+        .expect("extra check");
+
+    let poison = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: "poison-member".into() };
+    let good: Vec<Member> = (0..4).map(|i| Member::new(&event, &format!("good{i}"))).collect();
+    let mut records = vec![poison.entry(), poison.decision(Outcome::Won, Some(1))];
+    for (i, member) in good.iter().enumerate() {
+        records.push(member.entry());
+        records.push(member.decision(Outcome::Won, Some(i as i32 + 2)));
+    }
+    stack.send(&records).await;
+
+    let (port, shutdown, handle) = stack.start().await;
+    // Without isolating the poison, the batches holding it would retry forever.
+    stack.wait_until_committed().await;
+    let metrics = support::metrics_text(port).await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, handle).await.expect("stops in time").expect("task").expect("stops cleanly");
+
+    let rows = rows(&stack.pool).await;
+    assert_eq!(rows.len(), good.len(), "every good entry, nothing of the poison member");
+    for member in &good {
+        let row = &rows[&member.entry_id];
+        assert_eq!(row.status, "won", "status of {}", member.user_id);
+        assert!(row.submitted, "submission of {}", member.user_id);
+    }
+    assert!(!rows.contains_key(&poison.entry_id));
+    assert_eq!(ledger(&stack.pool, &event).await, (good.len() as i32, 0), "the poison's WON moved no stock");
+    assert!(!movements(&stack.pool).await.keys().any(|(id, _)| *id == poison.entry_id));
+
+    // Both records of the poison member are dead-lettered, with the database's reason.
+    for topic in [&topics.survey_submitted, &topics.stock_decided] {
+        let dlq = stack.read_all(Topics::dlq(topic)).await;
+        assert_eq!(dlq.len(), 1, "one dead letter in {topic}");
+        let reason = dlq[0]
+            .headers()
+            .and_then(|h| h.iter().find(|header| header.key == "dlq-error").and_then(|header| header.value))
+            .map(|v| String::from_utf8_lossy(v).to_string())
+            .unwrap_or_default();
+        assert!(reason.contains("23514"), "reason names the SQLSTATE: {reason:?}");
+    }
+    assert!(stack.read_all(Topics::dlq(&topics.gift_dispatched)).await.is_empty());
+    assert!(metrics.contains("firstcome_recorder_poison_records_total"), "{metrics}");
+    assert!(metrics.contains("firstcome_recorder_batch_splits_total"), "{metrics}");
+}

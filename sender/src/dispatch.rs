@@ -7,9 +7,13 @@
 //! - After an answer that may have issued (timeout, broken exchange, 409),
 //!   the next round first asks `GET /v1/gifts/{key}`: found → sent; 404 →
 //!   nothing exists, issuing again is safe; the lookup failing → still unknown.
-//! - A definite refusal (422, other 4xx) ends in `Failed` — compensation is
-//!   only ever decided on such an answer to a call made while no gift could
-//!   exist under the key.
+//! - A business refusal (422) ends in `Failed` — compensation is only ever
+//!   decided on such an answer to a call made while no gift could exist
+//!   under the key.
+//! - Any other 4xx (bad credentials, a wrong base URL, a request we built
+//!   wrong) is our fault, not the member's: it ends the rounds at once as
+//!   `Unresolved` (the same call would get the same answer), so the gift
+//!   stays open until the configuration is fixed.
 //! - Anything else after `max_attempts` rounds is `Unresolved`: the caller
 //!   fails the batch and the whole thing runs again later.
 
@@ -111,6 +115,16 @@ impl Dispatcher {
                     count_call("refused");
                     tracing::warn!(%reason, calls, "the provider refused the gift for good");
                     return Ok(Resolution::Failed { reason, attempts: calls });
+                }
+                Err(error @ IssueError::ClientError { .. }) => {
+                    count_call(error.label());
+                    tracing::error!(
+                        %error,
+                        calls,
+                        "the provider rejected our request (credentials, base URL or request shape?); \
+                         the gift stays open and the batch will be retried"
+                    );
+                    return Err(Unresolved { attempts: calls, last: error.to_string() });
                 }
                 Err(error) => {
                     count_call(error.label());

@@ -240,19 +240,17 @@ pub fn won_entry(decision: &StockDecision) -> Result<Option<WonEntry>, String> {
     if decision.outcome != Outcome::Won {
         return Ok(None);
     }
-    let entry_id = Uuid::parse_str(&decision.entry_id)
-        .map_err(|e| format!("entry_id {:?} is not a UUID: {e}", decision.entry_id))?;
+    // The shared check, so the sender refuses exactly what the stock group
+    // and the recorder refuse (non-canonical UUIDs, blank or braced ids).
+    let identity = schemas::check_identity(&decision.event_id, &decision.entry_id, &decision.user_id)?;
     let unit_no = match decision.unit_no {
         Some(unit) if unit >= 1 => unit,
         other => return Err(format!("WON decision with unit_no {other:?}")),
     };
-    if decision.user_id.trim().is_empty() || decision.event_id.trim().is_empty() {
-        return Err("WON decision without user_id or event_id".into());
-    }
     Ok(Some(WonEntry {
-        event_id: decision.event_id.clone(),
-        entry_id,
-        user_id: decision.user_id.clone(),
+        event_id: identity.event_id,
+        entry_id: identity.entry_id,
+        user_id: identity.user_id,
         unit_no,
     }))
 }
@@ -297,5 +295,22 @@ mod tests {
         let mut bad = decision(Outcome::Won, Some(1));
         bad.entry_id = "not-a-uuid".into();
         assert!(won_entry(&bad).is_err());
+    }
+
+    #[test]
+    fn a_won_decision_with_a_non_canonical_entry_id_is_poison() {
+        let good = decision(Outcome::Won, Some(1));
+        for spelling in [good.entry_id.to_uppercase(), good.entry_id.replace('-', ""), format!("{{{}}}", good.entry_id)] {
+            let bad = StockDecision { entry_id: spelling.clone(), ..good.clone() };
+            assert!(won_entry(&bad).is_err(), "{spelling:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_won_decision_with_blank_or_braced_ids_is_poison() {
+        for (event_id, user_id) in [("ev", " "), ("ev", "m 1"), ("ev", "m|1"), ("e{v}", "u1"), ("", "u1"), ("ev", "")] {
+            let bad = StockDecision { event_id: event_id.into(), user_id: user_id.into(), ..decision(Outcome::Won, Some(1)) };
+            assert!(won_entry(&bad).is_err(), "{event_id:?} {user_id:?} accepted");
+        }
     }
 }

@@ -48,9 +48,17 @@ pub enum IssueError {
     /// The key already holds a gift for a different request (409): a gift exists.
     #[error("idempotency key already used")]
     Conflict,
-    /// Definitely not issued, and never will be (422 phone_refused, other 4xx).
+    /// The provider's business refusal (422, e.g. `phone_refused`): definitely
+    /// not issued, and never will be. The only answer that may fail a gift.
     #[error("refused: {reason}")]
     Permanent { reason: String },
+    /// Any other 4xx (400, 401, 403, 404, …): the provider did not process
+    /// the request because of our side — credentials, base URL, request
+    /// shape. Definitely not issued, but not the member's fault either: the
+    /// gift must stay open (never failed, never compensated) until an
+    /// operator fixes the configuration and the batch runs again.
+    #[error("client error {status}: {reason}")]
+    ClientError { status: u16, reason: String },
 }
 
 impl IssueError {
@@ -68,6 +76,7 @@ impl IssueError {
             IssueError::Transient { .. } => "transient",
             IssueError::Conflict => "conflict",
             IssueError::Permanent { .. } => "refused",
+            IssueError::ClientError { .. } => "client_error",
         }
     }
 }
@@ -129,7 +138,13 @@ impl ProviderClient {
             }),
             // Any other server error may have come after the gift was issued.
             status if status.is_server_error() => Err(IssueError::Unknown(status.to_string())),
-            status if status.is_client_error() => Err(IssueError::Permanent { reason: rejection(response).await }),
+            // The documented business refusal is the only permanent answer.
+            StatusCode::UNPROCESSABLE_ENTITY => Err(IssueError::Permanent { reason: rejection(response).await }),
+            // Any other 4xx says our request or configuration is wrong, not
+            // that the member can never get the gift.
+            status if status.is_client_error() => {
+                Err(IssueError::ClientError { status: status.as_u16(), reason: rejection(response).await })
+            }
             status => Err(IssueError::Unknown(format!("unexpected status {status}"))),
         }
     }
@@ -145,7 +160,12 @@ impl ProviderClient {
             .map_err(|e| LookupError(transport_text(&e)))?;
         match response.status() {
             StatusCode::OK => response.json::<IssuedGift>().await.map(Some).map_err(|e| LookupError(e.to_string())),
-            StatusCode::NOT_FOUND => Ok(None),
+            // Only the contract's `{"error":"not_found"}` proves nothing was
+            // issued; a bare 404 (a wrong base URL, a proxy) proves nothing.
+            StatusCode::NOT_FOUND => match rejection(response).await.as_str() {
+                "not_found" => Ok(None),
+                other => Err(LookupError(format!("404 without not_found: {other}"))),
+            },
             status => Err(LookupError(status.to_string())),
         }
     }
@@ -204,6 +224,13 @@ mod tests {
         assert!(IssueError::Conflict.maybe_issued());
         assert!(!IssueError::Transient { reason: "503".into(), retry_after: None }.maybe_issued());
         assert!(!IssueError::Permanent { reason: "phone_refused".into() }.maybe_issued());
+        assert!(!IssueError::ClientError { status: 404, reason: "provider_rejected_404".into() }.maybe_issued());
+    }
+
+    #[test]
+    fn client_errors_are_counted_apart_from_refusals() {
+        assert_eq!(IssueError::Permanent { reason: "phone_refused".into() }.label(), "refused");
+        assert_eq!(IssueError::ClientError { status: 401, reason: "unauthorized".into() }.label(), "client_error");
     }
 
     #[test]

@@ -132,3 +132,40 @@ async fn shutdown_cuts_the_retries_short() {
     assert_eq!(unresolved.attempts, 1);
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn a_wrong_base_url_leaves_the_gift_unresolved_not_failed() {
+    let sim = Sim::start(Faults::default(), 8).await;
+    // The simulator answers 404 on any unknown path, as a misconfigured provider URL would.
+    let settings = settings(&format!("{}/nope", sim.url));
+    let unresolved = dispatcher(&settings).send(&order("010-3000-0008")).await.expect_err("unresolved, never failed");
+    // Repeating a call our configuration got wrong is pointless: one call, then the batch retries later.
+    assert_eq!(unresolved.attempts, 1);
+    assert!(unresolved.last.contains("404"), "{unresolved:?}");
+    assert!(sim.gifts().await.is_empty());
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_we_built_wrong_is_not_the_members_fault() {
+    let sim = Sim::start(Faults::default(), 9).await;
+    // amount 0 → 400 invalid_request: our request, not a refusal of the member.
+    let bad = GiftOrder { amount: 0, ..order("010-3000-0009") };
+    let unresolved = dispatcher(&settings(&sim.url)).send(&bad).await.expect_err("unresolved, never failed");
+    assert_eq!(unresolved.attempts, 1);
+    assert!(unresolved.last.contains("400"), "{unresolved:?}");
+    assert!(sim.gifts().await.is_empty());
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_contracts_not_found_proves_nothing_was_issued() {
+    let sim = Sim::start(Faults::default(), 10).await;
+    let key = uuid::Uuid::new_v4().to_string();
+    let right = ProviderClient::new(&settings(&sim.url)).unwrap();
+    assert_eq!(right.lookup(&key).await, Ok(None));
+    // A bare 404 from a wrong path says nothing about the gift.
+    let wrong = ProviderClient::new(&settings(&format!("{}/nope", sim.url))).unwrap();
+    assert!(wrong.lookup(&key).await.is_err());
+    sim.stop().await;
+}

@@ -234,3 +234,40 @@ async fn a_provider_outage_is_retried_never_compensated() {
     sender.stop().await;
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misconfigured_provider_url_fails_no_winner_and_compensates_nothing() {
+    let env = TestEnv::new().await;
+    let sim = Sim::start(Faults::default(), 13).await;
+    let mut won = Vec::new();
+    for i in 0..3 {
+        let member = format!("m{i}");
+        env.seed_member(&member, &format!("010-5000-{i:04}")).await;
+        won.push(env.decision(&member, Outcome::Won, Some(i + 1)));
+    }
+    for decision in &won {
+        env.publish(decision).await;
+    }
+    // Every provider call answers 404: our configuration is wrong, not the winners.
+    let sender = RunningSender::start(env.sender_settings(&format!("{}/nope", sim.url))).await;
+
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", sender.ops_port);
+    wait_until("a client_error provider call", WAIT, || async {
+        let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+        text.lines().any(|l| l.starts_with("firstcome_sender_provider_calls_total") && l.contains("result=\"client_error\""))
+    })
+    .await;
+    // Let the batch be retried a few times.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    assert!(env.dispatch_rows().await.is_empty(), "no FAILED (or any) row for a winner");
+    assert_eq!(env.outbox_counts().await.0, 0, "no outcome, no StockRelease in the outbox");
+    let group = env.kafka.group(sender::GROUP);
+    assert!(!env.caught_up(&group, &env.topics.stock_decided).await, "the batch is not committed");
+    assert!(sim.gifts().await.is_empty());
+    assert!(env.read_events::<StockRelease>(&env.topics.stock_released, Duration::from_secs(3), |_| true).await.is_empty());
+    assert!(env.read_events::<GiftDispatch>(&env.topics.gift_dispatched, Duration::from_secs(3), |_| true).await.is_empty());
+
+    sender.stop().await;
+    sim.stop().await;
+}
