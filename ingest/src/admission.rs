@@ -56,6 +56,16 @@ if stock <= 0 or ARGV[4] == '0' then
 end
 redis.call('HSET', KEYS[3], ARGV[1], 'P|' .. ARGV[2] .. '|' .. now)
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
+-- The first admission creates `entered` and `entries`: they expire with the
+-- event, like the keys written at creation (meta's expiry is the event's).
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  for _, key in ipairs({ KEYS[3], KEYS[4] }) do
+    if redis.call('PTTL', key) == -1 then
+      redis.call('PEXPIRE', key, ttl)
+    end
+  end
+end
 return {'accept', ARGV[2], now, now}
 "#;
 

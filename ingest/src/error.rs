@@ -41,6 +41,9 @@ pub enum ApiError {
     AlreadyEntered { entry_id: String },
     #[error("entry in progress")]
     EntryInProgress { entry_id: String, retry_after: Duration },
+    /// Every entry slot is taken (`limits.max_in_flight`): shed at once.
+    #[error("too many requests in flight, retry shortly")]
+    Overloaded,
     /// A dependency (Redis, Kafka, the registry, PostgreSQL) failed.
     #[error("unavailable: {reason}")]
     Unavailable { reason: String, retry_after: Duration },
@@ -63,7 +66,7 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotEligible => StatusCode::FORBIDDEN,
             ApiError::AlreadyEntered { .. } | ApiError::EntryInProgress { .. } => StatusCode::CONFLICT,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded | ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::NotEligible => "not_eligible",
             ApiError::AlreadyEntered { .. } => "already_entered",
             ApiError::EntryInProgress { .. } => "entry_in_progress",
+            ApiError::Overloaded => "overloaded",
             ApiError::Unavailable { .. } => "unavailable",
         }
     }
@@ -89,6 +93,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::TooEarly(d) => Some(*d),
+            ApiError::Overloaded => Some(Duration::from_secs(1)),
             ApiError::EntryInProgress { retry_after, .. } | ApiError::Unavailable { retry_after, .. } => {
                 Some(*retry_after)
             }
@@ -181,5 +186,13 @@ mod tests {
     fn closed_and_sold_out_are_both_gone() {
         assert_eq!(ApiError::Closed.status(), StatusCode::GONE);
         assert_eq!(ApiError::SoldOut.code(), "sold_out");
+    }
+
+    #[test]
+    fn overloaded_is_503_with_retry_after_one_second() {
+        let response = ApiError::Overloaded.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        assert_eq!(response.extensions().get::<Outcome>(), Some(&Outcome("overloaded")));
     }
 }

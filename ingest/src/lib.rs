@@ -10,12 +10,14 @@
 //! - [`state`]: the in-memory event state and what keeps it current.
 //! - [`admission`]: the first-entry Redis scripts.
 //! - [`submission`]: the request body and its validation.
+//! - [`ids`]: the event and member id rules shared with the consumers.
 //! - [`routes`]: the handlers; [`request_context`]: span, correlation id, metrics.
 //! - [`startup`]: `Application::build` / `run_until_stopped`.
 
 pub mod admission;
 pub mod auth;
 pub mod error;
+pub mod ids;
 pub mod request_context;
 pub mod routes;
 pub mod settings;

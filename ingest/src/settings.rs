@@ -127,18 +127,27 @@ pub struct Limits {
     pub max_answers: usize,
     /// Longest answer (and question id), in characters.
     pub max_answer_chars: usize,
+    /// Most entry requests in flight on this instance; more are answered 503
+    /// `overloaded` (Retry-After: 1) at once. Each may wait up to the publish
+    /// deadline for Kafka, so this bounds memory when the broker is slow.
+    pub max_in_flight: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 16_384, max_answers: 32, max_answer_chars: 500 }
+        Self { max_body_bytes: 16_384, max_answers: 32, max_answer_chars: 500, max_in_flight: 2_048 }
     }
 }
 
 impl Limits {
     fn validate(&self) -> Result<(), SettingsError> {
-        if self.max_body_bytes == 0 || self.max_answers == 0 || self.max_answer_chars == 0 {
+        if self.max_body_bytes == 0 || self.max_answers == 0 || self.max_answer_chars == 0 || self.max_in_flight == 0
+        {
             return Err(SettingsError::Invalid("every limits.* must be > 0".into()));
+        }
+        // A semaphore holds the slots; more than it can count would panic at start.
+        if self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(SettingsError::Invalid("limits.max_in_flight is too large".into()));
         }
         Ok(())
     }
@@ -160,6 +169,14 @@ mod tests {
         let mut settings = Settings::default();
         settings.kafka.delivery_timeout_ms = 2_000;
         assert_eq!(settings.resume_after(), Duration::from_millis(3_000));
+    }
+
+    #[test]
+    fn no_room_in_flight_is_refused() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.limits.max_in_flight, 2_048);
+        settings.limits.max_in_flight = 0;
+        assert!(settings.validate().is_err());
     }
 
     #[test]

@@ -80,6 +80,7 @@ impl Application {
             limits: Arc::new(settings.limits.clone()),
             publish_deadline: settings.publish_deadline(),
             resume_after: settings.resume_after(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(settings.limits.max_in_flight)),
         };
         let (listener, port) = settings.http.bind().await?;
         tracing::info!(address = %settings.http.address(), port, "ingest listening");

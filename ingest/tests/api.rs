@@ -514,3 +514,167 @@ async fn the_subscription_comes_back_after_its_connection_is_killed() {
     assert!(!state_subscribers(&mut conn).await.contains(&mine));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_first_admission_gives_entered_and_entries_the_events_expiry() {
+    let app = TestApp::spawn(isolated_settings().await).await;
+    let mut conn = redis(&app.settings).await;
+    let event_id = create_event(&mut conn, EventSpec::open(&["m-1"])).await;
+    let keys = EventKeys::new(&event_id);
+    let pttl = |key: String| {
+        let mut conn = conn.clone();
+        async move { redis::cmd("PTTL").arg(key).query_async::<i64>(&mut conn).await.unwrap() }
+    };
+    // `event create` writes neither: the first admission creates them.
+    assert_eq!(pttl(keys.entered.clone()).await, -2);
+    assert_eq!(pttl(keys.entries.clone()).await, -2);
+
+    assert_eq!(app.enter(&event_id, "m-1").await.status(), StatusCode::ACCEPTED);
+
+    let meta = pttl(keys.meta.clone()).await;
+    assert!(meta > 3_600_000, "meta expires a day after the close: {meta}");
+    for key in [keys.entered.clone(), keys.entries.clone()] {
+        let ttl = pttl(key.clone()).await;
+        assert!(ttl > 0 && (meta - ttl).abs() < 10_000, "{key}: PTTL {ttl}, meta's {meta}");
+    }
+}
+
+/// An HS256 token for any subject, even one `mint` refuses to sign.
+fn token_for_subject(app: &TestApp, sub: &str) -> String {
+    use secrecy::ExposeSecret;
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({ "sub": sub, "iss": app.settings.auth.issuer, "iat": now, "exp": now + 600 });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(app.settings.auth.token_secret.expose_secret().as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn ids_a_consumer_would_refuse_never_reach_redis() {
+    let app = TestApp::spawn(isolated_settings().await).await;
+    let mut conn = redis(&app.settings).await;
+
+    // A correctly signed token whose subject breaks the shared id rules: 401,
+    // even though the (equally broken) member is on the eligible list.
+    let event_id = create_event(&mut conn, EventSpec::open(&["m|1", "m{1}", "m-1"])).await;
+    for sub in ["m|1", "m{1}"] {
+        let response = app
+            .http
+            .post(app.entries_url(&event_id))
+            .bearer_auth(token_for_subject(&app, sub))
+            .json(&valid_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "sub {sub}");
+        assert_eq!(entered_mark(&mut conn, &event_id, sub).await, None);
+    }
+    // The hand-made token itself is fine: a valid subject is admitted.
+    let response = app
+        .http
+        .post(app.entries_url(&event_id))
+        .bearer_auth(token_for_subject(&app, "m-1"))
+        .json(&valid_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+
+    // Events whose ids break the rules exist in Redis (a broken writer), yet
+    // ingest answers 404 without looking.
+    for bad in [format!("ev|{}", Uuid::new_v4()), format!("ev {}", Uuid::new_v4()), format!("ev{{{}}}", Uuid::new_v4())] {
+        write_spec(&mut conn, &bad, EventSpec::open(&["m-1"])).await;
+        let response = app.enter(&bad, "m-1").await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "POST entries of {bad:?}");
+        assert_eq!(json_of(response).await["error"], "not_found");
+        assert_eq!(entered_mark(&mut conn, &bad, "m-1").await, None);
+        let state = app
+            .http
+            .get(format!("{}/api/events/{}", app.base_url, bad.replace(' ', "%20")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(state.status(), StatusCode::NOT_FOUND, "GET event {bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_pending_entry_is_found_by_an_instance_that_never_saw_its_event() {
+    let mut settings = isolated_settings().await;
+    let a = TestApp::spawn(settings.clone()).await;
+    settings.database.migrate_on_start = false;
+    let b = TestApp::spawn(settings).await;
+    let mut conn = redis(&a.settings).await;
+    let event_id = create_event(&mut conn, EventSpec::open(&["m-1"])).await;
+    insert_event_row(&a.settings, &event_id).await;
+
+    let response = a.enter(&event_id, "m-1").await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let entry_id = json_of(response).await["entry_id"].as_str().unwrap().to_string();
+
+    // No recorder runs here: the row never appears, only Redis knows the entry.
+    let response = b.http.get(format!("{}/api/entries/{entry_id}", b.base_url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json_of(response).await;
+    assert_eq!(body["status"], "pending");
+    assert_eq!(body["event_id"], event_id.as_str());
+    assert_eq!(body["entry_id"], entry_id.as_str());
+
+    let unknown = b.http.get(format!("{}/api/entries/{}", b.base_url, Uuid::now_v7())).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_instance_sheds_entries_at_once_with_503_overloaded() {
+    let mut settings = isolated_settings().await;
+    settings.limits.max_in_flight = 1;
+    // Kafka unreachable: an admitted request waits out the publish deadline.
+    settings.kafka.brokers = "127.0.0.1:1".into();
+    settings.kafka.delivery_timeout_ms = 3_000;
+    let app = TestApp::spawn(settings).await;
+    let mut conn = redis(&app.settings).await;
+    let event_id = create_event(&mut conn, EventSpec::open(&["m-1", "m-2"])).await;
+
+    let held = tokio::spawn(
+        app.http.post(app.entries_url(&event_id)).bearer_auth(app.token("m-1")).json(&valid_body()).send(),
+    );
+    // Its pending mark is set: the request now waits on Kafka, holding the slot.
+    let in_flight = eventually(DEADLINE, || {
+        let mut conn = conn.clone();
+        let event_id = event_id.clone();
+        async move { entered_mark(&mut conn, &event_id, "m-1").await.is_some() }
+    })
+    .await;
+    assert!(in_flight, "the first request never reached the admit script");
+
+    let started = tokio::time::Instant::now();
+    let response = app.enter(&event_id, "m-2").await;
+    let waited = started.elapsed();
+    assert!(!held.is_finished(), "the first request must still hold the slot");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&response, "retry-after"), Some("1"));
+    assert_eq!(json_of(response).await["error"], "overloaded");
+    assert!(waited < Duration::from_secs(1), "shed at once, not queued: {waited:?}");
+    assert_eq!(entered_mark(&mut conn, &event_id, "m-2").await, None, "shed before Redis");
+
+    let first = tokio::time::timeout(DEADLINE, held).await.expect("ends").expect("joined").expect("answered");
+    assert_eq!(first.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json_of(first).await["error"], "unavailable");
+    // The slot is free again: the next request gets a real answer.
+    let response = app.enter(&event_id, "stranger").await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    let metrics = app.http.get(format!("{}/metrics", app.base_url)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("firstcome_ingest_requests_total{") && l.contains(r#"outcome="overloaded""#)),
+        "{metrics}"
+    );
+    app.stop().await;
+}

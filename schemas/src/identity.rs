@@ -31,7 +31,8 @@ pub fn check_identity(event_id: &str, entry_id: &str, user_id: &str) -> Result<E
     Ok(EntryIdentity { event_id: event_id.to_string(), entry_id: parsed, user_id: user_id.to_string() })
 }
 
-fn check_id(field: &str, value: &str) -> Result<(), String> {
+/// Checks one event or member id (the rules of [`check_identity`]).
+pub fn check_id(field: &str, value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("{field} is empty"));
     }

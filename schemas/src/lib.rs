@@ -19,7 +19,7 @@ pub use events::{
     ClientInfo, DispatchStatus, Event, GiftDispatch, Outcome, StockDecision, StockRelease,
     SurveyAnswer, SurveySubmitted,
 };
-pub use identity::{check_identity, EntryIdentity};
+pub use identity::{check_id, check_identity, EntryIdentity};
 pub use registry::RegistryAdmin;
 pub use topics::Topics;
 

@@ -19,7 +19,7 @@ use serde_json::json;
 use tracing::Span;
 use uuid::Uuid;
 
-use super::{status_url, AppState, MAX_EVENT_ID_CHARS};
+use super::{status_url, AppState};
 use crate::admission::Admission;
 use crate::auth::{self, MemberId};
 use crate::error::{ApiError, Outcome};
@@ -32,6 +32,9 @@ pub async fn submit(
     Path(event_id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    // 0. Load shedding: a free slot now, or 503 at once (never queued). Held
+    // until the answer, so it bounds the requests waiting on Kafka.
+    let _in_flight = app.in_flight.try_acquire().map_err(|_| ApiError::Overloaded)?;
     let arrived_at = schemas::now_millis();
     let span = Span::current();
     span.record("event_id", event_id.as_str());
@@ -40,8 +43,9 @@ pub async fn submit(
     let member = authenticate(&app, &request)?;
     span.record("user_id", member.as_str());
 
-    // 2. Is the event open? (memory; Redis only on first sight)
-    if event_id.chars().count() > MAX_EVENT_ID_CHARS {
+    // 2. Is the event open? (memory; Redis only on first sight) An id no
+    // event may have is unknown without asking Redis.
+    if !crate::ids::is_valid_id(&event_id) {
         return Err(ApiError::NotFound);
     }
     let mut redis = app.redis.clone();
@@ -105,7 +109,12 @@ pub async fn submit(
         Admission::NotEligible => return Err(ApiError::NotEligible),
         Admission::SoldOut => {
             // The counter is the truth: stop asking Redis until told otherwise.
-            app.cache.apply(&StateChange { event_id: event_id.clone(), status: EventStatus::SoldOut });
+            // Only when this request found the event open: under a cached
+            // sold-out the script refuses by request (`admit_new` = 0), and
+            // re-applying it could undo a reopen that arrived meanwhile.
+            if gate == Gate::Open {
+                app.cache.apply(&StateChange { event_id: event_id.clone(), status: EventStatus::SoldOut });
+            }
             return Err(ApiError::SoldOut);
         }
         Admission::Closed => {

@@ -2,7 +2,7 @@
 //!
 //! The entries table (written by the recorder) is the answer; between the
 //! 202 and the recorder's write, the entry is only known to Redis (`entries`
-//! hash of its event), which is answered as `pending`.
+//! hash of its event), which is answered as `pending` by any instance.
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -70,9 +70,36 @@ async fn from_database(db: &deadpool_postgres::Pool, id: Uuid) -> Result<Option<
     })))
 }
 
-/// The known event whose `entries` hash holds `entry_id`, if any.
-async fn pending_in(app: &AppState, entry_id: &str) -> redis::RedisResult<Option<String>> {
-    let events = app.cache.known_ids();
+/// Why a pending entry could not be looked up.
+#[derive(Debug, thiserror::Error)]
+enum LookupError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("recent events: {0}")]
+    Database(#[from] platform::db::DbError),
+}
+
+/// The event whose `entries` hash holds `entry_id`, if any: first the events
+/// this instance has cached (no database round trip), then the events open
+/// or recently closed in PostgreSQL. The second look is needed because the
+/// 202 may have come from another instance, for an event this one never saw:
+/// the member's status poll may land anywhere.
+async fn pending_in(app: &AppState, entry_id: &str) -> Result<Option<String>, LookupError> {
+    let cached = app.cache.known_ids();
+    if let Some(event_id) = holding(app, cached.clone(), entry_id).await? {
+        return Ok(Some(event_id));
+    }
+    let others: Vec<String> = recent_events(&app.db)
+        .await?
+        .into_iter()
+        .filter(|event_id| !cached.contains(event_id) && crate::ids::is_valid_id(event_id))
+        .collect();
+    Ok(holding(app, others, entry_id).await?)
+}
+
+/// Which of `events` has `entry_id` in its `entries` hash (one pipelined
+/// round trip of HEXISTS).
+async fn holding(app: &AppState, events: Vec<String>, entry_id: &str) -> redis::RedisResult<Option<String>> {
     if events.is_empty() {
         return Ok(None);
     }
@@ -83,4 +110,14 @@ async fn pending_in(app: &AppState, entry_id: &str) -> redis::RedisResult<Option
     let mut redis = app.redis.clone();
     let found: Vec<bool> = pipe.query_async(&mut redis).await?;
     Ok(events.into_iter().zip(found).find(|(_, hit)| *hit).map(|(event_id, _)| event_id))
+}
+
+/// The events that may still hold pending entries: open, or closed within a
+/// day (their Redis keys outlive the close by a day). A handful of rows.
+async fn recent_events(db: &deadpool_postgres::Pool) -> Result<Vec<String>, platform::db::DbError> {
+    let client = db.get().await?;
+    let rows = client
+        .query("SELECT event_id FROM events WHERE close_at > now() - interval '1 day'", &[])
+        .await?;
+    Ok(rows.iter().map(|row| row.try_get::<_, String>(0)).collect::<Result<_, _>>()?)
 }

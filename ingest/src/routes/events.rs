@@ -6,13 +6,14 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{AppState, MAX_EVENT_ID_CHARS};
+use super::AppState;
 use crate::error::ApiError;
 use crate::state::Gate;
 
 pub async fn show(State(app): State<AppState>, Path(event_id): Path<String>) -> Result<Json<Value>, ApiError> {
     tracing::Span::current().record("event_id", event_id.as_str());
-    if event_id.chars().count() > MAX_EVENT_ID_CHARS {
+    // An id no event may have is unknown without asking Redis.
+    if !crate::ids::is_valid_id(&event_id) {
         return Err(ApiError::NotFound);
     }
     let mut redis = app.redis.clone();

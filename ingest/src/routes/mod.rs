@@ -20,13 +20,11 @@ use axum::Router;
 use platform::kafka::EventProducer;
 use platform::ops::Health;
 use redis::aio::ConnectionManager;
+use tokio::sync::Semaphore;
 
 use crate::admission::Admitter;
 use crate::settings::{AuthSettings, Limits};
 use crate::state::EventCache;
-
-/// Longest event id looked up; longer ones are unknown without asking Redis.
-pub(crate) const MAX_EVENT_ID_CHARS: usize = 128;
 
 /// What every handler may use. Cheap to clone (everything inside is shared).
 #[derive(Clone)]
@@ -42,6 +40,11 @@ pub struct AppState {
     pub publish_deadline: Duration,
     /// A pending mark may be resumed after this long.
     pub resume_after: Duration,
+    /// Entry requests in flight (`limits.max_in_flight` permits). Each may
+    /// wait up to `publish_deadline` for Kafka, so without a bound a slow
+    /// broker would pile up requests until memory runs out; when every
+    /// permit is taken the request is refused at once with 503 `overloaded`.
+    pub in_flight: Arc<Semaphore>,
 }
 
 /// Where the status of `entry_id` is served.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use ingest::{Application, Settings};
-use platform::event_keys::{EventKeys, EventMeta, EventStatus};
+use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus};
 use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
 use platform::kafka::RecordContext;
 use platform::settings::{HttpSettings, KafkaSettings};
@@ -129,35 +129,41 @@ impl EventSpec {
     }
 }
 
-/// Writes a fresh event into Redis; returns its id.
+/// Writes a fresh event into Redis with the layout every service shares
+/// (`platform::event_keys::write_event`, what `firstcome event create` does);
+/// returns its id. A test that needs an odd state sets keys afterwards.
 pub async fn create_event(conn: &mut ConnectionManager, spec: EventSpec) -> String {
     let event_id = format!("ev-{}", Uuid::new_v4());
-    let keys = EventKeys::new(&event_id);
+    write_spec(conn, &event_id, spec).await;
+    event_id
+}
+
+/// Writes `spec` under `event_id` (which may be one ingest must refuse).
+pub async fn write_spec(conn: &mut ConnectionManager, event_id: &str, spec: EventSpec) {
     let meta = EventMeta {
-        event_id: event_id.clone(),
+        event_id: event_id.to_string(),
         open_at_ms: spec.open_at_ms,
         close_at_ms: spec.close_at_ms,
         for_sale: spec.stock,
         questions: QUESTIONS.iter().map(|q| q.to_string()).collect(),
         status: spec.status,
     };
-    let mut hset = redis::cmd("HSET");
-    hset.arg(&keys.meta);
-    for (field, value) in meta.to_fields() {
-        hset.arg(field).arg(value);
-    }
-    let mut pipe = redis::pipe();
-    pipe.add_command(hset).ignore();
-    pipe.cmd("SET").arg(&keys.stock).arg(spec.stock).ignore();
-    if !spec.eligible.is_empty() {
-        pipe.cmd("SADD").arg(&keys.eligible).arg(&spec.eligible).ignore();
-    }
-    // Test keys clean themselves up.
-    for key in keys.all() {
-        pipe.cmd("EXPIRE").arg(key).arg(3_600).ignore();
-    }
-    pipe.query_async::<()>(conn).await.expect("event written");
-    event_id
+    let written = write_event(conn, &meta, &spec.eligible).await.expect("event written");
+    assert!(written, "event {event_id} had keys already");
+}
+
+/// The row `firstcome event create` writes into PostgreSQL beside the Redis keys.
+pub async fn insert_event_row(settings: &Settings, event_id: &str) {
+    let db = platform::db::pool(&settings.database).expect("pool");
+    let client = db.get().await.expect("db connection");
+    client
+        .execute(
+            "INSERT INTO events (event_id, name, product_id, total_stock, open_at, close_at, questions, status)
+             VALUES ($1, 'test', 'p-1', 10, now() - interval '1 minute', now() + interval '1 hour', '[\"q1\",\"q2\"]', 'open')",
+            &[&event_id],
+        )
+        .await
+        .expect("event row");
 }
 
 pub async fn entered_mark(conn: &mut ConnectionManager, event_id: &str, member: &str) -> Option<String> {
