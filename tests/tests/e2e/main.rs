@@ -5,6 +5,7 @@
 
 mod dlq;
 mod helpers;
+mod outage;
 mod pipeline;
 mod pipeline_harness;
 mod registry;
