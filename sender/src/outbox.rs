@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::settings::RelaySettings;
 
+/// How often published rows are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("no database connection: {0}")]
@@ -50,7 +53,16 @@ impl Relay {
     pub async fn run(self, stop: CancellationToken) {
         tracing::info!(poll_ms = self.settings.poll_ms, batch = self.settings.batch, "outbox relay started");
         let poll = Duration::from_millis(self.settings.poll_ms);
+        let mut last_prune = tokio::time::Instant::now();
         loop {
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                last_prune = tokio::time::Instant::now();
+                match self.prune().await {
+                    Ok(deleted) if deleted > 0 => tracing::info!(deleted, "pruned published outbox rows"),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "outbox prune failed; will retry"),
+                }
+            }
             let more = match self.publish_batch().await {
                 Ok(pass) => pass.failed == 0 && pass.published as i64 >= self.settings.batch,
                 Err(error) => {
@@ -124,6 +136,18 @@ impl Relay {
             metrics::counter!("firstcome_sender_outbox_send_failures_total").increment(failed as u64);
         }
         Ok(Pass { published: acked.len(), failed })
+    }
+
+    /// Deletes rows published longer than `retain_published_secs` ago.
+    pub async fn prune(&self) -> Result<u64, RelayError> {
+        let client = self.pool.get().await?;
+        let deleted = client
+            .execute(
+                "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1::bigint)",
+                &[&self.settings.retain_published_secs],
+            )
+            .await?;
+        Ok(deleted)
     }
 
     async fn report_pending(&self) {

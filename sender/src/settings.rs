@@ -89,11 +89,14 @@ pub struct RelaySettings {
     pub poll_ms: u64,
     /// Rows published per transaction.
     pub batch: i64,
+    /// Published rows are deleted once this old (the outbox is a queue, not a log:
+    /// Kafka and gift_dispatches keep the history).
+    pub retain_published_secs: i64,
 }
 
 impl Default for RelaySettings {
     fn default() -> Self {
-        Self { poll_ms: 50, batch: 200 }
+        Self { poll_ms: 50, batch: 200, retain_published_secs: 3_600 }
     }
 }
 
