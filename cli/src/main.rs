@@ -64,6 +64,9 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Run the gift provider's local simulator (contract: provider-sim/CONTRACT.md).
+    /// Settings: FIRSTCOME_HTTP__PORT (8090), FIRSTCOME_FAULTS__…, or a FIRSTCOME_CONFIG file.
+    ProviderSim,
     /// Fire an opening rush at running ingest instances (loopback load generator; stops by itself).
     Rush {
         event_id: String,
@@ -317,6 +320,13 @@ async fn main() -> anyhow::Result<()> {
                 println!("replayed {} dead letters to {topic}", done.replayed);
             }
         },
+        Command::ProviderSim => {
+            let sim_settings: provider_sim::Settings =
+                platform::settings::load().context("Failed to load provider-sim settings")?;
+            let app = provider_sim::Application::build(sim_settings).await?;
+            println!("provider simulator on {}", app.base_url());
+            app.run_until_stopped(platform::shutdown::on_signal()).await?;
+        }
         Command::CleanupTests => {
             let cleaned = cleanup::run(&settings).await?;
             println!("removed {} databases, {} topics, {} subjects", cleaned.databases, cleaned.topics, cleaned.subjects);
