@@ -87,11 +87,19 @@ impl EntryBody {
         }
         for (question, answer) in &answers {
             let field = format!("answers.{question}");
-            if question.trim().is_empty() || question.chars().count() > limits.max_answer_chars {
+            if question.trim().is_empty()
+                || question.chars().count() > limits.max_answer_chars
+                || question.chars().any(char::is_control)
+            {
                 return Err(invalid(field, "invalid question id"));
             }
             if answer.trim().is_empty() {
                 return Err(invalid(field, "empty answer"));
+            }
+            // Line breaks and tabs are text; other control characters (NUL
+            // above all, which PostgreSQL's jsonb refuses) are not.
+            if answer.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+                return Err(invalid(field, "control characters are not allowed"));
             }
             if answer.chars().count() > limits.max_answer_chars {
                 return Err(invalid(field, format!("longer than {} characters", limits.max_answer_chars)));
@@ -151,6 +159,18 @@ mod tests {
             .unwrap();
         let order: Vec<&str> = s.answers.iter().map(|a| a.question.as_str()).collect();
         assert_eq!(order, ["q2", "q1", "extra"]);
+    }
+
+    #[test]
+    fn control_characters_are_refused_but_line_breaks_kept() {
+        let nul = body(r#"{"answers": {"q1": "a\u0000b", "q2": "x"}}"#).validate(&questions(), &Limits::default(), None);
+        assert_eq!(field_of(nul.unwrap_err()), "answers.q1");
+        let bad_question = body(r#"{"answers": {"q1": "a", "q2": "b", "q\u0007": "c"}}"#)
+            .validate(&questions(), &Limits::default(), None);
+        assert!(bad_question.is_err());
+        let lines = body(r#"{"answers": {"q1": "line one\nline two\ttab", "q2": "x"}}"#)
+            .validate(&questions(), &Limits::default(), None);
+        assert!(lines.is_ok());
     }
 
     #[test]

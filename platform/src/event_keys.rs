@@ -166,18 +166,21 @@ impl EventMeta {
 
 /// Writes a new event's keys: meta, the stock counter (`for_sale`), the
 /// eligible members; all expiring at `close_at` + [`GRACE_AFTER_CLOSE`].
-/// Refuses (returns `false`, writes nothing) when the event already has keys:
-/// re-writing a live event would forget its winners.
+/// Refuses (returns `false`, writes nothing) when the event exists — it has
+/// `meta`, which is written last and lives as long as any other key — since
+/// re-writing a live event would forget its winners. Keys without `meta` are
+/// the leftovers of a create that failed half-way: they are replaced.
 pub async fn write_event<C: redis::aio::ConnectionLike + Send>(
     conn: &mut C,
     meta: &EventMeta,
     eligible: &[String],
 ) -> redis::RedisResult<bool> {
     let keys = EventKeys::new(&meta.event_id);
-    let existing: i64 = redis::cmd("EXISTS").arg(&keys.all()[..]).query_async(conn).await?;
-    if existing > 0 {
+    let exists: bool = redis::cmd("EXISTS").arg(&keys.meta).query_async(conn).await?;
+    if exists {
         return Ok(false);
     }
+    let _: () = redis::cmd("DEL").arg(&keys.all()[..]).query_async(conn).await?;
     // Members first, meta last: ingest knows an event only once meta exists,
     // so it never sees a half-loaded eligibility set.
     for chunk in eligible.chunks(5_000) {

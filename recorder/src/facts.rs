@@ -119,7 +119,14 @@ pub async fn decode(codec: &Codec, topics: &Topics, record: &Record) -> Result<O
 /// Checks a submission and converts its fields to column values.
 pub fn submission(event: SurveySubmitted) -> Result<Observed, DecodeError> {
     let key = key_of(&event.entry_id, &event.event_id, &event.user_id)?;
-    let answers = serde_json::to_value(&event.answers)
+    // PostgreSQL's jsonb refuses NUL; other producers may send it. The entry
+    // must still be recorded, so NUL becomes U+FFFD rather than a dead letter.
+    let answers: Vec<schemas::SurveyAnswer> = event
+        .answers
+        .iter()
+        .map(|a| schemas::SurveyAnswer { question: a.question.replace('\0', "\u{FFFD}"), answer: a.answer.replace('\0', "\u{FFFD}") })
+        .collect();
+    let answers = serde_json::to_value(&answers)
         .map_err(|e| DecodeError::Poison(format!("answers do not serialise: {e}")))?;
     Ok(Observed {
         key,
@@ -347,6 +354,14 @@ mod tests {
         let mut event = entry(&Uuid::new_v4().to_string());
         event.accepted_at = i64::MAX;
         assert!(matches!(submission(event), Err(DecodeError::Poison(_))));
+    }
+
+    #[test]
+    fn nul_in_answers_is_replaced_not_refused() {
+        let mut event = entry(&Uuid::new_v4().to_string());
+        event.answers = vec![SurveyAnswer { question: "q\0".into(), answer: "a\0b".into() }];
+        let Fact::Submission(s) = submission(event).unwrap().fact else { panic!("not a submission") };
+        assert_eq!(s.answers, serde_json::json!([{ "question": "q\u{FFFD}", "answer": "a\u{FFFD}b" }]));
     }
 
     #[test]

@@ -38,9 +38,8 @@ impl NewEvent {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.event_id.is_empty() || self.event_id.contains(['{', '}', ' ']) {
-            bail!("event id must be non-empty without spaces or braces");
-        }
+        // The rules every consumer applies to event ids (they go into Redis keys).
+        schemas::check_id("event id", &self.event_id).map_err(anyhow::Error::msg)?;
         if self.total_stock < 0 || self.safety_stock < 0 || self.safety_stock > self.total_stock {
             bail!("need 0 <= safety stock <= total stock");
         }

@@ -176,15 +176,35 @@ pub async fn check(
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        let admitted: HashMap<String, String> = redis.hgetall(&keys.entries).await?;
-        for (entry, member) in admitted {
-            member_of.entry(entry).or_insert(member);
+        let issued = provider_gifts(&stores.http, url).await?;
+        // Keys the entries table does not know yet: ask Redis about those only
+        // (the event's hashes can be large; the gifts are few).
+        let unknown: Vec<&str> = issued
+            .iter()
+            .map(|g| g.idempotency_key.as_str())
+            .filter(|key| !member_of.contains_key(*key))
+            .collect();
+        let mut decided_only = HashSet::new();
+        if !unknown.is_empty() {
+            let admitted: Vec<Option<String>> =
+                redis::cmd("HMGET").arg(&keys.entries).arg(&unknown).query_async(&mut redis).await?;
+            let decided: Vec<Option<String>> =
+                redis::cmd("HMGET").arg(&keys.decisions).arg(&unknown).query_async(&mut redis).await?;
+            for ((key, member), decision) in unknown.iter().zip(admitted).zip(decided) {
+                match (member, decision) {
+                    (Some(member), _) => {
+                        member_of.insert(key.to_string(), member);
+                    }
+                    (None, Some(_)) => {
+                        decided_only.insert(key.to_string());
+                    }
+                    (None, None) => {}
+                }
+            }
         }
-        let decided: Vec<String> = redis.hkeys(&keys.decisions).await?;
-        let gifts: Vec<ProviderGift> = provider_gifts(&stores.http, url)
-            .await?
+        let gifts: Vec<ProviderGift> = issued
             .into_iter()
-            .filter(|g| member_of.contains_key(&g.idempotency_key) || decided.contains(&g.idempotency_key))
+            .filter(|g| member_of.contains_key(&g.idempotency_key) || decided_only.contains(&g.idempotency_key))
             .collect();
         let members: HashSet<&str> = gifts
             .iter()

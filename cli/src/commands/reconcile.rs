@@ -1,7 +1,13 @@
-//! `firstcome reconcile`: compare the Redis counter, the PostgreSQL ledger,
-//! our dispatch records and the provider's records; with `--repair`, set the
-//! Redis counter back to what the ledger says — only when nothing is in
-//! flight, since the ledger is then the whole truth.
+//! `firstcome reconcile`: check the five invariants against the Redis
+//! counter, the PostgreSQL ledger, our dispatch records and the provider's;
+//! with `--repair`, set the Redis counter back to what Redis' own decision
+//! log says.
+//!
+//! The repair is one script, atomic with the stock decisions: the counter
+//! must equal `for_sale − WON decisions + released units`, both of which the
+//! decision and release scripts write in the same step as they move the
+//! counter. It therefore needs no idle pipeline and cannot race a decision;
+//! the ledger (written later, by the recording group) is only reported.
 
 use redis::Script;
 
@@ -13,24 +19,35 @@ use crate::settings::CliSettings;
 #[derive(Debug)]
 pub struct Reconciliation {
     pub report: InvariantReport,
-    /// The counter value written by `--repair`, if any.
+    /// The counter value written by `--repair`, if it changed.
     pub repaired_stock: Option<i64>,
 }
 
-/// Sets the counter, keeping its expiry, and announces the state change that
-/// follows (ingest instances switch between 410 and accepting).
+/// Recomputes the counter from the decision log, keeps its expiry, and
+/// announces the state change that follows (ingest switches between 410 and
+/// accepting). Returns {counter before, counter derived, new status or ''}.
 const REPAIR_LUA: &str = r#"
--- KEYS: stock, meta; ARGV: counter, event id, channel
-redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
-local status = redis.call('HGET', KEYS[2], 'status')
-local next = nil
-if tonumber(ARGV[1]) > 0 and status == 'sold_out' then next = 'open' end
-if tonumber(ARGV[1]) <= 0 and status == 'open' then next = 'sold_out' end
-if next then
-  redis.call('HSET', KEYS[2], 'status', next)
-  redis.call('PUBLISH', ARGV[3], cjson.encode({event_id = ARGV[2], status = next}))
+-- KEYS: stock, meta, decisions, released; ARGV: event id, channel
+local for_sale = tonumber(redis.call('HGET', KEYS[2], 'for_sale'))
+if not for_sale then return {-1, -1, 'unknown_event'} end
+local won = 0
+for _, decision in ipairs(redis.call('HVALS', KEYS[3])) do
+  if string.sub(decision, 1, 4) == 'WON|' then won = won + 1 end
 end
-return next or ''
+local expected = for_sale - won + redis.call('SCARD', KEYS[4])
+local before = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if expected < 0 then return {before, expected, 'oversold'} end
+if before == expected then return {before, expected, ''} end
+redis.call('SET', KEYS[1], expected, 'KEEPTTL')
+local status = redis.call('HGET', KEYS[2], 'status')
+local next = ''
+if expected > 0 and status == 'sold_out' then next = 'open' end
+if expected <= 0 and status == 'open' then next = 'sold_out' end
+if next ~= '' then
+  redis.call('HSET', KEYS[2], 'status', next)
+  redis.call('PUBLISH', ARGV[2], cjson.encode({event_id = ARGV[1], status = next}))
+end
+return {before, expected, next}
 "#;
 
 pub async fn run(
@@ -40,32 +57,25 @@ pub async fn run(
     repair: bool,
 ) -> anyhow::Result<Reconciliation> {
     let stores = Stores::connect(settings).await?;
-    let report = invariants::check(&stores, event_id, &[], provider_url).await?;
-    let tally = &report.tally;
-    let expected = (tally.for_sale - (tally.ledger_issued - tally.ledger_returned)).max(0);
     let mut repaired_stock = None;
-    if repair && tally.redis_stock != expected {
-        // Idle: no entry waiting for a decision, no WON waiting for its gift,
-        // and every FAILED unit's release already applied in Redis (check 4),
-        // otherwise a release still in Kafka would add the unit a second time.
-        let returns_applied = report.checks.iter().any(|c| c.name.starts_with('4') && c.holds);
-        anyhow::ensure!(
-            tally.pending == 0 && tally.won == 0 && returns_applied,
-            "pipeline not idle ({} pending, {} won-unsent, returns applied: {returns_applied}): not repairing",
-            tally.pending,
-            tally.won
-        );
+    if repair {
         let keys = EventKeys::new(event_id);
         let mut redis = stores.redis.clone();
-        let _: String = Script::new(REPAIR_LUA)
+        let (before, derived, note): (i64, i64, String) = Script::new(REPAIR_LUA)
             .key(&keys.stock)
             .key(&keys.meta)
-            .arg(expected)
+            .key(&keys.decisions)
+            .key(&keys.released)
             .arg(event_id)
             .arg(STATE_CHANNEL)
             .invoke_async(&mut redis)
             .await?;
-        repaired_stock = Some(expected);
+        anyhow::ensure!(note != "unknown_event", "no event {event_id} in Redis");
+        anyhow::ensure!(note != "oversold", "Redis decisions show more units won than for sale ({derived}): not repairing");
+        if before != derived {
+            repaired_stock = Some(derived);
+        }
     }
+    let report = invariants::check(&stores, event_id, &[], provider_url).await?;
     Ok(Reconciliation { report, repaired_stock })
 }

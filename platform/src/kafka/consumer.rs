@@ -257,14 +257,13 @@ impl ConsumerLoop {
     /// Waits for a first record, then gathers more for at most
     /// `batch_max_wait_ms`; records of partitions revoked meanwhile are dropped.
     async fn next_batch(&self) -> Vec<Record> {
-        let _ = self.consumer.context().take_revoked();
         let mut batch = Vec::new();
         let max = self.settings.batch_max_records;
         // The first record: wait as long as it takes.
         loop {
             match self.consumer.recv().await {
                 Ok(message) => {
-                    batch.push(to_record(message.detach()));
+                    self.push(&mut batch, message.detach());
                     break;
                 }
                 Err(error) => self.log_poll_error(error).await,
@@ -273,18 +272,33 @@ impl ConsumerLoop {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.settings.batch_max_wait_ms);
         while batch.len() < max {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => batch.push(to_record(message.detach())),
+                Ok(Ok(message)) => self.push(&mut batch, message.detach()),
                 Ok(Err(error)) => self.log_poll_error(error).await,
                 Err(_) => break,
             }
         }
+        self.drop_revoked(&mut batch);
+        batch
+    }
+
+    /// Adds a record received just now. A revoke that ran inside that poll
+    /// concerns the records gathered before it: they are dropped first, while
+    /// this record (and any later one of a partition handed back) is kept.
+    fn push(&self, batch: &mut Vec<Record>, message: OwnedMessage) {
+        self.drop_revoked(batch);
+        batch.push(to_record(message));
+    }
+
+    fn drop_revoked(&self, batch: &mut Vec<Record>) {
         let revoked = self.consumer.context().take_revoked();
-        if !revoked.is_empty() {
-            let before = batch.len();
-            batch.retain(|r| !revoked.iter().any(|(t, p)| t == r.topic() && *p == r.partition()));
+        if revoked.is_empty() {
+            return;
+        }
+        let before = batch.len();
+        batch.retain(|r| !revoked.iter().any(|(t, p)| t == r.topic() && *p == r.partition()));
+        if batch.len() < before {
             tracing::info!(group = %self.group, dropped = before - batch.len(), "dropped records of revoked partitions");
         }
-        batch
     }
 
     async fn log_poll_error(&self, error: KafkaError) {
@@ -489,12 +503,16 @@ impl ConsumerLoop {
     /// handles are dropped on a blocking thread, not an async worker.
     async fn close(self) {
         let Self { group, consumer, producer, settings, .. } = self;
-        let closing = tokio::task::spawn_blocking(move || {
+        // A plain thread, not spawn_blocking: if the close hangs (broker gone),
+        // the runtime does not wait for it when the process exits.
+        let (done, closed) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
             consumer.unsubscribe();
             drop(consumer);
             drop(producer);
+            let _ = done.send(());
         });
-        if tokio::time::timeout(Duration::from_millis(settings.session_timeout_ms), closing).await.is_err() {
+        if tokio::time::timeout(Duration::from_millis(settings.session_timeout_ms), closed).await.is_err() {
             tracing::warn!(%group, "leaving the group timed out");
         }
         tracing::info!(%group, "consumer loop stopped");

@@ -189,7 +189,7 @@ async fn after_the_last_unit_every_ingest_instance_answers_410_within_a_second()
 }
 
 #[tokio::test]
-async fn reconcile_finds_a_drifted_counter_and_repairs_it_once_idle() {
+async fn reconcile_finds_a_drifted_counter_and_repairs_it_from_the_decision_log() {
     let env = TestEnv::new().await;
     let crowd = seed_crowd(&env, 12, 0).await;
     let event_id = open_event(&env, &crowd, 5, 0).await;
