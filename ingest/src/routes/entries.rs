@@ -19,7 +19,7 @@ use serde_json::json;
 use tracing::Span;
 use uuid::Uuid;
 
-use super::{status_url, AppState};
+use super::{known_event, status_url, AppState};
 use crate::admission::Admission;
 use crate::auth::{self, MemberId};
 use crate::error::{ApiError, Outcome};
@@ -43,18 +43,9 @@ pub async fn submit(
     let member = authenticate(&app, &request)?;
     span.record("user_id", member.as_str());
 
-    // 2. Is the event open? (memory; Redis only on first sight) An id no
-    // event may have is unknown without asking Redis.
-    if !crate::ids::is_valid_id(&event_id) {
-        return Err(ApiError::NotFound);
-    }
+    // 2. Is the event open?
+    let meta = known_event(&app, &event_id).await?;
     let mut redis = app.redis.clone();
-    let meta = app
-        .cache
-        .get_or_load(&mut redis, &event_id)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("event state: {e}")))?
-        .ok_or(ApiError::NotFound)?;
     let gate = Gate::of(&meta, arrived_at);
     match gate {
         Gate::Open => {}

@@ -12,17 +12,7 @@ use crate::state::Gate;
 
 pub async fn show(State(app): State<AppState>, Path(event_id): Path<String>) -> Result<Json<Value>, ApiError> {
     tracing::Span::current().record("event_id", event_id.as_str());
-    // An id no event may have is unknown without asking Redis.
-    if !crate::ids::is_valid_id(&event_id) {
-        return Err(ApiError::NotFound);
-    }
-    let mut redis = app.redis.clone();
-    let meta = app
-        .cache
-        .get_or_load(&mut redis, &event_id)
-        .await
-        .map_err(ApiError::unavailable)?
-        .ok_or(ApiError::NotFound)?;
+    let meta = super::known_event(&app, &event_id).await?;
     let now = schemas::now_millis();
     Ok(Json(json!({
         "event_id": meta.event_id,

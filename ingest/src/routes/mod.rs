@@ -23,6 +23,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::Semaphore;
 
 use crate::admission::Admitter;
+use crate::error::ApiError;
 use crate::settings::{AuthSettings, Limits};
 use crate::state::EventCache;
 
@@ -45,6 +46,20 @@ pub struct AppState {
     /// broker would pile up requests until memory runs out; when every
     /// permit is taken the request is refused at once with 503 `overloaded`.
     pub in_flight: Arc<Semaphore>,
+}
+
+/// The event's state (memory; Redis only on first sight). An id no event may
+/// have is unknown without asking Redis.
+pub(crate) async fn known_event(app: &AppState, event_id: &str) -> Result<Arc<platform::event_keys::EventMeta>, ApiError> {
+    if !crate::ids::is_valid_id(event_id) {
+        return Err(ApiError::NotFound);
+    }
+    let mut redis = app.redis.clone();
+    app.cache
+        .get_or_load(&mut redis, event_id)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("event state: {e}")))?
+        .ok_or(ApiError::NotFound)
 }
 
 /// Where the status of `entry_id` is served.

@@ -27,8 +27,9 @@ pub async fn isolated_settings() -> Settings {
     platform::telemetry::init("ingest-tests", &Default::default());
     let mut settings = Settings { http: HttpSettings::on_port(0), ..Default::default() };
     settings.kafka.topic_prefix = format!("t-{}.", Uuid::new_v4());
-    // A short delivery timeout keeps the resume window (timeout + 1 s) short.
-    settings.kafka.delivery_timeout_ms = 1_000;
+    // A short delivery timeout keeps the resume window (timeout + 1 s) short,
+    // yet long enough for a first produce to a new topic on a busy machine.
+    settings.kafka.delivery_timeout_ms = 2_500;
     create_topics(&settings.kafka, &pipeline_topics(&settings.kafka.topics(), Layout { partitions: 3, ..Default::default() }))
         .await
         .expect("topics created");
