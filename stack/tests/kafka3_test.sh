@@ -13,14 +13,7 @@ FIRSTCOME="${FIRSTCOME_BIN:-$ROOT/target/debug/firstcome}"
 PREFIX="t-kafka3-$$."
 TOPIC="${PREFIX}survey-submitted"
 
-passed=0 failed=0
-ok() { echo "ok - $*"; passed=$((passed + 1)); }
-not_ok() { echo "not ok - $*"; failed=$((failed + 1)); }
-check() {
-  local desc="$1"
-  shift
-  if "$@"; then ok "$desc"; else not_ok "$desc"; fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 describe() { "$STACK" topics --bootstrap-server 127.0.0.1:9192 --describe --topic "$TOPIC" 2>/dev/null; }
 # Partitions whose ISR has exactly $1 brokers.
@@ -58,5 +51,4 @@ check "kafka3: the restarted broker rejoins the ISR" $healed
 "$STACK" down kafka3 >/dev/null
 check "kafka3: stopped" bash -c "! '$STACK' status kafka3 | grep -q running"
 
-echo "$passed passed, $failed failed"
-((failed == 0))
+finish

@@ -14,19 +14,7 @@ REGISTRY_URL="http://127.0.0.1:8081/apis/ccompat/v7"
 TOPIC="stack-test-marker"
 TOKEN="marker-$(date +%s)-$$"
 
-passed=0 failed=0
-ok() { echo "ok - $*"; passed=$((passed + 1)); }
-not_ok() { echo "not ok - $*"; failed=$((failed + 1)); }
-# check "description" command...: ok when the command succeeds.
-check() {
-  local desc="$1"
-  shift
-  if "$@"; then ok "$desc"; else not_ok "$desc"; fi
-}
-finish() {
-  echo "$passed passed, $failed failed"
-  ((failed == 0))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # `pid` column of `stack status` for the default services, e.g. "postgres=12 redis=34 ...".
 status_pids() { "$STACK" status "${SERVICES[@]}" | awk '{printf "%s=%s ", $1, $4}'; }
