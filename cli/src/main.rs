@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use firstcome_cli::commands::demo::{self, DemoPlan};
-use firstcome_cli::commands::{cleanup, db, dlq, event, invariants, members, reconcile, rush, schemas, topics};
+use firstcome_cli::commands::{cleanup, db, dlq, event, invariants, members, rebuild, reconcile, rush, schemas, topics};
 use firstcome_cli::CliSettings;
 use platform::kafka::admin::Layout;
 
@@ -59,6 +59,11 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Rebuild a store from the Kafka log: an event's Redis stock state, or the PostgreSQL projections.
+    Rebuild {
+        #[command(subcommand)]
+        command: RebuildCommand,
+    },
     /// Dead letters of a topic: list them, or replay them to their source topic.
     Dlq {
         #[command(subcommand)]
@@ -99,6 +104,16 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         ingest_instances: usize,
     },
+}
+
+#[derive(Subcommand)]
+enum RebuildCommand {
+    /// Rebuild one event's stock state in Redis from survey-submitted, stock-decided and
+    /// stock-released (read_committed) and swap it in atomically.
+    Redis { event_id: String },
+    /// Rebuild the PostgreSQL projections from Kafka into fresh tables and compare them
+    /// with the live ones.
+    Projections,
 }
 
 #[derive(Subcommand)]
@@ -308,6 +323,10 @@ async fn main() -> anyhow::Result<()> {
                 println!("by status {:?}; by error {:?}", report.by_status, report.by_error);
             }
         }
+        Command::Rebuild { command } => match command {
+            RebuildCommand::Redis { event_id } => rebuild::redis::run(&settings, &event_id).await?,
+            RebuildCommand::Projections => rebuild::projections::run(&settings).await?,
+        },
         Command::Dlq { command } => match command {
             DlqCommand::Show { topic, max } => {
                 let topic = format!("{}{topic}", settings.kafka.topic_prefix);

@@ -15,6 +15,7 @@
 
 pub mod events;
 pub mod handler;
+pub mod rebuild;
 pub mod settings;
 pub mod startup;
 pub mod store;

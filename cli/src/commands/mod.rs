@@ -7,6 +7,7 @@ pub mod event;
 pub mod invariants;
 pub mod members;
 pub mod reconcile;
+pub mod rebuild;
 pub mod rush;
 pub mod schemas;
 pub mod topics;
