@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0002_entries_and_ledger", include_str!("../../migrations/0002_entries_and_ledger.sql")),
     ("0003_dispatch_and_outbox", include_str!("../../migrations/0003_dispatch_and_outbox.sql")),
     ("0004_ledger_counts_any_order", include_str!("../../migrations/0004_ledger_counts_any_order.sql")),
+    ("0005_payout_guard", include_str!("../../migrations/0005_payout_guard.sql")),
 ];
 
 /// Builds a pool with every timeout set (a pool without them hangs forever
