@@ -4,10 +4,12 @@
 pub mod admin;
 pub mod consumer;
 pub mod headers;
+pub mod log_reader;
 pub mod producer;
 
 pub use consumer::{BatchHandler, BatchOutcome, ConsumerError, ConsumerLoop, DeadLetter, Delivery, HandlerError, Record};
 pub use headers::RecordContext;
+pub use log_reader::LogReader;
 pub use producer::{EventProducer, OutRecord, ProduceError};
 
 use rdkafka::ClientConfig;
