@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_dispatch_and_outbox", include_str!("../../migrations/0003_dispatch_and_outbox.sql")),
     ("0004_ledger_counts_any_order", include_str!("../../migrations/0004_ledger_counts_any_order.sql")),
     ("0005_payout_guard", include_str!("../../migrations/0005_payout_guard.sql")),
+    ("0006_entries_one_row_per_entry", include_str!("../../migrations/0006_entries_one_row_per_entry.sql")),
 ];
 
 /// Builds a pool with every timeout set (a pool without them hangs forever

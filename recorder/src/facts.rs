@@ -64,6 +64,20 @@ pub struct Decision {
     pub decided_at: DateTime<Utc>,
 }
 
+impl Decision {
+    /// Whether this decision replaces `current`, already known for the same
+    /// entry id. Decisions are facts and the first one stands, with one
+    /// exception: the waitlist promotion. An entry decided SOLD_OUT is later
+    /// given a returned unit under the same entry id (a WON), and moves
+    /// lost → won. Never the reverse: a SOLD_OUT redelivered after the WON
+    /// changes nothing, so the result does not depend on the order the
+    /// records are read in. `store::FILL_ENTRIES` applies the same rule to
+    /// the stored row.
+    pub fn supersedes(&self, current: &Decision) -> bool {
+        current.outcome == Outcome::SoldOut && self.outcome == Outcome::Won
+    }
+}
+
 /// How sending the gift ended (`gift-dispatched`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dispatch {
@@ -224,15 +238,17 @@ impl EntryChanges {
     }
 
     /// Adds a fact; the first of each kind wins, like the columns in the
-    /// database (a redelivery repeats the same values anyway).
+    /// database (a redelivery repeats the same values anyway), except a
+    /// decision that [supersedes](Decision::supersedes) the one held.
     fn absorb(&mut self, fact: Fact) {
         match fact {
             Fact::Submission(s) => {
                 self.submission.get_or_insert(s);
             }
-            Fact::Decision(d) => {
-                self.decision.get_or_insert(d);
-            }
+            Fact::Decision(d) => match &self.decision {
+                Some(current) if !d.supersedes(current) => {}
+                _ => self.decision = Some(d),
+            },
             Fact::Dispatch(d) => {
                 self.dispatch.get_or_insert(d);
             }
@@ -260,9 +276,9 @@ impl EntryChanges {
 }
 
 /// Merges a batch's facts into one change set per entry, in the order each
-/// entry first appears. That order matters for the first-entry-wins rule:
-/// two entry ids of one member share a key, hence a partition, so the one
-/// produced first comes first here and gets the row.
+/// entry first appears. Two entry ids of one member are two change sets
+/// (one row each); records of one entry on one topic share a key, hence a
+/// partition, so "the first wins" means the first produced.
 pub fn merge(observed: impl IntoIterator<Item = Observed>) -> Vec<EntryChanges> {
     let mut changes: Vec<EntryChanges> = Vec::new();
     let mut position: HashMap<Uuid, usize> = HashMap::new();
@@ -406,6 +422,39 @@ mod tests {
         assert_eq!(moves.len(), 2);
         assert_eq!((moves[0].kind, moves[0].unit_no), (MovementKind::Issued, Some(4)));
         assert_eq!((moves[1].kind, moves[1].unit_no), (MovementKind::Returned, Some(4)));
+    }
+
+    #[test]
+    fn a_won_after_sold_out_promotes_the_entry_in_either_order() {
+        let a = Uuid::new_v4();
+        for batch in [
+            [decided(a, Outcome::SoldOut, None, 1), decided(a, Outcome::Won, Some(7), 2)],
+            [decided(a, Outcome::Won, Some(7), 2), decided(a, Outcome::SoldOut, None, 1)],
+        ] {
+            let merged = merge(batch);
+            let decision = merged[0].decision.as_ref().unwrap();
+            assert_eq!((decision.outcome, decision.unit_no), (Outcome::Won, Some(7)));
+            let moves: Vec<Movement> = merged[0].movements().collect();
+            assert_eq!(moves.len(), 1);
+            assert_eq!((moves[0].kind, moves[0].unit_no), (MovementKind::Issued, Some(7)));
+        }
+    }
+
+    #[test]
+    fn only_a_won_supersedes_and_only_a_sold_out() {
+        let at = DateTime::from_timestamp_millis(0).unwrap();
+        let d = |outcome| Decision { outcome, unit_no: None, decided_at: at };
+        assert!(d(Outcome::Won).supersedes(&d(Outcome::SoldOut)));
+        for (new, current) in [
+            (Outcome::SoldOut, Outcome::Won),
+            (Outcome::Won, Outcome::AlreadyWon),
+            (Outcome::Won, Outcome::Closed),
+            (Outcome::Won, Outcome::Ineligible),
+            (Outcome::AlreadyWon, Outcome::SoldOut),
+            (Outcome::Won, Outcome::Won),
+        ] {
+            assert!(!d(new).supersedes(&d(current)), "{new:?} over {current:?}");
+        }
     }
 
     #[test]

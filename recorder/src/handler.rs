@@ -3,23 +3,19 @@
 //! one transaction. The consumer loop commits the offsets only after this
 //! returns, so the transaction is committed before any offset moves.
 
-use std::collections::HashMap;
 use std::future::Future;
 
-use deadpool_postgres::Pool;
 use platform::kafka::{BatchHandler, BatchOutcome, DeadLetter, HandlerError, Record};
 use schemas::{Codec, Topics};
 use tracing::Instrument;
 
-use uuid::Uuid;
-
-use crate::facts::{self, DecodeError, EntryKey, Observed};
-use crate::internal_events::{BatchFailed, BatchRecorded, BatchSplit, DuplicateMemberEntry, LedgerMissing, PoisonRecord};
-use crate::store::{self, BatchReport, StoreError};
+use crate::facts::{self, DecodeError, Observed};
+use crate::internal_events::{BatchFailed, BatchRecorded, BatchSplit, LedgerMissing, PoisonRecord};
+use crate::store::{BatchReport, Store, StoreError};
 
 /// Records batches into PostgreSQL.
 pub struct Recorder {
-    pool: Pool,
+    store: Store,
     codec: Codec,
     topics: Topics,
     /// The group id, for the record spans.
@@ -27,8 +23,10 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(pool: Pool, codec: Codec, topics: Topics, group: String) -> Self {
-        Self { pool, codec, topics, group }
+    /// `store` is the live projection for the service, a schema of its own
+    /// for a rebuild ([`crate::rebuild`]): the same handler writes both.
+    pub fn new(store: Store, codec: Codec, topics: Topics, group: String) -> Self {
+        Self { store, codec, topics, group }
     }
 
     /// The topics this handler understands, in the order subscribed.
@@ -61,9 +59,8 @@ impl Recorder {
             }
         }
 
-        let keys: HashMap<Uuid, EntryKey> = observed.iter().map(|(_, o)| (o.key.entry_id, o.key.clone())).collect();
         let changes = facts::merge(observed.iter().map(|(_, o)| o.clone()));
-        let report = match store::record(&self.pool, &changes).await {
+        let report = match self.store.record(&changes).await {
             Ok(report) => report,
             Err(error) if error.is_deterministic() => {
                 BatchSplit { records: observed.len(), error: &error }.emit();
@@ -75,11 +72,6 @@ impl Recorder {
             }
         };
 
-        for entry_id in &report.duplicate_members {
-            if let Some(key) = keys.get(entry_id) {
-                DuplicateMemberEntry { key }.emit();
-            }
-        }
         for (event_id, moved) in &report.moved {
             if !moved.in_ledger {
                 LedgerMissing { event_id, issued: moved.issued, returned: moved.returned }.emit();
@@ -137,7 +129,7 @@ impl Recorder {
 
     /// Writes one record in its own transaction; a transient error fails the batch.
     async fn record_one(&self, fact: &Observed) -> Result<Single, HandlerError> {
-        match store::record(&self.pool, &facts::merge([fact.clone()])).await {
+        match self.store.record(&facts::merge([fact.clone()])).await {
             Ok(report) => Ok(Single::Written(report)),
             Err(error) if error.is_deterministic() => Ok(Single::Refused(error)),
             Err(error) => {

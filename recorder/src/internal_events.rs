@@ -1,7 +1,6 @@
 //! One struct per operational event: `emit()` logs and counts together, so
 //! the log line and the metric never drift apart.
 
-use crate::facts::EntryKey;
 use crate::store::{row_kinds, BatchReport};
 
 /// A record that can never be stored: it is dead-lettered.
@@ -14,23 +13,6 @@ impl PoisonRecord<'_> {
     pub fn emit(&self) {
         tracing::warn!(topic = self.topic, reason = self.reason, "poison record, dead-lettering");
         metrics::counter!("firstcome_recorder_poison_records_total", "topic" => self.topic.to_string()).increment(1);
-    }
-}
-
-/// A second entry id for a member who already has a row in this event.
-pub struct DuplicateMemberEntry<'a> {
-    pub key: &'a EntryKey,
-}
-
-impl DuplicateMemberEntry<'_> {
-    pub fn emit(&self) {
-        tracing::warn!(
-            entry_id = %self.key.entry_id,
-            event_id = %self.key.event_id,
-            user_id = %self.key.user_id,
-            "member already has an entry under another entry id; this one is not recorded"
-        );
-        metrics::counter!("firstcome_recorder_duplicate_member_entries_total").increment(1);
     }
 }
 

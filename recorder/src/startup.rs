@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::handler::Recorder;
 use crate::settings::Settings;
+use crate::store::Store;
 use crate::GROUP;
 
 /// Why the recorder could not start, or stopped.
@@ -51,7 +52,7 @@ impl Application {
         }
         let codec = settings.registry.codec()?;
         let group = settings.kafka.group(GROUP);
-        let recorder = Recorder::new(pool.clone(), codec, settings.kafka.topics(), group.clone());
+        let recorder = Recorder::new(Store::live(pool.clone()), codec, settings.kafka.topics(), group.clone());
         let consumer = ConsumerLoop::new(&settings.kafka, &group, &recorder.topics(), Delivery::AtLeastOnce)?;
 
         let health = Health::new()

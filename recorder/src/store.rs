@@ -1,20 +1,28 @@
-//! The batch's SQL: one transaction, three statements whatever the batch
-//! size, each taking the batch as arrays (`unnest`) and prepared once per
-//! connection (`prepare_cached`).
+//! The batch's SQL: one transaction, four statements at most whatever the
+//! batch size, each taking the batch as arrays (`unnest`) and prepared once
+//! per connection (`prepare_cached`).
 //!
 //! 1. [`CREATE_ENTRIES`]: create missing rows from whichever record came
-//!    first, `ON CONFLICT DO NOTHING` on both unique keys. A row skipped on
-//!    the `(event_id, user_id)` index is a second entry id for a member who
-//!    already has one (only other producers can make that): reported, never
-//!    an error that would wedge the batch.
+//!    first, `ON CONFLICT DO NOTHING` on the entry id. One row per ENTRY: a
+//!    member with two entry ids (another producer's, then ingest's) has two
+//!    rows, each with the outcome the stock stage gave it.
 //! 2. [`FILL_ENTRIES`]: fill the still-empty column groups (submission,
 //!    decision, dispatch, each as a whole) and derive `status` from the
 //!    result. Columns never empty again, so the status never moves backwards,
-//!    and a redelivered record matches no hole and writes nothing.
+//!    and a redelivered record matches no hole and writes nothing. The one
+//!    overwrite is the waitlist promotion ([`crate::facts::Decision::supersedes`]):
+//!    a WON replaces a stored SOLD_OUT of the same entry id (lost → won), never
+//!    the reverse.
 //! 3. [`MOVE_STOCK`]: insert the stock movements `ON CONFLICT DO NOTHING` and
 //!    add to the ledger only what was actually inserted, so a redelivered
 //!    decision or dispatch never counts twice. Movements are facts about the
 //!    stock and are kept even when the event has no ledger row.
+//! 4. [`FILL_RETURNED_UNITS`]: a FAILED dispatch recorded before its WON
+//!    returned a unit whose number was not known yet; it takes it now, so the
+//!    movements end the same whatever order the topics were read in (which a
+//!    rebuild from Kafka relies on, see [`crate::rebuild`]).
+//!
+//! [`Store`] says where: the live tables, or a rebuild's schema of its own.
 
 use std::collections::HashMap;
 
@@ -70,43 +78,38 @@ fn query_text(error: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Creates the rows that do not exist yet and reports which inputs were
-/// skipped although their entry id has no row: the member already has a row
-/// under another entry id.
-///
-/// The outer SELECT reads `event_entries` as it was before this statement
-/// (data-modifying CTEs are not visible to it), so an input is "skipped"
-/// when it was neither inserted now nor present before. Under a concurrent
-/// insert of the same entry by another instance that reading can be stale;
-/// it only affects the report, never the data. Rows are inserted in batch
-/// order, so of two entry ids of one member the earlier one gets the row.
+/// Creates the rows that do not exist yet, one per entry id (a member's
+/// second entry id gets a row of its own).
 pub const CREATE_ENTRIES: &str = "
-WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS i(entry_id, event_id, user_id, ord)
-), created AS (
-    INSERT INTO event_entries (entry_id, event_id, user_id)
-    SELECT entry_id, event_id, user_id FROM input ORDER BY ord
-    ON CONFLICT DO NOTHING
-    RETURNING entry_id
-)
-SELECT i.entry_id, (c.entry_id IS NOT NULL) AS created
-FROM input i LEFT JOIN created c ON c.entry_id = i.entry_id
-WHERE c.entry_id IS NOT NULL
-   OR NOT EXISTS (SELECT 1 FROM event_entries e WHERE e.entry_id = i.entry_id)";
+INSERT INTO event_entries (entry_id, event_id, user_id)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])
+ON CONFLICT (entry_id) DO NOTHING";
+
+/// Whether the batch's decision (`u`) is taken for the row (`e`): the row has
+/// none yet, or it is the waitlist promotion of a SOLD_OUT entry (the SQL
+/// twin of [`crate::facts::Decision::supersedes`]). Written against `e`
+/// itself, not a snapshot of it, so a row changed by a concurrent instance is
+/// judged again on its new values.
+macro_rules! takes_decision {
+    () => {
+        "(u.outcome IS NOT NULL AND (e.outcome IS NULL OR (e.outcome = 'SOLD_OUT' AND u.outcome = 'WON')))"
+    };
+}
 
 /// Fills empty column groups and derives the status; see the module docs.
 /// Each group is anchored on one column that is set whenever the group is
 /// (submitted_at, outcome, dispatch_status), so a group is taken whole from
-/// one record and never mixed from two.
-pub const FILL_ENTRIES: &str = "
+/// one record and never mixed from two. The decision group is taken whole
+/// when [`takes_decision!`] holds, promotion included.
+pub const FILL_ENTRIES: &str = concat!("
 UPDATE event_entries e SET
     answers         = COALESCE(e.answers, u.answers),
     client_channel  = COALESCE(e.client_channel, u.client_channel),
     submitted_at    = COALESCE(e.submitted_at, u.submitted_at),
     accepted_at     = COALESCE(e.accepted_at, u.accepted_at),
-    outcome         = COALESCE(e.outcome, u.outcome),
-    unit_no         = CASE WHEN e.outcome IS NULL THEN u.unit_no ELSE e.unit_no END,
-    decided_at      = COALESCE(e.decided_at, u.decided_at),
+    outcome         = CASE WHEN ", takes_decision!(), " THEN u.outcome    ELSE e.outcome    END,
+    unit_no         = CASE WHEN ", takes_decision!(), " THEN u.unit_no    ELSE e.unit_no    END,
+    decided_at      = CASE WHEN ", takes_decision!(), " THEN u.decided_at ELSE e.decided_at END,
     dispatch_status = COALESCE(e.dispatch_status, u.dispatch_status),
     provider_ref    = CASE WHEN e.dispatch_status IS NULL THEN u.provider_ref ELSE e.provider_ref END,
     dispatch_reason = CASE WHEN e.dispatch_status IS NULL THEN u.dispatch_reason ELSE e.dispatch_reason END,
@@ -114,7 +117,7 @@ UPDATE event_entries e SET
     status = CASE
         WHEN COALESCE(e.dispatch_status, u.dispatch_status) = 'SENT'   THEN 'sent'
         WHEN COALESCE(e.dispatch_status, u.dispatch_status) = 'FAILED' THEN 'failed'
-        WHEN COALESCE(e.outcome, u.outcome) = 'WON'                   THEN 'won'
+        WHEN (CASE WHEN ", takes_decision!(), " THEN u.outcome ELSE e.outcome END) = 'WON' THEN 'won'
         WHEN COALESCE(e.outcome, u.outcome) IS NOT NULL               THEN 'lost'
         ELSE 'pending'
     END,
@@ -128,8 +131,8 @@ FROM unnest(
        dispatch_status, provider_ref, dispatch_reason, dispatched_at)
 WHERE e.entry_id = u.entry_id
   AND (   (e.submitted_at IS NULL AND u.submitted_at IS NOT NULL)
-       OR (e.outcome IS NULL AND u.outcome IS NOT NULL)
-       OR (e.dispatch_status IS NULL AND u.dispatch_status IS NOT NULL))";
+       OR ", takes_decision!(), "
+       OR (e.dispatch_status IS NULL AND u.dispatch_status IS NOT NULL))");
 
 /// Inserts movements and adds the inserted ones to the ledger, per event.
 /// A returned unit without a unit number in the batch takes the entry's
@@ -157,6 +160,14 @@ WITH input AS (
 SELECT c.event_id, c.issued, c.returned, EXISTS (SELECT 1 FROM ledger WHERE ledger.event_id = c.event_id) AS in_ledger
 FROM counts c";
 
+/// Gives returned movements recorded without a unit number (the FAILED came
+/// before its WON) the unit of their entry, now that it is known.
+pub const FILL_RETURNED_UNITS: &str = "
+UPDATE stock_movements m SET unit_no = e.unit_no
+FROM event_entries e
+WHERE m.entry_id = ANY($1::uuid[]) AND m.kind = 'returned' AND m.unit_no IS NULL
+  AND e.entry_id = m.entry_id AND e.unit_no IS NOT NULL";
+
 /// What one batch did to the database.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchReport {
@@ -164,8 +175,6 @@ pub struct BatchReport {
     pub entries_created: u64,
     /// Rows whose columns this batch filled (new rows included).
     pub entries_filled: u64,
-    /// Entries skipped: their member already has a row under another entry id.
-    pub duplicate_members: Vec<Uuid>,
     /// Per event: movements newly inserted (issued, returned).
     pub moved: HashMap<String, Moved>,
 }
@@ -183,7 +192,6 @@ impl BatchReport {
     pub fn absorb(&mut self, other: BatchReport) {
         self.entries_created += other.entries_created;
         self.entries_filled += other.entries_filled;
-        self.duplicate_members.extend(other.duplicate_members);
         for (event_id, moved) in other.moved {
             let total = self.moved.entry(event_id).or_insert(Moved { in_ledger: true, ..Moved::default() });
             total.issued += moved.issued;
@@ -200,27 +208,67 @@ impl BatchReport {
     }
 }
 
-/// Writes a merged batch in one transaction; nothing is committed on error.
-pub async fn record(pool: &Pool, changes: &[EntryChanges]) -> Result<BatchReport, StoreError> {
-    let mut report = BatchReport::default();
-    if changes.is_empty() {
-        return Ok(report);
-    }
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
+/// Where batches are written: a pool, and the schema whose tables take the
+/// writes (`None`: the connection's own search path, i.e. the live tables).
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    schema: Option<String>,
+}
 
+impl Store {
+    /// The live projection.
+    pub fn live(pool: Pool) -> Self {
+        Self { pool, schema: None }
+    }
+
+    /// The tables of `schema` (a rebuild): every batch transaction sets its
+    /// search path to it, so the very same statements write there.
+    pub fn in_schema(pool: Pool, schema: impl Into<String>) -> Self {
+        Self { pool, schema: Some(schema.into()) }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Writes a merged batch in one transaction; nothing is committed on error.
+    pub async fn record(&self, changes: &[EntryChanges]) -> Result<BatchReport, StoreError> {
+        let mut report = BatchReport::default();
+        if changes.is_empty() {
+            return Ok(report);
+        }
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if let Some(schema) = &self.schema {
+            // Scoped to this transaction. PostgreSQL re-parses a prepared
+            // statement when the search path differs from its preparation,
+            // so cached statements never write to the wrong tables.
+            tx.batch_execute(&format!("SET LOCAL search_path TO {}", quote_ident(schema))).await?;
+        }
+        write(&tx, changes, &mut report).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+}
+
+/// `name` as a quoted SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The statements of one batch, inside the caller's transaction.
+async fn write(
+    tx: &deadpool_postgres::Transaction<'_>,
+    changes: &[EntryChanges],
+    report: &mut BatchReport,
+) -> Result<(), StoreError> {
     // 1. Create missing rows.
     let ids: Vec<Uuid> = changes.iter().map(|c| c.key.entry_id).collect();
     let events: Vec<&str> = changes.iter().map(|c| c.key.event_id.as_str()).collect();
     let users: Vec<&str> = changes.iter().map(|c| c.key.user_id.as_str()).collect();
     let create = tx.prepare_cached(CREATE_ENTRIES).await?;
-    for row in tx.query(&create, &[&ids, &events, &users]).await? {
-        let entry_id: Uuid = row.try_get(0)?;
-        match row.try_get::<_, bool>(1)? {
-            true => report.entries_created += 1,
-            false => report.duplicate_members.push(entry_id),
-        }
-    }
+    report.entries_created = tx.execute(&create, &[&ids, &events, &users]).await?;
 
     // 2. Fill the holes, derive the status.
     let columns = Columns::of(changes);
@@ -261,8 +309,17 @@ pub async fn record(pool: &Pool, changes: &[EntryChanges]) -> Result<BatchReport
         }
     }
 
-    tx.commit().await?;
-    Ok(report)
+    // 4. Unit numbers of units returned before their WON was recorded.
+    let won: Vec<Uuid> = changes
+        .iter()
+        .filter(|c| c.decision.as_ref().is_some_and(|d| d.unit_no.is_some()))
+        .map(|c| c.key.entry_id)
+        .collect();
+    if !won.is_empty() {
+        let fill_units = tx.prepare_cached(FILL_RETURNED_UNITS).await?;
+        tx.execute(&fill_units, &[&won]).await?;
+    }
+    Ok(())
 }
 
 /// The batch as one array per column of [`FILL_ENTRIES`], `None` where the
@@ -322,16 +379,13 @@ mod tests {
         let one = |issued, returned, in_ledger| BatchReport {
             entries_created: 1,
             entries_filled: 1,
-            duplicate_members: Vec::new(),
             moved: HashMap::from([("ev".to_string(), Moved { issued, returned, in_ledger })]),
         };
         total.absorb(one(1, 0, true));
         total.absorb(one(0, 1, true));
-        total.absorb(BatchReport { duplicate_members: vec![Uuid::nil()], ..BatchReport::default() });
         assert_eq!((total.entries_created, total.entries_filled), (2, 2));
         assert_eq!((total.issued(), total.returned()), (1, 1));
         assert!(total.moved["ev"].in_ledger);
-        assert_eq!(total.duplicate_members, vec![Uuid::nil()]);
         total.absorb(one(1, 0, false));
         assert!(!total.moved["ev"].in_ledger, "one write without a ledger row is reported");
     }

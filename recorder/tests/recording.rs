@@ -108,7 +108,6 @@ async fn records_every_entry_once_in_any_order_and_commits_after_the_database() 
         .text()
         .await
         .expect("metrics body");
-    assert!(metrics.contains("firstcome_recorder_duplicate_member_entries_total"), "{metrics}");
     assert!(metrics.contains("firstcome_recorder_rows_total{kind=\"issued\"}"), "{metrics}");
 
     shutdown.cancel();
@@ -118,7 +117,7 @@ async fn records_every_entry_once_in_any_order_and_commits_after_the_database() 
         .expect("task")
         .expect("stops cleanly");
 
-    // One row per entry with the right status; the second entry id of a member is not recorded.
+    // One row per entry with the right status; the second entry id of a member has its own row.
     let rows = rows(&stack.pool).await;
     let expected = [
         (&sent, "sent"),
@@ -129,6 +128,7 @@ async fn records_every_entry_once_in_any_order_and_commits_after_the_database() 
         (&won, "won"),
         (&sent_early, "sent"),
         (&twice_entered, "pending"),
+        (&second_entry, "pending"),
         (&foreign, "won"),
     ];
     assert_eq!(rows.len(), expected.len(), "exactly one row per entry");
@@ -144,7 +144,6 @@ async fn records_every_entry_once_in_any_order_and_commits_after_the_database() 
             ]))
         );
     }
-    assert!(!rows.contains_key(&second_entry.entry_id));
     let failed_row = &rows[&failed.entry_id];
     assert_eq!(failed_row.outcome.as_deref(), Some("WON"));
     assert_eq!(failed_row.unit_no, Some(2));
@@ -296,4 +295,52 @@ async fn a_record_the_database_refuses_is_dead_lettered_and_the_rest_of_the_batc
     assert!(stack.read_all(Topics::dlq(&topics.gift_dispatched)).await.is_empty());
     assert!(metrics.contains("firstcome_recorder_poison_records_total"), "{metrics}");
     assert!(metrics.contains("firstcome_recorder_batch_splits_total"), "{metrics}");
+}
+
+/// Another producer's entry for a member, then the member's entry through
+/// ingest under a different entry id: both were answered 202 somewhere, so
+/// both end recorded with their outcome (DESIGN.md, invariant 3). Once with
+/// the two entries in separate batches, once in the same batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_entry_id_of_a_member_is_recorded_with_its_outcome() {
+    platform::telemetry::init("recorder-test", &Default::default());
+    let stack = TestStack::new().await;
+    let event = Uuid::new_v4().to_string();
+    stack.create_event(&event).await;
+
+    let foreign = Member::new(&event, "apart");
+    let through_ingest = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: foreign.user_id.clone() };
+    let together = Member::new(&event, "together");
+    let together_again = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: together.user_id.clone() };
+
+    let (_, shutdown, handle) = stack.start().await;
+    stack.send(&[foreign.entry(), foreign.decision(Outcome::Won, Some(1))]).await;
+    stack.wait_until_committed().await;
+    stack.send(&[through_ingest.entry(), through_ingest.decision(Outcome::AlreadyWon, Some(1))]).await;
+    stack
+        .send(&[
+            together.entry(),
+            together_again.entry(),
+            together.decision(Outcome::SoldOut, None),
+            together_again.decision(Outcome::SoldOut, None),
+        ])
+        .await;
+    stack.wait_until_committed().await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, handle).await.expect("stops in time").expect("task").expect("stops cleanly");
+
+    let rows = rows(&stack.pool).await;
+    assert_eq!(rows.len(), 4, "one row per entry id, two per member");
+    for (member, outcome, status) in [
+        (&foreign, "WON", "won"),
+        (&through_ingest, "ALREADY_WON", "lost"),
+        (&together, "SOLD_OUT", "lost"),
+        (&together_again, "SOLD_OUT", "lost"),
+    ] {
+        let row = rows.get(&member.entry_id).unwrap_or_else(|| panic!("entry {} is not recorded", member.entry_id));
+        assert!(row.submitted, "submission of {}", member.entry_id);
+        assert_eq!(row.outcome.as_deref(), Some(outcome), "outcome of {}", member.entry_id);
+        assert_eq!(row.status, status, "status of {}", member.entry_id);
+    }
+    assert_eq!(ledger(&stack.pool, &event).await, (1, 0), "the member's one unit is issued once");
 }
