@@ -1,8 +1,10 @@
 //! `firstcome event create | show | close`.
 //!
-//! `create` writes the event and its ledger to PostgreSQL, loads the eligible
-//! members (bought the product) from the replica into Redis and sets the
-//! event's keys (see `platform::event_keys`), all expiring after close.
+//! `create` writes the event (as `scheduled`) and its ledger to PostgreSQL,
+//! then loads the eligible members (bought the product) from the replica into
+//! Redis and sets the event's keys (see `platform::event_keys`), all expiring
+//! after close, then marks the event open in PostgreSQL. Run again after a
+//! failure, it completes what it started.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -74,60 +76,169 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc
 }
 
 /// Creates the event; returns how many members are eligible.
+///
+/// Three steps, in this order so that no failure in between leaves a live
+/// event PostgreSQL does not know:
+/// 1. PostgreSQL, one transaction: the event row as `scheduled` and its ledger
+///    (the payout guard's counter, `events.payout_claimed`, starts at 0 by
+///    default). Ingest does not know the event yet.
+/// 2. Redis: the event's keys ([`write_event`]); `meta`, written last, is what
+///    makes the event live for ingest.
+/// 3. PostgreSQL: the row marked open.
+///
+/// A create that stopped after step 1 or 2 is completed by running it again
+/// with the same parameters: a `scheduled` row is taken up (not refused), the
+/// Redis keys are written if `meta` is missing, or kept when `meta` describes
+/// this same event (step 2 finished, step 3 did not). An event past step 3
+/// (open, sold out, closed), a `scheduled` row with other parameters, or a
+/// Redis `meta` describing another event is refused.
 pub async fn create(settings: &CliSettings, event: &NewEvent) -> anyhow::Result<usize> {
     event.validate()?;
     let pool = platform::db::pool(&settings.database)?;
-    let mut client = pool.get().await?;
+    let mut client = pool.get().await.context("Failed to connect to PostgreSQL")?;
+    let eligible = schedule(&mut client, event).await?;
+
+    let meta = event.meta();
+    let mut redis = platform::redis::connect(&settings.redis)
+        .await
+        .with_context(|| format!("Failed to connect to Redis: event {} stays scheduled, run create again", event.event_id))?;
+    let written = write_event(&mut redis, &meta, &eligible)
+        .await
+        .with_context(|| format!("Failed to write the Redis keys: event {} stays scheduled, run create again", event.event_id))?;
+    if !written {
+        // `meta` exists: ours, from a run that stopped before step 3, or another event's.
+        let live = EventMeta::load(&mut redis, &event.event_id).await?;
+        match live {
+            Some(live) if same_event(&live, &meta) => {
+                tracing::info!(event_id = %event.event_id, "Redis keys already written by an earlier create: completing it");
+            }
+            _ => bail!(
+                "event {} already has Redis keys for other parameters: refusing to overwrite a live event",
+                event.event_id
+            ),
+        }
+    }
+
+    let opened = client
+        .execute(
+            "UPDATE events SET status = $2 WHERE event_id = $1 AND status = 'scheduled'",
+            &[&event.event_id, &meta.status.as_str()],
+        )
+        .await
+        .with_context(|| format!("Failed to open event {} in PostgreSQL: run create again", event.event_id))?;
+    if opened == 0 {
+        // A concurrent create of the same event finished first; nothing left to do.
+        tracing::info!(event_id = %event.event_id, "event already opened by a concurrent create");
+    }
+    Ok(eligible.len())
+}
+
+impl NewEvent {
+    /// The event as its Redis `meta` describes it.
+    fn meta(&self) -> EventMeta {
+        EventMeta {
+            event_id: self.event_id.clone(),
+            open_at_ms: self.open_at.timestamp_millis(),
+            close_at_ms: self.close_at.timestamp_millis(),
+            for_sale: i64::from(self.for_sale()),
+            questions: self.questions.clone(),
+            status: if self.for_sale() > 0 { EventStatus::Open } else { EventStatus::SoldOut },
+        }
+    }
+
+    /// What differs between this event and a stored one (empty: the same).
+    /// Times are compared to the microsecond, PostgreSQL's precision.
+    fn differences(&self, stored: &NewEvent) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut differs = |what: &str, given: String, kept: String| {
+            if given != kept {
+                out.push(format!("{what}: given {given}, stored {kept}"));
+            }
+        };
+        differs("name", self.name.clone(), stored.name.clone());
+        differs("product", self.product_id.clone(), stored.product_id.clone());
+        differs("total stock", self.total_stock.to_string(), stored.total_stock.to_string());
+        differs("safety stock", self.safety_stock.to_string(), stored.safety_stock.to_string());
+        let micros = |t: &DateTime<Utc>| DateTime::<Utc>::from_timestamp_micros(t.timestamp_micros()).unwrap_or(*t).to_rfc3339();
+        differs("open_at", micros(&self.open_at), micros(&stored.open_at));
+        differs("close_at", micros(&self.close_at), micros(&stored.close_at));
+        differs("questions", self.questions.join(","), stored.questions.join(","));
+        out
+    }
+}
+
+/// Whether two metas describe the same event's static facts (its status
+/// moves on by itself).
+fn same_event(a: &EventMeta, b: &EventMeta) -> bool {
+    a.event_id == b.event_id
+        && a.open_at_ms == b.open_at_ms
+        && a.close_at_ms == b.close_at_ms
+        && a.for_sale == b.for_sale
+        && a.questions == b.questions
+}
+
+/// Step 1: the `scheduled` event row and its ledger, or the `scheduled` row an
+/// earlier create left with the same parameters. Returns the eligible members.
+async fn schedule(client: &mut deadpool_postgres::Client, event: &NewEvent) -> anyhow::Result<Vec<String>> {
     let tx = client.transaction().await?;
     let questions = serde_json::to_value(&event.questions)?;
     let inserted = tx
         .execute(
             "INSERT INTO events (event_id, name, product_id, total_stock, safety_stock, open_at, close_at, questions, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open') ON CONFLICT (event_id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'scheduled') ON CONFLICT (event_id) DO NOTHING",
             &[&event.event_id, &event.name, &event.product_id, &event.total_stock, &event.safety_stock,
               &event.open_at, &event.close_at, &questions],
         )
-        .await?;
+        .await
+        .context("Failed to insert the event row")?;
     if inserted == 0 {
-        bail!("event {} already exists", event.event_id);
+        let row = tx
+            .query_one(
+                "SELECT name, product_id, total_stock, safety_stock, open_at, close_at, questions, status
+                 FROM events WHERE event_id = $1 FOR UPDATE",
+                &[&event.event_id],
+            )
+            .await?;
+        let status: String = row.get(7);
+        if status != "scheduled" {
+            bail!("event {} already exists ({status})", event.event_id);
+        }
+        let stored = NewEvent {
+            event_id: event.event_id.clone(),
+            name: row.get(0),
+            product_id: row.get(1),
+            total_stock: row.get(2),
+            safety_stock: row.get(3),
+            open_at: row.get(4),
+            close_at: row.get(5),
+            questions: serde_json::from_value(row.get(6)).unwrap_or_default(),
+        };
+        let differences = event.differences(&stored);
+        if !differences.is_empty() {
+            bail!(
+                "event {} was half-created with other parameters ({}): create it again with the stored ones to complete it",
+                event.event_id,
+                differences.join("; ")
+            );
+        }
+        tracing::info!(event_id = %event.event_id, "completing a create that stopped half-way");
     }
+    // The ledger is written in the same transaction as the row; ON CONFLICT
+    // keeps a resumed create idempotent.
     tx.execute(
-        "INSERT INTO stock_ledger (event_id, total, safety_stock) VALUES ($1, $2, $3)",
+        "INSERT INTO stock_ledger (event_id, total, safety_stock) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING",
         &[&event.event_id, &event.total_stock, &event.safety_stock],
     )
-    .await?;
+    .await
+    .context("Failed to insert the ledger")?;
     let eligible: Vec<String> = tx
         .query("SELECT DISTINCT member_id FROM purchases WHERE product_id = $1", &[&event.product_id])
         .await?
         .iter()
         .map(|row| row.get(0))
         .collect();
-
-    let mut redis = platform::redis::connect(&settings.redis).await?;
-    load_redis(&mut redis, event, &eligible).await?;
-    // PostgreSQL last: a failure above leaves no event row behind to confuse a retry.
-    tx.commit().await?;
-    Ok(eligible.len())
-}
-
-/// Writes the event's Redis keys (see `platform::event_keys::write_event`).
-async fn load_redis(
-    redis: &mut redis::aio::ConnectionManager,
-    event: &NewEvent,
-    eligible: &[String],
-) -> anyhow::Result<()> {
-    let meta = EventMeta {
-        event_id: event.event_id.clone(),
-        open_at_ms: event.open_at.timestamp_millis(),
-        close_at_ms: event.close_at.timestamp_millis(),
-        for_sale: i64::from(event.for_sale()),
-        questions: event.questions.clone(),
-        status: if event.for_sale() > 0 { EventStatus::Open } else { EventStatus::SoldOut },
-    };
-    if !write_event(redis, &meta, eligible).await? {
-        bail!("event {} already has Redis keys: refusing to overwrite a live event", event.event_id);
-    }
-    Ok(())
+    tx.commit().await.context("Failed to commit the scheduled event")?;
+    Ok(eligible)
 }
 
 /// An event's state across PostgreSQL and Redis.
@@ -246,5 +357,49 @@ mod tests {
         assert!(parse_time("2026-11-25T10:00:00Z", now).is_ok());
         assert!(parse_time("+5y", now).is_err());
         assert!(parse_time("tomorrow", now).is_err());
+    }
+
+    fn sample() -> NewEvent {
+        let open_at = DateTime::parse_from_rfc3339("2026-11-25T10:00:00.123456789Z").unwrap().with_timezone(&Utc);
+        NewEvent {
+            event_id: "ev-1".into(),
+            name: "coffee".into(),
+            product_id: "beans".into(),
+            total_stock: 10,
+            safety_stock: 2,
+            open_at,
+            close_at: open_at + chrono::Duration::hours(1),
+            questions: vec!["q1".into()],
+        }
+    }
+
+    #[test]
+    fn a_stored_event_with_the_same_parameters_differs_in_nothing_even_below_a_microsecond() {
+        let given = sample();
+        let mut stored = sample();
+        // PostgreSQL keeps microseconds: the nanoseconds are gone on the way back.
+        stored.open_at = DateTime::<Utc>::from_timestamp_micros(given.open_at.timestamp_micros()).unwrap();
+        assert!(given.differences(&stored).is_empty(), "{:?}", given.differences(&stored));
+    }
+
+    #[test]
+    fn a_stored_event_with_other_stock_or_times_is_named_in_the_differences() {
+        let given = sample();
+        let mut stored = sample();
+        stored.total_stock = 11;
+        stored.close_at = stored.close_at + chrono::Duration::minutes(1);
+        let differences = given.differences(&stored);
+        assert_eq!(differences.len(), 2, "{differences:?}");
+        assert!(differences[0].starts_with("total stock"));
+        assert!(differences[1].starts_with("close_at"));
+    }
+
+    #[test]
+    fn metas_of_the_same_event_match_whatever_their_status() {
+        let meta = sample().meta();
+        let sold_out = EventMeta { status: EventStatus::SoldOut, ..meta.clone() };
+        assert!(same_event(&meta, &sold_out));
+        let other = EventMeta { for_sale: 9, ..meta.clone() };
+        assert!(!same_event(&meta, &other));
     }
 }

@@ -4,6 +4,7 @@
 //! topic/group prefix, a fresh database and a fresh event id.
 
 mod dlq;
+mod event_create;
 mod helpers;
 mod outage;
 mod pipeline;
