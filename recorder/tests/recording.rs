@@ -344,3 +344,110 @@ async fn every_entry_id_of_a_member_is_recorded_with_its_outcome() {
     }
     assert_eq!(ledger(&stack.pool, &event).await, (1, 0), "the member's one unit is issued once");
 }
+
+/// A returned unit goes to the next in line under the entry id that was
+/// decided SOLD_OUT: the entry moves lost → won → sent/failed, the ledger
+/// counts the issue, and a SOLD_OUT read after the WON (a redelivery, or
+/// topics read in another order) never takes it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waitlist_promotion_moves_a_lost_entry_to_won_and_never_back() {
+    platform::telemetry::init("recorder-test", &Default::default());
+    let stack = TestStack::new().await;
+    let event = Uuid::new_v4().to_string();
+    stack.create_event(&event).await;
+
+    // Promoted, then sent.
+    let sent = Member::new(&event, "promoted-sent");
+    // Promoted; its FAILED is read before the WON that gave it the unit.
+    let failed = Member::new(&event, "promoted-failed");
+    // SOLD_OUT and WON in one batch, the WON first.
+    let same_batch = Member::new(&event, "same-batch");
+    // WON first, then a late SOLD_OUT in a later batch.
+    let late_sold_out = Member::new(&event, "late-sold-out");
+
+    let (_, shutdown, handle) = stack.start().await;
+    stack
+        .send(&[
+            sent.entry(),
+            sent.decision(Outcome::SoldOut, None),
+            failed.entry(),
+            failed.decision(Outcome::SoldOut, None),
+            late_sold_out.entry(),
+            late_sold_out.decision(Outcome::Won, Some(5)),
+        ])
+        .await;
+    stack.wait_until_committed().await;
+    let before = rows(&stack.pool).await;
+    assert_eq!(before[&sent.entry_id].status, "lost");
+    assert_eq!(before[&failed.entry_id].status, "lost");
+    assert_eq!(ledger(&stack.pool, &event).await, (1, 0));
+
+    // The promotion of `sent`; `failed`'s dispatch outruns its WON.
+    stack
+        .send(&[
+            sent.decision(Outcome::Won, Some(3)),
+            failed.dispatch(DispatchStatus::Failed),
+            same_batch.entry(),
+            same_batch.decision(Outcome::Won, Some(6)),
+            same_batch.decision(Outcome::SoldOut, None),
+        ])
+        .await;
+    stack.wait_until_committed().await;
+    let promoted = rows(&stack.pool).await;
+    assert_eq!(promoted[&sent.entry_id].status, "won", "lost → won");
+    assert_eq!(promoted[&sent.entry_id].outcome.as_deref(), Some("WON"));
+    assert_eq!(promoted[&sent.entry_id].unit_no, Some(3));
+    assert_eq!(promoted[&same_batch.entry_id].outcome.as_deref(), Some("WON"));
+    assert_eq!(ledger(&stack.pool, &event).await, (3, 1), "the promotion is issued");
+
+    // Then the WON of `failed`, the dispatch of `sent`, and late SOLD_OUTs
+    // (redeliveries) of every promoted or won entry.
+    stack
+        .send(&[
+            failed.decision(Outcome::Won, Some(4)),
+            sent.dispatch(DispatchStatus::Sent),
+            sent.decision(Outcome::SoldOut, None),
+            same_batch.decision(Outcome::SoldOut, None),
+            late_sold_out.decision(Outcome::SoldOut, None),
+        ])
+        .await;
+    stack.wait_until_committed().await;
+    // And once more everything about `failed` and `sent`, in any order.
+    stack
+        .send(&[
+            failed.decision(Outcome::SoldOut, None),
+            failed.decision(Outcome::Won, Some(4)),
+            sent.decision(Outcome::Won, Some(3)),
+            sent.dispatch(DispatchStatus::Sent),
+        ])
+        .await;
+    stack.wait_until_committed().await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, handle).await.expect("stops in time").expect("task").expect("stops cleanly");
+
+    let rows = rows(&stack.pool).await;
+    assert_eq!(rows.len(), 4);
+    for (member, status, unit_no) in [
+        (&sent, "sent", 3),
+        (&failed, "failed", 4),
+        (&same_batch, "won", 6),
+        (&late_sold_out, "won", 5),
+    ] {
+        let row = &rows[&member.entry_id];
+        assert_eq!(row.status, status, "status of {}", member.user_id);
+        assert_eq!(row.outcome.as_deref(), Some("WON"), "outcome of {}", member.user_id);
+        assert_eq!(row.unit_no, Some(unit_no), "unit of {}", member.user_id);
+        assert!(row.submitted);
+    }
+    assert_eq!(ledger(&stack.pool, &event).await, (4, 1), "four issues, one return, each once");
+    let moves = movements(&stack.pool).await;
+    assert_eq!(moves.len(), 5);
+    for (member, unit) in [(&sent, 3), (&failed, 4), (&same_batch, 6), (&late_sold_out, 5)] {
+        assert_eq!(moves[&(member.entry_id, "issued".to_string())], (event.clone(), Some(unit)));
+    }
+    assert_eq!(
+        moves[&(failed.entry_id, "returned".to_string())],
+        (event.clone(), Some(4)),
+        "the unit returned before its WON was read takes the WON's number"
+    );
+}
