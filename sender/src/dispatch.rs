@@ -10,10 +10,14 @@
 //! - A business refusal (422) ends in `Failed` — compensation is only ever
 //!   decided on such an answer to a call made while no gift could exist
 //!   under the key.
-//! - Any other 4xx (bad credentials, a wrong base URL, a request we built
-//!   wrong) is our fault, not the member's: it ends the rounds at once as
-//!   `Unresolved` (the same call would get the same answer), so the gift
-//!   stays open until the configuration is fixed.
+//! - A 4xx about our configuration (bad credentials, a wrong base URL: 401,
+//!   403, 404, …) is our fault, not the member's: it ends the rounds at once
+//!   as `Unresolved` (the same call would get the same answer, for every
+//!   gift), so the gift stays open until the configuration is fixed.
+//! - Any other 4xx (400, 413, 415, …) rejects this one request: it ends the
+//!   rounds at once as `Rejected`, which the caller settles on its own
+//!   (dead-lettered, never failed nor compensated) so one bad gift never
+//!   holds the others.
 //! - Anything else after `max_attempts` rounds is `Unresolved`: the caller
 //!   fails the batch and the whole thing runs again later.
 
@@ -42,6 +46,38 @@ pub struct Unresolved {
     pub last: String,
 }
 
+/// The provider rejected this one request as malformed (a 4xx about the
+/// request, not the configuration): definitely not issued, and the same
+/// request would get the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rejected by the provider ({status} {reason}) after {attempts} provider calls")]
+pub struct Rejected {
+    pub status: u16,
+    pub reason: String,
+    pub attempts: i32,
+}
+
+/// Why a gift has no definite resolution from this run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotSent {
+    /// Try the whole batch again later.
+    #[error(transparent)]
+    Unresolved(#[from] Unresolved),
+    /// Settle this gift on its own: an operator must look at it.
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+}
+
+impl NotSent {
+    /// Provider calls made.
+    pub fn attempts(&self) -> i32 {
+        match self {
+            NotSent::Unresolved(unresolved) => unresolved.attempts,
+            NotSent::Rejected(rejected) => rejected.attempts,
+        }
+    }
+}
+
 /// Sends gifts through one provider client, rate-limited and retried.
 pub struct Dispatcher {
     provider: ProviderClient,
@@ -67,8 +103,9 @@ impl Dispatcher {
         }
     }
 
-    /// Drives `order` to a definite resolution, or gives up as `Unresolved`.
-    pub async fn send(&self, order: &GiftOrder) -> Result<Resolution, Unresolved> {
+    /// Drives `order` to a definite resolution, or gives up as `Unresolved`
+    /// (retry later) or `Rejected` (this request will never be accepted).
+    pub async fn send(&self, order: &GiftOrder) -> Result<Resolution, NotSent> {
         let mut calls: i32 = 0;
         // Whether a gift may exist under the key, unknown to us.
         let mut maybe_issued = false;
@@ -124,7 +161,17 @@ impl Dispatcher {
                         "the provider rejected our request (credentials, base URL or request shape?); \
                          the gift stays open and the batch will be retried"
                     );
-                    return Err(Unresolved { attempts: calls, last: error.to_string() });
+                    return Err(Unresolved { attempts: calls, last: error.to_string() }.into());
+                }
+                Err(IssueError::Rejected { status, reason }) => {
+                    count_call("rejected");
+                    tracing::error!(
+                        status,
+                        %reason,
+                        calls,
+                        "the provider rejected this gift's request; it is dead-lettered, never failed nor compensated"
+                    );
+                    return Err(Rejected { status, reason, attempts: calls }.into());
                 }
                 Err(error) => {
                     count_call(error.label());
@@ -137,7 +184,7 @@ impl Dispatcher {
                 }
             }
         }
-        Err(Unresolved { attempts: calls, last })
+        Err(Unresolved { attempts: calls, last }.into())
     }
 
     /// Waits before retry `retry`; at least the provider's `Retry-After` when

@@ -1,13 +1,20 @@
 //! The batch handler of the `dispatch` group: decode every decision, keep
-//! the WON ones, skip those already recorded, and send the rest
+//! the WON ones, skip those already recorded, claim the payout of the rest
+//! in PostgreSQL ([`crate::payout_guard`]) and send the claimed ones
 //! concurrently — bounded by a semaphore toward the provider — each in the
 //! span of its record.
 //!
-//! At-least-once: the handler returns only after every gift of the batch has
-//! a recorded outcome, or fails the whole batch. A failed batch runs again;
-//! the entries finished meanwhile are skipped then because their dispatch
-//! row exists. Nothing goes to Kafka from here: outcomes leave through the
-//! outbox (see [`crate::outbox`]), so `produce` stays empty.
+//! At-least-once: the handler returns only after every gift of the batch
+//! has a recorded outcome or has been dead-lettered, or fails the whole
+//! batch. A failed batch runs again; the entries finished meanwhile are
+//! skipped then because their dispatch row exists, and the claimed ones find
+//! their own claim. Nothing goes to Kafka from here but dead letters:
+//! outcomes leave through the outbox (see [`crate::outbox`]), so `produce`
+//! stays empty.
+//!
+//! Dead-lettered (each on its own; the rest of the batch finishes and
+//! commits): poison records, WONs the payout guard refused, and gifts whose
+//! request the provider rejected as malformed.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -19,12 +26,13 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::dispatch::{Dispatcher, Resolution, Unresolved};
+use crate::dispatch::{Dispatcher, NotSent, Rejected, Resolution, Unresolved};
+use crate::payout_guard::{Claim, ConflictingClaim, PayoutGuard, PayoutRefused};
+use crate::phone;
 use crate::provider::GiftOrder;
 use crate::store::{Store, StoreError, WonEntry};
 
-/// Why no member phone: the definite failure reason recorded.
-pub const NO_PHONE: &str = "no_phone";
+pub use crate::phone::{INVALID_PHONE, NO_PHONE};
 
 /// One gift could not be finished in this run of the batch.
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +45,18 @@ enum GiftError {
     Encode(#[from] ProduceError),
 }
 
+/// How one gift of the batch ended in this run.
+enum GiftDone {
+    /// SENT or FAILED, recorded with its outbox rows (or found recorded).
+    Recorded,
+    /// The provider rejected the request: dead-letter the record.
+    Rejected(Rejected),
+}
+
 /// A won entry of the batch, with what its outputs need.
 struct Pending {
+    /// Position of its record in the batch (for dead-lettering).
+    index: usize,
     entry: WonEntry,
     context: RecordContext,
     span: tracing::Span,
@@ -50,6 +68,7 @@ pub struct DispatchHandler {
     /// Encodes the outcome records (the relay sends them).
     producer: EventProducer,
     store: Arc<Store>,
+    guard: PayoutGuard,
     dispatcher: Arc<Dispatcher>,
     permits: Arc<Semaphore>,
     /// Wakes the relay as soon as an outcome is committed.
@@ -69,6 +88,7 @@ impl DispatchHandler {
             group,
             codec: producer.codec().clone(),
             producer,
+            guard: PayoutGuard::new(store.pool().clone()),
             store,
             dispatcher,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -77,11 +97,11 @@ impl DispatchHandler {
     }
 
     async fn handle_batch(&self, batch: &[Record]) -> Result<BatchOutcome, HandlerError> {
-        let (pending, dead_letters) = self.decode(batch).await?;
+        let (pending, mut dead_letters) = self.decode(batch).await?;
 
         let ids: Vec<Uuid> = pending.iter().map(|p| p.entry.entry_id).collect();
         let done = self.store.already_dispatched(&ids).await.map_err(HandlerError::new)?;
-        let todo: Vec<Pending> = pending
+        let open: Vec<Pending> = pending
             .into_iter()
             .filter(|p| {
                 let finished = done.contains(&p.entry.entry_id);
@@ -92,6 +112,8 @@ impl DispatchHandler {
                 !finished
             })
             .collect();
+        // Before any provider call (and before the no-phone FAILED path).
+        let todo = self.claim(open, &mut dead_letters).await?;
         if todo.is_empty() {
             return Ok(BatchOutcome { produce: Vec::new(), dead_letters });
         }
@@ -116,15 +138,68 @@ impl DispatchHandler {
                     count_dispatch("unresolved");
                     tracing::warn!(%error, "gift not finished; the batch will be retried");
                 }
-                result
+                result.map(|done| (pending.index, done))
             }
             .instrument(span)
         });
-        let unfinished = futures::future::join_all(gifts).await.into_iter().filter(Result::is_err).count();
+        let mut unfinished = 0;
+        for result in futures::future::join_all(gifts).await {
+            match result {
+                Ok((_, GiftDone::Recorded)) => {}
+                Ok((index, GiftDone::Rejected(rejected))) => {
+                    dead_letters.push(DeadLetter { index, reason: rejected.to_string() });
+                }
+                Err(_) => unfinished += 1,
+            }
+        }
         if unfinished > 0 {
             return Err(HandlerError(format!("{unfinished} of {total} gifts unfinished; retrying the batch")));
         }
         Ok(BatchOutcome { produce: Vec::new(), dead_letters })
+    }
+
+    /// Claims the payouts of the batch's open WONs (one transaction) and
+    /// keeps those to send. A refused WON is never sent: it is recorded as
+    /// refused, logged, counted and dead-lettered, and its unit is not
+    /// returned (no `StockRelease`: the refusal says the unit is not this
+    /// record's to give back).
+    async fn claim(&self, open: Vec<Pending>, dead_letters: &mut Vec<DeadLetter>) -> Result<Vec<Pending>, HandlerError> {
+        let entries: Vec<&WonEntry> = open.iter().map(|p| &p.entry).collect();
+        let claims = self.guard.claim_all(&entries).await.map_err(HandlerError::new)?;
+        let mut todo = Vec::with_capacity(open.len());
+        for (pending, claim) in open.into_iter().zip(claims) {
+            match claim {
+                Claim::Granted { fresh } => {
+                    pending.span.in_scope(|| tracing::debug!(fresh, "payout claimed"));
+                    todo.push(pending);
+                }
+                Claim::Settled => {
+                    pending.span.in_scope(|| tracing::debug!("payout claim already settled; skipping"));
+                    count_dispatch("skipped");
+                }
+                Claim::AlreadyRefused(reason) => {
+                    pending.span.in_scope(|| {
+                        tracing::info!(reason = reason.as_str(), "payout refused on an earlier delivery; skipping")
+                    });
+                    count_dispatch("skipped");
+                }
+                Claim::Refused(reason) => {
+                    pending.span.in_scope(|| PayoutRefused { entry: &pending.entry, reason }.emit());
+                    dead_letters.push(DeadLetter { index: pending.index, reason: format!("payout refused: {reason}") });
+                }
+                Claim::Conflicting { event_id, user_id } => {
+                    pending.span.in_scope(|| {
+                        ConflictingClaim { entry: &pending.entry, claimed_event_id: &event_id, claimed_user_id: &user_id }
+                            .emit()
+                    });
+                    dead_letters.push(DeadLetter {
+                        index: pending.index,
+                        reason: format!("payout refused: entry id already claimed for event {event_id} member {user_id}"),
+                    });
+                }
+            }
+        }
+        Ok(todo)
     }
 
     /// Decodes the batch: WON entries (first of each entry id) to send, poison
@@ -146,7 +221,7 @@ impl DispatchHandler {
             span.record("entry_id", decision.entry_id.as_str());
             match won_entry(&decision) {
                 Ok(Some(entry)) if seen.insert(entry.entry_id) => {
-                    pending.push(Pending { entry, context: record.context.clone(), span });
+                    pending.push(Pending { index, entry, context: record.context.clone(), span });
                 }
                 Ok(Some(_)) => span.in_scope(|| tracing::debug!("duplicate in the batch; skipping")),
                 Ok(None) => {}
@@ -159,23 +234,41 @@ impl DispatchHandler {
         Ok((pending, dead_letters))
     }
 
-    /// Sends one gift and records its definite outcome with its outbox rows.
-    async fn dispatch_one(&self, pending: &Pending, phone: Option<String>) -> Result<(), GiftError> {
+    /// Sends one claimed gift and records its definite outcome with its
+    /// outbox rows, or gives it up as rejected.
+    async fn dispatch_one(&self, pending: &Pending, phone: Option<String>) -> Result<GiftDone, GiftError> {
         let entry = &pending.entry;
-        let resolution = match phone {
-            None => {
-                tracing::warn!(user_id = %entry.user_id, "member has no phone in the replica");
-                Resolution::Failed { reason: NO_PHONE.into(), attempts: 0 }
+        let resolution = match phone::check(phone.as_deref()) {
+            Err(problem) => {
+                tracing::warn!(
+                    user_id = %entry.user_id,
+                    reason = problem.reason(),
+                    "member has no phone the provider accepts; failing the gift and returning its unit"
+                );
+                Resolution::Failed { reason: problem.reason().into(), attempts: 0 }
             }
-            Some(phone) => {
+            Ok(phone) => {
                 let gift = self.store.gift_for(&entry.event_id).await?;
                 let order = GiftOrder {
                     idempotency_key: entry.entry_id.to_string(),
-                    phone,
+                    phone: phone.to_string(),
                     product: gift.product,
                     amount: gift.amount,
                 };
-                self.dispatcher.send(&order).await?
+                match self.dispatcher.send(&order).await {
+                    Ok(resolution) => resolution,
+                    // Settled on its own so it never holds the batch. It is
+                    // never compensated and its claim is kept (not released):
+                    // nothing proves the member can never be paid, and an
+                    // operator who fixes the cause replays the dead letter,
+                    // which finds this same claim — while no other entry of
+                    // the member, nor a WON past the stock, can take it.
+                    Err(NotSent::Rejected(rejected)) => {
+                        count_dispatch("rejected");
+                        return Ok(GiftDone::Rejected(rejected));
+                    }
+                    Err(NotSent::Unresolved(unresolved)) => return Err(unresolved.into()),
+                }
             }
         };
         let outbox = self.outbox_records(entry, &resolution, &pending.context).await?;
@@ -191,7 +284,7 @@ impl DispatchHandler {
             count_dispatch("skipped");
             tracing::info!("outcome recorded meanwhile by another run; nothing written");
         }
-        Ok(())
+        Ok(GiftDone::Recorded)
     }
 
     /// `GiftDispatch` always; `StockRelease` too when the gift definitely failed

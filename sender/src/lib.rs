@@ -1,11 +1,14 @@
 //! The `dispatch` consumer group (DESIGN.md flow step 4).
 //!
-//! For every WON decision on `stock-decided`: phone from the member replica →
+//! For every WON decision on `stock-decided`: payout claimed in PostgreSQL
+//! (refused WONs are never sent, they are dead-lettered) → phone from the member replica →
 //! gift provider call with idempotency key = entry id, bounded retries →
 //! dispatch row + outbox row(s) in one transaction → the outbox relay
 //! publishes `gift-dispatched` (and, for a definite failure, `stock-released`:
 //! the unit goes back to stock).
 //!
+//! Never past the stock and never twice per member rests on the payout
+//! guard, which holds whatever Redis remembers or whoever produced the record.
 //! Exactly one gift per won entry rests on three things: the provider's
 //! idempotency key (a retried call never issues twice), the dispatch row
 //! (a redelivered decision is skipped once its outcome is recorded), and
@@ -16,7 +19,9 @@
 //! - [`settings`]: what can be configured, validated at start.
 //! - [`provider`]: the HTTP client of the provider contract, classifying answers.
 //! - [`dispatch`]: the retry state machine for one gift (pure of storage).
-//! - [`handler`]: the batch handler (decode, WON only, bounded concurrency).
+//! - [`handler`]: the batch handler (decode, WON only, claim, bounded concurrency).
+//! - [`payout_guard`]: the PostgreSQL claim every WON needs before it is sent.
+//! - [`phone`]: whether a member's phone can be sent to (the provider's rule).
 //! - [`store`]: the dispatch ledger and outbox writes, the replica reads.
 //! - [`outbox`]: the relay from the outbox table to Kafka.
 //! - [`backoff`], [`rate_limit`]: retry timing and the rate toward the provider.
@@ -25,6 +30,8 @@ pub mod backoff;
 pub mod dispatch;
 pub mod handler;
 pub mod outbox;
+pub mod payout_guard;
+pub mod phone;
 pub mod provider;
 pub mod rate_limit;
 pub mod settings;

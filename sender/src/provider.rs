@@ -52,13 +52,20 @@ pub enum IssueError {
     /// not issued, and never will be. The only answer that may fail a gift.
     #[error("refused: {reason}")]
     Permanent { reason: String },
-    /// Any other 4xx (400, 401, 403, 404, …): the provider did not process
-    /// the request because of our side — credentials, base URL, request
-    /// shape. Definitely not issued, but not the member's fault either: the
-    /// gift must stay open (never failed, never compensated) until an
-    /// operator fixes the configuration and the batch runs again.
+    /// A 4xx that says our configuration is wrong (401, 403, 404, 405, 407,
+    /// 410, 426: credentials, base URL, protocol): every gift would get the
+    /// same answer. Definitely not issued, and not the member's fault: the
+    /// gift stays open (never failed, never compensated) and the batch waits
+    /// until an operator fixes the configuration.
     #[error("client error {status}: {reason}")]
     ClientError { status: u16, reason: String },
+    /// Any other 4xx (400, 413, 415, …): the provider refused this one
+    /// request as malformed. Definitely not issued; not the member's
+    /// refusal either, and the same request would get the same answer. The
+    /// gift is settled on its own (dead-lettered for an operator) so it
+    /// never holds the other gifts of its batch.
+    #[error("request rejected {status}: {reason}")]
+    Rejected { status: u16, reason: String },
 }
 
 impl IssueError {
@@ -77,6 +84,7 @@ impl IssueError {
             IssueError::Conflict => "conflict",
             IssueError::Permanent { .. } => "refused",
             IssueError::ClientError { .. } => "client_error",
+            IssueError::Rejected { .. } => "rejected",
         }
     }
 }
@@ -142,8 +150,11 @@ impl ProviderClient {
             StatusCode::UNPROCESSABLE_ENTITY => Err(IssueError::Permanent { reason: rejection(response).await }),
             // Any other 4xx says our request or configuration is wrong, not
             // that the member can never get the gift.
-            status if status.is_client_error() => {
+            status if is_configuration_error(status) => {
                 Err(IssueError::ClientError { status: status.as_u16(), reason: rejection(response).await })
+            }
+            status if status.is_client_error() => {
+                Err(IssueError::Rejected { status: status.as_u16(), reason: rejection(response).await })
             }
             status => Err(IssueError::Unknown(format!("unexpected status {status}"))),
         }
@@ -169,6 +180,21 @@ impl ProviderClient {
             status => Err(LookupError(status.to_string())),
         }
     }
+}
+
+/// 4xx answers about where and how we call, not about one request: every
+/// gift would get the same one, so they hold the batch (see [`IssueError::ClientError`]).
+fn is_configuration_error(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::NOT_FOUND
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::PROXY_AUTHENTICATION_REQUIRED
+            | StatusCode::GONE
+            | StatusCode::UPGRADE_REQUIRED
+    )
 }
 
 /// Transport failures: only a refused connection proves the request never arrived.
@@ -225,12 +251,24 @@ mod tests {
         assert!(!IssueError::Transient { reason: "503".into(), retry_after: None }.maybe_issued());
         assert!(!IssueError::Permanent { reason: "phone_refused".into() }.maybe_issued());
         assert!(!IssueError::ClientError { status: 404, reason: "provider_rejected_404".into() }.maybe_issued());
+        assert!(!IssueError::Rejected { status: 400, reason: "invalid_request".into() }.maybe_issued());
+    }
+
+    #[test]
+    fn configuration_answers_are_told_apart_from_a_rejected_request() {
+        for status in [401, 403, 404, 405, 407, 410, 426] {
+            assert!(is_configuration_error(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
+        for status in [400, 411, 413, 414, 415, 431] {
+            assert!(!is_configuration_error(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
     }
 
     #[test]
     fn client_errors_are_counted_apart_from_refusals() {
         assert_eq!(IssueError::Permanent { reason: "phone_refused".into() }.label(), "refused");
         assert_eq!(IssueError::ClientError { status: 401, reason: "unauthorized".into() }.label(), "client_error");
+        assert_eq!(IssueError::Rejected { status: 400, reason: "invalid_request".into() }.label(), "rejected");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The sender's PostgreSQL: reads of the shop's replica (phones) and of the
-//! event (which gift), and the one write that matters — the dispatch row and
-//! its outbox rows in one transaction, so Kafka hears of an outcome if and
-//! only if it is recorded.
+//! event (which gift), and the one write that matters — the dispatch row,
+//! the settlement of its payout claim ([`crate::payout_guard`]) and its
+//! outbox rows in one transaction, so Kafka hears of an outcome if and only
+//! if it is recorded, and a returned unit is given back to the guard's
+//! counter exactly when its `StockRelease` is written.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -11,6 +13,7 @@ use platform::kafka::OutRecord;
 use uuid::Uuid;
 
 use crate::dispatch::Resolution;
+use crate::payout_guard;
 use crate::settings::GiftSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +24,12 @@ pub enum StoreError {
     Query(#[from] tokio_postgres::Error),
     #[error("record context does not serialise: {0}")]
     Headers(#[from] serde_json::Error),
+    /// An outcome for an entry without an open payout claim: never recorded.
+    #[error("entry {entry_id} holds no open payout claim")]
+    ClaimNotHeld { entry_id: Uuid },
+    /// A claim conflicted and then could not be found (should not happen): retry.
+    #[error("payout claim of entry {entry_id} raced and vanished; retrying")]
+    ClaimRace { entry_id: Uuid },
 }
 
 /// A won entry to send a gift for.
@@ -60,8 +69,9 @@ impl Store {
         Ok(rows.iter().map(|row| row.get::<_, Uuid>(0)).collect())
     }
 
-    /// Phone numbers of `members` from the replica; members without a row
-    /// (or with an empty phone) are absent.
+    /// Phone numbers of `members` from the replica, as stored; members
+    /// without a row are absent. Whether a phone can be sent to is decided
+    /// by [`crate::phone::check`], with the provider's own rule.
     pub async fn phones(&self, members: &[String]) -> Result<HashMap<String, String>, StoreError> {
         if members.is_empty() {
             return Ok(HashMap::new());
@@ -69,7 +79,7 @@ impl Store {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT member_id, phone FROM members WHERE member_id = ANY($1) AND btrim(phone) <> ''",
+                "SELECT member_id, phone FROM members WHERE member_id = ANY($1)",
                 &[&members],
             )
             .await?;
@@ -99,9 +109,10 @@ impl Store {
         }
     }
 
-    /// Records the outcome and its outbox rows in one transaction. Returns
-    /// false (and writes nothing) when the entry already has an outcome,
-    /// e.g. another instance finished it first after a rebalance.
+    /// Records the outcome, settles the payout claim and writes the outbox
+    /// rows in one transaction. Returns false (and writes nothing) when the
+    /// entry already has an outcome, e.g. another instance finished it first
+    /// after a rebalance.
     pub async fn record(&self, entry: &WonEntry, resolution: &Resolution, outbox: &[OutRecord]) -> Result<bool, StoreError> {
         let (status, provider_ref, attempts, reason) = match resolution {
             Resolution::Sent { gift_id, attempts } => ("SENT", Some(gift_id.as_str()), *attempts, None),
@@ -121,6 +132,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
+        payout_guard::settle(&tx, entry, resolution).await?;
         let insert = tx
             .prepare("INSERT INTO outbox (topic, message_key, payload, headers) VALUES ($1, $2, $3, $4)")
             .await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::Sim;
 use provider_sim::Faults;
-use sender::dispatch::{Dispatcher, Resolution};
+use sender::dispatch::{Dispatcher, NotSent, Rejected, Resolution, Unresolved};
 use sender::provider::{GiftOrder, ProviderClient};
 use sender::settings::ProviderSettings;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,14 @@ fn settings(url: &str) -> ProviderSettings {
 
 fn dispatcher(settings: &ProviderSettings) -> Dispatcher {
     Dispatcher::new(ProviderClient::new(settings).unwrap(), settings, CancellationToken::new())
+}
+
+/// The gift must be left unresolved (retry the batch later), not rejected.
+fn unresolved(result: Result<Resolution, NotSent>) -> Unresolved {
+    match result {
+        Err(NotSent::Unresolved(unresolved)) => unresolved,
+        other => panic!("expected unresolved, got {other:?}"),
+    }
 }
 
 fn order(phone: &str) -> GiftOrder {
@@ -60,7 +68,7 @@ async fn a_refused_phone_is_a_definite_failure() {
 #[tokio::test]
 async fn a_provider_that_keeps_failing_leaves_the_gift_unresolved_not_failed() {
     let sim = Sim::start(Faults { transient_failure_rate: 1.0, ..Faults::default() }, 3).await;
-    let unresolved = dispatcher(&settings(&sim.url)).send(&order("010-3000-0003")).await.expect_err("unresolved");
+    let unresolved = unresolved(dispatcher(&settings(&sim.url)).send(&order("010-3000-0003")).await);
     assert_eq!(unresolved.attempts, 4);
     sim.stop().await;
 }
@@ -70,7 +78,7 @@ async fn an_unreachable_provider_leaves_the_gift_unresolved() {
     // Bind and drop a listener: the port is then (almost surely) closed.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let settings = settings(&format!("http://127.0.0.1:{port}"));
-    let unresolved = dispatcher(&settings).send(&order("010-3000-0004")).await.expect_err("unresolved");
+    let unresolved = unresolved(dispatcher(&settings).send(&order("010-3000-0004")).await);
     assert_eq!(unresolved.attempts, 4);
 }
 
@@ -78,7 +86,7 @@ async fn an_unreachable_provider_leaves_the_gift_unresolved() {
 async fn a_failing_lookup_keeps_the_outcome_unknown_and_issues_nothing_more() {
     let faults = Faults { timeout_after_issue_rate: 1.0, hang_ms: 2_000, lookup_failure_rate: 1.0, ..Faults::default() };
     let sim = Sim::start(faults, 4).await;
-    let unresolved = dispatcher(&settings(&sim.url)).send(&order("010-3000-0005")).await.expect_err("unresolved");
+    let unresolved = unresolved(dispatcher(&settings(&sim.url)).send(&order("010-3000-0005")).await);
     // One issue, then only lookups: the outcome never became safe to retry or to fail.
     assert_eq!(unresolved.attempts, 4);
     assert_eq!(sim.gifts().await.len(), 1);
@@ -127,7 +135,7 @@ async fn shutdown_cuts_the_retries_short() {
     let dispatcher = Dispatcher::new(ProviderClient::new(&settings).unwrap(), &settings, shutdown.clone());
     shutdown.cancel();
     let started = std::time::Instant::now();
-    let unresolved = dispatcher.send(&order("010-3000-0007")).await.expect_err("unresolved");
+    let unresolved = unresolved(dispatcher.send(&order("010-3000-0007")).await);
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(unresolved.attempts, 1);
     sim.stop().await;
@@ -138,7 +146,7 @@ async fn a_wrong_base_url_leaves_the_gift_unresolved_not_failed() {
     let sim = Sim::start(Faults::default(), 8).await;
     // The simulator answers 404 on any unknown path, as a misconfigured provider URL would.
     let settings = settings(&format!("{}/nope", sim.url));
-    let unresolved = dispatcher(&settings).send(&order("010-3000-0008")).await.expect_err("unresolved, never failed");
+    let unresolved = unresolved(dispatcher(&settings).send(&order("010-3000-0008")).await);
     // Repeating a call our configuration got wrong is pointless: one call, then the batch retries later.
     assert_eq!(unresolved.attempts, 1);
     assert!(unresolved.last.contains("404"), "{unresolved:?}");
@@ -147,14 +155,27 @@ async fn a_wrong_base_url_leaves_the_gift_unresolved_not_failed() {
 }
 
 #[tokio::test]
-async fn a_request_we_built_wrong_is_not_the_members_fault() {
+async fn a_request_we_built_wrong_is_rejected_on_its_own_not_failed() {
     let sim = Sim::start(Faults::default(), 9).await;
-    // amount 0 → 400 invalid_request: our request, not a refusal of the member.
+    // amount 0 → 400 invalid_request: this request, not a refusal of the member,
+    // and not a configuration every gift shares (that would be 401/403/404).
     let bad = GiftOrder { amount: 0, ..order("010-3000-0009") };
-    let unresolved = dispatcher(&settings(&sim.url)).send(&bad).await.expect_err("unresolved, never failed");
-    assert_eq!(unresolved.attempts, 1);
-    assert!(unresolved.last.contains("400"), "{unresolved:?}");
+    let result = dispatcher(&settings(&sim.url)).send(&bad).await;
+    let Err(NotSent::Rejected(Rejected { status, attempts, .. })) = result else {
+        panic!("rejected, never failed: {result:?}");
+    };
+    assert_eq!((status, attempts), (400, 1), "repeating it is pointless: one call");
     assert!(sim.gifts().await.is_empty());
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_phone_of_unicode_whitespace_is_rejected_by_the_provider_as_malformed() {
+    // What the sender's phone filter must agree with: the provider's 400.
+    let sim = Sim::start(Faults::default(), 12).await;
+    let result = dispatcher(&settings(&sim.url)).send(&order("\u{2003}\u{2003}")).await;
+    assert!(matches!(result, Err(NotSent::Rejected(Rejected { status: 400, .. }))), "{result:?}");
+    assert!(sender::phone::check(Some("\u{2003}\u{2003}")).is_err(), "the sender's filter agrees");
     sim.stop().await;
 }
 

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -125,6 +125,72 @@ impl TestEnv {
             decided_at: schemas::now_millis(),
             accepted_at: schemas::now_millis(),
         }
+    }
+
+    /// Another event with `total` units of which `safety` are kept back, and
+    /// its gift's face value (0 makes every gift request malformed: 400).
+    pub async fn create_event(&self, total: i32, safety: i32, amount: i32) -> String {
+        let event_id = format!("ev-{}", Uuid::new_v4().simple());
+        self.pool
+            .get()
+            .await
+            .unwrap()
+            .execute(
+                "INSERT INTO events (event_id, name, product_id, total_stock, safety_stock, open_at, close_at, gift_product, gift_amount)
+                 VALUES ($1, 'sender test', 'survey-product', $2, $3, now(), now() + interval '1 hour', $4, $5)",
+                &[&event_id, &total, &safety, &GIFT_PRODUCT, &amount],
+            )
+            .await
+            .expect("event row");
+        event_id
+    }
+
+    /// A WON decision of `event_id` (forged straight into Kafka by the tests).
+    pub fn won_in(&self, event_id: &str, user_id: &str, unit_no: i32) -> StockDecision {
+        StockDecision { event_id: event_id.to_string(), ..self.decision(user_id, Outcome::Won, Some(unit_no)) }
+    }
+
+    /// `entry_id → (event_id, user_id, status)` of every payout claim.
+    pub async fn claims(&self) -> HashMap<String, (String, String, String)> {
+        let client = self.pool.get().await.unwrap();
+        client
+            .query("SELECT entry_id, event_id, user_id, status FROM payout_claims", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get::<_, Uuid>(0).to_string(), (row.get(1), row.get(2), row.get(3))))
+            .collect()
+    }
+
+    /// `entry_id → reason` of every payout refusal.
+    pub async fn refusals(&self) -> HashMap<String, String> {
+        let client = self.pool.get().await.unwrap();
+        client
+            .query("SELECT entry_id, reason FROM payout_refusals", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get::<_, Uuid>(0).to_string(), row.get(1)))
+            .collect()
+    }
+
+    /// The guard's counter of `event_id`.
+    pub async fn payout_claimed(&self, event_id: &str) -> i32 {
+        let client = self.pool.get().await.unwrap();
+        client
+            .query_one("SELECT payout_claimed FROM events WHERE event_id = $1", &[&event_id])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// The decisions dead-lettered to `stock-decided.dlq`, until `count` are read.
+    pub async fn dead_decisions(&self, count: usize, timeout: Duration) -> Vec<StockDecision> {
+        let mut decisions = Vec::new();
+        for payload in self.read_raw(&Topics::dlq(&self.topics.stock_decided), count, timeout).await {
+            decisions.push(self.codec.decode::<StockDecision>(Some(&payload)).await.expect("a dead letter decodes"));
+        }
+        decisions
     }
 
     pub async fn publish(&self, decision: &StockDecision) {
@@ -304,6 +370,11 @@ pub struct RunningSender {
 }
 
 impl RunningSender {
+    /// The sender's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.ops_port)).await.unwrap().text().await.unwrap()
+    }
+
     pub async fn start(settings: Settings) -> Self {
         let app = sender::Application::build(settings).await.expect("sender starts");
         let ops_port = app.ops_port();
