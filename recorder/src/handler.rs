@@ -78,7 +78,7 @@ impl Recorder {
             }
         }
         BatchRecorded { records: batch.len(), report: &report }.emit();
-        Ok(BatchOutcome { produce: Vec::new(), dead_letters })
+        Ok(BatchOutcome { produce: Vec::new(), dead_letters, ..Default::default() })
     }
 
     /// The batch write was refused for its data: one record's value or

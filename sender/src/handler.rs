@@ -115,7 +115,7 @@ impl DispatchHandler {
         // Before any provider call (and before the no-phone FAILED path).
         let todo = self.claim(open, &mut dead_letters).await?;
         if todo.is_empty() {
-            return Ok(BatchOutcome { produce: Vec::new(), dead_letters });
+            return Ok(BatchOutcome { produce: Vec::new(), dead_letters, ..Default::default() });
         }
 
         let mut members: Vec<String> = todo.iter().map(|p| p.entry.user_id.clone()).collect();
@@ -155,7 +155,7 @@ impl DispatchHandler {
         if unfinished > 0 {
             return Err(HandlerError(format!("{unfinished} of {total} gifts unfinished; retrying the batch")));
         }
-        Ok(BatchOutcome { produce: Vec::new(), dead_letters })
+        Ok(BatchOutcome { produce: Vec::new(), dead_letters, ..Default::default() })
     }
 
     /// Claims the payouts of the batch's open WONs (one transaction) and

@@ -90,6 +90,12 @@ pub struct BatchOutcome {
     /// Records to publish (in the same transaction in transactional mode).
     pub produce: Vec<OutRecord>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Offset metadata committed with the batch's next offset, per
+    /// (topic, partition) of the batch; a partition not named here commits
+    /// empty metadata. The group coordinator keeps it with the offset (the
+    /// broker caps it at `offset.metadata.max.bytes`, 4 KiB by default), so a
+    /// stage can record there what it applied up to that offset.
+    pub offset_metadata: HashMap<(String, i32), String>,
 }
 
 /// The batch could not be processed now (database down, registry down):
@@ -351,7 +357,7 @@ impl ConsumerLoop {
                 );
             }
         }
-        let offsets = next_offsets(batch)?;
+        let offsets = next_offsets(batch, &outcome.offset_metadata)?;
         match &self.delivery {
             Delivery::AtLeastOnce => {
                 let dead_letters = dead_letter_records(&self.group, batch, &outcome.dead_letters);
@@ -538,8 +544,9 @@ fn to_record(message: OwnedMessage) -> Record {
     Record { message, context }
 }
 
-/// The next offset to read per partition: the highest in the batch + 1.
-fn next_offsets(batch: &[Record]) -> KafkaResult<TopicPartitionList> {
+/// The next offset to read per partition (the highest in the batch + 1),
+/// with the handler's metadata for that partition.
+fn next_offsets(batch: &[Record], metadata: &HashMap<(String, i32), String>) -> KafkaResult<TopicPartitionList> {
     let mut highest: HashMap<(&str, i32), i64> = HashMap::new();
     for record in batch {
         let entry = highest.entry((record.topic(), record.partition())).or_insert(record.offset());
@@ -548,6 +555,11 @@ fn next_offsets(batch: &[Record]) -> KafkaResult<TopicPartitionList> {
     let mut list = TopicPartitionList::with_capacity(highest.len());
     for ((topic, partition), offset) in highest {
         list.add_partition_offset(topic, partition, Offset::Offset(offset + 1))?;
+        if let Some(metadata) = metadata.get(&(topic.to_string(), partition)) {
+            if let Some(mut element) = list.find_partition(topic, partition) {
+                element.set_metadata(metadata.as_str());
+            }
+        }
     }
     Ok(list)
 }
@@ -616,4 +628,26 @@ async fn send_dead(producer: &FutureProducer, record: &DeadLetterRecord) -> Kafk
         .await
         .map(|_| ())
         .map_err(|(error, _)| error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Timestamp;
+
+    fn record(topic: &str, partition: i32, offset: i64) -> Record {
+        to_record(OwnedMessage::new(None, None, topic.into(), Timestamp::NotAvailable, partition, offset, None))
+    }
+
+    #[test]
+    fn the_next_offsets_carry_the_metadata_of_their_partition() {
+        let batch = [record("a", 0, 4), record("a", 0, 9), record("a", 1, 2), record("b", 0, 0)];
+        let metadata = HashMap::from([(("a".to_string(), 0), "marks-a0".to_string())]);
+        let list = next_offsets(&batch, &metadata).unwrap();
+        let a0 = list.find_partition("a", 0).unwrap();
+        assert_eq!((a0.offset(), a0.metadata()), (Offset::Offset(10), "marks-a0"));
+        let a1 = list.find_partition("a", 1).unwrap();
+        assert_eq!((a1.offset(), a1.metadata()), (Offset::Offset(3), ""));
+        assert_eq!(list.find_partition("b", 0).unwrap().offset(), Offset::Offset(1));
+    }
 }
