@@ -15,6 +15,10 @@
 //! | `fc:{ev}:free_units` | list | unit numbers returned by compensation, reused first |
 //! | `fc:{ev}:next_unit` | string | last unit number handed out fresh |
 //! | `fc:{ev}:released` | set | entry ids whose unit was returned (a release counts once) |
+//! | `fc:{ev}:applied` | hash | `s:<partition>` / `r:<partition>` → next offset of `survey-submitted` / `stock-released` the stock stage applied for this event (see [`applied_field`]) |
+//! | `fc:{ev}:waitlist` | sorted set | `<entry_id>|<member>` of entries decided SOLD_OUT (a member's first entry only), scored by accepted_at (ms): returned units go to the earliest (see [`waitlist_member`]) |
+//! | `fc:{ev}:members` | hash | member → the entry id the stock stage decided first for the member (one entry per member) |
+//! | `fc:{ev}:promoted` | hash | released entry id → `entry|member|unit|accepted_at_ms|decided_at_ms` of the waitlisted entry its unit went to (a redelivered release re-announces the same promotion, never a second one) |
 //!
 //! Every key expires at `close_at` + [`GRACE_AFTER_CLOSE`], so late requests get
 //! 410 rather than 404 and redelivered records are still decided consistently.
@@ -46,6 +50,10 @@ pub struct EventKeys {
     pub free_units: String,
     pub next_unit: String,
     pub released: String,
+    pub applied: String,
+    pub waitlist: String,
+    pub members: String,
+    pub promoted: String,
 }
 
 impl EventKeys {
@@ -62,11 +70,15 @@ impl EventKeys {
             free_units: k("free_units"),
             next_unit: k("next_unit"),
             released: k("released"),
+            applied: k("applied"),
+            waitlist: k("waitlist"),
+            members: k("members"),
+            promoted: k("promoted"),
         }
     }
 
     /// Every key, for expiry and deletion.
-    pub fn all(&self) -> [&str; 10] {
+    pub fn all(&self) -> [&str; 14] {
         [
             &self.meta,
             &self.stock,
@@ -78,8 +90,30 @@ impl EventKeys {
             &self.free_units,
             &self.next_unit,
             &self.released,
+            &self.applied,
+            &self.waitlist,
+            &self.members,
+            &self.promoted,
         ]
     }
+}
+
+/// The `applied` hash field of a partition of `survey-submitted` (`s:<p>`,
+/// `kind` = `'s'`) or `stock-released` (`r:<p>`, `kind` = `'r'`).
+pub fn applied_field(kind: char, partition: i32) -> String {
+    format!("{kind}:{partition}")
+}
+
+/// A `waitlist` element: the entry and its member, so a returned unit can be
+/// handed over without another lookup. Unambiguous: entry ids are UUIDs and
+/// member ids never contain `|` (the shared identity check).
+pub fn waitlist_member(entry_id: &str, user_id: &str) -> String {
+    format!("{entry_id}|{user_id}")
+}
+
+/// The (entry id, member) of a `waitlist` element.
+pub fn parse_waitlist_member(element: &str) -> Option<(&str, &str)> {
+    element.split_once('|')
 }
 
 /// Where an event stands, as ingest sees it.
@@ -213,6 +247,14 @@ mod tests {
     fn all_keys_of_an_event_share_one_hash_slot_tag() {
         let keys = EventKeys::new("ev-1");
         assert!(keys.all().iter().all(|k| k.starts_with("fc:{ev-1}:")));
+    }
+
+    #[test]
+    fn a_waitlist_element_names_its_entry_and_member() {
+        let element = waitlist_member("0b0e6f4c-1b7e-4f0e-9c55-3f1f3a1d2b9e", "m-7");
+        assert_eq!(parse_waitlist_member(&element), Some(("0b0e6f4c-1b7e-4f0e-9c55-3f1f3a1d2b9e", "m-7")));
+        assert_eq!(applied_field('s', 3), "s:3");
+        assert_eq!(applied_field('r', 0), "r:0");
     }
 
     #[test]
