@@ -16,10 +16,13 @@
 //! - [`store`]: the batch's SQL, a handful of statements per batch.
 //! - [`handler`]: the [`platform::kafka::BatchHandler`] tying them together.
 //! - [`startup`]: [`Application`]: build, then run until stopped.
+//! - [`rebuild`]: the same handler replaying Kafka into fresh tables, and
+//!   their comparison with the live ones (`firstcome rebuild projections`).
 
 pub mod facts;
 pub mod handler;
 mod internal_events;
+pub mod rebuild;
 pub mod settings;
 pub mod startup;
 pub mod store;
