@@ -50,6 +50,10 @@ pub struct KafkaSettings {
     pub delivery_timeout_ms: u64,
     /// Consumer group session timeout; the shutdown drain must fit inside it.
     pub session_timeout_ms: u64,
+    /// Longest time a consumer may hold a batch between polls
+    /// (max.poll.interval.ms) before the group evicts it; services whose
+    /// batches can be slow validate against it.
+    pub max_poll_interval_ms: u64,
     /// Largest batch handed to a handler.
     pub batch_max_records: usize,
     /// How long to wait to fill a batch once the first record is in.
@@ -69,6 +73,7 @@ impl Default for KafkaSettings {
             topic_prefix: String::new(),
             delivery_timeout_ms: 5_000,
             session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
             batch_max_records: 500,
             batch_max_wait_ms: 5,
             linger_ms: 2,

@@ -201,7 +201,7 @@ impl ConsumerLoop {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", settings.session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", (settings.session_timeout_ms / 4).to_string())
-            .set("max.poll.interval.ms", "300000")
+            .set("max.poll.interval.ms", settings.max_poll_interval_ms.to_string())
             // Bounded prefetch: the only buffer between the broker and the handler.
             .set("queued.max.messages.kbytes", "16384")
             .create_with_context(LoopContext { group: group.to_string(), revoked: Default::default() })?;
