@@ -87,7 +87,7 @@ pub enum RebuildError {
     Database(#[from] platform::db::DbError),
     #[error("no database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {0}")]
+    #[error("database error: {}", crate::store::query_text(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("schema registry client: {0}")]
     Registry(#[from] schemas::CodecError),

@@ -62,7 +62,7 @@ impl StoreError {
 
 /// The server's message with its SQLSTATE and constraint, which the driver's
 /// own text leaves out.
-fn query_text(error: &tokio_postgres::Error) -> String {
+pub(crate) fn query_text(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => {
             let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
