@@ -5,18 +5,32 @@
 //! produces them back to their source topic (without the `dlq-*` headers)
 //! once the cause is fixed, remembering how far it got in a consumer group of
 //! its own so each dead letter is replayed once.
+//!
+//! Both read the dead-letter topic as a log ([`LogReader`]): every partition
+//! by assignment, from the start to the high watermarks taken when the command
+//! starts, committed records only. They stop when every partition is read to
+//! that snapshot, never after a quiet spell: a fresh consumer group's join or
+//! a slow first fetch on a busy cluster cannot make them miss a dead letter,
+//! and an open transaction holding a dead letter is waited for.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 
 use platform::kafka::producer::idempotent_config;
+use platform::kafka::LogReader;
 use platform::settings::KafkaSettings;
 use schemas::Topics;
+
+/// How long a metadata or offset call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One dead letter, for people.
 #[derive(Debug, Clone, Serialize)]
@@ -29,38 +43,10 @@ pub struct DeadLetterView {
     pub group: Option<String>,
 }
 
-/// How long the reader waits for one more dead letter before it is done.
-const IDLE: Duration = Duration::from_secs(3);
-
-fn show_reader(kafka: &KafkaSettings, group: &str) -> anyhow::Result<StreamConsumer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .create()?)
-}
-
-fn header(headers: Option<&rdkafka::message::BorrowedHeaders>, name: &str) -> Option<String> {
-    headers?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-/// Lists the dead letters of `source_topic` (without moving any offset).
-pub async fn show(kafka: &KafkaSettings, source_topic: &str, max: usize) -> anyhow::Result<Vec<DeadLetterView>> {
-    let group = format!("{}firstcome-dlq-show-{}", kafka.topic_prefix, uuid::Uuid::new_v4());
-    let consumer = show_reader(kafka, &group)?;
-    consumer.subscribe(&[&Topics::dlq(source_topic)])?;
-    let mut out = Vec::new();
-    while out.len() < max {
-        let Ok(message) = tokio::time::timeout(IDLE, consumer.recv()).await else { break };
-        let message = message?;
+impl DeadLetterView {
+    pub fn of(message: &OwnedMessage, source_topic: &str) -> Self {
         let headers = message.headers();
-        out.push(DeadLetterView {
+        Self {
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
@@ -69,9 +55,44 @@ pub async fn show(kafka: &KafkaSettings, source_topic: &str, max: usize) -> anyh
                 .zip(header(headers, "dlq-source-offset"))
                 .map(|(p, o)| format!("{source_topic}[{p}]@{o}")),
             group: header(headers, "dlq-group"),
-        });
+        }
+    }
+}
+
+/// A header's value as text.
+pub fn header<H: Headers>(headers: Option<&H>, name: &str) -> Option<String> {
+    headers?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The dead letters of `source_topic` (at most `max`), in partition order:
+/// everything committed to its dead-letter topic when the call starts. Moves
+/// no offset.
+pub async fn read(kafka: &KafkaSettings, source_topic: &str, max: usize) -> anyhow::Result<Vec<OwnedMessage>> {
+    let dlq_topic = Topics::dlq(source_topic);
+    let mut reader = LogReader::open(kafka, "firstcome-dlq-show", &[&dlq_topic])
+        .await
+        .with_context(|| format!("Failed to open {dlq_topic}"))?;
+    let mut out = Vec::new();
+    while out.len() < max {
+        match reader.next().await.with_context(|| format!("Failed to read {dlq_topic}"))? {
+            Some(message) => out.push(message),
+            None => break,
+        }
     }
     Ok(out)
+}
+
+/// Lists the dead letters of `source_topic` (without moving any offset).
+pub async fn show(kafka: &KafkaSettings, source_topic: &str, max: usize) -> anyhow::Result<Vec<DeadLetterView>> {
+    Ok(read(kafka, source_topic, max)
+        .await?
+        .iter()
+        .map(|message| DeadLetterView::of(message, source_topic))
+        .collect())
 }
 
 /// What a replay did.
@@ -85,32 +106,35 @@ pub struct Replayed {
 /// Produces the dead letters of `source_topic` not replayed before back to
 /// it. Only what was in the dead-letter topic when the replay started is
 /// replayed (a record that fails again is dead-lettered anew and waits for
-/// the next replay, instead of looping), each source record once; the replay
-/// group's offsets are committed at the end.
+/// the next replay, instead of looping), each source record once. The replay
+/// group (never joined: its committed offsets are the replay's bookmark) gets
+/// the offset after the last dead letter handled on each partition, at the
+/// end; dead letters below it are skipped by later replays.
 pub async fn replay(kafka: &KafkaSettings, source_topic: &str, max: usize) -> anyhow::Result<Replayed> {
     let dlq_topic = Topics::dlq(source_topic);
     let name = format!("firstcome-dlq-replay-{}", source_topic.trim_start_matches(&kafka.topic_prefix));
-    let consumer = std::sync::Arc::new(
+    let bookmark = Arc::new(
         ClientConfig::new()
             .set("bootstrap.servers", &kafka.brokers)
             .set("group.id", kafka.group(&name))
             .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .create::<StreamConsumer>()?,
+            .create::<BaseConsumer>()?,
     );
-    let ends = end_offsets(&consumer, &dlq_topic).await?;
-    consumer.subscribe(&[&dlq_topic])?;
+    let done_before = committed(&bookmark, &dlq_topic).await?;
+    let mut reader = LogReader::open(kafka, "firstcome-dlq-replay", &[&dlq_topic])
+        .await
+        .with_context(|| format!("Failed to open {dlq_topic}"))?;
     let producer: FutureProducer = idempotent_config(kafka, "firstcome-dlq-replay").create()?;
     let mut replayed = Replayed::default();
     let mut seen = std::collections::HashSet::new();
+    // Partition → the offset after the last dead letter handled (to commit).
+    let mut handled: HashMap<i32, i64> = HashMap::new();
     while replayed.replayed < max {
-        let Ok(message) = tokio::time::timeout(IDLE, consumer.recv()).await else { break };
-        let message = message?;
-        if message.offset() >= ends.get(&message.partition()).copied().unwrap_or(0) {
-            // Dead-lettered after the replay started: left for the next replay.
-            continue;
+        let Some(message) = reader.next().await.with_context(|| format!("Failed to read {dlq_topic}"))? else {
+            break;
+        };
+        if message.offset() < done_before.get(&message.partition()).copied().unwrap_or(0) {
+            continue; // replayed by an earlier run
         }
         let headers = message.headers();
         let source = (
@@ -119,7 +143,7 @@ pub async fn replay(kafka: &KafkaSettings, source_topic: &str, max: usize) -> an
         );
         if source.0.is_some() && !seen.insert(source) {
             replayed.duplicates += 1;
-            consumer.store_offset_from_message(&message)?;
+            handled.insert(message.partition(), message.offset() + 1);
             continue;
         }
         let mut kept = OwnedHeaders::new();
@@ -137,37 +161,43 @@ pub async fn replay(kafka: &KafkaSettings, source_topic: &str, max: usize) -> an
         }
         producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e)?;
         // Acknowledged: this dead letter is done.
-        consumer.store_offset_from_message(&message)?;
+        handled.insert(message.partition(), message.offset() + 1);
         replayed.replayed += 1;
     }
-    let committing = consumer.clone();
-    match tokio::task::spawn_blocking(move || committing.commit_consumer_state(CommitMode::Sync)).await? {
-        Ok(()) => {}
-        // Nothing stored (an empty dead-letter topic) is not a failure.
-        Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(error) => return Err(error.into()),
+    if !handled.is_empty() {
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next) in &handled {
+            offsets.add_partition_offset(&dlq_topic, *partition, Offset::Offset(*next))?;
+        }
+        let committing = bookmark.clone();
+        tokio::task::spawn_blocking(move || committing.commit(&offsets, CommitMode::Sync))
+            .await?
+            .context("Failed to commit the replay group's offsets")?;
     }
     Ok(replayed)
 }
 
-/// The end offset of every partition of `topic` now.
-async fn end_offsets(
-    consumer: &std::sync::Arc<StreamConsumer>,
-    topic: &str,
-) -> anyhow::Result<std::collections::HashMap<i32, i64>> {
+/// The replay group's committed offset on every partition of `topic` that has one.
+async fn committed(consumer: &Arc<BaseConsumer>, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
     let consumer = consumer.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let timeout = Duration::from_secs(10);
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-        let mut ends = std::collections::HashMap::new();
+        let metadata = consumer.fetch_metadata(Some(&topic), CALL_TIMEOUT)?;
+        let mut partitions = TopicPartitionList::new();
         for t in metadata.topics() {
             for p in t.partitions() {
-                let (_, high) = consumer.fetch_watermarks(&topic, p.id(), timeout)?;
-                ends.insert(p.id(), high);
+                partitions.add_partition(&topic, p.id());
             }
         }
-        Ok(ends)
+        let committed = consumer.committed_offsets(partitions, CALL_TIMEOUT)?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(next) => Some((e.partition(), next)),
+                _ => None,
+            })
+            .collect())
     })
     .await?
 }
