@@ -24,6 +24,7 @@ pub struct Settings {
     pub relay: RelaySettings,
     /// The gift sent when the event row does not name one.
     pub gift: GiftSettings,
+    pub dispatch: DispatchSettings,
 }
 
 impl Default for Settings {
@@ -37,6 +38,7 @@ impl Default for Settings {
             provider: ProviderSettings::default(),
             relay: RelaySettings::default(),
             gift: GiftSettings::default(),
+            dispatch: DispatchSettings::default(),
         }
     }
 }
@@ -79,6 +81,34 @@ impl ProviderSettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+
+    /// The longest one gift can take in one run of its batch: `max_attempts`
+    /// rounds, each a lookup and an issue call that both time out, after the
+    /// longest backoff (a provider's `Retry-After` is capped by it too).
+    pub fn worst_gift(&self) -> Duration {
+        let round = 2 * self.timeout_ms + self.backoff_max_ms;
+        Duration::from_millis(u64::from(self.max_attempts).saturating_mul(round))
+    }
+}
+
+/// The dispatch group's batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DispatchSettings {
+    /// Most decisions (so most WONs) in work in one batch. The consumer
+    /// loop's batch is the smaller of this and `kafka.batch_max_records`
+    /// (which other groups size for cheap records): a batch is committed
+    /// only when every gift in it is done, so it must end well inside
+    /// `kafka.max_poll_interval_ms` or the group evicts a healthy instance.
+    pub batch_max_records: usize,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        // 2 waves of 32 gifts: a worst case of about 1 minute with the
+        // default provider settings, against a 5 minute poll interval.
+        Self { batch_max_records: 64 }
+    }
 }
 
 /// The outbox relay.
@@ -116,6 +146,29 @@ impl Default for GiftSettings {
 }
 
 impl Settings {
+    /// The consumer loop's batch size for the dispatch group.
+    pub fn batch_max_records(&self) -> usize {
+        self.kafka.batch_max_records.min(self.dispatch.batch_max_records)
+    }
+
+    /// The Kafka settings the dispatch consumer runs with.
+    pub fn consumer_kafka(&self) -> KafkaSettings {
+        KafkaSettings { batch_max_records: self.batch_max_records(), ..self.kafka.clone() }
+    }
+
+    /// The worst-case time of one batch: `ceil(batch / concurrency)` waves
+    /// of the worst gift, plus the time the rate limit can make the batch's
+    /// calls (two per round) wait. An upper bound: the first round has no
+    /// lookup and no backoff, and real calls rarely all time out.
+    pub fn worst_batch(&self) -> Duration {
+        let p = &self.provider;
+        let batch = self.batch_max_records() as u64;
+        let waves = batch.div_ceil(p.concurrency.max(1) as u64);
+        let calls = batch.saturating_mul(2 * u64::from(p.max_attempts));
+        let rate_wait_ms = calls.saturating_mul(1_000).div_ceil(u64::from(p.rate_per_sec.max(1)));
+        p.worst_gift().saturating_mul(waves.min(u64::from(u32::MAX)) as u32) + Duration::from_millis(rate_wait_ms)
+    }
+
     /// Cross-field rules, checked before anything connects.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
@@ -130,12 +183,36 @@ impl Settings {
         if p.backoff_base_ms > p.backoff_max_ms {
             return invalid("provider.backoff_base_ms must not exceed provider.backoff_max_ms");
         }
-        // A batch must finish well inside the consumer's max.poll.interval
-        // (300 s): the worst case is every round timing out twice (lookup +
-        // issue) and backing off the maximum.
-        let worst_ms = u64::from(p.max_attempts) * (2 * p.timeout_ms + p.backoff_max_ms);
-        if worst_ms >= 240_000 {
-            return invalid("provider.max_attempts × (2 × timeout_ms + backoff_max_ms) must stay under 240 s");
+        if self.dispatch.batch_max_records == 0 {
+            return invalid("dispatch.batch_max_records must be > 0");
+        }
+        let poll_ms = self.kafka.max_poll_interval_ms;
+        if poll_ms <= self.kafka.session_timeout_ms {
+            return invalid("kafka.max_poll_interval_ms must exceed kafka.session_timeout_ms");
+        }
+        // A batch is committed only once every gift in it is done, and the
+        // loop does not poll meanwhile: a batch that outlasts
+        // max.poll.interval.ms gets a healthy instance evicted and its batch
+        // replayed elsewhere, over and over. Keep the worst case within half
+        // of it (the rest is the margin for the database and Kafka).
+        let worst = self.worst_batch();
+        if worst.as_millis() > u128::from(poll_ms / 2) {
+            let batch = self.batch_max_records();
+            return Err(SettingsError::Invalid(format!(
+                "a dispatch batch could take up to {worst_s} s, more than half of kafka.max_poll_interval_ms \
+                 ({poll_s} s): ceil({batch} records / {concurrency} in flight) = {waves} waves × {gift_s} s per gift \
+                 (provider.max_attempts {attempts} × (2 × timeout_ms {timeout} + backoff_max_ms {backoff})) \
+                 + the wait of the rate limit; lower dispatch.batch_max_records, provider.max_attempts or \
+                 provider.timeout_ms, or raise provider.concurrency",
+                worst_s = worst.as_secs(),
+                poll_s = poll_ms / 1_000,
+                concurrency = p.concurrency,
+                waves = (batch as u64).div_ceil(p.concurrency as u64),
+                gift_s = p.worst_gift().as_secs(),
+                attempts = p.max_attempts,
+                timeout = p.timeout_ms,
+                backoff = p.backoff_max_ms,
+            )));
         }
         if self.relay.batch <= 0 || self.relay.poll_ms == 0 {
             return invalid("relay.batch and relay.poll_ms must be > 0");
@@ -170,6 +247,81 @@ mod tests {
     fn retries_that_could_outlast_the_poll_interval_are_refused() {
         let mut settings = Settings::default();
         settings.provider.max_attempts = 100;
+        assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn the_default_batch_ends_well_inside_the_poll_interval() {
+        let settings = Settings::default();
+        assert_eq!(settings.batch_max_records(), 64);
+        assert!(settings.worst_batch() <= Duration::from_millis(settings.kafka.max_poll_interval_ms / 2));
+    }
+
+    #[test]
+    fn five_hundred_wons_with_32_in_flight_and_a_slow_provider_are_refused() {
+        let mut settings = Settings::default();
+        settings.kafka.batch_max_records = 500;
+        settings.dispatch.batch_max_records = 500;
+        settings.provider.concurrency = 32;
+        settings.provider.timeout_ms = 10_000;
+        let error = settings.validate().expect_err("refused").to_string();
+        assert!(error.contains("max_poll_interval_ms"), "{error}");
+        assert!(error.contains("ceil(500 records / 32 in flight) = 16 waves"), "{error}");
+    }
+
+    #[test]
+    fn five_hundred_wons_with_the_default_provider_are_refused_too() {
+        let mut settings = Settings::default();
+        settings.dispatch.batch_max_records = 500;
+        assert!(settings.validate().is_err(), "16 waves × 30 s = 480 s > 150 s");
+    }
+
+    #[test]
+    fn the_dispatch_batch_is_the_smaller_of_the_two_limits() {
+        let mut settings = Settings::default();
+        assert_eq!(settings.consumer_kafka().batch_max_records, 64);
+        settings.kafka.batch_max_records = 10;
+        assert_eq!(settings.consumer_kafka().batch_max_records, 10);
+    }
+
+    #[test]
+    fn a_kafka_section_from_the_environment_keeps_the_dispatch_cap() {
+        // Setting any kafka field resets the others to the platform defaults
+        // (batch 500): the sender's own cap still bounds its batches.
+        let settings: Settings = serde_json::from_value(serde_json::json!({"kafka": {"brokers": "10.0.0.1:9092"}})).unwrap();
+        assert_eq!(settings.kafka.batch_max_records, 500);
+        assert_eq!(settings.batch_max_records(), 64);
+        assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn a_longer_poll_interval_admits_a_bigger_batch() {
+        let mut settings = Settings::default();
+        settings.dispatch.batch_max_records = 256;
+        assert!(settings.validate().is_err(), "8 waves × 30 s = 240 s > 150 s");
+        settings.kafka.max_poll_interval_ms = 600_000;
+        assert!(settings.validate().is_ok(), "240 s + the rate wait < 300 s");
+    }
+
+    #[test]
+    fn a_tight_rate_limit_counts_against_the_poll_interval() {
+        let mut settings = Settings::default();
+        settings.provider.rate_per_sec = 2;
+        // 64 gifts × 10 calls at 2 per second: 320 s of waiting alone.
+        assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn a_poll_interval_within_the_session_timeout_is_refused() {
+        let mut settings = Settings::default();
+        settings.kafka.max_poll_interval_ms = settings.kafka.session_timeout_ms;
+        assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn a_zero_dispatch_batch_is_refused() {
+        let mut settings = Settings::default();
+        settings.dispatch.batch_max_records = 0;
         assert!(settings.validate().is_err());
     }
 

@@ -67,13 +67,23 @@ impl Application {
         let provider = ProviderClient::new(&settings.provider)?;
         let group = settings.kafka.group(GROUP);
         let topics = settings.kafka.topics();
-        let consumer = ConsumerLoop::new(&settings.kafka, &group, &[topics.stock_decided.as_str()], Delivery::AtLeastOnce)?;
+        // Batches bounded so the worst case ends well inside max.poll.interval.ms (validated above).
+        let consumer_kafka = settings.consumer_kafka();
+        let consumer = ConsumerLoop::new(&consumer_kafka, &group, &[topics.stock_decided.as_str()], Delivery::AtLeastOnce)?;
         let health = Health::new()
             .with_postgres(pool.clone())
             .with_kafka(&settings.kafka)?
             .with_registry(settings.registry.url.clone());
         let (ops_listener, ops_port) = settings.http.bind().await?;
-        tracing::info!(%group, ops_port, provider = %settings.provider.base_url, "sender built");
+        tracing::info!(
+            %group,
+            ops_port,
+            provider = %settings.provider.base_url,
+            batch_max_records = consumer_kafka.batch_max_records,
+            worst_batch_s = settings.worst_batch().as_secs(),
+            max_poll_interval_s = settings.kafka.max_poll_interval_ms / 1_000,
+            "sender built"
+        );
         Ok(Self { settings, pool, producer, provider, consumer, ops_listener, ops_port, health })
     }
 
