@@ -32,17 +32,18 @@ impl StockRemaining<'_> {
 }
 
 /// One release applied (or refused).
-pub struct ReleaseApplied {
-    pub result: Released,
+pub struct ReleaseApplied<'a> {
+    pub result: &'a Released,
     pub unit_no: i32,
 }
 
-impl ReleaseApplied {
+impl ReleaseApplied<'_> {
     pub fn emit(&self) {
         let result = match self.result {
             Released::Returned { reopened: false } => "returned",
             Released::Returned { reopened: true } => "reopened",
-            Released::Duplicate => "duplicate",
+            Released::Promoted(_) => "promoted",
+            Released::Duplicate(_) => "duplicate",
             Released::Mismatch => "mismatch",
             Released::UnknownEvent => "unknown_event",
         };
@@ -50,10 +51,60 @@ impl ReleaseApplied {
             Released::Returned { reopened } => {
                 tracing::info!(unit_no = self.unit_no, reopened, "unit returned to stock")
             }
-            Released::Duplicate => tracing::debug!(unit_no = self.unit_no, "release already applied"),
+            Released::Promoted(p) => tracing::info!(
+                unit_no = p.unit_no,
+                promoted_entry_id = %p.entry_id,
+                promoted_user_id = %p.user_id,
+                "returned unit went to the next in line"
+            ),
+            Released::Duplicate(_) => tracing::debug!(unit_no = self.unit_no, "release already applied"),
             _ => tracing::warn!(unit_no = self.unit_no, result, "release refused"),
         }
         metrics::counter!("firstcome_stock_releases_total", "result" => result).increment(1);
+    }
+}
+
+/// Redis is behind what the stage committed to Kafka for an event: it lost
+/// writes (AOF everysec, a failover). Nothing is decided on it until rebuilt.
+pub struct RedisBehind<'a> {
+    pub event_id: &'a str,
+    pub field: &'a str,
+    pub applied: i64,
+    pub expected: i64,
+}
+
+impl RedisBehind<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            event_id = self.event_id,
+            field = self.field,
+            applied = self.applied,
+            committed = self.expected,
+            "redis is behind the log: rebuilding the event before deciding"
+        );
+        metrics::counter!("firstcome_stock_redis_behind_total").increment(1);
+    }
+}
+
+/// A rebuild of an event's stock state from the log ended.
+pub struct RebuildFinished<'a, E: std::fmt::Display> {
+    pub event_id: &'a str,
+    pub error: Option<&'a E>,
+}
+
+impl<E: std::fmt::Display> RebuildFinished<'_, E> {
+    pub fn emit(&self) {
+        let result = match self.error {
+            None => {
+                tracing::warn!(event_id = self.event_id, "event rebuilt from the log");
+                "rebuilt"
+            }
+            Some(error) => {
+                tracing::error!(event_id = self.event_id, %error, "rebuilding the event failed; the batch will be retried");
+                "failed"
+            }
+        };
+        metrics::counter!("firstcome_stock_rebuilds_total", "result" => result).increment(1);
     }
 }
 

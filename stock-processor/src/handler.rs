@@ -1,20 +1,31 @@
 //! The batch handler of group `stock`: decode, validate, return released
-//! units, decide entries (one script call per event), encode the decisions.
+//! units (handing them to the next in line), decide entries (one script call
+//! per event), encode the decisions, and say what to commit as offset metadata.
 //!
 //! The consumer loop commits the outputs, the dead letters and the input
 //! offsets in one Kafka transaction; when it aborts, the same records come
 //! again. Every Redis change here is keyed by entry id (stored decisions, the
-//! released set), so the re-run gives the same answers and changes nothing.
+//! released set, the promotions), so the re-run gives the same answers and
+//! changes nothing.
+//!
+//! Redis is not trusted to remember everything it acknowledged: every script
+//! call checks the event's applied marks against the ones committed to Kafka
+//! (see [`crate::marks`]). When Redis is behind, the event is rebuilt from the
+//! log before anything is decided on it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
 use platform::kafka::{BatchHandler, BatchOutcome, DeadLetter, HandlerError, OutRecord, Record};
-use schemas::{check_identity, Codec, CodecError, Event, StockDecision, StockRelease, SurveySubmitted, Topics};
+use schemas::{
+    check_identity, Codec, CodecError, Event, Outcome, StockDecision, StockRelease, SurveySubmitted, Topics,
+};
 use tracing::{Instrument, Span};
 
-use crate::events::{DecisionMade, RecordRejected, ReleaseApplied, StockRemaining};
-use crate::store::{EntryRef, Released, StockStore};
+use crate::events::{DecisionMade, RebuildFinished, RecordRejected, RedisBehind, ReleaseApplied, StockRemaining};
+use crate::marks::{self, CommittedMarks, MarkKind, MarkReader};
+use crate::rebuild::Rebuilder;
+use crate::store::{Decided, EntryRef, Marks, Promotion, Released, StockStore, StoreError};
 
 /// Decides entries and applies releases for one consumer group member.
 pub struct StockHandler {
@@ -22,6 +33,13 @@ pub struct StockHandler {
     codec: Codec,
     topics: Topics,
     group: String,
+    guard: Option<StaleGuard>,
+}
+
+/// What checks Redis against the log and repairs it.
+struct StaleGuard {
+    marks: MarkReader,
+    rebuilder: Rebuilder,
 }
 
 /// A record that passed decoding and validation.
@@ -46,9 +64,43 @@ enum Refusal {
     Retry(CodecError),
 }
 
+/// The marks this batch applied, per input partition: event → next offset,
+/// in the order applied.
+#[derive(Default)]
+struct BatchMarks {
+    partitions: BTreeMap<(MarkKind, i32), Vec<(String, i64)>>,
+}
+
+impl BatchMarks {
+    fn raise(&mut self, kind: MarkKind, partition: i32, event_id: &str, next_offset: i64) {
+        let events = self.partitions.entry((kind, partition)).or_default();
+        match events.iter_mut().find(|(event, _)| event == event_id) {
+            Some((_, mark)) => *mark = (*mark).max(next_offset),
+            None => events.push((event_id.to_string(), next_offset)),
+        }
+    }
+
+    /// Newest first, as the metadata keeps them.
+    fn newest_first(&self, kind: MarkKind, partition: i32) -> Vec<(String, i64)> {
+        let mut events = self.partitions.get(&(kind, partition)).cloned().unwrap_or_default();
+        events.sort_by(|a, b| b.1.cmp(&a.1));
+        events
+    }
+}
+
 impl StockHandler {
+    /// A handler that trusts Redis (no stale check): tests of the decisions.
+    /// The stage runs [`StockHandler::with_stale_guard`].
     pub fn new(store: StockStore, codec: Codec, topics: Topics, group: String) -> Self {
-        Self { store, codec, topics, group }
+        Self { store, codec, topics, group, guard: None }
+    }
+
+    /// Checks each event's applied marks against the group's committed marks
+    /// (read by `marks` before every batch) and rebuilds an event Redis is
+    /// behind on with `rebuilder` before deciding on it.
+    pub fn with_stale_guard(mut self, marks: MarkReader, rebuilder: Rebuilder) -> Self {
+        self.guard = Some(StaleGuard { marks, rebuilder });
+        self
     }
 
     async fn handle_batch(&self, batch: &[Record]) -> Result<BatchOutcome, HandlerError> {
@@ -79,15 +131,75 @@ impl StockHandler {
             }
         }
 
+        // What this group committed: the marks Redis must not be below.
+        let committed = match &self.guard {
+            Some(guard) => guard.marks.fetch().await.map_err(|e| HandlerError(format!("reading committed marks: {e}")))?,
+            None => CommittedMarks::default(),
+        };
+        let mut applied = BatchMarks::default();
+
         // Releases first: a unit returned in this batch can go to an entry of it.
         // No local clock here: the scripts judge time on Redis' clock.
+        let mut out = Vec::new();
         for item in &releases {
-            if let Some(reason) = self.release(item).await? {
+            let (dead, promoted) = self.release(item, &committed, &mut applied).await?;
+            if let Some(reason) = dead {
                 outcome.dead_letters.push(DeadLetter { index: item.index, reason });
             }
+            if let Some(record) = promoted {
+                out.push((item.index, record));
+            }
         }
-        outcome.produce = self.decide(&entries).await?;
+        out.extend(self.decide(&entries, &committed, &mut applied).await?);
+        // Per-key order: a member's decisions leave in the order the records came.
+        out.sort_by_key(|(index, _)| *index);
+        outcome.produce = out.into_iter().map(|(_, record)| record).collect();
+        outcome.offset_metadata = self.offset_metadata(batch, &committed, &applied);
         Ok(outcome)
+    }
+
+    /// The metadata of every partition of the batch: its committed marks
+    /// with this batch's in front. Partitions whose records were all dead
+    /// letters commit their marks again, unchanged (a commit replaces them).
+    fn offset_metadata(
+        &self,
+        batch: &[Record],
+        committed: &CommittedMarks,
+        applied: &BatchMarks,
+    ) -> HashMap<(String, i32), String> {
+        let mut metadata = HashMap::new();
+        for record in batch {
+            let Some(kind) = self.kind(record.topic()) else { continue };
+            let key = (record.topic().to_string(), record.partition());
+            if !metadata.contains_key(&key) {
+                let newer = applied.newest_first(kind, record.partition());
+                metadata.insert(key, committed.metadata_for(kind, record.partition(), &newer));
+            }
+        }
+        metadata
+    }
+
+    fn kind(&self, topic: &str) -> Option<MarkKind> {
+        if topic == self.topics.survey_submitted {
+            Some(MarkKind::Survey)
+        } else if topic == self.topics.stock_released {
+            Some(MarkKind::Release)
+        } else {
+            None
+        }
+    }
+
+    /// Redis answered STALE for `event_id`: say so loudly, rebuild the event
+    /// from the log. An unguarded handler (or a failed rebuild) fails the
+    /// batch, which is tried again: nothing is decided on a Redis that is behind.
+    async fn on_stale(&self, event_id: &str, error: StoreError) -> Result<(), HandlerError> {
+        if let StoreError::Stale { field, applied, expected } = &error {
+            RedisBehind { event_id, field, applied: *applied, expected: *expected }.emit();
+        }
+        let Some(guard) = &self.guard else { return Err(HandlerError::new(error)) };
+        let rebuilt = guard.rebuilder.rebuild_event(event_id).await;
+        RebuildFinished { event_id, error: rebuilt.as_ref().err() }.emit();
+        rebuilt.map(|_| ()).map_err(|e| HandlerError(format!("rebuilding {event_id} after {error}: {e}")))
     }
 
     /// Decodes a record by its topic and checks what the schema cannot.
@@ -110,30 +222,82 @@ impl StockHandler {
         Ok(input)
     }
 
-    /// Applies one release; `Some(reason)` when it must be dead-lettered.
-    async fn release(&self, item: &Item<'_>) -> Result<Option<String>, HandlerError> {
-        let Input::Release(release) = &item.input else { return Ok(None) };
-        let result = self
-            .store
-            .release(&release.event_id, &release.entry_id, &release.user_id, release.unit_no)
-            .instrument(item.span.clone())
-            .await
-            .map_err(HandlerError::new)?;
-        item.span.in_scope(|| ReleaseApplied { result, unit_no: release.unit_no }.emit());
+    /// Applies one release: `(Some(reason), _)` when it must be
+    /// dead-lettered, `(_, Some(record))` the WON decision of the entry its
+    /// unit went to (announced again when a re-run finds it done).
+    async fn release(
+        &self,
+        item: &Item<'_>,
+        committed: &CommittedMarks,
+        applied: &mut BatchMarks,
+    ) -> Result<(Option<String>, Option<OutRecord>), HandlerError> {
+        let Input::Release(release) = &item.input else { return Ok((None, None)) };
+        let partition = item.record.partition();
+        let next_offset = item.record.offset() + 1;
+        let marks = Marks {
+            expected: committed.expected_for(&release.event_id),
+            new: vec![(marks::field(MarkKind::Release, partition), next_offset)],
+        };
+        let call = || {
+            self.store
+                .release_marked(&release.event_id, &release.entry_id, &release.user_id, release.unit_no, &marks)
+                .instrument(item.span.clone())
+        };
+        let result = match call().await {
+            Err(stale @ StoreError::Stale { .. }) => {
+                self.on_stale(&release.event_id, stale).instrument(item.span.clone()).await?;
+                call().await
+            }
+            other => other,
+        }
+        .map_err(HandlerError::new)?;
+        item.span.in_scope(|| ReleaseApplied { result: &result, unit_no: release.unit_no }.emit());
+        if result != Released::UnknownEvent {
+            applied.raise(MarkKind::Release, partition, &release.event_id, next_offset);
+        }
+        let promoted = match result.promotion() {
+            Some(promotion) => Some(self.promoted(&release.event_id, promotion, item).await?),
+            None => None,
+        };
         // A refused release changed nothing; operators look at it in the DLQ.
-        Ok(match result {
+        let dead = match result {
             Released::Mismatch => Some(format!(
                 "entry {} of {} did not win unit {}",
                 release.entry_id, release.user_id, release.unit_no
             )),
             Released::UnknownEvent => Some(format!("unknown event {}", release.event_id)),
-            Released::Returned { .. } | Released::Duplicate => None,
-        })
+            Released::Returned { .. } | Released::Promoted(_) | Released::Duplicate(_) => None,
+        };
+        Ok((dead, promoted))
+    }
+
+    /// The new decision of an entry a returned unit went to: WON, the same
+    /// entry id that earlier lost, caused by the release.
+    async fn promoted(&self, event_id: &str, promotion: &Promotion, item: &Item<'_>) -> Result<OutRecord, HandlerError> {
+        let decision = StockDecision {
+            event_id: event_id.to_string(),
+            entry_id: promotion.entry_id.clone(),
+            user_id: promotion.user_id.clone(),
+            outcome: Outcome::Won,
+            unit_no: Some(promotion.unit_no),
+            decided_at: promotion.decided_at_ms,
+            accepted_at: promotion.accepted_at_ms,
+        };
+        let record = self.encode(&decision, item).instrument(item.span.clone()).await?;
+        item.span.in_scope(|| {
+            DecisionMade { outcome: Outcome::Won, unit_no: Some(promotion.unit_no), user_id: &promotion.user_id }.emit()
+        });
+        Ok(record)
     }
 
     /// Decides every entry (one script call per event, batch order kept per
-    /// event) and encodes one decision per entry, in batch order.
-    async fn decide(&self, items: &[Item<'_>]) -> Result<Vec<OutRecord>, HandlerError> {
+    /// event) and encodes one decision per entry, with its batch index.
+    async fn decide(
+        &self,
+        items: &[Item<'_>],
+        committed: &CommittedMarks,
+        applied: &mut BatchMarks,
+    ) -> Result<Vec<(usize, OutRecord)>, HandlerError> {
         let mut out = Vec::with_capacity(items.len());
         for (event_id, group) in by_event(items) {
             let refs: Vec<EntryRef<'_>> = group
@@ -147,9 +311,29 @@ impl StockHandler {
                     Input::Release(_) => None,
                 })
                 .collect();
-            let decided = self.store.decide(event_id, &refs).await.map_err(HandlerError::new)?;
+            let mut highest: BTreeMap<i32, i64> = BTreeMap::new();
+            for item in &group {
+                let next = highest.entry(item.record.partition()).or_default();
+                *next = (*next).max(item.record.offset() + 1);
+            }
+            let marks = Marks {
+                expected: committed.expected_for(event_id),
+                new: highest.iter().map(|(p, next)| (marks::field(MarkKind::Survey, *p), *next)).collect(),
+            };
+            let decided: Decided = match self.store.decide_marked(event_id, &refs, &marks).await {
+                Err(stale @ StoreError::Stale { .. }) => {
+                    self.on_stale(event_id, stale).await?;
+                    self.store.decide_marked(event_id, &refs, &marks).await
+                }
+                other => other,
+            }
+            .map_err(HandlerError::new)?;
             if let Some(remaining) = decided.remaining {
                 StockRemaining { event_id, remaining }.emit();
+                // A known event: the script raised its marks.
+                for (partition, next) in &highest {
+                    applied.raise(MarkKind::Survey, *partition, event_id, *next);
+                }
             }
             for (item, decision) in group.iter().zip(decided.decisions) {
                 let Input::Entry(entry) = &item.input else { continue };
@@ -170,9 +354,7 @@ impl StockHandler {
                 out.push((item.index, record));
             }
         }
-        // Per-key order: a member's decisions leave in the order the entries came.
-        out.sort_by_key(|(index, _)| *index);
-        Ok(out.into_iter().map(|(_, record)| record).collect())
+        Ok(out)
     }
 
     /// platform's `EventProducer::encode` does the same, but needs a producer;

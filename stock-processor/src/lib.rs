@@ -10,11 +10,14 @@
 //!
 //! - [`settings`]: what the service reads at start.
 //! - [`store`]: the Lua scripts and their typed calls.
+//! - [`marks`]: applied marks, committed with the offsets, read back to catch
+//!   a Redis that lost writes (and [`rebuild`], which repairs it from the log).
 //! - [`handler`]: the batch handler run by platform's consumer loop.
 //! - [`startup`]: `Application::build` / `run_until_stopped`.
 
 pub mod events;
 pub mod handler;
+pub mod marks;
 pub mod rebuild;
 pub mod settings;
 pub mod startup;
@@ -23,4 +26,4 @@ pub mod store;
 pub use handler::StockHandler;
 pub use settings::Settings;
 pub use startup::{Application, Error};
-pub use store::{Decided, Decision, EntryRef, Released, StockStore, StoreError, LATE_DECISION_GRACE};
+pub use store::{Decided, Decision, EntryRef, Marks, Promotion, Released, StockStore, StoreError, LATE_DECISION_GRACE};

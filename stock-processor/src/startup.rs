@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::StockHandler;
+use crate::marks::MarkReader;
+use crate::rebuild::Rebuilder;
 use crate::settings::Settings;
 use crate::store::{StockStore, StoreError};
 
@@ -59,10 +61,14 @@ impl Application {
         let store = StockStore::new(conn.clone());
         store.load().await?;
         let health = Health::new()
-            .with_redis(conn)
+            .with_redis(conn.clone())
             .with_kafka(&settings.kafka)?
             .with_registry(settings.registry.url.clone());
-        let handler = Arc::new(StockHandler::new(store, codec, settings.kafka.topics(), settings.group()));
+        let marks = MarkReader::new(&settings.kafka, &settings.group())?;
+        let rebuilder = Rebuilder::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone());
+        let handler = Arc::new(
+            StockHandler::new(store, codec, settings.kafka.topics(), settings.group()).with_stale_guard(marks, rebuilder),
+        );
         let consumer = consumer_loop(&settings).await?;
 
         let (ops_listener, ops_port) = settings.http.bind().await?;

@@ -64,23 +64,91 @@ pub struct Decided {
     pub decisions: Vec<Decision>,
 }
 
+/// A returned unit handed to the next in line: the waitlisted entry's stored
+/// decision is now `WON|unit_no`; the stage announces it with a new
+/// `StockDecision` WON for that (same) entry id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub entry_id: String,
+    pub user_id: String,
+    pub unit_no: i32,
+    /// When ingest accepted the promoted entry (its place in line).
+    pub accepted_at_ms: i64,
+    /// Redis' clock when the unit was handed over.
+    pub decided_at_ms: i64,
+}
+
+impl Promotion {
+    /// Parses the `entry|member|unit|accepted_at|decided_at` parts.
+    fn parse(parts: &[String]) -> Option<Self> {
+        let [entry_id, user_id, unit_no, accepted_at_ms, decided_at_ms] = parts else { return None };
+        Some(Self {
+            entry_id: entry_id.clone(),
+            user_id: user_id.clone(),
+            unit_no: unit_no.parse().ok()?,
+            accepted_at_ms: accepted_at_ms.parse().ok()?,
+            decided_at_ms: decided_at_ms.parse().ok()?,
+        })
+    }
+}
+
 /// What a release did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Released {
-    /// The unit is back in stock.
+    /// The unit is back in stock (nobody was in line).
     Returned { reopened: bool },
-    /// This entry's unit was already returned: nothing changed.
-    Duplicate,
+    /// The unit went straight to the next in line; the event stays sold out.
+    Promoted(Promotion),
+    /// This entry's unit was already returned: nothing changed. The promotion
+    /// that return made, if any, is repeated so an aborted batch can announce
+    /// it again; nobody is promoted twice.
+    Duplicate(Option<Promotion>),
     /// The entry did not win this unit for this member: nothing changed.
     Mismatch,
     /// No such event in Redis: nothing changed.
     UnknownEvent,
 }
 
+impl Released {
+    /// The promotion to announce (a new one, or the one a duplicate repeats).
+    pub fn promotion(&self) -> Option<&Promotion> {
+        match self {
+            Released::Promoted(promotion) | Released::Duplicate(Some(promotion)) => Some(promotion),
+            _ => None,
+        }
+    }
+}
+
+/// The applied marks a script call checks and raises (see [`crate::marks`]).
+/// `expected`: the event's marks as committed to Kafka, field → next offset;
+/// if Redis' `applied` mark of any field is below, the call answers
+/// [`StoreError::Stale`] and writes nothing. `new`: this call's records,
+/// field → 1 + highest offset; `applied` is raised to them (never lowered).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    pub expected: Vec<(String, i64)>,
+    pub new: Vec<(String, i64)>,
+}
+
+impl Marks {
+    fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        for marks in [&self.expected, &self.new] {
+            invocation.arg(marks.len());
+            for (field, offset) in marks {
+                invocation.arg(field).arg(*offset);
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("redis call failed: {0}")]
     Redis(#[from] redis::RedisError),
+    /// Redis is behind what the stage committed to Kafka (it lost writes):
+    /// nothing was written; rebuild the event from the log, then call again.
+    #[error("redis is behind the log: applied mark {field} is {applied}, {expected} was committed")]
+    Stale { field: String, applied: i64, expected: i64 },
     /// The script answered something this code does not know: a version skew.
     #[error("unexpected script answer: {0}")]
     Unexpected(String),
@@ -123,11 +191,24 @@ impl StockStore {
         self.conn.clone()
     }
 
+    /// Decides `entries` of `event_id`, in order, in one atomic script call,
+    /// without marks (no stale check): [`StockStore::decide_marked`].
+    pub async fn decide(&self, event_id: &str, entries: &[EntryRef<'_>]) -> Result<Decided, StoreError> {
+        self.decide_marked(event_id, entries, &Marks::default()).await
+    }
+
     /// Decides `entries` of `event_id`, in order, in one atomic script call.
     /// An entry is CLOSED when its `accepted_at` (at most Redis' now) falls
     /// outside [open_at, close_at), when an operator closed the event, or when
-    /// Redis' now is past close_at + [`LATE_DECISION_GRACE`].
-    pub async fn decide(&self, event_id: &str, entries: &[EntryRef<'_>]) -> Result<Decided, StoreError> {
+    /// Redis' now is past close_at + [`LATE_DECISION_GRACE`]. A member's later
+    /// entry gets the standing of its first one; a SOLD_OUT first entry joins
+    /// the waitlist. [`StoreError::Stale`] when `applied` is below `marks.expected`.
+    pub async fn decide_marked(
+        &self,
+        event_id: &str,
+        entries: &[EntryRef<'_>],
+        marks: &Marks,
+    ) -> Result<Decided, StoreError> {
         let keys = EventKeys::new(event_id);
         let mut invocation = self.decide.prepare_invoke();
         invocation
@@ -138,9 +219,13 @@ impl StockStore {
             .key(&keys.decisions)
             .key(&keys.free_units)
             .key(&keys.next_unit)
+            .key(&keys.applied)
+            .key(&keys.waitlist)
+            .key(&keys.members)
             .arg(event_id)
             .arg(STATE_CHANNEL)
             .arg(LATE_DECISION_GRACE.as_millis() as u64);
+        marks.push_args(&mut invocation);
         for entry in entries {
             invocation.arg(entry.entry_id).arg(entry.user_id).arg(entry.accepted_at_ms);
         }
@@ -149,8 +234,8 @@ impl StockStore {
         parse_decided(&answers, entries.len())
     }
 
-    /// Returns `unit_no`, won by `entry_id` of `user_id`, to the stock. A repeated
-    /// release of the same entry changes nothing.
+    /// Returns `unit_no`, won by `entry_id` of `user_id`, without marks:
+    /// [`StockStore::release_marked`].
     pub async fn release(
         &self,
         event_id: &str,
@@ -158,35 +243,72 @@ impl StockStore {
         user_id: &str,
         unit_no: i32,
     ) -> Result<Released, StoreError> {
+        self.release_marked(event_id, entry_id, user_id, unit_no, &Marks::default()).await
+    }
+
+    /// Returns `unit_no`, won by `entry_id` of `user_id`: it goes to the
+    /// earliest waitlisted entry whose member holds no unit while the event
+    /// is before close_at, else back to stock. A repeated release of the same
+    /// entry changes nothing (and repeats its promotion).
+    /// [`StoreError::Stale`] when `applied` is below `marks.expected`.
+    pub async fn release_marked(
+        &self,
+        event_id: &str,
+        entry_id: &str,
+        user_id: &str,
+        unit_no: i32,
+        marks: &Marks,
+    ) -> Result<Released, StoreError> {
         let keys = EventKeys::new(event_id);
-        let mut conn = self.conn.clone();
-        let answer: String = self
-            .release
+        let mut invocation = self.release.prepare_invoke();
+        invocation
             .key(&keys.meta)
             .key(&keys.stock)
             .key(&keys.winners)
             .key(&keys.decisions)
             .key(&keys.free_units)
             .key(&keys.released)
+            .key(&keys.applied)
+            .key(&keys.waitlist)
+            .key(&keys.promoted)
             .arg(entry_id)
             .arg(user_id)
             .arg(unit_no)
             .arg(event_id)
-            .arg(STATE_CHANNEL)
-            .invoke_async(&mut conn)
-            .await?;
-        match answer.as_str() {
-            "RELEASED" => Ok(Released::Returned { reopened: false }),
-            "REOPENED" => Ok(Released::Returned { reopened: true }),
-            "DUPLICATE" => Ok(Released::Duplicate),
-            "MISMATCH" => Ok(Released::Mismatch),
-            "UNKNOWN_EVENT" => Ok(Released::UnknownEvent),
-            other => Err(StoreError::Unexpected(other.to_string())),
-        }
+            .arg(STATE_CHANNEL);
+        marks.push_args(&mut invocation);
+        let mut conn = self.conn.clone();
+        let answer: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        parse_released(&answer)
     }
 }
 
+fn parse_released(answer: &[String]) -> Result<Released, StoreError> {
+    let unexpected = || StoreError::Unexpected(answer.join(" "));
+    let (status, rest) = answer.split_first().ok_or_else(unexpected)?;
+    let promotion = || Promotion::parse(rest).ok_or_else(unexpected);
+    match (status.as_str(), rest.len()) {
+        ("RELEASED", 0) => Ok(Released::Returned { reopened: false }),
+        ("REOPENED", 0) => Ok(Released::Returned { reopened: true }),
+        ("PROMOTED", _) => Ok(Released::Promoted(promotion()?)),
+        ("DUPLICATE", 0) => Ok(Released::Duplicate(None)),
+        ("DUPLICATE", _) => Ok(Released::Duplicate(Some(promotion()?))),
+        ("MISMATCH", 0) => Ok(Released::Mismatch),
+        ("UNKNOWN_EVENT", 0) => Ok(Released::UnknownEvent),
+        ("STALE", _) => Err(parse_stale(rest).ok_or_else(unexpected)?),
+        _ => Err(unexpected()),
+    }
+}
+
+fn parse_stale(rest: &[String]) -> Option<StoreError> {
+    let [field, applied, expected] = rest else { return None };
+    Some(StoreError::Stale { field: field.clone(), applied: applied.parse().ok()?, expected: expected.parse().ok()? })
+}
+
 fn parse_decided(answers: &[String], asked: usize) -> Result<Decided, StoreError> {
+    if answers.first().is_some_and(|first| first == "STALE") {
+        return Err(parse_stale(&answers[1..]).ok_or_else(|| StoreError::Unexpected(answers.join(" ")))?);
+    }
     let [remaining, now, decisions @ ..] = answers else {
         return Err(StoreError::Unexpected(format!("{} header fields", answers.len())));
     };
@@ -242,5 +364,38 @@ mod tests {
         assert_eq!(unknown.remaining, None);
         assert!(parse_decided(&strings(&["3"]), 0).is_err(), "no clock");
         assert!(parse_decided(&strings(&["3", "soon"]), 0).is_err(), "unreadable clock");
+    }
+
+    #[test]
+    fn a_stale_answer_names_the_mark_behind() {
+        let strings = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let stale = parse_decided(&strings(&["STALE", "s:2", "10", "14"]), 3).unwrap_err();
+        assert!(
+            matches!(&stale, StoreError::Stale { field, applied: 10, expected: 14 } if field == "s:2"),
+            "{stale:?}"
+        );
+        assert!(matches!(parse_released(&strings(&["STALE", "r:0", "0", "1"])), Err(StoreError::Stale { .. })));
+        assert!(matches!(parse_released(&strings(&["STALE", "r:0"])), Err(StoreError::Unexpected(_))));
+    }
+
+    #[test]
+    fn a_promotion_carries_the_entry_its_member_and_the_unit() {
+        let strings = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let parts = ["PROMOTED", "e-1", "m-1", "3", "1700000000000", "1700000000500"];
+        let promotion = Promotion {
+            entry_id: "e-1".into(),
+            user_id: "m-1".into(),
+            unit_no: 3,
+            accepted_at_ms: 1_700_000_000_000,
+            decided_at_ms: 1_700_000_000_500,
+        };
+        assert_eq!(parse_released(&strings(&parts)).unwrap(), Released::Promoted(promotion.clone()));
+        let mut again = strings(&parts);
+        again[0] = "DUPLICATE".into();
+        assert_eq!(parse_released(&again).unwrap(), Released::Duplicate(Some(promotion)));
+        assert_eq!(parse_released(&strings(&["DUPLICATE"])).unwrap(), Released::Duplicate(None));
+        assert_eq!(parse_released(&strings(&["REOPENED"])).unwrap(), Released::Returned { reopened: true });
+        assert!(parse_released(&strings(&["PROMOTED", "e-1"])).is_err());
+        assert!(parse_released(&strings(&["MAYBE"])).is_err());
     }
 }

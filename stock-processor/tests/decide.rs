@@ -210,7 +210,7 @@ async fn a_released_unit_reopens_the_event_and_goes_to_the_next_winner() {
 
     // The same release again (redelivered): nothing happens.
     let repeated = store.release(&event_id, a_entry, "a", 1).await.unwrap();
-    assert_eq!(repeated, Released::Duplicate);
+    assert_eq!(repeated, Released::Duplicate(None));
     assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(1));
     assert!(changes.drain(Duration::from_millis(300)).await.is_empty(), "a duplicate release published");
 

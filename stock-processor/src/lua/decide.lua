@@ -1,12 +1,23 @@
 -- decide: the stock decision for a batch of entries of ONE event, atomically.
 --
--- KEYS: 1 meta, 2 stock, 3 eligible, 4 winners, 5 decisions, 6 free_units, 7 next_unit
--- ARGV: 1 event_id, 2 state channel, 3 late-decision grace (ms), then
---       (entry_id, user_id, accepted_at_ms) triples in batch order
+-- KEYS: 1 meta, 2 stock, 3 eligible, 4 winners, 5 decisions, 6 free_units,
+--       7 next_unit, 8 applied, 9 waitlist, 10 members
+-- ARGV: 1 event_id, 2 state channel, 3 late-decision grace (ms),
+--       4 E = number of expected marks, then E (field, next_offset) pairs,
+--       then N = number of new marks, then N (field, next_offset) pairs,
+--       then (entry_id, user_id, accepted_at_ms) triples in batch order
 -- Returns { remaining, now, answer_1, answer_2, ... } as strings: remaining is
 -- the stock left after the batch (-1 for an unknown event); now is Redis' clock
 -- (ms) the batch was judged at; each answer is 'OUTCOME|unit' (unit empty when
 -- none), the same form kept in `decisions`.
+-- Or { 'STALE', field, applied, expected } when Redis is behind what the
+-- stage committed to Kafka: nothing was written.
+--
+-- Stale check: `applied` holds, per input partition (`s:<p>` / `r:<p>`), the
+-- next offset of this event's records the stage applied here. The stage
+-- commits the same marks as offset metadata with its Kafka transaction; an
+-- `applied` mark below the committed one means Redis lost writes the log
+-- kept (AOF everysec, a failover), and deciding on it could sell a unit twice.
 --
 -- The window is judged on each entry's accepted_at (ingest's admission time,
 -- taken from this same Redis clock), not on when this consumer gets to it: an
@@ -14,14 +25,39 @@
 -- past close_at (an outage, a backlog). Only after close_at + grace is every
 -- entry CLOSED, so answers stop changing long before the keys expire.
 --
+-- One entry per member: `members` keeps the first entry decided for each
+-- member. Another entry id of that member (another producer, or ingest after
+-- Redis lost its first-entry mark) gets the first entry's standing, never a
+-- unit of its own nor a place in line.
+--
 -- Every answer is stored by entry id before the script returns, so a batch run
 -- again (after an aborted Kafka transaction, a redelivery) gets the same
 -- answers and does not touch the counter again.
-local meta, stock, eligible, winners, decisions, free_units, next_unit =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local meta, stock, eligible, winners, decisions, free_units, next_unit, applied, waitlist, members =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local event_id = ARGV[1]
 local channel = ARGV[2]
 local grace = tonumber(ARGV[3]) or 0
+
+-- The marks: expected ones are checked before anything is written.
+local at_arg = 4
+local function read_marks()
+  local count = tonumber(ARGV[at_arg]) or 0
+  local marks = {}
+  for i = 1, count do
+    marks[i] = { ARGV[at_arg + 2 * i - 1], tonumber(ARGV[at_arg + 2 * i]) or 0 }
+  end
+  at_arg = at_arg + 2 * count + 1
+  return marks
+end
+local expected = read_marks()
+local new_marks = read_marks()
+for _, mark in ipairs(expected) do
+  local have = tonumber(redis.call('HGET', applied, mark[1]) or '0') or 0
+  if have < mark[2] then
+    return { 'STALE', mark[1], string.format('%.0f', have), string.format('%.0f', mark[2]) }
+  end
+end
 
 -- Redis' clock, not the caller's: every host judges on one clock, the one
 -- ingest stamped accepted_at with. (Scripts replicate by effects since Redis 5.)
@@ -48,7 +84,22 @@ local function stored_answer(entry, member)
   return stored
 end
 
-local function decide(member, accepted_at)
+-- The answer to another entry of a member whose first entry was decided.
+local function standing(member, first)
+  local held = redis.call('HGET', winners, member)
+  if held then
+    return 'ALREADY_WON|' .. held
+  end
+  local outcome = string.match(redis.call('HGET', decisions, first) or '', '^([A-Z_]+)|$')
+  if outcome == 'SOLD_OUT' or outcome == 'CLOSED' or outcome == 'INELIGIBLE' then
+    return outcome .. '|'
+  end
+  -- The first entry's answer is not a loss we know: still a loss, never a
+  -- unit and never a place in line.
+  return 'SOLD_OUT|'
+end
+
+local function decide(entry, member, accepted_at)
   -- A producer cannot claim a time that has not come yet: judge it at now.
   local at = math.min(accepted_at, now)
   if status == 'closed' or at < open_at or at >= close_at or now >= close_at + grace then
@@ -64,6 +115,9 @@ local function decide(member, accepted_at)
   end
   local left = tonumber(redis.call('GET', stock) or '0') or 0
   if left <= 0 then
+    -- In line for a returned unit, by accept time (the claimed one: a
+    -- producer claiming a later time only queues itself later).
+    redis.call('ZADD', waitlist, string.format('%.0f', accepted_at), entry .. '|' .. member)
     return 'SOLD_OUT|'
   end
   local after = redis.call('DECR', stock)
@@ -83,13 +137,19 @@ end
 
 local out = { '-1', string.format('%.0f', now) }
 local wrote = false
-for i = 4, #ARGV, 3 do
+for i = at_arg, #ARGV, 3 do
   local entry, member, accepted_at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local answer = stored_answer(entry, member)
   if not answer then
     if known then
-      -- An unreadable time is judged as now, like a future one.
-      answer = decide(member, accepted_at or now)
+      local first = redis.call('HGET', members, member)
+      if first and first ~= entry then
+        answer = standing(member, first)
+      else
+        -- An unreadable time is judged as now, like a future one.
+        answer = decide(entry, member, accepted_at or now)
+        redis.call('HSET', members, member, entry)
+      end
       redis.call('HSET', decisions, entry, answer)
       wrote = true
     else
@@ -102,13 +162,21 @@ end
 
 if known then
   out[1] = tostring(tonumber(redis.call('GET', stock) or '0') or 0)
+  -- Raised, never lowered: a batch re-run after an abort applies nothing new.
+  for _, mark in ipairs(new_marks) do
+    local have = tonumber(redis.call('HGET', applied, mark[1]) or '0') or 0
+    if mark[2] > have then
+      redis.call('HSET', applied, mark[1], string.format('%.0f', mark[2]))
+      wrote = true
+    end
+  end
 end
 
 -- Keys first created here expire with the event, like the ones set at creation.
 if wrote then
   local ttl = redis.call('PTTL', meta)
   if ttl > 0 then
-    for _, key in ipairs({ winners, decisions, next_unit }) do
+    for _, key in ipairs({ winners, decisions, next_unit, applied, waitlist, members }) do
       if redis.call('PTTL', key) == -1 then
         redis.call('PEXPIRE', key, ttl)
       end

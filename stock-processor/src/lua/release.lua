@@ -1,49 +1,141 @@
--- release: a won unit goes back to stock (compensation after a failed gift).
+-- release: a won unit comes back (compensation after a failed gift) and goes
+-- to the next in line, or back to stock when nobody is waiting.
 --
--- KEYS: 1 meta, 2 stock, 3 winners, 4 decisions, 5 free_units, 6 released
--- ARGV: 1 entry_id, 2 user_id, 3 unit_no, 4 event_id, 5 state channel
--- Returns 'RELEASED', 'REOPENED' (released and the event reopened),
--- 'DUPLICATE' (this entry's unit was already returned), 'MISMATCH' (the entry
--- did not win this unit for this member) or 'UNKNOWN_EVENT'.
-local meta, stock, winners, decisions, free_units, released =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+-- KEYS: 1 meta, 2 stock, 3 winners, 4 decisions, 5 free_units, 6 released,
+--       7 applied, 8 waitlist, 9 promoted
+-- ARGV: 1 entry_id, 2 user_id, 3 unit_no, 4 event_id, 5 state channel,
+--       6 E = number of expected marks, then E (field, next_offset) pairs,
+--       then N = number of new marks, then N (field, next_offset) pairs
+-- Returns a list whose first element says what happened:
+--   { 'RELEASED' }   back in stock (nobody in line), the event stays as it was
+--   { 'REOPENED' }   back in stock and the sold-out event reopened
+--   { 'PROMOTED', entry, member, unit, accepted_at, decided_at }
+--                    handed to the earliest waitlisted entry whose member holds
+--                    no unit: its decision is now WON|unit
+--   { 'DUPLICATE' [, entry, member, unit, accepted_at, decided_at] }
+--                    this entry's unit was already returned; the promotion it
+--                    made then, if any, is repeated (never a second one)
+--   { 'MISMATCH' }   the entry did not win this unit for this member
+--   { 'UNKNOWN_EVENT' }
+--   { 'STALE', field, applied, expected }
+--                    Redis is behind what the stage committed: nothing written
+-- (see decide.lua for the marks).
+local meta, stock, winners, decisions, free_units, released, applied, waitlist, promoted =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local entry, member, unit = ARGV[1], ARGV[2], ARGV[3]
 local event_id, channel = ARGV[4], ARGV[5]
+
+local at_arg = 6
+local function read_marks()
+  local count = tonumber(ARGV[at_arg]) or 0
+  local marks = {}
+  for i = 1, count do
+    marks[i] = { ARGV[at_arg + 2 * i - 1], tonumber(ARGV[at_arg + 2 * i]) or 0 }
+  end
+  at_arg = at_arg + 2 * count + 1
+  return marks
+end
+local expected = read_marks()
+local new_marks = read_marks()
+for _, mark in ipairs(expected) do
+  local have = tonumber(redis.call('HGET', applied, mark[1]) or '0') or 0
+  if have < mark[2] then
+    return { 'STALE', mark[1], string.format('%.0f', have), string.format('%.0f', mark[2]) }
+  end
+end
+
 -- Redis' clock, as in decide.lua: no host's skew decides a reopening.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 if redis.call('EXISTS', meta) == 0 then
-  return 'UNKNOWN_EVENT'
+  return { 'UNKNOWN_EVENT' }
 end
+
+-- The record is applied whatever the answer (a refusal is an answer too).
+local function raise_marks_and_expiry()
+  for _, mark in ipairs(new_marks) do
+    local have = tonumber(redis.call('HGET', applied, mark[1]) or '0') or 0
+    if mark[2] > have then
+      redis.call('HSET', applied, mark[1], string.format('%.0f', mark[2]))
+    end
+  end
+  local ttl = redis.call('PTTL', meta)
+  if ttl > 0 then
+    for _, key in ipairs({ released, free_units, applied, promoted, decisions, winners }) do
+      if redis.call('PTTL', key) == -1 then
+        redis.call('PEXPIRE', key, ttl)
+      end
+    end
+  end
+end
+
+local function with_promotion(result, stored)
+  local out = { result }
+  if stored then
+    for part in string.gmatch(stored, '[^|]+') do
+      out[#out + 1] = part
+    end
+  end
+  return out
+end
+
 -- Checked before the released mark, so a wrong release cannot block the right one,
 -- and only the entry that won the unit can return it (never twice per unit).
 if redis.call('HGET', decisions, entry) ~= 'WON|' .. unit or redis.call('HGET', winners, member) ~= unit then
-  return 'MISMATCH'
+  raise_marks_and_expiry()
+  return { 'MISMATCH' }
 end
 if redis.call('SADD', released, entry) == 0 then
-  return 'DUPLICATE'
+  raise_marks_and_expiry()
+  return with_promotion('DUPLICATE', redis.call('HGET', promoted, entry))
 end
 local after = redis.call('INCR', stock)
 redis.call('RPUSH', free_units, unit)
 
-local result = 'RELEASED'
-if after == 1 then
-  local fields = redis.call('HMGET', meta, 'status', 'close_at_ms')
-  local close_at = tonumber(fields[2])
-  if fields[1] == 'sold_out' and close_at ~= nil and now < close_at then
-    redis.call('HSET', meta, 'status', 'open')
-    redis.call('PUBLISH', channel, cjson.encode({ event_id = event_id, status = 'open' }))
-    result = 'REOPENED'
+local fields = redis.call('HMGET', meta, 'status', 'close_at_ms')
+local status = fields[1]
+local close_at = tonumber(fields[2])
+local before_close = status ~= 'closed' and close_at ~= nil and now < close_at
+
+-- The next in line: the earliest waitlisted entry whose member holds no unit.
+-- Entries that cannot take it (their member won meanwhile, their answer is no
+-- longer SOLD_OUT) leave the line; nobody is promoted after close_at.
+local promotion = nil
+while before_close do
+  local head = redis.call('ZRANGE', waitlist, 0, 0, 'WITHSCORES')
+  if #head == 0 then
+    break
+  end
+  redis.call('ZREM', waitlist, head[1])
+  local waiting, waiting_member = string.match(head[1], '^([^|]+)|(.+)$')
+  if waiting and redis.call('HEXISTS', winners, waiting_member) == 0
+    and redis.call('HGET', decisions, waiting) == 'SOLD_OUT|' then
+    after = redis.call('DECR', stock)
+    -- The oldest returned unit first, as decide.lua hands them out.
+    local given = redis.call('LPOP', free_units) or unit
+    redis.call('HSET', decisions, waiting, 'WON|' .. given)
+    redis.call('HSET', winners, waiting_member, given)
+    promotion = table.concat({ waiting, waiting_member, given, string.format('%.0f', tonumber(head[2])),
+      string.format('%.0f', now) }, '|')
+    redis.call('HSET', promoted, entry, promotion)
+    break
   end
 end
 
-local ttl = redis.call('PTTL', meta)
-if ttl > 0 then
-  for _, key in ipairs({ released, free_units }) do
-    if redis.call('PTTL', key) == -1 then
-      redis.call('PEXPIRE', key, ttl)
-    end
+local result = 'RELEASED'
+if promotion then
+  result = 'PROMOTED'
+  -- The unit went straight on: a sold-out event stays sold out.
+  if after == 0 and status == 'open' then
+    redis.call('HSET', meta, 'status', 'sold_out')
+    redis.call('PUBLISH', channel, cjson.encode({ event_id = event_id, status = 'sold_out' }))
   end
+elseif after == 1 and status == 'sold_out' and before_close then
+  redis.call('HSET', meta, 'status', 'open')
+  redis.call('PUBLISH', channel, cjson.encode({ event_id = event_id, status = 'open' }))
+  result = 'REOPENED'
 end
-return result
+
+raise_marks_and_expiry()
+return with_promotion(result, promotion)
