@@ -250,6 +250,13 @@ pub async fn settle(tx: &Transaction<'_>, entry: &WonEntry, resolution: &Resolut
         Resolution::Sent { .. } => "sent",
         Resolution::Failed { .. } => "released",
     };
+    if status == "released" {
+        // The event row first, as a claim does (counter, then claim row): the
+        // same lock order in both transactions, so they cannot deadlock. A
+        // missing claim below rolls the decrement back with everything else.
+        tx.execute("UPDATE events SET payout_claimed = payout_claimed - 1 WHERE event_id = $1", &[&entry.event_id])
+            .await?;
+    }
     let settled = tx
         .execute(
             "UPDATE payout_claims SET status = $2, settled_at = now() WHERE entry_id = $1 AND status = 'claimed'",
@@ -258,10 +265,6 @@ pub async fn settle(tx: &Transaction<'_>, entry: &WonEntry, resolution: &Resolut
         .await?;
     if settled != 1 {
         return Err(StoreError::ClaimNotHeld { entry_id: entry.entry_id });
-    }
-    if status == "released" {
-        tx.execute("UPDATE events SET payout_claimed = payout_claimed - 1 WHERE event_id = $1", &[&entry.event_id])
-            .await?;
     }
     Ok(())
 }

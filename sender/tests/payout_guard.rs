@@ -245,3 +245,53 @@ async fn a_failed_gift_releases_its_claim_for_the_next_winner_of_the_unit() {
     sender.stop().await;
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_racing_from_many_instances_never_pass_the_stock_nor_pay_a_member_twice() {
+    use sender::payout_guard::{Claim, PayoutGuard, RefusalReason};
+    use sender::store::WonEntry;
+
+    let env = TestEnv::new().await;
+    let event = env.create_event(7, 2, 4_500).await;
+    // Ten members with two entries each, claimed at once from 20 tasks (as
+    // instances that each believe they own the record would).
+    let entries: Vec<WonEntry> = (0..20)
+        .map(|i| WonEntry { event_id: event.clone(), entry_id: uuid::Uuid::new_v4(), user_id: format!("m{}", i % 10), unit_no: i + 1 })
+        .collect();
+    let tasks: Vec<_> = entries
+        .iter()
+        .cloned()
+        .map(|entry| {
+            let guard = PayoutGuard::new(env.pool.clone());
+            tokio::spawn(async move { (entry.clone(), guard.claim(&entry).await.expect("claim answered")) })
+        })
+        .collect();
+    let mut granted = Vec::new();
+    let mut refused = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (entry, Claim::Granted { fresh: true }) => granted.push(entry),
+            (entry, Claim::Refused(reason)) => refused.push((entry, reason)),
+            (_, other) => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(granted.len(), 5, "exactly the units for sale");
+    let members: HashSet<&str> = granted.iter().map(|e| e.user_id.as_str()).collect();
+    assert_eq!(members.len(), 5, "one claim per member");
+    assert_eq!(env.payout_claimed(&event).await, 5);
+    assert_eq!(env.claims().await.len(), 5);
+    assert_eq!(env.refusals().await.len(), 15);
+    assert!(refused.iter().all(|(_, r)| matches!(r, RefusalReason::StockExhausted | RefusalReason::MemberAlreadyPaid)));
+    // (Which reason a member's second entry gets depends on the race: both
+    // are refusals, and neither holds a unit.)
+
+    // Asked again, each finds its own answer: granted claims are reused, refusals stay.
+    let guard = PayoutGuard::new(env.pool.clone());
+    for entry in &granted {
+        assert_eq!(guard.claim(entry).await.unwrap(), Claim::Granted { fresh: false });
+    }
+    for (entry, reason) in &refused {
+        assert_eq!(guard.claim(entry).await.unwrap(), Claim::AlreadyRefused(*reason));
+    }
+    assert_eq!(env.payout_claimed(&event).await, 5);
+}
