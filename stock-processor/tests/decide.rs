@@ -382,3 +382,246 @@ async fn an_entry_accepted_in_the_future_is_judged_at_now() {
     let decided = store.decide(&open, &refs_at(&entry, now + 7_200_000)).await.unwrap();
     assert_eq!(decided.decisions[0], Decision { outcome: Outcome::Won, unit_no: Some(1) });
 }
+
+async fn zrange(conn: &mut redis::aio::ConnectionManager, key: &str) -> Vec<String> {
+    redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).query_async(conn).await.expect("ZRANGE")
+}
+
+#[tokio::test]
+async fn a_member_gets_one_entry_whatever_the_entry_ids() {
+    let event_id = common::new_event_id();
+    let eligible: Vec<String> = ["a", "b", "c"].iter().map(|m| m.to_string()).collect();
+    let mut conn = common::redis().await;
+    EventSetup::open_now(&event_id, 1, &eligible).create(&mut conn).await;
+    let keys = EventKeys::new(&event_id);
+    let store = common::store().await;
+    let now = common::redis_now(&mut conn).await;
+
+    // a wins, b loses; then each enters again under new entry ids (another
+    // producer, or ingest after Redis lost its first-entry mark).
+    let first: Vec<Entry> = ["a", "b"].iter().map(|m| (common::new_entry_id(), m.to_string())).collect();
+    let decided = store.decide(&event_id, &refs_at(&first, now - 5_000)).await.unwrap();
+    assert_eq!(decided.decisions[0], Decision { outcome: Outcome::Won, unit_no: Some(1) });
+    assert_eq!(decided.decisions[1].outcome, Outcome::SoldOut);
+    let again: Vec<Entry> = ["a", "b", "b"].iter().map(|m| (common::new_entry_id(), m.to_string())).collect();
+    // Earlier accept times than the first entries: the standing is the member's, not the time's.
+    let decided = store.decide(&event_id, &refs_at(&again, now - 9_000)).await.unwrap();
+    assert_eq!(decided.decisions[0], Decision { outcome: Outcome::AlreadyWon, unit_no: Some(1) });
+    assert_eq!(decided.decisions[1], Decision { outcome: Outcome::SoldOut, unit_no: None });
+    assert_eq!(decided.decisions[2], Decision { outcome: Outcome::SoldOut, unit_no: None });
+
+    // The members hash names each member's first entry; only b's first entry waits in line.
+    let members = common::hgetall(&mut conn, &keys.members).await;
+    assert_eq!(members.get("a"), Some(&first[0].0));
+    assert_eq!(members.get("b"), Some(&first[1].0));
+    assert_eq!(zrange(&mut conn, &keys.waitlist).await, vec![format!("{}|b", first[1].0)]);
+
+    // a's unit comes back: it goes to b's first entry, never to b's later ones.
+    let released = store.release(&event_id, &first[0].0, "a", 1).await.unwrap();
+    let Released::Promoted(promotion) = released else { panic!("expected a promotion, got {released:?}") };
+    assert_eq!((promotion.entry_id.as_str(), promotion.user_id.as_str(), promotion.unit_no), (first[1].0.as_str(), "b", 1));
+    // b's later entries (redelivered) keep their answer; a new one sees b's win.
+    let decided = store.decide(&event_id, &refs(&again[1..])).await.unwrap();
+    assert!(decided.decisions.iter().all(|d| d.outcome == Outcome::SoldOut));
+    let another = vec![(common::new_entry_id(), "b".to_string())];
+    let decided = store.decide(&event_id, &refs(&another)).await.unwrap();
+    assert_eq!(decided.decisions[0], Decision { outcome: Outcome::AlreadyWon, unit_no: Some(1) });
+    assert_eq!(common::hgetall(&mut conn, &keys.winners).await.len(), 2, "a (released) and b");
+    assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(0));
+}
+
+#[tokio::test]
+async fn a_returned_unit_goes_to_the_earliest_lost_entry_whose_member_has_not_won() {
+    let event_id = common::new_event_id();
+    let eligible: Vec<String> = ["w1", "w2", "l1", "l2", "l3", "l4"].iter().map(|m| m.to_string()).collect();
+    let mut conn = common::redis().await;
+    EventSetup::open_now(&event_id, 2, &eligible).create(&mut conn).await;
+    let keys = EventKeys::new(&event_id);
+    let store = common::store().await;
+    let mut changes = StateChanges::subscribe(&event_id).await;
+    let now = common::redis_now(&mut conn).await;
+    let one = |member: &str| (common::new_entry_id(), member.to_string());
+
+    let winners = vec![one("w1"), one("w2")];
+    let decided = store.decide(&event_id, &refs_at(&winners, now - 60_000)).await.unwrap();
+    assert!(decided.decisions.iter().all(|d| d.outcome == Outcome::Won));
+    assert_eq!(changes.next(Duration::from_secs(5)).await, Some(EventStatus::SoldOut));
+    // Lost entries, decided in an order that is not their accept order.
+    let (l1, l2, l3, l4) = (one("l1"), one("l2"), one("l3"), one("l4"));
+    for (entry, accepted_at) in [(&l1, now - 10_000), (&l2, now - 30_000), (&l3, now - 20_000), (&l4, now - 40_000)] {
+        let decided = store.decide(&event_id, &refs_at(std::slice::from_ref(entry), accepted_at)).await.unwrap();
+        assert_eq!(decided.decisions[0].outcome, Outcome::SoldOut);
+    }
+    // l4 came first by accept time, but its member holds a unit by now (a
+    // state a rebuild or an operator can leave): it leaves the line, unpromoted.
+    let () = redis::cmd("HSET").arg(&keys.winners).arg("l4").arg(99).query_async(&mut conn).await.unwrap();
+
+    // w1's gift was refused: unit 1 goes to l2 (earliest by accept time with no unit).
+    let released = store.release(&event_id, &winners[0].0, "w1", 1).await.unwrap();
+    let Released::Promoted(promotion) = released else { panic!("expected a promotion, got {released:?}") };
+    assert_eq!(promotion.entry_id, l2.0);
+    assert_eq!(promotion.user_id, "l2");
+    assert_eq!(promotion.unit_no, 1);
+    assert_eq!(promotion.accepted_at_ms, now - 30_000, "its place in line");
+    assert!(promotion.decided_at_ms >= now, "Redis' clock at the hand-over");
+    let decisions = common::hgetall(&mut conn, &keys.decisions).await;
+    assert_eq!(decisions.get(&l2.0).map(String::as_str), Some("WON|1"));
+    assert_eq!(common::hgetall(&mut conn, &keys.winners).await.get("l2").map(String::as_str), Some("1"));
+    // The unit went straight on: stock stays at zero, the event stays sold out, nothing published.
+    assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(0));
+    assert_eq!(common::meta_status(&mut conn, &event_id).await.as_deref(), Some("sold_out"));
+    assert!(changes.drain(Duration::from_millis(300)).await.is_empty(), "a promotion published a state change");
+    assert_eq!(zrange(&mut conn, &keys.waitlist).await, vec![format!("{}|l3", l3.0), format!("{}|l1", l1.0)]);
+    // l2's entry redelivered: its answer is now the win.
+    let decided = store.decide(&event_id, &refs(std::slice::from_ref(&l2))).await.unwrap();
+    assert_eq!(decided.decisions[0], Decision { outcome: Outcome::Won, unit_no: Some(1) });
+
+    // l2's gift fails too: its unit goes on to l3, never back to l2.
+    let released = store.release(&event_id, &l2.0, "l2", 1).await.unwrap();
+    assert!(matches!(&released, Released::Promoted(p) if p.entry_id == l3.0 && p.unit_no == 1), "{released:?}");
+    // w2's: to l1, the last in line.
+    let released = store.release(&event_id, &winners[1].0, "w2", 2).await.unwrap();
+    assert!(matches!(&released, Released::Promoted(p) if p.entry_id == l1.0 && p.unit_no == 2), "{released:?}");
+    assert!(zrange(&mut conn, &keys.waitlist).await.is_empty());
+
+    // Nobody left in line: the next returned unit stays in stock and the event reopens.
+    let released = store.release(&event_id, &l3.0, "l3", 1).await.unwrap();
+    assert_eq!(released, Released::Returned { reopened: true });
+    assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(1));
+    assert_eq!(changes.next(Duration::from_secs(5)).await, Some(EventStatus::Open));
+
+    // Each promoted entry won once; the counter agrees with the decision log
+    // (for_sale − WON decisions + released units, as reconcile derives it).
+    let decisions = common::hgetall(&mut conn, &keys.decisions).await;
+    let won = decisions.values().filter(|d| d.starts_with("WON|")).count() as i64;
+    let released: i64 = redis::cmd("SCARD").arg(&keys.released).query_async(&mut conn).await.unwrap();
+    assert_eq!(won, 5, "w1, w2, l2, l3, l1");
+    assert_eq!(2 - won + released, 1);
+}
+
+#[tokio::test]
+async fn a_redelivered_release_repeats_its_promotion_and_promotes_nobody_else() {
+    let event_id = common::new_event_id();
+    let eligible: Vec<String> = ["w", "l1", "l2"].iter().map(|m| m.to_string()).collect();
+    let mut conn = common::redis().await;
+    EventSetup::open_now(&event_id, 1, &eligible).create(&mut conn).await;
+    let keys = EventKeys::new(&event_id);
+    let store = common::store().await;
+    let now = common::redis_now(&mut conn).await;
+
+    let entries: Vec<Entry> = ["w", "l1", "l2"].iter().map(|m| (common::new_entry_id(), m.to_string())).collect();
+    for (n, entry) in entries.iter().enumerate() {
+        store.decide(&event_id, &refs_at(std::slice::from_ref(entry), now - 3_000 + n as i64)).await.unwrap();
+    }
+    let first = store.release(&event_id, &entries[0].0, "w", 1).await.unwrap();
+    let Released::Promoted(promotion) = first else { panic!("expected a promotion, got {first:?}") };
+    assert_eq!(promotion.entry_id, entries[1].0);
+
+    // The aborted batch runs again, twice: the same promotion, nobody else.
+    for _ in 0..2 {
+        let again = store.release(&event_id, &entries[0].0, "w", 1).await.unwrap();
+        assert_eq!(again, Released::Duplicate(Some(promotion.clone())));
+    }
+    assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(0));
+    assert_eq!(zrange(&mut conn, &keys.waitlist).await, vec![format!("{}|l2", entries[2].0)]);
+    let decisions = common::hgetall(&mut conn, &keys.decisions).await;
+    assert_eq!(decisions.get(&entries[2].0).map(String::as_str), Some("SOLD_OUT|"));
+    assert_eq!(common::hgetall(&mut conn, &keys.winners).await.len(), 2);
+}
+
+#[tokio::test]
+async fn after_close_a_returned_unit_promotes_nobody() {
+    let eligible: Vec<String> = ["w", "l"].iter().map(|m| m.to_string()).collect();
+    let mut conn = common::redis().await;
+    let now = common::redis_now(&mut conn).await;
+    let event_id = common::new_event_id();
+    let close_at = now - 60_000;
+    EventSetup { event_id: &event_id, for_sale: 1, eligible: &eligible, open_at_ms: close_at - 60_000, close_at_ms: close_at }
+        .create(&mut conn)
+        .await;
+    let keys = EventKeys::new(&event_id);
+    let store = common::store().await;
+    let entries: Vec<Entry> = ["w", "l"].iter().map(|m| (common::new_entry_id(), m.to_string())).collect();
+    let decided = store.decide(&event_id, &refs_at(&entries, close_at - 1)).await.unwrap();
+    assert_eq!(decided.decisions[1].outcome, Outcome::SoldOut);
+
+    let released = store.release(&event_id, &entries[0].0, "w", 1).await.unwrap();
+    assert_eq!(released, Released::Returned { reopened: false });
+    assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(1));
+    assert_eq!(zrange(&mut conn, &keys.waitlist).await.len(), 1, "l still in line, unserved");
+}
+
+#[tokio::test]
+async fn a_redis_behind_the_committed_marks_is_answered_stale_and_nothing_is_written() {
+    let event_id = common::new_event_id();
+    let eligible: Vec<String> = ["a", "b"].iter().map(|m| m.to_string()).collect();
+    let mut conn = common::redis().await;
+    EventSetup::open_now(&event_id, 1, &eligible).create(&mut conn).await;
+    let keys = EventKeys::new(&event_id);
+    let store = common::store().await;
+    let marks = |expected: &[(&str, i64)], new: &[(&str, i64)]| stock_processor::Marks {
+        expected: expected.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
+        new: new.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
+    };
+
+    // A batch at offsets 10..=14 of partition 2 commits: the marks rise to 15.
+    let a = vec![(common::new_entry_id(), "a".to_string())];
+    let won = store.decide_marked(&event_id, &refs(&a), &marks(&[], &[("s:2", 15)])).await.unwrap();
+    assert_eq!(won.decisions[0].outcome, Outcome::Won);
+    assert_eq!(common::hgetall(&mut conn, &keys.applied).await.get("s:2").map(String::as_str), Some("15"));
+    // A re-run of an older batch never lowers a mark.
+    store.decide_marked(&event_id, &refs(&a), &marks(&[], &[("s:2", 12)])).await.unwrap();
+    assert_eq!(common::hgetall(&mut conn, &keys.applied).await.get("s:2").map(String::as_str), Some("15"));
+
+    // Redis loses that write (the decision and its mark); Kafka kept the commit.
+    let () = redis::cmd("HSET").arg(&keys.applied).arg("s:2").arg(10).query_async(&mut conn).await.unwrap();
+    let () = redis::cmd("HDEL").arg(&keys.winners).arg("a").query_async(&mut conn).await.unwrap();
+    let () = redis::cmd("SET").arg(&keys.stock).arg(1).arg("KEEPTTL").query_async(&mut conn).await.unwrap();
+
+    let b = vec![(common::new_entry_id(), "b".to_string())];
+    let expected = marks(&[("s:2", 15), ("r:0", 0)], &[("s:2", 16)]);
+    let stale = store.decide_marked(&event_id, &refs(&b), &expected).await.unwrap_err();
+    assert!(
+        matches!(&stale, stock_processor::StoreError::Stale { field, applied: 10, expected: 15 } if field == "s:2"),
+        "{stale:?}"
+    );
+    let released = store.release_marked(&event_id, &a[0].0, "a", 1, &expected).await.unwrap_err();
+    assert!(matches!(released, stock_processor::StoreError::Stale { .. }), "{released:?}");
+    // Nothing was decided on the forgetful state: no answer for b, the unit still counted once.
+    assert!(!common::hgetall(&mut conn, &keys.decisions).await.contains_key(&b[0].0));
+    assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(1));
+    assert_eq!(common::hgetall(&mut conn, &keys.applied).await.get("s:2").map(String::as_str), Some("10"));
+    // An event Redis never heard of has no marks to be behind on only if none were committed.
+    let unknown = common::new_event_id();
+    let answer = store.decide_marked(&unknown, &refs(&b), &marks(&[], &[("s:2", 16)])).await.unwrap();
+    assert_eq!(answer.decisions[0].outcome, Outcome::Ineligible);
+    let existing: i64 = redis::cmd("EXISTS").arg(&EventKeys::new(&unknown).all()[..]).query_async(&mut conn).await.unwrap();
+    assert_eq!(existing, 0, "an unknown event gets no marks either");
+}
+
+#[tokio::test]
+async fn the_line_the_members_the_marks_and_the_promotions_expire_with_the_event() {
+    let event_id = common::new_event_id();
+    let eligible = vec!["m1".to_string(), "m2".to_string()];
+    let mut conn = common::redis().await;
+    EventSetup::open_now(&event_id, 1, &eligible).create(&mut conn).await;
+    let keys = EventKeys::new(&event_id);
+    let store = common::store().await;
+    let marks = stock_processor::Marks { expected: vec![], new: vec![("s:0".into(), 2)] };
+    let entries: Vec<Entry> = ["m1", "m2"].iter().map(|m| (common::new_entry_id(), m.to_string())).collect();
+    store.decide_marked(&event_id, &refs(&entries), &marks).await.unwrap();
+    let released = store.release(&event_id, &entries[0].0, "m1", 1).await.unwrap();
+    assert!(matches!(released, Released::Promoted(_)), "{released:?}");
+
+    let meta_ttl = pttl(&mut conn, &keys.meta).await;
+    for key in [&keys.applied, &keys.members, &keys.promoted] {
+        let ttl = pttl(&mut conn, key).await;
+        assert!(ttl > 0 && (meta_ttl - ttl).abs() < 60_000, "{key} expires at {ttl}, meta at {meta_ttl}");
+    }
+    // The line was emptied by the promotion; while it existed it had meta's expiry too.
+    let loser = vec![(common::new_entry_id(), "m3".to_string())];
+    let () = redis::cmd("SADD").arg(&keys.eligible).arg("m3").query_async(&mut conn).await.unwrap();
+    store.decide(&event_id, &refs(&loser)).await.unwrap();
+    let ttl = pttl(&mut conn, &keys.waitlist).await;
+    assert!(ttl > 0 && (meta_ttl - ttl).abs() < 60_000, "waitlist expires at {ttl}, meta at {meta_ttl}");
+}
