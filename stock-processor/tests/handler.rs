@@ -225,3 +225,88 @@ async fn ids_the_shared_identity_check_refuses_are_dead_lettered() {
     // Nothing refused reached Redis.
     assert_eq!(common::get_i64(&mut conn, &EventKeys::new(&event_id).stock).await, Some(4));
 }
+
+impl Batch {
+    /// A release of `unit_no` won by `entry_id` of `user_id`.
+    async fn release(&mut self, event_id: &str, entry_id: &str, user_id: &str, unit_no: i32) {
+        let release = StockRelease {
+            event_id: event_id.into(),
+            entry_id: entry_id.into(),
+            user_id: user_id.into(),
+            unit_no,
+            reason: "provider refused the phone number".into(),
+            released_at: self.accepted_at,
+        };
+        let payload = self.codec.encode(&self.topics.stock_released, &release).await.expect("encode release");
+        let topic = self.topics.stock_released.clone();
+        self.push(&topic, user_id, payload, &format!("corr-release-{entry_id}"));
+    }
+}
+
+#[tokio::test]
+async fn a_release_emits_a_won_decision_for_the_next_in_line_again_on_a_rerun() {
+    let topics = Topics::with_prefix(&format!("t-{}.", uuid::Uuid::new_v4()));
+    let codec = RegistrySettings::default().codec().expect("codec");
+    let mut conn = common::redis().await;
+    let event_id = common::new_event_id();
+    let eligible: Vec<String> = ["w", "late", "early"].iter().map(|m| m.to_string()).collect();
+    EventSetup::open_now(&event_id, 1, &eligible).create(&mut conn).await;
+    let handler = handler(&topics, codec.clone(), common::store().await);
+    let now = common::redis_now(&mut conn).await;
+
+    let mut first = Batch::new(topics.clone(), codec.clone());
+    first.accepted_at = now - 3_000;
+    let won = first.entry(&event_id, "w").await;
+    first.accepted_at = now - 1_000;
+    let late = first.entry(&event_id, "late").await;
+    first.accepted_at = now - 2_000;
+    let early = first.entry(&event_id, "early").await;
+    let decided = decisions(&codec, &handler.handle(&first.records).await.expect("first batch")).await;
+    let outcomes: Vec<Outcome> = decided.iter().map(|d| d.outcome).collect();
+    assert_eq!(outcomes, vec![Outcome::Won, Outcome::SoldOut, Outcome::SoldOut]);
+    assert_eq!(decided[0].entry_id, won);
+
+    // w's gift failed: the release hands unit 1 to `early` (accepted before `late`).
+    let mut second = Batch::new(topics.clone(), codec.clone());
+    second.release(&event_id, &won, "w", 1).await;
+    let outcome = handler.handle(&second.records).await.expect("release batch");
+    assert!(outcome.dead_letters.is_empty(), "{:?}", outcome.dead_letters);
+    let promoted = decisions(&codec, &outcome).await;
+    assert_eq!(promoted.len(), 1);
+    let decision = &promoted[0];
+    assert_eq!((decision.entry_id.as_str(), decision.user_id.as_str()), (early.as_str(), "early"));
+    assert_eq!((decision.outcome, decision.unit_no), (Outcome::Won, Some(1)));
+    assert_eq!(decision.accepted_at, now - 2_000, "accepted_at of the promoted entry");
+    assert!(decision.decided_at >= now);
+    assert_eq!(outcome.produce[0].key, "early");
+    assert_eq!(outcome.produce[0].context.correlation_id, format!("corr-release-{won}"), "caused by the release");
+
+    // The transaction aborted: the release runs again and announces the same win, nobody else's.
+    let again = decisions(&codec, &handler.handle(&second.records).await.expect("release batch again")).await;
+    assert_eq!(again, promoted);
+    assert_eq!(common::get_i64(&mut conn, &EventKeys::new(&event_id).stock).await, Some(0));
+    let hgetall = common::hgetall(&mut conn, &EventKeys::new(&event_id).decisions).await;
+    assert_eq!(hgetall.get(&late).map(String::as_str), Some("SOLD_OUT|"));
+}
+
+#[tokio::test]
+async fn every_partition_of_a_batch_commits_its_marks_as_metadata() {
+    let topics = Topics::with_prefix(&format!("t-{}.", uuid::Uuid::new_v4()));
+    let codec = RegistrySettings::default().codec().expect("codec");
+    let mut conn = common::redis().await;
+    let event_id = common::new_event_id();
+    EventSetup::open_now(&event_id, 3, &["u1".to_string(), "u2".to_string()]).create(&mut conn).await;
+    let handler = handler(&topics, codec.clone(), common::store().await);
+
+    // Offsets 0..=2 of partition 0: two entries and a poison record.
+    let mut batch = Batch::new(topics.clone(), codec.clone());
+    batch.entry(&event_id, "u1").await;
+    batch.entry(&event_id, "u2").await;
+    batch.push(&topics.survey_submitted, "u8", b"\x01junk".to_vec(), "corr-poison");
+    let outcome = handler.handle(&batch.records).await.expect("batch handled");
+    let metadata = outcome.offset_metadata.get(&(topics.survey_submitted.clone(), 0)).expect("partition 0 metadata");
+    let marks = stock_processor::marks::PartitionMarks::decode(metadata).expect("readable marks");
+    assert_eq!(marks.events, vec![(event_id.clone(), 2)], "1 + the highest offset of the event's records");
+    let applied = common::hgetall(&mut conn, &EventKeys::new(&event_id).applied).await;
+    assert_eq!(applied.get("s:0").map(String::as_str), Some("2"), "the script raised the same mark");
+}
