@@ -38,3 +38,23 @@ CREATE TABLE payout_refusals (
     refused_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX payout_refusals_by_event ON payout_refusals (event_id, reason);
+
+-- Gifts recorded before the guard existed hold their claims too, so an
+-- upgrade never lets an event pay its stock a second time: one claim per
+-- member (a SENT one first), and the counter set to the units still held.
+INSERT INTO payout_claims (entry_id, event_id, user_id, unit_no, status, claimed_at, settled_at)
+SELECT DISTINCT ON (d.event_id, d.user_id)
+       d.entry_id, d.event_id, d.user_id, d.unit_no,
+       CASE d.status WHEN 'SENT' THEN 'sent' ELSE 'released' END,
+       d.created_at, d.created_at
+FROM gift_dispatches d
+JOIN events e ON e.event_id = d.event_id
+ORDER BY d.event_id, d.user_id, (d.status = 'SENT') DESC, d.created_at
+ON CONFLICT DO NOTHING;
+
+-- An event already oversold keeps the counter at its limit: no more claims.
+UPDATE events e
+SET payout_claimed = LEAST(
+    e.total_stock - e.safety_stock,
+    (SELECT count(*) FROM payout_claims c WHERE c.event_id = e.event_id AND c.status = 'sent'))
+WHERE EXISTS (SELECT 1 FROM payout_claims c WHERE c.event_id = e.event_id);
