@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use firstcome_cli::commands::demo::{self, DemoPlan};
-use firstcome_cli::commands::{cleanup, db, dlq, event, invariants, members, rebuild, reconcile, rush, schemas, topics};
+use firstcome_cli::commands::{cleanup, db, dlq, event, members, rebuild, reconcile, rush, schemas, topics};
 use firstcome_cli::CliSettings;
 use platform::kafka::admin::Layout;
 
@@ -279,11 +279,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Reconcile { event_id, provider_url, repair } => {
             let outcome = reconcile::run(&settings, &event_id, provider_url.as_deref(), repair).await?;
-            println!("reconcile {event_id}");
-            invariants::print(&outcome.report);
-            if let Some(stock) = outcome.repaired_stock {
-                println!("repaired: redis stock set to {stock} (from the decision log)");
-            }
+            reconcile::print(&settings, &event_id, &outcome);
             if !outcome.report.all_hold() {
                 anyhow::bail!("invariants do not hold (a lagging pipeline settles by itself; --repair fixes the counter)");
             }

@@ -3,11 +3,19 @@
 //!
 //! 1. Gifts sent ≤ stock for sale.
 //! 2. At most one gift per member.
-//! 3. Every entry answered 202 is in the entries table.
-//! 4. Every WON ends SENT, or FAILED with its unit returned.
-//! 5. Redis counter, PostgreSQL ledger and provider records reconcile.
+//! 3. Every entry answered 202 is in the entries table: the entries a rush
+//!    saw accepted, and every accepted first-entry mark (`A|<entry>`) Redis
+//!    holds, so `reconcile` (which saw no rush) checks it too.
+//! 4. Every WON ends SENT, or FAILED with its unit returned. A WON the payout
+//!    guard refused is never paid: it is counted and reported apart (an
+//!    operator case, not a silent loss), not as a WON still waiting.
+//! 5. Redis counter, PostgreSQL ledger, payout claims and provider records
+//!    reconcile: the units Redis holds (its WON decisions not released) are
+//!    the units the ledger holds (issued, not returned) less the refused
+//!    WONs, and so are the claims holding a unit (`claimed`/`sent`), whose
+//!    number is the guard's counter `events.payout_claimed`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use anyhow::Context;
 use redis::AsyncCommands;
@@ -40,6 +48,25 @@ pub struct Tally {
     pub ledger_returned: i64,
     pub redis_stock: i64,
     pub provider_gifts: i64,
+    /// Accepted first-entry marks in Redis (`A|<entry>`).
+    pub accepted_marks: i64,
+    /// Units Redis holds: its WON decisions whose unit was not released.
+    pub redis_held: i64,
+    /// Claims holding a unit (`claimed` or `sent`).
+    pub claims_holding: i64,
+    /// The payout guard's counter, `events.payout_claimed`.
+    pub payout_claimed: i64,
+    /// WONs the payout guard refused (`payout_refusals`): never paid.
+    pub refused: i64,
+    /// Of the entries still `won`, those the guard refused (they never move on).
+    pub won_refused: i64,
+}
+
+impl Tally {
+    /// WONs waiting for their gift: `won` entries the guard did not refuse.
+    pub fn won_waiting(&self) -> i64 {
+        self.won - self.won_refused
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -60,7 +87,7 @@ impl InvariantReport {
         let t = &self.tally;
         t.entries >= accepted as i64
             && t.pending == 0
-            && t.won == 0
+            && t.won_waiting() == 0
             && self.checks.iter().any(|c| c.name.starts_with('5') && c.holds)
     }
 
@@ -225,23 +252,80 @@ pub async fn check(
         detail: format!("{sent_rows} gifts to {sent_members} members{provider_detail}"),
     });
 
-    // 3: every 202 is recorded, with its submission.
-    let ids: Vec<uuid::Uuid> = accepted.iter().filter_map(|a| a.entry_id.parse().ok()).collect();
-    let recorded: i64 = db
+    // 3: every 202 is recorded, with its submission: the rush's 202s and
+    // every accepted first-entry mark Redis holds.
+    let from_rush: HashSet<String> = accepted.iter().map(|a| canonical(&a.entry_id)).collect();
+    let marks: HashSet<String> = hash_values(&mut redis, &keys.entered)
+        .await?
+        .iter()
+        .filter_map(|mark| mark.strip_prefix("A|"))
+        .map(canonical)
+        .collect();
+    tally.accepted_marks = marks.len() as i64;
+    let recorded: HashSet<String> = db
+        .query(
+            "SELECT entry_id::text FROM event_entries WHERE event_id = $1 AND submitted_at IS NOT NULL",
+            &[&event_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: HashSet<&String> = from_rush.iter().chain(marks.iter()).collect();
+    let missing: BTreeSet<&str> =
+        expected.iter().filter(|id| !recorded.contains(id.as_str())).map(|id| id.as_str()).collect();
+    checks.push(Check {
+        name: "3 every 202 entry is in the entries table",
+        holds: missing.is_empty() && from_rush.len() == accepted.len(),
+        detail: format!(
+            "{} of {} accepted entries recorded ({} answered 202 here, {} accepted marks in Redis){}",
+            expected.len() - missing.len(),
+            expected.len(),
+            accepted.len(),
+            marks.len(),
+            sample(" missing", &missing),
+        ),
+    });
+
+    // The payout guard's side (migration 0005).
+    tally.payout_claimed = db
+        .query_one("SELECT payout_claimed::bigint FROM events WHERE event_id = $1", &[&event_id])
+        .await?
+        .get(0);
+    let mut claims_holding = HashSet::new();
+    let mut claims_sent = 0i64;
+    for row in db
+        .query("SELECT entry_id::text, status FROM payout_claims WHERE event_id = $1", &[&event_id])
+        .await?
+    {
+        let (entry, status): (String, String) = (row.get(0), row.get(1));
+        if status == "sent" {
+            claims_sent += 1;
+        }
+        if status != "released" {
+            claims_holding.insert(entry);
+        }
+    }
+    tally.claims_holding = claims_holding.len() as i64;
+    let refused: HashSet<String> = db
+        .query("SELECT entry_id::text FROM payout_refusals WHERE event_id = $1", &[&event_id])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tally.refused = refused.len() as i64;
+    tally.won_refused = db
         .query_one(
-            "SELECT count(*) FROM event_entries WHERE entry_id = ANY($1) AND submitted_at IS NOT NULL",
-            &[&ids],
+            "SELECT count(*) FROM event_entries e JOIN payout_refusals r USING (entry_id)
+             WHERE e.event_id = $1 AND e.status = 'won'",
+            &[&event_id],
         )
         .await?
         .get(0);
-    checks.push(Check {
-        name: "3 every 202 entry is in the entries table",
-        holds: recorded == accepted.len() as i64 && ids.len() == accepted.len(),
-        detail: format!("{recorded} of {} accepted entries recorded", accepted.len()),
-    });
 
-    // 4: no WON left undispatched; every FAILED unit is back in stock — in the
-    // ledger (a 'returned' movement) and in Redis (the release script ran).
+    // 4: no WON left undispatched (a refused one is reported, never paid);
+    // every FAILED unit is back in stock — in the ledger (a 'returned'
+    // movement) and in Redis (the release script ran).
     let failed_rows = db
         .query(
             "SELECT e.entry_id::text,
@@ -263,21 +347,79 @@ pub async fn check(
         flags.into_iter().filter(|f| *f).count()
     };
     let unreturned = (failed_ids.len() - in_ledger.min(in_redis)) as i64;
+    let refused_note = if tally.refused > 0 {
+        format!(
+            "; {} WONs refused by the payout guard ({} still won): never paid, an operator case",
+            tally.refused, tally.won_refused
+        )
+    } else {
+        String::new()
+    };
     checks.push(Check {
         name: "4 every WON ends SENT or FAILED with its unit returned",
-        holds: tally.won == 0 && unreturned == 0,
+        holds: tally.won_waiting() == 0 && unreturned == 0,
         detail: format!(
-            "{} sent, {} failed ({unreturned} without a return), {} still won-unsent",
-            tally.sent, tally.failed, tally.won
+            "{} sent, {} failed ({unreturned} without a return), {} still won-unsent{refused_note}",
+            tally.sent,
+            tally.failed,
+            tally.won_waiting()
         ),
     });
 
-    // 5: Redis counter vs ledger vs dispatches vs provider.
+    // 5: Redis counter and decisions vs ledger vs claims vs dispatches vs provider.
     tally.redis_stock = redis.get::<_, Option<i64>>(&keys.stock).await?.unwrap_or(-1);
+    let released: HashSet<String> = set_members(&mut redis, &keys.released).await?.iter().map(|e| canonical(e)).collect();
+    let redis_held: HashSet<String> = hash_entries(&mut redis, &keys.decisions)
+        .await?
+        .into_iter()
+        .filter(|(_, decision)| decision.starts_with("WON|"))
+        .map(|(entry, _)| canonical(&entry))
+        .filter(|entry| !released.contains(entry))
+        .collect();
+    tally.redis_held = redis_held.len() as i64;
+    let ledger_held: HashSet<String> = db
+        .query(
+            "SELECT entry_id::text FROM stock_movements WHERE event_id = $1 GROUP BY entry_id
+             HAVING bool_or(kind = 'issued') AND NOT bool_or(kind = 'returned')",
+            &[&event_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let ledger_paid: HashSet<String> = ledger_held.difference(&refused).cloned().collect();
+    let redis_paid: HashSet<String> = redis_held.difference(&refused).cloned().collect();
+
     let held = tally.ledger_issued - tally.ledger_returned;
     let mut drift = Vec::new();
-    if tally.redis_stock != tally.for_sale - held {
-        drift.push(format!("redis stock {} != for sale {} - held {held}", tally.redis_stock, tally.for_sale));
+    if tally.redis_stock != tally.for_sale - tally.redis_held {
+        drift.push(format!(
+            "redis stock {} != for sale {} - {} units its decisions hold",
+            tally.redis_stock, tally.for_sale, tally.redis_held
+        ));
+    }
+    if held != ledger_held.len() as i64 {
+        drift.push(format!("ledger counters hold {held} units, its movements {}", ledger_held.len()));
+    }
+    // Leaving the refused WONs aside (never paid, reported under 4), the
+    // entries Redis holds a unit for, the ledger's and the claims' are the
+    // same. A refused WON Redis holds a unit for is a unit lost to stock:
+    // Redis forgot an earlier winner and decided again (see DESIGN.md).
+    compare(&mut drift, "held in Redis", &redis_paid, "held in the ledger", &ledger_paid);
+    let redis_refused: BTreeSet<&str> = redis_held.intersection(&refused).map(String::as_str).collect();
+    if !redis_refused.is_empty() {
+        drift.push(format!(
+            "{} units Redis holds for WONs the payout guard refused{}",
+            redis_refused.len(),
+            sample("", &redis_refused)
+        ));
+    }
+    compare(&mut drift, "claimed", &claims_holding, "held in the ledger", &ledger_paid);
+    if tally.payout_claimed != tally.claims_holding {
+        drift.push(format!(
+            "payout_claimed {} != {} claims holding a unit",
+            tally.payout_claimed, tally.claims_holding
+        ));
     }
     let won_entries = tally.won + tally.sent + tally.failed;
     if tally.ledger_issued != won_entries {
@@ -286,22 +428,101 @@ pub async fn check(
     if tally.ledger_returned != tally.failed {
         drift.push(format!("ledger returned {} != {} failed entries", tally.ledger_returned, tally.failed));
     }
+    if claims_sent != sent_rows {
+        drift.push(format!("{claims_sent} claims sent != {sent_rows} sent"));
+    }
     if provider_url.is_some() && tally.provider_gifts != sent_rows {
         drift.push(format!("provider issued {} != {sent_rows} sent", tally.provider_gifts));
     }
     checks.push(Check {
-        name: "5 redis, ledger and provider reconcile",
+        name: "5 redis, ledger, claims and provider reconcile",
         holds: drift.is_empty(),
         detail: if drift.is_empty() {
             format!(
-                "redis stock {} = {} - ({} issued - {} returned); provider {} = sent {sent_rows}",
-                tally.redis_stock, tally.for_sale, tally.ledger_issued, tally.ledger_returned, tally.provider_gifts
+                "redis stock {} = {} - {} held; ledger {} issued - {} returned = {} claims{}; provider {} = sent {sent_rows}",
+                tally.redis_stock,
+                tally.for_sale,
+                tally.redis_held,
+                tally.ledger_issued,
+                tally.ledger_returned,
+                tally.claims_holding,
+                if tally.refused > 0 { format!(" + {} refused", ledger_held.len() - ledger_paid.len()) } else { String::new() },
+                tally.provider_gifts
             )
         } else {
             drift.join("; ")
         },
     });
     Ok(InvariantReport { tally, checks })
+}
+
+/// An entry id as PostgreSQL prints a uuid (ids that are not uuids stay as
+/// they are: they can match nothing in PostgreSQL, and are reported as such).
+fn canonical(id: &str) -> String {
+    uuid::Uuid::parse_str(id).map(|u| u.to_string()).unwrap_or_else(|_| id.to_string())
+}
+
+/// Up to five ids, for a detail line.
+fn sample(label: &str, ids: &BTreeSet<&str>) -> String {
+    if ids.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<&str> = ids.iter().take(5).copied().collect();
+    let more = if ids.len() > shown.len() { format!(", … {} more", ids.len() - shown.len()) } else { String::new() };
+    format!("{label}: {}{more}", shown.join(", "))
+}
+
+/// Reports, into `drift`, the entries one side holds and the other does not.
+fn compare(drift: &mut Vec<String>, left: &str, a: &HashSet<String>, right: &str, b: &HashSet<String>) {
+    let only_a: BTreeSet<&str> = a.difference(b).map(String::as_str).collect();
+    let only_b: BTreeSet<&str> = b.difference(a).map(String::as_str).collect();
+    if !only_a.is_empty() {
+        drift.push(format!("{} {left}, not {right}{}", only_a.len(), sample("", &only_a)));
+    }
+    if !only_b.is_empty() {
+        drift.push(format!("{} {right}, not {left}{}", only_b.len(), sample("", &only_b)));
+    }
+}
+
+/// How many fields an HSCAN/SSCAN page asks for: an event's hashes can hold
+/// one field per member, so they are read in pages, never in one reply.
+const SCAN_PAGE: usize = 1_000;
+
+/// Every field and value of a hash.
+async fn hash_entries(redis: &mut redis::aio::ConnectionManager, key: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let flat = scan(redis, "HSCAN", key).await?;
+    Ok(flat.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect())
+}
+
+/// Every value of a hash.
+async fn hash_values(redis: &mut redis::aio::ConnectionManager, key: &str) -> anyhow::Result<Vec<String>> {
+    Ok(hash_entries(redis, key).await?.into_iter().map(|(_, value)| value).collect())
+}
+
+/// Every member of a set.
+async fn set_members(redis: &mut redis::aio::ConnectionManager, key: &str) -> anyhow::Result<Vec<String>> {
+    scan(redis, "SSCAN", key).await
+}
+
+/// The flat replies of a whole HSCAN/SSCAN iteration.
+async fn scan(redis: &mut redis::aio::ConnectionManager, command: &str, key: &str) -> anyhow::Result<Vec<String>> {
+    let mut cursor = String::from("0");
+    let mut out = Vec::new();
+    loop {
+        let (next, page): (String, Vec<String>) = redis::cmd(command)
+            .arg(key)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(SCAN_PAGE)
+            .query_async(redis)
+            .await
+            .with_context(|| format!("Failed to {command} {key}"))?;
+        out.extend(page);
+        if next == "0" {
+            return Ok(out);
+        }
+        cursor = next;
+    }
 }
 
 /// Prints a report for people.

@@ -9,4 +9,5 @@ mod helpers;
 mod outage;
 mod pipeline;
 mod pipeline_harness;
+mod reconcile;
 mod registry;
