@@ -10,4 +10,5 @@ mod outage;
 mod pipeline;
 mod pipeline_harness;
 mod reconcile;
+mod projections;
 mod registry;
