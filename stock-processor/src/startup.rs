@@ -65,7 +65,7 @@ impl Application {
             .with_kafka(&settings.kafka)?
             .with_registry(settings.registry.url.clone());
         let marks = MarkReader::new(&settings.kafka, &settings.group())?;
-        let rebuilder = Rebuilder::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone());
+        let rebuilder = Rebuilder::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
         let handler = Arc::new(
             StockHandler::new(store, codec, settings.kafka.topics(), settings.group()).with_stale_guard(marks, rebuilder),
         );

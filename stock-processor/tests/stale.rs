@@ -100,7 +100,7 @@ async fn a_redis_behind_the_committed_marks_is_never_decided_on() {
     // rebuilt, the marks are back and the decision is made on the log's state.
     let handler = StockHandler::new(store.clone(), codec.clone(), topics.clone(), group.clone()).with_stale_guard(
         MarkReader::new(&kafka, &group).expect("mark reader"),
-        Rebuilder::new(&kafka, &group, codec.clone(), conn.clone()),
+        Rebuilder::new(&kafka, &group, codec.clone(), conn.clone()).expect("rebuilder"),
     );
     let (partition, _) = sent[0];
     let at = committed.committed_offset(MarkKind::Survey, partition).expect("committed");
