@@ -60,7 +60,10 @@ pub struct KafkaSettings {
     pub batch_max_wait_ms: u64,
     /// Producer linger (linger.ms): latency traded for throughput.
     pub linger_ms: u64,
-    /// Transaction timeout for transactional stages (transaction.timeout.ms).
+    /// Transaction timeout for transactional stages (transaction.timeout.ms):
+    /// how long read_committed readers can be held behind a transaction its
+    /// producer abandoned (a crash) when no restart with the same
+    /// transactional id aborts it first. Must exceed `delivery_timeout_ms`.
     pub transaction_timeout_ms: u64,
     /// Extra librdkafka properties, passed through as given.
     pub extra: BTreeMap<String, String>,
@@ -77,7 +80,7 @@ impl Default for KafkaSettings {
             batch_max_records: 500,
             batch_max_wait_ms: 5,
             linger_ms: 2,
-            transaction_timeout_ms: 30_000,
+            transaction_timeout_ms: 10_000,
             extra: BTreeMap::new(),
         }
     }

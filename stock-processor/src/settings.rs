@@ -1,6 +1,8 @@
 //! The stock processor's settings: defaults run against the local stack;
 //! override with `FIRSTCOME_CONFIG` (TOML) or `FIRSTCOME_<SECTION>__<FIELD>`.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use platform::settings::{
     HttpSettings, KafkaSettings, RedisSettings, RegistrySettings, SettingsError, TelemetrySettings,
 };
@@ -18,10 +20,45 @@ pub struct Settings {
     /// The ops listener; port 0 picks a free port (tests).
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
-    /// Names this instance's transactional producer. Keep it stable across
-    /// restarts of one instance (a restarted instance then fences its zombie);
-    /// every running instance needs its own. Default: a random UUID per start.
+    /// Names this instance's transactional producer
+    /// (`firstcome-stock-<topic_prefix><instance_id>`). Stable across restarts
+    /// of one instance: the restarted instance's `init_transactions` fences
+    /// its dead predecessor and aborts the transaction it left open at once,
+    /// instead of readers of `stock-decided` (read_committed) waiting for the
+    /// transaction timeout. Every running instance needs its own.
+    ///
+    /// Set it with `FIRSTCOME_INSTANCE_ID` (e.g. a StatefulSet pod name).
+    /// Default: `<hostname>-<ordinal>`, the ordinal from
+    /// `FIRSTCOME_INSTANCE_ORDINAL` (0 when unset) — stable for one instance
+    /// per host, or per ordinal on a shared host. A second stage built in the
+    /// same process (tests) gets `.1`, `.2`, … appended, so two never collide.
     pub instance_id: String,
+}
+
+/// Stock settings built by this process so far (see `instance_id`).
+static BUILT: AtomicU32 = AtomicU32::new(0);
+
+/// `<hostname>-<ordinal>[.<n>]`, see [`Settings::instance_id`].
+fn default_instance_id() -> String {
+    let ordinal = std::env::var("FIRSTCOME_INSTANCE_ORDINAL")
+        .ok()
+        .and_then(|o| o.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    let id = format!("{}-{ordinal}", hostname());
+    match BUILT.fetch_add(1, Ordering::Relaxed) {
+        0 => id,
+        n => format!("{id}.{n}"),
+    }
+}
+
+/// The host's name: `HOSTNAME`, else the kernel's, else `localhost`.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 impl Default for Settings {
@@ -32,7 +69,7 @@ impl Default for Settings {
             redis: RedisSettings::default(),
             http: HttpSettings::on_port(DEFAULT_OPS_PORT),
             telemetry: TelemetrySettings::default(),
-            instance_id: uuid::Uuid::new_v4().to_string(),
+            instance_id: default_instance_id(),
         }
     }
 }
@@ -66,12 +103,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_serve_ops_on_9101_with_a_random_instance() {
+    fn defaults_serve_ops_on_9101_with_a_host_derived_instance() {
         let a = Settings::default();
         let b = Settings::default();
         assert_eq!(a.http.port, DEFAULT_OPS_PORT);
+        assert!(a.instance_id.starts_with(&format!("{}-", hostname())), "{}", a.instance_id);
+        // Two stages built in one process never share a transactional id.
         assert_ne!(a.instance_id, b.instance_id);
         assert!(a.validate().is_ok());
+        assert!(a.kafka.transaction_timeout_ms <= 10_000, "a dead transaction stalls readers this long at most");
     }
 
     #[test]
