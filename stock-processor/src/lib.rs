@@ -15,6 +15,9 @@
 //! - [`handler`]: the batch handler run by platform's consumer loop.
 //! - [`startup`]: `Application::build` / `run_until_stopped`.
 
+/// The consumer group's name, behind the deployment's topic prefix.
+pub const GROUP: &str = "stock";
+
 pub mod events;
 pub mod handler;
 pub mod marks;

@@ -5,6 +5,7 @@
 
 mod dlq;
 mod event_create;
+mod forgetful_redis;
 mod helpers;
 mod outage;
 mod pipeline;
