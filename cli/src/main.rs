@@ -281,7 +281,7 @@ async fn main() -> anyhow::Result<()> {
             let outcome = reconcile::run(&settings, &event_id, provider_url.as_deref(), repair).await?;
             reconcile::print(&settings, &event_id, &outcome);
             if !outcome.report.all_hold() {
-                anyhow::bail!("invariants do not hold (a lagging pipeline settles by itself; --repair fixes the counter)");
+                anyhow::bail!("invariants do not hold (a lagging pipeline settles by itself; --repair rebuilds Redis from the log)");
             }
         }
         Command::Rush { event_id, urls, members, duplicate_ratio, concurrency, json } => {

@@ -2,22 +2,22 @@
 //! decisions, accepted first-entry marks), the PostgreSQL ledger, entries and
 //! payout claims, our dispatch records and the provider's; count what was
 //! refused on the way (WONs the payout guard refused, releases the stock
-//! stage dead-lettered); with `--repair`, set the Redis counter back to what
-//! Redis' own decision log says.
+//! stage dead-lettered); with `--repair`, rebuild the event's Redis state
+//! from the Kafka log.
 //!
-//! The repair is one script, atomic with the stock decisions: the counter
-//! must equal `for_sale − WON decisions + released units`, both of which the
-//! decision and release scripts write in the same step as they move the
-//! counter. It therefore needs no idle pipeline and cannot race a decision;
-//! the ledger (written later, by the recording group) is only reported.
+//! The repair never trusts Redis' own records: a Redis that lost its last
+//! second lost the decisions with the counter, so recomputing the counter
+//! from what it still holds would only confirm the loss. It runs `firstcome
+//! rebuild redis` (see `stock_processor::rebuild`), which reads the log of
+//! record and swaps the rebuilt state in with a compare-and-swap, so it needs
+//! no idle pipeline; the ledger (written later, by the recording group) is
+//! only reported.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context;
 use rdkafka::message::Message;
-use redis::Script;
 
-use platform::event_keys::{EventKeys, STATE_CHANNEL};
 use schemas::StockRelease;
 
 use super::dlq;
@@ -53,35 +53,8 @@ impl RefusedReleases {
     }
 }
 
-/// The stock stage's consumer group, behind the topic prefix (see stock-processor's settings).
-const STOCK_GROUP: &str = "stock";
-
-/// Recomputes the counter from the decision log, keeps its expiry, and
-/// announces the state change that follows (ingest switches between 410 and
-/// accepting). Returns {counter before, counter derived, new status or ''}.
-const REPAIR_LUA: &str = r#"
--- KEYS: stock, meta, decisions, released; ARGV: event id, channel
-local for_sale = tonumber(redis.call('HGET', KEYS[2], 'for_sale'))
-if not for_sale then return {-1, -1, 'unknown_event'} end
-local won = 0
-for _, decision in ipairs(redis.call('HVALS', KEYS[3])) do
-  if string.sub(decision, 1, 4) == 'WON|' then won = won + 1 end
-end
-local expected = for_sale - won + redis.call('SCARD', KEYS[4])
-local before = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if expected < 0 then return {before, expected, 'oversold'} end
-if before == expected then return {before, expected, ''} end
-redis.call('SET', KEYS[1], expected, 'KEEPTTL')
-local status = redis.call('HGET', KEYS[2], 'status')
-local next = ''
-if expected > 0 and status == 'sold_out' then next = 'open' end
-if expected <= 0 and status == 'open' then next = 'sold_out' end
-if next ~= '' then
-  redis.call('HSET', KEYS[2], 'status', next)
-  redis.call('PUBLISH', ARGV[2], cjson.encode({event_id = ARGV[1], status = next}))
-end
-return {before, expected, next}
-"#;
+/// The stock stage's consumer group, behind the topic prefix.
+const STOCK_GROUP: &str = stock_processor::GROUP;
 
 pub async fn run(
     settings: &CliSettings,
@@ -92,21 +65,9 @@ pub async fn run(
     let stores = Stores::connect(settings).await?;
     let mut repaired_stock = None;
     if repair {
-        let keys = EventKeys::new(event_id);
-        let mut redis = stores.redis.clone();
-        let (before, derived, note): (i64, i64, String) = Script::new(REPAIR_LUA)
-            .key(&keys.stock)
-            .key(&keys.meta)
-            .key(&keys.decisions)
-            .key(&keys.released)
-            .arg(event_id)
-            .arg(STATE_CHANNEL)
-            .invoke_async(&mut redis)
-            .await?;
-        anyhow::ensure!(note != "unknown_event", "no event {event_id} in Redis");
-        anyhow::ensure!(note != "oversold", "Redis decisions show more units won than for sale ({derived}): not repairing");
-        if before != derived {
-            repaired_stock = Some(derived);
+        let rebuilt = super::rebuild::redis::rebuild(settings, event_id).await?;
+        if rebuilt.stock_before != Some(rebuilt.stock_after) {
+            repaired_stock = Some(rebuilt.stock_after);
         }
     }
     // No rush here: invariant 3 is checked against Redis' accepted marks.
@@ -157,7 +118,7 @@ pub fn print(settings: &CliSettings, event_id: &str, outcome: &Reconciliation) {
     println!("reconcile {event_id}");
     invariants::print(&outcome.report);
     if let Some(stock) = outcome.repaired_stock {
-        println!("repaired: redis stock set to {stock} (from the decision log)");
+        println!("repaired: redis stock set to {stock} (rebuilt from the Kafka log)");
     }
     let refusals: i64 = outcome.payout_refusals.values().sum();
     if refusals > 0 {
