@@ -625,3 +625,44 @@ async fn the_line_the_members_the_marks_and_the_promotions_expire_with_the_event
     let ttl = pttl(&mut conn, &keys.waitlist).await;
     assert!(ttl > 0 && (meta_ttl - ttl).abs() < 60_000, "waitlist expires at {ttl}, meta at {meta_ttl}");
 }
+
+#[tokio::test]
+async fn an_expired_event_still_named_by_the_committed_marks_is_unknown_not_stale() {
+    let event_id = common::new_event_id();
+    let eligible: Vec<String> = ["a", "b"].iter().map(|m| m.to_string()).collect();
+    let mut conn = common::redis().await;
+    EventSetup::open_now(&event_id, 1, &eligible).create(&mut conn).await;
+    let keys = EventKeys::new(&event_id);
+    let store = common::store().await;
+    let marks = |expected: &[(&str, i64)], new: &[(&str, i64)]| stock_processor::Marks {
+        expected: expected.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
+        new: new.iter().map(|(f, o)| (f.to_string(), *o)).collect(),
+    };
+    let a = vec![(common::new_entry_id(), "a".to_string())];
+    let won = store.decide_marked(&event_id, &refs(&a), &marks(&[], &[("s:2", 15), ("r:1", 3)])).await.unwrap();
+    assert_eq!(won.decisions[0].outcome, Outcome::Won);
+
+    // A day after close every key of the event expires; the partitions'
+    // committed offset metadata still names it with marks 15 and 3.
+    let () = redis::cmd("DEL").arg(&keys.all()[..]).query_async(&mut conn).await.unwrap();
+    let expected = marks(&[("s:2", 15), ("r:1", 3)], &[("s:2", 16), ("r:1", 4)]);
+
+    let b = vec![(common::new_entry_id(), "b".to_string())];
+    let answer = store.decide_marked(&event_id, &refs(&b), &expected).await.expect("unknown, not stale");
+    assert_eq!(answer.decisions[0].outcome, Outcome::Ineligible);
+    assert_eq!(answer.remaining, None);
+    let released = store.release_marked(&event_id, &a[0].0, "a", 1, &expected).await.expect("unknown, not stale");
+    assert_eq!(released, Released::UnknownEvent);
+    let existing: i64 = redis::cmd("EXISTS").arg(&keys.all()[..]).query_async(&mut conn).await.unwrap();
+    assert_eq!(existing, 0, "nothing is written for an expired event: no decision, no mark, no stock");
+
+    // `applied` outliving `meta` by a moment (each key copies meta's expiry on
+    // its own) changes nothing: still unknown, still nothing written.
+    let () = redis::cmd("HSET").arg(&keys.applied).arg("s:2").arg(15).query_async(&mut conn).await.unwrap();
+    let answer = store.decide_marked(&event_id, &refs(&b), &marks(&[("s:2", 15), ("r:1", 3)], &[("s:2", 16)])).await.unwrap();
+    assert_eq!(answer.decisions[0].outcome, Outcome::Ineligible);
+    let released = store.release_marked(&event_id, &a[0].0, "a", 1, &marks(&[("r:1", 3)], &[("r:1", 4)])).await.unwrap();
+    assert_eq!(released, Released::UnknownEvent);
+    assert_eq!(common::hgetall(&mut conn, &keys.applied).await.len(), 1, "marks not raised");
+    let () = redis::cmd("DEL").arg(&keys.applied).query_async(&mut conn).await.unwrap();
+}

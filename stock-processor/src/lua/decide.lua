@@ -11,7 +11,8 @@
 -- (ms) the batch was judged at; each answer is 'OUTCOME|unit' (unit empty when
 -- none), the same form kept in `decisions`.
 -- Or { 'STALE', field, applied, expected } when Redis is behind what the
--- stage committed to Kafka: nothing was written.
+-- stage committed to Kafka: nothing was written. Never for an event with no
+-- `meta` (expired or never created): that one is unknown, not stale.
 --
 -- Stale check: `applied` holds, per input partition (`s:<p>` / `r:<p>`), the
 -- next offset of this event's records the stage applied here. The stage
@@ -52,10 +53,18 @@ local function read_marks()
 end
 local expected = read_marks()
 local new_marks = read_marks()
-for _, mark in ipairs(expected) do
-  local have = tonumber(redis.call('HGET', applied, mark[1]) or '0') or 0
-  if have < mark[2] then
-    return { 'STALE', mark[1], string.format('%.0f', have), string.format('%.0f', mark[2]) }
+-- Only an event Redis still knows can be behind: once its keys expired (a day
+-- after close) `applied` is gone with `meta`, yet the partitions' committed
+-- marks may still name it. Such an event is answered INELIGIBLE below and
+-- nothing is written, so nothing can be sold on a forgetful state; answering
+-- STALE instead would send the stage to rebuild an event that no longer
+-- exists and block the partition.
+if redis.call('EXISTS', meta) == 1 then
+  for _, mark in ipairs(expected) do
+    local have = tonumber(redis.call('HGET', applied, mark[1]) or '0') or 0
+    if have < mark[2] then
+      return { 'STALE', mark[1], string.format('%.0f', have), string.format('%.0f', mark[2]) }
+    end
   end
 end
 

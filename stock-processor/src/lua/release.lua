@@ -37,10 +37,14 @@ local function read_marks()
 end
 local expected = read_marks()
 local new_marks = read_marks()
-for _, mark in ipairs(expected) do
-  local have = tonumber(redis.call('HGET', applied, mark[1]) or '0') or 0
-  if have < mark[2] then
-    return { 'STALE', mark[1], string.format('%.0f', have), string.format('%.0f', mark[2]) }
+-- An expired event (no `meta`) is not stale but unknown: it is answered
+-- UNKNOWN_EVENT below and nothing is written (see decide.lua).
+if redis.call('EXISTS', meta) == 1 then
+  for _, mark in ipairs(expected) do
+    local have = tonumber(redis.call('HGET', applied, mark[1]) or '0') or 0
+    if have < mark[2] then
+      return { 'STALE', mark[1], string.format('%.0f', have), string.format('%.0f', mark[2]) }
+    end
   end
 end
 
