@@ -63,6 +63,9 @@ async fn two_instances_of_every_group_give_the_same_results() {
     fifty_units_for_two_hundred(Topology { ingest_instances: 2, instances_per_group: 2, ..Default::default() }).await;
 }
 
+/// The issue's "Returned units go to the next in line": a unit a refused
+/// phone gives back goes to the earliest entry decided SOLD_OUT whose member
+/// holds no unit, so the event stays sold out and later entrants get 410.
 #[tokio::test]
 async fn refused_phones_return_their_units_to_later_entrants() {
     let env = TestEnv::new().await;
@@ -82,50 +85,102 @@ async fn refused_phones_return_their_units_to_later_entrants() {
     let pipeline = Pipeline::start(&env, Topology { faults, ..Default::default() }).await;
 
     let first = submit(&pipeline, &event_id, early, 0.0).await;
-    let after_first = drain(&env, &pipeline, &event_id, &first.accepted).await;
-    let failed = after_first.tally.failed;
-    assert!(failed >= 1, "some winner had a refused phone: {:?}", after_first.tally);
-    assert_eq!(after_first.tally.sent + failed, 45);
-    assert_eq!(after_first.tally.redis_stock, failed, "the refused units are back in stock");
-
-    // The event reopened; later entrants take the returned units.
-    let second = submit(&pipeline, &event_id, late, 0.0).await;
-    let mut accepted = first.accepted.clone();
-    accepted.extend(second.accepted.clone());
-    let report = drain(&env, &pipeline, &event_id, &accepted).await;
-    pipeline.stop().await;
+    assert_eq!(first.count(202) + first.count(410), early.len(), "{:?}", first.by_status);
+    let report = drain(&env, &pipeline, &event_id, &first.accepted).await;
     assert!(report.all_hold(), "invariants: {:#?}", report.failing());
-    let t = &report.tally;
-    assert_eq!(t.sent, 45, "all units for sale ended up sent: {t:?}");
-    assert_eq!(t.failed, failed);
-    assert_eq!(t.ledger_issued, 45 + failed);
-    assert_eq!(t.ledger_returned, failed);
-    assert_eq!(t.redis_stock, 0);
+    let t = report.tally.clone();
+    assert!(t.failed >= 1, "some winner had a refused phone: {t:?}");
+    assert_eq!(t.sent, 45, "every unit for sale ended up sent: {t:?}");
+    assert_eq!(t.provider_gifts, 45, "the provider issued exactly 45: {t:?}");
+    assert_eq!(t.ledger_issued - t.ledger_returned, 45, "{t:?}");
+    assert_eq!(t.ledger_returned, t.failed, "each refused phone returned its unit once: {t:?}");
+    assert_eq!(t.redis_stock, 0, "returned units went on, none waits in stock: {t:?}");
 
-    // The late winners hold exactly the unit numbers the refused ones gave back.
+    // The entries as the recorder wrote them, in FCFS order (accepted_at, then
+    // entry id: the waitlist's order for one millisecond).
     let rows = db
         .query(
-            "SELECT user_id, unit_no, status FROM event_entries WHERE event_id = $1 AND unit_no IS NOT NULL",
+            "SELECT entry_id::text, user_id, status, unit_no, \
+                    floor(extract(epoch FROM accepted_at) * 1000)::bigint \
+             FROM event_entries WHERE event_id = $1 ORDER BY accepted_at, entry_id",
             &[&event_id],
         )
         .await
         .expect("entries");
-    let late_set: HashSet<&String> = late.iter().collect();
-    let mut returned_units = Vec::new();
-    let mut late_units = Vec::new();
-    for row in rows {
-        let (user, unit, status): (String, i32, String) = (row.get(0), row.get(1), row.get(2));
-        if status == "failed" {
-            assert!(refused_members.contains(&user), "only refused phones fail");
-            returned_units.push(unit);
-        } else if late_set.contains(&user) {
-            assert_eq!(status, "sent");
-            late_units.push(unit);
+    struct Row {
+        user: String,
+        status: String,
+        unit: Option<i32>,
+        accepted_at: i64,
+    }
+    let rows: Vec<Row> = rows
+        .iter()
+        .map(|r| Row { user: r.get(1), status: r.get(2), unit: r.get(3), accepted_at: r.get(4) })
+        .collect();
+    assert_eq!(rows.len(), first.count(202), "one row per accepted entry");
+
+    let sent: Vec<&Row> = rows.iter().filter(|r| r.status == "sent").collect();
+    let sent_members: HashSet<&String> = sent.iter().map(|r| &r.user).collect();
+    assert_eq!(sent_members.len(), 45, "45 SENT to distinct members");
+    assert!(sent.iter().all(|r| !refused_members.contains(&r.user)), "no refused phone was paid");
+    let mut units: Vec<i32> = sent.iter().filter_map(|r| r.unit).collect();
+    units.sort();
+    units.dedup();
+    assert_eq!(units.len(), 45, "45 distinct units held by the SENT members");
+    for row in rows.iter().filter(|r| r.status == "failed") {
+        assert!(refused_members.contains(&row.user), "only refused phones fail: {}", row.user);
+    }
+    assert!(
+        rows.iter().all(|r| r.status == "sent" || r.status == "failed" || r.status == "lost"),
+        "every entry settled: {:?}",
+        rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>()
+    );
+
+    // FCFS: the members who were handed a unit (SENT, or FAILED on a refused
+    // phone) are exactly the earliest 45 + failed entries by accepted_at. So
+    // the SENT ones are the first 45 non-refused members, every refused phone
+    // among them FAILED, and a promoted unit skipped nobody eligible.
+    let served = 45 + t.failed as usize;
+    assert!(rows.len() > served, "more entries than units handed out: {} accepted", rows.len());
+    let (head, tail) = rows.split_at(served);
+    let last_served = head.iter().map(|r| r.accepted_at).max().unwrap_or(i64::MIN);
+    for row in head {
+        // A millisecond tie at the border may fall either way (the line orders
+        // ties by entry id; the first sale by log order).
+        if row.accepted_at < tail[0].accepted_at {
+            assert!(
+                row.status == "sent" || row.status == "failed",
+                "{} (accepted {}) was skipped for later entrants",
+                row.user,
+                row.accepted_at
+            );
+        }
+        if refused_members.contains(&row.user) && row.status != "lost" {
+            assert_eq!(row.status, "failed", "a refused phone is never paid");
         }
     }
-    returned_units.sort();
-    late_units.sort();
-    assert_eq!(late_units, returned_units, "returned units went to later entrants");
+    for row in tail {
+        if row.accepted_at > last_served {
+            assert_eq!(row.status, "lost", "{} (accepted {}) was served out of turn", row.user, row.accepted_at);
+        }
+    }
+    let handed = rows.iter().filter(|r| r.status == "sent" || r.status == "failed").count();
+    assert_eq!(handed, served, "each unit handed out once per refusal");
+
+    // Still sold out: later entrants are refused and never paid.
+    let second = submit(&pipeline, &event_id, late, 0.0).await;
+    assert_eq!(second.count(410), late.len(), "the event stays sold out: {:?}", second.by_status);
+    let after = drain(&env, &pipeline, &event_id, &first.accepted).await;
+    pipeline.stop().await;
+    assert!(after.all_hold(), "invariants: {:#?}", after.failing());
+    assert_eq!(after.tally.sent, 45, "{:?}", after.tally);
+    assert_eq!(after.tally.provider_gifts, 45, "{:?}", after.tally);
+    assert_eq!(after.tally.entries, rows.len() as i64, "no entry for a later entrant");
+    let late_rows = db
+        .query_one("SELECT count(*) FROM event_entries WHERE event_id = $1 AND user_id = ANY($2)", &[&event_id, &late])
+        .await
+        .expect("late entries");
+    assert_eq!(late_rows.get::<_, i64>(0), 0, "later entrants have no entry, so no gift");
 }
 
 #[tokio::test]
