@@ -7,6 +7,7 @@
 //! - [`db`], [`redis`]: pools with explicit timeouts; migrations.
 //! - [`ops`]: `/healthz` (checks real dependencies) and `/metrics`.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
+//! - [`wait`]: waiting on a condition with a deadline (CLI and tests).
 
 pub mod db;
 pub mod event_keys;
@@ -18,5 +19,6 @@ pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace_context;
+pub mod wait;
 
 pub use tokio_util::sync::CancellationToken;

@@ -7,7 +7,6 @@
 //! failure, it completes what it started.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -325,23 +324,9 @@ pub async fn close(settings: &CliSettings, event_id: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Waits until `check` holds or `timeout` passes (for scripts and tests).
-pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// Waits until `check` holds or `timeout` passes (the one polling loop,
+/// shared with the tests' `testkit`).
+pub use platform::wait::wait_until;
 
 #[cfg(test)]
 mod tests {
