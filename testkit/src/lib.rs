@@ -1,0 +1,56 @@
+//! The test kit: what the integration tests of every crate share, written
+//! once (a dev-dependency only; nothing here runs in production).
+//!
+//! - [`TestEnv`]: one test's slice of the real local stack (`stack/bin/stack
+//!   up`): its own topic and group prefix, topics created with
+//!   [`PARTITIONS`] partitions, the schemas registered, a fresh migrated
+//!   database, and the settings of Kafka, the registry, PostgreSQL and Redis
+//!   to hand to the services under test.
+//! - [`wait_until`] / [`wait_for`]: wait on a condition with a deadline,
+//!   never on a fixed sleep (one polling loop: `platform::wait`).
+//! - Topic readers: [`read_log`] / [`read_events`] read a topic to the high
+//!   watermarks taken when the read starts (`platform::kafka::LogReader`,
+//!   committed records only); [`CommittedReader`] waits for the next N
+//!   committed records; [`group_lag`] / [`caught_up`] tell whether a consumer
+//!   group committed to the end.
+//! - [`unused_port`], [`metrics_text`]: ports and the ops listener.
+//!
+//! Modelled on zero2prod's `tests/api/helpers.rs` (one `spawn_app`: a fresh
+//! database per test) and rust-rdkafka's `tests/utils.rs` (random topic and
+//! group names per test).
+
+mod env;
+mod kafka;
+mod net;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use env::{TestEnv, TestEnvBuilder, PARTITIONS};
+pub use kafka::{caught_up, group_lag, read_events, read_log, CommittedReader, Lag, READ_TIMEOUT};
+pub use net::{metrics_text, unused_port};
+pub use platform::wait::{poll_until, wait_until};
+
+/// Waits until `check` holds; panics naming `what` after `timeout`. For the
+/// waits a test cannot go on without (a `wait_until` whose result a test
+/// inspects itself returns `false` instead).
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    assert!(wait_until(timeout, check).await, "timed out after {timeout:?} waiting for {what}");
+}
+
+/// Logs of the code under test, only when asked (`TEST_LOG=1`): the log layer
+/// writes to stderr and bypasses the test harness' capture.
+pub fn init_logs(service: &'static str) {
+    if std::env::var_os("TEST_LOG").is_some() {
+        platform::telemetry::init(service, &Default::default());
+    }
+}
+
+/// A fresh id for names a test owns (events, entries, members).
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
