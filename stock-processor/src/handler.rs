@@ -16,9 +16,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 
-use platform::kafka::{BatchHandler, BatchOutcome, DeadLetter, HandlerError, OutRecord, Record};
+use platform::kafka::{encode_event, BatchHandler, BatchOutcome, DeadLetter, HandlerError, OutRecord, Record};
 use schemas::{
-    check_identity, Codec, CodecError, Event, Outcome, StockDecision, StockRelease, SurveySubmitted, Topics,
+    check_identity, Codec, CodecError, Outcome, StockDecision, StockRelease, SurveySubmitted, Topics,
 };
 use tracing::{Instrument, Span};
 
@@ -357,19 +357,13 @@ impl StockHandler {
         Ok(out)
     }
 
-    /// platform's `EventProducer::encode` does the same, but needs a producer;
-    /// this stage's producer is the consumer loop's transactional one, so it
-    /// encodes with the codec and hands the loop an `OutRecord`.
+    /// Encodes a decision for the loop's (transactional) producer, caused by
+    /// the item's record.
     async fn encode(&self, decision: &StockDecision, item: &Item<'_>) -> Result<OutRecord, HandlerError> {
-        let topic = StockDecision::topic(&self.topics).to_string();
         // Our own schema refused or the registry away: not the record's fault, retry the batch.
-        let payload = self.codec.encode(&topic, decision).await.map_err(HandlerError::new)?;
-        Ok(OutRecord {
-            topic,
-            key: decision.key().to_string(),
-            payload,
-            context: item.record.context.caused(),
-        })
+        encode_event(&self.codec, &self.topics, decision, item.record.context.caused())
+            .await
+            .map_err(HandlerError::new)
     }
 }
 

@@ -10,7 +10,7 @@ pub mod producer;
 pub use consumer::{BatchHandler, BatchOutcome, ConsumerError, ConsumerLoop, DeadLetter, Delivery, HandlerError, Record};
 pub use headers::RecordContext;
 pub use log_reader::LogReader;
-pub use producer::{EventProducer, OutRecord, ProduceError};
+pub use producer::{encode_event, EventProducer, OutRecord, ProduceError, RawRecord, RecordSender};
 
 use rdkafka::ClientConfig;
 

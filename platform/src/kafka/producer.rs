@@ -1,8 +1,16 @@
 //! The producer: idempotent, `acks=all`, records encoded through the registry.
+//!
+//! One home for putting a record on Kafka: [`RecordSender`] sends records
+//! already encoded ([`OutRecord`]) or raw bytes with their own headers
+//! ([`RawRecord`], the dead letters); [`encode_event`] turns an event into an
+//! [`OutRecord`]. [`EventProducer`] is both, over an idempotent producer of
+//! its own; the consumer loop uses a [`RecordSender`] over its (possibly
+//! transactional) producer.
 
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -21,6 +29,16 @@ pub struct OutRecord {
     pub key: String,
     pub payload: Vec<u8>,
     pub context: RecordContext,
+}
+
+/// A record as bytes, with headers of its own: a dead letter carries the
+/// source record's key and value untouched (either may be absent).
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: OwnedHeaders,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,13 +71,77 @@ pub fn idempotent_config(settings: &KafkaSettings, client_id: &str) -> ClientCon
     config
 }
 
-/// Sends events and raw records; cheap to clone.
+/// Encodes `event` for its topic (behind the deployment's prefix in
+/// `topics`), keyed by member, with `context` as its headers.
+pub async fn encode_event<E: Event>(
+    codec: &Codec,
+    topics: &Topics,
+    event: &E,
+    context: RecordContext,
+) -> Result<OutRecord, CodecError> {
+    let topic = E::topic(topics).to_string();
+    let payload = codec.encode(&topic, event).await?;
+    Ok(OutRecord { topic, key: event.key().to_string(), payload, context })
+}
+
+/// Sends records already encoded and waits for the broker's
+/// acknowledgement; cheap to clone. A full local queue waits (backpressure)
+/// up to `queue_timeout`.
+#[derive(Clone)]
+pub struct RecordSender {
+    producer: FutureProducer,
+    queue_timeout: Duration,
+}
+
+impl RecordSender {
+    pub fn new(producer: FutureProducer, queue_timeout: Duration) -> Self {
+        Self { producer, queue_timeout }
+    }
+
+    pub fn inner(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Sends one encoded record with its context as headers.
+    pub async fn send(&self, record: &OutRecord) -> Result<Delivery, KafkaError> {
+        let future_record = FutureRecord::to(&record.topic)
+            .key(&record.key)
+            .payload(&record.payload)
+            .headers(record.context.to_headers());
+        self.deliver(future_record).await
+    }
+
+    /// Sends bytes as they are, with the record's own headers.
+    pub async fn send_raw(&self, record: &RawRecord) -> Result<Delivery, KafkaError> {
+        let mut future_record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&record.topic).headers(record.headers.clone());
+        if let Some(key) = &record.key {
+            future_record = future_record.key(key.as_slice());
+        }
+        if let Some(payload) = &record.payload {
+            future_record = future_record.payload(payload.as_slice());
+        }
+        self.deliver(future_record).await
+    }
+
+    async fn deliver<K, P>(&self, record: FutureRecord<'_, K, P>) -> Result<Delivery, KafkaError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        self.producer
+            .send(record, self.queue_timeout)
+            .await
+            .map_err(|(error, _)| error)
+    }
+}
+
+/// Encodes and sends events; cheap to clone.
 #[derive(Clone)]
 pub struct EventProducer {
-    producer: FutureProducer,
+    sender: RecordSender,
     codec: Codec,
     topics: Topics,
-    queue_timeout: Duration,
 }
 
 impl EventProducer {
@@ -72,10 +154,9 @@ impl EventProducer {
     /// Wraps an existing producer (e.g. a transactional one).
     pub fn from_parts(producer: FutureProducer, codec: Codec, settings: &KafkaSettings) -> Self {
         Self {
-            producer,
+            sender: RecordSender::new(producer, settings.delivery_timeout()),
             codec,
             topics: settings.topics(),
-            queue_timeout: settings.delivery_timeout(),
         }
     }
 
@@ -88,27 +169,23 @@ impl EventProducer {
     }
 
     pub fn inner(&self) -> &FutureProducer {
-        &self.producer
+        self.sender.inner()
+    }
+
+    /// The sender of encoded records behind this producer.
+    pub fn sender(&self) -> &RecordSender {
+        &self.sender
     }
 
     /// Encodes `event` for its topic, keyed by member.
     pub async fn encode<E: Event>(&self, event: &E, context: RecordContext) -> Result<OutRecord, ProduceError> {
-        let topic = E::topic(&self.topics).to_string();
-        let payload = self.codec.encode(&topic, event).await?;
-        Ok(OutRecord { topic, key: event.key().to_string(), payload, context })
+        Ok(encode_event(&self.codec, &self.topics, event, context).await?)
     }
 
     /// Sends one record and waits for the broker's acknowledgement. A full
     /// local queue waits (backpressure) up to the delivery timeout.
     pub async fn send(&self, record: &OutRecord) -> Result<Delivery, ProduceError> {
-        let future_record = FutureRecord::to(&record.topic)
-            .key(&record.key)
-            .payload(&record.payload)
-            .headers(record.context.to_headers());
-        self.producer
-            .send(future_record, self.queue_timeout)
-            .await
-            .map_err(|(error, _)| ProduceError::Kafka(error))
+        Ok(self.sender.send(record).await?)
     }
 
     /// Encodes and sends `event`; returns after the broker acknowledged it.

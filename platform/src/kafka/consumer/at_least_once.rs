@@ -1,0 +1,83 @@
+//! At-least-once delivery: every output (and dead letter) is acknowledged
+//! by the broker before the input offsets are committed. A crash in between
+//! replays the batch, so handlers are idempotent (upserts keyed by entry id).
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::producer::future_producer::Delivery;
+use rdkafka::TopicPartitionList;
+use tokio_util::sync::CancellationToken;
+
+use super::{ConsumerLoop, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
+use crate::kafka::producer::{OutRecord, RawRecord};
+
+impl ConsumerLoop {
+    /// Sends the outputs and dead letters until acknowledged, then commits
+    /// `offsets`. Nothing is committed when shutting down with outputs
+    /// unacknowledged: the batch replays after the restart.
+    pub(super) async fn commit_at_least_once(
+        &self,
+        records: &[OutRecord],
+        dead: &[RawRecord],
+        offsets: TopicPartitionList,
+        shutdown: &CancellationToken,
+    ) {
+        if self.send_until_acknowledged(records, dead, shutdown).await {
+            self.commit(offsets).await;
+        }
+    }
+
+    /// Every output must be acknowledged before the offsets move. Failures
+    /// are retried (the records are idempotent downstream). `false` when
+    /// shutting down with outputs unacknowledged: the caller must not
+    /// commit, so the batch replays after the restart.
+    async fn send_until_acknowledged(&self, records: &[OutRecord], dead: &[RawRecord], shutdown: &CancellationToken) -> bool {
+        let mut backoff = RETRY_BACKOFF_MIN;
+        let mut pending: Vec<usize> = (0..records.len() + dead.len()).collect();
+        while !pending.is_empty() {
+            let sends = pending.iter().map(|&i| async move {
+                let result: Result<Delivery, _> = if i < records.len() {
+                    self.sender.send(&records[i]).await
+                } else {
+                    self.sender.send_raw(&dead[i - records.len()]).await
+                };
+                (i, result)
+            });
+            let results = futures::future::join_all(sends).await;
+            pending = results
+                .into_iter()
+                .filter_map(|(i, result)| match result {
+                    Ok(_) => None,
+                    Err(error) => {
+                        tracing::warn!(group = %self.group, %error, "output not acknowledged, retrying");
+                        Some(i)
+                    }
+                })
+                .collect();
+            if !pending.is_empty() {
+                if shutdown.is_cancelled() && backoff >= RETRY_BACKOFF_MAX {
+                    // Give up without committing: the batch replays after restart.
+                    tracing::error!(group = %self.group, "shutting down with unacknowledged outputs; batch will replay");
+                    return false;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+            }
+        }
+        true
+    }
+
+    /// Synchronous commit of the batch's next offsets. A failed commit (e.g.
+    /// partitions revoked meanwhile) is logged: the records replay elsewhere.
+    async fn commit(&self, offsets: TopicPartitionList) {
+        let consumer = self.consumer.clone();
+        let result = tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                metrics::counter!("firstcome_commit_failures_total", "group" => self.group.clone()).increment(1);
+                tracing::warn!(group = %self.group, %error, "offset commit failed; records will be redelivered");
+            }
+            Err(error) => tracing::error!(%error, "commit task panicked"),
+        }
+    }
+}

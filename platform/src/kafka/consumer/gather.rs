@@ -1,0 +1,105 @@
+//! Gathering a batch over several polls, and the rebalances that can run
+//! meanwhile: records of a partition revoked while its batch was gathered
+//! belong to the partition's new owner and are dropped.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::OwnedMessage;
+use rdkafka::ClientContext;
+
+use super::record::Record;
+use super::ConsumerLoop;
+
+/// Logs rebalances and remembers revoked partitions: a batch is gathered
+/// over several polls, and records of a partition revoked meanwhile belong to
+/// its new owner (who starts from the committed offset), so they are dropped
+/// from the batch instead of being processed twice.
+pub struct LoopContext {
+    pub(super) group: String,
+    pub(super) revoked: std::sync::Mutex<Vec<(String, i32)>>,
+}
+
+impl LoopContext {
+    pub(super) fn new(group: &str) -> Self {
+        Self { group: group.to_string(), revoked: Default::default() }
+    }
+
+    /// The partitions revoked since the last call.
+    fn take_revoked(&self) -> Vec<(String, i32)> {
+        self.revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
+    }
+}
+
+impl ClientContext for LoopContext {}
+
+impl ConsumerContext for LoopContext {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(group = %self.group, ?rebalance, "rebalance starting");
+        if let Rebalance::Revoke(partitions) = rebalance {
+            if let Ok(mut revoked) = self.revoked.lock() {
+                revoked.extend(partitions.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
+            }
+        }
+    }
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        metrics::counter!("firstcome_rebalances_total", "group" => self.group.clone()).increment(1);
+        tracing::info!(group = %self.group, ?rebalance, "rebalance done");
+    }
+}
+
+impl ConsumerLoop {
+    /// Waits for a first record, then gathers more for at most
+    /// `batch_max_wait_ms`; records of partitions revoked meanwhile are dropped.
+    pub(super) async fn next_batch(&self) -> Vec<Record> {
+        let mut batch = Vec::new();
+        let max = self.settings.batch_max_records;
+        // The first record: wait as long as it takes.
+        loop {
+            match self.consumer.recv().await {
+                Ok(message) => {
+                    self.push(&mut batch, message.detach());
+                    break;
+                }
+                Err(error) => self.log_poll_error(error).await,
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.settings.batch_max_wait_ms);
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => self.push(&mut batch, message.detach()),
+                Ok(Err(error)) => self.log_poll_error(error).await,
+                Err(_) => break,
+            }
+        }
+        self.drop_revoked(&mut batch);
+        batch
+    }
+
+    /// Adds a record received just now. A revoke that ran inside that poll
+    /// concerns the records gathered before it: they are dropped first, while
+    /// this record (and any later one of a partition handed back) is kept.
+    fn push(&self, batch: &mut Vec<Record>, message: OwnedMessage) {
+        self.drop_revoked(batch);
+        batch.push(Record::from(message));
+    }
+
+    fn drop_revoked(&self, batch: &mut Vec<Record>) {
+        let revoked = self.consumer.context().take_revoked();
+        if revoked.is_empty() {
+            return;
+        }
+        let before = batch.len();
+        batch.retain(|r| !revoked.iter().any(|(t, p)| t == r.topic() && *p == r.partition()));
+        if batch.len() < before {
+            tracing::info!(group = %self.group, dropped = before - batch.len(), "dropped records of revoked partitions");
+        }
+    }
+
+    async fn log_poll_error(&self, error: KafkaError) {
+        tracing::warn!(group = %self.group, %error, "poll error");
+        metrics::counter!("firstcome_poll_errors_total", "group" => self.group.clone()).increment(1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

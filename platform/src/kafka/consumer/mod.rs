@@ -1,0 +1,279 @@
+//! The consumer loop every group runs: poll a batch, hand it to the
+//! service's handler, publish what the handler produced (and dead letters),
+//! then commit the input offsets — never before the work is done.
+//!
+//! Two delivery modes:
+//! - [`Delivery::AtLeastOnce`]: outputs are sent and acknowledged, then the
+//!   offsets are committed. A crash in between replays the batch, so
+//!   handlers are idempotent (upserts keyed by entry id).
+//! - [`Delivery::Transactional`]: outputs and input offsets commit together
+//!   in one Kafka transaction (the stock stage). On an abort, the consumer is
+//!   rewound to the committed offsets and the batch runs again; the
+//!   handler's side effects (the Redis decision script) give the same answer
+//!   again.
+//!
+//! The loop is one task: it does not poll while a batch is in work, so a
+//! rebalance never runs while a transaction is open or offsets are in flight,
+//! and librdkafka's bounded prefetch queue is the only buffer (backpressure).
+//! A rebalance can run while a batch is being gathered (several polls): the
+//! records of partitions revoked then are dropped from the batch.
+//! Ordering caveat: a handler must keep per-key order within a batch itself.
+//!
+//! By job:
+//! - [`record`]: the record, the handler trait, what a handler returns.
+//! - [`gather`]: gathering a batch; rebalances and revoked partitions.
+//! - [`at_least_once`]: send, acknowledge, then commit.
+//! - [`transactional`]: outputs and offsets in one transaction; abort and rewind.
+//! - [`dead_letter`]: the dead-letter records and their headers.
+
+mod at_least_once;
+mod dead_letter;
+mod gather;
+pub mod record;
+mod transactional;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{info_span, Instrument};
+
+use super::base_config;
+use super::producer::{idempotent_config, RecordSender};
+use crate::settings::KafkaSettings;
+
+pub use gather::LoopContext;
+pub use record::{BatchHandler, BatchOutcome, DeadLetter, HandlerError, Record};
+
+/// How outputs and offsets are committed.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    AtLeastOnce,
+    /// With a stable, unique `transactional.id` for this instance.
+    Transactional { transactional_id: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("kafka client error: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("the transactional producer is fenced or failed fatally: {0}")]
+    Fatal(String),
+}
+
+/// A consumer group member with its producer.
+pub struct ConsumerLoop {
+    group: String,
+    consumer: Arc<StreamConsumer<LoopContext>>,
+    /// Sends the outputs and dead letters (transactional or not).
+    sender: RecordSender,
+    delivery: Delivery,
+    settings: KafkaSettings,
+}
+
+/// Pause between tries of a batch that failed transiently.
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Blocking Kafka calls (commit, transactions) wait at most this long; so
+/// does a send waiting for room in the producer's local queue.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ConsumerLoop {
+    /// Joins `group` on `topics` (created beforehand: auto-create is off).
+    pub fn new(
+        settings: &KafkaSettings,
+        group: &str,
+        topics: &[&str],
+        delivery: Delivery,
+    ) -> Result<Self, ConsumerError> {
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        let consumer: StreamConsumer<LoopContext> = base_config(settings, &format!("{group}-{instance}"))
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Never see records of aborted transactions.
+            .set("isolation.level", "read_committed")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", settings.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (settings.session_timeout_ms / 4).to_string())
+            .set("max.poll.interval.ms", settings.max_poll_interval_ms.to_string())
+            // Bounded prefetch: the only buffer between the broker and the handler.
+            .set("queued.max.messages.kbytes", "16384")
+            .create_with_context(LoopContext::new(group))?;
+        consumer.subscribe(topics)?;
+
+        let producer: FutureProducer = match &delivery {
+            Delivery::AtLeastOnce => idempotent_config(settings, &format!("{group}-{instance}-out")).create()?,
+            Delivery::Transactional { transactional_id } => {
+                let producer: FutureProducer = idempotent_config(settings, transactional_id)
+                    .set("transactional.id", transactional_id)
+                    .set("transaction.timeout.ms", settings.transaction_timeout_ms.to_string())
+                    .create()?;
+                producer.init_transactions(Duration::from_millis(settings.transaction_timeout_ms))?;
+                producer
+            }
+        };
+        Ok(Self {
+            group: group.to_string(),
+            consumer: Arc::new(consumer),
+            sender: RecordSender::new(producer, CALL_TIMEOUT),
+            delivery,
+            settings: settings.clone(),
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled: the batch in work is finished and
+    /// committed first. Returns an error only when the loop cannot go on
+    /// (the caller rebuilds it).
+    pub async fn run<H: BatchHandler>(self, handler: &H, shutdown: CancellationToken) -> Result<(), ConsumerError> {
+        tracing::info!(group = %self.group, mode = ?self.delivery, "consumer loop started");
+        let result = self.run_batches(handler, &shutdown).await;
+        self.close().await;
+        result
+    }
+
+    async fn run_batches<H: BatchHandler>(&self, handler: &H, shutdown: &CancellationToken) -> Result<(), ConsumerError> {
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                batch = self.next_batch() => batch,
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let span = info_span!("batch", group = %self.group, size = batch.len());
+            let started = Instant::now();
+            let Some(outcome) = self.handle_with_retries(handler, &batch, shutdown).instrument(span.clone()).await else {
+                // Shut down before the batch could be handled: nothing committed, it replays.
+                return Ok(());
+            };
+            self.record_metrics(&batch, &outcome);
+            self.finish(&batch, outcome, shutdown).instrument(span).await?;
+            metrics::histogram!("firstcome_batch_seconds", "group" => self.group.clone())
+                .record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    async fn handle_with_retries<H: BatchHandler>(
+        &self,
+        handler: &H,
+        batch: &[Record],
+        shutdown: &CancellationToken,
+    ) -> Option<BatchOutcome> {
+        let mut backoff = RETRY_BACKOFF_MIN;
+        loop {
+            match handler.handle(batch).await {
+                Ok(outcome) => return Some(outcome),
+                Err(error) => {
+                    tracing::warn!(group = %self.group, %error, retry_in_ms = backoff.as_millis() as u64, "batch failed, will retry");
+                    metrics::counter!("firstcome_batch_retries_total", "group" => self.group.clone()).increment(1);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn record_metrics(&self, batch: &[Record], outcome: &BatchOutcome) {
+        let dead = outcome.dead_letters.len() as u64;
+        metrics::counter!("firstcome_records_total", "group" => self.group.clone(), "result" => "ok")
+            .increment(batch.len() as u64 - dead.min(batch.len() as u64));
+        if dead > 0 {
+            metrics::counter!("firstcome_records_total", "group" => self.group.clone(), "result" => "dead_letter")
+                .increment(dead);
+        }
+    }
+
+    /// Publishes outputs and dead letters, then commits the input offsets.
+    async fn finish(&self, batch: &[Record], outcome: BatchOutcome, shutdown: &CancellationToken) -> Result<(), ConsumerError> {
+        dead_letter::log_dead_letters(&self.group, batch, &outcome.dead_letters);
+        let offsets = next_offsets(batch, &outcome.offset_metadata)?;
+        let dead_letters = dead_letter::dead_letter_records(&self.group, batch, &outcome.dead_letters);
+        match &self.delivery {
+            Delivery::AtLeastOnce => {
+                self.commit_at_least_once(&outcome.produce, &dead_letters, offsets, shutdown).await;
+                Ok(())
+            }
+            Delivery::Transactional { .. } => self.commit_transaction(&outcome.produce, &dead_letters, offsets).await,
+        }
+    }
+
+    /// Leaves the group and closes the clients; bounded, since closing can
+    /// hang when the broker is gone. librdkafka's close blocks, so the last
+    /// handles are dropped on a blocking thread, not an async worker.
+    async fn close(self) {
+        let Self { group, consumer, sender, settings, .. } = self;
+        // A plain thread, not spawn_blocking: if the close hangs (broker gone),
+        // the runtime does not wait for it when the process exits.
+        let (done, closed) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            consumer.unsubscribe();
+            drop(consumer);
+            drop(sender);
+            let _ = done.send(());
+        });
+        if tokio::time::timeout(Duration::from_millis(settings.session_timeout_ms), closed).await.is_err() {
+            tracing::warn!(%group, "leaving the group timed out");
+        }
+        tracing::info!(%group, "consumer loop stopped");
+    }
+}
+
+/// Runs a blocking librdkafka call off the async workers.
+async fn blocking<T: Send + 'static>(call: impl FnOnce() -> KafkaResult<T> + Send + 'static) -> KafkaResult<T> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .unwrap_or_else(|_| Err(KafkaError::Canceled))
+}
+
+/// The next offset to read per partition (the highest in the batch + 1),
+/// with the handler's metadata for that partition.
+fn next_offsets(batch: &[Record], metadata: &HashMap<(String, i32), String>) -> KafkaResult<TopicPartitionList> {
+    let mut highest: HashMap<(&str, i32), i64> = HashMap::new();
+    for record in batch {
+        let entry = highest.entry((record.topic(), record.partition())).or_insert(record.offset());
+        *entry = (*entry).max(record.offset());
+    }
+    let mut list = TopicPartitionList::with_capacity(highest.len());
+    for ((topic, partition), offset) in highest {
+        list.add_partition_offset(topic, partition, Offset::Offset(offset + 1))?;
+        if let Some(metadata) = metadata.get(&(topic.to_string(), partition)) {
+            if let Some(mut element) = list.find_partition(topic, partition) {
+                element.set_metadata(metadata.as_str());
+            }
+        }
+    }
+    Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::{OwnedMessage, Timestamp};
+
+    fn record(topic: &str, partition: i32, offset: i64) -> Record {
+        Record::from(OwnedMessage::new(None, None, topic.into(), Timestamp::NotAvailable, partition, offset, None))
+    }
+
+    #[test]
+    fn the_next_offsets_carry_the_metadata_of_their_partition() {
+        let batch = [record("a", 0, 4), record("a", 0, 9), record("a", 1, 2), record("b", 0, 0)];
+        let metadata = HashMap::from([(("a".to_string(), 0), "marks-a0".to_string())]);
+        let list = next_offsets(&batch, &metadata).unwrap();
+        let a0 = list.find_partition("a", 0).unwrap();
+        assert_eq!((a0.offset(), a0.metadata()), (Offset::Offset(10), "marks-a0"));
+        let a1 = list.find_partition("a", 1).unwrap();
+        assert_eq!((a1.offset(), a1.metadata()), (Offset::Offset(3), ""));
+        assert_eq!(list.find_partition("b", 0).unwrap().offset(), Offset::Offset(1));
+    }
+}

@@ -1,0 +1,96 @@
+//! Transactional delivery (Kafka→Kafka stages): outputs, dead letters and
+//! input offsets commit together in one Kafka transaction. On an abort the
+//! consumer is rewound to the committed offsets and the batch runs again.
+
+use rdkafka::consumer::Consumer;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{blocking, ConsumerError, ConsumerLoop, CALL_TIMEOUT};
+use crate::kafka::producer::{OutRecord, RawRecord};
+
+impl ConsumerLoop {
+    /// Outputs, dead letters and input offsets in one transaction. A fenced
+    /// or fatally failed producer ends the loop ([`ConsumerError::Fatal`]);
+    /// any other failure aborts the transaction and rewinds.
+    pub(super) async fn commit_transaction(
+        &self,
+        records: &[OutRecord],
+        dead: &[RawRecord],
+        offsets: TopicPartitionList,
+    ) -> Result<(), ConsumerError> {
+        let result = self.try_transaction(records, dead, offsets).await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                metrics::counter!("firstcome_transaction_aborts_total", "group" => self.group.clone()).increment(1);
+                let fatal = matches!(
+                    error.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::Fenced) | Some(RDKafkaErrorCode::ProducerFenced)
+                        | Some(RDKafkaErrorCode::InvalidProducerEpoch)
+                ) || is_fatal(&error);
+                if fatal {
+                    return Err(ConsumerError::Fatal(error.to_string()));
+                }
+                tracing::warn!(group = %self.group, %error, "transaction failed; aborting and rewinding");
+                let producer = self.sender.inner().clone();
+                blocking(move || producer.abort_transaction(CALL_TIMEOUT))
+                    .await
+                    .map_err(|e| ConsumerError::Fatal(format!("abort failed: {e}")))?;
+                self.rewind().await
+            }
+        }
+    }
+
+    async fn try_transaction(&self, records: &[OutRecord], dead: &[RawRecord], offsets: TopicPartitionList) -> KafkaResult<()> {
+        let producer = self.sender.inner().clone();
+        blocking(move || producer.begin_transaction()).await?;
+        let outputs = futures::future::join_all(records.iter().map(|r| self.sender.send(r)));
+        let dead_letters = futures::future::join_all(dead.iter().map(|d| self.sender.send_raw(d)));
+        let (outputs, dead_letters) = futures::join!(outputs, dead_letters);
+        for result in outputs.into_iter().chain(dead_letters) {
+            result?;
+        }
+        // No metadata means the consumer is not (yet) in the group: abort and retry.
+        let metadata = self
+            .consumer
+            .group_metadata()
+            .ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::InvalidGroupId))?;
+        let producer = self.sender.inner().clone();
+        blocking(move || {
+            producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
+            producer.commit_transaction(CALL_TIMEOUT)
+        })
+        .await
+    }
+
+    /// After an abort: seek every assigned partition back to its committed
+    /// offset so the aborted batch is consumed again.
+    async fn rewind(&self) -> Result<(), ConsumerError> {
+        let consumer = self.consumer.clone();
+        blocking(move || {
+            let committed = consumer.committed(CALL_TIMEOUT)?;
+            let mut positions = TopicPartitionList::with_capacity(committed.count());
+            for element in committed.elements() {
+                // Nothing committed yet: the start of the partition (auto.offset.reset).
+                let offset = match element.offset() {
+                    Offset::Invalid => Offset::Beginning,
+                    offset => offset,
+                };
+                positions.add_partition_offset(element.topic(), element.partition(), offset)?;
+            }
+            consumer.seek_partitions(positions, CALL_TIMEOUT)?;
+            Ok(())
+        })
+        .await
+        .map_err(ConsumerError::from)
+    }
+}
+
+fn is_fatal(error: &KafkaError) -> bool {
+    match error {
+        KafkaError::Transaction(e) => e.is_fatal(),
+        _ => false,
+    }
+}
