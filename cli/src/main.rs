@@ -149,6 +149,8 @@ enum TopicsCommand {
         #[arg(long, default_value_t = 1)]
         replication: i32,
     },
+    /// Print the topology: each topic, who produces it, which groups consume it, its dead letters.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -221,6 +223,9 @@ async fn main() -> anyhow::Result<()> {
             for line in topics::create(&settings.kafka, layout).await? {
                 println!("{line}");
             }
+        }
+        Command::Topics { command: TopicsCommand::Show } => {
+            print!("{}", topics::show(&settings.kafka));
         }
         Command::Schemas { command } => match command {
             SchemasCommand::Register => {

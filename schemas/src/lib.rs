@@ -13,6 +13,7 @@ pub mod events;
 pub mod identity;
 pub mod registry;
 pub mod topics;
+pub mod topology;
 
 pub use codec::{Codec, CodecError};
 pub use events::{

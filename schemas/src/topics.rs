@@ -41,6 +41,18 @@ impl Topics {
         ]
     }
 
+    /// This deployment's name of the standard topic `name` (one of the
+    /// constants above, as used by `crate::topology`), if it is one.
+    pub fn named(&self, name: &str) -> Option<&str> {
+        match name {
+            Self::SURVEY_SUBMITTED => Some(&self.survey_submitted),
+            Self::STOCK_DECIDED => Some(&self.stock_decided),
+            Self::GIFT_DISPATCHED => Some(&self.gift_dispatched),
+            Self::STOCK_RELEASED => Some(&self.stock_released),
+            _ => None,
+        }
+    }
+
     /// The dead-letter topic for records that failed on `topic`.
     pub fn dlq(topic: &str) -> String {
         format!("{topic}{DLQ_SUFFIX}")
@@ -67,6 +79,13 @@ mod tests {
         let topics = Topics::with_prefix("t1.");
         assert_eq!(topics.survey_submitted, "t1.survey-submitted");
         assert!(topics.all().iter().all(|t| t.starts_with("t1.")));
+    }
+
+    #[test]
+    fn a_standard_name_resolves_to_the_prefixed_one() {
+        let topics = Topics::with_prefix("t1.");
+        assert_eq!(topics.named(Topics::STOCK_RELEASED), Some("t1.stock-released"));
+        assert_eq!(topics.named("t1.stock-released"), None);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `firstcome topics create`: the topics of DESIGN.md, idempotently.
+//! `firstcome topics create`: the topics of the topology (`schemas::topology`),
+//! idempotently; `firstcome topics show`: the topology table.
 
 use platform::kafka::admin::{create_topics, pipeline_topics, Created, Layout};
 use platform::settings::KafkaSettings;
@@ -14,4 +15,11 @@ pub async fn create(kafka: &KafkaSettings, layout: Layout) -> anyhow::Result<Vec
             Created::Existing(name) => format!("exists   {name}"),
         })
         .collect())
+}
+
+/// The topology table (topic → producer → consumer groups → dead letters) as
+/// Markdown, with this deployment's topic prefix. With the standard names it is
+/// exactly the table in README.md.
+pub fn show(kafka: &KafkaSettings) -> String {
+    schemas::topology::markdown(&kafka.topic_prefix)
 }

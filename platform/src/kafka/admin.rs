@@ -1,4 +1,5 @@
-//! Topic administration: the topics of DESIGN.md, created idempotently.
+//! Topic administration: the topics of the pipeline's topology
+//! (`schemas::topology`, docs/DESIGN.md "Topics and events"), created idempotently.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
-use schemas::Topics;
+use schemas::{topology, Topics};
 
 use super::base_config;
 use crate::settings::KafkaSettings;
@@ -38,7 +39,8 @@ impl Default for Layout {
     }
 }
 
-/// The event topics and their dead-letter topics.
+/// The event topics of `schemas::topology` (named as in `topics`) and their
+/// dead-letter topics.
 pub fn pipeline_topics(topics: &Topics, layout: Layout) -> Vec<TopicSpec> {
     // Two replicas must acknowledge on a cluster, so one broker may die
     // without losing an acknowledged entry.
@@ -51,7 +53,8 @@ pub fn pipeline_topics(topics: &Topics, layout: Layout) -> Vec<TopicSpec> {
         ]
     };
     let mut specs = Vec::new();
-    for topic in topics.all() {
+    for route in &topology::ROUTES {
+        let topic = topics.named(route.topic).expect("every route names a known topic");
         specs.push(TopicSpec {
             name: topic.to_string(),
             partitions: layout.partitions,
@@ -126,6 +129,16 @@ mod tests {
         let survey = specs.iter().find(|s| s.name == "survey-submitted").unwrap();
         assert_eq!(survey.partitions, 12);
         assert!(specs.iter().any(|s| s.name == "survey-submitted.dlq"));
+    }
+
+    #[test]
+    fn the_topics_are_those_of_the_topology_with_the_prefix() {
+        let specs = pipeline_topics(&Topics::with_prefix("t1."), Layout::default());
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        for route in &topology::ROUTES {
+            assert!(names.contains(&format!("t1.{}", route.topic).as_str()));
+            assert!(names.contains(&format!("t1.{}", route.dlq()).as_str()));
+        }
     }
 
     #[test]
