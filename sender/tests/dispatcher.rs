@@ -75,8 +75,7 @@ async fn a_provider_that_keeps_failing_leaves_the_gift_unresolved_not_failed() {
 
 #[tokio::test]
 async fn an_unreachable_provider_leaves_the_gift_unresolved() {
-    // Bind and drop a listener: the port is then (almost surely) closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = testkit::unused_port();
     let settings = settings(&format!("http://127.0.0.1:{port}"));
     let unresolved = unresolved(dispatcher(&settings).send(&order("010-3000-0004")).await);
     assert_eq!(unresolved.attempts, 4);

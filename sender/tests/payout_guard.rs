@@ -9,9 +9,10 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{ids, wait_until, RunningSender, Sim, TestEnv};
+use common::{ids, RunningSender, Sim, TestEnv};
 use provider_sim::Faults;
 use schemas::StockRelease;
+use testkit::wait_for;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -34,16 +35,15 @@ async fn a_new_entry_of_a_member_already_paid_is_refused_and_never_sent() {
 
     let first = env.won_in(&env.event_id, "m1", 1);
     env.publish(&first).await;
-    wait_until("m1's first gift sent", WAIT, || async { env.dispatch_rows().await.len() == 1 }).await;
+    wait_for("m1's first gift sent", WAIT, || async { env.dispatch_rows().await.len() == 1 }).await;
 
     // A forged WON: another entry id for m1 (as a Redis that forgot m1 would decide).
     let second = env.won_in(&env.event_id, "m1", 2);
     let other = env.won_in(&env.event_id, "m2", 3);
     env.publish(&second).await;
     env.publish(&other).await;
-    let group = env.kafka.group(sender::GROUP);
-    wait_until("m2 sent and the batch committed", WAIT, || async {
-        env.dispatch_rows().await.len() == 2 && env.caught_up(&group, &env.topics.stock_decided).await
+    wait_for("m2 sent and the batch committed", WAIT, || async {
+        env.dispatch_rows().await.len() == 2 && env.caught_up().await
     })
     .await;
 
@@ -68,12 +68,12 @@ async fn a_new_entry_of_a_member_already_paid_is_refused_and_never_sent() {
     assert!(!claims.contains_key(&second.entry_id));
     assert_eq!(env.payout_claimed(&env.event_id).await, 2);
     // Not compensated: no unit returned for the refused WON.
-    let released = env.read_events::<StockRelease>(&env.topics.stock_released, Duration::from_secs(3), |_| true).await;
+    let released = env.published::<StockRelease>(&env.topics.stock_released).await;
     assert!(released.is_empty(), "{released:?}");
 
     // A redelivered refused WON stays refused: not sent, not dead-lettered again.
     env.publish(&second).await;
-    wait_until("the redelivery consumed", WAIT, || env.caught_up(&group, &env.topics.stock_decided)).await;
+    wait_for("the redelivery consumed", WAIT, || env.caught_up()).await;
     assert_eq!(sim.gifts().await.len(), 2);
     assert_eq!(env.refusals().await.len(), 1);
 
@@ -97,11 +97,10 @@ async fn more_wons_than_units_for_sale_pay_only_the_units_for_sale() {
         env.publish(decision).await;
     }
     let sender = RunningSender::start(env.sender_settings(&sim.url)).await;
-    let group = env.kafka.group(sender::GROUP);
-    wait_until("3 sent, 2 refused, committed", WAIT, || async {
+    wait_for("3 sent, 2 refused, committed", WAIT, || async {
         env.dispatch_rows().await.len() == 3
             && env.refusals().await.len() == 2
-            && env.caught_up(&group, &env.topics.stock_decided).await
+            && env.caught_up().await
     })
     .await;
 
@@ -117,7 +116,7 @@ async fn more_wons_than_units_for_sale_pay_only_the_units_for_sale() {
     assert_eq!(ids(dead.iter().map(|d| d.entry_id.as_str())), refusals.keys().cloned().collect());
     assert!(counts_refusal(&sender.metrics().await, "stock_exhausted"));
     assert_eq!(env.payout_claimed(&event).await, 3);
-    assert!(env.read_events::<StockRelease>(&env.topics.stock_released, Duration::from_secs(3), |_| true).await.is_empty());
+    assert!(env.published::<StockRelease>(&env.topics.stock_released).await.is_empty());
 
     sender.stop().await;
     sim.stop().await;
@@ -134,11 +133,10 @@ async fn a_won_of_an_unknown_event_is_refused_and_never_sent() {
     env.publish(&forged).await;
     env.publish(&legit).await;
     let sender = RunningSender::start(env.sender_settings(&sim.url)).await;
-    let group = env.kafka.group(sender::GROUP);
-    wait_until("legit sent, forged refused, committed", WAIT, || async {
+    wait_for("legit sent, forged refused, committed", WAIT, || async {
         env.dispatch_rows().await.len() == 1
             && env.refusals().await.len() == 1
-            && env.caught_up(&group, &env.topics.stock_decided).await
+            && env.caught_up().await
     })
     .await;
 
@@ -147,7 +145,7 @@ async fn a_won_of_an_unknown_event_is_refused_and_never_sent() {
     assert_eq!(env.refusals().await[&forged.entry_id], "unknown_event");
     assert_eq!(env.dead_decisions(1, WAIT).await, vec![forged.clone()]);
     assert!(counts_refusal(&sender.metrics().await, "unknown_event"));
-    assert!(env.read_events::<StockRelease>(&env.topics.stock_released, Duration::from_secs(3), |_| true).await.is_empty());
+    assert!(env.published::<StockRelease>(&env.topics.stock_released).await.is_empty());
 
     sender.stop().await;
     sim.stop().await;
@@ -165,15 +163,7 @@ async fn a_redelivered_won_is_sent_once_on_its_own_claim() {
     settings.provider.max_attempts = 2;
     let sender = RunningSender::start(settings).await;
 
-    let group = env.kafka.group(sender::GROUP);
-    let retried = |metrics: &str| {
-        metrics.lines().any(|l| {
-            l.starts_with("firstcome_batch_retries_total")
-                && l.contains(&format!("group=\"{group}\""))
-                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v >= 2.0)
-        })
-    };
-    wait_until("the batch retried twice on its claim", WAIT, || async { retried(&sender.metrics().await) }).await;
+    wait_for("the batch retried twice on its claim", WAIT, || async { sender.batch_retries().await >= 2.0 }).await;
     assert_eq!(env.claims().await.len(), 1, "one claim, whatever the retries");
     assert_eq!(env.payout_claimed(&env.event_id).await, 1);
     // Delivered again meanwhile (a replay): the same entry id.
@@ -181,8 +171,8 @@ async fn a_redelivered_won_is_sent_once_on_its_own_claim() {
 
     let cleared = reqwest::Client::new().put(format!("{}/admin/faults", sim.url)).json(&serde_json::json!({})).send().await.unwrap();
     assert!(cleared.status().is_success());
-    wait_until("sent and committed", WAIT, || async {
-        env.dispatch_rows().await.len() == 1 && env.caught_up(&group, &env.topics.stock_decided).await
+    wait_for("sent and committed", WAIT, || async {
+        env.dispatch_rows().await.len() == 1 && env.caught_up().await
     })
     .await;
 
@@ -207,12 +197,11 @@ async fn a_failed_gift_releases_its_claim_for_the_next_winner_of_the_unit() {
         env.seed_member(&format!("m{i}"), &format!("010-6400-{i:04}")).await;
     }
     let sender = RunningSender::start(env.sender_settings(&sim.url)).await;
-    let group = env.kafka.group(sender::GROUP);
 
     // m1's phone is refused: FAILED, unit returned, claim released.
     let first = env.won_in(&event, "m1", 1);
     env.publish(&first).await;
-    wait_until("m1 failed", WAIT, || async { env.dispatch_rows().await.len() == 1 }).await;
+    wait_for("m1 failed", WAIT, || async { env.dispatch_rows().await.len() == 1 }).await;
     assert_eq!(env.claims().await[&first.entry_id].2, "released");
     assert_eq!(env.payout_claimed(&event).await, 0, "the unit is back");
     let released: Vec<StockRelease> =
@@ -222,7 +211,7 @@ async fn a_failed_gift_releases_its_claim_for_the_next_winner_of_the_unit() {
     // The returned unit won by m2 (the next in line) claims and is sent.
     let next = env.won_in(&event, "m2", 1);
     env.publish(&next).await;
-    wait_until("m2 sent", WAIT, || async { env.dispatch_rows().await.len() == 2 }).await;
+    wait_for("m2 sent", WAIT, || async { env.dispatch_rows().await.len() == 2 }).await;
     assert_eq!(env.payout_claimed(&event).await, 1);
 
     // A released member is never paid again, and the unit is spent.
@@ -230,8 +219,8 @@ async fn a_failed_gift_releases_its_claim_for_the_next_winner_of_the_unit() {
     let late = env.won_in(&event, "m3", 1);
     env.publish(&again).await;
     env.publish(&late).await;
-    wait_until("both refused and committed", WAIT, || async {
-        env.refusals().await.len() == 2 && env.caught_up(&group, &env.topics.stock_decided).await
+    wait_for("both refused and committed", WAIT, || async {
+        env.refusals().await.len() == 2 && env.caught_up().await
     })
     .await;
     let refusals = env.refusals().await;

@@ -7,9 +7,10 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::{ids, wait_until, RunningSender, Sim, TestEnv, GIFT_AMOUNT, GIFT_PRODUCT};
+use common::{ids, RunningSender, Sim, TestEnv, GIFT_AMOUNT, GIFT_PRODUCT};
 use provider_sim::Faults;
-use schemas::{DispatchStatus, GiftDispatch, Outcome, StockRelease, Topics};
+use schemas::{DispatchStatus, GiftDispatch, Outcome, StockRelease};
+use testkit::wait_for;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -49,8 +50,8 @@ async fn every_won_entry_gets_exactly_one_gift_despite_faults_and_redeliveries()
     let sender = RunningSender::start(settings).await;
 
     let won_ids = ids(won.iter().map(|d| d.entry_id.as_str()));
-    wait_until("a dispatch row per won entry", WAIT, || async { env.dispatch_rows().await.len() >= won.len() }).await;
-    wait_until("the outbox drained", WAIT, || async { env.outbox_counts().await.1 == 0 }).await;
+    wait_for("a dispatch row per won entry", WAIT, || async { env.dispatch_rows().await.len() >= won.len() }).await;
+    wait_for("the outbox drained", WAIT, || async { env.outbox_counts().await.1 == 0 }).await;
 
     // Ledger: one SENT row per won entry, nothing for the losers.
     let rows = env.dispatch_rows().await;
@@ -80,7 +81,7 @@ async fn every_won_entry_gets_exactly_one_gift_despite_faults_and_redeliveries()
         assert_eq!(d.provider_ref.as_deref(), Some(gift_of[d.entry_id.as_str()]));
         assert_eq!(d.event_id, env.event_id);
     }
-    let released = env.read_events::<StockRelease>(&env.topics.stock_released, Duration::from_secs(3), |_| true).await;
+    let released = env.published::<StockRelease>(&env.topics.stock_released).await;
     assert!(released.is_empty(), "nothing compensated: {released:?}");
 
     // Redelivery: every won decision again, after their outcomes are recorded.
@@ -89,8 +90,7 @@ async fn every_won_entry_gets_exactly_one_gift_despite_faults_and_redeliveries()
     for decision in &won {
         env.publish(decision).await;
     }
-    let group = env.kafka.group(sender::GROUP);
-    wait_until("the group consumed the redeliveries", WAIT, || env.caught_up(&group, &env.topics.stock_decided)).await;
+    wait_for("the group consumed the redeliveries", WAIT, || env.caught_up()).await;
     assert_eq!(env.outbox_counts().await.0, outbox_rows, "no new outcome for a recorded entry");
     assert_eq!(sim.gifts().await.len(), won.len(), "no new gift");
     let attempts_after: HashMap<String, i32> =
@@ -122,8 +122,8 @@ async fn refused_phones_fail_and_return_their_units_and_poison_is_dead_lettered(
 
     let sender = RunningSender::start(env.sender_settings(&sim.url)).await;
     let all = won.len() + 1;
-    wait_until("a dispatch row per won entry", WAIT, || async { env.dispatch_rows().await.len() >= all }).await;
-    wait_until("the outbox drained", WAIT, || async { env.outbox_counts().await.1 == 0 }).await;
+    wait_for("a dispatch row per won entry", WAIT, || async { env.dispatch_rows().await.len() >= all }).await;
+    wait_for("the outbox drained", WAIT, || async { env.outbox_counts().await.1 == 0 }).await;
 
     let failed_ids = ids([won[1].entry_id.as_str(), won[3].entry_id.as_str(), ghost.entry_id.as_str()]);
     let rows = env.dispatch_rows().await;
@@ -170,7 +170,7 @@ async fn refused_phones_fail_and_return_their_units_and_poison_is_dead_lettered(
     assert_eq!(failed_records, failed_ids);
 
     // The poison record went to the dead-letter topic untouched.
-    let dead = env.read_raw(&Topics::dlq(&env.topics.stock_decided), 1, WAIT).await;
+    let dead = env.dead_letters(1, WAIT).await;
     assert_eq!(dead, vec![b"definitely not avro".to_vec()]);
 
     // Health reports the real dependencies.
@@ -208,11 +208,10 @@ async fn a_provider_outage_is_retried_never_compensated() {
     let sender = RunningSender::start(settings).await;
 
     // While the provider is down: no outcome, no compensation, offsets not committed.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_for("the batch retried twice", WAIT, || async { sender.batch_retries().await >= 2.0 }).await;
     assert!(env.dispatch_rows().await.is_empty(), "nothing recorded while the outcome is not definite");
     assert_eq!(env.outbox_counts().await.0, 0, "nothing released");
-    let group = env.kafka.group(sender::GROUP);
-    assert!(!env.caught_up(&group, &env.topics.stock_decided).await, "the batch is not committed");
+    assert!(!env.caught_up().await, "the batch is not committed");
 
     // The provider recovers: the same batch, retried, sends every gift once.
     let cleared = reqwest::Client::new()
@@ -222,14 +221,14 @@ async fn a_provider_outage_is_retried_never_compensated() {
         .await
         .unwrap();
     assert!(cleared.status().is_success());
-    wait_until("every gift sent after recovery", WAIT, || async {
+    wait_for("every gift sent after recovery", WAIT, || async {
         let rows = env.dispatch_rows().await;
         rows.len() == won.len() && rows.iter().all(|r| r.status == "SENT")
     })
     .await;
     assert_eq!(sim.gifts().await.len(), won.len());
-    wait_until("the group committed", WAIT, || env.caught_up(&group, &env.topics.stock_decided)).await;
-    assert!(env.read_events::<StockRelease>(&env.topics.stock_released, Duration::from_secs(3), |_| true).await.is_empty());
+    wait_for("the group committed", WAIT, || env.caught_up()).await;
+    assert!(env.published::<StockRelease>(&env.topics.stock_released).await.is_empty());
 
     sender.stop().await;
     sim.stop().await;
@@ -251,22 +250,19 @@ async fn a_misconfigured_provider_url_fails_no_winner_and_compensates_nothing() 
     // Every provider call answers 404: our configuration is wrong, not the winners.
     let sender = RunningSender::start(env.sender_settings(&format!("{}/nope", sim.url))).await;
 
-    let metrics_url = format!("http://127.0.0.1:{}/metrics", sender.ops_port);
-    wait_until("a client_error provider call", WAIT, || async {
-        let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
-        text.lines().any(|l| l.starts_with("firstcome_sender_provider_calls_total") && l.contains("result=\"client_error\""))
+    wait_for("a client_error provider call", WAIT, || async {
+        let text = sender.metrics().await;
+        testkit::metric(&text, "firstcome_sender_provider_calls_total", &[("result", "client_error")]).is_some()
     })
     .await;
-    // Let the batch be retried a few times.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for("the batch retried twice", WAIT, || async { sender.batch_retries().await >= 2.0 }).await;
 
     assert!(env.dispatch_rows().await.is_empty(), "no FAILED (or any) row for a winner");
     assert_eq!(env.outbox_counts().await.0, 0, "no outcome, no StockRelease in the outbox");
-    let group = env.kafka.group(sender::GROUP);
-    assert!(!env.caught_up(&group, &env.topics.stock_decided).await, "the batch is not committed");
+    assert!(!env.caught_up().await, "the batch is not committed");
     assert!(sim.gifts().await.is_empty());
-    assert!(env.read_events::<StockRelease>(&env.topics.stock_released, Duration::from_secs(3), |_| true).await.is_empty());
-    assert!(env.read_events::<GiftDispatch>(&env.topics.gift_dispatched, Duration::from_secs(3), |_| true).await.is_empty());
+    assert!(env.published::<StockRelease>(&env.topics.stock_released).await.is_empty());
+    assert!(env.published::<GiftDispatch>(&env.topics.gift_dispatched).await.is_empty());
 
     sender.stop().await;
     sim.stop().await;

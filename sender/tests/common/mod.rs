@@ -1,100 +1,54 @@
-//! Test helpers: an isolated slice of the real stack per test (topic prefix,
-//! database, event id), the provider simulator in-process on port 0, and
-//! bounded waits.
+//! Test helpers: an isolated slice of the real stack per test (`testkit`:
+//! topic prefix, database), an event of the test's own, the provider
+//! simulator in-process on port 0, and readers of what the sender wrote.
 
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
 use platform::kafka::{EventProducer, RecordContext};
-use platform::settings::{DatabaseSettings, HttpSettings, KafkaSettings, RegistrySettings, TelemetrySettings};
+use platform::settings::HttpSettings;
 use provider_sim::{Faults, Gift};
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use schemas::{Codec, Event, Outcome, StockDecision, Topics};
 use sender::Settings;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub const PARTITIONS: i32 = 3;
 pub const GIFT_PRODUCT: &str = "coffee-test";
 pub const GIFT_AMOUNT: i64 = 4_500;
 
-/// Logs only when asked (`TEST_LOG=1`): the fmt layer bypasses test capture.
-pub fn init_logs() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        platform::telemetry::init("sender-test", &TelemetrySettings::default());
-    }
-}
-
-/// Polls `check` every 100 ms until it is true or `timeout` passes.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 pub struct TestEnv {
-    pub kafka: KafkaSettings,
-    pub database: DatabaseSettings,
+    /// The test's slice of the stack (prefix, settings, database).
+    pub kit: testkit::TestEnv,
     pub pool: Pool,
     pub topics: Topics,
     pub codec: Codec,
     pub producer: EventProducer,
+    /// An event of 100 units, open for an hour.
     pub event_id: String,
 }
 
 impl TestEnv {
     pub async fn new() -> Self {
-        init_logs();
-        let prefix = format!("t-{}.", Uuid::new_v4());
-        let kafka = KafkaSettings { topic_prefix: prefix, ..KafkaSettings::default() };
-        let topics = kafka.topics();
-        let layout = Layout { partitions: PARTITIONS, ..Layout::default() };
-        create_topics(&kafka, &pipeline_topics(&topics, layout)).await.expect("topics created");
-
-        let name = format!("t_{}", Uuid::new_v4().simple());
-        let server = DatabaseSettings::default();
-        platform::db::create_database(&server, &name).await.expect("database created");
-        let database = server.with_database(&name);
-        let pool = platform::db::pool(&database).expect("pool");
-        platform::db::migrate(&pool).await.expect("migrated");
-
-        let codec = RegistrySettings::default().codec().expect("codec");
-        let producer = EventProducer::new(&kafka, codec.clone(), "sender-test-producer").expect("producer");
-        let event_id = format!("ev-{}", Uuid::new_v4().simple());
-        pool.get()
-            .await
-            .unwrap()
-            .execute(
-                "INSERT INTO events (event_id, name, product_id, total_stock, safety_stock, open_at, close_at, gift_product, gift_amount)
-                 VALUES ($1, 'sender test', 'survey-product', 100, 0, now(), now() + interval '1 hour', $2, $3)",
-                &[&event_id, &GIFT_PRODUCT, &(GIFT_AMOUNT as i32)],
-            )
-            .await
-            .expect("event row");
-        Self { kafka, database, pool, topics, codec, producer, event_id }
+        testkit::init_logs("sender-test");
+        let kit = testkit::TestEnv::new().await;
+        let pool = kit.pool().clone();
+        let codec = kit.codec();
+        let producer = EventProducer::new(&kit.kafka, codec.clone(), "sender-test-producer").expect("producer");
+        let env = Self { topics: kit.topics(), kit, pool, codec, producer, event_id: String::new() };
+        let event_id = env.create_event(100, 0, GIFT_AMOUNT as i32).await;
+        Self { event_id, ..env }
     }
 
     /// Sender settings for this environment, calling the provider at `provider_url`.
     pub fn sender_settings(&self, provider_url: &str) -> Settings {
         let mut settings = Settings {
-            kafka: self.kafka.clone(),
-            database: self.database.clone(),
+            kafka: self.kit.kafka.clone(),
+            registry: self.kit.registry.clone(),
+            database: self.kit.database.clone(),
             http: HttpSettings::on_port(0),
             ..Settings::default()
         };
@@ -103,6 +57,11 @@ impl TestEnv {
         settings.provider.backoff_max_ms = 200;
         settings.relay.poll_ms = 20;
         settings
+    }
+
+    /// Whether the sender's group has committed `stock-decided` to the end.
+    pub async fn caught_up(&self) -> bool {
+        self.kit.caught_up(&self.kit.group(sender::GROUP), &[&self.topics.stock_decided]).await
     }
 
     pub async fn seed_member(&self, member_id: &str, phone: &str) {
@@ -184,13 +143,35 @@ impl TestEnv {
             .get(0)
     }
 
-    /// The decisions dead-lettered to `stock-decided.dlq`, until `count` are read.
+    /// The decisions dead-lettered to `stock-decided.dlq`, once `count` are there.
     pub async fn dead_decisions(&self, count: usize, timeout: Duration) -> Vec<StockDecision> {
         let mut decisions = Vec::new();
-        for payload in self.read_raw(&Topics::dlq(&self.topics.stock_decided), count, timeout).await {
+        for payload in self.dead_letters(count, timeout).await {
             decisions.push(self.codec.decode::<StockDecision>(Some(&payload)).await.expect("a dead letter decodes"));
         }
         decisions
+    }
+
+    /// The raw payloads in `stock-decided.dlq`, once at least `count` are there.
+    pub async fn dead_letters(&self, count: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        let topic = Topics::dlq(&self.topics.stock_decided);
+        let read = Mutex::new(Vec::new());
+        let enough = testkit::wait_until(timeout, || async {
+            let payloads: Vec<Vec<u8>> = self
+                .kit
+                .read_log(&topic)
+                .await
+                .iter()
+                .map(|m| rdkafka::Message::payload(m).map(<[u8]>::to_vec).unwrap_or_default())
+                .collect();
+            let enough = payloads.len() >= count;
+            *read.lock().unwrap() = payloads;
+            enough
+        })
+        .await;
+        let payloads = read.into_inner().unwrap();
+        assert!(enough, "{} of {count} dead letters in {topic} within {timeout:?}", payloads.len());
+        payloads
     }
 
     pub async fn publish(&self, decision: &StockDecision) {
@@ -223,6 +204,7 @@ impl TestEnv {
             .collect()
     }
 
+    /// Rows in the outbox: (all, not yet published).
     pub async fn outbox_counts(&self) -> (i64, i64) {
         let client = self.pool.get().await.unwrap();
         let row = client
@@ -232,88 +214,28 @@ impl TestEnv {
         (row.get(0), row.get(1))
     }
 
-    /// Reads `topic` from the start until `enough` holds for what was read
-    /// (then a short grace for stragglers), or fails after `timeout`.
+    /// What the sender published to `topic` (through its outbox), once the
+    /// outbox has nothing left to publish and `enough` holds for it. Read to
+    /// the topic's watermarks, so a duplicate published is seen too.
     pub async fn read_events<E: Event>(&self, topic: &str, timeout: Duration, enough: impl Fn(&[E]) -> bool) -> Vec<E> {
-        let consumer = self.reader(topic);
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut events = Vec::new();
-        let mut grace: Option<tokio::time::Instant> = None;
-        loop {
-            let now = tokio::time::Instant::now();
-            if grace.is_some_and(|g| now >= g) {
-                return events;
-            }
-            assert!(now < deadline, "timed out reading {topic}: got {} records", events.len());
-            if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
-                let event: E = self.codec.decode(message.payload()).await.expect("decodes");
-                events.push(event);
-            }
-            if grace.is_none() && enough(&events) {
-                grace = Some(tokio::time::Instant::now() + Duration::from_millis(1_000));
-            }
-        }
-    }
-
-    /// Raw payloads of `topic` (dead letters), until `count` are read.
-    pub async fn read_raw(&self, topic: &str, count: usize, timeout: Duration) -> Vec<Vec<u8>> {
-        let consumer = self.reader(topic);
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut payloads = Vec::new();
-        while payloads.len() < count {
-            assert!(tokio::time::Instant::now() < deadline, "timed out reading {topic}: got {}", payloads.len());
-            if let Ok(Ok(message)) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
-                payloads.push(message.payload().map(<[u8]>::to_vec).unwrap_or_default());
-            }
-        }
-        payloads
-    }
-
-    fn reader(&self, topic: &str) -> StreamConsumer {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.kafka.brokers)
-            .set("group.id", self.kafka.group(&format!("reader-{}", Uuid::new_v4().simple())))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("reader");
-        consumer.subscribe(&[topic]).expect("subscribed");
-        consumer
-    }
-
-    /// Whether `group` has committed every partition of `topic` up to its end.
-    pub async fn caught_up(&self, group: &str, topic: &str) -> bool {
-        let brokers = self.kafka.brokers.clone();
-        let group = group.to_string();
-        let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = match ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("group.id", &group)
-                .create()
-            {
-                Ok(consumer) => consumer,
-                Err(_) => return false,
-            };
-            let mut partitions = TopicPartitionList::new();
-            for p in 0..PARTITIONS {
-                partitions.add_partition(&topic, p);
-            }
-            let Ok(committed) = consumer.committed_offsets(partitions, Duration::from_secs(5)) else { return false };
-            (0..PARTITIONS).all(|p| {
-                let Ok((_, high)) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(5)) else { return false };
-                let done = committed
-                    .find_partition(&topic, p)
-                    .map(|e| match e.offset() {
-                        Offset::Offset(o) => o,
-                        _ => 0,
-                    })
-                    .unwrap_or(0);
-                done >= high
-            })
+        let read = Mutex::new(Vec::new());
+        let done = testkit::wait_until(timeout, || async {
+            // Once nothing is left to publish, the topic holds all the sender wrote so far.
+            let drained = self.outbox_counts().await.1 == 0;
+            let events = self.kit.read_events::<E>(topic).await;
+            let done = drained && enough(&events);
+            *read.lock().unwrap() = events;
+            done
         })
-        .await
-        .unwrap_or(false)
+        .await;
+        let events = read.into_inner().unwrap();
+        assert!(done, "{topic} not as expected within {timeout:?} (outbox drained and enough): got {} records", events.len());
+        events
+    }
+
+    /// Everything the sender published to `topic`, once its outbox is drained.
+    pub async fn published<E: Event>(&self, topic: &str) -> Vec<E> {
+        self.read_events(topic, Duration::from_secs(30), |_| true).await
     }
 }
 
@@ -365,6 +287,8 @@ impl Sim {
 /// The sender running in the background.
 pub struct RunningSender {
     pub ops_port: u16,
+    /// The consumer group, behind the test's prefix.
+    group: String,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<Result<(), sender::Error>>,
 }
@@ -372,15 +296,22 @@ pub struct RunningSender {
 impl RunningSender {
     /// The sender's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.ops_port)).await.unwrap().text().await.unwrap()
+        testkit::metrics_text(self.ops_port).await
+    }
+
+    /// How many times the sender's group retried a batch (0 before the first).
+    pub async fn batch_retries(&self) -> f64 {
+        let text = self.metrics().await;
+        testkit::metric(&text, "firstcome_batch_retries_total", &[("group", &self.group)]).unwrap_or(0.0)
     }
 
     pub async fn start(settings: Settings) -> Self {
+        let group = settings.kafka.group(sender::GROUP);
         let app = sender::Application::build(settings).await.expect("sender starts");
         let ops_port = app.ops_port();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Self { ops_port, shutdown, handle }
+        Self { ops_port, group, shutdown, handle }
     }
 
     /// Stops it and checks it stopped cleanly within 30 s.
