@@ -54,7 +54,7 @@ async fn a_rebuild_from_kafka_equals_the_live_projection_and_finds_drift() {
     stack.wait_until_committed().await;
     shutdown.cancel();
     tokio::time::timeout(WAIT, handle).await.expect("stops in time").expect("task").expect("stops cleanly");
-    assert_eq!(stack.read_all(Topics::dlq(&stack.topics().stock_decided)).await.len(), 1);
+    assert_eq!(stack.kit.read_log(&Topics::dlq(&stack.topics().stock_decided)).await.len(), 1);
 
     // The rebuild equals the live tables, and its schema is dropped.
     let outcome = rebuild::run(&stack.settings).await.expect("rebuild");

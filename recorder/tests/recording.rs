@@ -157,7 +157,7 @@ async fn records_every_entry_once_in_any_order_and_commits_after_the_database() 
     assert_eq!(moves[&(foreign.entry_id, "issued".to_string())], (foreign_event.clone(), Some(1)));
 
     // Each poison record is in its dead-letter topic, once, with the reason.
-    let dlq = stack.read_all(Topics::dlq(&topics.survey_submitted)).await;
+    let dlq = stack.kit.read_log(&Topics::dlq(&topics.survey_submitted)).await;
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].payload(), Some(&b"not avro at all"[..]));
     let has_reason = dlq[0]
@@ -165,9 +165,9 @@ async fn records_every_entry_once_in_any_order_and_commits_after_the_database() 
         .map(|h| h.iter().any(|header| header.key == "dlq-error"))
         .unwrap_or(false);
     assert!(has_reason, "dead letter carries dlq-error");
-    let dlq = stack.read_all(Topics::dlq(&topics.stock_decided)).await;
+    let dlq = stack.kit.read_log(&Topics::dlq(&topics.stock_decided)).await;
     assert_eq!(dlq.len(), 1);
-    assert!(stack.read_all(Topics::dlq(&topics.gift_dispatched)).await.is_empty());
+    assert!(stack.kit.read_log(&Topics::dlq(&topics.gift_dispatched)).await.is_empty());
 
     // After stopping, the committed offsets are at the end of every partition.
     let lag = stack.lag().await;
@@ -200,7 +200,7 @@ async fn a_failed_write_commits_neither_rows_nor_offsets_and_the_batch_is_retrie
 
     assert_eq!(rows(&stack.pool).await[&member.entry_id].status, "won");
     assert_eq!(ledger(&stack.pool, &event).await, (1, 0));
-    assert!(stack.read_all(Topics::dlq(&stack.topics().stock_decided)).await.is_empty(), "a database failure is not poison");
+    assert!(stack.kit.read_log(&Topics::dlq(&stack.topics().stock_decided)).await.is_empty(), "a database failure is not poison");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +214,7 @@ async fn a_registry_outage_is_retried_never_dead_lettered() {
 
     // A registry nobody listens on: the writer's schema cannot be fetched.
     let mut unreachable = stack.settings.clone();
-    unreachable.registry.url = "http://127.0.0.1:1/apis/ccompat/v7".into();
+    unreachable.registry.url = format!("http://127.0.0.1:{}/apis/ccompat/v7", testkit::unused_port());
     unreachable.registry.timeout_ms = 500;
     let application = recorder::Application::build(unreachable).await.expect("build");
     let port = application.ops_port();
@@ -227,7 +227,7 @@ async fn a_registry_outage_is_retried_never_dead_lettered() {
     assert!(rows(&stack.pool).await.is_empty());
     assert!(!stack.lag().await.is_empty(), "nothing committed while the registry was down");
     let topics = stack.topics();
-    assert!(stack.read_all(Topics::dlq(&topics.survey_submitted)).await.is_empty(), "not poison");
+    assert!(stack.kit.read_log(&Topics::dlq(&topics.survey_submitted)).await.is_empty(), "not poison");
 
     // The registry is back: the same record is recorded.
     let (_, shutdown, handle) = stack.start().await;
@@ -266,7 +266,7 @@ async fn a_record_the_database_refuses_is_dead_lettered_and_the_rest_of_the_batc
     let (port, shutdown, handle) = stack.start().await;
     // Without isolating the poison, the batches holding it would retry forever.
     stack.wait_until_committed().await;
-    let metrics = support::metrics_text(port).await;
+    let metrics = testkit::metrics_text(port).await;
     shutdown.cancel();
     tokio::time::timeout(WAIT, handle).await.expect("stops in time").expect("task").expect("stops cleanly");
 
@@ -283,7 +283,7 @@ async fn a_record_the_database_refuses_is_dead_lettered_and_the_rest_of_the_batc
 
     // Both records of the poison member are dead-lettered, with the database's reason.
     for topic in [&topics.survey_submitted, &topics.stock_decided] {
-        let dlq = stack.read_all(Topics::dlq(topic)).await;
+        let dlq = stack.kit.read_log(&Topics::dlq(topic)).await;
         assert_eq!(dlq.len(), 1, "one dead letter in {topic}");
         let reason = dlq[0]
             .headers()
@@ -292,7 +292,7 @@ async fn a_record_the_database_refuses_is_dead_lettered_and_the_rest_of_the_batc
             .unwrap_or_default();
         assert!(reason.contains("23514"), "reason names the SQLSTATE: {reason:?}");
     }
-    assert!(stack.read_all(Topics::dlq(&topics.gift_dispatched)).await.is_empty());
+    assert!(stack.kit.read_log(&Topics::dlq(&topics.gift_dispatched)).await.is_empty());
     assert!(metrics.contains("firstcome_recorder_poison_records_total"), "{metrics}");
     assert!(metrics.contains("firstcome_recorder_batch_splits_total"), "{metrics}");
 }

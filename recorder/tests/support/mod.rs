@@ -1,29 +1,29 @@
 #![allow(dead_code)] // each test binary uses a part of it
 
-//! Test support: a [`TestStack`] per test (its own topic prefix, database
-//! and group), producers of the three input events, and readers of what the
-//! recorder wrote (rows, ledger, movements, dead letters, committed offsets).
+//! Test support: a [`TestStack`] per test (a `testkit::TestEnv`: its own
+//! topic prefix, database and group; the recorder's settings on it),
+//! producers of the three input events, and readers of what the recorder
+//! wrote (rows, ledger, movements; dead letters through `testkit`).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
 use platform::kafka::{EventProducer, OutRecord, RecordContext};
-use platform::settings::{DatabaseSettings, HttpSettings, KafkaSettings, RegistrySettings};
+use platform::settings::HttpSettings;
 use platform::CancellationToken;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use recorder::{Application, Settings};
 use schemas::{ClientInfo, DispatchStatus, GiftDispatch, Outcome, StockDecision, SurveyAnswer, SurveySubmitted, Topics};
+use testkit::{Lag, TestEnv};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-pub const PARTITIONS: i32 = 3;
 pub const WAIT: Duration = Duration::from_secs(60);
 
 /// Everything one test owns.
 pub struct TestStack {
+    pub kit: TestEnv,
+    /// The recorder's settings on the test's slice of the stack.
     pub settings: Settings,
     pub pool: Pool,
     pub producer: EventProducer,
@@ -32,36 +32,24 @@ pub struct TestStack {
 impl TestStack {
     /// Fresh topics (3 partitions), a fresh migrated database.
     pub async fn new() -> Self {
-        let kafka = KafkaSettings {
-            topic_prefix: format!("t-{}.", Uuid::new_v4()),
-            // Small batches: records of one entry land in different batches.
-            batch_max_records: 7,
-            ..Default::default()
-        };
-        let layout = Layout { partitions: PARTITIONS, ..Default::default() };
-        create_topics(&kafka, &pipeline_topics(&kafka.topics(), layout)).await.expect("create topics");
-
-        let name = format!("t_{}", Uuid::new_v4().simple());
-        let server = DatabaseSettings::default();
-        platform::db::create_database(&server, &name).await.expect("create database");
-        let database = server.with_database(&name);
-        let pool = platform::db::pool(&database).expect("pool");
-        platform::db::migrate(&pool).await.expect("migrate");
-
-        let registry = RegistrySettings::default();
-        let producer = EventProducer::new(&kafka, registry.codec().expect("codec"), "recorder-test").expect("producer");
+        let kit = TestEnv::new().await;
+        let mut kafka = kit.kafka.clone();
+        // Small batches: records of one entry land in different batches.
+        kafka.batch_max_records = 7;
+        let producer = EventProducer::new(&kafka, kit.codec(), "recorder-test").expect("producer");
         let settings = Settings {
             kafka,
-            registry,
-            database,
+            registry: kit.registry.clone(),
+            database: kit.database.clone(),
             http: HttpSettings::on_port(0),
             ..Default::default()
         };
-        Self { settings, pool, producer }
+        let pool = kit.pool().clone();
+        Self { kit, settings, pool, producer }
     }
 
     pub fn topics(&self) -> Topics {
-        self.settings.kafka.topics()
+        self.kit.topics()
     }
 
     /// An `events` row and its ledger (total 10, safety 0).
@@ -108,90 +96,16 @@ impl TestStack {
     /// Waits until the group's committed offsets reach the end of every
     /// partition of the three input topics.
     pub async fn wait_until_committed(&self) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let lag = self.lag().await;
-            if lag.is_empty() {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "offsets not committed to the end: {lag:?}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let committed = testkit::wait_until(WAIT, || async { self.lag().await.is_empty() }).await;
+        assert!(committed, "offsets not committed to the end: {:?}", self.lag().await);
     }
 
-    /// Partitions whose committed offset is short of the end: (topic, partition) → (committed, end).
-    pub async fn lag(&self) -> HashMap<(String, i32), (Offset, i64)> {
-        let group = self.settings.kafka.group(recorder::GROUP);
-        let brokers = self.settings.kafka.brokers.clone();
+    /// The recorder group's partitions of the three input topics whose
+    /// committed offset is short of the end.
+    pub async fn lag(&self) -> Lag {
         let topics = self.topics();
-        let inputs = [topics.survey_submitted, topics.stock_decided, topics.gift_dispatched];
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("group.id", &group)
-                .set("enable.auto.commit", "false")
-                .create()
-                .expect("offset reader");
-            let timeout = Duration::from_secs(5);
-            let mut wanted = TopicPartitionList::new();
-            let mut ends = HashMap::new();
-            for topic in &inputs {
-                for partition in 0..PARTITIONS {
-                    let (_, high) = consumer.fetch_watermarks(topic, partition, timeout).expect("watermarks");
-                    ends.insert((topic.clone(), partition), high);
-                    wanted.add_partition(topic, partition);
-                }
-            }
-            let committed = consumer.committed_offsets(wanted, timeout).expect("committed offsets");
-            let mut lag = HashMap::new();
-            for element in committed.elements() {
-                let key = (element.topic().to_string(), element.partition());
-                let end = ends[&key];
-                let done = match element.offset() {
-                    Offset::Offset(n) => n >= end,
-                    _ => end == 0,
-                };
-                if !done {
-                    lag.insert(key, (element.offset(), end));
-                }
-            }
-            lag
-        })
-        .await
-        .expect("offset reader task")
-    }
-
-    /// Every record of `topic` (all partitions), read from the beginning.
-    pub async fn read_all(&self, topic: String) -> Vec<rdkafka::message::OwnedMessage> {
-        let brokers = self.settings.kafka.brokers.clone();
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
-                .set("group.id", format!("reader-{}", Uuid::new_v4()))
-                .set("enable.auto.commit", "false")
-                .create()
-                .expect("reader");
-            let timeout = Duration::from_secs(5);
-            let mut assignment = TopicPartitionList::new();
-            let mut expected = 0;
-            let metadata = consumer.fetch_metadata(Some(&topic), timeout).expect("metadata");
-            for partition in metadata.topics()[0].partitions() {
-                let (low, high) = consumer.fetch_watermarks(&topic, partition.id(), timeout).expect("watermarks");
-                expected += high - low;
-                assignment.add_partition_offset(&topic, partition.id(), Offset::Beginning).expect("assign");
-            }
-            consumer.assign(&assignment).expect("assign");
-            let mut out = Vec::new();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while (out.len() as i64) < expected && std::time::Instant::now() < deadline {
-                if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-                    out.push(message.detach());
-                }
-            }
-            out
-        })
-        .await
-        .expect("reader task")
+        let inputs = [topics.survey_submitted.as_str(), topics.stock_decided.as_str(), topics.gift_dispatched.as_str()];
+        self.kit.lag(&self.settings.kafka.group(recorder::GROUP), &inputs).await
     }
 }
 
@@ -317,22 +231,11 @@ pub async fn movements(pool: &Pool) -> HashMap<(Uuid, String), (String, Option<i
 }
 
 
-/// The ops server's `/metrics` text.
-pub async fn metrics_text(port: u16) -> String {
-    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body")
-}
-
 /// Waits until `/metrics` shows that the group retried a batch.
 pub async fn wait_for_retries(port: u16, group: &str) {
-    let needle = format!("firstcome_batch_retries_total{{group=\"{group}\"}}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !metrics_text(port).await.contains(&needle) {
-        assert!(tokio::time::Instant::now() < deadline, "no retried batch for {group}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    testkit::wait_for(&format!("a retried batch of {group}"), WAIT, || async {
+        let text = testkit::metrics_text(port).await;
+        testkit::metric(&text, "firstcome_batch_retries_total", &[("group", group)]).is_some_and(|n| n >= 1.0)
+    })
+    .await;
 }
