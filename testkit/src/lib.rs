@@ -13,7 +13,7 @@
 //!   committed records only); [`CommittedReader`] waits for the next N
 //!   committed records; [`group_lag`] / [`caught_up`] tell whether a consumer
 //!   group committed to the end.
-//! - [`unused_port`], [`metrics_text`]: ports and the ops listener.
+//! - [`unused_port`], [`metrics_text`], [`metric`]: ports and the ops listener.
 //!
 //! Modelled on zero2prod's `tests/api/helpers.rs` (one `spawn_app`: a fresh
 //! database per test) and rust-rdkafka's `tests/utils.rs` (random topic and
@@ -28,7 +28,7 @@ use std::time::Duration;
 
 pub use env::{TestEnv, TestEnvBuilder, PARTITIONS};
 pub use kafka::{caught_up, group_lag, read_events, read_log, CommittedReader, Lag, READ_TIMEOUT};
-pub use net::{metrics_text, unused_port};
+pub use net::{metric, metrics_text, unused_port};
 pub use platform::wait::{poll_until, wait_until};
 
 /// Waits until `check` holds; panics naming `what` after `timeout`. For the
