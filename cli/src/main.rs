@@ -34,7 +34,7 @@ enum Command {
         #[command(subcommand)]
         command: SchemasCommand,
     },
-    /// The shop's member/purchase replica.
+    /// The shop's member database: `seed` writes its primary (playing the shop) and waits for the replica.
     Members {
         #[command(subcommand)]
         command: MembersCommand,
@@ -250,8 +250,14 @@ async fn main() -> anyhow::Result<()> {
         },
         Command::Members { command: MembersCommand::Seed { count, prefix, product, eligible_ratio } } => {
             let plan = members::SeedPlan { count, id_prefix: prefix, product_id: product, eligible_ratio };
-            let report = members::seed(&settings.database, &plan).await?;
-            println!("{} members, {} bought {}", report.members.len(), report.eligible.len(), plan.product_id);
+            let report = members::seed(&settings.member_primary, &settings.replica, &plan).await?;
+            println!(
+                "{} members, {} bought {} (on the member primary; the replica replayed in {} ms)",
+                report.members.len(),
+                report.eligible.len(),
+                plan.product_id,
+                report.replayed_in.as_millis()
+            );
         }
         Command::Event { command } => match command {
             EventCommand::Create { id, name, product, total, safety, open_at, close_at, questions } => {
@@ -290,7 +296,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Rush { event_id, urls, members, duplicate_ratio, concurrency, json } => {
-            let pool = platform::db::pool(&settings.database)?;
+            let pool = platform::member_db::replica_pool(&settings.replica)?;
             let ids: Vec<String> = pool
                 .get()
                 .await?
@@ -350,7 +356,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::CleanupTests => {
             let cleaned = cleanup::run(&settings).await?;
-            println!("removed {} databases, {} topics, {} subjects", cleaned.databases, cleaned.topics, cleaned.subjects);
+            println!(
+                "removed {} databases, {} member schemas, {} topics, {} subjects",
+                cleaned.databases, cleaned.member_schemas, cleaned.topics, cleaned.subjects
+            );
         }
         Command::Demo { members, total, safety, concurrency, ingest_instances } => {
             let plan = DemoPlan { members, total_stock: total, safety_stock: safety, concurrency, ingest_instances, ..Default::default() };

@@ -4,7 +4,8 @@
 use serde::Deserialize;
 
 use platform::settings::{
-    DatabaseSettings, KafkaSettings, RedisSettings, RegistrySettings, TelemetrySettings,
+    DatabaseSettings, KafkaSettings, MemberPrimarySettings, RedisSettings, RegistrySettings, ReplicaSettings,
+    TelemetrySettings,
 };
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -13,6 +14,10 @@ pub struct CliSettings {
     pub kafka: KafkaSettings,
     pub registry: RegistrySettings,
     pub database: DatabaseSettings,
+    /// The shop's member database as firstcome reads it (a streaming replica).
+    pub replica: ReplicaSettings,
+    /// The shop's member primary: only `members seed` writes there.
+    pub member_primary: MemberPrimarySettings,
     pub redis: RedisSettings,
     pub telemetry: TelemetrySettings,
     pub auth: AuthSettings,

@@ -463,7 +463,7 @@ async fn health_and_metrics_are_served_beside_the_api() {
 }
 
 /// The ids of Redis' pub/sub clients subscribed to the state channel.
-async fn state_subscribers(conn: &mut redis::aio::ConnectionManager) -> Vec<String> {
+async fn state_subscribers(conn: &mut platform::redis::Connection) -> Vec<String> {
     let list: String = redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query_async(conn).await.unwrap();
     list.lines()
         .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")).map(str::to_string))

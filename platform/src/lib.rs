@@ -4,7 +4,9 @@
 //! - [`telemetry`]: tracing set up once per process.
 //! - [`kafka`]: the producer, the batch consumer loop (at-least-once or
 //!   transactional), record headers and dead-lettering, topic admin.
-//! - [`db`], [`redis`]: pools with explicit timeouts; migrations.
+//! - [`db`], [`redis`]: pools with explicit timeouts; migrations; Redis
+//!   through Sentinel, following failovers.
+//! - [`member_db`]: the shop's member database, read on its streaming replica.
 //! - [`ops`]: `/healthz` (checks real dependencies) and `/metrics`.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
 //! - [`wait`]: waiting on a condition with a deadline (CLI and tests).
@@ -12,6 +14,7 @@
 pub mod db;
 pub mod event_keys;
 pub mod kafka;
+pub mod member_db;
 pub mod metrics;
 pub mod ops;
 pub mod redis;

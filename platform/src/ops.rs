@@ -56,7 +56,7 @@ impl Health {
     }
 
     /// Redis answers PING.
-    pub fn with_redis(self, conn: redis::aio::ConnectionManager) -> Self {
+    pub fn with_redis(self, conn: crate::redis::Connection) -> Self {
         self.with(
             "redis",
             Arc::new(move || {

@@ -174,11 +174,75 @@ impl DatabaseSettings {
     }
 }
 
+/// The shop's member database as firstcome reads it: a streaming replica
+/// (hot standby), never the shop's primary. Members, phones and purchases
+/// are read only through this (`replica.url`); the pipeline's own tables
+/// stay in [`DatabaseSettings`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ReplicaSettings {
+    /// `postgres://user:password@host:port/database` of a standby.
+    pub url: SecretString,
+    /// The schema holding `members` and `purchases` (empty: the server's
+    /// default search_path). Tests use one schema each.
+    pub schema: String,
+    pub max_connections: usize,
+    /// Wait for a pooled connection / create one / check one, each at most this long.
+    pub timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("postgres://firstcome_reader:firstcome_reader@127.0.0.1:5434/shop"),
+            schema: String::new(),
+            max_connections: 8,
+            timeout_ms: 2_000,
+            statement_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The shop's member database primary. Only `firstcome members seed` (which
+/// plays the shop in demos and tests) and test set-up write there; no
+/// service connects to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MemberPrimarySettings {
+    pub url: SecretString,
+    /// As [`ReplicaSettings::schema`]; both must name the same schema.
+    pub schema: String,
+    pub max_connections: usize,
+    pub timeout_ms: u64,
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for MemberPrimarySettings {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("postgres://firstcome:firstcome@127.0.0.1:5433/shop"),
+            schema: String::new(),
+            max_connections: 4,
+            timeout_ms: 5_000,
+            statement_timeout_ms: 30_000,
+        }
+    }
+}
+
 /// Redis.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct RedisSettings {
+    /// The one Redis to use when no Sentinels are configured.
     pub url: String,
+    /// `host:port` of Redis Sentinels, comma-separated. When set, `url` is
+    /// ignored: the primary of [`master_name`](Self::master_name) is asked
+    /// from the Sentinels, and asked again after a connection fails or the
+    /// server answers READONLY (a failover).
+    pub sentinels: String,
+    /// The Sentinels' name for the monitored primary.
+    pub master_name: String,
     pub connect_timeout_ms: u64,
     /// A timed-out call may still have run on the server: callers keep retries idempotent.
     pub response_timeout_ms: u64,
@@ -186,7 +250,20 @@ pub struct RedisSettings {
 
 impl Default for RedisSettings {
     fn default() -> Self {
-        Self { url: "redis://127.0.0.1:6379".into(), connect_timeout_ms: 1_000, response_timeout_ms: 2_000 }
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            sentinels: String::new(),
+            master_name: "firstcome".into(),
+            connect_timeout_ms: 1_000,
+            response_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl RedisSettings {
+    /// The Sentinel addresses, when any are configured.
+    pub fn sentinel_addresses(&self) -> Vec<String> {
+        self.sentinels.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
     }
 }
 
@@ -273,6 +350,19 @@ mod tests {
     fn a_transaction_shorter_than_a_delivery_is_refused() {
         let kafka = KafkaSettings { transaction_timeout_ms: 1_000, ..Default::default() };
         assert!(kafka.validate().is_err());
+    }
+
+    #[test]
+    fn sentinels_are_a_comma_separated_list() {
+        let redis = RedisSettings { sentinels: " 127.0.0.1:26380, 127.0.0.1:26381 ,".into(), ..Default::default() };
+        assert_eq!(redis.sentinel_addresses(), ["127.0.0.1:26380", "127.0.0.1:26381"]);
+        assert!(RedisSettings::default().sentinel_addresses().is_empty());
+    }
+
+    #[test]
+    fn the_member_database_defaults_to_the_local_standby_and_primary() {
+        assert!(ReplicaSettings::default().url.expose_secret().contains(":5434/shop"));
+        assert!(MemberPrimarySettings::default().url.expose_secret().contains(":5433/shop"));
     }
 
     #[test]

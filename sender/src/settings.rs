@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use platform::settings::{
-    DatabaseSettings, HttpSettings, KafkaSettings, RegistrySettings, SettingsError, TelemetrySettings,
+    DatabaseSettings, HttpSettings, KafkaSettings, RegistrySettings, ReplicaSettings, SettingsError, TelemetrySettings,
 };
 use serde::Deserialize;
 
@@ -17,6 +17,8 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub registry: RegistrySettings,
     pub database: DatabaseSettings,
+    /// The shop's member replica: winners' phones are read there only.
+    pub replica: ReplicaSettings,
     /// The ops server: `/healthz` (postgres, kafka, registry) and `/metrics`.
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
@@ -33,6 +35,7 @@ impl Default for Settings {
             kafka: KafkaSettings::default(),
             registry: RegistrySettings::default(),
             database: DatabaseSettings::default(),
+            replica: ReplicaSettings::default(),
             http: HttpSettings::on_port(DEFAULT_OPS_PORT),
             telemetry: TelemetrySettings::default(),
             provider: ProviderSettings::default(),

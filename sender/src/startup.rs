@@ -42,6 +42,7 @@ pub enum Error {
 pub struct Application {
     settings: Settings,
     pool: Pool,
+    replica: Pool,
     producer: EventProducer,
     provider: ProviderClient,
     consumer: ConsumerLoop,
@@ -61,6 +62,7 @@ impl Application {
         if settings.database.migrate_on_start {
             platform::db::migrate(&pool).await?;
         }
+        let replica = platform::member_db::replica_pool(&settings.replica)?;
         let codec = settings.registry.codec()?;
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let producer = EventProducer::new(&settings.kafka, codec, &format!("sender-relay-{instance}"))?;
@@ -84,7 +86,7 @@ impl Application {
             max_poll_interval_s = settings.kafka.max_poll_interval_ms / 1_000,
             "sender built"
         );
-        Ok(Self { settings, pool, producer, provider, consumer, ops_listener, ops_port, health })
+        Ok(Self { settings, pool, replica, producer, provider, consumer, ops_listener, ops_port, health })
     }
 
     pub fn ops_port(&self) -> u16 {
@@ -103,7 +105,7 @@ impl Application {
         let relay = Relay::new(self.pool.clone(), self.producer.clone(), self.settings.relay.clone(), wake.clone());
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
 
-        let store = Arc::new(Store::new(self.pool.clone(), self.settings.gift.clone()));
+        let store = Arc::new(Store::new(self.pool.clone(), self.replica.clone(), self.settings.gift.clone()));
         let dispatcher = Arc::new(Dispatcher::new(self.provider, &self.settings.provider, stopping.clone()));
         let handler = DispatchHandler::new(
             self.settings.kafka.group(GROUP),

@@ -43,14 +43,16 @@ pub struct WonEntry {
 
 pub struct Store {
     pool: Pool,
+    /// The shop's member replica (phones).
+    replica: Pool,
     /// Gift per event: it does not change once the event exists.
     gifts: Mutex<HashMap<String, GiftSettings>>,
     fallback: GiftSettings,
 }
 
 impl Store {
-    pub fn new(pool: Pool, fallback: GiftSettings) -> Self {
-        Self { pool, gifts: Mutex::new(HashMap::new()), fallback }
+    pub fn new(pool: Pool, replica: Pool, fallback: GiftSettings) -> Self {
+        Self { pool, replica, gifts: Mutex::new(HashMap::new()), fallback }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -69,14 +71,16 @@ impl Store {
         Ok(rows.iter().map(|row| row.get::<_, Uuid>(0)).collect())
     }
 
-    /// Phone numbers of `members` from the replica, as stored; members
-    /// without a row are absent. Whether a phone can be sent to is decided
-    /// by [`crate::phone::check`], with the provider's own rule.
+    /// Phone numbers of `members` from the shop's member replica, as
+    /// stored; members without a row are absent. Whether a phone can be sent
+    /// to is decided by [`crate::phone::check`], with the provider's own
+    /// rule. A replica that cannot answer is an error (the batch is retried,
+    /// its claims kept): never a missing phone.
     pub async fn phones(&self, members: &[String]) -> Result<HashMap<String, String>, StoreError> {
         if members.is_empty() {
             return Ok(HashMap::new());
         }
-        let client = self.pool.get().await?;
+        let client = self.replica.get().await?;
         let rows = client
             .query(
                 "SELECT member_id, phone FROM members WHERE member_id = ANY($1)",

@@ -37,7 +37,7 @@ use platform::event_keys::{EventKeys, EventMeta, STATE_CHANNEL};
 use platform::kafka::LogReader;
 use platform::settings::KafkaSettings;
 use rdkafka::message::Message;
-use redis::aio::ConnectionManager;
+use platform::redis::Connection as ConnectionManager;
 use redis::Script;
 use schemas::{Codec, Outcome, StockDecision, StockRelease, SurveySubmitted, Topics};
 

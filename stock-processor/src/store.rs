@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use platform::event_keys::{EventKeys, STATE_CHANNEL};
-use redis::aio::ConnectionManager;
+use platform::redis::Connection as ConnectionManager;
 use redis::Script;
 use schemas::Outcome;
 

@@ -256,7 +256,7 @@ async fn entries_outside_the_event_window_or_for_unknown_events_win_nothing() {
     assert_eq!(existing, 0);
 }
 
-async fn pttl(conn: &mut redis::aio::ConnectionManager, key: &str) -> i64 {
+async fn pttl(conn: &mut platform::redis::Connection, key: &str) -> i64 {
     redis::cmd("PTTL").arg(key).query_async(conn).await.expect("PTTL")
 }
 
@@ -383,7 +383,7 @@ async fn an_entry_accepted_in_the_future_is_judged_at_now() {
     assert_eq!(decided.decisions[0], Decision { outcome: Outcome::Won, unit_no: Some(1) });
 }
 
-async fn zrange(conn: &mut redis::aio::ConnectionManager, key: &str) -> Vec<String> {
+async fn zrange(conn: &mut platform::redis::Connection, key: &str) -> Vec<String> {
     redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).query_async(conn).await.expect("ZRANGE")
 }
 

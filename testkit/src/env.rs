@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
-use platform::settings::{DatabaseSettings, KafkaSettings, RedisSettings, RegistrySettings};
+use platform::settings::{
+    DatabaseSettings, KafkaSettings, MemberPrimarySettings, RedisSettings, RegistrySettings, ReplicaSettings,
+};
 use rdkafka::message::OwnedMessage;
-use redis::aio::ConnectionManager;
+use platform::redis::Connection as ConnectionManager;
 use schemas::{Codec, Event, RegistryAdmin, Topics};
 use uuid::Uuid;
 
@@ -37,6 +39,13 @@ pub struct TestEnv {
     /// The test's own database, migrated (unless built without one).
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
+    /// The shop's member database as the services read it: the local
+    /// standby, in this test's own schema `t_<id>` (created with the
+    /// database; empty without one).
+    pub replica: ReplicaSettings,
+    /// The member primary, same schema: seed members here (the shop's
+    /// side), then [`members_replayed`](TestEnv::members_replayed).
+    pub member_primary: MemberPrimarySettings,
     pool: Option<Pool>,
 }
 
@@ -102,7 +111,16 @@ impl TestEnvBuilder {
         } else {
             (server, None)
         };
-        TestEnv { id, prefix, kafka, registry, database, redis: RedisSettings::default(), pool }
+        let schema = if self.database { format!("t_{id}") } else { String::new() };
+        let replica = ReplicaSettings { schema: schema.clone(), ..Default::default() };
+        let member_primary = MemberPrimarySettings { schema, ..Default::default() };
+        if self.database {
+            let primary = platform::member_db::primary_pool(&member_primary).expect("member primary pool");
+            platform::member_db::prepare(&primary, &member_primary.schema)
+                .await
+                .unwrap_or_else(|e| panic!("member schema t_{id} created on the member primary (is the stack up?): {e}"));
+        }
+        TestEnv { id, prefix, kafka, registry, database, redis: RedisSettings::default(), replica, member_primary, pool }
     }
 }
 
@@ -136,9 +154,35 @@ impl TestEnv {
         self.pool.as_ref().expect("this TestEnv was built without a database")
     }
 
-    /// A connection to the (shared) Redis.
-    pub async fn redis(&self) -> ConnectionManager {
-        platform::redis::connect(&self.redis).await.expect("redis is up")
+    /// A pool on the member primary, in this test's schema (the shop's side).
+    pub fn member_primary_pool(&self) -> Pool {
+        platform::member_db::primary_pool(&self.member_primary).expect("member primary pool")
+    }
+
+    /// Inserts (or updates) a member and its phone on the member primary.
+    /// Call [`members_replayed`](Self::members_replayed) before the services
+    /// are expected to see it.
+    pub async fn seed_member(&self, member_id: &str, phone: &str) {
+        self.member_primary_pool()
+            .get()
+            .await
+            .expect("member primary")
+            .execute(
+                "INSERT INTO members (member_id, name, phone) VALUES ($1, $1, $2)
+                 ON CONFLICT (member_id) DO UPDATE SET phone = EXCLUDED.phone",
+                &[&member_id, &phone],
+            )
+            .await
+            .expect("member row");
+    }
+
+    /// Waits until the member replica has replayed every write made so far
+    /// on the member primary.
+    pub async fn members_replayed(&self) {
+        let replica = platform::member_db::replica_pool(&self.replica).expect("replica pool");
+        platform::member_db::wait_replayed(&self.member_primary_pool(), &replica, Duration::from_secs(60))
+            .await
+            .expect("the member replica replayed the primary's writes");
     }
 
     /// Every committed record of `topic` up to its high watermarks now.

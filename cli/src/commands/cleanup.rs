@@ -12,8 +12,28 @@ use crate::settings::CliSettings;
 #[derive(Debug, Default)]
 pub struct Cleaned {
     pub databases: usize,
+    /// `t_*` schemas of the member database (on its primary; the standbys follow).
+    pub member_schemas: usize,
     pub topics: usize,
     pub subjects: usize,
+}
+
+/// Tests seed their members into a `t_<hex>` schema of the member primary.
+async fn drop_member_schemas(settings: &CliSettings) -> anyhow::Result<usize> {
+    let primary = platform::settings::MemberPrimarySettings { schema: String::new(), ..settings.member_primary.clone() };
+    let pool = platform::member_db::primary_pool(&primary)?;
+    let client = pool.get().await?;
+    let names: Vec<String> = client
+        .query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'", &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for name in &names {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {quoted} CASCADE")).await?;
+    }
+    Ok(names.len())
 }
 
 /// Test databases are named `t_<hex>`, test topics `t-<hex>.<topic>`.
@@ -39,6 +59,11 @@ pub async fn run(settings: &CliSettings) -> anyhow::Result<Cleaned> {
             .await
             .with_context(|| format!("Failed to drop {name}"))?;
         cleaned.databases += 1;
+    }
+
+    match drop_member_schemas(settings).await {
+        Ok(count) => cleaned.member_schemas = count,
+        Err(error) => tracing::warn!(%error, "test schemas of the member database not removed"),
     }
 
     let admin = platform::kafka::admin::admin_client(&settings.kafka)?;

@@ -72,7 +72,7 @@ const PROVIDER_PORT: u16 = 8090;
 pub async fn run(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Result<DemoOutcome> {
     println!("seeding {} members ({}% bought the product)…", plan.members, plan.eligible_ratio * 100.0);
     let seed_plan = SeedPlan { count: plan.members, eligible_ratio: plan.eligible_ratio, ..Default::default() };
-    let seeded = members::seed(&settings.database, &seed_plan).await?;
+    let seeded = members::seed(&settings.member_primary, &settings.replica, &seed_plan).await?;
 
     let now = chrono::Utc::now();
     let new_event = NewEvent {

@@ -1,7 +1,8 @@
 //! `firstcome event create | show | close`.
 //!
 //! `create` writes the event (as `scheduled`) and its ledger to PostgreSQL,
-//! then loads the eligible members (bought the product) from the replica into
+//! then loads the eligible members (bought the product) from the shop's member
+//! replica (`replica.url`, a streaming standby) into
 //! Redis and sets the event's keys (see `platform::event_keys`), all expiring
 //! after close, then marks the event open in PostgreSQL. Run again after a
 //! failure, it completes what it started.
@@ -95,7 +96,11 @@ pub async fn create(settings: &CliSettings, event: &NewEvent) -> anyhow::Result<
     event.validate()?;
     let pool = platform::db::pool(&settings.database)?;
     let mut client = pool.get().await.context("Failed to connect to PostgreSQL")?;
-    let eligible = schedule(&mut client, event).await?;
+    schedule(&mut client, event).await?;
+    // Eligibility comes from the shop's member replica, never its primary.
+    let eligible = super::members::eligible(&settings.replica, &event.product_id)
+        .await
+        .with_context(|| format!("Failed to read eligibility on the member replica: event {} stays scheduled, run create again", event.event_id))?;
 
     let meta = event.meta();
     let mut redis = platform::redis::connect(&settings.redis)
@@ -177,8 +182,8 @@ fn same_event(a: &EventMeta, b: &EventMeta) -> bool {
 }
 
 /// Step 1: the `scheduled` event row and its ledger, or the `scheduled` row an
-/// earlier create left with the same parameters. Returns the eligible members.
-async fn schedule(client: &mut deadpool_postgres::Client, event: &NewEvent) -> anyhow::Result<Vec<String>> {
+/// earlier create left with the same parameters.
+async fn schedule(client: &mut deadpool_postgres::Client, event: &NewEvent) -> anyhow::Result<()> {
     let tx = client.transaction().await?;
     let questions = serde_json::to_value(&event.questions)?;
     let inserted = tx
@@ -230,14 +235,8 @@ async fn schedule(client: &mut deadpool_postgres::Client, event: &NewEvent) -> a
     )
     .await
     .context("Failed to insert the ledger")?;
-    let eligible: Vec<String> = tx
-        .query("SELECT DISTINCT member_id FROM purchases WHERE product_id = $1", &[&event.product_id])
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
     tx.commit().await.context("Failed to commit the scheduled event")?;
-    Ok(eligible)
+    Ok(())
 }
 
 /// An event's state across PostgreSQL and Redis.

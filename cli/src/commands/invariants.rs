@@ -112,7 +112,7 @@ struct GiftList {
 #[derive(Clone)]
 pub struct Stores {
     pub pool: deadpool_postgres::Pool,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: platform::redis::Connection,
     http: reqwest::Client,
 }
 
@@ -489,23 +489,23 @@ fn compare(drift: &mut Vec<String>, left: &str, a: &HashSet<String>, right: &str
 const SCAN_PAGE: usize = 1_000;
 
 /// Every field and value of a hash.
-async fn hash_entries(redis: &mut redis::aio::ConnectionManager, key: &str) -> anyhow::Result<Vec<(String, String)>> {
+async fn hash_entries(redis: &mut platform::redis::Connection, key: &str) -> anyhow::Result<Vec<(String, String)>> {
     let flat = scan(redis, "HSCAN", key).await?;
     Ok(flat.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect())
 }
 
 /// Every value of a hash.
-async fn hash_values(redis: &mut redis::aio::ConnectionManager, key: &str) -> anyhow::Result<Vec<String>> {
+async fn hash_values(redis: &mut platform::redis::Connection, key: &str) -> anyhow::Result<Vec<String>> {
     Ok(hash_entries(redis, key).await?.into_iter().map(|(_, value)| value).collect())
 }
 
 /// Every member of a set.
-async fn set_members(redis: &mut redis::aio::ConnectionManager, key: &str) -> anyhow::Result<Vec<String>> {
+async fn set_members(redis: &mut platform::redis::Connection, key: &str) -> anyhow::Result<Vec<String>> {
     scan(redis, "SSCAN", key).await
 }
 
 /// The flat replies of a whole HSCAN/SSCAN iteration.
-async fn scan(redis: &mut redis::aio::ConnectionManager, command: &str, key: &str) -> anyhow::Result<Vec<String>> {
+async fn scan(redis: &mut platform::redis::Connection, command: &str, key: &str) -> anyhow::Result<Vec<String>> {
     let mut cursor = String::from("0");
     let mut out = Vec::new();
     loop {

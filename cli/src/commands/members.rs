@@ -1,9 +1,18 @@
-//! `firstcome members seed N`: a realistic shop replica for demos and tests.
+//! `firstcome members seed N`: a realistic shop member database for demos
+//! and tests.
 //!
-//! Members get a Korean mobile number; a share of them bought the event's
-//! product (the eligibility source). Idempotent: existing rows are kept.
+//! It plays the shop: it writes on the member database's primary
+//! (`member_primary.*`), then waits until the streaming replica firstcome
+//! reads (`replica.*`) has replayed the writes. Members get a Korean mobile
+//! number; a share of them bought the event's product (the eligibility
+//! source). Idempotent: existing rows are kept.
 
-use platform::settings::DatabaseSettings;
+use std::time::Duration;
+
+use platform::settings::{MemberPrimarySettings, ReplicaSettings};
+
+/// How long `seed` waits for the replica to replay its writes.
+pub const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What to seed.
 #[derive(Debug, Clone)]
@@ -32,6 +41,8 @@ pub struct SeedReport {
     pub members: Vec<String>,
     /// The members who bought the product.
     pub eligible: Vec<String>,
+    /// How long the replica took to replay the writes after the last one.
+    pub replayed_in: Duration,
 }
 
 /// The member id of the `n`th seeded member.
@@ -50,11 +61,13 @@ fn bought(n: usize, ratio: f64) -> bool {
     ((n + 1) as f64 * ratio).floor() > (n as f64 * ratio).floor()
 }
 
-/// Inserts the members and their purchases, in chunks.
-pub async fn seed(database: &DatabaseSettings, plan: &SeedPlan) -> anyhow::Result<SeedReport> {
-    let pool = platform::db::pool(database)?;
+/// Inserts the members and their purchases on the primary, in chunks, then
+/// waits until the replica has replayed them.
+pub async fn seed(primary: &MemberPrimarySettings, replica: &ReplicaSettings, plan: &SeedPlan) -> anyhow::Result<SeedReport> {
+    let pool = platform::member_db::primary_pool(primary)?;
+    platform::member_db::prepare(&pool, &primary.schema).await?;
     let client = pool.get().await?;
-    let mut report = SeedReport { members: Vec::with_capacity(plan.count), eligible: Vec::new() };
+    let mut report = SeedReport { members: Vec::with_capacity(plan.count), eligible: Vec::new(), replayed_in: Duration::ZERO };
     const CHUNK: usize = 5_000;
     for start in (0..plan.count).step_by(CHUNK) {
         let end = (start + CHUNK).min(plan.count);
@@ -84,7 +97,44 @@ pub async fn seed(database: &DatabaseSettings, plan: &SeedPlan) -> anyhow::Resul
         report.members.extend(ids);
         report.eligible.extend(buyers);
     }
+    drop(client);
+    report.replayed_in = wait_replayed(&pool, replica).await?;
     Ok(report)
+}
+
+/// Waits until the replica has replayed what the primary `pool` wrote so far.
+pub async fn wait_replayed(primary: &deadpool_postgres::Pool, replica: &ReplicaSettings) -> anyhow::Result<Duration> {
+    let replica_pool = platform::member_db::replica_pool(replica)?;
+    Ok(platform::member_db::wait_replayed(primary, &replica_pool, REPLAY_TIMEOUT).await?)
+}
+
+/// Changes a member's phone on the primary (the shop's side) and waits for
+/// the replica, like [`seed`].
+pub async fn set_phone(
+    primary: &MemberPrimarySettings,
+    replica: &ReplicaSettings,
+    member_id: &str,
+    phone: &str,
+) -> anyhow::Result<Duration> {
+    let pool = platform::member_db::primary_pool(primary)?;
+    let updated = pool
+        .get()
+        .await?
+        .execute("UPDATE members SET phone = $2 WHERE member_id = $1", &[&member_id, &phone])
+        .await?;
+    anyhow::ensure!(updated == 1, "no member {member_id} on the member primary");
+    wait_replayed(&pool, replica).await
+}
+
+/// The members who bought `product_id`, read on the replica.
+pub async fn eligible(replica: &ReplicaSettings, product_id: &str) -> anyhow::Result<Vec<String>> {
+    let pool = platform::member_db::replica_pool(replica)?;
+    let rows = pool
+        .get()
+        .await?
+        .query("SELECT DISTINCT member_id FROM purchases WHERE product_id = $1", &[&product_id])
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 #[cfg(test)]

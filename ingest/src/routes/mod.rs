@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use platform::kafka::EventProducer;
 use platform::ops::Health;
-use redis::aio::ConnectionManager;
+use platform::redis::Connection as ConnectionManager;
 use tokio::sync::Semaphore;
 
 use crate::admission::Admitter;

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use platform::event_keys::{StateChange, STATE_CHANNEL};
-use redis::aio::{ConnectionManager, PubSub};
+use platform::redis::Connection as ConnectionManager;
+use redis::aio::PubSub;
 use tokio::sync::Notify;
 use tokio::time::{interval, timeout, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -29,7 +30,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// The pub/sub listener and the periodic re-read, started by the application.
 pub struct StateSync {
     cache: EventCache,
-    client: redis::Client,
+    client: platform::redis::PubSubClient,
     conn: ConnectionManager,
     refresh_every: Duration,
     /// Subscribed at construction, so no change published after `connect`
@@ -41,7 +42,7 @@ impl StateSync {
     /// Subscribes now; fails when Redis is unreachable at start.
     pub async fn connect(
         cache: EventCache,
-        client: redis::Client,
+        client: platform::redis::PubSubClient,
         conn: ConnectionManager,
         refresh_every: Duration,
     ) -> redis::RedisResult<Self> {
@@ -59,7 +60,7 @@ impl StateSync {
     }
 }
 
-async fn subscribe(client: &redis::Client) -> redis::RedisResult<PubSub> {
+async fn subscribe(client: &platform::redis::PubSubClient) -> redis::RedisResult<PubSub> {
     let connect = async {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(STATE_CHANNEL).await?;
@@ -76,7 +77,7 @@ async fn subscribe(client: &redis::Client) -> redis::RedisResult<PubSub> {
 
 async fn listen(
     mut pubsub: Option<PubSub>,
-    client: redis::Client,
+    client: platform::redis::PubSubClient,
     cache: EventCache,
     refresh_now: Arc<Notify>,
     shutdown: CancellationToken,

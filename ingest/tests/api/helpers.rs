@@ -10,7 +10,7 @@ use platform::kafka::RecordContext;
 use platform::settings::{HttpSettings, KafkaSettings};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use redis::aio::ConnectionManager;
+use platform::redis::Connection as ConnectionManager;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;

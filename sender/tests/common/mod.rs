@@ -49,6 +49,7 @@ impl TestEnv {
             kafka: self.kit.kafka.clone(),
             registry: self.kit.registry.clone(),
             database: self.kit.database.clone(),
+            replica: self.kit.replica.clone(),
             http: HttpSettings::on_port(0),
             ..Settings::default()
         };
@@ -64,14 +65,10 @@ impl TestEnv {
         self.kit.caught_up(&self.kit.group(sender::GROUP), &[&self.topics.stock_decided]).await
     }
 
+    /// The member on the shop's member primary, replayed by the replica the sender reads.
     pub async fn seed_member(&self, member_id: &str, phone: &str) {
-        self.pool
-            .get()
-            .await
-            .unwrap()
-            .execute("INSERT INTO members (member_id, name, phone) VALUES ($1, $1, $2)", &[&member_id, &phone])
-            .await
-            .expect("member row");
+        self.kit.seed_member(member_id, phone).await;
+        self.kit.members_replayed().await;
     }
 
     pub fn decision(&self, user_id: &str, outcome: Outcome, unit_no: Option<i32>) -> StockDecision {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus, StateChange, STATE_CHANNEL};
 use platform::settings::RedisSettings;
-use redis::aio::ConnectionManager;
+use platform::redis::Connection as ConnectionManager;
 use stock_processor::StockStore;
 use tokio::sync::mpsc;
 

@@ -39,7 +39,7 @@ async fn status(env: &TestEnv, event_id: &str) -> Option<String> {
         .map(|row| row.get(0))
 }
 
-async fn redis_keys(redis: &mut redis::aio::ConnectionManager, event_id: &str) -> i64 {
+async fn redis_keys(redis: &mut platform::redis::Connection, event_id: &str) -> i64 {
     let keys = EventKeys::new(event_id);
     redis::cmd("EXISTS").arg(&keys.all()[..]).query_async(redis).await.expect("EXISTS")
 }

@@ -17,7 +17,7 @@ use crate::pipeline_harness::{drain, open_event, seed_crowd, submit, Pipeline, T
 /// Every key of the event with its value and expiry, as DUMP sees it.
 struct Snapshot(Vec<(String, Option<(Vec<u8>, i64)>)>);
 
-async fn dump(conn: &mut redis::aio::ConnectionManager, event_id: &str) -> Snapshot {
+async fn dump(conn: &mut platform::redis::Connection, event_id: &str) -> Snapshot {
     let keys = EventKeys::new(event_id);
     let mut taken = Vec::new();
     for key in keys.all() {
@@ -29,7 +29,7 @@ async fn dump(conn: &mut redis::aio::ConnectionManager, event_id: &str) -> Snaps
 }
 
 /// Puts every key back as it was; keys that did not exist are deleted.
-async fn restore(conn: &mut redis::aio::ConnectionManager, snapshot: &Snapshot) {
+async fn restore(conn: &mut platform::redis::Connection, snapshot: &Snapshot) {
     for (key, value) in &snapshot.0 {
         match value {
             Some((bytes, ttl)) => {
@@ -49,7 +49,7 @@ struct LostSecond {
     event_id: String,
     crowd: Vec<String>,
     accepted: Vec<Accepted>,
-    redis: redis::aio::ConnectionManager,
+    redis: platform::redis::Connection,
 }
 
 /// Five units: two winners before the snapshot, `lost` winners in the lost

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
-use platform::settings::{DatabaseSettings, KafkaSettings, RedisSettings, RegistrySettings};
+use platform::settings::{
+    DatabaseSettings, KafkaSettings, MemberPrimarySettings, RedisSettings, RegistrySettings, ReplicaSettings,
+};
 
 use firstcome_cli::CliSettings;
 
@@ -14,6 +16,10 @@ pub struct TestEnv {
     pub registry: RegistrySettings,
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
+    /// The member replica in this test's schema on the member cluster.
+    pub replica: ReplicaSettings,
+    /// The member primary, same schema (seed here).
+    pub member_primary: MemberPrimarySettings,
 }
 
 impl TestEnv {
@@ -31,7 +37,12 @@ impl TestEnv {
         platform::db::migrate(&pool).await.expect("migrate");
         let specs = pipeline_topics(&kafka.topics(), Layout { partitions: 3, dlq_partitions: 1, replication: 1 });
         create_topics(&kafka, &specs).await.expect("create topics");
-        let env = Self { prefix, kafka, registry, database, redis: RedisSettings::default() };
+        let schema = format!("t_{}", &id[..16]);
+        let replica = ReplicaSettings { schema: schema.clone(), ..Default::default() };
+        let member_primary = MemberPrimarySettings { schema, ..Default::default() };
+        let primary = platform::member_db::primary_pool(&member_primary).expect("member primary pool");
+        platform::member_db::prepare(&primary, &member_primary.schema).await.expect("member schema");
+        let env = Self { prefix, kafka, registry, database, redis: RedisSettings::default(), replica, member_primary };
         firstcome_cli::commands::schemas::register(&env.registry, &env.kafka).await.expect("register schemas");
         env
     }
@@ -41,6 +52,8 @@ impl TestEnv {
             kafka: self.kafka.clone(),
             registry: self.registry.clone(),
             database: self.database.clone(),
+            replica: self.replica.clone(),
+            member_primary: self.member_primary.clone(),
             redis: self.redis.clone(),
             ..Default::default()
         }

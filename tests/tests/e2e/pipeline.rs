@@ -75,9 +75,11 @@ async fn refused_phones_return_their_units_to_later_entrants() {
     let refused_members: HashSet<&String> = early.iter().step_by(3).collect();
     let pool = platform::db::pool(&env.database).expect("pool");
     let db = pool.get().await.expect("db");
+    let members_pool = platform::member_db::replica_pool(&env.replica).expect("replica pool");
+    let members_db = members_pool.get().await.expect("member replica");
     let mut refused_phones = Vec::new();
     for member in &refused_members {
-        let row = db.query_one("SELECT phone FROM members WHERE member_id = $1", &[member]).await.expect("phone");
+        let row = members_db.query_one("SELECT phone FROM members WHERE member_id = $1", &[member]).await.expect("phone");
         refused_phones.push(row.get::<_, String>(0));
     }
     let event_id = open_event(&env, &crowd, 50, 5).await;

@@ -87,6 +87,7 @@ impl Pipeline {
                 kafka: env.kafka.clone(),
                 registry: env.registry.clone(),
                 database: env.database.clone(),
+                replica: env.replica.clone(),
                 http: HttpSettings::on_port(0),
                 ..Default::default()
             };
@@ -136,13 +137,15 @@ pub async fn seed_crowd(env: &TestEnv, eligible: usize, ineligible: usize) -> Cr
     let tag = &env.prefix[2..10];
     let product = format!("product-{tag}");
     let buyers = members::seed(
-        &env.database,
+        &env.member_primary,
+        &env.replica,
         &SeedPlan { count: eligible, id_prefix: format!("e{tag}-"), product_id: product.clone(), eligible_ratio: 1.0 },
     )
     .await
     .expect("seed eligible");
     let others = members::seed(
-        &env.database,
+        &env.member_primary,
+        &env.replica,
         &SeedPlan { count: ineligible, id_prefix: format!("i{tag}-"), product_id: product.clone(), eligible_ratio: 0.0 },
     )
     .await

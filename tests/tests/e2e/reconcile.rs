@@ -24,7 +24,7 @@ struct Event {
     id: String,
     keys: EventKeys,
     members: Vec<String>,
-    redis: redis::aio::ConnectionManager,
+    redis: platform::redis::Connection,
     pool: deadpool_postgres::Pool,
 }
 

@@ -36,7 +36,7 @@ pub async fn rebuild(settings: &CliSettings, event_id: &str) -> anyhow::Result<R
 /// by the rebuild that follows).
 async fn restore_static_keys(
     settings: &CliSettings,
-    redis: &mut redis::aio::ConnectionManager,
+    redis: &mut platform::redis::Connection,
     event_id: &str,
 ) -> anyhow::Result<()> {
     let pool = platform::db::pool(&settings.database)?;
@@ -65,12 +65,7 @@ async fn restore_static_keys(
         questions,
         status,
     };
-    let eligible: Vec<String> = client
-        .query("SELECT DISTINCT member_id FROM purchases WHERE product_id = $1", &[&product])
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let eligible = crate::commands::members::eligible(&settings.replica, &product).await?;
     write_event(redis, &meta, &eligible).await?;
     tracing::warn!(event_id, eligible = eligible.len(), "event meta and eligibility restored from PostgreSQL");
     Ok(())
