@@ -8,7 +8,6 @@ use platform::settings::{
     DatabaseSettings, KafkaSettings, MemberPrimarySettings, RedisSettings, RegistrySettings, ReplicaSettings,
 };
 use rdkafka::message::OwnedMessage;
-use platform::redis::Connection as ConnectionManager;
 use schemas::{Codec, Event, RegistryAdmin, Topics};
 use uuid::Uuid;
 
