@@ -8,6 +8,9 @@
 //!
 //! Marks in `entered` (see `platform::event_keys`): `P|<entry>|<ms>` while the
 //! entry is being produced, `A|<entry>` once the broker acknowledged it.
+//!
+//! The scripts are `platform/lua/admit.lua` and `platform/lua/mark_accepted.lua`
+//! (KEYS/ARGV contract at their top), handed out by `platform::scripts`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +20,6 @@ use redis::aio::ConnectionLike;
 use redis::Script;
 
 use crate::auth::MemberId;
-
-/// KEYS/ARGV contract at the top of the file.
-const ADMIT_LUA: &str = include_str!("lua/admit.lua");
-
-
-const MARK_ACCEPTED_LUA: &str = include_str!("lua/mark_accepted.lua");
 
 /// What the admit script decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +59,8 @@ pub struct Admitter {
 impl Admitter {
     pub fn new(resume_after: Duration) -> Self {
         Self {
-            admit: Arc::new(Script::new(ADMIT_LUA)),
-            mark_accepted: Arc::new(Script::new(MARK_ACCEPTED_LUA)),
+            admit: Arc::new(platform::scripts::admit()),
+            mark_accepted: Arc::new(platform::scripts::mark_accepted()),
             resume_after,
         }
     }

@@ -8,6 +8,7 @@
 //!   through Sentinel, following failovers.
 //! - [`member_db`]: the shop's member database, read on its streaming replica.
 //! - [`ops`]: `/healthz` (checks real dependencies) and `/metrics`.
+//! - [`scripts`]: every Redis script (`platform/lua/*.lua`), whichever crate runs it.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
 //! - [`wait`]: waiting on a condition with a deadline (CLI and tests).
 
@@ -18,6 +19,7 @@ pub mod member_db;
 pub mod metrics;
 pub mod ops;
 pub mod redis;
+pub mod scripts;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -3,7 +3,8 @@
 # two Redis workloads of the pipeline (README, "Durability"):
 #
 #   ingest   the accept path's two script calls per entry (the real
-#            ingest/src/lua/admit.lua and mark_accepted.lua), 64 concurrent
+#            platform/lua/admit.lua behind its prelude, and mark_accepted.lua,
+#            as platform::scripts sends them), 64 concurrent
 #            clients, every request a different eligible member;
 #   stock    the stock stage's one script call per batch, from ONE connection
 #            (the stage decides batches one after another): a script of the
@@ -63,8 +64,8 @@ setup() {
   redis-cli -p "$p" set 'fc:{bench}:stock' 1000000000 >/dev/null
   # 1,000,000 eligible members m0 … m999999.
   redis-cli -p "$p" eval "for i = 0, 999999 do redis.call('SADD', KEYS[1], 'm' .. i) end return 1" 1 'fc:{bench}:eligible' >/dev/null
-  admit_sha=$(redis-cli -p "$p" script load "$(cat ingest/src/lua/admit.lua)")
-  mark_sha=$(redis-cli -p "$p" script load "$(cat ingest/src/lua/mark_accepted.lua)")
+  admit_sha=$(redis-cli -p "$p" script load "$(cat platform/lua/prelude.lua platform/lua/admit.lua)")
+  mark_sha=$(redis-cli -p "$p" script load "$(cat platform/lua/mark_accepted.lua)")
   batch_sha=$(redis-cli -p "$p" script load "$batch_lua")
 }
 

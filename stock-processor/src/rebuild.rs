@@ -152,7 +152,7 @@ impl Rebuilder {
             codec,
             redis,
             marks: MarkReader::new(kafka, group)?,
-            swap: Script::new(include_str!("lua/rebuild_swap.lua")),
+            swap: platform::scripts::rebuild_swap(),
         })
     }
 

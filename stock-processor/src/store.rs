@@ -1,5 +1,5 @@
 //! The stock of an event in Redis, changed only through two Lua scripts
-//! (`lua/decide.lua`, `lua/release.lua`) so every decision is atomic.
+//! (`platform/lua/decide.lua`, `platform/lua/release.lua`, via `platform::scripts`) so every decision is atomic.
 //!
 //! One `decide` call covers all entries of one event in a batch: Redis runs
 //! about 50k unpipelined calls per second on two cores, so a call per entry
@@ -172,8 +172,8 @@ impl StockStore {
     pub fn new(conn: ConnectionManager) -> Self {
         Self {
             conn,
-            decide: Script::new(include_str!("lua/decide.lua")),
-            release: Script::new(include_str!("lua/release.lua")),
+            decide: platform::scripts::decide(),
+            release: platform::scripts::release(),
         }
     }
 

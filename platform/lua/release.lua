@@ -19,38 +19,24 @@
 --   { 'UNKNOWN_EVENT' }
 --   { 'STALE', field, applied, expected }
 --                    Redis is behind what the stage committed: nothing written
--- (see decide.lua for the marks).
+-- Runs behind prelude.lua (platform::scripts::release): the stale check, the
+-- marks and the expiry copy are the prelude's (see there for the marks).
 local meta, stock, winners, decisions, free_units, released, applied, waitlist, promoted =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local entry, member, unit = ARGV[1], ARGV[2], ARGV[3]
 local event_id, channel = ARGV[4], ARGV[5]
 
-local at_arg = 6
-local function read_marks()
-  local count = tonumber(ARGV[at_arg]) or 0
-  local marks = {}
-  for i = 1, count do
-    marks[i] = { ARGV[at_arg + 2 * i - 1], tonumber(ARGV[at_arg + 2 * i]) or 0 }
-  end
-  at_arg = at_arg + 2 * count + 1
-  return marks
-end
-local expected = read_marks()
-local new_marks = read_marks()
+local expected, after_expected = read_marks(6)
+local new_marks = read_marks(after_expected)
 -- An expired event (no `meta`) is not stale but unknown: it is answered
--- UNKNOWN_EVENT below and nothing is written (see decide.lua).
-if redis.call('EXISTS', meta) == 1 then
-  for _, mark in ipairs(expected) do
-    local have = tonumber(redis.call('HGET', applied, mark[1]) or '0') or 0
-    if have < mark[2] then
-      return { 'STALE', mark[1], string.format('%.0f', have), string.format('%.0f', mark[2]) }
-    end
-  end
+-- UNKNOWN_EVENT below and nothing is written.
+local stale = stale_answer(meta, applied, expected)
+if stale then
+  return stale
 end
 
 -- Redis' clock, as in decide.lua: no host's skew decides a reopening.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = redis_now_ms()
 
 if redis.call('EXISTS', meta) == 0 then
   return { 'UNKNOWN_EVENT' }
@@ -58,20 +44,8 @@ end
 
 -- The record is applied whatever the answer (a refusal is an answer too).
 local function raise_marks_and_expiry()
-  for _, mark in ipairs(new_marks) do
-    local have = tonumber(redis.call('HGET', applied, mark[1]) or '0') or 0
-    if mark[2] > have then
-      redis.call('HSET', applied, mark[1], string.format('%.0f', mark[2]))
-    end
-  end
-  local ttl = redis.call('PTTL', meta)
-  if ttl > 0 then
-    for _, key in ipairs({ released, free_units, applied, promoted, decisions, winners }) do
-      if redis.call('PTTL', key) == -1 then
-        redis.call('PEXPIRE', key, ttl)
-      end
-    end
-  end
+  raise_marks(applied, new_marks)
+  expire_with_event(meta, { released, free_units, applied, promoted, decisions, winners })
 end
 
 local function with_promotion(result, stored)

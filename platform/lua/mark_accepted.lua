@@ -1,4 +1,4 @@
--- mark_accepted: the pending first-entry mark becomes acknowledged (see src/admission.rs).
+-- mark_accepted: the pending first-entry mark becomes acknowledged (see ingest/src/admission.rs).
 --
 -- KEYS: entered; ARGV: member, entry id
 local mark = redis.call('HGET', KEYS[1], ARGV[1])

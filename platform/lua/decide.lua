@@ -14,11 +14,8 @@
 -- stage committed to Kafka: nothing was written. Never for an event with no
 -- `meta` (expired or never created): that one is unknown, not stale.
 --
--- Stale check: `applied` holds, per input partition (`s:<p>` / `r:<p>`), the
--- next offset of this event's records the stage applied here. The stage
--- commits the same marks as offset metadata with its Kafka transaction; an
--- `applied` mark below the committed one means Redis lost writes the log
--- kept (AOF everysec, a failover), and deciding on it could sell a unit twice.
+-- Runs behind prelude.lua (platform::scripts::decide): the stale check, the
+-- marks and the expiry copy are the prelude's (see there for the marks).
 --
 -- The window is judged on each entry's accepted_at (ingest's admission time,
 -- taken from this same Redis clock), not on when this consumer gets to it: an
@@ -40,38 +37,19 @@ local event_id = ARGV[1]
 local channel = ARGV[2]
 local grace = tonumber(ARGV[3]) or 0
 
--- The marks: expected ones are checked before anything is written.
-local at_arg = 4
-local function read_marks()
-  local count = tonumber(ARGV[at_arg]) or 0
-  local marks = {}
-  for i = 1, count do
-    marks[i] = { ARGV[at_arg + 2 * i - 1], tonumber(ARGV[at_arg + 2 * i]) or 0 }
-  end
-  at_arg = at_arg + 2 * count + 1
-  return marks
-end
-local expected = read_marks()
-local new_marks = read_marks()
--- Only an event Redis still knows can be behind: once its keys expired (a day
--- after close) `applied` is gone with `meta`, yet the partitions' committed
--- marks may still name it. Such an event is answered INELIGIBLE below and
--- nothing is written, so nothing can be sold on a forgetful state; answering
--- STALE instead would send the stage to rebuild an event that no longer
--- exists and block the partition.
-if redis.call('EXISTS', meta) == 1 then
-  for _, mark in ipairs(expected) do
-    local have = tonumber(redis.call('HGET', applied, mark[1]) or '0') or 0
-    if have < mark[2] then
-      return { 'STALE', mark[1], string.format('%.0f', have), string.format('%.0f', mark[2]) }
-    end
-  end
+-- The marks: expected ones are checked before anything is written. An event
+-- with no `meta` (expired) is never stale: it is answered INELIGIBLE below
+-- and nothing is written.
+local expected, after_expected = read_marks(4)
+local new_marks, at_arg = read_marks(after_expected)
+local stale = stale_answer(meta, applied, expected)
+if stale then
+  return stale
 end
 
 -- Redis' clock, not the caller's: every host judges on one clock, the one
--- ingest stamped accepted_at with. (Scripts replicate by effects since Redis 5.)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- ingest stamped accepted_at with.
+local now = redis_now_ms()
 
 local fields = redis.call('HMGET', meta, 'status', 'open_at_ms', 'close_at_ms')
 local status = fields[1]
@@ -171,26 +149,14 @@ end
 
 if known then
   out[1] = tostring(tonumber(redis.call('GET', stock) or '0') or 0)
-  -- Raised, never lowered: a batch re-run after an abort applies nothing new.
-  for _, mark in ipairs(new_marks) do
-    local have = tonumber(redis.call('HGET', applied, mark[1]) or '0') or 0
-    if mark[2] > have then
-      redis.call('HSET', applied, mark[1], string.format('%.0f', mark[2]))
-      wrote = true
-    end
+  if raise_marks(applied, new_marks) then
+    wrote = true
   end
 end
 
 -- Keys first created here expire with the event, like the ones set at creation.
 if wrote then
-  local ttl = redis.call('PTTL', meta)
-  if ttl > 0 then
-    for _, key in ipairs({ winners, decisions, next_unit, applied, waitlist, members }) do
-      if redis.call('PTTL', key) == -1 then
-        redis.call('PEXPIRE', key, ttl)
-      end
-    end
-  end
+  expire_with_event(meta, { winners, decisions, next_unit, applied, waitlist, members })
 end
 
 return out

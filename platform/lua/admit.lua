@@ -1,11 +1,11 @@
--- admit: the first-entry decision of one request, atomically (see src/admission.rs).
+-- admit: the first-entry decision of one request, atomically (see
+-- ingest/src/admission.rs). Runs behind prelude.lua (platform::scripts::admit).
 --
 -- KEYS: meta, eligible, entered, entries, stock
 -- ARGV: member, new entry id, resume_after_ms, admit_new (1, or 0 when this
 --       instance was told the event sold out: known members are still
 --       answered, nobody new is admitted)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = redis_now_ms()
 local state = redis.call('HMGET', KEYS[1], 'status', 'open_at_ms', 'close_at_ms')
 if state[1] == 'closed' or (state[3] and now >= tonumber(state[3])) then
   return {'closed', '', 0, now}
@@ -38,13 +38,6 @@ end
 redis.call('HSET', KEYS[3], ARGV[1], 'P|' .. ARGV[2] .. '|' .. now)
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[1])
 -- The first admission creates `entered` and `entries`: they expire with the
--- event, like the keys written at creation (meta's expiry is the event's).
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then
-  for _, key in ipairs({ KEYS[3], KEYS[4] }) do
-    if redis.call('PTTL', key) == -1 then
-      redis.call('PEXPIRE', key, ttl)
-    end
-  end
-end
+-- event, like the keys written at creation.
+expire_with_event(KEYS[1], { KEYS[3], KEYS[4] })
 return {'accept', ARGV[2], now, now}

@@ -1,5 +1,5 @@
 -- rebuild_swap: swaps an event's rebuilt stock state in, atomically, if
--- nothing was decided since the rebuild read the log (see src/rebuild.rs).
+-- nothing was decided since the rebuild read the log (see stock-processor/src/rebuild.rs).
 --
 -- KEYS: live  1 meta, 2 stock, 3 next_unit, 4 applied,
 --             5 decisions, 6 winners, 7 members, 8 released, 9 free_units, 10 waitlist,
@@ -7,7 +7,7 @@
 --       temp  13 applied,
 --             14 decisions, 15 winners, 16 members, 17 released, 18 free_units, 19 waitlist,
 --             20 entered, 21 entries
---       live  22 promoted (emptied: see src/rebuild.rs)
+--       live  22 promoted (emptied: see stock-processor/src/rebuild.rs)
 -- ARGV: 1 stock, 2 next_unit, 3 event_id, 4 state channel, then (field, mark)
 --       pairs: the live `applied` hash the rebuild saw (the compare).
 -- Returns {'SWAPPED', status}, {'MOVED', field} (nothing written) or
