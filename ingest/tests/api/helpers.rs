@@ -1,16 +1,16 @@
-//! Test helpers: every test gets its own topics (random prefix), database,
-//! event id (so fresh Redis keys) and port; the real local stack does the rest.
+//! Test helpers: every test gets its own topics (random prefix) and database
+//! (`testkit`), event id (so fresh Redis keys) and port; the real local stack
+//! does the rest.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use ingest::{Application, Settings};
 use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus};
-use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
 use platform::kafka::RecordContext;
-use platform::settings::{HttpSettings, KafkaSettings};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use platform::redis::Connection as ConnectionManager;
+use platform::settings::HttpSettings;
+use rdkafka::Message;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -21,21 +21,22 @@ pub const QUESTIONS: [&str; 2] = ["q1", "q2"];
 /// Every wait in these tests ends by itself.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Settings isolated for one test: own topic prefix, database, port 0.
-/// Creates the topics and the database; the app migrates it at build.
+/// Settings isolated for one test (a `testkit::TestEnv`: own topic prefix,
+/// topics, database), on port 0.
 pub async fn isolated_settings() -> Settings {
     platform::telemetry::init("ingest-tests", &Default::default());
-    let mut settings = Settings { http: HttpSettings::on_port(0), ..Default::default() };
-    settings.kafka.topic_prefix = format!("t-{}.", Uuid::new_v4());
+    let env = testkit::TestEnv::new().await;
+    let mut settings = Settings {
+        http: HttpSettings::on_port(0),
+        kafka: env.kafka.clone(),
+        registry: env.registry.clone(),
+        redis: env.redis.clone(),
+        database: env.database.clone(),
+        ..Default::default()
+    };
     // A short delivery timeout keeps the resume window (timeout + 1 s) short,
     // yet long enough for a first produce to a new topic on a busy machine.
     settings.kafka.delivery_timeout_ms = 2_500;
-    create_topics(&settings.kafka, &pipeline_topics(&settings.kafka.topics(), Layout { partitions: 3, ..Default::default() }))
-        .await
-        .expect("topics created");
-    let db_name = format!("t_{}", Uuid::new_v4().simple());
-    platform::db::create_database(&settings.database, &db_name).await.expect("database created");
-    settings.database = settings.database.with_database(&db_name);
     settings
 }
 
@@ -182,62 +183,37 @@ pub async fn consume_entry(settings: &Settings, entry_id: &str) -> (schemas::Sur
     records.into_iter().next().expect("one record")
 }
 
-/// Reads until `at_least` records of `entry_id` were seen (or the deadline).
+/// The records of `entry_id` in `survey-submitted`, once there are
+/// `at_least` (read to the watermarks; or fails after [`DEADLINE`]).
 pub async fn consume_entries(
     settings: &Settings,
     entry_id: &str,
     at_least: usize,
 ) -> Vec<(schemas::SurveySubmitted, RecordContext)> {
-    let kafka: &KafkaSettings = &settings.kafka;
-    let topic = kafka.topics().survey_submitted;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", kafka.group(&format!("verify-{}", Uuid::new_v4())))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for partition in 0..3 {
-        assignment.add_partition_offset(&topic, partition, Offset::Beginning).expect("partition");
-    }
-    consumer.assign(&assignment).expect("assigned");
+    let topic = settings.kafka.topics().survey_submitted;
     let codec = settings.registry.codec().expect("codec");
-    let mut found = Vec::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while found.len() < at_least {
-        let message = tokio::time::timeout_at(deadline, consumer.recv())
-            .await
-            .unwrap_or_else(|_| panic!("record of entry {entry_id} not in {topic} within {DEADLINE:?}"))
-            .expect("kafka message");
-        let event: schemas::SurveySubmitted = codec.decode(message.payload()).await.expect("decodes");
-        if event.entry_id == entry_id {
-            assert_eq!(message.key(), Some(event.user_id.as_bytes()), "keyed by member");
-            found.push((event, RecordContext::from_headers(message.headers())));
+    let found = Mutex::new(Vec::new());
+    let enough = testkit::wait_until(DEADLINE, || async {
+        let mut records = Vec::new();
+        for message in testkit::read_log(&settings.kafka, &[&topic]).await {
+            let event: schemas::SurveySubmitted = codec.decode(message.payload()).await.expect("decodes");
+            if event.entry_id == entry_id {
+                assert_eq!(message.key(), Some(event.user_id.as_bytes()), "keyed by member");
+                records.push((event, RecordContext::from_headers(message.headers())));
+            }
         }
-    }
+        let enough = records.len() >= at_least;
+        *found.lock().unwrap() = records;
+        enough
+    })
+    .await;
+    let found = found.into_inner().unwrap();
+    assert!(enough, "{} of {at_least} records of entry {entry_id} in {topic} within {DEADLINE:?}", found.len());
     found
 }
 
 pub async fn json_of(response: reqwest::Response) -> Value {
     response.json::<Value>().await.expect("JSON body")
-}
-
-/// Polls `check` until it is true or `within` elapsed.
-pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A token signed with a secret ingest does not know.

@@ -1,0 +1,11 @@
+//! The ingest API against the real local stack (Kafka, registry, Redis,
+//! PostgreSQL). Each test has its own topics, database, event and port
+//! (`helpers`, on `testkit`). One test binary; a module per area.
+
+mod auth;
+mod entries;
+mod events;
+mod helpers;
+mod limits;
+mod ops;
+mod status;

@@ -1,0 +1,66 @@
+//! An entry's status: from the entries table once recorded, from Redis
+//! while pending (on any instance).
+
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn entry_status_comes_from_the_entries_table() {
+    let app = TestApp::spawn(isolated_settings().await).await;
+    let mut conn = redis(&app.settings).await;
+    let event_id = create_event(&mut conn, EventSpec::open(&["m-1"])).await;
+    let entry_id = json_of(app.enter(&event_id, "m-1").await).await["entry_id"].as_str().unwrap().to_string();
+
+    // What the recorder writes once the stock group decided.
+    let db = platform::db::pool(&app.settings.database).unwrap();
+    let client = db.get().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO event_entries (entry_id, event_id, user_id, outcome, unit_no, status, decided_at)
+             VALUES ($1, $2, 'm-1', 'WON', 3, 'won', now())",
+            &[&Uuid::parse_str(&entry_id).unwrap(), &event_id],
+        )
+        .await
+        .unwrap();
+    let body = json_of(app.http.get(format!("{}/api/entries/{entry_id}", app.base_url)).send().await.unwrap()).await;
+    assert_eq!(body["status"], "won");
+    assert_eq!(body["outcome"], "WON");
+    assert_eq!(body["unit_no"], 3);
+    assert!(body["decided_at"].is_string());
+    assert!(body.get("user_id").is_none(), "no member data on a public URL");
+
+    let unknown = app.http.get(format!("{}/api/entries/{}", app.base_url, Uuid::now_v7())).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let invalid = app.http.get(format!("{}/api/entries/not-a-uuid", app.base_url)).send().await.unwrap();
+    assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_pending_entry_is_found_by_an_instance_that_never_saw_its_event() {
+    let mut settings = isolated_settings().await;
+    let a = TestApp::spawn(settings.clone()).await;
+    settings.database.migrate_on_start = false;
+    let b = TestApp::spawn(settings).await;
+    let mut conn = redis(&a.settings).await;
+    let event_id = create_event(&mut conn, EventSpec::open(&["m-1"])).await;
+    insert_event_row(&a.settings, &event_id).await;
+
+    let response = a.enter(&event_id, "m-1").await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let entry_id = json_of(response).await["entry_id"].as_str().unwrap().to_string();
+
+    // No recorder runs here: the row never appears, only Redis knows the entry.
+    let response = b.http.get(format!("{}/api/entries/{entry_id}", b.base_url)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json_of(response).await;
+    assert_eq!(body["status"], "pending");
+    assert_eq!(body["event_id"], event_id.as_str());
+    assert_eq!(body["entry_id"], entry_id.as_str());
+
+    let unknown = b.http.get(format!("{}/api/entries/{}", b.base_url, Uuid::now_v7())).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    a.stop().await;
+    b.stop().await;
+}
