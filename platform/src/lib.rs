@@ -13,6 +13,7 @@
 //! - [`wait`]: waiting on a condition with a deadline (CLI and tests).
 
 pub mod db;
+pub mod error;
 pub mod event_keys;
 pub mod kafka;
 pub mod member_db;

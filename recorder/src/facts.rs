@@ -3,40 +3,19 @@
 //! per entry, so each entry is touched once per statement.
 //!
 //! Decoding trusts no producer (DESIGN.md, "Other producers"): a value that is
-//! not the topic's record, or whose ids are unusable, is poison and goes to
-//! the dead-letter topic; a registry that does not answer is not the record's
-//! fault, so the whole batch is retried instead.
+//! not the topic's record, or whose ids are unusable, is poison
+//! ([`HandlerError::Poison`]) and goes to the dead-letter topic; a registry
+//! that does not answer is not the record's fault
+//! ([`HandlerError::Transient`]), so the whole batch is retried instead.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use platform::kafka::Record;
+use platform::kafka::{HandlerError, Record};
 use schemas::{
-    Codec, CodecError, DispatchStatus, GiftDispatch, Outcome, StockDecision, SurveySubmitted, Topics,
+    Codec, DispatchStatus, GiftDispatch, Outcome, StockDecision, SurveySubmitted, Topics,
 };
 use uuid::Uuid;
-
-/// Why a record could not be turned into a fact.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// Deterministic: the same bytes fail the same way. Dead-letter it.
-    #[error("{0}")]
-    Poison(String),
-    /// Transient (registry down): retry the batch, commit nothing.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl From<CodecError> for DecodeError {
-    fn from(error: CodecError) -> Self {
-        match error {
-            CodecError::Poison(reason) => DecodeError::Poison(reason),
-            // Rejected/InvalidSchema cannot come out of a decode; if they ever
-            // do, they describe our deployment, not the record: retry.
-            other => DecodeError::Unavailable(other.to_string()),
-        }
-    }
-}
 
 /// Which entry a fact is about. Every event carries all three.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +92,7 @@ pub struct Observed {
 }
 
 /// Decodes `record` by the topic it came from.
-pub async fn decode(codec: &Codec, topics: &Topics, record: &Record) -> Result<Observed, DecodeError> {
+pub async fn decode(codec: &Codec, topics: &Topics, record: &Record) -> Result<Observed, HandlerError> {
     let topic = record.topic();
     if topic == topics.survey_submitted {
         let event: SurveySubmitted = codec.decode(record.payload()).await?;
@@ -126,12 +105,12 @@ pub async fn decode(codec: &Codec, topics: &Topics, record: &Record) -> Result<O
         dispatch(event)
     } else {
         // Only reachable if the subscription and `topics` disagree.
-        Err(DecodeError::Poison(format!("unexpected topic {topic}")))
+        Err(HandlerError::poison(format!("unexpected topic {topic}")))
     }
 }
 
 /// Checks a submission and converts its fields to column values.
-pub fn submission(event: SurveySubmitted) -> Result<Observed, DecodeError> {
+pub fn submission(event: SurveySubmitted) -> Result<Observed, HandlerError> {
     let key = key_of(&event.entry_id, &event.event_id, &event.user_id)?;
     // PostgreSQL's jsonb refuses NUL; other producers may send it. The entry
     // must still be recorded, so NUL becomes U+FFFD rather than a dead letter.
@@ -141,7 +120,7 @@ pub fn submission(event: SurveySubmitted) -> Result<Observed, DecodeError> {
         .map(|a| schemas::SurveyAnswer { question: a.question.replace('\0', "\u{FFFD}"), answer: a.answer.replace('\0', "\u{FFFD}") })
         .collect();
     let answers = serde_json::to_value(&answers)
-        .map_err(|e| DecodeError::Poison(format!("answers do not serialise: {e}")))?;
+        .map_err(|e| HandlerError::poison(format!("answers do not serialise: {e}")))?;
     Ok(Observed {
         key,
         fact: Fact::Submission(Submission {
@@ -154,7 +133,7 @@ pub fn submission(event: SurveySubmitted) -> Result<Observed, DecodeError> {
 }
 
 /// Checks a decision and converts its fields to column values.
-pub fn decision(event: StockDecision) -> Result<Observed, DecodeError> {
+pub fn decision(event: StockDecision) -> Result<Observed, HandlerError> {
     let key = key_of(&event.entry_id, &event.event_id, &event.user_id)?;
     Ok(Observed {
         key,
@@ -167,7 +146,7 @@ pub fn decision(event: StockDecision) -> Result<Observed, DecodeError> {
 }
 
 /// Checks a dispatch and converts its fields to column values.
-pub fn dispatch(event: GiftDispatch) -> Result<Observed, DecodeError> {
+pub fn dispatch(event: GiftDispatch) -> Result<Observed, HandlerError> {
     let key = key_of(&event.entry_id, &event.event_id, &event.user_id)?;
     Ok(Observed {
         key,
@@ -185,14 +164,14 @@ pub fn dispatch(event: GiftDispatch) -> Result<Observed, DecodeError> {
 /// or an event or member id that is blank, too long or carries white space or
 /// `{ } |`, is poison here exactly as it is for the stock group — otherwise
 /// the recorder would keep an entry "pending" that the stock group refused.
-fn key_of(entry_id: &str, event_id: &str, user_id: &str) -> Result<EntryKey, DecodeError> {
-    let identity = schemas::check_identity(event_id, entry_id, user_id).map_err(DecodeError::Poison)?;
+fn key_of(entry_id: &str, event_id: &str, user_id: &str) -> Result<EntryKey, HandlerError> {
+    let identity = schemas::check_identity(event_id, entry_id, user_id).map_err(HandlerError::poison)?;
     Ok(EntryKey { entry_id: identity.entry_id, event_id: identity.event_id, user_id: identity.user_id })
 }
 
-fn timestamp(field: &str, millis: i64) -> Result<DateTime<Utc>, DecodeError> {
+fn timestamp(field: &str, millis: i64) -> Result<DateTime<Utc>, HandlerError> {
     DateTime::from_timestamp_millis(millis)
-        .ok_or_else(|| DecodeError::Poison(format!("{field} {millis} is out of range")))
+        .ok_or_else(|| HandlerError::poison(format!("{field} {millis} is out of range")))
 }
 
 /// Everything a batch says about one entry.
@@ -338,14 +317,14 @@ mod tests {
 
     #[test]
     fn an_entry_id_that_is_not_a_uuid_is_poison() {
-        assert!(matches!(submission(entry("not-a-uuid")), Err(DecodeError::Poison(_))));
+        assert!(matches!(submission(entry("not-a-uuid")), Err(HandlerError::Poison(_))));
     }
 
     #[test]
     fn an_empty_event_id_is_poison() {
         let mut event = entry(&Uuid::new_v4().to_string());
         event.event_id.clear();
-        assert!(matches!(submission(event), Err(DecodeError::Poison(_))));
+        assert!(matches!(submission(event), Err(HandlerError::Poison(_))));
     }
 
     #[test]
@@ -353,7 +332,7 @@ mod tests {
         for user_id in [" ", "u 1", " u1", "u|1", "{u1}"] {
             let mut event = entry(&Uuid::new_v4().to_string());
             event.user_id = user_id.into();
-            assert!(matches!(submission(event), Err(DecodeError::Poison(_))), "{user_id:?} accepted");
+            assert!(matches!(submission(event), Err(HandlerError::Poison(_))), "{user_id:?} accepted");
         }
     }
 
@@ -361,7 +340,7 @@ mod tests {
     fn a_non_canonical_entry_id_is_poison() {
         let id = Uuid::new_v4().to_string();
         for spelling in [id.to_uppercase(), id.replace('-', ""), format!("{{{id}}}")] {
-            assert!(matches!(submission(entry(&spelling)), Err(DecodeError::Poison(_))), "{spelling:?} accepted");
+            assert!(matches!(submission(entry(&spelling)), Err(HandlerError::Poison(_))), "{spelling:?} accepted");
         }
     }
 
@@ -369,7 +348,7 @@ mod tests {
     fn a_timestamp_out_of_range_is_poison() {
         let mut event = entry(&Uuid::new_v4().to_string());
         event.accepted_at = i64::MAX;
-        assert!(matches!(submission(event), Err(DecodeError::Poison(_))));
+        assert!(matches!(submission(event), Err(HandlerError::Poison(_))));
     }
 
     #[test]
@@ -392,8 +371,9 @@ mod tests {
 
     #[test]
     fn registry_outages_are_retried_and_bad_bytes_dead_lettered() {
-        assert!(matches!(DecodeError::from(CodecError::Unavailable("down".into())), DecodeError::Unavailable(_)));
-        assert!(matches!(DecodeError::from(CodecError::Poison("bad".into())), DecodeError::Poison(_)));
+        use schemas::CodecError;
+        assert!(matches!(HandlerError::from(CodecError::Unavailable("down".into())), HandlerError::Transient(_)));
+        assert!(matches!(HandlerError::from(CodecError::Poison("bad".into())), HandlerError::Poison(_)));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use platform::kafka::{BatchHandler, BatchOutcome, DeadLetter, HandlerError, Reco
 use schemas::{Codec, Topics};
 use tracing::Instrument;
 
-use crate::facts::{self, DecodeError, Observed};
+use crate::facts::{self, Observed};
 use crate::internal_events::{BatchFailed, BatchRecorded, BatchSplit, LedgerMissing, PoisonRecord};
 use crate::store::{BatchReport, Store, StoreError};
 
@@ -47,14 +47,14 @@ impl Recorder {
                     metrics::counter!("firstcome_recorder_records_total", "kind" => fact.fact.kind()).increment(1);
                     observed.push((index, fact));
                 }
-                Err(DecodeError::Poison(reason)) => {
-                    span.in_scope(|| PoisonRecord { topic: record.topic(), reason: &reason }.emit());
-                    dead_letters.push(DeadLetter { index, reason });
+                Err(error) if error.is_poison() => {
+                    span.in_scope(|| PoisonRecord { topic: record.topic(), error: &error }.emit());
+                    dead_letters.push(DeadLetter::new(index, &error));
                 }
-                Err(DecodeError::Unavailable(reason)) => {
+                Err(error) => {
                     // Not the record's fault: nothing is written, the whole batch is tried again.
-                    span.in_scope(|| tracing::warn!(%reason, "cannot decode now"));
-                    return Err(HandlerError(format!("decoding: {reason}")));
+                    span.in_scope(|| tracing::warn!(error = %error.chain(), "cannot decode now"));
+                    return Err(error);
                 }
             }
         }
@@ -68,7 +68,7 @@ impl Recorder {
             }
             Err(error) => {
                 BatchFailed { error: &error }.emit();
-                return Err(HandlerError::new(error));
+                return Err(HandlerError::transient_in("recording the batch", error));
             }
         };
 
@@ -120,9 +120,9 @@ impl Recorder {
             let Some(record) = batch.get(index) else { continue };
             let span = record.span(&self.group);
             span.record("entry_id", tracing::field::display(fact.key.entry_id));
-            let reason = format!("the database refused the record: {error}");
-            span.in_scope(|| PoisonRecord { topic: record.topic(), reason: &reason }.emit());
-            dead_letters.push(DeadLetter { index, reason });
+            let error = HandlerError::poison_in("the database refused the record", error);
+            span.in_scope(|| PoisonRecord { topic: record.topic(), error: &error }.emit());
+            dead_letters.push(DeadLetter::new(index, &error));
         }
         Ok(report)
     }
@@ -134,7 +134,7 @@ impl Recorder {
             Err(error) if error.is_deterministic() => Ok(Single::Refused(error)),
             Err(error) => {
                 BatchFailed { error: &error }.emit();
-                Err(HandlerError::new(error))
+                Err(HandlerError::transient_in("recording a record", error))
             }
         }
     }

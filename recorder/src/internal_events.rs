@@ -1,17 +1,20 @@
 //! One struct per operational event: `emit()` logs and counts together, so
 //! the log line and the metric never drift apart.
 
+use platform::error::ErrorChain;
+use platform::kafka::HandlerError;
+
 use crate::store::{row_kinds, BatchReport};
 
 /// A record that can never be stored: it is dead-lettered.
 pub struct PoisonRecord<'a> {
     pub topic: &'a str,
-    pub reason: &'a str,
+    pub error: &'a HandlerError,
 }
 
 impl PoisonRecord<'_> {
     pub fn emit(&self) {
-        tracing::warn!(topic = self.topic, reason = self.reason, "poison record, dead-lettering");
+        tracing::warn!(topic = self.topic, reason = %ErrorChain(self.error.cause()), "poison record, dead-lettering");
         metrics::counter!("firstcome_recorder_poison_records_total", "topic" => self.topic.to_string()).increment(1);
     }
 }
@@ -64,14 +67,14 @@ impl BatchRecorded<'_> {
 /// its records are written one by one to find the one(s) at fault.
 pub struct BatchSplit<'a> {
     pub records: usize,
-    pub error: &'a dyn std::error::Error,
+    pub error: &'a (dyn std::error::Error + 'static),
 }
 
 impl BatchSplit<'_> {
     pub fn emit(&self) {
         tracing::warn!(
             records = self.records,
-            error = %self.error,
+            error = %ErrorChain(self.error),
             "the database refused the batch's data; writing its records one by one to isolate the poison"
         );
         metrics::counter!("firstcome_recorder_batch_splits_total").increment(1);
@@ -80,12 +83,12 @@ impl BatchSplit<'_> {
 
 /// The batch could not be written; it is retried whole.
 pub struct BatchFailed<'a> {
-    pub error: &'a dyn std::error::Error,
+    pub error: &'a (dyn std::error::Error + 'static),
 }
 
 impl BatchFailed<'_> {
     pub fn emit(&self) {
-        tracing::warn!(error = %self.error, "recording the batch failed; nothing committed, will retry");
+        tracing::warn!(error = %ErrorChain(self.error), "recording the batch failed; nothing committed, will retry");
         metrics::counter!("firstcome_recorder_batch_failures_total").increment(1);
     }
 }

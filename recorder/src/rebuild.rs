@@ -264,10 +264,10 @@ async fn record_batch(recorder: &Recorder, batch: &[Record]) -> Result<usize, Re
         match recorder.handle(batch).await {
             Ok(outcome) => return Ok(outcome.dead_letters.len()),
             Err(error) if attempt >= BATCH_ATTEMPTS => {
-                return Err(RebuildError::Batch { attempts: attempt, reason: error.0 });
+                return Err(RebuildError::Batch { attempts: attempt, reason: error.chain().to_string() });
             }
             Err(error) => {
-                tracing::warn!(attempt, error = %error.0, "rebuild batch failed; retrying");
+                tracing::warn!(attempt, error = %error.chain(), "rebuild batch failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
             }
         }

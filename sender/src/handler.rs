@@ -26,32 +26,13 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::dispatch::{Dispatcher, NotSent, Rejected, Resolution, Unresolved};
+use crate::dispatch::{Dispatcher, NotSent, Resolution};
 use crate::payout_guard::{Claim, ConflictingClaim, PayoutGuard, PayoutRefused};
 use crate::phone;
 use crate::provider::GiftOrder;
-use crate::store::{Store, StoreError, WonEntry};
+use crate::store::{Store, WonEntry};
 
 pub use crate::phone::{INVALID_PHONE, NO_PHONE};
-
-/// One gift could not be finished in this run of the batch.
-#[derive(Debug, thiserror::Error)]
-enum GiftError {
-    #[error(transparent)]
-    Unresolved(#[from] Unresolved),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("encoding the outcome failed: {0}")]
-    Encode(#[from] ProduceError),
-}
-
-/// How one gift of the batch ended in this run.
-enum GiftDone {
-    /// SENT or FAILED, recorded with its outbox rows (or found recorded).
-    Recorded,
-    /// The provider rejected the request: dead-letter the record.
-    Rejected(Rejected),
-}
 
 /// A won entry of the batch, with what its outputs need.
 struct Pending {
@@ -100,7 +81,7 @@ impl DispatchHandler {
         let (pending, mut dead_letters) = self.decode(batch).await?;
 
         let ids: Vec<Uuid> = pending.iter().map(|p| p.entry.entry_id).collect();
-        let done = self.store.already_dispatched(&ids).await.map_err(HandlerError::new)?;
+        let done = self.store.already_dispatched(&ids).await.map_err(|e| HandlerError::transient_in("reading recorded outcomes", e))?;
         let open: Vec<Pending> = pending
             .into_iter()
             .filter(|p| {
@@ -121,7 +102,7 @@ impl DispatchHandler {
         let mut members: Vec<String> = todo.iter().map(|p| p.entry.user_id.clone()).collect();
         members.sort();
         members.dedup();
-        let phones = self.store.phones(&members).await.map_err(HandlerError::new)?;
+        let phones = self.store.phones(&members).await.map_err(|e| HandlerError::transient_in("reading phones", e))?;
 
         let total = todo.len();
         let gifts = todo.into_iter().map(|pending| {
@@ -129,31 +110,32 @@ impl DispatchHandler {
             let span = pending.span.clone();
             async move {
                 // Bounded concurrency toward the provider; the semaphore is never closed.
-                let _permit = self.permits.acquire().await.map_err(|e| GiftError::Unresolved(Unresolved {
-                    attempts: 0,
-                    last: e.to_string(),
-                }))?;
-                let result = self.dispatch_one(&pending, phone).await;
+                let result = match self.permits.acquire().await {
+                    Ok(_permit) => self.dispatch_one(&pending, phone).await,
+                    Err(closed) => Err(HandlerError::transient(closed)),
+                };
                 if let Err(error) = &result {
-                    count_dispatch("unresolved");
-                    tracing::warn!(%error, "gift not finished; the batch will be retried");
+                    if !error.is_poison() {
+                        count_dispatch("unresolved");
+                        tracing::warn!(error = %error.chain(), "gift not finished; the batch will be retried");
+                    }
                 }
-                result.map(|done| (pending.index, done))
+                (pending.index, result)
             }
             .instrument(span)
         });
-        let mut unfinished = 0;
-        for result in futures::future::join_all(gifts).await {
+        let mut unfinished = Vec::new();
+        for (index, result) in futures::future::join_all(gifts).await {
             match result {
-                Ok((_, GiftDone::Recorded)) => {}
-                Ok((index, GiftDone::Rejected(rejected))) => {
-                    dead_letters.push(DeadLetter { index, reason: rejected.to_string() });
-                }
-                Err(_) => unfinished += 1,
+                Ok(()) => {}
+                // The provider rejected the request: dead-letter the record.
+                Err(error) if error.is_poison() => dead_letters.push(DeadLetter::new(index, &error)),
+                Err(error) => unfinished.push(error),
             }
         }
-        if unfinished > 0 {
-            return Err(HandlerError(format!("{unfinished} of {total} gifts unfinished; retrying the batch")));
+        let count = unfinished.len();
+        if let Some(first) = unfinished.into_iter().next() {
+            return Err(HandlerError::transient_in(format!("{count} of {total} gifts unfinished"), first));
         }
         Ok(BatchOutcome { produce: Vec::new(), dead_letters, ..Default::default() })
     }
@@ -165,7 +147,7 @@ impl DispatchHandler {
     /// record's to give back).
     async fn claim(&self, open: Vec<Pending>, dead_letters: &mut Vec<DeadLetter>) -> Result<Vec<Pending>, HandlerError> {
         let entries: Vec<&WonEntry> = open.iter().map(|p| &p.entry).collect();
-        let claims = self.guard.claim_all(&entries).await.map_err(HandlerError::new)?;
+        let claims = self.guard.claim_all(&entries).await.map_err(|e| HandlerError::transient_in("claiming payouts", e))?;
         let mut todo = Vec::with_capacity(open.len());
         for (pending, claim) in open.into_iter().zip(claims) {
             match claim {
@@ -185,17 +167,19 @@ impl DispatchHandler {
                 }
                 Claim::Refused(reason) => {
                     pending.span.in_scope(|| PayoutRefused { entry: &pending.entry, reason }.emit());
-                    dead_letters.push(DeadLetter { index: pending.index, reason: format!("payout refused: {reason}") });
+                    let error = HandlerError::poison_in("payout refused", reason.to_string());
+                    dead_letters.push(DeadLetter::new(pending.index, &error));
                 }
                 Claim::Conflicting { event_id, user_id } => {
                     pending.span.in_scope(|| {
                         ConflictingClaim { entry: &pending.entry, claimed_event_id: &event_id, claimed_user_id: &user_id }
                             .emit()
                     });
-                    dead_letters.push(DeadLetter {
-                        index: pending.index,
-                        reason: format!("payout refused: entry id already claimed for event {event_id} member {user_id}"),
-                    });
+                    let error = HandlerError::poison_in(
+                        "payout refused",
+                        format!("entry id already claimed for event {event_id} member {user_id}"),
+                    );
+                    dead_letters.push(DeadLetter::new(pending.index, &error));
                 }
             }
         }
@@ -210,13 +194,13 @@ impl DispatchHandler {
         let mut seen = HashSet::new();
         for (index, record) in batch.iter().enumerate() {
             let span = record.span(&self.group);
-            let decision = match self.codec.decode::<StockDecision>(record.payload()).await {
+            let decision = match self.codec.decode::<StockDecision>(record.payload()).await.map_err(HandlerError::from) {
                 Ok(decision) => decision,
-                Err(error) if error.is_retriable() => return Err(HandlerError::new(error)),
-                Err(error) => {
-                    dead_letters.push(DeadLetter { index, reason: error.to_string() });
+                Err(error) if error.is_poison() => {
+                    dead_letters.push(DeadLetter::new(index, &error));
                     continue;
                 }
+                Err(error) => return Err(error),
             };
             span.record("entry_id", decision.entry_id.as_str());
             match won_entry(&decision) {
@@ -227,7 +211,7 @@ impl DispatchHandler {
                 Ok(None) => {}
                 Err(reason) => {
                     span.in_scope(|| tracing::warn!(%reason, "invalid WON decision"));
-                    dead_letters.push(DeadLetter { index, reason });
+                    dead_letters.push(DeadLetter::new(index, &HandlerError::poison(reason)));
                 }
             }
         }
@@ -235,8 +219,9 @@ impl DispatchHandler {
     }
 
     /// Sends one claimed gift and records its definite outcome with its
-    /// outbox rows, or gives it up as rejected.
-    async fn dispatch_one(&self, pending: &Pending, phone: Option<String>) -> Result<GiftDone, GiftError> {
+    /// outbox rows. `Poison`: the provider rejected the request (dead-letter
+    /// the record); `Transient`: unfinished, the batch is retried.
+    async fn dispatch_one(&self, pending: &Pending, phone: Option<String>) -> Result<(), HandlerError> {
         let entry = &pending.entry;
         let resolution = match phone::check(phone.as_deref()) {
             Err(problem) => {
@@ -248,7 +233,7 @@ impl DispatchHandler {
                 Resolution::Failed { reason: problem.reason().into(), attempts: 0 }
             }
             Ok(phone) => {
-                let gift = self.store.gift_for(&entry.event_id).await?;
+                let gift = self.store.gift_for(&entry.event_id).await.map_err(|e| HandlerError::transient_in("reading the gift", e))?;
                 let order = GiftOrder {
                     idempotency_key: entry.entry_id.to_string(),
                     phone: phone.to_string(),
@@ -265,14 +250,22 @@ impl DispatchHandler {
                     // the member, nor a WON past the stock, can take it.
                     Err(NotSent::Rejected(rejected)) => {
                         count_dispatch("rejected");
-                        return Ok(GiftDone::Rejected(rejected));
+                        return Err(HandlerError::poison(rejected));
                     }
-                    Err(NotSent::Unresolved(unresolved)) => return Err(unresolved.into()),
+                    Err(NotSent::Unresolved(unresolved)) => return Err(HandlerError::transient(unresolved)),
                 }
             }
         };
-        let outbox = self.outbox_records(entry, &resolution, &pending.context).await?;
-        if self.store.record(entry, &resolution, &outbox).await? {
+        let outbox = self
+            .outbox_records(entry, &resolution, &pending.context)
+            .await
+            .map_err(|e| HandlerError::transient_in("encoding the outcome", e))?;
+        let recorded = self
+            .store
+            .record(entry, &resolution, &outbox)
+            .await
+            .map_err(|e| HandlerError::transient_in("recording the outcome", e))?;
+        if recorded {
             self.relay_wake.notify_one();
             let status = match &resolution {
                 Resolution::Sent { .. } => DispatchStatus::Sent,
@@ -284,7 +277,7 @@ impl DispatchHandler {
             count_dispatch("skipped");
             tracing::info!("outcome recorded meanwhile by another run; nothing written");
         }
-        Ok(GiftDone::Recorded)
+        Ok(())
     }
 
     /// `GiftDispatch` always; `StockRelease` too when the gift definitely failed

@@ -1,6 +1,8 @@
 //! Operational events of the stage: each `emit()` logs and counts together,
 //! so logs and `/metrics` never disagree.
 
+use platform::error::ErrorChain;
+use platform::kafka::HandlerError;
 use schemas::Outcome;
 
 use crate::store::Released;
@@ -110,12 +112,12 @@ impl<E: std::fmt::Display> RebuildFinished<'_, E> {
 
 /// A record that can never be processed (dead-lettered by the loop).
 pub struct RecordRejected<'a> {
-    pub reason: &'a str,
+    pub error: &'a HandlerError,
 }
 
 impl RecordRejected<'_> {
     pub fn emit(&self) {
-        tracing::warn!(reason = self.reason, "record rejected");
+        tracing::warn!(reason = %ErrorChain(self.error.cause()), "record rejected");
         metrics::counter!("firstcome_stock_rejected_total").increment(1);
     }
 }

@@ -18,7 +18,7 @@ use std::future::Future;
 
 use platform::kafka::{encode_event, BatchHandler, BatchOutcome, DeadLetter, HandlerError, OutRecord, Record};
 use schemas::{
-    check_identity, Codec, CodecError, Outcome, StockDecision, StockRelease, SurveySubmitted, Topics,
+    check_identity, Codec, Outcome, StockDecision, StockRelease, SurveySubmitted, Topics,
 };
 use tracing::{Instrument, Span};
 
@@ -54,14 +54,6 @@ struct Item<'a> {
     record: &'a Record,
     span: Span,
     input: Input,
-}
-
-/// Why a record was not turned into an input.
-enum Refusal {
-    /// It can never be processed: dead-letter it.
-    Poison(String),
-    /// The registry is away: try the whole batch again later.
-    Retry(CodecError),
 }
 
 /// The marks this batch applied, per input partition: event → next offset,
@@ -123,17 +115,18 @@ impl StockHandler {
                         }
                     }
                 }
-                Err(Refusal::Poison(reason)) => {
-                    span.in_scope(|| RecordRejected { reason: &reason }.emit());
-                    outcome.dead_letters.push(DeadLetter { index, reason });
+                Err(error) if error.is_poison() => {
+                    span.in_scope(|| RecordRejected { error: &error }.emit());
+                    outcome.dead_letters.push(DeadLetter::new(index, &error));
                 }
-                Err(Refusal::Retry(error)) => return Err(HandlerError::new(error)),
+                // The registry is away: try the whole batch again later.
+                Err(error) => return Err(error),
             }
         }
 
         // What this group committed: the marks Redis must not be below.
         let committed = match &self.guard {
-            Some(guard) => guard.marks.fetch().await.map_err(|e| HandlerError(format!("reading committed marks: {e}")))?,
+            Some(guard) => guard.marks.fetch().await.map_err(|e| HandlerError::transient_in("reading committed marks", e))?,
             None => CommittedMarks::default(),
         };
         let mut applied = BatchMarks::default();
@@ -143,8 +136,8 @@ impl StockHandler {
         let mut out = Vec::new();
         for item in &releases {
             let (dead, promoted) = self.release(item, &committed, &mut applied).await?;
-            if let Some(reason) = dead {
-                outcome.dead_letters.push(DeadLetter { index: item.index, reason });
+            if let Some(error) = dead {
+                outcome.dead_letters.push(DeadLetter::new(item.index, &error));
             }
             if let Some(record) = promoted {
                 out.push((item.index, record));
@@ -196,33 +189,33 @@ impl StockHandler {
         if let StoreError::Stale { field, applied, expected } = &error {
             RedisBehind { event_id, field, applied: *applied, expected: *expected }.emit();
         }
-        let Some(guard) = &self.guard else { return Err(HandlerError::new(error)) };
+        let Some(guard) = &self.guard else { return Err(HandlerError::transient(error)) };
         let rebuilt = guard.rebuilder.rebuild_event(event_id).await;
         RebuildFinished { event_id, error: rebuilt.as_ref().err() }.emit();
-        rebuilt.map(|_| ()).map_err(|e| HandlerError(format!("rebuilding {event_id} after {error}: {e}")))
+        rebuilt.map(|_| ()).map_err(|e| HandlerError::transient_in(format!("rebuilding {event_id} after {error}"), e))
     }
 
     /// Decodes a record by its topic and checks what the schema cannot.
-    async fn decode(&self, record: &Record) -> Result<Input, Refusal> {
+    async fn decode(&self, record: &Record) -> Result<Input, HandlerError> {
         let topic = record.topic();
         let input = if topic == self.topics.survey_submitted {
-            let entry: SurveySubmitted = self.codec.decode(record.payload()).await.map_err(refusal)?;
-            check_identity(&entry.event_id, &entry.entry_id, &entry.user_id).map_err(Refusal::Poison)?;
+            let entry: SurveySubmitted = self.codec.decode(record.payload()).await?;
+            check_identity(&entry.event_id, &entry.entry_id, &entry.user_id).map_err(HandlerError::poison)?;
             Input::Entry(entry)
         } else if topic == self.topics.stock_released {
-            let release: StockRelease = self.codec.decode(record.payload()).await.map_err(refusal)?;
-            check_identity(&release.event_id, &release.entry_id, &release.user_id).map_err(Refusal::Poison)?;
+            let release: StockRelease = self.codec.decode(record.payload()).await?;
+            check_identity(&release.event_id, &release.entry_id, &release.user_id).map_err(HandlerError::poison)?;
             if release.unit_no < 1 {
-                return Err(Refusal::Poison(format!("unit_no {} is not a unit", release.unit_no)));
+                return Err(HandlerError::poison(format!("unit_no {} is not a unit", release.unit_no)));
             }
             Input::Release(release)
         } else {
-            return Err(Refusal::Poison(format!("unexpected topic {topic}")));
+            return Err(HandlerError::poison(format!("unexpected topic {topic}")));
         };
         Ok(input)
     }
 
-    /// Applies one release: `(Some(reason), _)` when it must be
+    /// Applies one release: `(Some(poison), _)` when it must be
     /// dead-lettered, `(_, Some(record))` the WON decision of the entry its
     /// unit went to (announced again when a re-run finds it done).
     async fn release(
@@ -230,7 +223,7 @@ impl StockHandler {
         item: &Item<'_>,
         committed: &CommittedMarks,
         applied: &mut BatchMarks,
-    ) -> Result<(Option<String>, Option<OutRecord>), HandlerError> {
+    ) -> Result<(Option<HandlerError>, Option<OutRecord>), HandlerError> {
         let Input::Release(release) = &item.input else { return Ok((None, None)) };
         let partition = item.record.partition();
         let next_offset = item.record.offset() + 1;
@@ -250,7 +243,7 @@ impl StockHandler {
             }
             other => other,
         }
-        .map_err(HandlerError::new)?;
+        .map_err(HandlerError::transient)?;
         item.span.in_scope(|| ReleaseApplied { result: &result, unit_no: release.unit_no }.emit());
         if result != Released::UnknownEvent {
             applied.raise(MarkKind::Release, partition, &release.event_id, next_offset);
@@ -261,11 +254,11 @@ impl StockHandler {
         };
         // A refused release changed nothing; operators look at it in the DLQ.
         let dead = match result {
-            Released::Mismatch => Some(format!(
+            Released::Mismatch => Some(HandlerError::poison(format!(
                 "entry {} of {} did not win unit {}",
                 release.entry_id, release.user_id, release.unit_no
-            )),
-            Released::UnknownEvent => Some(format!("unknown event {}", release.event_id)),
+            ))),
+            Released::UnknownEvent => Some(HandlerError::poison(format!("unknown event {}", release.event_id))),
             Released::Returned { .. } | Released::Promoted(_) | Released::Duplicate(_) => None,
         };
         Ok((dead, promoted))
@@ -327,7 +320,7 @@ impl StockHandler {
                 }
                 other => other,
             }
-            .map_err(HandlerError::new)?;
+            .map_err(HandlerError::transient)?;
             if let Some(remaining) = decided.remaining {
                 StockRemaining { event_id, remaining }.emit();
                 // A known event: the script raised its marks.
@@ -363,20 +356,13 @@ impl StockHandler {
         // Our own schema refused or the registry away: not the record's fault, retry the batch.
         encode_event(&self.codec, &self.topics, decision, item.record.context.caused())
             .await
-            .map_err(HandlerError::new)
+            .map_err(|e| HandlerError::transient_in("encoding the decision", e))
     }
 }
 
 impl BatchHandler for StockHandler {
     fn handle<'a>(&'a self, batch: &'a [Record]) -> impl Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'a {
         self.handle_batch(batch)
-    }
-}
-
-fn refusal(error: CodecError) -> Refusal {
-    match error.is_retriable() {
-        true => Refusal::Retry(error),
-        false => Refusal::Poison(error.to_string()),
     }
 }
 

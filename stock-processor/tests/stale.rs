@@ -122,7 +122,7 @@ async fn a_redis_behind_the_committed_marks_is_never_decided_on() {
     for _ in 0..2 {
         match handler.handle(&batch).await {
             Err(error) => {
-                assert!(error.0.contains("rebuild"), "{error}");
+                assert!(error.chain().to_string().contains("rebuild"), "{}", error.chain());
                 assert!(!common::hgetall(&mut conn, &keys.decisions).await.contains_key(&next), "decided on a stale redis");
                 assert_eq!(common::get_i64(&mut conn, &keys.stock).await, stock_before);
             }

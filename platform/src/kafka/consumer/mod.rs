@@ -171,8 +171,14 @@ impl ConsumerLoop {
         loop {
             match handler.handle(batch).await {
                 Ok(outcome) => return Some(outcome),
+                Err(error) if error.is_poison() => {
+                    // The whole batch refused for good: dead-letter every record, move on.
+                    tracing::error!(group = %self.group, error = %error.chain(), "the handler refused the whole batch; dead-lettering it");
+                    let dead_letters = (0..batch.len()).map(|index| DeadLetter::new(index, &error)).collect();
+                    return Some(BatchOutcome { dead_letters, ..Default::default() });
+                }
                 Err(error) => {
-                    tracing::warn!(group = %self.group, %error, retry_in_ms = backoff.as_millis() as u64, "batch failed, will retry");
+                    tracing::warn!(group = %self.group, error = %error.chain(), retry_in_ms = backoff.as_millis() as u64, "batch failed, will retry");
                     metrics::counter!("firstcome_batch_retries_total", "group" => self.group.clone()).increment(1);
                     tokio::select! {
                         _ = shutdown.cancelled() => return None,

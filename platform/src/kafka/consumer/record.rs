@@ -7,6 +7,9 @@ use std::future::Future;
 use rdkafka::message::{Message, OwnedMessage};
 use tracing::info_span;
 
+use schemas::CodecError;
+
+use crate::error::{BoxError, ErrorChain};
 use crate::kafka::headers::RecordContext;
 use crate::kafka::producer::OutRecord;
 
@@ -79,16 +82,89 @@ pub struct BatchOutcome {
     pub offset_metadata: HashMap<(String, i32), String>,
 }
 
-/// The batch could not be processed now (database down, registry down):
-/// nothing is committed and the same batch is tried again after a pause.
+impl DeadLetter {
+    /// Dead-letters the record at `index` for `error`; its cause chain
+    /// becomes the `dlq-error` header.
+    pub fn new(index: usize, error: &HandlerError) -> Self {
+        Self { index, reason: ErrorChain(error.cause()).to_string() }
+    }
+}
+
+/// Why a record, or a whole batch, could not be processed: the one
+/// vocabulary every handler speaks. Each variant keeps the error that
+/// caused it (read the chain with [`HandlerError::chain`]).
+///
+/// - [`HandlerError::Poison`]: deterministic, the same bytes fail the same
+///   way on every try (undecodable, fails validation, refused for its data).
+///   Handlers dead-letter such a record ([`DeadLetter::new`]) and go on with
+///   the rest. Returned for a whole batch, every record of the batch is
+///   dead-lettered.
+/// - [`HandlerError::Transient`]: not the record's fault (a store, the
+///   registry or the provider away). Returned for the batch: nothing is
+///   committed and the same batch is tried again after a pause.
 #[derive(Debug, thiserror::Error)]
-#[error("transient failure: {0}")]
-pub struct HandlerError(pub String);
+pub enum HandlerError {
+    #[error("poison record")]
+    Poison(#[source] BoxError),
+    #[error("transient failure")]
+    Transient(#[source] BoxError),
+}
 
 impl HandlerError {
-    pub fn new(error: impl std::fmt::Display) -> Self {
-        Self(error.to_string())
+    pub fn poison(error: impl Into<BoxError>) -> Self {
+        Self::Poison(error.into())
     }
+
+    pub fn transient(error: impl Into<BoxError>) -> Self {
+        Self::Transient(error.into())
+    }
+
+    /// Poison, saying what was refused: `"<context>: <error>"`.
+    pub fn poison_in(context: impl Into<String>, error: impl Into<BoxError>) -> Self {
+        Self::Poison(Box::new(Context { context: context.into(), source: error.into() }))
+    }
+
+    /// Transient, saying what failed: `"<context>: <error>"`.
+    pub fn transient_in(context: impl Into<String>, error: impl Into<BoxError>) -> Self {
+        Self::Transient(Box::new(Context { context: context.into(), source: error.into() }))
+    }
+
+    pub fn is_poison(&self) -> bool {
+        matches!(self, Self::Poison(_))
+    }
+
+    /// The error behind the classification.
+    pub fn cause(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            Self::Poison(error) | Self::Transient(error) => error.as_ref(),
+        }
+    }
+
+    /// This error and its causes, for logs: `transient failure: a: b`.
+    pub fn chain(&self) -> ErrorChain<'_> {
+        ErrorChain(self)
+    }
+}
+
+/// Decoding: the record's bytes are not a valid record ([`CodecError::Poison`])
+/// is poison; anything else (the registry away; a schema refused, which says
+/// something about our deployment, not the record) is transient.
+impl From<CodecError> for HandlerError {
+    fn from(error: CodecError) -> Self {
+        match error {
+            CodecError::Poison(_) => Self::poison(error),
+            other => Self::transient(other),
+        }
+    }
+}
+
+/// What failed, in front of the error that made it fail.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+struct Context {
+    context: String,
+    #[source]
+    source: BoxError,
 }
 
 /// A service's logic for one batch.
