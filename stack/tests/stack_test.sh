@@ -8,7 +8,7 @@
 set -euo pipefail
 
 STACK="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/bin/stack"
-SERVICES=(postgres redis kafka registry)
+SERVICES=(postgres redis kafka registry member-primary member-standby)
 PG_URL="postgres://firstcome:firstcome@127.0.0.1:5432/firstcome"
 REGISTRY_URL="http://127.0.0.1:8081/apis/ccompat/v7"
 TOPIC="stack-test-marker"
@@ -40,7 +40,7 @@ if "$STACK" up >/tmp/stack_test_up1.$$ 2>&1; then ok "first up"; else
   cat /tmp/stack_test_up1.$$; not_ok "first up"; rm -f /tmp/stack_test_up1.$$; finish; exit 1
 fi
 rm -f /tmp/stack_test_up1.$$
-check "status: all four services running with pid and port" all_running
+check "status: all ${#SERVICES[@]} services running with pid and port" all_running
 pids_before="$(status_pids)"
 up2="$("$STACK" up 2>&1)" || true
 check "second up says 'already running' for every service" \
@@ -48,8 +48,8 @@ check "second up says 'already running' for every service" \
 check "second up started nothing" bash -c '! grep -q ": started" <<<"$1"' _ "$up2"
 pids_after="$(status_pids)"
 check "pids unchanged by the second up ($pids_after)" test "$pids_before" == "$pids_after"
-check "env prints the four FIRSTCOME_ URLs" \
-  test "$("$STACK" env | grep -c '^export FIRSTCOME_')" -eq 4
+check "env prints the six FIRSTCOME_ URLs (with the member replica and primary)" \
+  test "$("$STACK" env | grep -c '^export FIRSTCOME_')" -eq 6
 
 # --- (b) markers survive down + up ---------------------------------------------------------
 check "postgres: write marker row" psql_q \

@@ -18,8 +18,6 @@ async fn projections_rebuilt_from_kafka_equal_the_live_ones() {
     // (12 of 24, so some of the 8 winners almost surely fail).
     let (early, late) = crowd.eligible.split_at(24);
     let refused: HashSet<&String> = early.iter().step_by(2).collect();
-    let pool = platform::db::pool(&env.database).expect("pool");
-    let db = pool.get().await.expect("db");
     let members_pool = platform::member_db::replica_pool(&env.replica).expect("replica pool");
     let members_db = members_pool.get().await.expect("member replica");
     let mut refused_phones = Vec::new();
