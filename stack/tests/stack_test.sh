@@ -2,7 +2,9 @@
 # End-to-end check of stack/bin/stack against the real services:
 #   - `up` is idempotent (second run is a no-op, pids unchanged) and `status` reports it;
 #   - data written to PostgreSQL, Redis and Kafka survives `down` + `up`;
-#   - the registry answers again after the restart.
+#   - the registry answers again after the restart;
+#   - a state folder the postgres OS user cannot enter still works (unreachable_state_test.sh,
+#     on its own ports and folders).
 # Uses FIRSTCOME_STATE_DIR like the stack script. Leaves the stack UP.
 # Output: `ok - ...` / `not ok - ...` lines, then `N passed, M failed`; exits 1 on any failure.
 set -euo pipefail
@@ -69,5 +71,13 @@ check "postgres: marker row still there" test "$(psql_q "SELECT count(*) FROM st
 check "redis: marker key still there (AOF)" test "$(redis-cli -h 127.0.0.1 -p 6379 GET stack:test:marker)" == "$TOKEN"
 check "kafka: marker topic still listed" bash -c '"$1" topics --list | grep -qx "$2"' _ "$STACK" "$TOPIC"
 check "registry: answers after restart" registry_200
+
+# --- (c) a clone the postgres user cannot enter (own state folder and ports, beside this one) --
+if out="$(bash "$(dirname "${BASH_SOURCE[0]}")/unreachable_state_test.sh" 2>&1)"; then
+  ok "a state folder the postgres user cannot enter still starts postgres (unreachable_state_test.sh)"
+else
+  sed 's/^/    /' <<<"$out"
+  not_ok "a state folder the postgres user cannot enter still starts postgres (unreachable_state_test.sh)"
+fi
 
 finish
