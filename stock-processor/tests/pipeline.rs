@@ -6,69 +6,17 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::kafka::{entry, Producer};
 use common::EventSetup;
 use platform::event_keys::EventKeys;
-use platform::kafka::admin::{create_topics, delete_topics, pipeline_topics, Layout};
-use platform::kafka::RecordContext;
-use platform::settings::{HttpSettings, KafkaSettings, TelemetrySettings};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use platform::settings::HttpSettings;
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
-use schemas::{ClientInfo, Codec, Outcome, StockDecision, StockRelease, SurveyAnswer, SurveySubmitted, Topics};
+use schemas::{Codec, Outcome, StockDecision, StockRelease, Topics};
 use stock_processor::{Application, Settings};
+use testkit::{wait_for, TestEnv};
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn entry(event_id: &str, entry_id: &str, user_id: &str) -> SurveySubmitted {
-    let now = schemas::now_millis();
-    SurveySubmitted {
-        event_id: event_id.into(),
-        entry_id: entry_id.into(),
-        user_id: user_id.into(),
-        answers: vec![SurveyAnswer { question: "q1".into(), answer: "5".into() }],
-        submitted_at: now,
-        accepted_at: now + 1,
-        client: ClientInfo { channel: "partner-app".into(), user_agent: None },
-    }
-}
-
-struct Producer {
-    inner: FutureProducer,
-}
-
-impl Producer {
-    fn new(kafka: &KafkaSettings) -> Self {
-        let inner = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create()
-            .expect("producer");
-        Self { inner }
-    }
-
-    async fn send(&self, topic: &str, key: &str, payload: &[u8], correlation_id: &str) {
-        let headers = RecordContext::new_root(correlation_id, None).to_headers();
-        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
-        self.inner.send(record, Duration::from_secs(10)).await.expect("record acknowledged");
-    }
-}
-
-/// Reads committed records only, as the downstream groups do.
-fn reader(kafka: &KafkaSettings, topics: &[&str]) -> StreamConsumer {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", kafka.group("test-reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("reader");
-    consumer.subscribe(topics).expect("subscribe");
-    consumer
-}
 
 fn header(message: &impl Message, name: &str) -> Option<String> {
     let headers = message.headers()?;
@@ -81,16 +29,17 @@ fn header(message: &impl Message, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn entries_through_kafka_get_one_committed_decision_each() {
-    if std::env::var("TEST_LOG").is_ok() {
-        platform::telemetry::init("stock-processor-test", &TelemetrySettings::default());
-    }
-    let mut settings = Settings::default();
-    settings.kafka.topic_prefix = format!("t-{}.", uuid::Uuid::new_v4());
-    settings.http = HttpSettings::on_port(0);
+    testkit::init_logs("stock-processor-test");
+    let env = TestEnv::builder().without_database().build().await;
+    let settings = Settings {
+        kafka: env.kafka.clone(),
+        registry: env.registry.clone(),
+        redis: env.redis.clone(),
+        http: HttpSettings::on_port(0),
+        ..Default::default()
+    };
     let kafka = settings.kafka.clone();
     let topics = kafka.topics();
-    let specs = pipeline_topics(&topics, Layout { partitions: 3, ..Default::default() });
-    create_topics(&kafka, &specs).await.expect("topics created");
 
     // Three events: one with 3 units, one sold out already, one closed.
     let mut conn = common::redis().await;
@@ -118,7 +67,8 @@ async fn entries_through_kafka_get_one_committed_decision_each() {
     let mut expected: HashMap<String, (String, Outcome, String)> = HashMap::new();
     for (n, (event_id, member, outcome)) in plan.iter().enumerate() {
         let entry_id = common::new_entry_id();
-        let payload = codec.encode(&topics.survey_submitted, &entry(event_id, &entry_id, member)).await.expect("encode");
+        let record = entry(event_id, &entry_id, member, schemas::now_millis() + 1);
+        let payload = codec.encode(&topics.survey_submitted, &record).await.expect("encode");
         let correlation = format!("corr-{n}");
         producer.send(&topics.survey_submitted, member, &payload, &correlation).await;
         expected.insert(entry_id, (member.to_string(), *outcome, correlation));
@@ -127,7 +77,10 @@ async fn entries_through_kafka_get_one_committed_decision_each() {
     let mut poison: Vec<u8> = (0..64).map(|_| rand::random::<u8>()).collect();
     poison[0] = 0xff; // not the Confluent magic byte, whatever the rest
     producer.send(&topics.survey_submitted, "u8", &poison, "corr-poison").await;
-    let bad_id = codec.encode(&topics.survey_submitted, &entry(&main, "not-a-uuid", "u7")).await.expect("encode");
+    let bad_id = codec
+        .encode(&topics.survey_submitted, &entry(&main, "not-a-uuid", "u7", schemas::now_millis() + 1))
+        .await
+        .expect("encode");
     producer.send(&topics.survey_submitted, "u7", &bad_id, "corr-bad-id").await;
 
     let application = Application::build(settings).await.expect("application builds");
@@ -135,18 +88,12 @@ async fn entries_through_kafka_get_one_committed_decision_each() {
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(application.run_until_stopped(shutdown.clone()));
 
-    // Collect committed decisions and dead letters until all are in (or the deadline).
+    // The committed decisions and dead letters: one per entry, two poison.
     let dlq = Topics::dlq(&topics.survey_submitted);
-    let consumer = reader(&kafka, &[&topics.stock_decided, &dlq]);
+    let reader = env.committed_reader(&[&topics.stock_decided, &dlq]).await;
     let mut decisions: Vec<(StockDecision, Option<String>)> = Vec::new();
     let mut dead: Vec<(Vec<u8>, Option<String>, Option<String>)> = Vec::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while decisions.len() < expected.len() || dead.len() < 2 {
-        let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(message)) => message,
-            Ok(Err(error)) => panic!("reader failed: {error}"),
-            Err(_) => panic!("deadline: {} decisions, {} dead letters", decisions.len(), dead.len()),
-        };
+    for message in reader.take(expected.len() + 2, DEADLINE).await {
         if message.topic() == topics.stock_decided {
             let decision: StockDecision = codec.decode(message.payload()).await.expect("decision decodes");
             decisions.push((decision, header(&message, "correlation-id")));
@@ -158,6 +105,7 @@ async fn entries_through_kafka_get_one_committed_decision_each() {
             ));
         }
     }
+    assert_eq!(dead.len(), 2, "two dead letters");
 
     // One decision per entry, the right outcomes, the correlation id kept.
     assert_eq!(decisions.len(), expected.len());
@@ -213,16 +161,19 @@ async fn entries_through_kafka_get_one_committed_decision_each() {
     };
     let payload = codec.encode(&topics.stock_released, &release).await.expect("encode release");
     producer.send(&topics.stock_released, "u1", &payload, "corr-release").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while common::get_i64(&mut conn, &keys.stock).await != Some(1) {
-        assert!(tokio::time::Instant::now() < deadline, "the release was not applied");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("the release applied", DEADLINE, || {
+        let (mut conn, stock) = (conn.clone(), keys.stock.clone());
+        async move { common::get_i64(&mut conn, &stock).await == Some(1) }
+    })
+    .await;
     assert_eq!(common::meta_status(&mut conn, &main).await.as_deref(), Some("open"));
 
-    // No further decision shows up (no duplicates from redelivery).
-    let extra = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
-    assert!(extra.is_err(), "unexpected extra record");
+    // Once the stage has committed every input, the log holds exactly one
+    // decision per entry (no duplicates from redelivery).
+    let group = env.group(stock_processor::GROUP);
+    let inputs = [topics.survey_submitted.as_str(), topics.stock_released.as_str()];
+    wait_for("the stage committed its inputs", DEADLINE, || env.caught_up(&group, &inputs)).await;
+    assert_eq!(env.read_log(&topics.stock_decided).await.len(), expected.len(), "a decision was written twice");
 
     // Ops: /healthz sees the real dependencies; /metrics counts decisions.
     let http = reqwest::Client::new();
@@ -236,6 +187,5 @@ async fn entries_through_kafka_get_one_committed_decision_each() {
     let stopped = tokio::time::timeout(Duration::from_secs(30), running).await;
     assert!(matches!(stopped, Ok(Ok(Ok(())))), "the application stops cleanly: {stopped:?}");
 
-    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    let _ = delete_topics(&kafka, &names).await;
+    env.delete_topics().await;
 }

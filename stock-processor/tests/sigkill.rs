@@ -21,13 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::kafka::{create_pipeline_topics, entry, Producer};
+use common::kafka::{entry, Producer};
 use common::EventSetup;
-use platform::kafka::admin::delete_topics;
 use platform::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use stock_processor::Settings;
+use testkit::{wait_for, TestEnv};
 
 const PARTITIONS: i32 = 3;
 const WAIT: Duration = Duration::from_secs(10);
@@ -102,11 +102,11 @@ fn flood(kafka: KafkaSettings, event_id: String, running: Arc<AtomicBool>) -> to
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_a_sigkill_readers_wait_for_the_restart_not_the_transaction_timeout() {
-    let mut kafka = KafkaSettings { topic_prefix: format!("t-{}.", uuid::Uuid::new_v4()), ..Default::default() };
+    let env = TestEnv::builder().without_database().build().await;
+    let mut kafka = env.kafka.clone();
     if let Ok(brokers) = std::env::var("FIRSTCOME_KAFKA__BROKERS") {
         kafka.brokers = brokers;
     }
-    let names = create_pipeline_topics(&kafka).await;
     let decided_topic = kafka.topics().stock_decided;
     let mut conn = common::redis().await;
     let event_id = common::new_event_id();
@@ -122,12 +122,12 @@ async fn after_a_sigkill_readers_wait_for_the_restart_not_the_transaction_timeou
     let uncommitted = watermark_client(&kafka, "read_uncommitted");
 
     // The stage is up and committing decisions.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while ends(&committed, &uncommitted, &decided_topic).iter().all(|(stable, _)| *stable == 0) {
-        assert!(Instant::now() < deadline, "no committed decision; see {}", log.display());
+    wait_for(&format!("a committed decision (see {})", log.display()), Duration::from_secs(90), || {
         assert!(stage.try_wait().expect("child").is_none(), "the stage exited; see {}", log.display());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        let decided = ends(&committed, &uncommitted, &decided_topic).iter().any(|(stable, _)| *stable > 0);
+        async move { decided }
+    })
+    .await;
 
     // Pause it until it is caught holding a transaction with records written,
     // and make sure that transaction stays open (not one committing just then).
@@ -204,7 +204,6 @@ async fn after_a_sigkill_readers_wait_for_the_restart_not_the_transaction_timeou
 
     restarted.kill().expect("stop the restarted stage");
     restarted.wait().expect("reaped");
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let _ = delete_topics(&kafka, &names).await;
+    env.delete_topics().await;
     let _ = std::fs::remove_file(&log);
 }

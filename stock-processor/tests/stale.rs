@@ -7,10 +7,9 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::kafka::{committed_reader, create_pipeline_topics, entry, Producer};
+use common::kafka::{entry, Producer};
 use common::EventSetup;
 use platform::event_keys::EventKeys;
-use platform::kafka::admin::delete_topics;
 use platform::kafka::{BatchHandler, Record, RecordContext};
 use platform::settings::HttpSettings;
 use rdkafka::message::{Message, OwnedMessage, Timestamp};
@@ -18,19 +17,24 @@ use schemas::{Codec, Outcome, StockDecision};
 use stock_processor::marks::{MarkKind, MarkReader};
 use stock_processor::rebuild::Rebuilder;
 use stock_processor::{Application, Marks, Settings, StockHandler, StoreError};
+use testkit::TestEnv;
 use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redis_behind_the_committed_marks_is_never_decided_on() {
-    let mut settings = Settings::default();
-    settings.kafka.topic_prefix = format!("t-{}.", uuid::Uuid::new_v4());
-    settings.http = HttpSettings::on_port(0);
+    let env = TestEnv::builder().without_database().build().await;
+    let settings = Settings {
+        kafka: env.kafka.clone(),
+        registry: env.registry.clone(),
+        redis: env.redis.clone(),
+        http: HttpSettings::on_port(0),
+        ..Default::default()
+    };
     let kafka = settings.kafka.clone();
     let topics = kafka.topics();
     let group = settings.group();
-    let names = create_pipeline_topics(&kafka).await;
 
     let mut conn = common::redis().await;
     let event_id = common::new_event_id();
@@ -53,15 +57,14 @@ async fn a_redis_behind_the_committed_marks_is_never_decided_on() {
             .expect("encode");
         sent.push(producer.send(&topics.survey_submitted, member, &payload, &entry_id).await);
     }
-    let reader = committed_reader(&kafka, &[&topics.stock_decided]);
+    let reader = env.committed_reader(&[&topics.stock_decided]).await;
     let mut decided = HashSet::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while decided.len() < 2 {
-        let message = tokio::time::timeout_at(deadline, reader.recv()).await.expect("decisions in time").expect("reader");
+    for message in reader.take(2, DEADLINE).await {
         let decision: StockDecision = codec.decode(message.payload()).await.expect("decodes");
         assert_eq!(decision.outcome, Outcome::Won);
         decided.insert(decision.entry_id);
     }
+    assert_eq!(decided.len(), 2, "one decision per entry");
     shutdown.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(30), running).await;
     assert!(matches!(stopped, Ok(Ok(Ok(())))), "the application stops cleanly: {stopped:?}");
@@ -138,6 +141,5 @@ async fn a_redis_behind_the_committed_marks_is_never_decided_on() {
         }
     }
 
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let _ = delete_topics(&kafka, &names).await;
+    env.delete_topics().await;
 }

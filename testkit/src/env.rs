@@ -184,6 +184,14 @@ impl TestEnv {
             .expect("the member replica replayed the primary's writes");
     }
 
+    /// Deletes this test's topics (best effort: a test that cleans up after
+    /// itself on a long-lived broker; `firstcome cleanup-tests` gets the rest).
+    pub async fn delete_topics(&self) {
+        let specs = pipeline_topics(&self.topics(), Layout::default());
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        let _ = platform::kafka::admin::delete_topics(&self.kafka, &names).await;
+    }
+
     /// Every committed record of `topic` up to its high watermarks now.
     pub async fn read_log(&self, topic: &str) -> Vec<OwnedMessage> {
         kafka::read_log(&self.kafka, &[topic]).await

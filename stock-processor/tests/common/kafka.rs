@@ -1,21 +1,13 @@
-//! Kafka helpers for the tests that run the stage against the real broker.
+//! Kafka helpers for the tests that run the stage against the real broker
+//! (the topics, prefix and readers come from `testkit`).
 
 use std::time::Duration;
 
-use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
 use platform::kafka::RecordContext;
 use platform::settings::KafkaSettings;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use schemas::{ClientInfo, SurveyAnswer, SurveySubmitted};
-
-/// Creates the deployment's topics (3 partitions) behind `kafka`'s prefix.
-pub async fn create_pipeline_topics(kafka: &KafkaSettings) -> Vec<String> {
-    let specs = pipeline_topics(&kafka.topics(), Layout { partitions: 3, ..Default::default() });
-    create_topics(kafka, &specs).await.expect("topics created");
-    specs.into_iter().map(|s| s.name).collect()
-}
 
 pub fn entry(event_id: &str, entry_id: &str, user_id: &str, accepted_at: i64) -> SurveySubmitted {
     SurveySubmitted {
@@ -52,18 +44,4 @@ impl Producer {
         let delivered = self.inner.send(record, Duration::from_secs(10)).await.expect("record acknowledged");
         (delivered.partition, delivered.offset)
     }
-}
-
-/// Reads committed records only, as the downstream groups do, from the start.
-pub fn committed_reader(kafka: &KafkaSettings, topics: &[&str]) -> StreamConsumer {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", kafka.group(&format!("test-reader-{}", uuid::Uuid::new_v4().simple())))
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("reader");
-    consumer.subscribe(topics).expect("subscribe");
-    consumer
 }
