@@ -1,4 +1,4 @@
-//! `ingest`: the HTTP front of firstcome (DESIGN.md "Flow" step 1).
+//! `ingest`: the HTTP front of firstcome (docs/DESIGN.md "Flow" step 1).
 //!
 //! Members submit entries with a bearer token; ingest answers from memory
 //! whatever it can (unknown, not open yet, closed, sold out), admits the rest

@@ -1,6 +1,6 @@
 //! A local sandbox of the third-party gifticon provider.
 //!
-//! The only stand-in of the project (DESIGN.md, "Real services"): we cannot
+//! The only stand-in of the project (docs/DESIGN.md, "Real services"): we cannot
 //! call the real provider here, so this service plays it with the behaviour
 //! that matters to the sender — idempotency keys, latency, transient
 //! failures, responses lost after the gift was issued, permanently refused

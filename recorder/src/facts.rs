@@ -2,7 +2,7 @@
 //! an [`Observed`] fact, then a batch's facts merged into one [`EntryChanges`]
 //! per entry, so each entry is touched once per statement.
 //!
-//! Decoding trusts no producer (DESIGN.md, "Other producers"): a value that is
+//! Decoding trusts no producer (docs/DESIGN.md, "Other producers"): a value that is
 //! not the topic's record, or whose ids are unusable, is poison
 //! ([`HandlerError::Poison`]) and goes to the dead-letter topic; a registry
 //! that does not answer is not the record's fault

@@ -1,4 +1,4 @@
-//! The `recording` consumer group (DESIGN.md, flow step 3).
+//! The `recording` consumer group (docs/DESIGN.md, flow step 3).
 //!
 //! It reads `survey-submitted`, `stock-decided` and `gift-dispatched` and
 //! projects them into PostgreSQL: one `event_entries` row per entry, the

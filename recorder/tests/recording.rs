@@ -299,7 +299,7 @@ async fn a_record_the_database_refuses_is_dead_lettered_and_the_rest_of_the_batc
 
 /// Another producer's entry for a member, then the member's entry through
 /// ingest under a different entry id: both were answered 202 somewhere, so
-/// both end recorded with their outcome (DESIGN.md, invariant 3). Once with
+/// both end recorded with their outcome (docs/DESIGN.md, invariant 3). Once with
 /// the two entries in separate batches, once in the same batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_entry_id_of_a_member_is_recorded_with_its_outcome() {

@@ -1,4 +1,4 @@
-//! The `dispatch` consumer group (DESIGN.md flow step 4).
+//! The `dispatch` consumer group (docs/DESIGN.md flow step 4).
 //!
 //! For every WON decision on `stock-decided`: payout claimed in PostgreSQL
 //! (refused WONs are never sent, they are dead-lettered) → phone from the member replica →

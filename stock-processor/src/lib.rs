@@ -1,4 +1,4 @@
-//! `stock-processor`: consumer group `stock` (DESIGN.md, flow step 2).
+//! `stock-processor`: consumer group `stock` (docs/DESIGN.md, flow step 2).
 //!
 //! For each `SurveySubmitted` it decides, atomically in Redis, whether the
 //! entry takes one of the N units (WON), the member already holds one

@@ -1,6 +1,6 @@
 //! Redis forgets, the log remembers: one event's stock state rebuilt from
 //! `survey-submitted`, `stock-decided` and `stock-released` (read_committed)
-//! and swapped in atomically (DESIGN.md, "Defence in depth").
+//! and swapped in atomically (docs/DESIGN.md, "Defence in depth").
 //!
 //! What is rebuilt, per event (key layout in `platform::event_keys`):
 //! - `decisions`: the last decision of every entry (a waitlist promotion is a

@@ -1,4 +1,4 @@
-//! The invariants of DESIGN.md, checked against the real stores: what the
+//! The invariants of docs/DESIGN.md, checked against the real stores: what the
 //! demo prints, what `reconcile` reports, what the end-to-end tests assert.
 //!
 //! 1. Gifts sent ≤ stock for sale.
@@ -404,7 +404,7 @@ pub async fn check(
     // Leaving the refused WONs aside (never paid, reported under 4), the
     // entries Redis holds a unit for, the ledger's and the claims' are the
     // same. A refused WON Redis holds a unit for is a unit lost to stock:
-    // Redis forgot an earlier winner and decided again (see DESIGN.md).
+    // Redis forgot an earlier winner and decided again (see docs/DESIGN.md).
     compare(&mut drift, "held in Redis", &redis_paid, "held in the ledger", &ledger_paid);
     let redis_refused: BTreeSet<&str> = redis_held.intersection(&refused).map(String::as_str).collect();
     if !redis_refused.is_empty() {

@@ -1,4 +1,4 @@
-//! `POST /api/events/{event_id}/entries`: DESIGN.md "Flow" step 1.
+//! `POST /api/events/{event_id}/entries`: docs/DESIGN.md "Flow" step 1.
 //!
 //! Checks run cheapest first, and everything that can refuse without Kafka
 //! does: token → event state (memory: 404, 425, 410 closed) → body → ONE

@@ -1,11 +1,11 @@
 //! The giveaway pipeline end to end on the real stack: ingest → Kafka →
 //! stock decision → recorder / sender → provider → outbox → recorder, with
-//! every invariant of DESIGN.md asserted on the real stores.
+//! every invariant of docs/DESIGN.md asserted on the real stores.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::helpers::TestEnv;
+use crate::helpers::{CliEnv, TestEnv};
 use crate::pipeline_harness::{drain, open_event, seed_crowd, submit, Pipeline, Topology};
 
 /// 200 eligible + 20 ineligible members against 50 units (5 safety): every
@@ -197,17 +197,14 @@ async fn after_the_last_unit_every_ingest_instance_answers_410_within_a_second()
 
     // The moment the last unit is decided, Redis says 0 …
     let keys = platform::event_keys::EventKeys::new(&event_id);
-    let mut redis = platform::redis::connect(&env.redis).await.expect("redis");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stock: i64 = redis::cmd("GET").arg(&keys.stock).query_async(&mut redis).await.expect("stock");
-        if stock == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never sold out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let redis = platform::redis::connect(&env.redis).await.expect("redis");
+    let sold_out = testkit::poll_until(Duration::from_secs(30), Duration::from_millis(10), || {
+        let (mut redis, stock) = (redis.clone(), keys.stock.clone());
+        async move { redis::cmd("GET").arg(&stock).query_async::<i64>(&mut redis).await.expect("stock") == 0 }
+    })
+    .await;
     let sold_out_at = Instant::now();
+    assert!(sold_out, "never sold out");
 
     // … and within a second every instance shows sold_out and answers 410.
     let secret = firstcome_cli::CliSettings::default().auth.token_secret;
