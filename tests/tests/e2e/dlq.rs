@@ -4,26 +4,15 @@
 
 use std::time::Duration;
 
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
 use firstcome_cli::commands::dlq;
 use platform::kafka::admin::{create_topics, TopicSpec};
-use platform::kafka::LogReader;
 use schemas::Topics;
 
 use crate::helpers::TestEnv;
-
-/// Every committed record of `topic` now.
-async fn read_all(env: &TestEnv, topic: &str) -> Vec<OwnedMessage> {
-    let mut reader = LogReader::open(&env.kafka, "e2e-dlq-check", &[topic]).await.expect("reader");
-    let mut out = Vec::new();
-    while let Some(message) = reader.next().await.expect("read") {
-        out.push(message);
-    }
-    out
-}
 
 fn dead_letter_headers(group: &str, offset: usize) -> OwnedHeaders {
     let offset = offset.to_string();
@@ -65,7 +54,7 @@ async fn dead_letters_are_listed_and_replayed_once_without_their_error_headers()
     assert_eq!(dlq::replay(&env.kafka, &source, usize::MAX).await.expect("replay").replayed, 0, "never again");
 
     // The replay awaited the acknowledgements: the source topic holds them now.
-    let replayed = read_all(&env, &source).await;
+    let replayed = env.read_log(&source).await;
     assert_eq!(replayed.len(), 1, "exactly one record replayed to the source topic");
     let message = &replayed[0];
     assert_eq!(message.payload(), Some(&b"source bytes"[..]));
@@ -84,7 +73,7 @@ async fn dead_letters_are_listed_and_replayed_once_without_their_error_headers()
         .expect("dead letter written");
     let next = dlq::replay(&env.kafka, &source, usize::MAX).await.expect("replay");
     assert_eq!((next.replayed, next.duplicates), (1, 0));
-    assert_eq!(read_all(&env, &source).await.len(), 2);
+    assert_eq!(env.read_log(&source).await.len(), 2);
 }
 
 fn transactional(env: &TestEnv, id: &str) -> FutureProducer {

@@ -6,7 +6,7 @@ use platform::settings::RedisSettings;
 
 use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
 
-use crate::helpers::TestEnv;
+use crate::helpers::{CliEnv, TestEnv};
 use crate::pipeline_harness::seed_crowd;
 
 fn new_event(product: &str) -> NewEvent {

@@ -11,7 +11,7 @@ use firstcome_cli::commands::rush::Accepted;
 use firstcome_cli::commands::{rebuild, reconcile};
 use platform::event_keys::EventKeys;
 
-use crate::helpers::TestEnv;
+use crate::helpers::{CliEnv, TestEnv};
 use crate::pipeline_harness::{drain, open_event, seed_crowd, submit, Pipeline, Topology};
 
 /// Every key of the event with its value and expiry, as DUMP sees it.

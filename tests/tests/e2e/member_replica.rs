@@ -16,7 +16,7 @@ use firstcome_cli::commands::invariants;
 use firstcome_cli::commands::members;
 use secrecy::SecretString;
 
-use crate::helpers::{eventually, TestEnv};
+use crate::helpers::{wait_until, CliEnv, TestEnv};
 use crate::pipeline_harness::{drain, open_event, seed_crowd, submit, Pipeline, Topology};
 
 /// The standby only these tests stop or pause.
@@ -102,7 +102,7 @@ async fn with_the_standby_stopped_a_won_is_retried_never_failed_and_sent_once_it
     let rush = submit(&pipeline, &event_id, &crowd.eligible, 0.0).await;
     assert_eq!(rush.count(202), 5, "ingest does not need the member database: {:?}", rush.by_status);
     // The sender claims each payout, then cannot read the phones: it must retry the batch.
-    let claimed = eventually(Duration::from_secs(60), || async {
+    let claimed = wait_until(Duration::from_secs(60), || async {
         count(&own, "SELECT count(*) FROM payout_claims WHERE event_id = $1", &event_id).await == 5
     })
     .await;

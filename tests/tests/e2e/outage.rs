@@ -13,7 +13,7 @@ use platform::event_keys::{write_event, EventMeta, EventStatus};
 use platform::settings::{HttpSettings, RedisSettings};
 use platform::CancellationToken;
 
-use crate::helpers::{eventually, TestEnv};
+use crate::helpers::{wait_until, TestEnv};
 
 /// A throw-away Redis on a free loopback port.
 struct OwnRedis {
@@ -23,7 +23,7 @@ struct OwnRedis {
 
 impl OwnRedis {
     async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let port = testkit::unused_port();
         let child = tokio::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -31,7 +31,7 @@ impl OwnRedis {
             .spawn()
             .expect("redis-server runs");
         let settings = RedisSettings { url: format!("redis://127.0.0.1:{port}"), ..Default::default() };
-        let up = eventually(Duration::from_secs(10), || async {
+        let up = wait_until(Duration::from_secs(10), || async {
             match platform::redis::connect(&settings).await {
                 Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
                 Err(_) => false,

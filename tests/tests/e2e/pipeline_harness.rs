@@ -12,7 +12,7 @@ use firstcome_cli::commands::invariants::{self, InvariantReport};
 use firstcome_cli::commands::members::{self, SeedPlan};
 use firstcome_cli::commands::rush::{self, Accepted, RushPlan, RushReport};
 
-use crate::helpers::{eventually, TestEnv};
+use crate::helpers::{wait_until, CliEnv, TestEnv};
 
 /// How many of each service, and how the provider misbehaves.
 #[derive(Clone)]
@@ -194,7 +194,7 @@ pub async fn submit(pipeline: &Pipeline, event_id: &str, members: &[String], dup
 /// `InvariantReport::drained`); returns the final invariant report.
 pub async fn drain(env: &TestEnv, pipeline: &Pipeline, event_id: &str, accepted: &[Accepted]) -> InvariantReport {
     let stores = invariants::Stores::connect(&env.cli()).await.expect("stores");
-    let drained = eventually(Duration::from_secs(90), || async {
+    let drained = wait_until(Duration::from_secs(90), || async {
         match invariants::check(&stores, event_id, accepted, None).await {
             Ok(report) => report.drained(accepted.len()),
             Err(_) => false,

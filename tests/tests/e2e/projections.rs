@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use firstcome_cli::commands::rebuild::projections;
 
-use crate::helpers::TestEnv;
+use crate::helpers::{CliEnv, TestEnv};
 use crate::pipeline_harness::{drain, open_event, seed_crowd, submit, Pipeline, Topology};
 
 #[tokio::test]

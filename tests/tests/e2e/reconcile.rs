@@ -16,7 +16,7 @@ use firstcome_cli::commands::reconcile::{self, Reconciliation};
 use platform::event_keys::EventKeys;
 use schemas::{StockRelease, Topics};
 
-use crate::helpers::TestEnv;
+use crate::helpers::{CliEnv, TestEnv};
 use crate::pipeline_harness::{open_event, seed_crowd};
 
 struct Event {
