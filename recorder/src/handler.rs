@@ -10,7 +10,7 @@ use schemas::{Codec, Topics};
 use tracing::Instrument;
 
 use crate::facts::{self, Observed};
-use crate::internal_events::{BatchFailed, BatchRecorded, BatchSplit, LedgerMissing, PoisonRecord};
+use crate::internal_events::{BatchFailed, BatchRecorded, BatchSplit, CannotDecodeNow, LedgerMissing, PoisonRecord, RecordDecoded};
 use crate::store::{BatchReport, Store, StoreError};
 
 /// Records batches into PostgreSQL.
@@ -43,8 +43,7 @@ impl Recorder {
             match decoded {
                 Ok(fact) => {
                     span.record("entry_id", tracing::field::display(fact.key.entry_id));
-                    span.in_scope(|| tracing::trace!(kind = fact.fact.kind(), "decoded"));
-                    metrics::counter!("firstcome_recorder_records_total", "kind" => fact.fact.kind()).increment(1);
+                    span.in_scope(|| RecordDecoded { kind: fact.fact.kind() }.emit());
                     observed.push((index, fact));
                 }
                 Err(error) if error.is_poison() => {
@@ -53,7 +52,7 @@ impl Recorder {
                 }
                 Err(error) => {
                     // Not the record's fault: nothing is written, the whole batch is tried again.
-                    span.in_scope(|| tracing::warn!(error = %error.chain(), "cannot decode now"));
+                    span.in_scope(|| CannotDecodeNow { error: &error }.emit());
                     return Err(error);
                 }
             }

@@ -6,6 +6,30 @@ use platform::kafka::HandlerError;
 
 use crate::store::{row_kinds, BatchReport};
 
+/// A record decoded into a fact.
+pub struct RecordDecoded {
+    pub kind: &'static str,
+}
+
+impl RecordDecoded {
+    pub fn emit(&self) {
+        tracing::trace!(kind = self.kind, "decoded");
+        metrics::counter!("firstcome_recorder_records_total", "kind" => self.kind).increment(1);
+    }
+}
+
+/// A record that cannot be decoded now (the registry away): the whole batch
+/// is retried, nothing written.
+pub struct CannotDecodeNow<'a> {
+    pub error: &'a HandlerError,
+}
+
+impl CannotDecodeNow<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(error = %self.error.chain(), "cannot decode now");
+    }
+}
+
 /// A record that can never be stored: it is dead-lettered.
 pub struct PoisonRecord<'a> {
     pub topic: &'a str,

@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::events::{ProviderCall, ProviderCalled};
 use crate::provider::{GiftOrder, IssueError, ProviderClient};
 use crate::rate_limit::TokenBucket;
 use crate::settings::ProviderSettings;
@@ -122,19 +123,16 @@ impl Dispatcher {
                 calls += 1;
                 match self.provider.lookup(&order.idempotency_key).await {
                     Ok(Some(gift)) => {
-                        count_call("lookup_found");
-                        tracing::info!(gift_id = %gift.gift_id, calls, "unknown outcome resolved: the gift was issued");
+                        ProviderCalled { call: ProviderCall::LookupFound { gift_id: &gift.gift_id }, calls }.emit();
                         return Ok(Resolution::Sent { gift_id: gift.gift_id, attempts: calls });
                     }
                     Ok(None) => {
-                        count_call("lookup_not_found");
                         // Nothing exists under the key: the issue call below
                         // decides afresh whether a gift may exist.
-                        tracing::info!(calls, "unknown outcome resolved: nothing issued, issuing again");
+                        ProviderCalled { call: ProviderCall::LookupNotFound, calls }.emit();
                     }
                     Err(error) => {
-                        count_call("lookup_failed");
-                        tracing::warn!(%error, calls, "lookup failed; the outcome stays unknown");
+                        ProviderCalled { call: ProviderCall::LookupFailed { error: &error }, calls }.emit();
                         last = error.to_string();
                         continue;
                     }
@@ -144,38 +142,21 @@ impl Dispatcher {
             calls += 1;
             match self.provider.issue(order).await {
                 Ok(gift) => {
-                    count_call("issued");
-                    tracing::info!(gift_id = %gift.gift_id, calls, "gift issued");
+                    ProviderCalled { call: ProviderCall::Issued { gift_id: &gift.gift_id }, calls }.emit();
                     return Ok(Resolution::Sent { gift_id: gift.gift_id, attempts: calls });
                 }
-                Err(IssueError::Permanent { reason }) => {
-                    count_call("refused");
-                    tracing::warn!(%reason, calls, "the provider refused the gift for good");
-                    return Ok(Resolution::Failed { reason, attempts: calls });
-                }
-                Err(error @ IssueError::ClientError { .. }) => {
-                    count_call(error.label());
-                    tracing::error!(
-                        %error,
-                        calls,
-                        "the provider rejected our request (credentials, base URL or request shape?); \
-                         the gift stays open and the batch will be retried"
-                    );
-                    return Err(Unresolved { attempts: calls, last: error.to_string() }.into());
-                }
-                Err(IssueError::Rejected { status, reason }) => {
-                    count_call("rejected");
-                    tracing::error!(
-                        status,
-                        %reason,
-                        calls,
-                        "the provider rejected this gift's request; it is dead-lettered, never failed nor compensated"
-                    );
-                    return Err(Rejected { status, reason, attempts: calls }.into());
-                }
                 Err(error) => {
-                    count_call(error.label());
-                    tracing::warn!(%error, calls, maybe_issued = error.maybe_issued(), "provider call failed; will retry");
+                    ProviderCalled { call: ProviderCall::IssueFailed { error: &error }, calls }.emit();
+                    match error {
+                        IssueError::Permanent { reason } => return Ok(Resolution::Failed { reason, attempts: calls }),
+                        IssueError::ClientError { .. } => {
+                            return Err(Unresolved { attempts: calls, last: error.to_string() }.into())
+                        }
+                        IssueError::Rejected { status, reason } => {
+                            return Err(Rejected { status, reason, attempts: calls }.into())
+                        }
+                        _ => {}
+                    }
                     maybe_issued = error.maybe_issued();
                     if let IssueError::Transient { retry_after, .. } = &error {
                         hint = *retry_after;
@@ -201,8 +182,4 @@ impl Dispatcher {
             _ = tokio::time::sleep(wait) => true,
         }
     }
-}
-
-fn count_call(result: &'static str) {
-    metrics::counter!("firstcome_sender_provider_calls_total", "result" => result).increment(1);
 }

@@ -27,7 +27,11 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::dispatch::{Dispatcher, NotSent, Resolution};
-use crate::payout_guard::{Claim, ConflictingClaim, PayoutGuard, PayoutRefused};
+use crate::events::{
+    ConflictingClaim, DecisionRejected, DispatchRecorded, DispatchSkipped, DispatchUnresolved, PayoutClaimed, PayoutRefused,
+    PhoneUnusable, RequestRejected, SkipReason,
+};
+use crate::payout_guard::{Claim, PayoutGuard};
 use crate::phone;
 use crate::provider::GiftOrder;
 use crate::store::{Store, WonEntry};
@@ -87,8 +91,7 @@ impl DispatchHandler {
             .filter(|p| {
                 let finished = done.contains(&p.entry.entry_id);
                 if finished {
-                    p.span.in_scope(|| tracing::debug!("outcome already recorded; skipping"));
-                    count_dispatch("skipped");
+                    p.span.in_scope(|| DispatchSkipped { reason: SkipReason::AlreadyRecorded }.emit());
                 }
                 !finished
             })
@@ -116,8 +119,7 @@ impl DispatchHandler {
                 };
                 if let Err(error) = &result {
                     if !error.is_poison() {
-                        count_dispatch("unresolved");
-                        tracing::warn!(error = %error.chain(), "gift not finished; the batch will be retried");
+                        DispatchUnresolved { error }.emit();
                     }
                 }
                 (pending.index, result)
@@ -152,18 +154,14 @@ impl DispatchHandler {
         for (pending, claim) in open.into_iter().zip(claims) {
             match claim {
                 Claim::Granted { fresh } => {
-                    pending.span.in_scope(|| tracing::debug!(fresh, "payout claimed"));
+                    pending.span.in_scope(|| PayoutClaimed { fresh }.emit());
                     todo.push(pending);
                 }
                 Claim::Settled => {
-                    pending.span.in_scope(|| tracing::debug!("payout claim already settled; skipping"));
-                    count_dispatch("skipped");
+                    pending.span.in_scope(|| DispatchSkipped { reason: SkipReason::ClaimSettled }.emit());
                 }
                 Claim::AlreadyRefused(reason) => {
-                    pending.span.in_scope(|| {
-                        tracing::info!(reason = reason.as_str(), "payout refused on an earlier delivery; skipping")
-                    });
-                    count_dispatch("skipped");
+                    pending.span.in_scope(|| DispatchSkipped { reason: SkipReason::RefusedEarlier(reason) }.emit());
                 }
                 Claim::Refused(reason) => {
                     pending.span.in_scope(|| PayoutRefused { entry: &pending.entry, reason }.emit());
@@ -197,6 +195,7 @@ impl DispatchHandler {
             let decision = match self.codec.decode::<StockDecision>(record.payload()).await.map_err(HandlerError::from) {
                 Ok(decision) => decision,
                 Err(error) if error.is_poison() => {
+                    span.in_scope(|| DecisionRejected { error: &error }.emit());
                     dead_letters.push(DeadLetter::new(index, &error));
                     continue;
                 }
@@ -210,8 +209,9 @@ impl DispatchHandler {
                 Ok(Some(_)) => span.in_scope(|| tracing::debug!("duplicate in the batch; skipping")),
                 Ok(None) => {}
                 Err(reason) => {
-                    span.in_scope(|| tracing::warn!(%reason, "invalid WON decision"));
-                    dead_letters.push(DeadLetter::new(index, &HandlerError::poison(reason)));
+                    let error = HandlerError::poison_in("invalid WON decision", reason);
+                    span.in_scope(|| DecisionRejected { error: &error }.emit());
+                    dead_letters.push(DeadLetter::new(index, &error));
                 }
             }
         }
@@ -225,11 +225,7 @@ impl DispatchHandler {
         let entry = &pending.entry;
         let resolution = match phone::check(phone.as_deref()) {
             Err(problem) => {
-                tracing::warn!(
-                    user_id = %entry.user_id,
-                    reason = problem.reason(),
-                    "member has no phone the provider accepts; failing the gift and returning its unit"
-                );
+                PhoneUnusable { user_id: &entry.user_id, reason: problem.reason() }.emit();
                 Resolution::Failed { reason: problem.reason().into(), attempts: 0 }
             }
             Ok(phone) => {
@@ -249,7 +245,7 @@ impl DispatchHandler {
                     // which finds this same claim — while no other entry of
                     // the member, nor a WON past the stock, can take it.
                     Err(NotSent::Rejected(rejected)) => {
-                        count_dispatch("rejected");
+                        RequestRejected { rejected: &rejected }.emit();
                         return Err(HandlerError::poison(rejected));
                     }
                     Err(NotSent::Unresolved(unresolved)) => return Err(HandlerError::transient(unresolved)),
@@ -267,15 +263,9 @@ impl DispatchHandler {
             .map_err(|e| HandlerError::transient_in("recording the outcome", e))?;
         if recorded {
             self.relay_wake.notify_one();
-            let status = match &resolution {
-                Resolution::Sent { .. } => DispatchStatus::Sent,
-                Resolution::Failed { .. } => DispatchStatus::Failed,
-            };
-            count_dispatch(status.as_str());
-            tracing::info!(status = status.as_str(), ?resolution, "dispatch recorded");
+            DispatchRecorded { resolution: &resolution }.emit();
         } else {
-            count_dispatch("skipped");
-            tracing::info!("outcome recorded meanwhile by another run; nothing written");
+            DispatchSkipped { reason: SkipReason::RecordedMeanwhile }.emit();
         }
         Ok(())
     }
@@ -339,10 +329,6 @@ pub fn won_entry(decision: &StockDecision) -> Result<Option<WonEntry>, String> {
         user_id: identity.user_id,
         unit_no,
     }))
-}
-
-fn count_dispatch(status: &'static str) {
-    metrics::counter!("firstcome_sender_dispatches_total", "status" => status).increment(1);
 }
 
 #[cfg(test)]

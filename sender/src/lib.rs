@@ -24,10 +24,12 @@
 //! - [`phone`]: whether a member's phone can be sent to (the provider's rule).
 //! - [`store`]: the dispatch ledger and outbox writes, the replica reads.
 //! - [`outbox`]: the relay from the outbox table to Kafka.
+//! - [`events`]: the operational events (one `emit()` logs and counts).
 //! - [`backoff`], [`rate_limit`]: retry timing and the rate toward the provider.
 
 pub mod backoff;
 pub mod dispatch;
+pub mod events;
 pub mod handler;
 pub mod outbox;
 pub mod payout_guard;

@@ -16,6 +16,7 @@ use platform::kafka::{EventProducer, OutRecord, RecordContext};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::{OutboxPending, RelayPassFailed, RelayPublished, RelayRowNotAcknowledged};
 use crate::settings::RelaySettings;
 
 /// How often published rows are pruned.
@@ -66,8 +67,7 @@ impl Relay {
             let more = match self.publish_batch().await {
                 Ok(pass) => pass.failed == 0 && pass.published as i64 >= self.settings.batch,
                 Err(error) => {
-                    metrics::counter!("firstcome_sender_outbox_errors_total").increment(1);
-                    tracing::warn!(%error, "outbox pass failed; will retry");
+                    RelayPassFailed { error: &error }.emit();
                     false
                 }
             };
@@ -123,7 +123,7 @@ impl Relay {
                 Ok(_) => acked.push(id),
                 Err(error) => {
                     failed += 1;
-                    tracing::warn!(id, %error, "outbox row not acknowledged; it stays pending");
+                    RelayRowNotAcknowledged { id, error: &error }.emit();
                 }
             }
         }
@@ -131,10 +131,7 @@ impl Relay {
             tx.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", &[&acked]).await?;
         }
         tx.commit().await?;
-        metrics::counter!("firstcome_sender_outbox_published_total").increment(acked.len() as u64);
-        if failed > 0 {
-            metrics::counter!("firstcome_sender_outbox_send_failures_total").increment(failed as u64);
-        }
+        RelayPublished { published: acked.len(), failed }.emit();
         Ok(Pass { published: acked.len(), failed })
     }
 
@@ -157,7 +154,7 @@ impl Relay {
             Ok::<i64, RelayError>(row.get(0))
         };
         match pending.await {
-            Ok(count) => metrics::gauge!("firstcome_sender_outbox_pending").set(count as f64),
+            Ok(count) => OutboxPending { count }.emit(),
             Err(error) => tracing::debug!(%error, "could not count pending outbox rows"),
         }
     }

@@ -269,47 +269,6 @@ pub async fn settle(tx: &Transaction<'_>, entry: &WonEntry, resolution: &Resolut
     Ok(())
 }
 
-/// A WON refused by the guard: logged at ERROR and counted together.
-pub struct PayoutRefused<'a> {
-    pub entry: &'a WonEntry,
-    pub reason: RefusalReason,
-}
-
-impl PayoutRefused<'_> {
-    pub fn emit(&self) {
-        tracing::error!(
-            entry_id = %self.entry.entry_id,
-            event_id = %self.entry.event_id,
-            user_id = %self.entry.user_id,
-            unit_no = self.entry.unit_no,
-            reason = self.reason.as_str(),
-            "payout refused: this WON is never sent and its unit is not returned; dead-lettering it for an operator"
-        );
-        metrics::counter!("firstcome_sender_payout_refusals_total", "reason" => self.reason.as_str()).increment(1);
-    }
-}
-
-/// A WON whose entry id is claimed for another event or member.
-pub struct ConflictingClaim<'a> {
-    pub entry: &'a WonEntry,
-    pub claimed_event_id: &'a str,
-    pub claimed_user_id: &'a str,
-}
-
-impl ConflictingClaim<'_> {
-    pub fn emit(&self) {
-        tracing::error!(
-            entry_id = %self.entry.entry_id,
-            event_id = %self.entry.event_id,
-            user_id = %self.entry.user_id,
-            claimed_event_id = self.claimed_event_id,
-            claimed_user_id = self.claimed_user_id,
-            "WON contradicts the entry's payout claim; never sent, dead-lettering it"
-        );
-        metrics::counter!("firstcome_sender_payout_refusals_total", "reason" => "conflicting_claim").increment(1);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use rdkafka::producer::future_producer::Delivery;
 use rdkafka::TopicPartitionList;
 use tokio_util::sync::CancellationToken;
 
+use super::events::{CommitFailed, OutputNotAcknowledged, OutputsAbandoned};
 use super::{ConsumerLoop, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
 use crate::kafka::producer::{OutRecord, RawRecord};
 
@@ -48,7 +49,7 @@ impl ConsumerLoop {
                 .filter_map(|(i, result)| match result {
                     Ok(_) => None,
                     Err(error) => {
-                        tracing::warn!(group = %self.group, %error, "output not acknowledged, retrying");
+                        OutputNotAcknowledged { group: &self.group, error: &error }.emit();
                         Some(i)
                     }
                 })
@@ -56,7 +57,7 @@ impl ConsumerLoop {
             if !pending.is_empty() {
                 if shutdown.is_cancelled() && backoff >= RETRY_BACKOFF_MAX {
                     // Give up without committing: the batch replays after restart.
-                    tracing::error!(group = %self.group, "shutting down with unacknowledged outputs; batch will replay");
+                    OutputsAbandoned { group: &self.group }.emit();
                     return false;
                 }
                 tokio::time::sleep(backoff).await;
@@ -73,11 +74,8 @@ impl ConsumerLoop {
         let result = tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync)).await;
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                metrics::counter!("firstcome_commit_failures_total", "group" => self.group.clone()).increment(1);
-                tracing::warn!(group = %self.group, %error, "offset commit failed; records will be redelivered");
-            }
-            Err(error) => tracing::error!(%error, "commit task panicked"),
+            Ok(Err(error)) => CommitFailed { group: &self.group, error: &error }.emit(),
+            Err(error) => CommitFailed { group: &self.group, error: &error }.emit(),
         }
     }
 }

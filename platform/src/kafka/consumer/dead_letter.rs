@@ -6,6 +6,7 @@
 
 use rdkafka::message::{Header, Message};
 
+use super::events::RecordDeadLettered;
 use super::record::{DeadLetter, Record};
 use crate::kafka::producer::RawRecord;
 
@@ -42,10 +43,7 @@ pub(super) fn dead_letter_records(group: &str, batch: &[Record], dead: &[DeadLet
 pub(super) fn log_dead_letters(group: &str, batch: &[Record], dead: &[DeadLetter]) {
     for dead in dead {
         if let Some(record) = batch.get(dead.index) {
-            tracing::warn!(
-                group, topic = record.topic(), partition = record.partition(),
-                offset = record.offset(), reason = %dead.reason, "dead-lettering record"
-            );
+            RecordDeadLettered { group, record, dead }.emit();
         }
     }
 }

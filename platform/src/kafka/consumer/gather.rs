@@ -9,6 +9,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
 use rdkafka::ClientContext;
 
+use super::events::{PollFailed, RebalanceDone, RebalanceStarted, RevokedRecordsDropped};
 use super::record::Record;
 use super::ConsumerLoop;
 
@@ -36,7 +37,7 @@ impl ClientContext for LoopContext {}
 
 impl ConsumerContext for LoopContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        tracing::info!(group = %self.group, ?rebalance, "rebalance starting");
+        RebalanceStarted { group: &self.group, rebalance }.emit();
         if let Rebalance::Revoke(partitions) = rebalance {
             if let Ok(mut revoked) = self.revoked.lock() {
                 revoked.extend(partitions.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
@@ -44,8 +45,7 @@ impl ConsumerContext for LoopContext {
         }
     }
     fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        metrics::counter!("firstcome_rebalances_total", "group" => self.group.clone()).increment(1);
-        tracing::info!(group = %self.group, ?rebalance, "rebalance done");
+        RebalanceDone { group: &self.group, rebalance }.emit();
     }
 }
 
@@ -93,13 +93,12 @@ impl ConsumerLoop {
         let before = batch.len();
         batch.retain(|r| !revoked.iter().any(|(t, p)| t == r.topic() && *p == r.partition()));
         if batch.len() < before {
-            tracing::info!(group = %self.group, dropped = before - batch.len(), "dropped records of revoked partitions");
+            RevokedRecordsDropped { group: &self.group, dropped: before - batch.len() }.emit();
         }
     }
 
     async fn log_poll_error(&self, error: KafkaError) {
-        tracing::warn!(group = %self.group, %error, "poll error");
-        metrics::counter!("firstcome_poll_errors_total", "group" => self.group.clone()).increment(1);
+        PollFailed { group: &self.group, error: &error }.emit();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -25,9 +25,11 @@
 //! - [`at_least_once`]: send, acknowledge, then commit.
 //! - [`transactional`]: outputs and offsets in one transaction; abort and rewind.
 //! - [`dead_letter`]: the dead-letter records and their headers.
+//! - [`events`]: the loop's operational events (one `emit()` logs and counts).
 
 mod at_least_once;
 mod dead_letter;
+pub mod events;
 mod gather;
 pub mod record;
 mod transactional;
@@ -44,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};
 
 use super::base_config;
+use self::events::{BatchFinished, BatchProcessed, BatchRefused, BatchRetried, LoopStarted, LoopStopped};
 use super::producer::{idempotent_config, RecordSender};
 use crate::settings::KafkaSettings;
 
@@ -132,7 +135,7 @@ impl ConsumerLoop {
     /// committed first. Returns an error only when the loop cannot go on
     /// (the caller rebuilds it).
     pub async fn run<H: BatchHandler>(self, handler: &H, shutdown: CancellationToken) -> Result<(), ConsumerError> {
-        tracing::info!(group = %self.group, mode = ?self.delivery, "consumer loop started");
+        LoopStarted { group: &self.group, delivery: &self.delivery }.emit();
         let result = self.run_batches(handler, &shutdown).await;
         self.close().await;
         result
@@ -154,10 +157,9 @@ impl ConsumerLoop {
                 // Shut down before the batch could be handled: nothing committed, it replays.
                 return Ok(());
             };
-            self.record_metrics(&batch, &outcome);
+            BatchProcessed { group: &self.group, records: batch.len(), dead_letters: outcome.dead_letters.len() }.emit();
             self.finish(&batch, outcome, shutdown).instrument(span).await?;
-            metrics::histogram!("firstcome_batch_seconds", "group" => self.group.clone())
-                .record(started.elapsed().as_secs_f64());
+            BatchFinished { group: &self.group, elapsed: started.elapsed() }.emit();
         }
     }
 
@@ -173,13 +175,12 @@ impl ConsumerLoop {
                 Ok(outcome) => return Some(outcome),
                 Err(error) if error.is_poison() => {
                     // The whole batch refused for good: dead-letter every record, move on.
-                    tracing::error!(group = %self.group, error = %error.chain(), "the handler refused the whole batch; dead-lettering it");
+                    BatchRefused { group: &self.group, records: batch.len(), error: &error }.emit();
                     let dead_letters = (0..batch.len()).map(|index| DeadLetter::new(index, &error)).collect();
                     return Some(BatchOutcome { dead_letters, ..Default::default() });
                 }
                 Err(error) => {
-                    tracing::warn!(group = %self.group, error = %error.chain(), retry_in_ms = backoff.as_millis() as u64, "batch failed, will retry");
-                    metrics::counter!("firstcome_batch_retries_total", "group" => self.group.clone()).increment(1);
+                    BatchRetried { group: &self.group, error: &error, retry_in: backoff }.emit();
                     tokio::select! {
                         _ = shutdown.cancelled() => return None,
                         _ = tokio::time::sleep(backoff) => {}
@@ -187,16 +188,6 @@ impl ConsumerLoop {
                     backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
                 }
             }
-        }
-    }
-
-    fn record_metrics(&self, batch: &[Record], outcome: &BatchOutcome) {
-        let dead = outcome.dead_letters.len() as u64;
-        metrics::counter!("firstcome_records_total", "group" => self.group.clone(), "result" => "ok")
-            .increment(batch.len() as u64 - dead.min(batch.len() as u64));
-        if dead > 0 {
-            metrics::counter!("firstcome_records_total", "group" => self.group.clone(), "result" => "dead_letter")
-                .increment(dead);
         }
     }
 
@@ -228,10 +219,8 @@ impl ConsumerLoop {
             drop(sender);
             let _ = done.send(());
         });
-        if tokio::time::timeout(Duration::from_millis(settings.session_timeout_ms), closed).await.is_err() {
-            tracing::warn!(%group, "leaving the group timed out");
-        }
-        tracing::info!(%group, "consumer loop stopped");
+        let timed_out = tokio::time::timeout(Duration::from_millis(settings.session_timeout_ms), closed).await.is_err();
+        LoopStopped { group: &group, timed_out }.emit();
     }
 }
 

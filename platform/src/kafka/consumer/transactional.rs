@@ -7,6 +7,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::events::TransactionAborted;
 use super::{blocking, ConsumerError, ConsumerLoop, CALL_TIMEOUT};
 use crate::kafka::producer::{OutRecord, RawRecord};
 
@@ -24,16 +25,15 @@ impl ConsumerLoop {
         match result {
             Ok(()) => Ok(()),
             Err(error) => {
-                metrics::counter!("firstcome_transaction_aborts_total", "group" => self.group.clone()).increment(1);
                 let fatal = matches!(
                     error.rdkafka_error_code(),
                     Some(RDKafkaErrorCode::Fenced) | Some(RDKafkaErrorCode::ProducerFenced)
                         | Some(RDKafkaErrorCode::InvalidProducerEpoch)
                 ) || is_fatal(&error);
+                TransactionAborted { group: &self.group, error: &error, fatal }.emit();
                 if fatal {
                     return Err(ConsumerError::Fatal(error.to_string()));
                 }
-                tracing::warn!(group = %self.group, %error, "transaction failed; aborting and rewinding");
                 let producer = self.sender.inner().clone();
                 blocking(move || producer.abort_transaction(CALL_TIMEOUT))
                     .await

@@ -1,0 +1,303 @@
+//! Operational events of the dispatch group: one struct per event, whose
+//! `emit()` writes the log line and the metric together, so logs and
+//! `/metrics` never disagree. Emitted inside the record's span where there
+//! is one (entry id, offset and correlation id come from it).
+
+use platform::error::ErrorChain;
+use platform::kafka::HandlerError;
+use schemas::DispatchStatus;
+
+use crate::dispatch::{Rejected, Resolution};
+use crate::payout_guard::RefusalReason;
+use crate::provider::{IssueError, LookupError};
+use crate::store::WonEntry;
+
+fn count_dispatch(status: &'static str) {
+    metrics::counter!("firstcome_sender_dispatches_total", "status" => status).increment(1);
+}
+
+/// A gift's definite outcome (SENT or FAILED) recorded with its outbox rows.
+pub struct DispatchRecorded<'a> {
+    pub resolution: &'a Resolution,
+}
+
+impl DispatchRecorded<'_> {
+    pub fn emit(&self) {
+        let status = match self.resolution {
+            Resolution::Sent { .. } => DispatchStatus::Sent,
+            Resolution::Failed { .. } => DispatchStatus::Failed,
+        };
+        tracing::info!(status = status.as_str(), resolution = ?self.resolution, "dispatch recorded");
+        count_dispatch(status.as_str());
+    }
+}
+
+/// Why a WON of the batch needs nothing sent now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Its dispatch row exists (a redelivery).
+    AlreadyRecorded,
+    /// Its payout claim is settled (sent or released).
+    ClaimSettled,
+    /// The guard refused it on an earlier delivery.
+    RefusedEarlier(RefusalReason),
+    /// Another run recorded its outcome between our claim and our write.
+    RecordedMeanwhile,
+}
+
+/// A WON skipped: its outcome is known already.
+pub struct DispatchSkipped {
+    pub reason: SkipReason,
+}
+
+impl DispatchSkipped {
+    pub fn emit(&self) {
+        match self.reason {
+            SkipReason::AlreadyRecorded => tracing::debug!("outcome already recorded; skipping"),
+            SkipReason::ClaimSettled => tracing::debug!("payout claim already settled; skipping"),
+            SkipReason::RefusedEarlier(reason) => {
+                tracing::info!(reason = reason.as_str(), "payout refused on an earlier delivery; skipping")
+            }
+            SkipReason::RecordedMeanwhile => tracing::info!("outcome recorded meanwhile by another run; nothing written"),
+        }
+        count_dispatch("skipped");
+    }
+}
+
+/// A gift not finished in this run: the batch is retried.
+pub struct DispatchUnresolved<'a> {
+    pub error: &'a HandlerError,
+}
+
+impl DispatchUnresolved<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(error = %self.error.chain(), "gift not finished; the batch will be retried");
+        count_dispatch("unresolved");
+    }
+}
+
+/// The provider rejected one gift's request as malformed: the record is
+/// dead-lettered for an operator, never failed nor compensated.
+pub struct RequestRejected<'a> {
+    pub rejected: &'a Rejected,
+}
+
+impl RequestRejected<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            status = self.rejected.status,
+            reason = %self.rejected.reason,
+            attempts = self.rejected.attempts,
+            "the provider rejected this gift's request; dead-lettering it (never failed nor compensated)"
+        );
+        count_dispatch("rejected");
+    }
+}
+
+/// A record of `stock-decided` the sender can never act on (undecodable, or
+/// a WON without a usable unit or ids): dead-lettered.
+pub struct DecisionRejected<'a> {
+    pub error: &'a HandlerError,
+}
+
+impl DecisionRejected<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(reason = %ErrorChain(self.error.cause()), "invalid decision; dead-lettering it");
+        metrics::counter!("firstcome_sender_rejected_records_total").increment(1);
+    }
+}
+
+/// A payout claimed before the provider call.
+pub struct PayoutClaimed {
+    /// False when a claim from an earlier delivery was found.
+    pub fresh: bool,
+}
+
+impl PayoutClaimed {
+    pub fn emit(&self) {
+        tracing::debug!(fresh = self.fresh, "payout claimed");
+    }
+}
+
+/// A WON refused by the guard: logged at ERROR and counted together.
+pub struct PayoutRefused<'a> {
+    pub entry: &'a WonEntry,
+    pub reason: RefusalReason,
+}
+
+impl PayoutRefused<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            entry_id = %self.entry.entry_id,
+            event_id = %self.entry.event_id,
+            user_id = %self.entry.user_id,
+            unit_no = self.entry.unit_no,
+            reason = self.reason.as_str(),
+            "payout refused: this WON is never sent and its unit is not returned; dead-lettering it for an operator"
+        );
+        metrics::counter!("firstcome_sender_payout_refusals_total", "reason" => self.reason.as_str()).increment(1);
+    }
+}
+
+/// A WON whose entry id is claimed for another event or member.
+pub struct ConflictingClaim<'a> {
+    pub entry: &'a WonEntry,
+    pub claimed_event_id: &'a str,
+    pub claimed_user_id: &'a str,
+}
+
+impl ConflictingClaim<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            entry_id = %self.entry.entry_id,
+            event_id = %self.entry.event_id,
+            user_id = %self.entry.user_id,
+            claimed_event_id = self.claimed_event_id,
+            claimed_user_id = self.claimed_user_id,
+            "WON contradicts the entry's payout claim; never sent, dead-lettering it"
+        );
+        metrics::counter!("firstcome_sender_payout_refusals_total", "reason" => "conflicting_claim").increment(1);
+    }
+}
+
+/// A member without a phone the provider accepts: the gift fails at once
+/// and its unit goes back to stock.
+pub struct PhoneUnusable<'a> {
+    pub user_id: &'a str,
+    pub reason: &'a str,
+}
+
+impl PhoneUnusable<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            user_id = self.user_id,
+            reason = self.reason,
+            "member has no phone the provider accepts; failing the gift and returning its unit"
+        );
+    }
+}
+
+/// How one provider call ended (`firstcome_sender_provider_calls_total{result}`).
+pub enum ProviderCall<'a> {
+    /// A lookup found the gift an earlier call issued.
+    LookupFound { gift_id: &'a str },
+    /// A lookup proved nothing was issued: issuing again.
+    LookupNotFound,
+    /// A lookup could not tell: the outcome stays unknown.
+    LookupFailed { error: &'a LookupError },
+    /// The gift was issued.
+    Issued { gift_id: &'a str },
+    /// Any failed issue call (refused for good, our configuration, a
+    /// rejected request, or worth retrying).
+    IssueFailed { error: &'a IssueError },
+}
+
+/// One provider call, with the calls made for the gift so far.
+pub struct ProviderCalled<'a> {
+    pub call: ProviderCall<'a>,
+    pub calls: i32,
+}
+
+impl ProviderCalled<'_> {
+    pub fn emit(&self) {
+        let calls = self.calls;
+        let result = match &self.call {
+            ProviderCall::LookupFound { gift_id } => {
+                tracing::info!(gift_id, calls, "unknown outcome resolved: the gift was issued");
+                "lookup_found"
+            }
+            ProviderCall::LookupNotFound => {
+                tracing::info!(calls, "unknown outcome resolved: nothing issued, issuing again");
+                "lookup_not_found"
+            }
+            ProviderCall::LookupFailed { error } => {
+                tracing::warn!(error = %ErrorChain(*error), calls, "lookup failed; the outcome stays unknown");
+                "lookup_failed"
+            }
+            ProviderCall::Issued { gift_id } => {
+                tracing::info!(gift_id, calls, "gift issued");
+                "issued"
+            }
+            ProviderCall::IssueFailed { error } => {
+                match error {
+                    IssueError::Permanent { reason } => {
+                        tracing::warn!(%reason, calls, "the provider refused the gift for good")
+                    }
+                    IssueError::ClientError { .. } => tracing::error!(
+                        error = %ErrorChain(*error),
+                        calls,
+                        "the provider rejected our request (credentials, base URL or request shape?); \
+                         the gift stays open and the batch will be retried"
+                    ),
+                    IssueError::Rejected { status, reason } => tracing::error!(
+                        status,
+                        %reason,
+                        calls,
+                        "the provider rejected this gift's request; it is dead-lettered, never failed nor compensated"
+                    ),
+                    other => tracing::warn!(
+                        error = %ErrorChain(*error),
+                        calls,
+                        maybe_issued = other.maybe_issued(),
+                        "provider call failed; will retry"
+                    ),
+                }
+                error.label()
+            }
+        };
+        metrics::counter!("firstcome_sender_provider_calls_total", "result" => result).increment(1);
+    }
+}
+
+/// One relay pass published outbox rows (and left some pending).
+pub struct RelayPublished {
+    pub published: usize,
+    pub failed: usize,
+}
+
+impl RelayPublished {
+    pub fn emit(&self) {
+        if self.published > 0 {
+            tracing::debug!(published = self.published, failed = self.failed, "outbox rows published");
+        }
+        metrics::counter!("firstcome_sender_outbox_published_total").increment(self.published as u64);
+        if self.failed > 0 {
+            metrics::counter!("firstcome_sender_outbox_send_failures_total").increment(self.failed as u64);
+        }
+    }
+}
+
+/// One outbox row the broker did not acknowledge: it stays pending.
+pub struct RelayRowNotAcknowledged<'a> {
+    pub id: i64,
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl RelayRowNotAcknowledged<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(id = self.id, error = %ErrorChain(self.error), "outbox row not acknowledged; it stays pending");
+    }
+}
+
+/// A relay pass failed as a whole (database away): tried again.
+pub struct RelayPassFailed<'a> {
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl RelayPassFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(error = %ErrorChain(self.error), "outbox pass failed; will retry");
+        metrics::counter!("firstcome_sender_outbox_errors_total").increment(1);
+    }
+}
+
+/// Rows written to the outbox and not yet published.
+pub struct OutboxPending {
+    pub count: i64,
+}
+
+impl OutboxPending {
+    pub fn emit(&self) {
+        metrics::gauge!("firstcome_sender_outbox_pending").set(self.count as f64);
+    }
+}
