@@ -12,7 +12,10 @@
 //! Sentinels again and move every clone to the new primary; the failed call
 //! returns its error (it may have run: callers keep retries idempotent),
 //! except a `READONLY` refusal, which ran nothing and is retried once on the
-//! new primary. Lua scripts survive the move: `invoke_async` sends EVALSHA
+//! new primary. Every [`WATCH_EVERY`] the connection also asks the Sentinels
+//! whether the primary moved (a failover they ran leaves the old primary
+//! writable for seconds; writes that land there are lost, and the stock
+//! stage recovers them from the Kafka log). Lua scripts survive the move: `invoke_async` sends EVALSHA
 //! and loads the script on `NOSCRIPT` (a new primary that never saw it).
 
 use std::sync::{Arc, Mutex as SyncMutex};
@@ -28,6 +31,14 @@ use crate::settings::RedisSettings;
 /// or more; every failing call must not ask the Sentinels).
 const REDISCOVER_EVERY: Duration = Duration::from_millis(100);
 
+/// How often a connection asks the Sentinels whether the primary moved. A
+/// failover the Sentinels make (`SENTINEL FAILOVER`, or a primary they
+/// consider down but that still answers) leaves the old primary accepting
+/// writes until the Sentinels reconfigure it, up to ~10 s later; clients
+/// that only react to errors would keep writing there, and those writes are
+/// lost when it resynchronises. Asking twice a second bounds that window.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
 /// Opens a multiplexed, self-reconnecting connection to the Redis primary
 /// (through the Sentinels when configured).
 pub async fn connect(settings: &RedisSettings) -> RedisResult<Connection> {
@@ -41,9 +52,24 @@ pub async fn connect(settings: &RedisSettings) -> RedisResult<Connection> {
         state: SyncMutex::new(None),
         rediscovery: tokio::sync::Mutex::new(Instant::now() - REDISCOVER_EVERY),
     });
-    let manager = shared.open().await?;
-    *shared.lock() = Some((0, manager.clone()));
+    let (manager, address) = shared.open(None).await?;
+    *shared.lock() = Some(Current { generation: 0, manager: manager.clone(), address });
+    if shared.sentinel.is_some() {
+        watch(Arc::downgrade(&shared));
+    }
     Ok(Connection { shared, generation: 0, current: manager })
+}
+
+/// Follows the Sentinels' view of the primary while any clone of the
+/// connection lives.
+fn watch(shared: std::sync::Weak<Shared>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            let Some(shared) = shared.upgrade() else { return };
+            shared.follow_sentinels().await;
+        }
+    });
 }
 
 /// A client for dedicated connections (pub/sub): each connection goes to
@@ -97,40 +123,85 @@ pub struct Connection {
     current: ConnectionManager,
 }
 
+struct Current {
+    generation: u64,
+    manager: ConnectionManager,
+    /// `host:port` of the node.
+    address: String,
+}
+
 struct Shared {
     settings: RedisSettings,
     sentinel: Option<tokio::sync::Mutex<SentinelClient>>,
-    state: SyncMutex<Option<(u64, ConnectionManager)>>,
+    state: SyncMutex<Option<Current>>,
     /// Held while asking the Sentinels; the time of the last attempt.
     rediscovery: tokio::sync::Mutex<Instant>,
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(u64, ConnectionManager)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A connection manager on the primary (asked from the Sentinels).
-    async fn open(&self) -> RedisResult<ConnectionManager> {
-        let client = match &self.sentinel {
-            None => redis::Client::open(self.settings.url.as_str())?,
-            Some(sentinel) => sentinel.lock().await.async_get_client().await?,
+    /// The client of the primary: the configured one, or the one the
+    /// Sentinels name now (they check its `ROLE`).
+    async fn primary(&self) -> RedisResult<redis::Client> {
+        match &self.sentinel {
+            None => redis::Client::open(self.settings.url.as_str()),
+            Some(sentinel) => sentinel.lock().await.async_get_client().await,
+        }
+    }
+
+    /// A connection manager on `client` (default: the primary) and its address.
+    async fn open(&self, client: Option<redis::Client>) -> RedisResult<(ConnectionManager, String)> {
+        let client = match client {
+            Some(client) => client,
+            None => self.primary().await?,
         };
+        let address = client.get_connection_info().addr().to_string();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(self.settings.connect_timeout_ms)))
             .set_response_timeout(Some(Duration::from_millis(self.settings.response_timeout_ms)))
             .set_number_of_retries(2);
-        ConnectionManager::new_with_config(client, config).await
+        Ok((ConnectionManager::new_with_config(client, config).await?, address))
+    }
+
+    /// Installs a new connection; every clone switches before its next call.
+    fn install(&self, manager: ConnectionManager, address: String, why: &'static str) {
+        let mut state = self.lock();
+        let generation = state.as_ref().map_or(0, |c| c.generation + 1);
+        tracing::warn!(generation, %address, master = %self.settings.master_name, why, "Redis primary (re)discovered through Sentinel");
+        metrics::counter!("firstcome_redis_rediscoveries_total").increment(1);
+        *state = Some(Current { generation, manager, address });
+    }
+
+    /// Moves to the primary the Sentinels name, when it is not the one in use.
+    async fn follow_sentinels(&self) {
+        let Ok(client) = self.primary().await else { return };
+        let address = client.get_connection_info().addr().to_string();
+        if self.lock().as_ref().is_some_and(|c| c.address == address) {
+            return;
+        }
+        let _one_at_a_time = self.rediscovery.lock().await;
+        if self.lock().as_ref().is_some_and(|c| c.address == address) {
+            return;
+        }
+        match self.open(Some(client)).await {
+            Ok((manager, address)) => self.install(manager, address, "the Sentinels name another primary"),
+            Err(error) => tracing::warn!(%error, %address, "the new Redis primary does not answer yet"),
+        }
     }
 
     /// Asks the Sentinels for the primary again after generation `seen`
-    /// failed; a newer generation (another clone did it) is kept.
-    async fn rediscover(&self, seen: u64) {
+    /// failed at `failed_at`. Concurrent failures share one attempt: an
+    /// attempt that began after this failure (or a newer generation) is
+    /// taken as the answer. Attempts are at least [`REDISCOVER_EVERY`] apart.
+    async fn rediscover(&self, seen: u64, failed_at: Instant) {
         if self.sentinel.is_none() {
             return;
         }
         let mut last = self.rediscovery.lock().await;
-        if self.lock().as_ref().is_some_and(|(generation, _)| *generation != seen) {
+        if *last >= failed_at || self.lock().as_ref().is_some_and(|c| c.generation != seen) {
             return;
         }
         let wait = REDISCOVER_EVERY.saturating_sub(last.elapsed());
@@ -138,14 +209,8 @@ impl Shared {
             tokio::time::sleep(wait).await;
         }
         *last = Instant::now();
-        match self.open().await {
-            Ok(manager) => {
-                let mut state = self.lock();
-                let generation = state.as_ref().map_or(0, |(g, _)| g + 1);
-                *state = Some((generation, manager));
-                tracing::warn!(generation, master = %self.settings.master_name, "Redis primary rediscovered through Sentinel");
-                metrics::counter!("firstcome_redis_rediscoveries_total").increment(1);
-            }
+        match self.open(None).await {
+            Ok((manager, address)) => self.install(manager, address, "a call failed"),
             Err(error) => {
                 tracing::warn!(%error, master = %self.settings.master_name, "no Redis primary from Sentinel yet");
             }
@@ -173,10 +238,10 @@ fn is_readonly(error: &RedisError) -> bool {
 impl Connection {
     /// Switches to the newest connection the clones share.
     fn follow(&mut self) {
-        if let Some((generation, manager)) = self.shared.lock().as_ref() {
-            if *generation != self.generation {
-                self.generation = *generation;
-                self.current = manager.clone();
+        if let Some(current) = self.shared.lock().as_ref() {
+            if current.generation != self.generation {
+                self.generation = current.generation;
+                self.current = current.manager.clone();
             }
         }
     }
@@ -186,11 +251,11 @@ impl Connection {
         self.shared.sentinel.is_some()
     }
 
-    async fn after_error(&mut self, error: &RedisError) -> bool {
+    async fn after_error(&mut self, error: &RedisError, failed_at: Instant) -> bool {
         if self.shared.sentinel.is_none() || !points_elsewhere(error) {
             return false;
         }
-        self.shared.rediscover(self.generation).await;
+        self.shared.rediscover(self.generation, failed_at).await;
         let before = self.generation;
         self.follow();
         is_readonly(error) && self.generation != before
@@ -201,8 +266,9 @@ impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
             self.follow();
+            let sent_at = Instant::now();
             match self.current.req_packed_command(cmd).await {
-                Err(error) if self.after_error(&error).await => self.current.req_packed_command(cmd).await,
+                Err(error) if self.after_error(&error, sent_at).await => self.current.req_packed_command(cmd).await,
                 result => result,
             }
         })
@@ -216,8 +282,9 @@ impl ConnectionLike for Connection {
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
             self.follow();
+            let sent_at = Instant::now();
             match self.current.req_packed_commands(pipeline, offset, count).await {
-                Err(error) if self.after_error(&error).await => {
+                Err(error) if self.after_error(&error, sent_at).await => {
                     self.current.req_packed_commands(pipeline, offset, count).await
                 }
                 result => result,

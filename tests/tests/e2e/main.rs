@@ -12,5 +12,6 @@ mod outage;
 mod pipeline;
 mod pipeline_harness;
 mod reconcile;
+mod redis_failover;
 mod projections;
 mod registry;
