@@ -236,3 +236,55 @@ async fn a_sentinel_failover_during_a_rush_costs_a_short_503_window_and_keeps_ev
 async fn a_sigkilled_primary_during_a_rush_costs_a_short_503_window_and_keeps_every_invariant() {
     failover_during_a_rush(Fault::KillPrimary).await;
 }
+
+/// `Script::invoke_async` sends EVALSHA and, on NOSCRIPT, loads the script
+/// and sends it again: a new primary that never saw a script runs it on the
+/// first call, through the same (Sentinel-following) connection.
+#[tokio::test]
+async fn scripts_are_loaded_again_on_a_new_primary_that_never_saw_them() {
+    let _one_at_a_time = SENTINEL_REDIS.lock().await;
+    stack(&["up", "redis-sentinel"]).await;
+    assert!(eventually(Duration::from_secs(30), replica_known).await, "the Sentinels know a healthy replica");
+    let settings = RedisSettings { sentinels: SENTINELS.into(), master_name: MASTER.into(), ..Default::default() };
+    let mut conn = platform::redis::connect(&settings).await.expect("through the Sentinels");
+    let key = format!("t-noscript-{}", uuid::Uuid::new_v4().simple());
+    let script = redis::Script::new("return redis.call('INCR', KEYS[1])");
+    let exists = |conn: &mut platform::redis::Connection| {
+        let mut conn = conn.clone();
+        let hash = script.get_hash().to_string();
+        async move {
+            let found: Vec<i64> = redis::cmd("SCRIPT").arg("EXISTS").arg(hash).query_async(&mut conn).await.expect("script exists");
+            found[0] == 1
+        }
+    };
+    assert_eq!(script.key(&key).invoke_async::<i64>(&mut conn).await.expect("first call"), 1);
+    let replicas: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query_async(&mut conn).await.expect("wait");
+    assert_eq!(replicas, 1, "the replica has the first call's write");
+
+    let old_master = master_port().await;
+    let mut sentinel_conn = sentinel(26380).await;
+    let _: String = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER).query_async(&mut sentinel_conn).await.expect("failover");
+    let moved = eventually(Duration::from_secs(30), || {
+        let mut conn = conn.clone();
+        async move {
+            let port = master_port().await;
+            let role: Vec<redis::Value> = match redis::cmd("ROLE").query_async(&mut conn).await {
+                Ok(role) => role,
+                Err(_) => return false,
+            };
+            let is_master = matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master");
+            port != old_master && is_master && redis::cmd("SET").arg("t-noscript-probe").arg(1).query_async::<()>(&mut conn).await.is_ok()
+        }
+    })
+    .await;
+    assert!(moved, "the connection follows the Sentinels to the new primary");
+
+    // Whether or not the script came along, the new primary forgets it now.
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.expect("flush");
+    assert!(!exists(&mut conn).await, "the new primary does not know the script");
+    let second: i64 = script.key(&key).invoke_async(&mut conn).await.expect("NOSCRIPT answered by loading the script");
+    assert_eq!(second, 2, "the write before the failover was replicated, the script ran once more");
+    assert!(exists(&mut conn).await, "the script is loaded on the new primary");
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.expect("del");
+    stack(&["up", "redis-sentinel"]).await;
+}
