@@ -10,6 +10,13 @@ stack_up
 step "stack script checks (up twice is a no-op; down/up keeps data)"
 bash stack/tests/stack_test.sh
 
+step "member database (primary + streaming standbys) and Redis with a replica and three Sentinels"
+# The default set runs member-primary and member-standby; the failover and standby-outage
+# tests use the Sentinel-managed Redis and the second standby, started here.
+stack/bin/stack up redis-sentinel member-standby2
+bash stack/tests/member_db_test.sh
+bash stack/tests/redis_sentinel_test.sh
+
 step "building the workspace"
 cargo build --workspace --all-targets --locked
 

@@ -72,6 +72,8 @@ appendfilename "appendonly.aof"
 save 3600 1 300 100 60 10000
 replica-read-only yes
 replica-serve-stale-data yes
+# A replica that (re)joins after a failover syncs at once (the default waits 5 s).
+repl-diskless-sync-delay 0
 $replicaof
 CONF
   redis-server "$dir/redis.conf" || { show_log_tail "$dir/log/redis.log"; die "$u did not start"; }
