@@ -53,12 +53,11 @@ pub struct TestEnv {
 pub struct TestEnvBuilder {
     partitions: i32,
     database: bool,
-    register_schemas: bool,
 }
 
 impl Default for TestEnvBuilder {
     fn default() -> Self {
-        Self { partitions: PARTITIONS, database: true, register_schemas: true }
+        Self { partitions: PARTITIONS, database: true }
     }
 }
 
@@ -75,13 +74,6 @@ impl TestEnvBuilder {
         self
     }
 
-    /// Leave the schemas unregistered (the producers' codec registers a
-    /// schema on first use; `firstcome schemas register` sets compatibility).
-    pub fn without_schemas(mut self) -> Self {
-        self.register_schemas = false;
-        self
-    }
-
     /// Creates the topics, registers the schemas, creates and migrates the
     /// database. Panics when the stack is not up: tests cannot run without it.
     pub async fn build(self) -> TestEnv {
@@ -94,10 +86,9 @@ impl TestEnvBuilder {
         create_topics(&kafka, &pipeline_topics(&kafka.topics(), layout))
             .await
             .unwrap_or_else(|e| panic!("topics {prefix}* created (is the stack up?): {e}"));
-        if self.register_schemas {
-            let admin = RegistryAdmin::new(&registry.url, Duration::from_millis(registry.timeout_ms)).expect("registry admin");
-            admin.register_all(&kafka.topics()).await.unwrap_or_else(|e| panic!("schemas registered: {e}"));
-        }
+        // As `firstcome schemas register` does: every subject with its compatibility rule.
+        let admin = RegistryAdmin::new(&registry.url, Duration::from_millis(registry.timeout_ms)).expect("registry admin");
+        admin.register_all(&kafka.topics()).await.unwrap_or_else(|e| panic!("schemas registered: {e}"));
 
         let server = DatabaseSettings { max_connections: MAX_CONNECTIONS, ..Default::default() };
         let (database, pool) = if self.database {

@@ -49,8 +49,3 @@ pub fn init_logs(service: &'static str) {
         platform::telemetry::init(service, &Default::default());
     }
 }
-
-/// A fresh id for names a test owns (events, entries, members).
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
