@@ -50,6 +50,12 @@ pub struct KafkaSettings {
     pub delivery_timeout_ms: u64,
     /// Consumer group session timeout; the shutdown drain must fit inside it.
     pub session_timeout_ms: u64,
+    /// On shutdown, how long the batch in work may take to finish (handled,
+    /// outputs acknowledged, offsets committed) before it is abandoned:
+    /// nothing of it is committed and it replays after the restart. Must be
+    /// below `session_timeout_ms`, so the group does not evict a member that
+    /// is still draining (checked at start).
+    pub drain_timeout_ms: u64,
     /// Longest time a consumer may hold a batch between polls
     /// (max.poll.interval.ms) before the group evicts it; services whose
     /// batches can be slow validate against it.
@@ -76,6 +82,7 @@ impl Default for KafkaSettings {
             topic_prefix: String::new(),
             delivery_timeout_ms: 5_000,
             session_timeout_ms: 10_000,
+            drain_timeout_ms: 5_000,
             max_poll_interval_ms: 300_000,
             batch_max_records: 500,
             batch_max_wait_ms: 5,
@@ -100,6 +107,11 @@ impl KafkaSettings {
         Duration::from_millis(self.delivery_timeout_ms)
     }
 
+    /// How long a shutdown waits for the batch in work (`drain_timeout_ms`).
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
     /// Cross-field rules checked at start.
     pub fn validate(&self) -> Result<(), SettingsError> {
         if self.brokers.trim().is_empty() {
@@ -107,6 +119,12 @@ impl KafkaSettings {
         }
         if self.batch_max_records == 0 {
             return Err(SettingsError::Invalid("kafka.batch_max_records must be > 0".into()));
+        }
+        if self.drain_timeout_ms >= self.session_timeout_ms {
+            return Err(SettingsError::Invalid(format!(
+                "kafka.drain_timeout_ms ({}) must be below kafka.session_timeout_ms ({})",
+                self.drain_timeout_ms, self.session_timeout_ms
+            )));
         }
         if self.transaction_timeout_ms <= self.delivery_timeout_ms {
             return Err(SettingsError::Invalid(
@@ -350,6 +368,19 @@ mod tests {
     fn a_transaction_shorter_than_a_delivery_is_refused() {
         let kafka = KafkaSettings { transaction_timeout_ms: 1_000, ..Default::default() };
         assert!(kafka.validate().is_err());
+    }
+
+    #[test]
+    fn a_drain_deadline_not_below_the_session_timeout_is_refused() {
+        let defaults = KafkaSettings::default();
+        assert!(defaults.drain_timeout_ms < defaults.session_timeout_ms);
+        for drain_timeout_ms in [defaults.session_timeout_ms, defaults.session_timeout_ms + 1] {
+            let kafka = KafkaSettings { drain_timeout_ms, ..Default::default() };
+            let error = kafka.validate().expect_err("a drain as long as the session is refused");
+            assert!(error.to_string().contains("kafka.drain_timeout_ms"), "{error}");
+        }
+        let kafka = KafkaSettings { drain_timeout_ms: defaults.session_timeout_ms - 1, ..Default::default() };
+        assert!(kafka.validate().is_ok());
     }
 
     #[test]

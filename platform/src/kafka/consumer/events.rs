@@ -180,6 +180,26 @@ impl RecordDeadLettered<'_> {
     }
 }
 
+/// Shutdown found a batch still in work past the drain deadline: it is
+/// abandoned, nothing of it committed, and replays after the restart.
+pub struct DrainAbandoned<'a> {
+    pub group: &'a str,
+    pub records: usize,
+    pub drain_timeout: Duration,
+}
+
+impl DrainAbandoned<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            group = self.group,
+            records = self.records,
+            drain_timeout_ms = self.drain_timeout.as_millis() as u64,
+            "the batch in work did not finish within the drain deadline; abandoned uncommitted, it replays after the restart"
+        );
+        metrics::counter!("firstcome_drain_abandoned_total", "group" => self.group.to_string()).increment(1);
+    }
+}
+
 /// An output or dead letter was not acknowledged (at-least-once: retried).
 pub struct OutputNotAcknowledged<'a> {
     pub group: &'a str,
@@ -233,5 +253,37 @@ impl TransactionAborted<'_> {
             tracing::warn!(group = self.group, error = %ErrorChain(self.error), "transaction failed; aborting and rewinding");
         }
         metrics::counter!("firstcome_transaction_aborts_total", "group" => self.group.to_string()).increment(1);
+    }
+}
+
+/// The loop stopped with an error it cannot go on from; it is rebuilt
+/// after `pause` (`platform::service`).
+pub struct LoopFailed<'a> {
+    pub group: &'a str,
+    pub error: &'a super::ConsumerError,
+    pub pause: Duration,
+}
+
+impl LoopFailed<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            group = self.group,
+            error = %ErrorChain(self.error),
+            rebuild_in_ms = self.pause.as_millis() as u64,
+            "consumer loop stopped; rebuilding it"
+        );
+        metrics::counter!("firstcome_consumer_loop_rebuilds_total", "group" => self.group.to_string()).increment(1);
+    }
+}
+
+/// Rebuilding a failed loop failed (Kafka still away): tried again after a pause.
+pub struct LoopRebuildFailed<'a> {
+    pub group: &'a str,
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl LoopRebuildFailed<'_> {
+    pub fn emit(&self) {
+        tracing::error!(group = self.group, error = %ErrorChain(self.error), "rebuilding the consumer loop failed; will retry");
     }
 }

@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};
 
 use super::base_config;
-use self::events::{BatchFinished, BatchProcessed, BatchRefused, BatchRetried, LoopStarted, LoopStopped};
+use self::events::{BatchFinished, BatchProcessed, BatchRefused, BatchRetried, DrainAbandoned, LoopStarted, LoopStopped};
 use super::producer::{idempotent_config, RecordSender};
 use crate::settings::KafkaSettings;
 
@@ -132,8 +132,9 @@ impl ConsumerLoop {
     }
 
     /// Runs until `shutdown` is cancelled: the batch in work is finished and
-    /// committed first. Returns an error only when the loop cannot go on
-    /// (the caller rebuilds it).
+    /// committed first, or abandoned once `kafka.drain_timeout_ms` has passed
+    /// since the cancellation (see [`ConsumerLoop::run_batches`]). Returns an
+    /// error only when the loop cannot go on (the caller rebuilds it).
     pub async fn run<H: BatchHandler>(self, handler: &H, shutdown: CancellationToken) -> Result<(), ConsumerError> {
         LoopStarted { group: &self.group, delivery: &self.delivery }.emit();
         let result = self.run_batches(handler, &shutdown).await;
@@ -141,6 +142,19 @@ impl ConsumerLoop {
         result
     }
 
+    /// The drain deadline: once `shutdown` is cancelled, the batch in work
+    /// has `drain_timeout_ms` (validated below the session timeout, so the
+    /// group never evicts a member that is still draining) to be handled,
+    /// published and committed. Past it, the batch is abandoned: its future
+    /// is dropped and nothing of it is committed, so it replays after the
+    /// restart (or on the partitions' new owner). What it did meanwhile is
+    /// redone harmlessly, since every handler is idempotent per entry: a
+    /// dropped database transaction rolls back, outputs acknowledged before
+    /// the commit arrive again and are deduplicated downstream, and an open
+    /// Kafka transaction is aborted (by the broker after its timeout, or at
+    /// once by the restarted instance's `init_transactions`). A blocking
+    /// commit already handed to librdkafka may still complete; either way
+    /// the batch is committed whole or not at all.
     async fn run_batches<H: BatchHandler>(&self, handler: &H, shutdown: &CancellationToken) -> Result<(), ConsumerError> {
         loop {
             let batch = tokio::select! {
@@ -151,16 +165,37 @@ impl ConsumerLoop {
             if batch.is_empty() {
                 continue;
             }
-            let span = info_span!("batch", group = %self.group, size = batch.len());
-            let started = Instant::now();
-            let Some(outcome) = self.handle_with_retries(handler, &batch, shutdown).instrument(span.clone()).await else {
-                // Shut down before the batch could be handled: nothing committed, it replays.
-                return Ok(());
+            let drain = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(self.settings.drain_timeout()).await;
             };
-            BatchProcessed { group: &self.group, records: batch.len(), dead_letters: outcome.dead_letters.len() }.emit();
-            self.finish(&batch, outcome, shutdown).instrument(span).await?;
-            BatchFinished { group: &self.group, elapsed: started.elapsed() }.emit();
+            tokio::select! {
+                biased;
+                carry_on = self.process(handler, &batch, shutdown) => {
+                    if !carry_on? {
+                        return Ok(());
+                    }
+                }
+                _ = drain => {
+                    DrainAbandoned { group: &self.group, records: batch.len(), drain_timeout: self.settings.drain_timeout() }.emit();
+                    return Ok(());
+                }
+            }
         }
+    }
+
+    /// Handles, publishes and commits one batch. `false` when shut down
+    /// before the batch could be handled (nothing committed, it replays).
+    async fn process<H: BatchHandler>(&self, handler: &H, batch: &[Record], shutdown: &CancellationToken) -> Result<bool, ConsumerError> {
+        let span = info_span!("batch", group = %self.group, size = batch.len());
+        let started = Instant::now();
+        let Some(outcome) = self.handle_with_retries(handler, batch, shutdown).instrument(span.clone()).await else {
+            return Ok(false);
+        };
+        BatchProcessed { group: &self.group, records: batch.len(), dead_letters: outcome.dead_letters.len() }.emit();
+        self.finish(batch, outcome, shutdown).instrument(span).await?;
+        BatchFinished { group: &self.group, elapsed: started.elapsed() }.emit();
+        Ok(true)
     }
 
     async fn handle_with_retries<H: BatchHandler>(
