@@ -51,6 +51,7 @@ pub async fn connect(settings: &RedisSettings) -> RedisResult<Connection> {
         sentinel,
         state: SyncMutex::new(None),
         rediscovery: tokio::sync::Mutex::new(Instant::now() - REDISCOVER_EVERY),
+        moves: tokio::sync::watch::channel(0).0,
     });
     let (manager, address) = shared.open(None).await?;
     *shared.lock() = Some(Current { generation: 0, manager: manager.clone(), address });
@@ -136,6 +137,8 @@ struct Shared {
     state: SyncMutex<Option<Current>>,
     /// Held while asking the Sentinels; the time of the last attempt.
     rediscovery: tokio::sync::Mutex<Instant>,
+    /// The generation in use, announced to [`Connection::moves`] watchers.
+    moves: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -173,6 +176,8 @@ impl Shared {
         tracing::warn!(generation, %address, master = %self.settings.master_name, why, "Redis primary (re)discovered through Sentinel");
         metrics::counter!("firstcome_redis_rediscoveries_total").increment(1);
         *state = Some(Current { generation, manager, address });
+        drop(state);
+        self.moves.send_replace(generation);
     }
 
     /// Moves to the primary the Sentinels name, when it is not the one in use.
@@ -244,6 +249,13 @@ impl Connection {
                 self.current = current.manager.clone();
             }
         }
+    }
+
+    /// Announces every move to another primary (the generation number): a
+    /// failover may have lost the writes the old primary had not passed on,
+    /// so a stage that keeps state in Redis checks it against its log.
+    pub fn moves(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.moves.subscribe()
     }
 
     /// Whether this connection finds its primary through Sentinel.

@@ -19,6 +19,7 @@
 pub const GROUP: &str = "stock";
 
 pub mod events;
+pub mod failover;
 pub mod handler;
 pub mod marks;
 pub mod rebuild;

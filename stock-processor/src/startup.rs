@@ -49,6 +49,8 @@ pub struct Application {
     ops_listener: TcpListener,
     ops_port: u16,
     health: Health,
+    /// Checks every event against the log after a Redis failover.
+    failover: crate::failover::FailoverCheck,
 }
 
 impl Application {
@@ -66,6 +68,7 @@ impl Application {
             .with_registry(settings.registry.url.clone());
         let marks = MarkReader::new(&settings.kafka, &settings.group())?;
         let rebuilder = Rebuilder::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
+        let failover = crate::failover::FailoverCheck::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
         let handler = Arc::new(
             StockHandler::new(store, codec, settings.kafka.topics(), settings.group()).with_stale_guard(marks, rebuilder),
         );
@@ -78,7 +81,7 @@ impl Application {
             ops_port,
             "stock processor built"
         );
-        Ok(Self { settings, handler, consumer: Some(consumer), ops_listener, ops_port, health })
+        Ok(Self { settings, handler, consumer: Some(consumer), ops_listener, ops_port, health, failover })
     }
 
     /// The port `/healthz` and `/metrics` are served on (useful with port 0).
@@ -93,8 +96,9 @@ impl Application {
     /// Consumes until `shutdown` is cancelled; the batch in work is committed
     /// first. A loop that cannot go on (fenced or failed producer) is rebuilt.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let Self { settings, handler, mut consumer, ops_listener, health, .. } = self;
+        let Self { settings, handler, mut consumer, ops_listener, health, failover, .. } = self;
         let ops = tokio::spawn(platform::ops::serve(ops_listener, health, shutdown.clone()));
+        let failover = tokio::spawn(failover.run(shutdown.clone()));
 
         while !shutdown.is_cancelled() {
             let current = match consumer.take() {
@@ -121,6 +125,7 @@ impl Application {
             }
         }
 
+        failover.abort();
         match ops.await {
             Ok(result) => result.map_err(Error::Ops),
             Err(error) => {
