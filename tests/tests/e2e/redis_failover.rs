@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use platform::settings::RedisSettings;
 
-use crate::helpers::{eventually, TestEnv};
+use crate::helpers::{eventually, CliEnv, TestEnv};
+use firstcome_cli::commands::invariants;
 use crate::member_replica::stack;
 use crate::pipeline_harness::{drain, open_event, seed_crowd, Pipeline, Topology};
 use firstcome_cli::commands::rush::Accepted;
@@ -167,9 +168,7 @@ async fn rush_with_fault(pipeline: &Pipeline, event_id: &str, members: &[String]
 
 async fn failover_during_a_rush(fault: Fault) {
     let _one_at_a_time = SENTINEL_REDIS.lock().await;
-    if std::env::var_os("TEST_LOG").is_some() {
-        platform::telemetry::init("e2e-redis-failover", &Default::default());
-    }
+    testkit::init_logs("e2e-redis-failover");
     stack(&["up", "redis-sentinel"]).await;
     assert!(eventually(Duration::from_secs(30), replica_known).await, "the Sentinels know a healthy replica");
     let old_master = master_port().await;
@@ -287,4 +286,85 @@ async fn scripts_are_loaded_again_on_a_new_primary_that_never_saw_them() {
     assert!(exists(&mut conn).await, "the script is loaded on the new primary");
     let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.expect("del");
     stack(&["up", "redis-sentinel"]).await;
+}
+
+/// The event's keys as DUMP sees them (value and expiry).
+async fn dump_event(conn: &mut platform::redis::Connection, event_id: &str) -> Vec<(String, Option<(Vec<u8>, i64)>)> {
+    let mut taken = Vec::new();
+    for key in platform::event_keys::EventKeys::new(event_id).all() {
+        let value: Option<Vec<u8>> = redis::cmd("DUMP").arg(key).query_async(conn).await.expect("DUMP");
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(conn).await.expect("PTTL");
+        taken.push((key.to_string(), value.map(|v| (v, ttl.max(0)))));
+    }
+    taken
+}
+
+async fn restore_event(conn: &mut platform::redis::Connection, snapshot: &[(String, Option<(Vec<u8>, i64)>)]) {
+    for (key, value) in snapshot {
+        match value {
+            Some((bytes, ttl)) => {
+                let _: () = redis::cmd("RESTORE").arg(key).arg(*ttl).arg(bytes.as_slice()).arg("REPLACE")
+                    .query_async(conn).await.expect("RESTORE");
+            }
+            None => {
+                let _: () = redis::cmd("DEL").arg(key).query_async(conn).await.expect("DEL");
+            }
+        }
+    }
+}
+
+/// The worst timing of a failover: the event sells out on decisions the old
+/// primary took and then lost, so no further record of the event ever comes
+/// for the stage's per-batch check to notice. (Made deterministic: the
+/// event's keys are put back to an earlier snapshot, replicated, and the
+/// Sentinels then fail over.) The stage checks every event against its
+/// committed marks when its connection moves, and rebuilds this one.
+#[tokio::test]
+async fn an_event_that_sold_out_on_lost_decisions_is_rebuilt_after_the_failover_without_another_record() {
+    let _one_at_a_time = SENTINEL_REDIS.lock().await;
+    testkit::init_logs("e2e-redis-failover");
+    stack(&["up", "redis-sentinel"]).await;
+    assert!(eventually(Duration::from_secs(30), replica_known).await, "the Sentinels know a healthy replica");
+    let mut env = TestEnv::new().await;
+    env.redis = RedisSettings { sentinels: SENTINELS.into(), master_name: MASTER.into(), ..Default::default() };
+    let crowd = seed_crowd(&env, 10, 0).await;
+    let event_id = open_event(&env, &crowd, 10, 0).await;
+    let pipeline = Pipeline::start(&env, Topology::default()).await;
+    let mut conn = platform::redis::connect(&env.redis).await.expect("redis");
+    let keys = platform::event_keys::EventKeys::new(&event_id);
+
+    let (early, late) = crowd.eligible.split_at(4);
+    let first = crate::pipeline_harness::submit(&pipeline, &event_id, early, 0.0).await;
+    assert_eq!(first.count(202), 4, "{:?}", first.by_status);
+    let winners = |conn: &platform::redis::Connection, n: i64| {
+        let mut conn = conn.clone();
+        let winners = keys.winners.clone();
+        async move { redis::cmd("HLEN").arg(&winners).query_async::<i64>(&mut conn).await.map(|h| h == n).unwrap_or(false) }
+    };
+    assert!(eventually(Duration::from_secs(30), || winners(&conn, 4)).await, "four winners decided");
+    let snapshot = dump_event(&mut conn, &event_id).await;
+
+    let second = crate::pipeline_harness::submit(&pipeline, &event_id, late, 0.0).await;
+    assert_eq!(second.count(202), 6, "{:?}", second.by_status);
+    let accepted: Vec<Accepted> = first.accepted.iter().chain(&second.accepted).cloned().collect();
+    let report = drain(&env, &pipeline, &event_id, &accepted).await;
+    assert_eq!(report.tally.sent, 10, "sold out and paid: {:?}", report.tally);
+
+    // The old primary "loses" the last six decisions; the replica gets the loss too.
+    restore_event(&mut conn, &snapshot).await;
+    let replicas: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query_async(&mut conn).await.expect("WAIT");
+    assert_eq!(replicas, 1);
+    assert!(winners(&conn, 4).await, "Redis is behind the log now");
+
+    let mut sentinel_conn = sentinel(26380).await;
+    let _: String = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER).query_async(&mut sentinel_conn).await.expect("failover");
+    let rebuilt = eventually(Duration::from_secs(45), || winners(&conn, 10)).await;
+    let stores = invariants::Stores::connect(&env.cli()).await.expect("stores");
+    let report = invariants::check(&stores, &event_id, &accepted, Some(&pipeline.provider_url)).await.expect("checked");
+    pipeline.stop().await;
+    stack(&["up", "redis-sentinel"]).await;
+    assert!(rebuilt, "the stage rebuilt the event from the log after the failover: {:?}", report.tally);
+    assert!(report.all_hold(), "invariants: {:#?}", report.failing());
+    assert_eq!(report.tally.redis_stock, 0, "{:?}", report.tally);
+    assert_eq!(report.tally.redis_held, 10, "{:?}", report.tally);
 }
