@@ -41,6 +41,12 @@ pub enum ApiError {
     AlreadyEntered { entry_id: String },
     #[error("entry in progress")]
     EntryInProgress { entry_id: String, retry_after: Duration },
+    /// The member made more requests than `limits.member_*` allow.
+    #[error("too many requests from this member, retry later")]
+    RateLimited(Duration),
+    /// The body did not arrive whole within `limits.body_read_timeout_ms`.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// Every entry slot is taken (`limits.max_in_flight`): shed at once.
     #[error("too many requests in flight, retry shortly")]
     Overloaded,
@@ -66,6 +72,8 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotEligible => StatusCode::FORBIDDEN,
             ApiError::AlreadyEntered { .. } | ApiError::EntryInProgress { .. } => StatusCode::CONFLICT,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Overloaded | ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -85,6 +93,8 @@ impl ApiError {
             ApiError::NotEligible => "not_eligible",
             ApiError::AlreadyEntered { .. } => "already_entered",
             ApiError::EntryInProgress { .. } => "entry_in_progress",
+            ApiError::RateLimited(_) => "rate_limited",
+            ApiError::BodyTimeout => "body_timeout",
             ApiError::Overloaded => "overloaded",
             ApiError::Unavailable { .. } => "unavailable",
         }
@@ -92,7 +102,7 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::TooEarly(d) => Some(*d),
+            ApiError::TooEarly(d) | ApiError::RateLimited(d) => Some(*d),
             ApiError::Overloaded => Some(Duration::from_secs(1)),
             ApiError::EntryInProgress { retry_after, .. } | ApiError::Unavailable { retry_after, .. } => {
                 Some(*retry_after)
@@ -130,6 +140,10 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, ApiError::BodyTimeout) {
+            // The rest of the body may still come: never read it as a next request.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(after) = self.retry_after() {
             response
                 .headers_mut()
@@ -186,6 +200,13 @@ mod tests {
     fn closed_and_sold_out_are_both_gone() {
         assert_eq!(ApiError::Closed.status(), StatusCode::GONE);
         assert_eq!(ApiError::SoldOut.code(), "sold_out");
+    }
+
+    #[test]
+    fn rate_limited_is_429_with_retry_after() {
+        let response = ApiError::RateLimited(Duration::from_millis(1_500)).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "2");
     }
 
     #[test]

@@ -12,14 +12,20 @@
 //! - [`submission`]: the request body and its validation.
 //! - [`ids`]: the event and member id rules shared with the consumers.
 //! - [`routes`]: the handlers; [`request_context`]: span, correlation id, metrics.
+//! - [`rate_limit`]: requests per member, in bounded memory.
+//! - [`server`]: the HTTP/1 listener with a header-read timeout and a cap on connections.
+//! - [`ops`]: `/healthz` (cached, collapsed) and `/metrics` on the internal ops listener.
 //! - [`startup`]: `Application::build` / `run_until_stopped`.
 
 pub mod admission;
 pub mod auth;
 pub mod error;
 pub mod ids;
+pub mod ops;
+pub mod rate_limit;
 pub mod request_context;
 pub mod routes;
+pub mod server;
 pub mod settings;
 pub mod startup;
 pub mod state;

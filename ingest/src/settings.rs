@@ -15,13 +15,19 @@ use serde::Deserialize;
 
 /// The API port ingest listens on by default.
 pub const DEFAULT_PORT: u16 = 8080;
+/// The internal ops port (`/healthz`, `/metrics`) by default, beside the
+/// consumer services' 9101–9103.
+pub const DEFAULT_OPS_PORT: u16 = 9100;
 
 /// Everything `ingest` needs to run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// The API listener (also serves `/healthz` and `/metrics`).
+    /// The public API listener.
     pub http: HttpSettings,
+    /// The internal ops listener: `/healthz` and `/metrics`, never on the
+    /// API port (bind it where only operators and Prometheus reach it).
+    pub ops: HttpSettings,
     pub kafka: KafkaSettings,
     pub registry: RegistrySettings,
     /// Event state, eligibility and the first-entry marks.
@@ -44,6 +50,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             http: HttpSettings::on_port(DEFAULT_PORT),
+            ops: HttpSettings::on_port(DEFAULT_OPS_PORT),
             kafka: KafkaSettings::default(),
             registry: RegistrySettings::default(),
             redis: RedisSettings::default(),
@@ -117,6 +124,13 @@ impl Default for AuthSettings {
     }
 }
 
+impl AuthSettings {
+    /// Verifies a member's bearer token against these settings.
+    pub fn verify(&self, token: &str) -> Result<crate::auth::MemberId, crate::auth::AuthError> {
+        crate::auth::verify_with_issuer(&self.token_secret, &self.issuer, token)
+    }
+}
+
 /// Bounds on what one entry request may carry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -130,26 +144,74 @@ pub struct Limits {
     /// Most entry requests in flight on this instance; more are answered 503
     /// `overloaded` (Retry-After: 1) at once. Each may wait up to the publish
     /// deadline for Kafka, so this bounds memory when the broker is slow.
+    /// Taken only after the token verified, so anonymous clients hold none.
     pub max_in_flight: usize,
+    /// A connection must send a whole request head within this, or it is
+    /// closed (stalled and idle clients alike).
+    pub header_read_timeout_ms: u64,
+    /// An entry body must arrive whole within this, or the request is
+    /// answered 408 and the connection closed.
+    pub body_read_timeout_ms: u64,
+    /// Most connections open at once on the API listener; more wait in the
+    /// listen backlog.
+    pub max_connections: usize,
+    /// Requests per second one member may make (sustained), answered 429
+    /// with Retry-After beyond it, before any Redis call.
+    pub member_requests_per_sec: u32,
+    /// Requests one member may make at once on top of the sustained rate.
+    pub member_burst: u32,
+    /// Most members whose request rate is remembered at once (bounded memory:
+    /// a member idle long enough to be back to a full burst is forgotten first).
+    pub max_tracked_members: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 16_384, max_answers: 32, max_answer_chars: 500, max_in_flight: 2_048 }
+        Self {
+            max_body_bytes: 16_384,
+            max_answers: 32,
+            max_answer_chars: 500,
+            max_in_flight: 2_048,
+            header_read_timeout_ms: 5_000,
+            body_read_timeout_ms: 5_000,
+            max_connections: 10_000,
+            member_requests_per_sec: 2,
+            member_burst: 10,
+            max_tracked_members: 200_000,
+        }
     }
 }
 
 impl Limits {
     fn validate(&self) -> Result<(), SettingsError> {
-        if self.max_body_bytes == 0 || self.max_answers == 0 || self.max_answer_chars == 0 || self.max_in_flight == 0
+        if self.max_body_bytes == 0
+            || self.max_answers == 0
+            || self.max_answer_chars == 0
+            || self.max_in_flight == 0
+            || self.header_read_timeout_ms == 0
+            || self.body_read_timeout_ms == 0
+            || self.max_connections == 0
+            || self.member_requests_per_sec == 0
+            || self.member_burst == 0
+            || self.max_tracked_members == 0
         {
             return Err(SettingsError::Invalid("every limits.* must be > 0".into()));
         }
         // A semaphore holds the slots; more than it can count would panic at start.
-        if self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
-            return Err(SettingsError::Invalid("limits.max_in_flight is too large".into()));
+        if self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS
+            || self.max_connections > tokio::sync::Semaphore::MAX_PERMITS
+        {
+            return Err(SettingsError::Invalid("limits.max_in_flight or limits.max_connections is too large".into()));
         }
         Ok(())
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
     }
 }
 

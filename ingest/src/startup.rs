@@ -1,9 +1,10 @@
 //! Builds the service from its settings and runs it until shutdown.
 //!
 //! `build` connects what must work from the start (Redis, and its pub/sub
-//! subscription; the database when migrating) and binds the listener, so a
-//! test can read the port before `run_until_stopped`. Kafka and the registry
-//! are reached lazily: ingest starts while they are down and answers 503.
+//! subscription; the database when migrating) and binds both listeners (the
+//! public API and the internal ops one), so a test can read the ports before
+//! `run_until_stopped`. Kafka and the registry are reached lazily: ingest
+//! starts while they are down and answers 503.
 
 use axum::Router;
 use platform::kafka::EventProducer;
@@ -13,7 +14,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admitter;
+use crate::ops::{CachedHealth, HEALTH_TTL};
+use crate::rate_limit::MemberRateLimit;
 use crate::routes::{self, AppState};
+use crate::server::ServeLimits;
 use crate::settings::Settings;
 use crate::state::{EventCache, StateSync};
 
@@ -45,6 +49,10 @@ pub struct Application {
     host: String,
     port: u16,
     router: Router,
+    ops_listener: TcpListener,
+    ops_port: u16,
+    ops_router: Router,
+    serve_limits: ServeLimits,
     sync: StateSync,
 }
 
@@ -81,10 +89,34 @@ impl Application {
             publish_deadline: settings.publish_deadline(),
             resume_after: settings.resume_after(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(settings.limits.max_in_flight)),
+            member_rate: Arc::new(MemberRateLimit::new(
+                settings.limits.member_requests_per_sec,
+                settings.limits.member_burst,
+                settings.limits.max_tracked_members,
+            )),
         };
         let (listener, port) = settings.http.bind().await?;
-        tracing::info!(address = %settings.http.address(), port, "ingest listening");
-        Ok(Self { listener, host: settings.http.host.clone(), port, router: routes::router(state, health), sync })
+        let (ops_listener, ops_port) = settings.ops.bind().await?;
+        tracing::info!(address = %settings.http.address(), port, ops_port, "ingest listening");
+        Ok(Self {
+            listener,
+            host: settings.http.host.clone(),
+            port,
+            router: routes::router(state),
+            ops_listener,
+            ops_port,
+            ops_router: crate::ops::router(CachedHealth::new(health, HEALTH_TTL)),
+            serve_limits: ServeLimits {
+                header_read_timeout: settings.limits.header_read_timeout(),
+                max_connections: settings.limits.max_connections,
+            },
+            sync,
+        })
+    }
+
+    /// The bound ops port (`/healthz`, `/metrics`).
+    pub fn ops_port(&self) -> u16 {
+        self.ops_port
     }
 
     /// The bound port (the real one when the settings asked for port 0).
@@ -101,6 +133,11 @@ impl Application {
         format!("http://{host}:{}", self.port)
     }
 
+    /// `http://127.0.0.1:<ops port>`, for operators and tests on this machine.
+    pub fn ops_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ops_port)
+    }
+
     /// Serves until `shutdown` is cancelled, then lets in-flight requests
     /// finish (each is bounded by the publish deadline) and stops the state
     /// sync.
@@ -108,10 +145,16 @@ impl Application {
         // A child token: the sync also stops when the server ends on its own.
         let stop = shutdown.child_token();
         let sync = tokio::spawn(self.sync.run(stop.clone()));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await;
+        // The ops listener is internal yet served the same guarded way.
+        let ops_limits = ServeLimits { max_connections: 64, ..self.serve_limits };
+        let ops = tokio::spawn(crate::server::serve(self.ops_listener, self.ops_router, ops_limits, stop.clone()));
+        let served = crate::server::serve(self.listener, self.router, self.serve_limits, stop.clone()).await;
         stop.cancel();
+        match ops.await {
+            Ok(Err(error)) => tracing::error!(%error, "ops listener failed"),
+            Err(error) => tracing::error!(%error, "ops listener task failed"),
+            Ok(Ok(())) => {}
+        }
         if let Err(error) = sync.await {
             tracing::error!(%error, "event state sync task failed");
         }

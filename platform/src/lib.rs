@@ -8,6 +8,7 @@
 //!   through Sentinel, following failovers.
 //! - [`member_db`]: the shop's member database, read on its streaming replica.
 //! - [`ops`]: `/healthz` (checks real dependencies) and `/metrics`.
+//! - [`redact`]: URLs without credentials, masked phones, no tokens, for logs.
 //! - [`scripts`]: every Redis script (`platform/lua/*.lua`), whichever crate runs it.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
 //! - [`wait`]: waiting on a condition with a deadline (CLI and tests).
@@ -19,6 +20,7 @@ pub mod kafka;
 pub mod member_db;
 pub mod metrics;
 pub mod ops;
+pub mod redact;
 pub mod redis;
 pub mod scripts;
 pub mod settings;

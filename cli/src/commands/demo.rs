@@ -66,6 +66,8 @@ pub struct DemoOutcome {
 }
 
 const INGEST_BASE_PORT: u16 = 8080;
+/// Ingest instance i serves `/healthz` and `/metrics` on this + i.
+const INGEST_OPS_BASE_PORT: u16 = 9110;
 const PROVIDER_PORT: u16 = 8090;
 
 /// Runs the demo; the services are stopped before it returns.
@@ -131,11 +133,15 @@ async fn start_services(plan: &DemoPlan) -> anyhow::Result<Vec<ServiceProcess>> 
     specs.push(ServiceSpec { name: "sender".into(), binary: "sender".into(), env: sender_env, health_url: health(9103) });
     for i in 0..plan.ingest_instances {
         let port = INGEST_BASE_PORT + 2 * i as u16;
+        // `/healthz` is on ingest's internal ops listener, one port each.
+        let ops_port = INGEST_OPS_BASE_PORT + i as u16;
+        let mut env = port_env(port);
+        env.push(("FIRSTCOME_OPS__PORT".into(), ops_port.to_string()));
         specs.push(ServiceSpec {
             name: format!("ingest-{}", i + 1),
             binary: "ingest".into(),
-            env: port_env(port),
-            health_url: health(port),
+            env,
+            health_url: health(ops_port),
         });
     }
     let mut running = Vec::new();

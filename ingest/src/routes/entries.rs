@@ -1,9 +1,10 @@
 //! `POST /api/events/{event_id}/entries`: docs/DESIGN.md "Flow" step 1.
 //!
 //! Checks run cheapest first, and everything that can refuse without Kafka
-//! does: token → event state (memory: 404, 425, 410 closed) → body → ONE
-//! Redis script (eligible? first entry? stock left?) → produce → 202 only
-//! after the broker's ack.
+//! does: token → member's rate (429) → in-flight slot (503 overloaded) →
+//! event state (memory: 404, 425, 410 closed) → body (read within its
+//! deadline, else 408) → ONE Redis script (eligible? first entry? stock
+//! left?) → produce → 202 only after the broker's ack.
 
 use std::time::Duration;
 
@@ -21,7 +22,6 @@ use uuid::Uuid;
 
 use super::{known_event, status_url, AppState};
 use crate::admission::Admission;
-use crate::auth::{self, MemberId};
 use crate::error::{ApiError, Outcome};
 use crate::request_context::CorrelationId;
 use crate::state::Gate;
@@ -32,16 +32,17 @@ pub async fn submit(
     Path(event_id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    // 0. Load shedding: a free slot now, or 503 at once (never queued). Held
-    // until the answer, so it bounds the requests waiting on Kafka.
-    let _in_flight = app.in_flight.try_acquire().map_err(|_| ApiError::Overloaded)?;
     let arrived_at = schemas::now_millis();
     let span = Span::current();
     span.record("event_id", event_id.as_str());
 
-    // 1. Who is asking.
-    let member = authenticate(&app, &request)?;
-    span.record("user_id", member.as_str());
+    // 1. Who is asking, within their rate: anonymous clients and a member
+    // over its rate never reach a slot, Redis or Kafka.
+    let member = super::member(&app, request.headers())?;
+
+    // 1b. Load shedding: a free slot now, or 503 at once (never queued). Held
+    // until the answer, so it bounds the requests waiting on Kafka.
+    let _in_flight = app.in_flight.try_acquire().map_err(|_| ApiError::Overloaded)?;
 
     // 2. Is the event open?
     let meta = known_event(&app, &event_id).await?;
@@ -76,7 +77,11 @@ pub async fn submit(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let Json(body) = Json::<EntryBody>::from_request(request, &app).await?;
+    // A slow body holds a slot: it gets a deadline, then 408 and the
+    // connection is closed.
+    let Json(body) = tokio::time::timeout(app.limits.body_read_timeout(), Json::<EntryBody>::from_request(request, &app))
+        .await
+        .map_err(|_| ApiError::BodyTimeout)??;
     let submission = body.validate(&meta.questions, &app.limits, header_agent.as_deref())?;
 
     // 4. Eligible, first entry, stock left: one atomic script.
@@ -162,16 +167,6 @@ pub async fn submit(
     let outcome = if resumed { "resumed" } else { "accepted" };
     tracing::info!(outcome, "entry accepted");
     Ok(accepted(&entry_id, outcome))
-}
-
-fn authenticate(app: &AppState, request: &Request) -> Result<MemberId, ApiError> {
-    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    auth::bearer(header)
-        .and_then(|token| auth::verify_with_issuer(&app.auth.token_secret, &app.auth.issuer, token))
-        .map_err(|error| {
-            tracing::debug!(%error, "token refused");
-            ApiError::Unauthorized
-        })
 }
 
 fn accepted(entry_id: &str, outcome: &'static str) -> Response {

@@ -1,10 +1,16 @@
 //! `GET /api/entries/{entry_id}`: pending → won / lost → sent / failed.
 //!
+//! Only for the member whose entry it is: the bearer token is required
+//! (401), and another member's entry answers 404, as an unknown one does
+//! (an entry id reveals nothing, and guessing ids costs the guesser its
+//! request rate before any lookup).
+//!
 //! The entries table (written by the recorder) is the answer; between the
 //! 202 and the recorder's write, the entry is only known to Redis (`entries`
 //! hash of its event), which is answered as `pending` by any instance.
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use platform::event_keys::EventKeys;
@@ -12,23 +18,29 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::AppState;
+use crate::auth::MemberId;
 use crate::error::ApiError;
 
-pub async fn show(State(app): State<AppState>, Path(entry_id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn show(
+    State(app): State<AppState>,
+    Path(entry_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let span = tracing::Span::current();
+    let member = super::member(&app, &headers)?;
     let id = Uuid::parse_str(&entry_id).map_err(|_| ApiError::BadRequest {
         code: "invalid_entry_id",
         message: "the entry id is not a UUID".into(),
     })?;
     span.record("entry_id", id.to_string().as_str());
 
-    let db_failure = match from_database(&app.db, id).await {
+    let db_failure = match from_database(&app.db, id, &member).await {
         Ok(Some(entry)) => return Ok(Json(entry)),
         Ok(None) => None,
         // Redis may still know it as pending: answer that rather than fail.
         Err(error) => Some(error),
     };
-    match pending_in(&app, &id.to_string()).await {
+    match pending_in(&app, &id.to_string(), &member).await {
         Ok(Some(event_id)) => Ok(Json(json!({
             "entry_id": id.to_string(),
             "event_id": event_id,
@@ -42,14 +54,19 @@ pub async fn show(State(app): State<AppState>, Path(entry_id): Path<String>) -> 
     }
 }
 
-async fn from_database(db: &deadpool_postgres::Pool, id: Uuid) -> Result<Option<Value>, platform::db::DbError> {
+/// The member's entry from the entries table (`None`: not there, or another member's).
+async fn from_database(
+    db: &deadpool_postgres::Pool,
+    id: Uuid,
+    member: &MemberId,
+) -> Result<Option<Value>, platform::db::DbError> {
     let client = db.get().await?;
     let row = client
         .query_opt(
             "SELECT event_id, status, outcome, unit_no, dispatch_status,
                     submitted_at, accepted_at, decided_at, dispatched_at
-               FROM event_entries WHERE entry_id = $1",
-            &[&id],
+               FROM event_entries WHERE entry_id = $1 AND user_id = $2",
+            &[&id, &member.as_str()],
         )
         .await?;
     let Some(row) = row else { return Ok(None) };
@@ -84,9 +101,9 @@ enum LookupError {
 /// or recently closed in PostgreSQL. The second look is needed because the
 /// 202 may have come from another instance, for an event this one never saw:
 /// the member's status poll may land anywhere.
-async fn pending_in(app: &AppState, entry_id: &str) -> Result<Option<String>, LookupError> {
+async fn pending_in(app: &AppState, entry_id: &str, member: &MemberId) -> Result<Option<String>, LookupError> {
     let cached = app.cache.known_ids();
-    if let Some(event_id) = holding(app, cached.clone(), entry_id).await? {
+    if let Some(event_id) = holding(app, cached.clone(), entry_id, member).await? {
         return Ok(Some(event_id));
     }
     let others: Vec<String> = recent_events(&app.db)
@@ -94,22 +111,31 @@ async fn pending_in(app: &AppState, entry_id: &str) -> Result<Option<String>, Lo
         .into_iter()
         .filter(|event_id| !cached.contains(event_id) && crate::ids::is_valid_id(event_id))
         .collect();
-    Ok(holding(app, others, entry_id).await?)
+    Ok(holding(app, others, entry_id, member).await?)
 }
 
-/// Which of `events` has `entry_id` in its `entries` hash (one pipelined
-/// round trip of HEXISTS).
-async fn holding(app: &AppState, events: Vec<String>, entry_id: &str) -> redis::RedisResult<Option<String>> {
+/// Which of `events` holds `entry_id` for `member` in its `entries` hash
+/// (entry id → member; one pipelined round trip of HGET).
+async fn holding(
+    app: &AppState,
+    events: Vec<String>,
+    entry_id: &str,
+    member: &MemberId,
+) -> redis::RedisResult<Option<String>> {
     if events.is_empty() {
         return Ok(None);
     }
     let mut pipe = redis::pipe();
     for event_id in &events {
-        pipe.cmd("HEXISTS").arg(EventKeys::new(event_id).entries).arg(entry_id);
+        pipe.cmd("HGET").arg(EventKeys::new(event_id).entries).arg(entry_id);
     }
     let mut redis = app.redis.clone();
-    let found: Vec<bool> = pipe.query_async(&mut redis).await?;
-    Ok(events.into_iter().zip(found).find(|(_, hit)| *hit).map(|(event_id, _)| event_id))
+    let found: Vec<Option<String>> = pipe.query_async(&mut redis).await?;
+    Ok(events
+        .into_iter()
+        .zip(found)
+        .find(|(_, owner)| owner.as_deref() == Some(member.as_str()))
+        .map(|(event_id, _)| event_id))
 }
 
 /// The events that may still hold pending entries: open, or closed within a

@@ -3,9 +3,10 @@
 //! | route | what |
 //! | --- | --- |
 //! | `POST /api/events/{event_id}/entries` | submit an entry ([`entries`]) |
-//! | `GET /api/entries/{entry_id}` | an entry's status ([`entry_status`]) |
+//! | `GET /api/entries/{entry_id}` | the member's own entry's status ([`entry_status`]) |
 //! | `GET /api/events/{event_id}` | an event's public state ([`events`]) |
-//! | `GET /healthz`, `GET /metrics` | `platform::ops`, merged in |
+//!
+//! `/healthz` and `/metrics` are on the internal ops listener (`crate::ops`).
 
 pub mod entries;
 pub mod entry_status;
@@ -15,15 +16,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderMap};
 use axum::routing::{get, post};
 use axum::Router;
 use platform::kafka::EventProducer;
-use platform::ops::Health;
 use platform::redis::Connection as ConnectionManager;
 use tokio::sync::Semaphore;
 
 use crate::admission::Admitter;
+use crate::auth::{self, MemberId};
 use crate::error::ApiError;
+use crate::rate_limit::MemberRateLimit;
 use crate::settings::{AuthSettings, Limits};
 use crate::state::EventCache;
 
@@ -45,7 +48,29 @@ pub struct AppState {
     /// wait up to `publish_deadline` for Kafka, so without a bound a slow
     /// broker would pile up requests until memory runs out; when every
     /// permit is taken the request is refused at once with 503 `overloaded`.
+    /// Taken after the token verified and the member's rate allowed it.
     pub in_flight: Arc<Semaphore>,
+    /// Requests per member (429 beyond it, before any Redis call).
+    pub member_rate: Arc<MemberRateLimit>,
+}
+
+/// The member behind the request's bearer token (401 otherwise), within its
+/// request rate (429 with Retry-After otherwise). Nothing before this touches
+/// Redis, Kafka or PostgreSQL.
+pub(crate) fn member(app: &AppState, headers: &HeaderMap) -> Result<MemberId, ApiError> {
+    let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let member = auth::bearer(header)
+        .and_then(|token| app.auth.verify(token))
+        .map_err(|error| {
+            tracing::debug!(%error, "token refused");
+            ApiError::Unauthorized
+        })?;
+    tracing::Span::current().record("user_id", member.as_str());
+    if let Err(wait) = app.member_rate.check(member.as_str()) {
+        metrics::counter!("firstcome_ingest_rate_limited_total").increment(1);
+        return Err(ApiError::RateLimited(wait));
+    }
+    Ok(member)
 }
 
 /// The event's state (memory; Redis only on first sight). An id no event may
@@ -67,8 +92,8 @@ pub fn status_url(entry_id: &str) -> String {
     format!("/api/entries/{entry_id}")
 }
 
-/// The API, `/healthz` and `/metrics`, every route inside the request middleware.
-pub fn router(state: AppState, health: Health) -> Router {
+/// The API, every route inside the request middleware.
+pub fn router(state: AppState) -> Router {
     let max_body = state.limits.max_body_bytes;
     Router::new()
         .route(
@@ -78,6 +103,5 @@ pub fn router(state: AppState, health: Health) -> Router {
         .route("/api/events/{event_id}", get(events::show))
         .route("/api/entries/{entry_id}", get(entry_status::show))
         .with_state(state)
-        .merge(platform::ops::router(health))
         .layer(axum::middleware::from_fn(crate::request_context::track))
 }

@@ -4,7 +4,7 @@
 //! re-read only replaces an entry whose version did not move while it was
 //! reading, so a stale read can never undo a fresher notification.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -12,8 +12,8 @@ use platform::event_keys::{EventKeys, EventMeta, EventStatus, StateChange};
 use redis::aio::ConnectionLike;
 
 /// How many unknown event ids are remembered (to spare Redis from a flood of
-/// requests for an id that does not exist) before the memory is reset.
-const MAX_UNKNOWN: usize = 10_000;
+/// requests for an id that does not exist); beyond it the oldest is forgotten.
+pub const MAX_UNKNOWN: usize = 10_000;
 
 /// Where one event stands for a request arriving at `now_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,14 +56,37 @@ struct Cached {
     version: u64,
 }
 
+/// Event ids Redis did not know, with when: a bounded FIFO (the oldest is
+/// forgotten first), so a flood of random ids costs fixed memory.
+#[derive(Debug, Default)]
+struct Unknown {
+    at: HashMap<String, Instant>,
+    order: VecDeque<String>,
+}
+
+impl Unknown {
+    fn remember(&mut self, event_id: &str) {
+        if self.at.insert(event_id.to_string(), Instant::now()).is_none() {
+            self.order.push_back(event_id.to_string());
+        }
+        while self.order.len() > MAX_UNKNOWN {
+            if let Some(oldest) = self.order.pop_front() {
+                self.at.remove(&oldest);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     events: RwLock<HashMap<String, Cached>>,
-    unknown: Mutex<HashMap<String, Instant>>,
+    unknown: Mutex<Unknown>,
     unknown_ttl: Duration,
-    /// One first-sight load at a time: the opening flood on a cold instance
-    /// becomes one Redis read per event, not one per request.
-    loading: tokio::sync::Mutex<()>,
+    /// One first-sight load at a time PER EVENT: the opening flood on a cold
+    /// instance becomes one Redis read per event, not one per request, and
+    /// loads of different ids (a flood of random ones) never queue behind
+    /// each other. An entry lives only while its load runs.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The events by id. Cheap to clone.
@@ -81,9 +104,9 @@ impl EventCache {
         Self {
             inner: Arc::new(Inner {
                 events: RwLock::new(HashMap::new()),
-                unknown: Mutex::new(HashMap::new()),
+                unknown: Mutex::new(Unknown::default()),
                 unknown_ttl,
-                loading: tokio::sync::Mutex::new(()),
+                loading: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -106,7 +129,29 @@ impl EventCache {
         if self.recently_unknown(event_id) {
             return Ok(None);
         }
-        let _loading = self.inner.loading.lock().await;
+        let gate = {
+            let mut loading = self.inner.loading.lock().unwrap_or_else(|e| e.into_inner());
+            loading.entry(event_id.to_string()).or_default().clone()
+        };
+        let loaded = {
+            let _loading = gate.lock().await;
+            self.load(conn, event_id).await
+        };
+        // The last one out removes the gate (a waiter still holding a clone
+        // finds the result cached once it gets the lock).
+        let mut loading = self.inner.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if loading.get(event_id).is_some_and(|g| Arc::ptr_eq(g, &gate) && Arc::strong_count(g) <= 2) {
+            loading.remove(event_id);
+        }
+        loaded
+    }
+
+    /// The load itself, under the event's gate.
+    async fn load<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        event_id: &str,
+    ) -> redis::RedisResult<Option<Arc<EventMeta>>> {
         // Another request may have loaded it while this one waited.
         if let Some(meta) = self.get(event_id) {
             return Ok(Some(meta));
@@ -124,11 +169,7 @@ impl EventCache {
                 Ok(Some(cached.meta.clone()))
             }
             None => {
-                let mut unknown = self.inner.unknown.lock().unwrap_or_else(|e| e.into_inner());
-                if unknown.len() >= MAX_UNKNOWN {
-                    unknown.clear();
-                }
-                unknown.insert(event_id.to_string(), Instant::now());
+                self.inner.unknown.lock().unwrap_or_else(|e| e.into_inner()).remember(event_id);
                 Ok(None)
             }
         }
@@ -136,7 +177,14 @@ impl EventCache {
 
     fn recently_unknown(&self, event_id: &str) -> bool {
         let unknown = self.inner.unknown.lock().unwrap_or_else(|e| e.into_inner());
-        unknown.get(event_id).is_some_and(|at| at.elapsed() < self.inner.unknown_ttl)
+        unknown.at.get(event_id).is_some_and(|at| at.elapsed() < self.inner.unknown_ttl)
+    }
+
+    /// How many unknown ids are remembered, and how many loads are running.
+    pub fn memory(&self) -> (usize, usize) {
+        let unknown = self.inner.unknown.lock().unwrap_or_else(|e| e.into_inner()).at.len();
+        let loading = self.inner.loading.lock().unwrap_or_else(|e| e.into_inner()).len();
+        (unknown, loading)
     }
 
     /// Applies a published change to a known event; unknown events are
@@ -276,6 +324,17 @@ mod tests {
         let seen = cache.snapshot()[0].1;
         cache.replace_if_unchanged("ev", seen, Some(meta(EventStatus::Open)));
         assert_eq!(cache.get("ev").unwrap().status, EventStatus::Open);
+    }
+
+    #[test]
+    fn unknown_ids_are_bounded_and_the_oldest_go_first() {
+        let cache = EventCache::new(Duration::from_secs(60));
+        for i in 0..MAX_UNKNOWN + 500 {
+            cache.inner.unknown.lock().unwrap().remember(&format!("nope-{i}"));
+        }
+        assert_eq!(cache.memory().0, MAX_UNKNOWN);
+        assert!(!cache.recently_unknown("nope-0"), "the oldest is forgotten");
+        assert!(cache.recently_unknown(&format!("nope-{}", MAX_UNKNOWN + 499)));
     }
 
     #[test]

@@ -60,7 +60,7 @@ async fn an_accepted_entry_is_answered_202_and_is_in_kafka() {
 
     // Acknowledged: the mark is final and the entry is known as pending.
     assert_eq!(entered_mark(&mut conn, &event_id, "m-1").await, Some(format!("A|{entry_id}")));
-    let status = app.http.get(format!("{}/api/entries/{entry_id}", app.base_url)).send().await.unwrap();
+    let status = app.status_of(&entry_id, "m-1").await;
     assert_eq!(status.status(), StatusCode::OK);
     let status = json_of(status).await;
     assert_eq!(status["status"], "pending");

@@ -204,3 +204,68 @@ async fn the_subscription_comes_back_after_its_connection_is_killed() {
     assert!(!state_subscribers(&mut conn).await.contains(&mine));
     app.stop().await;
 }
+
+/// A Redis connection behind a slow network: every call waits `delay`
+/// before it goes to the real server (the state cache takes any connection).
+#[derive(Clone)]
+struct SlowRedis {
+    inner: platform::redis::Connection,
+    delay: Duration,
+}
+
+impl redis::aio::ConnectionLike for SlowRedis {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.req_packed_command(cmd).await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.req_packed_commands(pipeline, offset, count).await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_random_event_ids_cannot_stall_loading_a_real_event() {
+    let settings = isolated_settings().await;
+    let mut conn = redis(&settings).await;
+    let event_id = create_event(&mut conn, EventSpec::open(&["m-1"])).await;
+    let cache = ingest::state::EventCache::new(Duration::from_secs(60));
+    let slow = SlowRedis { inner: conn.clone(), delay: Duration::from_millis(100) };
+
+    // 300 first-sight loads of ids no event has, all at once, then the real one.
+    let flood: Vec<_> = (0..300)
+        .map(|_| {
+            let cache = cache.clone();
+            let mut slow = slow.clone();
+            tokio::spawn(async move { cache.get_or_load(&mut slow, &format!("ev-{}", Uuid::new_v4())).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let started = tokio::time::Instant::now();
+    let loaded = cache.get_or_load(&mut slow.clone(), &event_id).await.expect("loads");
+    let waited = started.elapsed();
+    assert_eq!(loaded.expect("the real event is known").event_id, event_id);
+    // One slow round trip, not 300 of them queued one after another.
+    assert!(waited < Duration::from_secs(2), "the real event waited {waited:?} behind the flood");
+
+    for load in flood {
+        assert!(load.await.expect("joined").expect("redis").is_none());
+    }
+    let (unknown, loading) = cache.memory();
+    assert_eq!(unknown, 300, "every unknown id remembered");
+    assert_eq!(loading, 0, "no load gate left behind");
+}

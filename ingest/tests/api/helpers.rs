@@ -28,6 +28,7 @@ pub async fn isolated_settings() -> Settings {
     let env = testkit::TestEnv::new().await;
     let mut settings = Settings {
         http: HttpSettings::on_port(0),
+        ops: HttpSettings::on_port(0),
         kafka: env.kafka.clone(),
         registry: env.registry.clone(),
         redis: env.redis.clone(),
@@ -37,12 +38,17 @@ pub async fn isolated_settings() -> Settings {
     // A short delivery timeout keeps the resume window (timeout + 1 s) short,
     // yet long enough for a first produce to a new topic on a busy machine.
     settings.kafka.delivery_timeout_ms = 2_500;
+    // Tests poll as fast as they like; the member rate has its own test.
+    settings.limits.member_requests_per_sec = 1_000;
+    settings.limits.member_burst = 1_000;
     settings
 }
 
 /// A running ingest; stopped when dropped.
 pub struct TestApp {
     pub base_url: String,
+    /// The internal ops listener (`/healthz`, `/metrics`).
+    pub ops_url: String,
     pub settings: Settings,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
@@ -53,10 +59,11 @@ impl TestApp {
     pub async fn spawn(settings: Settings) -> Self {
         let app = Application::build(settings.clone()).await.expect("ingest builds");
         let base_url = app.base_url();
+        let ops_url = app.ops_url();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let http = reqwest::Client::builder().no_proxy().timeout(DEADLINE).build().expect("http client");
-        Self { base_url, settings, http, shutdown, handle: Some(handle) }
+        Self { base_url, ops_url, settings, http, shutdown, handle: Some(handle) }
     }
 
     pub fn token(&self, member: &str) -> String {
@@ -67,6 +74,21 @@ impl TestApp {
             Duration::from_secs(600),
         )
         .expect("token minted")
+    }
+
+    /// `GET /api/entries/{entry_id}` as `member`.
+    pub async fn status_of(&self, entry_id: &str, member: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/api/entries/{entry_id}", self.base_url))
+            .bearer_auth(self.token(member))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The ops listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.ops_url)).send().await.unwrap().text().await.unwrap()
     }
 
     pub fn entries_url(&self, event_id: &str) -> String {

@@ -62,6 +62,7 @@ async fn with_redis_down_ingest_answers_503_and_writes_nothing() {
 
     let app = ingest::Application::build(ingest::Settings {
         http: HttpSettings::on_port(0),
+        ops: HttpSettings::on_port(0),
         kafka: env.kafka.clone(),
         registry: env.registry.clone(),
         redis: own.settings.clone(),

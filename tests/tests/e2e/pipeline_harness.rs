@@ -103,6 +103,7 @@ impl Pipeline {
         for _ in 0..topology.ingest_instances {
             let ingest = ingest::Application::build(ingest::Settings {
                 http: HttpSettings::on_port(0),
+                ops: HttpSettings::on_port(0),
                 kafka: env.kafka.clone(),
                 registry: env.registry.clone(),
                 redis: env.redis.clone(),

@@ -1,0 +1,140 @@
+//! Ingest's internal ops listener: `GET /healthz` and `GET /metrics`, on
+//! their own port (`ops.*`), never on the public API port.
+//!
+//! Every health check asks Kafka for metadata, takes a PostgreSQL connection
+//! and calls the registry; uncached, a client could turn `/healthz` into a
+//! load on every dependency. So the result is kept for [`HEALTH_TTL`], and
+//! concurrent checks collapse into one: while one runs, the others wait for
+//! its answer. The answer names each dependency `ok` or `down` and nothing
+//! more (no internal URL, address or error text); the reason of a failure is
+//! logged.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use platform::ops::Health;
+use serde_json::{json, Map, Value};
+use tokio::sync::Mutex;
+
+/// How long one health result is served.
+pub const HEALTH_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+struct Report {
+    at: Instant,
+    healthy: bool,
+    body: Value,
+}
+
+/// The dependency checks, cached and collapsed. Cheap to clone.
+#[derive(Clone)]
+pub struct CachedHealth {
+    health: Health,
+    ttl: Duration,
+    last: Arc<Mutex<Option<Report>>>,
+}
+
+impl CachedHealth {
+    pub fn new(health: Health, ttl: Duration) -> Self {
+        Self { health, ttl, last: Arc::new(Mutex::new(None)) }
+    }
+
+    /// The current report: the cached one while fresh, else one new check
+    /// (concurrent callers wait on the lock and share it).
+    pub async fn report(&self) -> (bool, Value) {
+        let mut last = self.last.lock().await;
+        if let Some(report) = last.as_ref().filter(|r| r.at.elapsed() < self.ttl) {
+            return (report.healthy, report.body.clone());
+        }
+        let (healthy, detailed) = self.health.report().await;
+        let body = public(&detailed);
+        *last = Some(Report { at: Instant::now(), healthy, body: body.clone() });
+        (healthy, body)
+    }
+}
+
+/// `{"status", "checks": {name: "ok"|"down"}}`; the failures' text is logged.
+fn public(detailed: &Value) -> Value {
+    let mut checks = Map::new();
+    if let Some(detail) = detailed["checks"].as_object() {
+        for (name, result) in detail {
+            let ok = result == "ok";
+            if !ok {
+                let reason = platform::redact::urls(result.as_str().unwrap_or_default());
+                tracing::warn!(dependency = %name, %reason, "health check failed");
+            }
+            checks.insert(name.clone(), Value::from(if ok { "ok" } else { "down" }));
+        }
+    }
+    json!({ "status": detailed["status"], "checks": checks })
+}
+
+async fn healthz(State(health): State<CachedHealth>) -> Response {
+    let (healthy, body) = health.report().await;
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics_text() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        platform::metrics::handle().render(),
+    )
+}
+
+/// `/healthz` and `/metrics` for the ops listener.
+pub fn router(health: CachedHealth) -> Router {
+    // Install the recorder before the first metric is recorded.
+    let _ = platform::metrics::handle();
+    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics_text)).with_state(health)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn counting(calls: Arc<AtomicUsize>, answer: Result<(), String>) -> Health {
+        Health::new().with(
+            "dep",
+            Arc::new(move || {
+                let calls = calls.clone();
+                let answer = answer.clone();
+                Box::pin(async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    answer
+                })
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn concurrent_checks_collapse_into_one_and_the_result_is_kept_a_while() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let health = CachedHealth::new(counting(calls.clone(), Ok(())), Duration::from_millis(300));
+        let answers = futures::future::join_all((0..50).map(|_| health.report())).await;
+        assert!(answers.iter().all(|(healthy, _)| *healthy));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "50 concurrent checks, one probe");
+        let _ = health.report().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "served from the cache");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let _ = health.report().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "checked again once stale");
+    }
+
+    #[tokio::test]
+    async fn a_failure_names_the_dependency_but_no_url() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let reason = "error sending request for url (http://user:pw@10.0.0.7:8081/apis/ccompat/v7/subjects)";
+        let health = CachedHealth::new(counting(calls, Err(reason.into())), HEALTH_TTL);
+        let (healthy, body) = health.report().await;
+        assert!(!healthy);
+        assert_eq!(body, json!({ "status": "unavailable", "checks": { "dep": "down" } }));
+    }
+}
