@@ -8,7 +8,9 @@
 //!   through Sentinel, following failovers.
 //! - [`member_db`]: the shop's member database, read on its streaming replica.
 //! - [`ops`]: `/healthz` (checks real dependencies) and `/metrics`.
-//! - [`redact`]: URLs without credentials, masked phones, no tokens, for logs.
+//! - [`service`]: a consumer service (ops listener, consumer loop, shutdown,
+//!   the loop rebuilt after a fatal error) for stock, recording and dispatch.
+//! - [`error`]: an error with its cause chain, for logs.
 //! - [`scripts`]: every Redis script (`platform/lua/*.lua`), whichever crate runs it.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
 //! - [`wait`]: waiting on a condition with a deadline (CLI and tests).
@@ -20,9 +22,9 @@ pub mod kafka;
 pub mod member_db;
 pub mod metrics;
 pub mod ops;
-pub mod redact;
 pub mod redis;
 pub mod scripts;
+pub mod service;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

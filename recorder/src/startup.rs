@@ -1,11 +1,12 @@
 //! Building and running the service: the pool (migrated if asked), the
-//! codec, the consumer loop of group `recording`, and the ops server.
+//! codec and the handler of group `recording`, run by platform's consumer
+//! service (the loop, the ops server, one shutdown).
 
 use deadpool_postgres::Pool;
-use platform::kafka::{ConsumerError, ConsumerLoop, Delivery};
+use platform::kafka::Delivery;
 use platform::ops::Health;
+use platform::service::{ConsumerService, ServiceError, Subscription};
 use platform::settings::SettingsError;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::Recorder;
@@ -13,7 +14,7 @@ use crate::settings::Settings;
 use crate::store::Store;
 use crate::GROUP;
 
-/// Why the recorder could not start, or stopped.
+/// Why the recorder could not start, or its ops server failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -24,21 +25,14 @@ pub enum Error {
     Registry(#[from] schemas::CodecError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("consumer loop: {0}")]
-    Consumer(#[from] ConsumerError),
-    #[error("ops listener: {0}")]
-    Bind(#[from] platform::settings::BindError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
 /// A built recorder, ready to run.
 pub struct Application {
-    consumer: ConsumerLoop,
-    recorder: Recorder,
-    ops_listener: TcpListener,
-    ops_port: u16,
-    health: Health,
+    service: ConsumerService<Recorder>,
     pool: Pool,
-    group: String,
 }
 
 impl Application {
@@ -52,25 +46,24 @@ impl Application {
         }
         let codec = settings.registry.codec()?;
         let group = settings.kafka.group(GROUP);
-        let recorder = Recorder::new(Store::live(pool.clone()), codec, settings.kafka.topics(), group.clone());
-        let consumer = ConsumerLoop::new(&settings.kafka, &group, &recorder.topics(), Delivery::AtLeastOnce)?;
-
+        let recorder = Recorder::new(Store::live(pool.clone()), codec, settings.kafka.topics(), group);
         let health = Health::new()
             .with_postgres(pool.clone())
             .with_kafka(&settings.kafka)?
             .with_registry(settings.registry.url.clone());
-        let (ops_listener, ops_port) = settings.http.bind().await?;
-        Ok(Self { consumer, recorder, ops_listener, ops_port, health, pool, group })
+        let subscription = Subscription { kafka: settings.kafka.clone(), group_name: GROUP, delivery: Delivery::AtLeastOnce };
+        let service = ConsumerService::build(subscription, recorder, &settings.http, health).await?;
+        Ok(Self { service, pool })
     }
 
     /// The port `/healthz` and `/metrics` are served on.
     pub fn ops_port(&self) -> u16 {
-        self.ops_port
+        self.service.ops_port()
     }
 
     /// The consumer group id (with the topic prefix).
-    pub fn group(&self) -> &str {
-        &self.group
+    pub fn group(&self) -> String {
+        self.service.group()
     }
 
     /// The database pool the projection is written with.
@@ -79,25 +72,11 @@ impl Application {
     }
 
     /// Consumes until `shutdown` is cancelled; the batch in work is committed
-    /// (database, then offsets) before it returns.
+    /// (database, then offsets) before it returns, or abandoned uncommitted
+    /// past the drain deadline. A loop that cannot go on is rebuilt
+    /// (`platform::service`).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let Self { consumer, recorder, ops_listener, health, group, .. } = self;
-        tracing::info!(%group, ops_port = self.ops_port, "recorder running");
-
-        // The ops server outlives nothing: it stops with the consumer, whatever ended it.
-        let ops_shutdown = shutdown.child_token();
-        let ops = tokio::spawn(platform::ops::serve(ops_listener, health, ops_shutdown.clone()));
-
-        let result = consumer.run(&recorder, shutdown).await;
-        ops_shutdown.cancel();
-        match ops.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "ops server failed"),
-            Err(error) => tracing::error!(%error, "ops server task panicked"),
-        }
-        if let Err(error) = &result {
-            tracing::error!(%group, %error, "consumer loop stopped with an error");
-        }
-        result.map_err(Error::from)
+        tracing::info!(group = %self.group(), ops_port = self.ops_port(), "recorder running");
+        Ok(self.service.run(shutdown).await?)
     }
 }

@@ -1,14 +1,12 @@
-//! Building and running the stage: the consumer loop of group `stock` and the
-//! ops server, stopped by one cancellation token.
+//! Building and running the stage: its settings, Redis scripts and stale
+//! guard, and its handler, run by platform's consumer service (the loop of
+//! group `stock`, transactional, with the ops server and one shutdown).
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use platform::kafka::{ConsumerError, ConsumerLoop, Delivery};
+use platform::kafka::Delivery;
 use platform::ops::Health;
+use platform::service::{ConsumerService, ServiceError, Subscription};
 use platform::settings::SettingsError;
 use schemas::CodecError;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::handler::StockHandler;
@@ -17,10 +15,7 @@ use crate::rebuild::Rebuilder;
 use crate::settings::Settings;
 use crate::store::{StockStore, StoreError};
 
-/// Pause before rebuilding a consumer loop that could not go on.
-const REBUILD_PAUSE: Duration = Duration::from_secs(1);
-
-/// Why the stage could not start.
+/// Why the stage could not start, or its ops server failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -33,24 +28,14 @@ pub enum Error {
     Scripts(#[from] StoreError),
     #[error("failed to create a kafka client: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("failed to start the consumer loop: {0}")]
-    Consumer(#[from] ConsumerError),
-    #[error("ops listener: {0}")]
-    Bind(#[from] platform::settings::BindError),
-    #[error("the ops server failed: {0}")]
-    Ops(std::io::Error),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
 /// The stock processor, built and ready to run.
 pub struct Application {
     settings: Settings,
-    handler: Arc<StockHandler>,
-    consumer: Option<ConsumerLoop>,
-    ops_listener: TcpListener,
-    ops_port: u16,
-    health: Health,
-    /// Checks every event against the log after a Redis failover.
-    failover: crate::failover::FailoverCheck,
+    service: ConsumerService<StockHandler>,
 }
 
 impl Application {
@@ -68,25 +53,26 @@ impl Application {
             .with_registry(settings.registry.url.clone());
         let marks = MarkReader::new(&settings.kafka, &settings.group())?;
         let rebuilder = Rebuilder::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
-        let failover = crate::failover::FailoverCheck::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
-        let handler = Arc::new(
-            StockHandler::new(store, codec, settings.kafka.topics(), settings.group()).with_stale_guard(marks, rebuilder),
-        );
-        let consumer = consumer_loop(&settings).await?;
-
-        let (ops_listener, ops_port) = settings.http.bind().await?;
+        let handler =
+            StockHandler::new(store, codec, settings.kafka.topics(), settings.group()).with_stale_guard(marks, rebuilder);
+        let subscription = Subscription {
+            kafka: settings.kafka.clone(),
+            group_name: crate::GROUP,
+            delivery: Delivery::Transactional { transactional_id: settings.transactional_id() },
+        };
+        let service = ConsumerService::build(subscription, handler, &settings.http, health).await?;
         tracing::info!(
             group = %settings.group(),
             transactional_id = %settings.transactional_id(),
-            ops_port,
+            ops_port = service.ops_port(),
             "stock processor built"
         );
-        Ok(Self { settings, handler, consumer: Some(consumer), ops_listener, ops_port, health, failover })
+        Ok(Self { settings, service })
     }
 
     /// The port `/healthz` and `/metrics` are served on (useful with port 0).
     pub fn ops_port(&self) -> u16 {
-        self.ops_port
+        self.service.ops_port()
     }
 
     pub fn transactional_id(&self) -> String {
@@ -94,71 +80,10 @@ impl Application {
     }
 
     /// Consumes until `shutdown` is cancelled; the batch in work is committed
-    /// first. A loop that cannot go on (fenced or failed producer) is rebuilt.
+    /// first (or abandoned uncommitted past the drain deadline). A loop that
+    /// cannot go on (fenced or failed producer) is rebuilt
+    /// (`platform::service`).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let Self { settings, handler, mut consumer, ops_listener, health, failover, .. } = self;
-        let ops = tokio::spawn(platform::ops::serve(ops_listener, health, shutdown.clone()));
-        let failover = tokio::spawn(failover.run(shutdown.clone()));
-
-        while !shutdown.is_cancelled() {
-            let current = match consumer.take() {
-                Some(current) => current,
-                None => match consumer_loop(&settings).await {
-                    Ok(rebuilt) => rebuilt,
-                    Err(error) => {
-                        tracing::error!(%error, "rebuilding the consumer loop failed");
-                        pause(&shutdown).await;
-                        continue;
-                    }
-                },
-            };
-            match current.run(handler.as_ref(), shutdown.clone()).await {
-                Ok(()) => break,
-                Err(error) => {
-                    // Fenced or fatally failed producer: its transaction was
-                    // aborted, nothing of the batch was committed; a new loop
-                    // (new producer epoch) resumes from the committed offsets.
-                    metrics::counter!("firstcome_stock_loop_rebuilds_total").increment(1);
-                    tracing::error!(%error, "consumer loop stopped; rebuilding");
-                    pause(&shutdown).await;
-                }
-            }
-        }
-
-        failover.abort();
-        match ops.await {
-            Ok(result) => result.map_err(Error::Ops),
-            Err(error) => {
-                tracing::error!(%error, "ops server task failed");
-                Ok(())
-            }
-        }
-    }
-}
-
-/// A transactional loop on the survey and release topics. Creating it blocks
-/// (the producer's `init_transactions`), so it runs off the async workers.
-async fn consumer_loop(settings: &Settings) -> Result<ConsumerLoop, Error> {
-    let kafka = settings.kafka.clone();
-    let group = settings.group();
-    let transactional_id = settings.transactional_id();
-    let built = tokio::task::spawn_blocking(move || {
-        let topics = kafka.topics();
-        ConsumerLoop::new(
-            &kafka,
-            &group,
-            &[topics.survey_submitted.as_str(), topics.stock_released.as_str()],
-            Delivery::Transactional { transactional_id },
-        )
-    })
-    .await
-    .map_err(|error| ConsumerError::Fatal(format!("consumer setup panicked: {error}")))?;
-    Ok(built?)
-}
-
-async fn pause(shutdown: &CancellationToken) {
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = tokio::time::sleep(REBUILD_PAUSE) => {}
+        Ok(self.service.run(shutdown).await?)
     }
 }
