@@ -11,6 +11,7 @@
 //! - [`service`]: a consumer service (ops listener, consumer loop, shutdown,
 //!   the loop rebuilt after a fatal error) for stock, recording and dispatch.
 //! - [`error`]: an error with its cause chain, for logs.
+//! - [`redact`]: URLs without credentials, masked phones, no tokens, for logs.
 //! - [`scripts`]: every Redis script (`platform/lua/*.lua`), whichever crate runs it.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
 //! - [`wait`]: waiting on a condition with a deadline (CLI and tests).
@@ -22,6 +23,7 @@ pub mod kafka;
 pub mod member_db;
 pub mod metrics;
 pub mod ops;
+pub mod redact;
 pub mod redis;
 pub mod scripts;
 pub mod service;
