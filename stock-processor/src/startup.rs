@@ -36,6 +36,8 @@ pub enum Error {
 pub struct Application {
     settings: Settings,
     service: ConsumerService<StockHandler>,
+    /// Checks every event against the log after a Redis failover.
+    failover: crate::failover::FailoverCheck,
 }
 
 impl Application {
@@ -53,6 +55,7 @@ impl Application {
             .with_registry(settings.registry.url.clone());
         let marks = MarkReader::new(&settings.kafka, &settings.group())?;
         let rebuilder = Rebuilder::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
+        let failover = crate::failover::FailoverCheck::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
         let handler =
             StockHandler::new(store, codec, settings.kafka.topics(), settings.group()).with_stale_guard(marks, rebuilder);
         let subscription = Subscription {
@@ -67,7 +70,7 @@ impl Application {
             ops_port = service.ops_port(),
             "stock processor built"
         );
-        Ok(Self { settings, service })
+        Ok(Self { settings, service, failover })
     }
 
     /// The port `/healthz` and `/metrics` are served on (useful with port 0).
@@ -84,6 +87,9 @@ impl Application {
     /// cannot go on (fenced or failed producer) is rebuilt
     /// (`platform::service`).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
-        Ok(self.service.run(shutdown).await?)
+        let failover = tokio::spawn(self.failover.run(shutdown.clone()));
+        let result = self.service.run(shutdown).await;
+        failover.abort();
+        Ok(result?)
     }
 }
