@@ -10,6 +10,9 @@ use firstcome_cli::commands::{cleanup, db, dlq, event, members, rebuild, reconci
 use firstcome_cli::CliSettings;
 use platform::kafka::admin::Layout;
 
+/// The longest `token --ttl-secs`: ingest's default maximum token lifetime.
+const MAX_TOKEN_TTL_SECS: u64 = ingest::auth::DEFAULT_MAX_LIFETIME.as_secs();
+
 #[derive(Parser)]
 #[command(name = "firstcome", version, about = "First-come-first-served reward events on Kafka")]
 struct Cli {
@@ -44,10 +47,11 @@ enum Command {
         #[command(subcommand)]
         command: EventCommand,
     },
-    /// Mint a member bearer token (signed with auth.token_secret, as ingest verifies).
+    /// Mint a member bearer token (signed with auth.token_secret, for ingest's audience).
     Token {
         member_id: String,
-        #[arg(long, default_value_t = 3600)]
+        /// Lifetime; at most ingest's default auth.max_token_lifetime_secs (3600), which refuses longer ones.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL_SECS))]
         ttl_secs: u64,
     },
     /// Check the invariants; with --repair, set the Redis counter back to what its decision log says.
@@ -371,4 +375,18 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ttl_is_capped_at_the_maximum_lifetime() {
+        assert!(Cli::try_parse_from(["firstcome", "token", "m-1", "--ttl-secs", "3600"]).is_ok());
+        assert!(Cli::try_parse_from(["firstcome", "token", "m-1"]).is_ok());
+        for refused in ["3601", "86400", "0"] {
+            assert!(Cli::try_parse_from(["firstcome", "token", "m-1", "--ttl-secs", refused]).is_err(), "{refused}");
+        }
+    }
 }

@@ -1,8 +1,12 @@
-//! Member bearer tokens: HS256 JWTs with `sub` = member id, `iss`, `iat`, `exp`.
+//! Member bearer tokens: HS256 JWTs with `sub` = member id, `iss`, `aud`,
+//! `iat`, `exp`.
 //!
 //! The shop's login service mints them (here: `firstcome token`, which calls
 //! [`mint`]); ingest only verifies. Only HS256 is accepted, so a token cannot
-//! pick a weaker algorithm (or `none`) for itself.
+//! pick a weaker algorithm (or `none`) for itself. The audience names ingest,
+//! so a token the login service signs for another of its services (with the
+//! same secret) is refused here; a token whose lifetime (`exp − iat`) is over
+//! the configured maximum is refused too, so a leaked token is worth little.
 
 use std::time::Duration;
 
@@ -10,10 +14,15 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-/// The secret of the local stack; production configures its own.
-pub const DEV_SECRET: &str = "firstcome-local-dev-secret";
+/// The secret of the local stack; production configures its own (and
+/// refuses to start on this one: `platform::settings::Environment`).
+pub const DEV_SECRET: &str = platform::settings::DEV_TOKEN_SECRET;
 /// The issuer ingest expects unless configured otherwise.
 pub const DEFAULT_ISSUER: &str = "firstcome";
+/// The audience ingest expects unless configured otherwise.
+pub const DEFAULT_AUDIENCE: &str = "firstcome-ingest";
+/// The longest lifetime (`exp − iat`) accepted unless configured otherwise.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(3_600);
 /// Clock skew tolerated between the minting service and ingest.
 const LEEWAY_SECS: u64 = 5;
 
@@ -26,6 +35,8 @@ pub enum AuthError {
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("invalid member id in token")]
     BadSubject,
+    #[error("token lifetime {0} s is over the maximum {1} s")]
+    TooLong(i64, u64),
     #[error("could not sign the token: {0}")]
     Sign(jsonwebtoken::errors::Error),
 }
@@ -59,30 +70,65 @@ impl std::fmt::Display for MemberId {
 struct Claims {
     sub: String,
     iss: String,
+    aud: String,
     iat: i64,
     exp: i64,
 }
 
-/// Mints a token for `member_id` from the default issuer, valid for `ttl`.
+/// What a token must satisfy beyond its signature.
+#[derive(Debug, Clone)]
+pub struct Expected<'a> {
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    pub max_lifetime: Duration,
+}
+
+impl Default for Expected<'static> {
+    fn default() -> Self {
+        Self { issuer: DEFAULT_ISSUER, audience: DEFAULT_AUDIENCE, max_lifetime: DEFAULT_MAX_LIFETIME }
+    }
+}
+
+/// Mints a token for `member_id` from the default issuer for ingest's
+/// default audience, valid for `ttl`.
 pub fn mint(secret: &SecretString, member_id: &str, ttl: Duration) -> Result<String, AuthError> {
     mint_with_issuer(secret, DEFAULT_ISSUER, member_id, ttl)
 }
 
-/// Mints a token for `member_id` from `issuer`, valid for `ttl`.
+/// Mints a token for `member_id` from `issuer` (default audience), valid for `ttl`.
 pub fn mint_with_issuer(
     secret: &SecretString,
     issuer: &str,
     member_id: &str,
     ttl: Duration,
 ) -> Result<String, AuthError> {
-    let now = chrono::Utc::now().timestamp();
-    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
-    sign(secret, issuer, member_id, now, now.saturating_add(ttl))
+    mint_for(secret, issuer, DEFAULT_AUDIENCE, member_id, ttl)
 }
 
-fn sign(secret: &SecretString, issuer: &str, member_id: &str, iat: i64, exp: i64) -> Result<String, AuthError> {
+/// Mints a token for `member_id` from `issuer` for `audience`, valid for `ttl`.
+pub fn mint_for(
+    secret: &SecretString,
+    issuer: &str,
+    audience: &str,
+    member_id: &str,
+    ttl: Duration,
+) -> Result<String, AuthError> {
+    let now = chrono::Utc::now().timestamp();
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    sign(secret, issuer, audience, member_id, now, now.saturating_add(ttl))
+}
+
+fn sign(
+    secret: &SecretString,
+    issuer: &str,
+    audience: &str,
+    member_id: &str,
+    iat: i64,
+    exp: i64,
+) -> Result<String, AuthError> {
     MemberId::parse(member_id)?;
-    let claims = Claims { sub: member_id.to_string(), iss: issuer.to_string(), iat, exp };
+    let claims =
+        Claims { sub: member_id.to_string(), iss: issuer.to_string(), aud: audience.to_string(), iat, exp };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -91,22 +137,34 @@ fn sign(secret: &SecretString, issuer: &str, member_id: &str, iat: i64, exp: i64
     .map_err(AuthError::Sign)
 }
 
-/// Verifies a token from the default issuer.
+/// Verifies a token against the defaults ([`Expected::default`]).
 pub fn verify(secret: &SecretString, token: &str) -> Result<MemberId, AuthError> {
-    verify_with_issuer(secret, DEFAULT_ISSUER, token)
+    verify_expected(secret, &Expected::default(), token)
 }
 
-/// Verifies signature, algorithm, `exp` and `iss`; returns the member.
+/// Verifies a token from `issuer` with the default audience and lifetime.
 pub fn verify_with_issuer(secret: &SecretString, issuer: &str, token: &str) -> Result<MemberId, AuthError> {
+    verify_expected(secret, &Expected { issuer, ..Expected::default() }, token)
+}
+
+/// Verifies signature, algorithm, `exp`, `iss`, `aud` and the lifetime
+/// (`exp − iat` at most `max_lifetime`); returns the member.
+pub fn verify_expected(secret: &SecretString, expected: &Expected<'_>, token: &str) -> Result<MemberId, AuthError> {
     let mut validation = Validation::new(Algorithm::HS256);
-    validation.set_issuer(&[issuer]);
-    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+    validation.set_issuer(&[expected.issuer]);
+    validation.set_audience(&[expected.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
     validation.leeway = LEEWAY_SECS;
     let data = jsonwebtoken::decode::<Claims>(
         token,
         &DecodingKey::from_secret(secret.expose_secret().as_bytes()),
         &validation,
     )?;
+    let lifetime = data.claims.exp.saturating_sub(data.claims.iat);
+    let max = expected.max_lifetime.as_secs();
+    if lifetime > i64::try_from(max).unwrap_or(i64::MAX) {
+        return Err(AuthError::TooLong(lifetime, max));
+    }
     MemberId::parse(&data.claims.sub)
 }
 
@@ -153,8 +211,31 @@ mod tests {
     #[test]
     fn an_expired_token_is_refused() {
         let now = chrono::Utc::now().timestamp();
-        let token = sign(&secret(), DEFAULT_ISSUER, "m-1", now - 3_600, now - 60).unwrap();
+        let token = sign(&secret(), DEFAULT_ISSUER, DEFAULT_AUDIENCE, "m-1", now - 3_000, now - 60).unwrap();
         assert!(verify(&secret(), &token).is_err());
+    }
+
+    #[test]
+    fn a_token_for_another_audience_or_none_is_refused() {
+        let other = mint_for(&secret(), DEFAULT_ISSUER, "shop-web", "m-1", Duration::from_secs(60)).unwrap();
+        assert!(verify(&secret(), &other).is_err());
+        let expected = Expected { audience: "shop-web", ..Expected::default() };
+        assert!(verify_expected(&secret(), &expected, &other).is_ok());
+        // Signed with the right secret and issuer but no `aud` at all.
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({ "sub": "m-1", "iss": DEFAULT_ISSUER, "iat": now, "exp": now + 60 });
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"test-secret")).unwrap();
+        assert!(verify(&secret(), &token).is_err());
+    }
+
+    #[test]
+    fn a_lifetime_over_the_maximum_is_refused() {
+        let day = mint(&secret(), "m-1", Duration::from_secs(86_400)).unwrap();
+        assert!(matches!(verify(&secret(), &day), Err(AuthError::TooLong(86_400, 3_600))));
+        let hour = mint(&secret(), "m-1", DEFAULT_MAX_LIFETIME).unwrap();
+        assert!(verify(&secret(), &hour).is_ok());
+        let expected = Expected { max_lifetime: Duration::from_secs(600), ..Expected::default() };
+        assert!(verify_expected(&secret(), &expected, &hour).is_err());
     }
 
     #[test]
@@ -176,7 +257,9 @@ mod tests {
         use base64_free::encode;
         let header = encode(br#"{"alg":"none","typ":"JWT"}"#);
         let exp = chrono::Utc::now().timestamp() + 600;
-        let payload = encode(format!(r#"{{"sub":"m-1","iss":"firstcome","iat":0,"exp":{exp}}}"#).as_bytes());
+        let payload = encode(
+            format!(r#"{{"sub":"m-1","iss":"firstcome","aud":"firstcome-ingest","iat":{},"exp":{exp}}}"#, exp - 60).as_bytes(),
+        );
         assert!(verify(&secret(), &format!("{header}.{payload}.")).is_err());
     }
 
@@ -200,7 +283,13 @@ mod tests {
     fn a_validly_signed_token_with_a_bad_subject_is_refused() {
         // `mint` refuses such a subject, so sign the claims by hand.
         let now = chrono::Utc::now().timestamp();
-        let claims = Claims { sub: "m|1".into(), iss: DEFAULT_ISSUER.into(), iat: now, exp: now + 600 };
+        let claims = Claims {
+            sub: "m|1".into(),
+            iss: DEFAULT_ISSUER.into(),
+            aud: DEFAULT_AUDIENCE.into(),
+            iat: now,
+            exp: now + 600,
+        };
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use platform::settings::{
-    DatabaseSettings, HttpSettings, KafkaSettings, RedisSettings, RegistrySettings, SettingsError,
+    DatabaseSettings, Environment, HttpSettings, KafkaSettings, RedisSettings, RegistrySettings, SettingsError,
     TelemetrySettings,
 };
 use secrecy::SecretString;
@@ -23,6 +23,10 @@ pub const DEFAULT_OPS_PORT: u16 = 9100;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
+    /// `local` (default) or `production`: outside local, ingest refuses to
+    /// start on the development token secret, a short one, or the stack's
+    /// database password (`FIRSTCOME_ENVIRONMENT`).
+    pub environment: Environment,
     /// The public API listener.
     pub http: HttpSettings,
     /// The internal ops listener: `/healthz` and `/metrics`, never on the
@@ -49,6 +53,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            environment: Environment::default(),
             http: HttpSettings::on_port(DEFAULT_PORT),
             ops: HttpSettings::on_port(DEFAULT_OPS_PORT),
             kafka: KafkaSettings::default(),
@@ -98,9 +103,14 @@ impl Settings {
                 PUBLISH_SLACK.as_millis()
             )));
         }
-        if self.auth.issuer.trim().is_empty() {
-            return Err(SettingsError::Invalid("auth.issuer is empty".into()));
+        if self.auth.issuer.trim().is_empty() || self.auth.audience.trim().is_empty() {
+            return Err(SettingsError::Invalid("auth.issuer and auth.audience must be set".into()));
         }
+        if self.auth.max_token_lifetime_secs == 0 {
+            return Err(SettingsError::Invalid("auth.max_token_lifetime_secs must be > 0".into()));
+        }
+        self.environment.check_token_secret("auth.token_secret", &self.auth.token_secret)?;
+        self.environment.check_database_url("database.url", &self.database.url)?;
         self.limits.validate()
     }
 }
@@ -113,6 +123,11 @@ pub struct AuthSettings {
     pub token_secret: SecretString,
     /// The `iss` claim every token must carry.
     pub issuer: String,
+    /// The `aud` claim every token must carry (tokens the login service signs
+    /// for its other services are refused).
+    pub audience: String,
+    /// Tokens whose lifetime (`exp − iat`) is longer are refused.
+    pub max_token_lifetime_secs: u64,
 }
 
 impl Default for AuthSettings {
@@ -120,6 +135,8 @@ impl Default for AuthSettings {
         Self {
             token_secret: SecretString::from(crate::auth::DEV_SECRET),
             issuer: crate::auth::DEFAULT_ISSUER.into(),
+            audience: crate::auth::DEFAULT_AUDIENCE.into(),
+            max_token_lifetime_secs: crate::auth::DEFAULT_MAX_LIFETIME.as_secs(),
         }
     }
 }
@@ -127,7 +144,12 @@ impl Default for AuthSettings {
 impl AuthSettings {
     /// Verifies a member's bearer token against these settings.
     pub fn verify(&self, token: &str) -> Result<crate::auth::MemberId, crate::auth::AuthError> {
-        crate::auth::verify_with_issuer(&self.token_secret, &self.issuer, token)
+        let expected = crate::auth::Expected {
+            issuer: &self.issuer,
+            audience: &self.audience,
+            max_lifetime: Duration::from_secs(self.max_token_lifetime_secs),
+        };
+        crate::auth::verify_expected(&self.token_secret, &expected, token)
     }
 }
 
@@ -238,6 +260,20 @@ mod tests {
         let mut settings = Settings::default();
         assert_eq!(settings.limits.max_in_flight, 2_048);
         settings.limits.max_in_flight = 0;
+        assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn production_refuses_the_local_secrets() {
+        let mut settings = Settings { environment: Environment::Production, ..Default::default() };
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("auth.token_secret"), "{error}");
+        settings.auth.token_secret = SecretString::from("a-production-secret-of-32-bytes!!");
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("database.url"), "{error}");
+        settings.database.url = SecretString::from("postgres://ingest:Qm4-vault-issued@db:5432/firstcome");
+        assert!(settings.validate().is_ok());
+        settings.auth.token_secret = SecretString::from("short");
         assert!(settings.validate().is_err());
     }
 

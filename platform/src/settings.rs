@@ -38,6 +38,76 @@ pub fn load<S: DeserializeOwned>() -> Result<S, SettingsError> {
     Ok(settings.try_deserialize()?)
 }
 
+/// Where a service runs: `local` (the stack of `stack/bin/stack`, the
+/// default) or `production` (`FIRSTCOME_ENVIRONMENT=production`). Outside
+/// local, every service refuses to start on a secret anyone can read in this
+/// repository ([`Environment::check_token_secret`],
+/// [`Environment::check_database_url`]); each service's settings validation
+/// calls them for the secrets it holds.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Local,
+    Production,
+}
+
+/// The member-token secret of the local stack (committed here, so public).
+pub const DEV_TOKEN_SECRET: &str = "firstcome-local-dev-secret";
+/// The shortest token secret accepted outside local (HS256 wants ≥ 256 bits).
+pub const MIN_SECRET_BYTES: usize = 32;
+/// The local stack's database passwords (`stack/`), refused outside local.
+pub const STACK_DATABASE_PASSWORDS: &[&str] = &["firstcome", "firstcome_reader", "postgres"];
+
+impl Environment {
+    pub fn is_local(self) -> bool {
+        self == Environment::Local
+    }
+
+    /// Outside local: not the development secret, at least [`MIN_SECRET_BYTES`].
+    pub fn check_token_secret(self, name: &str, secret: &SecretString) -> Result<(), SettingsError> {
+        if self.is_local() {
+            return Ok(());
+        }
+        let secret = secret.expose_secret();
+        if secret == DEV_TOKEN_SECRET {
+            return Err(SettingsError::Invalid(format!("{name} is the development secret (environment = production)")));
+        }
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(SettingsError::Invalid(format!(
+                "{name} is shorter than {MIN_SECRET_BYTES} bytes (environment = production)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Outside local: the database URL carries a password, not one of the stack's.
+    pub fn check_database_url(self, name: &str, url: &SecretString) -> Result<(), SettingsError> {
+        if self.is_local() {
+            return Ok(());
+        }
+        let url = url.expose_secret();
+        let password = url
+            .split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(rest))
+            .and_then(|authority| authority.rsplit_once('@'))
+            .and_then(|(userinfo, _)| userinfo.split_once(':'))
+            .map(|(_, password)| password);
+        match password {
+            Some(password) if !password.is_empty() && !STACK_DATABASE_PASSWORDS.contains(&password) => Ok(()),
+            Some(password) if !password.is_empty() => Err(SettingsError::Invalid(format!(
+                "{name} uses the local stack's default password (environment = production)"
+            ))),
+            // A password from PGPASSWORD/.pgpass or a client certificate is fine;
+            // a keyword-style URL is checked for the same defaults.
+            _ if STACK_DATABASE_PASSWORDS.iter().any(|p| url.contains(&format!("password={p}"))) => Err(
+                SettingsError::Invalid(format!("{name} uses the local stack's default password (environment = production)")),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Where Kafka is and how the clients behave.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -394,6 +464,54 @@ mod tests {
     fn the_member_database_defaults_to_the_local_standby_and_primary() {
         assert!(ReplicaSettings::default().url.expose_secret().contains(":5434/shop"));
         assert!(MemberPrimarySettings::default().url.expose_secret().contains(":5433/shop"));
+    }
+
+    #[test]
+    fn local_accepts_the_stack_secrets() {
+        let local = Environment::default();
+        assert_eq!(local, Environment::Local);
+        assert!(local.check_token_secret("auth.token_secret", &SecretString::from(DEV_TOKEN_SECRET)).is_ok());
+        assert!(local.check_database_url("database.url", &DatabaseSettings::default().url).is_ok());
+    }
+
+    #[test]
+    fn production_refuses_the_development_or_a_short_token_secret() {
+        let prod = Environment::Production;
+        let dev = prod.check_token_secret("auth.token_secret", &SecretString::from(DEV_TOKEN_SECRET));
+        assert!(dev.unwrap_err().to_string().contains("development secret"));
+        let short = prod.check_token_secret("auth.token_secret", &SecretString::from("x".repeat(31)));
+        assert!(short.unwrap_err().to_string().contains("shorter than 32"));
+        assert!(prod.check_token_secret("auth.token_secret", &SecretString::from("k".repeat(32))).is_ok());
+    }
+
+    #[test]
+    fn production_refuses_the_stack_database_passwords() {
+        let prod = Environment::Production;
+        for url in [
+            DatabaseSettings::default().url,
+            ReplicaSettings::default().url,
+            MemberPrimarySettings::default().url,
+            SecretString::from("postgres://app:postgres@db.internal:5432/firstcome?sslmode=require"),
+            SecretString::from("host=db user=app password=firstcome"),
+        ] {
+            let refused = prod.check_database_url("database.url", &url);
+            assert!(refused.is_err(), "{}", url.expose_secret());
+            assert!(!refused.unwrap_err().to_string().contains("firstcome@"), "the error names no URL");
+        }
+        for url in ["postgres://app:Zq9-long-random@db.internal:5432/firstcome", "postgres://app@db.internal/firstcome"] {
+            assert!(prod.check_database_url("database.url", &SecretString::from(url)).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn the_environment_is_read_in_lowercase() {
+        #[derive(Deserialize)]
+        struct S {
+            environment: Environment,
+        }
+        let s: S = serde_json::from_str(r#"{"environment": "production"}"#).unwrap();
+        assert_eq!(s.environment, Environment::Production);
+        assert!(serde_json::from_str::<S>(r#"{"environment": "staging"}"#).is_err());
     }
 
     #[test]

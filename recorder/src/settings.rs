@@ -2,7 +2,7 @@
 //! with `FIRSTCOME_CONFIG` (a TOML file) or `FIRSTCOME_<SECTION>__<FIELD>`.
 
 use platform::settings::{
-    DatabaseSettings, HttpSettings, KafkaSettings, RegistrySettings, SettingsError, TelemetrySettings,
+    DatabaseSettings, Environment, HttpSettings, KafkaSettings, RegistrySettings, SettingsError, TelemetrySettings,
 };
 use serde::Deserialize;
 
@@ -12,6 +12,9 @@ pub const DEFAULT_OPS_PORT: u16 = 9102;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
+    /// `local` (default) or `production`: outside local the stack's
+    /// database password is refused (`FIRSTCOME_ENVIRONMENT`).
+    pub environment: Environment,
     /// Brokers, topic prefix (also isolates the group id), batch size and wait.
     pub kafka: KafkaSettings,
     /// Where the writers' schemas are looked up by id.
@@ -26,6 +29,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            environment: Environment::default(),
             kafka: KafkaSettings::default(),
             registry: RegistrySettings::default(),
             database: DatabaseSettings::default(),
@@ -39,6 +43,7 @@ impl Settings {
     /// Cross-field rules, checked before anything connects.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
+        self.environment.check_database_url("database.url", &self.database.url)?;
         if self.database.max_connections == 0 {
             return Err(SettingsError::Invalid("database.max_connections must be > 0".into()));
         }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use platform::settings::{
-    DatabaseSettings, HttpSettings, KafkaSettings, RegistrySettings, ReplicaSettings, SettingsError, TelemetrySettings,
+    DatabaseSettings, Environment, HttpSettings, KafkaSettings, RegistrySettings, ReplicaSettings, SettingsError, TelemetrySettings,
 };
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The ops port (`/healthz`, `/metrics`) when none is configured.
@@ -14,6 +15,10 @@ pub const DEFAULT_OPS_PORT: u16 = 9103;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
+    /// `local` (default) or `production`: outside local the stack's database
+    /// passwords, a plain-http provider and the local provider key are
+    /// refused (`FIRSTCOME_ENVIRONMENT`).
+    pub environment: Environment,
     pub kafka: KafkaSettings,
     pub registry: RegistrySettings,
     pub database: DatabaseSettings,
@@ -32,6 +37,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            environment: Environment::default(),
             kafka: KafkaSettings::default(),
             registry: RegistrySettings::default(),
             database: DatabaseSettings::default(),
@@ -64,11 +70,22 @@ pub struct ProviderSettings {
     pub rate_per_sec: u32,
     /// Gifts in flight at once.
     pub concurrency: usize,
+    /// Sent as `X-Api-Key` on every call (the provider-sim checks it).
+    pub api_key: SecretString,
+    /// A provider answer longer than this is not read (a misbehaving or
+    /// hostile endpoint cannot make the sender buffer without bound).
+    pub max_response_bytes: usize,
 }
+
+/// The provider simulator's key on the local stack (public, so refused
+/// outside local).
+pub const DEV_PROVIDER_API_KEY: &str = "firstcome-local-provider-key";
 
 impl Default for ProviderSettings {
     fn default() -> Self {
         Self {
+            api_key: SecretString::from(DEV_PROVIDER_API_KEY),
+            max_response_bytes: 64 * 1024,
             base_url: "http://127.0.0.1:8090".into(),
             timeout_ms: 2_000,
             max_attempts: 5,
@@ -175,10 +192,24 @@ impl Settings {
     /// Cross-field rules, checked before anything connects.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
+        self.environment.check_database_url("database.url", &self.database.url)?;
+        self.environment.check_database_url("replica.url", &self.replica.url)?;
         let p = &self.provider;
         let invalid = |m: &str| Err(SettingsError::Invalid(m.to_string()));
         if p.base_url.trim().is_empty() {
             return invalid("provider.base_url is empty");
+        }
+        if !self.environment.is_local() {
+            if !p.base_url.trim().to_ascii_lowercase().starts_with("https://") {
+                return invalid("provider.base_url must be https outside local");
+            }
+            self.environment.check_token_secret("provider.api_key", &p.api_key)?;
+            if p.api_key.expose_secret() == DEV_PROVIDER_API_KEY {
+                return invalid("provider.api_key is the local simulator's key (environment = production)");
+            }
+        }
+        if p.max_response_bytes == 0 {
+            return invalid("provider.max_response_bytes must be > 0");
         }
         if p.timeout_ms == 0 || p.max_attempts == 0 || p.rate_per_sec == 0 || p.concurrency == 0 {
             return invalid("provider.timeout_ms, max_attempts, rate_per_sec and concurrency must be > 0");
@@ -237,6 +268,20 @@ mod tests {
         assert!(settings.validate().is_ok());
         assert_eq!(settings.http.port, DEFAULT_OPS_PORT);
         assert_eq!(settings.provider.base_url, "http://127.0.0.1:8090");
+    }
+
+    #[test]
+    fn production_refuses_the_local_secrets_and_a_plain_http_provider() {
+        let mut settings = Settings { environment: Environment::Production, ..Default::default() };
+        assert!(settings.validate().unwrap_err().to_string().contains("database.url"));
+        settings.database.url = SecretString::from("postgres://sender:Vx7-issued-by-vault@db:5432/firstcome");
+        assert!(settings.validate().unwrap_err().to_string().contains("replica.url"));
+        settings.replica.url = SecretString::from("postgres://sender_ro:Kp2-issued-by-vault@replica:5432/shop");
+        assert!(settings.validate().unwrap_err().to_string().contains("https"));
+        settings.provider.base_url = "https://gifts.example.com".into();
+        assert!(settings.validate().unwrap_err().to_string().contains("provider.api_key"));
+        settings.provider.api_key = SecretString::from("a-provider-key-of-at-least-32-bytes");
+        assert!(settings.validate().is_ok());
     }
 
     #[test]

@@ -44,7 +44,7 @@ async fn missing_forged_or_expired_tokens_are_refused_401() {
 fn token_for_subject(app: &TestApp, sub: &str) -> String {
     use secrecy::ExposeSecret;
     let now = chrono::Utc::now().timestamp();
-    let claims = json!({ "sub": sub, "iss": app.settings.auth.issuer, "iat": now, "exp": now + 600 });
+    let claims = json!({ "sub": sub, "iss": app.settings.auth.issuer, "aud": app.settings.auth.audience, "iat": now, "exp": now + 600 });
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
@@ -100,4 +100,24 @@ async fn ids_a_consumer_would_refuse_never_reach_redis() {
             .unwrap();
         assert_eq!(state.status(), StatusCode::NOT_FOUND, "GET event {bad:?}");
     }
+}
+
+#[tokio::test]
+async fn tokens_for_another_audience_or_living_too_long_are_refused_401() {
+    let app = TestApp::spawn(isolated_settings().await).await;
+    let mut conn = redis(&app.settings).await;
+    let event_id = create_event(&mut conn, EventSpec::open(&["m-1"])).await;
+    let secret = &app.settings.auth.token_secret;
+    let issuer = &app.settings.auth.issuer;
+    let hour = std::time::Duration::from_secs(3_600);
+    let other_audience = ingest::auth::mint_for(secret, issuer, "shop-web", "m-1", hour).unwrap();
+    let a_day = ingest::auth::mint_for(secret, issuer, &app.settings.auth.audience, "m-1", hour * 24).unwrap();
+    for (what, token) in [("another audience", other_audience), ("a day long", a_day)] {
+        let response =
+            app.http.post(app.entries_url(&event_id)).bearer_auth(token).json(&valid_body()).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+    }
+    assert_eq!(entered_mark(&mut conn, &event_id, "m-1").await, None);
+    assert_eq!(app.enter(&event_id, "m-1").await.status(), StatusCode::ACCEPTED, "an hour-long token for ingest");
+    app.stop().await;
 }
