@@ -18,6 +18,7 @@ mod startup;
 mod store;
 
 pub use faults::Faults;
+pub use routes::API_KEY_HEADER;
 pub use settings::Settings;
 pub use startup::{Application, Error};
 pub use store::{Gift, GiftRequest};

@@ -76,13 +76,43 @@ impl SimState {
     }
 }
 
-pub fn router(state: Arc<SimState>) -> Router {
-    Router::new()
-        .route("/v1/gifts", get(list_gifts).post(issue_gift))
+/// The API key header the sender sends (`provider.api_key`).
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// The issue and lookup calls need the configured API key (401
+/// `{"error":"unauthorized"}` without it), as a real provider's do. The
+/// listing and the admin routes stay open: they are the simulator's own,
+/// for operators and tests on the local stack.
+pub fn router(state: Arc<SimState>, api_key: secrecy::SecretString) -> Router {
+    let keyed = Router::new()
+        .route("/v1/gifts", axum::routing::post(issue_gift))
         .route("/v1/gifts/{key}", get(get_gift))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::new(api_key), require_key));
+    Router::new()
+        .route("/v1/gifts", get(list_gifts))
+        .merge(keyed)
         .route("/admin/faults", put(put_faults).get(get_faults))
         .route("/admin/gifts", axum::routing::delete(clear_gifts))
         .with_state(state)
+}
+
+async fn require_key(
+    State(expected): State<Arc<secrecy::SecretString>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use secrecy::ExposeSecret;
+    let given = request.headers().get(API_KEY_HEADER).map(|v| v.as_bytes());
+    // Compared in full whatever the first difference (no early exit on a prefix).
+    let matches = given.is_some_and(|given| {
+        let expected = expected.expose_secret().as_bytes();
+        given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if !matches {
+        count("auth", "unauthorized");
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", None);
+    }
+    next.run(request).await
 }
 
 fn error(status: StatusCode, code: &str, detail: Option<String>) -> Response {

@@ -2,6 +2,7 @@
 //! and the seed of its dice.
 
 use platform::settings::{HttpSettings, TelemetrySettings};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::faults::Faults;
@@ -20,7 +21,13 @@ pub struct Settings {
     /// dice rolls (tests). `None` picks one at random and logs it.
     pub seed: Option<u64>,
     pub telemetry: TelemetrySettings,
+    /// The key callers must send as `X-Api-Key` on issue and lookup (the
+    /// sender's `provider.api_key`; the same local default on both sides).
+    pub api_key: SecretString,
 }
+
+/// The simulator's key on the local stack (the sender's default too).
+pub const DEV_API_KEY: &str = "firstcome-local-provider-key";
 
 impl Default for Settings {
     fn default() -> Self {
@@ -29,6 +36,7 @@ impl Default for Settings {
             faults: Faults::default(),
             seed: None,
             telemetry: TelemetrySettings::default(),
+            api_key: SecretString::from(DEV_API_KEY),
         }
     }
 }

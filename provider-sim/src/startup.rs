@@ -25,6 +25,7 @@ pub struct Application {
     port: u16,
     host: String,
     state: Arc<SimState>,
+    api_key: secrecy::SecretString,
 }
 
 impl Application {
@@ -38,6 +39,7 @@ impl Application {
             port,
             host: settings.http.host,
             state: Arc::new(SimState::new(settings.faults, seed)),
+            api_key: settings.api_key,
         })
     }
 
@@ -58,7 +60,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
         let stopping = self.state.stopping.clone();
         // The sandbox has no dependencies: /healthz answers as long as it serves.
-        let app = router(self.state).merge(ops::router(Health::new()));
+        let app = router(self.state, self.api_key).merge(ops::router(Health::new()));
         axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.cancelled().await;

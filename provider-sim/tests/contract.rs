@@ -20,8 +20,15 @@ async fn spawn_sim(faults: Faults, seed: u64) -> Sim {
     let url = app.base_url();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build().unwrap();
+    let http = keyed().timeout(Duration::from_secs(10)).build().unwrap();
     Sim { url, http, shutdown, handle }
+}
+
+/// A client that sends the simulator's local API key, as the sender does.
+fn keyed() -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(provider_sim::API_KEY_HEADER, provider_sim::settings::DEV_API_KEY.parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).no_proxy()
 }
 
 impl Sim {
@@ -127,7 +134,7 @@ async fn a_refused_phone_is_422_and_issues_nothing() {
 async fn a_timeout_after_issue_leaves_the_gift_issued() {
     let faults = Faults { timeout_after_issue_rate: 1.0, hang_ms: 3_000, ..Faults::default() };
     let sim = spawn_sim(faults, 5).await;
-    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).no_proxy().build().unwrap();
+    let impatient = keyed().timeout(Duration::from_millis(300)).build().unwrap();
     let outcome = impatient
         .post(format!("{}/v1/gifts", sim.url))
         .json(&json!({ "idempotency_key": "entry-6", "phone": "010-0000-0006", "product": "coffee-10000", "amount": 10000 }))
@@ -217,5 +224,26 @@ async fn malformed_requests_are_400_and_unknown_keys_404() {
     assert_eq!(not_found.json::<Value>().await.unwrap(), json!({ "error": "not_found" }));
     let health = sim.http.get(format!("{}/healthz", sim.url)).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn issue_and_lookup_need_the_api_key() {
+    let sim = spawn_sim(Faults::default(), 10).await;
+    let order = json!({ "idempotency_key": "entry-k", "phone": "010-0000-0010", "product": "coffee-10000", "amount": 10000 });
+    let bare = reqwest::Client::builder().no_proxy().build().unwrap();
+    let wrong = {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(provider_sim::API_KEY_HEADER, "not-the-key".parse().unwrap());
+        reqwest::Client::builder().default_headers(headers).no_proxy().build().unwrap()
+    };
+    for client in [&bare, &wrong] {
+        let issued = client.post(format!("{}/v1/gifts", sim.url)).json(&order).send().await.unwrap();
+        assert_eq!(issued.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(issued.json::<Value>().await.unwrap(), json!({ "error": "unauthorized" }));
+        let looked = client.get(format!("{}/v1/gifts/entry-k", sim.url)).send().await.unwrap();
+        assert_eq!(looked.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sim.issue("entry-k", "010-0000-0010").await.status(), StatusCode::CREATED);
     sim.stop().await;
 }

@@ -98,22 +98,61 @@ pub struct LookupError(pub String);
 #[error("failed to build the provider client: {0}")]
 pub struct ClientBuildError(#[from] reqwest::Error);
 
+/// The header carrying `provider.api_key` on every call.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
 /// Cheap to clone (one connection pool).
+///
+/// Follows no redirect (a 3xx is an answer, never a hop to wherever it
+/// points: the order carries a phone number), sends `provider.api_key` as
+/// [`API_KEY_HEADER`] (marked sensitive), and reads at most
+/// `provider.max_response_bytes` of any answer. `https` outside local is
+/// checked by the settings.
 #[derive(Debug, Clone)]
 pub struct ProviderClient {
     http: reqwest::Client,
     base_url: String,
+    max_response_bytes: usize,
 }
 
 impl ProviderClient {
     pub fn new(settings: &ProviderSettings) -> Result<Self, ClientBuildError> {
+        use secrecy::ExposeSecret;
+        let mut headers = header::HeaderMap::new();
+        if let Ok(mut key) = header::HeaderValue::from_str(settings.api_key.expose_secret()) {
+            key.set_sensitive(true);
+            headers.insert(API_KEY_HEADER, key);
+        }
         let http = reqwest::Client::builder()
             .timeout(settings.timeout())
             .connect_timeout(settings.timeout())
             .pool_max_idle_per_host(settings.concurrency)
+            .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers)
             .no_proxy()
             .build()?;
-        Ok(Self { http, base_url: settings.base_url.trim_end_matches('/').to_string() })
+        Ok(Self {
+            http,
+            base_url: settings.base_url.trim_end_matches('/').to_string(),
+            max_response_bytes: settings.max_response_bytes,
+        })
+    }
+
+    /// The answer's JSON body, read up to `max_response_bytes` (an answer
+    /// announcing or sending more is refused without buffering it).
+    async fn json<T: serde::de::DeserializeOwned>(&self, mut response: reqwest::Response) -> Result<T, BodyError> {
+        let limit = self.max_response_bytes;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(BodyError::TooLarge(limit));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+            if body.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| BodyError::Json(e.to_string()))
     }
 
     /// `POST /v1/gifts`.
@@ -125,13 +164,13 @@ impl ProviderClient {
         };
         let status = response.status();
         match status {
-            StatusCode::OK | StatusCode::CREATED => response
-                .json::<IssuedGift>()
+            StatusCode::OK | StatusCode::CREATED => self
+                .json::<IssuedGift>(response)
                 .await
                 // Issued for sure, but the body is unreadable: a lookup will tell.
-                .map_err(|e| match e.is_timeout() {
-                    true => IssueError::Timeout,
-                    false => IssueError::Unknown(format!("unreadable gift: {e}")),
+                .map_err(|e| match e {
+                    BodyError::Read(e) if e.is_timeout() => IssueError::Timeout,
+                    e => IssueError::Unknown(format!("unreadable gift: {e}")),
                 }),
             StatusCode::CONFLICT => Err(IssueError::Conflict),
             StatusCode::TOO_MANY_REQUESTS => Err(IssueError::Transient {
@@ -170,7 +209,7 @@ impl ProviderClient {
             .await
             .map_err(|e| LookupError(transport_text(&e)))?;
         match response.status() {
-            StatusCode::OK => response.json::<IssuedGift>().await.map(Some).map_err(|e| LookupError(e.to_string())),
+            StatusCode::OK => self.json::<IssuedGift>(response).await.map(Some).map_err(|e| LookupError(e.to_string())),
             // Only the contract's `{"error":"not_found"}` proves nothing was
             // issued; a bare 404 (a wrong base URL, a proxy) proves nothing.
             StatusCode::NOT_FOUND => match rejection(response).await.as_str() {
@@ -180,6 +219,17 @@ impl ProviderClient {
             status => Err(LookupError(status.to_string())),
         }
     }
+}
+
+/// Why an answer's body could not be taken.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("answer over {0} bytes")]
+    TooLarge(usize),
+    #[error("reading the answer: {0}")]
+    Read(reqwest::Error),
+    #[error("unreadable answer: {0}")]
+    Json(String),
 }
 
 /// 4xx answers about where and how we call, not about one request: every
@@ -233,8 +283,10 @@ async fn rejection(response: reqwest::Response) -> String {
     struct Body {
         error: String,
     }
-    match response.json::<Body>().await {
-        Ok(body) if !body.error.is_empty() => body.error,
+    // Error bodies are small; a long one is not read at all.
+    let short = response.content_length().is_some_and(|n| n <= 4_096);
+    match if short { response.json::<Body>().await.ok() } else { None } {
+        Some(body) if !body.error.is_empty() => body.error,
         _ => format!("provider_rejected_{}", status.as_u16()),
     }
 }
