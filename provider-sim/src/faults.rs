@@ -67,6 +67,15 @@ impl Faults {
         Ok(())
     }
 
+    /// A copy fit for logs: refused phone numbers masked
+    /// (`platform::redact::phone`), suffixes kept (they name no one).
+    pub fn for_logs(&self) -> Faults {
+        Faults {
+            refused_phones: self.refused_phones.iter().map(|p| platform::redact::phone(p)).collect(),
+            ..self.clone()
+        }
+    }
+
     /// Whether the provider refuses to send to `phone`.
     pub fn refuses(&self, phone: &str) -> bool {
         self.refused_phones.iter().any(|p| p == phone)

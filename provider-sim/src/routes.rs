@@ -232,7 +232,7 @@ async fn put_faults(State(state): State<Arc<SimState>>, body: Result<Json<Faults
     if let Err(problem) = faults.validate() {
         return error(StatusCode::BAD_REQUEST, "invalid_faults", Some(problem));
     }
-    tracing::info!(?faults, "faults changed");
+    tracing::info!(faults = ?faults.for_logs(), "faults changed");
     state.set_faults(faults.clone());
     Json(faults).into_response()
 }

@@ -33,7 +33,7 @@ impl Application {
         settings.faults.validate().map_err(Error::InvalidFaults)?;
         let seed = settings.seed.unwrap_or_else(rand::random);
         let (listener, port) = settings.http.bind().await?;
-        tracing::info!(port, seed, faults = ?settings.faults, "provider simulator listening");
+        tracing::info!(port, seed, faults = ?settings.faults.for_logs(), "provider simulator listening");
         Ok(Self {
             listener,
             port,

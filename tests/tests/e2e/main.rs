@@ -7,6 +7,7 @@ mod dlq;
 mod event_create;
 mod forgetful_redis;
 mod helpers;
+mod log_hygiene;
 mod member_replica;
 mod outage;
 mod pipeline;
