@@ -7,7 +7,6 @@ mod dlq;
 mod event_create;
 mod forgetful_redis;
 mod helpers;
-mod log_hygiene;
 mod member_replica;
 mod outage;
 mod pipeline;

@@ -3,6 +3,17 @@
 //! with every service's log captured, plus entry-status polls with a member
 //! token; then the captured text is searched for each seeded phone number, the
 //! tokens, and the stack's database credentials.
+//!
+//! A test binary of its own: the capture is the process' global subscriber
+//! (tracing's callsite interest is process-wide, so a capture scoped to one
+//! test among others that run the same services misses events).
+
+#[allow(dead_code)]
+#[path = "e2e/helpers.rs"]
+mod helpers;
+#[allow(dead_code)]
+#[path = "e2e/pipeline_harness.rs"]
+mod pipeline_harness;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -42,9 +53,7 @@ impl Captured {
     }
 }
 
-// One thread: every task of the in-process pipeline runs under this test's
-// subscriber (set for this thread only, so other tests' logs stay out).
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_phone_token_or_credential_reaches_any_service_log() {
     let captured = Captured::default();
     let filter = tracing_subscriber::EnvFilter::new(
@@ -53,7 +62,7 @@ async fn no_phone_token_or_credential_reaches_any_service_log() {
     let subscriber = tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(captured.clone()).with_ansi(false));
-    let _logs = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).expect("the only subscriber of this binary");
 
     let env = TestEnv::new().await;
     let crowd = seed_crowd(&env, 6, 2).await;
