@@ -301,3 +301,25 @@ impl OutboxPending {
         metrics::gauge!("firstcome_sender_outbox_pending").set(self.count as f64);
     }
 }
+
+/// A WON whose entry id came twice in one batch: the later copy is skipped.
+pub struct DuplicateInBatch;
+
+impl DuplicateInBatch {
+    pub fn emit(&self) {
+        tracing::debug!("duplicate in the batch; skipping");
+        metrics::counter!("firstcome_sender_duplicates_in_batch_total").increment(1);
+    }
+}
+
+/// A provider call waited for the rate toward the provider.
+pub struct RateLimited {
+    pub wait: std::time::Duration,
+}
+
+impl RateLimited {
+    pub fn emit(&self) {
+        tracing::trace!(wait_ms = self.wait.as_millis() as u64, "waiting for the provider rate");
+        metrics::counter!("firstcome_sender_rate_limited_total").increment(1);
+    }
+}

@@ -206,7 +206,7 @@ impl DispatchHandler {
                 Ok(Some(entry)) if seen.insert(entry.entry_id) => {
                     pending.push(Pending { index, entry, context: record.context.clone(), span });
                 }
-                Ok(Some(_)) => span.in_scope(|| tracing::debug!("duplicate in the batch; skipping")),
+                Ok(Some(_)) => span.in_scope(|| crate::events::DuplicateInBatch.emit()),
                 Ok(None) => {}
                 Err(reason) => {
                     let error = HandlerError::poison_in("invalid WON decision", reason);

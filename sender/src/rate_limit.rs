@@ -37,7 +37,7 @@ impl TokenBucket {
     pub async fn acquire(&self) {
         let wait = self.reserve();
         if !wait.is_zero() {
-            metrics::counter!("firstcome_sender_rate_limited_total").increment(1);
+            crate::events::RateLimited { wait }.emit();
             tokio::time::sleep(wait).await;
         }
     }
