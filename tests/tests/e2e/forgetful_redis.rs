@@ -11,37 +11,8 @@ use firstcome_cli::commands::rush::Accepted;
 use firstcome_cli::commands::{rebuild, reconcile};
 use platform::event_keys::EventKeys;
 
-use crate::helpers::{CliEnv, TestEnv};
+use crate::helpers::{CliEnv, EventSnapshot, TestEnv};
 use crate::pipeline_harness::{drain, open_event, seed_crowd, submit, Pipeline, Topology};
-
-/// Every key of the event with its value and expiry, as DUMP sees it.
-struct Snapshot(Vec<(String, Option<(Vec<u8>, i64)>)>);
-
-async fn dump(conn: &mut platform::redis::Connection, event_id: &str) -> Snapshot {
-    let keys = EventKeys::new(event_id);
-    let mut taken = Vec::new();
-    for key in keys.all() {
-        let value: Option<Vec<u8>> = redis::cmd("DUMP").arg(key).query_async(conn).await.expect("DUMP");
-        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(conn).await.expect("PTTL");
-        taken.push((key.to_string(), value.map(|v| (v, ttl.max(0)))));
-    }
-    Snapshot(taken)
-}
-
-/// Puts every key back as it was; keys that did not exist are deleted.
-async fn restore(conn: &mut platform::redis::Connection, snapshot: &Snapshot) {
-    for (key, value) in &snapshot.0 {
-        match value {
-            Some((bytes, ttl)) => {
-                let _: () = redis::cmd("RESTORE").arg(key).arg(*ttl).arg(bytes.as_slice()).arg("REPLACE")
-                    .query_async(conn).await.expect("RESTORE");
-            }
-            None => {
-                let _: () = redis::cmd("DEL").arg(key).query_async(conn).await.expect("DEL");
-            }
-        }
-    }
-}
 
 struct LostSecond {
     env: TestEnv,
@@ -68,7 +39,7 @@ async fn lose_the_last_batch(lost: usize) -> LostSecond {
     accepted.extend(first.accepted.clone());
     drain(&env, &pipeline, &event_id, &accepted).await;
 
-    let snapshot = dump(&mut redis, &event_id).await;
+    let snapshot = EventSnapshot::take(&mut redis, &event_id).await;
 
     let batch = submit(&pipeline, &event_id, &crowd[2..2 + lost], 0.0).await;
     assert_eq!(batch.count(202), lost, "{:?}", batch.by_status);
@@ -77,7 +48,7 @@ async fn lose_the_last_batch(lost: usize) -> LostSecond {
     assert!(before.all_hold(), "{:#?}", before.failing());
     assert_eq!(before.tally.sent, 2 + lost as i64, "{:?}", before.tally);
 
-    restore(&mut redis, &snapshot).await;
+    snapshot.restore(&mut redis).await;
     LostSecond { env, pipeline, event_id, crowd, accepted, redis }
 }
 

@@ -288,31 +288,6 @@ async fn scripts_are_loaded_again_on_a_new_primary_that_never_saw_them() {
     stack(&["up", "redis-sentinel"]).await;
 }
 
-/// The event's keys as DUMP sees them (value and expiry).
-async fn dump_event(conn: &mut platform::redis::Connection, event_id: &str) -> Vec<(String, Option<(Vec<u8>, i64)>)> {
-    let mut taken = Vec::new();
-    for key in platform::event_keys::EventKeys::new(event_id).all() {
-        let value: Option<Vec<u8>> = redis::cmd("DUMP").arg(key).query_async(conn).await.expect("DUMP");
-        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(conn).await.expect("PTTL");
-        taken.push((key.to_string(), value.map(|v| (v, ttl.max(0)))));
-    }
-    taken
-}
-
-async fn restore_event(conn: &mut platform::redis::Connection, snapshot: &[(String, Option<(Vec<u8>, i64)>)]) {
-    for (key, value) in snapshot {
-        match value {
-            Some((bytes, ttl)) => {
-                let _: () = redis::cmd("RESTORE").arg(key).arg(*ttl).arg(bytes.as_slice()).arg("REPLACE")
-                    .query_async(conn).await.expect("RESTORE");
-            }
-            None => {
-                let _: () = redis::cmd("DEL").arg(key).query_async(conn).await.expect("DEL");
-            }
-        }
-    }
-}
-
 /// The worst timing of a failover: the event sells out on decisions the old
 /// primary took and then lost, so no further record of the event ever comes
 /// for the stage's per-batch check to notice. (Made deterministic: the
@@ -342,7 +317,7 @@ async fn an_event_that_sold_out_on_lost_decisions_is_rebuilt_after_the_failover_
         async move { redis::cmd("HLEN").arg(&winners).query_async::<i64>(&mut conn).await.map(|h| h == n).unwrap_or(false) }
     };
     assert!(eventually(Duration::from_secs(30), || winners(&conn, 4)).await, "four winners decided");
-    let snapshot = dump_event(&mut conn, &event_id).await;
+    let snapshot = crate::helpers::EventSnapshot::take(&mut conn, &event_id).await;
 
     let second = crate::pipeline_harness::submit(&pipeline, &event_id, late, 0.0).await;
     assert_eq!(second.count(202), 6, "{:?}", second.by_status);
@@ -351,7 +326,7 @@ async fn an_event_that_sold_out_on_lost_decisions_is_rebuilt_after_the_failover_
     assert_eq!(report.tally.sent, 10, "sold out and paid: {:?}", report.tally);
 
     // The old primary "loses" the last six decisions; the replica gets the loss too.
-    restore_event(&mut conn, &snapshot).await;
+    snapshot.restore(&mut conn).await;
     let replicas: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query_async(&mut conn).await.expect("WAIT");
     assert_eq!(replicas, 1);
     assert!(winners(&conn, 4).await, "Redis is behind the log now");
