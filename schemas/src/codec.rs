@@ -74,8 +74,15 @@ impl std::fmt::Debug for Codec {
     }
 }
 
+/// The most one decoded value may allocate. Our records are a few KiB
+/// (ingest refuses bodies over 16 KiB); apache_avro's default (512 MiB) would
+/// let any producer's record that claims a huge string length reserve that
+/// much before failing. Set once per process, before the first decode.
+pub const MAX_DECODE_ALLOCATION_BYTES: usize = 1024 * 1024;
+
 impl Codec {
     pub fn new(registry_url: &str, timeout: Duration) -> Result<Self, CodecError> {
+        apache_avro::max_allocation_bytes(MAX_DECODE_ALLOCATION_BYTES);
         let settings = registry_settings(registry_url, timeout)?;
         Ok(Self {
             encoder: Arc::new(AvroEncoder::new(settings.clone())),
