@@ -82,7 +82,7 @@ pub const MAX_DECODE_ALLOCATION_BYTES: usize = 1024 * 1024;
 
 impl Codec {
     pub fn new(registry_url: &str, timeout: Duration) -> Result<Self, CodecError> {
-        apache_avro::max_allocation_bytes(MAX_DECODE_ALLOCATION_BYTES);
+        apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION_BYTES);
         let settings = registry_settings(registry_url, timeout)?;
         Ok(Self {
             encoder: Arc::new(AvroEncoder::new(settings.clone())),
