@@ -9,10 +9,9 @@ use std::time::Duration;
 use common::kafka::{entry, Producer};
 use common::EventSetup;
 use platform::event_keys::EventKeys;
-use platform::settings::HttpSettings;
 use rdkafka::message::{Headers, Message};
 use schemas::{Codec, Outcome, StockDecision, StockRelease, Topics};
-use stock_processor::{Application, Settings};
+use stock_processor::Application;
 use testkit::{wait_for, TestEnv};
 use tokio_util::sync::CancellationToken;
 
@@ -31,13 +30,7 @@ fn header(message: &impl Message, name: &str) -> Option<String> {
 async fn entries_through_kafka_get_one_committed_decision_each() {
     testkit::init_logs("stock-processor-test");
     let env = TestEnv::builder().without_database().build().await;
-    let settings = Settings {
-        kafka: env.kafka.clone(),
-        registry: env.registry.clone(),
-        redis: env.redis.clone(),
-        http: HttpSettings::on_port(0),
-        ..Default::default()
-    };
+    let settings = common::stage_settings(&env);
     let kafka = settings.kafka.clone();
     let topics = kafka.topics();
 

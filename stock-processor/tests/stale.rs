@@ -11,12 +11,11 @@ use common::kafka::{entry, Producer};
 use common::EventSetup;
 use platform::event_keys::EventKeys;
 use platform::kafka::{BatchHandler, Record, RecordContext};
-use platform::settings::HttpSettings;
 use rdkafka::message::{Message, OwnedMessage, Timestamp};
 use schemas::{Codec, Outcome, StockDecision};
 use stock_processor::marks::{MarkKind, MarkReader};
 use stock_processor::rebuild::Rebuilder;
-use stock_processor::{Application, Marks, Settings, StockHandler, StoreError};
+use stock_processor::{Application, Marks, StockHandler, StoreError};
 use testkit::TestEnv;
 use tokio_util::sync::CancellationToken;
 
@@ -25,13 +24,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_redis_behind_the_committed_marks_is_never_decided_on() {
     let env = TestEnv::builder().without_database().build().await;
-    let settings = Settings {
-        kafka: env.kafka.clone(),
-        registry: env.registry.clone(),
-        redis: env.redis.clone(),
-        http: HttpSettings::on_port(0),
-        ..Default::default()
-    };
+    let settings = common::stage_settings(&env);
     let kafka = settings.kafka.clone();
     let topics = kafka.topics();
     let group = settings.group();

@@ -25,6 +25,17 @@ pub async fn store() -> StockStore {
     store
 }
 
+/// The stage's settings on a test's slice of the stack (ops on a free port).
+pub fn stage_settings(env: &testkit::TestEnv) -> stock_processor::Settings {
+    stock_processor::Settings {
+        kafka: env.kafka.clone(),
+        registry: env.registry.clone(),
+        redis: env.redis.clone(),
+        http: platform::settings::HttpSettings::on_port(0),
+        ..Default::default()
+    }
+}
+
 pub fn new_event_id() -> String {
     format!("t-{}", uuid::Uuid::new_v4().simple())
 }
