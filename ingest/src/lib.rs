@@ -15,10 +15,13 @@
 //! - [`rate_limit`]: requests per member, in bounded memory.
 //! - [`server`]: the HTTP/1 listener with a header-read timeout and a cap on connections.
 //! - [`ops`]: `/healthz` (cached, collapsed) and `/metrics` on the internal ops listener.
+//! - [`waiting_room`]: admission control — a rate-paced line and a pre-queue in Redis.
+//! - [`dashboard`]: the operations dashboard (ops listener, operator token, SSE).
 //! - [`startup`]: `Application::build` / `run_until_stopped`.
 
 pub mod admission;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod ids;
 pub mod ops;
@@ -30,6 +33,7 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod submission;
+pub mod waiting_room;
 
 pub use auth::{mint, verify, AuthError, MemberId};
 pub use settings::{AuthSettings, Limits, Settings};

@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admitter;
+use crate::dashboard::tally::Tally;
+use crate::waiting_room::WaitingRoom;
 use crate::ops::{CachedHealth, HEALTH_TTL};
 use crate::rate_limit::MemberRateLimit;
 use crate::routes::{self, AppState};
@@ -94,6 +96,8 @@ impl Application {
                 settings.limits.member_burst,
                 settings.limits.max_tracked_members,
             )),
+            waiting_room: settings.waiting_room.enabled.then(|| WaitingRoom::new(settings.waiting_room.clone())),
+            tally: Tally::default(),
         };
         let (listener, port) = settings.http.bind().await?;
         let (ops_listener, ops_port) = settings.ops.bind().await?;

@@ -24,6 +24,8 @@ use platform::redis::Connection as ConnectionManager;
 use tokio::sync::Semaphore;
 
 use crate::admission::Admitter;
+use crate::dashboard::tally::Tally;
+use crate::waiting_room::WaitingRoom;
 use crate::auth::{self, MemberId};
 use crate::error::ApiError;
 use crate::rate_limit::MemberRateLimit;
@@ -52,6 +54,10 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// Requests per member (429 beyond it, before any Redis call).
     pub member_rate: Arc<MemberRateLimit>,
+    /// The waiting room, when `waiting_room.enabled` (`crate::waiting_room`).
+    pub waiting_room: Option<WaitingRoom>,
+    /// Entry answers by event and outcome on this instance (the dashboard).
+    pub tally: Tally,
 }
 
 /// The member behind the request's bearer token (401 otherwise), within its

@@ -9,3 +9,4 @@ mod helpers;
 mod limits;
 mod ops;
 mod status;
+mod waiting_room;

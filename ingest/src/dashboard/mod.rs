@@ -1,0 +1,3 @@
+//! The operations dashboard (filled in below).
+
+pub mod tally;
