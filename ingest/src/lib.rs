@@ -16,6 +16,7 @@
 //! - [`server`]: the HTTP/1 listener with a header-read timeout and a cap on connections.
 //! - [`ops`]: `/healthz` (cached, collapsed) and `/metrics` on the internal ops listener.
 //! - [`waiting_room`]: admission control — a rate-paced line and a pre-queue in Redis.
+//! - [`operations`]: operator actions (closing an event), shared with the CLI.
 //! - [`dashboard`]: the operations dashboard (ops listener, operator token, SSE).
 //! - [`startup`]: `Application::build` / `run_until_stopped`.
 
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod ids;
+pub mod operations;
 pub mod ops;
 pub mod rate_limit;
 pub mod request_context;

@@ -5,12 +5,14 @@
 //! | `POST /api/events/{event_id}/entries` | submit an entry ([`entries`]) |
 //! | `GET /api/entries/{entry_id}` | the member's own entry's status ([`entry_status`]) |
 //! | `GET /api/events/{event_id}` | an event's public state ([`events`]) |
+//! | `GET /`, `GET /static/{file}` | the survey page ([`page`]) |
 //!
 //! `/healthz` and `/metrics` are on the internal ops listener (`crate::ops`).
 
 pub mod entries;
 pub mod entry_status;
 pub mod events;
+pub mod page;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,6 +110,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/events/{event_id}", get(events::show))
         .route("/api/entries/{entry_id}", get(entry_status::show))
+        .route("/", get(page::index))
+        .route("/static/{file}", get(page::asset))
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::request_context::track))
 }

@@ -3,6 +3,7 @@
 //! (`helpers`, on `testkit`). One test binary; a module per area.
 
 mod auth;
+mod dashboard;
 mod entries;
 mod events;
 mod helpers;
