@@ -88,11 +88,20 @@ mod tests {
 
     #[test]
     fn every_text_of_the_page_exists_in_both_languages() {
+        // The keys of a language's table: each identifier before `: "`.
         let keys = |lang: &str| -> Vec<String> {
-            let start = APP_JS.find(&format!("    {lang}: {{")).expect("language table");
+            let start = APP_JS.find(&format!("    {lang}: {{")).expect("language table") + lang.len() + 7;
             let block = &APP_JS[start..];
             let block = &block[..block.find("\n    }").expect("end of table")];
-            block.split(", ").flat_map(|p| p.split('\n')).filter_map(|p| p.trim().split_once(':')).map(|(k, _)| k.trim().to_string()).filter(|k| !k.is_empty() && !k.contains(' ')).collect()
+            let pieces: Vec<&str> = block.split(": \"").collect();
+            pieces[..pieces.len() - 1]
+                .iter()
+                .map(|piece| {
+                    let tail: String = piece.chars().rev().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    tail.chars().rev().collect::<String>()
+                })
+                .filter(|key| !key.is_empty())
+                .collect()
         };
         let (en, ko) = (keys("en"), keys("ko"));
         assert!(en.len() > 30, "{en:?}");
