@@ -238,9 +238,12 @@ impl World {
         tokio::time::sleep(Duration::from_millis(down_ms)).await;
         self.stack(&["up", &primary_unit]).await?;
         self.stack(&["up", "redis-sentinel"]).await?;
-        let replica = wait_replica_known(Duration::from_secs(60)).await;
+        let healthy = wait_redis_healthy(Duration::from_secs(60)).await;
         let now = master_port().await?;
-        Ok((format!("primary {primary} before, {now} after; replica in sync again: {replica}"), None))
+        if !healthy {
+            bail!("the Sentinels do not see a healthy primary ({now}) and replica 60 s after the restart");
+        }
+        Ok((format!("primary {primary} before, {now} after, both nodes back from their AOF"), None))
     }
 
     /// The event's keys as they were `lost_ms` ago, put back atomically: the
@@ -278,7 +281,7 @@ impl World {
     }
 
     async fn failover(&mut self) -> anyhow::Result<(String, Option<bool>)> {
-        wait_replica_known(Duration::from_secs(60)).await;
+        wait_redis_healthy(Duration::from_secs(60)).await;
         let before = master_port().await?;
         let mut conn = sentinel(SENTINEL_PORTS[0]).await?;
         let _: String = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER_NAME).query_async(&mut conn).await?;
@@ -286,7 +289,7 @@ impl World {
             master_port().await.is_ok_and(|port| port != before)
         })
         .await;
-        let replica = wait_replica_known(Duration::from_secs(60)).await;
+        let replica = wait_redis_healthy(Duration::from_secs(60)).await;
         let after = master_port().await?;
         if !moved {
             bail!("the Sentinels did not promote the replica within 30 s (primary still {after})");
@@ -318,22 +321,25 @@ impl World {
     }
 }
 
-/// Runs `stack/bin/stack <args>`; fails with its output.
+/// Runs `stack/bin/stack <args>`; fails with its output. `up` is tried
+/// three times: it is idempotent, and right after a SIGKILL its readiness
+/// check can read the dead process' pid file and give up too early.
 pub async fn stack(bin: &PathBuf, args: &[&str]) -> anyhow::Result<()> {
-    let output = tokio::process::Command::new(bin)
-        .args(args)
-        .output()
-        .await
-        .with_context(|| format!("Failed to run {}", bin.display()))?;
-    if !output.status.success() {
-        bail!(
-            "stack {} failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+    let tries = if args.first() == Some(&"up") { 3 } else { 1 };
+    let mut failure = String::new();
+    for _ in 0..tries {
+        let output = tokio::process::Command::new(bin)
+            .args(args)
+            .output()
+            .await
+            .with_context(|| format!("Failed to run {}", bin.display()))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        failure = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Ok(())
+    bail!("stack {} failed: {failure}", args.join(" "))
 }
 
 async fn sentinel(port: u16) -> anyhow::Result<redis::aio::MultiplexedConnection> {
@@ -372,8 +378,26 @@ pub async fn replica_known() -> bool {
     true
 }
 
-pub async fn wait_replica_known(timeout: Duration) -> bool {
-    platform::wait::wait_until(timeout, replica_known).await
+/// Whether every Sentinel sees the primary up (no `s_down`/`o_down` flag:
+/// the redis crate's Sentinel client refuses such a primary).
+pub async fn primary_up() -> bool {
+    for port in SENTINEL_PORTS {
+        let Ok(mut conn) = sentinel(port).await else { return false };
+        let master: HashMap<String, String> =
+            match redis::cmd("SENTINEL").arg("master").arg(MASTER_NAME).query_async(&mut conn).await {
+                Ok(master) => master,
+                Err(_) => return false,
+            };
+        if master.get("flags").map(String::as_str) != Some("master") {
+            return false;
+        }
+    }
+    true
+}
+
+/// Waits until the Sentinels see a healthy primary and replica.
+pub async fn wait_redis_healthy(timeout: Duration) -> bool {
+    platform::wait::wait_until(timeout, || async { primary_up().await && replica_known().await }).await
 }
 
 /// The high watermark of a partition as a `read_committed` reader sees it
