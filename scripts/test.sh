@@ -8,6 +8,12 @@ ensure_build_deps
 ensure_browser
 stack_up
 
+# The OTLP receiver of the tracing test (Jaeger, built once from its Go module: minutes on a
+# fresh machine), built in the background while the stack checks and the workspace build run.
+jaeger_log="$(mktemp)"
+stack/otel/jaeger.sh install >"$jaeger_log" 2>&1 &
+jaeger_install=$!
+
 step "stack script checks (up twice is a no-op; down/up keeps data)"
 bash stack/tests/stack_test.sh
 
@@ -28,6 +34,10 @@ bash stack/tests/kafka3_test.sh
 
 step "removing what earlier test runs left (t_* databases, t-* topics and subjects)"
 target/debug/firstcome cleanup-tests
+
+step "OTLP receiver for the tracing test (Jaeger)"
+wait "$jaeger_install" || { cat "$jaeger_log"; exit 1; }
+stack/otel/jaeger.sh up
 
 step "running the tests"
 # Two test threads per binary: the machine has two cores and the services
