@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use helpers::{CliEnv, TestEnv};
+use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
 use pipeline_harness::{open_event, seed_crowd, Crowd, Pipeline, Topology};
 
 /// Every wait in this file ends by itself.
@@ -449,3 +450,54 @@ async fn past_the_rate_the_page_shows_the_place_in_line_and_enters_on_its_turn()
     shutdown.cancel();
 }
 
+#[tokio::test]
+async fn before_the_opening_the_page_counts_down_in_korean_and_enters_from_the_pre_queue() {
+    testkit::init_logs("browser-tests");
+    let env = TestEnv::new().await;
+    let crowd = seed_crowd(&env, 3, 0).await;
+    let now = chrono::Utc::now();
+    let new = NewEvent {
+        event_id: format!("ev-{}", uuid::Uuid::new_v4()),
+        name: "opening soon".into(),
+        product_id: crowd.product.clone(),
+        total_stock: 10,
+        safety_stock: 0,
+        open_at: now + chrono::Duration::seconds(20),
+        close_at: now + chrono::Duration::hours(1),
+        questions: DEFAULT_QUESTIONS.map(String::from).to_vec(),
+    };
+    event::create(&env.cli(), &new).await.expect("event created");
+    let shutdown = CancellationToken::new();
+    let ingest = start_ingest(&env, &shutdown, Some((5, 5))).await;
+    let driver = Driver::start().await;
+    let phone = driver.browser(390, 844).await;
+    let member = &crowd.eligible[0];
+
+    phone.goto(&format!("{}/?event={}", ingest.base_url, new.event_id)).await.expect("the page loads");
+    phone.find(Locator::Css("#token")).await.expect("token field").send_keys(&member_token(member)).await.expect("typed");
+    phone.find(Locator::Css("#signin-button")).await.expect("sign in").click().await.expect("clicked");
+    testkit::wait_for("the countdown", DEADLINE, || async {
+        attr(&phone, "#event-state", "data-status").await.as_deref() == Some("upcoming")
+            && text(&phone, "#countdown").await.contains(':')
+    })
+    .await;
+
+    // Korean, by the toggle (the default follows Accept-Language).
+    phone.find(Locator::Css("#lang-toggle")).await.expect("toggle").click().await.expect("clicked");
+    assert_eq!(attr(&phone, "html", "lang").await.as_deref(), Some("ko"));
+    assert!(text(&phone, "#event-state").await.contains("시작"), "{}", text(&phone, "#event-state").await);
+
+    // Keyboard only: type the answers and press Enter in the last field.
+    let enter = char::from(fantoccini::key::Key::Enter).to_string();
+    phone.find(Locator::Css("#q-0")).await.expect("first answer").send_keys("4").await.expect("typed");
+    phone.find(Locator::Css("#q-1")).await.expect("second answer").send_keys(&format!("yes{enter}")).await.expect("typed");
+    wait_status(&phone, "waiting", Some("pre_queue"), "pre-queue").await;
+    assert!(text(&phone, "#status").await.contains("사전 대기열"), "{}", text(&phone, "#status").await);
+    screenshot(&phone, "page-pre-queue-ko").await;
+
+    // At the opening the page asks again by itself and is let through.
+    wait_status(&phone, "pending", Some("accepted"), "entered at the opening").await;
+    assert!(text(&phone, "#status").await.contains("접수"), "{}", text(&phone, "#status").await);
+    let _ = phone.close().await;
+    shutdown.cancel();
+}
