@@ -203,10 +203,11 @@ async fn past_the_rate_a_member_waits_in_line_keeps_its_ticket_and_enters_on_its
             StatusCode::TOO_MANY_REQUESTS => {
                 let body = json_of(response).await;
                 let position = body["line"]["position"].as_i64().unwrap();
-                let mut last = last_position.lock().unwrap();
-                assert!(position <= *last, "the line moves forward: {position} after {}", *last);
-                *last = position;
-                drop(last);
+                {
+                    let mut last = last_position.lock().unwrap();
+                    assert!(position <= *last, "the line moves forward: {position} after {}", *last);
+                    *last = position;
+                }
                 if let Some(now) = tickets(&mut conn.clone(), &event_id).await.get(&member) {
                     assert_eq!(*now, ticket, "a retry keeps its ticket");
                 }
