@@ -40,6 +40,9 @@ pub const OTEL_ENV: &[&str] = &[OTLP_ENDPOINT_ENV, SERVICE_NAME_ENV];
 /// The span fields a JSON line lifts to its top level from its spans.
 pub const LIFTED_FIELDS: &[&str] = &["correlation_id", "trace_id"];
 
+/// The consumer loop's span around one batch (`platform::kafka::consumer`): logged, not exported.
+const BATCH_SPAN: &str = "batch";
+
 /// How long spans wait in the batch before they are exported.
 const EXPORT_DELAY: Duration = Duration::from_millis(500);
 
@@ -67,7 +70,12 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) {
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service))
         .with_tracked_inactivity(false)
-        .with_filter(EnvFilter::new(&settings.trace_filter));
+        .with_filter(EnvFilter::new(&settings.trace_filter))
+        // A consumer batch holds records of many entries, each continuing
+        // its own trace: exported, it would be a one-span trace per batch.
+        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+            !(metadata.is_span() && metadata.name() == BATCH_SPAN)
+        }));
     let result = tracing_subscriber::registry().with(logs).with(spans).try_init();
     if result.is_ok() {
         let _ = PROVIDER.set(provider);
