@@ -14,6 +14,11 @@
 //!    the units the ledger holds (issued, not returned) less the refused
 //!    WONs, and so are the claims holding a unit (`claimed`/`sent`), whose
 //!    number is the guard's counter `events.payout_claimed`.
+//!
+//! [`check_log`] adds the log of record's side of 3 (every 202 entry in
+//! `survey-submitted`, with exactly one decision in `stock-decided`, which
+//! the entries table holds); [`fcfs_fidelity`] and [`last_gift_at`] give the
+//! chaos suite's and the drill's figures.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 

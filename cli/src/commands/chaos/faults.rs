@@ -60,6 +60,9 @@ pub struct World {
     pub in_flight: InFlight,
     /// Ingest instance name → its index in the load plan's URLs.
     pub ingest_index: HashMap<String, usize>,
+    /// Restarts still under way (a broker takes tens of seconds to be
+    /// ready): the next faults do not wait for them; [`World::settle`] does.
+    pub background: Vec<(String, tokio::task::JoinHandle<anyhow::Result<()>>)>,
 }
 
 impl World {
@@ -99,14 +102,19 @@ impl World {
                 self.kill_and_restart(service, *down_ms).await?;
                 Ok((String::new(), None))
             }
-            Fault::KillStockInTransaction { service, down_ms } => self.kill_stock_in_transaction(service, *down_ms).await,
+            Fault::KillStockInTransaction { services, down_ms } => self.kill_stock_in_transaction(services, *down_ms).await,
             Fault::KillIngestBeforeAck { service, down_ms } => self.kill_ingest_before_ack(service, *down_ms).await,
             Fault::KillBroker { node, down_ms } => {
                 let unit = format!("kafka3-{node}");
                 self.stack(&["kill", &unit]).await?;
                 tokio::time::sleep(Duration::from_millis(*down_ms)).await;
-                self.stack(&["up", &unit]).await?;
-                Ok((format!("{unit} back"), None))
+                // Started now; ready (log recovery, back in the ISR) later,
+                // while the next faults strike.
+                let bin = self.stack_bin.clone();
+                let starting = unit.clone();
+                let task = tokio::spawn(async move { stack(&bin, &["up", &starting]).await });
+                self.background.push((format!("start {unit}"), task));
+                Ok((format!("{unit} starting again (ready in the background)"), None))
             }
             Fault::KillRedis { down_ms } => self.kill_redis(*down_ms).await,
             Fault::LoseRedisWrites { lost_ms } => self.lose_writes(*lost_ms).await,
@@ -122,6 +130,19 @@ impl World {
         }
     }
 
+    /// Waits for the restarts still under way; the ones that failed.
+    pub async fn settle(&mut self) -> Vec<String> {
+        let mut failed = Vec::new();
+        for (what, task) in self.background.drain(..) {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => failed.push(format!("{what}: {error:#}")),
+                Err(error) => failed.push(format!("{what}: {error}")),
+            }
+        }
+        failed
+    }
+
     fn service(&mut self, name: &str) -> anyhow::Result<&mut ServiceProcess> {
         self.services.get_mut(name).with_context(|| format!("no service {name}"))
     }
@@ -134,45 +155,50 @@ impl World {
         service.wait_healthy(HEALTHY_WITHIN).await
     }
 
-    /// Freezes the instance (SIGSTOP) and looks at `stock-decided`: a
+    /// Freezes one instance (SIGSTOP) and looks at `stock-decided`: a
     /// partition whose last stable offset stays below its high watermark
     /// while the instance is frozen holds a transaction it left open (the
-    /// other instance commits in milliseconds). Then SIGKILL; else thaw
-    /// and try again.
-    async fn kill_stock_in_transaction(&mut self, name: &str, down_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
+    /// other instance commits in milliseconds). Then SIGKILL; else thaw and
+    /// try again, on the next instance.
+    async fn kill_stock_in_transaction(&mut self, names: &[String], down_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
+        anyhow::ensure!(!names.is_empty(), "no stock instance");
         let probe = Watermarks::new(&self.brokers)?;
         let topic = self.decided_topic.clone();
         let give_up = Instant::now() + CONDITION_WITHIN;
         let mut tries = 0;
         loop {
+            let name = names[tries % names.len()].clone();
             tries += 1;
-            let service = self.service(name)?;
-            service.signal("STOP").await?;
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let first = probe.open_transactions(&topic).await?;
-            tokio::time::sleep(Duration::from_millis(350)).await;
-            let second = probe.open_transactions(&topic).await?;
-            let held: Vec<String> = first
-                .iter()
-                .filter(|(p, lso, _)| second.iter().any(|(q, lso2, _)| q == p && lso2 == lso))
-                .map(|(p, lso, high)| format!("partition {p}: stable offset {lso} < high watermark {high}"))
-                .collect();
+            self.service(&name)?.signal("STOP").await?;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let first = probe.open_transactions(&topic, None).await?;
+            let mut held = Vec::new();
+            if !first.is_empty() {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let partitions: Vec<i32> = first.iter().map(|(p, _, _)| *p).collect();
+                let second = probe.open_transactions(&topic, Some(&partitions)).await?;
+                held = first
+                    .iter()
+                    .filter(|(p, lso, _)| second.iter().any(|(q, lso2, _)| q == p && lso2 == lso))
+                    .map(|(p, lso, high)| format!("partition {p}: stable offset {lso} < high watermark {high}"))
+                    .collect();
+            }
             let caught = !held.is_empty();
             if caught || Instant::now() >= give_up {
-                let service = self.service(name)?;
+                let service = self.service(&name)?;
                 service.kill9().await;
                 tokio::time::sleep(Duration::from_millis(down_ms)).await;
                 service.restart()?;
                 service.wait_healthy(HEALTHY_WITHIN).await?;
                 let detail = if caught {
-                    format!("open transaction held while frozen (try {tries}): {}", held.join(", "))
+                    format!("{name} killed holding an open transaction while frozen (try {tries}): {}", held.join(", "))
                 } else {
-                    format!("no open transaction caught in {tries} tries; killed anyway")
+                    format!("no open transaction caught in {tries} tries; {name} killed anyway")
                 };
                 return Ok((detail, Some(caught)));
             }
-            self.service(name)?.signal("CONT").await?;
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            self.service(&name)?.signal("CONT").await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -255,7 +281,17 @@ impl World {
         for key in &keys {
             dump.cmd("DUMP").arg(key).cmd("PTTL").arg(key);
         }
-        let values: Vec<redis::Value> = dump.query_async(&mut self.redis).await.context("DUMP")?;
+        // The connection may still be finding the primary after an earlier
+        // Redis fault: a few tries.
+        let mut tries = 0;
+        let values: Vec<redis::Value> = loop {
+            tries += 1;
+            match dump.query_async(&mut self.redis).await {
+                Ok(values) => break values,
+                Err(error) if tries >= 20 => return Err(error).context("DUMP"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        };
         tokio::time::sleep(Duration::from_millis(lost_ms)).await;
         let mut restore = redis::pipe();
         restore.atomic();
@@ -275,7 +311,15 @@ impl World {
                 }
             }
         }
-        let () = restore.query_async(&mut self.redis).await.context("RESTORE")?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match restore.query_async::<()>(&mut self.redis).await {
+                Ok(()) => break,
+                Err(error) if tries >= 20 => return Err(error).context("RESTORE"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
         let replicas: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query_async(&mut self.redis).await.unwrap_or(0);
         Ok((format!("{restored} keys put back {lost_ms} ms; {replicas} replica(s) have the loss"), None))
     }
@@ -423,20 +467,25 @@ impl Watermarks {
     }
 
     /// (partition, last stable offset, high watermark) of every partition
-    /// of `topic` with an open transaction.
-    async fn open_transactions(&self, topic: &str) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    /// of `topic` (or of `only` those) with an open transaction.
+    async fn open_transactions(&self, topic: &str, only: Option<&[i32]>) -> anyhow::Result<Vec<(i32, i64, i64)>> {
         let (committed, uncommitted, topic) = (self.committed.clone(), self.uncommitted.clone(), topic.to_string());
+        let only = only.map(<[i32]>::to_vec);
         tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(i32, i64, i64)>> {
             let timeout = Duration::from_secs(5);
-            let metadata = uncommitted.fetch_metadata(Some(&topic), timeout)?;
+            let partitions: Vec<i32> = match only {
+                Some(only) => only,
+                None => {
+                    let metadata = uncommitted.fetch_metadata(Some(&topic), timeout)?;
+                    metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect()
+                }
+            };
             let mut open = Vec::new();
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    let (_, stable) = committed.fetch_watermarks(&topic, p.id(), timeout)?;
-                    let (_, high) = uncommitted.fetch_watermarks(&topic, p.id(), timeout)?;
-                    if stable < high {
-                        open.push((p.id(), stable, high));
-                    }
+            for partition in partitions {
+                let (_, stable) = committed.fetch_watermarks(&topic, partition, timeout)?;
+                let (_, high) = uncommitted.fetch_watermarks(&topic, partition, timeout)?;
+                if stable < high {
+                    open.push((partition, stable, high));
                 }
             }
             Ok(open)

@@ -246,6 +246,7 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
         database: names.database.clone(),
         in_flight: InFlight::default(),
         ingest_index,
+        background: Vec::new(),
     };
 
     let outcome = rush_faults_and_drain(&run_settings, plan, &mut world, &urls, &provider_url, &seeded.members, &schedule, &mut report).await;
@@ -304,6 +305,7 @@ async fn rush_faults_and_drain(
         let injected = world.inject(planned, rush_started).await;
         report.faults.push(injected);
     }
+    let unfinished = world.settle().await;
     let load = rush.await.context("the rush task")??;
     let faults_ended = Instant::now();
     report.rush_to_last_fault_ms = faults_ended.saturating_duration_since(rush_started + Duration::from_millis(load.elapsed_ms)).as_millis() as u64;
@@ -335,7 +337,7 @@ async fn rush_faults_and_drain(
     let (log, log_check) = invariants::check_log(settings, &stores, &report.event_id, &accepted).await?;
     report.log = Some(log);
     report.checks.push(log_check);
-    report.checks.extend(fault_checks(&report.faults));
+    report.checks.extend(fault_checks(&report.faults, &unfinished));
     report.fidelity = Some(invariants::fcfs_fidelity(&stores, &report.event_id).await?);
     if let (Some(last_gift), Some(last_request)) =
         (invariants::last_gift_at(&stores, &report.event_id, provider_url).await?, report.load.last_request_at)
@@ -363,8 +365,9 @@ async fn connect_stores(settings: &CliSettings) -> anyhow::Result<Stores> {
 
 /// The faults themselves must have happened as planned: every one injected,
 /// and the conditional ones caught in their window.
-fn fault_checks(faults: &[faults::Injected]) -> Vec<Check> {
-    let failed: Vec<String> = faults.iter().filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.label))).collect();
+fn fault_checks(faults: &[faults::Injected], unfinished: &[String]) -> Vec<Check> {
+    let mut failed: Vec<String> = faults.iter().filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.label))).collect();
+    failed.extend(unfinished.iter().cloned());
     let caught = |what: fn(&Fault) -> bool| faults.iter().any(|f| what(&f.fault) && f.condition_met == Some(true));
     vec![
         Check {
