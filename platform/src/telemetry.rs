@@ -147,7 +147,8 @@ where
                 let extensions = span.extensions();
                 let Some(fields) = extensions.get::<FormattedFields<N>>() else { continue };
                 if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(fields.as_str()) {
-                    span_fields.extend(map);
+                    // `otel.name`, `otel.kind`: for the exporter, not for readers.
+                    span_fields.extend(map.into_iter().filter(|(key, _)| !key.starts_with("otel.")));
                 }
             }
         }
