@@ -191,6 +191,8 @@ impl WaitingRoom {
             .arg(seed)
             .invoke_async(conn)
             .await?;
+        // The line's length as this call left it (the operations dashboard's "waiting line").
+        metrics::gauge!("firstcome_ingest_waiting_line", "event_id" => event_id.to_string()).set(waiting.max(0) as f64);
         let place = Place {
             position,
             waiting,
