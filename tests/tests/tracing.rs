@@ -101,12 +101,12 @@ fn missing(spans: &[Value]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_entry_is_one_trace_across_ingest_stock_recording_dispatch_and_the_provider() {
     let jaeger = Jaeger::up();
-    // Before any thread of the runtime reads the environment (set once, at start).
-    std::env::set_var(platform::telemetry::OTLP_ENDPOINT_ENV, &jaeger.otlp_endpoint);
-    std::env::set_var(platform::telemetry::SERVICE_NAME_ENV, "firstcome-tracing-test");
-    platform::telemetry::init(
+    // As `OTEL_EXPORTER_OTLP_ENDPOINT` would (the environment is left alone).
+    platform::telemetry::init_exporting(
         "firstcome-tracing-test",
         &TelemetrySettings { log_filter: "warn,rdkafka=off".into(), ..Default::default() },
+        "firstcome-tracing-test",
+        Some(&jaeger.otlp_endpoint),
     );
 
     let env = TestEnv::new().await;
