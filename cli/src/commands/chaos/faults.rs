@@ -171,18 +171,29 @@ impl World {
             tries += 1;
             self.service(&name)?.signal("STOP").await?;
             tokio::time::sleep(Duration::from_millis(150)).await;
-            let first = probe.open_transactions(&topic, None).await?;
-            let mut held = Vec::new();
-            if !first.is_empty() {
+            let looked = async {
+                let first = probe.open_transactions(&topic, None).await?;
+                if first.is_empty() {
+                    return anyhow::Ok(Vec::new());
+                }
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let partitions: Vec<i32> = first.iter().map(|(p, _, _)| *p).collect();
                 let second = probe.open_transactions(&topic, Some(&partitions)).await?;
-                held = first
+                Ok(first
                     .iter()
                     .filter(|(p, lso, _)| second.iter().any(|(q, lso2, _)| q == p && lso2 == lso))
                     .map(|(p, lso, high)| format!("partition {p}: stable offset {lso} < high watermark {high}"))
-                    .collect();
+                    .collect())
             }
+            .await;
+            let held: Vec<String> = match looked {
+                Ok(held) => held,
+                Err(error) => {
+                    // Never leave it frozen.
+                    self.service(&name)?.signal("CONT").await?;
+                    return Err(error);
+                }
+            };
             let caught = !held.is_empty();
             if caught || Instant::now() >= give_up {
                 let service = self.service(&name)?;
@@ -217,12 +228,16 @@ impl World {
             let members = self.in_flight.only_at(index);
             let mut pending = Vec::new();
             if !members.is_empty() {
-                let marks: Vec<Option<String>> = redis::cmd("HMGET")
-                    .arg(&self.event_keys.entered)
-                    .arg(&members)
-                    .query_async(&mut self.redis)
-                    .await
-                    .context("HMGET entered")?;
+                let marks: Result<Vec<Option<String>>, _> =
+                    redis::cmd("HMGET").arg(&self.event_keys.entered).arg(&members).query_async(&mut self.redis).await;
+                let marks = match marks {
+                    Ok(marks) => marks,
+                    Err(error) => {
+                        // Never leave it frozen.
+                        self.service(name)?.signal("CONT").await?;
+                        return Err(error).context("HMGET entered");
+                    }
+                };
                 pending = members
                     .iter()
                     .zip(marks)
