@@ -333,6 +333,24 @@ fn ports_and_addresses_agree_with_the_services_compose_runs() {
 }
 
 #[test]
+fn the_images_run_the_versions_the_local_stack_pins() {
+    let pins: BTreeMap<String, String> = read("stack/versions.env")
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let compose = compose();
+    let services = services(&compose);
+    let image = |name: &str| services[name]["image"].as_str().unwrap_or_else(|| panic!("{name} image")).to_string();
+    for broker in ["kafka-1", "kafka-2", "kafka-3"] {
+        assert_eq!(image(broker), format!("apache/kafka:{}", pins["KAFKA_VERSION"]), "{broker}");
+    }
+    assert_eq!(image("registry"), format!("apicurio/apicurio-registry:{}", pins["APICURIO_VERSION"]));
+    assert_eq!(image("postgres"), format!("postgres:{}", pins["POSTGRES_MAJOR"]));
+}
+
+#[test]
 fn the_setup_creates_the_topology_on_the_three_brokers_and_the_image_has_every_binary() {
     let compose = compose();
     let services = services(&compose);
