@@ -36,8 +36,13 @@ step "removing what earlier test runs left (t_* databases, t-* topics and subjec
 target/debug/firstcome cleanup-tests
 
 step "OTLP receiver for the tracing test (Jaeger)"
-wait "$jaeger_install" || { cat "$jaeger_log"; exit 1; }
-stack/otel/jaeger.sh up
+# A failed build fails the tracing test alone (it names the script), not the whole run.
+if wait "$jaeger_install" && stack/otel/jaeger.sh up; then
+  stack/otel/jaeger.sh status
+else
+  cat "$jaeger_log" >&2
+  echo "jaeger: not available; the tracing test will fail" >&2
+fi
 
 step "running the tests"
 # Two test threads per binary: the machine has two cores and the services
