@@ -27,6 +27,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use platform::event_keys::EventKeys;
+use schemas::Outcome;
 
 use super::rush::Accepted;
 use crate::settings::CliSettings;
@@ -546,6 +547,29 @@ async fn scan(redis: &mut platform::redis::Connection, command: &str, key: &str)
 }
 
 /// Prints a report for people.
+/// What an entry's distinct decisions in `stock-decided` add up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Folded {
+    /// One decision (redelivered copies included).
+    Once(Outcome),
+    /// SOLD_OUT, then given a returned unit (a WON).
+    Promoted,
+}
+
+/// An entry's distinct decisions, in log order, folded to one; `None` when
+/// they conflict. A waitlist promotion reads in either order: the SOLD_OUT is
+/// written by the instance that decided the entry, the WON by the one that
+/// applied the release, and their transactions interleave in the log.
+fn one_decision(seen: &[(Outcome, Option<i32>)]) -> Option<Folded> {
+    match seen {
+        [(outcome, _)] => Some(Folded::Once(*outcome)),
+        [(Outcome::SoldOut, _), (Outcome::Won, Some(_))] | [(Outcome::Won, Some(_)), (Outcome::SoldOut, _)] => {
+            Some(Folded::Promoted)
+        }
+        _ => None,
+    }
+}
+
 pub fn print(report: &InvariantReport) {
     for check in &report.checks {
         let mark = if check.holds { "HOLDS " } else { "BROKEN" };
@@ -587,7 +611,7 @@ pub async fn check_log(
     event_id: &str,
     accepted: &[Accepted],
 ) -> anyhow::Result<(LogTally, Check)> {
-    use schemas::{Outcome, StockDecision, SurveySubmitted};
+    use schemas::{StockDecision, SurveySubmitted};
     let codec = settings.registry.codec().context("Failed to build the registry codec")?;
     let topics = settings.kafka.topics();
     let client_id = format!("firstcome-invariants-{}", uuid::Uuid::new_v4().simple());
@@ -631,15 +655,15 @@ pub async fn check_log(
     let mut last: HashMap<&str, Outcome> = HashMap::new();
     let mut conflicting = BTreeSet::new();
     for (entry, seen) in &decisions {
-        match seen.as_slice() {
-            [(outcome, _)] => {
-                last.insert(entry, *outcome);
+        match one_decision(seen) {
+            Some(Folded::Once(outcome)) => {
+                last.insert(entry, outcome);
             }
-            [(Outcome::SoldOut, _), (Outcome::Won, _)] => {
+            Some(Folded::Promoted) => {
                 tally.promoted += 1;
                 last.insert(entry, Outcome::Won);
             }
-            _ => {
+            None => {
                 conflicting.insert(entry.as_str());
             }
         }
@@ -751,4 +775,23 @@ pub async fn last_gift_at(
         .map(|r| r.get(0))
         .collect();
     Ok(list.gifts.iter().filter(|g| entries.contains(&canonical(&g.idempotency_key))).map(|g| g.issued_at).max())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_promotion_is_one_decision_in_either_log_order() {
+        assert_eq!(one_decision(&[(Outcome::SoldOut, None), (Outcome::Won, Some(9))]), Some(Folded::Promoted));
+        assert_eq!(one_decision(&[(Outcome::Won, Some(9)), (Outcome::SoldOut, None)]), Some(Folded::Promoted));
+        assert_eq!(one_decision(&[(Outcome::Won, Some(9))]), Some(Folded::Once(Outcome::Won)));
+    }
+
+    #[test]
+    fn two_units_or_two_outcomes_conflict() {
+        assert_eq!(one_decision(&[(Outcome::SoldOut, None), (Outcome::Won, Some(9)), (Outcome::Won, Some(375))]), None);
+        assert_eq!(one_decision(&[(Outcome::Won, Some(9)), (Outcome::Won, Some(375))]), None);
+        assert_eq!(one_decision(&[(Outcome::Ineligible, None), (Outcome::Won, Some(1))]), None);
+    }
 }
