@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::ClientConfig;
 
 use firstcome_cli::commands::dlq;
 use platform::kafka::admin::{create_topics, TopicSpec};
@@ -29,7 +28,7 @@ async fn dead_letters_are_listed_and_replayed_once_without_their_error_headers()
     let env = TestEnv::new().await;
     let source = env.kafka.topics().survey_submitted;
     let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &env.kafka.brokers).create().expect("producer");
+        platform::kafka::client_config(&testkit::kafka_admin(&env.kafka)).create().expect("producer");
     // The same source record dead-lettered by two groups (both read survey-submitted).
     for group in ["stock", "recording"] {
         producer
@@ -77,8 +76,7 @@ async fn dead_letters_are_listed_and_replayed_once_without_their_error_headers()
 }
 
 fn transactional(env: &TestEnv, id: &str) -> FutureProducer {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.kafka.brokers)
+    let producer: FutureProducer = platform::kafka::client_config(&testkit::kafka_admin(&env.kafka))
         .set("transactional.id", format!("{}{id}", env.prefix))
         .create()
         .expect("transactional producer");
@@ -105,14 +103,14 @@ async fn show_returns_every_committed_dead_letter_every_time_whatever_the_transa
     let source = format!("{}busy", env.prefix);
     let dlq_topic = Topics::dlq(&source);
     let spec = TopicSpec { name: dlq_topic.clone(), partitions: 4, replication: 1, configs: Vec::new() };
-    create_topics(&env.kafka, &[spec]).await.expect("dlq topic");
+    create_topics(&env.kafka_admin(), &[spec]).await.expect("dlq topic");
 
     // Partition 0: plain dead letters. Partition 1: a committed transaction
     // (a commit marker, never delivered, ends the partition). Partition 2: an
     // aborted transaction only (records and a marker, nothing to show).
     // Partition 3: empty.
     let plain: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &env.kafka.brokers).create().expect("producer");
+        platform::kafka::client_config(&testkit::kafka_admin(&env.kafka)).create().expect("producer");
     send(&plain, &dlq_topic, 0, 10).await;
     let stage = transactional(&env, "stage-a");
     stage.begin_transaction().expect("begin");
