@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use firstcome_cli::commands::demo::{self, DemoPlan};
+use firstcome_cli::commands::chaos::{self, ChaosPlan};
 use firstcome_cli::commands::{cleanup, db, dlq, event, members, rebuild, reconcile, rush, schemas, topics};
 use firstcome_cli::CliSettings;
 use platform::kafka::admin::Layout;
@@ -95,6 +96,35 @@ enum Command {
     },
     /// Remove what test runs left on this stack: t_* databases, t-* topics and subjects.
     CleanupTests,
+    /// The chaos suite: a rush on the three-broker Kafka and the Sentinel-managed Redis while
+    /// processes, brokers and stores fail at the seed's moments; then every invariant checked.
+    /// Run with the settings of `stack env kafka3 redis-sentinel` (scripts/chaos.sh).
+    Chaos {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 15_000)]
+        members: usize,
+        /// Requests of the rush (every member once, the rest second entries).
+        #[arg(long, default_value_t = 20_000)]
+        entries: usize,
+        #[arg(long, default_value_t = 2_000)]
+        units: i32,
+        /// Seconds the rush is spread over.
+        #[arg(long, default_value_t = 40)]
+        rush_secs: u64,
+        /// Seconds after the rush in which faults still strike.
+        #[arg(long, default_value_t = 35)]
+        drain_window_secs: u64,
+        /// Plain SIGKILLs of each consumer instance.
+        #[arg(long, default_value_t = 2)]
+        kills: usize,
+        /// Reports and service logs go to <artifacts>/<seed>/.
+        #[arg(long, default_value = ".stack/chaos")]
+        artifacts: PathBuf,
+        /// Print the report as JSON too.
+        #[arg(long)]
+        json: bool,
+    },
     /// The opening rush on the local stack: seed, create an event, start every service, fire, drain, check.
     Demo {
         #[arg(long, default_value_t = 5_000)]
@@ -211,6 +241,10 @@ enum EventCommand {
     /// Close an event now.
     Close { event_id: String },
 }
+
+/// mimalloc: glibc malloc/free was a quarter of ingest's CPU under load (issue 9).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -366,6 +400,28 @@ async fn main() -> anyhow::Result<()> {
                 "removed {} databases, {} member schemas, {} topics, {} subjects",
                 cleaned.databases, cleaned.member_schemas, cleaned.topics, cleaned.subjects
             );
+        }
+        Command::Chaos { seed, members, entries, units, rush_secs, drain_window_secs, kills, artifacts, json } => {
+            let plan = ChaosPlan {
+                seed,
+                members,
+                requests: entries,
+                units,
+                rush: std::time::Duration::from_secs(rush_secs),
+                drain_window: std::time::Duration::from_secs(drain_window_secs),
+                kills_per_consumer: kills,
+                artifacts,
+                ..Default::default()
+            };
+            let report = chaos::run(&settings, &plan).await?;
+            report.print();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            if !report.passed() {
+                anyhow::bail!("chaos seed {seed} FAILED: the report and every service log are in {}", report.artifacts);
+            }
+            println!("\nchaos seed {seed}: every invariant holds");
         }
         Command::Demo { members, total, safety, concurrency, ingest_instances } => {
             let plan = DemoPlan { members, total_stock: total, safety_stock: safety, concurrency, ingest_instances, ..Default::default() };

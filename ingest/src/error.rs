@@ -50,6 +50,12 @@ pub enum ApiError {
     /// Every entry slot is taken (`limits.max_in_flight`): shed at once.
     #[error("too many requests in flight, retry shortly")]
     Overloaded,
+    /// The waiting room: not this member's turn yet (429, their place in line).
+    #[error("waiting in line at position {}", .0.position)]
+    Waiting(crate::waiting_room::Place),
+    /// The waiting room before the opening: in the pre-queue (425, with the place).
+    #[error("the event opens in {opens_in:?}; waiting in the pre-queue")]
+    PreQueued { opens_in: Duration, place: crate::waiting_room::Place },
     /// A dependency (Redis, Kafka, the registry, PostgreSQL) failed.
     #[error("unavailable: {reason}")]
     Unavailable { reason: String, retry_after: Duration },
@@ -64,7 +70,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::TooEarly(_) => StatusCode::TOO_EARLY,
+            ApiError::TooEarly(_) | ApiError::PreQueued { .. } => StatusCode::TOO_EARLY,
             ApiError::Closed | ApiError::SoldOut => StatusCode::GONE,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -72,7 +78,7 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotEligible => StatusCode::FORBIDDEN,
             ApiError::AlreadyEntered { .. } | ApiError::EntryInProgress { .. } => StatusCode::CONFLICT,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::Waiting(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Overloaded | ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -83,7 +89,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound => "not_found",
-            ApiError::TooEarly(_) => "too_early",
+            ApiError::TooEarly(_) | ApiError::PreQueued { .. } => "too_early",
             ApiError::Closed => "closed",
             ApiError::SoldOut => "sold_out",
             ApiError::BadRequest { code, .. } => code,
@@ -94,6 +100,7 @@ impl ApiError {
             ApiError::AlreadyEntered { .. } => "already_entered",
             ApiError::EntryInProgress { .. } => "entry_in_progress",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::Waiting(_) => "waiting",
             ApiError::BodyTimeout => "body_timeout",
             ApiError::Overloaded => "overloaded",
             ApiError::Unavailable { .. } => "unavailable",
@@ -103,6 +110,8 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::TooEarly(d) | ApiError::RateLimited(d) => Some(*d),
+            ApiError::PreQueued { opens_in, .. } => Some(*opens_in),
+            ApiError::Waiting(place) => Some(place.retry_after),
             ApiError::Overloaded => Some(Duration::from_secs(1)),
             ApiError::EntryInProgress { retry_after, .. } | ApiError::Unavailable { retry_after, .. } => {
                 Some(*retry_after)
@@ -137,6 +146,10 @@ impl IntoResponse for ApiError {
                 body["status_url"] = json!(crate::routes::status_url(entry_id));
             }
             ApiError::Invalid { field, .. } => body["field"] = json!(field),
+            ApiError::Waiting(place) | ApiError::PreQueued { place, .. } => {
+                body["line"] = json!(place);
+                body["retry_after_ms"] = json!(place.retry_after.as_millis() as u64);
+            }
             _ => {}
         }
         let mut response = (self.status(), Json(body)).into_response();

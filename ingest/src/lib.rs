@@ -15,12 +15,17 @@
 //! - [`rate_limit`]: requests per member, in bounded memory.
 //! - [`server`]: the HTTP/1 listener with a header-read timeout and a cap on connections.
 //! - [`ops`]: `/healthz` (cached, collapsed) and `/metrics` on the internal ops listener.
+//! - [`waiting_room`]: admission control — a rate-paced line and a pre-queue in Redis.
+//! - [`operations`]: operator actions (closing an event), shared with the CLI.
+//! - [`dashboard`]: the operations dashboard (ops listener, operator token, SSE).
 //! - [`startup`]: `Application::build` / `run_until_stopped`.
 
 pub mod admission;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod ids;
+pub mod operations;
 pub mod ops;
 pub mod rate_limit;
 pub mod request_context;
@@ -30,6 +35,7 @@ pub mod settings;
 pub mod startup;
 pub mod state;
 pub mod submission;
+pub mod waiting_room;
 
 pub use auth::{mint, verify, AuthError, MemberId};
 pub use settings::{AuthSettings, Limits, Settings};

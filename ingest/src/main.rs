@@ -10,5 +10,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = platform::shutdown::on_signal();
     let application = Application::build(settings).await.context("Failed to build ingest")?;
     application.run_until_stopped(shutdown).await.context("ingest stopped with an error")?;
+    // The spans still in the export batch leave before the process does.
+    platform::telemetry::shutdown();
     Ok(())
 }

@@ -50,13 +50,18 @@ pub async fn track(mut request: Request, next: Next) -> Response {
         "request",
         method = %request.method(),
         path = %request.uri().path(),
+        otel.name = %format!("ingest {} {route}", request.method()),
+        otel.kind = "server",
         correlation_id = %correlation_id,
+        trace_id = Empty,
         event_id = Empty,
         user_id = Empty,
         entry_id = Empty,
         status = Empty,
     );
     request.extensions_mut().insert(CorrelationId(correlation_id.clone()));
+    // The client's `traceparent` (or a new trace) continued by the request's span.
+    platform::trace_context::continue_request(&span, request.headers_mut());
 
     let mut response = next.run(request).instrument(span.clone()).await;
 
@@ -75,9 +80,10 @@ pub async fn track(mut request: Request, next: Next) -> Response {
             tracing::debug!(status = status.as_u16(), outcome, elapsed_ms, "request finished");
         }
     });
-    metrics::counter!("firstcome_ingest_requests_total", "outcome" => outcome, "route" => route.clone())
+    let status_label = status.as_u16().to_string();
+    metrics::counter!("firstcome_ingest_requests_total", "outcome" => outcome, "route" => route.clone(), "status" => status_label.clone())
         .increment(1);
-    metrics::histogram!("firstcome_ingest_request_seconds", "route" => route).record(elapsed.as_secs_f64());
+    metrics::histogram!("firstcome_ingest_request_seconds", "route" => route, "status" => status_label).record(elapsed.as_secs_f64());
     response
 }
 

@@ -49,6 +49,10 @@ pub struct Settings {
     /// retry (same entry id, produced again). `None`: the Kafka delivery
     /// timeout + 1 s, so the request that set the mark has surely finished.
     pub resume_after_ms: Option<u64>,
+    /// Admission control: a rate-paced line and a pre-queue (`crate::waiting_room`).
+    pub waiting_room: crate::waiting_room::WaitingRoomSettings,
+    /// The operations dashboard's credential (`crate::routes::dashboard`).
+    pub operator: OperatorSettings,
 }
 
 impl Default for Settings {
@@ -66,6 +70,8 @@ impl Default for Settings {
             limits: Limits::default(),
             state_refresh_ms: 1_000,
             resume_after_ms: None,
+            waiting_room: Default::default(),
+            operator: OperatorSettings::default(),
         }
     }
 }
@@ -123,6 +129,8 @@ impl Settings {
         self.environment.check_token_secret("auth.token_secret", &self.auth.token_secret)?;
         self.environment.check_database("database", &self.database)?;
         self.environment.check_redis("redis", &self.redis)?;
+        self.waiting_room.validate().map_err(SettingsError::Invalid)?;
+        self.operator.check(self.environment, &self.auth.token_secret)?;
         self.limits.validate()
     }
 }
@@ -162,6 +170,59 @@ impl AuthSettings {
             max_lifetime: Duration::from_secs(self.max_token_lifetime_secs),
         };
         crate::auth::verify_expected(&self.token_secret, &expected, token)
+    }
+}
+
+/// The operator's bearer token, for the operations dashboard (on the ops
+/// listener). Distinct from member tokens: it is a shared secret, not a JWT,
+/// and a member token is never accepted in its place.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct OperatorSettings {
+    /// `Authorization: Bearer <token>` of the dashboard's API
+    /// (`FIRSTCOME_OPERATOR__TOKEN`). Outside local: not the development one,
+    /// at least 32 bytes, and not the member token secret.
+    pub token: SecretString,
+}
+
+/// The development operator token (local only; refused elsewhere).
+pub const DEV_OPERATOR_TOKEN: &str = "firstcome-dev-operator";
+
+impl Default for OperatorSettings {
+    fn default() -> Self {
+        Self { token: SecretString::from(DEV_OPERATOR_TOKEN) }
+    }
+}
+
+impl OperatorSettings {
+    fn check(&self, environment: Environment, member_secret: &SecretString) -> Result<(), SettingsError> {
+        use secrecy::ExposeSecret;
+        let token = self.token.expose_secret();
+        if token.is_empty() {
+            return Err(SettingsError::Invalid("operator.token must be set".into()));
+        }
+        if environment == Environment::Local {
+            return Ok(());
+        }
+        if token == DEV_OPERATOR_TOKEN {
+            return Err(SettingsError::Invalid("operator.token is the development token (environment = production)".into()));
+        }
+        if token == member_secret.expose_secret() {
+            return Err(SettingsError::Invalid("operator.token must differ from auth.token_secret".into()));
+        }
+        // The same length rule as every secret outside local.
+        environment.check_token_secret("operator.token", &self.token)
+    }
+
+    /// Whether `presented` is the operator token (constant time in its length).
+    pub fn accepts(&self, presented: &str) -> bool {
+        use secrecy::ExposeSecret;
+        let expected = self.token.expose_secret().as_bytes();
+        let presented = presented.as_bytes();
+        if expected.len() != presented.len() {
+            return false;
+        }
+        expected.iter().zip(presented).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 }
 
@@ -284,9 +345,29 @@ mod tests {
         let error = settings.validate().unwrap_err().to_string();
         assert!(error.contains("database.url"), "{error}");
         settings.database.url = SecretString::from("postgres://ingest:Qm4-vault-issued@db:5432/firstcome");
+        settings.operator.token = SecretString::from("an-operator-secret-of-32-bytes-or-more");
         assert!(settings.validate().is_ok());
         settings.auth.token_secret = SecretString::from("short");
         assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn production_refuses_the_development_operator_token() {
+        let mut settings = Settings { environment: Environment::Production, ..Default::default() };
+        settings.auth.token_secret = SecretString::from("a-production-secret-of-32-bytes!!");
+        settings.database.url = SecretString::from("postgres://ingest:Qm4-vault-issued@db:5432/firstcome");
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("operator.token"), "{error}");
+        settings.operator.token = SecretString::from("a-production-secret-of-32-bytes!!");
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("differ"), "{error}");
+        settings.operator.token = SecretString::from("short-operator");
+        assert!(settings.validate().is_err());
+        settings.operator.token = SecretString::from("an-operator-secret-of-32-bytes-or-more");
+        assert!(settings.validate().is_ok());
+        assert!(settings.operator.accepts("an-operator-secret-of-32-bytes-or-more"));
+        assert!(!settings.operator.accepts("an-operator-secret-of-32-bytes-or-mors"));
+        assert!(Settings::default().validate().is_ok(), "local takes the development token");
     }
 
     #[test]

@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admitter;
+use crate::dashboard::tally::Tally;
+use crate::dashboard::Dashboard;
+use crate::waiting_room::WaitingRoom;
 use crate::ops::{CachedHealth, HEALTH_TTL};
 use crate::rate_limit::MemberRateLimit;
 use crate::routes::{self, AppState};
@@ -54,6 +57,7 @@ pub struct Application {
     ops_router: Router,
     serve_limits: ServeLimits,
     sync: StateSync,
+    streams_stop: CancellationToken,
 }
 
 impl Application {
@@ -93,7 +97,13 @@ impl Application {
                 settings.limits.member_burst,
                 settings.limits.max_tracked_members,
             )),
+            waiting_room: settings.waiting_room.enabled.then(|| WaitingRoom::new(settings.waiting_room.clone())),
+            tally: Tally::default(),
         };
+        // The dashboard's streams end when the service stops (an open SSE
+        // response would hold the graceful shutdown forever).
+        let streams_stop = CancellationToken::new();
+        let dashboard = Dashboard::new(state.clone(), settings.operator.clone(), &settings.kafka, streams_stop.clone())?;
         let (listener, port) = settings.http.bind().await?;
         let (ops_listener, ops_port) = settings.ops.bind().await?;
         tracing::info!(address = %settings.http.address(), port, ops_port, "ingest listening");
@@ -104,7 +114,8 @@ impl Application {
             router: routes::router(state),
             ops_listener,
             ops_port,
-            ops_router: crate::ops::router(CachedHealth::new(health, HEALTH_TTL)),
+            ops_router: crate::ops::router(CachedHealth::new(health, HEALTH_TTL)).merge(crate::dashboard::router(dashboard)),
+            streams_stop,
             serve_limits: ServeLimits {
                 header_read_timeout: settings.limits.header_read_timeout(),
                 max_connections: settings.limits.max_connections,
@@ -143,6 +154,12 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
         // A child token: the sync also stops when the server ends on its own.
         let stop = shutdown.child_token();
+        let streams_stop = self.streams_stop.clone();
+        let ending = stop.clone();
+        tokio::spawn(async move {
+            ending.cancelled().await;
+            streams_stop.cancel();
+        });
         let sync = tokio::spawn(self.sync.run(stop.clone()));
         // The ops listener is internal yet served the same guarded way.
         let ops_limits = ServeLimits { max_connections: 64, ..self.serve_limits };

@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_ledger_counts_any_order", include_str!("../../migrations/0004_ledger_counts_any_order.sql")),
     ("0005_payout_guard", include_str!("../../migrations/0005_payout_guard.sql")),
     ("0006_entries_one_row_per_entry", include_str!("../../migrations/0006_entries_one_row_per_entry.sql")),
+    ("0007_dispatch_figures", include_str!("../../migrations/0007_dispatch_figures.sql")),
 ];
 
 /// Every service role's privileges, applied after the migrations on every

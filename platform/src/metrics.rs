@@ -24,3 +24,45 @@ pub fn handle() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// How often a consumer's client reports its partitions (librdkafka
+/// `statistics.interval.ms`), which refreshes the lag gauge.
+pub const LAG_INTERVAL_MS: u64 = 2_000;
+
+/// Consumer lag per partition, from the client's statistics:
+/// `firstcome_consumer_lag{group,topic,partition}` = the records of the
+/// partition this member has not handed to its service yet (last stable
+/// offset − position, so transaction markers never count) plus those of the
+/// batch in work (not committed yet). A partition the member no longer
+/// fetches (revoked) is set to 0: summed over the group's members, the
+/// gauge is the group's lag.
+pub fn record_lag(
+    group: &str,
+    statistics: &rdkafka::Statistics,
+    in_work: &std::collections::HashMap<(String, i32), u64>,
+) {
+    for (topic, stats) in &statistics.topics {
+        for (partition, p) in &stats.partitions {
+            if *partition < 0 {
+                continue; // librdkafka's internal "unassigned" partition
+            }
+            let fetching = p.fetch_state == "active";
+            let lag = if !fetching {
+                0
+            } else {
+                // -1001: no position yet (nothing fetched since the assignment).
+                let position = if p.app_offset >= 0 { p.app_offset } else { p.committed_offset };
+                let end = if p.ls_offset >= 0 { p.ls_offset } else { p.hi_offset };
+                let unfetched = if position >= 0 && end >= 0 { (end - position).max(0) as u64 } else { 0 };
+                unfetched + in_work.get(&(topic.clone(), *partition)).copied().unwrap_or(0)
+            };
+            metrics::gauge!(
+                "firstcome_consumer_lag",
+                "group" => group.to_string(),
+                "topic" => topic.clone(),
+                "partition" => partition.to_string()
+            )
+            .set(lag as f64);
+        }
+    }
+}

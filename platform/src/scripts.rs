@@ -11,6 +11,7 @@
 //! | [`decide`] | stock-processor (`store.rs`) | the stock decision of a batch of entries of one event |
 //! | [`release`] | stock-processor (`store.rs`) | a returned unit goes to the next in line, or back to stock |
 //! | [`rebuild_swap`] | stock-processor (`rebuild.rs`), `firstcome rebuild redis` | swap a rebuilt event state in (compare-and-swap on the marks) |
+//! | [`waiting_room`] | ingest (`waiting_room.rs`) | a member's turn in the event's waiting line (rate-paced gate, pre-queue shuffled at the opening) |
 //!
 //! `lua/prelude.lua` holds what several scripts share — Redis' clock, the
 //! committed-marks (stale) check and raising of the `applied` marks, the copy of
@@ -39,13 +40,17 @@ pub const RELEASE: &str = concat!(include_str!("../lua/prelude.lua"), include_st
 /// Source of [`rebuild_swap`]: `lua/rebuild_swap.lua`.
 pub const REBUILD_SWAP: &str = include_str!("../lua/rebuild_swap.lua");
 
+/// Source of [`waiting_room`]: prelude + `lua/waiting_room.lua`.
+pub const WAITING_ROOM: &str = concat!(include_str!("../lua/prelude.lua"), include_str!("../lua/waiting_room.lua"));
+
 /// Every script by name, with its full source (what Redis is sent).
-pub const ALL: [(&str, &str); 5] = [
+pub const ALL: [(&str, &str); 6] = [
     ("admit", ADMIT),
     ("mark_accepted", MARK_ACCEPTED),
     ("decide", DECIDE),
     ("release", RELEASE),
     ("rebuild_swap", REBUILD_SWAP),
+    ("waiting_room", WAITING_ROOM),
 ];
 
 /// ingest: the first-entry decision of one request (`lua/admit.lua`).
@@ -73,6 +78,11 @@ pub fn rebuild_swap() -> Script {
     Script::new(REBUILD_SWAP)
 }
 
+/// ingest: a member's turn in the event's waiting line (`lua/waiting_room.lua`).
+pub fn waiting_room() -> Script {
+    Script::new(WAITING_ROOM)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,7 +105,7 @@ mod tests {
 
     #[test]
     fn the_marks_check_and_the_expiry_copy_live_only_in_the_prelude() {
-        for source in [DECIDE, RELEASE, ADMIT] {
+        for source in [DECIDE, RELEASE, ADMIT, WAITING_ROOM] {
             assert!(source.starts_with(PRELUDE));
         }
         for (name, source) in ALL {

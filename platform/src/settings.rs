@@ -616,6 +616,9 @@ pub struct TelemetrySettings {
     pub log_filter: String,
     /// `pretty` for people, `json` for log pipelines.
     pub log_format: LogFormat,
+    /// An `EnvFilter` directive for the spans exported over OTLP
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT`), apart from the log filter.
+    pub trace_filter: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -627,7 +630,7 @@ pub enum LogFormat {
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { log_filter: "info,rdkafka=warn".into(), log_format: LogFormat::Pretty }
+        Self { log_filter: "info,rdkafka=warn".into(), log_format: LogFormat::Pretty, trace_filter: "info,rdkafka=off".into() }
     }
 }
 

@@ -1,9 +1,29 @@
 //! W3C trace context (`traceparent`) carried on every record and request, so
 //! one entry can be followed from the HTTP request through every consumer.
+//!
+//! Two ways a trace moves, one format:
+//! - Spans exported (`platform::telemetry` installed the OpenTelemetry layer,
+//!   with or without an OTLP endpoint): a span made where work arrives (the
+//!   HTTP request, a consumed record, a provider request) is made the child
+//!   of the incoming `traceparent` with [`continue_trace`], and what leaves
+//!   (a record's headers, a provider call) carries the context of the span it
+//!   leaves from ([`TraceParent::current`]), so the exported spans form one
+//!   tree per entry.
+//! - No OpenTelemetry layer (unit tests, tools): the incoming trace id is
+//!   kept and each hop gets a new span id ([`TraceParent::child`]), so logs
+//!   still join on the trace id.
+//!
+//! Either way the span's `trace_id` field is set, so every log line in it
+//! carries the trace id.
 
 use std::fmt;
 
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use rand::RngCore;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The HTTP and Kafka header name.
+pub const TRACEPARENT: &str = "traceparent";
 
 /// `00-<trace-id>-<parent-id>-<flags>`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +75,80 @@ impl TraceParent {
     pub fn trace_id_hex(&self) -> String {
         hex::encode(self.trace_id)
     }
+
+    /// The `traceparent` header of an HTTP request, if present and well formed.
+    pub fn from_http(headers: &axum::http::HeaderMap) -> Option<Self> {
+        headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(Self::parse)
+    }
+
+    /// The context of `span` in the exported trace; `None` when spans are
+    /// not exported (no OpenTelemetry layer) or `span` is disabled.
+    pub fn of_span(span: &tracing::Span) -> Option<Self> {
+        if span.is_disabled() {
+            return None;
+        }
+        let context = span.context();
+        let otel = context.span();
+        let span_context = otel.span_context();
+        span_context.is_valid().then(|| Self {
+            trace_id: span_context.trace_id().to_bytes(),
+            span_id: span_context.span_id().to_bytes(),
+            sampled: span_context.is_sampled(),
+        })
+    }
+
+    /// The context of the current span in the exported trace (see [`Self::of_span`]).
+    pub fn current() -> Option<Self> {
+        Self::of_span(&tracing::Span::current())
+    }
+
+    fn remote_context(&self) -> opentelemetry::Context {
+        let flags = if self.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
+        let span_context = SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            flags,
+            true,
+            TraceState::default(),
+        );
+        opentelemetry::Context::new().with_remote_span_context(span_context)
+    }
+}
+
+/// Makes `span` (just created: before it is entered or has children) the
+/// continuation of `parent`, and fills its `trace_id` field (declare it
+/// `trace_id = tracing::field::Empty`) so every log line in it carries the
+/// trace id. Returns the span's own context when spans are exported (the
+/// `traceparent` to send onward from it), `None` otherwise.
+pub fn continue_trace(span: &tracing::Span, parent: Option<&TraceParent>) -> Option<TraceParent> {
+    if let Some(parent) = parent {
+        // Fails only without the OpenTelemetry layer (nothing exported) or on
+        // a span already started (a caller's mistake: it stays a root).
+        let _ = span.set_parent(parent.remote_context());
+    }
+    let own = TraceParent::of_span(span);
+    if let Some(trace) = own.as_ref().or(parent) {
+        span.record("trace_id", trace.trace_id_hex().as_str());
+    }
+    own
+}
+
+/// The incoming request's trace, continued by `span` (the request's span).
+/// Without exported spans and without a `traceparent` from the client, a new
+/// trace is started and written into `headers` as if the client had sent it,
+/// so handlers that read the header (the entry's record) stay in the trace
+/// the request's log lines carry.
+pub fn continue_request(span: &tracing::Span, headers: &mut axum::http::HeaderMap) -> Option<TraceParent> {
+    let incoming = TraceParent::from_http(headers);
+    let own = continue_trace(span, incoming.as_ref());
+    if own.is_none() && incoming.is_none() {
+        let root = TraceParent::new_root();
+        if let Ok(value) = axum::http::HeaderValue::from_str(&root.to_string()) {
+            headers.insert(TRACEPARENT, value);
+        }
+        span.record("trace_id", root.trace_id_hex().as_str());
+    }
+    own
 }
 
 impl fmt::Display for TraceParent {

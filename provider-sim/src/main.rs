@@ -10,5 +10,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = platform::shutdown::on_signal();
     let application = Application::build(settings).await.context("Failed to start the provider simulator")?;
     application.run_until_stopped(shutdown).await.context("The provider simulator failed")?;
+    // The spans still in the export batch leave before the process does.
+    platform::telemetry::shutdown();
     Ok(())
 }

@@ -14,5 +14,7 @@ async fn main() -> anyhow::Result<()> {
         .run_until_stopped(shutdown)
         .await
         .context("The recorder stopped with an error")?;
+    // The spans still in the export batch leave before the process does.
+    platform::telemetry::shutdown();
     Ok(())
 }

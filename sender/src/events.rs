@@ -246,6 +246,10 @@ impl ProviderCalled<'_> {
             }
         };
         metrics::counter!("firstcome_sender_provider_calls_total", "result" => result).increment(1);
+        if self.calls > 1 {
+            // A second or later call for the same gift: a retry (or a lookup after an unknown outcome).
+            metrics::counter!("firstcome_sender_provider_retries_total").increment(1);
+        }
     }
 }
 

@@ -114,7 +114,10 @@ impl DispatchHandler {
             async move {
                 // Bounded concurrency toward the provider; the semaphore is never closed.
                 let result = match self.permits.acquire().await {
-                    Ok(_permit) => self.dispatch_one(&pending, phone).await,
+                    Ok(_permit) => {
+                        let span = tracing::info_span!("dispatch", otel.name = "dispatch");
+                        self.dispatch_one(&pending, phone).instrument(span).await
+                    }
                     Err(closed) => Err(HandlerError::transient(closed)),
                 };
                 if let Err(error) = &result {

@@ -10,5 +10,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = platform::shutdown::on_signal();
     let application = Application::build(settings).await.context("Failed to start the sender")?;
     application.run_until_stopped(shutdown).await.context("The sender failed")?;
+    // The spans still in the export batch leave before the process does.
+    platform::telemetry::shutdown();
     Ok(())
 }

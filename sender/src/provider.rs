@@ -9,6 +9,8 @@
 use std::time::Duration;
 
 use reqwest::{header, StatusCode};
+use platform::trace_context::TraceParent;
+use tracing::Instrument;
 use serde::{Deserialize, Serialize};
 
 use crate::settings::ProviderSettings;
@@ -157,7 +159,14 @@ impl ProviderClient {
 
     /// `POST /v1/gifts`.
     pub async fn issue(&self, order: &GiftOrder) -> Result<IssuedGift, IssueError> {
-        let sent = self.http.post(format!("{}/v1/gifts", self.base_url)).json(order).send().await;
+        let span = call_span("POST /v1/gifts");
+        let trace = TraceParent::of_span(&span);
+        self.issue_in(order, trace).instrument(span).await
+    }
+
+    async fn issue_in(&self, order: &GiftOrder, trace: Option<TraceParent>) -> Result<IssuedGift, IssueError> {
+        let request = traced(self.http.post(format!("{}/v1/gifts", self.base_url)), trace);
+        let sent = request.json(order).send().await;
         let response = match sent {
             Ok(response) => response,
             Err(error) => return Err(classify_transport(&error)),
@@ -202,9 +211,13 @@ impl ProviderClient {
     /// `GET /v1/gifts/{key}`: `Some` when a gift exists under `key`, `None`
     /// when the provider says none does (issuing again is safe).
     pub async fn lookup(&self, key: &str) -> Result<Option<IssuedGift>, LookupError> {
-        let response = self
-            .http
-            .get(format!("{}/v1/gifts/{key}", self.base_url))
+        let span = call_span("GET /v1/gifts/{key}");
+        let trace = TraceParent::of_span(&span);
+        self.lookup_in(key, trace).instrument(span).await
+    }
+
+    async fn lookup_in(&self, key: &str, trace: Option<TraceParent>) -> Result<Option<IssuedGift>, LookupError> {
+        let response = traced(self.http.get(format!("{}/v1/gifts/{key}", self.base_url)), trace)
             .send()
             .await
             .map_err(|e| LookupError(transport_text(&e)))?;
@@ -218,6 +231,27 @@ impl ProviderClient {
             },
             status => Err(LookupError(status.to_string())),
         }
+    }
+}
+
+/// The span of one provider call, a child of the gift's `dispatch` span.
+fn call_span(route: &'static str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "provider_call",
+        otel.name = %format!("provider call {route}"),
+        otel.kind = "client",
+        trace_id = tracing::field::Empty,
+    );
+    platform::trace_context::continue_trace(&span, None);
+    span
+}
+
+/// The request with the call span's context as `traceparent`, so the
+/// provider continues the entry's trace (when spans are exported).
+fn traced(request: reqwest::RequestBuilder, trace: Option<TraceParent>) -> reqwest::RequestBuilder {
+    match trace {
+        Some(trace) => request.header(platform::trace_context::TRACEPARENT, trace.to_string()),
+        None => request,
     }
 }
 

@@ -340,8 +340,11 @@ impl StockHandler {
                     decided_at: decided.decided_at_ms,
                     accepted_at: entry.accepted_at,
                 };
-                let record = self.encode(&event, item).instrument(item.span.clone()).await?;
-                item.span.in_scope(|| {
+                // The decision's own span (the script call decided the
+                // event's whole group at once): the decision record leaves from it.
+                let span = tracing::info_span!(parent: &item.span, "stock_decide", otel.name = "stock decide", outcome = decision.outcome.as_str());
+                let record = self.encode(&event, item).instrument(span.clone()).await?;
+                span.in_scope(|| {
                     DecisionMade { outcome: decision.outcome, unit_no: decision.unit_no, user_id: &entry.user_id }.emit()
                 });
                 out.push((item.index, record));

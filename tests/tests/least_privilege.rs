@@ -41,6 +41,9 @@ async fn ingest_reads_events_and_entries_and_touches_nothing_else() {
     let env = TestEnv::builder().partitions(1).build().await;
     allowed(&env, Principal::INGEST, "SELECT count(*) FROM events").await;
     allowed(&env, Principal::INGEST, "SELECT count(*) FROM event_entries").await;
+    // The dashboard on its ops listener: an operator's close, dispatch counts only.
+    allowed(&env, Principal::INGEST, "UPDATE events SET status = 'closed', closed_at = now() WHERE false").await;
+    allowed(&env, Principal::INGEST, "SELECT * FROM dispatch_figures('e', 60)").await;
     for sql in [
         "SELECT count(*) FROM members",
         "SELECT count(*) FROM purchases",
@@ -48,7 +51,8 @@ async fn ingest_reads_events_and_entries_and_touches_nothing_else() {
         "SELECT count(*) FROM payout_claims",
         "SELECT count(*) FROM outbox",
         "INSERT INTO event_entries (entry_id, event_id, user_id) VALUES (gen_random_uuid(), 'e', 'm')",
-        "UPDATE events SET status = 'closed'",
+        "UPDATE events SET total_stock = 0",
+        "UPDATE events SET payout_claimed = 0",
         "CREATE TABLE ingest_was_here (id int)",
         "CREATE TEMP TABLE ingest_was_here (id int)",
     ] {

@@ -301,25 +301,12 @@ pub async fn show(settings: &CliSettings, event_id: &str) -> anyhow::Result<Even
     })
 }
 
-/// Closes the event now: every ingest instance answers 410 from then on.
+/// Closes the event now: every ingest instance answers 410 from then on
+/// (`ingest::operations::close_event`, the same code as the dashboard's button).
 pub async fn close(settings: &CliSettings, event_id: &str) -> anyhow::Result<()> {
     let pool = platform::db::pool(&settings.database)?;
-    let client = pool.get().await?;
-    let updated = client
-        .execute("UPDATE events SET status = 'closed', closed_at = now() WHERE event_id = $1", &[&event_id])
-        .await?;
-    if updated == 0 {
-        bail!("no event {event_id}");
-    }
     let mut redis = platform::redis::connect(&settings.redis).await?;
-    let keys = EventKeys::new(event_id);
-    let change = serde_json::to_string(&StateChange { event_id: event_id.into(), status: EventStatus::Closed })?;
-    let _: () = redis::pipe()
-        .atomic()
-        .hset(&keys.meta, "status", EventStatus::Closed.as_str())
-        .publish(STATE_CHANNEL, change)
-        .query_async(&mut redis)
-        .await?;
+    ingest::operations::close_event(&pool, &mut redis, event_id).await?;
     Ok(())
 }
 

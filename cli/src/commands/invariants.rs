@@ -532,3 +532,203 @@ pub fn print(report: &InvariantReport) {
         println!("  [{mark}] {:<55} {}", check.name, check.detail);
     }
 }
+
+/// What the log of record says about an event's entries (the chaos suite's
+/// reading of Kafka): invariant 3 from the log's side — every 202 entry is
+/// in `survey-submitted` and has exactly one decision in `stock-decided`
+/// (a SOLD_OUT followed by the WON of a waitlist promotion is one decision
+/// superseded, as the recorder stores it), and the entries table holds that
+/// decision.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LogTally {
+    /// `survey-submitted` records of the event (a resumed entry may be there twice).
+    pub submitted_records: usize,
+    pub submitted_entries: usize,
+    pub decision_records: usize,
+    pub decided_entries: usize,
+    /// Entries whose SOLD_OUT was superseded by a promotion's WON.
+    pub promoted: usize,
+    /// Entries with two different decisions that are not a promotion.
+    pub conflicting: usize,
+    /// 202 entries missing from `survey-submitted`.
+    pub not_submitted: usize,
+    /// 202 entries with no decision in the log.
+    pub undecided: usize,
+    /// 202 entries whose row's outcome differs from the log's last decision.
+    pub table_disagrees: usize,
+}
+
+/// Reads `survey-submitted` and `stock-decided` (committed records, to
+/// their high watermarks now) and checks the 202 entries against them and
+/// against the entries table.
+pub async fn check_log(
+    settings: &CliSettings,
+    stores: &Stores,
+    event_id: &str,
+    accepted: &[Accepted],
+) -> anyhow::Result<(LogTally, Check)> {
+    use schemas::{Outcome, StockDecision, SurveySubmitted};
+    let codec = settings.registry.codec().context("Failed to build the registry codec")?;
+    let topics = settings.kafka.topics();
+    let client_id = format!("firstcome-invariants-{}", uuid::Uuid::new_v4().simple());
+    let mut tally = LogTally::default();
+
+    let mut submitted: HashSet<String> = HashSet::new();
+    let mut reader = platform::kafka::LogReader::open(&settings.kafka, &client_id, &[&topics.survey_submitted]).await?;
+    while let Some(record) = reader.next().await? {
+        let entry: SurveySubmitted = match codec.decode(rdkafka::Message::payload(&record)).await {
+            Ok(entry) => entry,
+            Err(schemas::CodecError::Poison(_)) => continue,
+            Err(error) => return Err(error).context("Failed to decode survey-submitted"),
+        };
+        if entry.event_id == event_id {
+            tally.submitted_records += 1;
+            submitted.insert(canonical(&entry.entry_id));
+        }
+    }
+    tally.submitted_entries = submitted.len();
+
+    // entry → its distinct decisions, in log order.
+    let mut decisions: HashMap<String, Vec<(Outcome, Option<i32>)>> = HashMap::new();
+    let mut reader = platform::kafka::LogReader::open(&settings.kafka, &client_id, &[&topics.stock_decided]).await?;
+    while let Some(record) = reader.next().await? {
+        let decision: StockDecision = match codec.decode(rdkafka::Message::payload(&record)).await {
+            Ok(decision) => decision,
+            Err(schemas::CodecError::Poison(_)) => continue,
+            Err(error) => return Err(error).context("Failed to decode stock-decided"),
+        };
+        if decision.event_id != event_id {
+            continue;
+        }
+        tally.decision_records += 1;
+        let seen = decisions.entry(canonical(&decision.entry_id)).or_default();
+        let this = (decision.outcome, decision.unit_no);
+        if !seen.contains(&this) {
+            seen.push(this);
+        }
+    }
+    tally.decided_entries = decisions.len();
+    let mut last: HashMap<&str, Outcome> = HashMap::new();
+    let mut conflicting = BTreeSet::new();
+    for (entry, seen) in &decisions {
+        match seen.as_slice() {
+            [(outcome, _)] => {
+                last.insert(entry, *outcome);
+            }
+            [(Outcome::SoldOut, _), (Outcome::Won, _)] => {
+                tally.promoted += 1;
+                last.insert(entry, Outcome::Won);
+            }
+            _ => {
+                conflicting.insert(entry.as_str());
+            }
+        }
+    }
+    tally.conflicting = conflicting.len();
+
+    let db = stores.pool.get().await?;
+    let outcomes: HashMap<String, Option<String>> = db
+        .query("SELECT entry_id::text, outcome FROM event_entries WHERE event_id = $1", &[&event_id])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut not_submitted = BTreeSet::new();
+    let mut undecided = BTreeSet::new();
+    let mut disagrees = BTreeSet::new();
+    let from_rush: BTreeSet<String> = accepted.iter().map(|a| canonical(&a.entry_id)).collect();
+    for entry in &from_rush {
+        if !submitted.contains(entry) {
+            not_submitted.insert(entry.as_str());
+        }
+        match last.get(entry.as_str()) {
+            None if !conflicting.contains(entry.as_str()) => {
+                undecided.insert(entry.as_str());
+            }
+            None => {}
+            Some(outcome) => {
+                let logged = serde_json::to_value(outcome)?.as_str().unwrap_or_default().to_string();
+                if outcomes.get(entry).cloned().flatten().as_deref() != Some(logged.as_str()) {
+                    disagrees.insert(entry.as_str());
+                }
+            }
+        }
+    }
+    tally.not_submitted = not_submitted.len();
+    tally.undecided = undecided.len();
+    tally.table_disagrees = disagrees.len();
+    let holds = not_submitted.is_empty() && undecided.is_empty() && disagrees.is_empty() && conflicting.is_empty();
+    let detail = format!(
+        "{} answered 202: in survey-submitted {}, decided once {}; {} records / {} entries in survey-submitted, {} decisions / {} entries in stock-decided ({} promoted){}{}{}{}",
+        from_rush.len(),
+        from_rush.len() - not_submitted.len(),
+        from_rush.len() - undecided.len() - conflicting.iter().filter(|e| from_rush.contains(**e)).count(),
+        tally.submitted_records,
+        tally.submitted_entries,
+        tally.decision_records,
+        tally.decided_entries,
+        tally.promoted,
+        sample("; not in survey-submitted", &not_submitted),
+        sample("; no decision", &undecided),
+        sample("; conflicting decisions", &conflicting),
+        sample("; entries table disagrees with the log", &disagrees),
+    );
+    Ok((tally, Check { name: "3 every 202 entry is in survey-submitted, decided once", holds, detail }))
+}
+
+/// FCFS fidelity: of the first `for_sale` entries by accept time, the share
+/// that won a unit (a perfect first-come-first-served run: 1.0).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Fidelity {
+    pub first_n: i64,
+    pub winners_among_first_n: i64,
+    pub share: f64,
+    /// Winners (outcome WON) in all.
+    pub winners: i64,
+}
+
+pub async fn fcfs_fidelity(stores: &Stores, event_id: &str) -> anyhow::Result<Fidelity> {
+    let db = stores.pool.get().await?;
+    let row = db
+        .query_one(
+            "WITH firsts AS (
+                SELECT outcome FROM event_entries WHERE event_id = $1 AND accepted_at IS NOT NULL
+                ORDER BY accepted_at, entry_id
+                LIMIT (SELECT (total_stock - safety_stock) FROM events WHERE event_id = $1))
+             SELECT count(*), count(*) FILTER (WHERE outcome = 'WON'),
+                    (SELECT count(*) FROM event_entries WHERE event_id = $1 AND outcome = 'WON')
+             FROM firsts",
+            &[&event_id],
+        )
+        .await?;
+    let (first_n, winners_among_first_n, winners): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let share = if first_n > 0 { winners_among_first_n as f64 / first_n as f64 } else { 0.0 };
+    Ok(Fidelity { first_n, winners_among_first_n, share, winners })
+}
+
+/// When the provider issued its last gift for one of the event's entries.
+pub async fn last_gift_at(
+    stores: &Stores,
+    event_id: &str,
+    provider_url: &str,
+) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    #[derive(Deserialize)]
+    struct Issued {
+        idempotency_key: String,
+        issued_at: chrono::DateTime<chrono::Utc>,
+    }
+    #[derive(Deserialize)]
+    struct List {
+        gifts: Vec<Issued>,
+    }
+    let url = format!("{}/v1/gifts", provider_url.trim_end_matches('/'));
+    let list: List = stores.http.get(&url).send().await?.error_for_status()?.json().await?;
+    let db = stores.pool.get().await?;
+    let entries: HashSet<String> = db
+        .query("SELECT entry_id::text FROM event_entries WHERE event_id = $1", &[&event_id])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(list.gifts.iter().filter(|g| entries.contains(&canonical(&g.idempotency_key))).map(|g| g.issued_at).max())
+}

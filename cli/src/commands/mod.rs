@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod chaos;
 pub mod cleanup;
 pub mod db;
 pub mod dlq;

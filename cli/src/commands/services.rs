@@ -1,6 +1,7 @@
 //! Runs the service binaries as child processes (the demo, and later the
 //! chaos drills, which SIGKILL them): each with its own environment, its log
-//! in a file, and a health check to wait on.
+//! in a file, and a health check to wait on; the chaos suite also kills
+//! them (SIGKILL), freezes them (SIGSTOP/SIGCONT) and restarts them alike.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,7 +15,11 @@ pub struct ServiceProcess {
     pub name: String,
     pub health_url: String,
     pub log: PathBuf,
+    /// How it was started: [`restart`](Self::restart) starts it again alike.
+    pub spec: ServiceSpec,
     child: Child,
+    /// Starts so far (1 after `start`): each start appends to the same log.
+    pub starts: u32,
 }
 
 /// How to start one service.
@@ -30,8 +35,12 @@ pub struct ServiceSpec {
     pub health_url: String,
 }
 
-/// Where the service binaries are: beside the running `firstcome`.
+/// Where the service binaries are: beside the running `firstcome`, or in
+/// `FIRSTCOME_BIN_DIR` when set.
 pub fn binary_dir() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("FIRSTCOME_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
     let exe = std::env::current_exe().context("Failed to locate the firstcome binary")?;
     exe.parent().map(Path::to_path_buf).context("firstcome has no parent folder")
 }
@@ -39,24 +48,72 @@ pub fn binary_dir() -> anyhow::Result<PathBuf> {
 impl ServiceProcess {
     /// Starts `spec`, logging to `<log_dir>/<name>.log`.
     pub fn start(spec: &ServiceSpec, log_dir: &Path) -> anyhow::Result<Self> {
-        let binary = binary_dir()?.join(&spec.binary);
-        if !binary.exists() {
-            bail!("{} not built (cargo build --bins)", binary.display());
-        }
         std::fs::create_dir_all(log_dir)?;
         let log = log_dir.join(format!("{}.log", spec.name));
         let out = std::fs::File::create(&log).with_context(|| format!("Failed to create {}", log.display()))?;
-        let child = Command::new(&binary)
-            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("Failed to start {}", binary.display()))?;
-        Ok(Self { name: spec.name.clone(), health_url: spec.health_url.clone(), log, child })
+        let child = spawn(spec, out)?;
+        Ok(Self {
+            name: spec.name.clone(),
+            health_url: spec.health_url.clone(),
+            log,
+            spec: spec.clone(),
+            child,
+            starts: 1,
+        })
     }
 
+    /// Starts the same spec again after it died or was killed, appending to
+    /// its log (a line marks each restart).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("Failed to open {}", self.log.display()))?;
+        self.starts += 1;
+        writeln!(out, "\n===== restart {} of {} ({}) =====", self.starts - 1, self.name, chrono::Utc::now().to_rfc3339())?;
+        self.child = spawn(&self.spec, out)?;
+        Ok(())
+    }
+
+    /// SIGKILL now and reap the process; the value stays, ready to
+    /// [`restart`](Self::restart) (chaos).
+    pub async fn kill9(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process, if it runs.
+    pub async fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let Some(pid) = self.child.id() else { bail!("{} is not running", self.name) };
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().await?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} ({}) failed", self.name);
+        Ok(())
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+/// Spawns the binary of `spec` with its output into `out`.
+fn spawn(spec: &ServiceSpec, out: std::fs::File) -> anyhow::Result<Child> {
+    let binary = binary_dir()?.join(&spec.binary);
+    if !binary.exists() {
+        bail!("{} not built (cargo build --bins)", binary.display());
+    }
+    let child = Command::new(&binary)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("Failed to start {}", binary.display()))?;
+    Ok(child)
+}
+
+impl ServiceProcess {
     /// Waits until `/healthz` answers 200; fails naming the log otherwise.
     pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build()?;

@@ -5,12 +5,14 @@
 //! | `POST /api/events/{event_id}/entries` | submit an entry ([`entries`]) |
 //! | `GET /api/entries/{entry_id}` | the member's own entry's status ([`entry_status`]) |
 //! | `GET /api/events/{event_id}` | an event's public state ([`events`]) |
+//! | `GET /`, `GET /static/{file}` | the survey page ([`page`]) |
 //!
 //! `/healthz` and `/metrics` are on the internal ops listener (`crate::ops`).
 
 pub mod entries;
 pub mod entry_status;
 pub mod events;
+pub mod page;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,8 @@ use platform::redis::Connection as ConnectionManager;
 use tokio::sync::Semaphore;
 
 use crate::admission::Admitter;
+use crate::dashboard::tally::Tally;
+use crate::waiting_room::WaitingRoom;
 use crate::auth::{self, MemberId};
 use crate::error::ApiError;
 use crate::rate_limit::MemberRateLimit;
@@ -52,6 +56,10 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// Requests per member (429 beyond it, before any Redis call).
     pub member_rate: Arc<MemberRateLimit>,
+    /// The waiting room, when `waiting_room.enabled` (`crate::waiting_room`).
+    pub waiting_room: Option<WaitingRoom>,
+    /// Entry answers by event and outcome on this instance (the dashboard).
+    pub tally: Tally,
 }
 
 /// The member behind the request's bearer token (401 otherwise), within its
@@ -102,6 +110,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/events/{event_id}", get(events::show))
         .route("/api/entries/{entry_id}", get(entry_status::show))
+        .route("/", get(page::index))
+        .route("/static/{file}", get(page::asset))
         .with_state(state)
         .layer(axum::middleware::from_fn(crate::request_context::track))
 }

@@ -3,9 +3,11 @@
 //! (`helpers`, on `testkit`). One test binary; a module per area.
 
 mod auth;
+mod dashboard;
 mod entries;
 mod events;
 mod helpers;
 mod limits;
 mod ops;
 mod status;
+mod waiting_room;

@@ -103,6 +103,18 @@ pub fn pipeline_acls(prefix: &str) -> Vec<Acl> {
             allow(stage, Resource::Group, Pattern::Literal, format!("{prefix}{group}"), &[Operation::Read, Operation::Describe]);
         }
     }
+    // Ingest's operations dashboard shows each group's lag and the dead letters:
+    // it may describe (offsets, watermarks), never read or write, what it does not own.
+    for route in &topology::ROUTES {
+        let topic = topics.named(route.topic).expect("every route names a known topic").to_string();
+        allow(Stage::Ingest, Resource::Topic, Pattern::Literal, Topics::dlq(&topic), &[Operation::Describe]);
+        allow(Stage::Ingest, Resource::Topic, Pattern::Literal, topic, &[Operation::Describe]);
+    }
+    for stage in Stage::ALL {
+        if let Some(group) = stage.group() {
+            allow(Stage::Ingest, Resource::Group, Pattern::Literal, format!("{prefix}{group}"), &[Operation::Describe]);
+        }
+    }
     // The stock stage's rebuild reads the log under its own group ids (`<prefix>stock-rebuild-…`).
     allow(
         Stage::Stock,
@@ -286,7 +298,8 @@ mod tests {
             assert!(!allows(&acls, principal, Operation::Write, "p.stock-decided"), "{principal} writes stock-decided");
         }
         assert!(!allows(&acls, "ingest", Operation::Read, "p.stock-decided"), "ingest reads nothing");
-        let ingest: Vec<_> = acls.iter().filter(|acl| acl.principal == "User:ingest").collect();
+        let ingest: Vec<_> =
+            acls.iter().filter(|acl| acl.principal == "User:ingest" && acl.operation != Operation::Describe).collect();
         assert!(ingest.iter().all(|acl| acl.name == "p.survey-submitted"), "{ingest:?}");
     }
 
@@ -299,7 +312,10 @@ mod tests {
             })
         };
         assert!(group("stock", "p.stock") && group("recorder", "p.recording") && group("sender", "p.dispatch"));
-        assert!(!group("sender", "p.stock") && !group("ingest", "p.stock"));
+        assert!(!group("sender", "p.stock"));
+        // Ingest's dashboard only describes the groups (their offsets).
+        assert!(acls.iter().filter(|acl| acl.principal == "User:ingest" && acl.resource == Resource::Group)
+            .all(|acl| acl.operation == Operation::Describe));
         assert!(acls.iter().any(|acl| acl.principal == "User:stock"
             && acl.resource == Resource::TransactionalId
             && acl.pattern == Pattern::Prefixed

@@ -10,7 +10,7 @@ use crate::trace_context::TraceParent;
 
 pub const MESSAGE_ID: &str = "message-id";
 pub const CORRELATION_ID: &str = "correlation-id";
-pub const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: &str = crate::trace_context::TRACEPARENT;
 
 /// Identity and lineage of one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,9 +21,13 @@ pub struct RecordContext {
 }
 
 impl RecordContext {
-    /// The first record of a flow (e.g. an HTTP request with this correlation id).
+    /// The first record of a flow (e.g. an HTTP request with this correlation
+    /// id, continuing the request's `trace`). With spans exported, the record
+    /// continues the current span (the request's, itself the child of
+    /// `trace`), unless that span is in another trace than `trace`.
     pub fn new_root(correlation_id: impl Into<String>, trace: Option<TraceParent>) -> Self {
-        let trace = trace.map(|t| t.child()).unwrap_or_else(TraceParent::new_root);
+        let current = TraceParent::current().filter(|c| trace.is_none_or(|t| t.trace_id == c.trace_id));
+        let trace = current.or_else(|| trace.map(|t| t.child())).unwrap_or_else(TraceParent::new_root);
         Self {
             message_id: Uuid::new_v4().to_string(),
             correlation_id: correlation_id.into(),
@@ -33,9 +37,14 @@ impl RecordContext {
 
     /// A record produced because of this one: new message id, same
     /// correlation id, the next hop of the same trace.
+    ///
+    /// With spans exported and called within this record's span (or a span
+    /// under it), the new record continues the current span.
     pub fn caused(&self) -> Self {
-        let trace = TraceParent::parse(&self.traceparent)
-            .map(|t| t.child())
+        let parent = TraceParent::parse(&self.traceparent);
+        let current = TraceParent::current().filter(|c| parent.is_some_and(|p| p.trace_id == c.trace_id));
+        let trace = current
+            .or_else(|| parent.map(|t| t.child()))
             .unwrap_or_else(TraceParent::new_root);
         Self {
             message_id: Uuid::new_v4().to_string(),
@@ -75,6 +84,17 @@ impl RecordContext {
             .insert(Header { key: MESSAGE_ID, value: Some(self.message_id.as_bytes()) })
             .insert(Header { key: CORRELATION_ID, value: Some(self.correlation_id.as_bytes()) })
             .insert(Header { key: TRACEPARENT, value: Some(self.traceparent.as_bytes()) })
+    }
+
+    /// The same record sent from another span: `traceparent` becomes `trace`
+    /// (the producer's span, so the consumer's span is its child).
+    pub fn sent_from(&self, trace: TraceParent) -> Self {
+        Self { traceparent: trace.to_string(), ..self.clone() }
+    }
+
+    /// The parsed `traceparent`.
+    pub fn trace(&self) -> Option<TraceParent> {
+        TraceParent::parse(&self.traceparent)
     }
 
     /// The trace id, for logs.

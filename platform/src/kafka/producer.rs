@@ -15,6 +15,7 @@ use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use schemas::{Codec, CodecError, Event, Topics};
 
@@ -102,13 +103,32 @@ impl RecordSender {
         &self.producer
     }
 
-    /// Sends one encoded record with its context as headers.
+    /// Sends one encoded record with its context as headers, in a `produce`
+    /// span that continues the record's trace; with spans exported the
+    /// record's `traceparent` is this span's, so the consumer's span is its
+    /// child. The time to the broker's acknowledgement is
+    /// `firstcome_produce_seconds{topic,result}`.
     pub async fn send(&self, record: &OutRecord) -> Result<Delivery, KafkaError> {
+        let span = tracing::info_span!(
+            "produce",
+            otel.name = %format!("produce {}", record.topic),
+            otel.kind = "producer",
+            topic = %record.topic,
+            correlation_id = %record.context.correlation_id,
+            trace_id = tracing::field::Empty,
+        );
+        let context = match crate::trace_context::continue_trace(&span, record.context.trace().as_ref()) {
+            Some(own) => record.context.sent_from(own),
+            None => record.context.clone(),
+        };
         let future_record = FutureRecord::to(&record.topic)
             .key(&record.key)
             .payload(&record.payload)
-            .headers(record.context.to_headers());
-        self.deliver(future_record).await
+            .headers(context.to_headers());
+        let started = std::time::Instant::now();
+        let result = self.deliver(future_record).instrument(span).await;
+        Produced { topic: &record.topic, ok: result.is_ok(), elapsed: started.elapsed() }.emit();
+        result
     }
 
     /// Sends bytes as they are, with the record's own headers.
@@ -133,6 +153,21 @@ impl RecordSender {
             .send(record, self.queue_timeout)
             .await
             .map_err(|(error, _)| error)
+    }
+}
+
+/// One record acknowledged (or not) by the broker.
+struct Produced<'a> {
+    topic: &'a str,
+    ok: bool,
+    elapsed: Duration,
+}
+
+impl Produced<'_> {
+    fn emit(&self) {
+        let result = if self.ok { "ok" } else { "error" };
+        metrics::histogram!("firstcome_produce_seconds", "topic" => self.topic.to_string(), "result" => result)
+            .record(self.elapsed.as_secs_f64());
     }
 }
 

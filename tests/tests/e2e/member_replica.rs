@@ -101,11 +101,13 @@ async fn with_the_standby_stopped_a_won_is_retried_never_failed_and_sent_once_it
     stack(&["stop", "member-standby2"]).await;
     let rush = submit(&pipeline, &event_id, &crowd.eligible, 0.0).await;
     assert_eq!(rush.count(202), 5, "ingest does not need the member database: {:?}", rush.by_status);
-    // The sender claims each payout, then cannot read the phones: it must retry the batch.
-    // A wait on a condition, generous: on a busy two-core machine a new
-    // group's first join and the stock stage's first batch can take a while.
+    // The sender claims a payout, then cannot read the phone: it must retry the batch.
+    // The five WONs may span more than one sender batch, and the first batch's
+    // retries hold its partition, so only "at least one claim" is certain while
+    // the standby is down. A wait on a condition, generous: on a busy two-core
+    // machine a new group's first join and the stock stage's first batch can take a while.
     let claimed = wait_until(Duration::from_secs(150), || async {
-        count(&own, "SELECT count(*) FROM payout_claims WHERE event_id = $1", &event_id).await == 5
+        count(&own, "SELECT count(*) FROM payout_claims WHERE event_id = $1", &event_id).await >= 1
     })
     .await;
     let claims = count(&own, "SELECT count(*) FROM payout_claims WHERE event_id = $1", &event_id).await;
@@ -117,7 +119,7 @@ async fn with_the_standby_stopped_a_won_is_retried_never_failed_and_sent_once_it
     let released = count(&own, "SELECT count(*) FROM payout_claims WHERE event_id = $1 AND status <> 'claimed'", &event_id).await;
     stack(&["up", "member-standby2"]).await;
 
-    assert!(claimed, "the five WONs reached the sender and were claimed: {claims} claims, {won} WONs recorded");
+    assert!(claimed, "a WON reached the sender and was claimed: {claims} claims, {won} WONs recorded");
     assert_eq!(dispatched, 0, "no outcome recorded while the standby was down");
     assert_eq!(settled, 0, "no entry sent or failed while the standby was down");
     assert_eq!(released, 0, "no claim settled or released while the standby was down");

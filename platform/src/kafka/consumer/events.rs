@@ -177,6 +177,12 @@ impl RecordDeadLettered<'_> {
             reason = %self.dead.reason,
             "dead-lettering record"
         );
+        metrics::counter!(
+            "firstcome_dead_letters_total",
+            "group" => self.group.to_string(),
+            "topic" => self.record.topic().to_string()
+        )
+        .increment(1);
     }
 }
 

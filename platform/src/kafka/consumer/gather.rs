@@ -20,11 +20,24 @@ use super::ConsumerLoop;
 pub struct LoopContext {
     pub(super) group: String,
     pub(super) revoked: std::sync::Mutex<Vec<(String, i32)>>,
+    /// Records of the batch in work per partition (not committed yet), for
+    /// the lag gauge (`crate::metrics::record_lag`).
+    pub(super) in_work: std::sync::Mutex<std::collections::HashMap<(String, i32), u64>>,
 }
 
 impl LoopContext {
     pub(super) fn new(group: &str) -> Self {
-        Self { group: group.to_string(), revoked: Default::default() }
+        Self { group: group.to_string(), revoked: Default::default(), in_work: Default::default() }
+    }
+
+    /// The batch now in work (`None`: committed or given up).
+    pub(super) fn set_in_work(&self, batch: Option<&[Record]>) {
+        if let Ok(mut in_work) = self.in_work.lock() {
+            in_work.clear();
+            for record in batch.unwrap_or_default() {
+                *in_work.entry((record.topic().to_string(), record.partition())).or_default() += 1;
+            }
+        }
     }
 
     /// The partitions revoked since the last call.
@@ -33,7 +46,13 @@ impl LoopContext {
     }
 }
 
-impl ClientContext for LoopContext {}
+impl ClientContext for LoopContext {
+    /// Every `statistics.interval.ms`: the lag gauge of each partition.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let in_work = self.in_work.lock().map(|w| w.clone()).unwrap_or_default();
+        crate::metrics::record_lag(&self.group, &statistics, &in_work);
+    }
+}
 
 impl ConsumerContext for LoopContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -108,6 +108,8 @@ impl ConsumerLoop {
             .set("max.poll.interval.ms", settings.max_poll_interval_ms.to_string())
             // Bounded prefetch: the only buffer between the broker and the handler.
             .set("queued.max.messages.kbytes", "16384")
+            // Partition statistics for the lag gauge (`LoopContext::stats`).
+            .set("statistics.interval.ms", crate::metrics::LAG_INTERVAL_MS.to_string())
             .create_with_context(LoopContext::new(group))?;
         consumer.subscribe(topics)?;
 
@@ -189,6 +191,20 @@ impl ConsumerLoop {
     async fn process<H: BatchHandler>(&self, handler: &H, batch: &[Record], shutdown: &CancellationToken) -> Result<bool, ConsumerError> {
         let span = info_span!("batch", group = %self.group, size = batch.len());
         let started = Instant::now();
+        self.consumer.context().set_in_work(Some(batch));
+        let result = self.process_batch(handler, batch, shutdown, span, started).await;
+        self.consumer.context().set_in_work(None);
+        result
+    }
+
+    async fn process_batch<H: BatchHandler>(
+        &self,
+        handler: &H,
+        batch: &[Record],
+        shutdown: &CancellationToken,
+        span: tracing::Span,
+        started: Instant,
+    ) -> Result<bool, ConsumerError> {
         let Some(outcome) = self.handle_with_retries(handler, batch, shutdown).instrument(span.clone()).await else {
             return Ok(false);
         };

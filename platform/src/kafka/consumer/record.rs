@@ -38,18 +38,35 @@ impl Record {
     }
 
     /// The span for work on this record; `entry_id` is filled once decoded.
+    /// It continues the record's `traceparent` (the producer's span), and is
+    /// exported as `<service> consume` (`stock-processor consume`, …; the
+    /// group's own name when it is no stage of the topology).
     pub fn span(&self, group: &str) -> tracing::Span {
-        info_span!(
+        let span = info_span!(
             "record",
+            otel.name = %format!("{} consume", stage_name(group)),
+            otel.kind = "consumer",
             group,
             topic = self.topic(),
             partition = self.partition(),
             offset = self.offset(),
             correlation_id = %self.context.correlation_id,
-            trace_id = %self.context.trace_id(),
+            trace_id = tracing::field::Empty,
             entry_id = tracing::field::Empty,
-        )
+        );
+        crate::trace_context::continue_trace(&span, self.context.trace().as_ref());
+        span
     }
+}
+
+/// The service of the stage whose group `group` is (behind any deployment
+/// prefix), or `group` itself.
+fn stage_name(group: &str) -> &str {
+    schemas::topology::Stage::ALL
+        .into_iter()
+        .find(|stage| stage.group().is_some_and(|g| group.ends_with(g)))
+        .map(|stage| stage.service())
+        .unwrap_or(group)
 }
 
 impl From<OwnedMessage> for Record {

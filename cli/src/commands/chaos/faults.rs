@@ -1,0 +1,422 @@
+//! Injecting each fault of the schedule into the running world: service
+//! processes (SIGKILL, SIGSTOP), the three-broker Kafka and the
+//! Sentinel-managed Redis (through `stack/bin/stack`), the chaos database,
+//! and the event's Redis keys.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde::Serialize;
+
+use platform::event_keys::EventKeys;
+
+use super::load::InFlight;
+use super::schedule::{Fault, Planned};
+use super::super::services::ServiceProcess;
+
+/// The Sentinel set of `stack up redis-sentinel`.
+pub const SENTINEL_PORTS: [u16; 3] = [26380, 26381, 26382];
+pub const MASTER_NAME: &str = "firstcome";
+/// Data node `redis-sN` listens on 6379 + N.
+const REDIS_PORT_BASE: u16 = 6379;
+/// How long a restarted service may take to answer `/healthz`.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(90);
+/// How long a conditional fault (open transaction, pending mark) is tried.
+const CONDITION_WITHIN: Duration = Duration::from_secs(40);
+
+/// What one fault did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Injected {
+    pub planned_at_ms: u64,
+    pub started_at_ms: u64,
+    pub took_ms: u64,
+    pub fault: Fault,
+    pub label: String,
+    /// What was seen (the open transaction, the pending marks, the new primary…).
+    pub detail: String,
+    /// For the conditional faults: whether the condition was caught.
+    pub condition_met: Option<bool>,
+    pub error: Option<String>,
+}
+
+/// The running world the faults act on.
+pub struct World {
+    pub services: HashMap<String, ServiceProcess>,
+    pub stack_bin: PathBuf,
+    pub brokers: String,
+    /// The run's Kafka settings (the admin's login: the probes read every topic).
+    pub kafka: platform::settings::KafkaSettings,
+    /// `stock-decided` behind the run's prefix.
+    pub decided_topic: String,
+    pub event_keys: EventKeys,
+    pub redis: platform::redis::Connection,
+    /// A pool on the server's `postgres` database (to refuse and terminate
+    /// the chaos database's connections).
+    pub admin: deadpool_postgres::Pool,
+    pub database: String,
+    pub in_flight: InFlight,
+    /// Ingest instance name → its index in the load plan's URLs.
+    pub ingest_index: HashMap<String, usize>,
+}
+
+impl World {
+    /// Runs `planned` at its time (from `rush_started`); returns what it did.
+    pub async fn inject(&mut self, planned: &Planned, rush_started: Instant) -> Injected {
+        let at = Duration::from_millis(planned.at_ms);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(rush_started + at)).await;
+        let started = Instant::now();
+        let started_at_ms = rush_started.elapsed().as_millis() as u64;
+        let label = planned.fault.label();
+        println!("  [{:>7.1} s] {label}", started_at_ms as f64 / 1000.0);
+        let result = self.run(&planned.fault).await;
+        let (detail, condition_met, error) = match result {
+            Ok((detail, met)) => (detail, met, None),
+            Err(error) => (String::new(), None, Some(format!("{error:#}"))),
+        };
+        if let Some(error) = &error {
+            println!("              FAILED: {error}");
+        } else if !detail.is_empty() {
+            println!("              {detail}");
+        }
+        Injected {
+            planned_at_ms: planned.at_ms,
+            started_at_ms,
+            took_ms: started.elapsed().as_millis() as u64,
+            fault: planned.fault.clone(),
+            label,
+            detail,
+            condition_met,
+            error,
+        }
+    }
+
+    async fn run(&mut self, fault: &Fault) -> anyhow::Result<(String, Option<bool>)> {
+        match fault {
+            Fault::KillConsumer { service, down_ms } => {
+                self.kill_and_restart(service, *down_ms).await?;
+                Ok((String::new(), None))
+            }
+            Fault::KillStockInTransaction { service, down_ms } => self.kill_stock_in_transaction(service, *down_ms).await,
+            Fault::KillIngestBeforeAck { service, down_ms } => self.kill_ingest_before_ack(service, *down_ms).await,
+            Fault::KillBroker { node, down_ms } => {
+                let unit = format!("kafka3-{node}");
+                self.stack(&["kill", &unit]).await?;
+                tokio::time::sleep(Duration::from_millis(*down_ms)).await;
+                self.stack(&["up", &unit]).await?;
+                Ok((format!("{unit} back"), None))
+            }
+            Fault::KillRedis { down_ms } => self.kill_redis(*down_ms).await,
+            Fault::LoseRedisWrites { lost_ms } => self.lose_writes(*lost_ms).await,
+            Fault::RedisFailover => self.failover().await,
+            Fault::RestartPostgres { down_ms } => self.restart_postgres(*down_ms).await,
+            Fault::ProviderUnreachable { down_ms } => {
+                let provider = self.service("provider-sim")?;
+                provider.signal("STOP").await?;
+                tokio::time::sleep(Duration::from_millis(*down_ms)).await;
+                self.service("provider-sim")?.signal("CONT").await?;
+                Ok((String::new(), None))
+            }
+        }
+    }
+
+    fn service(&mut self, name: &str) -> anyhow::Result<&mut ServiceProcess> {
+        self.services.get_mut(name).with_context(|| format!("no service {name}"))
+    }
+
+    async fn kill_and_restart(&mut self, name: &str, down_ms: u64) -> anyhow::Result<()> {
+        let service = self.service(name)?;
+        service.kill9().await;
+        tokio::time::sleep(Duration::from_millis(down_ms)).await;
+        service.restart()?;
+        service.wait_healthy(HEALTHY_WITHIN).await
+    }
+
+    /// Freezes the instance (SIGSTOP) and looks at `stock-decided`: a
+    /// partition whose last stable offset stays below its high watermark
+    /// while the instance is frozen holds a transaction it left open (the
+    /// other instance commits in milliseconds). Then SIGKILL; else thaw
+    /// and try again.
+    async fn kill_stock_in_transaction(&mut self, name: &str, down_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
+        let probe = Watermarks::new(&self.kafka)?;
+        let topic = self.decided_topic.clone();
+        let give_up = Instant::now() + CONDITION_WITHIN;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let service = self.service(name)?;
+            service.signal("STOP").await?;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let first = probe.open_transactions(&topic).await?;
+            tokio::time::sleep(Duration::from_millis(350)).await;
+            let second = probe.open_transactions(&topic).await?;
+            let held: Vec<String> = first
+                .iter()
+                .filter(|(p, lso, _)| second.iter().any(|(q, lso2, _)| q == p && lso2 == lso))
+                .map(|(p, lso, high)| format!("partition {p}: stable offset {lso} < high watermark {high}"))
+                .collect();
+            let caught = !held.is_empty();
+            if caught || Instant::now() >= give_up {
+                let service = self.service(name)?;
+                service.kill9().await;
+                tokio::time::sleep(Duration::from_millis(down_ms)).await;
+                service.restart()?;
+                service.wait_healthy(HEALTHY_WITHIN).await?;
+                let detail = if caught {
+                    format!("open transaction held while frozen (try {tries}): {}", held.join(", "))
+                } else {
+                    format!("no open transaction caught in {tries} tries; killed anyway")
+                };
+                return Ok((detail, Some(caught)));
+            }
+            self.service(name)?.signal("CONT").await?;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Freezes the instance and asks Redis about the members it is serving
+    /// (in flight there, nowhere else): a `P|` first-entry mark is an entry
+    /// it marked and has not answered — it has no ack (or has not acted on
+    /// it). Then SIGKILL; else thaw and try again.
+    async fn kill_ingest_before_ack(&mut self, name: &str, down_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
+        let index = *self.ingest_index.get(name).with_context(|| format!("no ingest {name}"))?;
+        let give_up = Instant::now() + CONDITION_WITHIN;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            self.service(name)?.signal("STOP").await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let members = self.in_flight.only_at(index);
+            let mut pending = Vec::new();
+            if !members.is_empty() {
+                let marks: Vec<Option<String>> = redis::cmd("HMGET")
+                    .arg(&self.event_keys.entered)
+                    .arg(&members)
+                    .query_async(&mut self.redis)
+                    .await
+                    .context("HMGET entered")?;
+                pending = members
+                    .iter()
+                    .zip(marks)
+                    .filter(|(_, mark)| mark.as_deref().is_some_and(|m| m.starts_with("P|")))
+                    .map(|(member, _)| member.clone())
+                    .collect();
+            }
+            let caught = !pending.is_empty();
+            if caught || Instant::now() >= give_up {
+                let service = self.service(name)?;
+                service.kill9().await;
+                tokio::time::sleep(Duration::from_millis(down_ms)).await;
+                service.restart()?;
+                service.wait_healthy(HEALTHY_WITHIN).await?;
+                let detail = if caught {
+                    let shown: Vec<&str> = pending.iter().take(3).map(String::as_str).collect();
+                    format!(
+                        "killed holding {} pending marks of {} requests in flight (try {tries}), e.g. {}",
+                        pending.len(),
+                        members.len(),
+                        shown.join(", ")
+                    )
+                } else {
+                    format!("no pending mark caught in {tries} tries; killed anyway")
+                };
+                return Ok((detail, Some(caught)));
+            }
+            self.service(name)?.signal("CONT").await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Both nodes die at once; the primary comes back first, from its AOF
+    /// (the Sentinels had no replica to promote), then the replica.
+    async fn kill_redis(&mut self, down_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
+        let primary = master_port().await?;
+        let primary_unit = format!("redis-s{}", primary - REDIS_PORT_BASE);
+        self.stack(&["kill", "redis-s1", "redis-s2"]).await?;
+        tokio::time::sleep(Duration::from_millis(down_ms)).await;
+        self.stack(&["up", &primary_unit]).await?;
+        self.stack(&["up", "redis-sentinel"]).await?;
+        let replica = wait_replica_known(Duration::from_secs(60)).await;
+        let now = master_port().await?;
+        Ok((format!("primary {primary} before, {now} after; replica in sync again: {replica}"), None))
+    }
+
+    /// The event's keys as they were `lost_ms` ago, put back atomically: the
+    /// lost second of `appendfsync everysec` (README, "Defence in depth").
+    async fn lose_writes(&mut self, lost_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
+        let keys: Vec<String> = self.event_keys.all().iter().map(|k| k.to_string()).collect();
+        let mut dump = redis::pipe();
+        dump.atomic();
+        for key in &keys {
+            dump.cmd("DUMP").arg(key).cmd("PTTL").arg(key);
+        }
+        let values: Vec<redis::Value> = dump.query_async(&mut self.redis).await.context("DUMP")?;
+        tokio::time::sleep(Duration::from_millis(lost_ms)).await;
+        let mut restore = redis::pipe();
+        restore.atomic();
+        let mut restored = 0;
+        for (key, pair) in keys.iter().zip(values.chunks(2)) {
+            match (&pair[0], &pair[1]) {
+                (redis::Value::BulkString(bytes), ttl) => {
+                    let ttl = match ttl {
+                        redis::Value::Int(ms) if *ms > 0 => *ms,
+                        _ => 0,
+                    };
+                    restore.cmd("RESTORE").arg(key).arg(ttl).arg(bytes.as_slice()).arg("REPLACE").ignore();
+                    restored += 1;
+                }
+                _ => {
+                    restore.cmd("DEL").arg(key).ignore();
+                }
+            }
+        }
+        let () = restore.query_async(&mut self.redis).await.context("RESTORE")?;
+        let replicas: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query_async(&mut self.redis).await.unwrap_or(0);
+        Ok((format!("{restored} keys put back {lost_ms} ms; {replicas} replica(s) have the loss"), None))
+    }
+
+    async fn failover(&mut self) -> anyhow::Result<(String, Option<bool>)> {
+        wait_replica_known(Duration::from_secs(60)).await;
+        let before = master_port().await?;
+        let mut conn = sentinel(SENTINEL_PORTS[0]).await?;
+        let _: String = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER_NAME).query_async(&mut conn).await?;
+        let moved = platform::wait::wait_until(Duration::from_secs(30), || async {
+            master_port().await.is_ok_and(|port| port != before)
+        })
+        .await;
+        let replica = wait_replica_known(Duration::from_secs(60)).await;
+        let after = master_port().await?;
+        if !moved {
+            bail!("the Sentinels did not promote the replica within 30 s (primary still {after})");
+        }
+        Ok((format!("primary {before} -> {after}; replica in sync again: {replica}"), None))
+    }
+
+    /// Refuses new connections to the chaos database, terminates every one
+    /// it has, and lets them back after `down_ms`: what the services see of
+    /// a PostgreSQL restart, without restarting the server others share.
+    async fn restart_postgres(&mut self, down_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
+        let db = self.admin.get().await?;
+        let quoted = format!("\"{}\"", self.database.replace('"', "\"\""));
+        db.batch_execute(&format!("ALTER DATABASE {quoted} ALLOW_CONNECTIONS false")).await?;
+        let terminated = db
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&self.database],
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(down_ms)).await;
+        db.batch_execute(&format!("ALTER DATABASE {quoted} ALLOW_CONNECTIONS true")).await?;
+        let terminated = terminated?.len();
+        Ok((format!("{terminated} connections terminated, none accepted for {down_ms} ms"), None))
+    }
+
+    async fn stack(&self, args: &[&str]) -> anyhow::Result<()> {
+        stack(&self.stack_bin, args).await
+    }
+}
+
+/// Runs `stack/bin/stack <args>`; fails with its output.
+pub async fn stack(bin: &PathBuf, args: &[&str]) -> anyhow::Result<()> {
+    let output = tokio::process::Command::new(bin)
+        .args(args)
+        .output()
+        .await
+        .with_context(|| format!("Failed to run {}", bin.display()))?;
+    if !output.status.success() {
+        bail!(
+            "stack {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+async fn sentinel(port: u16) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    Ok(redis::Client::open(format!("redis://127.0.0.1:{port}"))?.get_multiplexed_async_connection().await?)
+}
+
+/// The primary's port as the first Sentinel that answers sees it.
+pub async fn master_port() -> anyhow::Result<u16> {
+    for port in SENTINEL_PORTS {
+        let Ok(mut conn) = sentinel(port).await else { continue };
+        let addr: Result<(String, u16), _> =
+            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(MASTER_NAME).query_async(&mut conn).await;
+        if let Ok((_, port)) = addr {
+            return Ok(port);
+        }
+    }
+    bail!("no Sentinel knows the primary of {MASTER_NAME}")
+}
+
+/// Whether every Sentinel knows a replica with its link to the primary up.
+pub async fn replica_known() -> bool {
+    for port in SENTINEL_PORTS {
+        let Ok(mut conn) = sentinel(port).await else { return false };
+        let replicas: Vec<HashMap<String, String>> =
+            match redis::cmd("SENTINEL").arg("replicas").arg(MASTER_NAME).query_async(&mut conn).await {
+                Ok(replicas) => replicas,
+                Err(_) => return false,
+            };
+        let healthy = replicas.iter().any(|r| {
+            r.get("flags").map(String::as_str) == Some("slave") && r.get("master-link-status").map(String::as_str) == Some("ok")
+        });
+        if !healthy {
+            return false;
+        }
+    }
+    true
+}
+
+pub async fn wait_replica_known(timeout: Duration) -> bool {
+    platform::wait::wait_until(timeout, replica_known).await
+}
+
+/// The high watermark of a partition as a `read_committed` reader sees it
+/// (the last stable offset) and as a `read_uncommitted` one does.
+struct Watermarks {
+    committed: Arc<BaseConsumer>,
+    uncommitted: Arc<BaseConsumer>,
+}
+
+impl Watermarks {
+    fn new(kafka: &platform::settings::KafkaSettings) -> anyhow::Result<Self> {
+        let consumer = |isolation: &str| -> anyhow::Result<Arc<BaseConsumer>> {
+            Ok(Arc::new(
+                platform::kafka::client_config(kafka)
+                    .set("group.id", format!("chaos-probe-{}", uuid::Uuid::new_v4().simple()))
+                    .set("enable.auto.commit", "false")
+                    .set("isolation.level", isolation)
+                    .create()?,
+            ))
+        };
+        Ok(Self { committed: consumer("read_committed")?, uncommitted: consumer("read_uncommitted")? })
+    }
+
+    /// (partition, last stable offset, high watermark) of every partition
+    /// of `topic` with an open transaction.
+    async fn open_transactions(&self, topic: &str) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+        let (committed, uncommitted, topic) = (self.committed.clone(), self.uncommitted.clone(), topic.to_string());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(i32, i64, i64)>> {
+            let timeout = Duration::from_secs(5);
+            let metadata = uncommitted.fetch_metadata(Some(&topic), timeout)?;
+            let mut open = Vec::new();
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    let (_, stable) = committed.fetch_watermarks(&topic, p.id(), timeout)?;
+                    let (_, high) = uncommitted.fetch_watermarks(&topic, p.id(), timeout)?;
+                    if stable < high {
+                        open.push((p.id(), stable, high));
+                    }
+                }
+            }
+            Ok(open)
+        })
+        .await?
+    }
+}

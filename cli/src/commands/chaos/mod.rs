@@ -1,0 +1,523 @@
+//! `firstcome chaos --seed N`: the five invariants proven while processes,
+//! brokers and stores fail.
+//!
+//! One run, in its own slice of the stack (topic prefix `chaos-<seed>-<id>.`
+//! on the three-broker Kafka, database and member schema `chaos_<seed>_<id>`,
+//! the Sentinel-managed Redis, a fresh event): members are seeded, every
+//! service is started as its own process, the rush is fired, and the faults
+//! of the seed's schedule ([`schedule::plan`]) strike at their moments in
+//! the rush and the drain. After the drain the invariant checker
+//! (`invariants`: the stores' five checks and the log's) runs and the report
+//! is printed and written with the service logs under
+//! `<artifacts>/<seed>/` (default `.stack/chaos/<seed>/`).
+//!
+//! Needs `stack/bin/stack up kafka3 redis-sentinel` and the settings of
+//! `stack env kafka3 redis-sentinel` (`scripts/chaos.sh` does both).
+
+pub mod faults;
+pub mod load;
+pub mod report;
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use secrecy::ExposeSecret;
+
+use platform::event_keys::EventKeys;
+use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
+
+use super::event::{self, NewEvent, DEFAULT_QUESTIONS};
+use super::invariants::{self, Check, Stores};
+use super::members::{self, SeedPlan};
+use super::services::{ServiceProcess, ServiceSpec};
+use crate::settings::CliSettings;
+use faults::World;
+use load::{InFlight, LoadPlan};
+use report::ChaosReport;
+use schedule::{Fault, Shape};
+
+/// The knobs of a chaos run (the issue's minimums are the defaults).
+#[derive(Debug, Clone)]
+pub struct ChaosPlan {
+    pub seed: u64,
+    pub members: usize,
+    /// Share of members who bought the product (the others are refused 403).
+    pub eligible_ratio: f64,
+    /// Requests of the rush: every member once, the rest second entries.
+    pub requests: usize,
+    pub units: i32,
+    pub rush: Duration,
+    /// Faults keep coming this long after the rush (the drain).
+    pub drain_window: Duration,
+    /// The drain must end within this after the last fault.
+    pub drain_timeout: Duration,
+    pub ingest: usize,
+    pub stock: usize,
+    pub recorders: usize,
+    pub senders: usize,
+    pub kills_per_consumer: usize,
+    pub concurrency: usize,
+    pub partitions: i32,
+    pub provider_transient_rate: f64,
+    pub provider_timeout_after_issue_rate: f64,
+    /// Phones ending with this are refused for good: their units go back
+    /// and to the next in line.
+    pub refused_phone_suffix: String,
+    /// Calls per second the sender makes to the provider (the slowest link).
+    pub provider_rate_per_sec: u32,
+    /// Reports and logs go to `<artifacts>/<seed>/`.
+    pub artifacts: PathBuf,
+    pub stack_bin: Option<PathBuf>,
+}
+
+impl Default for ChaosPlan {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            members: 15_000,
+            eligible_ratio: 0.8,
+            requests: 20_000,
+            units: 2_000,
+            rush: Duration::from_secs(40),
+            drain_window: Duration::from_secs(35),
+            drain_timeout: Duration::from_secs(180),
+            ingest: 2,
+            stock: 2,
+            recorders: 1,
+            senders: 1,
+            kills_per_consumer: 2,
+            concurrency: 48,
+            partitions: 6,
+            provider_transient_rate: 0.3,
+            provider_timeout_after_issue_rate: 0.1,
+            refused_phone_suffix: "77".into(),
+            provider_rate_per_sec: 60,
+            artifacts: PathBuf::from(".stack/chaos"),
+            stack_bin: None,
+        }
+    }
+}
+
+impl ChaosPlan {
+    pub fn shape(&self) -> Shape {
+        Shape {
+            rush: self.rush,
+            drain_window: self.drain_window,
+            ingest: self.ingest,
+            stock: self.stock,
+            recorders: self.recorders,
+            senders: self.senders,
+            kills_per_consumer: self.kills_per_consumer,
+        }
+    }
+
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.artifacts.join(self.seed.to_string())
+    }
+}
+
+/// The run's own names, derived from the seed and a random id.
+struct Names {
+    prefix: String,
+    database: String,
+    event_id: String,
+    product: String,
+    member_prefix: String,
+}
+
+impl Names {
+    fn new(seed: u64) -> Self {
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        Self {
+            prefix: format!("chaos-{seed}-{id}."),
+            database: format!("chaos_{seed}_{id}"),
+            event_id: format!("chaos-{seed}-{id}"),
+            product: format!("chaos-product-{id}"),
+            member_prefix: format!("c{id}-"),
+        }
+    }
+}
+
+/// Runs the suite; the report says whether every check held (the services
+/// are stopped and the stack left healthy before it returns).
+pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<ChaosReport> {
+    let started = Instant::now();
+    if settings.redis.sentinels.trim().is_empty() || settings.kafka.brokers.split(',').count() < 3 {
+        bail!("the chaos suite runs on the three-broker Kafka and the Sentinel-managed Redis: eval \"$(stack/bin/stack env kafka3 redis-sentinel)\" first (scripts/chaos.sh does)");
+    }
+    let stack_bin = match &plan.stack_bin {
+        Some(bin) => bin.clone(),
+        None => find_stack()?,
+    };
+    let artifacts = plan.artifacts_dir();
+    let _ = std::fs::remove_dir_all(&artifacts);
+    std::fs::create_dir_all(&artifacts)?;
+    let artifacts = std::fs::canonicalize(&artifacts)?;
+
+    let names = Names::new(plan.seed);
+    let schedule = schedule::plan(plan.seed, &plan.shape());
+    println!("chaos seed {} — {} faults planned (same seed, same schedule):", plan.seed, schedule.len());
+    for p in &schedule {
+        println!("  {:>7.1} s  {}", p.at_ms as f64 / 1000.0, p.fault.label());
+    }
+
+    let mut run_settings = settings.clone();
+    run_settings.kafka.topic_prefix = names.prefix.clone();
+    run_settings.database = settings.database.with_database(&names.database);
+    run_settings.replica.schema = names.database.clone();
+    run_settings.member_primary.schema = names.database.clone();
+
+    println!("\nsetting up: topics {}* (RF 3), database {}, {} members…", names.prefix, names.database, plan.members);
+    faults::stack(&stack_bin, &["up", "kafka3", "redis-sentinel"]).await?;
+    faults::wait_replica_known(Duration::from_secs(60)).await;
+    let topics = run_settings.kafka.topics();
+    let layout = Layout { partitions: plan.partitions, dlq_partitions: 1, replication: 3 };
+    create_topics(&run_settings.kafka, &pipeline_topics(&topics, layout)).await.context("creating the topics on kafka3")?;
+    schemas::RegistryAdmin::new(&run_settings.registry.url, Duration::from_millis(run_settings.registry.timeout_ms))?
+        .register_all(&topics)
+        .await
+        .context("registering the schemas")?;
+    platform::db::create_database(&settings.database, &names.database).await?;
+    let pool = platform::db::pool(&run_settings.database)?;
+    platform::db::migrate(&pool).await?;
+    drop(pool);
+    let seeded = members::seed(
+        &run_settings.member_primary,
+        &run_settings.replica,
+        &SeedPlan {
+            count: plan.members,
+            id_prefix: names.member_prefix.clone(),
+            product_id: names.product.clone(),
+            eligible_ratio: plan.eligible_ratio,
+        },
+    )
+    .await?;
+    let now = chrono::Utc::now();
+    let new_event = NewEvent {
+        event_id: names.event_id.clone(),
+        name: "chaos".into(),
+        product_id: names.product.clone(),
+        total_stock: plan.units,
+        safety_stock: 0,
+        open_at: now - chrono::Duration::minutes(1),
+        close_at: now + chrono::Duration::hours(2),
+        questions: DEFAULT_QUESTIONS.map(String::from).to_vec(),
+    };
+    event::create(&run_settings, &new_event).await?;
+
+    let mut report = ChaosReport {
+        seed: plan.seed,
+        event_id: names.event_id.clone(),
+        topic_prefix: names.prefix.clone(),
+        database: names.database.clone(),
+        members: seeded.members.len(),
+        eligible: seeded.eligible.len(),
+        for_sale: new_event.for_sale(),
+        schedule: schedule.clone(),
+        faults: Vec::new(),
+        load: Default::default(),
+        accepted: 0,
+        drained: false,
+        drain_ms: 0,
+        invariants: None,
+        log: None,
+        checks: Vec::new(),
+        fidelity: None,
+        last_request_to_last_gift_ms: None,
+        duration_ms: 0,
+        artifacts: artifacts.display().to_string(),
+        error: None,
+    };
+
+    let (services, urls, provider_url) = start_services(&run_settings, plan, &artifacts).await?;
+    let ingest_index = (0..plan.ingest).map(|i| (schedule::name("ingest", i), i)).collect();
+    let mut world = World {
+        services,
+        stack_bin: stack_bin.clone(),
+        brokers: run_settings.kafka.brokers.clone(),
+        kafka: run_settings.kafka.clone(),
+        decided_topic: topics.stock_decided.clone(),
+        event_keys: EventKeys::new(&names.event_id),
+        redis: platform::redis::connect(&run_settings.redis).await?,
+        admin: platform::db::pool(&settings.database.with_database("postgres"))?,
+        database: names.database.clone(),
+        in_flight: InFlight::default(),
+        ingest_index,
+    };
+
+    let outcome = rush_faults_and_drain(&run_settings, plan, &mut world, &urls, &provider_url, &seeded.members, &schedule, &mut report).await;
+    if let Err(error) = outcome {
+        report.error = Some(format!("{error:#}"));
+    }
+    for (_, service) in world.services.drain() {
+        // A frozen process cannot stop: thaw it first (harmless otherwise).
+        let _ = service.signal("CONT").await;
+        service.stop(Duration::from_secs(10)).await;
+    }
+    // Leave the brokers and the Sentinel set running and healthy for others.
+    if let Err(error) = faults::stack(&stack_bin, &["up", "kafka3", "redis-sentinel"]).await {
+        report.error.get_or_insert(format!("leaving the stack up: {error:#}"));
+    }
+    faults::wait_replica_known(Duration::from_secs(60)).await;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report.write(&artifacts)?;
+    if report.passed() {
+        cleanup(settings, &run_settings, &names).await;
+    }
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn rush_faults_and_drain(
+    settings: &CliSettings,
+    plan: &ChaosPlan,
+    world: &mut World,
+    urls: &[String],
+    provider_url: &str,
+    members: &[String],
+    schedule: &[schedule::Planned],
+    report: &mut ChaosReport,
+) -> anyhow::Result<()> {
+    let secret = &settings.auth.token_secret;
+    let mut shots = Vec::with_capacity(members.len());
+    for member in members {
+        shots.push((member.clone(), ingest::auth::mint(secret, member, Duration::from_secs(3600))?));
+    }
+    let load_plan = LoadPlan {
+        base_urls: urls.to_vec(),
+        event_id: report.event_id.clone(),
+        members: shots,
+        requests: plan.requests.max(members.len()),
+        rush: plan.rush,
+        concurrency: plan.concurrency,
+        seed: plan.seed,
+        shot_deadline: Duration::from_secs(90),
+    };
+    println!("\nrush: {} requests over {:.0} s from {} members; faults:", load_plan.requests, plan.rush.as_secs_f64(), members.len());
+    let rush_started = Instant::now();
+    let in_flight = world.in_flight.clone();
+    let rush = tokio::spawn(async move { load::run(&load_plan, &in_flight).await });
+    for planned in schedule {
+        let injected = world.inject(planned, rush_started).await;
+        report.faults.push(injected);
+    }
+    let load = rush.await.context("the rush task")??;
+    let rush_ended = Instant::now();
+    report.accepted = load.accepted.len();
+    println!(
+        "rush done in {:.1} s: {} requests, final answers {:?}",
+        load.elapsed_ms as f64 / 1000.0,
+        load.requests,
+        load.finals
+    );
+
+    println!("waiting for the drain…");
+    let stores = Stores::connect(settings).await?;
+    let accepted = load.accepted.clone();
+    report.load = load;
+    let drained = platform::wait::wait_until(plan.drain_timeout, || async {
+        match invariants::check(&stores, &report.event_id, &accepted, None).await {
+            Ok(state) => state.drained(accepted.len()),
+            Err(_) => false,
+        }
+    })
+    .await;
+    report.drained = drained;
+    report.drain_ms = rush_ended.elapsed().as_millis() as u64;
+
+    let checked = invariants::check(&stores, &report.event_id, &accepted, Some(provider_url)).await?;
+    report.checks.extend(checked.checks.iter().cloned());
+    report.invariants = Some(checked);
+    let (log, log_check) = invariants::check_log(settings, &stores, &report.event_id, &accepted).await?;
+    report.log = Some(log);
+    report.checks.push(log_check);
+    report.checks.extend(fault_checks(&report.faults));
+    report.fidelity = Some(invariants::fcfs_fidelity(&stores, &report.event_id).await?);
+    if let (Some(last_gift), Some(last_request)) =
+        (invariants::last_gift_at(&stores, &report.event_id, provider_url).await?, report.load.last_request_at)
+    {
+        report.last_request_to_last_gift_ms = Some((last_gift - last_request).num_milliseconds());
+    }
+    if !drained {
+        bail!("not drained {:.0} s after the rush", plan.drain_timeout.as_secs_f64());
+    }
+    Ok(())
+}
+
+/// The faults themselves must have happened as planned: every one injected,
+/// and the conditional ones caught in their window.
+fn fault_checks(faults: &[faults::Injected]) -> Vec<Check> {
+    let failed: Vec<String> = faults.iter().filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.label))).collect();
+    let caught = |what: fn(&Fault) -> bool| faults.iter().any(|f| what(&f.fault) && f.condition_met == Some(true));
+    vec![
+        Check {
+            name: "faults: every planned fault injected",
+            holds: failed.is_empty(),
+            detail: if failed.is_empty() { format!("{} faults", faults.len()) } else { failed.join("; ") },
+        },
+        Check {
+            name: "faults: stock stage killed inside an open transaction",
+            holds: caught(|f| matches!(f, Fault::KillStockInTransaction { .. })),
+            detail: faults
+                .iter()
+                .filter(|f| matches!(f.fault, Fault::KillStockInTransaction { .. }))
+                .map(|f| f.detail.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
+        Check {
+            name: "faults: ingest killed between the mark and the ack",
+            holds: caught(|f| matches!(f, Fault::KillIngestBeforeAck { .. })),
+            detail: faults
+                .iter()
+                .filter(|f| matches!(f.fault, Fault::KillIngestBeforeAck { .. }))
+                .map(|f| f.detail.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
+    ]
+}
+
+/// Every service as its own process, on free ports, logging into `dir`.
+async fn start_services(
+    settings: &CliSettings,
+    plan: &ChaosPlan,
+    dir: &Path,
+) -> anyhow::Result<(HashMap<String, ServiceProcess>, Vec<String>, String)> {
+    let common: Vec<(String, String)> = vec![
+        ("FIRSTCOME_KAFKA__BROKERS".into(), settings.kafka.brokers.clone()),
+        ("FIRSTCOME_KAFKA__TOPIC_PREFIX".into(), settings.kafka.topic_prefix.clone()),
+        ("FIRSTCOME_REGISTRY__URL".into(), settings.registry.url.clone()),
+        ("FIRSTCOME_DATABASE__URL".into(), settings.database.url.expose_secret().to_string()),
+        ("FIRSTCOME_REPLICA__URL".into(), settings.replica.url.expose_secret().to_string()),
+        ("FIRSTCOME_REPLICA__SCHEMA".into(), settings.replica.schema.clone()),
+        ("FIRSTCOME_REDIS__SENTINELS".into(), settings.redis.sentinels.clone()),
+        ("FIRSTCOME_REDIS__MASTER_NAME".into(), settings.redis.master_name.clone()),
+    ];
+    let health = |port: u16| format!("http://127.0.0.1:{port}/healthz");
+    let with = |extra: Vec<(&str, String)>| {
+        let mut env = common.clone();
+        env.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+        env
+    };
+    let mut specs = Vec::new();
+
+    let provider_port = free_port()?;
+    let provider_config = dir.join("provider-sim.toml");
+    std::fs::write(
+        &provider_config,
+        format!(
+            "seed = {}\n[faults]\ntransient_failure_rate = {}\ntimeout_after_issue_rate = {}\nhang_ms = 2000\nrefused_phone_suffixes = {}\n",
+            plan.seed,
+            plan.provider_transient_rate,
+            plan.provider_timeout_after_issue_rate,
+            serde_json::to_string(&[&plan.refused_phone_suffix])?,
+        ),
+    )?;
+    specs.push(ServiceSpec {
+        name: "provider-sim".into(),
+        binary: "provider-sim".into(),
+        env: vec![
+            ("FIRSTCOME_HTTP__PORT".into(), provider_port.to_string()),
+            ("FIRSTCOME_CONFIG".into(), provider_config.display().to_string()),
+        ],
+        health_url: health(provider_port),
+    });
+    let provider_url = format!("http://127.0.0.1:{provider_port}");
+    for n in 0..plan.stock {
+        let port = free_port()?;
+        specs.push(ServiceSpec {
+            name: schedule::name("stock", n),
+            binary: "stock-processor".into(),
+            env: with(vec![("FIRSTCOME_HTTP__PORT", port.to_string()), ("FIRSTCOME_INSTANCE_ID", format!("chaos-stock-{}", n + 1))]),
+            health_url: health(port),
+        });
+    }
+    for n in 0..plan.recorders {
+        let port = free_port()?;
+        specs.push(ServiceSpec {
+            name: schedule::name("recorder", n),
+            binary: "recorder".into(),
+            env: with(vec![("FIRSTCOME_HTTP__PORT", port.to_string())]),
+            health_url: health(port),
+        });
+    }
+    for n in 0..plan.senders {
+        let port = free_port()?;
+        specs.push(ServiceSpec {
+            name: schedule::name("sender", n),
+            binary: "sender".into(),
+            env: with(vec![
+                ("FIRSTCOME_HTTP__PORT", port.to_string()),
+                ("FIRSTCOME_PROVIDER__BASE_URL", provider_url.clone()),
+                ("FIRSTCOME_PROVIDER__TIMEOUT_MS", "1000".into()),
+                ("FIRSTCOME_PROVIDER__RATE_PER_SEC", plan.provider_rate_per_sec.to_string()),
+                ("FIRSTCOME_PROVIDER__BACKOFF_MAX_MS", "1000".into()),
+            ]),
+            health_url: health(port),
+        });
+    }
+    let mut urls = Vec::new();
+    for n in 0..plan.ingest {
+        let (port, ops) = (free_port()?, free_port()?);
+        urls.push(format!("http://127.0.0.1:{port}"));
+        specs.push(ServiceSpec {
+            name: schedule::name("ingest", n),
+            binary: "ingest".into(),
+            env: with(vec![("FIRSTCOME_HTTP__PORT", port.to_string()), ("FIRSTCOME_OPS__PORT", ops.to_string())]),
+            health_url: health(ops),
+        });
+    }
+    let mut running = HashMap::new();
+    for spec in &specs {
+        running.insert(spec.name.clone(), ServiceProcess::start(spec, dir)?);
+    }
+    for spec in &specs {
+        let service = running.get_mut(&spec.name).context("started")?;
+        service.wait_healthy(Duration::from_secs(120)).await?;
+        println!("  {:<14} healthy (pid {}, log {})", service.name, service.pid().unwrap_or(0), service.log.display());
+    }
+    Ok((running, urls, provider_url))
+}
+
+/// A port nothing listens on right now (bound, then released).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `stack/bin/stack`, from the working folder or above the binary.
+fn find_stack() -> anyhow::Result<PathBuf> {
+    let mut places = vec![std::env::current_dir()?];
+    if let Ok(exe) = std::env::current_exe() {
+        places.extend(exe.ancestors().map(Path::to_path_buf));
+    }
+    for place in places {
+        for dir in place.ancestors() {
+            let candidate = dir.join("stack/bin/stack");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    bail!("stack/bin/stack not found (run from the repository, or pass --stack)")
+}
+
+/// A passing run leaves nothing behind but its report and logs.
+async fn cleanup(settings: &CliSettings, run_settings: &CliSettings, names: &Names) {
+    let specs = pipeline_topics(&run_settings.kafka.topics(), Layout::default());
+    let topics: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let _ = platform::kafka::admin::delete_topics(&run_settings.kafka, &topics).await;
+    if let Ok(admin) = platform::db::pool(&settings.database.with_database("postgres")) {
+        if let Ok(db) = admin.get().await {
+            let _ = db.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", names.database)).await;
+        }
+    }
+    if let Ok(primary) = platform::member_db::primary_pool(&settings.member_primary) {
+        if let Ok(db) = primary.get().await {
+            let _ = db.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", names.database)).await;
+        }
+    }
+}
