@@ -22,6 +22,21 @@ ensure_build_deps() {
   command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 }
 
+# The browser tests (tests/tests/browser.rs): Debian's Chromium and its
+# chromedriver (run headless, without the sandbox, as CI runs as root), and a
+# Korean font for the survey page's Korean text.
+ensure_browser() {
+  local missing=()
+  for pkg in chromium chromium-driver fonts-nanum; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    step "installing the browser for the browser tests: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
 # The real services: PostgreSQL, Redis, Kafka, the schema registry.
 stack_up() {
   step "starting the local stack (stack/bin/stack up)"

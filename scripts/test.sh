@@ -5,6 +5,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_build_deps
+ensure_browser
 stack_up
 
 step "stack script checks (up twice is a no-op; down/up keeps data)"

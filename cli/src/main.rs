@@ -77,23 +77,9 @@ enum Command {
     /// Run the gift provider's local simulator (contract: provider-sim/CONTRACT.md).
     /// Settings: FIRSTCOME_HTTP__PORT (8090), FIRSTCOME_FAULTS__…, or a FIRSTCOME_CONFIG file.
     ProviderSim,
-    /// Fire an opening rush at running ingest instances (loopback load generator; stops by itself).
-    Rush {
-        event_id: String,
-        /// Ingest base URLs, round-robin.
-        #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
-        urls: Vec<String>,
-        /// Members to fire for (the first N of the replica).
-        #[arg(long, default_value_t = 1_000)]
-        members: i64,
-        #[arg(long, default_value_t = 0.1)]
-        duplicate_ratio: f64,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Print the whole report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Fire an opening rush at running ingest instances: the drill's open-loop load generator
+    /// (loopback; stops by itself). With --drain-secs it reports on the pipeline too.
+    Rush(rush::command::RushArgs),
     /// Remove what test runs left on this stack: t_* databases, t-* topics and subjects.
     CleanupTests,
     /// The chaos suite: a rush on the three-broker Kafka and the Sentinel-managed Redis while
@@ -335,41 +321,7 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("invariants do not hold (a lagging pipeline settles by itself; --repair rebuilds Redis from the log)");
             }
         }
-        Command::Rush { event_id, urls, members, duplicate_ratio, concurrency, json } => {
-            let pool = platform::member_db::replica_pool(&settings.replica)?;
-            let ids: Vec<String> = pool
-                .get()
-                .await?
-                .query("SELECT member_id FROM members ORDER BY member_id LIMIT $1", &[&members])
-                .await?
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            let mut shots = Vec::with_capacity(ids.len());
-            for id in ids {
-                let token = ingest::auth::mint(&settings.auth.token_secret, &id, std::time::Duration::from_secs(3600))?;
-                shots.push((id, token));
-            }
-            let plan = rush::RushPlan {
-                base_urls: urls,
-                event_id,
-                members: shots,
-                duplicate_ratio,
-                concurrency,
-                answers: event::DEFAULT_QUESTIONS.iter().map(|q| (q.to_string(), "5".to_string())).collect(),
-                request_timeout: std::time::Duration::from_secs(10),
-            };
-            let report = rush::run(&plan).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!(
-                    "{} requests in {} ms: {:.0} req/s; p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-                    report.requests, report.elapsed_ms, report.requests_per_sec, report.p50_ms, report.p90_ms, report.p99_ms, report.max_ms
-                );
-                println!("by status {:?}; by error {:?}", report.by_status, report.by_error);
-            }
-        }
+        Command::Rush(args) => rush::command::run(&settings, args).await?,
         Command::Rebuild { command } => match command {
             RebuildCommand::Redis { event_id } => rebuild::redis::run(&settings, &event_id).await?,
             RebuildCommand::Projections => rebuild::projections::run(&settings).await?,

@@ -6,9 +6,12 @@
 //! Decoding looks the writer's schema up by the id in the bytes, so records
 //! from other producers are read with the schema they were written with.
 
-use std::sync::Arc;
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -61,11 +64,46 @@ pub fn supplied_schema(name: &'static str, schema_text: &str) -> Result<Supplied
     Ok(get_supplied_schema(&schema))
 }
 
+/// What encoding one event type needs, built once per process from its
+/// local schema: the parsed schema in the form sent to the registry, and a
+/// datum writer over it (its named types resolved).
+///
+/// Parsing and canonicalising a schema costs far more than encoding a record
+/// (regex matching in `apache_avro`'s parser): doing it per record was about a
+/// tenth of ingest's CPU under load. The writer schema of an event type is its
+/// local schema, whatever the registry: the registry only gives it an id.
+struct LocalSchema {
+    supplied: SuppliedSchema,
+    writer: GenericDatumWriter<'static>,
+}
+
+/// One [`LocalSchema`] per event type, for the life of the process: the
+/// schema text is a constant of the type, so there are as many as there are
+/// event types (four) and leaking them is bounded.
+fn local_schema<E: Event>() -> Result<&'static LocalSchema, CodecError> {
+    static BUILT: OnceLock<Mutex<HashMap<TypeId, &'static LocalSchema>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(local) = built.get(&TypeId::of::<E>()) {
+        return Ok(local);
+    }
+    let invalid = |reason: String| CodecError::InvalidSchema { name: E::NAME, reason };
+    let schema: &'static Schema =
+        Box::leak(Box::new(Schema::parse_str(E::SCHEMA).map_err(|e| invalid(e.to_string()))?));
+    let writer = GenericDatumWriter::builder(schema).build().map_err(|e| invalid(e.to_string()))?;
+    let local: &'static LocalSchema = Box::leak(Box::new(LocalSchema { supplied: get_supplied_schema(schema), writer }));
+    built.insert(TypeId::of::<E>(), local);
+    Ok(local)
+}
+
 /// Encodes and decodes events through the schema registry. Cheap to clone.
 #[derive(Clone)]
 pub struct Codec {
     encoder: Arc<AvroEncoder>,
     decoder: Arc<AvroDecoder>,
+    /// The registry's id of each (topic, event type)'s schema, once known: a
+    /// record is then encoded without any registry client call.
+    ids: Arc<RwLock<HashMap<(String, TypeId), u32>>>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -87,22 +125,47 @@ impl Codec {
         Ok(Self {
             encoder: Arc::new(AvroEncoder::new(settings.clone())),
             decoder: Arc::new(AvroDecoder::new(settings)),
+            ids: Arc::default(),
         })
     }
 
-    /// Encodes `event` for `topic` in the Confluent wire format.
+    /// Encodes `event` for `topic` in the Confluent wire format: magic byte 0,
+    /// the schema's registry id (4 bytes, big endian), the Avro datum.
+    ///
+    /// The first record of a type on a topic registers (or looks up) the
+    /// local schema under the topic's value subject; the id is kept, so later
+    /// records cost only the datum encoding. Only a success is kept: after a
+    /// registry failure the next record asks again.
     pub async fn encode<E: Event>(&self, topic: &str, event: &E) -> Result<Vec<u8>, CodecError> {
-        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
-            topic.to_string(),
-            false,
-            supplied_schema(E::NAME, E::SCHEMA)?,
-        );
-        self.encoder.encode_struct(event, &strategy).await.map_err(|e| {
+        let local = local_schema::<E>()?;
+        let id = self.schema_id::<E>(topic, local).await?;
+        let mut bytes = Vec::with_capacity(256);
+        bytes.push(0u8);
+        bytes.extend_from_slice(&id.to_be_bytes());
+        local
+            .writer
+            .write_ser(&mut bytes, event)
+            .map_err(|e| CodecError::Poison(format!("{} does not fit its schema: {e}", E::NAME)))?;
+        Ok(bytes)
+    }
+
+    /// The registry id of `E`'s schema under `topic`'s value subject.
+    async fn schema_id<E: Event>(&self, topic: &str, local: &LocalSchema) -> Result<u32, CodecError> {
+        let key = (topic.to_string(), TypeId::of::<E>());
+        if let Some(id) = self.ids.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(*id);
+        }
+        let strategy =
+            SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, local.supplied.clone());
+        let subject = strategy.get_subject().map_err(|e| classify(e, true))?;
+        let schema = self.encoder.get_schema_and_id(&subject, strategy).await.map_err(|e| {
             // Errors stick in the encoder's cache; clear them so a later call
             // (after the registry is back or the rule changed) can succeed.
             self.encoder.remove_errors_from_cache();
             classify(e, true)
-        })
+        })?;
+        self.ids.write().unwrap_or_else(|p| p.into_inner()).insert(key, schema.id);
+        Ok(schema.id)
     }
 
     /// Decodes a record value written in the Confluent wire format.

@@ -172,18 +172,20 @@ async fn rush_and_drain(
     for (member, token) in shots.iter().take(3) {
         println!("member token {member}: {token}");
     }
+    let urls = (0..plan.ingest_instances)
+        .map(|i| format!("http://127.0.0.1:{}", INGEST_BASE_PORT + 2 * i as u16))
+        .collect();
+    // Open loop: a rate the demo's two ingest instances answer on a busy
+    // two-core machine, reached at once (the event is already open), over
+    // `concurrency` keep-alive connections.
     let rush_plan = RushPlan {
-        base_urls: (0..plan.ingest_instances)
-            .map(|i| format!("http://127.0.0.1:{}", INGEST_BASE_PORT + 2 * i as u16))
-            .collect(),
-        event_id: new_event.event_id.clone(),
-        members: shots,
         duplicate_ratio: plan.duplicate_ratio,
-        concurrency: plan.concurrency,
-        answers: vec![("satisfaction".into(), "5".into()), ("recommend".into(), "yes".into())],
-        request_timeout: Duration::from_secs(10),
+        connections: plan.concurrency,
+        shape: rush::Shape { peak_rate: 2_500.0, ramp: Duration::ZERO, decline: Duration::from_secs(1) },
+        progress: true,
+        ..RushPlan::new(urls, new_event.event_id.clone(), shots)
     };
-    println!("\nopening rush: {} members (+{}% retries), {} in flight…", members.len(), plan.duplicate_ratio * 100.0, plan.concurrency);
+    println!("\nopening rush: {} members (+{}% retries), {} connections…", members.len(), plan.duplicate_ratio * 100.0, plan.concurrency);
     let report = rush::run(&rush_plan).await?;
     println!(
         "  {} requests in {} ms: {:.0} req/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

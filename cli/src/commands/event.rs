@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus, StateChange, STATE_CHANNEL};
+use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus};
 
 use crate::settings::CliSettings;
 

@@ -34,6 +34,8 @@ impl Default for Topology {
 pub struct Pipeline {
     pub ingest_urls: Vec<String>,
     pub provider_url: String,
+    /// Each service's ops port (`/metrics`, `/healthz`), by service name.
+    pub ops_ports: Vec<(&'static str, u16)>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -53,6 +55,7 @@ impl Pipeline {
     pub async fn start(env: &TestEnv, topology: Topology) -> Self {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
+        let mut ops_ports = Vec::new();
 
         let provider = provider_sim::Application::build(provider_sim::Settings::ephemeral(topology.faults.clone(), 7))
             .await
@@ -70,6 +73,7 @@ impl Pipeline {
             })
             .await
             .expect("stock-processor");
+            ops_ports.push(("stock-processor", stock.ops_port()));
             tasks.push(spawn_named("stock-processor", stock.run_until_stopped(shutdown.clone())));
 
             let recorder = recorder::Application::build(recorder::Settings {
@@ -81,6 +85,7 @@ impl Pipeline {
             })
             .await
             .expect("recorder");
+            ops_ports.push(("recorder", recorder.ops_port()));
             tasks.push(spawn_named("recorder", recorder.run_until_stopped(shutdown.clone())));
 
             let mut sender_settings = sender::Settings {
@@ -96,6 +101,7 @@ impl Pipeline {
             sender_settings.provider.backoff_base_ms = 20;
             sender_settings.provider.backoff_max_ms = 200;
             let sender = sender::Application::build(sender_settings).await.expect("sender");
+            ops_ports.push(("sender", sender.ops_port()));
             tasks.push(spawn_named("sender", sender.run_until_stopped(shutdown.clone())));
         }
 
@@ -113,9 +119,10 @@ impl Pipeline {
             .await
             .expect("ingest");
             ingest_urls.push(ingest.base_url());
+            ops_ports.push(("ingest", ingest.ops_port()));
             tasks.push(spawn_named("ingest", ingest.run_until_stopped(shutdown.clone())));
         }
-        Self { ingest_urls, provider_url, shutdown, tasks }
+        Self { ingest_urls, provider_url, ops_ports, shutdown, tasks }
     }
 
     pub async fn stop(self) {
@@ -179,13 +186,10 @@ pub async fn submit(pipeline: &Pipeline, event_id: &str, members: &[String], dup
         .map(|m| (m.clone(), ingest::mint(&secret, m, Duration::from_secs(600)).expect("token")))
         .collect();
     rush::run(&RushPlan {
-        base_urls: pipeline.ingest_urls.clone(),
-        event_id: event_id.to_string(),
-        members: shots,
         duplicate_ratio,
-        concurrency: 32,
-        answers: vec![("satisfaction".into(), "5".into()), ("recommend".into(), "yes".into())],
+        connections: 32,
         request_timeout: Duration::from_secs(15),
+        ..RushPlan::new(pipeline.ingest_urls.clone(), event_id.to_string(), shots)
     })
     .await
     .expect("rush ran")

@@ -1,0 +1,216 @@
+//! The open-loop firing: each shot leaves when the schedule says, over a
+//! bounded set of keep-alive connections, and every answer is recorded in
+//! a per-second timeline and HdrHistograms.
+//!
+//! A shot whose time has come while every connection is busy waits for one
+//! at most `max_lateness` (the shots behind it wait too, and count as late);
+//! past that it is counted as unsent and the schedule goes on, so a slow
+//! server cannot turn the rush into a closed loop that waits for it. With
+//! no `max_lateness` (the demo, the tests) every shot is sent, late or not.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::Semaphore;
+
+use super::schedule::Schedule;
+use super::Accepted;
+
+/// A shot sent this long after it was due counts as late.
+pub const LATE: Duration = Duration::from_millis(10);
+
+/// One request to fire.
+#[derive(Debug, Clone)]
+pub struct Shot {
+    pub member: Arc<str>,
+    /// `Bearer <token>`, built before the clock starts.
+    pub authorization: Arc<str>,
+}
+
+/// What one second of the rush saw (answers by the second they came back).
+#[derive(Debug)]
+pub struct Second {
+    pub by_status: BTreeMap<u16, u64>,
+    /// Latency of the answers of this second, µs.
+    pub latency: Histogram<u64>,
+    pub sent: u64,
+    pub unsent: u64,
+}
+
+impl Second {
+    fn new() -> Self {
+        Self { by_status: BTreeMap::new(), latency: new_histogram(), sent: 0, unsent: 0 }
+    }
+}
+
+/// Latencies in µs, 1 µs to 2 minutes, 3 significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Everything the firing saw, shared by the connections.
+#[derive(Debug)]
+pub struct Recorded {
+    pub seconds: Vec<Second>,
+    pub latency: Histogram<u64>,
+    pub by_status: BTreeMap<u16, u64>,
+    pub by_error: BTreeMap<String, u64>,
+    pub accepted: Vec<Accepted>,
+    pub sent: u64,
+    pub unsent: u64,
+    /// Sent more than [`LATE`] after they were due (every connection busy).
+    pub late: u64,
+    /// From the start: the last request sent, the last answer received.
+    pub last_sent: Duration,
+    pub last_answer: Duration,
+}
+
+impl Recorded {
+    fn second(&mut self, at: Duration) -> &mut Second {
+        let index = at.as_secs() as usize;
+        while self.seconds.len() <= index {
+            self.seconds.push(Second::new());
+        }
+        &mut self.seconds[index]
+    }
+}
+
+/// What one answer carried.
+struct Answer {
+    status: u16,
+    error: Option<String>,
+    entry_id: Option<String>,
+}
+
+/// Fires `shots[k]` at `schedule.due(k)` from `started`, round-robin over
+/// `urls`, at most `connections` in flight; returns when every sent request
+/// was answered (or timed out).
+pub async fn fire(
+    client: &reqwest::Client,
+    urls: &[String],
+    body: &'static str,
+    shots: Vec<Shot>,
+    schedule: &Schedule,
+    connections: usize,
+    max_lateness: Option<Duration>,
+    started: Instant,
+    progress: &indicatif::ProgressBar,
+) -> Recorded {
+    let recorded = Arc::new(Mutex::new(Recorded {
+        seconds: Vec::new(),
+        latency: new_histogram(),
+        by_status: BTreeMap::new(),
+        by_error: BTreeMap::new(),
+        accepted: Vec::new(),
+        sent: 0,
+        unsent: 0,
+        late: 0,
+        last_sent: Duration::ZERO,
+        last_answer: Duration::ZERO,
+    }));
+    let slots = Arc::new(Semaphore::new(connections.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (k, shot) in shots.into_iter().enumerate() {
+        let due = schedule.due(k);
+        let now = started.elapsed();
+        if due > now + Duration::from_millis(1) {
+            tokio::time::sleep(due - now).await;
+        }
+        if k % 256 == 0 {
+            progress.set_position(k as u64);
+            // Reap finished tasks now and then: the set stays small.
+            while tasks.try_join_next().is_some() {}
+        }
+        // A free connection now, or within the allowed lateness; the shots
+        // behind wait meanwhile, and those already too late go unsent.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) => match max_lateness {
+                None => slots.clone().acquire_owned().await.ok(),
+                Some(lateness) => {
+                    let deadline = tokio::time::Instant::from_std(started + due + lateness);
+                    tokio::time::timeout_at(deadline, slots.clone().acquire_owned()).await.ok().and_then(Result::ok)
+                }
+            },
+        };
+        let Some(slot) = slot else {
+            let mut r = recorded.lock().unwrap_or_else(|p| p.into_inner());
+            r.unsent += 1;
+            r.second(due).unsent += 1;
+            continue;
+        };
+        if started.elapsed() > due + LATE {
+            recorded.lock().unwrap_or_else(|p| p.into_inner()).late += 1;
+        }
+        let url = urls[k % urls.len()].clone();
+        let client = client.clone();
+        let recorded = recorded.clone();
+        tasks.spawn(async move {
+            let sent_at = started.elapsed();
+            let answer = send(&client, &url, &shot.authorization, body).await;
+            let answered_at = started.elapsed();
+            drop(slot);
+            let micros = (answered_at.saturating_sub(sent_at).as_micros() as u64).clamp(1, 120_000_000);
+            let mut r = recorded.lock().unwrap_or_else(|p| p.into_inner());
+            r.sent += 1;
+            r.last_sent = r.last_sent.max(sent_at);
+            r.last_answer = r.last_answer.max(answered_at);
+            r.second(sent_at).sent += 1;
+            let second = r.second(answered_at);
+            *second.by_status.entry(answer.status).or_default() += 1;
+            let _ = second.latency.record(micros);
+            let _ = r.latency.record(micros);
+            *r.by_status.entry(answer.status).or_default() += 1;
+            if let Some(error) = answer.error {
+                *r.by_error.entry(error).or_default() += 1;
+            }
+            if answer.status == 202 {
+                if let Some(entry_id) = answer.entry_id {
+                    r.accepted.push(Accepted { member: shot.member.to_string(), entry_id });
+                }
+            }
+        });
+    }
+    progress.set_position(schedule.requests as u64);
+    progress.set_message("waiting for the last answers");
+    while tasks.join_next().await.is_some() {}
+    match Arc::try_unwrap(recorded) {
+        Ok(mutex) => mutex.into_inner().unwrap_or_else(|p| p.into_inner()),
+        Err(_) => unreachable!("every task has finished"),
+    }
+}
+
+async fn send(client: &reqwest::Client, url: &str, authorization: &str, body: &'static str) -> Answer {
+    let response = client
+        .post(url)
+        .header(reqwest::header::AUTHORIZATION, authorization)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    match response {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let json = response.json::<serde_json::Value>().await.unwrap_or_default();
+            Answer {
+                status,
+                error: json.get("error").and_then(|e| e.as_str()).map(str::to_owned),
+                entry_id: json.get("entry_id").and_then(|e| e.as_str()).map(str::to_owned),
+            }
+        }
+        Err(error) => Answer { status: 0, error: Some(transport_error(&error)), entry_id: None },
+    }
+}
+
+/// A short, bounded label for a transport failure.
+fn transport_error(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "transport: timeout".into()
+    } else if error.is_connect() {
+        "transport: connect".into()
+    } else {
+        "transport: other".into()
+    }
+}
