@@ -168,7 +168,14 @@ impl Environment {
 
     /// [`check_database_url`](Self::check_database_url) and
     /// [`check_password`](Self::check_password) of a [`DatabaseSettings`].
+    /// Outside local a role must also be named: no service falls back on
+    /// the stack's (which [`DatabaseSettings::for_principal`] fills in locally only).
     pub fn check_database(self, name: &str, database: &DatabaseSettings) -> Result<(), SettingsError> {
+        if !self.is_local() && !database.has_user() {
+            return Err(SettingsError::Invalid(format!(
+                "{name}.url names no role and {name}.user is not set (environment = production)"
+            )));
+        }
         self.check_database_url(&format!("{name}.url"), &database.url)?;
         self.check_password(&format!("{name}.password"), database.password.as_ref())
     }
