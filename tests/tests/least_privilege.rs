@@ -191,3 +191,19 @@ async fn ingest_credentials_are_refused_on_stock_decided() {
     // No login at all: the broker speaks SASL only.
     assert!(produce_as(&env, None, &topics.survey_submitted).await.is_err(), "an anonymous client produced");
 }
+
+/// Through the Sentinels (`stack up redis-sentinel`, `eval "$(stack/bin/stack env
+/// redis-sentinel)"`): the data nodes have the same users, reached as each
+/// service's. Skipped when no Sentinels are configured.
+#[tokio::test]
+async fn through_the_sentinels_each_service_is_its_own_user() {
+    let env = TestEnv::builder().partitions(1).without_database().build().await;
+    if env.redis.sentinel_addresses().is_empty() {
+        eprintln!("no Sentinels configured (FIRSTCOME_REDIS__SENTINELS): skipped");
+        return;
+    }
+    let ingest = set_stock_counter(&env, Some(Principal::INGEST)).await.expect_err("ingest: refused");
+    assert!(ingest.contains("noperm"), "{ingest}");
+    set_stock_counter(&env, Some(Principal::STOCK)).await.expect("the stock stage sets it through the Sentinels");
+    assert!(set_stock_counter(&env, None).await.is_err(), "no user: refused");
+}
