@@ -8,6 +8,12 @@ ensure_build_deps
 ensure_browser
 stack_up
 
+# The OTLP receiver of the tracing test (Jaeger, built once from its Go module: minutes on a
+# fresh machine), built in the background while the stack checks and the workspace build run.
+jaeger_log="$(mktemp)"
+stack/otel/jaeger.sh install >"$jaeger_log" 2>&1 &
+jaeger_install=$!
+
 step "stack script checks (up twice is a no-op; down/up keeps data)"
 bash stack/tests/stack_test.sh
 
@@ -28,6 +34,15 @@ bash stack/tests/kafka3_test.sh
 
 step "removing what earlier test runs left (t_* databases, t-* topics and subjects)"
 target/debug/firstcome cleanup-tests
+
+step "OTLP receiver for the tracing test (Jaeger)"
+# A failed build fails the tracing test alone (it names the script), not the whole run.
+if wait "$jaeger_install" && stack/otel/jaeger.sh up; then
+  stack/otel/jaeger.sh status
+else
+  cat "$jaeger_log" >&2
+  echo "jaeger: not available; the tracing test will fail" >&2
+fi
 
 step "running the tests"
 # Two test threads per binary: the machine has two cores and the services

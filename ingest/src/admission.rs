@@ -12,12 +12,13 @@
 //! The scripts are `platform/lua/admit.lua` and `platform/lua/mark_accepted.lua`
 //! (KEYS/ARGV contract at their top), handed out by `platform::scripts`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use platform::event_keys::EventKeys;
 use redis::aio::ConnectionLike;
 use redis::Script;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::MemberId;
 
@@ -53,14 +54,35 @@ pub enum AdmissionError {
 pub struct Admitter {
     admit: Arc<Script>,
     mark_accepted: Arc<Script>,
+    mark_accepted_many: Arc<Script>,
+    /// The grouped acknowledgement marks ([`Admitter::mark_accepted_grouped`]),
+    /// started on first use.
+    marks: Arc<OnceLock<mpsc::Sender<MarkRequest>>>,
     resume_after: Duration,
 }
+
+/// One acknowledged entry waiting for its `A|` mark.
+#[derive(Debug)]
+struct MarkRequest {
+    event_id: String,
+    member: String,
+    entry_id: String,
+    done: oneshot::Sender<Result<bool, String>>,
+}
+
+/// Most marks written by one script call.
+const MAX_MARKS_PER_CALL: usize = 512;
+/// Requests waiting for the marks task at most (bounded: a stalled Redis
+/// makes the handlers wait, it does not grow a queue).
+const MARK_QUEUE: usize = 4_096;
 
 impl Admitter {
     pub fn new(resume_after: Duration) -> Self {
         Self {
             admit: Arc::new(platform::scripts::admit()),
             mark_accepted: Arc::new(platform::scripts::mark_accepted()),
+            mark_accepted_many: Arc::new(platform::scripts::mark_accepted_many()),
+            marks: Arc::default(),
             resume_after,
         }
     }
@@ -131,5 +153,79 @@ impl Admitter {
             .invoke_async(conn)
             .await?;
         Ok(done == 1)
+    }
+
+    /// [`Admitter::mark_accepted`], with the acknowledgements of concurrent
+    /// requests grouped: one task writes the marks waiting at the moment in
+    /// one script call per event (`mark_accepted_many`), while the next
+    /// requests queue behind it. The caller still waits for its own mark, so
+    /// the mark is `A|` before the member is answered 202, as before; under
+    /// load Redis runs one script per batch instead of one per entry.
+    /// The task uses a clone of the first `conn` it is given.
+    pub async fn mark_accepted_grouped<C>(
+        &self,
+        conn: &C,
+        event_id: &str,
+        member: &MemberId,
+        entry_id: &str,
+    ) -> Result<bool, AdmissionError>
+    where
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        let queue = self.marks.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(MARK_QUEUE);
+            tokio::spawn(write_marks(conn.clone(), self.mark_accepted_many.clone(), rx));
+            tx
+        });
+        let (done, answer) = oneshot::channel();
+        let request = MarkRequest {
+            event_id: event_id.to_string(),
+            member: member.as_str().to_string(),
+            entry_id: entry_id.to_string(),
+            done,
+        };
+        let closed = || AdmissionError::Unexpected("the accept-mark task has stopped".into());
+        queue.send(request).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?.map_err(AdmissionError::Unexpected)
+    }
+}
+
+/// The grouped marks' task: takes every request waiting (up to
+/// [`MAX_MARKS_PER_CALL`]), writes them with one script call per event and
+/// answers each request; ends when every [`Admitter`] clone is gone.
+async fn write_marks<C: ConnectionLike + Send>(mut conn: C, script: Arc<Script>, mut queue: mpsc::Receiver<MarkRequest>) {
+    let mut batch: Vec<MarkRequest> = Vec::with_capacity(MAX_MARKS_PER_CALL);
+    while queue.recv_many(&mut batch, MAX_MARKS_PER_CALL).await > 0 {
+        batch.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+        while !batch.is_empty() {
+            let event_id = batch[0].event_id.clone();
+            let same = batch.iter().take_while(|r| r.event_id == event_id).count();
+            let group: Vec<MarkRequest> = batch.drain(..same).collect();
+            let keys = EventKeys::new(&event_id);
+            let mut invocation = script.key(&keys.entered);
+            for request in &group {
+                invocation.arg(&request.member).arg(&request.entry_id);
+            }
+            let answers: Result<Vec<i64>, redis::RedisError> = invocation.invoke_async(&mut conn).await;
+            match answers {
+                Ok(answers) if answers.len() == group.len() => {
+                    for (request, done) in group.into_iter().zip(answers) {
+                        let _ = request.done.send(Ok(done == 1));
+                    }
+                }
+                Ok(answers) => {
+                    let error = format!("mark_accepted_many answered {} marks for {}", answers.len(), group.len());
+                    for request in group {
+                        let _ = request.done.send(Err(error.clone()));
+                    }
+                }
+                Err(error) => {
+                    let error = format!("redis: {error}");
+                    for request in group {
+                        let _ = request.done.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
     }
 }

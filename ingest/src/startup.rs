@@ -103,7 +103,7 @@ impl Application {
         // The dashboard's streams end when the service stops (an open SSE
         // response would hold the graceful shutdown forever).
         let streams_stop = CancellationToken::new();
-        let dashboard = Dashboard::new(state.clone(), settings.operator.clone(), &settings.kafka, streams_stop.clone())?;
+        let dashboard = Dashboard::new(state.clone(), settings.operator.clone(), &settings.kafka, streams_stop.clone());
         let (listener, port) = settings.http.bind().await?;
         let (ops_listener, ops_port) = settings.ops.bind().await?;
         tracing::info!(address = %settings.http.address(), port, ops_port, "ingest listening");

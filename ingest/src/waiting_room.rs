@@ -191,6 +191,8 @@ impl WaitingRoom {
             .arg(seed)
             .invoke_async(conn)
             .await?;
+        // The line's length as this call left it (the operations dashboard's "waiting line").
+        metrics::gauge!("firstcome_ingest_waiting_line", "event_id" => event_id.to_string()).set(waiting.max(0) as f64);
         let place = Place {
             position,
             waiting,
@@ -214,8 +216,10 @@ impl WaitingRoom {
 
 /// The line of `event_id` (read only; one pipelined round trip).
 pub async fn line_state<C: ConnectionLike + Send>(conn: &mut C, event_id: &str) -> redis::RedisResult<LineState> {
+    /// `HMGET room seq served opened_at`, `ZCARD prequeue`, `HLEN passed`.
+    type Reply = ((Option<i64>, Option<i64>, Option<String>), i64, i64);
     let keys = RoomKeys::new(event_id);
-    let ((seq, served, opened), pre_queue, passed): ((Option<i64>, Option<i64>, Option<String>), i64, i64) =
+    let ((seq, served, opened), pre_queue, passed): Reply =
         redis::pipe()
             .cmd("HMGET")
             .arg(&keys.room)

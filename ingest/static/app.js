@@ -130,9 +130,11 @@
       var arrived = Date.now();
       // The server's clock, corrected by half the round trip.
       state.offset = r.body.server_time_ms - Math.round((sent + arrived) / 2);
+      // Reloaded at the opening: keep what the member typed (a queued retry sends it).
+      var reload = !!state.event;
       state.event = r.body;
       $("event-name").textContent = state.eventId;
-      renderQuestions(false);
+      renderQuestions(reload);
       renderEventState();
       if (!state.entryId) show("idle", "", r.body.status === "open" ? "open" : r.body.status === "upcoming" ? "upcoming" : r.body.status);
       tick();

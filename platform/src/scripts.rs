@@ -8,6 +8,7 @@
 //! | --- | --- | --- |
 //! | [`admit`] | ingest (`admission.rs`) | the first-entry decision of one request |
 //! | [`mark_accepted`] | ingest (`admission.rs`) | a pending first-entry mark becomes acknowledged |
+//! | [`mark_accepted_many`] | ingest (`admission.rs`) | the same for many members of one event in one call (grouped acknowledgements) |
 //! | [`decide`] | stock-processor (`store.rs`) | the stock decision of a batch of entries of one event |
 //! | [`release`] | stock-processor (`store.rs`) | a returned unit goes to the next in line, or back to stock |
 //! | [`rebuild_swap`] | stock-processor (`rebuild.rs`), `firstcome rebuild redis` | swap a rebuilt event state in (compare-and-swap on the marks) |
@@ -33,6 +34,8 @@ pub const PRELUDE: &str = include_str!("../lua/prelude.lua");
 pub const ADMIT: &str = concat!(include_str!("../lua/prelude.lua"), include_str!("../lua/admit.lua"));
 /// Source of [`mark_accepted`]: `lua/mark_accepted.lua`.
 pub const MARK_ACCEPTED: &str = include_str!("../lua/mark_accepted.lua");
+/// Source of [`mark_accepted_many`]: `lua/mark_accepted_many.lua`.
+pub const MARK_ACCEPTED_MANY: &str = include_str!("../lua/mark_accepted_many.lua");
 /// Source of [`decide`]: prelude + `lua/decide.lua`.
 pub const DECIDE: &str = concat!(include_str!("../lua/prelude.lua"), include_str!("../lua/decide.lua"));
 /// Source of [`release`]: prelude + `lua/release.lua`.
@@ -44,9 +47,10 @@ pub const REBUILD_SWAP: &str = include_str!("../lua/rebuild_swap.lua");
 pub const WAITING_ROOM: &str = concat!(include_str!("../lua/prelude.lua"), include_str!("../lua/waiting_room.lua"));
 
 /// Every script by name, with its full source (what Redis is sent).
-pub const ALL: [(&str, &str); 6] = [
+pub const ALL: [(&str, &str); 7] = [
     ("admit", ADMIT),
     ("mark_accepted", MARK_ACCEPTED),
+    ("mark_accepted_many", MARK_ACCEPTED_MANY),
     ("decide", DECIDE),
     ("release", RELEASE),
     ("rebuild_swap", REBUILD_SWAP),
@@ -61,6 +65,12 @@ pub fn admit() -> Script {
 /// ingest: a pending first-entry mark becomes acknowledged (`lua/mark_accepted.lua`).
 pub fn mark_accepted() -> Script {
     Script::new(MARK_ACCEPTED)
+}
+
+/// ingest: pending marks of many members of one event become acknowledged
+/// (`lua/mark_accepted_many.lua`).
+pub fn mark_accepted_many() -> Script {
+    Script::new(MARK_ACCEPTED_MANY)
 }
 
 /// stock stage: the decision of a batch of entries of one event (`lua/decide.lua`).

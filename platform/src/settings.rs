@@ -27,15 +27,15 @@ pub fn load<S: DeserializeOwned>() -> Result<S, SettingsError> {
     if let Ok(path) = std::env::var("FIRSTCOME_CONFIG") {
         builder = builder.add_source(config::File::with_name(&path).required(true));
     }
-    let settings = builder
-        .add_source(
-            config::Environment::with_prefix("FIRSTCOME")
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true),
-        )
-        .build()?;
+    let settings = builder.add_source(environment()).build()?;
     Ok(settings.try_deserialize()?)
+}
+
+/// The `FIRSTCOME_…__…` variables as a settings source (`FIRSTCOME_KAFKA__BROKERS`
+/// is `kafka.brokers`). Tests hand it a map of their own
+/// (`config::Environment::source`) to read a deployment's variables as a service would.
+pub fn environment() -> config::Environment {
+    config::Environment::with_prefix("FIRSTCOME").prefix_separator("_").separator("__").try_parsing(true)
 }
 
 /// Where a service runs: `local` (the stack of `stack/bin/stack`, the

@@ -40,14 +40,27 @@ pub const OTEL_ENV: &[&str] = &[OTLP_ENDPOINT_ENV, SERVICE_NAME_ENV];
 /// The span fields a JSON line lifts to its top level from its spans.
 pub const LIFTED_FIELDS: &[&str] = &["correlation_id", "trace_id"];
 
+/// The consumer loop's span around one batch (`platform::kafka::consumer`): logged, not exported.
+const BATCH_SPAN: &str = "batch";
+
 /// How long spans wait in the batch before they are exported.
 const EXPORT_DELAY: Duration = Duration::from_millis(500);
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
-/// Installs the global subscriber for `service`. A second call (tests that
-/// start several services in one process) keeps the first one.
+/// Installs the global subscriber for `service`, exporting spans to
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` when it is set (under `OTEL_SERVICE_NAME`,
+/// else `service`). A second call (tests that start several services in one
+/// process) keeps the first one.
 pub fn init(service: &'static str, settings: &TelemetrySettings) {
+    let endpoint = std::env::var(OTLP_ENDPOINT_ENV).ok().filter(|e| !e.trim().is_empty());
+    let service_name = std::env::var(SERVICE_NAME_ENV).unwrap_or_else(|_| service.to_string());
+    init_exporting(service, settings, &service_name, endpoint.as_deref());
+}
+
+/// [`init`] with the OTLP endpoint and the exported service name given
+/// (tests, which must not change the process' environment while threads run).
+pub fn init_exporting(service: &'static str, settings: &TelemetrySettings, service_name: &str, endpoint: Option<&str>) {
     let log_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log_filter));
     let logs = match settings.log_format {
@@ -61,17 +74,20 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) {
             fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(log_filter).boxed()
         }
     };
-    let endpoint = std::env::var(OTLP_ENDPOINT_ENV).ok().filter(|e| !e.trim().is_empty());
-    let service_name = std::env::var(SERVICE_NAME_ENV).unwrap_or_else(|_| service.to_string());
-    let (provider, export_error) = tracer_provider(&service_name, endpoint.as_deref());
+    let (provider, export_error) = tracer_provider(service_name, endpoint);
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service))
         .with_tracked_inactivity(false)
-        .with_filter(EnvFilter::new(&settings.trace_filter));
+        .with_filter(EnvFilter::new(&settings.trace_filter))
+        // A consumer batch holds records of many entries, each continuing
+        // its own trace: exported, it would be a one-span trace per batch.
+        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+            !(metadata.is_span() && metadata.name() == BATCH_SPAN)
+        }));
     let result = tracing_subscriber::registry().with(logs).with(spans).try_init();
     if result.is_ok() {
         let _ = PROVIDER.set(provider);
-        tracing::info!(service, otlp_endpoint = endpoint.as_deref().unwrap_or("none"), "telemetry initialised");
+        tracing::info!(service, otlp_endpoint = endpoint.unwrap_or("none"), "telemetry initialised");
         if let Some(error) = export_error {
             tracing::error!(%error, "the OTLP exporter could not be built; spans are not exported");
         }
@@ -139,7 +155,8 @@ where
                 let extensions = span.extensions();
                 let Some(fields) = extensions.get::<FormattedFields<N>>() else { continue };
                 if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(fields.as_str()) {
-                    span_fields.extend(map);
+                    // `otel.name`, `otel.kind`: for the exporter, not for readers.
+                    span_fields.extend(map.into_iter().filter(|(key, _)| !key.starts_with("otel.")));
                 }
             }
         }

@@ -51,7 +51,9 @@ pub const MAX_STREAMS: usize = 16;
 pub struct Dashboard {
     app: AppState,
     operator: Arc<OperatorSettings>,
-    kafka: Arc<KafkaFigures>,
+    /// Made on the first snapshot: an instance nobody watches opens no extra Kafka clients.
+    kafka: Arc<std::sync::OnceLock<Result<KafkaFigures, String>>>,
+    kafka_settings: Arc<platform::settings::KafkaSettings>,
     cache: Arc<Mutex<HashMap<String, (Instant, Snapshot)>>>,
     streams: Arc<Semaphore>,
     stop: CancellationToken,
@@ -63,15 +65,16 @@ impl Dashboard {
         operator: OperatorSettings,
         kafka: &platform::settings::KafkaSettings,
         stop: CancellationToken,
-    ) -> Result<Self, rdkafka::error::KafkaError> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             app,
             operator: Arc::new(operator),
-            kafka: Arc::new(KafkaFigures::new(kafka)?),
+            kafka: Arc::new(std::sync::OnceLock::new()),
+            kafka_settings: Arc::new(kafka.clone()),
             cache: Arc::new(Mutex::new(HashMap::new())),
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
             stop,
-        })
+        }
     }
 
     /// The event's figures: the shared one while fresh, else read anew
@@ -103,8 +106,12 @@ impl Dashboard {
         if let Err(error) = snapshot::database_figures(&self.app.db, event_id, &mut snapshot).await {
             snapshot.errors.push(format!("database: {error}"));
         }
-        let kafka = self.kafka.clone();
-        match tokio::task::spawn_blocking(move || kafka.read()).await {
+        let (kafka, settings) = (self.kafka.clone(), self.kafka_settings.clone());
+        let read = move || match kafka.get_or_init(|| KafkaFigures::new(&settings).map_err(|e| e.to_string())) {
+            Ok(figures) => figures.read().map_err(|e| e.to_string()),
+            Err(error) => Err(error.clone()),
+        };
+        match tokio::task::spawn_blocking(read).await {
             Ok(Ok((lag, dead))) => {
                 snapshot.lag = lag;
                 snapshot.dead_letters = dead;

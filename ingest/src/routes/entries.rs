@@ -180,7 +180,9 @@ async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, reques
 
     // The entry is in the log: from here on the member is answered 202 even if
     // Redis fails, since a pending mark only costs a harmless re-produce later.
-    match app.admitter.mark_accepted(&mut redis, &event_id, &member, &entry_id).await {
+    // Grouped with the other requests' marks (one script call per batch);
+    // still written before the 202.
+    match app.admitter.mark_accepted_grouped(&redis, &event_id, &member, &entry_id).await {
         Ok(true) => {}
         Ok(false) => tracing::warn!("first-entry mark was gone or changed before the accept mark"),
         Err(error) => tracing::warn!(%error, "could not mark the entry accepted; a retry will re-produce it"),

@@ -191,6 +191,20 @@ async fn past_the_rate_a_member_waits_in_line_keeps_its_ticket_and_enters_on_its
         }
     }
     assert!(waiting.len() >= 2, "at most a few of six pass at one per second: {waiting:?}");
+    // The dashboard shows the line.
+    let snapshot: Value = app
+        .http
+        .get(format!("{}/ops/api/events/{event_id}", app.ops_url))
+        .bearer_auth(ingest::settings::DEV_OPERATOR_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(snapshot["line"]["waiting"].as_i64().unwrap() >= 1, "{snapshot}");
+    assert!(snapshot["line"]["passed"].as_i64().unwrap() >= 1, "{snapshot}");
+    assert_eq!(snapshot["answers"]["waiting"].as_u64().unwrap() as usize, waiting.len());
 
     // A retry keeps the ticket; the position only moves forward.
     let member = waiting.last().unwrap().clone();
@@ -203,10 +217,11 @@ async fn past_the_rate_a_member_waits_in_line_keeps_its_ticket_and_enters_on_its
             StatusCode::TOO_MANY_REQUESTS => {
                 let body = json_of(response).await;
                 let position = body["line"]["position"].as_i64().unwrap();
-                let mut last = last_position.lock().unwrap();
-                assert!(position <= *last, "the line moves forward: {position} after {}", *last);
-                *last = position;
-                drop(last);
+                {
+                    let mut last = last_position.lock().unwrap();
+                    assert!(position <= *last, "the line moves forward: {position} after {}", *last);
+                    *last = position;
+                }
                 if let Some(now) = tickets(&mut conn.clone(), &event_id).await.get(&member) {
                     assert_eq!(*now, ticket, "a retry keeps its ticket");
                 }
@@ -253,4 +268,21 @@ async fn enter_all(app: &TestApp, event_id: &str, expected: &[String], already: 
     let accepted = accepted.into_inner().unwrap();
     assert!(all, "every member entered: {accepted:?}");
     accepted
+}
+
+#[tokio::test]
+async fn nobody_waits_in_line_to_be_told_the_event_sold_out() {
+    let app = TestApp::spawn(room_settings(PreQueueOrder::Fifo, 1, 1).await).await;
+    let mut conn = redis(&app.settings).await;
+    let members = crowd(5);
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    let event_id = create_event(&mut conn, EventSpec { stock: 0, ..EventSpec::open(&refs) }).await;
+    let _ = app.enter(&event_id, "m-1").await; // learns the sell-out from the counter
+    let answers = futures::future::join_all(members.iter().map(|m| app.enter(&event_id, m))).await;
+    for (member, response) in members.iter().zip(answers) {
+        assert_eq!(response.status(), StatusCode::GONE, "{member} is told at once, not queued");
+    }
+    let line = tickets(&mut conn, &event_id).await;
+    assert!(line.len() <= 1, "at most the first asker took a ticket before the sell-out was known: {line:?}");
+    app.stop().await;
 }

@@ -61,6 +61,9 @@ pub struct World {
     pub in_flight: InFlight,
     /// Ingest instance name → its index in the load plan's URLs.
     pub ingest_index: HashMap<String, usize>,
+    /// Restarts still under way (a broker takes tens of seconds to be
+    /// ready): the next faults do not wait for them; [`World::settle`] does.
+    pub background: Vec<(String, tokio::task::JoinHandle<anyhow::Result<()>>)>,
 }
 
 impl World {
@@ -100,14 +103,19 @@ impl World {
                 self.kill_and_restart(service, *down_ms).await?;
                 Ok((String::new(), None))
             }
-            Fault::KillStockInTransaction { service, down_ms } => self.kill_stock_in_transaction(service, *down_ms).await,
+            Fault::KillStockInTransaction { services, down_ms } => self.kill_stock_in_transaction(services, *down_ms).await,
             Fault::KillIngestBeforeAck { service, down_ms } => self.kill_ingest_before_ack(service, *down_ms).await,
             Fault::KillBroker { node, down_ms } => {
                 let unit = format!("kafka3-{node}");
                 self.stack(&["kill", &unit]).await?;
                 tokio::time::sleep(Duration::from_millis(*down_ms)).await;
-                self.stack(&["up", &unit]).await?;
-                Ok((format!("{unit} back"), None))
+                // Started now; ready (log recovery, back in the ISR) later,
+                // while the next faults strike.
+                let bin = self.stack_bin.clone();
+                let starting = unit.clone();
+                let task = tokio::spawn(async move { stack(&bin, &["up", &starting]).await });
+                self.background.push((format!("start {unit}"), task));
+                Ok((format!("{unit} starting again (ready in the background)"), None))
             }
             Fault::KillRedis { down_ms } => self.kill_redis(*down_ms).await,
             Fault::LoseRedisWrites { lost_ms } => self.lose_writes(*lost_ms).await,
@@ -123,6 +131,19 @@ impl World {
         }
     }
 
+    /// Waits for the restarts still under way; the ones that failed.
+    pub async fn settle(&mut self) -> Vec<String> {
+        let mut failed = Vec::new();
+        for (what, task) in self.background.drain(..) {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => failed.push(format!("{what}: {error:#}")),
+                Err(error) => failed.push(format!("{what}: {error}")),
+            }
+        }
+        failed
+    }
+
     fn service(&mut self, name: &str) -> anyhow::Result<&mut ServiceProcess> {
         self.services.get_mut(name).with_context(|| format!("no service {name}"))
     }
@@ -135,45 +156,61 @@ impl World {
         service.wait_healthy(HEALTHY_WITHIN).await
     }
 
-    /// Freezes the instance (SIGSTOP) and looks at `stock-decided`: a
+    /// Freezes one instance (SIGSTOP) and looks at `stock-decided`: a
     /// partition whose last stable offset stays below its high watermark
     /// while the instance is frozen holds a transaction it left open (the
-    /// other instance commits in milliseconds). Then SIGKILL; else thaw
-    /// and try again.
-    async fn kill_stock_in_transaction(&mut self, name: &str, down_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
+    /// other instance commits in milliseconds). Then SIGKILL; else thaw and
+    /// try again, on the next instance.
+    async fn kill_stock_in_transaction(&mut self, names: &[String], down_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
+        anyhow::ensure!(!names.is_empty(), "no stock instance");
         let probe = Watermarks::new(&self.kafka)?;
         let topic = self.decided_topic.clone();
         let give_up = Instant::now() + CONDITION_WITHIN;
         let mut tries = 0;
         loop {
+            let name = names[tries % names.len()].clone();
             tries += 1;
-            let service = self.service(name)?;
-            service.signal("STOP").await?;
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let first = probe.open_transactions(&topic).await?;
-            tokio::time::sleep(Duration::from_millis(350)).await;
-            let second = probe.open_transactions(&topic).await?;
-            let held: Vec<String> = first
-                .iter()
-                .filter(|(p, lso, _)| second.iter().any(|(q, lso2, _)| q == p && lso2 == lso))
-                .map(|(p, lso, high)| format!("partition {p}: stable offset {lso} < high watermark {high}"))
-                .collect();
+            self.service(&name)?.signal("STOP").await?;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let looked = async {
+                let first = probe.open_transactions(&topic, None).await?;
+                if first.is_empty() {
+                    return anyhow::Ok(Vec::new());
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let partitions: Vec<i32> = first.iter().map(|(p, _, _)| *p).collect();
+                let second = probe.open_transactions(&topic, Some(&partitions)).await?;
+                Ok(first
+                    .iter()
+                    .filter(|(p, lso, _)| second.iter().any(|(q, lso2, _)| q == p && lso2 == lso))
+                    .map(|(p, lso, high)| format!("partition {p}: stable offset {lso} < high watermark {high}"))
+                    .collect())
+            }
+            .await;
+            let held: Vec<String> = match looked {
+                Ok(held) => held,
+                Err(error) => {
+                    // Never leave it frozen.
+                    self.service(&name)?.signal("CONT").await?;
+                    return Err(error);
+                }
+            };
             let caught = !held.is_empty();
             if caught || Instant::now() >= give_up {
-                let service = self.service(name)?;
+                let service = self.service(&name)?;
                 service.kill9().await;
                 tokio::time::sleep(Duration::from_millis(down_ms)).await;
                 service.restart()?;
                 service.wait_healthy(HEALTHY_WITHIN).await?;
                 let detail = if caught {
-                    format!("open transaction held while frozen (try {tries}): {}", held.join(", "))
+                    format!("{name} killed holding an open transaction while frozen (try {tries}): {}", held.join(", "))
                 } else {
-                    format!("no open transaction caught in {tries} tries; killed anyway")
+                    format!("no open transaction caught in {tries} tries; {name} killed anyway")
                 };
                 return Ok((detail, Some(caught)));
             }
-            self.service(name)?.signal("CONT").await?;
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            self.service(&name)?.signal("CONT").await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -192,12 +229,16 @@ impl World {
             let members = self.in_flight.only_at(index);
             let mut pending = Vec::new();
             if !members.is_empty() {
-                let marks: Vec<Option<String>> = redis::cmd("HMGET")
-                    .arg(&self.event_keys.entered)
-                    .arg(&members)
-                    .query_async(&mut self.redis)
-                    .await
-                    .context("HMGET entered")?;
+                let marks: Result<Vec<Option<String>>, _> =
+                    redis::cmd("HMGET").arg(&self.event_keys.entered).arg(&members).query_async(&mut self.redis).await;
+                let marks = match marks {
+                    Ok(marks) => marks,
+                    Err(error) => {
+                        // Never leave it frozen.
+                        self.service(name)?.signal("CONT").await?;
+                        return Err(error).context("HMGET entered");
+                    }
+                };
                 pending = members
                     .iter()
                     .zip(marks)
@@ -239,9 +280,12 @@ impl World {
         tokio::time::sleep(Duration::from_millis(down_ms)).await;
         self.stack(&["up", &primary_unit]).await?;
         self.stack(&["up", "redis-sentinel"]).await?;
-        let replica = wait_replica_known(Duration::from_secs(60)).await;
+        let healthy = wait_redis_healthy(Duration::from_secs(60)).await;
         let now = master_port().await?;
-        Ok((format!("primary {primary} before, {now} after; replica in sync again: {replica}"), None))
+        if !healthy {
+            bail!("the Sentinels do not see a healthy primary ({now}) and replica 60 s after the restart");
+        }
+        Ok((format!("primary {primary} before, {now} after, both nodes back from their AOF"), None))
     }
 
     /// The event's keys as they were `lost_ms` ago, put back atomically: the
@@ -253,7 +297,17 @@ impl World {
         for key in &keys {
             dump.cmd("DUMP").arg(key).cmd("PTTL").arg(key);
         }
-        let values: Vec<redis::Value> = dump.query_async(&mut self.redis).await.context("DUMP")?;
+        // The connection may still be finding the primary after an earlier
+        // Redis fault: a few tries.
+        let mut tries = 0;
+        let values: Vec<redis::Value> = loop {
+            tries += 1;
+            match dump.query_async(&mut self.redis).await {
+                Ok(values) => break values,
+                Err(error) if tries >= 20 => return Err(error).context("DUMP"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        };
         tokio::time::sleep(Duration::from_millis(lost_ms)).await;
         let mut restore = redis::pipe();
         restore.atomic();
@@ -273,13 +327,21 @@ impl World {
                 }
             }
         }
-        let () = restore.query_async(&mut self.redis).await.context("RESTORE")?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match restore.query_async::<()>(&mut self.redis).await {
+                Ok(()) => break,
+                Err(error) if tries >= 20 => return Err(error).context("RESTORE"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
         let replicas: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query_async(&mut self.redis).await.unwrap_or(0);
         Ok((format!("{restored} keys put back {lost_ms} ms; {replicas} replica(s) have the loss"), None))
     }
 
     async fn failover(&mut self) -> anyhow::Result<(String, Option<bool>)> {
-        wait_replica_known(Duration::from_secs(60)).await;
+        wait_redis_healthy(Duration::from_secs(60)).await;
         let before = master_port().await?;
         let mut conn = sentinel(SENTINEL_PORTS[0]).await?;
         let _: String = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER_NAME).query_async(&mut conn).await?;
@@ -287,7 +349,7 @@ impl World {
             master_port().await.is_ok_and(|port| port != before)
         })
         .await;
-        let replica = wait_replica_known(Duration::from_secs(60)).await;
+        let replica = wait_redis_healthy(Duration::from_secs(60)).await;
         let after = master_port().await?;
         if !moved {
             bail!("the Sentinels did not promote the replica within 30 s (primary still {after})");
@@ -319,22 +381,25 @@ impl World {
     }
 }
 
-/// Runs `stack/bin/stack <args>`; fails with its output.
+/// Runs `stack/bin/stack <args>`; fails with its output. `up` is tried
+/// three times: it is idempotent, and right after a SIGKILL its readiness
+/// check can read the dead process' pid file and give up too early.
 pub async fn stack(bin: &PathBuf, args: &[&str]) -> anyhow::Result<()> {
-    let output = tokio::process::Command::new(bin)
-        .args(args)
-        .output()
-        .await
-        .with_context(|| format!("Failed to run {}", bin.display()))?;
-    if !output.status.success() {
-        bail!(
-            "stack {} failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+    let tries = if args.first() == Some(&"up") { 3 } else { 1 };
+    let mut failure = String::new();
+    for _ in 0..tries {
+        let output = tokio::process::Command::new(bin)
+            .args(args)
+            .output()
+            .await
+            .with_context(|| format!("Failed to run {}", bin.display()))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        failure = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Ok(())
+    bail!("stack {} failed: {failure}", args.join(" "))
 }
 
 async fn sentinel(port: u16) -> anyhow::Result<redis::aio::MultiplexedConnection> {
@@ -373,8 +438,26 @@ pub async fn replica_known() -> bool {
     true
 }
 
-pub async fn wait_replica_known(timeout: Duration) -> bool {
-    platform::wait::wait_until(timeout, replica_known).await
+/// Whether every Sentinel sees the primary up (no `s_down`/`o_down` flag:
+/// the redis crate's Sentinel client refuses such a primary).
+pub async fn primary_up() -> bool {
+    for port in SENTINEL_PORTS {
+        let Ok(mut conn) = sentinel(port).await else { return false };
+        let master: HashMap<String, String> =
+            match redis::cmd("SENTINEL").arg("master").arg(MASTER_NAME).query_async(&mut conn).await {
+                Ok(master) => master,
+                Err(_) => return false,
+            };
+        if master.get("flags").map(String::as_str) != Some("master") {
+            return false;
+        }
+    }
+    true
+}
+
+/// Waits until the Sentinels see a healthy primary and replica.
+pub async fn wait_redis_healthy(timeout: Duration) -> bool {
+    platform::wait::wait_until(timeout, || async { primary_up().await && replica_known().await }).await
 }
 
 /// The high watermark of a partition as a `read_committed` reader sees it
@@ -399,20 +482,25 @@ impl Watermarks {
     }
 
     /// (partition, last stable offset, high watermark) of every partition
-    /// of `topic` with an open transaction.
-    async fn open_transactions(&self, topic: &str) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    /// of `topic` (or of `only` those) with an open transaction.
+    async fn open_transactions(&self, topic: &str, only: Option<&[i32]>) -> anyhow::Result<Vec<(i32, i64, i64)>> {
         let (committed, uncommitted, topic) = (self.committed.clone(), self.uncommitted.clone(), topic.to_string());
+        let only = only.map(<[i32]>::to_vec);
         tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(i32, i64, i64)>> {
             let timeout = Duration::from_secs(5);
-            let metadata = uncommitted.fetch_metadata(Some(&topic), timeout)?;
+            let partitions: Vec<i32> = match only {
+                Some(only) => only,
+                None => {
+                    let metadata = uncommitted.fetch_metadata(Some(&topic), timeout)?;
+                    metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect()
+                }
+            };
             let mut open = Vec::new();
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    let (_, stable) = committed.fetch_watermarks(&topic, p.id(), timeout)?;
-                    let (_, high) = uncommitted.fetch_watermarks(&topic, p.id(), timeout)?;
-                    if stable < high {
-                        open.push((p.id(), stable, high));
-                    }
+            for partition in partitions {
+                let (_, stable) = committed.fetch_watermarks(&topic, partition, timeout)?;
+                let (_, high) = uncommitted.fetch_watermarks(&topic, partition, timeout)?;
+                if stable < high {
+                    open.push((partition, stable, high));
                 }
             }
             Ok(open)

@@ -172,7 +172,7 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
 
     println!("\nsetting up: topics {}* (RF 3), database {}, {} members…", names.prefix, names.database, plan.members);
     faults::stack(&stack_bin, &["up", "kafka3", "redis-sentinel"]).await?;
-    faults::wait_replica_known(Duration::from_secs(60)).await;
+    faults::wait_redis_healthy(Duration::from_secs(60)).await;
     let topics = run_settings.kafka.topics();
     let layout = Layout { partitions: plan.partitions, dlq_partitions: 1, replication: 3 };
     create_topics(&run_settings.kafka, &pipeline_topics(&topics, layout)).await.context("creating the topics on kafka3")?;
@@ -226,6 +226,7 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
         accepted: 0,
         drained: false,
         drain_ms: 0,
+        rush_to_last_fault_ms: 0,
         invariants: None,
         log: None,
         checks: Vec::new(),
@@ -250,6 +251,7 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
         database: names.database.clone(),
         in_flight: InFlight::default(),
         ingest_index,
+        background: Vec::new(),
     };
 
     let outcome = rush_faults_and_drain(&run_settings, plan, &mut world, &urls, &provider_url, &seeded.members, &schedule, &mut report).await;
@@ -265,7 +267,7 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
     if let Err(error) = faults::stack(&stack_bin, &["up", "kafka3", "redis-sentinel"]).await {
         report.error.get_or_insert(format!("leaving the stack up: {error:#}"));
     }
-    faults::wait_replica_known(Duration::from_secs(60)).await;
+    faults::wait_redis_healthy(Duration::from_secs(60)).await;
     report.duration_ms = started.elapsed().as_millis() as u64;
     report.write(&artifacts)?;
     if report.passed() {
@@ -308,8 +310,10 @@ async fn rush_faults_and_drain(
         let injected = world.inject(planned, rush_started).await;
         report.faults.push(injected);
     }
+    let unfinished = world.settle().await;
     let load = rush.await.context("the rush task")??;
-    let rush_ended = Instant::now();
+    let faults_ended = Instant::now();
+    report.rush_to_last_fault_ms = faults_ended.saturating_duration_since(rush_started + Duration::from_millis(load.elapsed_ms)).as_millis() as u64;
     report.accepted = load.accepted.len();
     println!(
         "rush done in {:.1} s: {} requests, final answers {:?}",
@@ -319,7 +323,7 @@ async fn rush_faults_and_drain(
     );
 
     println!("waiting for the drain…");
-    let stores = Stores::connect(settings).await?;
+    let stores = connect_stores(settings).await?;
     let accepted = load.accepted.clone();
     report.load = load;
     let drained = platform::wait::wait_until(plan.drain_timeout, || async {
@@ -330,7 +334,7 @@ async fn rush_faults_and_drain(
     })
     .await;
     report.drained = drained;
-    report.drain_ms = rush_ended.elapsed().as_millis() as u64;
+    report.drain_ms = faults_ended.elapsed().as_millis() as u64;
 
     let checked = invariants::check(&stores, &report.event_id, &accepted, Some(provider_url)).await?;
     report.checks.extend(checked.checks.iter().cloned());
@@ -338,7 +342,7 @@ async fn rush_faults_and_drain(
     let (log, log_check) = invariants::check_log(settings, &stores, &report.event_id, &accepted).await?;
     report.log = Some(log);
     report.checks.push(log_check);
-    report.checks.extend(fault_checks(&report.faults));
+    report.checks.extend(fault_checks(&report.faults, &unfinished));
     report.fidelity = Some(invariants::fcfs_fidelity(&stores, &report.event_id).await?);
     if let (Some(last_gift), Some(last_request)) =
         (invariants::last_gift_at(&stores, &report.event_id, provider_url).await?, report.load.last_request_at)
@@ -351,10 +355,24 @@ async fn rush_faults_and_drain(
     Ok(())
 }
 
+/// The stores, retried for a while: the last fault may have left Redis
+/// failing over.
+async fn connect_stores(settings: &CliSettings) -> anyhow::Result<Stores> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match Stores::connect(settings).await {
+            Ok(stores) => return Ok(stores),
+            Err(error) if Instant::now() >= deadline => return Err(error),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
 /// The faults themselves must have happened as planned: every one injected,
 /// and the conditional ones caught in their window.
-fn fault_checks(faults: &[faults::Injected]) -> Vec<Check> {
-    let failed: Vec<String> = faults.iter().filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.label))).collect();
+fn fault_checks(faults: &[faults::Injected], unfinished: &[String]) -> Vec<Check> {
+    let mut failed: Vec<String> = faults.iter().filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.label))).collect();
+    failed.extend(unfinished.iter().cloned());
     let caught = |what: fn(&Fault) -> bool| faults.iter().any(|f| what(&f.fault) && f.condition_met == Some(true));
     vec![
         Check {

@@ -25,7 +25,10 @@ pub struct ChaosReport {
     /// 202s seen by the rush (`load.accepted` holds them).
     pub accepted: usize,
     pub drained: bool,
-    /// From the end of the rush to the drain's end.
+    /// From the end of the rush to the end of the last fault (the faults of
+    /// the drain window, and those that ran late).
+    pub rush_to_last_fault_ms: u64,
+    /// From the end of the last fault to the drain's end.
     pub drain_ms: u64,
     pub invariants: Option<InvariantReport>,
     pub log: Option<LogTally>,
@@ -87,7 +90,12 @@ impl ChaosReport {
                 t.entries, t.sent, t.failed, t.lost, t.won_waiting(), t.ledger_issued, t.ledger_returned, t.provider_gifts, t.for_sale
             );
         }
-        println!("  drained: {} ({:.1} s after the rush)", self.drained, self.drain_ms as f64 / 1000.0);
+        println!(
+            "  drained: {} ({:.1} s after the last fault, which ended {:.1} s after the rush)",
+            self.drained,
+            self.drain_ms as f64 / 1000.0,
+            self.rush_to_last_fault_ms as f64 / 1000.0
+        );
         if let Some(f) = &self.fidelity {
             println!(
                 "  FCFS fidelity: {} of the first {} accepted entries won ({:.1} %)",

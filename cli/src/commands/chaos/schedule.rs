@@ -17,7 +17,9 @@ pub enum Fault {
     KillConsumer { service: String, down_ms: u64 },
     /// SIGKILL a stock-stage instance while its Kafka transaction is open
     /// (its records are in `stock-decided`, not committed), then restart it.
-    KillStockInTransaction { service: String, down_ms: u64 },
+    /// The instances are tried in turn (from the first named) until one is
+    /// caught inside a transaction.
+    KillStockInTransaction { services: Vec<String>, down_ms: u64 },
     /// SIGKILL an ingest instance while it holds a first-entry mark it has
     /// not answered (between the mark and the broker's ack), then restart it.
     KillIngestBeforeAck { service: String, down_ms: u64 },
@@ -40,8 +42,8 @@ impl Fault {
     pub fn label(&self) -> String {
         match self {
             Fault::KillConsumer { service, down_ms } => format!("SIGKILL {service}, restart after {down_ms} ms"),
-            Fault::KillStockInTransaction { service, down_ms } => {
-                format!("SIGKILL {service} inside an open Kafka transaction, restart after {down_ms} ms")
+            Fault::KillStockInTransaction { services, down_ms } => {
+                format!("SIGKILL {} inside an open Kafka transaction, restart after {down_ms} ms", services.join(" or "))
             }
             Fault::KillIngestBeforeAck { service, down_ms } => {
                 format!("SIGKILL {service} between a first-entry mark and the broker's ack, restart after {down_ms} ms")
@@ -91,14 +93,17 @@ pub fn plan(seed: u64, shape: &Shape) -> Vec<Planned> {
     let end_ms = rush_ms + shape.drain_window.as_millis() as u64;
     let mut planned = Vec::new();
 
-    // The two faults that need entries flowing strike early in the rush,
-    // before the event sells out: the first accepts and decisions.
-    let early = |rng: &mut StdRng| rng.random_range(rush_ms / 40..=rush_ms / 12);
+    // The two faults that need entries flowing strike first, early in the
+    // rush, before the event sells out: the ingest kill (caught at once
+    // while requests flow), then the stock stage's (caught while it decides).
     let down = |rng: &mut StdRng, low: u64, high: u64| rng.random_range(low..=high);
     let ingest = name("ingest", rng.random_range(0..shape.ingest));
-    planned.push(Planned { at_ms: early(&mut rng), fault: Fault::KillIngestBeforeAck { service: ingest, down_ms: down(&mut rng, 300, 1_500) } });
-    let stock = name("stock", rng.random_range(0..shape.stock));
-    planned.push(Planned { at_ms: early(&mut rng), fault: Fault::KillStockInTransaction { service: stock, down_ms: down(&mut rng, 300, 1_500) } });
+    let ingest_at = rng.random_range(rush_ms / 40..=rush_ms / 25);
+    planned.push(Planned { at_ms: ingest_at, fault: Fault::KillIngestBeforeAck { service: ingest, down_ms: down(&mut rng, 300, 1_500) } });
+    let first_stock = rng.random_range(0..shape.stock);
+    let services = (0..shape.stock).map(|n| name("stock", (first_stock + n) % shape.stock)).collect();
+    let stock_at = ingest_at + rng.random_range(1..=rush_ms / 40 + 1);
+    planned.push(Planned { at_ms: stock_at, fault: Fault::KillStockInTransaction { services, down_ms: down(&mut rng, 300, 1_500) } });
 
     // The rest anywhere in the rush and the drain.
     let mut rest = Vec::new();
@@ -116,7 +121,7 @@ pub fn plan(seed: u64, shape: &Shape) -> Vec<Planned> {
     rest.push(Fault::RestartPostgres { down_ms: down(&mut rng, 2_000, 5_000) });
     rest.push(Fault::ProviderUnreachable { down_ms: down(&mut rng, 3_000, 8_000) });
     rest.shuffle(&mut rng);
-    let first = rush_ms / 10;
+    let first = stock_at + 1;
     for fault in rest {
         planned.push(Planned { at_ms: rng.random_range(first..end_ms.max(first + 1)), fault });
     }

@@ -1,0 +1,87 @@
+//! ingest's hot path, piece by piece: token verify, body parse + validation,
+//! and the admit script against the stack's Redis (`eval "$(stack/bin/stack env)"`).
+//!
+//! `cargo bench -p ingest --bench hot_path -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ingest::admission::{Admission, Admitter};
+use ingest::submission::EntryBody;
+use ingest::{AuthSettings, Limits, MemberId};
+use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus};
+
+const BODY: &[u8] = br#"{"answers":{"satisfaction":"5","recommend":"yes"},"client":{"channel":"web","user_agent":"Mozilla/5.0"}}"#;
+
+fn token_verify(c: &mut Criterion) {
+    let auth = AuthSettings::default();
+    let token = ingest::mint(&auth.token_secret, "m0000001", Duration::from_secs(3600)).expect("mint");
+    c.bench_function("ingest/token_verify", |b| b.iter(|| auth.verify(black_box(&token)).expect("valid")));
+}
+
+fn body_parse_and_validate(c: &mut Criterion) {
+    let limits = Limits::default();
+    let questions = vec!["satisfaction".to_string(), "recommend".to_string()];
+    c.bench_function("ingest/body_parse_validate", |b| {
+        b.iter(|| {
+            let body: EntryBody = serde_json::from_slice(black_box(BODY)).expect("parses");
+            body.validate(&questions, &limits, Some("curl/8")).expect("valid")
+        })
+    });
+}
+
+/// One admit script call per iteration, each for a new eligible member of an
+/// event whose stock never runs out (the accept path: the pending mark and
+/// the entry are written). Past the eligible members it cycles back, and
+/// the calls become `in_progress` answers (a read-only path).
+fn admit_script(c: &mut Criterion) {
+    const MEMBERS: usize = 200_000;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let settings = platform::settings::RedisSettings {
+        url: std::env::var("FIRSTCOME_REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        ..Default::default()
+    };
+    let event_id = format!("t-bench-{}", uuid::Uuid::new_v4().simple());
+    let members: Vec<MemberId> =
+        (0..MEMBERS).map(|n| MemberId::parse(&format!("b{n:07}")).expect("member id")).collect();
+    let conn = runtime.block_on(async {
+        let mut conn = platform::redis::connect(&settings).await.expect("the stack's Redis");
+        let now = schemas::now_millis();
+        let meta = EventMeta {
+            event_id: event_id.clone(),
+            open_at_ms: now - 60_000,
+            close_at_ms: now + 3_600_000,
+            for_sale: 1_000_000_000,
+            questions: vec!["satisfaction".into()],
+            status: EventStatus::Open,
+        };
+        let eligible: Vec<String> = members.iter().map(|m| m.as_str().to_string()).collect();
+        write_event(&mut conn, &meta, &eligible).await.expect("event keys");
+        conn
+    });
+    let admitter = Admitter::new(Duration::from_secs(60));
+    let next = AtomicUsize::new(0);
+    c.bench_function("ingest/admit_script", |b| {
+        b.to_async(&runtime).iter(|| {
+            let mut conn = conn.clone();
+            let member = &members[next.fetch_add(1, Ordering::Relaxed) % MEMBERS];
+            let entry_id = uuid::Uuid::now_v7().to_string();
+            let admitter = &admitter;
+            let event_id = &event_id;
+            async move {
+                let admission = admitter.admit(&mut conn, event_id, member, &entry_id, true).await.expect("admit");
+                black_box(matches!(admission, Admission::Accept { .. }))
+            }
+        })
+    });
+    runtime.block_on(async {
+        let mut conn = conn.clone();
+        let keys = EventKeys::new(&event_id);
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys.all()[..]).query_async(&mut conn).await;
+    });
+}
+
+criterion_group!(benches, token_verify, body_parse_and_validate, admit_script);
+criterion_main!(benches);

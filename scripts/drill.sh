@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# The opening-rush drill, in one command (issue 9; README "Measured results").
+#
+#   bash scripts/drill.sh [--members N] [--stock N] [--peak-rate R] [--connections C]
+#                         [--wrk-secs S] [--out docs/drill]
+#
+# On the local stack, under its own topic prefix (`drill-<stamp>.`, so its
+# consumer groups never share partitions with a demo running beside it):
+#   1. stack up, release build, migrate, topics + schemas for the prefix, seed members;
+#   2. every service as its own process (ingest, stock-processor, recorder,
+#      sender, provider-sim at 2,000 calls/s);
+#   3. baselines in the same run: the bare axum handler (bench/bare_ingest) and
+#      ingest's accept path (an event whose stock never runs out) and refusal
+#      path (425, no Kafka) under wrk with rotating member tokens, with a CPU
+#      profile of ingest (perf) while it accepts; Kafka's ProducerPerformance;
+#      redis-benchmark of the admit script (EVALSHA);
+#   4. the rush (`firstcome rush`): open loop, ramp to the peak at the opening
+#      instant, hold, decline; waits for the pipeline, writes report.json and
+#      rush.png into --out with the baselines and each service's peak RSS;
+#   5. stops every process it started.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
+
+MEMBERS=880000        # + 10 % doubles + the early crowd ≈ 1,000,000 requests
+STOCK=10000
+PEAK_RATE=20000
+CONNECTIONS=512
+RAMP_SECS=10
+DECLINE_SECS=10
+WRK_SECS=30
+WRK_CONNECTIONS=256
+OUT=docs/drill
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --members) MEMBERS="$2"; shift 2 ;;
+    --stock) STOCK="$2"; shift 2 ;;
+    --peak-rate) PEAK_RATE="$2"; shift 2 ;;
+    --connections) CONNECTIONS="$2"; shift 2 ;;
+    --ramp-secs) RAMP_SECS="$2"; shift 2 ;;
+    --decline-secs) DECLINE_SECS="$2"; shift 2 ;;
+    --wrk-secs) WRK_SECS="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+command -v wrk >/dev/null && command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk linux-perf >/dev/null; }
+ensure_build_deps
+stack_up
+
+step "building release binaries"
+cargo build --release --locked -p ingest -p stock-processor -p recorder -p sender -p provider-sim -p firstcome-cli -p bench
+BIN=target/release
+
+STAMP=$(date -u +%Y%m%d%H%M%S)
+WORK=.stack/drill/$STAMP
+mkdir -p "$WORK" "$OUT"
+export FIRSTCOME_KAFKA__TOPIC_PREFIX="drill-$STAMP."
+export FIRSTCOME_TELEMETRY__LOG_FILTER="${FIRSTCOME_TELEMETRY__LOG_FILTER:-info,rdkafka=warn}"
+bootstrap_pipeline "$BIN/firstcome"
+
+PIDS=()
+stop_all() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap stop_all EXIT
+
+start() { # name, then the command; env before it
+  local name="$1"; shift
+  "$@" >"$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+  eval "PID_${name//-/_}=$!"
+}
+wait_http() { # url
+  for _ in $(seq 1 120); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.5; done
+  echo "no answer from $1" >&2; return 1
+}
+
+INGEST=http://127.0.0.1:8380
+PROVIDER=http://127.0.0.1:8390
+step "starting the services (logs in $WORK)"
+FIRSTCOME_HTTP__PORT=8390 FIRSTCOME_FAULTS__RATE_LIMIT_PER_SEC=2000 start provider-sim "$BIN/provider-sim"
+FIRSTCOME_HTTP__PORT=9381 start stock-processor "$BIN/stock-processor"
+FIRSTCOME_HTTP__PORT=9382 start recorder "$BIN/recorder"
+FIRSTCOME_HTTP__PORT=9383 FIRSTCOME_PROVIDER__BASE_URL=$PROVIDER FIRSTCOME_PROVIDER__RATE_PER_SEC=2000 \
+  FIRSTCOME_PROVIDER__CONCURRENCY=64 start sender "$BIN/sender"
+# The drill's members fire many times a second from one process: the
+# per-member rate limit stays on (2/s, burst 10), every request is one member.
+FIRSTCOME_HTTP__PORT=8380 FIRSTCOME_OPS__PORT=9380 start ingest "$BIN/ingest"
+start bare "$BIN/bare_ingest" --port 8180
+for url in http://127.0.0.1:9381/healthz http://127.0.0.1:9382/healthz http://127.0.0.1:9383/healthz \
+           $PROVIDER/healthz http://127.0.0.1:9380/healthz; do wait_http "$url"; done
+
+step "seeding $MEMBERS members (90 % bought the product) and the wrk members"
+"$BIN/firstcome" members seed "$MEMBERS" --prefix r --eligible-ratio 0.9
+WRK_MEMBERS=$(( WRK_SECS * 20000 ))
+"$BIN/firstcome" members seed "$WRK_MEMBERS" --prefix w --eligible-ratio 1.0
+"$BIN/mint_tokens" --prefix w --count "$WRK_MEMBERS" >"$WORK/tokens.txt"
+
+ACCEPT_EVENT="drill-accept-$STAMP"
+EARLY_EVENT="drill-early-$STAMP"
+RUSH_EVENT="drill-rush-$STAMP"
+"$BIN/firstcome" event create --id "$ACCEPT_EVENT" --product coffee-beans-1kg --total 100000000 --close-at +2h
+"$BIN/firstcome" event create --id "$EARLY_EVENT" --total 10 --open-at +2h --close-at +3h
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+wrk_run() { # name url event seconds
+  TOKENS="$WORK/tokens.txt" EVENT="$3" THREADS=2 \
+    wrk -t2 -c"$WRK_CONNECTIONS" -d"$4"s --latency -s scripts/drill/entries.lua "$2" >"$WORK/wrk-$1.txt" 2>&1
+}
+# wrk's answer as {"per_sec", "non_2xx", "p50_ms", "p99_ms"}: its latency
+# distribution, and the request rate minus the non-2xx answers when only 2xx count.
+wrk_json() { # name only_2xx
+  python3 - "$WORK/wrk-$1.txt" "$2" "${3:-}" <<'EOF'
+import json, re, sys
+text = open(sys.argv[1]).read()
+def ms(v, unit):
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+def pct(p):
+    m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    return ms(*m.groups()) if m else None
+total = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", text).group(1))
+secs = re.search(r"requests in ([\d.]+)(ms|s|m)", text)
+secs = float(secs.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[secs.group(2)]
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+bad = int(bad.group(1)) if bad else 0
+ok = total - bad if sys.argv[2] == "1" else total
+out = {"per_sec": ok / secs, "requests": total, "non_2xx": bad, "seconds": secs, "p50_ms": pct(50), "p99_ms": pct(99)}
+if sys.argv[3]:
+    out["cpu_us_per_request"] = float(sys.argv[3]) * 10000.0 / max(ok, 1)
+print(json.dumps(out))
+EOF
+}
+
+step "baseline: bare axum handler of ingest's route shape (wrk, ${WRK_SECS}s)"
+wrk_run bare http://127.0.0.1:8180 "$ACCEPT_EVENT" "$WRK_SECS"
+BARE=$(wrk_json bare 1); echo "$BARE"
+
+step "ingest accept path (wrk, ${WRK_SECS}s, every request a new eligible member) with a CPU profile"
+before=$(cpu_ticks "$PID_ingest")
+perf record -F 499 -g -p "$PID_ingest" -o "$WORK/perf-accept.data" -- sleep "$(( WRK_SECS > 20 ? 20 : WRK_SECS ))" >/dev/null 2>&1 &
+PERF=$!
+wrk_run ingest-accept "$INGEST" "$ACCEPT_EVENT" "$WRK_SECS"
+after=$(cpu_ticks "$PID_ingest")
+wait "$PERF" || true
+ACCEPT=$(wrk_json ingest-accept 1 "$(( after - before ))"); echo "$ACCEPT"
+perf report -i "$WORK/perf-accept.data" --no-children --sort symbol --stdio 2>/dev/null \
+  | grep -E '^ +[0-9.]+%' | head -60 >"$OUT/profile-accept.txt" || true
+
+step "ingest refusal path: 425 before the opening, no Redis, no Kafka (wrk, 15s)"
+wrk_run ingest-refusal "$INGEST" "$EARLY_EVENT" 15
+REFUSAL=$(wrk_json ingest-refusal 0); echo "$REFUSAL"
+
+step "baseline: Kafka ProducerPerformance (200-byte records, acks=all, idempotent, lz4)"
+stack/bin/stack kafka-run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --create \
+  --if-not-exists --topic "drill-$STAMP.perf" --partitions 12 --replication-factor 1 >/dev/null
+stack/bin/stack kafka-run org.apache.kafka.tools.ProducerPerformance --topic "drill-$STAMP.perf" \
+  --num-records 2000000 --record-size 200 --throughput -1 \
+  --producer-props bootstrap.servers=127.0.0.1:9092 acks=all enable.idempotence=true compression.type=lz4 \
+  linger.ms=5 batch.size=65536 >"$WORK/kafka-perf.txt" 2>&1
+KAFKA=$(python3 - "$WORK/kafka-perf.txt" <<'EOF'
+import json, re, sys
+last = [l for l in open(sys.argv[1]) if "records sent" in l][-1]
+rate = float(re.search(r"([\d.]+) records/sec", last).group(1))
+avg = float(re.search(r"([\d.]+) ms avg latency", last).group(1))
+p50 = re.search(r"(\d+) ms 50th", last); p99 = re.search(r"(\d+) ms 99th", last)
+print(json.dumps({"per_sec": rate, "avg_ms": avg, "p50_ms": float(p50.group(1)) if p50 else None,
+                  "p99_ms": float(p99.group(1)) if p99 else None}))
+EOF
+); echo "$KAFKA"
+stack/bin/stack kafka-run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --delete \
+  --topic "drill-$STAMP.perf" >/dev/null 2>&1 || true
+
+step "baseline: redis-benchmark of the admit script (EVALSHA, 64 clients, new members)"
+REDIS_EVENT="drill-redis-$STAMP"
+K="fc:{$REDIS_EVENT}"
+# The script as ingest sends it: prelude + admit (platform::scripts::ADMIT).
+ADMIT_SHA=$(cat platform/lua/prelude.lua platform/lua/admit.lua | redis-cli -x SCRIPT LOAD)
+redis-cli HSET "$K:meta" status open open_at_ms 0 close_at_ms 99999999999999 >/dev/null
+redis-cli SET "$K:stock" 1000000000 >/dev/null
+redis-cli EVAL "for i = 0, 999999 do redis.call('SADD', KEYS[1], string.format('%012d', i)) end" 1 "$K:eligible" >/dev/null
+redis-benchmark -q -n 300000 -c 64 -r 1000000 --csv \
+  EVALSHA "$ADMIT_SHA" 5 "$K:meta" "$K:eligible" "$K:entered" "$K:entries" "$K:stock" \
+  __rand_int__ "e-__rand_int__" 60000 1 >"$WORK/redis-admit.csv" 2>&1
+REDIS=$(python3 - "$WORK/redis-admit.csv" <<'EOF'
+import csv, json, sys
+rows = list(csv.reader(open(sys.argv[1])))
+header, row = rows[0], rows[-1]
+d = dict(zip(header, row))
+print(json.dumps({"per_sec": float(d["rps"]), "p50_ms": float(d.get("p50_latency_ms", 0)),
+                  "p99_ms": float(d.get("p99_latency_ms", 0))}))
+EOF
+); echo "$REDIS"
+redis-cli DEL "$K:meta" "$K:stock" "$K:eligible" "$K:entered" "$K:entries" >/dev/null
+
+cat >"$WORK/baselines.json" <<EOF
+{"bare": $BARE, "ingest_accept": $ACCEPT, "ingest_refusal": $REFUSAL, "kafka_produce": $KAFKA, "redis_admit": $REDIS}
+EOF
+cp "$WORK/baselines.json" "$OUT/baselines.json"
+
+step "the rush: $MEMBERS members against $STOCK units, peak ${PEAK_RATE}/s, $CONNECTIONS connections"
+# The opening is ahead of the rush by its ramp (the early crowd gets 425),
+# plus the time the rush needs to mint its tokens.
+OPEN_IN=$(( RAMP_SECS + 30 + MEMBERS / 50000 ))
+"$BIN/firstcome" event create --id "$RUSH_EVENT" --total "$STOCK" --open-at "+${OPEN_IN}s" --close-at +2h
+WATCH="ingest=$PID_ingest,stock-processor=$PID_stock_processor,recorder=$PID_recorder,sender=$PID_sender,provider-sim=$PID_provider_sim"
+"$BIN/firstcome" rush "$RUSH_EVENT" --urls "$INGEST" --members "$MEMBERS" --member-prefix r \
+  --duplicate-ratio 0.1 --connections "$CONNECTIONS" --peak-rate "$PEAK_RATE" \
+  --ramp-secs "$RAMP_SECS" --decline-secs "$DECLINE_SECS" --max-lateness-ms 1000 \
+  --drain-secs 300 --provider-url "$PROVIDER" --watch "$WATCH" \
+  --baselines "$WORK/baselines.json" --report-dir "$OUT"
+cp "$WORK"/wrk-*.txt "$WORK/kafka-perf.txt" "$WORK/redis-admit.csv" "$OUT/" 2>/dev/null || true
+uptime >"$OUT/load.txt"
+step "done: $OUT/report.json, $OUT/rush.png (logs in $WORK)"

@@ -1,0 +1,72 @@
+//! The stock decision script by batch size, against the stack's Redis
+//! (`eval "$(stack/bin/stack env)"`): one `decide` call per iteration, a
+//! batch of new entries of eligible members of an event whose stock does
+//! not run out within the run (WON decisions, the expensive path). Past the
+//! eligible members the entries are second entries (the first's standing).
+//!
+//! `cargo bench -p stock-processor --bench decide -- --warm-up-time 1 --measurement-time 3`
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus};
+use stock_processor::store::{EntryRef, StockStore};
+
+const MEMBERS: usize = 300_000;
+
+fn decide(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let settings = platform::settings::RedisSettings {
+        url: std::env::var("FIRSTCOME_REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+        ..Default::default()
+    };
+    let event_id = format!("t-bench-{}", uuid::Uuid::new_v4().simple());
+    let members: Vec<String> = (0..MEMBERS).map(|n| format!("b{n:07}")).collect();
+    let store = runtime.block_on(async {
+        let mut conn = platform::redis::connect(&settings).await.expect("the stack's Redis");
+        let now = schemas::now_millis();
+        let meta = EventMeta {
+            event_id: event_id.clone(),
+            open_at_ms: now - 60_000,
+            close_at_ms: now + 3_600_000,
+            for_sale: 100_000_000,
+            questions: vec!["satisfaction".into()],
+            status: EventStatus::Open,
+        };
+        write_event(&mut conn, &meta, &members).await.expect("event keys");
+        let store = StockStore::new(conn);
+        store.load().await.expect("scripts load");
+        store
+    });
+    let entry_ids: Vec<String> = (0..MEMBERS).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let next = AtomicUsize::new(0);
+    let mut group = c.benchmark_group("stock/decide_batch");
+    for batch in [1usize, 10, 100, 500] {
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, &batch| {
+            b.to_async(&runtime).iter(|| {
+                let start = next.fetch_add(batch, Ordering::Relaxed);
+                let accepted_at_ms = schemas::now_millis();
+                let entries: Vec<EntryRef<'_>> = (start..start + batch)
+                    .map(|i| EntryRef {
+                        entry_id: &entry_ids[i % MEMBERS],
+                        user_id: &members[i % MEMBERS],
+                        accepted_at_ms,
+                    })
+                    .collect();
+                let store = &store;
+                let event_id = &event_id;
+                async move { store.decide(event_id, &entries).await.expect("decide") }
+            })
+        });
+    }
+    group.finish();
+    runtime.block_on(async {
+        let mut conn = store.connection();
+        let keys = EventKeys::new(&event_id);
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys.all()[..]).query_async(&mut conn).await;
+    });
+}
+
+criterion_group!(benches, decide);
+criterion_main!(benches);
