@@ -302,8 +302,13 @@ impl KafkaSettings {
         settings
     }
 
-    /// The librdkafka properties of the SASL login (none without a user).
+    /// The librdkafka properties of the SASL login (none without a user;
+    /// `security_protocol = plaintext` turns the login off, for a broker
+    /// without authentication such as compose/'s demo cluster).
     pub fn security_properties(&self) -> Vec<(&'static str, String)> {
+        if self.security_protocol.eq_ignore_ascii_case("plaintext") {
+            return vec![("security.protocol", "plaintext".into())];
+        }
         match &self.username {
             None => Vec::new(),
             Some(username) => vec![

@@ -9,7 +9,9 @@ use platform::settings::KafkaSettings;
 pub async fn create(kafka: &KafkaSettings, layout: Layout) -> anyhow::Result<Vec<String>> {
     let specs = pipeline_topics(&kafka.topics(), layout);
     let created = create_topics(kafka, &specs).await?;
-    let acls = platform::kafka::acl::pipeline_acls(&kafka.topic_prefix);
+    // A broker that authenticates nobody (no SASL login configured) has no ACLs to set.
+    let secured = kafka.security_properties().iter().any(|(key, _)| *key == "sasl.mechanism");
+    let acls = if secured { platform::kafka::acl::pipeline_acls(&kafka.topic_prefix) } else { Vec::new() };
     platform::kafka::acl::create_acls(kafka, &acls).await?;
     let mut lines: Vec<String> = created
         .into_iter()
