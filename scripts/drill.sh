@@ -31,6 +31,7 @@ DECLINE_SECS=10
 WRK_SECS=30
 WRK_CONNECTIONS=256
 OUT=docs/drill
+WRK_PREFIX=w
 while [ $# -gt 0 ]; do
   case "$1" in
     --members) MEMBERS="$2"; shift 2 ;;
@@ -41,6 +42,7 @@ while [ $# -gt 0 ]; do
     --decline-secs) DECLINE_SECS="$2"; shift 2 ;;
     --wrk-secs) WRK_SECS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
+    --wrk-prefix) WRK_PREFIX="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -64,6 +66,13 @@ PIDS=()
 stop_all() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # The drill's data is in its report: free the disk and Redis' memory.
+  for ev in "${ACCEPT_EVENT:-}" "${EARLY_EVENT:-}" "${RUSH_EVENT:-}"; do
+    [ -n "$ev" ] && redis-cli --scan --pattern "fc:{$ev}:*" | xargs -r redis-cli DEL >/dev/null
+  done
+  stack/bin/stack kafka-run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --delete \
+    --topic "drill-$STAMP\\..*" >/dev/null 2>&1 || true
+  rm -f "$WORK/tokens.txt" "$WORK"/perf-*.data
 }
 trap stop_all EXIT
 
@@ -96,14 +105,15 @@ for url in http://127.0.0.1:9381/healthz http://127.0.0.1:9382/healthz http://12
 step "seeding $MEMBERS members (90 % bought the product) and the wrk members"
 "$BIN/firstcome" members seed "$MEMBERS" --prefix r --eligible-ratio 0.9
 WRK_MEMBERS=$(( WRK_SECS * 20000 ))
-"$BIN/firstcome" members seed "$WRK_MEMBERS" --prefix w --eligible-ratio 1.0
-"$BIN/mint_tokens" --prefix w --count "$WRK_MEMBERS" >"$WORK/tokens.txt"
+"$BIN/firstcome" members seed "$WRK_MEMBERS" --prefix "$WRK_PREFIX" --eligible-ratio 1.0
+"$BIN/mint_tokens" --prefix "$WRK_PREFIX" --count "$WRK_MEMBERS" >"$WORK/tokens.txt"
 
 ACCEPT_EVENT="drill-accept-$STAMP"
 EARLY_EVENT="drill-early-$STAMP"
 RUSH_EVENT="drill-rush-$STAMP"
 "$BIN/firstcome" event create --id "$ACCEPT_EVENT" --product coffee-beans-1kg --total 100000000 --close-at +2h
-"$BIN/firstcome" event create --id "$EARLY_EVENT" --total 10 --open-at +2h --close-at +3h
+# Nobody is eligible for the early event: a 425 is answered before eligibility.
+"$BIN/firstcome" event create --id "$EARLY_EVENT" --product drill-nobody --total 10 --open-at +2h --close-at +3h
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 wrk_run() { # name url event seconds
@@ -157,7 +167,7 @@ step "baseline: Kafka ProducerPerformance (200-byte records, acks=all, idempoten
 stack/bin/stack kafka-run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --create \
   --if-not-exists --topic "drill-$STAMP.perf" --partitions 12 --replication-factor 1 >/dev/null
 stack/bin/stack kafka-run org.apache.kafka.tools.ProducerPerformance --topic "drill-$STAMP.perf" \
-  --num-records 2000000 --record-size 200 --throughput -1 \
+  --num-records 1000000 --record-size 200 --throughput -1 \
   --producer-props bootstrap.servers=127.0.0.1:9092 acks=all enable.idempotence=true compression.type=lz4 \
   linger.ms=5 batch.size=65536 >"$WORK/kafka-perf.txt" 2>&1
 KAFKA=$(python3 - "$WORK/kafka-perf.txt" <<'EOF'

@@ -45,15 +45,11 @@ pub struct Decision {
 
 impl Decision {
     /// Whether this decision replaces `current`, already known for the same
-    /// entry id. Decisions are facts and the first one stands, with one
-    /// exception: the waitlist promotion. An entry decided SOLD_OUT is later
-    /// given a returned unit under the same entry id (a WON), and moves
-    /// lost → won. Never the reverse: a SOLD_OUT redelivered after the WON
-    /// changes nothing, so the result does not depend on the order the
-    /// records are read in. `store::FILL_ENTRIES` applies the same rule to
-    /// the stored row.
+    /// entry id: the first decision stands but for the waitlist promotion
+    /// ([`Outcome::supersedes`]). `store::FILL_ENTRIES` applies the same rule
+    /// to the stored row.
     pub fn supersedes(&self, current: &Decision) -> bool {
-        current.outcome == Outcome::SoldOut && self.outcome == Outcome::Won
+        self.outcome.supersedes(current.outcome)
     }
 }
 

@@ -66,6 +66,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Whether a decision with this outcome replaces `current`, already known
+    /// for the same entry id. Decisions are facts and the first one stands,
+    /// with one exception: the waitlist promotion. An entry decided SOLD_OUT is
+    /// later given a returned unit under the same entry id (a WON) and moves
+    /// lost → won. Never the reverse: a SOLD_OUT read after the WON (two stock
+    /// instances' records can reach the log in either order) changes nothing,
+    /// so whoever folds the log (the recorder, the stock stage's rebuild) gets
+    /// the same answer whatever the order.
+    pub fn supersedes(self, current: Outcome) -> bool {
+        current == Outcome::SoldOut && self == Outcome::Won
+    }
+
     /// The Avro symbol, also used in the database and in Redis.
     pub fn as_str(self) -> &'static str {
         match self {

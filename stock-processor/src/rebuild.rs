@@ -3,8 +3,9 @@
 //! and swapped in atomically (docs/DESIGN.md, "Defence in depth").
 //!
 //! What is rebuilt, per event (key layout in `platform::event_keys`):
-//! - `decisions`: the last decision of every entry (a waitlist promotion is a
-//!   later WON of an entry first decided SOLD_OUT, on the same partition).
+//! - `decisions`: the first decision of every entry, or its waitlist
+//!   promotion (a WON of an entry decided SOLD_OUT), whichever order the two
+//!   reached the log in: two stock instances' transactions interleave.
 //! - `winners`, `members`: each member's unit and first decided entry.
 //! - `released`, `free_units`, `next_unit`, `stock`: a unit is held while it
 //!   was won more often than it was returned by an applied release; `stock`
@@ -99,12 +100,32 @@ struct LogState {
     entries: Vec<(String, String)>,
     /// (member, entry id) of each member's first entry in the log.
     first_entries: Vec<(String, String)>,
-    /// entry id → (member, outcome, unit, accepted_at), last decision wins.
+    /// entry id → (member, outcome, unit, accepted_at): the first decision, or the promotion.
     decisions: HashMap<String, (String, Outcome, Option<i32>, i64)>,
     /// member → first decided entry id.
     members: HashMap<String, String>,
     /// Applied releases: entry id → unit.
     released: BTreeMap<String, i32>,
+}
+
+impl LogState {
+    /// Takes a decision read from `stock-decided`: an entry's first decision
+    /// stands, but for the waitlist promotion ([`Outcome::supersedes`]), in
+    /// whichever order the two reached the log.
+    fn decided(&mut self, decision: StockDecision) {
+        self.members.entry(decision.user_id.clone()).or_insert_with(|| decision.entry_id.clone());
+        let taken = (decision.user_id, decision.outcome, decision.unit_no, decision.accepted_at);
+        match self.decisions.entry(decision.entry_id) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(taken);
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                if decision.outcome.supersedes(slot.get().1) {
+                    slot.insert(taken);
+                }
+            }
+        }
+    }
 }
 
 /// The keys computed from [`LogState`], ready to be written.
@@ -246,11 +267,7 @@ impl Rebuilder {
             } else if topic == self.topics.stock_decided {
                 let Some(decision) = self.decode::<StockDecision>(payload).await? else { continue };
                 if decision.event_id == event_id {
-                    state.members.entry(decision.user_id.clone()).or_insert_with(|| decision.entry_id.clone());
-                    state.decisions.insert(
-                        decision.entry_id.clone(),
-                        (decision.user_id, decision.outcome, decision.unit_no, decision.accepted_at),
-                    );
+                    state.decided(decision);
                 }
             } else if topic == self.topics.stock_released {
                 // Applied by the stage only below its committed offset.
@@ -471,6 +488,40 @@ mod tests {
 
     fn decision(member: &str, outcome: Outcome, unit: Option<i32>, at: i64) -> (String, Outcome, Option<i32>, i64) {
         (member.to_string(), outcome, unit, at)
+    }
+
+    fn stock_decision(entry: &str, member: &str, outcome: Outcome, unit: Option<i32>) -> StockDecision {
+        StockDecision {
+            event_id: "ev".into(),
+            entry_id: entry.into(),
+            user_id: member.into(),
+            outcome,
+            unit_no: unit,
+            decided_at: 10,
+            accepted_at: 10,
+        }
+    }
+
+    /// Two stock instances: one decided the entry SOLD_OUT (and put it in
+    /// line) but its records reached the log late, after the other had already
+    /// promoted the entry with a returned unit and committed that WON. The log
+    /// then reads WON before SOLD_OUT; the promotion still stands (the chaos
+    /// suite's seed 8 found the entry back in line and promoted twice).
+    #[test]
+    fn a_promotion_read_before_the_sold_out_it_follows_still_holds_the_unit() {
+        for order in [[Outcome::SoldOut, Outcome::Won], [Outcome::Won, Outcome::SoldOut]] {
+            let mut state = LogState::default();
+            state.decided(stock_decision("w", "m0", Outcome::Won, Some(1)));
+            for outcome in order {
+                let unit = (outcome == Outcome::Won).then_some(9);
+                state.decided(stock_decision("x", "m1", outcome, unit));
+            }
+            let rebuilt = compute(&state);
+            assert!(rebuilt.waitlist.is_empty(), "{order:?}: the promoted entry is not in line again: {:?}", rebuilt.waitlist);
+            assert!(rebuilt.decisions.contains(&("x".to_string(), "WON|9".to_string())), "{order:?}: {:?}", rebuilt.decisions);
+            assert!(rebuilt.winners.contains(&("m1".to_string(), "9".to_string())), "{order:?}: {:?}", rebuilt.winners);
+            assert_eq!(rebuilt.units_held, 2, "{order:?}");
+        }
     }
 
     #[test]

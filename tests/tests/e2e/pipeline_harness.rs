@@ -34,7 +34,9 @@ impl Default for Topology {
 pub struct Pipeline {
     pub ingest_urls: Vec<String>,
     pub provider_url: String,
-    /// Each service's ops port (`/metrics`, `/healthz`), by service name.
+    /// Each service's ops port (`/metrics`, `/healthz`), by service name
+    /// (read by the metrics test, a binary of its own).
+    #[allow(dead_code)]
     pub ops_ports: Vec<(&'static str, u16)>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,

@@ -308,7 +308,15 @@ async fn rush_faults_and_drain(
     let rush = tokio::spawn(async move { load::run(&load_plan, &in_flight).await });
     for planned in schedule {
         let injected = world.inject(planned, rush_started).await;
+        let failed = injected.error.is_some();
         report.faults.push(injected);
+        if failed {
+            // The world is broken (a service that does not come back, a
+            // store that does not answer): the run has failed; waiting out
+            // the rest of the schedule would only delay the report.
+            println!("  a fault could not be injected: the remaining {} are skipped", schedule.len() - report.faults.len());
+            break;
+        }
     }
     let unfinished = world.settle().await;
     let load = rush.await.context("the rush task")??;
@@ -326,7 +334,10 @@ async fn rush_faults_and_drain(
     let stores = connect_stores(settings).await?;
     let accepted = load.accepted.clone();
     report.load = load;
-    let drained = platform::wait::wait_until(plan.drain_timeout, || async {
+    // After a failed fault the run has failed: a short look is enough for the report.
+    let broken = report.faults.iter().any(|f| f.error.is_some());
+    let drain_timeout = if broken { Duration::from_secs(30) } else { plan.drain_timeout };
+    let drained = platform::wait::wait_until(drain_timeout, || async {
         match invariants::check(&stores, &report.event_id, &accepted, None).await {
             Ok(state) => state.drained(accepted.len()),
             Err(_) => false,
@@ -342,7 +353,7 @@ async fn rush_faults_and_drain(
     let (log, log_check) = invariants::check_log(settings, &stores, &report.event_id, &accepted).await?;
     report.log = Some(log);
     report.checks.push(log_check);
-    report.checks.extend(fault_checks(&report.faults, &unfinished));
+    report.checks.extend(fault_checks(&report.faults, schedule.len(), &unfinished));
     report.fidelity = Some(invariants::fcfs_fidelity(&stores, &report.event_id).await?);
     if let (Some(last_gift), Some(last_request)) =
         (invariants::last_gift_at(&stores, &report.event_id, provider_url).await?, report.load.last_request_at)
@@ -350,7 +361,7 @@ async fn rush_faults_and_drain(
         report.last_request_to_last_gift_ms = Some((last_gift - last_request).num_milliseconds());
     }
     if !drained {
-        bail!("not drained {:.0} s after the rush", plan.drain_timeout.as_secs_f64());
+        bail!("not drained {:.0} s after the last fault", drain_timeout.as_secs_f64());
     }
     Ok(())
 }
@@ -370,9 +381,12 @@ async fn connect_stores(settings: &CliSettings) -> anyhow::Result<Stores> {
 
 /// The faults themselves must have happened as planned: every one injected,
 /// and the conditional ones caught in their window.
-fn fault_checks(faults: &[faults::Injected], unfinished: &[String]) -> Vec<Check> {
+fn fault_checks(faults: &[faults::Injected], planned: usize, unfinished: &[String]) -> Vec<Check> {
     let mut failed: Vec<String> = faults.iter().filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.label))).collect();
     failed.extend(unfinished.iter().cloned());
+    if faults.len() < planned {
+        failed.push(format!("{} of {planned} faults skipped after a failed one", planned - faults.len()));
+    }
     let caught = |what: fn(&Fault) -> bool| faults.iter().any(|f| what(&f.fault) && f.condition_met == Some(true));
     vec![
         Check {
