@@ -236,6 +236,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings: CliSettings = platform::settings::load().context("Failed to load settings")?;
+    settings.validate().context("Invalid settings")?;
+    let settings = settings.with_local_credentials();
     platform::telemetry::init("firstcome", &settings.telemetry);
     match cli.command {
         Command::Db { command: DbCommand::Migrate } => {

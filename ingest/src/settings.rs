@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use platform::settings::{
+    Principal,
     DatabaseSettings, Environment, HttpSettings, KafkaSettings, RedisSettings, RegistrySettings, SettingsError,
     TelemetrySettings,
 };
@@ -95,8 +96,18 @@ impl Settings {
     }
 
     /// Cross-field rules, checked before anything starts.
+    /// These settings with the local stack's credentials of
+    /// [`Principal::INGEST`] wherever none is configured (local only).
+    pub fn with_local_credentials(mut self) -> Self {
+        self.kafka = self.kafka.for_principal(self.environment, Principal::INGEST);
+        self.database = self.database.for_principal(self.environment, Principal::INGEST);
+        self.redis = self.redis.for_principal(self.environment, Principal::INGEST);
+        self
+    }
+
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
+        self.environment.check_kafka("kafka", &self.kafka)?;
         if self.state_refresh_ms == 0 {
             return Err(SettingsError::Invalid("state_refresh_ms must be > 0".into()));
         }
@@ -116,7 +127,8 @@ impl Settings {
             return Err(SettingsError::Invalid("auth.max_token_lifetime_secs must be > 0".into()));
         }
         self.environment.check_token_secret("auth.token_secret", &self.auth.token_secret)?;
-        self.environment.check_database_url("database.url", &self.database.url)?;
+        self.environment.check_database("database", &self.database)?;
+        self.environment.check_redis("redis", &self.redis)?;
         self.waiting_room.validate().map_err(SettingsError::Invalid)?;
         self.operator.check(self.environment, &self.auth.token_secret)?;
         self.limits.validate()

@@ -63,6 +63,8 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
+        // Its own role, user and principal (least privilege); never the owner's.
+        let settings = settings.with_local_credentials();
         let redis = platform::redis::connect(&settings.redis).await?;
         let cache = EventCache::new(settings.state_refresh());
         let sync = StateSync::connect(
@@ -74,9 +76,6 @@ impl Application {
         .await?;
         let producer = EventProducer::new(&settings.kafka, settings.registry.codec()?, CLIENT_ID)?;
         let db = platform::db::pool(&settings.database)?;
-        if settings.database.migrate_on_start {
-            platform::db::migrate(&db).await?;
-        }
         let health = Health::new()
             .with_redis(redis.clone())
             .with_kafka(&settings.kafka)?

@@ -21,6 +21,8 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
     #[error("migration {name} failed: {source}")]
     Migration { name: &'static str, source: tokio_postgres::Error },
+    #[error("grants (migrations/grants.sql) failed — do the service roles exist? (README, Operations): {0}")]
+    Grants(tokio_postgres::Error),
 }
 
 /// The SQL migrations of `migrations/`, applied in order, each once.
@@ -31,13 +33,29 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0004_ledger_counts_any_order", include_str!("../../migrations/0004_ledger_counts_any_order.sql")),
     ("0005_payout_guard", include_str!("../../migrations/0005_payout_guard.sql")),
     ("0006_entries_one_row_per_entry", include_str!("../../migrations/0006_entries_one_row_per_entry.sql")),
+    ("0007_dispatch_figures", include_str!("../../migrations/0007_dispatch_figures.sql")),
 ];
+
+/// Every service role's privileges, applied after the migrations on every
+/// run of [`migrate`] (idempotent, the whole set each time).
+pub const GRANTS: &str = include_str!("../../migrations/grants.sql");
 
 /// Builds a pool with every timeout set (a pool without them hangs forever
 /// when the server is gone) and connections verified on recycle.
 pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbError> {
     let mut config = tokio_postgres::Config::from_str(settings.url.expose_secret())
         .map_err(|e| DbError::Url(e.to_string()))?;
+    // Credentials in the URL win; the separate fields fill what it leaves out.
+    if config.get_user().is_none() {
+        if let Some(user) = &settings.user {
+            config.user(user);
+        }
+    }
+    if config.get_password().is_none() {
+        if let Some(password) = &settings.password {
+            config.password(password.expose_secret());
+        }
+    }
     // A statement stuck on a lock would stall a consume loop with no error:
     // bound every statement and lock wait on the server side.
     config.options(format!(
@@ -58,8 +76,9 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbError> {
         .map_err(|e| DbError::Build(e.to_string()))
 }
 
-/// Applies the migrations not yet applied. Safe to run from several
-/// processes at once: an advisory lock serialises them.
+/// Applies the migrations not yet applied, then [`GRANTS`]. Safe to run from
+/// several processes at once: an advisory lock serialises them. Runs as the
+/// database owner (`firstcome db migrate`, the test kit), never as a service.
 pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -86,6 +105,7 @@ pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
         tracing::info!(migration = name, "applied");
         applied += 1;
     }
+    tx.batch_execute(GRANTS).await.map_err(DbError::Grants)?;
     tx.commit().await?;
     Ok(applied)
 }

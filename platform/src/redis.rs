@@ -23,7 +23,12 @@ use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
 use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value};
+use redis::sentinel::SentinelNodeConnectionInfo;
+use redis::{
+    Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisConnectionInfo, RedisError, RedisFuture,
+    RedisResult, ServerErrorKind, Value,
+};
+use secrecy::ExposeSecret;
 
 use crate::settings::RedisSettings;
 
@@ -78,16 +83,41 @@ fn watch(shared: std::sync::Weak<Shared>) {
 pub fn client(settings: &RedisSettings) -> RedisResult<PubSubClient> {
     let addresses = settings.sentinel_addresses();
     let target = if addresses.is_empty() {
-        Target::Direct(redis::Client::open(settings.url.as_str())?)
+        Target::Direct(redis::Client::open(direct_info(settings)?)?)
     } else {
         Target::Sentinel(Arc::new(tokio::sync::Mutex::new(sentinel_client(settings, &addresses)?)))
     };
     Ok(PubSubClient { target })
 }
 
+/// The configured URL with the settings' ACL user and password where the URL names none.
+fn direct_info(settings: &RedisSettings) -> RedisResult<ConnectionInfo> {
+    let info = settings.url.as_str().into_connection_info()?;
+    let redis = with_credentials(info.redis_settings().clone(), settings);
+    Ok(info.set_redis_settings(redis))
+}
+
+fn with_credentials(mut redis: RedisConnectionInfo, settings: &RedisSettings) -> RedisConnectionInfo {
+    if redis.username().is_none() {
+        if let Some(username) = &settings.username {
+            redis = redis.set_username(username);
+        }
+    }
+    if redis.password().is_none() {
+        if let Some(password) = &settings.password {
+            redis = redis.set_password(password.expose_secret());
+        }
+    }
+    redis
+}
+
+/// The Sentinels answer without credentials (they hold no data); the data
+/// nodes they name are reached as the settings' ACL user.
 fn sentinel_client(settings: &RedisSettings, addresses: &[String]) -> RedisResult<SentinelClient> {
     let urls: Vec<String> = addresses.iter().map(|a| format!("redis://{a}")).collect();
-    SentinelClient::build(urls, settings.master_name.clone(), None, SentinelServerType::Master)
+    let node = SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(with_credentials(RedisConnectionInfo::default(), settings));
+    SentinelClient::build(urls, settings.master_name.clone(), Some(node), SentinelServerType::Master)
 }
 
 /// Opens pub/sub connections, following failovers.
@@ -150,7 +180,7 @@ impl Shared {
     /// Sentinels name now (they check its `ROLE`).
     async fn primary(&self) -> RedisResult<redis::Client> {
         match &self.sentinel {
-            None => redis::Client::open(self.settings.url.as_str()),
+            None => redis::Client::open(direct_info(&self.settings)?),
             Some(sentinel) => sentinel.lock().await.async_get_client().await,
         }
     }

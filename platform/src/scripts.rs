@@ -133,9 +133,11 @@ mod tests {
     /// (`FIRSTCOME_REDIS__URL`, `eval "$(stack/bin/stack env)"`).
     #[tokio::test]
     async fn redis_compiles_every_script() {
+        use crate::settings::{Environment, Principal, RedisSettings};
         let url = std::env::var("FIRSTCOME_REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let client = ::redis::Client::open(url).expect("redis url");
-        let mut conn = client.get_multiplexed_async_connection().await.expect("the stack's Redis");
+        // The stack's Redis has ACL users only (stack/redis/users.acl).
+        let settings = RedisSettings { url, ..Default::default() }.for_principal(Environment::Local, Principal::ADMIN);
+        let mut conn = crate::redis::connect(&settings).await.expect("the stack's Redis");
         for (name, source) in ALL {
             let sha: String = ::redis::cmd("SCRIPT")
                 .arg("LOAD")

@@ -11,7 +11,7 @@ use platform::kafka::{BatchHandler, BatchOutcome, ConsumerLoop, Delivery, Handle
 use platform::settings::KafkaSettings;
 use platform::CancellationToken;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
 /// Takes `work` per batch, after saying it started.
@@ -46,6 +46,8 @@ impl Fixture {
         if let Ok(brokers) = std::env::var("FIRSTCOME_KAFKA__BROKERS") {
             settings.brokers = brokers;
         }
+        // The brokers authenticate every client: this test's own are the admin's.
+        let settings = settings.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
         settings.validate().expect("valid settings");
         let topic = format!("{}records", settings.topic_prefix);
         let spec = TopicSpec { name: topic.clone(), partitions: 1, replication: 1, configs: Vec::new() };
@@ -88,8 +90,7 @@ impl Fixture {
 
     /// The group's committed offset of the topic's partition.
     fn committed(&self) -> Offset {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.settings.brokers)
+        let consumer: BaseConsumer = platform::kafka::client_config(&self.settings)
             .set("group.id", &self.group)
             .create()
             .expect("offset reader");

@@ -12,8 +12,8 @@ use crate::settings::Settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid faults: {0}")]
-    InvalidFaults(String),
+    #[error("invalid settings: {0}")]
+    InvalidSettings(String),
     #[error(transparent)]
     Bind(#[from] platform::settings::BindError),
     #[error("the HTTP server failed: {0}")]
@@ -30,7 +30,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, Error> {
-        settings.faults.validate().map_err(Error::InvalidFaults)?;
+        settings.validate().map_err(|e| Error::InvalidSettings(e.to_string()))?;
         let seed = settings.seed.unwrap_or_else(rand::random);
         let (listener, port) = settings.http.bind().await?;
         tracing::info!(port, seed, faults = ?settings.faults.for_logs(), "provider simulator listening");

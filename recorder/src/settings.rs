@@ -2,6 +2,7 @@
 //! with `FIRSTCOME_CONFIG` (a TOML file) or `FIRSTCOME_<SECTION>__<FIELD>`.
 
 use platform::settings::{
+    Principal,
     DatabaseSettings, Environment, HttpSettings, KafkaSettings, RegistrySettings, SettingsError, TelemetrySettings,
 };
 use serde::Deserialize;
@@ -41,9 +42,18 @@ impl Default for Settings {
 
 impl Settings {
     /// Cross-field rules, checked before anything connects.
+    /// These settings with the local stack's credentials of
+    /// [`Principal::RECORDER`] wherever none is configured (local only).
+    pub fn with_local_credentials(mut self) -> Self {
+        self.kafka = self.kafka.for_principal(self.environment, Principal::RECORDER);
+        self.database = self.database.for_principal(self.environment, Principal::RECORDER);
+        self
+    }
+
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
-        self.environment.check_database_url("database.url", &self.database.url)?;
+        self.environment.check_kafka("kafka", &self.kafka)?;
+        self.environment.check_database("database", &self.database)?;
         if self.database.max_connections == 0 {
             return Err(SettingsError::Invalid("database.max_connections must be > 0".into()));
         }

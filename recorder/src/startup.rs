@@ -40,10 +40,9 @@ impl Application {
     /// is off; `firstcome topics create` or the tests make them).
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
+        // Its own role, user and principal (least privilege); never the owner's.
+        let settings = settings.with_local_credentials();
         let pool = platform::db::pool(&settings.database)?;
-        if settings.database.migrate_on_start {
-            platform::db::migrate(&pool).await?;
-        }
         let codec = settings.registry.codec()?;
         let group = settings.kafka.group(GROUP);
         let recorder = Recorder::new(Store::live(pool.clone()), codec, settings.kafka.topics(), group);

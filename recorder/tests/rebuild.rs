@@ -57,7 +57,7 @@ async fn a_rebuild_from_kafka_equals_the_live_projection_and_finds_drift() {
     assert_eq!(stack.kit.read_log(&Topics::dlq(&stack.topics().stock_decided)).await.len(), 1);
 
     // The rebuild equals the live tables, and its schema is dropped.
-    let outcome = rebuild::run(&stack.settings).await.expect("rebuild");
+    let outcome = rebuild::run(&stack.admin_settings()).await.expect("rebuild");
     assert!(outcome.comparison.is_equal(), "{:#?}", outcome.comparison);
     assert_eq!(outcome.rebuilt.total_records(), records.len() as u64 + 1);
     assert_eq!(outcome.rebuilt.dead_letters, 1, "the poison record is refused again, not recorded");
@@ -85,7 +85,7 @@ async fn a_rebuild_from_kafka_equals_the_live_projection_and_finds_drift() {
         .await
         .expect("a row the log does not have");
 
-    let outcome = rebuild::run(&stack.settings).await.expect("rebuild");
+    let outcome = rebuild::run(&stack.admin_settings()).await.expect("rebuild");
     assert!(!outcome.comparison.is_equal());
     assert!(outcome.kept, "a differing rebuild is kept for inspection");
     let [entries, moves, ledger] = &outcome.comparison.tables[..] else { panic!("three tables") };

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use platform::settings::{
+    Principal,
     DatabaseSettings, Environment, HttpSettings, KafkaSettings, RegistrySettings, ReplicaSettings, SettingsError, TelemetrySettings,
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -190,9 +191,18 @@ impl Settings {
     }
 
     /// Cross-field rules, checked before anything connects.
+    /// These settings with the local stack's credentials of
+    /// [`Principal::SENDER`] wherever none is configured (local only).
+    pub fn with_local_credentials(mut self) -> Self {
+        self.kafka = self.kafka.for_principal(self.environment, Principal::SENDER);
+        self.database = self.database.for_principal(self.environment, Principal::SENDER);
+        self
+    }
+
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
-        self.environment.check_database_url("database.url", &self.database.url)?;
+        self.environment.check_kafka("kafka", &self.kafka)?;
+        self.environment.check_database("database", &self.database)?;
         self.environment.check_database_url("replica.url", &self.replica.url)?;
         let p = &self.provider;
         let invalid = |m: &str| Err(SettingsError::Invalid(m.to_string()));

@@ -51,12 +51,11 @@ impl Application {
     /// The topics must exist (auto-create is off).
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
+        // Its own role, user and principal (least privilege); never the owner's.
+        let settings = settings.with_local_credentials();
         // Install the metrics recorder before the first metric.
         let _ = platform::metrics::handle();
         let pool = platform::db::pool(&settings.database)?;
-        if settings.database.migrate_on_start {
-            platform::db::migrate(&pool).await?;
-        }
         let replica = platform::member_db::replica_pool(&settings.replica)?;
         let codec = settings.registry.codec()?;
         let instance = uuid::Uuid::new_v4().simple().to_string();

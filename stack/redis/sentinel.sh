@@ -74,6 +74,10 @@ replica-read-only yes
 replica-serve-stale-data yes
 # A replica that (re)joins after a failover syncs at once (the default waits 5 s).
 repl-diskless-sync-delay 0
+# Users and their rights (no default user); a replica syncs as \`replica\`.
+aclfile $REDIS_ACL_FILE
+masteruser replica
+masterauth firstcome_replica
 $replicaof
 CONF
   redis-server "$dir/redis.conf" || { show_log_tail "$dir/log/redis.log"; die "$u did not start"; }
@@ -85,8 +89,8 @@ CONF
 redisha_ready() {
   local port role
   port="$(redisha_port "$1")"
-  [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]] || return 1
-  role="$(redis-cli -h 127.0.0.1 -p "$port" info replication 2>/dev/null | tr -d '\r')"
+  [[ "$(redis_admin_cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]] || return 1
+  role="$(redis_admin_cli -h 127.0.0.1 -p "$port" info replication 2>/dev/null | tr -d '\r')"
   grep -q '^role:master' <<<"$role" || grep -q '^master_link_status:up' <<<"$role"
 }
 
@@ -108,11 +112,20 @@ sentinel monitor $REDISHA_MASTER_NAME 127.0.0.1 $(redisha_port redis-s1) 2
 sentinel down-after-milliseconds $REDISHA_MASTER_NAME $REDISHA_DOWN_AFTER_MS
 sentinel failover-timeout $REDISHA_MASTER_NAME $REDISHA_FAILOVER_TIMEOUT_MS
 sentinel parallel-syncs $REDISHA_MASTER_NAME 1
+sentinel auth-user $REDISHA_MASTER_NAME sentinel
+sentinel auth-pass $REDISHA_MASTER_NAME firstcome_sentinel
 CONF
   fi
   redis-server "$dir/sentinel.conf" --sentinel || { show_log_tail "$dir/log/sentinel.log"; die "$u did not start"; }
   local i
   for i in {1..50}; do [[ -s "$dir/sentinel.pid" ]] && break; sleep 0.1; done
+  # A sentinel.conf written before the data nodes had users: the Sentinel logs in as
+  # \`sentinel\` from now on (SENTINEL SET rewrites its file; idempotent).
+  for i in {1..50}; do
+    redis-cli -h 127.0.0.1 -p "$port" SENTINEL SET "$REDISHA_MASTER_NAME" auth-user sentinel auth-pass firstcome_sentinel \
+      >/dev/null 2>&1 && break
+    sleep 0.1
+  done
 }
 
 sentinel_ready() {

@@ -57,7 +57,7 @@ check "env prints the six FIRSTCOME_ URLs (with the member replica and primary)"
 check "postgres: write marker row" psql_q \
   "CREATE TABLE IF NOT EXISTS stack_test_marker (token text PRIMARY KEY, at timestamptz DEFAULT now());
    INSERT INTO stack_test_marker (token) VALUES ('$TOKEN')"
-check "redis: write marker key" test "$(redis-cli -h 127.0.0.1 -p 6379 SET stack:test:marker "$TOKEN")" == OK
+check "redis: write marker key" test "$(redis-cli --user admin --pass firstcome_admin --no-auth-warning -h 127.0.0.1 -p 6379 SET stack:test:marker "$TOKEN")" == OK
 check "kafka: create marker topic" "$STACK" topics --create --if-not-exists --topic "$TOPIC" \
   --partitions 1 --replication-factor 1
 check "registry: answers before restart" registry_200
@@ -68,7 +68,7 @@ check "up after down" "$STACK" up
 check "status: all running after restart" all_running
 
 check "postgres: marker row still there" test "$(psql_q "SELECT count(*) FROM stack_test_marker WHERE token = '$TOKEN'")" == 1
-check "redis: marker key still there (AOF)" test "$(redis-cli -h 127.0.0.1 -p 6379 GET stack:test:marker)" == "$TOKEN"
+check "redis: marker key still there (AOF)" test "$(redis-cli --user admin --pass firstcome_admin --no-auth-warning -h 127.0.0.1 -p 6379 GET stack:test:marker)" == "$TOKEN"
 check "kafka: marker topic still listed" bash -c '"$1" topics --list | grep -qx "$2"' _ "$STACK" "$TOPIC"
 check "registry: answers after restart" registry_200
 

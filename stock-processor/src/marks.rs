@@ -25,7 +25,7 @@ use platform::event_keys::applied_field;
 use platform::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 /// Which input topic a mark is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -205,14 +205,8 @@ impl MarkReader {
     /// A reader for `group` on the deployment's survey and release topics.
     /// Creating the client does not connect; the first fetch does.
     pub fn new(kafka: &KafkaSettings, group: &str) -> Result<Self, KafkaError> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("client.id", format!("{group}-marks"))
-            .set("reconnect.backoff.max.ms", "1000");
-        for (key, value) in &kafka.extra {
-            config.set(key, value);
-        }
+        let mut config = platform::kafka::client_config(kafka);
+        config.set("client.id", format!("{group}-marks")).set("reconnect.backoff.max.ms", "1000");
         let consumer: BaseConsumer = config
             .set("group.id", group)
             .set("enable.auto.commit", "false")

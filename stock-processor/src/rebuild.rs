@@ -244,7 +244,9 @@ impl Rebuilder {
             self.topics.stock_decided.as_str(),
             self.topics.stock_released.as_str(),
         ];
-        let client_id = format!("firstcome-rebuild-{}", uuid::Uuid::new_v4().simple());
+        // Under the stage's group name: its reader's (never joined) group id is
+        // one the stock principal's ACLs cover (`<prefix>stock*`).
+        let client_id = self.kafka.group(&format!("stock-rebuild-{}", uuid::Uuid::new_v4().simple()));
         let mut reader = LogReader::open(&self.kafka, &client_id, &topics).await?;
         let mut state = LogState::default();
         let mut first_entry: HashMap<String, String> = HashMap::new();

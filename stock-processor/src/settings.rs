@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use platform::settings::{
+    Environment, Principal,
     HttpSettings, KafkaSettings, RedisSettings, RegistrySettings, SettingsError, TelemetrySettings,
 };
 use serde::Deserialize;
@@ -14,6 +15,9 @@ pub const DEFAULT_OPS_PORT: u16 = 9101;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
+    /// `local` (default) or `production` (`FIRSTCOME_ENVIRONMENT`): outside
+    /// local the stack's passwords are refused, as by every service.
+    pub environment: Environment,
     pub kafka: KafkaSettings,
     pub registry: RegistrySettings,
     pub redis: RedisSettings,
@@ -64,6 +68,7 @@ fn hostname() -> String {
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            environment: Environment::default(),
             kafka: KafkaSettings::default(),
             registry: RegistrySettings::default(),
             redis: RedisSettings::default(),
@@ -85,6 +90,14 @@ impl Settings {
         format!("firstcome-stock-{}{}", self.kafka.topic_prefix, self.instance_id)
     }
 
+    /// These settings with the local stack's credentials of
+    /// [`Principal::STOCK`] wherever none is configured (local only).
+    pub fn with_local_credentials(mut self) -> Self {
+        self.kafka = self.kafka.for_principal(self.environment, Principal::STOCK);
+        self.redis = self.redis.for_principal(self.environment, Principal::STOCK);
+        self
+    }
+
     /// Cross-field rules, checked before anything connects.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
@@ -94,13 +107,29 @@ impl Settings {
         if self.registry.url.trim().is_empty() {
             return Err(SettingsError::Invalid("registry.url is empty".into()));
         }
-        Ok(())
+        self.environment.check_kafka("kafka", &self.kafka)?;
+        self.environment.check_redis("redis", &self.redis)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn production_refuses_the_stack_passwords() {
+        let mut settings = Settings { environment: Environment::Production, ..Default::default() };
+        assert!(settings.validate().is_ok(), "no password configured: nothing to refuse");
+        settings.redis.url = "redis://stock:firstcome_stock@10.0.0.5:6379".into();
+        let error = settings.validate().expect_err("the stack's Redis password");
+        assert!(error.to_string().contains("redis"), "{error}");
+        settings.redis.url = "redis://stock:Zq9-long-random@10.0.0.5:6379".into();
+        assert!(settings.validate().is_ok());
+        settings.kafka.extra.insert("sasl.password".into(), "firstcome_stock".into());
+        assert!(settings.validate().expect_err("the stack's Kafka password").to_string().contains("kafka"));
+        settings.environment = Environment::Local;
+        assert!(settings.validate().is_ok(), "local accepts the stack's passwords");
+    }
 
     #[test]
     fn defaults_serve_ops_on_9101_with_a_host_derived_instance() {

@@ -45,6 +45,8 @@ impl Application {
     /// producer initialised, group joined), and binds the ops listener.
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
+        // Its own user and principal (least privilege).
+        let settings = settings.with_local_credentials();
         let codec = settings.registry.codec()?;
         let conn = platform::redis::connect(&settings.redis).await?;
         let store = StockStore::new(conn.clone());

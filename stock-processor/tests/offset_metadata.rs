@@ -10,17 +10,16 @@ use platform::kafka::admin::{create_topics, delete_topics, TopicSpec};
 use platform::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn kafka() -> KafkaSettings {
-    KafkaSettings { topic_prefix: format!("t-{}.", uuid::Uuid::new_v4()), ..Default::default() }
+    KafkaSettings { topic_prefix: format!("t-{}.", uuid::Uuid::new_v4()), ..testkit::stack_kafka_admin() }
 }
 
 fn consumer(kafka: &KafkaSettings, group: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
+    platform::kafka::client_config(kafka)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         // librdkafka asks for stable offsets (KIP-447) when read_committed.
@@ -50,8 +49,7 @@ fn transactional_and_plain_commits_keep_their_offset_metadata() {
     let group = kafka.group("meta-check");
 
     // The stock stage's way: offsets (with metadata) inside a transaction.
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
+    let producer: ThreadedProducer<DefaultProducerContext> = platform::kafka::client_config(&kafka)
         .set("transactional.id", format!("{group}-tx"))
         .create()
         .expect("producer");

@@ -25,7 +25,7 @@ use common::kafka::{entry, Producer};
 use common::EventSetup;
 use platform::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use stock_processor::Settings;
 use testkit::{wait_for, TestEnv};
 
@@ -54,8 +54,7 @@ fn signal(child: &Child, name: &str) {
 }
 
 fn watermark_client(kafka: &KafkaSettings, isolation: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
+    platform::kafka::client_config(&testkit::kafka_admin(&kafka))
         .set("group.id", kafka.group("sigkill-watermarks"))
         .set("isolation.level", isolation)
         .create()
@@ -156,8 +155,7 @@ async fn after_a_sigkill_readers_wait_for_the_restart_not_the_transaction_timeou
 
     // A reader parked at the stable offsets of the partitions the dead
     // transaction holds sees the next decision there only once it is aborted.
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
+    let reader: StreamConsumer = platform::kafka::client_config(&testkit::kafka_admin(&kafka))
         .set("group.id", kafka.group("sigkill-reader"))
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")

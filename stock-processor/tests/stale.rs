@@ -63,7 +63,7 @@ async fn a_redis_behind_the_committed_marks_is_never_decided_on() {
     assert!(matches!(stopped, Ok(Ok(Ok(())))), "the application stops cleanly: {stopped:?}");
 
     // The group's commit carries the marks the scripts raised in Redis.
-    let marks = MarkReader::new(&kafka, &group).expect("mark reader");
+    let marks = MarkReader::new(&testkit::kafka_admin(&kafka), &group).expect("mark reader");
     let committed = marks.fetch().await.expect("committed marks");
     let expected = committed.expected_for(&event_id);
     let applied = common::hgetall(&mut conn, &keys.applied).await;
@@ -95,8 +95,8 @@ async fn a_redis_behind_the_committed_marks_is_never_decided_on() {
     // rebuilt from the log it fails the batch (retried by the loop); once
     // rebuilt, the marks are back and the decision is made on the log's state.
     let handler = StockHandler::new(store.clone(), codec.clone(), topics.clone(), group.clone()).with_stale_guard(
-        MarkReader::new(&kafka, &group).expect("mark reader"),
-        Rebuilder::new(&kafka, &group, codec.clone(), conn.clone()).expect("rebuilder"),
+        MarkReader::new(&testkit::kafka_admin(&kafka), &group).expect("mark reader"),
+        Rebuilder::new(&testkit::kafka_admin(&kafka), &group, codec.clone(), conn.clone()).expect("rebuilder"),
     );
     let (partition, _) = sent[0];
     let at = committed.committed_offset(MarkKind::Survey, partition).expect("committed");

@@ -5,8 +5,10 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
 use platform::settings::{
-    DatabaseSettings, KafkaSettings, MemberPrimarySettings, RedisSettings, RegistrySettings, ReplicaSettings,
+    DatabaseSettings, Environment, KafkaSettings, MemberPrimarySettings, Principal, RedisSettings, RegistrySettings,
+    ReplicaSettings,
 };
+use serde::Deserialize;
 use rdkafka::message::OwnedMessage;
 use schemas::{Codec, Event, RegistryAdmin, Topics};
 use uuid::Uuid;
@@ -35,7 +37,11 @@ pub struct TestEnv {
     pub prefix: String,
     pub kafka: KafkaSettings,
     pub registry: RegistrySettings,
-    /// The test's own database, migrated (unless built without one).
+    /// The test's own database, migrated (unless built without one). It
+    /// names no role: each service logs in as its own (`Principal`, granted
+    /// by `migrations/grants.sql` like every database), so every test runs
+    /// with the services' real privileges. The test's own queries use
+    /// [`pool`](Self::pool) or [`admin_database`](Self::admin_database).
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     /// The shop's member database as the services read it: the local
@@ -79,38 +85,86 @@ impl TestEnvBuilder {
     pub async fn build(self) -> TestEnv {
         let id = Uuid::new_v4().simple().to_string();
         let prefix = format!("t-{}.", &id[..12]);
-        let kafka = KafkaSettings { topic_prefix: prefix.clone(), ..Default::default() };
-        let registry = RegistrySettings::default();
+        let stack = StackSettings::load();
+        let kafka = KafkaSettings { topic_prefix: prefix.clone(), ..stack.kafka };
+        let registry = stack.registry;
 
         let layout = Layout { partitions: self.partitions, dlq_partitions: 1, replication: 1 };
-        create_topics(&kafka, &pipeline_topics(&kafka.topics(), layout))
+        let admin = kafka_admin(&kafka);
+        create_topics(&admin, &pipeline_topics(&kafka.topics(), layout))
             .await
             .unwrap_or_else(|e| panic!("topics {prefix}* created (is the stack up?): {e}"));
+        // Each service may do on this test's topics what it may do on the real ones.
+        platform::kafka::acl::create_acls(&admin, &platform::kafka::acl::pipeline_acls(&prefix))
+            .await
+            .unwrap_or_else(|e| panic!("ACLs of {prefix}* created: {e}"));
         // As `firstcome schemas register` does: every subject with its compatibility rule.
         let admin = RegistryAdmin::new(&registry.url, Duration::from_millis(registry.timeout_ms)).expect("registry admin");
         admin.register_all(&kafka.topics()).await.unwrap_or_else(|e| panic!("schemas registered: {e}"));
 
-        let server = DatabaseSettings { max_connections: MAX_CONNECTIONS, ..Default::default() };
+        let server = DatabaseSettings { max_connections: MAX_CONNECTIONS, ..stack.database }.without_credentials();
+        let admin = server.for_principal(Environment::Local, Principal::ADMIN);
         let (database, pool) = if self.database {
             let name = format!("t_{id}");
-            platform::db::create_database(&server, &name).await.unwrap_or_else(|e| panic!("database {name} created: {e}"));
+            platform::db::create_database(&admin, &name).await.unwrap_or_else(|e| panic!("database {name} created: {e}"));
             let database = server.with_database(&name);
-            let pool = platform::db::pool(&database).expect("pool");
+            // Migrated as the owner, which applies the same grants as everywhere.
+            let pool = platform::db::pool(&admin.with_database(&name)).expect("pool");
             platform::db::migrate(&pool).await.unwrap_or_else(|e| panic!("database {name} migrated: {e}"));
             (database, Some(pool))
         } else {
             (server, None)
         };
         let schema = if self.database { format!("t_{id}") } else { String::new() };
-        let replica = ReplicaSettings { schema: schema.clone(), ..Default::default() };
-        let member_primary = MemberPrimarySettings { schema, ..Default::default() };
+        let replica = ReplicaSettings { schema: schema.clone(), ..stack.replica };
+        let member_primary = MemberPrimarySettings { schema, ..stack.member_primary };
         if self.database {
             let primary = platform::member_db::primary_pool(&member_primary).expect("member primary pool");
             platform::member_db::prepare(&primary, &member_primary.schema)
                 .await
                 .unwrap_or_else(|e| panic!("member schema t_{id} created on the member primary (is the stack up?): {e}"));
         }
-        TestEnv { id, prefix, kafka, registry, database, redis: RedisSettings::default(), replica, member_primary, pool }
+        TestEnv { id, prefix, kafka, registry, database, redis: stack.redis, replica, member_primary, pool }
+    }
+}
+
+/// Where the stack is: the defaults, overridden by the variables `stack/bin/stack env`
+/// prints (`FIRSTCOME_KAFKA__BROKERS`, …), so tests follow a stack on moved ports
+/// (`FIRSTCOME_STACK_PORT_OFFSET`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StackSettings {
+    kafka: KafkaSettings,
+    registry: RegistrySettings,
+    database: DatabaseSettings,
+    redis: RedisSettings,
+    replica: ReplicaSettings,
+    member_primary: MemberPrimarySettings,
+}
+
+/// `kafka` as the Kafka administrator (SCRAM user `admin`, a super user):
+/// for a test's own clients (topics, ACLs, readers, records it forges),
+/// never for a service, which logs in as its own principal when handed
+/// settings that name no user.
+pub fn kafka_admin(kafka: &KafkaSettings) -> KafkaSettings {
+    kafka.for_principal(Environment::Local, Principal::ADMIN)
+}
+
+/// The stack's Kafka (`FIRSTCOME_KAFKA__*`) as the administrator: for tests
+/// that need Kafka without a [`TestEnv`].
+pub fn stack_kafka_admin() -> KafkaSettings {
+    kafka_admin(&StackSettings::load().kafka)
+}
+
+/// The stack's Redis (`FIRSTCOME_REDIS__*`) as the administrator: for tests
+/// that need Redis without a [`TestEnv`].
+pub fn redis_admin() -> RedisSettings {
+    StackSettings::load().redis.for_principal(Environment::Local, Principal::ADMIN)
+}
+
+impl StackSettings {
+    fn load() -> Self {
+        platform::settings::load().unwrap_or_else(|e| panic!("the stack's settings (FIRSTCOME_*) read: {e}"))
     }
 }
 
@@ -139,7 +193,35 @@ impl TestEnv {
         self.registry.codec().expect("codec")
     }
 
-    /// A pool on the test's database. Panics if built without one.
+    /// The test's database as its owner ([`Principal::ADMIN`], who migrated
+    /// it): for a test's own queries and set-up, never for a service.
+    pub fn admin_database(&self) -> DatabaseSettings {
+        self.database.for_principal(Environment::Local, Principal::ADMIN)
+    }
+
+    /// The stack's Redis as the administrator (ACL user `admin`): for a
+    /// test's own set-up and checks, never for a service (which logs in as
+    /// its own user when handed [`redis`](Self::redis), which names none).
+    pub fn redis_admin(&self) -> RedisSettings {
+        self.redis.for_principal(Environment::Local, Principal::ADMIN)
+    }
+
+    /// This test's Kafka settings as the administrator ([`kafka_admin`]).
+    pub fn kafka_admin(&self) -> KafkaSettings {
+        kafka_admin(&self.kafka)
+    }
+
+    /// This test's Kafka settings as `principal` (its SCRAM user).
+    pub fn kafka_as(&self, principal: Principal) -> KafkaSettings {
+        self.kafka.for_principal(Environment::Local, principal)
+    }
+
+    /// The test's database as `principal` (its local role and password).
+    pub fn database_as(&self, principal: Principal) -> DatabaseSettings {
+        self.database.for_principal(Environment::Local, principal)
+    }
+
+    /// A pool on the test's database, as its owner. Panics if built without one.
     pub fn pool(&self) -> &Pool {
         self.pool.as_ref().expect("this TestEnv was built without a database")
     }
@@ -180,7 +262,7 @@ impl TestEnv {
     pub async fn delete_topics(&self) {
         let specs = pipeline_topics(&self.topics(), Layout::default());
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        let _ = platform::kafka::admin::delete_topics(&self.kafka, &names).await;
+        let _ = platform::kafka::admin::delete_topics(&kafka_admin(&self.kafka), &names).await;
     }
 
     /// Every committed record of `topic` up to its high watermarks now.

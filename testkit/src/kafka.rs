@@ -10,7 +10,7 @@ use platform::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use schemas::{Codec, Event};
 use uuid::Uuid;
 
@@ -27,7 +27,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn read_log(kafka: &KafkaSettings, topics: &[&str]) -> Vec<OwnedMessage> {
     let read = async {
         let client_id = format!("testkit-{}", Uuid::new_v4().simple());
-        let mut reader = LogReader::open(kafka, &client_id, topics).await.expect("log reader opens");
+        let mut reader = LogReader::open(&crate::kafka_admin(kafka), &client_id, topics).await.expect("log reader opens");
         let mut records = Vec::new();
         while let Some(record) = reader.next().await.expect("log read") {
             records.push(record);
@@ -63,8 +63,7 @@ pub struct CommittedReader {
 impl CommittedReader {
     /// Assigns every partition of `topics` from the beginning.
     pub async fn open(kafka: &KafkaSettings, topics: &[&str]) -> Self {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
+        let consumer: StreamConsumer = platform::kafka::client_config(&crate::kafka_admin(kafka))
             .set("group.id", kafka.group(&format!("testkit-reader-{}", Uuid::new_v4().simple())))
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
@@ -121,12 +120,11 @@ pub type Lag = BTreeMap<(String, i32), (Offset, i64)>;
 /// high watermark (empty: the group is done with everything written so far).
 /// A partition that was never committed lags unless it is empty.
 pub async fn group_lag(kafka: &KafkaSettings, group: &str, topics: &[&str]) -> Result<Lag, KafkaError> {
-    let brokers = kafka.brokers.clone();
+    let admin = crate::kafka_admin(kafka);
     let group = group.to_string();
     let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
+        let consumer: BaseConsumer = platform::kafka::client_config(&admin)
             .set("group.id", &group)
             .set("enable.auto.commit", "false")
             .create()?;

@@ -26,7 +26,7 @@ mod net;
 use std::future::Future;
 use std::time::Duration;
 
-pub use env::{TestEnv, TestEnvBuilder, PARTITIONS};
+pub use env::{kafka_admin, redis_admin, stack_kafka_admin, TestEnv, TestEnvBuilder, PARTITIONS};
 pub use kafka::{caught_up, group_lag, read_events, read_log, CommittedReader, Lag, READ_TIMEOUT};
 pub use net::{metric, metrics_text, unused_port};
 pub use platform::wait::{poll_until, wait_until};

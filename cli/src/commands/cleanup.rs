@@ -91,9 +91,12 @@ pub async fn run(settings: &CliSettings) -> anyhow::Result<Cleaned> {
     for subject in subjects.iter().filter(|s| is_test_topic(s)) {
         // Soft delete, then permanent, as the Confluent API asks.
         let url = format!("{base}/subjects/{subject}");
+        // A registry with deletion off (the stack's, production's) keeps them: not counted.
         let _ = http.delete(&url).send().await;
-        let _ = http.delete(format!("{url}?permanent=true")).send().await;
-        cleaned.subjects += 1;
+        let deleted = http.delete(format!("{url}?permanent=true")).send().await;
+        if deleted.is_ok_and(|response| response.status().is_success()) {
+            cleaned.subjects += 1;
+        }
     }
     Ok(cleaned)
 }

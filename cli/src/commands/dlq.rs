@@ -21,7 +21,7 @@ use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use platform::kafka::producer::idempotent_config;
@@ -114,8 +114,7 @@ pub async fn replay(kafka: &KafkaSettings, source_topic: &str, max: usize) -> an
     let dlq_topic = Topics::dlq(source_topic);
     let name = format!("firstcome-dlq-replay-{}", source_topic.trim_start_matches(&kafka.topic_prefix));
     let bookmark = Arc::new(
-        ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
+        platform::kafka::client_config(&kafka)
             .set("group.id", kafka.group(&name))
             .set("enable.auto.commit", "false")
             .create::<BaseConsumer>()?,

@@ -1,4 +1,5 @@
-//! `firstcome topics create`: the topics of the topology (`schemas::topology`),
+//! `firstcome topics create`: the topics of the topology (`schemas::topology`)
+//! and their ACLs (`platform::kafka::acl`: who may write and read each),
 //! idempotently; `firstcome topics show`: the topology table.
 
 use platform::kafka::admin::{create_topics, pipeline_topics, Created, Layout};
@@ -8,13 +9,19 @@ use platform::settings::KafkaSettings;
 pub async fn create(kafka: &KafkaSettings, layout: Layout) -> anyhow::Result<Vec<String>> {
     let specs = pipeline_topics(&kafka.topics(), layout);
     let created = create_topics(kafka, &specs).await?;
-    Ok(created
+    // A broker that authenticates nobody (no SASL login configured) has no ACLs to set.
+    let secured = kafka.security_properties().iter().any(|(key, _)| *key == "sasl.mechanism");
+    let acls = if secured { platform::kafka::acl::pipeline_acls(&kafka.topic_prefix) } else { Vec::new() };
+    platform::kafka::acl::create_acls(kafka, &acls).await?;
+    let mut lines: Vec<String> = created
         .into_iter()
         .map(|c| match c {
             Created::New(name) => format!("created  {name}"),
             Created::Existing(name) => format!("exists   {name}"),
         })
-        .collect())
+        .collect();
+    lines.extend(acls.iter().map(|acl| format!("allowed  {acl}")));
+    Ok(lines)
 }
 
 /// The topology table (topic → producer → consumer groups → dead letters) as

@@ -116,7 +116,7 @@ async fn the_figures_agree_with_the_stores_stream_live_and_the_event_closes() {
         .await
         .unwrap();
     assert_eq!(closed.status(), StatusCode::OK);
-    let db = platform::db::pool(&app.settings.database).unwrap();
+    let db = platform::db::pool(&app.settings.database.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN)).unwrap();
     let status: String = db.get().await.unwrap().query_one("SELECT status FROM events WHERE event_id = $1", &[&event_id]).await.unwrap().get(0);
     assert_eq!(status, "closed");
     let meta: Option<String> = redis::cmd("HGET").arg(platform::event_keys::EventKeys::new(&event_id).meta).arg("status").query_async(&mut conn).await.unwrap();

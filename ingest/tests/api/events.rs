@@ -100,7 +100,6 @@ async fn a_published_sold_out_reaches_every_instance_within_a_second() {
     // No periodic re-read during the test: only pub/sub can deliver the change.
     settings.state_refresh_ms = 60_000;
     let a = TestApp::spawn(settings.clone()).await;
-    settings.database.migrate_on_start = false;
     let b = TestApp::spawn(settings).await;
     let mut conn = redis(&a.settings).await;
     let event_id = create_event(&mut conn, EventSpec::open(&["m-1", "m-2"])).await;

@@ -127,7 +127,7 @@ pub fn valid_body() -> Value {
 }
 
 pub async fn redis(settings: &Settings) -> ConnectionManager {
-    platform::redis::connect(&settings.redis).await.expect("redis")
+    platform::redis::connect(&settings.redis.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN)).await.expect("redis")
 }
 
 /// What the CLI's `event create` writes: meta, stock, eligibility.
@@ -178,7 +178,7 @@ pub async fn write_spec(conn: &mut ConnectionManager, event_id: &str, spec: Even
 
 /// The row `firstcome event create` writes into PostgreSQL beside the Redis keys.
 pub async fn insert_event_row(settings: &Settings, event_id: &str) {
-    let db = platform::db::pool(&settings.database).expect("pool");
+    let db = platform::db::pool(&settings.database.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN)).expect("pool");
     let client = db.get().await.expect("db connection");
     client
         .execute(

@@ -14,7 +14,7 @@ async fn entry_status_comes_from_the_entries_table() {
     let entry_id = json_of(app.enter(&event_id, "m-1").await).await["entry_id"].as_str().unwrap().to_string();
 
     // What the recorder writes once the stock group decided.
-    let db = platform::db::pool(&app.settings.database).unwrap();
+    let db = platform::db::pool(&app.settings.database.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN)).unwrap();
     let client = db.get().await.unwrap();
     client
         .execute(
@@ -39,9 +39,8 @@ async fn entry_status_comes_from_the_entries_table() {
 
 #[tokio::test]
 async fn a_pending_entry_is_found_by_an_instance_that_never_saw_its_event() {
-    let mut settings = isolated_settings().await;
+    let settings = isolated_settings().await;
     let a = TestApp::spawn(settings.clone()).await;
-    settings.database.migrate_on_start = false;
     let b = TestApp::spawn(settings).await;
     let mut conn = redis(&a.settings).await;
     let event_id = create_event(&mut conn, EventSpec::open(&["m-1"])).await;
@@ -86,7 +85,7 @@ async fn an_entry_is_shown_only_to_its_member() {
     assert_eq!(app.status_of(&entry_id, "m-1").await.status(), StatusCode::OK);
 
     // Recorded (the entries table): the same.
-    let db = platform::db::pool(&app.settings.database).unwrap();
+    let db = platform::db::pool(&app.settings.database.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN)).unwrap();
     db.get()
         .await
         .unwrap()

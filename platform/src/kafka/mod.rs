@@ -1,6 +1,7 @@
 //! Kafka, the log of record: the producer, the batch consumer loop, record
 //! headers, dead letters, and topic administration.
 
+pub mod acl;
 pub mod admin;
 pub mod consumer;
 pub mod headers;
@@ -16,11 +17,24 @@ use rdkafka::ClientConfig;
 
 use crate::settings::KafkaSettings;
 
+/// Where the brokers are and who the client is (its SASL login), then
+/// `kafka.extra`: what every client needs to connect, tests' own clients too.
+pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.brokers);
+    for (key, value) in settings.security_properties() {
+        config.set(key, value);
+    }
+    for (key, value) in &settings.extra {
+        config.set(key, value);
+    }
+    config
+}
+
 /// The client properties every firstcome client shares.
 pub(crate) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = client_config(settings);
     config
-        .set("bootstrap.servers", &settings.brokers)
         .set("client.id", client_id)
         // Loopback and single-node clusters: fail fast, reconnect quickly.
         .set("socket.keepalive.enable", "true")
@@ -30,4 +44,21 @@ pub(crate) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientCo
         config.set(key, value);
     }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::producer::BaseProducer;
+
+    use super::*;
+    use crate::settings::{Environment, Principal};
+
+    /// librdkafka is built with what a SCRAM login needs (OpenSSL, rdkafka's
+    /// `ssl` feature): without it the client refuses the mechanism at creation.
+    #[test]
+    fn a_scram_client_can_be_created() {
+        let settings = KafkaSettings::default().for_principal(Environment::Local, Principal::INGEST);
+        let producer: Result<BaseProducer, _> = client_config(&settings).create();
+        assert!(producer.is_ok(), "{:?}", producer.err());
+    }
 }

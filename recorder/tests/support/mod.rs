@@ -36,7 +36,7 @@ impl TestStack {
         let mut kafka = kit.kafka.clone();
         // Small batches: records of one entry land in different batches.
         kafka.batch_max_records = 7;
-        let producer = EventProducer::new(&kafka, kit.codec(), "recorder-test").expect("producer");
+        let producer = EventProducer::new(&testkit::kafka_admin(&kafka), kit.codec(), "recorder-test").expect("producer");
         let settings = Settings {
             kafka,
             registry: kit.registry.clone(),
@@ -46,6 +46,12 @@ impl TestStack {
         };
         let pool = kit.pool().clone();
         Self { kit, settings, pool, producer }
+    }
+
+    /// The recorder's settings as the operator's (`firstcome rebuild projections`
+    /// runs as the database owner and the Kafka admin: it creates a schema).
+    pub fn admin_settings(&self) -> Settings {
+        Settings { database: self.kit.admin_database(), kafka: testkit::kafka_admin(&self.settings.kafka), ..self.settings.clone() }
     }
 
     pub fn topics(&self) -> Topics {

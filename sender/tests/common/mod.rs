@@ -37,7 +37,7 @@ impl TestEnv {
         let kit = testkit::TestEnv::new().await;
         let pool = kit.pool().clone();
         let codec = kit.codec();
-        let producer = EventProducer::new(&kit.kafka, codec.clone(), "sender-test-producer").expect("producer");
+        let producer = EventProducer::new(&kit.kafka_admin(), codec.clone(), "sender-test-producer").expect("producer");
         let env = Self { topics: kit.topics(), kit, pool, codec, producer, event_id: String::new() };
         let event_id = env.create_event(100, 0, GIFT_AMOUNT as i32).await;
         Self { event_id, ..env }

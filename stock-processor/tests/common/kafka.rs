@@ -6,7 +6,6 @@ use std::time::Duration;
 use platform::kafka::RecordContext;
 use platform::settings::KafkaSettings;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use schemas::{ClientInfo, SurveyAnswer, SurveySubmitted};
 
 pub fn entry(event_id: &str, entry_id: &str, user_id: &str, accepted_at: i64) -> SurveySubmitted {
@@ -27,8 +26,7 @@ pub struct Producer {
 
 impl Producer {
     pub fn new(kafka: &KafkaSettings) -> Self {
-        let inner = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
+        let inner = platform::kafka::client_config(&testkit::kafka_admin(&kafka))
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")

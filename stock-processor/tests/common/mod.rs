@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus, StateChange, STATE_CHANNEL};
-use platform::settings::RedisSettings;
 use platform::redis::Connection as ConnectionManager;
 use stock_processor::StockStore;
 use tokio::sync::mpsc;
 
 pub async fn redis() -> ConnectionManager {
-    platform::redis::connect(&RedisSettings::default()).await.expect("local redis is up")
+    platform::redis::connect(&testkit::redis_admin()).await.expect("local redis is up")
 }
 
 pub async fn store() -> StockStore {
@@ -103,7 +102,7 @@ pub struct StateChanges {
 impl StateChanges {
     /// Subscribes before returning, so nothing published afterwards is missed.
     pub async fn subscribe(event_id: &str) -> Self {
-        let client = platform::redis::client(&RedisSettings::default()).expect("client");
+        let client = platform::redis::client(&testkit::redis_admin()).expect("client");
         let mut pubsub = client.get_async_pubsub().await.expect("pubsub connection");
         pubsub.subscribe(STATE_CHANNEL).await.expect("subscribe");
         let (tx, rx) = mpsc::unbounded_channel();

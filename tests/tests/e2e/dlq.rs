@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::ClientConfig;
 
 use firstcome_cli::commands::dlq;
 use platform::kafka::admin::{create_topics, TopicSpec};
@@ -29,7 +28,7 @@ async fn dead_letters_are_listed_and_replayed_once_without_their_error_headers()
     let env = TestEnv::new().await;
     let source = env.kafka.topics().survey_submitted;
     let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &env.kafka.brokers).create().expect("producer");
+        platform::kafka::client_config(&testkit::kafka_admin(&env.kafka)).create().expect("producer");
     // The same source record dead-lettered by two groups (both read survey-submitted).
     for group in ["stock", "recording"] {
         producer
@@ -44,14 +43,14 @@ async fn dead_letters_are_listed_and_replayed_once_without_their_error_headers()
             .expect("dead letter written");
     }
 
-    let shown = dlq::show(&env.kafka, &source, 10).await.expect("show");
+    let shown = dlq::show(&env.kafka_admin(), &source, 10).await.expect("show");
     assert_eq!(shown.len(), 2);
     assert!(shown.iter().all(|d| d.error.as_deref() == Some("registry was down")));
     assert_eq!(shown[0].source.as_deref(), Some(format!("{source}[1]@42").as_str()));
 
-    let first = dlq::replay(&env.kafka, &source, usize::MAX).await.expect("replay");
+    let first = dlq::replay(&env.kafka_admin(), &source, usize::MAX).await.expect("replay");
     assert_eq!((first.replayed, first.duplicates), (1, 1), "one source record, replayed once");
-    assert_eq!(dlq::replay(&env.kafka, &source, usize::MAX).await.expect("replay").replayed, 0, "never again");
+    assert_eq!(dlq::replay(&env.kafka_admin(), &source, usize::MAX).await.expect("replay").replayed, 0, "never again");
 
     // The replay awaited the acknowledgements: the source topic holds them now.
     let replayed = env.read_log(&source).await;
@@ -71,14 +70,13 @@ async fn dead_letters_are_listed_and_replayed_once_without_their_error_headers()
         )
         .await
         .expect("dead letter written");
-    let next = dlq::replay(&env.kafka, &source, usize::MAX).await.expect("replay");
+    let next = dlq::replay(&env.kafka_admin(), &source, usize::MAX).await.expect("replay");
     assert_eq!((next.replayed, next.duplicates), (1, 0));
     assert_eq!(env.read_log(&source).await.len(), 2);
 }
 
 fn transactional(env: &TestEnv, id: &str) -> FutureProducer {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.kafka.brokers)
+    let producer: FutureProducer = platform::kafka::client_config(&testkit::kafka_admin(&env.kafka))
         .set("transactional.id", format!("{}{id}", env.prefix))
         .create()
         .expect("transactional producer");
@@ -105,14 +103,14 @@ async fn show_returns_every_committed_dead_letter_every_time_whatever_the_transa
     let source = format!("{}busy", env.prefix);
     let dlq_topic = Topics::dlq(&source);
     let spec = TopicSpec { name: dlq_topic.clone(), partitions: 4, replication: 1, configs: Vec::new() };
-    create_topics(&env.kafka, &[spec]).await.expect("dlq topic");
+    create_topics(&env.kafka_admin(), &[spec]).await.expect("dlq topic");
 
     // Partition 0: plain dead letters. Partition 1: a committed transaction
     // (a commit marker, never delivered, ends the partition). Partition 2: an
     // aborted transaction only (records and a marker, nothing to show).
     // Partition 3: empty.
     let plain: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &env.kafka.brokers).create().expect("producer");
+        platform::kafka::client_config(&testkit::kafka_admin(&env.kafka)).create().expect("producer");
     send(&plain, &dlq_topic, 0, 10).await;
     let stage = transactional(&env, "stage-a");
     stage.begin_transaction().expect("begin");
@@ -128,7 +126,7 @@ async fn show_returns_every_committed_dead_letter_every_time_whatever_the_transa
     let busy = transactional(&env, "stage-b");
     busy.begin_transaction().expect("begin");
     send(&busy, &dlq_topic, 0, 2).await;
-    let shown = dlq::show(&env.kafka, &source, usize::MAX).await.expect("show");
+    let shown = dlq::show(&env.kafka_admin(), &source, usize::MAX).await.expect("show");
     assert_eq!(shown.len(), 15, "10 plain + 5 committed, none aborted or in flight: {shown:?}");
     assert!(shown.iter().all(|d| d.partition != 2), "aborted dead letters are not shown");
     let busy = tokio::task::spawn_blocking(move || {
@@ -139,10 +137,10 @@ async fn show_returns_every_committed_dead_letter_every_time_whatever_the_transa
     .expect("commit");
 
     for round in 0..3 {
-        let again = dlq::show(&env.kafka, &source, usize::MAX).await.expect("show");
+        let again = dlq::show(&env.kafka_admin(), &source, usize::MAX).await.expect("show");
         assert_eq!(again.len(), 17, "round {round}: every dead letter, every time");
         assert_eq!(again.iter().filter(|d| d.partition == 0).count(), 12);
     }
-    assert_eq!(dlq::show(&env.kafka, &source, 4).await.expect("show").len(), 4, "max is honoured");
+    assert_eq!(dlq::show(&env.kafka_admin(), &source, 4).await.expect("show").len(), 4, "max is honoured");
     drop(busy);
 }

@@ -30,7 +30,7 @@ fn closed_redis() -> RedisSettings {
 }
 
 async fn status(env: &TestEnv, event_id: &str) -> Option<String> {
-    let pool = platform::db::pool(&env.database).expect("pool");
+    let pool = platform::db::pool(&env.admin_database()).expect("pool");
     let client = pool.get().await.expect("client");
     client
         .query_opt("SELECT status FROM events WHERE event_id = $1", &[&event_id])
@@ -49,7 +49,7 @@ async fn a_create_that_failed_at_redis_leaves_a_scheduled_row_and_completes_when
     let env = TestEnv::new().await;
     let crowd = seed_crowd(&env, 5, 2).await;
     let event = new_event(&crowd.product);
-    let mut redis = platform::redis::connect(&env.redis).await.expect("redis");
+    let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
 
     let mut broken = env.cli();
     broken.redis = closed_redis();
@@ -80,9 +80,9 @@ async fn a_create_that_stopped_before_opening_keeps_the_live_keys_and_opens_the_
     let event = new_event(&crowd.product);
     event::create(&env.cli(), &event).await.expect("create");
     let keys = EventKeys::new(&event.event_id);
-    let mut redis = platform::redis::connect(&env.redis).await.expect("redis");
+    let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
     // Step 2 done, step 3 lost; meanwhile a member won (ingest saw the live keys).
-    let pool = platform::db::pool(&env.database).expect("pool");
+    let pool = platform::db::pool(&env.admin_database()).expect("pool");
     pool.get()
         .await
         .expect("client")
@@ -117,7 +117,7 @@ async fn a_half_created_event_is_not_completed_with_other_parameters() {
     let refused = event::create(&env.cli(), &other).await.expect_err("other parameters are refused");
     assert!(refused.to_string().contains("total stock"), "{refused:#}");
     assert_eq!(status(&env, &event.event_id).await.as_deref(), Some("scheduled"));
-    let mut redis = platform::redis::connect(&env.redis).await.expect("redis");
+    let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
     assert_eq!(redis_keys(&mut redis, &event.event_id).await, 0);
 
     event::create(&env.cli(), &event).await.expect("the same parameters complete it");

@@ -31,7 +31,7 @@ async fn lose_the_last_batch(lost: usize) -> LostSecond {
     let event_id = open_event(&env, &seeded, 5, 0).await;
     let crowd = seeded.eligible;
     let pipeline = Pipeline::start(&env, Topology::default()).await;
-    let mut redis = platform::redis::connect(&env.redis).await.expect("redis");
+    let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
 
     let mut accepted = Vec::new();
     let first = submit(&pipeline, &event_id, &crowd[0..2], 0.0).await;

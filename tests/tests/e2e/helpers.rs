@@ -17,12 +17,12 @@ pub trait CliEnv {
 impl CliEnv for TestEnv {
     fn cli(&self) -> CliSettings {
         CliSettings {
-            kafka: self.kafka.clone(),
+            kafka: self.kafka_admin(),
             registry: self.registry.clone(),
-            database: self.database.clone(),
+            database: self.admin_database(),
             replica: self.replica.clone(),
             member_primary: self.member_primary.clone(),
-            redis: self.redis.clone(),
+            redis: self.redis_admin(),
             ..Default::default()
         }
     }

@@ -71,7 +71,7 @@ async fn a_phone_changed_on_the_primary_is_used_once_the_standby_replayed_it() {
     members::set_phone(&env.member_primary, &env.replica, &member, new_phone).await.expect("phone changed on the primary");
 
     // The pipeline's own database has no member rows at all: a phone can only come from the replica.
-    let own = platform::db::pool(&env.database).expect("pool");
+    let own = platform::db::pool(&env.admin_database()).expect("pool");
     let rows: i64 = own.get().await.unwrap().query_one("SELECT count(*) FROM members", &[]).await.unwrap().get(0);
     assert_eq!(rows, 0, "members live in the member database only");
 
@@ -96,7 +96,7 @@ async fn with_the_standby_stopped_a_won_is_retried_never_failed_and_sent_once_it
     let crowd = seed_crowd(&env, 5, 0).await;
     let event_id = open_event(&env, &crowd, 5, 0).await;
     let pipeline = Pipeline::start(&env, Topology::default()).await;
-    let own = platform::db::pool(&env.database).expect("pool");
+    let own = platform::db::pool(&env.admin_database()).expect("pool");
 
     stack(&["stop", "member-standby2"]).await;
     let rush = submit(&pipeline, &event_id, &crowd.eligible, 0.0).await;

@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::ClientConfig;
 
 use platform::event_keys::{write_event, EventMeta, EventStatus};
 use platform::settings::{HttpSettings, RedisSettings};
@@ -15,10 +14,13 @@ use platform::CancellationToken;
 
 use crate::helpers::{wait_until, TestEnv};
 
-/// A throw-away Redis on a free loopback port.
+/// A throw-away Redis on a free loopback port, with the stack's users
+/// (`stack/redis/users.acl`): `settings` names none (for the services, which
+/// log in as their own), `admin` is the test's.
 struct OwnRedis {
     child: tokio::process::Child,
     settings: RedisSettings,
+    admin: RedisSettings,
 }
 
 impl OwnRedis {
@@ -26,20 +28,22 @@ impl OwnRedis {
         let port = testkit::unused_port();
         let child = tokio::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--aclfile", concat!(env!("CARGO_MANIFEST_DIR"), "/../stack/redis/users.acl")])
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server runs");
         let settings = RedisSettings { url: format!("redis://127.0.0.1:{port}"), ..Default::default() };
+        let admin = settings.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
         let up = wait_until(Duration::from_secs(10), || async {
-            match platform::redis::connect(&settings).await {
+            match platform::redis::connect(&admin).await {
                 Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
                 Err(_) => false,
             }
         })
         .await;
         assert!(up, "own redis started");
-        Self { child, settings }
+        Self { child, settings, admin }
     }
 }
 
@@ -57,7 +61,7 @@ async fn with_redis_down_ingest_answers_503_and_writes_nothing() {
         questions: vec!["satisfaction".into()],
         status: EventStatus::Open,
     };
-    let mut conn = platform::redis::connect(&own.settings).await.expect("redis");
+    let mut conn = platform::redis::connect(&own.admin).await.expect("redis");
     assert!(write_event(&mut conn, &meta, &["m-1".into(), "m-2".into()]).await.expect("event written"));
 
     let app = ingest::Application::build(ingest::Settings {
@@ -93,8 +97,7 @@ async fn with_redis_down_ingest_answers_503_and_writes_nothing() {
     assert_eq!(body["error"], "unavailable");
 
     // Kafka holds exactly the one accepted entry.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.kafka.brokers)
+    let consumer: StreamConsumer = platform::kafka::client_config(&testkit::kafka_admin(&env.kafka))
         .set("group.id", format!("{}outage-check", env.prefix))
         .set("auto.offset.reset", "earliest")
         .create()

@@ -73,7 +73,7 @@ async fn refused_phones_return_their_units_to_later_entrants() {
     // A third of the first 150 members have phones the provider refuses for good.
     let (early, late) = crowd.eligible.split_at(150);
     let refused_members: HashSet<&String> = early.iter().step_by(3).collect();
-    let pool = platform::db::pool(&env.database).expect("pool");
+    let pool = platform::db::pool(&env.admin_database()).expect("pool");
     let db = pool.get().await.expect("db");
     let members_pool = platform::member_db::replica_pool(&env.replica).expect("replica pool");
     let members_db = members_pool.get().await.expect("member replica");
@@ -197,7 +197,7 @@ async fn after_the_last_unit_every_ingest_instance_answers_410_within_a_second()
 
     // The moment the last unit is decided, Redis says 0 …
     let keys = platform::event_keys::EventKeys::new(&event_id);
-    let redis = platform::redis::connect(&env.redis).await.expect("redis");
+    let redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
     let sold_out = testkit::poll_until(Duration::from_secs(30), Duration::from_millis(10), || {
         let (mut redis, stock) = (redis.clone(), keys.stock.clone());
         async move { redis::cmd("GET").arg(&stock).query_async::<i64>(&mut redis).await.expect("stock") == 0 }
@@ -254,7 +254,7 @@ async fn reconcile_finds_a_drifted_counter_and_repairs_it_from_the_decision_log(
 
     // Someone (a bad script, a restored snapshot) bumps the counter.
     let keys = platform::event_keys::EventKeys::new(&event_id);
-    let mut redis = platform::redis::connect(&env.redis).await.expect("redis");
+    let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
     let _: () = redis::cmd("SET").arg(&keys.stock).arg(3).arg("KEEPTTL").query_async(&mut redis).await.expect("set");
 
     let settings = env.cli();

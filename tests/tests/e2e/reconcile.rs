@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use tokio_postgres::types::ToSql;
 
 use firstcome_cli::commands::reconcile::{self, Reconciliation};
@@ -34,8 +33,8 @@ impl Event {
         let env = TestEnv::new().await;
         let crowd = seed_crowd(&env, 6, 0).await;
         let id = open_event(&env, &crowd, 3, 0).await;
-        let redis = platform::redis::connect(&env.redis).await.expect("redis");
-        let pool = platform::db::pool(&env.database).expect("pool");
+        let redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
+        let pool = platform::db::pool(&env.admin_database()).expect("pool");
         Self { keys: EventKeys::new(&id), id, members: crowd.eligible, redis, pool, env }
     }
 
@@ -205,7 +204,7 @@ async fn reconcile_counts_the_releases_the_stock_stage_refused_for_the_event() {
     let source = event.env.kafka.topics().stock_released;
     let codec = event.env.codec();
     let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &event.env.kafka.brokers).create().expect("producer");
+        platform::kafka::client_config(&testkit::kafka_admin(&event.env.kafka)).create().expect("producer");
     let stock_group = event.env.kafka.group("stock");
     let dead = [
         (event.id.as_str(), stock_group.as_str()),

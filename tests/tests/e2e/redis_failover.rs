@@ -244,7 +244,8 @@ async fn scripts_are_loaded_again_on_a_new_primary_that_never_saw_them() {
     let _one_at_a_time = SENTINEL_REDIS.lock().await;
     stack(&["up", "redis-sentinel"]).await;
     assert!(eventually(Duration::from_secs(30), replica_known).await, "the Sentinels know a healthy replica");
-    let settings = RedisSettings { sentinels: SENTINELS.into(), master_name: MASTER.into(), ..Default::default() };
+    let settings = RedisSettings { sentinels: SENTINELS.into(), master_name: MASTER.into(), ..Default::default() }
+        .for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
     let mut conn = platform::redis::connect(&settings).await.expect("through the Sentinels");
     let key = format!("t-noscript-{}", uuid::Uuid::new_v4().simple());
     let script = redis::Script::new("return redis.call('INCR', KEYS[1])");
@@ -305,7 +306,7 @@ async fn an_event_that_sold_out_on_lost_decisions_is_rebuilt_after_the_failover_
     let crowd = seed_crowd(&env, 10, 0).await;
     let event_id = open_event(&env, &crowd, 10, 0).await;
     let pipeline = Pipeline::start(&env, Topology::default()).await;
-    let mut conn = platform::redis::connect(&env.redis).await.expect("redis");
+    let mut conn = platform::redis::connect(&env.redis_admin()).await.expect("redis");
     let keys = platform::event_keys::EventKeys::new(&event_id);
 
     let (early, late) = crowd.eligible.split_at(4);

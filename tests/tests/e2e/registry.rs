@@ -6,7 +6,6 @@ use std::time::Duration;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 
 use schemas::{ClientInfo, CodecError, Event, RegistryAdmin, SurveyAnswer, SurveySubmitted, Topics};
 
@@ -29,8 +28,7 @@ async fn avro_records_round_trip_through_the_registry_and_kafka_keyed_by_member(
     let env = TestEnv::new().await;
     let codec = env.codec();
     let topic = env.kafka.topics().survey_submitted;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &env.kafka.brokers)
+    let producer: FutureProducer = platform::kafka::client_config(&testkit::kafka_admin(&env.kafka))
         .set("enable.idempotence", "true")
         .create()
         .expect("producer");
@@ -46,8 +44,7 @@ async fn avro_records_round_trip_through_the_registry_and_kafka_keyed_by_member(
             .expect("delivered");
     }
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &env.kafka.brokers)
+    let consumer: StreamConsumer = platform::kafka::client_config(&testkit::kafka_admin(&env.kafka))
         .set("group.id", format!("{}roundtrip", env.prefix))
         .set("auto.offset.reset", "earliest")
         .create()

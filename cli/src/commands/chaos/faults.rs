@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::ClientConfig;
 use serde::Serialize;
 
 use platform::event_keys::EventKeys;
@@ -49,6 +48,8 @@ pub struct World {
     pub services: HashMap<String, ServiceProcess>,
     pub stack_bin: PathBuf,
     pub brokers: String,
+    /// The run's Kafka settings (the admin's login: the probes read every topic).
+    pub kafka: platform::settings::KafkaSettings,
     /// `stock-decided` behind the run's prefix.
     pub decided_topic: String,
     pub event_keys: EventKeys,
@@ -162,7 +163,7 @@ impl World {
     /// try again, on the next instance.
     async fn kill_stock_in_transaction(&mut self, names: &[String], down_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
         anyhow::ensure!(!names.is_empty(), "no stock instance");
-        let probe = Watermarks::new(&self.brokers)?;
+        let probe = Watermarks::new(&self.kafka)?;
         let topic = self.decided_topic.clone();
         let give_up = Instant::now() + CONDITION_WITHIN;
         let mut tries = 0;
@@ -467,11 +468,10 @@ struct Watermarks {
 }
 
 impl Watermarks {
-    fn new(brokers: &str) -> anyhow::Result<Self> {
+    fn new(kafka: &platform::settings::KafkaSettings) -> anyhow::Result<Self> {
         let consumer = |isolation: &str| -> anyhow::Result<Arc<BaseConsumer>> {
             Ok(Arc::new(
-                ClientConfig::new()
-                    .set("bootstrap.servers", brokers)
+                platform::kafka::client_config(kafka)
                     .set("group.id", format!("chaos-probe-{}", uuid::Uuid::new_v4().simple()))
                     .set("enable.auto.commit", "false")
                     .set("isolation.level", isolation)

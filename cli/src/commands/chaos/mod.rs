@@ -176,6 +176,10 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
     let topics = run_settings.kafka.topics();
     let layout = Layout { partitions: plan.partitions, dlq_partitions: 1, replication: 3 };
     create_topics(&run_settings.kafka, &pipeline_topics(&topics, layout)).await.context("creating the topics on kafka3")?;
+    // The services log in as themselves (SASL): their ACLs on the run's topics.
+    platform::kafka::acl::create_acls(&run_settings.kafka, &platform::kafka::acl::pipeline_acls(&run_settings.kafka.topic_prefix))
+        .await
+        .context("creating the ACLs on kafka3")?;
     schemas::RegistryAdmin::new(&run_settings.registry.url, Duration::from_millis(run_settings.registry.timeout_ms))?
         .register_all(&topics)
         .await
@@ -239,6 +243,7 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
         services,
         stack_bin: stack_bin.clone(),
         brokers: run_settings.kafka.brokers.clone(),
+        kafka: run_settings.kafka.clone(),
         decided_topic: topics.stock_decided.clone(),
         event_keys: EventKeys::new(&names.event_id),
         redis: platform::redis::connect(&run_settings.redis).await?,
