@@ -7,6 +7,12 @@
 //! past that it is counted as unsent and the schedule goes on, so a slow
 //! server cannot turn the rush into a closed loop that waits for it. With
 //! no `max_lateness` (the demo, the tests) every shot is sent, late or not.
+//!
+//! A member answered "in line" by the waiting room (429 `waiting`, 425 in the
+//! pre-queue; [`super::line`]) gives the connection back, sleeps until its
+//! `Retry-After` and asks again — a follow-up of the same arrival, not a new
+//! one — until a final answer or the line's deadline (`line_deadline` from
+//! the start), when it counts as still waiting.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +21,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
+use super::line::{self, InLine, LineRecorder, Stay};
 use super::schedule::Schedule;
 use super::Accepted;
 
@@ -55,16 +62,20 @@ pub fn new_histogram() -> Histogram<u64> {
 pub struct Recorded {
     pub seconds: Vec<Second>,
     pub latency: Histogram<u64>,
+    /// Every answer, follow-ups of members in line included.
     pub by_status: BTreeMap<u16, u64>,
     pub by_error: BTreeMap<String, u64>,
     pub accepted: Vec<Accepted>,
+    /// Arrivals sent (follow-ups are `line.retries`).
     pub sent: u64,
     pub unsent: u64,
     /// Sent more than [`LATE`] after they were due (every connection busy).
     pub late: u64,
-    /// From the start: the last request sent, the last answer received.
+    /// From the start: the last request sent (a follow-up too), the last answer received.
     pub last_sent: Duration,
     pub last_answer: Duration,
+    /// The waiting room's line as the answers told it.
+    pub line: LineRecorder,
 }
 
 impl Recorded {
@@ -82,11 +93,20 @@ struct Answer {
     status: u16,
     error: Option<String>,
     entry_id: Option<String>,
+    /// The waiting room's "in line" answer.
+    in_line: Option<InLine>,
+}
+
+/// After an answer: done, or ask again at this time from the start.
+enum Next {
+    Done,
+    RetryAt(Duration),
 }
 
 /// Fires `shots[k]` at `schedule.due(k)` from `started`, round-robin over
 /// `urls`, at most `connections` in flight; returns when every sent request
-/// was answered (or timed out).
+/// was answered (or timed out) and no member is left in line (or the
+/// `line_deadline`, from `started`, passed).
 pub async fn fire(
     client: &reqwest::Client,
     urls: &[String],
@@ -95,6 +115,7 @@ pub async fn fire(
     schedule: &Schedule,
     connections: usize,
     max_lateness: Option<Duration>,
+    line_deadline: Duration,
     started: Instant,
     progress: &indicatif::ProgressBar,
 ) -> Recorded {
@@ -109,6 +130,7 @@ pub async fn fire(
         late: 0,
         last_sent: Duration::ZERO,
         last_answer: Duration::ZERO,
+        line: LineRecorder::default(),
     }));
     let slots = Arc::new(Semaphore::new(connections.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
@@ -147,29 +169,45 @@ pub async fn fire(
         let url = urls[k % urls.len()].clone();
         let client = client.clone();
         let recorded = recorded.clone();
+        let slots = slots.clone();
         tasks.spawn(async move {
-            let sent_at = started.elapsed();
-            let answer = send(&client, &url, &shot.authorization, body).await;
-            let answered_at = started.elapsed();
-            drop(slot);
-            let micros = (answered_at.saturating_sub(sent_at).as_micros() as u64).clamp(1, 120_000_000);
-            let mut r = recorded.lock().unwrap_or_else(|p| p.into_inner());
-            r.sent += 1;
-            r.last_sent = r.last_sent.max(sent_at);
-            r.last_answer = r.last_answer.max(answered_at);
-            r.second(sent_at).sent += 1;
-            let second = r.second(answered_at);
-            *second.by_status.entry(answer.status).or_default() += 1;
-            let _ = second.latency.record(micros);
-            let _ = r.latency.record(micros);
-            *r.by_status.entry(answer.status).or_default() += 1;
-            if let Some(error) = answer.error {
-                *r.by_error.entry(error).or_default() += 1;
-            }
-            if answer.status == 202 {
-                if let Some(entry_id) = answer.entry_id {
-                    r.accepted.push(Accepted { member: shot.member.to_string(), entry_id });
+            let mut slot = Some(slot);
+            let mut stay = Stay::default();
+            let mut follow_up = false;
+            loop {
+                let sent_at = started.elapsed();
+                let answer = send(&client, &url, &shot.authorization, body).await;
+                let answered_at = started.elapsed();
+                // In line, the member holds no connection while it waits.
+                drop(slot.take());
+                let next = {
+                    let mut r = recorded.lock().unwrap_or_else(|p| p.into_inner());
+                    record(&mut r, &shot, &answer, sent_at, answered_at, follow_up);
+                    let in_line = stay.answered(&mut r.line, answered_at, answer.in_line.as_ref());
+                    match answer.in_line {
+                        Some(place) if in_line => {
+                            let retry_at = answered_at + place.retry_after;
+                            if retry_at >= line_deadline {
+                                stay.stopped(&mut r.line);
+                                Next::Done
+                            } else {
+                                Next::RetryAt(retry_at)
+                            }
+                        }
+                        _ => Next::Done,
+                    }
+                };
+                let Next::RetryAt(retry_at) = next else { break };
+                tokio::time::sleep_until(tokio::time::Instant::from_std(started + retry_at)).await;
+                let deadline = tokio::time::Instant::from_std(started + line_deadline);
+                match tokio::time::timeout_at(deadline, slots.clone().acquire_owned()).await {
+                    Ok(Ok(free)) => slot = Some(free),
+                    _ => {
+                        stay.stopped(&mut recorded.lock().unwrap_or_else(|p| p.into_inner()).line);
+                        break;
+                    }
                 }
+                follow_up = true;
             }
         });
     }
@@ -179,6 +217,32 @@ pub async fn fire(
     match Arc::try_unwrap(recorded) {
         Ok(mutex) => mutex.into_inner().unwrap_or_else(|p| p.into_inner()),
         Err(_) => unreachable!("every task has finished"),
+    }
+}
+
+/// Counts one answer: a new arrival's (`follow_up` false) or a follow-up of a member in line.
+fn record(r: &mut Recorded, shot: &Shot, answer: &Answer, sent_at: Duration, answered_at: Duration, follow_up: bool) {
+    let micros = (answered_at.saturating_sub(sent_at).as_micros() as u64).clamp(1, 120_000_000);
+    if follow_up {
+        r.line.retries += 1;
+    } else {
+        r.sent += 1;
+        r.second(sent_at).sent += 1;
+    }
+    r.last_sent = r.last_sent.max(sent_at);
+    r.last_answer = r.last_answer.max(answered_at);
+    let second = r.second(answered_at);
+    *second.by_status.entry(answer.status).or_default() += 1;
+    let _ = second.latency.record(micros);
+    let _ = r.latency.record(micros);
+    *r.by_status.entry(answer.status).or_default() += 1;
+    if let Some(error) = &answer.error {
+        *r.by_error.entry(error.clone()).or_default() += 1;
+    }
+    if answer.status == 202 {
+        if let Some(entry_id) = &answer.entry_id {
+            r.accepted.push(Accepted { member: shot.member.to_string(), entry_id: entry_id.clone() });
+        }
     }
 }
 
@@ -193,14 +257,20 @@ async fn send(client: &reqwest::Client, url: &str, authorization: &str, body: &'
     match response {
         Ok(response) => {
             let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let json = response.json::<serde_json::Value>().await.unwrap_or_default();
             Answer {
                 status,
                 error: json.get("error").and_then(|e| e.as_str()).map(str::to_owned),
                 entry_id: json.get("entry_id").and_then(|e| e.as_str()).map(str::to_owned),
+                in_line: line::parse(status, retry_after.as_deref(), &json),
             }
         }
-        Err(error) => Answer { status: 0, error: Some(transport_error(&error)), entry_id: None },
+        Err(error) => Answer { status: 0, error: Some(transport_error(&error)), entry_id: None, in_line: None },
     }
 }
 

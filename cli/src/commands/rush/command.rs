@@ -43,6 +43,11 @@ pub struct RushArgs {
     /// then counts as unsent (open loop). 0: wait as long as it takes.
     #[arg(long, default_value_t = 1_000)]
     pub max_lateness_ms: u64,
+    /// With ingest's waiting room on: how long after the last arrival is due
+    /// a member answered 429 `waiting` / 425 in the pre-queue may still wait
+    /// in line (asking again after each Retry-After); then the run stops.
+    #[arg(long, default_value_t = 60)]
+    pub max_wait_secs: u64,
     /// After the rush, wait this long for the pipeline to drain and report on it (0: don't).
     #[arg(long, default_value_t = 0)]
     pub drain_secs: u64,
@@ -99,6 +104,7 @@ pub async fn run(settings: &CliSettings, args: RushArgs) -> anyhow::Result<()> {
         opening: opening.filter(|at| *at > chrono::Utc::now()),
         answers: event::DEFAULT_QUESTIONS.iter().map(|q| (q.to_string(), "5".to_string())).collect(),
         max_lateness: (args.max_lateness_ms > 0).then(|| Duration::from_millis(args.max_lateness_ms)),
+        max_wait: Duration::from_secs(args.max_wait_secs),
         progress: !args.json,
         ..RushPlan::new(args.urls.clone(), args.event_id.clone(), shots)
     };
@@ -189,6 +195,32 @@ fn print_rush(r: &super::RushReport) {
         r.requests, r.sent, r.late, r.unsent, r.elapsed_ms, r.requests_per_sec, r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.max_ms
     );
     println!("by status {:?}; by error {:?}", r.by_status, r.by_error);
+    print_line(&r.line, &r.timeline);
+}
+
+/// The waiting room's line, when any answer put a member in it.
+fn print_line(l: &super::line::LineReport, timeline: &[super::SecondReport]) {
+    if l.waited == 0 {
+        return;
+    }
+    println!(
+        "waiting room: {} members waited ({} served, {} still waiting at the stop), {} follow-ups ({} answers 429 waiting, {} 425 pre-queue); wait p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; longest line {}",
+        l.waited,
+        l.served,
+        l.still_waiting,
+        l.retries,
+        l.waiting_answers,
+        l.prequeue_answers,
+        l.wait_p50_ms,
+        l.wait_p99_ms,
+        l.wait_max_ms,
+        l.max_waiting
+    );
+    let samples: Vec<String> = timeline
+        .iter()
+        .filter_map(|s| s.line_waiting.map(|w| format!("{}s:{w}", s.second)))
+        .collect();
+    println!("line length per second: {}", samples.join(" "));
 }
 
 fn print_pipeline(p: &report::PipelineReport) {

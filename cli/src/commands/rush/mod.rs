@@ -14,9 +14,15 @@
 //! pipeline did with it (decisions and gifts over time, the time from the
 //! last request to the last decision and gift, FCFS fidelity, the oversell
 //! check, each service's peak RSS), and [`plot`] draws it.
+//!
+//! With ingest's waiting room on, a member answered 429 `waiting` or 425 in
+//! the pre-queue stays in line and asks again when told ([`line`]); the
+//! report's `line` gives how many waited, their wait (p50/p99/max), the
+//! line's length over time and those still waiting when the run stopped.
 
 pub mod client;
 pub mod command;
+pub mod line;
 pub mod plot;
 pub mod report;
 pub mod schedule;
@@ -56,6 +62,9 @@ pub struct RushPlan {
     /// How late a shot may leave when every connection is busy before it
     /// is counted unsent; `None`: every shot is sent, however late.
     pub max_lateness: Option<Duration>,
+    /// How long after the last arrival is due a member may still wait in
+    /// the waiting room's line; then the run stops and counts them.
+    pub max_wait: Duration,
     /// Draw a progress bar on the terminal.
     pub progress: bool,
 }
@@ -75,6 +84,7 @@ impl RushPlan {
             answers: vec![("satisfaction".into(), "5".into()), ("recommend".into(), "yes".into())],
             request_timeout: Duration::from_secs(10),
             max_lateness: None,
+            max_wait: Duration::from_secs(60),
             progress: false,
         }
     }
@@ -97,12 +107,15 @@ pub struct SecondReport {
     pub unsent: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The waiting room's line: the longest `waiting` an answer of this
+    /// second reported (`None`: no answer in line this second).
+    pub line_waiting: Option<i64>,
 }
 
 /// What the rush saw.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct RushReport {
-    /// Requests due (sent + unsent).
+    /// Requests due (sent + unsent): arrivals; a member in line's follow-ups are `line.retries`.
     pub requests: usize,
     pub sent: u64,
     /// Due while every connection was busy, longer than the allowed
@@ -110,7 +123,7 @@ pub struct RushReport {
     pub unsent: u64,
     /// Sent more than 10 ms after they were due.
     pub late: u64,
-    /// HTTP status (0 = transport error) → count.
+    /// HTTP status (0 = transport error) → count, every answer (follow-ups too).
     pub by_status: BTreeMap<u16, usize>,
     /// Error code of non-202 answers → count.
     pub by_error: BTreeMap<String, usize>,
@@ -133,6 +146,8 @@ pub struct RushReport {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// The waiting room's line (all zero when it is off).
+    pub line: line::LineReport,
     pub timeline: Vec<SecondReport>,
 }
 
@@ -218,9 +233,20 @@ pub async fn run(plan: &RushPlan) -> anyhow::Result<RushReport> {
     };
     let started_at_ms = chrono::Utc::now().timestamp_millis();
     let started = Instant::now();
-    let recorded =
-        client::fire(&client, &urls, body, shots, &schedule, plan.connections, plan.max_lateness, started, &progress)
-            .await;
+    let line_deadline = schedule.length() + plan.max_wait;
+    let recorded = client::fire(
+        &client,
+        &urls,
+        body,
+        shots,
+        &schedule,
+        plan.connections,
+        plan.max_lateness,
+        line_deadline,
+        started,
+        &progress,
+    )
+    .await;
     let elapsed = started.elapsed();
     progress.finish_and_clear();
     Ok(summarise(recorded, &schedule, plan.connections, started_at_ms, elapsed))
@@ -249,6 +275,7 @@ fn summarise(
             unsent: s.unsent,
             p50_ms: if s.latency.is_empty() { 0.0 } else { ms(s.latency.value_at_quantile(0.5)) },
             p99_ms: if s.latency.is_empty() { 0.0 } else { ms(s.latency.value_at_quantile(0.99)) },
+            line_waiting: recorded.line.at_second(i),
         })
         .collect();
     let sent = recorded.sent;
@@ -274,6 +301,7 @@ fn summarise(
         p99_ms: if h.is_empty() { 0.0 } else { ms(h.value_at_quantile(0.99)) },
         p999_ms: if h.is_empty() { 0.0 } else { ms(h.value_at_quantile(0.999)) },
         max_ms: if h.is_empty() { 0.0 } else { ms(h.max()) },
+        line: recorded.line.report(),
         timeline,
     }
 }
@@ -319,6 +347,7 @@ mod tests {
             late: 0,
             last_sent: Duration::from_secs(2),
             last_answer: Duration::from_secs(2),
+            line: line::LineRecorder::default(),
         };
         for ms in 1..=100u64 {
             recorded.latency.record(ms * 1_000).unwrap();

@@ -1,6 +1,7 @@
 //! The drill's plot over time (PNG): requests/s by status, p50/p99 latency,
 //! stock remaining, decisions/s and gifts/s, on one time axis (seconds from
-//! the start of the rush; the opening instant marked).
+//! the start of the rush; the opening instant marked); with the waiting room
+//! on, a fifth panel: the line's length.
 //!
 //! Text needs a TrueType font: the first of [`FONTS`] found (DejaVu, which
 //! Debian installs with fontconfig), or `FIRSTCOME_PLOT_FONT`.
@@ -58,11 +59,15 @@ pub fn draw(path: &Path, title: &str, rush: &RushReport, pipeline: Option<&Pipel
         .max(1) as f64;
     let opening = rush.opening_ms as f64 / 1_000.0;
 
-    let root = BitMapBackend::new(path, (1400, 1600)).into_drawing_area();
+    let line: Series =
+        rush.timeline.iter().filter_map(|s| Some((s.second as f64 + 0.5, s.line_waiting? as f64))).collect();
+    let rows = if line.is_empty() { 4 } else { 5 };
+
+    let root = BitMapBackend::new(path, (1400, 400 * rows as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(50);
     header.titled(title, ("sans-serif", 26))?;
-    let panels = body.split_evenly((4, 1));
+    let panels = body.split_evenly((rows, 1));
 
     // 1. requests/s by status.
     let mut statuses: Vec<u16> = rush.timeline.iter().flat_map(|s| s.by_status.keys().copied()).collect();
@@ -113,6 +118,17 @@ pub fn draw(path: &Path, title: &str, rush: &RushReport, pipeline: Option<&Pipel
             end,
             opening,
             vec![("decisions".into(), BLUE, decisions), ("gifts sent".into(), RGBColor(0x1b, 0x9e, 0x77), gifts)],
+        )?;
+    }
+    // 5. the waiting room's line.
+    if !line.is_empty() {
+        panel(
+            &panels[4],
+            "the waiting room's line (longest `waiting` answered each second)",
+            "members",
+            end,
+            opening,
+            vec![("in line".into(), RGBColor(0xe7, 0x29, 0x8a), line)],
         )?;
     }
     root.present()?;
