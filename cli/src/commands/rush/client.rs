@@ -284,3 +284,111 @@ fn transport_error(error: &reqwest::Error) -> String {
         "transport: other".into()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::commands::rush::Shape;
+
+    /// A stand-in for ingest's HTTP answers (the client's loop is under test,
+    /// not ingest): member `a` waits twice then is accepted, `b` is in line
+    /// for ever, `c` is accepted at once. One request per connection.
+    async fn waiting_room_server() -> (String, Arc<Mutex<HashMap<String, u32>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/api/events/ev/entries", listener.local_addr().expect("addr"));
+        let asked: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let counts = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counts = counts.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut read = BufReader::new(read);
+                    let (mut member, mut length) = (String::new(), 0usize);
+                    loop {
+                        let mut header = String::new();
+                        if read.read_line(&mut header).await.unwrap_or(0) == 0 || header == "\r\n" {
+                            break;
+                        }
+                        let lower = header.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("authorization: bearer ") {
+                            member = v.trim().to_string();
+                        } else if let Some(v) = lower.strip_prefix("content-length: ") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    let _ = read.read_exact(&mut body).await;
+                    let n = {
+                        let mut c = counts.lock().unwrap();
+                        let n = c.entry(member.clone()).or_default();
+                        *n += 1;
+                        *n
+                    };
+                    let (status, json) = match (member.as_str(), n) {
+                        ("a", 1..=2) | ("b", _) => (
+                            "429 Too Many Requests",
+                            format!(r#"{{"error":"waiting","line":{{"position":{n},"waiting":{}}},"retry_after_ms":100}}"#, 10 - n),
+                        ),
+                        _ => ("202 Accepted", format!(r#"{{"entry_id":"e-{member}"}}"#)),
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+                        json.len()
+                    );
+                    let _ = write.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (url, asked)
+    }
+
+    fn shot(member: &str) -> Shot {
+        Shot { member: Arc::from(member), authorization: Arc::from(format!("Bearer {member}")) }
+    }
+
+    #[tokio::test]
+    async fn a_member_in_line_asks_again_until_answered_or_the_deadline() {
+        let (url, asked) = waiting_room_server().await;
+        let schedule =
+            Schedule::fit(Shape { peak_rate: 100.0, ramp: Duration::ZERO, decline: Duration::ZERO }, 3);
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let started = Instant::now();
+        let recorded = fire(
+            &client,
+            &[url],
+            "{}",
+            vec![shot("a"), shot("b"), shot("c")],
+            &schedule,
+            4,
+            None,
+            Duration::from_millis(900),
+            started,
+            &indicatif::ProgressBar::hidden(),
+        )
+        .await;
+        // Three arrivals; the follow-ups are not arrivals.
+        assert_eq!(recorded.sent, 3);
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(asked["a"], 3, "a asked again twice, then was accepted");
+        assert_eq!(asked["c"], 1);
+        assert!(asked["b"] >= 3, "b kept asking until the deadline: {asked:?}");
+        assert_eq!(recorded.line.retries, u64::from(asked["a"] + asked["b"] - 2));
+        let mut accepted: Vec<&str> = recorded.accepted.iter().map(|a| a.member.as_str()).collect();
+        accepted.sort_unstable();
+        assert_eq!(accepted, ["a", "c"]);
+        let line = recorded.line.report();
+        assert_eq!((line.waited, line.served, line.still_waiting), (2, 1, 1), "{line:?}");
+        assert_eq!(line.max_waiting, 9);
+        // a waited two Retry-Afters of 100 ms (the body's, not the header's 1 s).
+        assert!(line.wait_max_ms >= 200.0 && line.wait_max_ms < 800.0, "{line:?}");
+        assert_eq!(recorded.by_status[&202], 2);
+        assert_eq!(recorded.by_status[&429], u64::from(asked["a"] + asked["b"] - 1));
+        assert!(started.elapsed() < Duration::from_secs(3), "the deadline stopped b");
+    }
+}

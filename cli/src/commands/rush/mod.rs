@@ -364,4 +364,46 @@ mod tests {
         assert!((report.max_ms - 100.0).abs() < 0.1);
         assert_eq!(report.requests_per_sec, 50.0);
     }
+
+    #[test]
+    fn the_summary_carries_the_line_and_its_length_per_second() {
+        let mut line = line::LineRecorder::default();
+        let place = |waiting| line::InLine { prequeue: false, position: 1, waiting, retry_after: Duration::from_secs(1) };
+        let mut stay = line::Stay::default();
+        stay.answered(&mut line, Duration::from_millis(100), Some(&place(300)));
+        stay.answered(&mut line, Duration::from_millis(1_100), Some(&place(120)));
+        stay.answered(&mut line, Duration::from_millis(2_100), None);
+        let mut seconds = Vec::new();
+        for _ in 0..3 {
+            seconds.push(client::Second {
+                by_status: BTreeMap::new(),
+                latency: client::new_histogram(),
+                sent: 0,
+                unsent: 0,
+            });
+        }
+        let recorded = client::Recorded {
+            seconds,
+            latency: client::new_histogram(),
+            by_status: BTreeMap::new(),
+            by_error: BTreeMap::new(),
+            accepted: Vec::new(),
+            sent: 1,
+            unsent: 0,
+            late: 0,
+            last_sent: Duration::from_secs(2),
+            last_answer: Duration::from_secs(2),
+            line,
+        };
+        let schedule = Schedule::fit(Shape { peak_rate: 50.0, ramp: Duration::ZERO, decline: Duration::ZERO }, 1);
+        let report = summarise(recorded, &schedule, 8, 0, Duration::from_secs(3));
+        assert_eq!(report.line.waited, 1);
+        assert_eq!(report.line.max_waiting, 300);
+        assert!((report.line.wait_max_ms - 2_000.0).abs() < 2.0, "{:?}", report.line);
+        let samples: Vec<Option<i64>> = report.timeline.iter().map(|s| s.line_waiting).collect();
+        assert_eq!(samples, [Some(300), Some(120), None]);
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["line"]["max_waiting"], 300);
+        assert_eq!(json["timeline"][0]["line_waiting"], 300);
+    }
 }
