@@ -3,6 +3,8 @@
 #
 #   bash scripts/drill.sh [--members N] [--stock N] [--peak-rate R] [--connections C]
 #                         [--wrk-secs S] [--out docs/drill]
+#                         [--waiting-room [--waiting-room-rate R] [--waiting-room-burst B]
+#                          [--pre-queue fifo|shuffle]] [--max-wait-secs S]
 #
 # On the local stack, under its own topic prefix (`drill-<stamp>.`, so its
 # consumer groups never share partitions with a demo running beside it):
@@ -18,6 +20,12 @@
 #      instant, hold, decline; waits for the pipeline, writes report.json and
 #      rush.png into --out with the baselines and each service's peak RSS;
 #   5. stops every process it started.
+#
+# With --waiting-room (or FIRSTCOME_WAITING_ROOM__ENABLED=true in the
+# environment, with its RATE_PER_SEC / BURST / PRE_QUEUE), the baselines still
+# measure ingest without it; ingest is restarted with the waiting room on for
+# the rush only, and the rush keeps the members it puts in line asking again
+# (up to --max-wait-secs after the last arrival) and reports the line.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
@@ -32,6 +40,15 @@ WRK_SECS=30
 WRK_CONNECTIONS=256
 OUT=docs/drill
 WRK_PREFIX=w
+# The waiting room is for the rush only: taken out of the environment here,
+# so the baselines' ingest never sees it.
+WAITING_ROOM=${FIRSTCOME_WAITING_ROOM__ENABLED:-false}
+WR_RATE=${FIRSTCOME_WAITING_ROOM__RATE_PER_SEC:-}
+WR_BURST=${FIRSTCOME_WAITING_ROOM__BURST:-}
+WR_PRE_QUEUE=${FIRSTCOME_WAITING_ROOM__PRE_QUEUE:-}
+unset FIRSTCOME_WAITING_ROOM__ENABLED FIRSTCOME_WAITING_ROOM__RATE_PER_SEC FIRSTCOME_WAITING_ROOM__BURST \
+  FIRSTCOME_WAITING_ROOM__PRE_QUEUE
+MAX_WAIT_SECS=60
 while [ $# -gt 0 ]; do
   case "$1" in
     --members) MEMBERS="$2"; shift 2 ;;
@@ -43,6 +60,11 @@ while [ $# -gt 0 ]; do
     --wrk-secs) WRK_SECS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --wrk-prefix) WRK_PREFIX="$2"; shift 2 ;;
+    --waiting-room) WAITING_ROOM=true; shift ;;
+    --waiting-room-rate) WR_RATE="$2"; shift 2 ;;
+    --waiting-room-burst) WR_BURST="$2"; shift 2 ;;
+    --pre-queue) WR_PRE_QUEUE="$2"; shift 2 ;;
+    --max-wait-secs) MAX_WAIT_SECS="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -210,6 +232,19 @@ cat >"$WORK/baselines.json" <<EOF
 EOF
 cp "$WORK/baselines.json" "$OUT/baselines.json"
 
+if [ "$WAITING_ROOM" = true ]; then
+  WR_ENV=(FIRSTCOME_WAITING_ROOM__ENABLED=true)
+  [ -n "$WR_RATE" ] && WR_ENV+=("FIRSTCOME_WAITING_ROOM__RATE_PER_SEC=$WR_RATE")
+  [ -n "$WR_BURST" ] && WR_ENV+=("FIRSTCOME_WAITING_ROOM__BURST=$WR_BURST")
+  [ -n "$WR_PRE_QUEUE" ] && WR_ENV+=("FIRSTCOME_WAITING_ROOM__PRE_QUEUE=$WR_PRE_QUEUE")
+  step "restarting ingest for the rush with the waiting room on (${WR_ENV[*]})"
+  kill "$PID_ingest" 2>/dev/null || true
+  wait "$PID_ingest" 2>/dev/null || true
+  mv "$WORK/ingest.log" "$WORK/ingest-baselines.log"
+  start ingest env "${WR_ENV[@]}" FIRSTCOME_HTTP__PORT=8380 FIRSTCOME_OPS__PORT=9380 "$BIN/ingest"
+  wait_http http://127.0.0.1:9380/healthz
+fi
+
 step "the rush: $MEMBERS members against $STOCK units, peak ${PEAK_RATE}/s, $CONNECTIONS connections"
 # The opening is ahead of the rush by its ramp (the early crowd gets 425),
 # plus the time the rush needs to mint its tokens.
@@ -218,7 +253,7 @@ OPEN_IN=$(( RAMP_SECS + 30 + MEMBERS / 50000 ))
 WATCH="ingest=$PID_ingest,stock-processor=$PID_stock_processor,recorder=$PID_recorder,sender=$PID_sender,provider-sim=$PID_provider_sim"
 "$BIN/firstcome" rush "$RUSH_EVENT" --urls "$INGEST" --members "$MEMBERS" --member-prefix r \
   --duplicate-ratio 0.1 --connections "$CONNECTIONS" --peak-rate "$PEAK_RATE" \
-  --ramp-secs "$RAMP_SECS" --decline-secs "$DECLINE_SECS" --max-lateness-ms 1000 \
+  --ramp-secs "$RAMP_SECS" --decline-secs "$DECLINE_SECS" --max-lateness-ms 1000 --max-wait-secs "$MAX_WAIT_SECS" \
   --drain-secs 300 --provider-url "$PROVIDER" --watch "$WATCH" \
   --baselines "$WORK/baselines.json" --report-dir "$OUT"
 cp "$WORK"/wrk-*.txt "$WORK/kafka-perf.txt" "$WORK/redis-admit.csv" "$OUT/" 2>/dev/null || true
