@@ -22,6 +22,9 @@ pub const PARTITIONS: i32 = 3;
 /// Connections per pool: a test opens several pools against one shared
 /// server (its own, and one per service it runs), and tests run in parallel.
 const MAX_CONNECTIONS: usize = 8;
+/// One registry call's deadline while setting a test up (a service's is 5 s);
+/// registration is retried for four times as long.
+const REGISTRY_SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One test's slice of the real stack. Nothing is shared with another test:
 /// topics and consumer groups carry [`prefix`](Self::prefix), the database
@@ -99,8 +102,25 @@ impl TestEnvBuilder {
             .await
             .unwrap_or_else(|e| panic!("ACLs of {prefix}* created: {e}"));
         // As `firstcome schemas register` does: every subject with its compatibility rule.
-        let admin = RegistryAdmin::new(&registry.url, Duration::from_millis(registry.timeout_ms)).expect("registry admin");
-        admin.register_all(&kafka.topics()).await.unwrap_or_else(|e| panic!("schemas registered: {e}"));
+        // A generous deadline and retries while the registry is merely slow or
+        // unreachable: on a cold two-core machine under a full test run its
+        // answers can take longer than a service's request timeout. Retrying is
+        // safe (registering the same schema again returns its id).
+        let admin = RegistryAdmin::new(&registry.url, REGISTRY_SETUP_TIMEOUT).expect("registry admin");
+        let last_error = std::sync::Mutex::new(String::new());
+        let (admin, topics, last) = (&admin, &kafka.topics(), &last_error);
+        let registered = platform::wait::poll_until(REGISTRY_SETUP_TIMEOUT * 4, Duration::from_secs(1), || async move {
+            match admin.register_all(topics).await {
+                Ok(_) => true,
+                Err(error @ schemas::CodecError::Unavailable(_)) => {
+                    *last.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
+                    false
+                }
+                Err(error) => panic!("schemas registered: {error}"),
+            }
+        })
+        .await;
+        assert!(registered, "schemas registered: {}", last_error.lock().unwrap_or_else(|e| e.into_inner()));
 
         let server = DatabaseSettings { max_connections: MAX_CONNECTIONS, ..stack.database }.without_credentials();
         let admin = server.for_principal(Environment::Local, Principal::ADMIN);
