@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use platform::settings::HttpSettings;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -194,15 +193,7 @@ struct Ingest {
 }
 
 async fn start_ingest(env: &TestEnv, shutdown: &CancellationToken, room: Option<(u32, u32)>) -> Ingest {
-    let mut settings = ingest::Settings {
-        http: HttpSettings::on_port(0),
-        ops: HttpSettings::on_port(0),
-        kafka: env.kafka.clone(),
-        registry: env.registry.clone(),
-        redis: env.redis.clone(),
-        database: env.database.clone(),
-        ..Default::default()
-    };
+    let mut settings = pipeline_harness::ingest_settings(env);
     if let Some((rate_per_sec, burst)) = room {
         settings.waiting_room.enabled = true;
         settings.waiting_room.rate_per_sec = rate_per_sec;

@@ -109,17 +109,7 @@ impl Pipeline {
 
         let mut ingest_urls = Vec::new();
         for _ in 0..topology.ingest_instances {
-            let ingest = ingest::Application::build(ingest::Settings {
-                http: HttpSettings::on_port(0),
-                ops: HttpSettings::on_port(0),
-                kafka: env.kafka.clone(),
-                registry: env.registry.clone(),
-                redis: env.redis.clone(),
-                database: env.database.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("ingest");
+            let ingest = ingest::Application::build(ingest_settings(env)).await.expect("ingest");
             ingest_urls.push(ingest.base_url());
             ops_ports.push(("ingest", ingest.ops_port()));
             tasks.push(spawn_named("ingest", ingest.run_until_stopped(shutdown.clone())));
@@ -161,6 +151,20 @@ pub async fn seed_crowd(env: &TestEnv, eligible: usize, ineligible: usize) -> Cr
     .await
     .expect("seed ineligible");
     Crowd { product, eligible: buyers.members, ineligible: others.members }
+}
+
+/// An ingest on the test's stores, API and ops on port 0 (the harness's
+/// instances and the browser tests' own).
+pub fn ingest_settings(env: &TestEnv) -> ingest::Settings {
+    ingest::Settings {
+        http: HttpSettings::on_port(0),
+        ops: HttpSettings::on_port(0),
+        kafka: env.kafka.clone(),
+        registry: env.registry.clone(),
+        redis: env.redis.clone(),
+        database: env.database.clone(),
+        ..Default::default()
+    }
 }
 
 /// Creates an open event; returns its id.
