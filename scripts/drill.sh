@@ -5,26 +5,33 @@
 #                         [--wrk-secs S] [--out docs/drill]
 #                         [--waiting-room [--waiting-room-rate R] [--waiting-room-burst B]
 #                          [--pre-queue fifo|shuffle]] [--max-wait-secs S]
+#                         [--baselines-only]
 #
 # On the local stack, under its own topic prefix (`drill-<stamp>.`, so its
 # consumer groups never share partitions with a demo running beside it):
-#   1. stack up, release build, migrate, topics + schemas for the prefix, seed members;
-#   2. every service as its own process (ingest, stock-processor, recorder,
-#      sender, provider-sim at 2,000 calls/s);
-#   3. baselines in the same run: the bare axum handler (bench/bare_ingest) and
-#      ingest's accept path (an event whose stock never runs out) and refusal
-#      path (425, no Kafka) under wrk with rotating member tokens, with a CPU
-#      profile of ingest (perf) while it accepts; Kafka's ProducerPerformance;
-#      redis-benchmark of the admit script (EVALSHA);
+#   1. stack up, release build, migrate, topics + schemas for the prefix;
+#   2. baselines in the same run, the service measured alone as the issue
+#      measured it: the bare axum handler (bench/bare_ingest) and ingest
+#      (under `drill-<stamp>-base.`, a prefix no consumer reads) on its accept
+#      path (an event whose stock never runs out, every request a new member)
+#      and refusal path (425, no Redis or Kafka) under wrk, with a CPU profile
+#      of ingest (perf) while it accepts; Kafka's ProducerPerformance;
+#      redis-benchmark of the admit script (EVALSHA, one request per call);
+#   3. every service as its own process for the rush (ingest,
+#      stock-processor, recorder, sender, provider-sim at 2,000 calls/s);
 #   4. the rush (`firstcome rush`): open loop, ramp to the peak at the opening
 #      instant, hold, decline; waits for the pipeline, writes report.json and
 #      rush.png into --out with the baselines and each service's peak RSS;
 #   5. stops every process it started.
 #
+# --baselines-only stops after step 2 (ingest's ratios to the baselines, its
+# CPU per entry and the profile, in $OUT/baselines.json): the quick loop
+# while working on the hot path.
+#
 # With --waiting-room (or FIRSTCOME_WAITING_ROOM__ENABLED=true in the
 # environment, with its RATE_PER_SEC / BURST / PRE_QUEUE), the baselines still
-# measure ingest without it; ingest is restarted with the waiting room on for
-# the rush only, and the rush keeps the members it puts in line asking again
+# measure ingest without it; the rush's ingest starts with the waiting room on
+# (the baselines' does not), and the rush keeps the members it puts in line asking again
 # (up to --max-wait-secs after the last arrival) and reports the line.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,6 +56,7 @@ WR_PRE_QUEUE=${FIRSTCOME_WAITING_ROOM__PRE_QUEUE:-}
 unset FIRSTCOME_WAITING_ROOM__ENABLED FIRSTCOME_WAITING_ROOM__RATE_PER_SEC FIRSTCOME_WAITING_ROOM__BURST \
   FIRSTCOME_WAITING_ROOM__PRE_QUEUE
 MAX_WAIT_SECS=60
+BASELINES_ONLY=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --members) MEMBERS="$2"; shift 2 ;;
@@ -65,6 +73,7 @@ while [ $# -gt 0 ]; do
     --waiting-room-burst) WR_BURST="$2"; shift 2 ;;
     --pre-queue) WR_PRE_QUEUE="$2"; shift 2 ;;
     --max-wait-secs) MAX_WAIT_SECS="$2"; shift 2 ;;
+    --baselines-only) BASELINES_ONLY=true; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -78,11 +87,23 @@ cargo build --release --locked -p ingest -p stock-processor -p recorder -p sende
 BIN=target/release
 
 STAMP=$(date -u +%Y%m%d%H%M%S)
+# The stack's administrators (least privilege: Redis' default user is off,
+# Kafka authenticates every client): the drill's own set-up and baselines.
+REDIS_ADMIN=(redis-cli --user admin --pass firstcome_admin --no-auth-warning)
+redis_cli() { "${REDIS_ADMIN[@]}" "$@"; }
+KAFKA_ADMIN_CONFIG=$(stack/bin/stack dirs | awk '$1 == "kafka-admin" {print $2}')
 WORK=.stack/drill/$STAMP
 mkdir -p "$WORK" "$OUT"
 export FIRSTCOME_KAFKA__TOPIC_PREFIX="drill-$STAMP."
 export FIRSTCOME_TELEMETRY__LOG_FILTER="${FIRSTCOME_TELEMETRY__LOG_FILTER:-info,rdkafka=warn}"
 bootstrap_pipeline "$BIN/firstcome"
+# The baselines' ingest writes under a prefix of its own that no consumer
+# reads: its accept path is measured alone, as the issue measured it, not
+# against the stock stage, recorder and sender working through its entries
+# (every one of them a winner of a stock that never runs out).
+BASE_PREFIX="drill-$STAMP-base."
+FIRSTCOME_KAFKA__TOPIC_PREFIX=$BASE_PREFIX "$BIN/firstcome" topics create
+FIRSTCOME_KAFKA__TOPIC_PREFIX=$BASE_PREFIX "$BIN/firstcome" schemas register
 
 PIDS=()
 stop_all() {
@@ -90,10 +111,9 @@ stop_all() {
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   # The drill's data is in its report: free the disk and Redis' memory.
   for ev in "${ACCEPT_EVENT:-}" "${EARLY_EVENT:-}" "${RUSH_EVENT:-}"; do
-    [ -n "$ev" ] && redis-cli --scan --pattern "fc:{$ev}:*" | xargs -r redis-cli DEL >/dev/null
+    [ -n "$ev" ] && redis_cli --scan --pattern "fc:{$ev}:*" | xargs -r "${REDIS_ADMIN[@]}" DEL >/dev/null
   done
-  stack/bin/stack kafka-run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --delete \
-    --topic "drill-$STAMP\\..*" >/dev/null 2>&1 || true
+  stack/bin/stack topics --delete --topic "drill-$STAMP.*" >/dev/null 2>&1 || true
   rm -f "$WORK/tokens.txt" "$WORK"/perf-*.data
 }
 trap stop_all EXIT
@@ -111,29 +131,22 @@ wait_http() { # url
 
 INGEST=http://127.0.0.1:8380
 PROVIDER=http://127.0.0.1:8390
-step "starting the services (logs in $WORK)"
-FIRSTCOME_HTTP__PORT=8390 FIRSTCOME_FAULTS__RATE_LIMIT_PER_SEC=2000 start provider-sim "$BIN/provider-sim"
-FIRSTCOME_HTTP__PORT=9381 start stock-processor "$BIN/stock-processor"
-FIRSTCOME_HTTP__PORT=9382 start recorder "$BIN/recorder"
-FIRSTCOME_HTTP__PORT=9383 FIRSTCOME_PROVIDER__BASE_URL=$PROVIDER FIRSTCOME_PROVIDER__RATE_PER_SEC=2000 \
-  FIRSTCOME_PROVIDER__CONCURRENCY=64 start sender "$BIN/sender"
-# The drill's members fire many times a second from one process: the
-# per-member rate limit stays on (2/s, burst 10), every request is one member.
-FIRSTCOME_HTTP__PORT=8380 FIRSTCOME_OPS__PORT=9380 start ingest "$BIN/ingest"
+step "starting the baselines' ingest and the bare handler (logs in $WORK)"
+FIRSTCOME_KAFKA__TOPIC_PREFIX=$BASE_PREFIX FIRSTCOME_HTTP__PORT=8380 FIRSTCOME_OPS__PORT=9380 \
+  start ingest-base "$BIN/ingest"
 start bare "$BIN/bare_ingest" --port 8180
-for url in http://127.0.0.1:9381/healthz http://127.0.0.1:9382/healthz http://127.0.0.1:9383/healthz \
-           $PROVIDER/healthz http://127.0.0.1:9380/healthz; do wait_http "$url"; done
+wait_http http://127.0.0.1:9380/healthz
 
-step "seeding $MEMBERS members (90 % bought the product) and the wrk members"
-"$BIN/firstcome" members seed "$MEMBERS" --prefix r --eligible-ratio 0.9
+step "seeding the wrk members"
+# Their own product: the accept event's eligible set is them alone.
 WRK_MEMBERS=$(( WRK_SECS * 20000 ))
-"$BIN/firstcome" members seed "$WRK_MEMBERS" --prefix "$WRK_PREFIX" --eligible-ratio 1.0
+"$BIN/firstcome" members seed "$WRK_MEMBERS" --prefix "$WRK_PREFIX" --eligible-ratio 1.0 --product drill-wrk
 "$BIN/mint_tokens" --prefix "$WRK_PREFIX" --count "$WRK_MEMBERS" >"$WORK/tokens.txt"
 
 ACCEPT_EVENT="drill-accept-$STAMP"
 EARLY_EVENT="drill-early-$STAMP"
 RUSH_EVENT="drill-rush-$STAMP"
-"$BIN/firstcome" event create --id "$ACCEPT_EVENT" --product coffee-beans-1kg --total 100000000 --close-at +2h
+"$BIN/firstcome" event create --id "$ACCEPT_EVENT" --product drill-wrk --total 100000000 --close-at +2h
 # Nobody is eligible for the early event: a 425 is answered before eligibility.
 "$BIN/firstcome" event create --id "$EARLY_EVENT" --product drill-nobody --total 10 --open-at +2h --close-at +3h
 
@@ -171,11 +184,11 @@ wrk_run bare http://127.0.0.1:8180 "$ACCEPT_EVENT" "$WRK_SECS"
 BARE=$(wrk_json bare 1); echo "$BARE"
 
 step "ingest accept path (wrk, ${WRK_SECS}s, every request a new eligible member) with a CPU profile"
-before=$(cpu_ticks "$PID_ingest")
-perf record -F 499 -g -p "$PID_ingest" -o "$WORK/perf-accept.data" -- sleep "$(( WRK_SECS > 20 ? 20 : WRK_SECS ))" >/dev/null 2>&1 &
+before=$(cpu_ticks "$PID_ingest_base")
+perf record -F 499 -g -p "$PID_ingest_base" -o "$WORK/perf-accept.data" -- sleep "$(( WRK_SECS > 20 ? 20 : WRK_SECS ))" >/dev/null 2>&1 &
 PERF=$!
 wrk_run ingest-accept "$INGEST" "$ACCEPT_EVENT" "$WRK_SECS"
-after=$(cpu_ticks "$PID_ingest")
+after=$(cpu_ticks "$PID_ingest_base")
 wait "$PERF" || true
 ACCEPT=$(wrk_json ingest-accept 1 "$(( after - before ))"); echo "$ACCEPT"
 perf report -i "$WORK/perf-accept.data" --no-children --sort symbol --stdio 2>/dev/null \
@@ -186,10 +199,10 @@ wrk_run ingest-refusal "$INGEST" "$EARLY_EVENT" 15
 REFUSAL=$(wrk_json ingest-refusal 0); echo "$REFUSAL"
 
 step "baseline: Kafka ProducerPerformance (200-byte records, acks=all, idempotent, lz4)"
-stack/bin/stack kafka-run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --create \
-  --if-not-exists --topic "drill-$STAMP.perf" --partitions 12 --replication-factor 1 >/dev/null
+stack/bin/stack topics --create --if-not-exists --topic "drill-$STAMP.perf" --partitions 12 \
+  --replication-factor 1 >/dev/null
 stack/bin/stack kafka-run org.apache.kafka.tools.ProducerPerformance --topic "drill-$STAMP.perf" \
-  --num-records 1000000 --record-size 200 --throughput -1 \
+  --num-records 1000000 --record-size 200 --throughput -1 --producer.config "$KAFKA_ADMIN_CONFIG" \
   --producer-props bootstrap.servers=127.0.0.1:9092 acks=all enable.idempotence=true compression.type=lz4 \
   linger.ms=5 batch.size=65536 >"$WORK/kafka-perf.txt" 2>&1
 KAFKA=$(python3 - "$WORK/kafka-perf.txt" <<'EOF'
@@ -202,20 +215,19 @@ print(json.dumps({"per_sec": rate, "avg_ms": avg, "p50_ms": float(p50.group(1)) 
                   "p99_ms": float(p99.group(1)) if p99 else None}))
 EOF
 ); echo "$KAFKA"
-stack/bin/stack kafka-run org.apache.kafka.tools.TopicCommand --bootstrap-server 127.0.0.1:9092 --delete \
-  --topic "drill-$STAMP.perf" >/dev/null 2>&1 || true
+stack/bin/stack topics --delete --topic "drill-$STAMP.perf" >/dev/null 2>&1 || true
 
 step "baseline: redis-benchmark of the admit script (EVALSHA, 64 clients, new members)"
 REDIS_EVENT="drill-redis-$STAMP"
 K="fc:{$REDIS_EVENT}"
 # The script as ingest sends it: prelude + admit (platform::scripts::ADMIT).
-ADMIT_SHA=$(cat platform/lua/prelude.lua platform/lua/admit.lua | redis-cli -x SCRIPT LOAD)
-redis-cli HSET "$K:meta" status open open_at_ms 0 close_at_ms 99999999999999 >/dev/null
-redis-cli SET "$K:stock" 1000000000 >/dev/null
-redis-cli EVAL "for i = 0, 999999 do redis.call('SADD', KEYS[1], string.format('%012d', i)) end" 1 "$K:eligible" >/dev/null
-redis-benchmark -q -n 300000 -c 64 -r 1000000 --csv \
+ADMIT_SHA=$(cat platform/lua/prelude.lua platform/lua/admit.lua | redis_cli -x SCRIPT LOAD)
+redis_cli HSET "$K:meta" status open open_at_ms 0 close_at_ms 99999999999999 >/dev/null
+redis_cli SET "$K:stock" 1000000000 >/dev/null
+redis_cli EVAL "for i = 0, 999999 do redis.call('SADD', KEYS[1], string.format('%012d', i)) end" 1 "$K:eligible" >/dev/null
+redis-benchmark --user admin -a firstcome_admin -q -n 300000 -c 64 -r 1000000 --csv \
   EVALSHA "$ADMIT_SHA" 5 "$K:meta" "$K:eligible" "$K:entered" "$K:entries" "$K:stock" \
-  __rand_int__ "e-__rand_int__" 60000 1 >"$WORK/redis-admit.csv" 2>&1
+  60000 __rand_int__ "e-__rand_int__" 1 >"$WORK/redis-admit.csv" 2>&1
 REDIS=$(python3 - "$WORK/redis-admit.csv" <<'EOF'
 import csv, json, sys
 rows = list(csv.reader(open(sys.argv[1])))
@@ -225,31 +237,47 @@ print(json.dumps({"per_sec": float(d["rps"]), "p50_ms": float(d.get("p50_latency
                   "p99_ms": float(d.get("p99_latency_ms", 0))}))
 EOF
 ); echo "$REDIS"
-redis-cli DEL "$K:meta" "$K:stock" "$K:eligible" "$K:entered" "$K:entries" >/dev/null
+redis_cli DEL "$K:meta" "$K:stock" "$K:eligible" "$K:entered" "$K:entries" >/dev/null
 
 cat >"$WORK/baselines.json" <<EOF
 {"bare": $BARE, "ingest_accept": $ACCEPT, "ingest_refusal": $REFUSAL, "kafka_produce": $KAFKA, "redis_admit": $REDIS}
 EOF
 cp "$WORK/baselines.json" "$OUT/baselines.json"
+kill "$PID_ingest_base" 2>/dev/null || true
+wait "$PID_ingest_base" 2>/dev/null || true
+if [ "$BASELINES_ONLY" = true ]; then
+  cp "$WORK"/wrk-*.txt "$WORK/kafka-perf.txt" "$WORK/redis-admit.csv" "$OUT/" 2>/dev/null || true
+  step "done: $OUT/baselines.json, $OUT/profile-accept.txt (logs in $WORK)"
+  exit 0
+fi
 
+step "seeding $MEMBERS members (90 % bought the product)"
+"$BIN/firstcome" members seed "$MEMBERS" --prefix r --eligible-ratio 0.9 --product drill-rush
+
+WR_ENV=()
 if [ "$WAITING_ROOM" = true ]; then
-  WR_ENV=(FIRSTCOME_WAITING_ROOM__ENABLED=true)
+  WR_ENV+=(FIRSTCOME_WAITING_ROOM__ENABLED=true)
   [ -n "$WR_RATE" ] && WR_ENV+=("FIRSTCOME_WAITING_ROOM__RATE_PER_SEC=$WR_RATE")
   [ -n "$WR_BURST" ] && WR_ENV+=("FIRSTCOME_WAITING_ROOM__BURST=$WR_BURST")
   [ -n "$WR_PRE_QUEUE" ] && WR_ENV+=("FIRSTCOME_WAITING_ROOM__PRE_QUEUE=$WR_PRE_QUEUE")
-  step "restarting ingest for the rush with the waiting room on (${WR_ENV[*]})"
-  kill "$PID_ingest" 2>/dev/null || true
-  wait "$PID_ingest" 2>/dev/null || true
-  mv "$WORK/ingest.log" "$WORK/ingest-baselines.log"
-  start ingest env "${WR_ENV[@]}" FIRSTCOME_HTTP__PORT=8380 FIRSTCOME_OPS__PORT=9380 "$BIN/ingest"
-  wait_http http://127.0.0.1:9380/healthz
 fi
+step "starting the pipeline for the rush (logs in $WORK) ${WR_ENV[*]}"
+FIRSTCOME_HTTP__PORT=8390 FIRSTCOME_FAULTS__RATE_LIMIT_PER_SEC=2000 start provider-sim "$BIN/provider-sim"
+FIRSTCOME_HTTP__PORT=9381 start stock-processor "$BIN/stock-processor"
+FIRSTCOME_HTTP__PORT=9382 start recorder "$BIN/recorder"
+FIRSTCOME_HTTP__PORT=9383 FIRSTCOME_PROVIDER__BASE_URL=$PROVIDER FIRSTCOME_PROVIDER__RATE_PER_SEC=2000 \
+  FIRSTCOME_PROVIDER__CONCURRENCY=64 start sender "$BIN/sender"
+# The drill's members fire many times a second from one process: the
+# per-member rate limit stays on (2/s, burst 10), every request is one member.
+start ingest env "${WR_ENV[@]}" FIRSTCOME_HTTP__PORT=8380 FIRSTCOME_OPS__PORT=9380 "$BIN/ingest"
+for url in http://127.0.0.1:9381/healthz http://127.0.0.1:9382/healthz http://127.0.0.1:9383/healthz \
+           $PROVIDER/healthz http://127.0.0.1:9380/healthz; do wait_http "$url"; done
 
 step "the rush: $MEMBERS members against $STOCK units, peak ${PEAK_RATE}/s, $CONNECTIONS connections"
 # The opening is ahead of the rush by its ramp (the early crowd gets 425),
 # plus the time the rush needs to mint its tokens.
 OPEN_IN=$(( RAMP_SECS + 30 + MEMBERS / 50000 ))
-"$BIN/firstcome" event create --id "$RUSH_EVENT" --total "$STOCK" --open-at "+${OPEN_IN}s" --close-at +2h
+"$BIN/firstcome" event create --id "$RUSH_EVENT" --product drill-rush --total "$STOCK" --open-at "+${OPEN_IN}s" --close-at +2h
 WATCH="ingest=$PID_ingest,stock-processor=$PID_stock_processor,recorder=$PID_recorder,sender=$PID_sender,provider-sim=$PID_provider_sim"
 "$BIN/firstcome" rush "$RUSH_EVENT" --urls "$INGEST" --members "$MEMBERS" --member-prefix r \
   --duplicate-ratio 0.1 --connections "$CONNECTIONS" --peak-rate "$PEAK_RATE" \

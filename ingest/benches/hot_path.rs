@@ -18,7 +18,12 @@ const BODY: &[u8] = br#"{"answers":{"satisfaction":"5","recommend":"yes"},"clien
 fn token_verify(c: &mut Criterion) {
     let auth = AuthSettings::default();
     let token = ingest::mint(&auth.token_secret, "m0000001", Duration::from_secs(3600)).expect("mint");
-    c.bench_function("ingest/token_verify", |b| b.iter(|| auth.verify(black_box(&token)).expect("valid")));
+    let verifier = auth.verifier();
+    c.bench_function("ingest/token_verify", |b| b.iter(|| verifier.verify(black_box(&token)).expect("valid")));
+    // Wave 1: the key and the validation rules built for every request.
+    c.bench_function("ingest/token_verify_rules_per_request", |b| {
+        b.iter(|| auth.verifier().verify(black_box(&token)).expect("valid"))
+    });
 }
 
 fn body_parse_and_validate(c: &mut Criterion) {

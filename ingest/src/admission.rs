@@ -1,4 +1,4 @@
-//! The first-entry decision in Redis: ONE script call per entry request.
+//! The first-entry decision in Redis: one script decides each entry request.
 //!
 //! Eligibility, the member's earlier mark, the stock counter and the new
 //! pending mark are read and written atomically, so two concurrent requests
@@ -6,12 +6,23 @@
 //! after the counter reached zero. The script reads Redis' clock, so every
 //! ingest instance admits on one clock (the FCFS order key `accepted_at`).
 //!
+//! Under load the requests waiting at the same moment are grouped
+//! ([`Admitter::admit_grouped`], [`Admitter::mark_accepted_grouped`]): one
+//! task per kind sends one script call per event for all of them, in arrival
+//! order, and answers each request; each request still waits for its own
+//! answer. Redis then runs a few calls per batch instead of two per entry,
+//! which was most of Redis' CPU and a good share of ingest's at ten thousand
+//! entries a second (issue 9). With nothing else waiting, a request is sent
+//! alone at once: grouping never adds a wait.
+//!
 //! Marks in `entered` (see `platform::event_keys`): `P|<entry>|<ms>` while the
 //! entry is being produced, `A|<entry>` once the broker acknowledged it.
 //!
-//! The scripts are `platform/lua/admit.lua` and `platform/lua/mark_accepted.lua`
-//! (KEYS/ARGV contract at their top), handed out by `platform::scripts`.
+//! The scripts are `platform/lua/admit.lua` (one or many requests),
+//! `mark_accepted.lua` and `mark_accepted_many.lua` (KEYS/ARGV contract at
+//! their top), handed out by `platform::scripts`.
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -46,7 +57,37 @@ pub enum AdmissionError {
     Redis(#[from] redis::RedisError),
     #[error("unexpected admit script answer {0:?}")]
     Unexpected(String),
+    /// The failure of a grouped call, shared by every request in it.
+    #[error(transparent)]
+    Grouped(Arc<AdmissionError>),
+    #[error("the grouped {0} task has stopped")]
+    TaskStopped(&'static str),
 }
+
+/// One request's part of an admit call.
+#[derive(Debug)]
+struct AdmitQuery {
+    member: String,
+    new_entry_id: String,
+    admit_new: bool,
+}
+
+/// One acknowledged entry's part of a mark call.
+#[derive(Debug)]
+struct MarkQuery {
+    member: String,
+    entry_id: String,
+}
+
+/// A request waiting in a grouped task's queue for its answer.
+#[derive(Debug)]
+struct Pending<Q, A> {
+    event_id: String,
+    query: Q,
+    done: oneshot::Sender<Result<A, AdmissionError>>,
+}
+
+type Queue<Q, A> = Arc<OnceLock<mpsc::Sender<Pending<Q, A>>>>;
 
 /// The admission scripts; cheap to clone. `invoke_async` sends EVALSHA and
 /// loads the script on NOSCRIPT (a restarted or failed-over Redis).
@@ -55,26 +96,18 @@ pub struct Admitter {
     admit: Arc<Script>,
     mark_accepted: Arc<Script>,
     mark_accepted_many: Arc<Script>,
-    /// The grouped acknowledgement marks ([`Admitter::mark_accepted_grouped`]),
-    /// started on first use.
-    marks: Arc<OnceLock<mpsc::Sender<MarkRequest>>>,
+    /// The grouped admissions and acknowledgement marks, each task started
+    /// on first use.
+    admits: Queue<AdmitQuery, Admission>,
+    marks: Queue<MarkQuery, bool>,
     resume_after: Duration,
 }
 
-/// One acknowledged entry waiting for its `A|` mark.
-#[derive(Debug)]
-struct MarkRequest {
-    event_id: String,
-    member: String,
-    entry_id: String,
-    done: oneshot::Sender<Result<bool, String>>,
-}
-
-/// Most marks written by one script call.
-const MAX_MARKS_PER_CALL: usize = 512;
-/// Requests waiting for the marks task at most (bounded: a stalled Redis
+/// Most requests answered by one script call.
+const MAX_PER_CALL: usize = 512;
+/// Requests waiting for a grouped task at most (bounded: a stalled Redis
 /// makes the handlers wait, it does not grow a queue).
-const MARK_QUEUE: usize = 4_096;
+const QUEUE_BOUND: usize = 4_096;
 
 impl Admitter {
     pub fn new(resume_after: Duration) -> Self {
@@ -82,14 +115,15 @@ impl Admitter {
             admit: Arc::new(platform::scripts::admit()),
             mark_accepted: Arc::new(platform::scripts::mark_accepted()),
             mark_accepted_many: Arc::new(platform::scripts::mark_accepted_many()),
+            admits: Arc::default(),
             marks: Arc::default(),
             resume_after,
         }
     }
 
-    /// Decides whether `member` may enter `event_id`; `new_entry_id` is used
-    /// only when a fresh entry is admitted, and only if `admit_new` (false
-    /// once this instance knows the event sold out).
+    /// Decides whether `member` may enter `event_id`, in a call of its own;
+    /// `new_entry_id` is used only when a fresh entry is admitted, and only if
+    /// `admit_new` (false once this instance knows the event sold out).
     pub async fn admit<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
@@ -98,41 +132,36 @@ impl Admitter {
         new_entry_id: &str,
         admit_new: bool,
     ) -> Result<Admission, AdmissionError> {
-        let keys = EventKeys::new(event_id);
-        let (code, entry, at, now): (String, String, i64, i64) = self
-            .admit
-            .key(&keys.meta)
-            .key(&keys.eligible)
-            .key(&keys.entered)
-            .key(&keys.entries)
-            .key(&keys.stock)
-            .arg(member.as_str())
-            .arg(new_entry_id)
-            .arg(self.resume_after.as_millis() as u64)
-            .arg(if admit_new { 1 } else { 0 })
-            .invoke_async(conn)
-            .await?;
-        let admission = match code.as_str() {
-            "accept" => Admission::Accept { entry_id: entry, admitted_at_ms: at },
-            "resume" => Admission::Resume { entry_id: entry, admitted_at_ms: at },
-            "already_entered" => Admission::AlreadyEntered { entry_id: entry },
-            "in_progress" => {
-                let left = (at + self.resume_after.as_millis() as i64 - now).max(0);
-                Admission::InProgress { entry_id: entry, retry_after: Duration::from_millis(left as u64) }
-            }
-            "not_eligible" => Admission::NotEligible,
-            "sold_out" => Admission::SoldOut,
-            "closed" => Admission::Closed,
-            "too_early" => Admission::TooEarly { opens_in: Duration::from_millis((at - now).max(0) as u64) },
-            "corrupt_mark" => {
-                // Never admit over a mark we cannot read: one entry per member
-                // outweighs this member's retry. An operator repairs the mark.
-                tracing::error!(event_id, member = %member, mark = %entry, "unreadable first-entry mark");
-                Admission::AlreadyEntered { entry_id: String::new() }
-            }
-            other => return Err(AdmissionError::Unexpected(other.to_string())),
-        };
-        Ok(admission)
+        let query = AdmitQuery { member: member.as_str().to_string(), new_entry_id: new_entry_id.to_string(), admit_new };
+        let mut answers = admit_call(&self.admit, self.resume_after, conn, event_id, &[query]).await?;
+        answers.pop().ok_or_else(|| AdmissionError::Unexpected("no answer".into()))
+    }
+
+    /// [`Admitter::admit`], with the requests waiting at the same moment
+    /// decided in one script call per event (in the order they arrived).
+    /// The task uses a clone of the first `conn` it is given.
+    pub async fn admit_grouped<C>(
+        &self,
+        conn: &C,
+        event_id: &str,
+        member: &MemberId,
+        new_entry_id: &str,
+        admit_new: bool,
+    ) -> Result<Admission, AdmissionError>
+    where
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        let queue = self.admits.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE_BOUND);
+            let (script, resume_after, conn) = (self.admit.clone(), self.resume_after, conn.clone());
+            tokio::spawn(serve_grouped(rx, move |event_id, queries| {
+                let (script, mut conn) = (script.clone(), conn.clone());
+                async move { admit_call(&script, resume_after, &mut conn, &event_id, &queries).await }
+            }));
+            tx
+        });
+        let query = AdmitQuery { member: member.as_str().to_string(), new_entry_id: new_entry_id.to_string(), admit_new };
+        ask(queue, "admit", event_id, query).await
     }
 
     /// Marks the entry acknowledged (`A|entry`), only if the member's mark is
@@ -155,13 +184,11 @@ impl Admitter {
         Ok(done == 1)
     }
 
-    /// [`Admitter::mark_accepted`], with the acknowledgements of concurrent
-    /// requests grouped: one task writes the marks waiting at the moment in
-    /// one script call per event (`mark_accepted_many`), while the next
-    /// requests queue behind it. The caller still waits for its own mark, so
-    /// the mark is `A|` before the member is answered 202, as before; under
-    /// load Redis runs one script per batch instead of one per entry.
-    /// The task uses a clone of the first `conn` it is given.
+    /// [`Admitter::mark_accepted`], with the acknowledgements waiting at the
+    /// same moment written in one `mark_accepted_many` call per event. The
+    /// caller still waits for its own mark, so the mark is `A|` before the
+    /// member is answered 202. The task uses a clone of the first `conn` it
+    /// is given.
     pub async fn mark_accepted_grouped<C>(
         &self,
         conn: &C,
@@ -173,59 +200,139 @@ impl Admitter {
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
         let queue = self.marks.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(MARK_QUEUE);
-            tokio::spawn(write_marks(conn.clone(), self.mark_accepted_many.clone(), rx));
+            let (tx, rx) = mpsc::channel(QUEUE_BOUND);
+            let (script, conn) = (self.mark_accepted_many.clone(), conn.clone());
+            tokio::spawn(serve_grouped(rx, move |event_id, queries| {
+                let (script, mut conn) = (script.clone(), conn.clone());
+                async move { mark_call(&script, &mut conn, &event_id, &queries).await }
+            }));
             tx
         });
-        let (done, answer) = oneshot::channel();
-        let request = MarkRequest {
-            event_id: event_id.to_string(),
-            member: member.as_str().to_string(),
-            entry_id: entry_id.to_string(),
-            done,
-        };
-        let closed = || AdmissionError::Unexpected("the accept-mark task has stopped".into());
-        queue.send(request).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?.map_err(AdmissionError::Unexpected)
+        let query = MarkQuery { member: member.as_str().to_string(), entry_id: entry_id.to_string() };
+        ask(queue, "mark", event_id, query).await
     }
 }
 
-/// The grouped marks' task: takes every request waiting (up to
-/// [`MAX_MARKS_PER_CALL`]), writes them with one script call per event and
-/// answers each request; ends when every [`Admitter`] clone is gone.
-async fn write_marks<C: ConnectionLike + Send>(mut conn: C, script: Arc<Script>, mut queue: mpsc::Receiver<MarkRequest>) {
-    let mut batch: Vec<MarkRequest> = Vec::with_capacity(MAX_MARKS_PER_CALL);
-    while queue.recv_many(&mut batch, MAX_MARKS_PER_CALL).await > 0 {
+/// Puts one request in a grouped task's queue and waits for its answer.
+async fn ask<Q, A>(
+    queue: &mpsc::Sender<Pending<Q, A>>,
+    task: &'static str,
+    event_id: &str,
+    query: Q,
+) -> Result<A, AdmissionError> {
+    let (done, answer) = oneshot::channel();
+    let pending = Pending { event_id: event_id.to_string(), query, done };
+    queue.send(pending).await.map_err(|_| AdmissionError::TaskStopped(task))?;
+    answer.await.map_err(|_| AdmissionError::TaskStopped(task))?
+}
+
+/// A grouped task: takes every request waiting (up to [`MAX_PER_CALL`]),
+/// makes one `call` per event with their queries in arrival order (a stable
+/// sort by event), and answers each request; ends when every sender is gone.
+async fn serve_grouped<Q, A, F, Fut>(mut queue: mpsc::Receiver<Pending<Q, A>>, mut call: F)
+where
+    F: FnMut(String, Vec<Q>) -> Fut,
+    Fut: Future<Output = Result<Vec<A>, AdmissionError>>,
+{
+    let mut batch: Vec<Pending<Q, A>> = Vec::with_capacity(MAX_PER_CALL);
+    while queue.recv_many(&mut batch, MAX_PER_CALL).await > 0 {
         batch.sort_by(|a, b| a.event_id.cmp(&b.event_id));
         while !batch.is_empty() {
             let event_id = batch[0].event_id.clone();
-            let same = batch.iter().take_while(|r| r.event_id == event_id).count();
-            let group: Vec<MarkRequest> = batch.drain(..same).collect();
-            let keys = EventKeys::new(&event_id);
-            let mut invocation = script.key(&keys.entered);
-            for request in &group {
-                invocation.arg(&request.member).arg(&request.entry_id);
-            }
-            let answers: Result<Vec<i64>, redis::RedisError> = invocation.invoke_async(&mut conn).await;
-            match answers {
-                Ok(answers) if answers.len() == group.len() => {
-                    for (request, done) in group.into_iter().zip(answers) {
-                        let _ = request.done.send(Ok(done == 1));
+            let same = batch.iter().take_while(|p| p.event_id == event_id).count();
+            let (queries, waiting): (Vec<Q>, Vec<_>) = batch.drain(..same).map(|p| (p.query, p.done)).unzip();
+            let asked = queries.len();
+            match call(event_id, queries).await {
+                Ok(answers) if answers.len() == asked => {
+                    for (done, answer) in waiting.into_iter().zip(answers) {
+                        let _ = done.send(Ok(answer));
                     }
                 }
                 Ok(answers) => {
-                    let error = format!("mark_accepted_many answered {} marks for {}", answers.len(), group.len());
-                    for request in group {
-                        let _ = request.done.send(Err(error.clone()));
+                    let error = Arc::new(AdmissionError::Unexpected(format!("{} answers for {asked}", answers.len())));
+                    for done in waiting {
+                        let _ = done.send(Err(AdmissionError::Grouped(error.clone())));
                     }
                 }
                 Err(error) => {
-                    let error = format!("redis: {error}");
-                    for request in group {
-                        let _ = request.done.send(Err(error.clone()));
+                    let error = Arc::new(error);
+                    for done in waiting {
+                        let _ = done.send(Err(AdmissionError::Grouped(error.clone())));
                     }
                 }
             }
         }
     }
+}
+
+/// One admit script call for `queries` of one event.
+async fn admit_call<C: ConnectionLike + Send>(
+    script: &Script,
+    resume_after: Duration,
+    conn: &mut C,
+    event_id: &str,
+    queries: &[AdmitQuery],
+) -> Result<Vec<Admission>, AdmissionError> {
+    let keys = EventKeys::new(event_id);
+    let mut invocation = script.key(&keys.meta);
+    invocation.key(&keys.eligible).key(&keys.entered).key(&keys.entries).key(&keys.stock);
+    invocation.arg(resume_after.as_millis() as u64);
+    for query in queries {
+        invocation.arg(&query.member).arg(&query.new_entry_id).arg(if query.admit_new { 1 } else { 0 });
+    }
+    let answers: Vec<(String, String, i64, i64)> = invocation.invoke_async(conn).await?;
+    answers
+        .into_iter()
+        .zip(queries)
+        .map(|((code, entry, at, now), query)| admission_of(&code, entry, at, now, resume_after, event_id, query))
+        .collect()
+}
+
+/// One request's answer of the admit script.
+fn admission_of(
+    code: &str,
+    entry: String,
+    at: i64,
+    now: i64,
+    resume_after: Duration,
+    event_id: &str,
+    query: &AdmitQuery,
+) -> Result<Admission, AdmissionError> {
+    let admission = match code {
+        "accept" => Admission::Accept { entry_id: entry, admitted_at_ms: at },
+        "resume" => Admission::Resume { entry_id: entry, admitted_at_ms: at },
+        "already_entered" => Admission::AlreadyEntered { entry_id: entry },
+        "in_progress" => {
+            let left = (at + resume_after.as_millis() as i64 - now).max(0);
+            Admission::InProgress { entry_id: entry, retry_after: Duration::from_millis(left as u64) }
+        }
+        "not_eligible" => Admission::NotEligible,
+        "sold_out" => Admission::SoldOut,
+        "closed" => Admission::Closed,
+        "too_early" => Admission::TooEarly { opens_in: Duration::from_millis((at - now).max(0) as u64) },
+        "corrupt_mark" => {
+            // Never admit over a mark we cannot read: one entry per member
+            // outweighs this member's retry. An operator repairs the mark.
+            tracing::error!(event_id, member = %query.member, mark = %entry, "unreadable first-entry mark");
+            Admission::AlreadyEntered { entry_id: String::new() }
+        }
+        other => return Err(AdmissionError::Unexpected(other.to_string())),
+    };
+    Ok(admission)
+}
+
+/// One `mark_accepted_many` call for `queries` of one event.
+async fn mark_call<C: ConnectionLike + Send>(
+    script: &Script,
+    conn: &mut C,
+    event_id: &str,
+    queries: &[MarkQuery],
+) -> Result<Vec<bool>, AdmissionError> {
+    let keys = EventKeys::new(event_id);
+    let mut invocation = script.key(&keys.entered);
+    for query in queries {
+        invocation.arg(&query.member).arg(&query.entry_id);
+    }
+    let answers: Vec<i64> = invocation.invoke_async(conn).await?;
+    Ok(answers.into_iter().map(|done| done == 1).collect())
 }

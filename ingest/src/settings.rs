@@ -162,14 +162,15 @@ impl Default for AuthSettings {
 }
 
 impl AuthSettings {
-    /// Verifies a member's bearer token against these settings.
-    pub fn verify(&self, token: &str) -> Result<crate::auth::MemberId, crate::auth::AuthError> {
+    /// The verifier of members' bearer tokens under these settings (built
+    /// once, kept for the life of the server).
+    pub fn verifier(&self) -> crate::auth::Verifier {
         let expected = crate::auth::Expected {
             issuer: &self.issuer,
             audience: &self.audience,
             max_lifetime: Duration::from_secs(self.max_token_lifetime_secs),
         };
-        crate::auth::verify_expected(&self.token_secret, &expected, token)
+        crate::auth::Verifier::new(&self.token_secret, &expected)
     }
 }
 

@@ -87,7 +87,7 @@ impl Application {
             admitter: Admitter::new(settings.resume_after()),
             producer,
             db,
-            auth: Arc::new(settings.auth.clone()),
+            auth: Arc::new(settings.auth.verifier()),
             limits: Arc::new(settings.limits.clone()),
             publish_deadline: settings.publish_deadline(),
             resume_after: settings.resume_after(),

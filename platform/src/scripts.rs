@@ -6,7 +6,7 @@
 //!
 //! | script | run by | what |
 //! | --- | --- | --- |
-//! | [`admit`] | ingest (`admission.rs`) | the first-entry decision of one request |
+//! | [`admit`] | ingest (`admission.rs`) | the first-entry decisions of the requests of one event waiting at the same moment (one or many, in order) |
 //! | [`mark_accepted`] | ingest (`admission.rs`) | a pending first-entry mark becomes acknowledged |
 //! | [`mark_accepted_many`] | ingest (`admission.rs`) | the same for many members of one event in one call (grouped acknowledgements) |
 //! | [`decide`] | stock-processor (`store.rs`) | the stock decision of a batch of entries of one event |
@@ -57,7 +57,7 @@ pub const ALL: [(&str, &str); 7] = [
     ("waiting_room", WAITING_ROOM),
 ];
 
-/// ingest: the first-entry decision of one request (`lua/admit.lua`).
+/// ingest: the first-entry decisions of one or many requests of one event (`lua/admit.lua`).
 pub fn admit() -> Script {
     Script::new(ADMIT)
 }

@@ -6,13 +6,16 @@
 //!   `telemetry.log_filter` (`RUST_LOG` wins). A JSON line carries the
 //!   `correlation_id` and `trace_id` of the request or record it was written
 //!   in at its top level, beside the event's own fields (see [`JsonLine`]).
-//! - Spans: the OpenTelemetry layer is always installed, so every request and
-//!   record span has a real trace and span id, which `traceparent` carries to
-//!   the next hop (`platform::trace_context`). Only with
-//!   `OTEL_EXPORTER_OTLP_ENDPOINT` set are they exported (OTLP over
-//!   HTTP/protobuf, in batches, e.g. `http://127.0.0.1:4318` for Jaeger or an
-//!   OpenTelemetry Collector); unset, nothing leaves the process. Spans are
+//! - Spans: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the OpenTelemetry layer
+//!   gives every request and record span its own trace and span id, which
+//!   `traceparent` carries to the next hop (`platform::trace_context`), and
+//!   exports them (OTLP over HTTP/protobuf, in batches, e.g.
+//!   `http://127.0.0.1:4318` for Jaeger or an OpenTelemetry Collector),
 //!   filtered by `telemetry.trace_filter`, independently of the log filter.
+//!   Unset, the layer is not installed: it cost ~5 % of ingest's CPU per
+//!   request for ids nobody collects (issue 9). Traces still flow: a request
+//!   without `traceparent` gets a new root, and every record carries the
+//!   trace it was produced in, so log lines keep their `trace_id` end to end.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -74,19 +77,28 @@ pub fn init_exporting(service: &'static str, settings: &TelemetrySettings, servi
             fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(log_filter).boxed()
         }
     };
-    let (provider, export_error) = tracer_provider(service_name, endpoint);
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer(service))
-        .with_tracked_inactivity(false)
-        .with_filter(EnvFilter::new(&settings.trace_filter))
-        // A consumer batch holds records of many entries, each continuing
-        // its own trace: exported, it would be a one-span trace per batch.
-        .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
-            !(metadata.is_span() && metadata.name() == BATCH_SPAN)
-        }));
+    let exporting = endpoint.map(|endpoint| tracer_provider(service_name, endpoint));
+    let (provider, export_error) = match exporting {
+        Some(Ok(provider)) => (Some(provider), None),
+        Some(Err(error)) => (None, Some(error)),
+        None => (None, None),
+    };
+    let spans = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service))
+            .with_tracked_inactivity(false)
+            .with_filter(EnvFilter::new(&settings.trace_filter))
+            // A consumer batch holds records of many entries, each continuing
+            // its own trace: exported, it would be a one-span trace per batch.
+            .with_filter(tracing_subscriber::filter::filter_fn(|metadata| {
+                !(metadata.is_span() && metadata.name() == BATCH_SPAN)
+            }))
+    });
     let result = tracing_subscriber::registry().with(logs).with(spans).try_init();
     if result.is_ok() {
-        let _ = PROVIDER.set(provider);
+        if let Some(provider) = provider {
+            let _ = PROVIDER.set(provider);
+        }
         tracing::info!(service, otlp_endpoint = endpoint.unwrap_or("none"), "telemetry initialised");
         if let Some(error) = export_error {
             tracing::error!(%error, "the OTLP exporter could not be built; spans are not exported");
@@ -111,21 +123,18 @@ pub fn flush() {
     }
 }
 
-/// A provider that exports to `endpoint` over OTLP/HTTP, or one that only
-/// gives spans their ids (no endpoint, or the exporter failed to build).
-fn tracer_provider(service: &str, endpoint: Option<&str>) -> (SdkTracerProvider, Option<String>) {
+/// A provider that exports to `endpoint` over OTLP/HTTP, in batches.
+fn tracer_provider(service: &str, endpoint: &str) -> Result<SdkTracerProvider, String> {
     let resource = Resource::builder().with_service_name(service.to_string()).build();
-    let builder = SdkTracerProvider::builder().with_resource(resource);
-    let Some(endpoint) = endpoint else { return (builder.build(), None) };
     let traces_url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
-    match opentelemetry_otlp::SpanExporter::builder().with_http().with_endpoint(traces_url).build() {
-        Ok(exporter) => {
-            let batch = BatchConfigBuilder::default().with_scheduled_delay(EXPORT_DELAY).build();
-            let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
-            (builder.with_span_processor(processor).build(), None)
-        }
-        Err(error) => (builder.build(), Some(error.to_string())),
-    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(traces_url)
+        .build()
+        .map_err(|error| error.to_string())?;
+    let batch = BatchConfigBuilder::default().with_scheduled_delay(EXPORT_DELAY).build();
+    let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+    Ok(SdkTracerProvider::builder().with_resource(resource).with_span_processor(processor).build())
 }
 
 /// One JSON object per line: `timestamp`, `level`, `target`, the span's
@@ -242,10 +251,10 @@ mod tests {
         }
     }
 
-    /// The subscriber `init` installs (JSON logs, spans with ids, no export),
-    /// for the current thread only.
+    /// The subscriber `init` installs with an endpoint (JSON logs, spans
+    /// with ids; a provider without an exporter here), for the current thread only.
     fn subscriber(out: Captured) -> impl Subscriber + Send + Sync {
-        let (provider, _) = tracer_provider("test", None);
+        let provider = SdkTracerProvider::builder().build();
         tracing_subscriber::registry()
             .with(fmt::layer().json().event_format(JsonLine).with_writer(move || out.clone()).with_filter(EnvFilter::new("info")))
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")).with_filter(EnvFilter::new("info")))
@@ -273,6 +282,32 @@ mod tests {
         assert_eq!(lines[0]["outcome"], "WON");
         assert_eq!(lines[0]["message"], "decided");
         assert_eq!(lines[1]["span"], "stock decide");
+    }
+
+    /// The subscriber `init` installs without an endpoint: JSON logs only.
+    fn subscriber_without_export(out: Captured) -> impl Subscriber + Send + Sync {
+        tracing_subscriber::registry()
+            .with(fmt::layer().json().event_format(JsonLine).with_writer(move || out.clone()).with_filter(EnvFilter::new("info")))
+    }
+
+    #[test]
+    fn without_an_endpoint_lines_still_carry_the_incoming_trace() {
+        let out = Captured::default();
+        let incoming = TraceParent::new_root();
+        tracing::subscriber::with_default(subscriber_without_export(out.clone()), || {
+            let span = tracing::info_span!("record", correlation_id = "corr-8", trace_id = tracing::field::Empty);
+            assert_eq!(continue_trace(&span, Some(&incoming)), None, "no span ids without the layer");
+            span.in_scope(|| {
+                tracing::info!("decided");
+                // A record produced here continues the incoming trace.
+                let record = RecordContext::new_root("corr-8", Some(incoming));
+                assert_eq!(record.trace_id(), incoming.trace_id_hex());
+            });
+        });
+        let lines = out.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["trace_id"], incoming.trace_id_hex().as_str());
+        assert_eq!(lines[0]["correlation_id"], "corr-8");
     }
 
     #[test]

@@ -27,7 +27,7 @@ struct Args {
 }
 
 async fn submit(
-    State(auth): State<Arc<ingest::AuthSettings>>,
+    State(auth): State<Arc<ingest::auth::Verifier>>,
     Path(_event_id): Path<String>,
     headers: HeaderMap,
     Json(body): Json<serde_json::Value>,
@@ -50,7 +50,7 @@ async fn submit(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let auth = Arc::new(ingest::AuthSettings::default());
+    let auth = Arc::new(ingest::AuthSettings::default().verifier());
     let app = Router::new().route("/api/events/{event_id}/entries", post(submit)).with_state(auth);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
     eprintln!("bare_ingest listening on 127.0.0.1:{}", args.port);

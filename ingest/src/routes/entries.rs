@@ -3,8 +3,8 @@
 //! Checks run cheapest first, and everything that can refuse without Kafka
 //! does: token → member's rate (429) → in-flight slot (503 overloaded) →
 //! event state (memory: 404, 425, 410 closed) → body (read within its
-//! deadline, else 408) → ONE Redis script (eligible? first entry? stock
-//! left?) → produce → 202 only after the broker's ack.
+//! deadline, else 408) → ONE Redis script decision (eligible? first entry?
+//! stock left?) → produce → the accept mark → 202 only after the broker's ack.
 
 use std::time::Duration;
 
@@ -105,13 +105,16 @@ async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, reques
         .map_err(|_| ApiError::BodyTimeout)??;
     let submission = body.validate(&meta.questions, &app.limits, header_agent.as_deref())?;
 
-    // 4. Eligible, first entry, stock left: one atomic script.
+    // 4. Eligible, first entry, stock left: one atomic script (grouped with
+    // the other requests waiting at this moment, each decided in turn).
     let new_entry_id = Uuid::now_v7().to_string();
+    let admitting = std::time::Instant::now();
     let admission = app
         .admitter
-        .admit(&mut redis, &event_id, &member, &new_entry_id, gate != Gate::SoldOut)
+        .admit_grouped(&redis, &event_id, &member, &new_entry_id, gate != Gate::SoldOut)
         .await
         .map_err(|e| ApiError::unavailable(format!("admission: {e}")))?;
+    stage_done("admit", admitting);
     let (entry_id, admitted_at, resumed) = match admission {
         Admission::Accept { entry_id, admitted_at_ms } => (entry_id, admitted_at_ms, false),
         Admission::Resume { entry_id, admitted_at_ms } => (entry_id, admitted_at_ms, true),
@@ -163,7 +166,9 @@ async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, reques
         client: submission.client,
     };
     let context = RecordContext::new_root(correlation_id, trace);
+    let publishing = std::time::Instant::now();
     let published = tokio::time::timeout(app.publish_deadline, app.producer.publish(&event, context)).await;
+    stage_done("produce", publishing);
     let failure = match published {
         Ok(Ok(_delivery)) => None,
         Ok(Err(error)) => Some(error.to_string()),
@@ -182,7 +187,10 @@ async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, reques
     // Redis fails, since a pending mark only costs a harmless re-produce later.
     // Grouped with the other requests' marks (one script call per batch);
     // still written before the 202.
-    match app.admitter.mark_accepted_grouped(&redis, &event_id, &member, &entry_id).await {
+    let marking = std::time::Instant::now();
+    let marked = app.admitter.mark_accepted_grouped(&redis, &event_id, &member, &entry_id).await;
+    stage_done("mark_accepted", marking);
+    match marked {
         Ok(true) => {}
         Ok(false) => tracing::warn!("first-entry mark was gone or changed before the accept mark"),
         Err(error) => tracing::warn!(%error, "could not mark the entry accepted; a retry will re-produce it"),
@@ -193,6 +201,13 @@ async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, reques
     // failures are still logged, and the span keeps the correlation id.
     tracing::debug!(outcome, "entry accepted");
     Ok(accepted(&entry_id, outcome))
+}
+
+/// The time one step of the accept path took,
+/// `firstcome_ingest_stage_seconds{stage}` (admit script, produce to the
+/// broker's ack, accept mark): where an entry's latency goes.
+fn stage_done(stage: &'static str, started: std::time::Instant) {
+    metrics::histogram!("firstcome_ingest_stage_seconds", "stage" => stage).record(started.elapsed().as_secs_f64());
 }
 
 fn accepted(entry_id: &str, outcome: &'static str) -> Response {

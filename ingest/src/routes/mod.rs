@@ -31,7 +31,8 @@ use crate::waiting_room::WaitingRoom;
 use crate::auth::{self, MemberId};
 use crate::error::ApiError;
 use crate::rate_limit::MemberRateLimit;
-use crate::settings::{AuthSettings, Limits};
+use crate::auth::Verifier;
+use crate::settings::Limits;
 use crate::state::EventCache;
 
 /// What every handler may use. Cheap to clone (everything inside is shared).
@@ -42,7 +43,8 @@ pub struct AppState {
     pub admitter: Admitter,
     pub producer: EventProducer,
     pub db: deadpool_postgres::Pool,
-    pub auth: Arc<AuthSettings>,
+    /// Members' bearer tokens, verified with a key and rules built once.
+    pub auth: Arc<Verifier>,
     pub limits: Arc<Limits>,
     /// The longest a publish may take before the member gets a 503.
     pub publish_deadline: Duration,

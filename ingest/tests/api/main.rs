@@ -2,6 +2,7 @@
 //! PostgreSQL). Each test has its own topics, database, event and port
 //! (`helpers`, on `testkit`). One test binary; a module per area.
 
+mod admission;
 mod auth;
 mod dashboard;
 mod entries;
