@@ -110,11 +110,11 @@ stop_all() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   # The drill's data is in its report: free the disk and Redis' memory.
-  for ev in "${ACCEPT_EVENT:-}" "${EARLY_EVENT:-}" "${RUSH_EVENT:-}"; do
+  for ev in "${ACCEPT_EVENT:-}" "${EARLY_EVENT:-}" "${SOLD_OUT_EVENT:-}" "${RUSH_EVENT:-}"; do
     [ -n "$ev" ] && redis_cli --scan --pattern "fc:{$ev}:*" | xargs -r "${REDIS_ADMIN[@]}" DEL >/dev/null
   done
   stack/bin/stack topics --delete --topic "drill-$STAMP.*" >/dev/null 2>&1 || true
-  rm -f "$WORK/tokens.txt" "$WORK"/perf-*.data
+  rm -f "$WORK"/tokens*.txt "$WORK"/perf-*.data
 }
 trap stop_all EXIT
 
@@ -145,6 +145,7 @@ WRK_MEMBERS=$(( WRK_SECS * 20000 ))
 
 ACCEPT_EVENT="drill-accept-$STAMP"
 EARLY_EVENT="drill-early-$STAMP"
+SOLD_OUT_EVENT="drill-sold-out-$STAMP"
 RUSH_EVENT="drill-rush-$STAMP"
 "$BIN/firstcome" event create --id "$ACCEPT_EVENT" --product drill-wrk --total 100000000 --close-at +2h
 # Nobody is eligible for the early event: a 425 is answered before eligibility.
@@ -152,7 +153,7 @@ RUSH_EVENT="drill-rush-$STAMP"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 wrk_run() { # name url event seconds
-  TOKENS="$WORK/tokens.txt" EVENT="$3" THREADS=2 \
+  TOKENS="${TOKENS_FILE:-$WORK/tokens.txt}" EVENT="$3" THREADS=2 \
     wrk -t2 -c"$WRK_CONNECTIONS" -d"$4"s --latency -s scripts/drill/entries.lua "$2" >"$WORK/wrk-$1.txt" 2>&1
 }
 # wrk's answer as {"per_sec", "non_2xx", "p50_ms", "p99_ms"}: its latency
@@ -192,11 +193,28 @@ after=$(cpu_ticks "$PID_ingest_base")
 wait "$PERF" || true
 ACCEPT=$(wrk_json ingest-accept 1 "$(( after - before ))"); echo "$ACCEPT"
 perf report -i "$WORK/perf-accept.data" --no-children --sort symbol --stdio 2>/dev/null \
-  | grep -E '^ +[0-9.]+%' | head -60 >"$OUT/profile-accept.txt" || true
+  | grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- *$//' | head -60 >"$OUT/profile-accept.txt" || true
 
 step "ingest refusal path: 425 before the opening, no Redis, no Kafka (wrk, 15s)"
 wrk_run ingest-refusal "$INGEST" "$EARLY_EVENT" 15
 REFUSAL=$(wrk_json ingest-refusal 0); echo "$REFUSAL"
+
+step "ingest refusal path: 410 after sell-out to members who never entered (the admit script, no Kafka; wrk, 15s)"
+# Sold out as the stock stage leaves it: the counter at zero. The first
+# answer tells ingest, which from then on admits nobody new (and still tells
+# entrants 409 and non-buyers 403 from the script).
+"$BIN/firstcome" event create --id "$SOLD_OUT_EVENT" --product drill-wrk --total 1 --close-at +2h
+redis_cli SET "fc:{$SOLD_OUT_EVENT}:stock" 0 >/dev/null
+wrk_run ingest-sold-out "$INGEST" "$SOLD_OUT_EVENT" 15
+SOLD_OUT=$(wrk_json ingest-sold-out 0); echo "$SOLD_OUT"
+
+step "ingest refusal paths: 404 for an unknown event, 401 for a token that does not verify (wrk, 10s each)"
+wrk_run ingest-unknown-event "$INGEST" "drill-no-such-event-$STAMP" 10
+UNKNOWN_EVENT=$(wrk_json ingest-unknown-event 0); echo "$UNKNOWN_EVENT"
+# The same members' tokens with their signature's last characters changed.
+head -n 200000 "$WORK/tokens.txt" | sed -E 's/.{4}$/AAAA/' >"$WORK/tokens-forged.txt"
+TOKENS_FILE="$WORK/tokens-forged.txt" wrk_run ingest-unauthorized "$INGEST" "$ACCEPT_EVENT" 10
+UNAUTHORIZED=$(wrk_json ingest-unauthorized 0); echo "$UNAUTHORIZED"
 
 step "baseline: Kafka ProducerPerformance (200-byte records, acks=all, idempotent, lz4)"
 stack/bin/stack topics --create --if-not-exists --topic "drill-$STAMP.perf" --partitions 12 \
@@ -240,7 +258,8 @@ EOF
 redis_cli DEL "$K:meta" "$K:stock" "$K:eligible" "$K:entered" "$K:entries" >/dev/null
 
 cat >"$WORK/baselines.json" <<EOF
-{"bare": $BARE, "ingest_accept": $ACCEPT, "ingest_refusal": $REFUSAL, "kafka_produce": $KAFKA, "redis_admit": $REDIS}
+{"bare": $BARE, "ingest_accept": $ACCEPT, "ingest_refusal": $REFUSAL, "ingest_sold_out": $SOLD_OUT,
+ "ingest_unknown_event": $UNKNOWN_EVENT, "ingest_unauthorized": $UNAUTHORIZED, "kafka_produce": $KAFKA, "redis_admit": $REDIS}
 EOF
 cp "$WORK/baselines.json" "$OUT/baselines.json"
 kill "$PID_ingest_base" 2>/dev/null || true

@@ -225,8 +225,15 @@ pub fn memory(watched: &[(String, u32)]) -> Vec<ServiceMemory> {
 pub struct Ratios {
     /// Accepted entries/s (wrk, stock never runs out) / bare handler req/s.
     pub accept_to_bare: Option<f64>,
-    /// Refusals/s (no Kafka) / bare handler req/s.
+    /// Refusals/s (no Kafka) / bare handler req/s: 425 before the opening.
     pub refusal_to_bare: Option<f64>,
+    /// 410 to members who never entered, after sell-out (the admit script
+    /// still tells them from entrants and non-buyers) / bare.
+    pub sold_out_to_bare: Option<f64>,
+    /// 404 for an unknown event / bare.
+    pub unknown_event_to_bare: Option<f64>,
+    /// 401 for a token that does not verify / bare.
+    pub unauthorized_to_bare: Option<f64>,
     /// Accepted entries/s / Kafka ProducerPerformance records/s.
     pub accept_to_kafka: Option<f64>,
     /// Accepted entries/s / redis-benchmark admit script calls/s.
@@ -239,13 +246,18 @@ fn rate(baselines: &serde_json::Value, name: &str) -> Option<f64> {
 
 impl Ratios {
     /// From the drill's baselines file: `{name: {"per_sec": …}}` with names
-    /// `bare`, `ingest_accept`, `ingest_refusal`, `kafka_produce`, `redis_admit`.
+    /// `bare`, `ingest_accept`, `ingest_refusal`, `ingest_sold_out`,
+    /// `ingest_unknown_event`, `ingest_unauthorized`, `kafka_produce`, `redis_admit`.
     pub fn of(baselines: &serde_json::Value) -> Self {
         let accept = rate(baselines, "ingest_accept");
+        let bare = rate(baselines, "bare");
         let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
         Ratios {
-            accept_to_bare: ratio(accept, rate(baselines, "bare")),
-            refusal_to_bare: ratio(rate(baselines, "ingest_refusal"), rate(baselines, "bare")),
+            accept_to_bare: ratio(accept, bare),
+            refusal_to_bare: ratio(rate(baselines, "ingest_refusal"), bare),
+            sold_out_to_bare: ratio(rate(baselines, "ingest_sold_out"), bare),
+            unknown_event_to_bare: ratio(rate(baselines, "ingest_unknown_event"), bare),
+            unauthorized_to_bare: ratio(rate(baselines, "ingest_unauthorized"), bare),
             accept_to_kafka: ratio(accept, rate(baselines, "kafka_produce")),
             accept_to_redis_admit: ratio(accept, rate(baselines, "redis_admit")),
         }
@@ -305,11 +317,14 @@ mod tests {
             "bare": {"per_sec": 80_000.0},
             "ingest_accept": {"per_sec": 20_000.0},
             "ingest_refusal": {"per_sec": 60_000.0},
+            "ingest_sold_out": {"per_sec": 40_000.0},
             "kafka_produce": {"per_sec": 160_000.0},
         });
         let r = Ratios::of(&baselines);
         assert_eq!(r.accept_to_bare, Some(0.25));
         assert_eq!(r.refusal_to_bare, Some(0.75));
+        assert_eq!(r.sold_out_to_bare, Some(0.5));
+        assert_eq!(r.unknown_event_to_bare, None);
         assert_eq!(r.accept_to_kafka, Some(0.125));
         assert_eq!(r.accept_to_redis_admit, None);
     }
