@@ -44,10 +44,8 @@ fn body_parse_and_validate(c: &mut Criterion) {
 fn admit_script(c: &mut Criterion) {
     const MEMBERS: usize = 200_000;
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let settings = platform::settings::RedisSettings {
-        url: std::env::var("FIRSTCOME_REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        ..Default::default()
-    };
+    // The stack's Redis as its administrator (the default user cannot log in).
+    let settings = testkit::redis_admin();
     let event_id = format!("t-bench-{}", uuid::Uuid::new_v4().simple());
     let members: Vec<MemberId> =
         (0..MEMBERS).map(|n| MemberId::parse(&format!("b{n:07}")).expect("member id")).collect();
@@ -81,6 +79,26 @@ fn admit_script(c: &mut Criterion) {
             }
         })
     });
+    // 64 requests at once through the grouped path (what ingest does under
+    // load): a few script calls for all of them. Throughput in admissions/s.
+    let mut group = c.benchmark_group("ingest/admit_grouped");
+    group.throughput(criterion::Throughput::Elements(64));
+    group.bench_function("64_requests", |b| {
+        b.to_async(&runtime).iter(|| {
+            let asks: Vec<_> = (0..64)
+                .map(|_| {
+                    let member = members[next.fetch_add(1, Ordering::Relaxed) % MEMBERS].clone();
+                    let (admitter, conn, event_id) = (admitter.clone(), conn.clone(), event_id.clone());
+                    async move {
+                        let entry_id = uuid::Uuid::now_v7().to_string();
+                        admitter.admit_grouped(&conn, &event_id, &member, &entry_id, true).await.expect("admit")
+                    }
+                })
+                .collect();
+            async move { black_box(futures::future::join_all(asks).await.len()) }
+        })
+    });
+    group.finish();
     runtime.block_on(async {
         let mut conn = conn.clone();
         let keys = EventKeys::new(&event_id);

@@ -16,10 +16,8 @@ const MEMBERS: usize = 300_000;
 
 fn decide(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let settings = platform::settings::RedisSettings {
-        url: std::env::var("FIRSTCOME_REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-        ..Default::default()
-    };
+    // The stack's Redis as its administrator (the default user cannot log in).
+    let settings = testkit::redis_admin();
     let event_id = format!("t-bench-{}", uuid::Uuid::new_v4().simple());
     let members: Vec<String> = (0..MEMBERS).map(|n| format!("b{n:07}")).collect();
     let store = runtime.block_on(async {
