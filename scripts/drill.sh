@@ -186,14 +186,21 @@ BARE=$(wrk_json bare 1); echo "$BARE"
 
 step "ingest accept path (wrk, ${WRK_SECS}s, every request a new eligible member) with a CPU profile"
 before=$(cpu_ticks "$PID_ingest_base")
-perf record -F 499 -g -p "$PID_ingest_base" -o "$WORK/perf-accept.data" -- sleep "$(( WRK_SECS > 20 ? 20 : WRK_SECS ))" >/dev/null 2>&1 &
+# DWARF call stacks (Rust release builds keep no frame pointers): at most
+# 10 s at 299 Hz, in the middle of the run.
+PERF_SECS=$(( WRK_SECS / 2 > 10 ? 10 : WRK_SECS / 2 ))
+( sleep $(( WRK_SECS / 4 )); perf record -F 299 --call-graph dwarf,16384 -p "$PID_ingest_base" \
+    -o "$WORK/perf-accept.data" -- sleep "$PERF_SECS" >/dev/null 2>&1 ) &
 PERF=$!
 wrk_run ingest-accept "$INGEST" "$ACCEPT_EVENT" "$WRK_SECS"
 after=$(cpu_ticks "$PID_ingest_base")
 wait "$PERF" || true
 ACCEPT=$(wrk_json ingest-accept 1 "$(( after - before ))"); echo "$ACCEPT"
-perf report -i "$WORK/perf-accept.data" --no-children --sort symbol --stdio 2>/dev/null \
+perf report -i "$WORK/perf-accept.data" --no-children --sort symbol --stdio -g none 2>/dev/null \
   | grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- *$//' | head -60 >"$OUT/profile-accept.txt" || true
+perf script -i "$WORK/perf-accept.data" 2>/dev/null | python3 scripts/drill/profile_by_area.py \
+  >"$OUT/profile-accept-areas.txt" || true
+cat "$OUT/profile-accept-areas.txt"
 
 step "ingest refusal path: 425 before the opening, no Redis, no Kafka (wrk, 15s)"
 wrk_run ingest-refusal "$INGEST" "$EARLY_EVENT" 15
