@@ -5,9 +5,9 @@
 #
 #   bash scripts/bench/accept-ab.sh [--base REV] [--rounds N] [--secs S] [--connections C]
 #
-# --base (default: the working tree's merge base with the last commit that
-# did not have this session's hot-path changes, 09a3423) is built in a git
-# worktree under .stack/ab/ with its own target folder (a release build of
+# --base (default 09a3423: the last commit before the second round of
+# hot-path changes of issue 9) is built in a git worktree under .stack/ab/
+# with its own target folder (a release build of
 # ingest: several minutes on two cores the first time, cached after). The
 # working tree's ingest is the "head". Each round starts each ingest afresh
 # on the same port, under a topic prefix no consumer reads, and runs wrk
@@ -43,6 +43,7 @@ mkdir -p "$AB"
 step "building the head's ingest (the working tree) and the base's ($BASE_SHA)"
 cargo build --release --locked -p ingest -p firstcome-cli -p bench
 if [ ! -d "$AB/src-$BASE_SHA" ]; then
+  git worktree prune  # a worktree whose folder went with a stack reset
   git worktree add --detach "$AB/src-$BASE_SHA" "$BASE_SHA" >/dev/null
 fi
 (cd "$AB/src-$BASE_SHA" && CARGO_TARGET_DIR="$REPO/$AB/target-$BASE_SHA" cargo build --release --locked -p ingest)
