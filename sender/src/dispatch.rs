@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::events::{ProviderCall, ProviderCalled};
+use platform::trace_context::TraceParent;
+
 use crate::provider::{GiftOrder, IssueError, ProviderClient};
 use crate::rate_limit::TokenBucket;
 use crate::settings::ProviderSettings;
@@ -106,7 +108,8 @@ impl Dispatcher {
 
     /// Drives `order` to a definite resolution, or gives up as `Unresolved`
     /// (retry later) or `Rejected` (this request will never be accepted).
-    pub async fn send(&self, order: &GiftOrder) -> Result<Resolution, NotSent> {
+    /// The provider calls continue `trace` (the gift's record).
+    pub async fn send(&self, order: &GiftOrder, trace: Option<&TraceParent>) -> Result<Resolution, NotSent> {
         let mut calls: i32 = 0;
         // Whether a gift may exist under the key, unknown to us.
         let mut maybe_issued = false;
@@ -121,7 +124,7 @@ impl Dispatcher {
             if maybe_issued {
                 self.bucket.acquire().await;
                 calls += 1;
-                match self.provider.lookup(&order.idempotency_key).await {
+                match self.provider.lookup(&order.idempotency_key, trace).await {
                     Ok(Some(gift)) => {
                         ProviderCalled { call: ProviderCall::LookupFound { gift_id: &gift.gift_id }, calls }.emit();
                         return Ok(Resolution::Sent { gift_id: gift.gift_id, attempts: calls });
@@ -140,7 +143,7 @@ impl Dispatcher {
             }
             self.bucket.acquire().await;
             calls += 1;
-            match self.provider.issue(order).await {
+            match self.provider.issue(order, trace).await {
                 Ok(gift) => {
                     ProviderCalled { call: ProviderCall::Issued { gift_id: &gift.gift_id }, calls }.emit();
                     return Ok(Resolution::Sent { gift_id: gift.gift_id, attempts: calls });

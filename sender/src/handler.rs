@@ -239,7 +239,7 @@ impl DispatchHandler {
                     product: gift.product,
                     amount: gift.amount,
                 };
-                match self.dispatcher.send(&order).await {
+                match self.dispatcher.send(&order, pending.context.trace().as_ref()).await {
                     Ok(resolution) => resolution,
                     // Settled on its own so it never holds the batch. It is
                     // never compensated and its claim is kept (not released):

@@ -157,10 +157,10 @@ impl ProviderClient {
         serde_json::from_slice(&body).map_err(|e| BodyError::Json(e.to_string()))
     }
 
-    /// `POST /v1/gifts`.
-    pub async fn issue(&self, order: &GiftOrder) -> Result<IssuedGift, IssueError> {
+    /// `POST /v1/gifts`, in the trace of `parent` (the gift's record).
+    pub async fn issue(&self, order: &GiftOrder, parent: Option<&TraceParent>) -> Result<IssuedGift, IssueError> {
         let span = call_span("POST /v1/gifts");
-        let trace = TraceParent::of_span(&span);
+        let trace = call_trace(&span, parent);
         self.issue_in(order, trace).instrument(span).await
     }
 
@@ -210,9 +210,9 @@ impl ProviderClient {
 
     /// `GET /v1/gifts/{key}`: `Some` when a gift exists under `key`, `None`
     /// when the provider says none does (issuing again is safe).
-    pub async fn lookup(&self, key: &str) -> Result<Option<IssuedGift>, LookupError> {
+    pub async fn lookup(&self, key: &str, parent: Option<&TraceParent>) -> Result<Option<IssuedGift>, LookupError> {
         let span = call_span("GET /v1/gifts/{key}");
-        let trace = TraceParent::of_span(&span);
+        let trace = call_trace(&span, parent);
         self.lookup_in(key, trace).instrument(span).await
     }
 
@@ -246,8 +246,15 @@ fn call_span(route: &'static str) -> tracing::Span {
     span
 }
 
-/// The request with the call span's context as `traceparent`, so the
-/// provider continues the entry's trace (when spans are exported).
+/// The `traceparent` a provider call sends: the call span's own context when
+/// spans are exported; otherwise the next hop of the gift's record trace
+/// (`parent`), so the provider's logs still carry the entry's trace id.
+fn call_trace(span: &tracing::Span, parent: Option<&TraceParent>) -> Option<TraceParent> {
+    TraceParent::of_span(span).or_else(|| parent.map(TraceParent::child))
+}
+
+/// The request with the call's `traceparent`, so the provider continues the
+/// entry's trace.
 fn traced(request: reqwest::RequestBuilder, trace: Option<TraceParent>) -> reqwest::RequestBuilder {
     match trace {
         Some(trace) => request.header(platform::trace_context::TRACEPARENT, trace.to_string()),
@@ -327,6 +334,16 @@ async fn rejection(response: reqwest::Response) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn without_exported_spans_a_call_continues_the_records_trace() {
+        let record = platform::trace_context::TraceParent::new_root();
+        let span = tracing::info_span!("provider_call");
+        let sent = super::call_trace(&span, Some(&record)).expect("the record's trace");
+        assert_eq!(sent.trace_id, record.trace_id, "the entry's trace");
+        assert_ne!(sent.span_id, record.span_id, "a hop of its own");
+        assert_eq!(super::call_trace(&span, None), None, "no trace to continue: none sent");
+    }
+
     use super::*;
 
     #[test]

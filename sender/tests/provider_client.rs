@@ -42,16 +42,16 @@ async fn the_api_key_is_sent_and_a_wrong_one_is_a_configuration_error() {
     let shutdown = CancellationToken::new();
     let url = simulator(&shutdown).await;
     let right = ProviderClient::new(&settings(url.clone())).unwrap();
-    let gift = right.issue(&order("entry-key-1")).await.expect("issued with the local key");
+    let gift = right.issue(&order("entry-key-1"), None).await.expect("issued with the local key");
     assert_eq!(gift.idempotency_key, "entry-key-1");
-    assert!(right.lookup("entry-key-1").await.expect("looked up").is_some());
+    assert!(right.lookup("entry-key-1", None).await.expect("looked up").is_some());
 
     let wrong = ProviderClient::new(&ProviderSettings { api_key: SecretString::from("not-the-key"), ..settings(url) }).unwrap();
-    match wrong.issue(&order("entry-key-2")).await {
+    match wrong.issue(&order("entry-key-2"), None).await {
         Err(IssueError::ClientError { status: 401, reason }) => assert_eq!(reason, "unauthorized"),
         other => panic!("expected 401 unauthorized, got {other:?}"),
     }
-    assert!(wrong.lookup("entry-key-1").await.is_err());
+    assert!(wrong.lookup("entry-key-1", None).await.is_err());
     shutdown.cancel();
 }
 
@@ -69,11 +69,11 @@ async fn a_redirect_is_not_followed() {
     ))
     .await;
     let client = ProviderClient::new(&settings(redirecting)).unwrap();
-    let answer = client.issue(&order("entry-redirect")).await;
+    let answer = client.issue(&order("entry-redirect"), None).await;
     assert!(answer.is_err(), "a 307 is not a gift: {answer:?}");
     // Nothing reached the place the redirect pointed at.
     let direct = ProviderClient::new(&settings(sim)).unwrap();
-    assert_eq!(direct.lookup("entry-redirect").await.expect("lookup"), None);
+    assert_eq!(direct.lookup("entry-redirect", None).await.expect("lookup"), None);
     shutdown.cancel();
 }
 
@@ -88,12 +88,12 @@ async fn an_answer_over_the_size_cap_is_not_read() {
     };
     let url = endpoint(Router::new().route("/v1/gifts", post(huge)).route("/v1/gifts/{key}", get(huge))).await;
     let client = ProviderClient::new(&ProviderSettings { max_response_bytes: 64 * 1024, ..settings(url.clone()) }).unwrap();
-    match client.issue(&order("entry-big")).await {
+    match client.issue(&order("entry-big"), None).await {
         Err(IssueError::Unknown(reason)) => assert!(reason.contains("over 65536 bytes"), "{reason}"),
         other => panic!("expected an unreadable (too large) answer, got {other:?}"),
     }
-    assert!(client.lookup("entry-big").await.is_err());
+    assert!(client.lookup("entry-big", None).await.is_err());
     // The same answer within a larger cap is a gift.
     let roomy = ProviderClient::new(&ProviderSettings { max_response_bytes: 2 << 20, ..settings(url) }).unwrap();
-    assert!(tokio::time::timeout(Duration::from_secs(10), roomy.issue(&order("entry-big"))).await.unwrap().is_ok());
+    assert!(tokio::time::timeout(Duration::from_secs(10), roomy.issue(&order("entry-big"), None)).await.unwrap().is_ok());
 }
