@@ -174,7 +174,7 @@ pub fn markdown(prefix: &str) -> String {
     );
     for route in &ROUTES {
         let consumers: Vec<String> =
-            route.consumers.iter().filter_map(|stage| stage.group()).map(|group| code(group)).collect();
+            route.consumers.iter().filter_map(|stage| stage.group()).map(&code).collect();
         let produced_by = match prefix {
             "" => route.produced_by.to_string(),
             // Group names in the description carry the prefix too.
