@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use ingest::admission::{Admission, Admitter};
 use ingest::submission::EntryBody;
 use ingest::{AuthSettings, Limits, MemberId};
-use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus};
+use platform::event_keys::{write_event, EventKeys};
 
 const BODY: &[u8] = br#"{"answers":{"satisfaction":"5","recommend":"yes"},"client":{"channel":"web","user_agent":"Mozilla/5.0"}}"#;
 
@@ -51,15 +51,7 @@ fn admit_script(c: &mut Criterion) {
         (0..MEMBERS).map(|n| MemberId::parse(&format!("b{n:07}")).expect("member id")).collect();
     let conn = runtime.block_on(async {
         let mut conn = platform::redis::connect(&settings).await.expect("the stack's Redis");
-        let now = schemas::now_millis();
-        let meta = EventMeta {
-            event_id: event_id.clone(),
-            open_at_ms: now - 60_000,
-            close_at_ms: now + 3_600_000,
-            for_sale: 1_000_000_000,
-            questions: vec!["satisfaction".into()],
-            status: EventStatus::Open,
-        };
+        let meta = testkit::open_event(&event_id, 1_000_000_000);
         let eligible: Vec<String> = members.iter().map(|m| m.as_str().to_string()).collect();
         write_event(&mut conn, &meta, &eligible).await.expect("event keys");
         conn

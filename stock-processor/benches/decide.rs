@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus};
+use platform::event_keys::{write_event, EventKeys};
 use stock_processor::store::{EntryRef, StockStore};
 
 const MEMBERS: usize = 300_000;
@@ -22,15 +22,7 @@ fn decide(c: &mut Criterion) {
     let members: Vec<String> = (0..MEMBERS).map(|n| format!("b{n:07}")).collect();
     let store = runtime.block_on(async {
         let mut conn = platform::redis::connect(&settings).await.expect("the stack's Redis");
-        let now = schemas::now_millis();
-        let meta = EventMeta {
-            event_id: event_id.clone(),
-            open_at_ms: now - 60_000,
-            close_at_ms: now + 3_600_000,
-            for_sale: 100_000_000,
-            questions: vec!["satisfaction".into()],
-            status: EventStatus::Open,
-        };
+        let meta = testkit::open_event(&event_id, 100_000_000);
         write_event(&mut conn, &meta, &members).await.expect("event keys");
         let store = StockStore::new(conn);
         store.load().await.expect("scripts load");

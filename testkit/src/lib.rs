@@ -14,6 +14,7 @@
 //!   committed records; [`group_lag`] / [`caught_up`] tell whether a consumer
 //!   group committed to the end.
 //! - [`unused_port`], [`metrics_text`], [`metric`]: ports and the ops listener.
+//! - [`open_event`]: the meta of an event open now, for `write_event`.
 //!
 //! Modelled on zero2prod's `tests/api/helpers.rs` (one `spawn_app`: a fresh
 //! database per test) and rust-rdkafka's `tests/utils.rs` (random topic and
@@ -30,6 +31,21 @@ pub use env::{kafka_admin, redis_admin, stack_kafka_admin, TestEnv, TestEnvBuild
 pub use kafka::{caught_up, group_lag, read_events, read_log, CommittedReader, Lag, READ_TIMEOUT};
 pub use net::{metric, metrics_text, unused_port};
 pub use platform::wait::{poll_until, wait_until};
+
+/// The meta of an event open since a minute, for an hour, with `for_sale`
+/// units and one question (`satisfaction`): what a test or a bench writes
+/// with `platform::event_keys::write_event` beside its eligible members.
+pub fn open_event(event_id: &str, for_sale: i64) -> platform::event_keys::EventMeta {
+    let now = schemas::now_millis();
+    platform::event_keys::EventMeta {
+        event_id: event_id.to_string(),
+        open_at_ms: now - 60_000,
+        close_at_ms: now + 3_600_000,
+        for_sale,
+        questions: vec!["satisfaction".into()],
+        status: platform::event_keys::EventStatus::Open,
+    }
+}
 
 /// Waits until `check` holds; panics naming `what` after `timeout`. For the
 /// waits a test cannot go on without (a `wait_until` whose result a test

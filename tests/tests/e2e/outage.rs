@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 
-use platform::event_keys::{write_event, EventMeta, EventStatus};
+use platform::event_keys::write_event;
 use platform::settings::{HttpSettings, RedisSettings};
 use platform::CancellationToken;
 
@@ -52,15 +52,7 @@ async fn with_redis_down_ingest_answers_503_and_writes_nothing() {
     let env = TestEnv::new().await;
     let mut own = OwnRedis::start().await;
     let event_id = format!("ev-{}", uuid::Uuid::new_v4());
-    let now = chrono::Utc::now().timestamp_millis();
-    let meta = EventMeta {
-        event_id: event_id.clone(),
-        open_at_ms: now - 60_000,
-        close_at_ms: now + 3_600_000,
-        for_sale: 10,
-        questions: vec!["satisfaction".into()],
-        status: EventStatus::Open,
-    };
+    let meta = testkit::open_event(&event_id, 10);
     let mut conn = platform::redis::connect(&own.admin).await.expect("redis");
     assert!(write_event(&mut conn, &meta, &["m-1".into(), "m-2".into()]).await.expect("event written"));
 
