@@ -156,28 +156,13 @@ wrk_run() { # name url event seconds
   TOKENS="${TOKENS_FILE:-$WORK/tokens.txt}" EVENT="$3" THREADS=2 \
     wrk -t2 -c"$WRK_CONNECTIONS" -d"$4"s --latency -s scripts/drill/entries.lua "$2" >"$WORK/wrk-$1.txt" 2>&1
 }
-# wrk's answer as {"per_sec", "non_2xx", "p50_ms", "p99_ms"}: its latency
-# distribution, and the request rate minus the non-2xx answers when only 2xx count.
-wrk_json() { # name only_2xx
-  python3 - "$WORK/wrk-$1.txt" "$2" "${3:-}" <<'EOF'
-import json, re, sys
-text = open(sys.argv[1]).read()
-def ms(v, unit):
-    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-def pct(p):
-    m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-    return ms(*m.groups()) if m else None
-total = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", text).group(1))
-secs = re.search(r"requests in ([\d.]+)(ms|s|m)", text)
-secs = float(secs.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[secs.group(2)]
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-bad = int(bad.group(1)) if bad else 0
-ok = total - bad if sys.argv[2] == "1" else total
-out = {"per_sec": ok / secs, "requests": total, "non_2xx": bad, "seconds": secs, "p50_ms": pct(50), "p99_ms": pct(99)}
-if sys.argv[3]:
-    out["cpu_us_per_request"] = float(sys.argv[3]) * 10000.0 / max(ok, 1)
-print(json.dumps(out))
-EOF
+# wrk's answer as {"per_sec", "non_2xx", "p50_ms", "p99_ms"} (scripts/drill/wrk_summary.py):
+# its latency distribution, and the rate of 2xx answers only when only_2xx is 1.
+wrk_json() { # name only_2xx [cpu ticks]
+  local flags=()
+  [ "$2" = 1 ] && flags+=(--only-2xx)
+  [ -n "${3:-}" ] && flags+=(--cpu-ticks "$3")
+  python3 scripts/drill/wrk_summary.py "$WORK/wrk-$1.txt" "${flags[@]}"
 }
 
 step "baseline: bare axum handler of ingest's route shape (wrk, ${WRK_SECS}s)"

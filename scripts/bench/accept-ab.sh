@@ -102,18 +102,11 @@ for round in $(seq 1 "$ROUNDS"); do
     after=$(ticks "$INGEST_PID")
     kill "$INGEST_PID"; wait "$INGEST_PID" 2>/dev/null || true; INGEST_PID=
     python3 - "$WORK" "$variant" "$round" "$(( after - before ))" "$t0" "$t1" >>"$WORK/runs.jsonl" <<'EOF'
-import json, re, sys
+import json, sys
+sys.path.insert(0, "scripts/drill")
+from wrk_summary import summary
 work, variant, rnd, ticks, t0, t1 = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
-text = open(f"{work}/wrk-{variant}-{rnd}.txt").read()
-def ms(v, unit): return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-def pct(p):
-    m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-    return ms(*m.groups()) if m else None
-total = int(re.search(r"(\d+) requests in", text).group(1))
-secs = re.search(r"requests in ([\d.]+)(ms|s|m)", text)
-secs = float(secs.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[secs.group(2)]
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-ok = total - (int(bad.group(1)) if bad else 0)
+wrk = summary(open(f"{work}/wrk-{variant}-{rnd}.txt").read(), only_2xx=True, cpu_ticks=ticks)
 def load(name):
     out = {}
     for line in open(f"{work}/{name}"):
@@ -126,8 +119,8 @@ for pid, (t, cmd) in b.items():
     if pid not in a: continue
     name = next((n for k, n in [("release/ingest", "ingest"), ("redis-server", "redis"), ("java", "kafka"), ("wrk", "wrk")] if k in cmd), "other")
     share[name] = share.get(name, 0) + (t - a[pid][0]) / (t1 - t0)  # ticks/s = % of a core
-print(json.dumps({"variant": variant, "round": rnd, "accepted_per_sec": ok / secs, "non_2xx": total - ok,
-                  "p50_ms": pct(50), "p99_ms": pct(99), "ingest_cpu_us_per_entry": ticks * 10000.0 / max(ok, 1),
+print(json.dumps({"variant": variant, "round": rnd, "accepted_per_sec": wrk["per_sec"], "non_2xx": wrk["non_2xx"],
+                  "p50_ms": wrk["p50_ms"], "p99_ms": wrk["p99_ms"], "ingest_cpu_us_per_entry": wrk["cpu_us_per_request"],
                   "cpu_percent_of_a_core": {k: round(v, 1) for k, v in share.items()}}))
 EOF
     tail -1 "$WORK/runs.jsonl"
