@@ -18,9 +18,9 @@
 //! Marks in `entered` (see `platform::event_keys`): `P|<entry>|<ms>` while the
 //! entry is being produced, `A|<entry>` once the broker acknowledged it.
 //!
-//! The scripts are `platform/lua/admit.lua` (one or many requests),
-//! `mark_accepted.lua` and `mark_accepted_many.lua` (KEYS/ARGV contract at
-//! their top), handed out by `platform::scripts`.
+//! The scripts are `platform/lua/admit.lua` (one or many requests) and
+//! `mark_accepted_many.lua` (KEYS/ARGV contract at their top), handed out by
+//! `platform::scripts`.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -94,7 +94,6 @@ type Queue<Q, A> = Arc<OnceLock<mpsc::Sender<Pending<Q, A>>>>;
 #[derive(Debug, Clone)]
 pub struct Admitter {
     admit: Arc<Script>,
-    mark_accepted: Arc<Script>,
     mark_accepted_many: Arc<Script>,
     /// The grouped admissions and acknowledgement marks, each task started
     /// on first use.
@@ -113,7 +112,6 @@ impl Admitter {
     pub fn new(resume_after: Duration) -> Self {
         Self {
             admit: Arc::new(platform::scripts::admit()),
-            mark_accepted: Arc::new(platform::scripts::mark_accepted()),
             mark_accepted_many: Arc::new(platform::scripts::mark_accepted_many()),
             admits: Arc::default(),
             marks: Arc::default(),
@@ -165,30 +163,11 @@ impl Admitter {
     }
 
     /// Marks the entry acknowledged (`A|entry`), only if the member's mark is
-    /// still this entry's pending mark. `false`: the mark was not there.
-    pub async fn mark_accepted<C: ConnectionLike + Send>(
-        &self,
-        conn: &mut C,
-        event_id: &str,
-        member: &MemberId,
-        entry_id: &str,
-    ) -> redis::RedisResult<bool> {
-        let keys = EventKeys::new(event_id);
-        let done: i64 = self
-            .mark_accepted
-            .key(&keys.entered)
-            .arg(member.as_str())
-            .arg(entry_id)
-            .invoke_async(conn)
-            .await?;
-        Ok(done == 1)
-    }
-
-    /// [`Admitter::mark_accepted`], with the acknowledgements waiting at the
-    /// same moment written in one `mark_accepted_many` call per event. The
-    /// caller still waits for its own mark, so the mark is `A|` before the
-    /// member is answered 202. The task uses a clone of the first `conn` it
-    /// is given.
+    /// still this entry's pending mark (`false`: it was not there), with the
+    /// acknowledgements waiting at the same moment written in one
+    /// `mark_accepted_many` call per event. The caller still waits for its
+    /// own mark, so the mark is `A|` before the member is answered 202. The
+    /// task uses a clone of the first `conn` it is given.
     pub async fn mark_accepted_grouped<C>(
         &self,
         conn: &C,

@@ -7,7 +7,7 @@
 //! | script | run by | what |
 //! | --- | --- | --- |
 //! | [`admit`] | ingest (`admission.rs`) | the first-entry decisions of the requests of one event waiting at the same moment (one or many, in order) |
-//! | [`mark_accepted`] | ingest (`admission.rs`) | a pending first-entry mark becomes acknowledged |
+//! | [`mark_accepted`] | `scripts/bench/redis-durability.sh` (ingest writes its marks grouped, below) | a pending first-entry mark becomes acknowledged |
 //! | [`mark_accepted_many`] | ingest (`admission.rs`) | the same for many members of one event in one call (grouped acknowledgements) |
 //! | [`decide`] | stock-processor (`store.rs`) | the stock decision of a batch of entries of one event |
 //! | [`release`] | stock-processor (`store.rs`) | a returned unit goes to the next in line, or back to stock |
@@ -62,7 +62,8 @@ pub fn admit() -> Script {
     Script::new(ADMIT)
 }
 
-/// ingest: a pending first-entry mark becomes acknowledged (`lua/mark_accepted.lua`).
+/// A pending first-entry mark becomes acknowledged, one member per call
+/// (`lua/mark_accepted.lua`); ingest uses [`mark_accepted_many`].
 pub fn mark_accepted() -> Script {
     Script::new(MARK_ACCEPTED)
 }
