@@ -18,6 +18,7 @@ ensure_build_deps() {
     step "installing build dependencies: ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get clean # the downloaded .debs: disk a CI machine needs for the build
   fi
   command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 }
@@ -34,6 +35,7 @@ ensure_browser() {
     step "installing the browser for the browser tests: ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    apt-get clean
   fi
 }
 

@@ -25,6 +25,8 @@ bash stack/tests/member_db_test.sh
 bash stack/tests/redis_sentinel_test.sh
 
 step "building the workspace"
+# A one-off build: incremental caches would only take disk (1.7 GB for this workspace).
+export CARGO_INCREMENTAL=0
 cargo build --workspace --all-targets --locked
 
 bootstrap_pipeline target/debug/firstcome

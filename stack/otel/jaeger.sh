@@ -35,14 +35,21 @@ install() {
   command -v go >/dev/null || { log "error: go is not installed"; exit 1; }
   mkdir -p "$BUILD_DIR"
   log "building Jaeger $JAEGER_VERSION from its Go module (once; cached in $BUILD_DIR)"
+  # Go's module and build caches for this one build (~3 GB) live in a scratch folder removed
+  # afterwards: only the binary is kept.
+  local scratch="$BUILD_DIR/go-scratch"
   (
     cd "$BUILD_DIR"
+    export GOMODCACHE="$scratch/mod" GOCACHE="$scratch/build"
     [[ -f go.mod ]] || go mod init firstcome-jaeger >/dev/null 2>&1
     go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION"
     # Built under a temporary name, renamed when complete: an interrupted build leaves no binary.
     nice -n 5 go build -trimpath -o jaeger.partial github.com/jaegertracing/jaeger/cmd/jaeger
     mv jaeger.partial jaeger
+    go clean -modcache # the module cache is read-only: go removes it
   )
+  chmod -R u+w "$scratch" 2>/dev/null || true
+  rm -rf "$scratch"
   log "built $BIN"
 }
 
