@@ -349,8 +349,8 @@ async fn main() -> anyhow::Result<()> {
         Command::CleanupTests => {
             let cleaned = cleanup::run(&settings).await?;
             println!(
-                "removed {} databases, {} member schemas, {} topics, {} subjects",
-                cleaned.databases, cleaned.member_schemas, cleaned.topics, cleaned.subjects
+                "removed {} databases, {} member schemas, {} topics, {} subjects, {} ACLs",
+                cleaned.databases, cleaned.member_schemas, cleaned.topics, cleaned.subjects, cleaned.acls
             );
         }
         Command::Chaos { seed, members, entries, units, rush_secs, drain_window_secs, kills, artifacts, json } => {

@@ -98,9 +98,11 @@ impl TestEnvBuilder {
             .await
             .unwrap_or_else(|e| panic!("topics {prefix}* created (is the stack up?): {e}"));
         // Each service may do on this test's topics what it may do on the real ones.
-        platform::kafka::acl::create_acls(&admin, &platform::kafka::acl::pipeline_acls(&prefix))
+        let acls = platform::kafka::acl::pipeline_acls(&prefix);
+        platform::kafka::acl::create_acls(&admin, &acls).await.unwrap_or_else(|e| panic!("ACLs of {prefix}* created: {e}"));
+        platform::kafka::acl::wait_until_described(&admin, &acls, Duration::from_secs(30))
             .await
-            .unwrap_or_else(|e| panic!("ACLs of {prefix}* created: {e}"));
+            .unwrap_or_else(|e| panic!("ACLs of {prefix}* in effect: {e}"));
         // As `firstcome schemas register` does: every subject with its compatibility rule.
         // A generous deadline and retries while the registry is merely slow or
         // unreachable: on a cold two-core machine under a full test run its

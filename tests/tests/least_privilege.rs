@@ -192,6 +192,39 @@ async fn ingest_credentials_are_refused_on_stock_decided() {
     assert!(produce_as(&env, None, &topics.survey_submitted).await.is_err(), "an anonymous client produced");
 }
 
+/// What `firstcome cleanup-tests` does to a finished test's ACLs: exactly its
+/// prefix's bindings go (another test's stay), and with them the right to write.
+#[tokio::test]
+async fn a_test_prefixs_acls_are_removed_exactly() {
+    use platform::kafka::acl::{delete_acls, describe_acls, pipeline_acls};
+    let finished = TestEnv::builder().partitions(1).without_database().build().await;
+    let running = TestEnv::builder().partitions(1).without_database().build().await;
+    let admin = finished.kafka_admin();
+    let of = |acls: &[platform::kafka::acl::Acl], prefix: &str| -> Vec<platform::kafka::acl::Acl> {
+        let mut mine: Vec<_> = acls.iter().filter(|a| a.name.contains(prefix)).cloned().collect();
+        mine.sort();
+        mine
+    };
+    // The test kit waited for its ACLs to be in effect.
+    let before = describe_acls(&admin).await.expect("described");
+    assert_eq!(of(&before, &finished.prefix), pipeline_acls(&finished.prefix), "the test kit's ACLs, as described");
+    produce_as(&finished, Some(Principal::INGEST), &finished.topics().survey_submitted).await.expect("allowed before");
+
+    let deleted = delete_acls(&admin, &pipeline_acls(&finished.prefix)).await.expect("deleted");
+    assert_eq!(deleted, pipeline_acls(&finished.prefix).len());
+    // The broker applies the deletion through its metadata log: wait for it to be described.
+    let gone = testkit::wait_until(Duration::from_secs(30), || async {
+        describe_acls(&admin).await.is_ok_and(|after| of(&after, &finished.prefix).is_empty())
+    })
+    .await;
+    assert!(gone, "the finished test's ACLs are gone");
+    let after = describe_acls(&admin).await.expect("described");
+    assert_eq!(of(&after, &running.prefix), pipeline_acls(&running.prefix), "another test's ACLs stay");
+    let refused = produce_as(&finished, Some(Principal::INGEST), &finished.topics().survey_submitted).await;
+    assert!(refused.as_ref().is_err_and(|e| e.contains("uthoriz")), "{refused:?}");
+    assert_eq!(delete_acls(&admin, &pipeline_acls(&finished.prefix)).await.expect("deleted again"), 0, "idempotent");
+}
+
 /// Through the Sentinels (`stack up redis-sentinel`, `eval "$(stack/bin/stack env
 /// redis-sentinel)"`): the data nodes have the same users, reached as each
 /// service's. Skipped when no Sentinels are configured.

@@ -1,10 +1,14 @@
 //! `firstcome cleanup-tests`: removes what test runs leave on a shared stack —
-//! `t_*` databases, `t-*` topics and their registry subjects — so a developer
-//! machine does not slow down run after run. Never touches anything else.
+//! `t_*` databases and member schemas, `t-*` topics, their registry subjects
+//! and ACLs, and the `chaos_*` databases and member schemas a failed chaos run
+//! keeps for its post-mortem — so a developer machine does not slow down run
+//! after run. Never touches anything else.
 
 use std::time::Duration;
 
 use anyhow::Context;
+
+use platform::kafka::acl::{self, Acl};
 
 use crate::settings::CliSettings;
 
@@ -16,15 +20,24 @@ pub struct Cleaned {
     pub member_schemas: usize,
     pub topics: usize,
     pub subjects: usize,
+    /// ACL bindings on test topics, groups and transactional ids.
+    pub acls: usize,
 }
 
-/// Tests seed their members into a `t_<hex>` schema of the member primary.
+/// The SQL condition on `column` naming what test runs create, as databases and member
+/// schemas: `t_<hex>` per test, `chaos_<seed>_<id>` per chaos run.
+fn test_names(column: &str) -> String {
+    format!("({column} LIKE 't\\_%' OR {column} LIKE 'chaos\\_%')")
+}
+
+/// Tests seed their members into a `t_<hex>` schema of the member primary (a chaos run
+/// into `chaos_<seed>_<id>`).
 async fn drop_member_schemas(settings: &CliSettings) -> anyhow::Result<usize> {
     let primary = platform::settings::MemberPrimarySettings { schema: String::new(), ..settings.member_primary.clone() };
     let pool = platform::member_db::primary_pool(&primary)?;
     let client = pool.get().await?;
     let names: Vec<String> = client
-        .query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'", &[])
+        .query(&format!("SELECT nspname FROM pg_namespace WHERE {}", test_names("nspname")), &[])
         .await?
         .iter()
         .map(|row| row.get(0))
@@ -41,13 +54,25 @@ pub fn is_test_topic(name: &str) -> bool {
     name.starts_with("t-") && name.contains('.')
 }
 
+/// An ACL the test kit created for a test's prefix: on its topics and groups
+/// (`t-<hex>.…`) or its stock stage's transactional ids.
+pub fn is_test_acl(acl: &Acl) -> bool {
+    let name = match acl.resource {
+        acl::Resource::TransactionalId => {
+            acl.name.strip_prefix(&acl::stock_transactional_prefix("")).unwrap_or(&acl.name)
+        }
+        acl::Resource::Topic | acl::Resource::Group => &acl.name,
+    };
+    is_test_topic(name)
+}
+
 pub async fn run(settings: &CliSettings) -> anyhow::Result<Cleaned> {
     let mut cleaned = Cleaned::default();
 
     let admin_db = platform::db::pool(&settings.database.with_database("postgres"))?;
     let client = admin_db.get().await?;
     let names: Vec<String> = client
-        .query("SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'", &[])
+        .query(&format!("SELECT datname FROM pg_database WHERE {}", test_names("datname")), &[])
         .await?
         .iter()
         .map(|row| row.get(0))
@@ -85,18 +110,26 @@ pub async fn run(settings: &CliSettings) -> anyhow::Result<Cleaned> {
         cleaned.topics += names.len();
     }
 
+    let acls: Vec<Acl> = acl::describe_acls(&settings.kafka).await?.into_iter().filter(is_test_acl).collect();
+    cleaned.acls = acl::delete_acls(&settings.kafka, &acls).await?;
+
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?;
     let base = settings.registry.url.trim_end_matches('/');
-    let subjects: Vec<String> = http.get(format!("{base}/subjects")).send().await?.error_for_status()?.json().await?;
-    for subject in subjects.iter().filter(|s| is_test_topic(s)) {
+    let list = || async {
+        let subjects: Vec<String> = http.get(format!("{base}/subjects")).send().await?.error_for_status()?.json().await?;
+        anyhow::Ok(subjects.into_iter().filter(|s| is_test_topic(s)).collect::<Vec<_>>())
+    };
+    let subjects = list().await?;
+    for subject in &subjects {
         // Soft delete, then permanent, as the Confluent API asks.
         let url = format!("{base}/subjects/{subject}");
-        // A registry with deletion off (the stack's, production's) keeps them: not counted.
         let _ = http.delete(&url).send().await;
-        let deleted = http.delete(format!("{url}?permanent=true")).send().await;
-        if deleted.is_ok_and(|response| response.status().is_success()) {
-            cleaned.subjects += 1;
-        }
+        let _ = http.delete(format!("{url}?permanent=true")).send().await;
+    }
+    // Counted by listing again: a registry with deletion off (the stack's, production's)
+    // answers the deletes 200 and keeps the subjects.
+    if !subjects.is_empty() {
+        cleaned.subjects = subjects.len().saturating_sub(list().await?.len());
     }
     Ok(cleaned)
 }
@@ -112,5 +145,15 @@ mod tests {
         assert!(!is_test_topic("survey-submitted"));
         assert!(!is_test_topic("stack-test-marker"));
         assert!(!is_test_topic("t-without-dot"));
+    }
+
+    #[test]
+    fn only_the_acls_of_test_prefixes_are_picked() {
+        let test = acl::pipeline_acls("t-0123456789ab.");
+        assert!(test.iter().all(is_test_acl), "{:?}", test.iter().find(|a| !is_test_acl(a)));
+        assert!(test.iter().any(|a| a.resource == acl::Resource::TransactionalId));
+        let deployment = acl::pipeline_acls("");
+        assert!(!deployment.iter().any(is_test_acl), "{:?}", deployment.iter().find(|a| is_test_acl(a)));
+        assert!(!acl::pipeline_acls("shop.").iter().any(is_test_acl));
     }
 }

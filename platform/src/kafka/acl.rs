@@ -8,9 +8,10 @@
 //! super users (stack/kafka/server.properties.tmpl).
 //!
 //! `firstcome topics create` applies [`pipeline_acls`] for the deployment's
-//! prefix; the test kit applies them for each test's prefix (literal names).
-//! rust-rdkafka has no ACL call, so [`create_acls`] calls librdkafka's
-//! `rd_kafka_CreateAcls` itself.
+//! prefix; the test kit applies them for each test's prefix (literal names),
+//! and `firstcome cleanup-tests` removes them again ([`describe_acls`],
+//! [`delete_acls`]). rust-rdkafka has no ACL call, so these call librdkafka's
+//! `rd_kafka_CreateAcls`, `_DescribeAcls` and `_DeleteAcls` themselves.
 
 use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
@@ -135,17 +136,17 @@ pub fn pipeline_acls(prefix: &str) -> Vec<Acl> {
     acls
 }
 
-/// ACLs could not be created.
+/// An ACL request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AclError {
     #[error("kafka client: {0}")]
     Client(#[from] KafkaError),
     #[error("invalid ACL {acl}: {reason}")]
     Invalid { acl: String, reason: String },
-    #[error("no answer to CreateAcls within {0:?}")]
-    Timeout(Duration),
-    #[error("CreateAcls failed: {0}")]
-    Request(String),
+    #[error("no answer to {request} within {after:?}")]
+    Timeout { request: &'static str, after: Duration },
+    #[error("{request} failed: {reason}")]
+    Request { request: &'static str, reason: String },
     #[error("ACL {acl} refused: {reason}")]
     Refused { acl: String, reason: String },
     #[error("the ACL task failed: {0}")]
@@ -158,80 +159,295 @@ pub async fn create_acls(settings: &KafkaSettings, acls: &[Acl]) -> Result<(), A
     if acls.is_empty() {
         return Ok(());
     }
-    let settings = settings.clone();
     let acls = acls.to_vec();
-    let timeout = Duration::from_millis(settings.delivery_timeout_ms.max(10_000));
-    tokio::task::spawn_blocking(move || create_blocking(&settings, &acls, timeout))
-        .await
-        .map_err(|e| AclError::Task(e.to_string()))?
+    blocking(settings, move |admin, timeout| create_blocking(admin, &acls, timeout)).await
 }
 
-fn create_blocking(settings: &KafkaSettings, acls: &[Acl], timeout: Duration) -> Result<(), AclError> {
-    let admin: AdminClient<DefaultClientContext> = base_config(settings, "firstcome-acl").create()?;
-    let rk = admin.inner().native_ptr();
-    let mut bindings = Vec::with_capacity(acls.len());
-    let built = acls.iter().try_for_each(|acl| {
-        bindings.push(binding(acl)?);
-        Ok(())
-    });
-    // SAFETY: every pointer below is created here, used while `admin` lives,
-    // and destroyed once, on every path.
-    unsafe {
-        if let Err(error) = built {
-            for binding in bindings {
-                rd::rd_kafka_AclBinding_destroy(binding);
+/// Every ALLOW ACL of the cluster this module can express (other kinds — DENY,
+/// cluster-wide, other operations — are left out). Needs the admin.
+pub async fn describe_acls(settings: &KafkaSettings) -> Result<Vec<Acl>, AclError> {
+    blocking(settings, |admin, timeout| describe_blocking(admin, None, timeout)).await
+}
+
+/// [`describe_acls`] of one resource name (literal or prefixed bindings of
+/// exactly that name): a small answer on a broker with many ACLs.
+pub async fn describe_acls_on(settings: &KafkaSettings, resource: Resource, name: &str) -> Result<Vec<Acl>, AclError> {
+    let name = name.to_string();
+    blocking(settings, move |admin, timeout| describe_blocking(admin, Some((resource, &name)), timeout)).await
+}
+
+/// Waits until the broker's authorizer holds every one of `acls` (created
+/// through the controller, they reach the broker through its metadata log a
+/// moment later): a client using them right after [`create_acls`] could
+/// otherwise be refused.
+pub async fn wait_until_described(settings: &KafkaSettings, acls: &[Acl], deadline: Duration) -> Result<(), AclError> {
+    let mut names: Vec<(Resource, &str)> = acls.iter().map(|acl| (acl.resource, acl.name.as_str())).collect();
+    names.sort();
+    names.dedup();
+    let started = std::time::Instant::now();
+    for (resource, name) in names {
+        loop {
+            let described = describe_acls_on(settings, resource, name).await?;
+            let missing =
+                acls.iter().find(|acl| acl.resource == resource && acl.name == name && !described.contains(acl));
+            let Some(missing) = missing else { break };
+            if started.elapsed() > deadline {
+                return Err(AclError::Refused { acl: missing.to_string(), reason: format!("not in effect after {deadline:?}") });
             }
-            return Err(error);
-        }
-        let queue = rd::rd_kafka_queue_new(rk);
-        let options = rd::rd_kafka_AdminOptions_new(rk, rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEACLS);
-        rd::rd_kafka_CreateAcls(rk, bindings.as_mut_ptr(), bindings.len(), options, queue);
-        let event = rd::rd_kafka_queue_poll(queue, timeout.as_millis() as i32);
-        let outcome = if event.is_null() {
-            Err(AclError::Timeout(timeout))
-        } else {
-            let outcome = read_result(event, acls);
-            rd::rd_kafka_event_destroy(event);
-            outcome
-        };
-        rd::rd_kafka_AdminOptions_destroy(options);
-        rd::rd_kafka_queue_destroy(queue);
-        rd::rd_kafka_AclBinding_destroy_array(bindings.as_mut_ptr(), bindings.len());
-        outcome
-    }
-}
-
-/// SAFETY: `event` is a live CreateAcls result event.
-unsafe fn read_result(event: *mut rd::rd_kafka_event_t, acls: &[Acl]) -> Result<(), AclError> {
-    if rd::rd_kafka_event_error(event) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        return Err(AclError::Request(text(rd::rd_kafka_event_error_string(event))));
-    }
-    let result = rd::rd_kafka_event_CreateAcls_result(event);
-    if result.is_null() {
-        return Err(AclError::Request("not a CreateAcls result".into()));
-    }
-    let mut count = 0;
-    let results = rd::rd_kafka_CreateAcls_result_acls(result, &mut count);
-    for i in 0..count {
-        let error = rd::rd_kafka_acl_result_error(*results.add(i));
-        if !error.is_null() {
-            let acl = acls.get(i).map(ToString::to_string).unwrap_or_default();
-            return Err(AclError::Refused { acl, reason: text(rd::rd_kafka_error_string(error)) });
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     Ok(())
 }
 
-fn binding(acl: &Acl) -> Result<*mut rd::rd_kafka_AclBinding_t, AclError> {
+/// Deletes exactly `acls` (an ACL that is not there is no error); returns how
+/// many bindings the broker removed. Needs the admin.
+pub async fn delete_acls(settings: &KafkaSettings, acls: &[Acl]) -> Result<usize, AclError> {
+    if acls.is_empty() {
+        return Ok(0);
+    }
+    let acls = acls.to_vec();
+    blocking(settings, move |admin, timeout| delete_blocking(admin, &acls, timeout)).await
+}
+
+type Admin = AdminClient<DefaultClientContext>;
+
+/// Runs `call` with an admin client, off the async workers (librdkafka's admin
+/// results are polled, blocking).
+async fn blocking<T, F>(settings: &KafkaSettings, call: F) -> Result<T, AclError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Admin, Duration) -> Result<T, AclError> + Send + 'static,
+{
+    let settings = settings.clone();
+    let timeout = Duration::from_millis(settings.delivery_timeout_ms.max(10_000));
+    tokio::task::spawn_blocking(move || {
+        let admin: Admin = base_config(&settings, "firstcome-acl").create()?;
+        call(&admin, timeout)
+    })
+    .await
+    .map_err(|e| AclError::Task(e.to_string()))?
+}
+
+/// Sends one admin request (`send` gets the options and the reply queue) and
+/// hands its result event to `read`.
+///
+/// SAFETY: `send` must issue exactly one request of kind `op` on the queue;
+/// `read` gets a live result event of that kind, destroyed after it returns.
+unsafe fn request<T>(
+    admin: &Admin,
+    name: &'static str,
+    op: rd::rd_kafka_admin_op_t,
+    timeout: Duration,
+    send: impl FnOnce(*mut rd::rd_kafka_t, *const rd::rd_kafka_AdminOptions_t, *mut rd::rd_kafka_queue_t),
+    read: impl FnOnce(*mut rd::rd_kafka_event_t) -> Result<T, AclError>,
+) -> Result<T, AclError> {
+    let rk = admin.inner().native_ptr();
+    let queue = rd::rd_kafka_queue_new(rk);
+    let options = rd::rd_kafka_AdminOptions_new(rk, op);
+    send(rk, options, queue);
+    let event = rd::rd_kafka_queue_poll(queue, timeout.as_millis() as i32);
+    let outcome = if event.is_null() {
+        Err(AclError::Timeout { request: name, after: timeout })
+    } else if rd::rd_kafka_event_error(event) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        let reason = text(rd::rd_kafka_event_error_string(event));
+        rd::rd_kafka_event_destroy(event);
+        Err(AclError::Request { request: name, reason })
+    } else {
+        let outcome = read(event);
+        rd::rd_kafka_event_destroy(event);
+        outcome
+    };
+    rd::rd_kafka_AdminOptions_destroy(options);
+    rd::rd_kafka_queue_destroy(queue);
+    outcome
+}
+
+/// Bindings (or filters: the same type in librdkafka) for `acls`, destroyed on drop.
+struct Bindings(Vec<*mut rd::rd_kafka_AclBinding_t>);
+
+impl Bindings {
+    fn new(acls: &[Acl], filter: bool) -> Result<Self, AclError> {
+        let mut bindings = Bindings(Vec::with_capacity(acls.len()));
+        for acl in acls {
+            bindings.0.push(binding(acl, filter)?);
+        }
+        Ok(bindings)
+    }
+}
+
+impl Drop for Bindings {
+    fn drop(&mut self) {
+        for binding in self.0.drain(..) {
+            // SAFETY: each pointer was created by `binding` and is destroyed once, here.
+            unsafe { rd::rd_kafka_AclBinding_destroy(binding) };
+        }
+    }
+}
+
+fn create_blocking(admin: &Admin, acls: &[Acl], timeout: Duration) -> Result<(), AclError> {
+    let mut bindings = Bindings::new(acls, false)?;
+    let op = rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEACLS;
+    // SAFETY: the bindings live until after the call (librdkafka copies them).
+    unsafe {
+        request(
+            admin,
+            "CreateAcls",
+            op,
+            timeout,
+            |rk, options, queue| rd::rd_kafka_CreateAcls(rk, bindings.0.as_mut_ptr(), bindings.0.len(), options, queue),
+            |event| {
+                let result = rd::rd_kafka_event_CreateAcls_result(event);
+                if result.is_null() {
+                    return Err(AclError::Request { request: "CreateAcls", reason: "not its result".into() });
+                }
+                let mut count = 0;
+                let results = rd::rd_kafka_CreateAcls_result_acls(result, &mut count);
+                for i in 0..count {
+                    let error = rd::rd_kafka_acl_result_error(*results.add(i));
+                    if !error.is_null() {
+                        let acl = acls.get(i).map(ToString::to_string).unwrap_or_default();
+                        return Err(AclError::Refused { acl, reason: text(rd::rd_kafka_error_string(error)) });
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+}
+
+fn describe_blocking(admin: &Admin, on: Option<(Resource, &str)>, timeout: Duration) -> Result<Vec<Acl>, AclError> {
+    let mut errstr = [0 as c_char; 512];
+    let name = match on {
+        Some((_, name)) => {
+            Some(CString::new(name).map_err(|e| AclError::Invalid { acl: name.to_string(), reason: e.to_string() })?)
+        }
+        None => None,
+    };
+    let resource = on.map_or(rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_ANY, |(resource, _)| resource_type(resource));
+    // SAFETY: null name, principal and host mean "any"; the name outlives the call.
+    let filter = unsafe {
+        rd::rd_kafka_AclBindingFilter_new(
+            resource,
+            name.as_ref().map_or(std::ptr::null(), |name| name.as_ptr()),
+            rd::rd_kafka_ResourcePatternType_t::RD_KAFKA_RESOURCE_PATTERN_ANY,
+            std::ptr::null(),
+            std::ptr::null(),
+            rd::rd_kafka_AclOperation_t::RD_KAFKA_ACL_OPERATION_ANY,
+            rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ANY,
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        )
+    };
+    if filter.is_null() {
+        // SAFETY: librdkafka wrote a NUL-terminated message.
+        return Err(AclError::Invalid { acl: "any".into(), reason: unsafe { text(errstr.as_ptr()) } });
+    }
+    let filter = Bindings(vec![filter]);
+    let op = rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBEACLS;
+    // SAFETY: the filter lives until after the call; the result's bindings are read
+    // while the event lives.
+    unsafe {
+        request(
+            admin,
+            "DescribeAcls",
+            op,
+            timeout,
+            |rk, options, queue| rd::rd_kafka_DescribeAcls(rk, filter.0[0], options, queue),
+            |event| {
+                let result = rd::rd_kafka_event_DescribeAcls_result(event);
+                if result.is_null() {
+                    return Err(AclError::Request { request: "DescribeAcls", reason: "not its result".into() });
+                }
+                let mut count = 0;
+                let found = rd::rd_kafka_DescribeAcls_result_acls(result, &mut count);
+                Ok((0..count).filter_map(|i| acl_of(*found.add(i))).collect())
+            },
+        )
+    }
+}
+
+fn delete_blocking(admin: &Admin, acls: &[Acl], timeout: Duration) -> Result<usize, AclError> {
+    let mut filters = Bindings::new(acls, true)?;
+    let op = rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETEACLS;
+    // SAFETY: the filters live until after the call (librdkafka copies them).
+    unsafe {
+        request(
+            admin,
+            "DeleteAcls",
+            op,
+            timeout,
+            |rk, options, queue| rd::rd_kafka_DeleteAcls(rk, filters.0.as_mut_ptr(), filters.0.len(), options, queue),
+            |event| {
+                let result = rd::rd_kafka_event_DeleteAcls_result(event);
+                if result.is_null() {
+                    return Err(AclError::Request { request: "DeleteAcls", reason: "not its result".into() });
+                }
+                let mut count = 0;
+                let responses = rd::rd_kafka_DeleteAcls_result_responses(result, &mut count);
+                let mut deleted = 0;
+                for i in 0..count {
+                    let response = *responses.add(i);
+                    let error = rd::rd_kafka_DeleteAcls_result_response_error(response);
+                    if !error.is_null() {
+                        let acl = acls.get(i).map(ToString::to_string).unwrap_or_default();
+                        return Err(AclError::Refused { acl, reason: text(rd::rd_kafka_error_string(error)) });
+                    }
+                    let mut matching = 0;
+                    rd::rd_kafka_DeleteAcls_result_response_matching_acls(response, &mut matching);
+                    deleted += matching;
+                }
+                Ok(deleted)
+            },
+        )
+    }
+}
+
+/// The [`Acl`] a described binding is, when this module can express it.
+///
+/// SAFETY: `binding` is a live binding of a DescribeAcls result.
+unsafe fn acl_of(binding: *const rd::rd_kafka_AclBinding_t) -> Option<Acl> {
+    use rd::rd_kafka_AclOperation_t as Op;
+    use rd::rd_kafka_ResourcePatternType_t as Pat;
+    use rd::rd_kafka_ResourceType_t as Res;
+    if rd::rd_kafka_AclBinding_permission_type(binding) != rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW
+        || text(rd::rd_kafka_AclBinding_host(binding)) != "*"
+    {
+        return None;
+    }
+    let resource = match rd::rd_kafka_AclBinding_restype(binding) {
+        Res::RD_KAFKA_RESOURCE_TOPIC => Resource::Topic,
+        Res::RD_KAFKA_RESOURCE_GROUP => Resource::Group,
+        Res::RD_KAFKA_RESOURCE_TRANSACTIONAL_ID => Resource::TransactionalId,
+        _ => return None,
+    };
+    let pattern = match rd::rd_kafka_AclBinding_resource_pattern_type(binding) {
+        Pat::RD_KAFKA_RESOURCE_PATTERN_LITERAL => Pattern::Literal,
+        Pat::RD_KAFKA_RESOURCE_PATTERN_PREFIXED => Pattern::Prefixed,
+        _ => return None,
+    };
+    let operation = match rd::rd_kafka_AclBinding_operation(binding) {
+        Op::RD_KAFKA_ACL_OPERATION_READ => Operation::Read,
+        Op::RD_KAFKA_ACL_OPERATION_WRITE => Operation::Write,
+        Op::RD_KAFKA_ACL_OPERATION_DESCRIBE => Operation::Describe,
+        _ => return None,
+    };
+    Some(Acl {
+        principal: text(rd::rd_kafka_AclBinding_principal(binding)),
+        resource,
+        pattern,
+        name: text(rd::rd_kafka_AclBinding_name(binding)),
+        operation,
+    })
+}
+
+/// A binding for `acl`, or (`filter`) a filter matching exactly it.
+fn binding(acl: &Acl, filter: bool) -> Result<*mut rd::rd_kafka_AclBinding_t, AclError> {
     let invalid = |reason: String| AclError::Invalid { acl: acl.to_string(), reason };
     let name = CString::new(acl.name.as_str()).map_err(|e| invalid(e.to_string()))?;
     let principal = CString::new(acl.principal.as_str()).map_err(|e| invalid(e.to_string()))?;
     let host = CString::new("*").expect("no NUL");
-    let resource = match acl.resource {
-        Resource::Topic => rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
-        Resource::Group => rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_GROUP,
-        Resource::TransactionalId => rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TRANSACTIONAL_ID,
-    };
+    let resource = resource_type(acl.resource);
     let pattern = match acl.pattern {
         Pattern::Literal => rd::rd_kafka_ResourcePatternType_t::RD_KAFKA_RESOURCE_PATTERN_LITERAL,
         Pattern::Prefixed => rd::rd_kafka_ResourcePatternType_t::RD_KAFKA_RESOURCE_PATTERN_PREFIXED,
@@ -243,8 +459,9 @@ fn binding(acl: &Acl) -> Result<*mut rd::rd_kafka_AclBinding_t, AclError> {
     };
     let mut errstr = [0 as c_char; 512];
     // SAFETY: the strings outlive the call (librdkafka copies them); errstr is writable.
+    let new = if filter { rd::rd_kafka_AclBindingFilter_new } else { rd::rd_kafka_AclBinding_new };
     let binding = unsafe {
-        rd::rd_kafka_AclBinding_new(
+        new(
             resource,
             name.as_ptr(),
             pattern,
@@ -261,6 +478,14 @@ fn binding(acl: &Acl) -> Result<*mut rd::rd_kafka_AclBinding_t, AclError> {
         return Err(invalid(unsafe { text(errstr.as_ptr()) }));
     }
     Ok(binding)
+}
+
+fn resource_type(resource: Resource) -> rd::rd_kafka_ResourceType_t {
+    match resource {
+        Resource::Topic => rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
+        Resource::Group => rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_GROUP,
+        Resource::TransactionalId => rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TRANSACTIONAL_ID,
+    }
 }
 
 /// SAFETY: `ptr` is null or a NUL-terminated string.
