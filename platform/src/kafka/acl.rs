@@ -229,32 +229,43 @@ where
     .map_err(|e| AclError::Task(e.to_string()))?
 }
 
-/// Sends one admin request (`send` gets the options and the reply queue) and
-/// hands its result event to `read`.
-///
-/// SAFETY: `send` must issue exactly one request of kind `op` on the queue;
-/// `read` gets a live result event of that kind, destroyed after it returns.
-unsafe fn request<T>(
-    admin: &Admin,
+/// One admin request: its name (for errors), its kind and how to find its
+/// result in the reply event.
+struct AdminRequest<R> {
     name: &'static str,
     op: rd::rd_kafka_admin_op_t,
+    result_of: unsafe extern "C" fn(*mut rd::rd_kafka_event_t) -> *const R,
+}
+
+/// Sends one admin request (`send` gets the options and the reply queue) and
+/// hands its result to `read`.
+///
+/// SAFETY: `send` must issue exactly one request of kind `request.op` on the
+/// queue; `read` gets its live result, valid until `read` returns.
+unsafe fn request<T, R>(
+    admin: &Admin,
+    request: AdminRequest<R>,
     timeout: Duration,
     send: impl FnOnce(*mut rd::rd_kafka_t, *const rd::rd_kafka_AdminOptions_t, *mut rd::rd_kafka_queue_t),
-    read: impl FnOnce(*mut rd::rd_kafka_event_t) -> Result<T, AclError>,
+    read: impl FnOnce(*const R) -> Result<T, AclError>,
 ) -> Result<T, AclError> {
+    let failed = |reason: String| AclError::Request { request: request.name, reason };
     let rk = admin.inner().native_ptr();
     let queue = rd::rd_kafka_queue_new(rk);
-    let options = rd::rd_kafka_AdminOptions_new(rk, op);
+    let options = rd::rd_kafka_AdminOptions_new(rk, request.op);
     send(rk, options, queue);
     let event = rd::rd_kafka_queue_poll(queue, timeout.as_millis() as i32);
     let outcome = if event.is_null() {
-        Err(AclError::Timeout { request: name, after: timeout })
-    } else if rd::rd_kafka_event_error(event) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        let reason = text(rd::rd_kafka_event_error_string(event));
-        rd::rd_kafka_event_destroy(event);
-        Err(AclError::Request { request: name, reason })
+        Err(AclError::Timeout { request: request.name, after: timeout })
     } else {
-        let outcome = read(event);
+        let outcome = if rd::rd_kafka_event_error(event) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Err(failed(text(rd::rd_kafka_event_error_string(event))))
+        } else {
+            match (request.result_of)(event) {
+                result if result.is_null() => Err(failed("the reply is not its result".into())),
+                result => read(result),
+            }
+        };
         rd::rd_kafka_event_destroy(event);
         outcome
     };
@@ -287,20 +298,19 @@ impl Drop for Bindings {
 
 fn create_blocking(admin: &Admin, acls: &[Acl], timeout: Duration) -> Result<(), AclError> {
     let mut bindings = Bindings::new(acls, false)?;
-    let op = rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEACLS;
+    let create = AdminRequest {
+        name: "CreateAcls",
+        op: rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_CREATEACLS,
+        result_of: rd::rd_kafka_event_CreateAcls_result,
+    };
     // SAFETY: the bindings live until after the call (librdkafka copies them).
     unsafe {
         request(
             admin,
-            "CreateAcls",
-            op,
+            create,
             timeout,
             |rk, options, queue| rd::rd_kafka_CreateAcls(rk, bindings.0.as_mut_ptr(), bindings.0.len(), options, queue),
-            |event| {
-                let result = rd::rd_kafka_event_CreateAcls_result(event);
-                if result.is_null() {
-                    return Err(AclError::Request { request: "CreateAcls", reason: "not its result".into() });
-                }
+            |result| {
                 let mut count = 0;
                 let results = rd::rd_kafka_CreateAcls_result_acls(result, &mut count);
                 for i in 0..count {
@@ -344,21 +354,20 @@ fn describe_blocking(admin: &Admin, on: Option<(Resource, &str)>, timeout: Durat
         return Err(AclError::Invalid { acl: "any".into(), reason: unsafe { text(errstr.as_ptr()) } });
     }
     let filter = Bindings(vec![filter]);
-    let op = rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBEACLS;
+    let describe = AdminRequest {
+        name: "DescribeAcls",
+        op: rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBEACLS,
+        result_of: rd::rd_kafka_event_DescribeAcls_result,
+    };
     // SAFETY: the filter lives until after the call; the result's bindings are read
-    // while the event lives.
+    // while it lives.
     unsafe {
         request(
             admin,
-            "DescribeAcls",
-            op,
+            describe,
             timeout,
             |rk, options, queue| rd::rd_kafka_DescribeAcls(rk, filter.0[0], options, queue),
-            |event| {
-                let result = rd::rd_kafka_event_DescribeAcls_result(event);
-                if result.is_null() {
-                    return Err(AclError::Request { request: "DescribeAcls", reason: "not its result".into() });
-                }
+            |result| {
                 let mut count = 0;
                 let found = rd::rd_kafka_DescribeAcls_result_acls(result, &mut count);
                 Ok((0..count).filter_map(|i| acl_of(*found.add(i))).collect())
@@ -369,20 +378,19 @@ fn describe_blocking(admin: &Admin, on: Option<(Resource, &str)>, timeout: Durat
 
 fn delete_blocking(admin: &Admin, acls: &[Acl], timeout: Duration) -> Result<usize, AclError> {
     let mut filters = Bindings::new(acls, true)?;
-    let op = rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETEACLS;
+    let delete = AdminRequest {
+        name: "DeleteAcls",
+        op: rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETEACLS,
+        result_of: rd::rd_kafka_event_DeleteAcls_result,
+    };
     // SAFETY: the filters live until after the call (librdkafka copies them).
     unsafe {
         request(
             admin,
-            "DeleteAcls",
-            op,
+            delete,
             timeout,
             |rk, options, queue| rd::rd_kafka_DeleteAcls(rk, filters.0.as_mut_ptr(), filters.0.len(), options, queue),
-            |event| {
-                let result = rd::rd_kafka_event_DeleteAcls_result(event);
-                if result.is_null() {
-                    return Err(AclError::Request { request: "DeleteAcls", reason: "not its result".into() });
-                }
+            |result| {
                 let mut count = 0;
                 let responses = rd::rd_kafka_DeleteAcls_result_responses(result, &mut count);
                 let mut deleted = 0;
