@@ -370,7 +370,13 @@ impl BatchHandler for StockHandler {
 }
 
 /// Entries grouped by event, events in order of first appearance, entries in
-/// batch order within each event.
+/// accept-time order within each event (ties in batch order).
+///
+/// A batch holds several partitions' records, concatenated as fetched; first
+/// come first served means by the time ingest accepted the entry, so the
+/// script decides them in that order: with one unit left, the earlier entry
+/// of another partition wins over a later one fetched first. (A member's own
+/// records keep their order: one member, one partition, one entry id.)
 fn by_event<'i, 'r>(items: &'i [Item<'r>]) -> Vec<(&'i str, Vec<&'i Item<'r>>)> {
     let mut groups: Vec<(&str, Vec<&Item<'r>>)> = Vec::new();
     let mut position: HashMap<&str, usize> = HashMap::new();
@@ -382,6 +388,12 @@ fn by_event<'i, 'r>(items: &'i [Item<'r>]) -> Vec<(&'i str, Vec<&'i Item<'r>>)> 
             groups.len() - 1
         });
         groups[slot].1.push(item);
+    }
+    for (_, group) in &mut groups {
+        group.sort_by_key(|item| match &item.input {
+            Input::Entry(entry) => entry.accepted_at,
+            Input::Release(_) => i64::MIN,
+        });
     }
     groups
 }

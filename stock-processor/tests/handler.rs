@@ -10,7 +10,7 @@ use common::EventSetup;
 use platform::event_keys::EventKeys;
 use platform::kafka::{BatchHandler, Record, RecordContext};
 use platform::settings::RegistrySettings;
-use rdkafka::message::{OwnedMessage, Timestamp};
+use rdkafka::message::{Message, OwnedMessage, Timestamp};
 use schemas::{ClientInfo, Codec, Outcome, StockDecision, StockRelease, SurveySubmitted, Topics};
 use stock_processor::StockHandler;
 
@@ -28,14 +28,19 @@ impl Batch {
     }
 
     fn push(&mut self, topic: &str, key: &str, payload: Vec<u8>, correlation_id: &str) {
+        self.push_to(topic, 0, key, payload, correlation_id);
+    }
+
+    /// A record of `partition`, at the next offset of that partition in this batch.
+    fn push_to(&mut self, topic: &str, partition: i32, key: &str, payload: Vec<u8>, correlation_id: &str) {
         let context = RecordContext::new_root(correlation_id, None);
-        let offset = self.records.len() as i64;
+        let offset = self.records.iter().filter(|r| r.message.partition() == partition).count() as i64;
         let message = OwnedMessage::new(
             Some(payload),
             Some(key.as_bytes().to_vec()),
             topic.to_string(),
             Timestamp::NotAvailable,
-            0,
+            partition,
             offset,
             Some(context.to_headers()),
         );
@@ -50,18 +55,23 @@ impl Batch {
 
     /// An entry with exactly these ids (possibly malformed ones).
     async fn entry_with(&mut self, event_id: &str, entry_id: &str, user_id: &str) {
+        self.entry_on(0, event_id, entry_id, user_id, self.accepted_at).await;
+    }
+
+    /// An entry on `partition`, accepted at `accepted_at`.
+    async fn entry_on(&mut self, partition: i32, event_id: &str, entry_id: &str, user_id: &str, accepted_at: i64) {
         let entry = SurveySubmitted {
             event_id: event_id.into(),
             entry_id: entry_id.into(),
             user_id: user_id.into(),
             answers: vec![],
-            submitted_at: self.accepted_at - 1,
-            accepted_at: self.accepted_at,
+            submitted_at: accepted_at - 1,
+            accepted_at,
             client: ClientInfo { channel: "web".into(), user_agent: None },
         };
         let payload = self.codec.encode(&self.topics.survey_submitted, &entry).await.expect("encode");
         let topic = self.topics.survey_submitted.clone();
-        self.push(&topic, user_id, payload, &format!("corr-{entry_id}"));
+        self.push_to(&topic, partition, user_id, payload, &format!("corr-{entry_id}"));
     }
 }
 
@@ -309,4 +319,36 @@ async fn every_partition_of_a_batch_commits_its_marks_as_metadata() {
     assert_eq!(marks.events, vec![(event_id.clone(), 2)], "1 + the highest offset of the event's records");
     let applied = common::hgetall(&mut conn, &EventKeys::new(&event_id).applied).await;
     assert_eq!(applied.get("s:0").map(String::as_str), Some("2"), "the script raised the same mark");
+}
+
+/// First come first served across partitions: a batch concatenates partitions as
+/// fetched, and the entry ingest accepted first gets the last unit even when its
+/// partition comes second; the decisions still leave in batch order.
+#[tokio::test]
+async fn the_last_unit_goes_to_the_earliest_accepted_entry_of_the_batch() {
+    let topics = Topics::with_prefix(&format!("t-{}.", uuid::Uuid::new_v4()));
+    let codec = RegistrySettings::default().codec().expect("codec");
+    let mut conn = common::redis().await;
+    let event_id = common::new_event_id();
+    let members: Vec<String> = ["late", "early", "middle"].map(String::from).to_vec();
+    EventSetup::open_now(&event_id, 1, &members).create(&mut conn).await;
+    let handler = handler(&topics, codec.clone(), common::store().await);
+
+    let now = schemas::now_millis();
+    let mut batch = Batch::new(topics.clone(), codec.clone());
+    // Partition 0 was fetched first, but its entries came later.
+    let late = common::new_entry_id();
+    let middle = common::new_entry_id();
+    let early = common::new_entry_id();
+    batch.entry_on(0, &event_id, &late, "late", now - 100).await;
+    batch.entry_on(0, &event_id, &middle, "middle", now - 200).await;
+    batch.entry_on(1, &event_id, &early, "early", now - 300).await;
+    let outcome = handler.handle(&batch.records).await.expect("batch handled");
+    let decided = decisions(&codec, &outcome).await;
+    let order: Vec<(&str, Outcome)> = decided.iter().map(|d| (d.entry_id.as_str(), d.outcome)).collect();
+    assert_eq!(
+        order,
+        vec![(late.as_str(), Outcome::SoldOut), (middle.as_str(), Outcome::SoldOut), (early.as_str(), Outcome::Won)],
+        "the earliest accepted entry wins; decisions leave in batch order"
+    );
 }
