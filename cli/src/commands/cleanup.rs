@@ -126,8 +126,8 @@ pub async fn run(settings: &CliSettings) -> anyhow::Result<Cleaned> {
         let _ = http.delete(&url).send().await;
         let _ = http.delete(format!("{url}?permanent=true")).send().await;
     }
-    // Counted by listing again: a registry with deletion off (the stack's, production's)
-    // answers the deletes 200 and keeps the subjects.
+    // Counted by listing again: what the registry answered is not what it kept (a
+    // registry behind authorization refuses the deletes).
     if !subjects.is_empty() {
         cleaned.subjects = subjects.len().saturating_sub(list().await?.len());
     }
