@@ -75,7 +75,7 @@ impl BatchMarks {
     /// Newest first, as the metadata keeps them.
     fn newest_first(&self, kind: MarkKind, partition: i32) -> Vec<(String, i64)> {
         let mut events = self.partitions.get(&(kind, partition)).cloned().unwrap_or_default();
-        events.sort_by(|a, b| b.1.cmp(&a.1));
+        events.sort_by_key(|(_, offset)| std::cmp::Reverse(*offset));
         events
     }
 }
@@ -164,9 +164,9 @@ impl StockHandler {
         for record in batch {
             let Some(kind) = self.kind(record.topic()) else { continue };
             let key = (record.topic().to_string(), record.partition());
-            if !metadata.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = metadata.entry(key) {
                 let newer = applied.newest_first(kind, record.partition());
-                metadata.insert(key, committed.metadata_for(kind, record.partition(), &newer));
+                slot.insert(committed.metadata_for(kind, record.partition(), &newer));
             }
         }
         metadata

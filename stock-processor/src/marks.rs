@@ -183,6 +183,9 @@ const PARTITIONS_REFRESH: Duration = Duration::from_secs(30);
 /// Bound of one metadata or offset fetch.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The input partitions as last fetched, and when.
+type CachedPartitions = (Instant, Vec<(MarkKind, i32)>);
+
 /// Reads the stock group's committed offsets and metadata. A client of the
 /// group that never subscribes, so it never joins nor moves a partition.
 /// With `read_committed`, librdkafka asks for stable offsets (KIP-447): a
@@ -192,7 +195,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MarkReader {
     consumer: Arc<BaseConsumer>,
     topics: [(MarkKind, String); 2],
-    partitions: Arc<Mutex<Option<(Instant, Vec<(MarkKind, i32)>)>>>,
+    partitions: Arc<Mutex<Option<CachedPartitions>>>,
 }
 
 impl std::fmt::Debug for MarkReader {

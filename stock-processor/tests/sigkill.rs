@@ -54,7 +54,7 @@ fn signal(child: &Child, name: &str) {
 }
 
 fn watermark_client(kafka: &KafkaSettings, isolation: &str) -> BaseConsumer {
-    platform::kafka::client_config(&testkit::kafka_admin(&kafka))
+    platform::kafka::client_config(&testkit::kafka_admin(kafka))
         .set("group.id", kafka.group("sigkill-watermarks"))
         .set("isolation.level", isolation)
         .create()

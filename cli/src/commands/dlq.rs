@@ -114,7 +114,7 @@ pub async fn replay(kafka: &KafkaSettings, source_topic: &str, max: usize) -> an
     let dlq_topic = Topics::dlq(source_topic);
     let name = format!("firstcome-dlq-replay-{}", source_topic.trim_start_matches(&kafka.topic_prefix));
     let bookmark = Arc::new(
-        platform::kafka::client_config(&kafka)
+        platform::kafka::client_config(kafka)
             .set("group.id", kafka.group(&name))
             .set("enable.auto.commit", "false")
             .create::<BaseConsumer>()?,

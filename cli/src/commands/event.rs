@@ -358,7 +358,7 @@ mod tests {
         let given = sample();
         let mut stored = sample();
         stored.total_stock = 11;
-        stored.close_at = stored.close_at + chrono::Duration::minutes(1);
+        stored.close_at += chrono::Duration::minutes(1);
         let differences = given.differences(&stored);
         assert_eq!(differences.len(), 2, "{differences:?}");
         assert!(differences[0].starts_with("total stock"));

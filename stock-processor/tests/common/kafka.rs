@@ -26,7 +26,7 @@ pub struct Producer {
 
 impl Producer {
     pub fn new(kafka: &KafkaSettings) -> Self {
-        let inner = platform::kafka::client_config(&testkit::kafka_admin(&kafka))
+        let inner = platform::kafka::client_config(&testkit::kafka_admin(kafka))
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")

@@ -31,7 +31,10 @@ impl CliEnv for TestEnv {
 /// Every key of an event with its value and expiry, as DUMP sees it: what a
 /// forgetful Redis goes back to (a crash under `appendfsync everysec`, a
 /// failover to a replica that was behind).
-pub struct EventSnapshot(Vec<(String, Option<(Vec<u8>, i64)>)>);
+pub struct EventSnapshot(Vec<(String, Option<DumpedKey>)>);
+
+/// A key's DUMP payload and its remaining time to live (ms).
+type DumpedKey = (Vec<u8>, i64);
 
 impl EventSnapshot {
     pub async fn take(conn: &mut platform::redis::Connection, event_id: &str) -> Self {

@@ -107,6 +107,7 @@ enum Next {
 /// `urls`, at most `connections` in flight; returns when every sent request
 /// was answered (or timed out) and no member is left in line (or the
 /// `line_deadline`, from `started`, passed).
+#[allow(clippy::too_many_arguments)] // the drill's knobs, each passed once by `rush::run` (and a test)
 pub async fn fire(
     client: &reqwest::Client,
     urls: &[String],
