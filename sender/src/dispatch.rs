@@ -24,12 +24,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use platform::trace_context::TraceParent;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::events::{ProviderCall, ProviderCalled};
-use platform::trace_context::TraceParent;
-
 use crate::provider::{GiftOrder, IssueError, ProviderClient};
 use crate::rate_limit::TokenBucket;
 use crate::settings::ProviderSettings;

@@ -334,17 +334,17 @@ async fn rejection(response: reqwest::Response) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn without_exported_spans_a_call_continues_the_records_trace() {
-        let record = platform::trace_context::TraceParent::new_root();
+        let record = TraceParent::new_root();
         let span = tracing::info_span!("provider_call");
-        let sent = super::call_trace(&span, Some(&record)).expect("the record's trace");
+        let sent = call_trace(&span, Some(&record)).expect("the record's trace");
         assert_eq!(sent.trace_id, record.trace_id, "the entry's trace");
         assert_ne!(sent.span_id, record.span_id, "a hop of its own");
-        assert_eq!(super::call_trace(&span, None), None, "no trace to continue: none sent");
+        assert_eq!(call_trace(&span, None), None, "no trace to continue: none sent");
     }
-
-    use super::*;
 
     #[test]
     fn only_uncertain_answers_may_have_issued() {

@@ -392,7 +392,7 @@ fn by_event<'i, 'r>(items: &'i [Item<'r>]) -> Vec<(&'i str, Vec<&'i Item<'r>>)> 
     for (_, group) in &mut groups {
         group.sort_by_key(|item| match &item.input {
             Input::Entry(entry) => entry.accepted_at,
-            Input::Release(_) => i64::MIN,
+            Input::Release(_) => i64::MIN, // never grouped: only entries are
         });
     }
     groups
