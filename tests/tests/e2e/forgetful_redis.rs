@@ -64,13 +64,20 @@ async fn a_restored_redis_pays_nobody_twice_and_never_past_the_stock() {
 
     // A repeat member of the lost batch (Redis forgot their mark) and three
     // new members post.
+    // The repeat member posts alone first: once the newcomers are in flight,
+    // the last unit may go and a late newcomer hear 410 before the repeat is
+    // admitted.
     let repeat = crowd[2].clone();
     let newcomers = crowd[5..8].to_vec();
-    let mut posting = vec![repeat.clone()];
-    posting.extend(newcomers.iter().cloned());
-    let after = submit(&pipeline, &event_id, &posting, 0.0).await;
-    assert_eq!(after.count(202), 4, "Redis forgot the repeat member's mark: {:?}", after.by_status);
+    let after = submit(&pipeline, &event_id, std::slice::from_ref(&repeat), 0.0).await;
+    assert_eq!(after.count(202), 1, "Redis forgot the repeat member's mark: {:?}", after.by_status);
     accepted.extend(after.accepted.clone());
+    let late = submit(&pipeline, &event_id, &newcomers, 0.0).await;
+    // The stock stage knows one unit is left: once a newcomer holds it the
+    // event is sold out, and a newcomer still in flight hears 410.
+    assert_eq!(late.count(202) + late.count(410), 3, "{:?}", late.by_status);
+    assert!(late.count(202) >= 1, "{:?}", late.by_status);
+    accepted.extend(late.accepted.clone());
 
     let report = drain(&env, &pipeline, &event_id, &accepted).await;
     pipeline.stop().await;
@@ -79,7 +86,7 @@ async fn a_restored_redis_pays_nobody_twice_and_never_past_the_stock() {
     assert_eq!(t.provider_gifts, 5, "never past the stock: {t:?}");
     assert_eq!(t.sent, 5, "{t:?}");
 
-    assert_eq!(t.entries, 8, "every 202 entry is recorded, the repeat member's second one too: {t:?}");
+    assert_eq!(t.entries as usize, accepted.len(), "every 202 entry is recorded, the repeat member's second one too: {t:?}");
 
     // Every gift went to a distinct member; the repeat member has one.
     let stores = Stores::connect(&env.cli()).await.expect("stores");
