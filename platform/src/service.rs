@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::consumer::events::{LoopFailed, LoopRebuildFailed};
-use crate::kafka::{BatchHandler, ConsumerError, ConsumerLoop, Delivery};
+use crate::kafka::{BatchHandler, ConsumerError, ConsumerLoop, Delivery, Order};
 use crate::ops::Health;
 use crate::settings::{BindError, HttpSettings, KafkaSettings};
 
@@ -59,6 +59,8 @@ pub struct Subscription {
     /// The group's name without the deployment prefix (`schemas::topology::group`).
     pub group_name: &'static str,
     pub delivery: Delivery,
+    /// The order the handler sees records in across partitions.
+    pub order: Order,
 }
 
 impl Subscription {
@@ -80,10 +82,10 @@ impl Subscription {
         if topics.is_empty() {
             return Err(ServiceError::NoInputs(group));
         }
-        let (kafka, delivery, name) = (self.kafka.clone(), self.delivery.clone(), group.clone());
+        let (kafka, delivery, order, name) = (self.kafka.clone(), self.delivery.clone(), self.order, group.clone());
         let built = tokio::task::spawn_blocking(move || {
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-            ConsumerLoop::new(&kafka, &name, &topics, delivery)
+            ConsumerLoop::new(&kafka, &name, &topics, delivery, order)
         })
         .await
         .unwrap_or_else(|panic| Err(ConsumerError::Fatal(format!("consumer setup panicked: {panic}"))));

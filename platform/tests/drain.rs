@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use platform::kafka::admin::{create_topics, TopicSpec};
 use platform::kafka::producer::idempotent_config;
-use platform::kafka::{BatchHandler, BatchOutcome, ConsumerLoop, Delivery, HandlerError, OutRecord, Record, RecordContext, RecordSender};
+use platform::kafka::{BatchHandler, BatchOutcome, ConsumerLoop, Delivery, HandlerError, Order, OutRecord, Record, RecordContext, RecordSender};
 use platform::settings::KafkaSettings;
 use platform::CancellationToken;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -59,6 +59,7 @@ impl Fixture {
             key: "u1".into(),
             payload: b"one record".to_vec(),
             context: RecordContext::new_root("drain-test", None),
+            timestamp_ms: None,
         };
         sender.send(&record).await.expect("record acknowledged");
         let group = settings.group("drain");
@@ -70,7 +71,7 @@ impl Fixture {
     async fn stop_during(&self, work: Duration) -> Duration {
         let started = Arc::new(Notify::new());
         let handler = SlowHandler { started: started.clone(), work };
-        let consumer = ConsumerLoop::new(&self.settings, &self.group, &[self.topic.as_str()], Delivery::AtLeastOnce)
+        let consumer = ConsumerLoop::new(&self.settings, &self.group, &[self.topic.as_str()], Delivery::AtLeastOnce, Order::Arrival)
             .expect("consumer loop");
         let shutdown = CancellationToken::new();
         let running = tokio::spawn({

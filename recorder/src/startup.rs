@@ -3,7 +3,7 @@
 //! service (the loop, the ops server, one shutdown).
 
 use deadpool_postgres::Pool;
-use platform::kafka::Delivery;
+use platform::kafka::{Delivery, Order};
 use platform::ops::Health;
 use platform::service::{ConsumerService, ServiceError, Subscription};
 use platform::settings::SettingsError;
@@ -50,7 +50,7 @@ impl Application {
             .with_postgres(pool.clone())
             .with_kafka(&settings.kafka)?
             .with_registry(settings.registry.url.clone());
-        let subscription = Subscription { kafka: settings.kafka.clone(), group_name: GROUP, delivery: Delivery::AtLeastOnce };
+        let subscription = Subscription { kafka: settings.kafka.clone(), group_name: GROUP, delivery: Delivery::AtLeastOnce, order: Order::Arrival };
         let service = ConsumerService::build(subscription, recorder, &settings.http, health).await?;
         Ok(Self { service, pool })
     }

@@ -20,6 +20,10 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn key(&self) -> &str;
     /// The entry this event is about, the id consumers dedupe on.
     fn entry_id(&self) -> &str;
+    /// When it happened (ms since the epoch): the record's timestamp, which
+    /// a stage reading in time order merges partitions by (for an entry the
+    /// accept time, the FCFS order key).
+    fn occurred_at_ms(&self) -> i64;
 }
 
 /// One answer of the survey.
@@ -161,7 +165,7 @@ pub struct StockRelease {
 }
 
 macro_rules! event_impl {
-    ($ty:ty, $file:literal, $name:literal, $topic:ident) => {
+    ($ty:ty, $file:literal, $name:literal, $topic:ident, $at:ident) => {
         impl Event for $ty {
             const SCHEMA: &'static str = include_str!(concat!("../avro/", $file));
             const NAME: &'static str = $name;
@@ -174,14 +178,17 @@ macro_rules! event_impl {
             fn entry_id(&self) -> &str {
                 &self.entry_id
             }
+            fn occurred_at_ms(&self) -> i64 {
+                self.$at
+            }
         }
     };
 }
 
-event_impl!(SurveySubmitted, "survey_submitted.avsc", "dev.firstcome.events.SurveySubmitted", survey_submitted);
-event_impl!(StockDecision, "stock_decision.avsc", "dev.firstcome.events.StockDecision", stock_decided);
-event_impl!(GiftDispatch, "gift_dispatch.avsc", "dev.firstcome.events.GiftDispatch", gift_dispatched);
-event_impl!(StockRelease, "stock_release.avsc", "dev.firstcome.events.StockRelease", stock_released);
+event_impl!(SurveySubmitted, "survey_submitted.avsc", "dev.firstcome.events.SurveySubmitted", survey_submitted, accepted_at);
+event_impl!(StockDecision, "stock_decision.avsc", "dev.firstcome.events.StockDecision", stock_decided, decided_at);
+event_impl!(GiftDispatch, "gift_dispatch.avsc", "dev.firstcome.events.GiftDispatch", gift_dispatched, dispatched_at);
+event_impl!(StockRelease, "stock_release.avsc", "dev.firstcome.events.StockRelease", stock_released, released_at);
 
 /// Every schema with the topic it belongs to: what `firstcome schemas register` registers.
 pub fn all_schemas(topics: &Topics) -> Vec<(&str, &'static str, &'static str)> {

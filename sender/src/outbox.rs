@@ -112,7 +112,7 @@ impl Relay {
                     tracing::warn!(id, %error, "outbox row with unreadable headers; sending with fresh ones");
                     RecordContext::new_root(uuid::Uuid::new_v4().to_string(), None)
                 });
-                (id, OutRecord { topic: row.get(1), key: row.get(2), payload: row.get(3), context })
+                (id, OutRecord { topic: row.get(1), key: row.get(2), payload: row.get(3), context, timestamp_ms: None })
             })
             .collect();
         let sends = records.iter().map(|(id, record)| async move { (*id, self.producer.send(record).await) });

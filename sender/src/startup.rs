@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use platform::kafka::{Delivery, EventProducer};
+use platform::kafka::{Delivery, EventProducer, Order};
 use platform::ops::Health;
 use platform::service::{ConsumerService, ServiceError, Subscription};
 use platform::settings::SettingsError;
@@ -78,7 +78,7 @@ impl Application {
         // Batches bounded so the worst case ends well inside max.poll.interval.ms (validated above).
         let consumer_kafka = settings.consumer_kafka();
         let batch_max_records = consumer_kafka.batch_max_records;
-        let subscription = Subscription { kafka: consumer_kafka, group_name: GROUP, delivery: Delivery::AtLeastOnce };
+        let subscription = Subscription { kafka: consumer_kafka, group_name: GROUP, delivery: Delivery::AtLeastOnce, order: Order::Arrival };
         let service = ConsumerService::build(subscription, handler, &settings.http, health).await?;
         tracing::info!(
             %group,

@@ -37,6 +37,13 @@ pub struct Settings {
     /// per host, or per ordinal on a shared host. A second stage built in the
     /// same process (tests) gets `.1`, `.2`, … appended, so two never collide.
     pub instance_id: String,
+    /// First come, first served across partitions: the stage decides records
+    /// in record-timestamp (accept-time) order, and a record waits at most
+    /// this long for an older one on a partition that is behind (see
+    /// `platform::kafka::consumer::merge`). It only waits when a partition
+    /// is known to have more to fetch (a backlog); a caught-up stage never
+    /// waits on it.
+    pub order_max_idle_ms: u64,
 }
 
 /// Stock settings built by this process so far (see `instance_id`).
@@ -75,6 +82,7 @@ impl Default for Settings {
             http: HttpSettings::on_port(DEFAULT_OPS_PORT),
             telemetry: TelemetrySettings::default(),
             instance_id: default_instance_id(),
+            order_max_idle_ms: 500,
         }
     }
 }
@@ -83,6 +91,11 @@ impl Settings {
     /// The consumer group: `stock`, behind the topic prefix.
     pub fn group(&self) -> String {
         self.kafka.group("stock")
+    }
+
+    /// See [`Settings::order_max_idle_ms`].
+    pub fn order_max_idle(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.order_max_idle_ms)
     }
 
     /// `firstcome-stock-<topic_prefix><instance_id>`.

@@ -2,7 +2,7 @@
 //! guard, and its handler, run by platform's consumer service (the loop of
 //! group `stock`, transactional, with the ops server and one shutdown).
 
-use platform::kafka::Delivery;
+use platform::kafka::{Delivery, Order};
 use platform::ops::Health;
 use platform::service::{ConsumerService, ServiceError, Subscription};
 use platform::settings::SettingsError;
@@ -64,6 +64,8 @@ impl Application {
             kafka: settings.kafka.clone(),
             group_name: crate::GROUP,
             delivery: Delivery::Transactional { transactional_id: settings.transactional_id() },
+            // First come, first served across partitions too (a backlog).
+            order: Order::Timestamp { max_idle: settings.order_max_idle() },
         };
         let service = ConsumerService::build(subscription, handler, &settings.http, health).await?;
         tracing::info!(

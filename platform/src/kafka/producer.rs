@@ -30,6 +30,9 @@ pub struct OutRecord {
     pub key: String,
     pub payload: Vec<u8>,
     pub context: RecordContext,
+    /// The record timestamp (ms): when the event happened. `None`: the
+    /// producer's clock at send (the outbox's stored records).
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A record as bytes, with headers of its own: a dead letter carries the
@@ -82,7 +85,7 @@ pub async fn encode_event<E: Event>(
 ) -> Result<OutRecord, CodecError> {
     let topic = E::topic(topics).to_string();
     let payload = codec.encode(&topic, event).await?;
-    Ok(OutRecord { topic, key: event.key().to_string(), payload, context })
+    Ok(OutRecord { topic, key: event.key().to_string(), payload, context, timestamp_ms: Some(event.occurred_at_ms()) })
 }
 
 /// Sends records already encoded and waits for the broker's
@@ -121,10 +124,13 @@ impl RecordSender {
             Some(own) => record.context.sent_from(own),
             None => record.context.clone(),
         };
-        let future_record = FutureRecord::to(&record.topic)
+        let mut future_record = FutureRecord::to(&record.topic)
             .key(&record.key)
             .payload(&record.payload)
             .headers(context.to_headers());
+        if let Some(timestamp) = record.timestamp_ms {
+            future_record = future_record.timestamp(timestamp);
+        }
         let started = std::time::Instant::now();
         let result = self.deliver(future_record).instrument(span).await;
         Produced { topic: &record.topic, ok: result.is_ok(), elapsed: started.elapsed() }.emit();

@@ -91,7 +91,7 @@ impl TestStack {
                 Produce::Decision(d) => self.producer.publish(d, context).await,
                 Produce::Dispatch(d) => self.producer.publish(d, context).await,
                 Produce::Raw { topic, payload } => {
-                    let raw = OutRecord { topic: topic.clone(), key: "poison".into(), payload: payload.clone(), context };
+                    let raw = OutRecord { topic: topic.clone(), key: "poison".into(), payload: payload.clone(), context, timestamp_ms: None };
                     self.producer.send(&raw).await
                 }
             };

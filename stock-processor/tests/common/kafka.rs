@@ -37,8 +37,23 @@ impl Producer {
 
     /// Sends and waits for the acknowledgement; returns (partition, offset).
     pub async fn send(&self, topic: &str, key: &str, payload: &[u8], correlation_id: &str) -> (i32, i64) {
+        self.send_at(topic, key, payload, correlation_id, None).await
+    }
+
+    /// [`Self::send`] with the record timestamp set, as ingest sets it (the accept time).
+    pub async fn send_at(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        correlation_id: &str,
+        timestamp_ms: Option<i64>,
+    ) -> (i32, i64) {
         let headers = RecordContext::new_root(correlation_id, None).to_headers();
-        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+        let mut record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+        if let Some(timestamp) = timestamp_ms {
+            record = record.timestamp(timestamp);
+        }
         let delivered = self.inner.send(record, Duration::from_secs(10)).await.expect("record acknowledged");
         (delivered.partition, delivered.offset)
     }

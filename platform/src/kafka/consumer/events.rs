@@ -78,6 +78,27 @@ impl RevokedRecordsDropped<'_> {
     }
 }
 
+/// Partitions behind their high watermark delivered nothing for a whole
+/// `max_idle`: the timestamp order goes on without them until they deliver.
+pub struct PartitionsStalled<'a> {
+    pub group: &'a str,
+    pub partitions: &'a [(String, i32)],
+    pub max_idle: Duration,
+}
+
+impl PartitionsStalled<'_> {
+    pub fn emit(&self) {
+        tracing::info!(
+            group = self.group,
+            partitions = ?self.partitions,
+            max_idle_ms = self.max_idle.as_millis() as u64,
+            "lagging partitions not waited for"
+        );
+        metrics::counter!("firstcome_partitions_stalled_total", "group" => self.group.to_string())
+            .increment(self.partitions.len() as u64);
+    }
+}
+
 /// A poll returned an error (the loop pauses briefly and polls again).
 pub struct PollFailed<'a> {
     pub group: &'a str,

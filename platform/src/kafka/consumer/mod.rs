@@ -17,11 +17,14 @@
 //! and librdkafka's bounded prefetch queue is the only buffer (backpressure).
 //! A rebalance can run while a batch is being gathered (several polls): the
 //! records of partitions revoked then are dropped from the batch.
-//! Ordering caveat: a handler must keep per-key order within a batch itself.
+//! Order: per partition, always offset order. Across partitions, as fetched
+//! ([`Order::Arrival`]) or by record timestamp ([`Order::Timestamp`], see
+//! [`merge`]); a handler that needs more (per key) keeps it itself.
 //!
 //! By job:
 //! - [`record`]: the record, the handler trait, what a handler returns.
 //! - [`gather`]: gathering a batch; rebalances and revoked partitions.
+//! - [`merge`]: the timestamp order across partitions.
 //! - [`at_least_once`]: send, acknowledge, then commit.
 //! - [`transactional`]: outputs and offsets in one transaction; abort and rewind.
 //! - [`dead_letter`]: the dead-letter records and their headers.
@@ -31,6 +34,7 @@ mod at_least_once;
 mod dead_letter;
 pub mod events;
 mod gather;
+mod merge;
 pub mod record;
 mod transactional;
 
@@ -51,6 +55,7 @@ use super::producer::{idempotent_config, RecordSender};
 use crate::settings::KafkaSettings;
 
 pub use gather::LoopContext;
+pub use merge::Order;
 pub use record::{BatchHandler, BatchOutcome, DeadLetter, HandlerError, Record};
 
 /// How outputs and offsets are committed.
@@ -77,6 +82,9 @@ pub struct ConsumerLoop {
     sender: RecordSender,
     delivery: Delivery,
     settings: KafkaSettings,
+    /// The order the handler sees records in, and the records held for it.
+    order: Order,
+    held: std::sync::Mutex<merge::Held>,
 }
 
 /// Pause between tries of a batch that failed transiently.
@@ -93,6 +101,7 @@ impl ConsumerLoop {
         group: &str,
         topics: &[&str],
         delivery: Delivery,
+        order: Order,
     ) -> Result<Self, ConsumerError> {
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let consumer: StreamConsumer<LoopContext> = base_config(settings, &format!("{group}-{instance}"))
@@ -130,6 +139,8 @@ impl ConsumerLoop {
             sender: RecordSender::new(producer, CALL_TIMEOUT),
             delivery,
             settings: settings.clone(),
+            order,
+            held: Default::default(),
         })
     }
 
@@ -191,9 +202,9 @@ impl ConsumerLoop {
     async fn process<H: BatchHandler>(&self, handler: &H, batch: &[Record], shutdown: &CancellationToken) -> Result<bool, ConsumerError> {
         let span = info_span!("batch", group = %self.group, size = batch.len());
         let started = Instant::now();
-        self.consumer.context().set_in_work(Some(batch));
+        self.consumer.context().set_in_work(batch, self.held(|held| held.counts()));
         let result = self.process_batch(handler, batch, shutdown, span, started).await;
-        self.consumer.context().set_in_work(None);
+        self.consumer.context().set_in_work(&[], self.held(|held| held.counts()));
         result
     }
 

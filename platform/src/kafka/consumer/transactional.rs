@@ -1,6 +1,7 @@
 //! Transactional delivery (Kafka→Kafka stages): outputs, dead letters and
 //! input offsets commit together in one Kafka transaction. On an abort the
-//! consumer is rewound to the committed offsets and the batch runs again.
+//! consumer is rewound to the committed offsets and the batch runs again
+//! (with what was held for the timestamp order: it comes again too).
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -68,6 +69,8 @@ impl ConsumerLoop {
     /// After an abort: seek every assigned partition back to its committed
     /// offset so the aborted batch is consumed again.
     async fn rewind(&self) -> Result<(), ConsumerError> {
+        // Held records come again from the committed offsets.
+        self.held(|held| held.clear());
         let consumer = self.consumer.clone();
         blocking(move || {
             let committed = consumer.committed(CALL_TIMEOUT)?;
