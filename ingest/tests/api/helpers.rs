@@ -221,6 +221,8 @@ pub async fn consume_entries(
             let event: schemas::SurveySubmitted = codec.decode(message.payload()).await.expect("decodes");
             if event.entry_id == entry_id {
                 assert_eq!(message.key(), Some(event.user_id.as_bytes()), "keyed by member");
+                // The stock stage merges partitions by record timestamp (FCFS).
+                assert_eq!(message.timestamp().to_millis(), Some(event.accepted_at), "stamped with the accept time");
                 records.push((event, RecordContext::from_headers(message.headers())));
             }
         }
