@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::ClientContext;
 
 use super::events::{PartitionsStalled, PollFailed, RebalanceDone, RebalanceStarted, RevokedRecordsDropped};
@@ -135,23 +135,30 @@ impl ConsumerLoop {
         loop {
             self.forget_revoked();
             let lagging = self.lagging();
-            let waiting = self.held(|held| held.waiting_for(&lagging));
+            let mut waiting = self.held(|held| held.waiting_for(&lagging));
             if waiting.is_empty() {
                 return self.held(|held| held.take(max, &lagging));
             }
-            if self.held(|held| held.len()) >= cap {
-                // Bounded memory: hand over in timestamp order what is held.
-                return self.held(|held| held.take(max, &[]));
-            }
-            match tokio::time::timeout_at(idle_until, self.consumer.recv()).await {
-                Ok(Ok(message)) => self.hold(message.detach()),
-                Ok(Err(error)) => self.log_poll_error(error).await,
-                Err(_) => {
-                    PartitionsStalled { group: &self.group, partitions: &waiting, max_idle }.emit();
-                    return self.held(|held| {
-                        held.stall(&waiting);
-                        held.take(max, &lagging)
-                    });
+            // Poll until each partition waited for delivered (then look at the
+            // watermarks again), memory is full, or the idle time is over.
+            while !waiting.is_empty() {
+                if self.held(|held| held.len()) >= cap {
+                    // Bounded memory: hand over in timestamp order what is held.
+                    return self.held(|held| held.take(max, &[]));
+                }
+                match tokio::time::timeout_at(idle_until, self.consumer.recv()).await {
+                    Ok(Ok(message)) => {
+                        waiting.retain(|(topic, partition)| topic != message.topic() || *partition != message.partition());
+                        self.hold(message.detach());
+                    }
+                    Ok(Err(error)) => self.log_poll_error(error).await,
+                    Err(_) => {
+                        PartitionsStalled { group: &self.group, partitions: &waiting, max_idle }.emit();
+                        return self.held(|held| {
+                            held.stall(&waiting);
+                            held.take(max, &lagging)
+                        });
+                    }
                 }
             }
         }
