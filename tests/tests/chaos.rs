@@ -56,16 +56,6 @@ async fn stack_env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Moves a failed run's folder to `<seed>-failed-<unix seconds>` beside it.
-fn keep_apart(dir: &Path) -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let kept = dir.with_file_name(format!("{SEED}-failed-{secs}"));
-    match std::fs::rename(dir, &kept) {
-        Ok(()) => kept,
-        Err(_) => dir.to_path_buf(),
-    }
-}
-
 #[tokio::test]
 async fn every_invariant_holds_through_the_seeded_faults() {
     let artifacts = repo().join(".stack/chaos");
@@ -97,10 +87,6 @@ async fn every_invariant_holds_through_the_seeded_faults() {
         .filter(|c| c["holds"] != true)
         .map(|c| format!("{}: {}", c["name"], c["detail"]))
         .collect();
-    let failed = !broken.is_empty() || !report["error"].is_null() || report["drained"] != true || !output.status.success();
-    // A failed run's report and logs are kept apart: the next run of the
-    // seed writes to the same folder.
-    let dir = if failed { keep_apart(&dir) } else { dir };
     assert!(broken.is_empty(), "broken: {broken:#?}; report and service logs in {}", dir.display());
     assert!(report["error"].is_null(), "{}; logs in {}", report["error"], dir.display());
     assert_eq!(report["drained"], true, "not drained; logs in {}", dir.display());

@@ -9,7 +9,8 @@
 //! the rush and the drain. After the drain the invariant checker
 //! (`invariants`: the stores' five checks and the log's) runs and the report
 //! is printed and written with the service logs under
-//! `<artifacts>/<seed>/` (default `.stack/chaos/<seed>/`).
+//! `<artifacts>/<seed>/` (default `.stack/chaos/<seed>/`); the seed's next
+//! run keeps a failed run's folder apart as `<seed>-failed-<unix seconds>`.
 //!
 //! Needs `stack/bin/stack up kafka3 redis-sentinel` and the settings of
 //! `stack env kafka3 redis-sentinel` (`scripts/chaos.sh` does both).
@@ -153,8 +154,9 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
         None => find_stack()?,
     };
     let artifacts = plan.artifacts_dir();
-    let _ = std::fs::remove_dir_all(&artifacts);
-    std::fs::create_dir_all(&artifacts)?;
+    if let Some(kept) = report::prepare_dir(&artifacts)? {
+        println!("the seed's last run failed: its report and logs are kept in {}", kept.display());
+    }
     let artifacts = std::fs::canonicalize(&artifacts)?;
 
     let names = Names::new(plan.seed);

@@ -1,7 +1,7 @@
 //! The chaos run's report: printed for people, written as JSON beside the
 //! service logs (the artifacts of a failing run).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -42,14 +42,46 @@ pub struct ChaosReport {
     pub error: Option<String>,
 }
 
+/// Beside a failed run's report (see [`prepare_dir`]).
+const FAILED_MARK: &str = "FAILED";
+
+/// Makes a seed's folder ready for a new run: a failed run's folder is kept
+/// apart beside it as `<seed>-failed-<unix seconds of the failure>` (its
+/// report and logs are what a failure is read from), any other is replaced.
+/// Returns where a failed run was kept.
+pub fn prepare_dir(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let mark = dir.join(FAILED_MARK);
+    let kept = match std::fs::metadata(&mark) {
+        Ok(metadata) => {
+            let failed_at = metadata.modified().unwrap_or_else(|_| std::time::SystemTime::now());
+            let secs = failed_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let kept = dir.with_file_name(format!("{name}-failed-{secs}"));
+            std::fs::rename(dir, &kept)?;
+            Some(kept)
+        }
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(dir);
+            None
+        }
+    };
+    std::fs::create_dir_all(dir)?;
+    Ok(kept)
+}
+
 impl ChaosReport {
     pub fn passed(&self) -> bool {
         self.error.is_none() && self.drained && !self.checks.is_empty() && self.checks.iter().all(|c| c.holds)
     }
 
+    /// Writes `report.json`, and for a failed run the mark that keeps its
+    /// folder from being replaced by the seed's next run ([`prepare_dir`]).
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self)?)?;
+        if !self.passed() {
+            std::fs::write(dir.join(FAILED_MARK), "")?;
+        }
         Ok(())
     }
 
@@ -116,5 +148,28 @@ impl ChaosReport {
             println!("  error: {error}");
         }
         println!("  duration {:.1} s; report and logs in {}", self.duration_ms as f64 / 1000.0, self.artifacts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_runs_folder_is_kept_apart_and_a_passed_ones_replaced() {
+        let root = std::env::temp_dir().join(format!("chaos-artifacts-{}", uuid::Uuid::new_v4()));
+        let dir = root.join("8");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("stock-1.log"), "passed run").unwrap();
+        assert_eq!(prepare_dir(&dir).unwrap(), None);
+        assert!(!dir.join("stock-1.log").exists(), "a passed run's folder is replaced");
+
+        std::fs::write(dir.join("stock-1.log"), "failed run").unwrap();
+        std::fs::write(dir.join(FAILED_MARK), "").unwrap();
+        let kept = prepare_dir(&dir).unwrap().expect("kept apart");
+        assert!(kept.file_name().unwrap().to_string_lossy().starts_with("8-failed-"), "{}", kept.display());
+        assert_eq!(std::fs::read_to_string(kept.join("stock-1.log")).unwrap(), "failed run");
+        assert!(dir.is_dir() && std::fs::read_dir(&dir).unwrap().next().is_none(), "a fresh folder for the new run");
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
