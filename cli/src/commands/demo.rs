@@ -226,6 +226,7 @@ fn print_outcome(report: &RushReport, invariants: &InvariantReport, drained: boo
     println!("  sent             {}", t.sent);
     println!("  failed→returned  {}", t.failed);
     println!("  lost             {}", t.lost);
+    println!("  phantom success  {}  (told \"won\", refused by the payout guard, never paid; must be 0)", t.phantom_successes);
     println!("  for sale         {}  (ledger issued {}, returned {}, redis stock {})", t.for_sale, t.ledger_issued, t.ledger_returned, t.redis_stock);
     println!("\ninvariants");
     invariants::print(invariants);

@@ -7,8 +7,12 @@
 //!    saw accepted, and every accepted first-entry mark (`A|<entry>`) Redis
 //!    holds, so `reconcile` (which saw no rush) checks it too.
 //! 4. Every WON ends SENT, or FAILED with its unit returned. A WON the payout
-//!    guard refused is never paid: it is counted and reported apart (an
-//!    operator case, not a silent loss), not as a WON still waiting.
+//!    guard refused is never paid and never moves on: when it is the
+//!    standing decision of a real entry whose member holds no gift, the
+//!    member was told "won" and is never paid — a **phantom success**, a
+//!    violation. A refused WON that is no entry's standing decision (a
+//!    forged or replayed record) and one of a member paid under another
+//!    entry are counted apart ([`classify_won_ends`]).
 //! 5. Redis counter, PostgreSQL ledger, payout claims and provider records
 //!    reconcile: the units Redis holds (its WON decisions not released) are
 //!    the units the ledger holds (issued, not returned) less the refused
@@ -69,6 +73,15 @@ pub struct Tally {
     pub refused: i64,
     /// Of the entries still `won`, those the guard refused (they never move on).
     pub won_refused: i64,
+    /// Refused WONs that are a real entry's standing decision, of members
+    /// paid under no entry: told "won", never paid. A violation of 4.
+    pub phantom_successes: i64,
+    /// Refused WONs that are no recorded entry's standing decision: forged
+    /// or replayed records, refused as they should be.
+    pub forged_wins_refused: i64,
+    /// Refused WONs of members paid under another entry: the member holds
+    /// their one gift (the extra unit Redis holds is invariant 5's).
+    pub repeat_wins_refused: i64,
 }
 
 impl Tally {
@@ -82,7 +95,13 @@ impl Tally {
 pub struct InvariantReport {
     pub tally: Tally,
     pub checks: Vec<Check>,
+    /// The phantom successes, oldest refusal first, at most
+    /// [`PHANTOMS_LISTED`] (`tally.phantom_successes` counts them all).
+    pub phantom_successes: Vec<PhantomSuccess>,
 }
+
+/// How many phantom successes a report lists.
+pub const PHANTOMS_LISTED: usize = 100;
 
 impl InvariantReport {
     pub fn all_hold(&self) -> bool {
@@ -328,64 +347,104 @@ pub async fn check(
         }
     }
     tally.claims_holding = claims_holding.len() as i64;
-    let refused: HashSet<String> = db
-        .query("SELECT entry_id::text FROM payout_refusals WHERE event_id = $1", &[&event_id])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    tally.refused = refused.len() as i64;
-    tally.won_refused = db
-        .query_one(
-            "SELECT count(*) FROM event_entries e JOIN payout_refusals r USING (entry_id)
-             WHERE e.event_id = $1 AND e.status = 'won'",
+    let refusals: Vec<Refusal> = db
+        .query(
+            "SELECT entry_id::text, user_id, unit_no, reason, refused_at FROM payout_refusals WHERE event_id = $1",
             &[&event_id],
         )
         .await?
-        .get(0);
+        .iter()
+        .map(|r| Refusal {
+            entry_id: r.get(0),
+            member: r.get(1),
+            unit_no: r.get(2),
+            reason: r.get(3),
+            refused_at: r.get(4),
+        })
+        .collect();
+    let refused: HashSet<String> = refusals.iter().map(|r| r.entry_id.clone()).collect();
+    tally.refused = refused.len() as i64;
 
-    // 4: no WON left undispatched (a refused one is reported, never paid);
-    // every FAILED unit is back in stock — in the ledger (a 'returned'
-    // movement) and in Redis (the release script ran).
-    let failed_rows = db
+    // 4: every WON SENT, or FAILED with its unit back in stock — in the
+    // ledger (a 'returned' movement) and in Redis (the release script ran);
+    // a WON the guard refused never moves on, and is a phantom success when
+    // its member was told "won" and paid under no entry. The rows: every
+    // won or failed entry, and every entry of a member the guard refused.
+    let rows = db
         .query(
-            "SELECT e.entry_id::text,
-                    EXISTS (SELECT 1 FROM stock_movements m WHERE m.entry_id = e.entry_id AND m.kind = 'returned')
-             FROM event_entries e WHERE e.event_id = $1 AND e.status = 'failed'",
+            "SELECT e.entry_id::text, e.user_id, e.outcome, e.status, e.submitted_at IS NOT NULL,
+                    e.status = 'failed' AND EXISTS (SELECT 1 FROM stock_movements m
+                                                    WHERE m.entry_id = e.entry_id AND m.kind = 'returned')
+             FROM event_entries e
+             WHERE e.event_id = $1
+               AND (e.status IN ('won', 'failed')
+                    OR e.user_id IN (SELECT user_id FROM payout_refusals WHERE event_id = $1))",
             &[&event_id],
         )
         .await?;
-    let failed_ids: Vec<String> = failed_rows.iter().map(|r| r.get(0)).collect();
-    let in_ledger = failed_rows.iter().filter(|r| r.get::<_, bool>(1)).count();
-    let in_redis = if failed_ids.is_empty() {
-        0
+    let failed_ids: Vec<String> =
+        rows.iter().filter(|r| r.get::<_, String>(3) == "failed").map(|r| r.get(0)).collect();
+    let released_in_redis: HashSet<String> = if failed_ids.is_empty() {
+        HashSet::new()
     } else {
         let flags: Vec<bool> = redis::cmd("SMISMEMBER")
             .arg(&keys.released)
             .arg(&failed_ids)
             .query_async(&mut redis)
             .await?;
-        flags.into_iter().filter(|f| *f).count()
+        failed_ids.iter().zip(flags).filter(|(_, released)| *released).map(|(id, _)| id.clone()).collect()
     };
-    let unreturned = (failed_ids.len() - in_ledger.min(in_redis)) as i64;
-    let refused_note = if tally.refused > 0 {
-        format!(
-            "; {} WONs refused by the payout guard ({} still won): never paid, an operator case",
-            tally.refused, tally.won_refused
-        )
-    } else {
-        String::new()
-    };
+    let mut entries = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let (entry_id, status): (String, String) = (r.get(0), r.get(3));
+        let returned = r.get::<_, bool>(5) && released_in_redis.contains(&entry_id);
+        let status = EntryStatus::parse(&status, returned)
+            .with_context(|| format!("entry {entry_id} has an unknown status {status}"))?;
+        let outcome = r.get::<_, Option<String>>(2).as_deref().and_then(Outcome::parse);
+        entries.push(EntryEnd { entry_id, member: r.get(1), outcome, submitted: r.get(4), status });
+    }
+    let ends = classify_won_ends(&entries, &refusals);
+    tally.won_refused = ends.won_refused as i64;
+    tally.phantom_successes = ends.phantoms.len() as i64;
+    tally.forged_wins_refused = ends.forged_refused.len() as i64;
+    tally.repeat_wins_refused = ends.repeat_refused.len() as i64;
+    let phantom_ids: BTreeSet<&str> = ends.phantoms.iter().map(|p| p.entry_id.as_str()).collect();
+    let mut refused_note = String::new();
+    if !phantom_ids.is_empty() {
+        refused_note.push_str(&format!(
+            "; {} phantom successes (WONs the payout guard refused, members never paid){}",
+            phantom_ids.len(),
+            sample("", &phantom_ids)
+        ));
+    }
+    if !ends.forged_refused.is_empty() {
+        refused_note.push_str(&format!(
+            "; {} forged WONs refused (no recorded entry stands WON){}",
+            ends.forged_refused.len(),
+            sample("", &ends.forged_refused.iter().map(String::as_str).collect())
+        ));
+    }
+    if !ends.repeat_refused.is_empty() {
+        refused_note.push_str(&format!(
+            "; {} WONs refused for members paid under another entry{}",
+            ends.repeat_refused.len(),
+            sample("", &ends.repeat_refused.iter().map(String::as_str).collect())
+        ));
+    }
+    let unreturned = ends.unreturned.len();
     checks.push(Check {
         name: "4 every WON ends SENT or FAILED with its unit returned",
-        holds: tally.won_waiting() == 0 && unreturned == 0,
+        holds: tally.won_waiting() == 0 && unreturned == 0 && ends.phantoms.is_empty(),
         detail: format!(
-            "{} sent, {} failed ({unreturned} without a return), {} still won-unsent{refused_note}",
+            "{} sent, {} failed ({unreturned} without a return{}), {} still won-unsent, {} phantom successes{refused_note}",
             tally.sent,
             tally.failed,
-            tally.won_waiting()
+            sample("", &ends.unreturned.iter().map(String::as_str).collect()),
+            tally.won_waiting(),
+            ends.phantoms.len(),
         ),
     });
+    let phantom_successes: Vec<PhantomSuccess> = ends.phantoms.into_iter().take(PHANTOMS_LISTED).collect();
 
     // 5: Redis counter and decisions vs ledger vs claims vs dispatches vs provider.
     tally.redis_stock = redis.get::<_, Option<i64>>(&keys.stock).await?.unwrap_or(-1);
@@ -474,7 +533,151 @@ pub async fn check(
             drift.join("; ")
         },
     });
-    Ok(InvariantReport { tally, checks })
+    Ok(InvariantReport { tally, checks, phantom_successes })
+}
+
+/// Where an entry stands, as the entries table says (`status`), with
+/// whether a FAILED gift's unit is back in stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryStatus {
+    Pending,
+    Won,
+    Lost,
+    Sent,
+    /// `returned`: the unit is back in stock in the ledger (a `returned`
+    /// movement) and in Redis (the release script ran).
+    Failed { returned: bool },
+}
+
+impl EntryStatus {
+    /// The entries table's `status`; `None` for anything else.
+    pub fn parse(status: &str, returned: bool) -> Option<Self> {
+        Some(match status {
+            "pending" => EntryStatus::Pending,
+            "won" => EntryStatus::Won,
+            "lost" => EntryStatus::Lost,
+            "sent" => EntryStatus::Sent,
+            "failed" => EntryStatus::Failed { returned },
+            _ => return None,
+        })
+    }
+}
+
+/// One row of the entries table, as invariant 4 reads it.
+#[derive(Debug, Clone)]
+pub struct EntryEnd {
+    pub entry_id: String,
+    pub member: String,
+    /// The entry's standing decision: the first one, or a promotion's WON
+    /// over its SOLD_OUT ([`standing`]); the recorder stores it so.
+    pub outcome: Option<Outcome>,
+    /// Its submission is recorded: the entry came through `survey-submitted`
+    /// (a decision alone also makes a row, without it).
+    pub submitted: bool,
+    pub status: EntryStatus,
+}
+
+/// A WON the payout guard refused (a `payout_refusals` row).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub entry_id: String,
+    pub member: String,
+    pub unit_no: Option<i32>,
+    pub reason: String,
+    pub refused_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A member told "won" who is never paid: the entry's standing decision is
+/// a WON the payout guard refused, and no entry of the member was paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhantomSuccess {
+    pub entry_id: String,
+    pub member: String,
+    pub unit_no: Option<i32>,
+    /// The guard's reason (`member_already_paid`, `stock_exhausted`, `unknown_event`).
+    pub reason: String,
+    pub refused_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// How the WONs of an event ended (invariant 4), from [`classify_won_ends`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WonEnds {
+    /// `won` entries the guard did not refuse: their gift is on its way.
+    pub waiting: usize,
+    /// `won` entries the guard refused (whatever the class below).
+    pub won_refused: usize,
+    /// FAILED entries whose unit is not back in stock.
+    pub unreturned: BTreeSet<String>,
+    /// Oldest refusal first.
+    pub phantoms: Vec<PhantomSuccess>,
+    /// Refused WONs that are no recorded entry's standing decision.
+    pub forged_refused: BTreeSet<String>,
+    /// Refused WONs of members paid under another entry.
+    pub repeat_refused: BTreeSet<String>,
+}
+
+/// The standing decision of an entry's distinct decisions in log order:
+/// the first stands, unless a later one supersedes it (the waitlist
+/// promotion, [`Outcome::supersedes`]), so either order gives the same.
+pub fn standing(decisions: impl IntoIterator<Item = Outcome>) -> Option<Outcome> {
+    decisions.into_iter().fold(None, |held, next| match held {
+        Some(current) if !next.supersedes(current) => Some(current),
+        _ => Some(next),
+    })
+}
+
+/// Invariant 4 over rows, no store in sight. `entries` must hold at least
+/// every `won` and `failed` entry and every entry of a member in
+/// `refusals` (whether the member was paid under another entry).
+///
+/// A refused WON is classed by the entry it names: an entry whose recorded
+/// submission stands decided WON, of a member with no SENT entry, is a
+/// phantom success; an entry the table does not hold, holds without a
+/// submission, or holds with another standing decision (an ALREADY_WON
+/// stays ALREADY_WON) is a forged or replayed WON the guard rightly
+/// refused; a member paid under another entry holds their one gift. An
+/// entry refused and yet SENT or FAILED is not classed here: a payout past
+/// the guard is invariants 1, 2 and 5's (the claims and the dispatches).
+pub fn classify_won_ends(entries: &[EntryEnd], refusals: &[Refusal]) -> WonEnds {
+    let by_id: HashMap<&str, &EntryEnd> = entries.iter().map(|e| (e.entry_id.as_str(), e)).collect();
+    let refused: HashSet<&str> = refusals.iter().map(|r| r.entry_id.as_str()).collect();
+    let paid: HashSet<&str> =
+        entries.iter().filter(|e| e.status == EntryStatus::Sent).map(|e| e.member.as_str()).collect();
+    let mut ends = WonEnds::default();
+    for entry in entries {
+        match entry.status {
+            EntryStatus::Won if refused.contains(entry.entry_id.as_str()) => ends.won_refused += 1,
+            EntryStatus::Won => ends.waiting += 1,
+            EntryStatus::Failed { returned: false } => {
+                ends.unreturned.insert(entry.entry_id.clone());
+            }
+            _ => {}
+        }
+    }
+    for refusal in refusals {
+        let id = refusal.entry_id.clone();
+        match by_id.get(refusal.entry_id.as_str()) {
+            Some(entry) if entry.submitted && entry.outcome == Some(Outcome::Won) => match entry.status {
+                EntryStatus::Sent | EntryStatus::Failed { .. } => {}
+                _ if paid.contains(entry.member.as_str()) => {
+                    ends.repeat_refused.insert(id);
+                }
+                // The member the entries table names is the one told "won".
+                _ => ends.phantoms.push(PhantomSuccess {
+                    entry_id: id,
+                    member: entry.member.clone(),
+                    unit_no: refusal.unit_no,
+                    reason: refusal.reason.clone(),
+                    refused_at: refusal.refused_at,
+                }),
+            },
+            _ => {
+                ends.forged_refused.insert(id);
+            }
+        }
+    }
+    ends.phantoms.sort_by(|a, b| a.refused_at.cmp(&b.refused_at).then_with(|| a.entry_id.cmp(&b.entry_id)));
+    ends
 }
 
 /// An entry id as PostgreSQL prints a uuid (ids that are not uuids stay as
@@ -546,7 +749,6 @@ async fn scan(redis: &mut platform::redis::Connection, command: &str, key: &str)
     }
 }
 
-/// Prints a report for people.
 /// What an entry's distinct decisions in `stock-decided` add up to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Folded {
@@ -561,15 +763,18 @@ enum Folded {
 /// written by the instance that decided the entry, the WON by the one that
 /// applied the release, and their transactions interleave in the log.
 fn one_decision(seen: &[(Outcome, Option<i32>)]) -> Option<Folded> {
+    // The promotion's WON carries the returned unit.
+    let promotes = |(over, _): &(Outcome, Option<i32>), (by, unit): &(Outcome, Option<i32>)| {
+        by.supersedes(*over) && unit.is_some()
+    };
     match seen {
         [(outcome, _)] => Some(Folded::Once(*outcome)),
-        [(Outcome::SoldOut, _), (Outcome::Won, Some(_))] | [(Outcome::Won, Some(_)), (Outcome::SoldOut, _)] => {
-            Some(Folded::Promoted)
-        }
+        [a, b] if promotes(a, b) || promotes(b, a) => Some(Folded::Promoted),
         _ => None,
     }
 }
 
+/// Prints a report for people.
 pub fn print(report: &InvariantReport) {
     for check in &report.checks {
         let mark = if check.holds { "HOLDS " } else { "BROKEN" };
@@ -661,7 +866,9 @@ pub async fn check_log(
             }
             Some(Folded::Promoted) => {
                 tally.promoted += 1;
-                last.insert(entry, Outcome::Won);
+                if let Some(outcome) = standing(seen.iter().map(|(outcome, _)| *outcome)) {
+                    last.insert(entry, outcome);
+                }
             }
             None => {
                 conflicting.insert(entry.as_str());
@@ -786,6 +993,150 @@ mod tests {
         assert_eq!(one_decision(&[(Outcome::SoldOut, None), (Outcome::Won, Some(9))]), Some(Folded::Promoted));
         assert_eq!(one_decision(&[(Outcome::Won, Some(9)), (Outcome::SoldOut, None)]), Some(Folded::Promoted));
         assert_eq!(one_decision(&[(Outcome::Won, Some(9))]), Some(Folded::Once(Outcome::Won)));
+    }
+
+    fn entry(id: &str, member: &str, outcome: Option<Outcome>, status: EntryStatus) -> EntryEnd {
+        EntryEnd { entry_id: id.into(), member: member.into(), outcome, submitted: true, status }
+    }
+
+    fn refusal(id: &str, member: &str, reason: &str, second: u32) -> Refusal {
+        Refusal {
+            entry_id: id.into(),
+            member: member.into(),
+            unit_no: Some(3),
+            reason: reason.into(),
+            refused_at: chrono::DateTime::from_timestamp(1_800_000_000 + i64::from(second), 0).unwrap(),
+        }
+    }
+
+    fn phantom_ids(ends: &WonEnds) -> Vec<&str> {
+        ends.phantoms.iter().map(|p| p.entry_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_refused_won_of_a_member_never_paid_is_a_phantom_success() {
+        let entries = [entry("e1", "m1", Some(Outcome::Won), EntryStatus::Won)];
+        let ends = classify_won_ends(&entries, &[refusal("e1", "m1", "stock_exhausted", 7)]);
+        assert_eq!(
+            ends.phantoms,
+            vec![PhantomSuccess {
+                entry_id: "e1".into(),
+                member: "m1".into(),
+                unit_no: Some(3),
+                reason: "stock_exhausted".into(),
+                refused_at: chrono::DateTime::from_timestamp(1_800_000_007, 0).unwrap(),
+            }]
+        );
+        assert_eq!((ends.waiting, ends.won_refused), (0, 1), "refused, not waiting for its gift");
+        assert!(ends.forged_refused.is_empty() && ends.repeat_refused.is_empty());
+    }
+
+    #[test]
+    fn phantom_successes_are_listed_oldest_refusal_first() {
+        let entries = [
+            entry("e1", "m1", Some(Outcome::Won), EntryStatus::Won),
+            entry("e2", "m2", Some(Outcome::Won), EntryStatus::Won),
+        ];
+        let refusals = [refusal("e1", "m1", "stock_exhausted", 9), refusal("e2", "m2", "unknown_event", 2)];
+        assert_eq!(phantom_ids(&classify_won_ends(&entries, &refusals)), ["e2", "e1"]);
+    }
+
+    #[test]
+    fn a_refused_forged_won_of_an_entry_that_does_not_exist_is_no_phantom() {
+        let paid = entry("e1", "m1", Some(Outcome::Won), EntryStatus::Sent);
+        // No row at all, or the row the recorder made from the forged decision alone.
+        let decision_only = EntryEnd { submitted: false, ..entry("e3", "m2", Some(Outcome::Won), EntryStatus::Won) };
+        let refusals = [refusal("e2", "m1", "member_already_paid", 1), refusal("e3", "m2", "stock_exhausted", 2)];
+        let ends = classify_won_ends(&[paid, decision_only], &refusals);
+        assert!(ends.phantoms.is_empty(), "{ends:?}");
+        assert_eq!(ends.forged_refused, BTreeSet::from(["e2".to_string(), "e3".to_string()]));
+        assert_eq!((ends.waiting, ends.won_refused), (0, 1));
+    }
+
+    #[test]
+    fn a_refused_won_the_entry_does_not_stand_on_is_forged() {
+        // The second entry stands ALREADY_WON; a WON record for it was refused.
+        let entries = [
+            entry("e1", "m1", Some(Outcome::Won), EntryStatus::Sent),
+            entry("e2", "m1", Some(Outcome::AlreadyWon), EntryStatus::Lost),
+            entry("e3", "m2", Some(Outcome::SoldOut), EntryStatus::Lost),
+        ];
+        let refusals = [refusal("e2", "m1", "member_already_paid", 1), refusal("e3", "m2", "stock_exhausted", 2)];
+        let ends = classify_won_ends(&entries, &refusals);
+        assert!(ends.phantoms.is_empty(), "{ends:?}");
+        assert_eq!(ends.forged_refused.len(), 2);
+    }
+
+    #[test]
+    fn a_second_entry_decided_already_won_is_fine() {
+        let entries = [
+            entry("e1", "m1", Some(Outcome::Won), EntryStatus::Sent),
+            entry("e2", "m1", Some(Outcome::AlreadyWon), EntryStatus::Lost),
+        ];
+        assert_eq!(classify_won_ends(&entries, &[]), WonEnds::default());
+    }
+
+    #[test]
+    fn a_refused_second_won_of_a_member_paid_under_another_entry_is_no_phantom() {
+        let entries = [
+            entry("e1", "m1", Some(Outcome::Won), EntryStatus::Sent),
+            entry("e2", "m1", Some(Outcome::Won), EntryStatus::Won),
+        ];
+        let ends = classify_won_ends(&entries, &[refusal("e2", "m1", "member_already_paid", 1)]);
+        assert!(ends.phantoms.is_empty(), "{ends:?}");
+        assert_eq!(ends.repeat_refused, BTreeSet::from(["e2".to_string()]));
+    }
+
+    #[test]
+    fn a_refused_won_after_the_members_gift_failed_is_a_phantom_success() {
+        // The failed gift released its claim but the member keeps it: a later
+        // WON of theirs is refused, and they were told "won" and never paid.
+        let entries = [
+            entry("e1", "m1", Some(Outcome::Won), EntryStatus::Failed { returned: true }),
+            entry("e2", "m1", Some(Outcome::Won), EntryStatus::Won),
+        ];
+        let ends = classify_won_ends(&entries, &[refusal("e2", "m1", "member_already_paid", 1)]);
+        assert_eq!(phantom_ids(&ends), ["e2"]);
+        assert!(ends.unreturned.is_empty());
+    }
+
+    #[test]
+    fn a_promotion_sent_is_one_win_in_either_log_order() {
+        for log in [[Outcome::SoldOut, Outcome::Won], [Outcome::Won, Outcome::SoldOut]] {
+            let promoted = entry("e2", "m2", standing(log), EntryStatus::Sent);
+            let entries = [entry("e1", "m1", Some(Outcome::Won), EntryStatus::Failed { returned: true }), promoted];
+            assert_eq!(classify_won_ends(&entries, &[]), WonEnds::default(), "{log:?}");
+        }
+        // The promoted entry stands WON: refused, its member is told "won" and never paid.
+        let promoted = entry("e2", "m2", standing([Outcome::SoldOut, Outcome::Won]), EntryStatus::Won);
+        let ends = classify_won_ends(&[promoted], &[refusal("e2", "m2", "stock_exhausted", 1)]);
+        assert_eq!(phantom_ids(&ends), ["e2"]);
+    }
+
+    #[test]
+    fn a_failed_gift_with_its_unit_returned_is_fine_and_without_it_is_not() {
+        let entries = [
+            entry("e1", "m1", Some(Outcome::Won), EntryStatus::Failed { returned: true }),
+            entry("e2", "m2", Some(Outcome::Won), EntryStatus::Failed { returned: false }),
+        ];
+        let ends = classify_won_ends(&entries, &[]);
+        assert_eq!(ends.unreturned, BTreeSet::from(["e2".to_string()]));
+        assert!(ends.phantoms.is_empty());
+    }
+
+    #[test]
+    fn a_won_the_guard_did_not_refuse_is_waiting_not_a_phantom() {
+        let entries = [entry("e1", "m1", Some(Outcome::Won), EntryStatus::Won)];
+        let ends = classify_won_ends(&entries, &[]);
+        assert_eq!((ends.waiting, ends.phantoms.len()), (1, 0));
+    }
+
+    #[test]
+    fn the_first_decision_stands_but_for_a_promotion() {
+        assert_eq!(standing([Outcome::SoldOut, Outcome::Won]), Some(Outcome::Won));
+        assert_eq!(standing([Outcome::Won, Outcome::SoldOut]), Some(Outcome::Won));
+        assert_eq!(standing([Outcome::AlreadyWon, Outcome::Won]), Some(Outcome::AlreadyWon));
+        assert_eq!(standing([]), None);
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! decisions, accepted first-entry marks), the PostgreSQL ledger, entries and
 //! payout claims, our dispatch records and the provider's; count what was
 //! refused on the way (WONs the payout guard refused, releases the stock
-//! stage dead-lettered); with `--repair`, rebuild the event's Redis state
-//! from the Kafka log.
+//! stage dead-lettered) and list the phantom successes (members told "won"
+//! whose WON the guard refused, never paid: invariant 4 does not hold while
+//! there is one); with `--repair`, rebuild the event's Redis state from the
+//! Kafka log.
 //!
 //! The repair never trusts Redis' own records: a Redis that lost its last
 //! second lost the decisions with the counter, so recomputing the counter
@@ -125,6 +127,7 @@ pub fn print(settings: &CliSettings, event_id: &str, outcome: &Reconciliation) {
         let reasons: Vec<String> = outcome.payout_refusals.iter().map(|(r, n)| format!("{r} {n}")).collect();
         println!("payout guard refused {refusals} WONs (never paid; see the dispatch dead letters): {}", reasons.join(", "));
     }
+    print_phantoms(&outcome.report);
     let releases = &outcome.refused_releases;
     if !releases.by_group.is_empty() || releases.unreadable > 0 {
         let groups: Vec<String> = releases.by_group.iter().map(|(g, n)| format!("{g} {n}")).collect();
@@ -134,5 +137,30 @@ pub fn print(settings: &CliSettings, event_id: &str, outcome: &Reconciliation) {
             groups.join(", "),
             releases.unreadable
         );
+    }
+}
+
+/// Lists the phantom successes: the members to make good by hand.
+fn print_phantoms(report: &InvariantReport) {
+    let total = report.tally.phantom_successes;
+    if total == 0 {
+        return;
+    }
+    println!("phantom successes: {total} members told \"won\" whose WON the payout guard refused (never paid)");
+    println!("  {:<36}  {:<20}  {:>5}  {:<19}  refused at", "entry", "member", "unit", "reason");
+    for p in &report.phantom_successes {
+        let unit = p.unit_no.map(|u| u.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "  {:<36}  {:<20}  {:>5}  {:<19}  {}",
+            p.entry_id,
+            p.member,
+            unit,
+            p.reason,
+            p.refused_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        );
+    }
+    let listed = report.phantom_successes.len() as i64;
+    if total > listed {
+        println!("  … {} more (payout_refusals of the event, joined with event_entries)", total - listed);
     }
 }

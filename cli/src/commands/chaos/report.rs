@@ -118,8 +118,8 @@ impl ChaosReport {
         if let Some(report) = &self.invariants {
             let t = &report.tally;
             println!(
-                "  outcome: {} entries, {} sent, {} failed (unit returned), {} lost, {} won-waiting; ledger {} issued / {} returned; provider {} gifts; {} for sale",
-                t.entries, t.sent, t.failed, t.lost, t.won_waiting(), t.ledger_issued, t.ledger_returned, t.provider_gifts, t.for_sale
+                "  outcome: {} entries, {} sent, {} failed (unit returned), {} lost, {} won-waiting, {} phantom successes; ledger {} issued / {} returned; provider {} gifts; {} for sale",
+                t.entries, t.sent, t.failed, t.lost, t.won_waiting(), t.phantom_successes, t.ledger_issued, t.ledger_returned, t.provider_gifts, t.for_sale
             );
         }
         println!(

@@ -53,6 +53,8 @@ pub struct PipelineReport {
     pub fcfs_fidelity: f64,
     /// Gifts sent beyond the stock for sale (must be 0).
     pub oversold: i64,
+    /// Members told "won" whose WON the payout guard refused (must be 0).
+    pub phantom_successes: i64,
     pub invariants_hold: bool,
     pub failing_invariants: Vec<String>,
     pub timeline: Vec<PipelineSecond>,
@@ -149,6 +151,7 @@ pub async fn pipeline(
         fcfs_winners_in_first_n: winners_in_first_n,
         fcfs_fidelity: if first_n > 0 { winners_in_first_n as f64 / first_n as f64 } else { 1.0 },
         oversold: (sent - for_sale).max(0),
+        phantom_successes: final_check.tally.phantom_successes,
         invariants_hold: final_check.all_hold(),
         failing_invariants: final_check.failing().iter().map(|c| format!("{}: {}", c.name, c.detail)).collect(),
         timeline,
