@@ -28,6 +28,16 @@ pub struct Faults {
     pub refused_phone_suffixes: Vec<String>,
     /// Provider calls accepted per second; beyond it 429 with `Retry-After`.
     pub rate_limit_per_sec: Option<u32>,
+    /// A 200/201 to `POST /v1/gifts` or a 200 to a lookup carries another
+    /// key's gift (a provider bug, a mixed-up cache); the caller's own gift
+    /// is issued all the same.
+    pub wrong_key_rate: f64,
+    /// A 200/201 to `POST /v1/gifts` or a 200 to a lookup has a body that is
+    /// not JSON; the caller's gift is issued all the same.
+    pub malformed_rate: f64,
+    /// `POST /v1/gifts` issues the gift, then breaks the connection before
+    /// the answer completes (the caller cannot tell what happened).
+    pub reset_after_issue_rate: f64,
 }
 
 impl Default for Faults {
@@ -42,6 +52,9 @@ impl Default for Faults {
             refused_phones: Vec::new(),
             refused_phone_suffixes: Vec::new(),
             rate_limit_per_sec: None,
+            wrong_key_rate: 0.0,
+            malformed_rate: 0.0,
+            reset_after_issue_rate: 0.0,
         }
     }
 }
@@ -53,6 +66,9 @@ impl Faults {
             ("transient_failure_rate", self.transient_failure_rate),
             ("timeout_after_issue_rate", self.timeout_after_issue_rate),
             ("lookup_failure_rate", self.lookup_failure_rate),
+            ("wrong_key_rate", self.wrong_key_rate),
+            ("malformed_rate", self.malformed_rate),
+            ("reset_after_issue_rate", self.reset_after_issue_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} must be within 0..=1, got {rate}"));
@@ -108,6 +124,17 @@ mod tests {
         let faults = Faults { transient_failure_rate: 1.5, ..Faults::default() };
         assert!(faults.validate().is_err());
         assert!(Faults::default().validate().is_ok());
+    }
+
+    #[test]
+    fn the_hostile_answer_rates_are_checked_too() {
+        for faults in [
+            Faults { wrong_key_rate: -0.1, ..Faults::default() },
+            Faults { malformed_rate: 2.0, ..Faults::default() },
+            Faults { reset_after_issue_rate: 1.01, ..Faults::default() },
+        ] {
+            assert!(faults.validate().is_err(), "{faults:?}");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::chance::Dice;
 use crate::faults::Faults;
 use crate::rate_limit::{Admit, Window};
-use crate::store::{GiftRequest, GiftStore, Issued};
+use crate::store::{Gift, GiftRequest, GiftStore, Issued};
 
 /// Everything the handlers share.
 pub struct SimState {
@@ -142,6 +142,36 @@ fn error(status: StatusCode, code: &str, detail: Option<String>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// A gift answer, unless a hostile-answer fault fires: another key's gift
+/// (`wrong_key_rate`) or a body that is not JSON (`malformed_rate`).
+fn gift_answer(state: &SimState, faults: &Faults, route: &'static str, status: StatusCode, gift: Gift) -> Response {
+    if state.dice.roll(faults.wrong_key_rate) {
+        count(route, "wrong_key");
+        let other = state.store.other_than(&gift.idempotency_key).unwrap_or_else(|| Gift {
+            gift_id: format!("gft_{}", uuid::Uuid::now_v7().simple()),
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            ..gift.clone()
+        });
+        tracing::info!(gift_id = %other.gift_id, "answering with another key's gift");
+        return (status, Json(other)).into_response();
+    }
+    if state.dice.roll(faults.malformed_rate) {
+        count(route, "malformed");
+        tracing::info!("answering with a body that is not JSON");
+        return (status, [(header::CONTENT_TYPE, "application/json")], "{\"gift_id\": \"gft_").into_response();
+    }
+    (status, Json(gift)).into_response()
+}
+
+/// The head of an answer whose body breaks: the connection is closed before
+/// the answer completes, as a reset after the request was taken does.
+fn broken(status: StatusCode) -> Response {
+    let body = futures::stream::once(async {
+        Err::<axum::body::Bytes, _>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset"))
+    });
+    (status, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(body)).into_response()
+}
+
 fn count(route: &'static str, result: &'static str) {
     metrics::counter!("firstcome_provider_sim_requests_total", "route" => route, "result" => result).increment(1);
 }
@@ -195,13 +225,19 @@ async fn issue_gift(State(state): State<Arc<SimState>>, body: Result<Json<GiftRe
                 return error(StatusCode::UNPROCESSABLE_ENTITY, "phone_refused", None);
             }
         };
+        if state.dice.roll(faults.reset_after_issue_rate) {
+            // The gift exists; the exchange breaks before the caller learns it.
+            count("issue", "reset");
+            tracing::info!("breaking the connection after issuing");
+            return broken(status);
+        }
         if state.dice.roll(faults.timeout_after_issue_rate) {
             // The gift exists; the caller will time out without knowing it.
             count("issue", "held");
             tracing::info!(hang_ms = faults.hang_ms, "holding the response after issuing");
             state.pause(faults.hang()).await;
         }
-        (status, Json(gift)).into_response()
+        gift_answer(&state, &faults, "issue", status, gift)
     }
     .instrument(span)
     .await
@@ -222,7 +258,7 @@ async fn get_gift(State(state): State<Arc<SimState>>, Path(key): Path<String>) -
     match state.store.get(&key) {
         Some(gift) => {
             count("lookup", "found");
-            (StatusCode::OK, Json(gift)).into_response()
+            gift_answer(&state, &faults, "lookup", StatusCode::OK, gift)
         }
         None => {
             count("lookup", "not_found");

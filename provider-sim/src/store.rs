@@ -103,6 +103,11 @@ impl GiftStore {
         self.lock().get(key).cloned()
     }
 
+    /// A gift issued under another key than `key`, if there is one.
+    pub fn other_than(&self, key: &str) -> Option<Gift> {
+        self.lock().values().find(|g| g.idempotency_key != key).cloned()
+    }
+
     /// Every gift, oldest first.
     pub fn all(&self) -> Vec<Gift> {
         let mut gifts: Vec<Gift> = self.lock().values().cloned().collect();
