@@ -36,10 +36,11 @@ GRANT SELECT ON events TO firstcome_recorder;
 GRANT SELECT, INSERT, UPDATE ON event_entries, stock_movements TO firstcome_recorder;
 GRANT SELECT, UPDATE ON stock_ledger TO firstcome_recorder;
 
--- sender (group `dispatch`): the payout guard, its dispatches and the outbox.
+-- sender (group `dispatch`): the payout guard, its dispatches, its parked gifts and the outbox.
 GRANT SELECT ON events TO firstcome_sender;
 GRANT UPDATE (payout_claimed) ON events TO firstcome_sender;
 GRANT SELECT, INSERT, UPDATE ON payout_claims TO firstcome_sender;
 GRANT SELECT, INSERT ON payout_refusals, gift_dispatches TO firstcome_sender;
+GRANT SELECT, INSERT, UPDATE, DELETE ON parked_gifts TO firstcome_sender;
 GRANT SELECT, INSERT, UPDATE, DELETE ON outbox TO firstcome_sender;
 GRANT USAGE ON SEQUENCE outbox_id_seq TO firstcome_sender;

@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0005_payout_guard", include_str!("../../migrations/0005_payout_guard.sql")),
     ("0006_entries_one_row_per_entry", include_str!("../../migrations/0006_entries_one_row_per_entry.sql")),
     ("0007_dispatch_figures", include_str!("../../migrations/0007_dispatch_figures.sql")),
+    ("0008_parked_gifts", include_str!("../../migrations/0008_parked_gifts.sql")),
 ];
 
 /// Every service role's privileges, applied after the migrations on every

@@ -18,8 +18,19 @@
 //!   rounds at once as `Rejected`, which the caller settles on its own
 //!   (dead-lettered, never failed nor compensated) so one bad gift never
 //!   holds the others.
+//! - Every answer carrying a gift is matched to the order (key, status,
+//!   product, amount, [`GiftOrder::mismatch`]): another key's gift, or one
+//!   not issued, is an unknown outcome (logged at ERROR, counted) that a
+//!   lookup resolves — never a SENT with somebody else's `provider_ref`.
+//! - A gift that may have been issued (now, or by an earlier run: [`Start`])
+//!   is FAILED only after the provider says nothing was issued (lookup 404
+//!   `not_found`): one that cannot be issued now (no usable phone) is looked
+//!   up, and fails only then.
 //! - Anything else after `max_attempts` rounds is `Unresolved`: the caller
-//!   fails the batch and the whole thing runs again later.
+//!   fails the batch and the whole thing runs again later — unless the
+//!   provider kept answering about this gift with answers that settle
+//!   nothing (`parkable`): then the caller parks the gift so it never holds
+//!   the others.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +39,7 @@ use platform::trace_context::TraceParent;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::events::{ProviderCall, ProviderCalled};
+use crate::events::{CallKind, ProviderCall, ProviderCalled};
 use crate::provider::{GiftOrder, IssueError, ProviderClient};
 use crate::rate_limit::TokenBucket;
 use crate::settings::ProviderSettings;
@@ -46,6 +57,23 @@ pub enum Resolution {
 pub struct Unresolved {
     pub attempts: i32,
     pub last: String,
+    /// The gift may have been issued and the provider's last answer about
+    /// it settled nothing (an unusable body, a 404 without `not_found`,
+    /// another key's gift): trying the batch again would meet the same
+    /// answer, so the gift is parked and retried on its own.
+    pub parkable: bool,
+}
+
+/// What is known of a gift before this run, and what this run may do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Start<'a> {
+    /// An issue call may have been made for the key by an earlier run (the
+    /// claim remembers it): the first round asks the provider before anything else.
+    pub maybe_issued: bool,
+    /// Why no issue call may be made now (the member has no usable phone).
+    /// The gift fails with this reason — at once when nothing can have been
+    /// issued, otherwise only once a lookup says nothing was.
+    pub cannot_issue: Option<&'a str>,
 }
 
 /// The provider rejected this one request as malformed (a 4xx about the
@@ -109,9 +137,20 @@ impl Dispatcher {
     /// (retry later) or `Rejected` (this request will never be accepted).
     /// The provider calls continue `trace` (the gift's record).
     pub async fn send(&self, order: &GiftOrder, trace: Option<&TraceParent>) -> Result<Resolution, NotSent> {
+        self.resume(order, trace, Start::default()).await
+    }
+
+    /// [`send`](Self::send), from what an earlier run left (`start`).
+    pub async fn resume(&self, order: &GiftOrder, trace: Option<&TraceParent>, start: Start<'_>) -> Result<Resolution, NotSent> {
+        if let (Some(reason), false) = (start.cannot_issue, start.maybe_issued) {
+            // Nothing was ever asked of the provider: nothing can exist.
+            return Ok(Resolution::Failed { reason: reason.into(), attempts: 0 });
+        }
         let mut calls: i32 = 0;
         // Whether a gift may exist under the key, unknown to us.
-        let mut maybe_issued = false;
+        let mut maybe_issued = start.maybe_issued;
+        // Whether the provider's last answer about the gift settled nothing.
+        let mut unusable = false;
         let mut last = String::from("not tried");
         let mut hint: Option<Duration> = None;
 
@@ -124,18 +163,28 @@ impl Dispatcher {
                 self.bucket.acquire().await;
                 calls += 1;
                 match self.provider.lookup(&order.idempotency_key, trace).await {
-                    Ok(Some(gift)) => {
-                        ProviderCalled { call: ProviderCall::LookupFound { gift_id: &gift.gift_id }, calls }.emit();
-                        return Ok(Resolution::Sent { gift_id: gift.gift_id, attempts: calls });
-                    }
+                    Ok(Some(gift)) => match order.mismatch(&gift) {
+                        None => {
+                            ProviderCalled { call: ProviderCall::LookupFound { gift_id: &gift.gift_id }, calls }.emit();
+                            return Ok(Resolution::Sent { gift_id: gift.gift_id, attempts: calls });
+                        }
+                        Some(mismatch) => {
+                            ProviderCalled { call: ProviderCall::Mismatch { on: CallKind::Lookup, mismatch: &mismatch }, calls }.emit();
+                            (unusable, last) = (true, mismatch.to_string());
+                            continue;
+                        }
+                    },
                     Ok(None) => {
                         // Nothing exists under the key: the issue call below
                         // decides afresh whether a gift may exist.
                         ProviderCalled { call: ProviderCall::LookupNotFound, calls }.emit();
+                        if let Some(reason) = start.cannot_issue {
+                            return Ok(Resolution::Failed { reason: reason.into(), attempts: calls });
+                        }
                     }
                     Err(error) => {
                         ProviderCalled { call: ProviderCall::LookupFailed { error: &error }, calls }.emit();
-                        last = error.to_string();
+                        (unusable, last) = (error.is_unusable(), error.to_string());
                         continue;
                     }
                 }
@@ -143,16 +192,23 @@ impl Dispatcher {
             self.bucket.acquire().await;
             calls += 1;
             match self.provider.issue(order, trace).await {
-                Ok(gift) => {
-                    ProviderCalled { call: ProviderCall::Issued { gift_id: &gift.gift_id }, calls }.emit();
-                    return Ok(Resolution::Sent { gift_id: gift.gift_id, attempts: calls });
-                }
+                Ok(gift) => match order.mismatch(&gift) {
+                    None => {
+                        ProviderCalled { call: ProviderCall::Issued { gift_id: &gift.gift_id }, calls }.emit();
+                        return Ok(Resolution::Sent { gift_id: gift.gift_id, attempts: calls });
+                    }
+                    Some(mismatch) => {
+                        // Something was answered to our request: ours may exist.
+                        ProviderCalled { call: ProviderCall::Mismatch { on: CallKind::Issue, mismatch: &mismatch }, calls }.emit();
+                        (maybe_issued, unusable, last) = (true, true, mismatch.to_string());
+                    }
+                },
                 Err(error) => {
                     ProviderCalled { call: ProviderCall::IssueFailed { error: &error }, calls }.emit();
                     match error {
                         IssueError::Permanent { reason } => return Ok(Resolution::Failed { reason, attempts: calls }),
                         IssueError::ClientError { .. } => {
-                            return Err(Unresolved { attempts: calls, last: error.to_string() }.into())
+                            return Err(Unresolved { attempts: calls, last: error.to_string(), parkable: false }.into())
                         }
                         IssueError::Rejected { status, reason } => {
                             return Err(Rejected { status, reason, attempts: calls }.into())
@@ -160,6 +216,7 @@ impl Dispatcher {
                         _ => {}
                     }
                     maybe_issued = error.maybe_issued();
+                    unusable = error.is_unusable();
                     if let IssueError::Transient { retry_after, .. } = &error {
                         hint = *retry_after;
                     }
@@ -167,7 +224,7 @@ impl Dispatcher {
                 }
             }
         }
-        Err(Unresolved { attempts: calls, last }.into())
+        Err(Unresolved { attempts: calls, last, parkable: maybe_issued && unusable }.into())
     }
 
     /// Waits before retry `retry`; at least the provider's `Retry-After` when

@@ -9,7 +9,7 @@ use schemas::DispatchStatus;
 
 use crate::dispatch::{Rejected, Resolution};
 use crate::payout_guard::RefusalReason;
-use crate::provider::{IssueError, LookupError};
+use crate::provider::{IssueError, LookupError, Mismatch};
 use crate::store::WonEntry;
 
 fn count_dispatch(status: &'static str) {
@@ -43,6 +43,8 @@ pub enum SkipReason {
     RefusedEarlier(RefusalReason),
     /// Another run recorded its outcome between our claim and our write.
     RecordedMeanwhile,
+    /// It is parked: the retrier of parked gifts owns it.
+    Parked,
 }
 
 /// A WON skipped: its outcome is known already.
@@ -59,6 +61,7 @@ impl DispatchSkipped {
                 tracing::info!(reason = reason.as_str(), "payout refused on an earlier delivery; skipping")
             }
             SkipReason::RecordedMeanwhile => tracing::info!("outcome recorded meanwhile by another run; nothing written"),
+            SkipReason::Parked => tracing::info!("gift parked; its retrier settles it"),
         }
         count_dispatch("skipped");
     }
@@ -160,25 +163,56 @@ impl ConflictingClaim<'_> {
     }
 }
 
-/// A member without a phone the provider accepts: the gift fails at once
-/// and its unit goes back to stock.
+/// A member without a phone the provider accepts: the gift fails and its
+/// unit goes back to stock — at once when nothing was ever asked of the
+/// provider, otherwise only once a lookup says nothing was issued.
 pub struct PhoneUnusable<'a> {
     pub user_id: &'a str,
     pub reason: &'a str,
+    pub maybe_issued: bool,
 }
 
 impl PhoneUnusable<'_> {
     pub fn emit(&self) {
-        tracing::warn!(
-            user_id = self.user_id,
-            reason = self.reason,
-            "member has no phone the provider accepts; failing the gift and returning its unit"
-        );
+        if self.maybe_issued {
+            tracing::warn!(
+                user_id = self.user_id,
+                reason = self.reason,
+                "member has no phone the provider accepts, but a gift may have been issued; \
+                 failing it only if the provider says none was"
+            );
+        } else {
+            tracing::warn!(
+                user_id = self.user_id,
+                reason = self.reason,
+                "member has no phone the provider accepts; failing the gift and returning its unit"
+            );
+        }
+    }
+}
+
+/// Which provider call an answer came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Issue,
+    Lookup,
+}
+
+impl CallKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Issue => "issue",
+            CallKind::Lookup => "lookup",
+        }
     }
 }
 
 /// How one provider call ended (`firstcome_sender_provider_calls_total{result}`).
 pub enum ProviderCall<'a> {
+    /// A gift answer that is not this gift (another key's, not issued, …):
+    /// the outcome is unknown; logged at ERROR and counted on its own
+    /// (`firstcome_sender_provider_mismatches_total{call}`).
+    Mismatch { on: CallKind, mismatch: &'a Mismatch },
     /// A lookup found the gift an earlier call issued.
     LookupFound { gift_id: &'a str },
     /// A lookup proved nothing was issued: issuing again.
@@ -202,12 +236,24 @@ impl ProviderCalled<'_> {
     pub fn emit(&self) {
         let calls = self.calls;
         let result = match &self.call {
+            ProviderCall::Mismatch { on, mismatch } => {
+                tracing::error!(
+                    call = on.as_str(),
+                    field = mismatch.field,
+                    expected = %mismatch.expected,
+                    got = %mismatch.got,
+                    calls,
+                    "the provider answered with a gift that is not this one; the outcome stays unknown and is looked up"
+                );
+                metrics::counter!("firstcome_sender_provider_mismatches_total", "call" => on.as_str()).increment(1);
+                "mismatch"
+            }
             ProviderCall::LookupFound { gift_id } => {
                 tracing::info!(gift_id, calls, "unknown outcome resolved: the gift was issued");
                 "lookup_found"
             }
             ProviderCall::LookupNotFound => {
-                tracing::info!(calls, "unknown outcome resolved: nothing issued, issuing again");
+                tracing::info!(calls, "unknown outcome resolved: nothing issued under the key");
                 "lookup_not_found"
             }
             ProviderCall::LookupFailed { error } => {
@@ -325,5 +371,85 @@ impl RateLimited {
     pub fn emit(&self) {
         tracing::trace!(wait_ms = self.wait.as_millis() as u64, "waiting for the provider rate");
         metrics::counter!("firstcome_sender_rate_limited_total").increment(1);
+    }
+}
+
+/// A gift set aside: it may have been issued and the provider's answers
+/// settle nothing; its claim is kept and the retrier looks it up again.
+pub struct GiftParked<'a> {
+    pub entry: &'a WonEntry,
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl GiftParked<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            entry_id = %self.entry.entry_id,
+            event_id = %self.entry.event_id,
+            user_id = %self.entry.user_id,
+            error = %ErrorChain(self.error),
+            "gift parked: it may have been issued and the provider's answers settle nothing; \
+             its claim is kept and it is retried on its own (firstcome gifts parked)"
+        );
+        metrics::counter!("firstcome_sender_gifts_parked_total").increment(1);
+        count_dispatch("parked");
+    }
+}
+
+/// One retry of a parked gift (`firstcome_sender_parked_retries_total{result}`).
+pub struct ParkedRetried<'a> {
+    pub result: ParkedResult<'a>,
+    /// Retries since it was parked, this one included.
+    pub tries: i32,
+}
+
+pub enum ParkedResult<'a> {
+    /// Settled: its outcome is recorded and it is no longer parked.
+    Settled,
+    /// Still unsettled: next retry at its backoff.
+    StillParked { error: &'a (dyn std::error::Error + 'static), retry_in: std::time::Duration },
+}
+
+impl ParkedRetried<'_> {
+    pub fn emit(&self) {
+        let result = match &self.result {
+            ParkedResult::Settled => {
+                tracing::info!(tries = self.tries, "parked gift settled");
+                "settled"
+            }
+            ParkedResult::StillParked { error, retry_in } => {
+                tracing::warn!(
+                    tries = self.tries,
+                    error = %ErrorChain(*error),
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    "parked gift still unsettled"
+                );
+                "still_parked"
+            }
+        };
+        metrics::counter!("firstcome_sender_parked_retries_total", "result" => result).increment(1);
+    }
+}
+
+/// Gifts parked now, all events (`firstcome_sender_parked_gifts`).
+pub struct ParkedCount {
+    pub count: i64,
+}
+
+impl ParkedCount {
+    pub fn emit(&self) {
+        metrics::gauge!("firstcome_sender_parked_gifts").set(self.count as f64);
+    }
+}
+
+/// A pass of the parked-gift retrier failed as a whole (database away).
+pub struct ParkedPassFailed<'a> {
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+impl ParkedPassFailed<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(error = %ErrorChain(self.error), "parked-gift pass failed; will retry");
+        metrics::counter!("firstcome_sender_parked_errors_total").increment(1);
     }
 }

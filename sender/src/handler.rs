@@ -15,25 +15,34 @@
 //! Dead-lettered (each on its own; the rest of the batch finishes and
 //! commits): poison records, WONs the payout guard refused, and gifts whose
 //! request the provider rejected as malformed.
+//!
+//! Parked (each on its own; the rest of the batch finishes and commits):
+//! gifts that may have been issued and whose provider answers settle
+//! nothing. Their claims stay, their state is in PostgreSQL, and the retrier
+//! of parked gifts ([`crate::parked`]) settles them on its own schedule.
+//!
+//! Before the first issue call of a gift, its claim records that a gift may
+//! exist from now on (`issue_started_at`): a later run, on any instance,
+//! asks the provider before it fails such a gift for any reason of ours.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
-use platform::kafka::{BatchHandler, BatchOutcome, DeadLetter, EventProducer, HandlerError, OutRecord, ProduceError, Record, RecordContext};
-use schemas::{now_millis, Codec, DispatchStatus, GiftDispatch, Outcome, StockDecision, StockRelease};
-use tokio::sync::{Notify, Semaphore};
+use platform::kafka::{BatchHandler, BatchOutcome, DeadLetter, HandlerError, Record, RecordContext};
+use schemas::{Codec, Outcome, StockDecision};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::dispatch::{Dispatcher, NotSent, Resolution};
+use crate::backoff::Backoff;
 use crate::events::{
-    ConflictingClaim, DecisionRejected, DispatchRecorded, DispatchSkipped, DispatchUnresolved, PayoutClaimed, PayoutRefused,
-    PhoneUnusable, RequestRejected, SkipReason,
+    ConflictingClaim, DecisionRejected, DispatchSkipped, DispatchUnresolved, GiftParked, PayoutClaimed, PayoutRefused,
+    RequestRejected, SkipReason,
 };
 use crate::payout_guard::{Claim, PayoutGuard};
 use crate::phone;
-use crate::provider::GiftOrder;
+use crate::settle::{NotSettled, Settler};
 use crate::store::{Store, WonEntry};
 
 pub use crate::phone::{INVALID_PHONE, NO_PHONE};
@@ -45,39 +54,32 @@ struct Pending {
     entry: WonEntry,
     context: RecordContext,
     span: tracing::Span,
+    /// An earlier run may have asked the provider to issue it.
+    maybe_issued: bool,
 }
 
 pub struct DispatchHandler {
     group: String,
     codec: Codec,
-    /// Encodes the outcome records (the relay sends them).
-    producer: EventProducer,
     store: Arc<Store>,
     guard: PayoutGuard,
-    dispatcher: Arc<Dispatcher>,
+    settler: Arc<Settler>,
     permits: Arc<Semaphore>,
-    /// Wakes the relay as soon as an outcome is committed.
-    relay_wake: Arc<Notify>,
+    /// When a parked gift is first retried.
+    park_backoff: Backoff,
 }
 
 impl DispatchHandler {
-    pub fn new(
-        group: String,
-        producer: EventProducer,
-        store: Arc<Store>,
-        dispatcher: Arc<Dispatcher>,
-        concurrency: usize,
-        relay_wake: Arc<Notify>,
-    ) -> Self {
+    pub fn new(group: String, codec: Codec, settler: Arc<Settler>, concurrency: usize, park_backoff: Backoff) -> Self {
+        let store = settler.store().clone();
         Self {
             group,
-            codec: producer.codec().clone(),
-            producer,
+            codec,
             guard: PayoutGuard::new(store.pool().clone()),
             store,
-            dispatcher,
+            settler,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            relay_wake,
+            park_backoff,
         }
     }
 
@@ -102,10 +104,26 @@ impl DispatchHandler {
             return Ok(BatchOutcome { produce: Vec::new(), dead_letters, ..Default::default() });
         }
 
+        let todo = self.unparked(todo).await?;
+        if todo.is_empty() {
+            return Ok(BatchOutcome { produce: Vec::new(), dead_letters, ..Default::default() });
+        }
+
         let mut members: Vec<String> = todo.iter().map(|p| p.entry.user_id.clone()).collect();
         members.sort();
         members.dedup();
         let phones = self.store.phones(&members).await.map_err(|e| HandlerError::transient_in("reading phones", e))?;
+        // Written ahead of the first issue call: whatever becomes of this
+        // run, a gift may exist under these keys from now on.
+        let issuing: Vec<Uuid> = todo
+            .iter()
+            .filter(|p| !p.maybe_issued && phone::check(phones.get(&p.entry.user_id).map(String::as_str)).is_ok())
+            .map(|p| p.entry.entry_id)
+            .collect();
+        self.store
+            .mark_issue_started(&issuing)
+            .await
+            .map_err(|e| HandlerError::transient_in("marking the issue calls", e))?;
 
         let total = todo.len();
         let gifts = todo.into_iter().map(|pending| {
@@ -116,7 +134,7 @@ impl DispatchHandler {
                 let result = match self.permits.acquire().await {
                     Ok(_permit) => {
                         let span = tracing::info_span!("dispatch", otel.name = "dispatch");
-                        self.dispatch_one(&pending, phone).instrument(span).await
+                        self.dispatch_one(&pending, phone.as_deref()).instrument(span).await
                     }
                     Err(closed) => Err(HandlerError::transient(closed)),
                 };
@@ -143,6 +161,25 @@ impl DispatchHandler {
             return Err(HandlerError::transient_in(format!("{count} of {total} gifts unfinished"), first));
         }
         Ok(BatchOutcome { produce: Vec::new(), dead_letters, ..Default::default() })
+    }
+
+    /// Leaves out the parked gifts (their retrier settles them) and notes
+    /// which of the others an earlier run may have issued.
+    async fn unparked(&self, todo: Vec<Pending>) -> Result<Vec<Pending>, HandlerError> {
+        let ids: Vec<Uuid> = todo.iter().map(|p| p.entry.entry_id).collect();
+        let progress = self.store.progress(&ids).await.map_err(|e| HandlerError::transient_in("reading the claims' progress", e))?;
+        Ok(todo
+            .into_iter()
+            .filter_map(|mut pending| {
+                let known = progress.get(&pending.entry.entry_id).copied().unwrap_or_default();
+                if known.parked {
+                    pending.span.in_scope(|| DispatchSkipped { reason: SkipReason::Parked }.emit());
+                    return None;
+                }
+                pending.maybe_issued = known.maybe_issued;
+                Some(pending)
+            })
+            .collect())
     }
 
     /// Claims the payouts of the batch's open WONs (one transaction) and
@@ -207,7 +244,7 @@ impl DispatchHandler {
             span.record("entry_id", decision.entry_id.as_str());
             match won_entry(&decision) {
                 Ok(Some(entry)) if seen.insert(entry.entry_id) => {
-                    pending.push(Pending { index, entry, context: record.context.clone(), span });
+                    pending.push(Pending { index, entry, context: record.context.clone(), span, maybe_issued: false });
                 }
                 Ok(Some(_)) => span.in_scope(|| crate::events::DuplicateInBatch.emit()),
                 Ok(None) => {}
@@ -221,89 +258,38 @@ impl DispatchHandler {
         Ok((pending, dead_letters))
     }
 
-    /// Sends one claimed gift and records its definite outcome with its
-    /// outbox rows. `Poison`: the provider rejected the request (dead-letter
-    /// the record); `Transient`: unfinished, the batch is retried.
-    async fn dispatch_one(&self, pending: &Pending, phone: Option<String>) -> Result<(), HandlerError> {
+    /// Settles one claimed gift (see [`Settler::settle`]). `Poison`: the
+    /// provider rejected the request (dead-letter the record); `Transient`:
+    /// unfinished, the batch is retried. A gift whose answers settle
+    /// nothing is parked and counts as done here.
+    async fn dispatch_one(&self, pending: &Pending, phone: Option<&str>) -> Result<(), HandlerError> {
         let entry = &pending.entry;
-        let resolution = match phone::check(phone.as_deref()) {
-            Err(problem) => {
-                PhoneUnusable { user_id: &entry.user_id, reason: problem.reason() }.emit();
-                Resolution::Failed { reason: problem.reason().into(), attempts: 0 }
+        match self.settler.settle(entry, phone, pending.maybe_issued, &pending.context).await {
+            Ok(()) => Ok(()),
+            // Settled on its own so it never holds the batch. It is never
+            // compensated and its claim is kept (not released): nothing
+            // proves the member can never be paid, and an operator who fixes
+            // the cause replays the dead letter, which finds this same claim
+            // — while no other entry of the member, nor a WON past the
+            // stock, can take it.
+            Err(NotSettled::Rejected(rejected)) => {
+                RequestRejected { rejected: &rejected }.emit();
+                Err(HandlerError::poison(rejected))
             }
-            Ok(phone) => {
-                let gift = self.store.gift_for(&entry.event_id).await.map_err(|e| HandlerError::transient_in("reading the gift", e))?;
-                let order = GiftOrder {
-                    idempotency_key: entry.entry_id.to_string(),
-                    phone: phone.to_string(),
-                    product: gift.product,
-                    amount: gift.amount,
-                };
-                match self.dispatcher.send(&order, pending.context.trace().as_ref()).await {
-                    Ok(resolution) => resolution,
-                    // Settled on its own so it never holds the batch. It is
-                    // never compensated and its claim is kept (not released):
-                    // nothing proves the member can never be paid, and an
-                    // operator who fixes the cause replays the dead letter,
-                    // which finds this same claim — while no other entry of
-                    // the member, nor a WON past the stock, can take it.
-                    Err(NotSent::Rejected(rejected)) => {
-                        RequestRejected { rejected: &rejected }.emit();
-                        return Err(HandlerError::poison(rejected));
-                    }
-                    Err(NotSent::Unresolved(unresolved)) => return Err(HandlerError::transient(unresolved)),
-                }
+            // Trying the batch again would meet the same answers: set it
+            // aside, claim kept, and let the rest of the partition go on.
+            Err(NotSettled::Unresolved(unresolved)) if unresolved.parkable => {
+                let first_try = self.park_backoff.delay(0, &mut rand::rng());
+                self.store
+                    .park(entry, &pending.context, &unresolved.to_string(), first_try)
+                    .await
+                    .map_err(|e| HandlerError::transient_in("parking the gift", e))?;
+                GiftParked { entry, error: &unresolved }.emit();
+                Ok(())
             }
-        };
-        let outbox = self
-            .outbox_records(entry, &resolution, &pending.context)
-            .await
-            .map_err(|e| HandlerError::transient_in("encoding the outcome", e))?;
-        let recorded = self
-            .store
-            .record(entry, &resolution, &outbox)
-            .await
-            .map_err(|e| HandlerError::transient_in("recording the outcome", e))?;
-        if recorded {
-            self.relay_wake.notify_one();
-            DispatchRecorded { resolution: &resolution }.emit();
-        } else {
-            DispatchSkipped { reason: SkipReason::RecordedMeanwhile }.emit();
+            Err(NotSettled::Unresolved(unresolved)) => Err(HandlerError::transient(unresolved)),
+            Err(NotSettled::Storage(error)) => Err(error),
         }
-        Ok(())
-    }
-
-    /// `GiftDispatch` always; `StockRelease` too when the gift definitely failed
-    /// (compensation: the stock group returns the unit).
-    async fn outbox_records(&self, entry: &WonEntry, resolution: &Resolution, cause: &RecordContext) -> Result<Vec<OutRecord>, ProduceError> {
-        let now = now_millis();
-        let (status, provider_ref, attempts, reason) = match resolution {
-            Resolution::Sent { gift_id, attempts } => (DispatchStatus::Sent, Some(gift_id.clone()), *attempts, None),
-            Resolution::Failed { reason, attempts } => (DispatchStatus::Failed, None, *attempts, Some(reason.clone())),
-        };
-        let dispatch = GiftDispatch {
-            event_id: entry.event_id.clone(),
-            entry_id: entry.entry_id.to_string(),
-            user_id: entry.user_id.clone(),
-            status,
-            provider_ref,
-            attempts,
-            reason: reason.clone(),
-            dispatched_at: now,
-        };
-        let mut records = vec![self.producer.encode(&dispatch, cause.caused()).await?];
-        if let Some(reason) = reason {
-            let release = StockRelease {
-                event_id: entry.event_id.clone(),
-                entry_id: entry.entry_id.to_string(),
-                user_id: entry.user_id.clone(),
-                unit_no: entry.unit_no,
-                reason,
-                released_at: now,
-            };
-            records.push(self.producer.encode(&release, cause.caused()).await?);
-        }
-        Ok(records)
     }
 }
 

@@ -13,13 +13,18 @@
 //! idempotency key (a retried call never issues twice), the dispatch row
 //! (a redelivered decision is skipped once its outcome is recorded), and
 //! never compensating an uncertain outcome (a timed-out call is resolved by
-//! looking the key up, or the batch is retried later — never released).
+//! looking the key up, or the batch is retried later — never released), and
+//! never taking an answer for ours unless it is (key, status, product and
+//! amount matched). A gift whose answers settle nothing is parked, its
+//! claim kept, and retried on its own (docs/provider.md).
 //!
 //! Modules, by role:
 //! - [`settings`]: what can be configured, validated at start.
 //! - [`provider`]: the HTTP client of the provider contract, classifying answers.
 //! - [`dispatch`]: the retry state machine for one gift (pure of storage).
 //! - [`handler`]: the batch handler (decode, WON only, claim, bounded concurrency).
+//! - [`settle`]: one claimed gift asked of the provider and its outcome recorded.
+//! - [`parked`]: the retrier of gifts whose provider answers settle nothing.
 //! - [`payout_guard`]: the PostgreSQL claim every WON needs before it is sent.
 //! - [`phone`]: whether a member's phone can be sent to (the provider's rule).
 //! - [`store`]: the dispatch ledger and outbox writes, the replica reads.
@@ -32,11 +37,13 @@ pub mod dispatch;
 pub mod events;
 pub mod handler;
 pub mod outbox;
+pub mod parked;
 pub mod payout_guard;
 pub mod phone;
 pub mod provider;
 pub mod rate_limit;
 pub mod settings;
+pub mod settle;
 pub mod store;
 
 mod startup;

@@ -25,13 +25,50 @@ pub struct GiftOrder {
     pub amount: i64,
 }
 
-/// The part of the provider's gift the sender keeps.
+/// The part of the provider's gift the sender reads. Every field but the
+/// id may be missing from a hostile answer: [`GiftOrder::mismatch`] then
+/// names it, rather than the whole answer being unreadable.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct IssuedGift {
     pub gift_id: String,
+    #[serde(default)]
     pub idempotency_key: String,
     #[serde(default)]
     pub status: String,
+    #[serde(default)]
+    pub product: Option<String>,
+    #[serde(default)]
+    pub amount: Option<i64>,
+}
+
+/// The status of a gift that was issued (the contract's only one).
+pub const ISSUED: &str = "ISSUED";
+
+/// An answer that is not the gift it should be: another key's gift (a
+/// provider bug, a proxy cache, a replayed body), another product or
+/// amount, or a gift not (yet) issued. Whether ours exists stays unknown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the answer is not this gift: {field} is {got:?}, expected {expected:?}")]
+pub struct Mismatch {
+    pub field: &'static str,
+    pub expected: String,
+    pub got: String,
+}
+
+impl GiftOrder {
+    /// Why `gift` is not this order's gift, issued: it must carry our
+    /// idempotency key, product and amount, the status `ISSUED` and an id.
+    /// The phone is not compared: a gift issued before the member's phone
+    /// changed is still theirs (the provider keeps the first phone).
+    pub fn mismatch(&self, gift: &IssuedGift) -> Option<Mismatch> {
+        let differs = |field, expected: String, got: String| (expected != got).then_some(Mismatch { field, expected, got });
+        let missing = || "<missing>".to_string();
+        differs("idempotency_key", self.idempotency_key.clone(), gift.idempotency_key.clone())
+            .or_else(|| differs("status", ISSUED.into(), gift.status.clone()))
+            .or_else(|| differs("product", self.product.clone(), gift.product.clone().unwrap_or_else(missing)))
+            .or_else(|| differs("amount", self.amount.to_string(), gift.amount.map_or_else(missing, |a| a.to_string())))
+            .or_else(|| gift.gift_id.trim().is_empty().then(|| Mismatch { field: "gift_id", expected: "an id".into(), got: gift.gift_id.clone() }))
+    }
 }
 
 /// Why an issue call did not return a gift.
@@ -44,6 +81,11 @@ pub enum IssueError {
     /// have reached it: the gift may exist.
     #[error("outcome unknown: {0}")]
     Unknown(String),
+    /// The provider answered, but with nothing the contract promises (a
+    /// 2xx whose body is unreadable or over the cap, a redirect, a status
+    /// outside the contract): the gift may exist, and only a lookup can tell.
+    #[error("unusable answer: {0}")]
+    Unusable(String),
     /// Definitely not issued; may succeed later (503, 429, 408, connection refused).
     #[error("transient: {reason}")]
     Transient { reason: String, retry_after: Option<Duration> },
@@ -73,7 +115,14 @@ pub enum IssueError {
 impl IssueError {
     /// Whether a gift may exist under the key after this error.
     pub fn maybe_issued(&self) -> bool {
-        matches!(self, IssueError::Timeout | IssueError::Unknown(_) | IssueError::Conflict)
+        matches!(self, IssueError::Timeout | IssueError::Unknown(_) | IssueError::Unusable(_) | IssueError::Conflict)
+    }
+
+    /// Whether the provider answered about this gift with something that
+    /// settles nothing (as opposed to not answering, or being unavailable
+    /// or misconfigured for every gift alike).
+    pub fn is_unusable(&self) -> bool {
+        matches!(self, IssueError::Unusable(_))
     }
 
     /// The metric label of this answer.
@@ -81,6 +130,7 @@ impl IssueError {
         match self {
             IssueError::Timeout => "timeout",
             IssueError::Unknown(_) => "unknown",
+            IssueError::Unusable(_) => "unusable",
             IssueError::Transient { retry_after: Some(_), .. } => "rate_limited",
             IssueError::Transient { .. } => "transient",
             IssueError::Conflict => "conflict",
@@ -93,8 +143,28 @@ impl IssueError {
 
 /// A lookup that could not tell (the outcome stays unknown).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("lookup failed: {0}")]
-pub struct LookupError(pub String);
+pub enum LookupError {
+    /// No answer in time, a broken exchange, or the provider unavailable
+    /// (5xx, 429, 408): it says nothing about this gift, and would say the
+    /// same to every other one now.
+    #[error("lookup failed: {0}")]
+    Unavailable(String),
+    /// A 4xx about our configuration (401, 403, 405, …): every lookup gets it.
+    #[error("lookup refused: {0}")]
+    Configuration(String),
+    /// The provider answered about this gift with something that settles
+    /// nothing: a 200 whose body is unreadable or over the cap, a 404
+    /// without the contract's `not_found`, a redirect, another status.
+    #[error("unusable lookup answer: {0}")]
+    Unusable(String),
+}
+
+impl LookupError {
+    /// See [`IssueError::is_unusable`].
+    pub fn is_unusable(&self) -> bool {
+        matches!(self, LookupError::Unusable(_))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("failed to build the provider client: {0}")]
@@ -179,7 +249,8 @@ impl ProviderClient {
                 // Issued for sure, but the body is unreadable: a lookup will tell.
                 .map_err(|e| match e {
                     BodyError::Read(e) if e.is_timeout() => IssueError::Timeout,
-                    e => IssueError::Unknown(format!("unreadable gift: {e}")),
+                    BodyError::Read(e) => IssueError::Unknown(format!("answer broken off: {}", transport_text(&e))),
+                    e => IssueError::Unusable(format!("unreadable gift: {e}")),
                 }),
             StatusCode::CONFLICT => Err(IssueError::Conflict),
             StatusCode::TOO_MANY_REQUESTS => Err(IssueError::Transient {
@@ -204,7 +275,7 @@ impl ProviderClient {
             status if status.is_client_error() => {
                 Err(IssueError::Rejected { status: status.as_u16(), reason: rejection(response).await })
             }
-            status => Err(IssueError::Unknown(format!("unexpected status {status}"))),
+            status => Err(IssueError::Unusable(format!("unexpected status {status}"))),
         }
     }
 
@@ -220,16 +291,24 @@ impl ProviderClient {
         let response = traced(self.http.get(format!("{}/v1/gifts/{key}", self.base_url)), trace)
             .send()
             .await
-            .map_err(|e| LookupError(transport_text(&e)))?;
+            .map_err(|e| LookupError::Unavailable(transport_text(&e)))?;
         match response.status() {
-            StatusCode::OK => self.json::<IssuedGift>(response).await.map(Some).map_err(|e| LookupError(e.to_string())),
+            StatusCode::OK => self.json::<IssuedGift>(response).await.map(Some).map_err(|e| match e {
+                BodyError::Read(e) => LookupError::Unavailable(format!("reading the answer: {}", transport_text(&e))),
+                e => LookupError::Unusable(e.to_string()),
+            }),
             // Only the contract's `{"error":"not_found"}` proves nothing was
             // issued; a bare 404 (a wrong base URL, a proxy) proves nothing.
             StatusCode::NOT_FOUND => match rejection(response).await.as_str() {
                 "not_found" => Ok(None),
-                other => Err(LookupError(format!("404 without not_found: {other}"))),
+                other => Err(LookupError::Unusable(format!("404 without not_found: {other}"))),
             },
-            status => Err(LookupError(status.to_string())),
+            status @ (StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT) => {
+                Err(LookupError::Unavailable(status.to_string()))
+            }
+            status if status.is_server_error() => Err(LookupError::Unavailable(status.to_string())),
+            status if is_configuration_error(status) => Err(LookupError::Configuration(status.to_string())),
+            status => Err(LookupError::Unusable(format!("unexpected status {status}"))),
         }
     }
 }
@@ -355,6 +434,41 @@ mod tests {
         assert!(!IssueError::Permanent { reason: "phone_refused".into() }.maybe_issued());
         assert!(!IssueError::ClientError { status: 404, reason: "provider_rejected_404".into() }.maybe_issued());
         assert!(!IssueError::Rejected { status: 400, reason: "invalid_request".into() }.maybe_issued());
+    }
+
+    fn order() -> GiftOrder {
+        GiftOrder { idempotency_key: "k-1".into(), phone: "010".into(), product: "coffee".into(), amount: 4_500 }
+    }
+
+    fn gift(key: &str, status: &str, product: &str, amount: i64) -> IssuedGift {
+        IssuedGift {
+            gift_id: "gft_1".into(),
+            idempotency_key: key.into(),
+            status: status.into(),
+            product: Some(product.into()),
+            amount: Some(amount),
+        }
+    }
+
+    #[test]
+    fn only_our_issued_gift_matches_the_order() {
+        assert_eq!(order().mismatch(&gift("k-1", ISSUED, "coffee", 4_500)), None);
+        let field = |g: IssuedGift| order().mismatch(&g).map(|m| m.field);
+        assert_eq!(field(gift("k-2", ISSUED, "coffee", 4_500)), Some("idempotency_key"));
+        assert_eq!(field(gift("k-1", "PENDING", "coffee", 4_500)), Some("status"));
+        assert_eq!(field(gift("k-1", ISSUED, "tea", 4_500)), Some("product"));
+        assert_eq!(field(gift("k-1", ISSUED, "coffee", 10_000)), Some("amount"));
+        assert_eq!(field(IssuedGift { amount: None, ..gift("k-1", ISSUED, "coffee", 4_500) }), Some("amount"));
+        assert_eq!(field(IssuedGift { gift_id: " ".into(), ..gift("k-1", ISSUED, "coffee", 4_500) }), Some("gift_id"));
+    }
+
+    #[test]
+    fn an_unusable_answer_may_have_issued() {
+        let unusable = IssueError::Unusable("unreadable gift".into());
+        assert!(unusable.maybe_issued() && unusable.is_unusable());
+        assert!(!IssueError::Timeout.is_unusable(), "no answer says nothing about the gift");
+        assert!(LookupError::Unusable("404 without not_found".into()).is_unusable());
+        assert!(!LookupError::Unavailable("503".into()).is_unusable());
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Settings {
     /// The gift sent when the event row does not name one.
     pub gift: GiftSettings,
     pub dispatch: DispatchSettings,
+    /// The retrier of parked gifts.
+    pub parked: ParkedSettings,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             relay: RelaySettings::default(),
             gift: GiftSettings::default(),
             dispatch: DispatchSettings::default(),
+            parked: ParkedSettings::default(),
         }
     }
 }
@@ -129,6 +132,33 @@ impl Default for DispatchSettings {
         // 2 waves of 32 gifts: a worst case of about 1 minute with the
         // default provider settings, against a 5 minute poll interval.
         Self { batch_max_records: 64 }
+    }
+}
+
+/// Gifts parked because the provider's answers settle nothing are retried
+/// on their own schedule, apart from the batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ParkedSettings {
+    /// How often the retrier looks for parked gifts that are due.
+    pub poll_ms: u64,
+    /// Parked gifts retried at once (each a few provider calls).
+    pub batch: i64,
+    /// Exponential backoff with full jitter between the tries of one parked
+    /// gift: try n waits uniform(0, min(max, base·2ⁿ)).
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for ParkedSettings {
+    fn default() -> Self {
+        Self { poll_ms: 1_000, batch: 16, backoff_base_ms: 1_000, backoff_max_ms: 60_000 }
+    }
+}
+
+impl ParkedSettings {
+    pub fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff::new(Duration::from_millis(self.backoff_base_ms), Duration::from_millis(self.backoff_max_ms))
     }
 }
 
@@ -261,6 +291,13 @@ impl Settings {
         if self.relay.batch <= 0 || self.relay.poll_ms == 0 {
             return invalid("relay.batch and relay.poll_ms must be > 0");
         }
+        let parked = &self.parked;
+        if parked.batch <= 0 || parked.poll_ms == 0 || parked.backoff_base_ms == 0 {
+            return invalid("parked.batch, parked.poll_ms and parked.backoff_base_ms must be > 0");
+        }
+        if parked.backoff_base_ms > parked.backoff_max_ms {
+            return invalid("parked.backoff_base_ms must not exceed parked.backoff_max_ms");
+        }
         if self.gift.product.trim().is_empty() || self.gift.amount <= 0 {
             return invalid("gift.product must be set and gift.amount > 0");
         }
@@ -380,6 +417,15 @@ mod tests {
     fn a_zero_dispatch_batch_is_refused() {
         let mut settings = Settings::default();
         settings.dispatch.batch_max_records = 0;
+        assert!(settings.validate().is_err());
+    }
+
+    #[test]
+    fn a_parked_backoff_base_above_its_max_is_refused() {
+        let mut settings = Settings::default();
+        settings.parked.backoff_base_ms = 120_000;
+        assert!(settings.validate().is_err());
+        settings.parked = ParkedSettings { batch: 0, ..ParkedSettings::default() };
         assert!(settings.validate().is_err());
     }
 

@@ -1,6 +1,6 @@
 //! Building and running the sender: its handler, run by platform's
 //! consumer service (the loop of group `dispatch`, the ops server, one
-//! shutdown), and beside it the outbox relay.
+//! shutdown), and beside it the outbox relay and the retrier of parked gifts.
 
 use std::sync::Arc;
 
@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatch::Dispatcher;
 use crate::handler::DispatchHandler;
 use crate::outbox::Relay;
+use crate::parked::ParkedRetrier;
+use crate::settle::Settler;
 use crate::provider::{ClientBuildError, ProviderClient};
 use crate::settings::Settings;
 use crate::store::Store;
@@ -41,6 +43,8 @@ pub struct Application {
     service: ConsumerService<DispatchHandler>,
     /// Publishes what the dispatch transactions wrote to the outbox.
     relay: Relay,
+    /// Settles the parked gifts on their own schedule.
+    parked: ParkedRetrier,
     /// Cancelled on shutdown: the dispatcher's backoffs end early and an
     /// unfinished gift is left for the replay.
     dispatch_stop: CancellationToken,
@@ -72,8 +76,11 @@ impl Application {
         let dispatch_stop = CancellationToken::new();
         let store = Arc::new(Store::new(pool, replica, settings.gift.clone()));
         let dispatcher = Arc::new(Dispatcher::new(provider, &settings.provider, dispatch_stop.clone()));
+        let codec = producer.codec().clone();
+        let settler = Arc::new(Settler::new(producer, store, dispatcher, wake));
+        let parked = ParkedRetrier::new(settler.clone(), settings.parked.clone(), settings.provider.worst_gift());
         let handler =
-            DispatchHandler::new(group.clone(), producer, store, dispatcher, settings.provider.concurrency, wake);
+            DispatchHandler::new(group.clone(), codec, settler, settings.provider.concurrency, settings.parked.backoff());
 
         // Batches bounded so the worst case ends well inside max.poll.interval.ms (validated above).
         let consumer_kafka = settings.consumer_kafka();
@@ -89,7 +96,7 @@ impl Application {
             max_poll_interval_s = settings.kafka.max_poll_interval_ms / 1_000,
             "sender built"
         );
-        Ok(Self { service, relay, dispatch_stop })
+        Ok(Self { service, relay, parked, dispatch_stop })
     }
 
     pub fn ops_port(&self) -> u16 {
@@ -101,9 +108,11 @@ impl Application {
     /// pass. A consumer loop that cannot go on is rebuilt
     /// (`platform::service`); the relay runs throughout.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let Self { service, relay, dispatch_stop } = self;
+        let Self { service, relay, parked, dispatch_stop } = self;
         let relay_stop = CancellationToken::new();
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+        // Stopped with the dispatcher: a try cut short leaves its gift parked.
+        let parked_task = tokio::spawn(parked.run(dispatch_stop.clone()));
         let forward = tokio::spawn({
             let (shutdown, dispatch_stop) = (shutdown.clone(), dispatch_stop.clone());
             async move {
@@ -115,6 +124,9 @@ impl Application {
         let result = service.run(shutdown).await;
         dispatch_stop.cancel();
         forward.abort();
+        if let Err(error) = parked_task.await {
+            tracing::error!(%error, "the parked-gift retrier task failed");
+        }
         relay_stop.cancel();
         if let Err(error) = relay_task.await {
             tracing::error!(%error, "the outbox relay task failed");

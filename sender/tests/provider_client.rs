@@ -1,6 +1,6 @@
 //! The provider client toward hostile or misconfigured endpoints: it sends
 //! the API key the simulator checks, follows no redirect, and refuses an
-//! answer over `provider.max_response_bytes` (issue 10).
+//! answer over `provider.max_response_bytes`.
 
 use std::time::Duration;
 
@@ -89,7 +89,7 @@ async fn an_answer_over_the_size_cap_is_not_read() {
     let url = endpoint(Router::new().route("/v1/gifts", post(huge)).route("/v1/gifts/{key}", get(huge))).await;
     let client = ProviderClient::new(&ProviderSettings { max_response_bytes: 64 * 1024, ..settings(url.clone()) }).unwrap();
     match client.issue(&order("entry-big"), None).await {
-        Err(IssueError::Unknown(reason)) => assert!(reason.contains("over 65536 bytes"), "{reason}"),
+        Err(IssueError::Unusable(reason)) => assert!(reason.contains("over 65536 bytes"), "{reason}"),
         other => panic!("expected an unreadable (too large) answer, got {other:?}"),
     }
     assert!(client.lookup("entry-big", None).await.is_err());

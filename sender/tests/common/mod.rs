@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod scripted;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -33,8 +35,13 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> Self {
+        Self::with_partitions(testkit::PARTITIONS).await
+    }
+
+    /// The same, with `partitions` partitions per topic (1: every record behind the one before).
+    pub async fn with_partitions(partitions: i32) -> Self {
         testkit::init_logs("sender-test");
-        let kit = testkit::TestEnv::new().await;
+        let kit = testkit::TestEnv::builder().partitions(partitions).build().await;
         let pool = kit.pool().clone();
         let codec = kit.codec();
         let producer = EventProducer::new(&kit.kafka_admin(), codec.clone(), "sender-test-producer").expect("producer");
