@@ -115,4 +115,5 @@ async fn every_invariant_holds_through_the_seeded_faults() {
     let tally = &report["invariants"]["tally"];
     assert!(tally["provider_gifts"].as_i64().unwrap_or(i64::MAX) <= 2_000, "{tally}");
     assert_eq!(tally["sent"], tally["provider_gifts"], "{tally}");
+    assert_eq!(tally["phantom_successes"], 0, "members told \"won\" and never paid: {tally}");
 }

@@ -169,20 +169,23 @@ async fn reconcile_matches_redis_wins_with_the_ledger_and_the_payout_claims() {
     assert!(healthy.report.all_hold(), "{:#?}", healthy.report.failing());
     assert_eq!((healthy.report.tally.redis_held, healthy.report.tally.claims_holding), (1, 1));
 
-    // A forged WON for the same member under a new entry id: recorded and in
-    // the ledger, refused by the guard. Visible, never paid, not a drift.
-    let forged = uuid::Uuid::now_v7();
-    event.record(forged, &m[0], "won", Some(2)).await;
-    event.refuse(forged, &m[0], 2, "member_already_paid").await;
+    // A second WON for the paid member under a new entry id: recorded and in
+    // the ledger, refused by the guard. Visible, never paid, not a drift, and
+    // no phantom success: the member holds their one gift.
+    let second = uuid::Uuid::now_v7();
+    event.record(second, &m[0], "won", Some(2)).await;
+    event.refuse(second, &m[0], 2, "member_already_paid").await;
     let refused = event.reconcile().await;
     assert!(refused.report.all_hold(), "{:#?}", refused.report.failing());
     let four = refused.report.checks.iter().find(|c| c.name.starts_with('4')).expect("check 4");
-    assert!(four.detail.contains("1 WONs refused by the payout guard"), "{}", four.detail);
-    assert_eq!((refused.report.tally.refused, refused.report.tally.won_refused), (1, 1));
+    assert!(four.detail.contains("1 WONs refused for members paid under another entry"), "{}", four.detail);
+    let t = &refused.report.tally;
+    assert_eq!((t.refused, t.won_refused, t.repeat_wins_refused, t.phantom_successes), (1, 1, 1, 0), "{t:?}");
     assert_eq!(refused.payout_refusals.get("member_already_paid"), Some(&1));
 
     // Redis forgot a winner and decided again: its new WON holds a unit the
-    // guard refused, a unit lost to stock while it lasts.
+    // guard refused, a unit lost to stock while it lasts, and its member was
+    // told "won" and is never paid — a phantom success.
     let again = event.accept(&m[2]).await;
     event.decide_won(again, &m[2], 2).await;
     event.record(again, &m[2], "won", Some(2)).await;
@@ -191,11 +194,46 @@ async fn reconcile_matches_redis_wins_with_the_ledger_and_the_payout_claims() {
     let detail = failing(&lost_unit, '5').expect("the lost unit is reported");
     assert!(detail.contains("1 units Redis holds for WONs the payout guard refused"), "{detail}");
     assert!(detail.contains(&again.to_string()), "{detail}");
+    let detail = failing(&lost_unit, '4').expect("the phantom success breaks invariant 4");
+    assert!(detail.contains("1 phantom successes"), "{detail}");
+    assert!(detail.contains(&again.to_string()), "{detail}");
+    assert_eq!(lost_unit.report.tally.phantom_successes, 1, "{:?}", lost_unit.report.tally);
+    let listed: Vec<(String, &str, Option<i32>, &str)> = lost_unit
+        .report
+        .phantom_successes
+        .iter()
+        .map(|p| (p.entry_id.clone(), p.member.as_str(), p.unit_no, p.reason.as_str()))
+        .collect();
+    assert_eq!(listed, [(again.to_string(), m[2].as_str(), Some(2), "stock_exhausted")]);
 
     // The guard's counter must count its claims.
     event.sql("UPDATE events SET payout_claimed = 2 WHERE event_id = $1", &[&event.id]).await;
     let detail = failing(&event.reconcile().await, '5').expect("counter drift");
     assert!(detail.contains("payout_claimed 2 != 1 claims holding a unit"), "{detail}");
+}
+
+#[tokio::test]
+async fn reconcile_counts_a_refused_forged_won_apart_from_phantom_successes() {
+    let event = Event::open().await;
+    let m = event.members.clone();
+    // A forged WON of an entry that never was: the recorder makes its row
+    // from the decision alone (no submission) and issues its unit in the
+    // ledger; the guard refuses it. Not a phantom: no member was told "won".
+    let forged = uuid::Uuid::now_v7();
+    event
+        .sql(
+            "INSERT INTO event_entries (entry_id, event_id, user_id, outcome, unit_no, status) VALUES ($1, $2, $3, 'WON', 3, 'won')",
+            &[&forged, &event.id, &m[0]],
+        )
+        .await;
+    event.sql("INSERT INTO stock_movements (entry_id, kind, event_id, unit_no) VALUES ($1, 'issued', $2, 3)", &[&forged, &event.id]).await;
+    event.sql("UPDATE stock_ledger SET issued = issued + 1 WHERE event_id = $1", &[&event.id]).await;
+    event.refuse(forged, &m[0], 3, "stock_exhausted").await;
+    let forged_refused = event.reconcile().await;
+    assert!(forged_refused.report.all_hold(), "{:#?}", forged_refused.report.failing());
+    let t = &forged_refused.report.tally;
+    assert_eq!((t.forged_wins_refused, t.phantom_successes), (1, 0), "{t:?}");
+    assert!(forged_refused.report.phantom_successes.is_empty());
 }
 
 #[tokio::test]
