@@ -43,7 +43,7 @@
     }));
     rows("t-decisions", Object.keys(s.decisions).map(function (k) { return [k, s.decisions[k]]; }));
     rows("t-entries", Object.keys(s.entries).map(function (k) { return [k, s.entries[k]]; }));
-    rows("t-dispatch", ["sent", "failed", "unknown", "retrying", "awaiting"].map(function (k) { return [k, s.dispatch[k]]; }));
+    rows("t-dispatch", ["sent", "failed", "unknown", "retrying", "awaiting", "parked"].map(function (k) { return [k, s.dispatch[k]]; }));
     rows("t-dlq", Object.keys(s.dead_letters).map(function (k) { return [k, s.dead_letters[k]]; }));
     rows("t-lag", s.lag.map(function (l) { return [l.group, l.topic, l.partition, l.committed === null ? "–" : l.committed, l.end, l.lag]; }));
     $("d-errors").textContent = s.errors.join("; ");

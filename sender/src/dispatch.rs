@@ -68,7 +68,8 @@ pub struct Unresolved {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Start<'a> {
     /// An issue call may have been made for the key by an earlier run (the
-    /// claim remembers it): the first round asks the provider before anything else.
+    /// claim remembers it): the gift is never failed before a lookup says
+    /// nothing was issued.
     pub maybe_issued: bool,
     /// Why no issue call may be made now (the member has no usable phone).
     /// The gift fails with this reason — at once when nothing can have been
@@ -147,8 +148,11 @@ impl Dispatcher {
             return Ok(Resolution::Failed { reason: reason.into(), attempts: 0 });
         }
         let mut calls: i32 = 0;
-        // Whether a gift may exist under the key, unknown to us.
-        let mut maybe_issued = start.maybe_issued;
+        // Whether a gift may exist under the key, unknown to us. With a
+        // phone to send to, issuing again under the same key is safe and
+        // answers for itself (the same gift, a 409, or our configuration's
+        // error): only a gift that cannot be issued starts with a lookup.
+        let mut maybe_issued = start.maybe_issued && start.cannot_issue.is_some();
         // Whether the provider's last answer about the gift settled nothing.
         let mut unusable = false;
         let mut last = String::from("not tried");

@@ -189,3 +189,49 @@ async fn only_the_contracts_not_found_proves_nothing_was_issued() {
     assert!(wrong.lookup(&key, None).await.is_err());
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn a_gift_that_cannot_be_issued_fails_only_after_the_provider_says_none_exists() {
+    use sender::dispatch::Start;
+    let sim = Sim::start(Faults::default(), 13).await;
+    let dispatcher = dispatcher(&settings(&sim.url));
+    let no_phone = Start { maybe_issued: true, cannot_issue: Some("no_phone") };
+    // Nothing ever asked: failed at once, no call.
+    let never = order("");
+    let start = Start { maybe_issued: false, ..no_phone };
+    assert_eq!(dispatcher.resume(&never, None, start).await, Ok(Resolution::Failed { reason: "no_phone".into(), attempts: 0 }));
+    // Asked before, nothing issued: one lookup (404 not_found), then failed.
+    let asked = order("");
+    assert_eq!(dispatcher.resume(&asked, None, no_phone).await, Ok(Resolution::Failed { reason: "no_phone".into(), attempts: 1 }));
+    // Issued before the phone went: found, SENT, never failed.
+    let issued = order("010-3000-0013");
+    let Ok(Resolution::Sent { gift_id, .. }) = dispatcher.send(&issued, None).await else { panic!("sent") };
+    let gone = GiftOrder { phone: String::new(), ..issued };
+    assert_eq!(dispatcher.resume(&gone, None, no_phone).await, Ok(Resolution::Sent { gift_id, attempts: 1 }));
+    assert_eq!(sim.gifts().await.len(), 1);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn answers_that_are_not_our_gift_leave_it_unresolved_and_parkable() {
+    for faults in [
+        Faults { wrong_key_rate: 1.0, ..Faults::default() },
+        Faults { malformed_rate: 1.0, ..Faults::default() },
+    ] {
+        let sim = Sim::start(faults.clone(), 14).await;
+        let unresolved = unresolved(dispatcher(&settings(&sim.url)).send(&order("010-3000-0014"), None).await);
+        assert!(unresolved.parkable, "{faults:?}: {unresolved:?}");
+        assert_eq!(sim.gifts().await.len(), 1, "issued once, whatever was answered");
+        sim.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_reset_after_issue_is_resolved_by_lookup() {
+    let sim = Sim::start(Faults { reset_after_issue_rate: 1.0, ..Faults::default() }, 15).await;
+    let resolution = dispatcher(&settings(&sim.url)).send(&order("010-3000-0015"), None).await.expect("resolved");
+    let gifts = sim.gifts().await;
+    assert_eq!(gifts.len(), 1);
+    assert_eq!(resolution, Resolution::Sent { gift_id: gifts[0].gift_id.clone(), attempts: 2 });
+    sim.stop().await;
+}

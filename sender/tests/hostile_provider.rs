@@ -203,3 +203,76 @@ async fn an_unresolvable_gift_is_parked_and_its_partition_moves_on() {
 
     sender.stop().await;
 }
+
+/// The table of docs/provider.md: one member per hostile answer, all on
+/// one partition with honest members between them. Every answer is given
+/// to the member's first calls; then the provider tells the truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatever_the_provider_answers_every_member_ends_with_their_own_gift() {
+    let env = TestEnv::with_partitions(1).await;
+    let provider = ScriptedProvider::start().await;
+    let storm = vec![Answer::RateLimited { retry_after_secs: 86_400 }; 6];
+    let cases: Vec<(&str, Vec<Answer>, Vec<Answer>)> = vec![
+        ("another key's gift", vec![Answer::OtherKeysGift], vec![]),
+        ("the previous response replayed", vec![Answer::ReplayPrevious], vec![]),
+        ("malformed JSON on 201", vec![Answer::MalformedJson], vec![]),
+        ("200 with a status other than ISSUED", vec![Answer::Status("CANCELLED")], vec![]),
+        ("an HTML 500", vec![Answer::Html500], vec![]),
+        ("404 without a body", vec![Answer::Bare404], vec![]),
+        ("a body over the cap", vec![Answer::Oversized], vec![]),
+        ("a response dribbled slower than the timeout", vec![Answer::Dribble], vec![]),
+        ("a 429 storm with a huge Retry-After", storm, vec![]),
+        ("the connection reset after the request was sent", vec![Answer::Reset], vec![]),
+        ("a redirect", vec![Answer::Redirect], vec![]),
+        (
+            "lookups answering another key's gift, bad JSON, a bare 404 (parked)",
+            vec![Answer::Hold],
+            vec![Answer::OtherKeysGift, Answer::MalformedJson, Answer::Bare404],
+        ),
+    ];
+    let mut hostile = Vec::new();
+    let mut honest = Vec::new();
+    for (i, (name, issue, lookup)) in cases.into_iter().enumerate() {
+        let i = i as i32;
+        for (member, unit) in [(format!("h{i}"), 2 * i + 1), (format!("k{i}"), 2 * i + 2)] {
+            env.seed_member(&member, &format!("010-8400-{unit:04}")).await;
+        }
+        let won = env.won_in(&env.event_id, &format!("h{i}"), 2 * i + 1);
+        provider.queue(&won.entry_id, Call::Issue, issue);
+        provider.queue(&won.entry_id, Call::Lookup, lookup);
+        env.publish(&won).await;
+        hostile.push((name, won));
+        let fine = env.won_in(&env.event_id, &format!("k{i}"), 2 * i + 2);
+        env.publish(&fine).await;
+        honest.push(fine);
+    }
+    let sender = RunningSender::start(settings(&env, &provider.url)).await;
+    let all = hostile.len() + honest.len();
+    wait_for("every gift recorded and the group committed", Duration::from_secs(120), || async {
+        env.dispatch_rows().await.len() == all && env.caught_up().await
+    })
+    .await;
+
+    for (name, won) in &hostile {
+        assert_eq!(
+            outcome(&env, &won.entry_id).await,
+            Some(("SENT".into(), provider.gift_id(&won.entry_id), None)),
+            "{name}: the member's own gift, SENT"
+        );
+    }
+    let rows = env.dispatch_rows().await;
+    for won in &honest {
+        let row = rows.iter().find(|r| r.entry_id == won.entry_id).expect("recorded");
+        assert_eq!(row.provider_ref, provider.gift_id(&won.entry_id));
+        assert_eq!(row.attempts, 1, "an honest gift is not held up by its neighbours' answers");
+    }
+    assert!(rows.iter().all(|r| r.status == "SENT"), "never FAILED: {rows:?}");
+    assert_eq!(provider.gift_count(), all, "one gift per member, never a second");
+    assert!(env.published::<StockRelease>(&env.topics.stock_released).await.is_empty());
+    assert!(sender::store::parked_gifts(&env.pool, None).await.expect("read").is_empty(), "nothing left parked");
+    let metrics = sender.metrics().await;
+    assert!(testkit::metric(&metrics, "firstcome_sender_gifts_parked_total", &[]).unwrap_or(0.0) >= 1.0);
+    assert!(testkit::metric(&metrics, "firstcome_sender_provider_mismatches_total", &[("call", "issue")]).unwrap_or(0.0) >= 2.0);
+
+    sender.stop().await;
+}

@@ -10,6 +10,7 @@
 //! | dispatch: unknown | payout claims not settled: the provider's answer is not known yet (in flight, being retried or looked up) |
 //! | dispatch: retrying | of those, claimed more than [`RETRYING_AFTER`] ago (past a first call: retried) |
 //! | dispatch: awaiting | WON entries recorded without a claim yet |
+//! | dispatch: parked | gifts the sender set aside because the provider's answers settle nothing (docs/provider.md) |
 //! | answers by outcome | this instance's entry route ([`super::tally::Tally`]) |
 //! | consumer lag | Kafka: each group's committed offset against the high watermark, per partition |
 //! | dead letters | Kafka: records in each `<topic>.dlq` (high − low watermark) |
@@ -65,6 +66,7 @@ pub struct Dispatch {
     pub unknown: i64,
     pub retrying: i64,
     pub awaiting: i64,
+    pub parked: i64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -208,9 +210,9 @@ pub async fn database_figures(
     }
     let row = client
         .query_one(
-            // Counts only, through the owner's function (migration 0007): ingest's
+            // Counts only, through the owner's function (migrations 0007, 0008): ingest's
             // role reads no dispatch or claim row (migrations/grants.sql).
-            "SELECT sent, failed, claimed, retrying, awaiting FROM dispatch_figures($1, $2)",
+            "SELECT sent, failed, claimed, retrying, awaiting, parked FROM dispatch_figures($1, $2)",
             &[&event_id, &(RETRYING_AFTER.as_secs_f64())],
         )
         .await?;
@@ -220,6 +222,7 @@ pub async fn database_figures(
         unknown: row.try_get(2)?,
         retrying: row.try_get(3)?,
         awaiting: row.try_get(4)?,
+        parked: row.try_get(5)?,
     };
     Ok(())
 }
