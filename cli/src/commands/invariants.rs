@@ -409,14 +409,12 @@ pub async fn check(
     tally.forged_wins_refused = ends.forged_refused.len() as i64;
     tally.repeat_wins_refused = ends.repeat_refused.len() as i64;
     let phantom_ids: BTreeSet<&str> = ends.phantoms.iter().map(|p| p.entry_id.as_str()).collect();
+    let phantoms_listed = if phantom_ids.is_empty() {
+        String::new()
+    } else {
+        format!(" (told \"won\", refused by the payout guard, never paid){}", sample("", &phantom_ids))
+    };
     let mut refused_note = String::new();
-    if !phantom_ids.is_empty() {
-        refused_note.push_str(&format!(
-            "; {} phantom successes (WONs the payout guard refused, members never paid){}",
-            phantom_ids.len(),
-            sample("", &phantom_ids)
-        ));
-    }
     if !ends.forged_refused.is_empty() {
         refused_note.push_str(&format!(
             "; {} forged WONs refused (no recorded entry stands WON){}",
@@ -436,12 +434,12 @@ pub async fn check(
         name: "4 every WON ends SENT or FAILED with its unit returned",
         holds: tally.won_waiting() == 0 && unreturned == 0 && ends.phantoms.is_empty(),
         detail: format!(
-            "{} sent, {} failed ({unreturned} without a return{}), {} still won-unsent, {} phantom successes{refused_note}",
+            "{} sent, {} failed ({unreturned} without a return{}), {} still won-unsent, {} phantom successes{phantoms_listed}{refused_note}",
             tally.sent,
             tally.failed,
             sample("", &ends.unreturned.iter().map(String::as_str).collect()),
             tally.won_waiting(),
-            ends.phantoms.len(),
+            phantom_ids.len(),
         ),
     });
     let phantom_successes: Vec<PhantomSuccess> = ends.phantoms.into_iter().take(PHANTOMS_LISTED).collect();
