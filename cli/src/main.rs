@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use firstcome_cli::commands::demo::{self, DemoPlan};
 use firstcome_cli::commands::chaos::{self, ChaosPlan};
-use firstcome_cli::commands::{cleanup, db, dlq, event, members, rebuild, reconcile, rush, schemas, topics};
+use firstcome_cli::commands::{cleanup, db, dlq, event, gifts, members, rebuild, reconcile, rush, schemas, topics};
 use firstcome_cli::CliSettings;
 use platform::kafka::admin::Layout;
 
@@ -73,6 +73,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Gifts the sender has not settled yet.
+    Gifts {
+        #[command(subcommand)]
+        command: GiftsCommand,
     },
     /// Run the gift provider's local simulator (contract: provider-sim/CONTRACT.md).
     /// Settings: FIRSTCOME_HTTP__PORT (8090), FIRSTCOME_FAULTS__…, or a FIRSTCOME_CONFIG file.
@@ -149,6 +154,20 @@ enum DlqCommand {
         topic: String,
         #[arg(long, default_value_t = usize::MAX)]
         max: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum GiftsCommand {
+    /// Gifts parked because the provider's answers settle nothing: each keeps its claim and is
+    /// retried by the sender with backoff (docs/provider.md). Exit status 0 whether or not any are.
+    Parked {
+        /// Only this event's.
+        #[arg(long)]
+        event: Option<String>,
+        /// One JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -339,6 +358,14 @@ async fn main() -> anyhow::Result<()> {
                 println!("replayed {} dead letters to {topic}", done.replayed);
             }
         },
+        Command::Gifts { command: GiftsCommand::Parked { event, json } } => {
+            let parked = gifts::parked(&settings, event.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&parked)?);
+            } else {
+                gifts::print(&parked);
+            }
+        }
         Command::ProviderSim => {
             let sim_settings: provider_sim::Settings =
                 platform::settings::load().context("Failed to load provider-sim settings")?;
@@ -390,6 +417,12 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parked_gifts_are_listed_for_all_events_or_one() {
+        assert!(Cli::try_parse_from(["firstcome", "gifts", "parked"]).is_ok());
+        assert!(Cli::try_parse_from(["firstcome", "gifts", "parked", "--event", "ev-1", "--json"]).is_ok());
+    }
 
     #[test]
     fn token_ttl_is_capped_at_the_maximum_lifetime() {

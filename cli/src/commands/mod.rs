@@ -5,6 +5,7 @@ pub mod cleanup;
 pub mod db;
 pub mod dlq;
 pub mod event;
+pub mod gifts;
 pub mod invariants;
 pub mod members;
 pub mod reconcile;

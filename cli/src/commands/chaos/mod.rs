@@ -64,6 +64,11 @@ pub struct ChaosPlan {
     pub partitions: i32,
     pub provider_transient_rate: f64,
     pub provider_timeout_after_issue_rate: f64,
+    /// Answers the provider's contract never promised (docs/provider.md):
+    /// another key's gift, a body that is not JSON, a reset after issuing.
+    pub provider_wrong_key_rate: f64,
+    pub provider_malformed_rate: f64,
+    pub provider_reset_after_issue_rate: f64,
     /// Phones ending with this are refused for good: their units go back
     /// and to the next in line.
     pub refused_phone_suffix: String,
@@ -94,6 +99,9 @@ impl Default for ChaosPlan {
             partitions: 6,
             provider_transient_rate: 0.3,
             provider_timeout_after_issue_rate: 0.1,
+            provider_wrong_key_rate: 0.05,
+            provider_malformed_rate: 0.05,
+            provider_reset_after_issue_rate: 0.05,
             refused_phone_suffix: "77".into(),
             provider_rate_per_sec: 60,
             artifacts: PathBuf::from(".stack/chaos"),
@@ -448,11 +456,15 @@ async fn start_services(
     std::fs::write(
         &provider_config,
         format!(
-            "seed = {}\n[faults]\ntransient_failure_rate = {}\ntimeout_after_issue_rate = {}\nhang_ms = 2000\nrefused_phone_suffixes = {}\n",
+            "seed = {}\n[faults]\ntransient_failure_rate = {}\ntimeout_after_issue_rate = {}\nhang_ms = 2000\nrefused_phone_suffixes = {}\n\
+             wrong_key_rate = {}\nmalformed_rate = {}\nreset_after_issue_rate = {}\n",
             plan.seed,
             plan.provider_transient_rate,
             plan.provider_timeout_after_issue_rate,
             serde_json::to_string(&[&plan.refused_phone_suffix])?,
+            plan.provider_wrong_key_rate,
+            plan.provider_malformed_rate,
+            plan.provider_reset_after_issue_rate,
         ),
     )?;
     specs.push(ServiceSpec {
