@@ -1,7 +1,7 @@
 -- decide: the stock decision for a batch of entries of ONE event, atomically.
 --
--- KEYS: 1 meta, 2 stock, 3 eligible, 4 winners, 5 decisions, 6 free_units,
---       7 next_unit, 8 applied, 9 waitlist, 10 members
+-- KEYS: 1 meta, 2 stock, 3 eligible, 4 winners, 5 decisions, 6 next_unit,
+--       7 applied, 8 waitlist, 9 members, 10 hold
 -- ARGV: 1 event_id, 2 state channel, 3 late-decision grace (ms),
 --       4 E = number of expected marks, then E (field, next_offset) pairs,
 --       then N = number of new marks, then N (field, next_offset) pairs,
@@ -13,6 +13,8 @@
 -- Or { 'STALE', field, applied, expected } when Redis is behind what the
 -- stage committed to Kafka: nothing was written. Never for an event with no
 -- `meta` (expired or never created): that one is unknown, not stale.
+-- Or { 'HELD' } while a rebuild holds the event: nothing was written; call
+-- again once the hold is gone.
 --
 -- Runs behind prelude.lua (platform::scripts::decide): the stale check, the
 -- marks and the expiry copy are the prelude's (see there for the marks).
@@ -31,7 +33,7 @@
 -- Every answer is stored by entry id before the script returns, so a batch run
 -- again (after an aborted Kafka transaction, a redelivery) gets the same
 -- answers and does not touch the counter again.
-local meta, stock, eligible, winners, decisions, free_units, next_unit, applied, waitlist, members =
+local meta, stock, eligible, winners, decisions, next_unit, applied, waitlist, members, hold =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local event_id = ARGV[1]
 local channel = ARGV[2]
@@ -42,6 +44,9 @@ local grace = tonumber(ARGV[3]) or 0
 -- and nothing is written.
 local expected, after_expected = read_marks(4)
 local new_marks, at_arg = read_marks(after_expected)
+if held(hold) then
+  return { 'HELD' }
+end
 local stale = stale_answer(meta, applied, expected)
 if stale then
   return stale
@@ -108,11 +113,10 @@ local function decide(entry, member, accepted_at)
     return 'SOLD_OUT|'
   end
   local after = redis.call('DECR', stock)
-  -- Units returned by compensation are handed out again first.
-  local unit = redis.call('LPOP', free_units)
-  if not unit then
-    unit = redis.call('INCR', next_unit)
-  end
+  -- A new number for every win, a returned unit's too: a number returned by
+  -- a batch that never commits, handed on by one that does, would be held by
+  -- two members in the log (stock-processor/src/rebuild.rs).
+  local unit = redis.call('INCR', next_unit)
   redis.call('HSET', winners, member, unit)
   if after == 0 then
     -- Inside the script, so ingest hears of the sell-out exactly when it happens.

@@ -21,6 +21,9 @@
 --                                    lower; returns whether one was raised
 --   expire_with_event(meta, keys)    give every key among `keys` that has no
 --                                    expiry the event's (meta's) expiry
+--   held(hold)                       whether a rebuild holds the event: the
+--                                    scripts then answer { 'HELD' } and write
+--                                    nothing (stock-processor/src/rebuild.rs)
 --
 -- The marks (docs/DESIGN.md, "Defence in depth"): `applied` holds, per input
 -- partition of the stock stage (`s:<p>` / `r:<p>`), the next offset of this
@@ -87,6 +90,14 @@ local function expire_with_event(meta, keys)
       end
     end
   end
+end
+
+-- A rebuild reads the log and swaps its state in while it holds the event.
+-- Nothing is written meanwhile, not even a re-run of a batch: a decision
+-- written after the read but committed after the swap would be in the log and
+-- missing from Redis.
+local function held(hold)
+  return redis.call('EXISTS', hold) == 1
 end
 
 -- ---- end of prelude; the script follows ----

@@ -1,16 +1,20 @@
 -- rebuild_swap: swaps an event's rebuilt stock state in, atomically, if
--- nothing was decided since the rebuild read the log (see stock-processor/src/rebuild.rs).
+-- nothing was decided since the rebuild read Redis' state, and lets go of the
+-- rebuild's hold on the event (see stock-processor/src/rebuild.rs).
 --
 -- KEYS: live  1 meta, 2 stock, 3 next_unit, 4 applied,
---             5 decisions, 6 winners, 7 members, 8 released, 9 free_units, 10 waitlist,
---             11 entered, 12 entries
---       temp  13 applied,
---             14 decisions, 15 winners, 16 members, 17 released, 18 free_units, 19 waitlist,
---             20 entered, 21 entries
---       live  22 promoted (emptied: see stock-processor/src/rebuild.rs)
--- ARGV: 1 stock, 2 next_unit, 3 event_id, 4 state channel, then (field, mark)
---       pairs: the live `applied` hash the rebuild saw (the compare).
--- Returns {'SWAPPED', status}, {'MOVED', field} (nothing written) or
+--             5 decisions, 6 winners, 7 members, 8 released, 9 waitlist,
+--             10 entered, 11 entries
+--       temp  12 applied,
+--             13 decisions, 14 winners, 15 members, 16 released, 17 waitlist,
+--             18 entered, 19 entries
+--       live  20 hold (`promoted` is left as it is: a release re-run after an
+--             aborted transaction announces its promotion again)
+-- ARGV: 1 stock, 2 next_unit, 3 event_id, 4 state channel, 5 the rebuild's
+--       hold token, then (field, mark) pairs: the live `applied` hash the
+--       rebuild saw (the compare).
+-- Returns {'SWAPPED', status}, {'MOVED', field} (nothing written),
+-- {'NOT_HELD'} (the hold expired or is another's: nothing written) or
 -- {'UNKNOWN_EVENT'}.
 local meta, stock, next_unit, applied = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
@@ -18,10 +22,17 @@ if redis.call('EXISTS', meta) == 0 then
   return { 'UNKNOWN_EVENT' }
 end
 
+-- The hold kept every decision out since the rebuild read Redis' state;
+-- without it (it expired, a failover lost it) one may have been written
+-- that the read did not see.
+if redis.call('GET', KEYS[20]) ~= ARGV[5] then
+  return { 'NOT_HELD' }
+end
+
 -- Compare: the live marks are exactly those the read saw. A mark that moved
 -- means a batch was decided meanwhile and the rebuilt state may lack it.
 local seen = {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   seen[ARGV[i]] = ARGV[i + 1]
 end
 local live = redis.call('HGETALL', applied)
@@ -32,13 +43,13 @@ for i = 1, #live, 2 do
     return { 'MOVED', live[i] }
   end
 end
-if live_count ~= (#ARGV - 4) / 2 then
+if live_count ~= (#ARGV - 5) / 2 then
   return { 'MOVED', 'applied' }
 end
 
 -- First-entry marks and entry lookups are merged, not replaced: an admission
 -- in flight (a pending mark) or acknowledged after the read keeps its mark.
-for _, pair in ipairs({ { KEYS[11], KEYS[20] }, { KEYS[12], KEYS[21] } }) do
+for _, pair in ipairs({ { KEYS[10], KEYS[18] }, { KEYS[11], KEYS[19] } }) do
   local fields = redis.call('HGETALL', pair[1])
   for i = 1, #fields, 2 do
     redis.call('HSETNX', pair[2], fields[i], fields[i + 1])
@@ -46,15 +57,15 @@ for _, pair in ipairs({ { KEYS[11], KEYS[20] }, { KEYS[12], KEYS[21] } }) do
 end
 
 -- Swap: every rebuilt key replaces its live twin (an empty one deletes it).
-for i = 4, 12 do
-  local temp = KEYS[i + 9]
+for i = 4, 11 do
+  local temp = KEYS[i + 8]
   if redis.call('EXISTS', temp) == 1 then
     redis.call('RENAME', temp, KEYS[i])
   else
     redis.call('DEL', KEYS[i])
   end
 end
-redis.call('DEL', KEYS[22])
+redis.call('DEL', KEYS[20])
 redis.call('SET', stock, ARGV[1])
 redis.call('SET', next_unit, ARGV[2])
 
@@ -81,7 +92,7 @@ end
 -- Every key expires with the event, like the ones written at creation.
 local ttl = redis.call('PTTL', meta)
 if ttl > 0 then
-  for i = 2, 12 do
+  for i = 2, 11 do
     if redis.call('EXISTS', KEYS[i]) == 1 then
       redis.call('PEXPIRE', KEYS[i], ttl)
     end

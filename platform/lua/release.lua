@@ -1,8 +1,8 @@
 -- release: a won unit comes back (compensation after a failed gift) and goes
 -- to the next in line, or back to stock when nobody is waiting.
 --
--- KEYS: 1 meta, 2 stock, 3 winners, 4 decisions, 5 free_units, 6 released,
---       7 applied, 8 waitlist, 9 promoted
+-- KEYS: 1 meta, 2 stock, 3 winners, 4 decisions, 5 released, 6 applied,
+--       7 waitlist, 8 promoted, 9 hold
 -- ARGV: 1 entry_id, 2 user_id, 3 unit_no, 4 event_id, 5 state channel,
 --       6 E = number of expected marks, then E (field, next_offset) pairs,
 --       then N = number of new marks, then N (field, next_offset) pairs
@@ -19,15 +19,19 @@
 --   { 'UNKNOWN_EVENT' }
 --   { 'STALE', field, applied, expected }
 --                    Redis is behind what the stage committed: nothing written
+--   { 'HELD' }       a rebuild holds the event: nothing written, call again
 -- Runs behind prelude.lua (platform::scripts::release): the stale check, the
 -- marks and the expiry copy are the prelude's (see there for the marks).
-local meta, stock, winners, decisions, free_units, released, applied, waitlist, promoted =
+local meta, stock, winners, decisions, released, applied, waitlist, promoted, hold =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local entry, member, unit = ARGV[1], ARGV[2], ARGV[3]
 local event_id, channel = ARGV[4], ARGV[5]
 
 local expected, after_expected = read_marks(6)
 local new_marks = read_marks(after_expected)
+if held(hold) then
+  return { 'HELD' }
+end
 -- An expired event (no `meta`) is not stale but unknown: it is answered
 -- UNKNOWN_EVENT below and nothing is written.
 local stale = stale_answer(meta, applied, expected)
@@ -45,7 +49,7 @@ end
 -- The record is applied whatever the answer (a refusal is an answer too).
 local function raise_marks_and_expiry()
   raise_marks(applied, new_marks)
-  expire_with_event(meta, { released, free_units, applied, promoted, decisions, winners })
+  expire_with_event(meta, { released, applied, promoted, decisions, winners })
 end
 
 local function with_promotion(result, stored)
@@ -69,7 +73,6 @@ if redis.call('SADD', released, entry) == 0 then
   return with_promotion('DUPLICATE', redis.call('HGET', promoted, entry))
 end
 local after = redis.call('INCR', stock)
-redis.call('RPUSH', free_units, unit)
 
 local fields = redis.call('HMGET', meta, 'status', 'close_at_ms')
 local status = fields[1]
@@ -90,8 +93,9 @@ while before_close do
   if waiting and redis.call('HEXISTS', winners, waiting_member) == 0
     and redis.call('HGET', decisions, waiting) == 'SOLD_OUT|' then
     after = redis.call('DECR', stock)
-    -- The oldest returned unit first, as decide.lua hands them out.
-    local given = redis.call('LPOP', free_units) or unit
+    -- The returned unit itself: this script returns and hands it on at once,
+    -- and one transaction commits both or neither.
+    local given = unit
     redis.call('HSET', decisions, waiting, 'WON|' .. given)
     redis.call('HSET', winners, waiting_member, given)
     promotion = table.concat({ waiting, waiting_member, given, string.format('%.0f', tonumber(head[2])),

@@ -12,13 +12,13 @@
 //! | `fc:{ev}:entries` | hash | entry id → member (status lookups, consumers' checks) |
 //! | `fc:{ev}:winners` | hash | member → unit number held |
 //! | `fc:{ev}:decisions` | hash | entry id → `OUTCOME|unit` (a redelivered entry gets the same answer) |
-//! | `fc:{ev}:free_units` | list | unit numbers returned by compensation, reused first |
-//! | `fc:{ev}:next_unit` | string | last unit number handed out fresh |
+//! | `fc:{ev}:next_unit` | string | last unit number handed out (every win gets a new one, so no two members ever hold the same number) |
 //! | `fc:{ev}:released` | set | entry ids whose unit was returned (a release counts once) |
 //! | `fc:{ev}:applied` | hash | `s:<partition>` / `r:<partition>` → next offset of `survey-submitted` / `stock-released` the stock stage applied for this event (see [`applied_field`]) |
 //! | `fc:{ev}:waitlist` | sorted set | `<entry_id>|<member>` of entries decided SOLD_OUT (a member's first entry only), scored by accepted_at (ms): returned units go to the earliest (see [`waitlist_member`]) |
 //! | `fc:{ev}:members` | hash | member → the entry id the stock stage decided first for the member (one entry per member) |
 //! | `fc:{ev}:promoted` | hash | released entry id → `entry|member|unit|accepted_at_ms|decided_at_ms` of the waitlisted entry its unit went to (a redelivered release re-announces the same promotion, never a second one) |
+//! | `fc:{ev}:hold` | string | a rebuild's token while it holds the event: the decide and release scripts answer HELD and write nothing until the rebuilt state is swapped in (short expiry: a crashed rebuild lets go by itself) |
 //!
 //! Every key expires at `close_at` + [`GRACE_AFTER_CLOSE`], so late requests get
 //! 410 rather than 404 and redelivered records are still decided consistently.
@@ -47,13 +47,13 @@ pub struct EventKeys {
     pub entries: String,
     pub winners: String,
     pub decisions: String,
-    pub free_units: String,
     pub next_unit: String,
     pub released: String,
     pub applied: String,
     pub waitlist: String,
     pub members: String,
     pub promoted: String,
+    pub hold: String,
 }
 
 impl EventKeys {
@@ -67,13 +67,13 @@ impl EventKeys {
             entries: k("entries"),
             winners: k("winners"),
             decisions: k("decisions"),
-            free_units: k("free_units"),
             next_unit: k("next_unit"),
             released: k("released"),
             applied: k("applied"),
             waitlist: k("waitlist"),
             members: k("members"),
             promoted: k("promoted"),
+            hold: k("hold"),
         }
     }
 
@@ -87,13 +87,13 @@ impl EventKeys {
             &self.entries,
             &self.winners,
             &self.decisions,
-            &self.free_units,
             &self.next_unit,
             &self.released,
             &self.applied,
             &self.waitlist,
             &self.members,
             &self.promoted,
+            &self.hold,
         ]
     }
 }

@@ -110,6 +110,19 @@ impl<E: std::fmt::Display> RebuildFinished<'_, E> {
     }
 }
 
+/// A script call found the event held by a rebuild: the batch waits for the
+/// swap instead of deciding on a state about to be replaced.
+pub struct DecisionsHeld<'a> {
+    pub event_id: &'a str,
+}
+
+impl DecisionsHeld<'_> {
+    pub fn emit(&self) {
+        tracing::info!(event_id = self.event_id, "a rebuild holds the event: waiting for it before deciding");
+        metrics::counter!("firstcome_stock_held_waits_total").increment(1);
+    }
+}
+
 /// A record that can never be processed (dead-lettered by the loop).
 pub struct RecordRejected<'a> {
     pub error: &'a HandlerError,

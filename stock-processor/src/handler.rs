@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use platform::kafka::{encode_event, BatchHandler, BatchOutcome, DeadLetter, HandlerError, OutRecord, Record};
 use schemas::{
@@ -22,10 +23,18 @@ use schemas::{
 };
 use tracing::{Instrument, Span};
 
-use crate::events::{DecisionMade, RebuildFinished, RecordRejected, RedisBehind, ReleaseApplied, StockRemaining};
+use crate::events::{
+    DecisionMade, DecisionsHeld, RebuildFinished, RecordRejected, RedisBehind, ReleaseApplied, StockRemaining,
+};
 use crate::marks::{self, CommittedMarks, MarkKind, MarkReader};
 use crate::rebuild::Rebuilder;
 use crate::store::{Decided, EntryRef, Marks, Promotion, Released, StockStore, StoreError};
+
+/// How long a batch waits for a rebuild that holds an event before it fails
+/// (and is tried again): below the transaction timeout would abort it anyway.
+const HELD_WAIT: Duration = Duration::from_secs(8);
+/// Pause between calls while an event is held.
+const HELD_POLL: Duration = Duration::from_millis(50);
 
 /// Decides entries and applies releases for one consumer group member.
 pub struct StockHandler {
@@ -34,6 +43,15 @@ pub struct StockHandler {
     topics: Topics,
     group: String,
     guard: Option<StaleGuard>,
+    fence: Option<Fence>,
+}
+
+/// The failover fence: a batch's Redis writes must reach this many replicas
+/// before the batch may commit (settings: `replica_acks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub replicas: u32,
+    pub timeout: Duration,
 }
 
 /// What checks Redis against the log and repairs it.
@@ -84,7 +102,15 @@ impl StockHandler {
     /// A handler that trusts Redis (no stale check): tests of the decisions.
     /// The stage runs [`StockHandler::with_stale_guard`].
     pub fn new(store: StockStore, codec: Codec, topics: Topics, group: String) -> Self {
-        Self { store, codec, topics, group, guard: None }
+        Self { store, codec, topics, group, guard: None, fence: None }
+    }
+
+    /// Commits nothing a failover could lose: after its script calls a batch
+    /// waits until `fence.replicas` replicas acknowledged them (`WAIT`), and
+    /// fails (to be tried again) when they do not in time.
+    pub fn with_fence(mut self, fence: Option<Fence>) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// Checks each event's applied marks against the group's committed marks
@@ -124,6 +150,9 @@ impl StockHandler {
             }
         }
 
+        // A move to another primary during the batch voids the fence: WAIT on
+        // the new connection would not cover the writes made on the old one.
+        let moves = self.store.connection().moves();
         // What this group committed: the marks Redis must not be below.
         let committed = match &self.guard {
             Some(guard) => guard.marks.fetch().await.map_err(|e| HandlerError::transient_in("reading committed marks", e))?,
@@ -144,6 +173,9 @@ impl StockHandler {
             }
         }
         out.extend(self.decide(&entries, &committed, &mut applied).await?);
+        if !entries.is_empty() || !releases.is_empty() {
+            self.fenced(&moves).await?;
+        }
         // Per-key order: a member's decisions leave in the order the records came.
         out.sort_by_key(|(index, _)| *index);
         outcome.produce = out.into_iter().map(|(_, record)| record).collect();
@@ -182,6 +214,44 @@ impl StockHandler {
         }
     }
 
+    /// Waits for the fence's replicas to hold every write of this batch.
+    /// `WAIT` covers what this connection wrote, and the scripts ran on it.
+    async fn fenced(&self, moves: &tokio::sync::watch::Receiver<u64>) -> Result<(), HandlerError> {
+        let Some(fence) = self.fence else { return Ok(()) };
+        if moves.has_changed().unwrap_or(true) {
+            metrics::counter!("firstcome_stock_fence_refusals_total").increment(1);
+            return Err(HandlerError::transient(
+                "Redis moved to another primary during the batch: its decisions may be on the old one; trying again",
+            ));
+        }
+        let started = Instant::now();
+        let mut conn = self.store.connection();
+        let acked: Result<u32, _> = redis::cmd("WAIT")
+            .arg(fence.replicas)
+            .arg(fence.timeout.as_millis() as u64)
+            .query_async(&mut conn)
+            .await;
+        let waited = started.elapsed();
+        metrics::histogram!("firstcome_stock_fence_wait_seconds").record(waited.as_secs_f64());
+        match acked {
+            Ok(acked) if acked >= fence.replicas => Ok(()),
+            Ok(acked) => {
+                metrics::counter!("firstcome_stock_fence_refusals_total").increment(1);
+                tracing::error!(
+                    acked,
+                    wanted = fence.replicas,
+                    waited_ms = waited.as_millis() as u64,
+                    "the batch's decisions did not reach the replicas: not committed (a failover could lose them); trying again"
+                );
+                Err(HandlerError::transient(format!(
+                    "{acked} of {} replicas acknowledged the batch's decisions within {:?}",
+                    fence.replicas, fence.timeout
+                )))
+            }
+            Err(error) => Err(HandlerError::transient_in("waiting for the replicas (WAIT)", error)),
+        }
+    }
+
     /// Redis answered STALE for `event_id`: say so loudly, rebuild the event
     /// from the log. An unguarded handler (or a failed rebuild) fails the
     /// batch, which is tried again: nothing is decided on a Redis that is behind.
@@ -193,6 +263,35 @@ impl StockHandler {
         let rebuilt = guard.rebuilder.rebuild_event(event_id).await;
         RebuildFinished { event_id, error: rebuilt.as_ref().err() }.emit();
         rebuilt.map(|_| ()).map_err(|e| HandlerError::transient_in(format!("rebuilding {event_id} after {error}"), e))
+    }
+
+    /// Runs a script call of `event_id`: once more after a rebuild when
+    /// Redis is behind the log (STALE), again and again while a rebuild
+    /// holds the event (HELD, at most [`HELD_WAIT`]).
+    async fn call_store<T, F, Fut>(&self, event_id: &str, call: F) -> Result<T, HandlerError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let since = Instant::now();
+        let mut rebuilt = false;
+        let mut held = false;
+        loop {
+            match call().await {
+                Err(stale @ StoreError::Stale { .. }) if !rebuilt => {
+                    self.on_stale(event_id, stale).await?;
+                    rebuilt = true;
+                }
+                Err(StoreError::Held) if since.elapsed() < HELD_WAIT => {
+                    if !held {
+                        DecisionsHeld { event_id }.emit();
+                        held = true;
+                    }
+                    tokio::time::sleep(HELD_POLL).await;
+                }
+                other => return other.map_err(HandlerError::transient),
+            }
+        }
     }
 
     /// Decodes a record by its topic and checks what the schema cannot.
@@ -236,14 +335,7 @@ impl StockHandler {
                 .release_marked(&release.event_id, &release.entry_id, &release.user_id, release.unit_no, &marks)
                 .instrument(item.span.clone())
         };
-        let result = match call().await {
-            Err(stale @ StoreError::Stale { .. }) => {
-                self.on_stale(&release.event_id, stale).instrument(item.span.clone()).await?;
-                call().await
-            }
-            other => other,
-        }
-        .map_err(HandlerError::transient)?;
+        let result = self.call_store(&release.event_id, call).instrument(item.span.clone()).await?;
         item.span.in_scope(|| ReleaseApplied { result: &result, unit_no: release.unit_no }.emit());
         if result != Released::UnknownEvent {
             applied.raise(MarkKind::Release, partition, &release.event_id, next_offset);
@@ -313,14 +405,7 @@ impl StockHandler {
                 expected: committed.expected_for(event_id),
                 new: highest.iter().map(|(p, next)| (marks::field(MarkKind::Survey, *p), *next)).collect(),
             };
-            let decided: Decided = match self.store.decide_marked(event_id, &refs, &marks).await {
-                Err(stale @ StoreError::Stale { .. }) => {
-                    self.on_stale(event_id, stale).await?;
-                    self.store.decide_marked(event_id, &refs, &marks).await
-                }
-                other => other,
-            }
-            .map_err(HandlerError::transient)?;
+            let decided: Decided = self.call_store(event_id, || self.store.decide_marked(event_id, &refs, &marks)).await?;
             if let Some(remaining) = decided.remaining {
                 StockRemaining { event_id, remaining }.emit();
                 // A known event: the script raised its marks.

@@ -5,49 +5,72 @@
 //! What is rebuilt, per event (key layout in `platform::event_keys`):
 //! - `decisions`: the first decision of every entry, or its waitlist
 //!   promotion (a WON of an entry decided SOLD_OUT), whichever order the two
-//!   reached the log in: two stock instances' transactions interleave.
+//!   reached the log in: two stock instances' transactions interleave; and
+//!   Redis' own answer for an entry the log has not decided yet.
 //! - `winners`, `members`: each member's unit and first decided entry.
-//! - `released`, `free_units`, `next_unit`, `stock`: a unit is held while it
-//!   was won more often than it was returned by an applied release; `stock`
-//!   is `for_sale` minus the units held.
+//! - `released`, `next_unit`, `stock`: a unit is held while it was won more
+//!   often than it was returned by an applied release; `stock` is
+//!   `for_sale` minus the units held.
 //! - `waitlist`: first entries decided SOLD_OUT whose member holds no unit.
 //! - `entered`, `entries`: the first-entry marks of every entry in the log,
 //!   merged with the live ones (an in-flight admission keeps its mark).
 //! - `applied`: the marks the stock stage committed with its offsets (see
 //!   [`crate::marks`]), or the live ones where those are higher.
-//! - `promoted` is emptied: it lets a release replayed after an aborted
-//!   transaction repeat its promotion, and only releases below the committed
-//!   offsets count as applied here, which are never replayed.
 //!
-//! Consistency: the committed marks of the event are read before and after
-//! the topics; if a batch touching the event committed in between, the read
-//! starts again. The swap is a compare-and-swap on the live `applied` hash,
-//! so a decision written to Redis during the read fails the swap (and the
-//! rebuild reads again) instead of being forgotten. When the stock stage
-//! rebuilds because its script answered STALE, every instance deciding the
-//! event is held by the same check, so the first attempt swaps.
+//! Consistency: the log holds what was committed; Redis also holds what
+//! was decided and not yet committed — a batch in flight, or one whose
+//! transaction aborted and whose re-run will answer from Redis' stored
+//! decisions. Both must survive a rebuild: a decision dropped while its
+//! batch commits later is in the log and missing from Redis, its unit handed
+//! out twice; a release dropped while a committed batch already handed its
+//! unit on leaves that unit held twice. So the rebuilt state is the log's,
+//! **united with Redis' own decisions of entries the log has not decided**
+//! (and the promotions and releases Redis applied), counted again from
+//! scratch. The log is read first; then the rebuild **holds** the event
+//! (`fc:{ev}:hold`, a token with a short expiry: the decide and release
+//! scripts answer HELD and write nothing), reads Redis' state, computes and
+//! swaps it in, which lets go of the hold. Anything decided before the hold
+//! is in that read; nothing is decided between the read and the swap. A
+//! Redis that lost writes lacks some of the log's decisions: the log gives
+//! them back, and where it does not (a batch committed after the log was
+//! read, lost with them), the marks stay above Redis' and the next script
+//! call answers STALE again.
 //!
-//! Releases count as applied only below the stock group's committed offset
-//! of their partition, so a release still to be applied (and its waitlist
-//! promotion) is done by the stage afterwards, exactly once.
+//! Units held are counted as the sum over units of max(0, won − returned):
+//! a unit that two members hold (a split-brain, a forged record) counts
+//! twice, so the rebuilt counter never sells it again.
+//!
+//! A release counts as applied below the stock group's committed offset of
+//! its partition, or when Redis applied it (its entry is in `released`):
+//! one still to be applied (and its waitlist promotion) is done by the stage
+//! afterwards, exactly once. `promoted` is kept as it is, so a release
+//! re-run after an aborted transaction announces its promotion again.
+//!
+//! Where the log is read from is a [`StockLog`]: Kafka for the stage and the
+//! CLI ([`KafkaLog`]), an in-memory log for the model test of the stock core.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use platform::event_keys::{EventKeys, EventMeta, STATE_CHANNEL};
 use platform::kafka::LogReader;
+use platform::redis::Connection as ConnectionManager;
 use platform::settings::KafkaSettings;
 use rdkafka::message::Message;
-use platform::redis::Connection as ConnectionManager;
 use redis::Script;
 use schemas::{Codec, Outcome, StockDecision, StockRelease, SurveySubmitted, Topics};
 
 use crate::marks::{CommittedMarks, MarkKind, MarkReader};
 
-/// Attempts before giving up while the event keeps moving under the read.
+/// Attempts before giving up while the event keeps moving under the swap.
 const MAX_ATTEMPTS: usize = 10;
-/// Pause between attempts.
-const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Pause between checks while another rebuild holds the event.
+const POLL: Duration = Duration::from_millis(50);
+/// A hold outlives a crashed rebuild by this much, no more. A rebuild holds
+/// the event from reading Redis' state to the swap: milliseconds to a few
+/// seconds for a large event.
+const HOLD_TTL: Duration = Duration::from_secs(30);
 /// Temporary keys outlive a crashed rebuild by this much, no more.
 const TEMP_TTL_MS: u64 = 10 * 60 * 1000;
 /// Hash fields written per HSET command.
@@ -66,6 +89,12 @@ pub enum RebuildError {
     UnknownEvent(String),
     #[error("event {event_id} kept moving during {attempts} rebuild attempts")]
     KeptMoving { event_id: String, attempts: usize },
+    #[error("another rebuild held event {event_id} for {waited:?}")]
+    HeldByAnother { event_id: String, waited: Duration },
+    /// The hold expired or Redis lost it (a failover): a decision may have
+    /// been written that the read did not see. Nothing was swapped in.
+    #[error("the rebuild's hold on event {0} was lost")]
+    HoldLost(String),
     #[error("unexpected swap answer: {0}")]
     Unexpected(String),
 }
@@ -76,6 +105,11 @@ pub struct RebuildReport {
     pub event_id: String,
     /// Read attempts (more than one when the event moved during a read).
     pub attempts: usize,
+    /// How long decisions were held back (the hold to the swap), in ms.
+    pub held_ms: u64,
+    /// Redis' answers kept for entries the log has not decided yet (batches
+    /// in flight, or aborted and to be re-run).
+    pub decisions_only_in_redis: usize,
     /// Records of the event read per topic.
     pub entries_in_log: usize,
     pub decisions_in_log: usize,
@@ -88,31 +122,39 @@ pub struct RebuildReport {
     pub stock_before: Option<i64>,
     pub stock_after: i64,
     pub units_held: usize,
-    pub free_units: usize,
+    /// Units won and returned, back in stock.
+    pub units_returned: usize,
     pub waitlist: usize,
     pub status_after: String,
 }
 
-/// One event's state as the log tells it.
+/// One event's state as the log tells it: fed record by record, in log
+/// order per partition, by a [`StockLog`].
 #[derive(Debug, Default)]
-struct LogState {
-    /// (entry id, member) of every entry of the event, in log order.
-    entries: Vec<(String, String)>,
-    /// (member, entry id) of each member's first entry in the log.
-    first_entries: Vec<(String, String)>,
+pub struct LogState {
+    /// (entry id, member, accepted_at) of every entry of the event, in log order.
+    entries: Vec<(String, String, i64)>,
+    /// member → entry id of the member's first entry in the log.
+    first_entries: BTreeMap<String, String>,
     /// entry id → (member, outcome, unit, accepted_at): the first decision, or the promotion.
     decisions: HashMap<String, (String, Outcome, Option<i32>, i64)>,
     /// member → first decided entry id.
     members: HashMap<String, String>,
-    /// Applied releases: entry id → unit.
-    released: BTreeMap<String, i32>,
+    /// Releases the stage committed (below its committed offsets), in log order.
+    releases: Vec<StockRelease>,
 }
 
 impl LogState {
+    /// Takes an entry read from `survey-submitted`.
+    pub fn entered(&mut self, entry_id: &str, user_id: &str, accepted_at: i64) {
+        self.first_entries.entry(user_id.to_string()).or_insert_with(|| entry_id.to_string());
+        self.entries.push((entry_id.to_string(), user_id.to_string(), accepted_at));
+    }
+
     /// Takes a decision read from `stock-decided`: an entry's first decision
     /// stands, but for the waitlist promotion ([`Outcome::supersedes`]), in
     /// whichever order the two reached the log.
-    fn decided(&mut self, decision: StockDecision) {
+    pub fn decided(&mut self, decision: StockDecision) {
         self.members.entry(decision.user_id.clone()).or_insert_with(|| decision.entry_id.clone());
         let taken = (decision.user_id, decision.outcome, decision.unit_no, decision.accepted_at);
         match self.decisions.entry(decision.entry_id) {
@@ -126,16 +168,58 @@ impl LogState {
             }
         }
     }
+
+    /// Takes a release the stage applied and committed (read from
+    /// `stock-released` below the group's committed offset of its partition).
+    pub fn released(&mut self, release: StockRelease) {
+        self.releases.push(release);
+    }
+}
+
+/// What Redis holds for the event when the rebuild holds it: the answers
+/// and releases of batches decided and not (yet) committed are only here.
+#[derive(Debug, Default)]
+struct LiveState {
+    decisions: HashMap<String, String>,
+    released: std::collections::HashSet<String>,
+    members: HashMap<String, String>,
+    applied: HashMap<String, i64>,
+    /// `entry|member` → accepted_at of the entries waiting in line.
+    waitlist: HashMap<String, f64>,
+}
+
+/// The log as one rebuild read it.
+#[derive(Debug)]
+pub struct LogRead {
+    event_id: String,
+    committed: CommittedMarks,
+    state: LogState,
+}
+
+/// Where a rebuild reads what the stock stage committed.
+pub trait StockLog: Send + Sync {
+    /// The stock group's committed offsets and marks.
+    fn committed(&self) -> impl Future<Output = Result<CommittedMarks, RebuildError>> + Send;
+
+    /// `event_id`'s committed records: its entries, its decisions and the
+    /// releases the stage applied (those below `committed`'s offsets).
+    fn read_event(
+        &self,
+        event_id: &str,
+        committed: &CommittedMarks,
+    ) -> impl Future<Output = Result<LogState, RebuildError>> + Send;
 }
 
 /// The keys computed from [`LogState`], ready to be written.
 #[derive(Debug, Default)]
 struct Rebuilt {
+    /// Decisions of entries the log has not decided, kept from Redis.
+    only_in_redis: usize,
     decisions: Vec<(String, String)>,
     winners: Vec<(String, String)>,
     members: Vec<(String, String)>,
     released: Vec<String>,
-    free_units: Vec<i32>,
+    units_returned: usize,
     next_unit: i32,
     units_held: usize,
     waitlist: Vec<(i64, String)>,
@@ -143,102 +227,54 @@ struct Rebuilt {
     entries: Vec<(String, String)>,
 }
 
-/// Rebuilds events of one deployment (its topics and its stock group).
-pub struct Rebuilder {
+/// A rebuild's hold on an event (see the module's "Consistency").
+#[derive(Debug, Clone)]
+pub struct Hold {
+    event_id: String,
+    token: String,
+    since: Instant,
+}
+
+/// What one attempt to finish a held rebuild did.
+#[derive(Debug)]
+pub enum Finish {
+    Swapped(Box<RebuildReport>),
+    /// Something moved under the read: read again (still held).
+    Moved(String),
+}
+
+/// The log of one deployment in Kafka: its topics and its stock group.
+pub struct KafkaLog {
     kafka: KafkaSettings,
     topics: Topics,
     codec: Codec,
-    redis: ConnectionManager,
     marks: MarkReader,
-    swap: Script,
 }
 
-impl std::fmt::Debug for Rebuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rebuilder").finish_non_exhaustive()
-    }
-}
-
-impl Rebuilder {
+impl KafkaLog {
     /// `group` is the stock group whose committed marks say what was applied.
-    pub fn new(
-        kafka: &KafkaSettings,
-        group: &str,
-        codec: Codec,
-        redis: ConnectionManager,
-    ) -> Result<Self, rdkafka::error::KafkaError> {
-        Ok(Self {
-            kafka: kafka.clone(),
-            topics: kafka.topics(),
-            codec,
-            redis,
-            marks: MarkReader::new(kafka, group)?,
-            swap: platform::scripts::rebuild_swap(),
-        })
+    pub fn new(kafka: &KafkaSettings, group: &str, codec: Codec) -> Result<Self, rdkafka::error::KafkaError> {
+        Ok(Self { kafka: kafka.clone(), topics: kafka.topics(), codec, marks: MarkReader::new(kafka, group)? })
     }
 
-    /// Rebuilds `event_id` from the log and swaps it in; reads again while
-    /// the event moves under the read.
-    pub async fn rebuild_event(&self, event_id: &str) -> Result<RebuildReport, RebuildError> {
-        let keys = EventKeys::new(event_id);
-        let mut conn = self.redis.clone();
-        let meta = EventMeta::load(&mut conn, event_id).await?.ok_or_else(|| RebuildError::UnknownEvent(event_id.into()))?;
-        for attempt in 1..=MAX_ATTEMPTS {
-            let before = self.marks.fetch().await?;
-            let expected_before = before.expected_for(event_id);
-            let state = self.read_log(event_id, &before).await?;
-            let live_applied: HashMap<String, i64> = redis::cmd("HGETALL").arg(&keys.applied).query_async(&mut conn).await?;
-            let after = self.marks.fetch().await?;
-            if after.expected_for(event_id) != expected_before {
-                tracing::info!(event_id, attempt, "a batch of the event committed during the read; reading again");
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-            let rebuilt = compute(&state);
-            let mut applied: HashMap<String, i64> = expected_before.into_iter().collect();
-            for (name, live) in &live_applied {
-                let mark = applied.entry(name.clone()).or_insert(*live);
-                *mark = (*mark).max(*live);
-            }
-            let stock_after = meta.for_sale - rebuilt.units_held as i64;
-            let counts_before = self.counts(&keys).await?;
-            self.write_temp(&keys, &rebuilt, &applied).await?;
-            match self.swap_in(&keys, event_id, &live_applied, stock_after, rebuilt.next_unit).await? {
-                Swap::Swapped { status } => {
-                    let report = RebuildReport {
-                        event_id: event_id.to_string(),
-                        attempts: attempt,
-                        entries_in_log: state.entries.len(),
-                        decisions_in_log: state.decisions.len(),
-                        releases_applied: state.released.len(),
-                        decisions_before: counts_before.0,
-                        decisions_after: rebuilt.decisions.len(),
-                        winners_before: counts_before.1,
-                        winners_after: rebuilt.winners.len(),
-                        stock_before: counts_before.2,
-                        stock_after,
-                        units_held: rebuilt.units_held,
-                        free_units: rebuilt.free_units.len(),
-                        waitlist: rebuilt.waitlist.len(),
-                        status_after: status,
-                    };
-                    tracing::warn!(?report, "event stock state rebuilt from the log");
-                    metrics::counter!("firstcome_stock_rebuilds_total").increment(1);
-                    return Ok(report);
-                }
-                Swap::Moved(field) => {
-                    tracing::info!(event_id, attempt, %field, "the event was decided during the read; reading again");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-            }
+    async fn decode<E: schemas::Event>(&self, payload: Option<&[u8]>) -> Result<Option<E>, RebuildError> {
+        match self.codec.decode::<E>(payload).await {
+            Ok(event) => Ok(Some(event)),
+            Err(error) if error.is_retriable() => Err(RebuildError::Registry(error)),
+            Err(_) => Ok(None),
         }
-        Err(RebuildError::KeptMoving { event_id: event_id.to_string(), attempts: MAX_ATTEMPTS })
+    }
+}
+
+impl StockLog for KafkaLog {
+    async fn committed(&self) -> Result<CommittedMarks, RebuildError> {
+        Ok(self.marks.fetch().await?)
     }
 
-    /// Reads the three topics to their high watermarks and keeps `event_id`'s
-    /// records. Undecodable or foreign records are skipped: the stage
-    /// dead-lettered them and they changed nothing.
-    async fn read_log(&self, event_id: &str, committed: &CommittedMarks) -> Result<LogState, RebuildError> {
+    /// Reads the three topics to their high watermarks (read_committed) and
+    /// keeps `event_id`'s records. Undecodable or foreign records are
+    /// skipped: the stage dead-lettered them and they changed nothing.
+    async fn read_event(&self, event_id: &str, committed: &CommittedMarks) -> Result<LogState, RebuildError> {
         let topics = [
             self.topics.survey_submitted.as_str(),
             self.topics.stock_decided.as_str(),
@@ -249,20 +285,15 @@ impl Rebuilder {
         let client_id = self.kafka.group(&format!("stock-rebuild-{}", uuid::Uuid::new_v4().simple()));
         let mut reader = LogReader::open(&self.kafka, &client_id, &topics).await?;
         let mut state = LogState::default();
-        let mut first_entry: HashMap<String, String> = HashMap::new();
-        // Releases are applied per partition in offset order; gathered first,
-        // then checked against the decisions (which may come later in the read).
-        let mut releases: Vec<StockRelease> = Vec::new();
         while let Some(message) = reader.next().await? {
             let payload = message.payload();
             let topic = message.topic();
             if topic == self.topics.survey_submitted {
                 let Some(entry) = self.decode::<SurveySubmitted>(payload).await? else { continue };
-                if entry.event_id == event_id && schemas::check_identity(&entry.event_id, &entry.entry_id, &entry.user_id).is_ok() {
-                    if !first_entry.contains_key(&entry.user_id) {
-                        first_entry.insert(entry.user_id.clone(), entry.entry_id.clone());
-                    }
-                    state.entries.push((entry.entry_id, entry.user_id));
+                if entry.event_id == event_id
+                    && schemas::check_identity(&entry.event_id, &entry.entry_id, &entry.user_id).is_ok()
+                {
+                    state.entered(&entry.entry_id, &entry.user_id, entry.accepted_at);
                 }
             } else if topic == self.topics.stock_decided {
                 let Some(decision) = self.decode::<StockDecision>(payload).await? else { continue };
@@ -279,30 +310,185 @@ impl Rebuilder {
                 }
                 let Some(release) = self.decode::<StockRelease>(payload).await? else { continue };
                 if release.event_id == event_id {
-                    releases.push(release);
+                    state.released(release);
                 }
             }
         }
-        // The release script's own rule: only the entry that won the unit
-        // returns it, once.
-        for release in releases {
-            let matches = state.decisions.get(&release.entry_id).is_some_and(|(member, outcome, unit, _)| {
-                *member == release.user_id && *outcome == Outcome::Won && *unit == Some(release.unit_no)
-            });
-            if matches {
-                state.released.entry(release.entry_id).or_insert(release.unit_no);
-            }
-        }
-        state.first_entries = first_entry.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
         Ok(state)
     }
+}
 
-    async fn decode<E: schemas::Event>(&self, payload: Option<&[u8]>) -> Result<Option<E>, RebuildError> {
-        match self.codec.decode::<E>(payload).await {
-            Ok(event) => Ok(Some(event)),
-            Err(error) if error.is_retriable() => Err(RebuildError::Registry(error)),
-            Err(_) => Ok(None),
+/// Rebuilds events of one deployment from its log.
+pub struct Rebuilder<L = KafkaLog> {
+    log: L,
+    redis: ConnectionManager,
+    swap: Script,
+}
+
+impl<L> std::fmt::Debug for Rebuilder<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rebuilder").finish_non_exhaustive()
+    }
+}
+
+impl Rebuilder<KafkaLog> {
+    /// `group` is the stock group whose committed marks say what was applied.
+    pub fn new(
+        kafka: &KafkaSettings,
+        group: &str,
+        codec: Codec,
+        redis: ConnectionManager,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        Ok(Self::with_log(KafkaLog::new(kafka, group, codec)?, redis))
+    }
+}
+
+impl<L: StockLog> Rebuilder<L> {
+    /// A rebuilder reading `log` (the model test's in-memory log).
+    pub fn with_log(log: L, redis: ConnectionManager) -> Self {
+        Self { log, redis, swap: platform::scripts::rebuild_swap() }
+    }
+
+    /// Rebuilds `event_id` from the log and swaps it in: reads the log,
+    /// holds the event, reads Redis' state, swaps; again while the event
+    /// moves under the swap.
+    pub async fn rebuild_event(&self, event_id: &str) -> Result<RebuildReport, RebuildError> {
+        for attempt in 1..=MAX_ATTEMPTS {
+            let read = self.read(event_id).await?;
+            let hold = self.hold(event_id).await?;
+            let swapped = self.swap(&hold, &read, attempt).await;
+            if !matches!(swapped, Ok(Finish::Swapped(_))) {
+                // The swap lets go of the hold; a failed one must not keep
+                // decisions out until the hold expires.
+                if let Err(error) = self.let_go(&hold).await {
+                    tracing::warn!(%error, event_id, "a failed rebuild's hold was not removed; it expires by itself");
+                }
+            }
+            match swapped? {
+                Finish::Swapped(report) => {
+                    tracing::warn!(?report, "event stock state rebuilt from the log");
+                    metrics::histogram!("firstcome_stock_rebuild_hold_seconds").record(report.held_ms as f64 / 1000.0);
+                    return Ok(*report);
+                }
+                Finish::Moved(why) => {
+                    tracing::info!(event_id, attempt, %why, "the event moved under the swap; reading again");
+                    tokio::time::sleep(POLL).await;
+                }
+            }
         }
+        Err(RebuildError::KeptMoving { event_id: event_id.to_string(), attempts: MAX_ATTEMPTS })
+    }
+
+    /// Reads the event's committed records (no hold: what commits later is
+    /// in Redis' state when the swap reads it).
+    pub async fn read(&self, event_id: &str) -> Result<LogRead, RebuildError> {
+        let committed = self.log.committed().await?;
+        let state = self.log.read_event(event_id, &committed).await?;
+        Ok(LogRead { event_id: event_id.to_string(), committed, state })
+    }
+
+    /// Takes the event's hold, waiting while another rebuild has it.
+    pub async fn hold(&self, event_id: &str) -> Result<Hold, RebuildError> {
+        let since = Instant::now();
+        loop {
+            if let Some(hold) = self.try_hold(event_id).await? {
+                return Ok(hold);
+            }
+            if since.elapsed() > HOLD_TTL {
+                return Err(RebuildError::HeldByAnother { event_id: event_id.to_string(), waited: since.elapsed() });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Takes the event's hold if nobody has it.
+    pub async fn try_hold(&self, event_id: &str) -> Result<Option<Hold>, RebuildError> {
+        let keys = EventKeys::new(event_id);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut conn = self.redis.clone();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(&keys.hold)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(HOLD_TTL.as_millis() as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(taken.map(|_| Hold { event_id: event_id.to_string(), token, since: Instant::now() }))
+    }
+
+    /// Lets go of a hold without swapping (a failed rebuild).
+    pub async fn let_go(&self, hold: &Hold) -> Result<(), RebuildError> {
+        let keys = EventKeys::new(&hold.event_id);
+        let mut conn = self.redis.clone();
+        let _: i64 = redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+            .key(&keys.hold)
+            .arg(&hold.token)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Under the hold: reads Redis' state, computes the event's keys from
+    /// the log united with it, and swaps them in (which lets go of the hold).
+    pub async fn swap(&self, hold: &Hold, read: &LogRead, attempt: usize) -> Result<Finish, RebuildError> {
+        let event_id = hold.event_id.as_str();
+        if read.event_id != event_id {
+            return Err(RebuildError::Unexpected(format!("a read of {} swapped into {event_id}", read.event_id)));
+        }
+        let keys = EventKeys::new(event_id);
+        let mut conn = self.redis.clone();
+        let meta = EventMeta::load(&mut conn, event_id).await?.ok_or_else(|| RebuildError::UnknownEvent(event_id.into()))?;
+        let live = self.live(&keys).await?;
+        let rebuilt = compute(&read.state, &live);
+        // What Redis must have applied: the committed marks, or its own where
+        // higher (batches decided and not yet committed: their answers stay).
+        let mut applied: HashMap<String, i64> = read.committed.expected_for(event_id).into_iter().collect();
+        for (name, mark) in &live.applied {
+            let kept = applied.entry(name.clone()).or_insert(*mark);
+            *kept = (*kept).max(*mark);
+        }
+        let stock_after = meta.for_sale - rebuilt.units_held as i64;
+        let counts_before = self.counts(&keys).await?;
+        self.write_temp(&keys, &rebuilt, &applied).await?;
+        let status = match self.swap_in(&keys, hold, &live.applied, stock_after, rebuilt.next_unit).await? {
+            Swap::Swapped { status } => status,
+            Swap::Moved(field) => return Ok(Finish::Moved(format!("the live mark {field} moved"))),
+        };
+        Ok(Finish::Swapped(Box::new(RebuildReport {
+            event_id: event_id.to_string(),
+            attempts: attempt,
+            held_ms: hold.since.elapsed().as_millis() as u64,
+            decisions_only_in_redis: rebuilt.only_in_redis,
+            entries_in_log: read.state.entries.len(),
+            decisions_in_log: read.state.decisions.len(),
+            releases_applied: rebuilt.released.len(),
+            decisions_before: counts_before.0,
+            decisions_after: rebuilt.decisions.len(),
+            winners_before: counts_before.1,
+            winners_after: rebuilt.winners.len(),
+            stock_before: counts_before.2,
+            stock_after,
+            units_held: rebuilt.units_held,
+            units_returned: rebuilt.units_returned,
+            waitlist: rebuilt.waitlist.len(),
+            status_after: status,
+        })))
+    }
+
+    /// Redis' state of the event, in one atomic read.
+    async fn live(&self, keys: &EventKeys) -> Result<LiveState, RebuildError> {
+        let mut conn = self.redis.clone();
+        let (decisions, released, members, applied, waitlist): (_, _, _, _, Vec<(String, f64)>) = redis::pipe()
+            .atomic()
+            .cmd("HGETALL").arg(&keys.decisions)
+            .cmd("SMEMBERS").arg(&keys.released)
+            .cmd("HGETALL").arg(&keys.members)
+            .cmd("HGETALL").arg(&keys.applied)
+            .cmd("ZRANGE").arg(&keys.waitlist).arg(0).arg(-1).arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        Ok(LiveState { decisions, released, members, applied, waitlist: waitlist.into_iter().collect() })
     }
 
     /// (decisions, winners, stock) held now.
@@ -332,9 +518,6 @@ impl Rebuilder {
         for chunk in rebuilt.released.chunks(CHUNK) {
             let _: () = redis::cmd("SADD").arg(&temp.released).arg(chunk).query_async(&mut conn).await?;
         }
-        for chunk in rebuilt.free_units.chunks(CHUNK) {
-            let _: () = redis::cmd("RPUSH").arg(&temp.free_units).arg(chunk).query_async(&mut conn).await?;
-        }
         for chunk in rebuilt.waitlist.chunks(CHUNK) {
             let mut zadd = redis::cmd("ZADD");
             zadd.arg(&temp.waitlist);
@@ -354,7 +537,7 @@ impl Rebuilder {
     async fn swap_in(
         &self,
         keys: &EventKeys,
-        event_id: &str,
+        hold: &Hold,
         live_applied: &HashMap<String, i64>,
         stock: i64,
         next_unit: i32,
@@ -363,16 +546,16 @@ impl Rebuilder {
         let mut invocation = self.swap.prepare_invoke();
         for key in [
             &keys.meta, &keys.stock, &keys.next_unit, &keys.applied,
-            &keys.decisions, &keys.winners, &keys.members, &keys.released, &keys.free_units, &keys.waitlist,
+            &keys.decisions, &keys.winners, &keys.members, &keys.released, &keys.waitlist,
             &keys.entered, &keys.entries,
             &temp.applied,
-            &temp.decisions, &temp.winners, &temp.members, &temp.released, &temp.free_units, &temp.waitlist,
+            &temp.decisions, &temp.winners, &temp.members, &temp.released, &temp.waitlist,
             &temp.entered, &temp.entries,
-            &keys.promoted,
+            &keys.hold,
         ] {
             invocation.key(key);
         }
-        invocation.arg(stock).arg(next_unit).arg(event_id).arg(STATE_CHANNEL);
+        invocation.arg(stock).arg(next_unit).arg(&hold.event_id).arg(STATE_CHANNEL).arg(&hold.token);
         // The live marks the read saw, sorted: the compare of the swap.
         let expected: BTreeMap<&String, &i64> = live_applied.iter().collect();
         for (name, mark) in expected {
@@ -383,7 +566,8 @@ impl Rebuilder {
         match answer.as_slice() {
             [code, status] if code == "SWAPPED" => Ok(Swap::Swapped { status: status.clone() }),
             [code, field] if code == "MOVED" => Ok(Swap::Moved(field.clone())),
-            [code] if code == "UNKNOWN_EVENT" => Err(RebuildError::UnknownEvent(event_id.to_string())),
+            [code] if code == "UNKNOWN_EVENT" => Err(RebuildError::UnknownEvent(hold.event_id.clone())),
+            [code] if code == "NOT_HELD" => Err(RebuildError::HoldLost(hold.event_id.clone())),
             other => Err(RebuildError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -401,7 +585,6 @@ struct TempKeys {
     winners: String,
     members: String,
     released: String,
-    free_units: String,
     waitlist: String,
     entered: String,
     entries: String,
@@ -416,17 +599,16 @@ impl TempKeys {
             winners: t(&keys.winners),
             members: t(&keys.members),
             released: t(&keys.released),
-            free_units: t(&keys.free_units),
             waitlist: t(&keys.waitlist),
             entered: t(&keys.entered),
             entries: t(&keys.entries),
         }
     }
 
-    fn all(&self) -> [&str; 9] {
+    fn all(&self) -> [&str; 8] {
         [
             &self.applied, &self.decisions, &self.winners, &self.members, &self.released,
-            &self.free_units, &self.waitlist, &self.entered, &self.entries,
+            &self.waitlist, &self.entered, &self.entries,
         ]
     }
 }
@@ -438,47 +620,123 @@ async fn write_hash(conn: &mut ConnectionManager, key: &str, fields: &[(String, 
     Ok(())
 }
 
-/// The keys the log implies, with the stock scripts' own rules.
-fn compute(state: &LogState) -> Rebuilt {
+/// An entry's standing decision in the rebuilt state: (member, outcome,
+/// unit, accepted_at); member and time unknown only for an answer Redis holds
+/// for an entry neither the log read nor Redis' lines name.
+type United = (Option<String>, Outcome, Option<i32>, Option<i64>);
+
+/// The keys the log implies, united with what Redis decided that the log
+/// does not hold yet, with the stock scripts' own rules.
+fn compute(state: &LogState, live: &LiveState) -> Rebuilt {
     let mut rebuilt = Rebuilt::default();
+
+    // Decisions: the log's, then Redis' answers for entries the log has not
+    // decided (or a promotion it has not seen). Such an entry may be younger
+    // than the read of the log: its member and accepted_at come from Redis
+    // too — a win or a place in line is always the member's first decided
+    // entry (`members`), a place in line carries its time (`waitlist`).
+    let mut decisions: HashMap<String, United> = state
+        .decisions
+        .iter()
+        .map(|(entry, (member, outcome, unit, at))| (entry.clone(), (Some(member.clone()), *outcome, *unit, Some(*at))))
+        .collect();
+    let mut known: HashMap<&str, (&str, Option<i64>)> =
+        state.entries.iter().map(|(entry, member, at)| (entry.as_str(), (member.as_str(), Some(*at)))).collect();
+    for (member, entry_id) in &live.members {
+        known.entry(entry_id.as_str()).or_insert((member.as_str(), None));
+    }
+    let mut in_line: HashMap<&str, (&str, i64)> = HashMap::new();
+    for (element, score) in &live.waitlist {
+        if let Some((entry_id, member)) = platform::event_keys::parse_waitlist_member(element) {
+            in_line.insert(entry_id, (member, *score as i64));
+        }
+    }
+    for (entry_id, answer) in &live.decisions {
+        let Some(decision) = crate::store::Decision::parse(answer) else { continue };
+        let member = known.get(entry_id.as_str()).map(|(m, _)| *m).or_else(|| in_line.get(entry_id.as_str()).map(|(m, _)| *m));
+        let accepted_at = known
+            .get(entry_id.as_str())
+            .and_then(|(_, at)| *at)
+            .or_else(|| in_line.get(entry_id.as_str()).map(|(_, at)| *at));
+        let taken = (member.map(str::to_string), decision.outcome, decision.unit_no, accepted_at);
+        let replace = match decisions.get(entry_id) {
+            None => true,
+            Some(current) => decision.outcome.supersedes(current.1),
+        };
+        if replace {
+            decisions.insert(entry_id.clone(), taken);
+            rebuilt.only_in_redis += 1;
+        }
+    }
+    // A member's first decided entry: Redis wrote it once, with the decision.
+    let mut members: BTreeMap<String, String> = state.members.iter().map(|(m, e)| (m.clone(), e.clone())).collect();
+    for (member, entry_id) in &live.members {
+        if decisions.contains_key(entry_id) {
+            members.insert(member.clone(), entry_id.clone());
+        }
+    }
+
     let mut won: BTreeMap<i32, usize> = BTreeMap::new();
     let mut winners: BTreeMap<&str, i32> = BTreeMap::new();
-    for (entry_id, (member, outcome, unit, _)) in &state.decisions {
+    for (entry_id, (member, outcome, unit, _)) in &decisions {
         let answer = format!("{}|{}", outcome.as_str(), unit.map(|u| u.to_string()).unwrap_or_default());
         rebuilt.decisions.push((entry_id.clone(), answer));
         if let (Outcome::Won, Some(unit)) = (outcome, unit) {
+            // A win counts whoever holds it; a holder Redis cannot name holds
+            // no place among the winners (it cannot happen: see above).
             *won.entry(*unit).or_default() += 1;
-            winners.entry(member.as_str()).or_insert(*unit);
+            if let Some(member) = member {
+                winners.entry(member.as_str()).or_insert(*unit);
+            }
         }
     }
     rebuilt.decisions.sort();
-    let mut returned: BTreeMap<i32, usize> = BTreeMap::new();
-    for (entry_id, unit) in &state.released {
-        *returned.entry(*unit).or_default() += 1;
-        rebuilt.released.push(entry_id.clone());
+
+    // Releases, by the release script's own rule (only the entry that won the
+    // unit returns it, once): the ones the stage committed, and the ones
+    // Redis applied in a batch not committed yet.
+    let mut released: BTreeMap<&str, i32> = BTreeMap::new();
+    let won_unit = |entry_id: &str| match decisions.get(entry_id) {
+        Some((holder, Outcome::Won, Some(unit), _)) => Some((holder.as_deref(), *unit)),
+        _ => None,
+    };
+    for release in &state.releases {
+        if won_unit(&release.entry_id) == Some((Some(release.user_id.as_str()), release.unit_no)) {
+            released.entry(release.entry_id.as_str()).or_insert(release.unit_no);
+        }
     }
+    // Redis' script checked the member already.
+    for entry_id in &live.released {
+        if let Some((_, unit)) = won_unit(entry_id) {
+            released.entry(entry_id.as_str()).or_insert(unit);
+        }
+    }
+    let mut returned: BTreeMap<i32, usize> = BTreeMap::new();
+    for (entry_id, unit) in &released {
+        *returned.entry(*unit).or_default() += 1;
+        rebuilt.released.push(entry_id.to_string());
+    }
+    // Every win holds its unit until returned: a unit two members won (a
+    // split brain, a forged record) is held twice, never sold a third time.
     for (unit, times) in &won {
         let back = returned.get(unit).copied().unwrap_or(0);
-        if *times > back {
-            rebuilt.units_held += 1;
-        } else {
-            rebuilt.free_units.push(*unit);
-        }
+        rebuilt.units_held += times.saturating_sub(back);
+        rebuilt.units_returned += back.min(*times);
     }
     rebuilt.next_unit = won.keys().next_back().copied().unwrap_or(0);
     rebuilt.winners = winners.iter().map(|(m, u)| (m.to_string(), u.to_string())).collect();
-    rebuilt.members = state.members.iter().map(|(m, e)| (m.clone(), e.clone())).collect();
-    rebuilt.members.sort();
-    for (entry_id, (member, outcome, _, accepted_at)) in &state.decisions {
-        let first = state.members.get(member) == Some(entry_id);
+    for (entry_id, (member, outcome, _, accepted_at)) in &decisions {
+        let (Some(member), Some(accepted_at)) = (member, accepted_at) else { continue };
+        let first = members.get(member) == Some(entry_id);
         if *outcome == Outcome::SoldOut && first && !winners.contains_key(member.as_str()) {
             // The member rides along, as decide.lua writes it.
-            rebuilt.waitlist.push((*accepted_at, format!("{entry_id}|{member}")));
+            rebuilt.waitlist.push((*accepted_at, platform::event_keys::waitlist_member(entry_id, member)));
         }
     }
     rebuilt.waitlist.sort();
+    rebuilt.members = members.into_iter().collect();
     rebuilt.entered = state.first_entries.iter().map(|(member, entry_id)| (member.clone(), format!("A|{entry_id}"))).collect();
-    rebuilt.entries = state.entries.clone();
+    rebuilt.entries = state.entries.iter().map(|(entry, member, _)| (entry.clone(), member.clone())).collect();
     rebuilt
 }
 
@@ -488,6 +746,17 @@ mod tests {
 
     fn decision(member: &str, outcome: Outcome, unit: Option<i32>, at: i64) -> (String, Outcome, Option<i32>, i64) {
         (member.to_string(), outcome, unit, at)
+    }
+
+    fn release(entry: &str, member: &str, unit: i32) -> StockRelease {
+        StockRelease {
+            event_id: "ev".into(),
+            entry_id: entry.into(),
+            user_id: member.into(),
+            unit_no: unit,
+            reason: "test".into(),
+            released_at: 10,
+        }
     }
 
     fn stock_decision(entry: &str, member: &str, outcome: Outcome, unit: Option<i32>) -> StockDecision {
@@ -516,7 +785,7 @@ mod tests {
                 let unit = (outcome == Outcome::Won).then_some(9);
                 state.decided(stock_decision("x", "m1", outcome, unit));
             }
-            let rebuilt = compute(&state);
+            let rebuilt = compute(&state, &LiveState::default());
             assert!(rebuilt.waitlist.is_empty(), "{order:?}: the promoted entry is not in line again: {:?}", rebuilt.waitlist);
             assert!(rebuilt.decisions.contains(&("x".to_string(), "WON|9".to_string())), "{order:?}: {:?}", rebuilt.decisions);
             assert!(rebuilt.winners.contains(&("m1".to_string(), "9".to_string())), "{order:?}: {:?}", rebuilt.winners);
@@ -530,10 +799,10 @@ mod tests {
         state.decisions.insert("e1".into(), decision("m1", Outcome::Won, Some(1), 1));
         state.decisions.insert("e2".into(), decision("m2", Outcome::Won, Some(2), 2));
         state.decisions.insert("e3".into(), decision("m3", Outcome::Won, Some(1), 3));
-        state.released.insert("e1".into(), 1);
-        let rebuilt = compute(&state);
+        state.released(release("e1", "m1", 1));
+        let rebuilt = compute(&state, &LiveState::default());
         assert_eq!(rebuilt.units_held, 2);
-        assert!(rebuilt.free_units.is_empty());
+        assert_eq!(rebuilt.units_returned, 1);
         assert_eq!(rebuilt.next_unit, 2);
     }
 
@@ -542,14 +811,111 @@ mod tests {
         let mut state = LogState::default();
         state.decisions.insert("e1".into(), decision("m1", Outcome::Won, Some(1), 1));
         state.decisions.insert("e2".into(), decision("m2", Outcome::Won, Some(2), 2));
-        state.released.insert("e2".into(), 2);
-        let rebuilt = compute(&state);
+        state.released(release("e2", "m2", 2));
+        let rebuilt = compute(&state, &LiveState::default());
         assert_eq!(rebuilt.units_held, 1);
-        assert_eq!(rebuilt.free_units, vec![2]);
+        assert_eq!(rebuilt.units_returned, 1);
         assert_eq!(rebuilt.released, vec!["e2".to_string()]);
         // The member whose gift failed keeps their place among the winners:
         // they are never awarded again.
         assert_eq!(rebuilt.winners.len(), 2);
+    }
+
+    /// A unit two members hold (decided on two Redis primaries, or forged)
+    /// is two units gone: counting it once would sell it a third time.
+    #[test]
+    fn a_unit_held_by_two_members_counts_twice() {
+        let mut state = LogState::default();
+        state.decisions.insert("e1".into(), decision("m1", Outcome::Won, Some(1), 1));
+        state.decisions.insert("e2".into(), decision("m2", Outcome::Won, Some(1), 2));
+        state.decisions.insert("e3".into(), decision("m3", Outcome::Won, Some(2), 3));
+        assert_eq!(compute(&state, &LiveState::default()).units_held, 3);
+        // One of the two returns it: one holder left.
+        state.released(release("e2", "m2", 1));
+        let rebuilt = compute(&state, &LiveState::default());
+        assert_eq!((rebuilt.units_held, rebuilt.units_returned), (2, 1));
+    }
+
+    #[test]
+    fn a_release_by_another_member_or_of_another_unit_is_not_applied() {
+        let mut state = LogState::default();
+        state.decisions.insert("e1".into(), decision("m1", Outcome::Won, Some(1), 1));
+        state.released(release("e1", "m9", 1));
+        state.released(release("e1", "m1", 2));
+        assert_eq!(compute(&state, &LiveState::default()).units_held, 1);
+        state.released(release("e1", "m1", 1));
+        state.released(release("e1", "m1", 1));
+        let rebuilt = compute(&state, &LiveState::default());
+        assert_eq!((rebuilt.units_held, rebuilt.units_returned), (0, 1));
+    }
+
+    fn live(decisions: &[(&str, &str)], released: &[&str]) -> LiveState {
+        LiveState {
+            decisions: decisions.iter().map(|(e, a)| (e.to_string(), a.to_string())).collect(),
+            released: released.iter().map(|e| e.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A batch decided X's win in Redis and commits after the rebuild read
+    /// the log: the rebuilt state keeps the win (before, the swap dropped it,
+    /// the counter was one too high and unit 1 went to someone else).
+    #[test]
+    fn a_decision_only_redis_holds_is_kept() {
+        let mut state = LogState::default();
+        state.entered("x", "mx", 5);
+        state.entered("y", "my", 6);
+        // decide.lua writes each member's first entry with its answer.
+        let mut redis = live(&[("x", "WON|1"), ("y", "SOLD_OUT|")], &[]);
+        redis.members.insert("mx".into(), "x".into());
+        redis.members.insert("my".into(), "y".into());
+        let rebuilt = compute(&state, &redis);
+        assert_eq!(rebuilt.only_in_redis, 2);
+        assert_eq!(rebuilt.units_held, 1);
+        assert_eq!(rebuilt.next_unit, 1);
+        assert!(rebuilt.winners.contains(&("mx".to_string(), "1".to_string())), "{:?}", rebuilt.winners);
+        assert_eq!(rebuilt.waitlist, vec![(6, "y|my".to_string())]);
+        // An entry younger than the read of the log: Redis names its member.
+        let mut younger = live(&[("z", "WON|2"), ("w", "SOLD_OUT|")], &[]);
+        younger.members.insert("mz".into(), "z".into());
+        younger.members.insert("mw".into(), "w".into());
+        younger.waitlist.insert("w|mw".into(), 9.0);
+        let rebuilt = compute(&state, &younger);
+        assert_eq!((rebuilt.only_in_redis, rebuilt.units_held), (2, 1));
+        assert!(rebuilt.winners.contains(&("mz".to_string(), "2".to_string())), "{:?}", rebuilt.winners);
+        assert_eq!(rebuilt.waitlist, vec![(9, "w|mw".to_string())]);
+    }
+
+    /// One instance applied a release in a batch not yet committed; the
+    /// other handed the unit on and committed. The log alone holds unit 1
+    /// twice; Redis' release makes it once (found by the model test).
+    #[test]
+    fn a_release_redis_applied_before_its_commit_counts() {
+        let mut state = LogState::default();
+        state.entered("e1", "m1", 1);
+        state.entered("e2", "m2", 2);
+        state.decided(stock_decision("e1", "m1", Outcome::Won, Some(1)));
+        state.decided(stock_decision("e2", "m2", Outcome::Won, Some(1)));
+        assert_eq!(compute(&state, &LiveState::default()).units_held, 2);
+        let rebuilt = compute(&state, &live(&[], &["e1"]));
+        assert_eq!((rebuilt.units_held, rebuilt.units_returned), (1, 1));
+        assert_eq!(rebuilt.released, vec!["e1".to_string()]);
+    }
+
+    /// The log's decision stands over Redis' for the same entry, but for a
+    /// promotion Redis made and the log has not seen yet.
+    #[test]
+    fn the_log_wins_over_redis_but_for_a_promotion() {
+        let mut state = LogState::default();
+        state.entered("a", "ma", 1);
+        state.entered("b", "mb", 2);
+        state.decided(stock_decision("a", "ma", Outcome::Won, Some(1)));
+        state.decided(stock_decision("b", "mb", Outcome::SoldOut, None));
+        let rebuilt = compute(&state, &live(&[("a", "SOLD_OUT|"), ("b", "WON|2")], &[]));
+        assert!(rebuilt.decisions.contains(&("a".to_string(), "WON|1".to_string())), "{:?}", rebuilt.decisions);
+        assert!(rebuilt.decisions.contains(&("b".to_string(), "WON|2".to_string())), "{:?}", rebuilt.decisions);
+        assert_eq!(rebuilt.units_held, 2);
+        assert!(rebuilt.waitlist.is_empty());
     }
 
     #[test]
@@ -563,7 +929,7 @@ mod tests {
         state.members.insert("m1".into(), "a".into());
         state.members.insert("m2".into(), "b".into());
         state.members.insert("m3".into(), "d".into());
-        let rebuilt = compute(&state);
+        let rebuilt = compute(&state, &LiveState::default());
         assert_eq!(rebuilt.waitlist, vec![(10, "b|m2".to_string()), (30, "a|m1".to_string())]);
     }
 
@@ -572,7 +938,7 @@ mod tests {
         let mut state = LogState::default();
         state.decisions.insert("e1".into(), decision("m1", Outcome::Won, Some(7), 1));
         state.decisions.insert("e2".into(), decision("m2", Outcome::SoldOut, None, 2));
-        let rebuilt = compute(&state);
+        let rebuilt = compute(&state, &LiveState::default());
         assert_eq!(rebuilt.decisions, vec![("e1".into(), "WON|7".into()), ("e2".into(), "SOLD_OUT|".into())]);
     }
 }

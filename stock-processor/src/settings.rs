@@ -44,6 +44,17 @@ pub struct Settings {
     /// is known to have more to fetch (a backlog); a caught-up stage never
     /// waits on it.
     pub order_max_idle_ms: u64,
+    /// The failover fence: no batch commits to Kafka until this many Redis
+    /// replicas acknowledged its decisions (`WAIT`), so a decision the log
+    /// holds survives a Sentinel failover, and a deposed primary — whose
+    /// replica now follows another — can decide, but never commit. 0 turns
+    /// the fence off (a Redis without replicas; README, "Defence in depth",
+    /// says what that risks). Set it to the number of replicas a failover
+    /// may promote from (`FIRSTCOME_REPLICA_ACKS`).
+    pub replica_acks: u32,
+    /// How long a batch waits for the replicas' acknowledgement before it
+    /// fails and is tried again (`FIRSTCOME_REPLICA_ACK_TIMEOUT_MS`).
+    pub replica_ack_timeout_ms: u64,
 }
 
 /// Stock settings built by this process so far (see `instance_id`).
@@ -83,6 +94,8 @@ impl Default for Settings {
             telemetry: TelemetrySettings::default(),
             instance_id: default_instance_id(),
             order_max_idle_ms: 500,
+            replica_acks: 0,
+            replica_ack_timeout_ms: 1_000,
         }
     }
 }
@@ -96,6 +109,14 @@ impl Settings {
     /// See [`Settings::order_max_idle_ms`].
     pub fn order_max_idle(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.order_max_idle_ms)
+    }
+
+    /// The failover fence, `None` when off (see [`Settings::replica_acks`]).
+    pub fn fence(&self) -> Option<crate::handler::Fence> {
+        (self.replica_acks > 0).then(|| crate::handler::Fence {
+            replicas: self.replica_acks,
+            timeout: std::time::Duration::from_millis(self.replica_ack_timeout_ms),
+        })
     }
 
     /// `firstcome-stock-<topic_prefix><instance_id>`.
@@ -119,6 +140,12 @@ impl Settings {
         }
         if self.registry.url.trim().is_empty() {
             return Err(SettingsError::Invalid("registry.url is empty".into()));
+        }
+        if self.replica_acks > 0 && self.replica_ack_timeout_ms >= self.kafka.transaction_timeout_ms {
+            return Err(SettingsError::Invalid(format!(
+                "replica_ack_timeout_ms ({}) must be below kafka.transaction_timeout_ms ({}): the batch waits inside its transaction",
+                self.replica_ack_timeout_ms, self.kafka.transaction_timeout_ms
+            )));
         }
         self.environment.check_kafka("kafka", &self.kafka)?;
         self.environment.check_redis("redis", &self.redis)

@@ -59,7 +59,9 @@ impl Application {
         let rebuilder = Rebuilder::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
         let failover = crate::failover::FailoverCheck::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
         let handler =
-            StockHandler::new(store, codec, settings.kafka.topics(), settings.group()).with_stale_guard(marks, rebuilder);
+            StockHandler::new(store, codec, settings.kafka.topics(), settings.group())
+                .with_stale_guard(marks, rebuilder)
+                .with_fence(settings.fence());
         let subscription = Subscription {
             kafka: settings.kafka.clone(),
             group_name: crate::GROUP,
@@ -71,6 +73,7 @@ impl Application {
         tracing::info!(
             group = %settings.group(),
             transactional_id = %settings.transactional_id(),
+            replica_acks = settings.replica_acks,
             ops_port = service.ops_port(),
             "stock processor built"
         );

@@ -149,6 +149,10 @@ pub enum StoreError {
     /// nothing was written; rebuild the event from the log, then call again.
     #[error("redis is behind the log: applied mark {field} is {applied}, {expected} was committed")]
     Stale { field: String, applied: i64, expected: i64 },
+    /// A rebuild holds the event (it is reading the log and will swap its
+    /// state in): nothing was written; call again once it let go.
+    #[error("a rebuild holds the event: nothing decided")]
+    Held,
     /// The script answered something this code does not know: a version skew.
     #[error("unexpected script answer: {0}")]
     Unexpected(String),
@@ -217,11 +221,11 @@ impl StockStore {
             .key(&keys.eligible)
             .key(&keys.winners)
             .key(&keys.decisions)
-            .key(&keys.free_units)
             .key(&keys.next_unit)
             .key(&keys.applied)
             .key(&keys.waitlist)
             .key(&keys.members)
+            .key(&keys.hold)
             .arg(event_id)
             .arg(STATE_CHANNEL)
             .arg(LATE_DECISION_GRACE.as_millis() as u64);
@@ -266,11 +270,11 @@ impl StockStore {
             .key(&keys.stock)
             .key(&keys.winners)
             .key(&keys.decisions)
-            .key(&keys.free_units)
             .key(&keys.released)
             .key(&keys.applied)
             .key(&keys.waitlist)
             .key(&keys.promoted)
+            .key(&keys.hold)
             .arg(entry_id)
             .arg(user_id)
             .arg(unit_no)
@@ -296,6 +300,7 @@ fn parse_released(answer: &[String]) -> Result<Released, StoreError> {
         ("MISMATCH", 0) => Ok(Released::Mismatch),
         ("UNKNOWN_EVENT", 0) => Ok(Released::UnknownEvent),
         ("STALE", _) => Err(parse_stale(rest).ok_or_else(unexpected)?),
+        ("HELD", 0) => Err(StoreError::Held),
         _ => Err(unexpected()),
     }
 }
@@ -306,8 +311,12 @@ fn parse_stale(rest: &[String]) -> Option<StoreError> {
 }
 
 fn parse_decided(answers: &[String], asked: usize) -> Result<Decided, StoreError> {
-    if answers.first().is_some_and(|first| first == "STALE") {
-        return Err(parse_stale(&answers[1..]).ok_or_else(|| StoreError::Unexpected(answers.join(" ")))?);
+    match answers.first().map(String::as_str) {
+        Some("STALE") => {
+            return Err(parse_stale(&answers[1..]).ok_or_else(|| StoreError::Unexpected(answers.join(" ")))?)
+        }
+        Some("HELD") if answers.len() == 1 => return Err(StoreError::Held),
+        _ => {}
     }
     let [remaining, now, decisions @ ..] = answers else {
         return Err(StoreError::Unexpected(format!("{} header fields", answers.len())));
@@ -376,6 +385,13 @@ mod tests {
         );
         assert!(matches!(parse_released(&strings(&["STALE", "r:0", "0", "1"])), Err(StoreError::Stale { .. })));
         assert!(matches!(parse_released(&strings(&["STALE", "r:0"])), Err(StoreError::Unexpected(_))));
+    }
+
+    #[test]
+    fn a_held_answer_wrote_nothing_and_says_so() {
+        let strings = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert!(matches!(parse_decided(&strings(&["HELD"]), 2), Err(StoreError::Held)));
+        assert!(matches!(parse_released(&strings(&["HELD"])), Err(StoreError::Held)));
     }
 
     #[test]

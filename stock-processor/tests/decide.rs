@@ -214,12 +214,13 @@ async fn a_released_unit_reopens_the_event_and_goes_to_the_next_winner() {
     assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(1));
     assert!(changes.drain(Duration::from_millis(300)).await.is_empty(), "a duplicate release published");
 
-    // The next winner gets the freed unit 1, and the event sells out again.
+    // The next winner gets the returned unit under a new number (no number is
+    // ever held by two members), and the event sells out again.
     let c = vec![(common::new_entry_id(), "c".to_string())];
     let decided = store.decide(&event_id, &refs(&c)).await.unwrap();
-    assert_eq!(decided.decisions[0], Decision { outcome: Outcome::Won, unit_no: Some(1) });
+    assert_eq!(decided.decisions[0], Decision { outcome: Outcome::Won, unit_no: Some(3) });
     assert_eq!(decided.remaining, Some(0));
-    assert_eq!(common::get_i64(&mut conn, &keys.next_unit).await, Some(2), "no fresh unit was minted");
+    assert_eq!(common::get_i64(&mut conn, &keys.next_unit).await, Some(3));
     assert_eq!(changes.next(Duration::from_secs(5)).await, Some(EventStatus::SoldOut));
 }
 
@@ -268,7 +269,7 @@ async fn keys_first_written_by_the_scripts_expire_with_the_event() {
     EventSetup::open_now(&event_id, 1, &eligible).create(&mut conn).await;
     let keys = EventKeys::new(&event_id);
     // write_event creates none of them (no placeholder members): the scripts do.
-    for key in [&keys.winners, &keys.decisions, &keys.next_unit, &keys.free_units, &keys.released] {
+    for key in [&keys.winners, &keys.decisions, &keys.next_unit, &keys.released] {
         assert_eq!(pttl(&mut conn, key).await, -2, "{key} exists before any decision");
     }
     let store = common::store().await;
@@ -281,7 +282,7 @@ async fn keys_first_written_by_the_scripts_expire_with_the_event() {
     // Each copies meta's expiry (close_at + a day), not some expiry of its own.
     let meta_ttl = pttl(&mut conn, &keys.meta).await;
     assert!(meta_ttl > 3_600_000, "meta expires at close_at + grace ({meta_ttl})");
-    for key in [&keys.winners, &keys.decisions, &keys.next_unit, &keys.free_units, &keys.released] {
+    for key in [&keys.winners, &keys.decisions, &keys.next_unit, &keys.released] {
         let ttl = pttl(&mut conn, key).await;
         assert!(ttl > 0 && (meta_ttl - ttl).abs() < 60_000, "{key} expires at {ttl}, meta at {meta_ttl}");
     }
