@@ -283,6 +283,28 @@ impl TransactionAborted<'_> {
     }
 }
 
+/// A blocking transactional call did not return within its bound (librdkafka
+/// can wait past the timeout it was given while it looks for a lost group
+/// coordinator): the producer has a call in progress and takes no other, so
+/// the loop ends and is rebuilt with a new producer, which fences this one.
+pub struct TransactionCallStuck<'a> {
+    pub group: &'a str,
+    pub call: &'static str,
+    pub waited: std::time::Duration,
+}
+
+impl TransactionCallStuck<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            group = self.group,
+            call = self.call,
+            waited_ms = self.waited.as_millis() as u64,
+            "transactional call did not return within its timeout; rebuilding the loop"
+        );
+        metrics::counter!("firstcome_transaction_calls_stuck_total", "group" => self.group.to_string()).increment(1);
+    }
+}
+
 /// The loop stopped with an error it cannot go on from; it is rebuilt
 /// after `pause` (`platform::service`).
 pub struct LoopFailed<'a> {

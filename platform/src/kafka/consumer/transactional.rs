@@ -2,13 +2,24 @@
 //! input offsets commit together in one Kafka transaction. On an abort the
 //! consumer is rewound to the committed offsets and the batch runs again
 //! (with what was held for the timestamp order: it comes again too).
+//!
+//! Every blocking transactional call is bounded here, not only by the
+//! timeout handed to librdkafka: librdkafka (2.12) ignores the timeout of
+//! `send_offsets_to_transaction` while it looks for a group coordinator that
+//! was lost (a cached coordinator whose broker died), and the call then
+//! waits, silently, for as long as that lasts. A call past its bound is left
+//! to finish on its own thread; the producer takes no other transactional
+//! call meanwhile, so the loop ends and is rebuilt with a new producer,
+//! whose `init_transactions` fences this one.
+
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::events::TransactionAborted;
+use super::events::{TransactionAborted, TransactionCallStuck};
 use super::{blocking, ConsumerError, ConsumerLoop, CALL_TIMEOUT};
 use crate::kafka::producer::{OutRecord, RawRecord};
 
@@ -25,7 +36,11 @@ impl ConsumerLoop {
         let result = self.try_transaction(records, dead, offsets).await;
         match result {
             Ok(()) => Ok(()),
-            Err(error) => {
+            Err(Failure::Stuck { call, waited }) => {
+                TransactionCallStuck { group: &self.group, call, waited }.emit();
+                Err(ConsumerError::Fatal(format!("{call} did not return within {waited:?}")))
+            }
+            Err(Failure::Kafka(error)) => {
                 let fatal = matches!(
                     error.rdkafka_error_code(),
                     Some(RDKafkaErrorCode::Fenced) | Some(RDKafkaErrorCode::ProducerFenced)
@@ -36,15 +51,20 @@ impl ConsumerLoop {
                     return Err(ConsumerError::Fatal(error.to_string()));
                 }
                 let producer = self.sender.inner().clone();
-                blocking(move || producer.abort_transaction(CALL_TIMEOUT))
-                    .await
-                    .map_err(|e| ConsumerError::Fatal(format!("abort failed: {e}")))?;
+                match bounded("abort_transaction", move || producer.abort_transaction(CALL_TIMEOUT)).await {
+                    Ok(()) => {}
+                    Err(Failure::Stuck { call, waited }) => {
+                        TransactionCallStuck { group: &self.group, call, waited }.emit();
+                        return Err(ConsumerError::Fatal(format!("{call} did not return within {waited:?}")));
+                    }
+                    Err(Failure::Kafka(e)) => return Err(ConsumerError::Fatal(format!("abort failed: {e}"))),
+                }
                 self.rewind().await
             }
         }
     }
 
-    async fn try_transaction(&self, records: &[OutRecord], dead: &[RawRecord], offsets: TopicPartitionList) -> KafkaResult<()> {
+    async fn try_transaction(&self, records: &[OutRecord], dead: &[RawRecord], offsets: TopicPartitionList) -> Result<(), Failure> {
         let producer = self.sender.inner().clone();
         blocking(move || producer.begin_transaction()).await?;
         let outputs = futures::future::join_all(records.iter().map(|r| self.sender.send(r)));
@@ -59,11 +79,12 @@ impl ConsumerLoop {
             .group_metadata()
             .ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::InvalidGroupId))?;
         let producer = self.sender.inner().clone();
-        blocking(move || {
-            producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
-            producer.commit_transaction(CALL_TIMEOUT)
+        bounded("send_offsets_to_transaction", move || {
+            producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)
         })
-        .await
+        .await?;
+        let producer = self.sender.inner().clone();
+        bounded("commit_transaction", move || producer.commit_transaction(CALL_TIMEOUT)).await
     }
 
     /// After an abort: seek every assigned partition back to its committed
@@ -88,6 +109,36 @@ impl ConsumerLoop {
         })
         .await
         .map_err(ConsumerError::from)
+    }
+}
+
+/// How much longer than its timeout a blocking transactional call is waited for.
+const STUCK_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs a blocking transactional call (given [`CALL_TIMEOUT`]) off the async
+/// workers and waits for it at most [`CALL_TIMEOUT`] + [`STUCK_GRACE`] (see
+/// the module doc).
+async fn bounded<T: Send + 'static>(
+    call: &'static str,
+    run: impl FnOnce() -> KafkaResult<T> + Send + 'static,
+) -> Result<T, Failure> {
+    let started = Instant::now();
+    match tokio::time::timeout(CALL_TIMEOUT + STUCK_GRACE, blocking(run)).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(Failure::Stuck { call, waited: started.elapsed() }),
+    }
+}
+
+/// Why a transaction did not commit.
+enum Failure {
+    Kafka(KafkaError),
+    /// A blocking call overran its timeout; it is still running.
+    Stuck { call: &'static str, waited: Duration },
+}
+
+impl From<KafkaError> for Failure {
+    fn from(error: KafkaError) -> Self {
+        Failure::Kafka(error)
     }
 }
 
