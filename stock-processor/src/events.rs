@@ -134,3 +134,69 @@ impl RecordRejected<'_> {
         metrics::counter!("firstcome_stock_rejected_total").increment(1);
     }
 }
+
+/// A read of the group's committed marks longer than this is logged even
+/// when it succeeds: it normally takes milliseconds.
+pub const MARKS_SLOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Describes the marks metrics once per process (help text and unit), with
+/// their known label sets at zero.
+pub fn describe_marks_metrics() {
+    static DESCRIBED: std::sync::Once = std::sync::Once::new();
+    DESCRIBED.call_once(|| {
+        metrics::describe_histogram!(
+            "firstcome_stock_marks_wait_seconds",
+            metrics::Unit::Seconds,
+            "How long reading the stock group's committed offsets and marks took, by result (ok, timeout, error)"
+        );
+        metrics::describe_counter!(
+            "firstcome_stock_marks_timeouts_total",
+            "Reads of the committed marks that hit their deadline, by what they waited for"
+        );
+        for waited_for in [crate::marks::MarksStep::Partitions, crate::marks::MarksStep::CommittedOffsets] {
+            metrics::counter!("firstcome_stock_marks_timeouts_total", "waited_for" => waited_for.as_str()).increment(0);
+        }
+    });
+}
+
+/// One read of the group's committed marks (before every batch): timed and
+/// counted; logged at WARN when it failed (what it waited for, how long) or
+/// was slow. A lost group coordinator shows here first.
+pub struct MarksWaited<'a> {
+    /// The step that failed (`None`: the read succeeded).
+    pub waited_for: Option<crate::marks::MarksStep>,
+    pub waited: std::time::Duration,
+    pub error: Option<&'a rdkafka::error::KafkaError>,
+}
+
+impl MarksWaited<'_> {
+    pub fn emit(&self) {
+        use rdkafka::error::RDKafkaErrorCode::{OperationTimedOut, RequestTimedOut};
+        let waited_ms = self.waited.as_millis() as u64;
+        let result = match (self.error, self.waited_for) {
+            (None, _) => {
+                if self.waited >= MARKS_SLOW {
+                    tracing::warn!(waited_ms, "reading the committed marks was slow (group coordinator moving?)");
+                }
+                "ok"
+            }
+            (Some(error), waited_for) => {
+                let waited_for = waited_for.unwrap_or(crate::marks::MarksStep::CommittedOffsets).as_str();
+                let timed_out = matches!(error.rdkafka_error_code(), Some(OperationTimedOut | RequestTimedOut));
+                tracing::warn!(
+                    waited_for,
+                    waited_ms,
+                    error = %ErrorChain(error),
+                    "reading the committed marks failed; the batch will be retried"
+                );
+                if timed_out {
+                    metrics::counter!("firstcome_stock_marks_timeouts_total", "waited_for" => waited_for).increment(1);
+                    "timeout"
+                } else {
+                    "error"
+                }
+            }
+        };
+        metrics::histogram!("firstcome_stock_marks_wait_seconds", "result" => result).record(self.waited.as_secs_f64());
+    }
+}

@@ -16,15 +16,24 @@
 //! An event that dropped out of a partition's metadata (32 newer events, or
 //! the 4 KiB metadata cap) is no longer checked on that partition: the check
 //! covers the events in play, which is where a lost second matters.
+//!
+//! Every read is bounded ([`FETCH_DEADLINE`] for the whole read), timed,
+//! and logged when slow or failed ([`crate::events::MarksWaited`]): when the
+//! group's coordinator is lost, librdkafka keeps looking for the new one
+//! inside the call, and without a bound a batch would wait out the
+//! re-discovery in silence. A read that fails fails the batch, which the
+//! consumer loop retries with its backoff, logging each try.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use platform::event_keys::applied_field;
+
+use crate::events::MarksWaited;
 use platform::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Which input topic a mark is about.
@@ -180,8 +189,32 @@ impl CommittedMarks {
 
 /// How long the partition lists of the input topics are trusted.
 const PARTITIONS_REFRESH: Duration = Duration::from_secs(30);
-/// Bound of one metadata or offset fetch.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound of one whole read (partition lists when due, then the committed
+/// offsets): a read that normally takes milliseconds, kept well below the
+/// transaction timeout, so a lost coordinator shows up as a failed, logged
+/// read every few seconds instead of one long silent one.
+pub const FETCH_DEADLINE: Duration = Duration::from_secs(5);
+/// The blocking call is given [`FETCH_DEADLINE`]; the async side stops
+/// waiting for it this much later, should librdkafka overrun its timeout.
+const FETCH_GRACE: Duration = Duration::from_millis(500);
+
+/// What a read of the marks was waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarksStep {
+    /// The partition lists of the input topics (topic metadata).
+    Partitions,
+    /// The group's committed offsets and metadata (from its coordinator).
+    CommittedOffsets,
+}
+
+impl MarksStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MarksStep::Partitions => "partitions",
+            MarksStep::CommittedOffsets => "committed_offsets",
+        }
+    }
+}
 
 /// The input partitions as last fetched, and when.
 type CachedPartitions = (Instant, Vec<(MarkKind, i32)>);
@@ -208,6 +241,7 @@ impl MarkReader {
     /// A reader for `group` on the deployment's survey and release topics.
     /// Creating the client does not connect; the first fetch does.
     pub fn new(kafka: &KafkaSettings, group: &str) -> Result<Self, KafkaError> {
+        crate::events::describe_marks_metrics();
         let mut config = platform::kafka::client_config(kafka);
         config.set("client.id", format!("{group}-marks")).set("reconnect.backoff.max.ms", "1000");
         let consumer: BaseConsumer = config
@@ -225,21 +259,41 @@ impl MarkReader {
     }
 
     /// The committed offsets and marks of every partition of both input
-    /// topics. The librdkafka calls block, so they run off the async workers.
+    /// topics, within [`FETCH_DEADLINE`] (else `OperationTimedOut`); each
+    /// read is timed and counted, a slow or failed one logged. The
+    /// librdkafka calls block, so they run off the async workers.
     pub async fn fetch(&self) -> Result<CommittedMarks, KafkaError> {
+        let started = Instant::now();
+        let deadline = started + FETCH_DEADLINE;
         let reader = self.clone();
-        tokio::task::spawn_blocking(move || reader.fetch_blocking())
-            .await
-            .unwrap_or_else(|_| Err(KafkaError::Canceled))
+        let read = tokio::task::spawn_blocking(move || reader.fetch_blocking(deadline));
+        let result = match tokio::time::timeout(FETCH_DEADLINE + FETCH_GRACE, read).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err((MarksStep::CommittedOffsets, KafkaError::Canceled)),
+            // Overran its own timeout: the thread finishes on its own, unawaited.
+            Err(_) => Err((MarksStep::CommittedOffsets, timed_out(MarksStep::CommittedOffsets))),
+        };
+        let waited = started.elapsed();
+        match result {
+            Ok(marks) => {
+                MarksWaited { waited_for: None, waited, error: None }.emit();
+                Ok(marks)
+            }
+            Err((step, error)) => {
+                MarksWaited { waited_for: Some(step), waited, error: Some(&error) }.emit();
+                Err(error)
+            }
+        }
     }
 
-    fn fetch_blocking(&self) -> Result<CommittedMarks, KafkaError> {
-        let partitions = self.partitions()?;
+    fn fetch_blocking(&self, deadline: Instant) -> Result<CommittedMarks, (MarksStep, KafkaError)> {
+        let partitions = self.partitions(deadline).map_err(|e| (MarksStep::Partitions, e))?;
         let mut wanted = TopicPartitionList::with_capacity(partitions.len());
         for (kind, partition) in &partitions {
             wanted.add_partition(self.topic(*kind), *partition);
         }
-        let committed = self.consumer.committed_offsets(wanted, FETCH_TIMEOUT)?;
+        let step = MarksStep::CommittedOffsets;
+        let committed = self.consumer.committed_offsets(wanted, left(deadline, step)?).map_err(|e| (step, e))?;
         let mut marks = CommittedMarks::default();
         for (kind, partition) in partitions {
             let Some(element) = committed.find_partition(self.topic(kind), partition) else { continue };
@@ -259,7 +313,7 @@ impl MarkReader {
 
     /// The partitions of both topics, refreshed every [`PARTITIONS_REFRESH`]
     /// (partitions can be added).
-    fn partitions(&self) -> Result<Vec<(MarkKind, i32)>, KafkaError> {
+    fn partitions(&self, deadline: Instant) -> Result<Vec<(MarkKind, i32)>, KafkaError> {
         if let Ok(cached) = self.partitions.lock() {
             if let Some((at, partitions)) = cached.as_ref() {
                 if at.elapsed() < PARTITIONS_REFRESH {
@@ -269,7 +323,8 @@ impl MarkReader {
         }
         let mut partitions = Vec::new();
         for (kind, topic) in &self.topics {
-            let metadata = self.consumer.fetch_metadata(Some(topic), FETCH_TIMEOUT)?;
+            let timeout = left(deadline, MarksStep::Partitions).map_err(|(_, e)| e)?;
+            let metadata = self.consumer.fetch_metadata(Some(topic), timeout)?;
             for found in metadata.topics() {
                 if let Some(error) = found.error() {
                     return Err(KafkaError::MetadataFetch(error.into()));
@@ -281,6 +336,23 @@ impl MarkReader {
             *cached = Some((Instant::now(), partitions.clone()));
         }
         Ok(partitions)
+    }
+}
+
+/// The time left before `deadline` for the next call of `step`; an error
+/// when none is left.
+fn left(deadline: Instant, step: MarksStep) -> Result<Duration, (MarksStep, KafkaError)> {
+    match deadline.checked_duration_since(Instant::now()) {
+        Some(left) if !left.is_zero() => Ok(left),
+        _ => Err((step, timed_out(step))),
+    }
+}
+
+/// librdkafka's own answer to a call past its timeout, for `step`.
+fn timed_out(step: MarksStep) -> KafkaError {
+    match step {
+        MarksStep::Partitions => KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut),
+        MarksStep::CommittedOffsets => KafkaError::OffsetFetch(RDKafkaErrorCode::OperationTimedOut),
     }
 }
 
