@@ -53,6 +53,9 @@ pub struct World {
     /// `stock-decided` behind the run's prefix.
     pub decided_topic: String,
     pub event_keys: EventKeys,
+    pub event_id: String,
+    /// The run's settings, for `firstcome rebuild redis` as an operator runs it.
+    pub settings: crate::CliSettings,
     pub redis: platform::redis::Connection,
     /// A pool on the server's `postgres` database (to refuse and terminate
     /// the chaos database's connections).
@@ -120,6 +123,16 @@ impl World {
             Fault::KillRedis { down_ms } => self.kill_redis(*down_ms).await,
             Fault::LoseRedisWrites { lost_ms } => self.lose_writes(*lost_ms).await,
             Fault::RedisFailover => self.failover().await,
+            Fault::RebuildRedis => {
+                let report = crate::commands::rebuild::redis::rebuild(&self.settings, &self.event_id).await?;
+                Ok((
+                    format!(
+                        "rebuilt: stock {:?} → {}, {} units held, {} answers kept from Redis, decisions held {} ms",
+                        report.stock_before, report.stock_after, report.units_held, report.decisions_only_in_redis, report.held_ms
+                    ),
+                    None,
+                ))
+            }
             Fault::RestartPostgres { down_ms } => self.restart_postgres(*down_ms).await,
             Fault::ProviderUnreachable { down_ms } => {
                 let provider = self.service("provider-sim")?;

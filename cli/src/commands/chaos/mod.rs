@@ -256,6 +256,8 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
         kafka: run_settings.kafka.clone(),
         decided_topic: topics.stock_decided.clone(),
         event_keys: EventKeys::new(&names.event_id),
+        event_id: names.event_id.clone(),
+        settings: run_settings.clone(),
         redis: platform::redis::connect(&run_settings.redis).await?,
         admin: platform::db::pool(&settings.database.with_database("postgres"))?,
         database: names.database.clone(),
@@ -482,7 +484,12 @@ async fn start_services(
         specs.push(ServiceSpec {
             name: schedule::name("stock", n),
             binary: "stock-processor".into(),
-            env: with(vec![("FIRSTCOME_HTTP__PORT", port.to_string()), ("FIRSTCOME_INSTANCE_ID", format!("chaos-stock-{}", n + 1))]),
+            env: with(vec![
+                ("FIRSTCOME_HTTP__PORT", port.to_string()),
+                ("FIRSTCOME_INSTANCE_ID", format!("chaos-stock-{}", n + 1)),
+                // The failover fence: Sentinel's Redis has one replica.
+                ("FIRSTCOME_REPLICA_ACKS", "1".into()),
+            ]),
             health_url: health(port),
         });
     }

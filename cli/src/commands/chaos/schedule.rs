@@ -31,6 +31,8 @@ pub enum Fault {
     LoseRedisWrites { lost_ms: u64 },
     /// `SENTINEL FAILOVER`: the replica is promoted.
     RedisFailover,
+    /// `firstcome rebuild redis <event>` while the pipeline runs.
+    RebuildRedis,
     /// The chaos database goes away for `down_ms`: every connection is
     /// terminated and new ones are refused.
     RestartPostgres { down_ms: u64 },
@@ -52,6 +54,7 @@ impl Fault {
             Fault::KillRedis { down_ms } => format!("SIGKILL both Redis nodes, restart from AOF after {down_ms} ms"),
             Fault::LoseRedisWrites { lost_ms } => format!("Redis loses {lost_ms} ms of the event's writes (DUMP/RESTORE)"),
             Fault::RedisFailover => "SENTINEL FAILOVER (replica promoted)".to_string(),
+            Fault::RebuildRedis => "firstcome rebuild redis (the event's stock state from the log, mid-rush)".to_string(),
             Fault::RestartPostgres { down_ms } => {
                 format!("PostgreSQL: the chaos database's connections terminated, refused for {down_ms} ms")
             }
@@ -105,6 +108,18 @@ pub fn plan(seed: u64, shape: &Shape) -> Vec<Planned> {
     let stock_at = ingest_at + rng.random_range(1..=rush_ms / 40 + 1);
     planned.push(Planned { at_ms: stock_at, fault: Fault::KillStockInTransaction { services, down_ms: down(&mut rng, 300, 1_500) } });
 
+    // The faults of the stock core strike while units remain (the event sells
+    // out within the first tenth of the rush): a failover, a lost second and a
+    // rebuild with batches in flight — after sell-out no unit is decided and
+    // they would test nothing.
+    let mut early = vec![Fault::RedisFailover, Fault::LoseRedisWrites { lost_ms: 1_000 }, Fault::RebuildRedis];
+    early.shuffle(&mut rng);
+    let mut at = stock_at;
+    for fault in early {
+        at += rng.random_range(rush_ms / 200 + 1..=rush_ms / 80 + 1);
+        planned.push(Planned { at_ms: at, fault });
+    }
+
     // The rest anywhere in the rush and the drain.
     let mut rest = Vec::new();
     for (role, count) in [("stock", shape.stock), ("recorder", shape.recorders), ("sender", shape.senders)] {
@@ -116,8 +131,6 @@ pub fn plan(seed: u64, shape: &Shape) -> Vec<Planned> {
     }
     rest.push(Fault::KillBroker { node: rng.random_range(1..=3), down_ms: down(&mut rng, 3_000, 8_000) });
     rest.push(Fault::KillRedis { down_ms: down(&mut rng, 500, 2_000) });
-    rest.push(Fault::LoseRedisWrites { lost_ms: 1_000 });
-    rest.push(Fault::RedisFailover);
     rest.push(Fault::RestartPostgres { down_ms: down(&mut rng, 2_000, 5_000) });
     rest.push(Fault::ProviderUnreachable { down_ms: down(&mut rng, 3_000, 8_000) });
     rest.shuffle(&mut rng);
@@ -164,15 +177,29 @@ mod tests {
                 Fault::KillRedis { .. } => "redis-kill",
                 Fault::LoseRedisWrites { .. } => "redis-lost",
                 Fault::RedisFailover => "failover",
+                Fault::RebuildRedis => "rebuild",
                 Fault::RestartPostgres { .. } => "postgres",
                 Fault::ProviderUnreachable { .. } => "provider",
             })
             .collect();
-        assert_eq!(kinds.len(), 9, "{kinds:?}");
+        assert_eq!(kinds.len(), 10, "{kinds:?}");
         // Every consumer instance twice, the stock stage once more in a transaction.
         let kills = planned.iter().filter(|p| matches!(p.fault, Fault::KillConsumer { .. })).count();
         assert_eq!(kills, 2 * (2 + 1 + 1));
         assert!(planned.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
         assert!(planned.iter().all(|p| p.at_ms < 80_000));
+    }
+
+    /// The failover, the lost second and the rebuild strike early in the
+    /// rush, while units remain (the event sells out in its first tenth).
+    #[test]
+    fn the_stock_core_faults_strike_while_units_remain() {
+        for seed in 0..50 {
+            let planned = plan(seed, &shape());
+            for fault in [Fault::RedisFailover, Fault::LoseRedisWrites { lost_ms: 1_000 }, Fault::RebuildRedis] {
+                let at = planned.iter().find(|p| p.fault == fault).map(|p| p.at_ms);
+                assert!(at.is_some_and(|at| at < 4_000), "seed {seed}: {fault:?} at {at:?}");
+            }
+        }
     }
 }

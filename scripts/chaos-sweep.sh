@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The chaos suite over many seeds, one after another (each seed is its own run of
+# `firstcome chaos`, see scripts/chaos.sh), then one table: per seed, whether every
+# invariant held, FCFS fidelity, phantom successes (members told "won" and never
+# paid), entries accepted and the time from the last request to the last gift.
+# Reports and logs stay in .stack/chaos/<seed>/.
+#
+#   bash scripts/chaos-sweep.sh            # seeds 1..20
+#   bash scripts/chaos-sweep.sh 21 10      # seeds 21..30
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+first="${1:-1}"
+count="${2:-20}"
+shift 2 || true
+
+ensure_build_deps
+stack_up
+step "three-broker Kafka and the Sentinel-managed Redis"
+stack/bin/stack up kafka3 redis-sentinel
+step "building the binaries"
+cargo build --locked --bins -p firstcome-cli -p ingest -p stock-processor -p recorder -p sender -p provider-sim
+bootstrap_pipeline target/debug/firstcome
+eval "$(stack/bin/stack env kafka3 redis-sentinel)"
+
+failed=0
+seeds=()
+for ((seed = first; seed < first + count; seed++)); do
+  step "chaos seed $seed ($((seed - first + 1)) of $count)"
+  seeds+=("$seed")
+  target/debug/firstcome chaos --seed "$seed" "$@" || failed=$((failed + 1))
+done
+
+step "chaos sweep: seeds $first..$((first + count - 1))"
+python3 - "${seeds[@]}" <<'PY'
+import json, sys
+print("| seed | invariants | FCFS fidelity | phantom successes | accepted / units | last request → last gift |")
+print("| --- | --- | --- | --- | --- | --- |")
+for seed in sys.argv[1:]:
+    try:
+        r = json.load(open(f".stack/chaos/{seed}/report.json"))
+    except OSError:
+        print(f"| {seed} | no report | | | | |")
+        continue
+    checks = r.get("checks") or []
+    held = bool(checks) and all(c.get("holds") for c in checks) and not r.get("error")
+    inv = r.get("invariants") or {}
+    phantoms = (inv.get("tally") or {}).get("phantom_successes", "?")
+    fid = r.get("fidelity") or {}
+    share = f"{100 * fid['share']:.2f} %" if "share" in fid else "?"
+    gift = r.get("last_request_to_last_gift_ms")
+    gift = f"{gift / 1000:.1f} s" if gift is not None else "?"
+    print(f"| {seed} | {'hold' if held else 'BROKEN'} | {share} | {phantoms} | {r.get('accepted', '?')} / {r.get('for_sale', '?')} | {gift} |")
+PY
+echo "seeds failed: $failed of $count"
+exit $((failed > 0))
