@@ -1,6 +1,10 @@
 //! Operations endpoints every service exposes: `GET /healthz` checks the
 //! service's real dependencies; `GET /metrics` renders Prometheus text.
 //!
+//! A check passes, fails (the service is unavailable), or passes with a
+//! warning (`warnings`: what an operator should look at, e.g. a Redis whose
+//! eviction policy cannot be read).
+//!
 //! Consumer services serve [`router`] on their own ops port; ingest merges it
 //! into its API router.
 
@@ -21,10 +25,13 @@ use crate::settings::KafkaSettings;
 /// One dependency probe: `Ok` when the dependency answers.
 pub type Probe = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// A probe that may pass with a warning: `Ok(Some(warning))`.
+pub type WarningProbe = Arc<dyn Fn() -> BoxFuture<'static, Result<Option<String>, String>> + Send + Sync>;
+
 /// The probes behind `/healthz`.
 #[derive(Clone, Default)]
 pub struct Health {
-    probes: Vec<(&'static str, Probe)>,
+    probes: Vec<(&'static str, WarningProbe)>,
 }
 
 /// How long one probe may take before it counts as down.
@@ -35,7 +42,18 @@ impl Health {
         Self::default()
     }
 
-    pub fn with(mut self, name: &'static str, probe: Probe) -> Self {
+    pub fn with(self, name: &'static str, probe: Probe) -> Self {
+        self.with_warnings(
+            name,
+            Arc::new(move || {
+                let probe = probe();
+                Box::pin(async move { probe.await.map(|()| None) })
+            }),
+        )
+    }
+
+    /// A check that can pass with a warning (reported under `warnings`).
+    pub fn with_warnings(mut self, name: &'static str, probe: WarningProbe) -> Self {
         self.probes.push((name, probe));
         self
     }
@@ -55,8 +73,11 @@ impl Health {
         )
     }
 
-    /// Redis answers PING.
+    /// Redis answers PING; and `redis_eviction_policy`: its
+    /// `maxmemory-policy` never evicts (fails on one that can evict an
+    /// event's keys, warns when it cannot be read).
     pub fn with_redis(self, conn: crate::redis::Connection) -> Self {
+        let policy_conn = conn.clone();
         self.with(
             "redis",
             Arc::new(move || {
@@ -67,6 +88,19 @@ impl Health {
                         .await
                         .map(|_| ())
                         .map_err(|e| e.to_string())
+                })
+            }),
+        )
+        .with_warnings(
+            "redis_eviction_policy",
+            Arc::new(move || {
+                let conn = policy_conn.clone();
+                Box::pin(async move {
+                    match conn.eviction_policy().await.refuse_evicting() {
+                        Ok(crate::redis::EvictionPolicy::Unknown(why)) => Ok(Some(why)),
+                        Ok(_) => Ok(None),
+                        Err(refused) => Err(refused.to_string()),
+                    }
                 })
             }),
         )
@@ -119,7 +153,8 @@ impl Health {
         )
     }
 
-    /// Runs every probe concurrently; the report names each dependency.
+    /// Runs every probe concurrently; the report names each dependency
+    /// (`ok` or why not) and, under `warnings`, what passed with a warning.
     pub async fn report(&self) -> (bool, serde_json::Value) {
         let results = futures::future::join_all(self.probes.iter().map(|(name, probe)| async move {
             let outcome = match tokio::time::timeout(PROBE_TIMEOUT, probe()).await {
@@ -130,12 +165,22 @@ impl Health {
         }))
         .await;
         let healthy = results.iter().all(|(_, r)| r.is_ok());
-        let checks: serde_json::Map<String, serde_json::Value> = results
-            .into_iter()
-            .map(|(name, r)| (name.to_string(), serde_json::Value::String(r.err().unwrap_or_else(|| "ok".into()))))
-            .collect();
+        let mut checks = serde_json::Map::new();
+        let mut warnings = serde_json::Map::new();
+        for (name, result) in results {
+            let check = match result {
+                Ok(warning) => {
+                    if let Some(warning) = warning {
+                        warnings.insert(name.to_string(), warning.into());
+                    }
+                    "ok".to_string()
+                }
+                Err(error) => error,
+            };
+            checks.insert(name.to_string(), check.into());
+        }
         let status = if healthy { "ok" } else { "unavailable" };
-        (healthy, serde_json::json!({ "status": status, "checks": checks }))
+        (healthy, serde_json::json!({ "status": status, "checks": checks, "warnings": warnings }))
     }
 }
 
@@ -167,4 +212,32 @@ pub async fn serve(listener: TcpListener, health: Health, shutdown: Cancellation
     axum::serve(listener, router(health))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answering(answer: Result<Option<String>, String>) -> WarningProbe {
+        Arc::new(move || {
+            let answer = answer.clone();
+            Box::pin(async move { answer })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_warning_is_reported_without_making_the_service_unavailable() {
+        let health = Health::new()
+            .with("up", Arc::new(|| Box::pin(async { Ok(()) })))
+            .with_warnings("unsure", answering(Ok(Some("policy not readable".into()))));
+        let (healthy, body) = health.report().await;
+        assert!(healthy, "{body}");
+        assert_eq!(body["status"], "ok");
+        assert_eq!(body["checks"], serde_json::json!({ "up": "ok", "unsure": "ok" }));
+        assert_eq!(body["warnings"], serde_json::json!({ "unsure": "policy not readable" }));
+
+        let (healthy, body) = health.with_warnings("refused", answering(Err("evicts".into()))).report().await;
+        assert!(!healthy);
+        assert_eq!((&body["status"], &body["checks"]["refused"]), (&"unavailable".into(), &"evicts".into()));
+    }
 }

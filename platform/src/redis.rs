@@ -17,7 +17,14 @@
 //! writable for seconds; writes that land there are lost, and the stock
 //! stage recovers them from the Kafka log). Lua scripts survive the move: `invoke_async` sends EVALSHA
 //! and loads the script on `NOSCRIPT` (a new primary that never saw it).
+//!
+//! [`Connection::check_eviction_policy`]: an event's keys carry a TTL (its
+//! closing time), and a server whose `maxmemory-policy` can evict drops such
+//! keys under memory pressure (`volatile-lru`, a common managed default,
+//! evicts exactly those). Services that keep state in Redis refuse to start
+//! on such a server, and `/healthz` reports the policy (`crate::ops`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
 
@@ -57,6 +64,7 @@ pub async fn connect(settings: &RedisSettings) -> RedisResult<Connection> {
         state: SyncMutex::new(None),
         rediscovery: tokio::sync::Mutex::new(Instant::now() - REDISCOVER_EVERY),
         moves: tokio::sync::watch::channel(0).0,
+        config_refused: AtomicBool::new(false),
     });
     let (manager, address) = shared.open(None).await?;
     *shared.lock() = Some(Current { generation: 0, manager: manager.clone(), address });
@@ -169,6 +177,10 @@ struct Shared {
     rediscovery: tokio::sync::Mutex<Instant>,
     /// The generation in use, announced to [`Connection::moves`] watchers.
     moves: tokio::sync::watch::Sender<u64>,
+    /// The server refused `CONFIG GET` once (the services' ACL users may not
+    /// run CONFIG; managed services rename it): later checks go straight to
+    /// `INFO`, so `/healthz` does not fill the server's ACL log with denials.
+    config_refused: AtomicBool,
 }
 
 impl Shared {
@@ -339,6 +351,126 @@ impl ConnectionLike for Connection {
     }
 }
 
+/// The one `maxmemory-policy` under which Redis never evicts a key.
+pub const NO_EVICTION: &str = "noeviction";
+
+/// The server's `maxmemory-policy`, as far as it can be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvictionPolicy {
+    /// `noeviction`: a full server refuses writes, it never drops a key.
+    NoEviction,
+    /// Any other policy: keys can be evicted under memory pressure.
+    Evicts(String),
+    /// Neither `CONFIG GET` nor `INFO memory` told (why, for the operator).
+    Unknown(String),
+}
+
+/// A server whose policy can evict an event's keys: the service refuses to start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "Redis runs with maxmemory-policy `{policy}`, which can evict keys under memory pressure, \
+     an event's keys among them (they carry a TTL): set `maxmemory-policy noeviction` \
+     (redis.conf, CONFIG SET, or the managed service's parameter group)"
+)]
+pub struct EvictionPolicyError {
+    pub policy: String,
+}
+
+impl EvictionPolicy {
+    fn of(policy: &str) -> Self {
+        match policy.trim() {
+            NO_EVICTION => EvictionPolicy::NoEviction,
+            other => EvictionPolicy::Evicts(other.to_string()),
+        }
+    }
+
+    /// `Err` for a policy that can evict; `Ok` otherwise (an unknown one
+    /// too: it is warned about, not refused).
+    pub fn refuse_evicting(self) -> Result<Self, EvictionPolicyError> {
+        match self {
+            EvictionPolicy::Evicts(policy) => Err(EvictionPolicyError { policy }),
+            other => Ok(other),
+        }
+    }
+}
+
+/// `maxmemory_policy` of an `INFO memory` answer.
+fn policy_in_info(info: &str) -> Option<&str> {
+    info.lines().find_map(|line| line.trim_end().strip_prefix("maxmemory_policy:"))
+}
+
+impl Connection {
+    /// The primary's `maxmemory-policy`: `CONFIG GET`, else (refused, as
+    /// for the services' own ACL users, or renamed) `INFO memory`.
+    pub async fn eviction_policy(&self) -> EvictionPolicy {
+        let mut conn = self.clone();
+        let mut refused = None;
+        if !self.shared.config_refused.load(Ordering::Relaxed) {
+            let config: RedisResult<Vec<String>> =
+                redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await;
+            match config {
+                // `[name, value]` (a map in RESP3, flattened the same way).
+                Ok(pair) if pair.len() == 2 => return EvictionPolicy::of(&pair[1]),
+                Ok(other) => refused = Some(format!("CONFIG GET answered {other:?}")),
+                Err(error) => {
+                    // The server's answer (NOPERM, unknown command), not a lost connection.
+                    if matches!(error.kind(), ErrorKind::Server(_) | ErrorKind::Extension) {
+                        self.shared.config_refused.store(true, Ordering::Relaxed);
+                    }
+                    refused = Some(format!("CONFIG GET: {error}"));
+                }
+            }
+        }
+        let info: RedisResult<String> = redis::cmd("INFO").arg("memory").query_async(&mut conn).await;
+        match info {
+            Ok(info) => match policy_in_info(&info) {
+                Some(policy) => EvictionPolicy::of(policy),
+                None => EvictionPolicy::Unknown(unread(refused, "INFO memory has no maxmemory_policy")),
+            },
+            Err(error) => EvictionPolicy::Unknown(unread(refused, &format!("INFO memory: {error}"))),
+        }
+    }
+
+    /// At start: refuses a server that can evict an event's keys, warns
+    /// when the policy cannot be read (the service starts; `/healthz` says
+    /// so), and logs and counts the outcome.
+    pub async fn check_eviction_policy(&self) -> Result<EvictionPolicy, EvictionPolicyError> {
+        let policy = self.eviction_policy().await;
+        EvictionPolicyChecked { policy: &policy }.emit();
+        policy.refuse_evicting()
+    }
+}
+
+fn unread(config: Option<String>, info: &str) -> String {
+    let config = config.map(|c| format!("{c}; ")).unwrap_or_default();
+    format!("maxmemory-policy not readable ({config}{info}); make sure the server runs `maxmemory-policy noeviction`")
+}
+
+/// The eviction policy checked at a service's start.
+struct EvictionPolicyChecked<'a> {
+    policy: &'a EvictionPolicy,
+}
+
+impl EvictionPolicyChecked<'_> {
+    fn emit(&self) {
+        let result = match self.policy {
+            EvictionPolicy::NoEviction => {
+                tracing::info!(policy = NO_EVICTION, "Redis never evicts keys");
+                "noeviction"
+            }
+            EvictionPolicy::Evicts(policy) => {
+                tracing::error!(%policy, "Redis can evict an event's keys: refusing to start (set maxmemory-policy noeviction)");
+                "evicts"
+            }
+            EvictionPolicy::Unknown(why) => {
+                tracing::warn!(%why, "Redis' maxmemory-policy is unknown: starting, but keys may be evicted");
+                "unknown"
+            }
+        };
+        metrics::counter!("firstcome_redis_eviction_policy_checks_total", "result" => result).increment(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +481,23 @@ mod tests {
         assert!(is_readonly(&readonly) && points_elsewhere(&readonly));
         let type_error = RedisError::from((ErrorKind::UnexpectedReturnType, "no"));
         assert!(!points_elsewhere(&type_error));
+    }
+
+    #[test]
+    fn only_noeviction_keeps_every_key() {
+        assert_eq!(EvictionPolicy::of("noeviction"), EvictionPolicy::NoEviction);
+        for evicting in ["volatile-lru", "allkeys-lru", "volatile-ttl", "allkeys-random", "volatile-lfu"] {
+            let refused = EvictionPolicy::of(evicting).refuse_evicting().expect_err(evicting);
+            assert!(refused.to_string().contains(evicting) && refused.to_string().contains("noeviction"), "{refused}");
+        }
+        let unknown = EvictionPolicy::Unknown("no INFO".into());
+        assert_eq!(unknown.clone().refuse_evicting(), Ok(unknown), "warned about, not refused");
+    }
+
+    #[test]
+    fn the_policy_is_read_from_info_memory() {
+        let info = "# Memory\r\nused_memory:1024\r\nmaxmemory:0\r\nmaxmemory_policy:volatile-lru\r\nallocator_frag_ratio:1.0\r\n";
+        assert_eq!(policy_in_info(info), Some("volatile-lru"));
+        assert_eq!(policy_in_info("# Memory\r\nused_memory:1024\r\n"), None);
     }
 }
