@@ -58,7 +58,8 @@ impl CachedHealth {
     }
 }
 
-/// `{"status", "checks": {name: "ok"|"down"}}`; the failures' text is logged.
+/// `{"status", "checks": {name: "ok"|"down"}}`, and `"warnings": [name]`
+/// when a check passed with one; the failures' and warnings' text is logged.
 fn public(detailed: &Value) -> Value {
     let mut checks = Map::new();
     if let Some(detail) = detailed["checks"].as_object() {
@@ -71,7 +72,15 @@ fn public(detailed: &Value) -> Value {
             checks.insert(name.clone(), Value::from(if ok { "ok" } else { "down" }));
         }
     }
-    json!({ "status": detailed["status"], "checks": checks })
+    let mut body = json!({ "status": detailed["status"], "checks": checks });
+    if let Some(warnings) = detailed["warnings"].as_object().filter(|w| !w.is_empty()) {
+        for (name, warning) in warnings {
+            let warning = platform::redact::urls(warning.as_str().unwrap_or_default());
+            tracing::warn!(dependency = %name, %warning, "health check passed with a warning");
+        }
+        body["warnings"] = warnings.keys().cloned().collect::<Vec<_>>().into();
+    }
+    body
 }
 
 async fn healthz(State(health): State<CachedHealth>) -> Response {

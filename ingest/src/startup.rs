@@ -1,7 +1,8 @@
 //! Builds the service from its settings and runs it until shutdown.
 //!
-//! `build` connects what must work from the start (Redis, and its pub/sub
-//! subscription; the database when migrating) and binds both listeners (the
+//! `build` connects what must work from the start (Redis, refused when its
+//! `maxmemory-policy` can evict keys, and its pub/sub subscription; the
+//! database when migrating) and binds both listeners (the
 //! public API and the internal ops one), so a test can read the ports before
 //! `run_until_stopped`. Kafka and the registry are reached lazily: ingest
 //! starts while they are down and answers 503.
@@ -34,6 +35,8 @@ pub enum Error {
     Settings(#[from] platform::settings::SettingsError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    EvictionPolicy(#[from] platform::redis::EvictionPolicyError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("schema registry: {0}")]
@@ -66,6 +69,8 @@ impl Application {
         // Its own role, user and principal (least privilege); never the owner's.
         let settings = settings.with_local_credentials();
         let redis = platform::redis::connect(&settings.redis).await?;
+        // First-entry marks, eligibility and the event's state must not be evicted.
+        redis.check_eviction_policy().await?;
         let cache = EventCache::new(settings.state_refresh());
         let sync = StateSync::connect(
             cache.clone(),

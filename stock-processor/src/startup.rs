@@ -24,6 +24,8 @@ pub enum Error {
     Codec(#[from] CodecError),
     #[error("failed to connect to redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    EvictionPolicy(#[from] platform::redis::EvictionPolicyError),
     #[error("failed to load the stock scripts: {0}")]
     Scripts(#[from] StoreError),
     #[error("failed to create a kafka client: {0}")]
@@ -41,7 +43,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to Redis (scripts loaded), the registry and Kafka (transactional
+    /// Connects to Redis (refused unless its `maxmemory-policy` is
+    /// `noeviction`; scripts loaded), the registry and Kafka (transactional
     /// producer initialised, group joined), and binds the ops listener.
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
@@ -49,6 +52,8 @@ impl Application {
         let settings = settings.with_local_credentials();
         let codec = settings.registry.codec()?;
         let conn = platform::redis::connect(&settings.redis).await?;
+        // The stock state must outlive memory pressure: refuse a Redis that evicts.
+        conn.check_eviction_policy().await?;
         let store = StockStore::new(conn.clone());
         store.load().await?;
         let health = Health::new()
