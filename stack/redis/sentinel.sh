@@ -70,6 +70,8 @@ appendonly yes
 appendfsync everysec
 appendfilename "appendonly.aof"
 save 3600 1 300 100 60 10000
+# Never evict (an event's keys carry a TTL); the services refuse any other policy.
+maxmemory-policy noeviction
 replica-read-only yes
 replica-serve-stale-data yes
 # A replica that (re)joins after a failover syncs at once (the default waits 5 s).
