@@ -5,6 +5,11 @@
 //! eligible members the entries are second entries (the first's standing).
 //!
 //! `cargo bench -p stock-processor --bench decide -- --warm-up-time 1 --measurement-time 3`
+//!
+//! `stock/fence`: the failover fence's cost, side by side in one run — a batch
+//! of 100 on the Sentinel-managed primary (`stack/bin/stack up redis-sentinel`;
+//! skipped when it is not up), then `WAIT 1` for its replica, as the stage does
+//! with `replica_acks = 1`, against the same batch without it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -58,5 +63,66 @@ fn decide(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, decide);
+/// The Sentinel-managed Redis of the stack (`stack/redis/sentinel.sh`).
+const SENTINELS: &str = "127.0.0.1:26380,127.0.0.1:26381,127.0.0.1:26382";
+
+fn fence(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let settings = platform::settings::RedisSettings {
+        sentinels: SENTINELS.into(),
+        master_name: "firstcome".into(),
+        ..Default::default()
+    }
+    .for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
+    let Ok(Ok(conn)) = runtime.block_on(tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        platform::redis::connect(&settings),
+    )) else {
+        eprintln!("stock/fence: the Sentinel-managed Redis is not up (`stack/bin/stack up redis-sentinel`): skipped");
+        return;
+    };
+    let event_id = format!("t-bench-{}", uuid::Uuid::new_v4().simple());
+    let members: Vec<String> = (0..MEMBERS).map(|n| format!("b{n:07}")).collect();
+    let store = runtime.block_on(async {
+        let mut conn = conn;
+        write_event(&mut conn, &testkit::open_event(&event_id, 100_000_000), &members).await.expect("event keys");
+        let store = StockStore::new(conn);
+        store.load().await.expect("scripts load");
+        store
+    });
+    let entry_ids: Vec<String> = (0..MEMBERS).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let next = AtomicUsize::new(0);
+    let batch = 100usize;
+    let mut group = c.benchmark_group("stock/fence");
+    group.throughput(Throughput::Elements(batch as u64));
+    for replicas in [0u32, 1] {
+        let name = if replicas == 0 { "off" } else { "wait_1_replica" };
+        group.bench_function(BenchmarkId::new("decide_batch_100", name), |b| {
+            b.to_async(&runtime).iter(|| {
+                let start = next.fetch_add(batch, Ordering::Relaxed);
+                let accepted_at_ms = schemas::now_millis();
+                let entries: Vec<EntryRef<'_>> = (start..start + batch)
+                    .map(|i| EntryRef { entry_id: &entry_ids[i % MEMBERS], user_id: &members[i % MEMBERS], accepted_at_ms })
+                    .collect();
+                let (store, event_id) = (&store, &event_id);
+                async move {
+                    store.decide(event_id, &entries).await.expect("decide");
+                    if replicas > 0 {
+                        let mut conn = store.connection();
+                        let acked: u32 = redis::cmd("WAIT").arg(replicas).arg(1_000).query_async(&mut conn).await.expect("WAIT");
+                        assert_eq!(acked, replicas, "the replica did not acknowledge");
+                    }
+                }
+            })
+        });
+    }
+    group.finish();
+    runtime.block_on(async {
+        let mut conn = store.connection();
+        let keys = EventKeys::new(&event_id);
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys.all()[..]).query_async(&mut conn).await;
+    });
+}
+
+criterion_group!(benches, decide, fence);
 criterion_main!(benches);
