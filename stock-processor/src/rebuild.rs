@@ -476,11 +476,12 @@ impl<L: StockLog> Rebuilder<L> {
         })))
     }
 
-    /// Redis' state of the event, in one atomic read.
+    /// Redis' state of the event, in one round trip. Under the hold nothing
+    /// the read covers changes, so it needs no MULTI (which the stage's
+    /// Redis user may not run).
     async fn live(&self, keys: &EventKeys) -> Result<LiveState, RebuildError> {
         let mut conn = self.redis.clone();
         let (decisions, released, members, applied, waitlist): (_, _, _, _, Vec<(String, f64)>) = redis::pipe()
-            .atomic()
             .cmd("HGETALL").arg(&keys.decisions)
             .cmd("SMEMBERS").arg(&keys.released)
             .cmd("HGETALL").arg(&keys.members)
