@@ -20,9 +20,9 @@
 //! Every read is bounded ([`FETCH_DEADLINE`] for the whole read), timed,
 //! and logged when slow or failed ([`crate::events::MarksWaited`]): when the
 //! group's coordinator is lost, librdkafka keeps looking for the new one
-//! inside the call, and without a bound a batch would wait out the
-//! re-discovery in silence. A read that fails fails the batch, which the
-//! consumer loop retries with its backoff, logging each try.
+//! inside the call until its timeout, and a read that took long but
+//! succeeded used to say nothing. A read that fails fails the batch, which
+//! the consumer loop retries with its backoff, logging each try.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
