@@ -22,12 +22,19 @@ cargo build --locked --bins -p firstcome-cli -p ingest -p stock-processor -p rec
 bootstrap_pipeline target/debug/firstcome
 eval "$(stack/bin/stack env kafka3 redis-sentinel)"
 
+# The whole sweep runs the binaries built now, even if the workspace is built
+# again meanwhile (a restarted service would otherwise run other code).
+bin_dir=".stack/chaos/bin-sweep"
+rm -rf "$bin_dir" && mkdir -p "$bin_dir"
+cp target/debug/{firstcome,ingest,stock-processor,recorder,sender,provider-sim} "$bin_dir"/
+export FIRSTCOME_BIN_DIR="$PWD/$bin_dir"
+
 failed=0
 seeds=()
 for ((seed = first; seed < first + count; seed++)); do
   step "chaos seed $seed ($((seed - first + 1)) of $count)"
   seeds+=("$seed")
-  target/debug/firstcome chaos --seed "$seed" "$@" || failed=$((failed + 1))
+  "$bin_dir/firstcome" chaos --seed "$seed" "$@" || failed=$((failed + 1))
 done
 
 step "chaos sweep: seeds $first..$((first + count - 1))"
