@@ -13,14 +13,7 @@ first="${1:-1}"
 count="${2:-20}"
 shift 2 || true
 
-ensure_build_deps
-stack_up
-step "three-broker Kafka and the Sentinel-managed Redis"
-stack/bin/stack up kafka3 redis-sentinel
-step "building the binaries"
-cargo build --locked --bins -p firstcome-cli -p ingest -p stock-processor -p recorder -p sender -p provider-sim
-bootstrap_pipeline target/debug/firstcome
-eval "$(stack/bin/stack env kafka3 redis-sentinel)"
+chaos_setup
 
 # The whole sweep runs the binaries built now, even if the workspace is built
 # again meanwhile (a restarted service would otherwise run other code).

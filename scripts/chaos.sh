@@ -12,16 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seed="${1:-1}"
 shift || true
 
-ensure_build_deps
-stack_up
-step "three-broker Kafka and the Sentinel-managed Redis"
-stack/bin/stack up kafka3 redis-sentinel
-
-step "building the binaries"
-cargo build --locked --bins -p firstcome-cli -p ingest -p stock-processor -p recorder -p sender -p provider-sim
-
-bootstrap_pipeline target/debug/firstcome
+chaos_setup
 
 step "chaos seed $seed"
-eval "$(stack/bin/stack env kafka3 redis-sentinel)"
 target/debug/firstcome chaos --seed "$seed" "$@"
