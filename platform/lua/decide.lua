@@ -3,7 +3,8 @@
 -- KEYS: 1 meta, 2 stock, 3 eligible, 4 winners, 5 decisions, 6 next_unit,
 --       7 applied, 8 waitlist, 9 members, 10 hold
 -- ARGV: 1 event_id, 2 state channel, 3 late-decision grace (ms),
---       4 E = number of expected marks, then E (field, next_offset) pairs,
+--       4 how long an event's keys outlive its close (ms),
+--       5 E = number of expected marks, then E (field, next_offset) pairs,
 --       then N = number of new marks, then N (field, next_offset) pairs,
 --       then (entry_id, user_id, accepted_at_ms) triples in batch order
 -- Returns { remaining, now, answer_1, answer_2, ... } as strings: remaining is
@@ -11,8 +12,12 @@
 -- (ms) the batch was judged at; each answer is 'OUTCOME|unit' (unit empty when
 -- none), the same form kept in `decisions`.
 -- Or { 'STALE', field, applied, expected } when Redis is behind what the
--- stage committed to Kafka: nothing was written. Never for an event with no
--- `meta` (expired or never created): that one is unknown, not stale.
+-- stage committed to Kafka: nothing was written. For an event with no `meta`
+-- ('meta' as the field): only when the committed marks name it (it existed)
+-- and an entry of the batch was accepted within the keys' lifetime (so they
+-- cannot have expired yet: accepted_at <= close_at): Redis lost it whole, and
+-- answering INELIGIBLE would take accepted members' places for good. Else
+-- (expired, or never created) it is unknown, not stale.
 -- Or { 'HELD' } while a rebuild holds the event: nothing was written; call
 -- again once the hold is gone.
 --
@@ -38,11 +43,12 @@ local meta, stock, eligible, winners, decisions, next_unit, applied, waitlist, m
 local event_id = ARGV[1]
 local channel = ARGV[2]
 local grace = tonumber(ARGV[3]) or 0
+local lifetime = tonumber(ARGV[4]) or 0
 
--- The marks: expected ones are checked before anything is written. An event
--- with no `meta` (expired) is never stale: it is answered INELIGIBLE below
+-- The marks: expected ones are checked before anything is written. An
+-- expired event (no `meta`) is never stale: it is answered INELIGIBLE below
 -- and nothing is written.
-local expected, after_expected = read_marks(4)
+local expected, after_expected = read_marks(5)
 local new_marks, at_arg = read_marks(after_expected)
 if held(hold) then
   return { 'HELD' }
@@ -55,6 +61,16 @@ end
 -- Redis' clock, not the caller's: every host judges on one clock, the one
 -- ingest stamped accepted_at with.
 local now = redis_now_ms()
+
+-- Lost whole, not expired (see the header).
+if #expected > 0 and redis.call('EXISTS', meta) == 0 then
+  for i = at_arg + 2, #ARGV, 3 do
+    local at = math.min(tonumber(ARGV[i]) or now, now)
+    if at > now - lifetime then
+      return { 'STALE', 'meta', '0', string.format('%.0f', expected[1][2]) }
+    end
+  end
+end
 
 local fields = redis.call('HMGET', meta, 'status', 'open_at_ms', 'close_at_ms')
 local status = fields[1]

@@ -51,7 +51,8 @@ end
 -- marks may still name it. Such an event is unknown, not stale: the scripts
 -- answer it as unknown and write nothing, so nothing can be sold on a
 -- forgetful state; answering STALE instead would send the stage to rebuild an
--- event that no longer exists and block the partition.
+-- event that no longer exists and block the partition. (decide.lua tells an
+-- event Redis lost whole from an expired one by its entries' accept times.)
 local function stale_answer(meta, applied, expected)
   if redis.call('EXISTS', meta) == 0 then
     return nil

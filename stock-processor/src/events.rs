@@ -110,6 +110,25 @@ impl<E: std::fmt::Display> RebuildFinished<'_, E> {
     }
 }
 
+/// Redis lost an event whole (no `meta`) although the log names it and its
+/// entries are recent: nothing is decided on it (answering INELIGIBLE would
+/// take accepted members' places for good) until its keys are back — the
+/// stage cannot read PostgreSQL, `firstcome rebuild redis` restores them.
+pub struct EventLost<'a> {
+    pub event_id: &'a str,
+}
+
+impl EventLost<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            event_id = self.event_id,
+            "Redis lost the event whole though the log names it: its entries wait; run `firstcome rebuild redis {}` (restores it from PostgreSQL and the log)",
+            self.event_id
+        );
+        metrics::counter!("firstcome_stock_events_lost_total").increment(1);
+    }
+}
+
 /// A script call found the event held by a rebuild: the batch waits for the
 /// swap instead of deciding on a state about to be replaced.
 pub struct DecisionsHeld<'a> {

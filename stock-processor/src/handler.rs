@@ -24,7 +24,8 @@ use schemas::{
 use tracing::{Instrument, Span};
 
 use crate::events::{
-    DecisionMade, DecisionsHeld, RebuildFinished, RecordRejected, RedisBehind, ReleaseApplied, StockRemaining,
+    DecisionMade, DecisionsHeld, EventLost, RebuildFinished, RecordRejected, RedisBehind, ReleaseApplied,
+    StockRemaining,
 };
 use crate::marks::{self, CommittedMarks, MarkKind, MarkReader};
 use crate::rebuild::Rebuilder;
@@ -256,8 +257,12 @@ impl StockHandler {
     /// from the log. An unguarded handler (or a failed rebuild) fails the
     /// batch, which is tried again: nothing is decided on a Redis that is behind.
     async fn on_stale(&self, event_id: &str, error: StoreError) -> Result<(), HandlerError> {
-        if let StoreError::Stale { field, applied, expected } = &error {
-            RedisBehind { event_id, field, applied: *applied, expected: *expected }.emit();
+        match &error {
+            StoreError::Stale { field, .. } if field == "meta" => EventLost { event_id }.emit(),
+            StoreError::Stale { field, applied, expected } => {
+                RedisBehind { event_id, field, applied: *applied, expected: *expected }.emit()
+            }
+            _ => {}
         }
         let Some(guard) = &self.guard else { return Err(HandlerError::transient(error)) };
         let rebuilt = guard.rebuilder.rebuild_event(event_id).await;

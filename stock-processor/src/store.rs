@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use platform::event_keys::{EventKeys, STATE_CHANNEL};
+use platform::event_keys::{EventKeys, GRACE_AFTER_CLOSE, STATE_CHANNEL};
 use platform::redis::Connection as ConnectionManager;
 use redis::Script;
 use schemas::Outcome;
@@ -228,7 +228,8 @@ impl StockStore {
             .key(&keys.hold)
             .arg(event_id)
             .arg(STATE_CHANNEL)
-            .arg(LATE_DECISION_GRACE.as_millis() as u64);
+            .arg(LATE_DECISION_GRACE.as_millis() as u64)
+            .arg(GRACE_AFTER_CLOSE.as_millis() as u64);
         marks.push_args(&mut invocation);
         for entry in entries {
             invocation.arg(entry.entry_id).arg(entry.user_id).arg(entry.accepted_at_ms);

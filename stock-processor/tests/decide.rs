@@ -644,12 +644,15 @@ async fn an_expired_event_still_named_by_the_committed_marks_is_unknown_not_stal
     assert_eq!(won.decisions[0].outcome, Outcome::Won);
 
     // A day after close every key of the event expires; the partitions'
-    // committed offset metadata still names it with marks 15 and 3.
+    // committed offset metadata still names it with marks 15 and 3. An entry
+    // of it arriving now was accepted before close, so over a day ago (one
+    // accepted later could only be of an event lost whole: STALE, below).
     let () = redis::cmd("DEL").arg(&keys.all()[..]).query_async(&mut conn).await.unwrap();
     let expected = marks(&[("s:2", 15), ("r:1", 3)], &[("s:2", 16), ("r:1", 4)]);
+    let before_close = schemas::now_millis() - platform::event_keys::GRACE_AFTER_CLOSE.as_millis() as i64 - 60_000;
 
     let b = vec![(common::new_entry_id(), "b".to_string())];
-    let answer = store.decide_marked(&event_id, &refs(&b), &expected).await.expect("unknown, not stale");
+    let answer = store.decide_marked(&event_id, &refs_at(&b, before_close), &expected).await.expect("unknown, not stale");
     assert_eq!(answer.decisions[0].outcome, Outcome::Ineligible);
     assert_eq!(answer.remaining, None);
     let released = store.release_marked(&event_id, &a[0].0, "a", 1, &expected).await.expect("unknown, not stale");
@@ -660,10 +663,53 @@ async fn an_expired_event_still_named_by_the_committed_marks_is_unknown_not_stal
     // `applied` outliving `meta` by a moment (each key copies meta's expiry on
     // its own) changes nothing: still unknown, still nothing written.
     let () = redis::cmd("HSET").arg(&keys.applied).arg("s:2").arg(15).query_async(&mut conn).await.unwrap();
-    let answer = store.decide_marked(&event_id, &refs(&b), &marks(&[("s:2", 15), ("r:1", 3)], &[("s:2", 16)])).await.unwrap();
+    let answer =
+        store.decide_marked(&event_id, &refs_at(&b, before_close), &marks(&[("s:2", 15), ("r:1", 3)], &[("s:2", 16)])).await.unwrap();
     assert_eq!(answer.decisions[0].outcome, Outcome::Ineligible);
     let released = store.release_marked(&event_id, &a[0].0, "a", 1, &marks(&[("r:1", 3)], &[("r:1", 4)])).await.unwrap();
     assert_eq!(released, Released::UnknownEvent);
     assert_eq!(common::hgetall(&mut conn, &keys.applied).await.len(), 1, "marks not raised");
     let () = redis::cmd("DEL").arg(&keys.applied).query_async(&mut conn).await.unwrap();
+}
+
+/// Redis lost the event whole (every key) after the stage had committed
+/// decisions of it: a recent entry is STALE, never INELIGIBLE — answering it
+/// INELIGIBLE took accepted members' places for good (50 of 50 in the
+/// reproduction: both stock instances paused, the keys deleted, resumed).
+/// An entry older than the keys' lifetime cannot be told from one of an
+/// expired event, and without committed marks nothing says the event existed:
+/// both stay unknown (INELIGIBLE, nothing written).
+#[tokio::test]
+async fn an_event_lost_whole_is_stale_not_ineligible() {
+    let event_id = common::new_event_id();
+    let eligible = vec!["m1".to_string(), "m2".to_string()];
+    let mut conn = common::redis().await;
+    EventSetup::open_now(&event_id, 5, &eligible).create(&mut conn).await;
+    let keys = EventKeys::new(&event_id);
+    let store = common::store().await;
+    let first = vec![(common::new_entry_id(), "m1".to_string())];
+    let committed = stock_processor::Marks { expected: vec![], new: vec![("s:0".into(), 1)] };
+    let decided = store.decide_marked(&event_id, &refs(&first), &committed).await.unwrap();
+    assert_eq!(decided.decisions[0].outcome, Outcome::Won);
+
+    let () = redis::cmd("DEL").arg(&keys.all()[..]).query_async(&mut conn).await.unwrap();
+    let next = vec![(common::new_entry_id(), "m2".to_string())];
+    let named = stock_processor::Marks { expected: vec![("s:0".into(), 1)], new: vec![("s:0".into(), 2)] };
+    let answer = store.decide_marked(&event_id, &refs(&next), &named).await;
+    assert!(
+        matches!(&answer, Err(stock_processor::StoreError::Stale { field, .. }) if field == "meta"),
+        "a lost event must not be decided: {answer:?}"
+    );
+    let existing: i64 = redis::cmd("EXISTS").arg(&keys.all()[..]).query_async(&mut conn).await.unwrap();
+    assert_eq!(existing, 0, "nothing written for a lost event");
+
+    // Accepted before the keys could have expired? No: unknown, as an expired event.
+    let long_ago = schemas::now_millis() - platform::event_keys::GRACE_AFTER_CLOSE.as_millis() as i64 - 60_000;
+    let old = store.decide_marked(&event_id, &refs_at(&next, long_ago), &named).await.unwrap();
+    assert_eq!(old.decisions[0].outcome, Outcome::Ineligible);
+    // No committed mark names it: nothing says it existed.
+    let unnamed = store.decide(&event_id, &refs(&next)).await.unwrap();
+    assert_eq!(unnamed.decisions[0].outcome, Outcome::Ineligible);
+    let existing: i64 = redis::cmd("EXISTS").arg(&keys.all()[..]).query_async(&mut conn).await.unwrap();
+    assert_eq!(existing, 0, "nothing written for an unknown event");
 }
