@@ -23,6 +23,7 @@ pub mod kafka;
 pub mod member_db;
 pub mod metrics;
 pub mod ops;
+pub mod ports;
 pub mod redact;
 pub mod redis;
 pub mod scripts;

@@ -542,7 +542,7 @@ async fn start_services(
 
 /// A port nothing listens on right now (bound, then released).
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(platform::ports::unused_port()?)
 }
 
 /// `stack/bin/stack`, from the working folder or above the binary.
