@@ -117,6 +117,51 @@ fn fence(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // Criterion reports means and medians; the stage's tail matters too:
+    // rounds of 200 batches each way, interleaved so both see the same
+    // machine, per-batch latency into one histogram per mode.
+    let mut histograms = [hdrhistogram::Histogram::<u64>::new(3).expect("histogram"), hdrhistogram::Histogram::new(3).expect("histogram")];
+    let mut busy = [std::time::Duration::ZERO; 2];
+    runtime.block_on(async {
+        for _round in 0..10 {
+            for (mode, replicas) in [0u32, 1].into_iter().enumerate() {
+                for _ in 0..200 {
+                    let start = next.fetch_add(batch, Ordering::Relaxed);
+                    let accepted_at_ms = schemas::now_millis();
+                    let entries: Vec<EntryRef<'_>> = (start..start + batch)
+                        .map(|i| EntryRef { entry_id: &entry_ids[i % MEMBERS], user_id: &members[i % MEMBERS], accepted_at_ms })
+                        .collect();
+                    let began = std::time::Instant::now();
+                    store.decide(&event_id, &entries).await.expect("decide");
+                    if replicas > 0 {
+                        let mut conn = store.connection();
+                        let _: u32 = redis::cmd("WAIT").arg(replicas).arg(1_000).query_async(&mut conn).await.expect("WAIT");
+                    }
+                    let took = began.elapsed();
+                    busy[mode] += took;
+                    histograms[mode].record(took.as_micros() as u64).expect("record");
+                }
+            }
+        }
+    });
+    let line = |mode: usize| {
+        let h = &histograms[mode];
+        format!(
+            "{:.0} batches/s, p50 {:.2} ms, p99 {:.2} ms",
+            h.len() as f64 / busy[mode].as_secs_f64(),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0
+        )
+    };
+    println!("stock/fence side by side (2,000 batches of 100 each, interleaved rounds):");
+    println!("  fence off:               {}", line(0));
+    println!("  fence on (WAIT 1):       {}", line(1));
+    println!(
+        "  ratio on/off: {:.2} batches/s, {:.2} p99",
+        (histograms[1].len() as f64 / busy[1].as_secs_f64()) / (histograms[0].len() as f64 / busy[0].as_secs_f64()),
+        histograms[1].value_at_quantile(0.99) as f64 / histograms[0].value_at_quantile(0.99) as f64
+    );
     runtime.block_on(async {
         let mut conn = store.connection();
         let keys = EventKeys::new(&event_id);
