@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The opening-rush drill, in one command (issue 9; README "Measured results").
+# The opening-rush drill, in one command (docs/drill.md; results in docs/measurements/).
 #
 #   bash scripts/drill.sh [--members N] [--stock N] [--peak-rate R] [--connections C]
 #                         [--wrk-secs S] [--out docs/drill]

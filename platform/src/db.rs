@@ -21,7 +21,7 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
     #[error("migration {name} failed: {source}")]
     Migration { name: &'static str, source: tokio_postgres::Error },
-    #[error("grants (migrations/grants.sql) failed — do the service roles exist? (README, Operations): {0}")]
+    #[error("grants (migrations/grants.sql) failed — do the service roles exist? (docs/operations.md): {0}")]
     Grants(tokio_postgres::Error),
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What `appendfsync always` costs next to `everysec`, on this machine, for the
-# two Redis workloads of the pipeline (README, "Durability"):
+# two Redis workloads of the pipeline (docs/defence-in-depth.md, "Durability"):
 #
 #   ingest   the accept path's two script calls per entry (the real
 #            platform/lua/admit.lua behind its prelude, and mark_accepted.lua,

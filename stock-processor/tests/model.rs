@@ -452,7 +452,7 @@ impl World {
         if !self.fence && self.instances.iter().any(Option::is_some) {
             // Without the fence a batch in flight over a lost span commits
             // decisions Redis no longer has, and another instance may decide
-            // on that state first: the risk README states for a Redis without
+            // on that state first: the risk docs/defence-in-depth.md states for a Redis without
             // replicas. The model loses writes only between batches then.
             return Ok(());
         }

@@ -11,7 +11,7 @@
 //! - during a burst the dashboard's figures move, and at the end they agree
 //!   with the dashboard API and with the database.
 //!
-//! Screenshots go to `target/browser-artifacts/` (the README's are copies).
+//! Screenshots go to `target/browser-artifacts/` (docs/img/ holds copies).
 
 #[path = "e2e/helpers.rs"]
 #[allow(dead_code)]

@@ -1,4 +1,4 @@
-//! The chaos suite with a fixed seed (issue "The chaos suite"): `firstcome
+//! The chaos suite with a fixed seed (docs/chaos.md): `firstcome
 //! chaos` runs every service as its own process on the three-broker Kafka
 //! and the Sentinel-managed Redis, fires a rush of 20,000 entries from
 //! 15,000 members at 2,000 units while processes, a broker, Redis,
@@ -92,7 +92,7 @@ async fn every_invariant_holds_through_the_seeded_faults() {
     assert_eq!(report["drained"], true, "not drained; logs in {}", dir.display());
     assert!(output.status.success(), "firstcome chaos failed; logs in {}", dir.display());
 
-    // The issue's sizes, and every kind of fault injected.
+    // The suite's default sizes, and every kind of fault injected.
     let load = &report["load"];
     assert!(load["shots"].as_u64().unwrap_or(0) >= 20_000, "{load}");
     assert!(report["members"].as_u64().unwrap_or(0) >= 15_000);

@@ -166,7 +166,7 @@ async fn rush_and_drain(
     for member in members {
         shots.push((member.clone(), ingest::auth::mint(secret, member, Duration::from_secs(3600))?));
     }
-    // The survey page and the dashboard, for a person to watch the rush (README "See the event").
+    // The survey page and the dashboard, for a person to watch the rush (docs/event-pages.md).
     println!("\nsurvey page  http://127.0.0.1:{INGEST_BASE_PORT}/?event={}", new_event.event_id);
     println!("dashboard    http://127.0.0.1:{INGEST_OPS_BASE_PORT}/dashboard?event={} (operator token: {})", new_event.event_id, ingest::settings::DEV_OPERATOR_TOKEN);
     for (member, token) in shots.iter().take(3) {

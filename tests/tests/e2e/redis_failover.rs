@@ -5,7 +5,7 @@
 //! short window of 503s at ingest, then 202s again; after the drain all
 //! five invariants hold. Writes the promoted replica had not received are
 //! recovered from the Kafka log: the stock stage finds Redis behind its
-//! committed marks and rebuilds the event (README, "Defence in depth").
+//! committed marks and rebuilds the event (docs/defence-in-depth.md).
 //!
 //! The two tests share the one Sentinel-managed Redis: one at a time.
 

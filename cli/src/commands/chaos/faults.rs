@@ -302,7 +302,7 @@ impl World {
     }
 
     /// The event's keys as they were `lost_ms` ago, put back atomically: the
-    /// lost second of `appendfsync everysec` (README, "Defence in depth").
+    /// lost second of `appendfsync everysec` (docs/defence-in-depth.md).
     async fn lose_writes(&mut self, lost_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
         let keys: Vec<String> = self.event_keys.all().iter().map(|k| k.to_string()).collect();
         let mut dump = redis::pipe();
