@@ -107,6 +107,7 @@ async fn every_invariant_holds_through_the_seeded_faults() {
         "kill_redis",
         "lose_redis_writes",
         "redis_failover",
+        "rebuild_redis",
         "restart_postgres",
         "provider_unreachable",
     ] {
