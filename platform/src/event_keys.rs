@@ -221,14 +221,15 @@ pub async fn write_event<C: redis::aio::ConnectionLike + Send>(
         let _: () = redis::cmd("SADD").arg(&keys.eligible).arg(chunk).query_async(conn).await?;
     }
     let expire_at_ms = meta.close_at_ms + GRACE_AFTER_CLOSE.as_millis() as i64;
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .cmd("SET").arg(&keys.stock).arg(meta.for_sale).ignore()
-        .cmd("PEXPIREAT").arg(&keys.stock).arg(expire_at_ms).ignore()
-        .cmd("PEXPIREAT").arg(&keys.eligible).arg(expire_at_ms).ignore()
-        .cmd("HSET").arg(&keys.meta).arg(meta.to_fields()).ignore()
-        .cmd("PEXPIREAT").arg(&keys.meta).arg(expire_at_ms).ignore();
-    let _: () = pipe.query_async(conn).await?;
+    // One script, not MULTI/EXEC: the stock stage's Redis user, which
+    // restores a lost event with this, runs scripts but no transactions.
+    let script = crate::scripts::write_event();
+    let mut invocation = script.prepare_invoke();
+    invocation.key(&keys.meta).key(&keys.stock).key(&keys.eligible).arg(meta.for_sale).arg(expire_at_ms);
+    for (field, value) in meta.to_fields() {
+        invocation.arg(field).arg(value);
+    }
+    let _: i64 = invocation.invoke_async(conn).await?;
     Ok(true)
 }
 

@@ -13,6 +13,7 @@
 //! | [`release`] | stock-processor (`store.rs`) | a returned unit goes to the next in line, or back to stock |
 //! | [`rebuild_swap`] | stock-processor (`rebuild.rs`), `firstcome rebuild redis` | swap a rebuilt event state in (compare-and-swap on the marks) |
 //! | [`waiting_room`] | ingest (`waiting_room.rs`) | a member's turn in the event's waiting line (rate-paced gate, pre-queue shuffled at the opening) |
+//! | [`write_event`] | `platform::event_keys::write_event` (`firstcome event create`, the stock stage's restore of a lost event) | the counter, the eligible set's expiry and `meta`, last |
 //!
 //! `lua/prelude.lua` holds what several scripts share — Redis' clock, the
 //! committed-marks (stale) check and raising of the `applied` marks, the copy of
@@ -46,8 +47,11 @@ pub const REBUILD_SWAP: &str = include_str!("../lua/rebuild_swap.lua");
 /// Source of [`waiting_room`]: prelude + `lua/waiting_room.lua`.
 pub const WAITING_ROOM: &str = concat!(include_str!("../lua/prelude.lua"), include_str!("../lua/waiting_room.lua"));
 
+/// Source of [`write_event`]: `lua/write_event.lua`.
+pub const WRITE_EVENT: &str = include_str!("../lua/write_event.lua");
+
 /// Every script by name, with its full source (what Redis is sent).
-pub const ALL: [(&str, &str); 7] = [
+pub const ALL: [(&str, &str); 8] = [
     ("admit", ADMIT),
     ("mark_accepted", MARK_ACCEPTED),
     ("mark_accepted_many", MARK_ACCEPTED_MANY),
@@ -55,6 +59,7 @@ pub const ALL: [(&str, &str); 7] = [
     ("release", RELEASE),
     ("rebuild_swap", REBUILD_SWAP),
     ("waiting_room", WAITING_ROOM),
+    ("write_event", WRITE_EVENT),
 ];
 
 /// ingest: the first-entry decisions of one or many requests of one event (`lua/admit.lua`).
@@ -92,6 +97,11 @@ pub fn rebuild_swap() -> Script {
 /// ingest: a member's turn in the event's waiting line (`lua/waiting_room.lua`).
 pub fn waiting_room() -> Script {
     Script::new(WAITING_ROOM)
+}
+
+/// An event's counter, eligible expiry and `meta` (`lua/write_event.lua`).
+pub fn write_event() -> Script {
+    Script::new(WRITE_EVENT)
 }
 
 #[cfg(test)]
