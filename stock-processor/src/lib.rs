@@ -12,6 +12,8 @@
 //! - [`store`]: the Lua scripts and their typed calls.
 //! - [`marks`]: applied marks, committed with the offsets, read back to catch
 //!   a Redis that lost writes (and [`rebuild`], which repairs it from the log).
+//! - [`restore`]: an event Redis lost whole, its static keys written again
+//!   from PostgreSQL and the member replica (then rebuilt from the log).
 //! - [`handler`]: the batch handler run by platform's consumer loop.
 //! - [`startup`]: `Application::build` / `run_until_stopped`.
 
@@ -23,6 +25,7 @@ pub mod failover;
 pub mod handler;
 pub mod marks;
 pub mod rebuild;
+pub mod restore;
 pub mod settings;
 pub mod startup;
 pub mod store;

@@ -129,12 +129,7 @@ pub async fn set_phone(
 /// The members who bought `product_id`, read on the replica.
 pub async fn eligible(replica: &ReplicaSettings, product_id: &str) -> anyhow::Result<Vec<String>> {
     let pool = platform::member_db::replica_pool(replica)?;
-    let rows = pool
-        .get()
-        .await?
-        .query("SELECT DISTINCT member_id FROM purchases WHERE product_id = $1", &[&product_id])
-        .await?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
+    Ok(stock_processor::restore::eligible_members(&pool, product_id).await?)
 }
 
 #[cfg(test)]
