@@ -7,20 +7,21 @@
 -- deployment: README, "Operations"); they log in, own nothing and cannot create
 -- anything. The owner of the database (the role `firstcome db migrate` runs as) is the
 -- only one that runs DDL; services never migrate. Members and phones are not here at all:
--- they are read from the shop's replica (`replica.url`), by the sender only.
+-- they are read from the shop's replica (`replica.url`): phones by the sender, purchases by
+-- the stock stage (restoring a lost event's eligibility) and `event create`.
 
 DO $$ BEGIN
     -- Only the owner and the service roles connect; no temporary tables for anyone else.
     EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
-    EXECUTE format('GRANT CONNECT ON DATABASE %I TO firstcome_ingest, firstcome_recorder, firstcome_sender',
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO firstcome_ingest, firstcome_stock, firstcome_recorder, firstcome_sender',
                    current_database());
 END $$;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-GRANT USAGE ON SCHEMA public TO firstcome_ingest, firstcome_recorder, firstcome_sender;
+GRANT USAGE ON SCHEMA public TO firstcome_ingest, firstcome_stock, firstcome_recorder, firstcome_sender;
 
 -- Start from nothing, so a grant removed here is removed from the database too.
-REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC, firstcome_ingest, firstcome_recorder, firstcome_sender;
-REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC, firstcome_ingest, firstcome_recorder, firstcome_sender;
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC, firstcome_ingest, firstcome_stock, firstcome_recorder, firstcome_sender;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC, firstcome_ingest, firstcome_stock, firstcome_recorder, firstcome_sender;
 
 -- ingest: the events it admits entries to (state refresh) and a member's own entry
 -- (GET /api/entries/{id}); for the operations dashboard on its ops listener, an
@@ -30,6 +31,10 @@ GRANT SELECT ON events, event_entries TO firstcome_ingest;
 GRANT UPDATE (status, closed_at) ON events TO firstcome_ingest;
 REVOKE ALL ON FUNCTION dispatch_figures(text, double precision) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION dispatch_figures(text, double precision) TO firstcome_ingest;
+
+-- stock (group `stock`): reads an event's row to restore the event when Redis lost it
+-- whole (stock_processor::restore); it decides in Redis and writes nothing here.
+GRANT SELECT ON events TO firstcome_stock;
 
 -- recorder (group `recording`): the entries projection and the stock ledger.
 GRANT SELECT ON events TO firstcome_recorder;

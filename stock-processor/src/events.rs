@@ -5,6 +5,7 @@ use platform::error::ErrorChain;
 use platform::kafka::HandlerError;
 use schemas::Outcome;
 
+use crate::restore::{Restore, RestoreError};
 use crate::store::Released;
 
 /// One entry decided.
@@ -110,22 +111,75 @@ impl<E: std::fmt::Display> RebuildFinished<'_, E> {
     }
 }
 
-/// Redis lost an event whole (no `meta`) although the log names it and its
-/// entries are recent: nothing is decided on it (answering INELIGIBLE would
-/// take accepted members' places for good) until its keys are back — the
-/// stage cannot read PostgreSQL, `firstcome rebuild redis` restores them.
+/// Redis lost an event whole (no `meta`, every key gone) although something
+/// names it: the committed marks (the stage decided entries of it and
+/// committed them), or recent entries of it (PostgreSQL is asked whether it
+/// exists). Answering INELIGIBLE would take accepted members' places for
+/// good, so the stage restores the event from PostgreSQL and the member
+/// replica (`crate::restore`), rebuilds it from the log and decides again.
+/// An event PostgreSQL does not know, or whose keys' lifetime is over, is
+/// decided as unknown (INELIGIBLE). Logged at WARN when restored or when
+/// committed marks name an event PostgreSQL lacks; counted by result.
 pub struct EventLost<'a> {
     pub event_id: &'a str,
+    /// `marks` (the committed marks name it) or `entries` (recent entries
+    /// of an event Redis does not know).
+    pub named_by: &'static str,
+    /// What the restore did; `None` when this stage has no restorer.
+    pub restore: Option<&'a Result<Restore, RestoreError>>,
 }
 
 impl EventLost<'_> {
     pub fn emit(&self) {
-        tracing::error!(
-            event_id = self.event_id,
-            "Redis lost the event whole though the log names it: its entries wait; run `firstcome rebuild redis {}` (restores it from PostgreSQL and the log)",
-            self.event_id
-        );
-        metrics::counter!("firstcome_stock_events_lost_total").increment(1);
+        let (event_id, named_by) = (self.event_id, self.named_by);
+        // The marks naming an event PostgreSQL lacks is surprising; a junk id
+        // in an entry is a hostile or broken producer's, and not worth a WARN each.
+        let surprising = named_by == "marks";
+        let result = match self.restore {
+            Some(Ok(Restore::Restored { eligible })) => {
+                tracing::warn!(
+                    event_id,
+                    named_by,
+                    eligible,
+                    "Redis lost the event whole: meta and eligibility restored from PostgreSQL; rebuilding it from the log before deciding"
+                );
+                "restored"
+            }
+            Some(Ok(Restore::Present)) => {
+                tracing::info!(event_id, named_by, "the lost event's meta is back (restored meanwhile): rebuilding it from the log");
+                "present"
+            }
+            Some(Ok(Restore::Unknown { cached })) => {
+                if surprising && !cached {
+                    tracing::warn!(event_id, named_by, "Redis and PostgreSQL both lack the event: its entries are decided as an unknown event's");
+                } else {
+                    tracing::debug!(event_id, named_by, cached, "no such event in PostgreSQL: decided as unknown");
+                }
+                "unknown"
+            }
+            Some(Ok(Restore::Expired { cached })) => {
+                tracing::debug!(event_id, named_by, cached, "the event's keys expired: decided as unknown");
+                "expired"
+            }
+            Some(Err(error)) => {
+                tracing::error!(
+                    event_id,
+                    named_by,
+                    error = %ErrorChain(error),
+                    "Redis lost the event whole and restoring it failed: nothing decided on it, the batch will be retried"
+                );
+                "failed"
+            }
+            None => {
+                tracing::error!(
+                    event_id,
+                    named_by,
+                    "Redis lost the event whole and this stage cannot restore it (no database): its entries wait; run `firstcome rebuild redis {event_id}`"
+                );
+                "not_restorable"
+            }
+        };
+        metrics::counter!("firstcome_stock_events_lost_total", "result" => result).increment(1);
     }
 }
 

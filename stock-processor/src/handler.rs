@@ -11,7 +11,9 @@
 //! Redis is not trusted to remember everything it acknowledged: every script
 //! call checks the event's applied marks against the ones committed to Kafka
 //! (see [`crate::marks`]). When Redis is behind, the event is rebuilt from the
-//! log before anything is decided on it.
+//! log before anything is decided on it. When Redis lost an event whole
+//! (every key) while the committed marks or PostgreSQL name it, the event's
+//! static keys are restored from PostgreSQL first ([`crate::restore`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -29,6 +31,7 @@ use crate::events::{
 };
 use crate::marks::{self, CommittedMarks, MarkKind, MarkReader};
 use crate::rebuild::Rebuilder;
+use crate::restore::Restorer;
 use crate::store::{Decided, EntryRef, Marks, Promotion, Released, StockStore, StoreError};
 
 /// How long a batch waits for a rebuild that holds an event before it fails
@@ -45,6 +48,19 @@ pub struct StockHandler {
     group: String,
     guard: Option<StaleGuard>,
     fence: Option<Fence>,
+    /// Restores an event Redis lost whole (needs the stale guard's rebuild).
+    restorer: Option<Restorer>,
+}
+
+/// How a script call is checked against the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Against the committed marks: the normal case.
+    Committed,
+    /// Without them: Redis and PostgreSQL both lack the event, so it is
+    /// answered as unknown (INELIGIBLE, nothing written). With the marks the
+    /// script would answer STALE again, for ever.
+    AsUnknown,
 }
 
 /// The failover fence: a batch's Redis writes must reach this many replicas
@@ -103,7 +119,16 @@ impl StockHandler {
     /// A handler that trusts Redis (no stale check): tests of the decisions.
     /// The stage runs [`StockHandler::with_stale_guard`].
     pub fn new(store: StockStore, codec: Codec, topics: Topics, group: String) -> Self {
-        Self { store, codec, topics, group, guard: None, fence: None }
+        Self { store, codec, topics, group, guard: None, fence: None, restorer: None }
+    }
+
+    /// Restores an event Redis lost whole with `restorer` (from PostgreSQL
+    /// and the member replica), then rebuilds it from the log, before
+    /// deciding on it; one PostgreSQL lacks is decided as unknown. Without
+    /// it such an event stalls until an operator restores it.
+    pub fn with_restorer(mut self, restorer: Restorer) -> Self {
+        self.restorer = Some(restorer);
+        self
     }
 
     /// Commits nothing a failover could lose: after its script calls a batch
@@ -256,35 +281,69 @@ impl StockHandler {
     /// Redis answered STALE for `event_id`: say so loudly, rebuild the event
     /// from the log. An unguarded handler (or a failed rebuild) fails the
     /// batch, which is tried again: nothing is decided on a Redis that is behind.
-    async fn on_stale(&self, event_id: &str, error: StoreError) -> Result<(), HandlerError> {
+    /// STALE 'meta' (Redis lost the event whole): restored first; when
+    /// PostgreSQL lacks it, the call is made again as for an unknown event.
+    async fn on_stale(&self, event_id: &str, error: StoreError) -> Result<Check, HandlerError> {
         match &error {
-            StoreError::Stale { field, .. } if field == "meta" => EventLost { event_id }.emit(),
+            StoreError::Stale { field, .. } if field == "meta" => {
+                let restored = self.restore_lost(event_id, "marks").await?;
+                if !restored {
+                    return Ok(Check::AsUnknown);
+                }
+            }
             StoreError::Stale { field, applied, expected } => {
                 RedisBehind { event_id, field, applied: *applied, expected: *expected }.emit()
             }
             _ => {}
         }
-        let Some(guard) = &self.guard else { return Err(HandlerError::transient(error)) };
+        self.rebuild(event_id, &error).await?;
+        Ok(Check::Committed)
+    }
+
+    async fn rebuild(&self, event_id: &str, cause: &(dyn std::fmt::Display + Sync)) -> Result<(), HandlerError> {
+        let Some(guard) = &self.guard else { return Err(HandlerError::transient(cause.to_string())) };
         let rebuilt = guard.rebuilder.rebuild_event(event_id).await;
         RebuildFinished { event_id, error: rebuilt.as_ref().err() }.emit();
-        rebuilt.map(|_| ()).map_err(|e| HandlerError::transient_in(format!("rebuilding {event_id} after {error}"), e))
+        rebuilt.map(|_| ()).map_err(|e| HandlerError::transient_in(format!("rebuilding {event_id} after {cause}"), e))
+    }
+
+    /// Redis has no `meta` of `event_id` though `named_by` names it: writes
+    /// its static keys back from PostgreSQL. `Ok(true)`: they are back (to
+    /// be rebuilt from the log); `Ok(false)`: PostgreSQL does not know it
+    /// or its lifetime is over, it stays unknown. A stage without a
+    /// restorer answers `Ok(true)` too: the rebuild that follows fails and
+    /// the batch waits, as it must (nothing says the event is not live).
+    async fn restore_lost(&self, event_id: &str, named_by: &'static str) -> Result<bool, HandlerError> {
+        let Some(restorer) = &self.restorer else {
+            EventLost { event_id, named_by, restore: None }.emit();
+            return Ok(true);
+        };
+        let mut conn = self.store.connection();
+        let restored = restorer.restore(&mut conn, event_id, schemas::now_millis()).await;
+        EventLost { event_id, named_by, restore: Some(&restored) }.emit();
+        match restored {
+            Ok(restore) => Ok(!restore.is_absent()),
+            Err(error) => Err(HandlerError::transient_in(format!("restoring lost event {event_id}"), error)),
+        }
     }
 
     /// Runs a script call of `event_id`: once more after a rebuild when
     /// Redis is behind the log (STALE), again and again while a rebuild
-    /// holds the event (HELD, at most [`HELD_WAIT`]).
+    /// holds the event (HELD, at most [`HELD_WAIT`]). `call` is told how to
+    /// check the log (see [`Check`]).
     async fn call_store<T, F, Fut>(&self, event_id: &str, call: F) -> Result<T, HandlerError>
     where
-        F: Fn() -> Fut,
+        F: Fn(Check) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let since = Instant::now();
+        let mut check = Check::Committed;
         let mut rebuilt = false;
         let mut held = false;
         loop {
-            match call().await {
+            match call(check).await {
                 Err(stale @ StoreError::Stale { .. }) if !rebuilt => {
-                    self.on_stale(event_id, stale).await?;
+                    check = self.on_stale(event_id, stale).await?;
                     rebuilt = true;
                 }
                 Err(StoreError::Held) if since.elapsed() < HELD_WAIT => {
@@ -335,12 +394,21 @@ impl StockHandler {
             expected: committed.expected_for(&release.event_id),
             new: vec![(marks::field(MarkKind::Release, partition), next_offset)],
         };
-        let call = || {
+        let call = |_: Check| {
             self.store
                 .release_marked(&release.event_id, &release.entry_id, &release.user_id, release.unit_no, &marks)
                 .instrument(item.span.clone())
         };
-        let result = self.call_store(&release.event_id, call).instrument(item.span.clone()).await?;
+        let mut result = self.call_store(&release.event_id, &call).instrument(item.span.clone()).await?;
+        // A unit of an event Redis lost whole: restored and rebuilt, then returned.
+        if result == Released::UnknownEvent && self.restorer.is_some() {
+            let event_id = release.event_id.as_str();
+            let restored = self.restore_lost(event_id, "entries").instrument(item.span.clone()).await?;
+            if restored {
+                self.rebuild(event_id, &"a release of an event Redis lost").await?;
+                result = self.call_store(event_id, call).instrument(item.span.clone()).await?;
+            }
+        }
         item.span.in_scope(|| ReleaseApplied { result: &result, unit_no: release.unit_no }.emit());
         if result != Released::UnknownEvent {
             applied.raise(MarkKind::Release, partition, &release.event_id, next_offset);
@@ -410,7 +478,7 @@ impl StockHandler {
                 expected: committed.expected_for(event_id),
                 new: highest.iter().map(|(p, next)| (marks::field(MarkKind::Survey, *p), *next)).collect(),
             };
-            let decided: Decided = self.call_store(event_id, || self.store.decide_marked(event_id, &refs, &marks)).await?;
+            let decided = self.decide_event(event_id, &refs, &marks).await?;
             if let Some(remaining) = decided.remaining {
                 StockRemaining { event_id, remaining }.emit();
                 // A known event: the script raised its marks.
@@ -443,6 +511,35 @@ impl StockHandler {
         Ok(out)
     }
 
+    /// One script call for one event's entries, through [`call_store`](Self::call_store).
+    /// An answer of an unknown event (no `meta`, no committed mark naming
+    /// it) with an entry accepted within the keys' lifetime is checked with
+    /// PostgreSQL: Redis may have lost it before any decision of it was
+    /// committed. A live event is restored, rebuilt and decided again (the
+    /// unknown answer wrote nothing); the same answer the second time stands.
+    async fn decide_event(&self, event_id: &str, refs: &[EntryRef<'_>], marks: &Marks) -> Result<Decided, HandlerError> {
+        let as_unknown = Marks { expected: Vec::new(), new: marks.new.clone() };
+        let call = |check| {
+            let marks = match check {
+                Check::Committed => marks,
+                Check::AsUnknown => &as_unknown,
+            };
+            self.store.decide_marked(event_id, refs, marks)
+        };
+        let decided: Decided = self.call_store(event_id, &call).await?;
+        // Committed marks naming the event make a lost one STALE, never this
+        // answer: here it was decided as unknown already (or has expired).
+        let named = !marks.expected.is_empty();
+        if decided.remaining.is_some() || named || self.restorer.is_none() || !any_recent(refs, decided.decided_at_ms) {
+            return Ok(decided);
+        }
+        if !self.restore_lost(event_id, "entries").await? {
+            return Ok(decided);
+        }
+        self.rebuild(event_id, &"entries of an event Redis lost").await?;
+        self.call_store(event_id, call).await
+    }
+
     /// Encodes a decision for the loop's (transactional) producer, caused by
     /// the item's record.
     async fn encode(&self, decision: &StockDecision, item: &Item<'_>) -> Result<OutRecord, HandlerError> {
@@ -457,6 +554,14 @@ impl BatchHandler for StockHandler {
     fn handle<'a>(&'a self, batch: &'a [Record]) -> impl Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'a {
         self.handle_batch(batch)
     }
+}
+
+/// Whether an entry was accepted within an event's keys' lifetime before
+/// `now_ms` (Redis' clock): its event cannot have expired yet, so Redis not
+/// knowing it means a loss (or a junk id). The decide script's own rule.
+fn any_recent(refs: &[EntryRef<'_>], now_ms: i64) -> bool {
+    let lifetime = platform::event_keys::GRACE_AFTER_CLOSE.as_millis() as i64;
+    refs.iter().any(|entry| entry.accepted_at_ms.min(now_ms) > now_ms - lifetime)
 }
 
 /// Entries grouped by event, events in order of first appearance, entries in

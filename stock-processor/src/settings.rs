@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use platform::settings::{
-    Environment, Principal,
-    HttpSettings, KafkaSettings, RedisSettings, RegistrySettings, SettingsError, TelemetrySettings,
+    DatabaseSettings, Environment, HttpSettings, KafkaSettings, Principal, RedisSettings, RegistrySettings,
+    ReplicaSettings, SettingsError, TelemetrySettings,
 };
 use serde::Deserialize;
 
@@ -21,6 +21,12 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub registry: RegistrySettings,
     pub redis: RedisSettings,
+    /// firstcome's PostgreSQL, read only to restore an event Redis lost whole
+    /// (`events`; role `firstcome_stock`, SELECT on `events` only).
+    pub database: DatabaseSettings,
+    /// The shop's member replica, read only to restore a lost event's
+    /// eligible members (`purchases`).
+    pub replica: ReplicaSettings,
     /// The ops listener; port 0 picks a free port (tests).
     pub http: HttpSettings,
     pub telemetry: TelemetrySettings,
@@ -48,7 +54,7 @@ pub struct Settings {
     /// replicas acknowledged its decisions (`WAIT`), so a decision the log
     /// holds survives a Sentinel failover, and a deposed primary — whose
     /// replica now follows another — can decide, but never commit. 0 turns
-    /// the fence off (a Redis without replicas; README, "Defence in depth",
+    /// the fence off (a Redis without replicas; docs/defence-in-depth.md
     /// says what that risks). Set it to the number of replicas a failover
     /// may promote from (`FIRSTCOME_REPLICA_ACKS`).
     pub replica_acks: u32,
@@ -90,6 +96,10 @@ impl Default for Settings {
             kafka: KafkaSettings::default(),
             registry: RegistrySettings::default(),
             redis: RedisSettings::default(),
+            // A restore is rare and one query at a time: few connections, short waits
+            // (it runs inside a batch's Kafka transaction).
+            database: DatabaseSettings { max_connections: 2, timeout_ms: 2_000, statement_timeout_ms: 5_000, ..Default::default() },
+            replica: ReplicaSettings { max_connections: 2, timeout_ms: 2_000, statement_timeout_ms: 5_000, ..Default::default() },
             http: HttpSettings::on_port(DEFAULT_OPS_PORT),
             telemetry: TelemetrySettings::default(),
             instance_id: default_instance_id(),
@@ -129,6 +139,7 @@ impl Settings {
     pub fn with_local_credentials(mut self) -> Self {
         self.kafka = self.kafka.for_principal(self.environment, Principal::STOCK);
         self.redis = self.redis.for_principal(self.environment, Principal::STOCK);
+        self.database = self.database.for_principal(self.environment, Principal::STOCK);
         self
     }
 
@@ -148,18 +159,29 @@ impl Settings {
             )));
         }
         self.environment.check_kafka("kafka", &self.kafka)?;
-        self.environment.check_redis("redis", &self.redis)
+        self.environment.check_redis("redis", &self.redis)?;
+        self.environment.check_database("database", &self.database)?;
+        self.environment.check_database_url("replica.url", &self.replica.url)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
 
     #[test]
     fn production_refuses_the_stack_passwords() {
         let mut settings = Settings { environment: Environment::Production, ..Default::default() };
-        assert!(settings.validate().is_ok(), "no password configured: nothing to refuse");
+        let refused = settings.validate().expect_err("no role named for the database");
+        assert!(refused.to_string().contains("database"), "{refused}");
+        settings.database.url = SecretString::from("postgres://firstcome_stock:firstcome_stock@db/firstcome");
+        assert!(settings.validate().expect_err("the stack's database password").to_string().contains("database"));
+        settings.database.url = SecretString::from("postgres://stock:Zq9-long-random@db/firstcome");
+        let refused = settings.validate().expect_err("the stack's replica reader");
+        assert!(refused.to_string().contains("replica.url"), "{refused}");
+        settings.replica.url = SecretString::from("postgres://stock_ro:Kp2-issued-by-vault@replica:5432/shop");
+        assert!(settings.validate().is_ok(), "no Redis or Kafka password configured: nothing to refuse");
         settings.redis.url = "redis://stock:firstcome_stock@10.0.0.5:6379".into();
         let error = settings.validate().expect_err("the stack's Redis password");
         assert!(error.to_string().contains("redis"), "{error}");
@@ -181,6 +203,10 @@ mod tests {
         assert_ne!(a.instance_id, b.instance_id);
         assert!(a.validate().is_ok());
         assert!(a.kafka.transaction_timeout_ms <= 10_000, "a dead transaction stalls readers this long at most");
+        // A restore runs inside a batch's transaction: its waits are shorter.
+        assert!(a.database.timeout_ms < a.kafka.transaction_timeout_ms && a.replica.timeout_ms < a.kafka.transaction_timeout_ms);
+        let local = a.with_local_credentials();
+        assert_eq!(local.database.user.as_deref(), Some("firstcome_stock"), "its own role on the local stack");
     }
 
     #[test]

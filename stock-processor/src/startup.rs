@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::handler::StockHandler;
 use crate::marks::MarkReader;
 use crate::rebuild::Rebuilder;
+use crate::restore::{RestoreError, Restorer};
 use crate::settings::Settings;
 use crate::store::{StockStore, StoreError};
 
@@ -28,6 +29,8 @@ pub enum Error {
     EvictionPolicy(#[from] platform::redis::EvictionPolicyError),
     #[error("failed to load the stock scripts: {0}")]
     Scripts(#[from] StoreError),
+    #[error("failed to set up the restore of lost events: {0}")]
+    Restore(#[from] RestoreError),
     #[error("failed to create a kafka client: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
@@ -46,6 +49,8 @@ impl Application {
     /// Connects to Redis (refused unless its `maxmemory-policy` is
     /// `noeviction`; scripts loaded), the registry and Kafka (transactional
     /// producer initialised, group joined), and binds the ops listener.
+    /// PostgreSQL and the member replica are connected to on first use (a
+    /// lost event's restore), so neither is needed to start.
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
         // Its own user and principal (least privilege).
@@ -63,9 +68,12 @@ impl Application {
         let marks = MarkReader::new(&settings.kafka, &settings.group())?;
         let rebuilder = Rebuilder::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
         let failover = crate::failover::FailoverCheck::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
+        // Lazy pools: PostgreSQL and the replica are needed only when Redis loses an event.
+        let restorer = Restorer::connect(&settings.database, &settings.replica)?;
         let handler =
             StockHandler::new(store, codec, settings.kafka.topics(), settings.group())
                 .with_stale_guard(marks, rebuilder)
+                .with_restorer(restorer)
                 .with_fence(settings.fence());
         let subscription = Subscription {
             kafka: settings.kafka.clone(),

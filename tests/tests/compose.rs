@@ -162,7 +162,13 @@ fn configured(binary: Binary, env: &BTreeMap<String, String>) -> (Configured, Ve
         }
         Binary::Stock => {
             let (s, unread): (stock_processor::Settings, _) = read_settings(env);
-            let addresses = vec![("kafka", s.kafka.brokers.clone()), ("registry", s.registry.url.clone()), ("redis", s.redis.url.clone())];
+            let addresses = vec![
+                ("kafka", s.kafka.brokers.clone()),
+                ("registry", s.registry.url.clone()),
+                ("redis", s.redis.url.clone()),
+                ("database", s.database.url.expose_secret().to_string()),
+                ("replica", s.replica.url.expose_secret().to_string()),
+            ];
             (Configured { ops_port: Some(s.http.port), api_port: None, addresses }, unread)
         }
         Binary::Recorder => {

@@ -30,6 +30,8 @@ pub fn stage_settings(env: &testkit::TestEnv) -> stock_processor::Settings {
         kafka: env.kafka.clone(),
         registry: env.registry.clone(),
         redis: env.redis.clone(),
+        database: env.database.clone(),
+        replica: env.replica.clone(),
         http: platform::settings::HttpSettings::on_port(0),
         ..Default::default()
     }

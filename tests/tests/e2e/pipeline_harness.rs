@@ -70,6 +70,8 @@ impl Pipeline {
                 kafka: env.kafka.clone(),
                 registry: env.registry.clone(),
                 redis: env.redis.clone(),
+                database: env.database.clone(),
+                replica: env.replica.clone(),
                 http: HttpSettings::on_port(0),
                 ..Default::default()
             })
