@@ -485,3 +485,29 @@ fn the_dashboard_names_exactly_the_topologys_topics_and_groups() {
     assert_eq!(topics, expected_topics, "the per-topic panels cover the topology's topics");
     assert_eq!(groups, expected_groups, "the per-group panels cover the topology's consumer groups");
 }
+
+/// Every service role `migrations/grants.sql` grants to is made by compose's
+/// database set-up and by the local stack (a role missing there fails
+/// `firstcome db migrate`, and its service cannot log in).
+#[test]
+fn every_role_the_grants_name_is_created_by_compose_and_the_stack() {
+    let grants = read("migrations/grants.sql");
+    let roles: BTreeSet<String> = grants
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("firstcome_"))
+        .map(String::from)
+        .collect();
+    let expected: BTreeSet<String> = platform::settings::Principal::ALL
+        .iter()
+        .filter(|p| **p != platform::settings::Principal::ADMIN)
+        .map(|p| p.database_role())
+        .collect();
+    assert_eq!(roles, expected, "grants.sql names one role per service principal");
+    let init = read("compose/postgres/init.sql");
+    let stack = read("stack/bin/stack");
+    let stack_roles = stack.lines().find(|l| l.starts_with("PG_SERVICE_ROLES=")).expect("PG_SERVICE_ROLES in stack/bin/stack");
+    for role in &roles {
+        assert!(init.contains(&format!("CREATE ROLE {role} LOGIN")), "compose/postgres/init.sql creates {role}");
+        assert!(stack_roles.split(['(', ')', ' ']).any(|r| r == role), "stack/bin/stack's PG_SERVICE_ROLES has {role}");
+    }
+}

@@ -89,13 +89,35 @@ async fn the_recorder_and_the_sender_keep_to_their_own_tables() {
     }
 }
 
+/// The stock stage decides in Redis; it reads an event's row only to
+/// restore an event Redis lost whole (`stock_processor::restore`).
+#[tokio::test]
+async fn the_stock_stage_only_reads_events() {
+    let env = TestEnv::builder().partitions(1).build().await;
+    allowed(&env, Principal::STOCK, "SELECT event_id, product_id, total_stock, safety_stock, open_at, close_at, questions, status FROM events").await;
+    for sql in [
+        "INSERT INTO events (event_id, name, product_id, total_stock, open_at, close_at) VALUES ('e', 'n', 'p', 1, now(), now() + interval '1 hour')",
+        "UPDATE events SET status = 'closed'",
+        "UPDATE events SET payout_claimed = 0",
+        "DELETE FROM events",
+        "SELECT count(*) FROM event_entries",
+        "SELECT count(*) FROM stock_ledger",
+        "SELECT count(*) FROM payout_claims",
+        "SELECT count(*) FROM gift_dispatches",
+        "SELECT count(*) FROM outbox",
+        "SELECT count(*) FROM members",
+        "SELECT count(*) FROM purchases",
+        "CREATE TABLE stock_was_here (id int)",
+        "CREATE TEMP TABLE stock_was_here (id int)",
+    ] {
+        refused(&env, Principal::STOCK, sql).await;
+    }
+}
+
 #[tokio::test]
 async fn only_the_owner_migrates_and_nobody_is_a_superuser() {
     let env = TestEnv::builder().partitions(1).build().await;
     for principal in Principal::ALL {
-        if principal == Principal::STOCK {
-            continue; // the stock stage has no database
-        }
         let pool = platform::db::pool(&env.database_as(principal)).expect("pool");
         let client = pool.get().await.expect("logs in");
         let row = client
