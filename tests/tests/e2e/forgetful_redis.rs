@@ -135,3 +135,34 @@ async fn rebuild_redis_restores_the_lost_batch_from_the_log() {
     let entered: HashMap<String, String> = redis::cmd("HGETALL").arg(&keys.entered).query_async(&mut redis).await.expect("entered");
     assert_eq!(entered.len(), 5, "{entered:?}");
 }
+
+/// `firstcome rebuild redis` on an event Redis lost whole: meta and
+/// eligibility come back from PostgreSQL (`stock_processor::restore`, the
+/// stage's own), the counter from the log. An event PostgreSQL does not
+/// know is refused, nothing written.
+#[tokio::test]
+async fn rebuild_redis_restores_an_event_lost_whole_and_refuses_an_unknown_one() {
+    let env = TestEnv::new().await;
+    let seeded = seed_crowd(&env, 3, 0).await;
+    let event_id = open_event(&env, &seeded, 2, 0).await;
+    let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
+    let keys = EventKeys::new(&event_id);
+    let eligible_before: Vec<String> = redis::cmd("SMEMBERS").arg(&keys.eligible).query_async(&mut redis).await.expect("eligible");
+    let () = redis::cmd("DEL").arg(&keys.all()[..]).query_async(&mut redis).await.expect("DEL");
+
+    let report = rebuild::redis::rebuild(&env.cli(), &event_id).await.expect("rebuilt");
+    assert_eq!(report.stock_after, 2, "{report:?}");
+    let mut eligible: Vec<String> = redis::cmd("SMEMBERS").arg(&keys.eligible).query_async(&mut redis).await.expect("eligible");
+    let mut expected = eligible_before.clone();
+    eligible.sort();
+    expected.sort();
+    assert_eq!(eligible, expected, "the eligible set, as event create loaded it");
+    let meta = platform::event_keys::EventMeta::load(&mut redis, &event_id).await.expect("meta").expect("meta back");
+    assert_eq!(meta.for_sale, 2);
+
+    let unknown = format!("ev-{}", uuid::Uuid::new_v4());
+    let refused = rebuild::redis::rebuild(&env.cli(), &unknown).await.expect_err("unknown event");
+    assert!(refused.to_string().contains("no event"), "{refused:#}");
+    let written: i64 = redis::cmd("EXISTS").arg(&EventKeys::new(&unknown).all()[..]).query_async(&mut redis).await.expect("EXISTS");
+    assert_eq!(written, 0);
+}
