@@ -122,8 +122,8 @@ impl<E: std::fmt::Display> RebuildFinished<'_, E> {
 /// committed marks name an event PostgreSQL lacks; counted by result.
 pub struct EventLost<'a> {
     pub event_id: &'a str,
-    /// `marks` (the committed marks name it) or `entries` (recent entries
-    /// of an event Redis does not know).
+    /// `marks` (the committed marks name it), `entries` (recent entries of
+    /// an event Redis does not know) or `release` (a unit returned to one).
     pub named_by: &'static str,
     /// What the restore did; `None` when this stage has no restorer.
     pub restore: Option<&'a Result<Restore, RestoreError>>,

@@ -403,7 +403,7 @@ impl StockHandler {
         // A unit of an event Redis lost whole: restored and rebuilt, then returned.
         if result == Released::UnknownEvent && self.restorer.is_some() {
             let event_id = release.event_id.as_str();
-            let restored = self.restore_lost(event_id, "entries").instrument(item.span.clone()).await?;
+            let restored = self.restore_lost(event_id, "release").instrument(item.span.clone()).await?;
             if restored {
                 self.rebuild(event_id, &"a release of an event Redis lost").await?;
                 result = self.call_store(event_id, call).instrument(item.span.clone()).await?;
