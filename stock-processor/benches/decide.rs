@@ -74,10 +74,8 @@ fn fence(c: &mut Criterion) {
         ..Default::default()
     }
     .for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
-    let Ok(Ok(conn)) = runtime.block_on(tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        platform::redis::connect(&settings),
-    )) else {
+    let connecting = async { tokio::time::timeout(std::time::Duration::from_secs(5), platform::redis::connect(&settings)).await };
+    let Ok(Ok(conn)) = runtime.block_on(connecting) else {
         eprintln!("stock/fence: the Sentinel-managed Redis is not up (`stack/bin/stack up redis-sentinel`): skipped");
         return;
     };
