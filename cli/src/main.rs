@@ -247,7 +247,7 @@ enum EventCommand {
     Close { event_id: String },
 }
 
-/// mimalloc: glibc malloc/free was a quarter of ingest's CPU under load (issue 9).
+/// mimalloc: glibc malloc/free was a quarter of ingest's CPU under load.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

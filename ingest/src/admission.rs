@@ -12,7 +12,7 @@
 //! order, and answers each request; each request still waits for its own
 //! answer. Redis then runs a few calls per batch instead of two per entry,
 //! which was most of Redis' CPU and a good share of ingest's at ten thousand
-//! entries a second (issue 9). With nothing else waiting, a request is sent
+//! entries a second. With nothing else waiting, a request is sent
 //! alone at once: grouping never adds a wait.
 //!
 //! Marks in `entered` (see `platform::event_keys`): `P|<entry>|<ms>` while the

@@ -156,7 +156,7 @@ pub fn verify_expected(secret: &SecretString, expected: &Expected<'_>, token: &s
 /// A token verifier, built once per process from the secret and the
 /// expectations: the decoding key and the validation rules allocate, and
 /// building them per request was a measurable share of ingest's CPU at tens
-/// of thousands of requests a second (issue 9).
+/// of thousands of requests a second.
 #[derive(Clone)]
 pub struct Verifier {
     key: DecodingKey,

@@ -1,4 +1,4 @@
-//! The HTTP/1.1 server under hostile clients (issue 10).
+//! The HTTP/1.1 server under hostile clients.
 //!
 //! `axum::serve` installs no timer, so hyper never times out a client that
 //! sends a request line and one header and then stalls: such connections

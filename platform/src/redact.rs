@@ -1,5 +1,5 @@
-//! Keeping secrets and personal data out of logs (issue 10, "Secrets and
-//! tokens"): URLs without their credentials, phone numbers masked, and
+//! Keeping secrets and personal data out of logs (secrets and
+//! tokens): URLs without their credentials, phone numbers masked, and
 //! whatever looks like a bearer token (a JWT) cut out.
 //!
 //! Use these where a value that may carry such data is logged: a connection

@@ -13,7 +13,7 @@
 //!   `http://127.0.0.1:4318` for Jaeger or an OpenTelemetry Collector),
 //!   filtered by `telemetry.trace_filter`, independently of the log filter.
 //!   Unset, the layer is not installed: it cost ~5 % of ingest's CPU per
-//!   request for ids nobody collects (issue 9). Traces still flow: a request
+//!   request for ids nobody collects. Traces still flow: a request
 //!   without `traceparent` gets a new root, and every record carries the
 //!   trace it was produced in, so log lines keep their `trace_id` end to end.
 

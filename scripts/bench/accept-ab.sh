@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # ingest's accept path, before and after: two builds of ingest measured side
 # by side in one run, in interleaved rounds, medians and ratios reported
-# (issue 9: "a before/after throughput of the hot-path changes").
+# (a before/after throughput of the hot-path changes).
 #
 #   bash scripts/bench/accept-ab.sh [--base REV] [--rounds N] [--secs S] [--connections C]
 #
 # --base (default 09a3423: the last commit before the second round of
-# hot-path changes of issue 9) is built in a git worktree under .stack/ab/
+# hot-path changes) is built in a git worktree under .stack/ab/
 # with its own target folder (a release build of
 # ingest: several minutes on two cores the first time, cached after). The
 # working tree's ingest is the "head". Each round starts each ingest afresh

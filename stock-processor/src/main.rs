@@ -3,7 +3,7 @@
 use anyhow::Context;
 use stock_processor::{Application, Settings};
 
-/// mimalloc: glibc malloc/free was a quarter of ingest's CPU under load (issue 9).
+/// mimalloc: glibc malloc/free was a quarter of ingest's CPU under load.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

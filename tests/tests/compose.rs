@@ -1,4 +1,4 @@
-//! compose/ agrees with the code (issue 11). There is no container engine
+//! compose/ agrees with the code. There is no container engine
 //! here, so the compose file is read, not run:
 //!
 //! - every `FIRSTCOME_*` variable set on a firstcome service is read by that

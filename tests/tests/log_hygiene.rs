@@ -1,4 +1,4 @@
-//! Nothing secret or personal in logs (issue 10): the whole pipeline runs a
+//! Nothing secret or personal in logs: the whole pipeline runs a
 //! small event (winners paid, so phones are read and sent to the provider)
 //! with every service's log captured, plus entry-status polls with a member
 //! token; then the captured text is searched for each seeded phone number, the

@@ -1,4 +1,4 @@
-//! The services' Prometheus metrics agree with the database (issue 11): a
+//! The services' Prometheus metrics agree with the database: a
 //! burst of entries (some members twice, some not eligible, more buyers than
 //! stock) runs through the whole pipeline while every service's `/metrics`
 //! is scraped; once drained, the counters equal what PostgreSQL holds

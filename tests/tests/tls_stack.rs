@@ -1,4 +1,4 @@
-//! One TLS stack where the crates allow it (issue 10): rustls with aws-lc-rs
+//! One TLS stack where the crates allow it: rustls with aws-lc-rs
 //! for every Rust-side TLS client (reqwest, the registry client), no
 //! native-tls, no `openssl` bindings. (`ring` is in Cargo.lock only as an
 //! optional dependency of quinn/webpki that nothing enables: `cargo tree -i

@@ -1,4 +1,4 @@
-//! One entry is one trace (issue 11): a member's request that carries its
+//! One entry is one trace: a member's request that carries its
 //! own `traceparent` is followed through ingest, the stock decision, the
 //! recorder, the dispatch and the provider call into the provider
 //! simulator, and every span of it reaches a real OTLP receiver — Jaeger,

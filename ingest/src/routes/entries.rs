@@ -197,7 +197,7 @@ async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, reques
     }
     let outcome = if resumed { "resumed" } else { "accepted" };
     // DEBUG, not INFO: one line per accepted entry was a measurable share of
-    // ingest's CPU at tens of thousands of entries/s (issue 9); refusals and
+    // ingest's CPU at tens of thousands of entries/s; refusals and
     // failures are still logged, and the span keeps the correlation id.
     tracing::debug!(outcome, "entry accepted");
     Ok(accepted(&entry_id, outcome))

@@ -1,5 +1,5 @@
-//! The waiting room as the drill sees it (issue 11, "the drill reports the
-//! line's length and wait times").
+//! The waiting room as the drill sees it (the line's length and
+//! wait times the drill reports).
 //!
 //! With ingest's waiting room on, past the admission rate a member is
 //! answered 429 `waiting` and, before the opening, 425 with a place in the
