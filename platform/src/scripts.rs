@@ -12,6 +12,7 @@
 //! | [`decide`] | stock-processor (`store.rs`) | the stock decision of a batch of entries of one event |
 //! | [`release`] | stock-processor (`store.rs`) | a returned unit goes to the next in line, or back to stock |
 //! | [`rebuild_swap`] | stock-processor (`rebuild.rs`), `firstcome rebuild redis` | swap a rebuilt event state in (compare-and-swap on the marks) |
+//! | [`release_hold`] | stock-processor (`rebuild.rs`) | a rebuild that did not swap lets go of its hold on the event |
 //! | [`waiting_room`] | ingest (`waiting_room.rs`) | a member's turn in the event's waiting line (rate-paced gate, pre-queue shuffled at the opening) |
 //! | [`write_event`] | `platform::event_keys::write_event` (`firstcome event create`, the stock stage's restore of a lost event) | the counter, the eligible set's expiry and `meta`, last |
 //!
@@ -44,6 +45,9 @@ pub const RELEASE: &str = concat!(include_str!("../lua/prelude.lua"), include_st
 /// Source of [`rebuild_swap`]: `lua/rebuild_swap.lua`.
 pub const REBUILD_SWAP: &str = include_str!("../lua/rebuild_swap.lua");
 
+/// Source of [`release_hold`]: `lua/release_hold.lua`.
+pub const RELEASE_HOLD: &str = include_str!("../lua/release_hold.lua");
+
 /// Source of [`waiting_room`]: prelude + `lua/waiting_room.lua`.
 pub const WAITING_ROOM: &str = concat!(include_str!("../lua/prelude.lua"), include_str!("../lua/waiting_room.lua"));
 
@@ -51,13 +55,14 @@ pub const WAITING_ROOM: &str = concat!(include_str!("../lua/prelude.lua"), inclu
 pub const WRITE_EVENT: &str = include_str!("../lua/write_event.lua");
 
 /// Every script by name, with its full source (what Redis is sent).
-pub const ALL: [(&str, &str); 8] = [
+pub const ALL: [(&str, &str); 9] = [
     ("admit", ADMIT),
     ("mark_accepted", MARK_ACCEPTED),
     ("mark_accepted_many", MARK_ACCEPTED_MANY),
     ("decide", DECIDE),
     ("release", RELEASE),
     ("rebuild_swap", REBUILD_SWAP),
+    ("release_hold", RELEASE_HOLD),
     ("waiting_room", WAITING_ROOM),
     ("write_event", WRITE_EVENT),
 ];
@@ -92,6 +97,11 @@ pub fn release() -> Script {
 /// rebuild: swap a rebuilt event state in (`lua/rebuild_swap.lua`).
 pub fn rebuild_swap() -> Script {
     Script::new(REBUILD_SWAP)
+}
+
+/// rebuild: let go of a hold without swapping (`lua/release_hold.lua`).
+pub fn release_hold() -> Script {
+    Script::new(RELEASE_HOLD)
 }
 
 /// ingest: a member's turn in the event's waiting line (`lua/waiting_room.lua`).

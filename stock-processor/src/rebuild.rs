@@ -421,7 +421,7 @@ impl<L: StockLog> Rebuilder<L> {
     pub async fn let_go(&self, hold: &Hold) -> Result<(), RebuildError> {
         let keys = EventKeys::new(&hold.event_id);
         let mut conn = self.redis.clone();
-        let _: i64 = redis::Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+        let _: i64 = platform::scripts::release_hold()
             .key(&keys.hold)
             .arg(&hold.token)
             .invoke_async(&mut conn)
