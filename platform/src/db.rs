@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0006_entries_one_row_per_entry", include_str!("../../migrations/0006_entries_one_row_per_entry.sql")),
     ("0007_dispatch_figures", include_str!("../../migrations/0007_dispatch_figures.sql")),
     ("0008_parked_gifts", include_str!("../../migrations/0008_parked_gifts.sql")),
+    ("0009_entry_tickets", include_str!("../../migrations/0009_entry_tickets.sql")),
 ];
 
 /// Every service role's privileges, applied after the migrations on every
