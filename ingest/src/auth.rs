@@ -5,8 +5,14 @@
 //! [`mint`]); ingest only verifies. Only HS256 is accepted, so a token cannot
 //! pick a weaker algorithm (or `none`) for itself. The audience names ingest,
 //! so a token the login service signs for another of its services (with the
-//! same secret) is refused here; a token whose lifetime (`exp − iat`) is over
-//! the configured maximum is refused too, so a leaked token is worth little.
+//! same secret) is refused here. A leaked token is worth little because
+//! what it may still live is bounded from ingest's clock, not only from its
+//! own claims: a token whose lifetime (`exp − iat`) is over the configured
+//! maximum is refused, and so is one issued in the future (`iat` beyond the
+//! clock-skew leeway), one not valid yet (`nbf`), and one that would live
+//! longer than the maximum from now (`exp − now`). Without the last two, a
+//! token stamped `iat` = ten years ahead with `exp` = `iat` + 1 h passed the
+//! lifetime rule and stayed good for ten years.
 
 use std::time::Duration;
 
@@ -37,6 +43,10 @@ pub enum AuthError {
     BadSubject,
     #[error("token lifetime {0} s is over the maximum {1} s")]
     TooLong(i64, u64),
+    #[error("token issued {0} s in the future")]
+    IssuedInFuture(i64),
+    #[error("token expires in {0} s, over the maximum lifetime {1} s")]
+    ExpiresTooLate(i64, u64),
     #[error("could not sign the token: {0}")]
     Sign(jsonwebtoken::errors::Error),
 }
@@ -73,6 +83,9 @@ struct Claims {
     aud: String,
     iat: i64,
     exp: i64,
+    /// Not before: optional; when present it must not be in the future.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
 }
 
 /// What a token must satisfy beyond its signature.
@@ -128,7 +141,7 @@ fn sign(
 ) -> Result<String, AuthError> {
     MemberId::parse(member_id)?;
     let claims =
-        Claims { sub: member_id.to_string(), iss: issuer.to_string(), aud: audience.to_string(), iat, exp };
+        Claims { sub: member_id.to_string(), iss: issuer.to_string(), aud: audience.to_string(), iat, exp, nbf: None };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
@@ -178,6 +191,8 @@ impl Verifier {
         validation.set_audience(&[expected.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
         validation.leeway = LEEWAY_SECS;
+        // `nbf` is optional, but when a token carries it, it holds.
+        validation.validate_nbf = true;
         Self {
             key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
             validation,
@@ -185,16 +200,35 @@ impl Verifier {
         }
     }
 
-    /// Verifies signature, algorithm, `exp`, `iss`, `aud` and the lifetime;
-    /// returns the member.
+    /// Verifies signature, algorithm, `exp`, `nbf`, `iss`, `aud` and the
+    /// lifetime; returns the member.
     pub fn verify(&self, token: &str) -> Result<MemberId, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?;
-        let lifetime = data.claims.exp.saturating_sub(data.claims.iat);
+        self.check_lifetime(&data.claims, chrono::Utc::now().timestamp())?;
+        MemberId::parse(&data.claims.sub)
+    }
+
+    /// The lifetime rules on the clock of ingest (`now`, Unix seconds): the
+    /// claims alone cannot be trusted to bound how long a token lives.
+    fn check_lifetime(&self, claims: &Claims, now: i64) -> Result<(), AuthError> {
         let max = self.max_lifetime_secs;
-        if lifetime > i64::try_from(max).unwrap_or(i64::MAX) {
+        let max_secs = i64::try_from(max).unwrap_or(i64::MAX);
+        let leeway = LEEWAY_SECS as i64;
+        let lifetime = claims.exp.saturating_sub(claims.iat);
+        if lifetime > max_secs {
             return Err(AuthError::TooLong(lifetime, max));
         }
-        MemberId::parse(&data.claims.sub)
+        let ahead = claims.iat.saturating_sub(now);
+        if ahead > leeway {
+            return Err(AuthError::IssuedInFuture(ahead));
+        }
+        // Implied by the two rules above; kept so that the bound this whole
+        // function exists for is stated once, on its own.
+        let remaining = claims.exp.saturating_sub(now);
+        if remaining > max_secs.saturating_add(leeway) {
+            return Err(AuthError::ExpiresTooLate(remaining, max));
+        }
+        Ok(())
     }
 }
 
@@ -268,6 +302,72 @@ mod tests {
         assert!(verify_expected(&secret(), &expected, &hour).is_err());
     }
 
+    /// Signs arbitrary claims with the test secret (what a holder of the
+    /// login service's key could mint).
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"test-secret")).unwrap()
+    }
+
+    fn claims(iat: i64, exp: i64) -> serde_json::Value {
+        serde_json::json!({ "sub": "m-1", "iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE, "iat": iat, "exp": exp })
+    }
+
+    #[test]
+    fn a_token_issued_years_ahead_with_a_short_lifetime_is_refused() {
+        // exp − iat is one hour, within the maximum; it would live ten years.
+        let now = chrono::Utc::now().timestamp();
+        let iat = now + 10 * 365 * 86_400;
+        let token = signed(claims(iat, iat + 3_600));
+        assert!(matches!(verify(&secret(), &token), Err(AuthError::IssuedInFuture(_))));
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_beyond_the_leeway_is_refused() {
+        let now = chrono::Utc::now().timestamp();
+        let ahead = signed(claims(now + 120, now + 600));
+        assert!(matches!(verify(&secret(), &ahead), Err(AuthError::IssuedInFuture(_))));
+        // A login service's clock a little ahead is tolerated.
+        let skewed = signed(claims(now + 2, now + 600));
+        assert!(verify(&secret(), &skewed).is_ok());
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let now = chrono::Utc::now().timestamp();
+        let mut later = claims(now, now + 600);
+        later["nbf"] = serde_json::json!(now + 300);
+        assert!(verify(&secret(), &signed(later)).is_err());
+        let mut valid = claims(now, now + 600);
+        valid["nbf"] = serde_json::json!(now - 1);
+        assert!(verify(&secret(), &signed(valid)).is_ok());
+    }
+
+    #[test]
+    fn a_token_without_iat_is_refused() {
+        let now = chrono::Utc::now().timestamp();
+        let token = signed(serde_json::json!({ "sub": "m-1", "iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE, "exp": now + 60 }));
+        assert!(verify(&secret(), &token).is_err());
+    }
+
+    #[test]
+    fn the_lifetime_rules_hold_on_the_verifiers_clock() {
+        let verifier = Verifier::new(&secret(), &Expected::default());
+        let now = 1_000_000;
+        let at = |iat, exp| Claims {
+            sub: "m-1".into(),
+            iss: DEFAULT_ISSUER.into(),
+            aud: DEFAULT_AUDIENCE.into(),
+            iat,
+            exp,
+            nbf: None,
+        };
+        assert!(verifier.check_lifetime(&at(now, now + 3_600), now).is_ok());
+        assert!(verifier.check_lifetime(&at(now + 5, now + 3_605), now).is_ok(), "within the leeway");
+        assert!(matches!(verifier.check_lifetime(&at(now + 6, now + 600), now), Err(AuthError::IssuedInFuture(6))));
+        assert!(matches!(verifier.check_lifetime(&at(now - 100, now + 3_600), now), Err(AuthError::TooLong(3_700, 3_600))));
+        assert!(verifier.check_lifetime(&at(i64::MIN, i64::MAX), now).is_err(), "no overflow");
+    }
+
     #[test]
     fn a_token_from_another_issuer_is_refused() {
         let token = mint_with_issuer(&secret(), "someone-else", "m-1", Duration::from_secs(60)).unwrap();
@@ -319,6 +419,7 @@ mod tests {
             aud: DEFAULT_AUDIENCE.into(),
             iat: now,
             exp: now + 600,
+            nbf: None,
         };
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
