@@ -53,6 +53,18 @@ mod tests {
     use super::*;
     use crate::settings::{Environment, Principal};
 
+    /// Every codec a Kafka producer may choose is built in: a partner's batch
+    /// in a codec librdkafka lacks is a fetch error no consumer gets past.
+    #[test]
+    fn librdkafka_decompresses_every_codec_kafka_offers() {
+        let native = ClientConfig::new().create_native_config().expect("librdkafka config");
+        let features = native.get("builtin.features").expect("builtin.features");
+        let features: Vec<&str> = features.split(',').collect();
+        for codec in ["gzip", "snappy", "lz4", "zstd"] {
+            assert!(features.contains(&codec), "librdkafka lacks {codec}: {features:?}");
+        }
+    }
+
     /// librdkafka is built with what a SCRAM login needs (OpenSSL, rdkafka's
     /// `ssl` feature): without it the client refuses the mechanism at creation.
     #[test]
