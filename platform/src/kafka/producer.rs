@@ -63,10 +63,20 @@ impl ProduceError {
     }
 }
 
+/// The partitioner of every firstcome producer: the Java client's. A keyed
+/// record goes to `toPositive(murmur2(key)) % partitions`, as Kafka's own
+/// producer (and Kafka Streams, Connect, the Java serdes' users) places it,
+/// so a partner producing `SurveySubmitted` for a member lands on the same
+/// partition as ingest does; librdkafka's default (`consistent_random`,
+/// CRC32) would split one member's records over two partitions and lose
+/// their order. An unkeyed record goes to a random partition.
+pub const PARTITIONER: &str = "murmur2_random";
+
 /// Properties of an idempotent, `acks=all` producer.
 pub fn idempotent_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
     let mut config = base_config(settings, client_id);
     config
+        .set("partitioner", PARTITIONER)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", settings.delivery_timeout_ms.to_string())
