@@ -3,14 +3,19 @@
 //! Encoding supplies the schema from `schemas/avro/` under the topic's value
 //! subject, so the registry decides whether it is allowed (its compatibility
 //! rule) and the bytes always carry the registry's id for that exact schema.
-//! Decoding looks the writer's schema up by the id in the bytes, so records
-//! from other producers are read with the schema they were written with.
+//! Decoding looks the writer's schema up by the id in the bytes, reads the
+//! datum with it, then resolves it onto our own schema of the type (Avro
+//! schema resolution, writer → reader): a record written with an older or a
+//! newer version of the schema reads as the registry's compatibility rule
+//! promised — a field we know and the writer did not gets its Avro default,
+//! a field the writer added is dropped, a promoted type is widened.
 
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use apache_avro::schema::{NamesRef, ResolvedSchema};
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
@@ -64,9 +69,10 @@ pub fn supplied_schema(name: &'static str, schema_text: &str) -> Result<Supplied
     Ok(get_supplied_schema(&schema))
 }
 
-/// What encoding one event type needs, built once per process from its
-/// local schema: the parsed schema in the form sent to the registry, and a
-/// datum writer over it (its named types resolved).
+/// What encoding and decoding one event type needs, built once per process
+/// from its local schema: the parsed schema in the form sent to the
+/// registry, a datum writer over it (its named types resolved), and the
+/// schema with its named types as the reader schema of decoding.
 ///
 /// Parsing and canonicalising a schema costs far more than encoding a record
 /// (regex matching in `apache_avro`'s parser): doing it per record was about a
@@ -75,6 +81,8 @@ pub fn supplied_schema(name: &'static str, schema_text: &str) -> Result<Supplied
 struct LocalSchema {
     supplied: SuppliedSchema,
     writer: GenericDatumWriter<'static>,
+    reader: &'static Schema,
+    reader_names: NamesRef<'static>,
 }
 
 /// One [`LocalSchema`] per event type, for the life of the process: the
@@ -91,7 +99,13 @@ fn local_schema<E: Event>() -> Result<&'static LocalSchema, CodecError> {
     let schema: &'static Schema =
         Box::leak(Box::new(Schema::parse_str(E::SCHEMA).map_err(|e| invalid(e.to_string()))?));
     let writer = GenericDatumWriter::builder(schema).build().map_err(|e| invalid(e.to_string()))?;
-    let local: &'static LocalSchema = Box::leak(Box::new(LocalSchema { supplied: get_supplied_schema(schema), writer }));
+    let reader_names = ResolvedSchema::try_from(schema).map_err(|e| invalid(e.to_string()))?.get_names().clone();
+    let local: &'static LocalSchema = Box::leak(Box::new(LocalSchema {
+        supplied: get_supplied_schema(schema),
+        writer,
+        reader: schema,
+        reader_names,
+    }));
     built.insert(TypeId::of::<E>(), local);
     Ok(local)
 }
@@ -168,14 +182,23 @@ impl Codec {
         Ok(schema.id)
     }
 
-    /// Decodes a record value written in the Confluent wire format.
+    /// Decodes a record value written in the Confluent wire format: read
+    /// with the writer's schema (the id in the bytes), resolved onto `E`'s
+    /// schema as the reader's. A record whose writer's schema cannot be
+    /// resolved onto ours (a field we need that it lacks and that has no
+    /// default) is poison: the registry's rule should have refused it.
     pub async fn decode<E: Event>(&self, payload: Option<&[u8]>) -> Result<E, CodecError> {
+        let local = local_schema::<E>()?;
         let bytes = payload.ok_or_else(|| CodecError::Poison("record has no value".into()))?;
         let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
             self.decoder.remove_errors_from_cache();
             classify(e, false)
         })?;
-        apache_avro::from_value::<E>(&decoded.value).map_err(|e| {
+        let resolved = decoded
+            .value
+            .resolve_with_names(local.reader, &local.reader_names)
+            .map_err(|e| CodecError::Poison(format!("the writer's schema does not resolve to {}: {e}", E::NAME)))?;
+        apache_avro::from_value::<E>(&resolved).map_err(|e| {
             CodecError::Poison(format!("value is not a {}: {e}", E::NAME))
         })
     }
