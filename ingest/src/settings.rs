@@ -1,18 +1,18 @@
 //! The ingest service's settings: the shared pieces from `platform`, plus
 //! member authentication, request limits and the event-state cache timings.
 //!
-//! Loaded with `platform::settings::load` (defaults → `FIRSTCOME_CONFIG` file →
-//! `FIRSTCOME_…__…` env vars); the defaults run against the local stack.
+//! Loaded with `platform::settings::load_layered` (defaults → `FIRSTCOME_CONFIG`
+//! file → `FIRSTCOME_…__…` env vars, each changing only the fields it names);
+//! the defaults run against the local stack.
 
 use std::time::Duration;
 
 use platform::settings::{
-    Principal,
-    DatabaseSettings, Environment, HttpSettings, KafkaSettings, RedisSettings, RegistrySettings, SettingsError,
-    TelemetrySettings,
+    Credentials, DatabaseSettings, Environment, HttpSettings, KafkaSettings, Principal, RedisSettings,
+    RegistrySettings, ServiceSettings, SettingsError, TelemetrySettings,
 };
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The API port ingest listens on by default.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -21,7 +21,7 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_OPS_PORT: u16 = 9100;
 
 /// Everything `ingest` needs to run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     /// `local` (default) or `production`: outside local, ingest refuses to
@@ -95,19 +95,15 @@ impl Settings {
         self.kafka.delivery_timeout() + PUBLISH_SLACK
     }
 
-    /// Cross-field rules, checked before anything starts.
     /// These settings with the local stack's credentials of
     /// [`Principal::INGEST`] wherever none is configured (local only).
-    pub fn with_local_credentials(mut self) -> Self {
-        self.kafka = self.kafka.for_principal(self.environment, Principal::INGEST);
-        self.database = self.database.for_principal(self.environment, Principal::INGEST);
-        self.redis = self.redis.for_principal(self.environment, Principal::INGEST);
-        self
+    pub fn with_local_credentials(self) -> Self {
+        ServiceSettings::with_local_credentials(self)
     }
 
+    /// Cross-field rules, checked before anything starts.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
-        self.environment.check_kafka("kafka", &self.kafka)?;
         if self.state_refresh_ms == 0 {
             return Err(SettingsError::Invalid("state_refresh_ms must be > 0".into()));
         }
@@ -127,19 +123,36 @@ impl Settings {
             return Err(SettingsError::Invalid("auth.max_token_lifetime_secs must be > 0".into()));
         }
         self.environment.check_token_secret("auth.token_secret", &self.auth.token_secret)?;
-        self.environment.check_database("database", &self.database)?;
-        self.environment.check_redis("redis", &self.redis)?;
+        self.check_credentials()?;
         self.waiting_room.validate().map_err(SettingsError::Invalid)?;
         self.operator.check(self.environment, &self.auth.token_secret)?;
         self.limits.validate()
     }
 }
 
+impl ServiceSettings for Settings {
+    const PRINCIPAL: Principal = Principal::INGEST;
+
+    fn environment(&self) -> Environment {
+        self.environment
+    }
+
+    fn credentials(&mut self) -> Credentials<'_> {
+        Credentials {
+            kafka: Some(&mut self.kafka),
+            redis: Some(&mut self.redis),
+            database: Some(&mut self.database),
+            replica: None,
+        }
+    }
+}
+
 /// Member bearer tokens (HS256 JWTs).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AuthSettings {
     /// The shared HMAC secret; the shop's login service signs with it too.
+    #[serde(serialize_with = "platform::settings::secret::expose")]
     pub token_secret: SecretString,
     /// The `iss` claim every token must carry.
     pub issuer: String,
@@ -177,12 +190,13 @@ impl AuthSettings {
 /// The operator's bearer token, for the operations dashboard (on the ops
 /// listener). Distinct from member tokens: it is a shared secret, not a JWT,
 /// and a member token is never accepted in its place.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OperatorSettings {
     /// `Authorization: Bearer <token>` of the dashboard's API
     /// (`FIRSTCOME_OPERATOR__TOKEN`). Outside local: not the development one,
     /// at least 32 bytes, and not the member token secret.
+    #[serde(serialize_with = "platform::settings::secret::expose")]
     pub token: SecretString,
 }
 
@@ -228,7 +242,7 @@ impl OperatorSettings {
 }
 
 /// Bounds on what one entry request may carry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Limits {
     /// Larger bodies are refused with 413 before they are parsed.
@@ -259,6 +273,17 @@ pub struct Limits {
     /// Most members whose request rate is remembered at once (bounded memory:
     /// a member idle long enough to be back to a full burst is forgotten first).
     pub max_tracked_members: usize,
+    /// Costly refusals (401, 404 of an unknown event) per second one client
+    /// address may cause (sustained); beyond it and its burst, the address is
+    /// answered 429 before any token check or Redis call.
+    pub address_refusals_per_sec: u32,
+    /// Costly refusals one address may cause at once.
+    pub address_refusal_burst: u32,
+    /// Most addresses whose refusals are remembered at once (bounded memory).
+    pub max_tracked_addresses: usize,
+    /// Peers (the load balancers) whose `X-Forwarded-For` names the client's
+    /// address; from any other peer, the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Limits {
@@ -274,6 +299,10 @@ impl Default for Limits {
             member_requests_per_sec: 2,
             member_burst: 10,
             max_tracked_members: 200_000,
+            address_refusals_per_sec: 10,
+            address_refusal_burst: 50,
+            max_tracked_addresses: 100_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -290,6 +319,9 @@ impl Limits {
             || self.member_requests_per_sec == 0
             || self.member_burst == 0
             || self.max_tracked_members == 0
+            || self.address_refusals_per_sec == 0
+            || self.address_refusal_burst == 0
+            || self.max_tracked_addresses == 0
         {
             return Err(SettingsError::Invalid("every limits.* must be > 0".into()));
         }
@@ -314,6 +346,11 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_variable_changes_one_field() {
+        platform::settings::check_layering(&Settings::default()).unwrap();
+    }
 
     #[test]
     fn defaults_are_valid_and_listen_on_8080() {

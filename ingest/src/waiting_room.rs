@@ -55,7 +55,7 @@ impl PreQueueOrder {
 }
 
 /// `waiting_room.*` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WaitingRoomSettings {
     /// Off by default; `firstcome demo --waiting-room` and the drill turn it on

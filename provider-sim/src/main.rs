@@ -9,7 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings: Settings = platform::settings::load().context("Failed to load settings")?;
+    let settings: Settings = platform::settings::load_layered().context("Failed to load settings")?;
     platform::telemetry::init("provider-sim", &settings.telemetry);
     let shutdown = platform::shutdown::on_signal();
     let application = Application::build(settings).await.context("Failed to start the provider simulator")?;

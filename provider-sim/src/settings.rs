@@ -3,14 +3,14 @@
 
 use platform::settings::{Environment, HttpSettings, SettingsError, TelemetrySettings};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::faults::Faults;
 
 /// The simulator's port when none is configured.
 pub const DEFAULT_PORT: u16 = 8090;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     /// `local` (default) or `production` (`FIRSTCOME_ENVIRONMENT`): outside
@@ -27,6 +27,7 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// The key callers must send as `X-Api-Key` on issue and lookup (the
     /// sender's `provider.api_key`; the same local default on both sides).
+    #[serde(serialize_with = "platform::settings::secret::expose")]
     pub api_key: SecretString,
 }
 
@@ -66,6 +67,13 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_variable_changes_one_field() {
+        let defaults = Settings::default();
+        assert_eq!(defaults.http.port, DEFAULT_PORT, "a default of the simulator's own");
+        platform::settings::check_layering(&defaults).unwrap();
+    }
 
     #[test]
     fn production_refuses_the_local_api_key() {

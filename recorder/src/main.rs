@@ -8,7 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings: recorder::Settings = platform::settings::load().context("Failed to load settings")?;
+    let settings: recorder::Settings = platform::settings::load_layered().context("Failed to load settings")?;
     platform::telemetry::init("recorder", &settings.telemetry);
     let shutdown = platform::shutdown::on_signal();
     let application = recorder::Application::build(settings)

@@ -2,15 +2,15 @@
 //! with `FIRSTCOME_CONFIG` (a TOML file) or `FIRSTCOME_<SECTION>__<FIELD>`.
 
 use platform::settings::{
-    Principal,
-    DatabaseSettings, Environment, HttpSettings, KafkaSettings, RegistrySettings, SettingsError, TelemetrySettings,
+    Credentials, DatabaseSettings, Environment, HttpSettings, KafkaSettings, Principal, RegistrySettings,
+    ServiceSettings, SettingsError, TelemetrySettings,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The recorder's own ops port (`/healthz`, `/metrics`).
 pub const DEFAULT_OPS_PORT: u16 = 9102;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     /// `local` (default) or `production`: outside local the stack's
@@ -41,19 +41,16 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Cross-field rules, checked before anything connects.
     /// These settings with the local stack's credentials of
     /// [`Principal::RECORDER`] wherever none is configured (local only).
-    pub fn with_local_credentials(mut self) -> Self {
-        self.kafka = self.kafka.for_principal(self.environment, Principal::RECORDER);
-        self.database = self.database.for_principal(self.environment, Principal::RECORDER);
-        self
+    pub fn with_local_credentials(self) -> Self {
+        ServiceSettings::with_local_credentials(self)
     }
 
+    /// Cross-field rules, checked before anything connects.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
-        self.environment.check_kafka("kafka", &self.kafka)?;
-        self.environment.check_database("database", &self.database)?;
+        self.check_credentials()?;
         if self.database.max_connections == 0 {
             return Err(SettingsError::Invalid("database.max_connections must be > 0".into()));
         }
@@ -66,9 +63,28 @@ impl Settings {
     }
 }
 
+impl ServiceSettings for Settings {
+    const PRINCIPAL: Principal = Principal::RECORDER;
+
+    fn environment(&self) -> Environment {
+        self.environment
+    }
+
+    fn credentials(&mut self) -> Credentials<'_> {
+        Credentials { kafka: Some(&mut self.kafka), database: Some(&mut self.database), ..Default::default() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_variable_changes_one_field() {
+        let defaults = Settings::default();
+        assert_eq!(defaults.http.port, DEFAULT_OPS_PORT, "a default of the recorder's own");
+        platform::settings::check_layering(&defaults).unwrap();
+    }
 
     #[test]
     fn defaults_are_valid_and_serve_ops_on_9102() {

@@ -4,16 +4,16 @@
 use std::time::Duration;
 
 use platform::settings::{
-    Principal,
-    DatabaseSettings, Environment, HttpSettings, KafkaSettings, RegistrySettings, ReplicaSettings, SettingsError, TelemetrySettings,
+    Credentials, DatabaseSettings, Environment, HttpSettings, KafkaSettings, Principal, RegistrySettings,
+    ReplicaSettings, ServiceSettings, SettingsError, TelemetrySettings,
 };
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The ops port (`/healthz`, `/metrics`) when none is configured.
 pub const DEFAULT_OPS_PORT: u16 = 9103;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     /// `local` (default) or `production`: outside local the stack's database
@@ -57,7 +57,7 @@ impl Default for Settings {
 }
 
 /// How the sender talks to the gift provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProviderSettings {
     pub base_url: String,
@@ -75,6 +75,7 @@ pub struct ProviderSettings {
     /// Gifts in flight at once.
     pub concurrency: usize,
     /// Sent as `X-Api-Key` on every call (the provider-sim checks it).
+    #[serde(serialize_with = "platform::settings::secret::expose")]
     pub api_key: SecretString,
     /// A provider answer longer than this is not read (a misbehaving or
     /// hostile endpoint cannot make the sender buffer without bound).
@@ -116,7 +117,7 @@ impl ProviderSettings {
 }
 
 /// The dispatch group's batches.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DispatchSettings {
     /// Most decisions (so most WONs) in work in one batch. The consumer
@@ -137,7 +138,7 @@ impl Default for DispatchSettings {
 
 /// Gifts parked because the provider's answers settle nothing are retried
 /// on their own schedule, apart from the batches.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ParkedSettings {
     /// How often the retrier looks for parked gifts that are due.
@@ -163,7 +164,7 @@ impl ParkedSettings {
 }
 
 /// The outbox relay.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RelaySettings {
     /// Pause between polls when the outbox is drained (a commit wakes it sooner).
@@ -182,7 +183,7 @@ impl Default for RelaySettings {
 }
 
 /// The gifticon product and face value.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GiftSettings {
     pub product: String,
@@ -220,20 +221,16 @@ impl Settings {
         p.worst_gift().saturating_mul(waves.min(u64::from(u32::MAX)) as u32) + Duration::from_millis(rate_wait_ms)
     }
 
-    /// Cross-field rules, checked before anything connects.
     /// These settings with the local stack's credentials of
     /// [`Principal::SENDER`] wherever none is configured (local only).
-    pub fn with_local_credentials(mut self) -> Self {
-        self.kafka = self.kafka.for_principal(self.environment, Principal::SENDER);
-        self.database = self.database.for_principal(self.environment, Principal::SENDER);
-        self
+    pub fn with_local_credentials(self) -> Self {
+        ServiceSettings::with_local_credentials(self)
     }
 
+    /// Cross-field rules, checked before anything connects.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.kafka.validate()?;
-        self.environment.check_kafka("kafka", &self.kafka)?;
-        self.environment.check_database("database", &self.database)?;
-        self.environment.check_database_url("replica.url", &self.replica.url)?;
+        self.check_credentials()?;
         let p = &self.provider;
         let invalid = |m: &str| Err(SettingsError::Invalid(m.to_string()));
         if p.base_url.trim().is_empty() {
@@ -305,9 +302,31 @@ impl Settings {
     }
 }
 
+impl ServiceSettings for Settings {
+    const PRINCIPAL: Principal = Principal::SENDER;
+
+    fn environment(&self) -> Environment {
+        self.environment
+    }
+
+    fn credentials(&mut self) -> Credentials<'_> {
+        Credentials {
+            kafka: Some(&mut self.kafka),
+            database: Some(&mut self.database),
+            replica: Some(&mut self.replica),
+            ..Default::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_variable_changes_one_field() {
+        platform::settings::check_layering(&Settings::default()).unwrap();
+    }
 
     #[test]
     fn the_defaults_are_valid_and_point_at_the_local_stack() {
@@ -381,9 +400,11 @@ mod tests {
 
     #[test]
     fn a_kafka_section_from_the_environment_keeps_the_dispatch_cap() {
-        // Setting any kafka field resets the others to the platform defaults
-        // (batch 500): the sender's own cap still bounds its batches.
-        let settings: Settings = serde_json::from_value(serde_json::json!({"kafka": {"brokers": "10.0.0.1:9092"}})).unwrap();
+        let variables = platform::settings::environment()
+            .source(Some([("FIRSTCOME_KAFKA__BROKERS".to_string(), "10.0.0.1:9092".to_string())].into()));
+        let settings: Settings =
+            platform::settings::layered(&Settings::default(), variables).unwrap().try_deserialize().unwrap();
+        assert_eq!(settings.kafka.brokers, "10.0.0.1:9092");
         assert_eq!(settings.kafka.batch_max_records, 500);
         assert_eq!(settings.batch_max_records(), 64);
         assert!(settings.validate().is_ok());

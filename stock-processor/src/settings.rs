@@ -4,15 +4,15 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use platform::settings::{
-    DatabaseSettings, Environment, HttpSettings, KafkaSettings, Principal, RedisSettings, RegistrySettings,
-    ReplicaSettings, SettingsError, TelemetrySettings,
+    Credentials, DatabaseSettings, Environment, HttpSettings, KafkaSettings, Principal, RedisSettings,
+    RegistrySettings, ReplicaSettings, ServiceSettings, SettingsError, TelemetrySettings,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The ops port (`/healthz`, `/metrics`) of the stock processor.
 pub const DEFAULT_OPS_PORT: u16 = 9101;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     /// `local` (default) or `production` (`FIRSTCOME_ENVIRONMENT`): outside
@@ -136,11 +136,8 @@ impl Settings {
 
     /// These settings with the local stack's credentials of
     /// [`Principal::STOCK`] wherever none is configured (local only).
-    pub fn with_local_credentials(mut self) -> Self {
-        self.kafka = self.kafka.for_principal(self.environment, Principal::STOCK);
-        self.redis = self.redis.for_principal(self.environment, Principal::STOCK);
-        self.database = self.database.for_principal(self.environment, Principal::STOCK);
-        self
+    pub fn with_local_credentials(self) -> Self {
+        ServiceSettings::with_local_credentials(self)
     }
 
     /// Cross-field rules, checked before anything connects.
@@ -158,10 +155,24 @@ impl Settings {
                 self.replica_ack_timeout_ms, self.kafka.transaction_timeout_ms
             )));
         }
-        self.environment.check_kafka("kafka", &self.kafka)?;
-        self.environment.check_redis("redis", &self.redis)?;
-        self.environment.check_database("database", &self.database)?;
-        self.environment.check_database_url("replica.url", &self.replica.url)
+        self.check_credentials()
+    }
+}
+
+impl ServiceSettings for Settings {
+    const PRINCIPAL: Principal = Principal::STOCK;
+
+    fn environment(&self) -> Environment {
+        self.environment
+    }
+
+    fn credentials(&mut self) -> Credentials<'_> {
+        Credentials {
+            kafka: Some(&mut self.kafka),
+            redis: Some(&mut self.redis),
+            database: Some(&mut self.database),
+            replica: Some(&mut self.replica),
+        }
     }
 }
 
@@ -191,6 +202,13 @@ mod tests {
         assert!(settings.validate().expect_err("the stack's Kafka password").to_string().contains("kafka"));
         settings.environment = Environment::Local;
         assert!(settings.validate().is_ok(), "local accepts the stack's passwords");
+    }
+
+    #[test]
+    fn one_variable_changes_one_field() {
+        let defaults = Settings::default();
+        assert_eq!(defaults.database.max_connections, 2, "a default of the stock stage's own");
+        platform::settings::check_layering(&defaults).unwrap();
     }
 
     #[test]
