@@ -31,12 +31,18 @@ pub const DEFAULT_AUDIENCE: &str = "firstcome-ingest";
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(3_600);
 /// Clock skew tolerated between the minting service and ingest.
 const LEEWAY_SECS: u64 = 5;
+/// The longest `Authorization` header looked at. A token ingest accepts is a
+/// few hundred bytes; a longer header is refused before it is decoded or its
+/// HMAC computed, so a forger cannot make each refusal cost more by padding.
+pub const MAX_AUTHORIZATION_BYTES: usize = 4_096;
 
 /// Why a token was refused. Every variant answers 401; the variant is logged.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("no bearer token")]
     Missing,
+    #[error("authorization header over {MAX_AUTHORIZATION_BYTES} bytes")]
+    Oversized,
     #[error("invalid token: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
     #[error("invalid member id in token")]
@@ -232,9 +238,14 @@ impl Verifier {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header value.
+/// The token of an `Authorization: Bearer <token>` header value (refused,
+/// without looking further, when over [`MAX_AUTHORIZATION_BYTES`]).
 pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
-    let value = header.ok_or(AuthError::Missing)?.trim();
+    let value = header.ok_or(AuthError::Missing)?;
+    if value.len() > MAX_AUTHORIZATION_BYTES {
+        return Err(AuthError::Oversized);
+    }
+    let value = value.trim();
     let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing)?;
     match scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
         true => Ok(token.trim()),
@@ -437,6 +448,14 @@ mod tests {
         assert!(bearer(Some("Basic abc")).is_err());
         assert!(bearer(Some("Bearer ")).is_err());
         assert!(bearer(None).is_err());
+    }
+
+    #[test]
+    fn an_oversized_authorization_header_is_refused_before_decoding() {
+        let padded = format!("Bearer {}", "a".repeat(MAX_AUTHORIZATION_BYTES));
+        assert!(matches!(bearer(Some(&padded)), Err(AuthError::Oversized)));
+        let at_limit = format!("Bearer {}", "a".repeat(MAX_AUTHORIZATION_BYTES - 7));
+        assert!(bearer(Some(&at_limit)).is_ok());
     }
 
     /// URL-safe base64 without padding, enough to build a hostile token by hand.

@@ -44,6 +44,10 @@ pub enum ApiError {
     /// The member made more requests than `limits.member_*` allow.
     #[error("too many requests from this member, retry later")]
     RateLimited(Duration),
+    /// The client's address spent its budget of costly refusals (bad tokens,
+    /// unknown events): refused before any of that work is done again.
+    #[error("too many refused requests from this address, retry later")]
+    TooManyRefusals(Duration),
     /// The body did not arrive whole within `limits.body_read_timeout_ms`.
     #[error("the request body did not arrive in time")]
     BodyTimeout,
@@ -78,7 +82,9 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotEligible => StatusCode::FORBIDDEN,
             ApiError::AlreadyEntered { .. } | ApiError::EntryInProgress { .. } => StatusCode::CONFLICT,
-            ApiError::RateLimited(_) | ApiError::Waiting(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::TooManyRefusals(_) | ApiError::Waiting(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Overloaded | ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -100,6 +106,7 @@ impl ApiError {
             ApiError::AlreadyEntered { .. } => "already_entered",
             ApiError::EntryInProgress { .. } => "entry_in_progress",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::TooManyRefusals(_) => "too_many_refusals",
             ApiError::Waiting(_) => "waiting",
             ApiError::BodyTimeout => "body_timeout",
             ApiError::Overloaded => "overloaded",
@@ -109,7 +116,7 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::TooEarly(d) | ApiError::RateLimited(d) => Some(*d),
+            ApiError::TooEarly(d) | ApiError::RateLimited(d) | ApiError::TooManyRefusals(d) => Some(*d),
             ApiError::PreQueued { opens_in, .. } => Some(*opens_in),
             ApiError::Waiting(place) => Some(place.retry_after),
             ApiError::Overloaded => Some(Duration::from_secs(1)),

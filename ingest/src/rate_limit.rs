@@ -1,5 +1,5 @@
-//! The per-member request rate: governor's GCRA keyed by member id, on a
-//! state store of bounded size.
+//! Request budgets: governor's GCRA keyed by member id ([`MemberRateLimit`])
+//! and by client address ([`AddressLimit`]), on a state store of bounded size.
 //!
 //! Checked right after the token verified and before anything that costs
 //! (the in-flight permit, the event state, Redis, the body): a member over
@@ -9,9 +9,15 @@
 //! idle long enough to be back to a full burst (forgetting them changes no
 //! decision), and only if none is, the longest idle one (who then gets a
 //! fresh burst: the limit loosens under a flood of members, memory never grows).
+//!
+//! The address budget counts refusals that cost something (a token checked
+//! and found bad, an event id looked up and found unknown): once an address
+//! has spent it, its requests are answered 429 before any of that work until
+//! the budget refills. See [`AddressLimit`].
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,24 +34,32 @@ struct Slot {
     /// governor's state: the theoretical arrival time of the next request.
     tat: Nanos,
     last_seen: Instant,
+    /// Set when the key's budget ran out ([`AddressLimit`]): until then its
+    /// requests are refused without being counted again.
+    blocked_until: Option<Instant>,
 }
 
-/// A keyed governor state store holding at most `capacity` members. Cheap
+/// A keyed governor state store holding at most `capacity` keys. Cheap
 /// to clone (the limiter owns one handle, [`MemberRateLimit`] another).
-#[derive(Clone)]
-pub struct BoundedStore {
-    inner: Arc<StoreInner>,
+pub struct BoundedStore<K = String> {
+    inner: Arc<StoreInner<K>>,
 }
 
-struct StoreInner {
-    shards: Vec<Mutex<HashMap<String, Slot>>>,
+impl<K> Clone for BoundedStore<K> {
+    fn clone(&self) -> Self {
+        Self { inner: Arc::clone(&self.inner) }
+    }
+}
+
+struct StoreInner<K> {
+    shards: Vec<Mutex<HashMap<K, Slot>>>,
     per_shard: usize,
     /// After this long without a request, a member's state equals a fresh one.
     forget_after: Duration,
     hasher: RandomState,
 }
 
-impl BoundedStore {
+impl<K: Hash + Eq + Clone> BoundedStore<K> {
     fn new(capacity: usize, forget_after: Duration) -> Self {
         Self {
             inner: Arc::new(StoreInner {
@@ -58,9 +72,24 @@ impl BoundedStore {
     }
 }
 
-impl StoreInner {
-    fn shard(&self, key: &str) -> &Mutex<HashMap<String, Slot>> {
+impl<K: Hash + Eq + Clone> StoreInner<K> {
+    fn shard(&self, key: &K) -> &Mutex<HashMap<K, Slot>> {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    /// Marks `key` refused until `until` (a key governor just refused has a slot).
+    fn block(&self, key: &K, until: Instant) {
+        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = shard.get_mut(key) {
+            slot.blocked_until = Some(until);
+        }
+    }
+
+    /// How long `key` stays refused, if it is.
+    fn blocked(&self, key: &K) -> Option<Duration> {
+        let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let until = shard.get(key)?.blocked_until?;
+        until.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())
     }
 
     fn len(&self) -> usize {
@@ -68,9 +97,11 @@ impl StoreInner {
     }
 
     /// Makes room for one more member in a full shard.
-    fn make_room(&self, shard: &mut HashMap<String, Slot>) {
+    fn make_room(&self, shard: &mut HashMap<K, Slot>) {
         let now = Instant::now();
-        shard.retain(|_, slot| now.duration_since(slot.last_seen) < self.forget_after);
+        shard.retain(|_, slot| {
+            now.duration_since(slot.last_seen) < self.forget_after || slot.blocked_until.is_some_and(|until| until > now)
+        });
         if shard.len() >= self.per_shard {
             if let Some(oldest) = shard.iter().min_by_key(|(_, slot)| slot.last_seen).map(|(k, _)| k.clone()) {
                 shard.remove(&oldest);
@@ -80,10 +111,10 @@ impl StoreInner {
     }
 }
 
-impl StateStore for BoundedStore {
-    type Key = String;
+impl<K: Hash + Eq + Clone> StateStore for BoundedStore<K> {
+    type Key = K;
 
-    fn measure_and_replace<T, F, E>(&self, key: &String, f: F) -> Result<T, E>
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
@@ -94,9 +125,27 @@ impl StateStore for BoundedStore {
         if previous.is_none() && shard.len() >= inner.per_shard {
             inner.make_room(&mut shard);
         }
-        shard.insert(key.clone(), Slot { tat, last_seen: Instant::now() });
+        shard.insert(key.clone(), Slot { tat, last_seen: Instant::now(), blocked_until: None });
         Ok(answer)
     }
+}
+
+/// A GCRA limiter keyed by `K` on a [`BoundedStore`], with `per_sec`
+/// sustained, `burst` at once and at most `capacity` keys remembered.
+fn bounded_limiter<K: Hash + Eq + Clone>(
+    per_sec: u32,
+    burst: u32,
+    capacity: usize,
+) -> (RateLimiter<K, BoundedStore<K>, DefaultClock>, BoundedStore<K>, DefaultClock) {
+    let per_sec = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::per_second(per_sec).allow_burst(burst);
+    // A key is back to a full burst after burst × the replenish interval.
+    let forget_after = quota.replenish_interval() * burst.get() + Duration::from_millis(1);
+    let clock = DefaultClock::default();
+    let store = BoundedStore::new(capacity, forget_after);
+    let limiter = RateLimiter::new(quota, store.clone(), clock.clone());
+    (limiter, store, clock)
 }
 
 /// Requests per member.
@@ -109,14 +158,7 @@ pub struct MemberRateLimit {
 impl MemberRateLimit {
     /// `per_sec` sustained, `burst` at once, at most `capacity` members remembered.
     pub fn new(per_sec: u32, burst: u32, capacity: usize) -> Self {
-        let per_sec = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::per_second(per_sec).allow_burst(burst);
-        // A member is back to a full burst after burst × the replenish interval.
-        let forget_after = quota.replenish_interval() * burst.get() + Duration::from_millis(1);
-        let clock = DefaultClock::default();
-        let store = BoundedStore::new(capacity, forget_after);
-        let limiter = RateLimiter::new(quota, store.clone(), clock.clone());
+        let (limiter, store, clock) = bounded_limiter(per_sec, burst, capacity);
         Self { limiter, store, clock }
     }
 
@@ -128,6 +170,46 @@ impl MemberRateLimit {
     }
 
     /// How many members are remembered now.
+    pub fn tracked(&self) -> usize {
+        self.store.inner.len()
+    }
+}
+
+/// Costly refusals per client address: a client sending forged tokens or
+/// random event ids spends its budget (`burst`, refilled at `per_sec`), then
+/// every request from its address is answered 429 before the token's HMAC
+/// or any Redis lookup, until one unit has refilled. Counting refusals only,
+/// not requests, keeps members behind one shared address (a carrier's NAT)
+/// unaffected unless one of them misbehaves; they share its penalty then,
+/// for at most a replenish interval at a time.
+pub struct AddressLimit {
+    limiter: RateLimiter<IpAddr, BoundedStore<IpAddr>, DefaultClock>,
+    store: BoundedStore<IpAddr>,
+    clock: DefaultClock,
+}
+
+impl AddressLimit {
+    /// `per_sec` refusals sustained, `burst` at once, at most `capacity` addresses remembered.
+    pub fn new(per_sec: u32, burst: u32, capacity: usize) -> Self {
+        let (limiter, store, clock) = bounded_limiter(per_sec, burst, capacity);
+        Self { limiter, store, clock }
+    }
+
+    /// How long `address` stays refused, when it has spent its budget.
+    pub fn blocked(&self, address: IpAddr) -> Option<Duration> {
+        self.store.inner.blocked(&address)
+    }
+
+    /// Counts one costly refusal of `address`; when that was over its
+    /// budget, the address is refused until a unit has refilled.
+    pub fn refused(&self, address: IpAddr) {
+        if let Err(not_until) = self.limiter.check_key(&address) {
+            let wait = not_until.wait_time_from(self.clock.now());
+            self.store.inner.block(&address, Instant::now() + wait);
+        }
+    }
+
+    /// How many addresses are remembered now.
     pub fn tracked(&self) -> usize {
         self.store.inner.len()
     }
@@ -160,5 +242,41 @@ mod tests {
         let last = "m-9999";
         let _ = limit.check(last);
         assert!(limit.check(last).is_err());
+    }
+
+    #[test]
+    fn an_address_is_blocked_only_after_its_refusal_budget() {
+        let limit = AddressLimit::new(1, 3, 100);
+        let attacker: IpAddr = "203.0.113.7".parse().unwrap();
+        let neighbour: IpAddr = "203.0.113.8".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(limit.blocked(attacker), None);
+            limit.refused(attacker);
+        }
+        assert_eq!(limit.blocked(attacker), None, "the burst itself is allowed");
+        limit.refused(attacker);
+        let wait = limit.blocked(attacker).expect("over the budget: blocked");
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        assert_eq!(limit.blocked(neighbour), None, "another address keeps its budget");
+    }
+
+    #[test]
+    fn a_blocked_address_is_let_in_again_once_a_unit_refilled() {
+        let limit = AddressLimit::new(50, 1, 100);
+        let address: IpAddr = "198.51.100.1".parse().unwrap();
+        limit.refused(address);
+        limit.refused(address);
+        assert!(limit.blocked(address).is_some());
+        std::thread::sleep(Duration::from_millis(25));
+        assert_eq!(limit.blocked(address), None);
+    }
+
+    #[test]
+    fn addresses_stay_bounded_under_a_flood() {
+        let limit = AddressLimit::new(1, 1, 64);
+        for i in 0..5_000u32 {
+            limit.refused(IpAddr::from(i.to_be_bytes()));
+        }
+        assert!(limit.tracked() <= 64, "{} addresses remembered", limit.tracked());
     }
 }

@@ -13,6 +13,13 @@
 //!   `max_connections` permits; when all are taken, new connections wait in
 //!   the kernel's backlog until one closes (at most the header-read timeout
 //!   for a stalled one), so memory and descriptors stay bounded;
+//! - a **cap on the request head**: hyper buffers at most
+//!   [`MAX_HEAD_BYTES`] while reading a request line and headers, and answers
+//!   431 beyond it (hyper's default is ~400 KiB, which a client could make
+//!   every instance buffer per connection);
+//! - the **peer's address** in each request's extensions
+//!   (`axum::extract::ConnectInfo`), which the per-address budget of costly
+//!   refusals keys on (`crate::request_context::guard`);
 //! - graceful shutdown: on cancel, idle connections close at once and
 //!   requests in work finish (each is bounded by the publish deadline).
 //!
@@ -20,11 +27,12 @@
 //! see `routes::entries`. HTTP/2 is not served: the L7 load balancer in front
 //! speaks HTTP/1.1 to the instances, and h2 would need its own timeouts.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -46,6 +54,11 @@ pub struct ServeLimits {
     pub max_connections: usize,
 }
 
+/// The most a request head (line + headers) may take; more is answered 431.
+/// An entry request's head is well under 2 KiB; 16 KiB leaves room for
+/// cookies a shop's domain may add. (hyper's floor is 8 KiB.)
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// A pause after a failed `accept` (EMFILE and the like), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -62,6 +75,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
@@ -76,7 +90,7 @@ pub async fn serve(
         if slots.available_permits() == 0 {
             metrics::counter!("firstcome_ingest_connections_saturated_total").increment(1);
         }
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -88,7 +102,10 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone().map_request(|request: Request<Incoming>| request.map(Body::new)));
+        let service = TowerToHyperService::new(router.clone().map_request(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            request.map(Body::new)
+        }));
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {

@@ -105,6 +105,7 @@ pub fn status_url(entry_id: &str) -> String {
 /// The API, every route inside the request middleware.
 pub fn router(state: AppState) -> Router {
     let max_body = state.limits.max_body_bytes;
+    let guard = crate::request_context::ClientGuard::new(&state.limits);
     Router::new()
         .route(
             "/api/events/{event_id}/entries",
@@ -115,5 +116,6 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(page::index))
         .route("/static/{file}", get(page::asset))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(guard, crate::request_context::guard))
         .layer(axum::middleware::from_fn(crate::request_context::track))
 }

@@ -41,6 +41,8 @@ pub async fn isolated_settings() -> Settings {
     // Tests poll as fast as they like; the member rate has its own test.
     settings.limits.member_requests_per_sec = 1_000;
     settings.limits.member_burst = 1_000;
+    // Tests refuse on purpose from one address; the address budget has its own tests.
+    settings.limits.address_refusal_burst = 100_000;
     settings
 }
 

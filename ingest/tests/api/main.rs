@@ -10,5 +10,6 @@ mod events;
 mod helpers;
 mod limits;
 mod ops;
+mod refusals;
 mod status;
 mod waiting_room;
