@@ -79,7 +79,55 @@ pub struct Route {
     pub produced_by: &'static str,
     /// The stages (consumer groups) that read it, each as its own group.
     pub consumers: &'static [Stage],
+    /// How the topic keeps and stamps its records; its dead-letter topic
+    /// keeps [`DLQ_LOG`].
+    pub log: LogPolicy,
 }
+
+/// How a topic's log keeps and stamps records: the topic configs `firstcome
+/// topics create` sets (and reports drift from on an existing topic).
+///
+/// Timestamps are the producer's (`message.timestamp.type=CreateTime`):
+/// an event's record carries when it happened (for an entry, the accept
+/// time), which the stock stage merges partitions by and retention and
+/// `offsets_for_times` count from. So the broker refuses a record stamped
+/// too far from its own clock, a non-retriable produce error the producer
+/// fails fast on: a partner's clock that is off, or a bug, cannot place a
+/// record where time retention deletes it at once or where a seek by time
+/// skips it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPolicy {
+    /// `retention.ms`: how long records are kept.
+    pub retention_ms: u64,
+    /// `message.timestamp.before.max.ms`: how far behind the broker's clock
+    /// a record's timestamp may be.
+    pub timestamp_before_max_ms: u64,
+    /// `message.timestamp.after.max.ms`: how far ahead of the broker's clock
+    /// a record's timestamp may be (clock skew).
+    pub timestamp_after_max_ms: u64,
+}
+
+/// The timestamp type of every topic: the producer's.
+pub const TIMESTAMP_TYPE: &str = "CreateTime";
+
+const MINUTE_MS: u64 = 60 * 1000;
+const DAY_MS: u64 = 24 * 60 * MINUTE_MS;
+
+/// Event topics: 7 days. A record may be stamped up to a day in the past
+/// (a producer that buffered through an outage, an outbox relay catching
+/// up; a day leaves six of the seven days' retention to read it) and a
+/// minute in the future (clock skew between hosts).
+pub const EVENT_LOG: LogPolicy =
+    LogPolicy { retention_ms: 7 * DAY_MS, timestamp_before_max_ms: DAY_MS, timestamp_after_max_ms: MINUTE_MS };
+
+/// Dead-letter topics: 30 days, for operators to look and replay. A dead
+/// letter keeps its source record's timestamp, which may be as old as the
+/// source topic keeps records.
+pub const DLQ_LOG: LogPolicy = LogPolicy {
+    retention_ms: 30 * DAY_MS,
+    timestamp_before_max_ms: EVENT_LOG.retention_ms,
+    timestamp_after_max_ms: MINUTE_MS,
+};
 
 impl Route {
     /// The dead-letter topic beside this topic (without prefix).
@@ -102,6 +150,7 @@ pub const ROUTES: [Route; 4] = [
         producer: Stage::Ingest,
         produced_by: "ingest (idempotent producer, acks=all; 202 after the ack)",
         consumers: &[Stage::Stock, Stage::Recording],
+        log: EVENT_LOG,
     },
     Route {
         topic: Topics::STOCK_DECIDED,
@@ -110,6 +159,7 @@ pub const ROUTES: [Route; 4] = [
         producer: Stage::Stock,
         produced_by: "group `stock` (Kafka transaction with its input offsets)",
         consumers: &[Stage::Recording, Stage::Dispatch],
+        log: EVENT_LOG,
     },
     Route {
         topic: Topics::GIFT_DISPATCHED,
@@ -118,6 +168,7 @@ pub const ROUTES: [Route; 4] = [
         producer: Stage::Dispatch,
         produced_by: "group `dispatch` via its outbox relay",
         consumers: &[Stage::Recording],
+        log: EVENT_LOG,
     },
     Route {
         topic: Topics::STOCK_RELEASED,
@@ -126,6 +177,7 @@ pub const ROUTES: [Route; 4] = [
         producer: Stage::Dispatch,
         produced_by: "group `dispatch` via its outbox relay (compensation)",
         consumers: &[Stage::Stock],
+        log: EVENT_LOG,
     },
 ];
 

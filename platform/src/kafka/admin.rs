@@ -45,11 +45,15 @@ pub fn pipeline_topics(topics: &Topics, layout: Layout) -> Vec<TopicSpec> {
     // Two replicas must acknowledge on a cluster, so one broker may die
     // without losing an acknowledged entry.
     let min_isr = if layout.replication >= 3 { 2 } else { 1 };
-    let configs = |retention_days: u64| {
+    let configs = |log: &topology::LogPolicy| {
         vec![
             ("min.insync.replicas", min_isr.to_string()),
-            ("retention.ms", (retention_days * 24 * 3600 * 1000).to_string()),
+            ("retention.ms", log.retention_ms.to_string()),
+            // A batch stays in the codec its producer chose (a partner's zstd too).
             ("compression.type", "producer".to_string()),
+            ("message.timestamp.type", topology::TIMESTAMP_TYPE.to_string()),
+            ("message.timestamp.before.max.ms", log.timestamp_before_max_ms.to_string()),
+            ("message.timestamp.after.max.ms", log.timestamp_after_max_ms.to_string()),
         ]
     };
     let mut specs = Vec::new();
@@ -59,14 +63,13 @@ pub fn pipeline_topics(topics: &Topics, layout: Layout) -> Vec<TopicSpec> {
             name: topic.to_string(),
             partitions: layout.partitions,
             replication: layout.replication,
-            configs: configs(7),
+            configs: configs(&route.log),
         });
         specs.push(TopicSpec {
             name: Topics::dlq(topic),
             partitions: layout.dlq_partitions,
             replication: layout.replication,
-            // Operators replay from the DLQ: keep it longer.
-            configs: configs(30),
+            configs: configs(&topology::DLQ_LOG),
         });
     }
     specs
