@@ -17,8 +17,10 @@
 //! [`REBUILD_PAUSE`] a new loop (a new consumer and producer; for the
 //! transactional stage a new producer epoch) resumes from the committed
 //! offsets. Each rebuild is logged and counted
-//! (`firstcome_consumer_loop_rebuilds_total{group}`). The service only ends
-//! when `shutdown` is cancelled.
+//! (`firstcome_consumer_loop_rebuilds_total{group}`). The service ends when
+//! `shutdown` is cancelled, or with [`ServiceError::Stopped`] when the
+//! broker refused an output for good (a new loop would be refused again:
+//! an operator must act, see `ConsumerError::Refused`).
 
 use std::time::Duration;
 
@@ -48,6 +50,14 @@ pub enum ServiceError {
     Bind(#[from] BindError),
     #[error("the ops server failed")]
     Ops(#[source] std::io::Error),
+    /// The consumer loop stopped on an error no new loop gets past (the
+    /// broker refused an output for good): the service stops with it.
+    #[error("the consumer loop of group {group} stopped")]
+    Stopped {
+        group: String,
+        #[source]
+        source: ConsumerError,
+    },
 }
 
 /// What a service consumes and how it commits.
@@ -118,6 +128,9 @@ impl<H: BatchHandler> ConsumerService<H> {
     ) -> Result<Self, ServiceError> {
         let consumer = subscription.join().await?;
         let (ops_listener, ops_port) = http.bind().await?;
+        // Its group's series at zero before the first batch (`/metrics` shows them at once).
+        crate::metrics::describe(crate::metrics::PRODUCER);
+        crate::metrics::consumer_group(&subscription.group());
         Ok(Self { subscription, handler, consumer: Some(consumer), ops_listener, ops_port, health })
     }
 
@@ -145,6 +158,7 @@ impl<H: BatchHandler> ConsumerService<H> {
         let ops_shutdown = shutdown.child_token();
         let ops = tokio::spawn(crate::ops::serve(ops_listener, health, ops_shutdown.clone()));
 
+        let mut stopped = None;
         while !shutdown.is_cancelled() {
             let current = match consumer.take() {
                 Some(current) => current,
@@ -159,6 +173,11 @@ impl<H: BatchHandler> ConsumerService<H> {
             };
             match current.run(&handler, shutdown.clone()).await {
                 Ok(()) => break,
+                Err(error) if !error.is_rebuildable() => {
+                    tracing::error!(%group, error = %crate::error::ErrorChain(&error), "consumer loop stopped for good");
+                    stopped = Some(ServiceError::Stopped { group: group.clone(), source: error });
+                    break;
+                }
                 Err(error) => {
                     // Nothing of the batch in work was committed (a failed
                     // transaction was aborted); the new loop resumes from
@@ -170,12 +189,16 @@ impl<H: BatchHandler> ConsumerService<H> {
         }
 
         ops_shutdown.cancel();
-        match ops.await {
+        let ops = match ops.await {
             Ok(result) => result.map_err(ServiceError::Ops),
             Err(error) => {
                 tracing::error!(%group, %error, "ops server task failed");
                 Ok(())
             }
+        };
+        match stopped {
+            Some(error) => Err(error),
+            None => ops,
         }
     }
 }

@@ -10,6 +10,7 @@ mod events;
 mod helpers;
 mod limits;
 mod ops;
+mod produce_refused;
 mod refusals;
 mod status;
 mod waiting_room;

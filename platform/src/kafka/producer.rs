@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -43,6 +43,9 @@ pub struct RawRecord {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: OwnedHeaders,
+    /// The record timestamp (ms); `None`: the producer's clock at send. A
+    /// dead letter keeps its source record's.
+    pub timestamp_ms: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,9 +61,45 @@ impl ProduceError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ProduceError::Encode(e) => e.is_retriable(),
-            ProduceError::Kafka(_) => true,
+            ProduceError::Kafka(e) => !is_refused_for_good(e),
         }
     }
+}
+
+/// Whether the broker (or librdkafka before it) refused the record for
+/// good: sent again, the same record is refused again until an operator
+/// acts (an ACL, a topic's limits, the producer's clock), so retrying it
+/// only hides the cause. librdkafka retries what may pass later (a broker
+/// away, a leader moving, a full queue, a timeout) before the send returns;
+/// what it returns with one of these codes it did not retry.
+///
+/// - the record: too large (`MessageSizeTooLarge`, `MessageBatchTooLarge`),
+///   its timestamp outside the topic's bounds (`InvalidTimestamp`), or
+///   refused by the broker's checks (`InvalidRecord`, `PolicyViolation`,
+///   `UnsupportedForMessageFormat`, `InvalidMessage`);
+/// - the producer: not authorized (`TopicAuthorizationFailed`,
+///   `ClusterAuthorizationFailed`, `TransactionalIdAuthorizationFailed`),
+///   or configured so the broker cannot take it (`InvalidRequiredAcks`,
+///   `InvalidTopic`).
+pub fn is_refused_for_good(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::MessageSizeTooLarge
+                | Code::MessageBatchTooLarge
+                | Code::InvalidTimestamp
+                | Code::InvalidRecord
+                | Code::PolicyViolation
+                | Code::UnsupportedForMessageFormat
+                | Code::InvalidMessage
+                | Code::TopicAuthorizationFailed
+                | Code::ClusterAuthorizationFailed
+                | Code::TransactionalIdAuthorizationFailed
+                | Code::InvalidRequiredAcks
+                | Code::InvalidTopic
+        )
+    )
 }
 
 /// The partitioner of every firstcome producer: the Java client's. A keyed
@@ -144,6 +183,9 @@ impl RecordSender {
         let started = std::time::Instant::now();
         let result = self.deliver(future_record).instrument(span).await;
         Produced { topic: &record.topic, ok: result.is_ok(), elapsed: started.elapsed() }.emit();
+        if let Err(error) = &result {
+            ProduceRefused::check(&record.topic, error);
+        }
         result
     }
 
@@ -157,7 +199,14 @@ impl RecordSender {
         if let Some(payload) = &record.payload {
             future_record = future_record.payload(payload.as_slice());
         }
-        self.deliver(future_record).await
+        if let Some(timestamp) = record.timestamp_ms {
+            future_record = future_record.timestamp(timestamp);
+        }
+        let result = self.deliver(future_record).await;
+        if let Err(error) = &result {
+            ProduceRefused::check(&record.topic, error);
+        }
+        result
     }
 
     async fn deliver<K, P>(&self, record: FutureRecord<'_, K, P>) -> Result<Delivery, KafkaError>
@@ -184,6 +233,36 @@ impl Produced<'_> {
         let result = if self.ok { "ok" } else { "error" };
         metrics::histogram!("firstcome_produce_seconds", "topic" => self.topic.to_string(), "result" => result)
             .record(self.elapsed.as_secs_f64());
+    }
+}
+
+/// The broker refused a record for good ([`is_refused_for_good`]): logged
+/// as an error naming what an operator must look at, and counted
+/// (`firstcome_produce_refused_total{topic,code}`). Whoever sent it fails
+/// fast on it (ingest answers 503; a consumer stage stops with the cause).
+struct ProduceRefused<'a> {
+    topic: &'a str,
+    error: &'a KafkaError,
+}
+
+impl ProduceRefused<'_> {
+    fn check(topic: &str, error: &KafkaError) {
+        if is_refused_for_good(error) {
+            ProduceRefused { topic, error }.emit();
+        }
+    }
+
+    fn emit(&self) {
+        let code = self.error.rdkafka_error_code().map(|c| format!("{c:?}")).unwrap_or_default();
+        tracing::error!(
+            topic = self.topic,
+            code = %code,
+            error = %crate::error::ErrorChain(self.error),
+            "the broker refused the record for good (not retried): check the topic's ACLs, its \
+             message size and timestamp limits, and this host's clock"
+        );
+        metrics::counter!("firstcome_produce_refused_total", "topic" => self.topic.to_string(), "code" => code)
+            .increment(1);
     }
 }
 

@@ -8,30 +8,39 @@ use rdkafka::TopicPartitionList;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{CommitFailed, OutputNotAcknowledged, OutputsAbandoned};
-use super::{ConsumerLoop, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
-use crate::kafka::producer::{OutRecord, RawRecord};
+use super::{ConsumerError, ConsumerLoop, RETRY_BACKOFF_MAX, RETRY_BACKOFF_MIN};
+use crate::kafka::producer::{is_refused_for_good, OutRecord, RawRecord};
 
 impl ConsumerLoop {
     /// Sends the outputs and dead letters until acknowledged, then commits
     /// `offsets`. Nothing is committed when shutting down with outputs
-    /// unacknowledged: the batch replays after the restart.
+    /// unacknowledged: the batch replays after the restart. A record the
+    /// broker refused for good ends the loop with the cause
+    /// ([`ConsumerError::Refused`]), nothing committed.
     pub(super) async fn commit_at_least_once(
         &self,
         records: &[OutRecord],
         dead: &[RawRecord],
         offsets: TopicPartitionList,
         shutdown: &CancellationToken,
-    ) {
-        if self.send_until_acknowledged(records, dead, shutdown).await {
+    ) -> Result<(), ConsumerError> {
+        if self.send_until_acknowledged(records, dead, shutdown).await? {
             self.commit(offsets).await;
         }
+        Ok(())
     }
 
     /// Every output must be acknowledged before the offsets move. Failures
-    /// are retried (the records are idempotent downstream). `false` when
-    /// shutting down with outputs unacknowledged: the caller must not
-    /// commit, so the batch replays after the restart.
-    async fn send_until_acknowledged(&self, records: &[OutRecord], dead: &[RawRecord], shutdown: &CancellationToken) -> bool {
+    /// are retried (the records are idempotent downstream), except a
+    /// refusal for good, which is returned. `false` when shutting down with
+    /// outputs unacknowledged: the caller must not commit, so the batch
+    /// replays after the restart.
+    async fn send_until_acknowledged(
+        &self,
+        records: &[OutRecord],
+        dead: &[RawRecord],
+        shutdown: &CancellationToken,
+    ) -> Result<bool, ConsumerError> {
         let mut backoff = RETRY_BACKOFF_MIN;
         let mut pending: Vec<usize> = (0..records.len() + dead.len()).collect();
         while !pending.is_empty() {
@@ -44,27 +53,28 @@ impl ConsumerLoop {
                 (i, result)
             });
             let results = futures::future::join_all(sends).await;
-            pending = results
-                .into_iter()
-                .filter_map(|(i, result)| match result {
-                    Ok(_) => None,
-                    Err(error) => {
-                        OutputNotAcknowledged { group: &self.group, error: &error }.emit();
-                        Some(i)
-                    }
-                })
-                .collect();
+            let mut failed = Vec::new();
+            for (i, result) in results {
+                let Err(error) = result else { continue };
+                if is_refused_for_good(&error) {
+                    let topic = if i < records.len() { &records[i].topic } else { &dead[i - records.len()].topic };
+                    return Err(ConsumerError::Refused { topic: topic.clone(), error });
+                }
+                OutputNotAcknowledged { group: &self.group, error: &error }.emit();
+                failed.push(i);
+            }
+            pending = failed;
             if !pending.is_empty() {
                 if shutdown.is_cancelled() && backoff >= RETRY_BACKOFF_MAX {
                     // Give up without committing: the batch replays after restart.
                     OutputsAbandoned { group: &self.group }.emit();
-                    return false;
+                    return Ok(false);
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
             }
         }
-        true
+        Ok(true)
     }
 
     /// Synchronous commit of the batch's next offsets. A failed commit (e.g.

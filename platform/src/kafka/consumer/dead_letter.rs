@@ -34,6 +34,8 @@ pub(super) fn dead_letter_records(group: &str, batch: &[Record], dead: &[DeadLet
                 key: record.message.key().map(<[u8]>::to_vec),
                 payload: record.payload().map(<[u8]>::to_vec),
                 headers,
+                // The source record's time, as Kafka Connect's dead letters keep it.
+                timestamp_ms: record.message.timestamp().to_millis(),
             }
         })
         .collect()

@@ -72,6 +72,24 @@ pub enum ConsumerError {
     Kafka(#[from] KafkaError),
     #[error("the transactional producer is fenced or failed fatally: {0}")]
     Fatal(String),
+    /// The broker refused an output or dead letter for good (see
+    /// [`crate::kafka::producer::is_refused_for_good`]): the batch is not
+    /// committed, and trying it again would be refused again, so the loop
+    /// stops with the cause instead of retrying it forever.
+    #[error("the broker refused a record for {topic} for good; an operator must act")]
+    Refused {
+        topic: String,
+        #[source]
+        error: KafkaError,
+    },
+}
+
+impl ConsumerError {
+    /// Whether a new loop (a new consumer and producer) may get past this
+    /// error; a refused record is refused again.
+    pub fn is_rebuildable(&self) -> bool {
+        !matches!(self, ConsumerError::Refused { .. })
+    }
 }
 
 /// A consumer group member with its producer.
@@ -259,10 +277,7 @@ impl ConsumerLoop {
         let offsets = next_offsets(batch, &outcome.offset_metadata)?;
         let dead_letters = dead_letter::dead_letter_records(&self.group, batch, &outcome.dead_letters);
         match &self.delivery {
-            Delivery::AtLeastOnce => {
-                self.commit_at_least_once(&outcome.produce, &dead_letters, offsets, shutdown).await;
-                Ok(())
-            }
+            Delivery::AtLeastOnce => self.commit_at_least_once(&outcome.produce, &dead_letters, offsets, shutdown).await,
             Delivery::Transactional { .. } => self.commit_transaction(&outcome.produce, &dead_letters, offsets).await,
         }
     }

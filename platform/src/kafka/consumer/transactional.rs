@@ -21,12 +21,14 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::events::{TransactionAborted, TransactionCallStuck};
 use super::{blocking, ConsumerError, ConsumerLoop, CALL_TIMEOUT};
-use crate::kafka::producer::{OutRecord, RawRecord};
+use crate::kafka::producer::{is_refused_for_good, OutRecord, RawRecord};
 
 impl ConsumerLoop {
     /// Outputs, dead letters and input offsets in one transaction. A fenced
     /// or fatally failed producer ends the loop ([`ConsumerError::Fatal`]);
-    /// any other failure aborts the transaction and rewinds.
+    /// a record the broker refused for good aborts the transaction and ends
+    /// the loop with the cause ([`ConsumerError::Refused`]); any other
+    /// failure aborts the transaction and rewinds.
     pub(super) async fn commit_transaction(
         &self,
         records: &[OutRecord],
@@ -57,9 +59,21 @@ impl ConsumerLoop {
                         TransactionCallStuck { group: &self.group, call, waited }.emit();
                         return Err(ConsumerError::Fatal(format!("{call} did not return within {waited:?}")));
                     }
-                    Err(Failure::Kafka(e)) => return Err(ConsumerError::Fatal(format!("abort failed: {e}"))),
+                    Err(Failure::Kafka(e) | Failure::Refused { error: e, .. }) => {
+                        return Err(ConsumerError::Fatal(format!("abort failed: {e}")))
+                    }
                 }
                 self.rewind().await
+            }
+            Err(Failure::Refused { topic, error }) => {
+                TransactionAborted { group: &self.group, error: &error, fatal: false }.emit();
+                let producer = self.sender.inner().clone();
+                if let Err(Failure::Stuck { call, waited }) =
+                    bounded("abort_transaction", move || producer.abort_transaction(CALL_TIMEOUT)).await
+                {
+                    TransactionCallStuck { group: &self.group, call, waited }.emit();
+                }
+                Err(ConsumerError::Refused { topic, error })
             }
         }
     }
@@ -70,8 +84,14 @@ impl ConsumerLoop {
         let outputs = futures::future::join_all(records.iter().map(|r| self.sender.send(r)));
         let dead_letters = futures::future::join_all(dead.iter().map(|d| self.sender.send_raw(d)));
         let (outputs, dead_letters) = futures::join!(outputs, dead_letters);
-        for result in outputs.into_iter().chain(dead_letters) {
-            result?;
+        let topics = records.iter().map(|r| &r.topic).chain(dead.iter().map(|d| &d.topic));
+        for (result, topic) in outputs.into_iter().chain(dead_letters).zip(topics) {
+            match result {
+                Err(error) if is_refused_for_good(&error) => return Err(Failure::Refused { topic: topic.clone(), error }),
+                other => {
+                    other?;
+                }
+            }
         }
         // No metadata means the consumer is not (yet) in the group: abort and retry.
         let metadata = self
@@ -132,6 +152,8 @@ async fn bounded<T: Send + 'static>(
 /// Why a transaction did not commit.
 enum Failure {
     Kafka(KafkaError),
+    /// An output or dead letter the broker refused for good.
+    Refused { topic: String, error: KafkaError },
     /// A blocking call overran its timeout; it is still running.
     Stuck { call: &'static str, waited: Duration },
 }
