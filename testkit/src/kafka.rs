@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use platform::kafka::LogReader;
 use platform::settings::KafkaSettings;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -17,8 +17,6 @@ use uuid::Uuid;
 /// The longest a read of a topic may take (an open transaction holds the
 /// end of a `read_committed` read back until it ends).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long one metadata, watermark or offset call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every committed record of `topics` (all partitions), from the beginning
 /// to the high watermarks taken when the read starts. Exact once the writer
@@ -75,7 +73,7 @@ impl CommittedReader {
         tokio::task::spawn_blocking(move || {
             let mut assignment = TopicPartitionList::new();
             for topic in &topics {
-                for partition in partitions(assigning.as_ref(), topic).expect("topic metadata") {
+                for partition in platform::kafka::lag::partitions(assigning.as_ref(), topic, platform::kafka::lag::CALL_TIMEOUT).expect("topic metadata") {
                     assignment.add_partition_offset(topic, partition, Offset::Beginning).expect("assignment");
                 }
             }
@@ -120,57 +118,16 @@ pub type Lag = BTreeMap<(String, i32), (Offset, i64)>;
 /// high watermark (empty: the group is done with everything written so far).
 /// A partition that was never committed lags unless it is empty.
 pub async fn group_lag(kafka: &KafkaSettings, group: &str, topics: &[&str]) -> Result<Lag, KafkaError> {
-    let admin = crate::kafka_admin(kafka);
-    let group = group.to_string();
-    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = platform::kafka::client_config(&admin)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()?;
-        let mut wanted = TopicPartitionList::new();
-        let mut ends = BTreeMap::new();
-        for topic in &topics {
-            for partition in partitions(&consumer, topic)? {
-                let (_, high) = consumer.fetch_watermarks(topic, partition, CALL_TIMEOUT)?;
-                ends.insert((topic.clone(), partition), high);
-                wanted.add_partition(topic, partition);
-            }
-        }
-        let committed = consumer.committed_offsets(wanted, CALL_TIMEOUT)?;
-        let mut lag = Lag::new();
-        for element in committed.elements() {
-            let key = (element.topic().to_string(), element.partition());
-            let end = ends[&key];
-            let done = match element.offset() {
-                Offset::Offset(next) => next >= end,
-                _ => end == 0,
-            };
-            if !done {
-                lag.insert(key, (element.offset(), end));
-            }
-        }
-        Ok(lag)
-    })
-    .await
-    .map_err(|_| KafkaError::Canceled)?
+    let partitions = platform::kafka::lag::group_lag(&crate::kafka_admin(kafka), group, topics).await?;
+    Ok(partitions
+        .into_iter()
+        .filter(|p| !p.caught_up())
+        .map(|p| ((p.topic, p.partition), (p.committed.map_or(Offset::Invalid, Offset::Offset), p.end)))
+        .collect())
 }
 
 /// Whether `group` has committed every partition of `topics` to the end
 /// (`false` too when that cannot be read right now).
 pub async fn caught_up(kafka: &KafkaSettings, group: &str, topics: &[&str]) -> bool {
     group_lag(kafka, group, topics).await.is_ok_and(|lag| lag.is_empty())
-}
-
-/// The partition ids of `topic`.
-fn partitions<C: Consumer>(consumer: &C, topic: &str) -> Result<Vec<i32>, KafkaError> {
-    let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
-    let mut ids = Vec::new();
-    for t in metadata.topics() {
-        if let Some(error) = t.error() {
-            return Err(KafkaError::MetadataFetch(error.into()));
-        }
-        ids.extend(t.partitions().iter().map(|p| p.id()));
-    }
-    Ok(ids)
 }

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use platform::event_keys::{EventKeys, EventMeta};
 use platform::settings::KafkaSettings;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
+use platform::kafka::lag;
+use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use crate::waiting_room::{line_state, LineState};
@@ -69,16 +69,8 @@ pub struct Dispatch {
     pub parked: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct PartitionLag {
-    pub group: String,
-    pub topic: String,
-    pub partition: i32,
-    /// The group's committed offset (`None`: never committed).
-    pub committed: Option<i64>,
-    pub end: i64,
-    pub lag: i64,
-}
+/// One partition of one group's input (`platform::kafka::lag`).
+pub use platform::kafka::lag::PartitionLag;
 
 /// Reads Kafka offsets with one long-lived consumer per group (no group is
 /// joined: committed offsets and watermarks only).
@@ -92,9 +84,7 @@ impl KafkaFigures {
         let mut consumers = Vec::new();
         for group in [schemas::topology::group::STOCK, schemas::topology::group::RECORDING, schemas::topology::group::DISPATCH] {
             let full = settings.group(group);
-            let mut config = platform::kafka::client_config(settings);
-            config.set("client.id", "ingest-dashboard").set("group.id", &full).set("enable.auto.commit", "false");
-            let consumer: BaseConsumer = config.create()?;
+            let consumer = lag::group_reader(settings, &full, "ingest-dashboard")?;
             consumers.push((group.to_string(), full, Arc::new(consumer)));
         }
         Ok(Self { settings: settings.clone(), consumers })
@@ -106,56 +96,18 @@ impl KafkaFigures {
         let topics = self.settings.topics();
         let mut lag = Vec::new();
         let Some((_, _, any)) = self.consumers.first() else { return Ok((lag, BTreeMap::new())) };
-        let mut ends: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
-        let mut watermarks = |consumer: &BaseConsumer, topic: &str| -> Result<Vec<(i32, i64, i64)>, rdkafka::error::KafkaError> {
-            let metadata = consumer.fetch_metadata(Some(topic), KAFKA_TIMEOUT)?;
-            let mut out = Vec::new();
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    let key = (topic.to_string(), p.id());
-                    let (low, high) = match ends.get(&key) {
-                        Some(known) => *known,
-                        None => {
-                            let w = consumer.fetch_watermarks(topic, p.id(), KAFKA_TIMEOUT)?;
-                            ends.insert(key, w);
-                            w
-                        }
-                    };
-                    out.push((p.id(), low, high));
-                }
-            }
-            Ok(out)
-        };
+        // Several groups read one topic: its watermarks are read once.
+        let mut ends = BTreeMap::new();
         for (group, _, consumer) in &self.consumers {
-            for topic in schemas::topology::inputs_in(&topics, group) {
-                let partitions = watermarks(consumer, &topic)?;
-                let mut wanted = TopicPartitionList::new();
-                for (p, _, _) in &partitions {
-                    wanted.add_partition(&topic, *p);
-                }
-                let committed = consumer.committed_offsets(wanted, KAFKA_TIMEOUT)?;
-                for (p, _, high) in partitions {
-                    let offset = committed.find_partition(&topic, p).and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    });
-                    lag.push(PartitionLag {
-                        group: group.clone(),
-                        topic: topic.clone(),
-                        partition: p,
-                        committed: offset,
-                        end: high,
-                        lag: (high - offset.unwrap_or(0)).max(0),
-                    });
-                }
-            }
+            let inputs = schemas::topology::inputs_in(&topics, group);
+            lag.extend(lag::lag_of(consumer.as_ref(), group, &inputs, &mut ends, KAFKA_TIMEOUT)?);
         }
         let mut dead = BTreeMap::new();
         for route in schemas::topology::ROUTES {
             let Some(name) = topics.named(route.topic) else { continue };
             let dlq = schemas::Topics::dlq(name);
-            let count = match watermarks(any, &dlq) {
-                Ok(partitions) => partitions.iter().map(|(_, low, high)| (high - low).max(0)).sum(),
+            let count = match lag::watermarks(any.as_ref(), &dlq, KAFKA_TIMEOUT) {
+                Ok(partitions) => partitions.values().map(lag::Watermarks::records).sum(),
                 Err(_) => 0,
             };
             dead.insert(dlq, count);

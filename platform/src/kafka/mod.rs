@@ -5,6 +5,7 @@ pub mod acl;
 pub mod admin;
 pub mod consumer;
 pub mod headers;
+pub mod lag;
 pub mod log_reader;
 pub mod producer;
 
