@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use firstcome_cli::commands::demo::{self, DemoPlan};
-use firstcome_cli::commands::chaos::{self, ChaosPlan};
-use firstcome_cli::commands::{cleanup, db, dlq, event, gifts, members, rebuild, reconcile, rush, schemas, topics};
+use firstcome_cli::commands::{db, dlq, event, gifts, members, rebuild, reconcile, schemas, topics};
 use firstcome_cli::CliSettings;
 use platform::kafka::admin::Layout;
 
@@ -78,56 +76,6 @@ enum Command {
     Gifts {
         #[command(subcommand)]
         command: GiftsCommand,
-    },
-    /// Run the gift provider's local simulator (contract: provider-sim/CONTRACT.md).
-    /// Settings: FIRSTCOME_HTTP__PORT (8090), FIRSTCOME_FAULTS__…, or a FIRSTCOME_CONFIG file.
-    ProviderSim,
-    /// Fire an opening rush at running ingest instances: the drill's open-loop load generator
-    /// (loopback; stops by itself). With --drain-secs it reports on the pipeline too.
-    Rush(rush::command::RushArgs),
-    /// Remove what test runs left on this stack: t_* databases, t-* topics and subjects.
-    CleanupTests,
-    /// The chaos suite: a rush on the three-broker Kafka and the Sentinel-managed Redis while
-    /// processes, brokers and stores fail at the seed's moments; then every invariant checked.
-    /// Run with the settings of `stack env kafka3 redis-sentinel` (scripts/chaos.sh).
-    Chaos {
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long, default_value_t = 15_000)]
-        members: usize,
-        /// Requests of the rush (every member once, the rest second entries).
-        #[arg(long, default_value_t = 20_000)]
-        entries: usize,
-        #[arg(long, default_value_t = 2_000)]
-        units: i32,
-        /// Seconds the rush is spread over.
-        #[arg(long, default_value_t = 40)]
-        rush_secs: u64,
-        /// Seconds after the rush in which faults still strike.
-        #[arg(long, default_value_t = 35)]
-        drain_window_secs: u64,
-        /// Plain SIGKILLs of each consumer instance.
-        #[arg(long, default_value_t = 2)]
-        kills: usize,
-        /// Reports and service logs go to <artifacts>/<seed>/.
-        #[arg(long, default_value = ".stack/chaos")]
-        artifacts: PathBuf,
-        /// Print the report as JSON too.
-        #[arg(long)]
-        json: bool,
-    },
-    /// The opening rush on the local stack: seed, create an event, start every service, fire, drain, check.
-    Demo {
-        #[arg(long, default_value_t = 5_000)]
-        members: usize,
-        #[arg(long, default_value_t = 1_050)]
-        total: i32,
-        #[arg(long, default_value_t = 50)]
-        safety: i32,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        #[arg(long, default_value_t = 2)]
-        ingest_instances: usize,
     },
 }
 
@@ -340,7 +288,6 @@ async fn main() -> anyhow::Result<()> {
                 anyhow::bail!("invariants do not hold (a lagging pipeline settles by itself; --repair rebuilds Redis from the log)");
             }
         }
-        Command::Rush(args) => rush::command::run(&settings, args).await?,
         Command::Rebuild { command } => match command {
             RebuildCommand::Redis { event_id } => rebuild::redis::run(&settings, &event_id).await?,
             RebuildCommand::Projections => rebuild::projections::run(&settings).await?,
@@ -365,50 +312,6 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 gifts::print(&parked);
             }
-        }
-        Command::ProviderSim => {
-            let sim_settings: provider_sim::Settings =
-                platform::settings::load().context("Failed to load provider-sim settings")?;
-            let app = provider_sim::Application::build(sim_settings).await?;
-            println!("provider simulator on {}", app.base_url());
-            app.run_until_stopped(platform::shutdown::on_signal()).await?;
-        }
-        Command::CleanupTests => {
-            let cleaned = cleanup::run(&settings).await?;
-            println!(
-                "removed {} databases, {} member schemas, {} topics, {} subjects, {} ACLs",
-                cleaned.databases, cleaned.member_schemas, cleaned.topics, cleaned.subjects, cleaned.acls
-            );
-        }
-        Command::Chaos { seed, members, entries, units, rush_secs, drain_window_secs, kills, artifacts, json } => {
-            let plan = ChaosPlan {
-                seed,
-                members,
-                requests: entries,
-                units,
-                rush: std::time::Duration::from_secs(rush_secs),
-                drain_window: std::time::Duration::from_secs(drain_window_secs),
-                kills_per_consumer: kills,
-                artifacts,
-                ..Default::default()
-            };
-            let report = chaos::run(&settings, &plan).await?;
-            report.print();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            }
-            if !report.passed() {
-                anyhow::bail!("chaos seed {seed} FAILED: the report and every service log are in {}", report.artifacts);
-            }
-            println!("\nchaos seed {seed}: every invariant holds");
-        }
-        Command::Demo { members, total, safety, concurrency, ingest_instances } => {
-            let plan = DemoPlan { members, total_stock: total, safety_stock: safety, concurrency, ingest_instances, ..Default::default() };
-            let outcome = demo::run(&settings, &plan).await?;
-            if !outcome.invariants.all_hold() {
-                anyhow::bail!("invariants broken for {}", outcome.event_id);
-            }
-            println!("\nall invariants hold for {}", outcome.event_id);
         }
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! `firstcome cleanup-tests`: removes what test runs leave on a shared stack —
+//! `firstcome-lab cleanup-tests`: removes what test runs leave on a shared stack —
 //! `t_*` databases and member schemas, `t-*` topics, their registry subjects
 //! and ACLs, and the `chaos_*` databases and member schemas a failed chaos run
 //! keeps for its post-mortem — so a developer machine does not slow down run
@@ -9,8 +9,22 @@ use std::time::Duration;
 use anyhow::Context;
 
 use platform::kafka::acl::{self, Acl};
+use platform::settings::Environment;
 
-use crate::settings::CliSettings;
+use firstcome_cli::CliSettings;
+
+/// The clean-up deletes by name pattern: on a deployment a `t-*` topic or a
+/// `chaos_*` database may be somebody's, so it runs on the local stack only.
+#[derive(Debug, thiserror::Error)]
+#[error("cleanup-tests runs on the local stack only (environment is {0:?}): it deletes by name pattern")]
+pub struct NotLocal(pub Environment);
+
+fn refuse_outside_local(settings: &CliSettings) -> Result<(), NotLocal> {
+    match settings.environment {
+        Environment::Local => Ok(()),
+        other => Err(NotLocal(other)),
+    }
+}
 
 /// What was removed.
 #[derive(Debug, Default)]
@@ -67,6 +81,7 @@ pub fn is_test_acl(acl: &Acl) -> bool {
 }
 
 pub async fn run(settings: &CliSettings) -> anyhow::Result<Cleaned> {
+    refuse_outside_local(settings)?;
     let mut cleaned = Cleaned::default();
 
     let admin_db = platform::db::pool(&settings.database.with_database("postgres"))?;
@@ -137,6 +152,13 @@ pub async fn run(settings: &CliSettings) -> anyhow::Result<Cleaned> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clean_up_is_refused_outside_local() {
+        assert!(refuse_outside_local(&CliSettings::default()).is_ok());
+        let production = CliSettings { environment: Environment::Production, ..Default::default() };
+        assert!(refuse_outside_local(&production).is_err());
+    }
 
     #[test]
     fn only_prefixed_test_topics_are_picked() {

@@ -1,4 +1,4 @@
-//! `firstcome demo`: an opening rush on the local stack, end to end.
+//! `firstcome-lab demo`: an opening rush on the local stack, end to end.
 //!
 //! Seeds members, creates an event, starts every service as its own process
 //! (two ingest instances behind a round-robin client, one of each consumer
@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use super::event::{self, NewEvent, DEFAULT_QUESTIONS};
-use super::invariants::{self, InvariantReport};
-use super::members::{self, SeedPlan};
-use super::rush::{self, RushPlan, RushReport};
-use super::services::{ServiceProcess, ServiceSpec};
-use crate::settings::CliSettings;
+use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
+use audit::InvariantReport;
+use firstcome_cli::commands::members::{self, SeedPlan};
+use crate::rush::{self, RushPlan, RushReport};
+use crate::services::{ServiceProcess, ServiceSpec};
+use firstcome_cli::CliSettings;
 
 /// The knobs of the demo.
 #[derive(Debug, Clone)]
@@ -55,6 +55,39 @@ impl Default for DemoPlan {
             log_dir: PathBuf::from(".stack/demo"),
         }
     }
+}
+
+/// `firstcome-lab demo`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    #[arg(long, default_value_t = 5_000)]
+    pub members: usize,
+    #[arg(long, default_value_t = 1_050)]
+    pub total: i32,
+    #[arg(long, default_value_t = 50)]
+    pub safety: i32,
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 2)]
+    pub ingest_instances: usize,
+}
+
+/// Runs the demo as the command line asked; fails when an invariant broke.
+pub async fn command(settings: &CliSettings, args: DemoArgs) -> anyhow::Result<()> {
+    let plan = DemoPlan {
+        members: args.members,
+        total_stock: args.total,
+        safety_stock: args.safety,
+        concurrency: args.concurrency,
+        ingest_instances: args.ingest_instances,
+        ..Default::default()
+    };
+    let outcome = run(settings, &plan).await?;
+    if !outcome.invariants.all_hold() {
+        anyhow::bail!("invariants broken for {}", outcome.event_id);
+    }
+    println!("\nall invariants hold for {}", outcome.event_id);
+    Ok(())
 }
 
 /// What the demo saw.
@@ -195,16 +228,16 @@ async fn rush_and_drain(
     println!("\nwaiting for the pipeline to drain…");
     let started = Instant::now();
     let provider = format!("http://127.0.0.1:{PROVIDER_PORT}");
-    let stores = invariants::Stores::connect(settings).await?;
+    let stores = audit::Stores::connect(&settings.database, &settings.redis).await?;
     let drained = event::wait_until(plan.drain_timeout, || async {
-        match invariants::check(&stores, &new_event.event_id, &report.accepted, None).await {
+        match audit::check(&stores, &new_event.event_id, &report.accepted, None).await {
             Ok(state) => state.drained(report.accepted.len()),
             Err(_) => false,
         }
     })
     .await;
     let drained_in = started.elapsed();
-    let invariants = invariants::check(&stores, &new_event.event_id, &report.accepted, Some(&provider)).await?;
+    let invariants = audit::check(&stores, &new_event.event_id, &report.accepted, Some(&provider)).await?;
     print_outcome(&report, &invariants, drained, drained_in);
     Ok(DemoOutcome { event_id: new_event.event_id.clone(), rush: report, invariants, drained_in })
 }
@@ -229,5 +262,5 @@ fn print_outcome(report: &RushReport, invariants: &InvariantReport, drained: boo
     println!("  phantom success  {}  (told \"won\", refused by the payout guard, never paid; must be 0)", t.phantom_successes);
     println!("  for sale         {}  (ledger issued {}, returned {}, redis stock {})", t.for_sale, t.ledger_issued, t.ledger_returned, t.redis_stock);
     println!("\ninvariants");
-    invariants::print(invariants);
+    print!("{}", audit::text(&invariants.checks));
 }

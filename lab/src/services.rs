@@ -27,7 +27,7 @@ pub struct ServiceProcess {
 pub struct ServiceSpec {
     /// A name for logs (`ingest-1`).
     pub name: String,
-    /// The binary, next to `firstcome` (`ingest`, `stock-processor`, …).
+    /// The binary, next to `firstcome-lab` (`ingest`, `stock-processor`, …).
     pub binary: String,
     /// Environment on top of ours (`FIRSTCOME_…`).
     pub env: Vec<(String, String)>,
@@ -35,14 +35,14 @@ pub struct ServiceSpec {
     pub health_url: String,
 }
 
-/// Where the service binaries are: beside the running `firstcome`, or in
+/// Where the service binaries are: beside the running `firstcome-lab`, or in
 /// `FIRSTCOME_BIN_DIR` when set.
 pub fn binary_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("FIRSTCOME_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }
-    let exe = std::env::current_exe().context("Failed to locate the firstcome binary")?;
-    exe.parent().map(Path::to_path_buf).context("firstcome has no parent folder")
+    let exe = std::env::current_exe().context("Failed to locate the firstcome-lab binary")?;
+    exe.parent().map(Path::to_path_buf).context("firstcome-lab has no parent folder")
 }
 
 impl ServiceProcess {

@@ -1,4 +1,4 @@
-//! The chaos suite with a fixed seed (docs/chaos.md): `firstcome
+//! The chaos suite with a fixed seed (docs/chaos.md): `firstcome-lab
 //! chaos` runs every service as its own process on the three-broker Kafka
 //! and the Sentinel-managed Redis, fires a rush of 20,000 entries from
 //! 15,000 members at 2,000 units while processes, a broker, Redis,
@@ -24,18 +24,18 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace root").to_path_buf()
 }
 
-/// `target/debug/firstcome`, beside this test's folder (`target/debug/deps`).
-fn firstcome() -> PathBuf {
+/// `target/debug/firstcome-lab`, beside this test's folder (`target/debug/deps`).
+fn firstcome_lab() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    let bin = dir.join("firstcome");
+    let bin = dir.join("firstcome-lab");
     assert!(
         bin.exists(),
         "{} not built: cargo build --bins (scripts/test.sh and scripts/chaos.sh build it)",
         bin.display()
     );
     for service in ["ingest", "stock-processor", "recorder", "sender", "provider-sim"] {
-        assert!(dir.join(service).exists(), "{service} not built beside firstcome: cargo build --bins");
+        assert!(dir.join(service).exists(), "{service} not built beside firstcome-lab: cargo build --bins");
     }
     bin
 }
@@ -59,7 +59,7 @@ async fn stack_env() -> Vec<(String, String)> {
 #[tokio::test]
 async fn every_invariant_holds_through_the_seeded_faults() {
     let artifacts = repo().join(".stack/chaos");
-    let mut command = tokio::process::Command::new(firstcome());
+    let mut command = tokio::process::Command::new(firstcome_lab());
     command
         .current_dir(repo())
         .envs(stack_env().await)
@@ -70,7 +70,7 @@ async fn every_invariant_holds_through_the_seeded_faults() {
     let output = tokio::time::timeout(RUN_TIMEOUT, command.output())
         .await
         .unwrap_or_else(|_| panic!("the chaos run did not end within {RUN_TIMEOUT:?}; logs in {}", artifacts.display()))
-        .expect("firstcome chaos runs");
+        .expect("firstcome-lab chaos runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     eprintln!("{stdout}");
     let dir = artifacts.join(SEED.to_string());
@@ -90,7 +90,7 @@ async fn every_invariant_holds_through_the_seeded_faults() {
     assert!(broken.is_empty(), "broken: {broken:#?}; report and service logs in {}", dir.display());
     assert!(report["error"].is_null(), "{}; logs in {}", report["error"], dir.display());
     assert_eq!(report["drained"], true, "not drained; logs in {}", dir.display());
-    assert!(output.status.success(), "firstcome chaos failed; logs in {}", dir.display());
+    assert!(output.status.success(), "firstcome-lab chaos failed; logs in {}", dir.display());
 
     // The suite's default sizes, and every kind of fault injected.
     let load = &report["load"];

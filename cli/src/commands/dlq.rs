@@ -25,12 +25,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use platform::kafka::producer::idempotent_config;
-use platform::kafka::LogReader;
+use platform::kafka::{lag, LogReader};
 use platform::settings::KafkaSettings;
 use schemas::Topics;
 
-/// How long a metadata or offset call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+use lag::CALL_TIMEOUT;
 
 /// One dead letter, for people.
 #[derive(Debug, Clone, Serialize)]
@@ -181,22 +180,9 @@ async fn committed(consumer: &Arc<BaseConsumer>, topic: &str) -> anyhow::Result<
     let consumer = consumer.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let metadata = consumer.fetch_metadata(Some(&topic), CALL_TIMEOUT)?;
-        let mut partitions = TopicPartitionList::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                partitions.add_partition(&topic, p.id());
-            }
-        }
-        let committed = consumer.committed_offsets(partitions, CALL_TIMEOUT)?;
-        Ok(committed
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(next) => Some((e.partition(), next)),
-                _ => None,
-            })
-            .collect())
+        let partitions = lag::partitions(consumer.as_ref(), &topic, CALL_TIMEOUT)?;
+        let committed = lag::committed(consumer.as_ref(), &topic, partitions, CALL_TIMEOUT)?;
+        Ok(committed.into_iter().filter_map(|(partition, next)| next.map(|next| (partition, next))).collect())
     })
     .await?
 }

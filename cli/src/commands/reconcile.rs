@@ -23,7 +23,7 @@ use rdkafka::message::Message;
 use schemas::StockRelease;
 
 use super::dlq;
-use super::invariants::{self, InvariantReport, Stores};
+use audit::{InvariantReport, Stores};
 use crate::settings::CliSettings;
 
 #[derive(Debug)]
@@ -64,7 +64,7 @@ pub async fn run(
     provider_url: Option<&str>,
     repair: bool,
 ) -> anyhow::Result<Reconciliation> {
-    let stores = Stores::connect(settings).await?;
+    let stores = Stores::connect(&settings.database, &settings.redis).await?;
     let mut repaired_stock = None;
     if repair {
         let rebuilt = super::rebuild::redis::rebuild(settings, event_id).await?;
@@ -73,7 +73,7 @@ pub async fn run(
         }
     }
     // No rush here: invariant 3 is checked against Redis' accepted marks.
-    let report = invariants::check(&stores, event_id, &[], provider_url).await?;
+    let report = audit::check(&stores, event_id, &[], provider_url).await?;
     let payout_refusals = payout_refusals(&stores, event_id).await?;
     let refused_releases = refused_releases(settings, event_id).await?;
     Ok(Reconciliation { report, repaired_stock, payout_refusals, refused_releases })
@@ -81,7 +81,7 @@ pub async fn run(
 
 /// The event's refused WONs by reason.
 async fn payout_refusals(stores: &Stores, event_id: &str) -> anyhow::Result<BTreeMap<String, i64>> {
-    let db = stores.pool.get().await?;
+    let db = stores.db().await?;
     Ok(db
         .query("SELECT reason, count(*) FROM payout_refusals WHERE event_id = $1 GROUP BY reason", &[&event_id])
         .await
@@ -118,7 +118,7 @@ async fn refused_releases(settings: &CliSettings, event_id: &str) -> anyhow::Res
 /// Prints what `run` found, for people.
 pub fn print(settings: &CliSettings, event_id: &str, outcome: &Reconciliation) {
     println!("reconcile {event_id}");
-    invariants::print(&outcome.report);
+    print!("{}", audit::text(&outcome.report.checks));
     if let Some(stock) = outcome.repaired_stock {
         println!("repaired: redis stock set to {stock} (rebuilt from the Kafka log)");
     }

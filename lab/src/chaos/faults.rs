@@ -9,14 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use platform::event_keys::EventKeys;
+use platform::kafka::lag;
 
 use super::load::InFlight;
 use super::schedule::{Fault, Planned};
-use super::super::services::ServiceProcess;
+use crate::services::ServiceProcess;
 
 /// The Sentinel set of `stack up redis-sentinel`.
 pub const SENTINEL_PORTS: [u16; 3] = [26380, 26381, 26382];
@@ -55,7 +56,7 @@ pub struct World {
     pub event_keys: EventKeys,
     pub event_id: String,
     /// The run's settings, for `firstcome rebuild redis` as an operator runs it.
-    pub settings: crate::CliSettings,
+    pub settings: firstcome_cli::CliSettings,
     pub redis: platform::redis::Connection,
     /// A pool on the server's `postgres` database (to refuse and terminate
     /// the chaos database's connections).
@@ -124,7 +125,7 @@ impl World {
             Fault::LoseRedisWrites { lost_ms } => self.lose_writes(*lost_ms).await,
             Fault::RedisFailover => self.failover().await,
             Fault::RebuildRedis => {
-                let report = crate::commands::rebuild::redis::rebuild(&self.settings, &self.event_id).await?;
+                let report = firstcome_cli::commands::rebuild::redis::rebuild(&self.settings, &self.event_id).await?;
                 Ok((
                     format!(
                         "rebuilt: stock {:?} → {}, {} units held, {} answers kept from Redis, decisions held {} ms",
@@ -503,15 +504,13 @@ impl Watermarks {
             let timeout = Duration::from_secs(5);
             let partitions: Vec<i32> = match only {
                 Some(only) => only,
-                None => {
-                    let metadata = uncommitted.fetch_metadata(Some(&topic), timeout)?;
-                    metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect()
-                }
+                None => lag::partitions(uncommitted.as_ref(), &topic, timeout)?,
             };
             let mut open = Vec::new();
             for partition in partitions {
-                let (_, stable) = committed.fetch_watermarks(&topic, partition, timeout)?;
-                let (_, high) = uncommitted.fetch_watermarks(&topic, partition, timeout)?;
+                // read_committed sees the last stable offset as its high watermark.
+                let stable = lag::watermark(committed.as_ref(), &topic, partition, timeout)?.high;
+                let high = lag::watermark(uncommitted.as_ref(), &topic, partition, timeout)?.high;
                 if stable < high {
                     open.push((partition, stable, high));
                 }

@@ -18,7 +18,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::super::rush::Accepted;
+use audit::Accepted;
 
 /// What to fire.
 #[derive(Debug, Clone)]

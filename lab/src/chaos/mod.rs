@@ -1,4 +1,4 @@
-//! `firstcome chaos --seed N`: the five invariants proven while processes,
+//! `firstcome-lab chaos --seed N`: the five invariants proven while processes,
 //! brokers and stores fail.
 //!
 //! One run, in its own slice of the stack (topic prefix `chaos-<seed>-<id>.`
@@ -30,11 +30,11 @@ use secrecy::ExposeSecret;
 use platform::event_keys::EventKeys;
 use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
 
-use super::event::{self, NewEvent, DEFAULT_QUESTIONS};
-use super::invariants::{self, Check, Stores};
-use super::members::{self, SeedPlan};
-use super::services::{ServiceProcess, ServiceSpec};
-use crate::settings::CliSettings;
+use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
+use audit::{Check, Stores};
+use firstcome_cli::commands::members::{self, SeedPlan};
+use crate::services::{ServiceProcess, ServiceSpec};
+use firstcome_cli::CliSettings;
 use faults::World;
 use load::{InFlight, LoadPlan};
 use report::ChaosReport;
@@ -126,6 +126,60 @@ impl ChaosPlan {
     pub fn artifacts_dir(&self) -> PathBuf {
         self.artifacts.join(self.seed.to_string())
     }
+}
+
+/// `firstcome-lab chaos`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChaosArgs {
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 15_000)]
+    pub members: usize,
+    /// Requests of the rush (every member once, the rest second entries).
+    #[arg(long, default_value_t = 20_000)]
+    pub entries: usize,
+    #[arg(long, default_value_t = 2_000)]
+    pub units: i32,
+    /// Seconds the rush is spread over.
+    #[arg(long, default_value_t = 40)]
+    pub rush_secs: u64,
+    /// Seconds after the rush in which faults still strike.
+    #[arg(long, default_value_t = 35)]
+    pub drain_window_secs: u64,
+    /// Plain SIGKILLs of each consumer instance.
+    #[arg(long, default_value_t = 2)]
+    pub kills: usize,
+    /// Reports and service logs go to <artifacts>/<seed>/.
+    #[arg(long, default_value = ".stack/chaos")]
+    pub artifacts: PathBuf,
+    /// Print the report as JSON too.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs one seed as the command line asked; fails when an invariant broke.
+pub async fn command(settings: &CliSettings, args: ChaosArgs) -> anyhow::Result<()> {
+    let plan = ChaosPlan {
+        seed: args.seed,
+        members: args.members,
+        requests: args.entries,
+        units: args.units,
+        rush: Duration::from_secs(args.rush_secs),
+        drain_window: Duration::from_secs(args.drain_window_secs),
+        kills_per_consumer: args.kills,
+        artifacts: args.artifacts,
+        ..Default::default()
+    };
+    let report = run(settings, &plan).await?;
+    report.print();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if !report.passed() {
+        bail!("chaos seed {} FAILED: the report and every service log are in {}", args.seed, report.artifacts);
+    }
+    println!("\nchaos seed {}: every invariant holds", args.seed);
+    Ok(())
 }
 
 /// The run's own names, derived from the seed and a random id.
@@ -350,7 +404,7 @@ async fn rush_faults_and_drain(
     let broken = report.faults.iter().any(|f| f.error.is_some());
     let drain_timeout = if broken { Duration::from_secs(30) } else { plan.drain_timeout };
     let drained = platform::wait::wait_until(drain_timeout, || async {
-        match invariants::check(&stores, &report.event_id, &accepted, None).await {
+        match audit::check(&stores, &report.event_id, &accepted, None).await {
             Ok(state) => state.drained(accepted.len()),
             Err(_) => false,
         }
@@ -359,16 +413,16 @@ async fn rush_faults_and_drain(
     report.drained = drained;
     report.drain_ms = faults_ended.elapsed().as_millis() as u64;
 
-    let checked = invariants::check(&stores, &report.event_id, &accepted, Some(provider_url)).await?;
+    let checked = audit::check(&stores, &report.event_id, &accepted, Some(provider_url)).await?;
     report.checks.extend(checked.checks.iter().cloned());
     report.invariants = Some(checked);
-    let (log, log_check) = invariants::check_log(settings, &stores, &report.event_id, &accepted).await?;
+    let (log, log_check) = audit::check_log(&settings.kafka, &settings.registry, &stores, &report.event_id, &accepted).await?;
     report.log = Some(log);
     report.checks.push(log_check);
     report.checks.extend(fault_checks(&report.faults, schedule.len(), &unfinished));
-    report.fidelity = Some(invariants::fcfs_fidelity(&stores, &report.event_id).await?);
+    report.fidelity = Some(audit::fcfs_fidelity(&stores, &report.event_id, audit::FirstN::ForSale).await?);
     if let (Some(last_gift), Some(last_request)) =
-        (invariants::last_gift_at(&stores, &report.event_id, provider_url).await?, report.load.last_request_at)
+        (audit::last_gift_at(&stores, &report.event_id, provider_url).await?, report.load.last_request_at)
     {
         report.last_request_to_last_gift_ms = Some((last_gift - last_request).num_milliseconds());
     }
@@ -380,10 +434,10 @@ async fn rush_faults_and_drain(
 
 /// The stores, retried for a while: the last fault may have left Redis
 /// failing over.
-async fn connect_stores(settings: &CliSettings) -> anyhow::Result<Stores> {
+async fn connect_stores(settings: &CliSettings) -> Result<Stores, audit::AuditError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match Stores::connect(settings).await {
+        match Stores::connect(&settings.database, &settings.redis).await {
             Ok(stores) => return Ok(stores),
             Err(error) if Instant::now() >= deadline => return Err(error),
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::super::invariants::{Check, Fidelity, InvariantReport, LogTally};
+use audit::{Check, Fidelity, InvariantReport, LogTally};
 use super::faults::Injected;
 use super::load::LoadReport;
 use super::schedule::Planned;

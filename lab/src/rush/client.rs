@@ -294,7 +294,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::commands::rush::Shape;
+    use crate::rush::Shape;
 
     /// A stand-in for ingest's HTTP answers (the client's loop is under test,
     /// not ingest): member `a` waits twice then is accepted, `b` is in line

@@ -1,4 +1,4 @@
-//! `firstcome rush …`: the drill's command line. Fires the rush at running
+//! `firstcome-lab rush …`: the drill's command line. Fires the rush at running
 //! ingest instances, then (with `--drain-secs`) waits for the pipeline and
 //! writes the JSON report and the plot into `--report-dir`.
 
@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::report::{self, DrillReport, Ratios};
 use super::{RushPlan, Shape};
-use crate::commands::event;
-use crate::commands::invariants::Stores;
-use crate::settings::CliSettings;
+use firstcome_cli::commands::event;
+use audit::Stores;
+use firstcome_cli::CliSettings;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RushArgs {
@@ -85,7 +85,7 @@ pub async fn run(settings: &CliSettings, args: RushArgs) -> anyhow::Result<()> {
         let token = ingest::auth::mint(&settings.auth.token_secret, &id, Duration::from_secs(3600))?;
         shots.push((id, token));
     }
-    let stores = Stores::connect(settings).await?;
+    let stores = Stores::connect(&settings.database, &settings.redis).await?;
     let opening: Option<chrono::DateTime<chrono::Utc>> = stores
         .pool
         .get()
@@ -173,7 +173,7 @@ pub async fn run(settings: &CliSettings, args: RushArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.report_dir {
         drill.write(dir)?;
         let title = format!(
-            "firstcome rush: {} requests, peak {:.0}/s, {} connections ({})",
+            "firstcome-lab rush: {} requests, peak {:.0}/s, {} connections ({})",
             drill.rush.requests, drill.rush.peak_rate, drill.rush.connections, drill.machine
         );
         if let Err(error) = super::plot::draw(&dir.join("rush.png"), &title, &drill.rush, drill.pipeline.as_ref()) {

@@ -1,4 +1,4 @@
-//! `firstcome rush`: the opening-rush drill's load generator.
+//! `firstcome-lab rush`: the opening-rush drill's load generator.
 //!
 //! An open-loop generator ([`schedule`]): arrivals ramp up to a peak rate at
 //! the opening instant, hold, then decline; each request leaves when it is
@@ -90,12 +90,8 @@ impl RushPlan {
     }
 }
 
-/// One 202.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Accepted {
-    pub member: String,
-    pub entry_id: String,
-}
+/// One 202 (the auditor's input).
+pub use audit::Accepted;
 
 /// One second of the rush (answers by the second they came back).
 #[derive(Debug, Clone, Serialize, Default)]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::RushReport;
-use crate::commands::invariants::{self, Stores};
+use audit::Stores;
 
 /// One second of the pipeline, from the start of the rush.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -69,7 +69,7 @@ pub async fn pipeline(
     timeout: Duration,
     provider_url: Option<&str>,
 ) -> anyhow::Result<PipelineReport> {
-    let client = stores.pool.get().await?;
+    let client = stores.db().await?;
     let started = Instant::now();
     let accepted = rush.accepted.len() as i64;
     let drained = loop {
@@ -120,21 +120,10 @@ pub async fn pipeline(
         .await?;
     let (sent, failed, last_gift): (i64, i64, Option<i64>) = (row.get(0), row.get(1), row.get(2));
 
-    // FCFS: of the first N entries by accept time (N = the winners), how many won.
-    let first_n = won;
-    let winners_in_first_n: i64 = client
-        .query_one(
-            "SELECT count(*) FILTER (WHERE outcome = 'WON') FROM (
-                 SELECT outcome FROM event_entries
-                 WHERE event_id = $1 AND accepted_at IS NOT NULL
-                 ORDER BY accepted_at, entry_id LIMIT $2) firsts",
-            &[&event_id, &first_n],
-        )
-        .await?
-        .get(0);
-
+    // FCFS: of the first N entries (N = the winners), how many won.
+    let fidelity = audit::fcfs_fidelity(stores, event_id, audit::FirstN::Winners).await?;
     let timeline = timeline(&client, event_id, rush.started_at_ms, for_sale).await?;
-    let final_check = invariants::check(stores, event_id, &rush.accepted, provider_url).await?;
+    let final_check = audit::check(stores, event_id, &rush.accepted, provider_url).await?;
     let seconds_after = |at: Option<i64>| at.map(|at| (at - last_request_at) as f64 / 1_000.0);
     Ok(PipelineReport {
         drained,
@@ -147,9 +136,9 @@ pub async fn pipeline(
         failed,
         last_decision_after_last_request_s: seconds_after(last_decision),
         last_gift_after_last_request_s: seconds_after(last_gift),
-        fcfs_first_n: first_n,
-        fcfs_winners_in_first_n: winners_in_first_n,
-        fcfs_fidelity: if first_n > 0 { winners_in_first_n as f64 / first_n as f64 } else { 1.0 },
+        fcfs_first_n: fidelity.first_n,
+        fcfs_winners_in_first_n: fidelity.winners_among_first_n,
+        fcfs_fidelity: if fidelity.first_n > 0 { fidelity.share } else { 1.0 },
         oversold: (sent - for_sale).max(0),
         phantom_successes: final_check.tally.phantom_successes,
         invariants_hold: final_check.all_hold(),

@@ -6,8 +6,7 @@
 
 use std::collections::HashMap;
 
-use firstcome_cli::commands::invariants::{self, Stores};
-use firstcome_cli::commands::rush::Accepted;
+use audit::Accepted;
 use firstcome_cli::commands::{rebuild, reconcile};
 use platform::event_keys::EventKeys;
 
@@ -89,8 +88,8 @@ async fn a_restored_redis_pays_nobody_twice_and_never_past_the_stock() {
     assert_eq!(t.entries as usize, accepted.len(), "every 202 entry is recorded, the repeat member's second one too: {t:?}");
 
     // Every gift went to a distinct member; the repeat member has one.
-    let stores = Stores::connect(&env.cli()).await.expect("stores");
-    let db = stores.pool.get().await.expect("db");
+    let stores = audit::Stores::connect(&env.admin_database(), &env.redis_admin()).await.expect("stores");
+    let db = stores.db().await.expect("db");
     let rows = db
         .query("SELECT user_id, count(*) FROM gift_dispatches WHERE event_id = $1 AND status = 'SENT' GROUP BY user_id", &[&event_id])
         .await
@@ -125,8 +124,8 @@ async fn rebuild_redis_restores_the_lost_batch_from_the_log() {
     assert_eq!(report.winners_after, 5, "{report:?}");
     assert_eq!(report.stock_after, 0, "{report:?}");
 
-    let stores = Stores::connect(&env.cli()).await.expect("stores");
-    let checked = invariants::check(&stores, &event_id, &accepted, Some(&pipeline.provider_url)).await.expect("check");
+    let stores = audit::Stores::connect(&env.admin_database(), &env.redis_admin()).await.expect("stores");
+    let checked = audit::check(&stores, &event_id, &accepted, Some(&pipeline.provider_url)).await.expect("check");
     pipeline.stop().await;
     assert!(checked.all_hold(), "after the rebuild, before any new entry: {:#?}", checked.failing());
     let status: Option<String> = redis::cmd("HGET").arg(&keys.meta).arg("status").query_async(&mut redis).await.expect("status");

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
-use firstcome_cli::commands::invariants;
 use firstcome_cli::commands::members;
 use secrecy::SecretString;
 
@@ -80,7 +79,7 @@ async fn a_phone_changed_on_the_primary_is_used_once_the_standby_replayed_it() {
     let rush = submit(&pipeline, &event_id, &crowd.eligible, 0.0).await;
     assert_eq!(rush.count(202), 3, "{:?}", rush.by_status);
     let report = drain(&env, &pipeline, &event_id, &rush.accepted).await;
-    let gifts = invariants::provider_gifts(&reqwest::Client::new(), &pipeline.provider_url).await.expect("gifts");
+    let gifts = audit::provider_gifts(&reqwest::Client::new(), &pipeline.provider_url).await.expect("gifts");
     pipeline.stop().await;
     assert!(report.all_hold(), "invariants: {:#?}", report.failing());
     assert_eq!(report.tally.sent, 3);

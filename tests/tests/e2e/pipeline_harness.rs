@@ -8,9 +8,9 @@ use platform::CancellationToken;
 use tokio::task::JoinHandle;
 
 use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
-use firstcome_cli::commands::invariants::{self, InvariantReport};
+use audit::{Accepted, InvariantReport};
 use firstcome_cli::commands::members::{self, SeedPlan};
-use firstcome_cli::commands::rush::{self, Accepted, RushPlan, RushReport};
+use firstcome_lab::rush::{self, RushPlan, RushReport};
 
 use crate::helpers::{wait_until, CliEnv, TestEnv};
 
@@ -206,15 +206,15 @@ pub async fn submit(pipeline: &Pipeline, event_id: &str, members: &[String], dup
 /// Waits until the pipeline is done with `accepted` (see
 /// `InvariantReport::drained`); returns the final invariant report.
 pub async fn drain(env: &TestEnv, pipeline: &Pipeline, event_id: &str, accepted: &[Accepted]) -> InvariantReport {
-    let stores = invariants::Stores::connect(&env.cli()).await.expect("stores");
+    let stores = audit::Stores::connect(&env.admin_database(), &env.redis_admin()).await.expect("stores");
     let drained = wait_until(Duration::from_secs(90), || async {
-        match invariants::check(&stores, event_id, accepted, None).await {
+        match audit::check(&stores, event_id, accepted, None).await {
             Ok(report) => report.drained(accepted.len()),
             Err(_) => false,
         }
     })
     .await;
-    let report = invariants::check(&stores, event_id, accepted, Some(&pipeline.provider_url))
+    let report = audit::check(&stores, event_id, accepted, Some(&pipeline.provider_url))
         .await
         .expect("invariants checked");
     assert!(drained, "pipeline did not drain in 90 s: {:?}", report.tally);

@@ -16,11 +16,10 @@ use std::time::{Duration, Instant};
 
 use platform::settings::RedisSettings;
 
-use crate::helpers::{eventually, CliEnv, TestEnv};
-use firstcome_cli::commands::invariants;
+use crate::helpers::{eventually, TestEnv};
 use crate::member_replica::stack;
 use crate::pipeline_harness::{drain, open_event, seed_crowd, Pipeline, Topology};
-use firstcome_cli::commands::rush::Accepted;
+use audit::Accepted;
 
 const SENTINELS: &str = "127.0.0.1:26380,127.0.0.1:26381,127.0.0.1:26382";
 const MASTER: &str = "firstcome";
@@ -335,8 +334,8 @@ async fn an_event_that_sold_out_on_lost_decisions_is_rebuilt_after_the_failover_
     let mut sentinel_conn = sentinel(26380).await;
     let _: String = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER).query_async(&mut sentinel_conn).await.expect("failover");
     let rebuilt = eventually(Duration::from_secs(45), || winners(&conn, 10)).await;
-    let stores = invariants::Stores::connect(&env.cli()).await.expect("stores");
-    let report = invariants::check(&stores, &event_id, &accepted, Some(&pipeline.provider_url)).await.expect("checked");
+    let stores = audit::Stores::connect(&env.admin_database(), &env.redis_admin()).await.expect("stores");
+    let report = audit::check(&stores, &event_id, &accepted, Some(&pipeline.provider_url)).await.expect("checked");
     pipeline.stop().await;
     stack(&["up", "redis-sentinel"]).await;
     assert!(rebuilt, "the stage rebuilt the event from the log after the failover: {:?}", report.tally);

@@ -1,0 +1,68 @@
+//! `firstcome-lab`: the lab's command (load, chaos, demo, clean-up, the
+//! provider simulator). Thin: parse, load settings, call the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use firstcome_cli::CliSettings;
+use firstcome_lab::{chaos, cleanup, demo, rush};
+
+#[derive(Parser)]
+#[command(name = "firstcome-lab", version, about = "firstcome's lab: rush, chaos, demo on the local stack")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fire an opening rush at running ingest instances: the drill's open-loop load generator
+    /// (loopback; stops by itself). With --drain-secs it reports on the pipeline too.
+    Rush(rush::command::RushArgs),
+    /// The chaos suite: a rush on the three-broker Kafka and the Sentinel-managed Redis while
+    /// processes, brokers and stores fail at the seed's moments; then every invariant checked.
+    /// Run with the settings of `stack env kafka3 redis-sentinel` (scripts/chaos.sh).
+    Chaos(chaos::ChaosArgs),
+    /// The opening rush on the local stack: seed, create an event, start every service, fire, drain, check.
+    Demo(demo::DemoArgs),
+    /// Remove what test runs left on this stack: t_* databases, t-* topics and subjects.
+    /// Refused outside the local environment.
+    CleanupTests,
+    /// Run the gift provider's local simulator (contract: provider-sim/CONTRACT.md).
+    /// Settings: FIRSTCOME_HTTP__PORT (8090), FIRSTCOME_FAULTS__…, or a FIRSTCOME_CONFIG file.
+    ProviderSim,
+}
+
+/// mimalloc: glibc malloc/free was a quarter of ingest's CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings: CliSettings = platform::settings::load().context("Failed to load settings")?;
+    settings.validate().context("Invalid settings")?;
+    let settings = settings.with_local_credentials();
+    platform::telemetry::init("firstcome-lab", &settings.telemetry);
+    match cli.command {
+        Command::Rush(args) => rush::command::run(&settings, args).await,
+        Command::Chaos(args) => chaos::command(&settings, args).await,
+        Command::Demo(args) => demo::command(&settings, args).await,
+        Command::CleanupTests => {
+            let cleaned = cleanup::run(&settings).await?;
+            println!(
+                "removed {} databases, {} member schemas, {} topics, {} subjects, {} ACLs",
+                cleaned.databases, cleaned.member_schemas, cleaned.topics, cleaned.subjects, cleaned.acls
+            );
+            Ok(())
+        }
+        Command::ProviderSim => {
+            let sim_settings: provider_sim::Settings =
+                platform::settings::load().context("Failed to load provider-sim settings")?;
+            let app = provider_sim::Application::build(sim_settings).await?;
+            println!("provider simulator on {}", app.base_url());
+            app.run_until_stopped(platform::shutdown::on_signal()).await?;
+            Ok(())
+        }
+    }
+}
