@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The chaos suite over many seeds, one after another (each seed is its own run of
-# `firstcome chaos`, see scripts/chaos.sh), then one table: per seed, whether every
+# `firstcome-lab chaos`, see scripts/chaos.sh), then one table: per seed, whether every
 # invariant held, FCFS fidelity, phantom successes (members told "won" and never
 # paid), entries accepted and the time from the last request to the last gift.
 # Reports and logs stay in .stack/chaos/<seed>/.
@@ -19,7 +19,7 @@ chaos_setup
 # again meanwhile (a restarted service would otherwise run other code).
 bin_dir=".stack/chaos/bin-sweep"
 rm -rf "$bin_dir" && mkdir -p "$bin_dir"
-cp target/debug/{firstcome,ingest,stock-processor,recorder,sender,provider-sim} "$bin_dir"/
+cp target/debug/{firstcome-lab,ingest,stock-processor,recorder,sender,provider-sim} "$bin_dir"/
 export FIRSTCOME_BIN_DIR="$PWD/$bin_dir"
 
 failed=0
@@ -27,7 +27,7 @@ seeds=()
 for ((seed = first; seed < first + count; seed++)); do
   step "chaos seed $seed ($((seed - first + 1)) of $count)"
   seeds+=("$seed")
-  "$bin_dir/firstcome" chaos --seed "$seed" "$@" || failed=$((failed + 1))
+  "$bin_dir/firstcome-lab" chaos --seed "$seed" "$@" || failed=$((failed + 1))
 done
 
 step "chaos sweep: seeds $first..$((first + count - 1))"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: an opening rush on the local stack. Installs and starts the
-# real services, builds release binaries, then `firstcome demo` seeds members,
+# real services, builds release binaries, then `firstcome-lab demo` seeds members,
 # creates an event, starts every service, fires the burst, waits for the
 # pipeline to drain and prints the outcome with each invariant checked.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -14,4 +14,4 @@ cargo build --release --locked --bins
 bootstrap_pipeline target/release/firstcome
 
 step "running the demo"
-target/release/firstcome demo "$@"
+target/release/firstcome-lab demo "$@"

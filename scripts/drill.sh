@@ -19,7 +19,7 @@
 #      redis-benchmark of the admit script (EVALSHA, one request per call);
 #   3. every service as its own process for the rush (ingest,
 #      stock-processor, recorder, sender, provider-sim at 2,000 calls/s);
-#   4. the rush (`firstcome rush`): open loop, ramp to the peak at the opening
+#   4. the rush (`firstcome-lab rush`): open loop, ramp to the peak at the opening
 #      instant, hold, decline; waits for the pipeline, writes report.json and
 #      rush.png into --out with the baselines and each service's peak RSS;
 #   5. stops every process it started.
@@ -83,7 +83,7 @@ ensure_build_deps
 stack_up
 
 step "building release binaries"
-cargo build --release --locked -p ingest -p stock-processor -p recorder -p sender -p provider-sim -p firstcome-cli -p bench
+cargo build --release --locked -p ingest -p stock-processor -p recorder -p sender -p provider-sim -p firstcome-cli -p firstcome-lab -p bench
 BIN=target/release
 
 STAMP=$(date -u +%Y%m%d%H%M%S)
@@ -290,7 +290,7 @@ step "the rush: $MEMBERS members against $STOCK units, peak ${PEAK_RATE}/s, $CON
 OPEN_IN=$(( RAMP_SECS + 30 + MEMBERS / 50000 ))
 "$BIN/firstcome" event create --id "$RUSH_EVENT" --product drill-rush --total "$STOCK" --open-at "+${OPEN_IN}s" --close-at +2h
 WATCH="ingest=$PID_ingest,stock-processor=$PID_stock_processor,recorder=$PID_recorder,sender=$PID_sender,provider-sim=$PID_provider_sim"
-"$BIN/firstcome" rush "$RUSH_EVENT" --urls "$INGEST" --members "$MEMBERS" --member-prefix r \
+"$BIN/firstcome-lab" rush "$RUSH_EVENT" --urls "$INGEST" --members "$MEMBERS" --member-prefix r \
   --duplicate-ratio 0.1 --connections "$CONNECTIONS" --peak-rate "$PEAK_RATE" \
   --ramp-secs "$RAMP_SECS" --decline-secs "$DECLINE_SECS" --max-lateness-ms 1000 --max-wait-secs "$MAX_WAIT_SECS" \
   --drain-secs 300 --provider-url "$PROVIDER" --watch "$WATCH" \

@@ -59,14 +59,14 @@ bootstrap_pipeline() {
 # The chaos suite's part of the stack and binaries (scripts/chaos.sh,
 # scripts/chaos-sweep.sh): the three-broker Kafka, the Sentinel-managed Redis,
 # the services built, the default deployment bootstrapped, and the environment
-# that points `firstcome chaos` at them.
+# that points `firstcome-lab chaos` at them.
 chaos_setup() {
   ensure_build_deps
   stack_up
   step "three-broker Kafka and the Sentinel-managed Redis"
   stack/bin/stack up kafka3 redis-sentinel
   step "building the binaries"
-  cargo build --locked --bins -p firstcome-cli -p ingest -p stock-processor -p recorder -p sender -p provider-sim
+  cargo build --locked --bins -p firstcome-cli -p firstcome-lab -p ingest -p stock-processor -p recorder -p sender -p provider-sim
   bootstrap_pipeline target/debug/firstcome
   eval "$(stack/bin/stack env kafka3 redis-sentinel)"
 }

@@ -35,7 +35,7 @@ step "three-broker mode checks (RF 3, min.insync 2, a SIGKILLed broker leaves an
 bash stack/tests/kafka3_test.sh
 
 step "removing what earlier test runs left (t_* databases, t-* topics and subjects)"
-target/debug/firstcome cleanup-tests
+target/debug/firstcome-lab cleanup-tests
 
 step "OTLP receiver for the tracing test (Jaeger)"
 # A failed build fails the tracing test alone (it names the script), not the whole run.
