@@ -24,11 +24,11 @@ REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC, firstcome_ingest, firstco
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC, firstcome_ingest, firstcome_stock, firstcome_recorder, firstcome_sender;
 
 -- ingest: the events it admits entries to (state refresh) and a member's own entry
--- (GET /api/entries/{id}); for the operations dashboard on its ops listener, an
--- event's close (status only) and the dispatch counts through dispatch_figures
--- (never a dispatch or claim row). No members, no other writes.
+-- (GET /api/entries/{id}); for the operations dashboard on its ops listener, the
+-- dispatch counts through dispatch_figures (never a dispatch or claim row). No writes at
+-- all: an event's status (closing, or reopening a closed one) is the operator's, with
+-- the owner's credentials (`firstcome event close`), never a public service's.
 GRANT SELECT ON events, event_entries TO firstcome_ingest;
-GRANT UPDATE (status, closed_at) ON events TO firstcome_ingest;
 REVOKE ALL ON FUNCTION dispatch_figures(text, double precision) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION dispatch_figures(text, double precision) TO firstcome_ingest;
 

@@ -1,5 +1,6 @@
-//! Operator actions on an event, in one home for the CLI (`firstcome event
-//! close`) and the dashboard's close button.
+//! Operator actions on an event, for the CLI (`firstcome event close`), run
+//! with the operator's credentials: ingest's own may not write an event's
+//! status (the dashboard's button answers with the command instead).
 
 use platform::event_keys::{EventKeys, EventStatus, StateChange, STATE_CHANNEL};
 

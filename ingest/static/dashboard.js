@@ -119,7 +119,9 @@
   $("close-event").addEventListener("click", function () {
     if (!window.confirm("Close event " + eventId + " now? Members will be refused from then on.")) return;
     fetch("/ops/api/events/" + encodeURIComponent(eventId) + "/close", { method: "POST", headers: headers() })
-      .then(function (r) { $("close-result").textContent = r.ok ? "Closed." : "Not closed (HTTP " + r.status + ")."; });
+      .then(function (r) { return r.json().catch(function () { return {}; }).then(function (body) {
+        $("close-result").textContent = r.ok ? "Closed." : (body.message || "Not closed (HTTP " + r.status + ").");
+      }); });
   });
 
   $("op-event").value = eventId;

@@ -41,10 +41,12 @@ async fn ingest_reads_events_and_entries_and_touches_nothing_else() {
     let env = TestEnv::builder().partitions(1).build().await;
     allowed(&env, Principal::INGEST, "SELECT count(*) FROM events").await;
     allowed(&env, Principal::INGEST, "SELECT count(*) FROM event_entries").await;
-    // The dashboard on its ops listener: an operator's close, dispatch counts only.
-    allowed(&env, Principal::INGEST, "UPDATE events SET status = 'closed', closed_at = now() WHERE false").await;
+    // The dashboard on its ops listener: dispatch counts only.
     allowed(&env, Principal::INGEST, "SELECT * FROM dispatch_figures('e', 60)").await;
     for sql in [
+        // An event's status is the operator's: neither closed nor reopened by ingest.
+        "UPDATE events SET status = 'closed', closed_at = now() WHERE false",
+        "UPDATE events SET status = 'open', closed_at = NULL WHERE false",
         "SELECT count(*) FROM members",
         "SELECT count(*) FROM purchases",
         "SELECT count(*) FROM gift_dispatches",
@@ -167,6 +169,93 @@ async fn only_the_stock_stage_sets_a_stock_counter() {
     let _: () = redis::cmd("HSET").arg(&keys.entered).arg("m-1").arg("P|e|0").query_async(&mut conn).await.expect("ingest marks");
     let flush: Result<(), _> = redis::cmd("FLUSHALL").query_async(&mut conn).await;
     assert!(flush.unwrap_err().to_string().to_lowercase().contains("noperm"));
+}
+
+/// Runs `command` as ingest on a fresh event's keys (the admin wrote them
+/// first); the error text, lower-cased, if refused.
+async fn as_ingest(conn: &mut platform::redis::Connection, command: &redis::Cmd) -> Result<(), String> {
+    let done: Result<redis::Value, _> = command.query_async(conn).await;
+    done.map(|_| ()).map_err(|e| e.to_string().to_lowercase())
+}
+
+#[tokio::test]
+async fn ingest_reads_an_events_state_and_writes_only_its_admissions() {
+    let env = TestEnv::builder().partitions(1).without_database().build().await;
+    let keys = platform::event_keys::EventKeys::new(&format!("acl-{}", env.id));
+    let mut admin = platform::redis::connect(&env.redis.for_principal(Environment::Local, Principal::ADMIN)).await.expect("admin");
+    let _: () = redis::pipe()
+        .cmd("HSET").arg(&keys.meta).arg("status").arg("closed").ignore()
+        .cmd("SET").arg(&keys.stock).arg(5).ignore()
+        .cmd("SET").arg(&keys.frontier).arg(5).ignore()
+        .cmd("SADD").arg(&keys.eligible).arg("m-1").ignore()
+        .cmd("HSET").arg(&keys.decisions).arg("e-1").arg("WON|1").ignore()
+        .query_async(&mut admin)
+        .await
+        .expect("the admin writes an event");
+    for key in [&keys.meta, &keys.stock, &keys.frontier, &keys.eligible, &keys.decisions] {
+        let _: () = redis::cmd("PEXPIRE").arg(key).arg(600_000).query_async(&mut admin).await.expect("expiry");
+    }
+    let mut ingest = platform::redis::connect(&env.redis.for_principal(Environment::Local, Principal::INGEST)).await.expect("ingest logs in");
+
+    // What ingest reads, it may read.
+    let _: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg(&keys.meta).query_async(&mut ingest).await.expect("ingest reads meta");
+    let _: bool = redis::cmd("SISMEMBER").arg(&keys.eligible).arg("m-1").query_async(&mut ingest).await.expect("reads eligibility");
+    let _: Option<i64> = redis::cmd("GET").arg(&keys.stock).query_async(&mut ingest).await.expect("reads the counter");
+
+    // Every write to the state it only reads is refused: directly and from a
+    // script that declares the key (the admit script's way in).
+    let hset_meta = |status: &str| redis::cmd("HSET").arg(&keys.meta).arg("status").arg(status).clone();
+    let mut forbidden = vec![
+        ("reopen a closed event", hset_meta("open")),
+        ("close an event", hset_meta("closed")),
+        ("extend meta's life", redis::cmd("PEXPIRE").arg(&keys.meta).arg(1).clone()),
+        ("expire the stock counter", redis::cmd("PEXPIRE").arg(&keys.stock).arg(1).clone()),
+        ("expire eligibility", redis::cmd("PEXPIRE").arg(&keys.eligible).arg(1).clone()),
+        ("persist eligibility", redis::cmd("PERSIST").arg(&keys.eligible).clone()),
+        ("add an eligible member", redis::cmd("SADD").arg(&keys.eligible).arg("m-x").clone()),
+        ("set the stock counter", redis::cmd("SET").arg(&keys.stock).arg(99).clone()),
+        ("move the frontier", redis::cmd("SET").arg(&keys.frontier).arg(99).clone()),
+        ("write a decision", redis::cmd("HSET").arg(&keys.decisions).arg("e-2").arg("WON|2").clone()),
+        ("delete meta", redis::cmd("DEL").arg(&keys.meta).clone()),
+    ];
+    for (script, key) in [
+        ("return redis.call('HSET', KEYS[1], 'status', 'open')", &keys.meta),
+        ("return redis.call('PEXPIRE', KEYS[1], 1)", &keys.eligible),
+        ("return redis.call('PEXPIRE', KEYS[1], 1)", &keys.stock),
+        ("return redis.call('SADD', KEYS[1], 'm-x')", &keys.eligible),
+    ] {
+        forbidden.push(("a script's write", redis::cmd("EVAL").arg(script).arg(1).arg(key).clone()));
+    }
+    for (what, command) in &forbidden {
+        let refused = as_ingest(&mut ingest, command).await.expect_err(what);
+        assert!(refused.contains("noperm") || refused.contains("can't access") || refused.contains("can't run"), "{what}: {refused}");
+    }
+    let status: Option<String> = redis::cmd("HGET").arg(&keys.meta).arg("status").query_async(&mut admin).await.unwrap();
+    assert_eq!(status.as_deref(), Some("closed"), "still closed");
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys.eligible).query_async(&mut admin).await.unwrap();
+    assert!(ttl > 60_000, "eligibility keeps its expiry: {ttl}");
+
+    // What ingest's scripts write, it may write: the first-entry marks, the
+    // tickets and the unacknowledged entries, with the event's expiry.
+    let admission = "redis.call('HSET', KEYS[3], 'm-1', 'P|e-1|0'); redis.call('HSET', KEYS[4], 'e-1', 'm-1'); \
+        redis.call('INCR', KEYS[5]); redis.call('HSET', KEYS[6], 'e-1', 1); redis.call('ZADD', KEYS[8], 1, 'e-1'); \
+        redis.call('PEXPIRE', KEYS[5], 600000); return redis.call('HMGET', KEYS[1], 'status')";
+    let _: redis::Value = redis::cmd("EVAL")
+        .arg(admission)
+        .arg(8)
+        .arg(&keys.meta)
+        .arg(&keys.eligible)
+        .arg(&keys.entered)
+        .arg(&keys.entries)
+        .arg(&keys.ticket)
+        .arg(&keys.tickets)
+        .arg(&keys.frontier)
+        .arg(&keys.pending)
+        .query_async(&mut ingest)
+        .await
+        .expect("ingest's admission writes");
+    let _: () = redis::cmd("DEL").arg(keys.all().to_vec()).query_async(&mut admin).await.expect("cleaned up");
 }
 
 // Kafka: SASL/SCRAM logins, the standard authorizer and the topology's ACLs

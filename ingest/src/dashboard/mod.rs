@@ -8,7 +8,7 @@
 //! | `GET /ops/api/events` | recent events (the page's picker) |
 //! | `GET /ops/api/events/{id}` | one [`Snapshot`] of the event's figures |
 //! | `GET /ops/api/events/{id}/stream` | server-sent events: a snapshot every second |
-//! | `POST /ops/api/events/{id}/close` | closes the event ([`crate::operations::close_event`], as `firstcome event close`) |
+//! | `POST /ops/api/events/{id}/close` | 403 `operator_action`: closing is the operator's, with `firstcome event close` |
 //!
 //! Snapshots are shared: one per event per [`SNAPSHOT_TTL`], however many
 //! dashboards watch, and at most [`MAX_STREAMS`] streams are open at once,
@@ -248,6 +248,11 @@ fn snapshots(
     })
 }
 
+/// Closing an event is the operator's action, with the operator's
+/// credentials (`firstcome event close`): ingest's own Redis user and
+/// database role may not write an event's status (neither close nor
+/// reopen), so a compromised public service cannot change an event's state.
+/// The button answers with the command to run.
 async fn close(State(dashboard): State<Dashboard>, Path(event_id): Path<String>, headers: HeaderMap) -> Response {
     if let Some(refused) = refuse(&dashboard, &headers) {
         return refused;
@@ -255,20 +260,9 @@ async fn close(State(dashboard): State<Dashboard>, Path(event_id): Path<String>,
     if !valid(&event_id) {
         return StatusCode::NOT_FOUND.into_response();
     }
-    let mut redis = dashboard.app.redis.clone();
-    match crate::operations::close_event(&dashboard.app.db, &mut redis, &event_id).await {
-        Ok(()) => {
-            dashboard.cache.lock().await.remove(&event_id);
-            Json(json!({"event_id": event_id, "status": "closed"})).into_response()
-        }
-        Err(crate::operations::CloseError::NoSuchEvent(_)) => {
-            (StatusCode::NOT_FOUND, Json(json!({"error": "not_found"}))).into_response()
-        }
-        Err(error) => {
-            tracing::warn!(%error, event_id, "closing the event failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "unavailable"}))).into_response()
-        }
-    }
+    let command = format!("firstcome event close {event_id}");
+    let message = format!("closing an event is an operator action: run `{command}` with the operator's credentials");
+    (StatusCode::FORBIDDEN, Json(json!({"error": "operator_action", "message": message, "command": command}))).into_response()
 }
 
 /// The dashboard's routes, for the ops listener.
