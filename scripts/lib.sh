@@ -20,6 +20,16 @@ ensure_build_deps() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     apt-get clean # the downloaded .debs: disk a CI machine needs for the build
   fi
+  # promtool, which tests/tests/metrics.rs runs over every service's /metrics
+  # (`promtool check metrics`); Debian ships it in the prometheus package. The
+  # daemon is never started by the tests (and not by the install either in a
+  # container, where policy-rc.d denies it).
+  if ! command -v promtool >/dev/null; then
+    step "installing promtool (Debian's prometheus package)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    apt-get clean
+  fi
   command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 }
 

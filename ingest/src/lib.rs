@@ -25,6 +25,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod ids;
+pub mod metrics;
 pub mod operations;
 pub mod ops;
 pub mod rate_limit;

@@ -92,14 +92,14 @@ async fn healthz(State(health): State<CachedHealth>) -> Response {
 async fn metrics_text() -> impl IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        platform::metrics::handle().render(),
+        platform::metrics::render(),
     )
 }
 
 /// `/healthz` and `/metrics` for the ops listener.
 pub fn router(health: CachedHealth) -> Router {
-    // Install the recorder before the first metric is recorded.
-    let _ = platform::metrics::handle();
+    // Install the recorder and describe every metric before the first is recorded.
+    crate::metrics::describe();
     Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics_text)).with_state(health)
 }
 

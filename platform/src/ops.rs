@@ -5,8 +5,9 @@
 //! warning (`warnings`: what an operator should look at, e.g. a Redis whose
 //! eviction policy cannot be read).
 //!
-//! Consumer services serve [`router`] on their own ops port; ingest merges it
-//! into its API router.
+//! The consumer services serve [`router`] on their own ops port; ingest on
+//! its `ops` listener, never on its API port; provider-sim (a test double)
+//! merges it into its API router.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,7 +194,7 @@ async fn healthz(State(health): State<Health>) -> Response {
 async fn metrics_text() -> impl IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::handle().render(),
+        crate::metrics::render(),
     )
 }
 

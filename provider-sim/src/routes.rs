@@ -172,6 +172,19 @@ fn broken(status: StatusCode) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(body)).into_response()
 }
 
+/// The simulator's metrics, described when it is built (help text, and the
+/// series known before the first call at zero).
+pub const METRICS: &[platform::metrics::Metric] = &[
+    platform::metrics::Metric::counter("firstcome_provider_sim_requests_total", "Calls answered, by route and result")
+        .labels(&["route", "result"])
+        .known(&[&["issue", "issued"], &["lookup", "found"]]),
+    platform::metrics::Metric::gauge(
+        "firstcome_provider_sim_gifts",
+        platform::metrics::Unit::Count,
+        "Gifts the simulator has issued and keeps",
+    ),
+];
+
 fn count(route: &'static str, result: &'static str) {
     metrics::counter!("firstcome_provider_sim_requests_total", "route" => route, "result" => result).increment(1);
 }

@@ -31,6 +31,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         settings.validate().map_err(|e| Error::InvalidSettings(e.to_string()))?;
+        platform::metrics::describe(crate::routes::METRICS);
         let seed = settings.seed.unwrap_or_else(rand::random);
         let (listener, port) = settings.http.bind().await?;
         tracing::info!(port, seed, faults = ?settings.faults.for_logs(), "provider simulator listening");

@@ -3,8 +3,37 @@
 
 use platform::error::ErrorChain;
 use platform::kafka::HandlerError;
+use platform::metrics::Metric;
 
 use crate::store::{row_kinds, BatchReport};
+
+/// Every metric of the recorder (beside platform's consumer ones), described
+/// when it is built: help text, unit, and the series known before the first
+/// batch at zero.
+pub const METRICS: &[Metric] = &[
+    Metric::counter("firstcome_recorder_records_total", "Records decoded into facts, by kind")
+        .labels(&["kind"])
+        .known(&[&["submission"], &["decision"], &["dispatch"]]),
+    Metric::counter("firstcome_recorder_rows_total", "Rows written, by kind")
+        .labels(&["kind"])
+        .known(&[&["entry_created"], &["entry_filled"], &["issued"], &["returned"]]),
+    Metric::counter("firstcome_recorder_poison_records_total", "Records that can never be stored (dead-lettered), by topic")
+        .labels(&["topic"]),
+    Metric::counter(
+        "firstcome_recorder_ledger_missing_total",
+        "Batches with movements of an event that has no ledger row (the counters not updated)",
+    ),
+    Metric::counter(
+        "firstcome_recorder_batch_splits_total",
+        "Batches the database refused for their data, written one record at a time",
+    ),
+    Metric::counter("firstcome_recorder_batch_failures_total", "Batches that could not be written (retried whole)"),
+];
+
+/// Describes the recorder's metrics.
+pub fn describe_metrics() {
+    platform::metrics::describe(METRICS);
+}
 
 /// A record decoded into a fact.
 pub struct RecordDecoded {

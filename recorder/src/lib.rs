@@ -28,6 +28,8 @@ pub mod startup;
 pub mod store;
 
 pub use handler::Recorder;
+/// Every metric the recorder describes at start (`platform::metrics`).
+pub use internal_events::METRICS;
 pub use settings::Settings;
 pub use startup::{Application, Error};
 

@@ -40,6 +40,7 @@ impl Application {
     /// is off; `firstcome topics create` or the tests make them).
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
+        crate::internal_events::describe_metrics();
         // Its own role, user and principal (least privilege); never the owner's.
         let settings = settings.with_local_credentials();
         let pool = platform::db::pool(&settings.database)?;

@@ -5,12 +5,60 @@
 
 use platform::error::ErrorChain;
 use platform::kafka::HandlerError;
+use platform::metrics::{Metric, Unit};
 use schemas::DispatchStatus;
 
 use crate::dispatch::{Rejected, Resolution};
 use crate::payout_guard::RefusalReason;
 use crate::provider::{IssueError, LookupError, Mismatch};
 use crate::store::WonEntry;
+
+/// Every metric of the sender (beside platform's consumer and producer
+/// ones), described when it is built: help text, unit, and the series known
+/// before the first batch at zero.
+pub const METRICS: &[Metric] = &[
+    Metric::counter(
+        "firstcome_sender_dispatches_total",
+        "Won gifts handled, by status (SENT, FAILED, or skipped, unresolved, rejected, parked)",
+    )
+    .labels(&["status"])
+    .known(&[&["SENT"], &["FAILED"], &["skipped"], &["unresolved"], &["rejected"], &["parked"]]),
+    Metric::counter("firstcome_sender_rejected_records_total", "Records that can never be processed (dead-lettered)"),
+    Metric::counter("firstcome_sender_payout_refusals_total", "Payouts the payout guard refused, by reason")
+        .labels(&["reason"])
+        .known(&[&["member_already_paid"], &["stock_exhausted"], &["unknown_event"], &["conflicting_claim"]]),
+    Metric::counter(
+        "firstcome_sender_provider_mismatches_total",
+        "Provider answers that did not match the gift asked for, by call (issue, lookup)",
+    )
+    .labels(&["call"])
+    .known(&[&["issue"], &["lookup"]]),
+    Metric::counter("firstcome_sender_provider_calls_total", "Calls to the gift provider, by result")
+        .labels(&["result"])
+        .known(&[&["issued"], &["lookup_not_found"], &["lookup_failed"], &["timeout"], &["transient"], &["refused"]]),
+    Metric::counter("firstcome_sender_provider_retries_total", "Provider calls after the first for the same gift"),
+    Metric::counter("firstcome_sender_outbox_published_total", "Outbox rows published to Kafka"),
+    Metric::counter("firstcome_sender_outbox_send_failures_total", "Outbox rows whose publish failed (retried)"),
+    Metric::counter("firstcome_sender_outbox_errors_total", "Outbox relay rounds that failed"),
+    Metric::gauge("firstcome_sender_outbox_pending", Unit::Count, "Outbox rows not published yet"),
+    Metric::counter(
+        "firstcome_sender_duplicates_in_batch_total",
+        "Decisions of an entry already in the same batch (handled once)",
+    ),
+    Metric::counter("firstcome_sender_rate_limited_total", "Provider calls that waited for the rate toward the provider"),
+    Metric::counter("firstcome_sender_gifts_parked_total", "Gifts parked because the provider's answers settled nothing"),
+    Metric::counter("firstcome_sender_parked_retries_total", "Retries of parked gifts, by result")
+        .labels(&["result"])
+        .known(&[&["settled"], &["still_parked"]]),
+    Metric::gauge("firstcome_sender_parked_gifts", Unit::Count, "Gifts parked now"),
+    Metric::counter("firstcome_sender_parked_errors_total", "Rounds of the parked-gift retrier that failed"),
+];
+
+/// Describes the sender's metrics, platform's producer ones with them.
+pub fn describe_metrics() {
+    platform::metrics::describe(platform::metrics::PRODUCER);
+    platform::metrics::describe(METRICS);
+}
 
 fn count_dispatch(status: &'static str) {
     metrics::counter!("firstcome_sender_dispatches_total", "status" => status).increment(1);

@@ -55,6 +55,7 @@ impl Application {
     /// The topics must exist (auto-create is off).
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
+        crate::events::describe_metrics();
         // Its own role, user and principal (least privilege); never the owner's.
         let settings = settings.with_local_credentials();
         // Install the metrics recorder before the first metric.

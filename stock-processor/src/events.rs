@@ -3,6 +3,7 @@
 
 use platform::error::ErrorChain;
 use platform::kafka::HandlerError;
+use platform::metrics::{Metric, Unit};
 use schemas::Outcome;
 
 use crate::restore::{Restore, RestoreError};
@@ -212,24 +213,59 @@ impl RecordRejected<'_> {
 /// when it succeeds: it normally takes milliseconds.
 pub const MARKS_SLOW: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Describes the marks metrics once per process (help text and unit), with
-/// their known label sets at zero.
-pub fn describe_marks_metrics() {
-    static DESCRIBED: std::sync::Once = std::sync::Once::new();
-    DESCRIBED.call_once(|| {
-        metrics::describe_histogram!(
-            "firstcome_stock_marks_wait_seconds",
-            metrics::Unit::Seconds,
-            "How long reading the stock group's committed offsets and marks took, by result (ok, timeout, error)"
-        );
-        metrics::describe_counter!(
-            "firstcome_stock_marks_timeouts_total",
-            "Reads of the committed marks that hit their deadline, by what they waited for"
-        );
-        for waited_for in [crate::marks::MarksStep::Partitions, crate::marks::MarksStep::CommittedOffsets] {
-            metrics::counter!("firstcome_stock_marks_timeouts_total", "waited_for" => waited_for.as_str()).increment(0);
-        }
-    });
+/// Every metric of the stage (beside platform's consumer, producer and
+/// Redis ones), described when it is built: help text, unit, and the series
+/// known before the first batch at zero.
+pub const METRICS: &[Metric] = &[
+    Metric::counter("firstcome_stock_decisions_total", "Entries decided, by outcome")
+        .labels(&["outcome"])
+        .known(&[&["WON"], &["SOLD_OUT"], &["ALREADY_WON"], &["INELIGIBLE"], &["CLOSED"]]),
+    Metric::gauge("firstcome_stock_remaining", Unit::Count, "Units an event has left after the last batch")
+        .labels(&["event_id"]),
+    Metric::counter("firstcome_stock_releases_total", "Units released back (a gift that failed for good), by result")
+        .labels(&["result"])
+        .known(&[&["returned"], &["reopened"], &["promoted"], &["duplicate"], &["mismatch"], &["unknown_event"]]),
+    Metric::counter(
+        "firstcome_stock_redis_behind_total",
+        "Times Redis was found behind the log (an event rebuilt before deciding)",
+    ),
+    Metric::counter("firstcome_stock_rebuilds_total", "Rebuilds of an event's stock state from the log, by result")
+        .labels(&["result"])
+        .known(&[&["rebuilt"], &["failed"]]),
+    Metric::counter("firstcome_stock_events_lost_total", "Events Redis lost whole, by what the stage did about it")
+        .labels(&["result"])
+        .known(&[&["restored"], &["present"], &["unknown"], &["expired"], &["failed"], &["not_restorable"]]),
+    Metric::counter("firstcome_stock_held_waits_total", "Batches that waited for a rebuild holding their event"),
+    Metric::counter("firstcome_stock_rejected_total", "Records that can never be processed (dead-lettered)"),
+    Metric::counter(
+        "firstcome_stock_failover_rebuilds_total",
+        "Events rebuilt after a Redis failover because the new primary was behind the log",
+    ),
+    Metric::counter(
+        "firstcome_stock_fence_refusals_total",
+        "Batches not committed because too few Redis replicas acknowledged their decisions",
+    ),
+    Metric::seconds("firstcome_stock_fence_wait_seconds", "Time a batch waited for the Redis replicas' acknowledgement"),
+    Metric::seconds("firstcome_stock_rebuild_hold_seconds", "Time a rebuild held its event's decisions"),
+    Metric::seconds(
+        "firstcome_stock_marks_wait_seconds",
+        "How long reading the stock group's committed offsets and marks took, by result (ok, timeout, error)",
+    )
+    .labels(&["result"])
+    .known(&[&["ok"], &["timeout"], &["error"]]),
+    Metric::counter(
+        "firstcome_stock_marks_timeouts_total",
+        "Reads of the committed marks that hit their deadline, by what they waited for",
+    )
+    .labels(&["waited_for"])
+    .known(&[&["partitions"], &["committed_offsets"]]),
+];
+
+/// Describes the stage's metrics, platform's producer and Redis ones with them.
+pub fn describe_metrics() {
+    platform::metrics::describe(platform::metrics::PRODUCER);
+    platform::metrics::describe(platform::metrics::REDIS);
+    platform::metrics::describe(METRICS);
 }
 
 /// One read of the group's committed marks (before every batch): timed and

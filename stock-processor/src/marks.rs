@@ -241,7 +241,6 @@ impl MarkReader {
     /// A reader for `group` on the deployment's survey and release topics.
     /// Creating the client does not connect; the first fetch does.
     pub fn new(kafka: &KafkaSettings, group: &str) -> Result<Self, KafkaError> {
-        crate::events::describe_marks_metrics();
         let mut config = platform::kafka::client_config(kafka);
         config.set("client.id", format!("{group}-marks")).set("reconnect.backoff.max.ms", "1000");
         let consumer: BaseConsumer = config

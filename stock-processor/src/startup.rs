@@ -53,6 +53,7 @@ impl Application {
     /// lost event's restore), so neither is needed to start.
     pub async fn build(settings: Settings) -> Result<Self, Error> {
         settings.validate()?;
+        crate::events::describe_metrics();
         // Its own user and principal (least privilege).
         let settings = settings.with_local_credentials();
         let codec = settings.registry.codec()?;

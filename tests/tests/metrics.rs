@@ -7,8 +7,15 @@
 //! was dead-lettered, and every consumer group's lag per partition is back
 //! to zero.
 //!
+//!
+//! And every service's page is Prometheus' own kind: `promtool check
+//! metrics` finds nothing to lint (every metric has its help text), and a
+//! fresh pipeline already serves each described metric, its known series at
+//! zero.
+//!
 //! A test binary of its own: the metrics recorder is process-wide, so the
-//! counters here are this test's alone.
+//! counters here are this test's alone (and the fresh pipeline's check runs
+//! in a process of its own, apart from the burst).
 
 #[allow(dead_code)]
 #[path = "e2e/helpers.rs"]
@@ -19,12 +26,13 @@ mod pipeline_harness;
 
 use std::time::Duration;
 
+use platform::metrics::{Kind, Metric, CONSUMER, PRODUCER, REDIS};
 use testkit::{metric, metrics_text, poll_until};
 
 use crate::helpers::TestEnv;
 use crate::pipeline_harness::{drain, open_event, seed_crowd, submit, Pipeline, Topology};
 
-const ENTRIES_ROUTE: &str = "/api/events/{event_id}/entries";
+const ENTRIES_ROUTE: &str = ingest::metrics::ENTRIES_ROUTE;
 
 /// Every service's `/metrics`, in one text (one process: they share the
 /// recorder, so each is the same; all are scraped to show each serves it).
@@ -139,4 +147,130 @@ async fn the_metrics_agree_with_the_database_after_a_burst() {
 
 fn lines_of(text: &str, name: &str) -> String {
     text.lines().filter(|l| l.starts_with(name)).collect::<Vec<_>>().join("\n")
+}
+
+/// The metrics each service describes at start, by the name its ops port is
+/// listed under.
+fn catalogs(service: &str) -> Vec<&'static [Metric]> {
+    match service {
+        "ingest" => vec![ingest::metrics::METRICS, PRODUCER, REDIS],
+        "stock-processor" => vec![stock_processor::events::METRICS, CONSUMER, PRODUCER, REDIS],
+        "recorder" => vec![recorder::METRICS, CONSUMER],
+        "sender" => vec![sender::events::METRICS, CONSUMER, PRODUCER],
+        other => panic!("no catalog for {other}"),
+    }
+}
+
+/// The series of `metric` that must show before its first use: without
+/// labels, or each of its known label sets (a histogram by its `_count`).
+fn known_series(metric: &Metric) -> Vec<(String, Vec<(&'static str, &'static str)>)> {
+    let name = match metric.kind {
+        Kind::Histogram => format!("{}_count", metric.name),
+        _ => metric.name.to_string(),
+    };
+    if metric.labels.is_empty() {
+        return vec![(name, Vec::new())];
+    }
+    metric.known.iter().map(|values| (name.clone(), metric.labels.iter().copied().zip(values.iter().copied()).collect())).collect()
+}
+
+/// `promtool check metrics` over one page: its complaints, if any.
+fn promtool_check(page: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool (Debian's prometheus package; scripts/lib.sh installs it): {e}"));
+    child.stdin.take().expect("stdin").write_all(page.as_bytes()).expect("page to promtool");
+    let output = child.wait_with_output().expect("promtool");
+    match output.status.success() {
+        true => Ok(()),
+        false => Err(format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))),
+    }
+}
+
+/// Series a start moves before any traffic (joining the group, the Redis
+/// eviction-policy check, the relay's and the retrier's first look).
+const MOVED_BY_A_START: &[&str] = &[
+    "firstcome_rebalances_total",
+    "firstcome_redis_eviction_policy_checks_total",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_pipeline_serves_every_described_metric_as_promtool_wants() {
+    // The recorder is process-wide and the burst above moves it: the check
+    // runs this binary again with only the fresh pipeline in it.
+    let exe = std::env::current_exe().expect("this test binary");
+    let output = tokio::process::Command::new(exe)
+        .args(["--exact", "fresh_pipeline_metrics", "--ignored", "--nocapture", "--test-threads=1"])
+        .output()
+        .await
+        .expect("this test binary, again");
+    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the fresh pipeline's metrics:\n{printed}");
+    assert!(printed.contains("1 passed"), "the fresh pipeline's check ran: {printed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run alone, in a process of its own, by a_fresh_pipeline_serves_every_described_metric_as_promtool_wants"]
+async fn fresh_pipeline_metrics() {
+    let env = TestEnv::new().await;
+    let pipeline = Pipeline::start(&env, Topology::default()).await;
+    let mut problems = Vec::new();
+    for (service, port) in &pipeline.ops_ports {
+        if *service == "provider-sim" {
+            continue;
+        }
+        let page = metrics_text(*port).await;
+        if let Err(lint) = promtool_check(&page) {
+            problems.push(format!("{service}: promtool check metrics:\n{lint}"));
+        }
+        for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
+            if metric(&page, name, &[]).is_none() {
+                problems.push(format!("{service}: no {name}"));
+            }
+        }
+        for catalog in catalogs(service) {
+            for described in catalog.iter() {
+                if !described.labels.is_empty() && described.known.is_empty() {
+                    continue; // labels only known in use (a topic, an event): shown from the first use
+                }
+                if !page.contains(&format!("# HELP {} {}", described.name, described.help)) {
+                    problems.push(format!("{service}: {} has no help text", described.name));
+                }
+                for (name, labels) in known_series(described) {
+                    match metric(&page, &name, &labels) {
+                        None => problems.push(format!("{service}: {name}{labels:?} not served")),
+                        Some(value) if value != 0.0 && !MOVED_BY_A_START.contains(&described.name) => {
+                            problems.push(format!("{service}: {name}{labels:?} = {value} before any traffic"))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        // The consumer services' own group, at zero before its first batch.
+        let group = match *service {
+            "stock-processor" => Some(env.kafka.group(stock_processor::GROUP)),
+            "recorder" => Some(env.kafka.group(recorder::GROUP)),
+            "sender" => Some(env.kafka.group(sender::GROUP)),
+            _ => None,
+        };
+        if let Some(group) = group {
+            for result in ["ok", "dead_letter"] {
+                let series = metric(&page, "firstcome_records_total", &[("group", &group), ("result", result)]);
+                if series != Some(0.0) {
+                    problems.push(format!("{service}: firstcome_records_total{{group={group},result={result}}} = {series:?}"));
+                }
+            }
+            if metric(&page, "firstcome_batch_seconds_count", &[("group", &group)]).is_none() {
+                problems.push(format!("{service}: no firstcome_batch_seconds for {group}"));
+            }
+        }
+    }
+    pipeline.stop().await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
