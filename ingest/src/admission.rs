@@ -36,11 +36,12 @@ use crate::auth::MemberId;
 /// What the admit script decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    /// A new entry: the pending mark is set; produce it.
-    Accept { entry_id: String, admitted_at_ms: i64 },
+    /// A new entry: the pending mark is set and its ticket (place in line)
+    /// taken; produce it.
+    Accept { entry_id: String, admitted_at_ms: i64, ticket: i64 },
     /// A pending mark old enough that its request has surely ended without an
     /// acknowledgement: produce the SAME entry again (consumers dedupe).
-    Resume { entry_id: String, admitted_at_ms: i64 },
+    Resume { entry_id: String, admitted_at_ms: i64, ticket: i64 },
     /// The member's entry was acknowledged before.
     AlreadyEntered { entry_id: String },
     /// Another request of the member is producing this entry right now.
@@ -101,6 +102,12 @@ pub struct Admitter {
     marks: Queue<MarkQuery, bool>,
     resume_after: Duration,
 }
+
+/// An admitted entry the broker never acknowledged becomes a hole this many
+/// times `resume_after` after its admission (or its member's last retry): the
+/// stock stage then passes its place on. Twice: a retry that resumes it has
+/// had a full `resume_after` to come back and be acknowledged.
+pub const HOLE_AFTER_RESUMES: u32 = 2;
 
 /// Most requests answered by one script call.
 const MAX_PER_CALL: usize = 512;
@@ -254,32 +261,51 @@ async fn admit_call<C: ConnectionLike + Send>(
 ) -> Result<Vec<Admission>, AdmissionError> {
     let keys = EventKeys::new(event_id);
     let mut invocation = script.key(&keys.meta);
-    invocation.key(&keys.eligible).key(&keys.entered).key(&keys.entries).key(&keys.stock);
-    invocation.arg(resume_after.as_millis() as u64);
+    invocation
+        .key(&keys.eligible)
+        .key(&keys.entered)
+        .key(&keys.entries)
+        .key(&keys.ticket)
+        .key(&keys.tickets)
+        .key(&keys.frontier)
+        .key(&keys.pending);
+    invocation
+        .arg(resume_after.as_millis() as u64)
+        .arg((resume_after * HOLE_AFTER_RESUMES).as_millis() as u64)
+        .arg(platform::event_keys::STATE_CHANNEL)
+        .arg(event_id);
     for query in queries {
         invocation.arg(&query.member).arg(&query.new_entry_id).arg(if query.admit_new { 1 } else { 0 });
     }
-    let answers: Vec<(String, String, i64, i64)> = invocation.invoke_async(conn).await?;
+    let answers: Vec<(String, String, i64, i64, i64)> = invocation.invoke_async(conn).await?;
     answers
         .into_iter()
         .zip(queries)
-        .map(|((code, entry, at, now), query)| admission_of(&code, entry, at, now, resume_after, event_id, query))
+        .map(|((code, entry, at, now, ticket), query)| {
+            admission_of(&code, Answer { entry, at, now, ticket }, resume_after, event_id, query)
+        })
         .collect()
+}
+
+/// One request's answer of the admit script, as sent.
+struct Answer {
+    entry: String,
+    at: i64,
+    now: i64,
+    ticket: i64,
 }
 
 /// One request's answer of the admit script.
 fn admission_of(
     code: &str,
-    entry: String,
-    at: i64,
-    now: i64,
+    Answer { entry, at, now, ticket }: Answer,
     resume_after: Duration,
     event_id: &str,
     query: &AdmitQuery,
 ) -> Result<Admission, AdmissionError> {
     let admission = match code {
-        "accept" => Admission::Accept { entry_id: entry, admitted_at_ms: at },
-        "resume" => Admission::Resume { entry_id: entry, admitted_at_ms: at },
+        "accept" => Admission::Accept { entry_id: entry, admitted_at_ms: at, ticket },
+        "resume" => Admission::Resume { entry_id: entry, admitted_at_ms: at, ticket },
         "already_entered" => Admission::AlreadyEntered { entry_id: entry },
         "in_progress" => {
             let left = (at + resume_after.as_millis() as i64 - now).max(0);
@@ -309,6 +335,7 @@ async fn mark_call<C: ConnectionLike + Send>(
 ) -> Result<Vec<bool>, AdmissionError> {
     let keys = EventKeys::new(event_id);
     let mut invocation = script.key(&keys.entered);
+    invocation.key(&keys.pending);
     for query in queries {
         invocation.arg(&query.member).arg(&query.entry_id);
     }

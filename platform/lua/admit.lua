@@ -5,61 +5,89 @@
 -- were a call of its own (a member's second request in the same call finds
 -- the first one's pending mark), and all are judged on one Redis clock reading.
 --
--- KEYS: meta, eligible, entered, entries, stock
--- ARGV: resume_after_ms, then per request: member, new entry id, admit_new
+-- Every accepted entry gets a ticket, its place in line (prelude.lua, "The
+-- line"), taken with the first-entry mark; a resumed entry keeps its own.
+-- Admission is bounded by the stock: once the tickets issued reach for_sale
+-- plus the line's depth, nobody new is admitted (sold_out), without waiting
+-- for the stock stage; the last ticket announces it on the state channel.
+--
+-- KEYS: meta, eligible, entered, entries, ticket, tickets, frontier, pending
+-- ARGV: resume_after_ms, hole_after_ms, state channel, event id,
+--       then per request: member, new entry id, admit_new
 --       (1, or 0 when this instance was told the event sold out: known
 --       members are still answered, nobody new is admitted)
--- Answers one {code, entry id, ms, now} per request, in order.
+-- Answers one {code, entry id, ms, now, ticket} per request, in order
+-- (ticket 0 where none applies).
+local meta, eligible, entered, entries, ticket, tickets, frontier, pending =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local now = redis_now_ms()
 local resume_after = tonumber(ARGV[1])
-local state = redis.call('HMGET', KEYS[1], 'status', 'open_at_ms', 'close_at_ms')
+local hole_after = tonumber(ARGV[2]) or 0
+local channel, event_id = ARGV[3], ARGV[4]
+local state = redis.call('HMGET', meta, 'status', 'open_at_ms', 'close_at_ms')
 local closed = state[1] == 'closed' or (state[3] and now >= tonumber(state[3]))
 local opens_at = state[2] and tonumber(state[2])
+local limit, issued = admission_limit(meta, frontier, ticket)
+
+local function ticket_of(entry)
+  return tonumber(redis.call('HGET', tickets, entry) or '0') or 0
+end
 
 local function admit_one(member, new_entry, admit_new)
   if closed then
-    return {'closed', '', 0, now}
+    return {'closed', '', 0, now, 0}
   end
   if opens_at and now < opens_at then
-    return {'too_early', '', opens_at, now}
+    return {'too_early', '', opens_at, now, 0}
   end
-  if redis.call('SISMEMBER', KEYS[2], member) == 0 then
-    return {'not_eligible', '', 0, now}
+  if redis.call('SISMEMBER', eligible, member) == 0 then
+    return {'not_eligible', '', 0, now, 0}
   end
-  local mark = redis.call('HGET', KEYS[3], member)
+  local mark = redis.call('HGET', entered, member)
   if mark then
     if string.sub(mark, 1, 2) == 'A|' then
-      return {'already_entered', string.sub(mark, 3), 0, now}
+      local entry = string.sub(mark, 3)
+      return {'already_entered', entry, 0, now, ticket_of(entry)}
     end
     local entry, at = string.match(mark, '^P|([^|]+)|(%d+)$')
     if not entry then
-      return {'corrupt_mark', mark, 0, now}
+      return {'corrupt_mark', mark, 0, now, 0}
     end
     at = tonumber(at)
     if now - at < resume_after then
-      return {'in_progress', entry, at, now}
+      return {'in_progress', entry, at, now, ticket_of(entry)}
     end
-    return {'resume', entry, at, now}
+    -- Still unacknowledged: its hole deadline moves with the retry.
+    if redis.call('ZSCORE', pending, entry) then
+      redis.call('ZADD', pending, now + hole_after, entry)
+    end
+    return {'resume', entry, at, now, ticket_of(entry)}
   end
-  local stock = tonumber(redis.call('GET', KEYS[5]) or '0') or 0
-  if stock <= 0 or admit_new == '0' then
-    return {'sold_out', '', 0, now}
+  if issued >= limit or admit_new == '0' then
+    return {'sold_out', '', 0, now, 0}
   end
-  redis.call('HSET', KEYS[3], member, 'P|' .. new_entry .. '|' .. now)
-  redis.call('HSET', KEYS[4], new_entry, member)
-  return {'accept', new_entry, now, now}
+  issued = redis.call('INCR', ticket)
+  redis.call('HSET', entered, member, 'P|' .. new_entry .. '|' .. now)
+  redis.call('HSET', entries, new_entry, member)
+  redis.call('HSET', tickets, new_entry, issued)
+  redis.call('ZADD', pending, now + hole_after, new_entry)
+  if issued == limit then
+    -- The last place: every ingest instance stops admitting at once.
+    redis.call('PUBLISH', channel, cjson.encode({ event_id = event_id, status = 'sold_out' }))
+  end
+  return {'accept', new_entry, now, now, issued}
 end
 
 local answers = {}
 local accepted = false
-for i = 2, #ARGV - 2, 3 do
+for i = 5, #ARGV - 2, 3 do
   local answer = admit_one(ARGV[i], ARGV[i + 1], ARGV[i + 2])
   accepted = accepted or answer[1] == 'accept'
   answers[#answers + 1] = answer
 end
--- The first admission creates `entered` and `entries`: they expire with the
--- event, like the keys written at creation.
+-- The first admission creates these keys: they expire with the event, like
+-- the keys written at creation.
 if accepted then
-  expire_with_event(KEYS[1], { KEYS[3], KEYS[4] })
+  expire_with_event(meta, { entered, entries, ticket, tickets, pending })
 end
 return answers

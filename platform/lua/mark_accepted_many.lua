@@ -1,9 +1,10 @@
 -- mark_accepted_many: mark_accepted for many members of one event in one call
 -- (ingest's acknowledged entries, grouped: see ingest/src/admission.rs).
 --
--- KEYS: entered; ARGV: member, entry id, member, entry id, ...
+-- KEYS: entered, pending; ARGV: member, entry id, member, entry id, ...
 -- Answers one 1/0 per pair, as mark_accepted: 1 when the member's mark is
--- (now) `A|<entry>`, 0 when it was gone or belongs to another entry.
+-- (now) `A|<entry>`, 0 when it was gone or belongs to another entry. An
+-- acknowledged entry is in the log: it can no longer become a hole.
 local done = {}
 for i = 1, #ARGV - 1, 2 do
   local member, entry = ARGV[i], ARGV[i + 1]
@@ -19,6 +20,9 @@ for i = 1, #ARGV - 1, 2 do
         ok = 1
       end
     end
+  end
+  if ok == 1 then
+    redis.call('ZREM', KEYS[2], entry)
   end
   done[#done + 1] = ok
 end

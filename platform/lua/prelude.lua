@@ -24,6 +24,18 @@
 --   held(hold)                       whether a rebuild holds the event: the
 --                                    scripts then answer { 'HELD' } and write
 --                                    nothing (stock-processor/src/rebuild.rs)
+--   admission_limit(meta, frontier, ticket)
+--                                    the tickets ingest may issue, and how many
+--                                    it has: admission is full once issued
+--                                    reaches the limit
+--   read_frontier(meta, frontier)    the highest ticket a unit is kept for
+--   kill_ticket(frontier, dead, f, t)
+--                                    ticket t will never take a unit; the new
+--                                    frontier
+--   advance_frontier(frontier, dead, f)
+--                                    one more unit passes down the line
+--   promote_waiting(k, f, now)       waitlisted entries within the frontier
+--                                    take the free units, lowest ticket first
 --
 -- The marks (docs/DESIGN.md, "Defence in depth"): `applied` holds, per input
 -- partition of the stock stage (`s:<p>` / `r:<p>`), the next offset of this
@@ -99,6 +111,83 @@ end
 -- missing from Redis.
 local function held(hold)
   return redis.call('EXISTS', hold) == 1
+end
+
+-- The line (docs/DESIGN.md, "First come, first served"). Every accepted
+-- entry holds a ticket; the valid entries with the lowest tickets hold the
+-- units, whichever instance decides them and in whatever order. The frontier
+-- is the highest ticket a unit is kept for: `for_sale` at first; every
+-- returned unit, and every ticket within it that will never take one (an
+-- invalid entry, a hole), moves it one further, skipping tickets already
+-- known dead (`dead`). A ticket within the frontier wins when decided; one
+-- beyond it waits in line (`waitlist`, scored by ticket) and is promoted
+-- when the frontier reaches it. The free-unit counter (`stock`) still guards
+-- every win, so duplicate tickets (a lost span of Redis writes) can never
+-- sell more units than there are: they only wait.
+
+-- How deep the line is beyond the units: `line_depth` in meta when the event
+-- sets it, else a tenth of the units, at least 100.
+local function admission_limit(meta, frontier, ticket)
+  local f = redis.call('HMGET', meta, 'for_sale', 'line_depth')
+  local for_sale = tonumber(f[1]) or 0
+  local depth = tonumber(f[2]) or math.max(100, math.ceil(for_sale / 10))
+  local reached = tonumber(redis.call('GET', frontier) or '') or for_sale
+  local issued = tonumber(redis.call('GET', ticket) or '0') or 0
+  -- More units came back than the line holds: admission reopens.
+  return math.max(for_sale + depth, reached), issued
+end
+
+local function read_frontier(meta, frontier)
+  return tonumber(redis.call('GET', frontier) or '') or tonumber(redis.call('HGET', meta, 'for_sale') or '0') or 0
+end
+
+local function advance_frontier(frontier, dead, f)
+  f = f + 1
+  while redis.call('SREM', dead, f) == 1 do
+    f = f + 1
+  end
+  redis.call('SET', frontier, f)
+  return f
+end
+
+local function kill_ticket(frontier, dead, f, t)
+  if t <= f then
+    return advance_frontier(frontier, dead, f)
+  end
+  redis.call('SADD', dead, t)
+  return f
+end
+
+-- k: { stock, waitlist, winners, decisions, next_unit, frontier, dead }.
+-- Waitlist elements are `entry|member|accepted_at`. Each promotion gets a new
+-- unit number (see decide.lua) and is returned as
+-- `entry|member|unit|accepted_at|decided_at|ticket`. Returns the promotions
+-- and the frontier.
+local function promote_waiting(k, f, now)
+  local promoted = {}
+  while (tonumber(redis.call('GET', k.stock) or '0') or 0) > 0 do
+    local head = redis.call('ZRANGE', k.waitlist, 0, 0, 'WITHSCORES')
+    local t = #head > 0 and tonumber(head[2]) or nil
+    if not t or t > f then
+      break
+    end
+    redis.call('ZREM', k.waitlist, head[1])
+    local waiting, member, at = string.match(head[1], '^([^|]+)|([^|]+)|?(%d*)$')
+    if waiting and redis.call('HEXISTS', k.winners, member) == 0
+      and redis.call('HGET', k.decisions, waiting) == 'SOLD_OUT|' then
+      redis.call('DECR', k.stock)
+      local unit = redis.call('INCR', k.next_unit)
+      redis.call('HSET', k.decisions, waiting, 'WON|' .. unit)
+      redis.call('HSET', k.winners, member, unit)
+      promoted[#promoted + 1] = table.concat({ waiting, member, unit, at ~= '' and at or '0',
+        string.format('%.0f', now), string.format('%.0f', t) }, '|')
+    else
+      -- It cannot take it (its member won meanwhile, its answer is no
+      -- longer SOLD_OUT): it leaves the line and its place passes on.
+      f = kill_ticket(k.frontier, k.dead, f, t)
+    end
+  end
+  return promoted, f
 end
 
 -- ---- end of prelude; the script follows ----

@@ -1,17 +1,21 @@
 -- release: a won unit comes back (compensation after a failed gift) and goes
--- to the next in line, or back to stock when nobody is waiting.
+-- to the next in line, or back to stock when the next ticket has not been
+-- decided yet (prelude.lua, "The line": the frontier moves one further).
 --
 -- KEYS: 1 meta, 2 stock, 3 winners, 4 decisions, 5 released, 6 applied,
---       7 waitlist, 8 promoted, 9 hold
+--       7 waitlist, 8 promoted, 9 hold, 10 next_unit, 11 ticket, 12 frontier,
+--       13 dead
 -- ARGV: 1 entry_id, 2 user_id, 3 unit_no, 4 event_id, 5 state channel,
 --       6 E = number of expected marks, then E (field, next_offset) pairs,
 --       then N = number of new marks, then N (field, next_offset) pairs
 -- Returns a list whose first element says what happened:
 --   { 'RELEASED' }   back in stock (nobody in line), the event stays as it was
---   { 'REOPENED' }   back in stock and the sold-out event reopened
---   { 'PROMOTED', entry, member, unit, accepted_at, decided_at }
---                    handed to the earliest waitlisted entry whose member holds
---                    no unit: its decision is now WON|unit
+--   { 'REOPENED' }   back in stock and admission reopened (more units came
+--                    back than the line holds)
+--   { 'PROMOTED', entry, member, unit, accepted_at, decided_at, ticket }
+--                    handed to the waitlisted entry with the lowest ticket
+--                    within the frontier whose member holds no unit: its
+--                    decision is now WON|unit (a new unit number)
 --   { 'DUPLICATE' [, entry, member, unit, accepted_at, decided_at] }
 --                    this entry's unit was already returned; the promotion it
 --                    made then, if any, is repeated (never a second one)
@@ -24,6 +28,7 @@
 -- marks and the expiry copy are the prelude's (see there for the marks).
 local meta, stock, winners, decisions, released, applied, waitlist, promoted, hold =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local next_unit, ticket, frontier, dead = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local entry, member, unit = ARGV[1], ARGV[2], ARGV[3]
 local event_id, channel = ARGV[4], ARGV[5]
 
@@ -49,7 +54,7 @@ end
 -- The record is applied whatever the answer (a refusal is an answer too).
 local function raise_marks_and_expiry()
   raise_marks(applied, new_marks)
-  expire_with_event(meta, { released, applied, promoted, decisions, winners })
+  expire_with_event(meta, { released, applied, promoted, decisions, winners, next_unit, frontier, dead })
 end
 
 local function with_promotion(result, stored)
@@ -72,51 +77,38 @@ if redis.call('SADD', released, entry) == 0 then
   raise_marks_and_expiry()
   return with_promotion('DUPLICATE', redis.call('HGET', promoted, entry))
 end
-local after = redis.call('INCR', stock)
+redis.call('INCR', stock)
 
 local fields = redis.call('HMGET', meta, 'status', 'close_at_ms')
 local status = fields[1]
 local close_at = tonumber(fields[2])
 local before_close = status ~= 'closed' and close_at ~= nil and now < close_at
 
--- The next in line: the earliest waitlisted entry whose member holds no unit.
--- Entries that cannot take it (their member won meanwhile, their answer is no
--- longer SOLD_OUT) leave the line; nobody is promoted after close_at.
+-- The unit's place passes one further down the line; nobody is promoted
+-- after close_at.
+local f = advance_frontier(frontier, dead, read_frontier(meta, frontier))
 local promotion = nil
-while before_close do
-  local head = redis.call('ZRANGE', waitlist, 0, 0, 'WITHSCORES')
-  if #head == 0 then
-    break
-  end
-  redis.call('ZREM', waitlist, head[1])
-  local waiting, waiting_member = string.match(head[1], '^([^|]+)|(.+)$')
-  if waiting and redis.call('HEXISTS', winners, waiting_member) == 0
-    and redis.call('HGET', decisions, waiting) == 'SOLD_OUT|' then
-    after = redis.call('DECR', stock)
-    -- The returned unit itself: this script returns and hands it on at once,
-    -- and one transaction commits both or neither.
-    local given = unit
-    redis.call('HSET', decisions, waiting, 'WON|' .. given)
-    redis.call('HSET', winners, waiting_member, given)
-    promotion = table.concat({ waiting, waiting_member, given, string.format('%.0f', tonumber(head[2])),
-      string.format('%.0f', now) }, '|')
+if before_close then
+  local line = { stock = stock, waitlist = waitlist, winners = winners, decisions = decisions, next_unit = next_unit,
+    frontier = frontier, dead = dead }
+  local made
+  made, f = promote_waiting(line, f, now)
+  promotion = made[1]
+  if promotion then
     redis.call('HSET', promoted, entry, promotion)
-    break
   end
 end
 
 local result = 'RELEASED'
 if promotion then
   result = 'PROMOTED'
-  -- The unit went straight on: a sold-out event stays sold out.
-  if after == 0 and status == 'open' then
-    redis.call('HSET', meta, 'status', 'sold_out')
-    redis.call('PUBLISH', channel, cjson.encode({ event_id = event_id, status = 'sold_out' }))
+else
+  local limit, issued = admission_limit(meta, frontier, ticket)
+  if status == 'sold_out' and before_close and issued < limit then
+    redis.call('HSET', meta, 'status', 'open')
+    redis.call('PUBLISH', channel, cjson.encode({ event_id = event_id, status = 'open' }))
+    result = 'REOPENED'
   end
-elseif after == 1 and status == 'sold_out' and before_close then
-  redis.call('HSET', meta, 'status', 'open')
-  redis.call('PUBLISH', channel, cjson.encode({ event_id = event_id, status = 'open' }))
-  result = 'REOPENED'
 end
 
 raise_marks_and_expiry()

@@ -15,9 +15,15 @@
 //! | `fc:{ev}:next_unit` | string | last unit number handed out (every win gets a new one, so no two members ever hold the same number) |
 //! | `fc:{ev}:released` | set | entry ids whose unit was returned (a release counts once) |
 //! | `fc:{ev}:applied` | hash | `s:<partition>` / `r:<partition>` → next offset of `survey-submitted` / `stock-released` the stock stage applied for this event (see [`applied_field`]) |
-//! | `fc:{ev}:waitlist` | sorted set | `<entry_id>|<member>` of entries decided SOLD_OUT (a member's first entry only), scored by accepted_at (ms): returned units go to the earliest (see [`waitlist_member`]) |
+//! | `fc:{ev}:waitlist` | sorted set | `<entry_id>|<member>|<accepted_at_ms>` of entries decided SOLD_OUT (a member's first entry only), scored by ticket: a unit passing down the line goes to the lowest (see [`waitlist_member`]) |
 //! | `fc:{ev}:members` | hash | member → the entry id the stock stage decided first for the member (one entry per member) |
 //! | `fc:{ev}:promoted` | hash | released entry id → `entry|member|unit|accepted_at_ms|decided_at_ms` of the waitlisted entry its unit went to (a redelivered release re-announces the same promotion, never a second one) |
+//! | `fc:{ev}:ticket` | string | the last ticket issued: an accepted entry's place in line, taken by ingest's admit script with the first-entry mark (or by the stock stage for an entry another producer wrote without one) |
+//! | `fc:{ev}:tickets` | hash | entry id → its ticket (a resumed entry keeps it; the stock stage decides on it) |
+//! | `fc:{ev}:frontier` | string | the highest ticket a unit is kept for: `for_sale` at first, one further for every returned unit and every ticket within it that cannot take one (invalid, a hole); absent = `for_sale` |
+//! | `fc:{ev}:dead` | set | tickets beyond the frontier that will never take a unit (decided invalid, holes): the frontier skips them |
+//! | `fc:{ev}:pending` | sorted set | entry ids admitted and not yet acknowledged by the broker nor decided, scored by when they become holes (ms) |
+//! | `fc:{ev}:room`, `line`, `prequeue`, `passed` | | the waiting room's (`ingest/src/waiting_room.rs`) |
 //! | `fc:{ev}:hold` | string | a rebuild's token while it holds the event: the decide and release scripts answer HELD and write nothing until the rebuilt state is swapped in (short expiry: a crashed rebuild lets go by itself) |
 //!
 //! Every key expires at `close_at` + [`GRACE_AFTER_CLOSE`], so late requests get
@@ -53,7 +59,15 @@ pub struct EventKeys {
     pub waitlist: String,
     pub members: String,
     pub promoted: String,
+    pub ticket: String,
+    pub tickets: String,
+    pub frontier: String,
+    pub dead: String,
+    pub pending: String,
     pub hold: String,
+    /// The waiting room's keys: listed so that deleting an event's keys
+    /// (a re-created event, a test) clears them too.
+    pub room: [String; 4],
 }
 
 impl EventKeys {
@@ -73,12 +87,18 @@ impl EventKeys {
             waitlist: k("waitlist"),
             members: k("members"),
             promoted: k("promoted"),
+            ticket: k("ticket"),
+            tickets: k("tickets"),
+            frontier: k("frontier"),
+            dead: k("dead"),
+            pending: k("pending"),
             hold: k("hold"),
+            room: [k("room"), k("line"), k("prequeue"), k("passed")],
         }
     }
 
     /// Every key, for expiry and deletion.
-    pub fn all(&self) -> [&str; 14] {
+    pub fn all(&self) -> [&str; 23] {
         [
             &self.meta,
             &self.stock,
@@ -93,7 +113,16 @@ impl EventKeys {
             &self.waitlist,
             &self.members,
             &self.promoted,
+            &self.ticket,
+            &self.tickets,
+            &self.frontier,
+            &self.dead,
+            &self.pending,
             &self.hold,
+            &self.room[0],
+            &self.room[1],
+            &self.room[2],
+            &self.room[3],
         ]
     }
 }
@@ -107,13 +136,16 @@ pub fn applied_field(kind: char, partition: i32) -> String {
 /// A `waitlist` element: the entry and its member, so a returned unit can be
 /// handed over without another lookup. Unambiguous: entry ids are UUIDs and
 /// member ids never contain `|` (the shared identity check).
-pub fn waitlist_member(entry_id: &str, user_id: &str) -> String {
-    format!("{entry_id}|{user_id}")
+pub fn waitlist_member(entry_id: &str, user_id: &str, accepted_at_ms: i64) -> String {
+    format!("{entry_id}|{user_id}|{accepted_at_ms}")
 }
 
-/// The (entry id, member) of a `waitlist` element.
-pub fn parse_waitlist_member(element: &str) -> Option<(&str, &str)> {
-    element.split_once('|')
+/// The (entry id, member, accepted_at) of a `waitlist` element; the time is
+/// `None` in elements written before tickets (`entry|member`).
+pub fn parse_waitlist_member(element: &str) -> Option<(&str, &str, Option<i64>)> {
+    let mut parts = element.splitn(3, '|');
+    let (entry, member) = (parts.next()?, parts.next()?);
+    Some((entry, member, parts.next().and_then(|at| at.parse().ok())))
 }
 
 /// Where an event stands, as ingest sees it.
@@ -252,8 +284,9 @@ mod tests {
 
     #[test]
     fn a_waitlist_element_names_its_entry_and_member() {
-        let element = waitlist_member("0b0e6f4c-1b7e-4f0e-9c55-3f1f3a1d2b9e", "m-7");
-        assert_eq!(parse_waitlist_member(&element), Some(("0b0e6f4c-1b7e-4f0e-9c55-3f1f3a1d2b9e", "m-7")));
+        let element = waitlist_member("0b0e6f4c-1b7e-4f0e-9c55-3f1f3a1d2b9e", "m-7", 1_700);
+        assert_eq!(parse_waitlist_member(&element), Some(("0b0e6f4c-1b7e-4f0e-9c55-3f1f3a1d2b9e", "m-7", Some(1_700))));
+        assert_eq!(parse_waitlist_member("e|m"), Some(("e", "m", None)));
         assert_eq!(applied_field('s', 3), "s:3");
         assert_eq!(applied_field('r', 0), "r:0");
     }

@@ -20,7 +20,7 @@
 //! committed-marks (stale) check and raising of the `applied` marks, the copy of
 //! the event's expiry onto keys a script creates — as local functions. It is
 //! put in front of the scripts that use it ([`DECIDE`], [`RELEASE`], [`ADMIT`])
-//! with `concat!`, so each still runs as one atomic script; Lua line numbers in
+//! with `concat!` (also [`REBUILD_SWAP`]), so each still runs as one atomic script; Lua line numbers in
 //! Redis' errors count from the top of the prelude.
 //!
 //! `Script::invoke_async` sends EVALSHA and loads the script on NOSCRIPT (a
@@ -42,8 +42,8 @@ pub const MARK_ACCEPTED_MANY: &str = include_str!("../lua/mark_accepted_many.lua
 pub const DECIDE: &str = concat!(include_str!("../lua/prelude.lua"), include_str!("../lua/decide.lua"));
 /// Source of [`release`]: prelude + `lua/release.lua`.
 pub const RELEASE: &str = concat!(include_str!("../lua/prelude.lua"), include_str!("../lua/release.lua"));
-/// Source of [`rebuild_swap`]: `lua/rebuild_swap.lua`.
-pub const REBUILD_SWAP: &str = include_str!("../lua/rebuild_swap.lua");
+/// Source of [`rebuild_swap`]: prelude + `lua/rebuild_swap.lua`.
+pub const REBUILD_SWAP: &str = concat!(include_str!("../lua/prelude.lua"), include_str!("../lua/rebuild_swap.lua"));
 
 /// Source of [`release_hold`]: `lua/release_hold.lua`.
 pub const RELEASE_HOLD: &str = include_str!("../lua/release_hold.lua");

@@ -281,6 +281,7 @@ mod tests {
             submitted_at: 1_700_000_000_000,
             accepted_at: 1_700_000_000_001,
             client: ClientInfo { channel: "web".into(), user_agent: None },
+            ticket: 0,
         }
     }
 
@@ -293,6 +294,7 @@ mod tests {
             unit_no,
             decided_at: at,
             accepted_at: 0,
+            ticket: 0,
         })
         .unwrap()
     }

@@ -27,6 +27,7 @@ fn entry() -> SurveySubmitted {
         submitted_at: 1_795_000_000_000,
         accepted_at: 1_795_000_000_001,
         client: ClientInfo { channel: "web".into(), user_agent: Some("Mozilla/5.0".into()) },
+        ticket: 0,
     }
 }
 

@@ -50,6 +50,11 @@ pub struct SurveySubmitted {
     pub answers: Vec<SurveyAnswer>,
     pub submitted_at: i64,
     pub accepted_at: i64,
+    /// The entry's place in line (1, 2, …), the FCFS order key; 0 when the
+    /// producer gave none (the stock stage then tickets it). Defaulted, so
+    /// records written before tickets existed still decode.
+    #[serde(default)]
+    pub ticket: i64,
     pub client: ClientInfo,
 }
 
@@ -119,6 +124,10 @@ pub struct StockDecision {
     pub decided_at: i64,
     #[serde(default)]
     pub accepted_at: i64,
+    /// The place in line the decision was made on; 0 in records written
+    /// before tickets existed.
+    #[serde(default)]
+    pub ticket: i64,
 }
 
 /// How a gift dispatch ended.
@@ -214,6 +223,7 @@ mod tests {
             submitted_at: 1_700_000_000_000,
             accepted_at: 1_700_000_000_001,
             client: ClientInfo { channel: "web".into(), user_agent: None },
+            ticket: 0,
         }
     }
 
@@ -236,6 +246,7 @@ mod tests {
             unit_no: None,
             decided_at: 1,
             accepted_at: 2,
+            ticket: 0,
         });
         round_trip(&StockDecision {
             event_id: "ev".into(),
@@ -245,6 +256,7 @@ mod tests {
             unit_no: Some(7),
             decided_at: 1,
             accepted_at: 2,
+            ticket: 0,
         });
         round_trip(&GiftDispatch {
             event_id: "ev".into(),

@@ -47,6 +47,7 @@ async fn codec_and_header(rt_topic: &str) -> (Codec, Vec<u8>) {
         submitted_at: 1,
         accepted_at: 2,
         client: schemas::ClientInfo { channel: "web".into(), user_agent: None },
+        ticket: 0,
     };
     let bytes = codec.encode(rt_topic, &event).await.expect("encode against the registry");
     (codec, bytes[..5].to_vec())

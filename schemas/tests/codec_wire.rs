@@ -23,6 +23,7 @@ fn entry(n: i64) -> SurveySubmitted {
         submitted_at: n,
         accepted_at: n + 1,
         client: schemas::ClientInfo { channel: "web".into(), user_agent: Some("ua".into()) },
+        ticket: 0,
     }
 }
 

@@ -371,6 +371,7 @@ mod tests {
     fn a_won_decision_with_blank_or_braced_ids_is_poison() {
         for (event_id, user_id) in [("ev", " "), ("ev", "m 1"), ("ev", "m|1"), ("e{v}", "u1"), ("", "u1"), ("ev", "")] {
             let bad = StockDecision { event_id: event_id.into(), user_id: user_id.into(), ..decision(Outcome::Won, Some(1)) };
+            ticket: 0,
             assert!(won_entry(&bad).is_err(), "{event_id:?} {user_id:?} accepted");
         }
     }

@@ -47,6 +47,7 @@ fn decide(c: &mut Criterion) {
                         entry_id: &entry_ids[i % MEMBERS],
                         user_id: &members[i % MEMBERS],
                         accepted_at_ms,
+                        ticket: 0,
                     })
                     .collect();
                 let store = &store;
@@ -100,7 +101,7 @@ fn fence(c: &mut Criterion) {
                 let start = next.fetch_add(batch, Ordering::Relaxed);
                 let accepted_at_ms = schemas::now_millis();
                 let entries: Vec<EntryRef<'_>> = (start..start + batch)
-                    .map(|i| EntryRef { entry_id: &entry_ids[i % MEMBERS], user_id: &members[i % MEMBERS], accepted_at_ms })
+                    .map(|i| EntryRef { entry_id: &entry_ids[i % MEMBERS], user_id: &members[i % MEMBERS], accepted_at_ms, ticket: 0 })
                     .collect();
                 let (store, event_id) = (&store, &event_id);
                 async move {
@@ -128,7 +129,7 @@ fn fence(c: &mut Criterion) {
                     let start = next.fetch_add(batch, Ordering::Relaxed);
                     let accepted_at_ms = schemas::now_millis();
                     let entries: Vec<EntryRef<'_>> = (start..start + batch)
-                        .map(|i| EntryRef { entry_id: &entry_ids[i % MEMBERS], user_id: &members[i % MEMBERS], accepted_at_ms })
+                        .map(|i| EntryRef { entry_id: &entry_ids[i % MEMBERS], user_id: &members[i % MEMBERS], accepted_at_ms, ticket: 0 })
                         .collect();
                     let began = std::time::Instant::now();
                     store.decide(&event_id, &entries).await.expect("decide");

@@ -440,6 +440,7 @@ impl StockHandler {
             unit_no: Some(promotion.unit_no),
             decided_at: promotion.decided_at_ms,
             accepted_at: promotion.accepted_at_ms,
+            ticket: promotion.ticket,
         };
         let record = self.encode(&decision, item).instrument(item.span.clone()).await?;
         item.span.in_scope(|| {
@@ -465,6 +466,7 @@ impl StockHandler {
                         entry_id: &e.entry_id,
                         user_id: &e.user_id,
                         accepted_at_ms: e.accepted_at,
+                        ticket: e.ticket,
                     }),
                     Input::Release(_) => None,
                 })
@@ -486,7 +488,14 @@ impl StockHandler {
                     applied.raise(MarkKind::Survey, *partition, event_id, *next);
                 }
             }
-            for (item, decision) in group.iter().zip(decided.decisions) {
+            // Promotions a dead ticket of the batch made leave with the
+            // batch, caused by its last record.
+            if let Some(last) = group.last() {
+                for promotion in &decided.promotions {
+                    out.push((last.index, self.promoted(event_id, promotion, last).await?));
+                }
+            }
+            for ((item, decision), ticket) in group.iter().zip(decided.decisions).zip(decided.tickets) {
                 let Input::Entry(entry) = &item.input else { continue };
                 let event = StockDecision {
                     event_id: entry.event_id.clone(),
@@ -497,6 +506,7 @@ impl StockHandler {
                     // Redis' clock, the one accepted_at was stamped with.
                     decided_at: decided.decided_at_ms,
                     accepted_at: entry.accepted_at,
+                    ticket,
                 };
                 // The decision's own span (the script call decided the
                 // event's whole group at once): the decision record leaves from it.

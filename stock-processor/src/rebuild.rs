@@ -11,7 +11,12 @@
 //! - `released`, `next_unit`, `stock`: a unit is held while it was won more
 //!   often than it was returned by an applied release; `stock` is
 //!   `for_sale` minus the units held.
-//! - `waitlist`: first entries decided SOLD_OUT whose member holds no unit.
+//! - `waitlist`: first entries decided SOLD_OUT whose member holds no unit,
+//!   scored by ticket.
+//! - `tickets`, `ticket`: every entry's place in line (Redis' own where it
+//!   has one: ingest keeps admitting during a rebuild), the counter never
+//!   lowered; `frontier` and `dead` from the tickets that can never take a
+//!   unit and the releases applied (see [`frontier_of`]).
 //! - `entered`, `entries`: the first-entry marks of every entry in the log,
 //!   merged with the live ones (an in-flight admission keeps its mark).
 //! - `applied`: the marks the stock stage committed with its offsets (see
@@ -134,6 +139,8 @@ pub struct RebuildReport {
 pub struct LogState {
     /// (entry id, member, accepted_at) of every entry of the event, in log order.
     entries: Vec<(String, String, i64)>,
+    /// entry id → ticket, from the entries and the decisions that carry one.
+    tickets: HashMap<String, i64>,
     /// member → entry id of the member's first entry in the log.
     first_entries: BTreeMap<String, String>,
     /// entry id → (member, outcome, unit, accepted_at): the first decision, or the promotion.
@@ -146,7 +153,10 @@ pub struct LogState {
 
 impl LogState {
     /// Takes an entry read from `survey-submitted`.
-    pub fn entered(&mut self, entry_id: &str, user_id: &str, accepted_at: i64) {
+    pub fn entered(&mut self, entry_id: &str, user_id: &str, accepted_at: i64, ticket: i64) {
+        if ticket > 0 {
+            self.tickets.entry(entry_id.to_string()).or_insert(ticket);
+        }
         self.first_entries.entry(user_id.to_string()).or_insert_with(|| entry_id.to_string());
         self.entries.push((entry_id.to_string(), user_id.to_string(), accepted_at));
     }
@@ -156,6 +166,10 @@ impl LogState {
     /// whichever order the two reached the log.
     pub fn decided(&mut self, decision: StockDecision) {
         self.members.entry(decision.user_id.clone()).or_insert_with(|| decision.entry_id.clone());
+        // The ticket the stage decided on: its own for an entry that came without one.
+        if decision.ticket > 0 {
+            self.tickets.insert(decision.entry_id.clone(), decision.ticket);
+        }
         let taken = (decision.user_id, decision.outcome, decision.unit_no, decision.accepted_at);
         match self.decisions.entry(decision.entry_id) {
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -184,8 +198,10 @@ struct LiveState {
     released: std::collections::HashSet<String>,
     members: HashMap<String, String>,
     applied: HashMap<String, i64>,
-    /// `entry|member` → accepted_at of the entries waiting in line.
+    /// `entry|member|accepted_at` → ticket of the entries waiting in line.
     waitlist: HashMap<String, f64>,
+    /// entry id → ticket.
+    tickets: HashMap<String, i64>,
 }
 
 /// The log as one rebuild read it.
@@ -225,6 +241,14 @@ struct Rebuilt {
     waitlist: Vec<(i64, String)>,
     entered: Vec<(String, String)>,
     entries: Vec<(String, String)>,
+    tickets: Vec<(String, String)>,
+    /// The highest ticket known (the counter is never set below it).
+    issued: i64,
+    /// Computed in [`Rebuilder::swap`], where `for_sale` is known.
+    frontier: i64,
+    dead: Vec<i64>,
+    /// Tickets that can never take a unit (all, within the frontier too).
+    dead_tickets: Vec<i64>,
 }
 
 /// A rebuild's hold on an event (see the module's "Consistency").
@@ -293,7 +317,7 @@ impl StockLog for KafkaLog {
                 if entry.event_id == event_id
                     && schemas::check_identity(&entry.event_id, &entry.entry_id, &entry.user_id).is_ok()
                 {
-                    state.entered(&entry.entry_id, &entry.user_id, entry.accepted_at);
+                    state.entered(&entry.entry_id, &entry.user_id, entry.accepted_at, entry.ticket);
                 }
             } else if topic == self.topics.stock_decided {
                 let Some(decision) = self.decode::<StockDecision>(payload).await? else { continue };
@@ -440,7 +464,9 @@ impl<L: StockLog> Rebuilder<L> {
         let mut conn = self.redis.clone();
         let meta = EventMeta::load(&mut conn, event_id).await?.ok_or_else(|| RebuildError::UnknownEvent(event_id.into()))?;
         let live = self.live(&keys).await?;
-        let rebuilt = compute(&read.state, &live);
+        let mut rebuilt = compute(&read.state, &live);
+        let (frontier, dead) = frontier_of(meta.for_sale, rebuilt.released.len() as i64, &rebuilt.dead_tickets);
+        (rebuilt.frontier, rebuilt.dead) = (frontier, dead);
         // What Redis must have applied: the committed marks, or its own where
         // higher (batches decided and not yet committed: their answers stay).
         let mut applied: HashMap<String, i64> = read.committed.expected_for(event_id).into_iter().collect();
@@ -451,7 +477,7 @@ impl<L: StockLog> Rebuilder<L> {
         let stock_after = meta.for_sale - rebuilt.units_held as i64;
         let counts_before = self.counts(&keys).await?;
         self.write_temp(&keys, &rebuilt, &applied).await?;
-        let status = match self.swap_in(&keys, hold, &live.applied, stock_after, rebuilt.next_unit).await? {
+        let status = match self.swap_in(&keys, hold, &live.applied, stock_after, &rebuilt).await? {
             Swap::Swapped { status } => status,
             Swap::Moved(field) => return Ok(Finish::Moved(format!("the live mark {field} moved"))),
         };
@@ -481,15 +507,17 @@ impl<L: StockLog> Rebuilder<L> {
     /// Redis user may not run).
     async fn live(&self, keys: &EventKeys) -> Result<LiveState, RebuildError> {
         let mut conn = self.redis.clone();
-        let (decisions, released, members, applied, waitlist): (_, _, _, _, Vec<(String, f64)>) = redis::pipe()
-            .cmd("HGETALL").arg(&keys.decisions)
-            .cmd("SMEMBERS").arg(&keys.released)
-            .cmd("HGETALL").arg(&keys.members)
-            .cmd("HGETALL").arg(&keys.applied)
-            .cmd("ZRANGE").arg(&keys.waitlist).arg(0).arg(-1).arg("WITHSCORES")
-            .query_async(&mut conn)
-            .await?;
-        Ok(LiveState { decisions, released, members, applied, waitlist: waitlist.into_iter().collect() })
+        let (decisions, released, members, applied, waitlist, tickets): (_, _, _, _, Vec<(String, f64)>, _) =
+            redis::pipe()
+                .cmd("HGETALL").arg(&keys.decisions)
+                .cmd("SMEMBERS").arg(&keys.released)
+                .cmd("HGETALL").arg(&keys.members)
+                .cmd("HGETALL").arg(&keys.applied)
+                .cmd("ZRANGE").arg(&keys.waitlist).arg(0).arg(-1).arg("WITHSCORES")
+                .cmd("HGETALL").arg(&keys.tickets)
+                .query_async(&mut conn)
+                .await?;
+        Ok(LiveState { decisions, released, members, applied, waitlist: waitlist.into_iter().collect(), tickets })
     }
 
     /// (decisions, winners, stock) held now.
@@ -514,6 +542,10 @@ impl<L: StockLog> Rebuilder<L> {
         write_hash(&mut conn, &temp.members, &rebuilt.members).await?;
         write_hash(&mut conn, &temp.entered, &rebuilt.entered).await?;
         write_hash(&mut conn, &temp.entries, &rebuilt.entries).await?;
+        write_hash(&mut conn, &temp.tickets, &rebuilt.tickets).await?;
+        for chunk in rebuilt.dead.chunks(CHUNK) {
+            let _: () = redis::cmd("SADD").arg(&temp.dead).arg(chunk).query_async(&mut conn).await?;
+        }
         let applied: Vec<(String, String)> = applied.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
         write_hash(&mut conn, &temp.applied, &applied).await?;
         for chunk in rebuilt.released.chunks(CHUNK) {
@@ -541,22 +573,29 @@ impl<L: StockLog> Rebuilder<L> {
         hold: &Hold,
         live_applied: &HashMap<String, i64>,
         stock: i64,
-        next_unit: i32,
+        rebuilt: &Rebuilt,
     ) -> Result<Swap, RebuildError> {
         let temp = TempKeys::new(keys);
         let mut invocation = self.swap.prepare_invoke();
         for key in [
             &keys.meta, &keys.stock, &keys.next_unit, &keys.applied,
             &keys.decisions, &keys.winners, &keys.members, &keys.released, &keys.waitlist,
-            &keys.entered, &keys.entries,
+            &keys.entered, &keys.entries, &keys.tickets, &keys.dead,
             &temp.applied,
             &temp.decisions, &temp.winners, &temp.members, &temp.released, &temp.waitlist,
-            &temp.entered, &temp.entries,
-            &keys.hold,
+            &temp.entered, &temp.entries, &temp.tickets, &temp.dead,
+            &keys.hold, &keys.ticket, &keys.frontier,
         ] {
             invocation.key(key);
         }
-        invocation.arg(stock).arg(next_unit).arg(&hold.event_id).arg(STATE_CHANNEL).arg(&hold.token);
+        invocation
+            .arg(stock)
+            .arg(rebuilt.next_unit)
+            .arg(&hold.event_id)
+            .arg(STATE_CHANNEL)
+            .arg(&hold.token)
+            .arg(rebuilt.issued)
+            .arg(rebuilt.frontier);
         // The live marks the read saw, sorted: the compare of the swap.
         let expected: BTreeMap<&String, &i64> = live_applied.iter().collect();
         for (name, mark) in expected {
@@ -589,6 +628,8 @@ struct TempKeys {
     waitlist: String,
     entered: String,
     entries: String,
+    tickets: String,
+    dead: String,
 }
 
 impl TempKeys {
@@ -603,13 +644,15 @@ impl TempKeys {
             waitlist: t(&keys.waitlist),
             entered: t(&keys.entered),
             entries: t(&keys.entries),
+            tickets: t(&keys.tickets),
+            dead: t(&keys.dead),
         }
     }
 
-    fn all(&self) -> [&str; 8] {
+    fn all(&self) -> [&str; 10] {
         [
             &self.applied, &self.decisions, &self.winners, &self.members, &self.released,
-            &self.waitlist, &self.entered, &self.entries,
+            &self.waitlist, &self.entered, &self.entries, &self.tickets, &self.dead,
         ]
     }
 }
@@ -647,10 +690,15 @@ fn compute(state: &LogState, live: &LiveState) -> Rebuilt {
         known.entry(entry_id.as_str()).or_insert((member.as_str(), None));
     }
     let mut in_line: HashMap<&str, (&str, i64)> = HashMap::new();
-    for (element, score) in &live.waitlist {
-        if let Some((entry_id, member)) = platform::event_keys::parse_waitlist_member(element) {
-            in_line.insert(entry_id, (member, *score as i64));
+    for element in live.waitlist.keys() {
+        if let Some((entry_id, member, Some(at))) = platform::event_keys::parse_waitlist_member(element) {
+            in_line.insert(entry_id, (member, at));
         }
+    }
+    // Tickets: Redis' own (ingest gave them), else the log's.
+    let mut tickets: HashMap<&str, i64> = state.tickets.iter().map(|(e, t)| (e.as_str(), *t)).collect();
+    for (entry_id, ticket) in &live.tickets {
+        tickets.insert(entry_id.as_str(), *ticket);
     }
     for (entry_id, answer) in &live.decisions {
         let Some(decision) = crate::store::Decision::parse(answer) else { continue };
@@ -727,18 +775,55 @@ fn compute(state: &LogState, live: &LiveState) -> Rebuilt {
     rebuilt.next_unit = won.keys().next_back().copied().unwrap_or(0);
     rebuilt.winners = winners.iter().map(|(m, u)| (m.to_string(), u.to_string())).collect();
     for (entry_id, (member, outcome, _, accepted_at)) in &decisions {
-        let (Some(member), Some(accepted_at)) = (member, accepted_at) else { continue };
-        let first = members.get(member) == Some(entry_id);
-        if *outcome == Outcome::SoldOut && first && !winners.contains_key(member.as_str()) {
+        let ticket = tickets.get(entry_id.as_str()).copied().unwrap_or(0);
+        let waiting = match (member, accepted_at) {
+            (Some(member), Some(accepted_at)) => {
+                let first = members.get(member) == Some(entry_id);
+                (*outcome == Outcome::SoldOut && first && !winners.contains_key(member.as_str()))
+                    .then_some((member, *accepted_at))
+            }
+            _ => None,
+        };
+        match (waiting, outcome) {
             // The member rides along, as decide.lua writes it.
-            rebuilt.waitlist.push((*accepted_at, platform::event_keys::waitlist_member(entry_id, member)));
+            (Some((member, at)), _) => {
+                rebuilt.waitlist.push((ticket, platform::event_keys::waitlist_member(entry_id, member, at)))
+            }
+            // A ticket that took a unit (returned or not) or waits keeps its
+            // place; any other decided ticket never takes one.
+            (None, Outcome::Won) => {}
+            (None, Outcome::SoldOut) if member.is_none() || accepted_at.is_none() => {}
+            (None, _) if ticket > 0 => rebuilt.dead_tickets.push(ticket),
+            (None, _) => {}
         }
     }
+    rebuilt.dead_tickets.sort_unstable();
+    rebuilt.issued = tickets.values().copied().max().unwrap_or(0);
+    rebuilt.tickets = tickets.iter().map(|(e, t)| (e.to_string(), t.to_string())).collect();
+    rebuilt.tickets.sort();
     rebuilt.waitlist.sort();
     rebuilt.members = members.into_iter().collect();
     rebuilt.entered = state.first_entries.iter().map(|(member, entry_id)| (member.clone(), format!("A|{entry_id}"))).collect();
     rebuilt.entries = state.entries.iter().map(|(entry, member, _)| (entry.clone(), member.clone())).collect();
     rebuilt
+}
+
+/// The frontier and the `dead` set the decide and release scripts would have
+/// left: every returned unit and every dead ticket within it moved the
+/// frontier one further from `for_sale`, skipping dead tickets (prelude.lua,
+/// "The line"). So the frontier is the lowest ticket `f`, not dead, with
+/// `f − (dead tickets ≤ f) = for_sale + returned`; `dead` keeps those beyond.
+fn frontier_of(for_sale: i64, returned: i64, dead_tickets: &[i64]) -> (i64, Vec<i64>) {
+    let target = for_sale + returned;
+    let mut frontier = target;
+    loop {
+        let below = dead_tickets.iter().filter(|t| **t <= frontier).count() as i64;
+        if target + below == frontier {
+            break;
+        }
+        frontier = target + below;
+    }
+    (frontier, dead_tickets.iter().copied().filter(|t| *t > frontier).collect())
 }
 
 #[cfg(test)]
@@ -769,6 +854,7 @@ mod tests {
             unit_no: unit,
             decided_at: 10,
             accepted_at: 10,
+            ticket: 0,
         }
     }
 
@@ -864,8 +950,8 @@ mod tests {
     #[test]
     fn a_decision_only_redis_holds_is_kept() {
         let mut state = LogState::default();
-        state.entered("x", "mx", 5);
-        state.entered("y", "my", 6);
+        state.entered("x", "mx", 5, 1);
+        state.entered("y", "my", 6, 2);
         // decide.lua writes each member's first entry with its answer.
         let mut redis = live(&[("x", "WON|1"), ("y", "SOLD_OUT|")], &[]);
         redis.members.insert("mx".into(), "x".into());
@@ -875,16 +961,18 @@ mod tests {
         assert_eq!(rebuilt.units_held, 1);
         assert_eq!(rebuilt.next_unit, 1);
         assert!(rebuilt.winners.contains(&("mx".to_string(), "1".to_string())), "{:?}", rebuilt.winners);
-        assert_eq!(rebuilt.waitlist, vec![(6, "y|my".to_string())]);
+        assert_eq!(rebuilt.waitlist, vec![(2, "y|my|6".to_string())]);
         // An entry younger than the read of the log: Redis names its member.
         let mut younger = live(&[("z", "WON|2"), ("w", "SOLD_OUT|")], &[]);
         younger.members.insert("mz".into(), "z".into());
         younger.members.insert("mw".into(), "w".into());
-        younger.waitlist.insert("w|mw".into(), 9.0);
+        younger.waitlist.insert("w|mw|9".into(), 4.0);
+        younger.tickets.insert("w".into(), 4);
         let rebuilt = compute(&state, &younger);
         assert_eq!((rebuilt.only_in_redis, rebuilt.units_held), (2, 1));
         assert!(rebuilt.winners.contains(&("mz".to_string(), "2".to_string())), "{:?}", rebuilt.winners);
-        assert_eq!(rebuilt.waitlist, vec![(9, "w|mw".to_string())]);
+        assert_eq!(rebuilt.waitlist, vec![(4, "w|mw|9".to_string())]);
+        assert_eq!(rebuilt.issued, 4, "the counter never goes below a ticket Redis gave");
     }
 
     /// One instance applied a release in a batch not yet committed; the
@@ -893,8 +981,8 @@ mod tests {
     #[test]
     fn a_release_redis_applied_before_its_commit_counts() {
         let mut state = LogState::default();
-        state.entered("e1", "m1", 1);
-        state.entered("e2", "m2", 2);
+        state.entered("e1", "m1", 1, 0);
+        state.entered("e2", "m2", 2, 0);
         state.decided(stock_decision("e1", "m1", Outcome::Won, Some(1)));
         state.decided(stock_decision("e2", "m2", Outcome::Won, Some(1)));
         assert_eq!(compute(&state, &LiveState::default()).units_held, 2);
@@ -908,8 +996,8 @@ mod tests {
     #[test]
     fn the_log_wins_over_redis_but_for_a_promotion() {
         let mut state = LogState::default();
-        state.entered("a", "ma", 1);
-        state.entered("b", "mb", 2);
+        state.entered("a", "ma", 1, 0);
+        state.entered("b", "mb", 2, 0);
         state.decided(stock_decision("a", "ma", Outcome::Won, Some(1)));
         state.decided(stock_decision("b", "mb", Outcome::SoldOut, None));
         let rebuilt = compute(&state, &live(&[("a", "SOLD_OUT|"), ("b", "WON|2")], &[]));
@@ -930,8 +1018,28 @@ mod tests {
         state.members.insert("m1".into(), "a".into());
         state.members.insert("m2".into(), "b".into());
         state.members.insert("m3".into(), "d".into());
+        for (entry, ticket) in [("a", 3), ("b", 1), ("c", 4), ("d", 2), ("e", 5)] {
+            state.tickets.insert(entry.into(), ticket);
+        }
         let rebuilt = compute(&state, &LiveState::default());
-        assert_eq!(rebuilt.waitlist, vec![(10, "b|m2".to_string()), (30, "a|m1".to_string())]);
+        // In line by ticket, not by accept time.
+        assert_eq!(rebuilt.waitlist, vec![(1, "b|m2|10".to_string()), (3, "a|m1|30".to_string())]);
+        // A member's later entries never take a place of their own.
+        assert_eq!(rebuilt.dead_tickets, vec![4, 5]);
+    }
+
+    /// The frontier the scripts reach: every returned unit and every dead
+    /// ticket within it move it one further, skipping dead tickets beyond.
+    #[test]
+    fn the_frontier_passes_dead_tickets_and_returned_units_down_the_line() {
+        assert_eq!(frontier_of(3, 0, &[]), (3, vec![]));
+        // Ticket 2 is invalid: ticket 4 takes its unit.
+        assert_eq!(frontier_of(3, 0, &[2]), (4, vec![]));
+        // Ticket 4 is dead too: the unit goes on to 5; 9 stays beyond.
+        assert_eq!(frontier_of(3, 0, &[2, 4, 9]), (5, vec![9]));
+        // Two units came back: two more places.
+        assert_eq!(frontier_of(3, 2, &[2, 4, 9]), (7, vec![9]));
+        assert_eq!(frontier_of(3, 5, &[2, 4, 9]), (11, vec![]));
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct EntryRef<'a> {
     pub entry_id: &'a str,
     pub user_id: &'a str,
     pub accepted_at_ms: i64,
+    /// The place in line the producer gave it (0: none; the script gives one).
+    pub ticket: i64,
 }
 
 /// The stock stage's answer to one entry.
@@ -62,6 +64,11 @@ pub struct Decided {
     /// Redis' clock (ms) the call judged at: the decisions' `decided_at`.
     pub decided_at_ms: i64,
     pub decisions: Vec<Decision>,
+    /// The ticket each entry was decided on (0 when none), in the order asked.
+    pub tickets: Vec<i64>,
+    /// Waitlisted entries the batch promoted: a ticket within the frontier
+    /// that can never take its unit passed it on (announced like a release's).
+    pub promotions: Vec<Promotion>,
 }
 
 /// A returned unit handed to the next in line: the waitlisted entry's stored
@@ -76,11 +83,18 @@ pub struct Promotion {
     pub accepted_at_ms: i64,
     /// Redis' clock when the unit was handed over.
     pub decided_at_ms: i64,
+    /// The promoted entry's place in line (0 in promotions stored before
+    /// tickets existed).
+    pub ticket: i64,
 }
 
 impl Promotion {
-    /// Parses the `entry|member|unit|accepted_at|decided_at` parts.
+    /// Parses the `entry|member|unit|accepted_at|decided_at[|ticket]` parts.
     fn parse(parts: &[String]) -> Option<Self> {
+        let (ticket, parts) = match parts {
+            [rest @ .., ticket] if rest.len() == 5 => (ticket.parse().ok()?, rest),
+            rest => (0, rest),
+        };
         let [entry_id, user_id, unit_no, accepted_at_ms, decided_at_ms] = parts else { return None };
         Some(Self {
             entry_id: entry_id.clone(),
@@ -88,7 +102,14 @@ impl Promotion {
             unit_no: unit_no.parse().ok()?,
             accepted_at_ms: accepted_at_ms.parse().ok()?,
             decided_at_ms: decided_at_ms.parse().ok()?,
+            ticket,
         })
+    }
+
+    /// Parses the `|`-joined form the scripts return inside a list.
+    fn parse_joined(joined: &str) -> Option<Self> {
+        let parts: Vec<String> = joined.split('|').map(str::to_string).collect();
+        Self::parse(&parts)
     }
 }
 
@@ -226,13 +247,19 @@ impl StockStore {
             .key(&keys.waitlist)
             .key(&keys.members)
             .key(&keys.hold)
+            .key(&keys.ticket)
+            .key(&keys.tickets)
+            .key(&keys.frontier)
+            .key(&keys.dead)
+            .key(&keys.pending)
+            .key(&keys.promoted)
             .arg(event_id)
             .arg(STATE_CHANNEL)
             .arg(LATE_DECISION_GRACE.as_millis() as u64)
             .arg(GRACE_AFTER_CLOSE.as_millis() as u64);
         marks.push_args(&mut invocation);
         for entry in entries {
-            invocation.arg(entry.entry_id).arg(entry.user_id).arg(entry.accepted_at_ms);
+            invocation.arg(entry.entry_id).arg(entry.user_id).arg(entry.accepted_at_ms).arg(entry.ticket);
         }
         let mut conn = self.conn.clone();
         let answers: Vec<String> = invocation.invoke_async(&mut conn).await?;
@@ -276,6 +303,10 @@ impl StockStore {
             .key(&keys.waitlist)
             .key(&keys.promoted)
             .key(&keys.hold)
+            .key(&keys.next_unit)
+            .key(&keys.ticket)
+            .key(&keys.frontier)
+            .key(&keys.dead)
             .arg(entry_id)
             .arg(user_id)
             .arg(unit_no)
@@ -319,12 +350,23 @@ fn parse_decided(answers: &[String], asked: usize) -> Result<Decided, StoreError
         Some("HELD") if answers.len() == 1 => return Err(StoreError::Held),
         _ => {}
     }
-    let [remaining, now, decisions @ ..] = answers else {
+    let [remaining, now, promoted, rest @ ..] = answers else {
         return Err(StoreError::Unexpected(format!("{} header fields", answers.len())));
     };
-    if decisions.len() != asked {
-        return Err(StoreError::Unexpected(format!("{} answers for {asked} entries", decisions.len())));
+    let promoted: usize = promoted.parse().map_err(|_| StoreError::Unexpected(format!("promotions {promoted:?}")))?;
+    if rest.len() != 2 * asked + promoted {
+        return Err(StoreError::Unexpected(format!("{} answers for {asked} entries", rest.len())));
     }
+    let (decisions, rest) = rest.split_at(asked);
+    let (tickets, promotions) = rest.split_at(asked);
+    let tickets = tickets
+        .iter()
+        .map(|t| t.parse().map_err(|_| StoreError::Unexpected(format!("ticket {t:?}"))))
+        .collect::<Result<_, _>>()?;
+    let promotions = promotions
+        .iter()
+        .map(|p| Promotion::parse_joined(p).ok_or_else(|| StoreError::Unexpected(format!("promotion {p:?}"))))
+        .collect::<Result<_, _>>()?;
     let remaining: i64 = remaining
         .parse()
         .map_err(|_| StoreError::Unexpected(format!("remaining stock {remaining:?}")))?;
@@ -333,7 +375,7 @@ fn parse_decided(answers: &[String], asked: usize) -> Result<Decided, StoreError
         .iter()
         .map(|d| Decision::parse(d).ok_or_else(|| StoreError::Unexpected(format!("decision {d:?}"))))
         .collect::<Result<_, _>>()?;
-    Ok(Decided { remaining: (remaining >= 0).then_some(remaining), decided_at_ms, decisions })
+    Ok(Decided { remaining: (remaining >= 0).then_some(remaining), decided_at_ms, decisions, tickets, promotions })
 }
 
 #[cfg(test)]
@@ -365,15 +407,26 @@ mod tests {
     #[test]
     fn the_answer_count_must_match_the_entries_asked() {
         let strings = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-        let answers = strings(&["3", "1700000000123", "WON|1"]);
+        let answers = strings(&["3", "1700000000123", "0", "WON|1", "7"]);
         assert!(parse_decided(&answers, 2).is_err());
         let decided = parse_decided(&answers, 1).unwrap();
         assert_eq!(decided.remaining, Some(3));
         assert_eq!(decided.decided_at_ms, 1_700_000_000_123);
-        let unknown = parse_decided(&strings(&["-1", "1", "INELIGIBLE|"]), 1).unwrap();
+        assert_eq!(decided.tickets, vec![7]);
+        let unknown = parse_decided(&strings(&["-1", "1", "0", "INELIGIBLE|", "0"]), 1).unwrap();
         assert_eq!(unknown.remaining, None);
         assert!(parse_decided(&strings(&["3"]), 0).is_err(), "no clock");
-        assert!(parse_decided(&strings(&["3", "soon"]), 0).is_err(), "unreadable clock");
+        assert!(parse_decided(&strings(&["3", "soon", "0"]), 0).is_err(), "unreadable clock");
+    }
+
+    #[test]
+    fn a_batch_announces_the_promotions_its_dead_tickets_made() {
+        let strings = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        let answers = strings(&["0", "5", "1", "INELIGIBLE|", "3", "e-9|m-9|4|2|5|12"]);
+        let decided = parse_decided(&answers, 1).unwrap();
+        assert_eq!(decided.promotions.len(), 1);
+        assert_eq!((decided.promotions[0].unit_no, decided.promotions[0].ticket), (4, 12));
+        assert!(parse_decided(&strings(&["0", "5", "2", "INELIGIBLE|", "3", "e-9|m-9|4|2|5|12"]), 1).is_err());
     }
 
     #[test]
@@ -405,6 +458,7 @@ mod tests {
             unit_no: 3,
             accepted_at_ms: 1_700_000_000_000,
             decided_at_ms: 1_700_000_000_500,
+            ticket: 0,
         };
         assert_eq!(parse_released(&strings(&parts)).unwrap(), Released::Promoted(promotion.clone()));
         let mut again = strings(&parts);

@@ -17,13 +17,27 @@ use stock_processor::{Decision, EntryRef, Released};
 type Entry = (String, String);
 
 /// Entries accepted just now (this host's clock; the script clamps to its own).
+/// An event whose line holds nobody beyond its units: admission is full once
+/// every unit has a ticket (the sold-out and reopen announcements follow it).
+async fn no_line(conn: &mut platform::redis::Connection, event_id: &str) {
+    let () = redis::cmd("HSET").arg(EventKeys::new(event_id).meta).arg("line_depth").arg(0).query_async(conn).await.unwrap();
+}
+
+/// Entries with the tickets ingest gave them, accepted at `accepted_at_ms`.
+fn ticketed(entries: &[(Entry, i64)], accepted_at_ms: i64) -> Vec<EntryRef<'_>> {
+    entries
+        .iter()
+        .map(|((entry_id, user_id), ticket)| EntryRef { entry_id, user_id, accepted_at_ms, ticket: *ticket })
+        .collect()
+}
+
 fn refs(entries: &[Entry]) -> Vec<EntryRef<'_>> {
     refs_at(entries, schemas::now_millis())
 }
 
 /// Entries accepted at `accepted_at_ms`.
 fn refs_at(entries: &[Entry], accepted_at_ms: i64) -> Vec<EntryRef<'_>> {
-    entries.iter().map(|(entry_id, user_id)| EntryRef { entry_id, user_id, accepted_at_ms }).collect()
+    entries.iter().map(|(entry_id, user_id)| EntryRef { entry_id, user_id, accepted_at_ms, ticket: 0 }).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -183,6 +197,7 @@ async fn a_released_unit_reopens_the_event_and_goes_to_the_next_winner() {
     let eligible: Vec<String> = ["a", "b", "c"].iter().map(|m| m.to_string()).collect();
     let mut conn = common::redis().await;
     EventSetup::open_now(&event_id, 2, &eligible).create(&mut conn).await;
+    no_line(&mut conn, &event_id).await;
     let keys = EventKeys::new(&event_id);
     let store = common::store().await;
     let mut changes = StateChanges::subscribe(&event_id).await;
@@ -277,12 +292,12 @@ async fn keys_first_written_by_the_scripts_expire_with_the_event() {
     let won = store.decide(&event_id, &refs(&[(entry.clone(), "m1".into())])).await.unwrap();
     assert_eq!(won.decisions[0].outcome, Outcome::Won);
     let released = store.release(&event_id, &entry, "m1", 1).await.unwrap();
-    assert_eq!(released, Released::Returned { reopened: true });
+    assert!(matches!(released, Released::Returned { .. }), "{released:?}");
 
     // Each copies meta's expiry (close_at + a day), not some expiry of its own.
     let meta_ttl = pttl(&mut conn, &keys.meta).await;
     assert!(meta_ttl > 3_600_000, "meta expires at close_at + grace ({meta_ttl})");
-    for key in [&keys.winners, &keys.decisions, &keys.next_unit, &keys.released] {
+    for key in [&keys.winners, &keys.decisions, &keys.next_unit, &keys.released, &keys.ticket, &keys.tickets, &keys.frontier] {
         let ttl = pttl(&mut conn, key).await;
         assert!(ttl > 0 && (meta_ttl - ttl).abs() < 60_000, "{key} expires at {ttl}, meta at {meta_ttl}");
     }
@@ -299,6 +314,7 @@ async fn an_entry_accepted_before_close_is_decided_normally_within_the_grace() {
     EventSetup { event_id: &event_id, for_sale: 1, eligible: &eligible, open_at_ms: open_at, close_at_ms: close_at }
         .create(&mut conn)
         .await;
+    no_line(&mut conn, &event_id).await;
     let keys = EventKeys::new(&event_id);
     let store = common::store().await;
     let one = |member: &str| vec![(common::new_entry_id(), member.to_string())];
@@ -415,78 +431,87 @@ async fn a_member_gets_one_entry_whatever_the_entry_ids() {
     let members = common::hgetall(&mut conn, &keys.members).await;
     assert_eq!(members.get("a"), Some(&first[0].0));
     assert_eq!(members.get("b"), Some(&first[1].0));
-    assert_eq!(zrange(&mut conn, &keys.waitlist).await, vec![format!("{}|b", first[1].0)]);
+    assert_eq!(zrange(&mut conn, &keys.waitlist).await, vec![format!("{}|b|{}", first[1].0, now - 5_000)]);
 
-    // a's unit comes back: it goes to b's first entry, never to b's later ones.
+    // a's unit comes back: it goes to b's first entry (under a new number),
+    // never to b's later ones.
     let released = store.release(&event_id, &first[0].0, "a", 1).await.unwrap();
     let Released::Promoted(promotion) = released else { panic!("expected a promotion, got {released:?}") };
-    assert_eq!((promotion.entry_id.as_str(), promotion.user_id.as_str(), promotion.unit_no), (first[1].0.as_str(), "b", 1));
+    assert_eq!((promotion.entry_id.as_str(), promotion.user_id.as_str(), promotion.unit_no), (first[1].0.as_str(), "b", 2));
     // b's later entries (redelivered) keep their answer; a new one sees b's win.
     let decided = store.decide(&event_id, &refs(&again[1..])).await.unwrap();
     assert!(decided.decisions.iter().all(|d| d.outcome == Outcome::SoldOut));
     let another = vec![(common::new_entry_id(), "b".to_string())];
     let decided = store.decide(&event_id, &refs(&another)).await.unwrap();
-    assert_eq!(decided.decisions[0], Decision { outcome: Outcome::AlreadyWon, unit_no: Some(1) });
+    assert_eq!(decided.decisions[0], Decision { outcome: Outcome::AlreadyWon, unit_no: Some(2) });
     assert_eq!(common::hgetall(&mut conn, &keys.winners).await.len(), 2, "a (released) and b");
     assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(0));
 }
 
 #[tokio::test]
-async fn a_returned_unit_goes_to_the_earliest_lost_entry_whose_member_has_not_won() {
+async fn a_returned_unit_goes_to_the_lowest_ticket_waiting_whose_member_has_not_won() {
     let event_id = common::new_event_id();
     let eligible: Vec<String> = ["w1", "w2", "l1", "l2", "l3", "l4"].iter().map(|m| m.to_string()).collect();
     let mut conn = common::redis().await;
     EventSetup::open_now(&event_id, 2, &eligible).create(&mut conn).await;
+    no_line(&mut conn, &event_id).await;
     let keys = EventKeys::new(&event_id);
     let store = common::store().await;
     let mut changes = StateChanges::subscribe(&event_id).await;
     let now = common::redis_now(&mut conn).await;
     let one = |member: &str| (common::new_entry_id(), member.to_string());
 
-    let winners = vec![one("w1"), one("w2")];
-    let decided = store.decide(&event_id, &refs_at(&winners, now - 60_000)).await.unwrap();
+    let winners = vec![(one("w1"), 1), (one("w2"), 2)];
+    let decided = store.decide(&event_id, &ticketed(&winners, now - 60_000)).await.unwrap();
     assert!(decided.decisions.iter().all(|d| d.outcome == Outcome::Won));
+    assert_eq!(decided.tickets, vec![1, 2]);
     assert_eq!(changes.next(Duration::from_secs(5)).await, Some(EventStatus::SoldOut));
-    // Lost entries, decided in an order that is not their accept order.
+    // Lost entries, decided in an order that is not their tickets' (nor their accept times').
     let (l1, l2, l3, l4) = (one("l1"), one("l2"), one("l3"), one("l4"));
-    for (entry, accepted_at) in [(&l1, now - 10_000), (&l2, now - 30_000), (&l3, now - 20_000), (&l4, now - 40_000)] {
-        let decided = store.decide(&event_id, &refs_at(std::slice::from_ref(entry), accepted_at)).await.unwrap();
+    for (entry, ticket) in [(&l1, 6), (&l2, 4), (&l3, 5), (&l4, 3)] {
+        let batch = [(entry.clone(), ticket)];
+        let decided = store.decide(&event_id, &ticketed(&batch, now - 10_000 * ticket)).await.unwrap();
         assert_eq!(decided.decisions[0].outcome, Outcome::SoldOut);
+        assert_eq!(decided.tickets, vec![ticket]);
     }
-    // l4 came first by accept time, but its member holds a unit by now (a
-    // state a rebuild or an operator can leave): it leaves the line, unpromoted.
+    // l4 is first in line, but its member holds a unit by now (a state a
+    // rebuild or an operator can leave): it leaves the line, unpromoted, and
+    // its place passes on.
     let () = redis::cmd("HSET").arg(&keys.winners).arg("l4").arg(99).query_async(&mut conn).await.unwrap();
 
-    // w1's gift was refused: unit 1 goes to l2 (earliest by accept time with no unit).
-    let released = store.release(&event_id, &winners[0].0, "w1", 1).await.unwrap();
+    // w1's gift was refused: its unit goes to l2 (ticket 4: the lowest waiting with no unit).
+    let released = store.release(&event_id, &winners[0].0 .0, "w1", 1).await.unwrap();
     let Released::Promoted(promotion) = released else { panic!("expected a promotion, got {released:?}") };
     assert_eq!(promotion.entry_id, l2.0);
     assert_eq!(promotion.user_id, "l2");
-    assert_eq!(promotion.unit_no, 1);
-    assert_eq!(promotion.accepted_at_ms, now - 30_000, "its place in line");
+    assert_eq!((promotion.unit_no, promotion.ticket), (3, 4), "a new unit number; its place in line");
+    assert_eq!(promotion.accepted_at_ms, now - 40_000);
     assert!(promotion.decided_at_ms >= now, "Redis' clock at the hand-over");
     let decisions = common::hgetall(&mut conn, &keys.decisions).await;
-    assert_eq!(decisions.get(&l2.0).map(String::as_str), Some("WON|1"));
-    assert_eq!(common::hgetall(&mut conn, &keys.winners).await.get("l2").map(String::as_str), Some("1"));
+    assert_eq!(decisions.get(&l2.0).map(String::as_str), Some("WON|3"));
+    assert_eq!(common::hgetall(&mut conn, &keys.winners).await.get("l2").map(String::as_str), Some("3"));
     // The unit went straight on: stock stays at zero, the event stays sold out, nothing published.
     assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(0));
     assert_eq!(common::meta_status(&mut conn, &event_id).await.as_deref(), Some("sold_out"));
     assert!(changes.drain(Duration::from_millis(300)).await.is_empty(), "a promotion published a state change");
-    assert_eq!(zrange(&mut conn, &keys.waitlist).await, vec![format!("{}|l3", l3.0), format!("{}|l1", l1.0)]);
+    assert_eq!(
+        zrange(&mut conn, &keys.waitlist).await,
+        vec![format!("{}|l3|{}", l3.0, now - 50_000), format!("{}|l1|{}", l1.0, now - 60_000)]
+    );
     // l2's entry redelivered: its answer is now the win.
     let decided = store.decide(&event_id, &refs(std::slice::from_ref(&l2))).await.unwrap();
-    assert_eq!(decided.decisions[0], Decision { outcome: Outcome::Won, unit_no: Some(1) });
+    assert_eq!(decided.decisions[0], Decision { outcome: Outcome::Won, unit_no: Some(3) });
 
-    // l2's gift fails too: its unit goes on to l3, never back to l2.
-    let released = store.release(&event_id, &l2.0, "l2", 1).await.unwrap();
-    assert!(matches!(&released, Released::Promoted(p) if p.entry_id == l3.0 && p.unit_no == 1), "{released:?}");
+    // l2's gift fails too: a unit goes on to l3, never back to l2.
+    let released = store.release(&event_id, &l2.0, "l2", 3).await.unwrap();
+    assert!(matches!(&released, Released::Promoted(p) if p.entry_id == l3.0 && p.unit_no == 4), "{released:?}");
     // w2's: to l1, the last in line.
-    let released = store.release(&event_id, &winners[1].0, "w2", 2).await.unwrap();
-    assert!(matches!(&released, Released::Promoted(p) if p.entry_id == l1.0 && p.unit_no == 2), "{released:?}");
+    let released = store.release(&event_id, &winners[1].0 .0, "w2", 2).await.unwrap();
+    assert!(matches!(&released, Released::Promoted(p) if p.entry_id == l1.0 && p.unit_no == 5), "{released:?}");
     assert!(zrange(&mut conn, &keys.waitlist).await.is_empty());
 
-    // Nobody left in line: the next returned unit stays in stock and the event reopens.
-    let released = store.release(&event_id, &l3.0, "l3", 1).await.unwrap();
+    // Nobody left in line: the next returned unit stays in stock and admission reopens.
+    let released = store.release(&event_id, &l3.0, "l3", 4).await.unwrap();
     assert_eq!(released, Released::Returned { reopened: true });
     assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(1));
     assert_eq!(changes.next(Duration::from_secs(5)).await, Some(EventStatus::Open));
@@ -498,6 +523,49 @@ async fn a_returned_unit_goes_to_the_earliest_lost_entry_whose_member_has_not_wo
     let released: i64 = redis::cmd("SCARD").arg(&keys.released).query_async(&mut conn).await.unwrap();
     assert_eq!(won, 5, "w1, w2, l2, l3, l1");
     assert_eq!(2 - won + released, 1);
+}
+
+/// The ticket, not the order of arrival: the second instance's entries with
+/// lower tickets arrive after the first decided higher ones, and still hold
+/// the units; an invalid entry's place passes to the next ticket, waiting or
+/// not yet seen.
+#[tokio::test]
+async fn the_lowest_valid_tickets_hold_the_units_whatever_order_they_arrive_in() {
+    let event_id = common::new_event_id();
+    let eligible: Vec<String> = ["a", "b", "c", "e", "f"].iter().map(|m| m.to_string()).collect();
+    let mut conn = common::redis().await;
+    EventSetup::open_now(&event_id, 2, &eligible).create(&mut conn).await;
+    let store = common::store().await;
+    let now = common::redis_now(&mut conn).await;
+    let one = |member: &str| (common::new_entry_id(), member.to_string());
+    let (a, b, c, d, e, f) = (one("a"), one("b"), one("c"), one("d"), one("e"), one("f"));
+
+    // Tickets 3 and 5 arrive first: beyond the two units, they wait.
+    let late = [(c.clone(), 3), (e.clone(), 5)];
+    let decided = store.decide(&event_id, &ticketed(&late, now - 1_000)).await.unwrap();
+    assert!(decided.decisions.iter().all(|d| d.outcome == Outcome::SoldOut), "{decided:?}");
+    // Ticket 2 is d, who did not buy: its place passes to ticket 3 at once.
+    let decided = store.decide(&event_id, &ticketed(&[(d.clone(), 2)], now - 1_000)).await.unwrap();
+    assert_eq!(decided.decisions[0].outcome, Outcome::Ineligible);
+    assert_eq!(decided.promotions.len(), 1, "{decided:?}");
+    assert_eq!((decided.promotions[0].entry_id.as_str(), decided.promotions[0].ticket), (c.0.as_str(), 3));
+    // Ticket 1 arrives last and still wins.
+    let decided = store.decide(&event_id, &ticketed(&[(a.clone(), 1)], now - 1_000)).await.unwrap();
+    assert_eq!(decided.decisions[0].outcome, Outcome::Won);
+    // Both units are held: ticket 4 (and 5, 6) wait.
+    let rest = [(b.clone(), 4), (f.clone(), 6)];
+    let decided = store.decide(&event_id, &ticketed(&rest, now - 1_000)).await.unwrap();
+    assert!(decided.decisions.iter().all(|d| d.outcome == Outcome::SoldOut), "{decided:?}");
+    assert_eq!(decided.remaining, Some(0));
+    // A batch run again (an aborted transaction) announces d's promotion again, never a second one.
+    let again = store.decide(&event_id, &ticketed(&[(d, 2)], now - 1_000)).await.unwrap();
+    assert_eq!(again.promotions.len(), 1);
+    assert_eq!(again.promotions[0].unit_no, decided_unit(&mut conn, &event_id, &c.0).await);
+}
+
+async fn decided_unit(conn: &mut platform::redis::Connection, event_id: &str, entry: &str) -> i32 {
+    let stored = common::hgetall(conn, &EventKeys::new(event_id).decisions).await;
+    stored.get(entry).and_then(|d| d.strip_prefix("WON|")).and_then(|u| u.parse().ok()).unwrap_or(-1)
 }
 
 #[tokio::test]
@@ -524,7 +592,7 @@ async fn a_redelivered_release_repeats_its_promotion_and_promotes_nobody_else() 
         assert_eq!(again, Released::Duplicate(Some(promotion.clone())));
     }
     assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(0));
-    assert_eq!(zrange(&mut conn, &keys.waitlist).await, vec![format!("{}|l2", entries[2].0)]);
+    assert_eq!(zrange(&mut conn, &keys.waitlist).await, vec![format!("{}|l2|{}", entries[2].0, now - 3_000 + 2)]);
     let decisions = common::hgetall(&mut conn, &keys.decisions).await;
     assert_eq!(decisions.get(&entries[2].0).map(String::as_str), Some("SOLD_OUT|"));
     assert_eq!(common::hgetall(&mut conn, &keys.winners).await.len(), 2);

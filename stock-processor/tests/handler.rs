@@ -68,6 +68,7 @@ impl Batch {
             submitted_at: accepted_at - 1,
             accepted_at,
             client: ClientInfo { channel: "web".into(), user_agent: None },
+            ticket: 0,
         };
         let payload = self.codec.encode(&self.topics.survey_submitted, &entry).await.expect("encode");
         let topic = self.topics.survey_submitted.clone();
@@ -276,7 +277,9 @@ async fn a_release_emits_a_won_decision_for_the_next_in_line_again_on_a_rerun() 
     assert_eq!(outcomes, vec![Outcome::Won, Outcome::SoldOut, Outcome::SoldOut]);
     assert_eq!(decided[0].entry_id, won);
 
-    // w's gift failed: the release hands unit 1 to `early` (accepted before `late`).
+    // w's gift failed: the release hands a unit (a new number) to `early`
+    // (accepted before `late`: ticketed first by the stage, as the records
+    // carry none).
     let mut second = Batch::new(topics.clone(), codec.clone());
     second.release(&event_id, &won, "w", 1).await;
     let outcome = handler.handle(&second.records).await.expect("release batch");
@@ -285,7 +288,7 @@ async fn a_release_emits_a_won_decision_for_the_next_in_line_again_on_a_rerun() 
     assert_eq!(promoted.len(), 1);
     let decision = &promoted[0];
     assert_eq!((decision.entry_id.as_str(), decision.user_id.as_str()), (early.as_str(), "early"));
-    assert_eq!((decision.outcome, decision.unit_no), (Outcome::Won, Some(1)));
+    assert_eq!((decision.outcome, decision.unit_no, decision.ticket), (Outcome::Won, Some(2), 2));
     assert_eq!(decision.accepted_at, now - 2_000, "accepted_at of the promoted entry");
     assert!(decision.decided_at >= now);
     assert_eq!(outcome.produce[0].key, "early");

@@ -15,8 +15,10 @@
 //! never below zero and always `for_sale` minus the units Redis holds, and —
 //! whenever Redis is not behind the committed marks — every committed
 //! decision standing in Redis too (a decision the log has and Redis lost is a
-//! unit sold twice later). At the end everything is decided, and no unit is
-//! left idle while an entry waits in line.
+//! unit sold twice later). At the end everything is decided, no unit is left
+//! idle while an entry waits in line, and nobody waits with a lower ticket
+//! than an entry that won: first come, first served whichever instance
+//! decided what, in whatever order.
 //!
 //! Cases: `PROPTEST_CASES` (default 256 here, in `scripts/test.sh`);
 //! `scripts/model-test.sh [cases] [seed]` runs many and prints the seed and
@@ -101,6 +103,8 @@ struct EntryRecord {
     entry_id: String,
     user_id: String,
     accepted_at: i64,
+    /// The place in line ingest gave it.
+    ticket: i64,
 }
 
 /// Kafka's part: the records and what the stock group committed.
@@ -156,7 +160,7 @@ impl StockLog for ModelLog {
         }
         for entries in log.entries.values() {
             for entry in entries {
-                state.entered(&entry.entry_id, &entry.user_id, entry.accepted_at);
+                state.entered(&entry.entry_id, &entry.user_id, entry.accepted_at, entry.ticket);
             }
         }
         for decision in &log.decisions {
@@ -252,7 +256,7 @@ impl World {
 
     async fn apply(&mut self, step: &Step) -> Result<(), String> {
         match *step {
-            Step::Enter { member } => self.enter(member),
+            Step::Enter { member } => self.enter(member).await?,
             Step::Decide { instance } => {
                 self.decide(instance as usize).await?;
             }
@@ -273,12 +277,24 @@ impl World {
         Ok(())
     }
 
-    fn enter(&mut self, member: u8) {
+    /// Ingest's part: the ticket and its entry (the admit script's writes
+    /// of them, which a lost span may lose like any other), then the record.
+    async fn enter(&mut self, member: u8) -> Result<(), String> {
         self.next_accept += 10;
         let user_id = member_id(member);
         let partition = i32::from(member) % PARTITIONS;
-        let record = EntryRecord { entry_id: common::new_entry_id(), user_id, accepted_at: self.next_accept };
+        let entry_id = common::new_entry_id();
+        let ticket: i64 = redis::cmd("INCR").arg(&self.keys.ticket).query_async(&mut self.conn).await.map_err(|e| format!("INCR: {e}"))?;
+        let () = redis::cmd("HSET")
+            .arg(&self.keys.tickets)
+            .arg(&entry_id)
+            .arg(ticket)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| format!("HSET tickets: {e}"))?;
+        let record = EntryRecord { entry_id, user_id, accepted_at: self.next_accept, ticket };
         self.log().entries.entry(partition).or_default().push(record);
+        Ok(())
     }
 
     /// The stage's batch, as `StockHandler` runs it: releases first, then the
@@ -339,6 +355,7 @@ impl World {
                             unit_no: Some(promotion.unit_no),
                             decided_at: promotion.decided_at_ms,
                             accepted_at: promotion.accepted_at_ms,
+                            ticket: promotion.ticket,
                         });
                     }
                     if released != Released::UnknownEvent {
@@ -360,11 +377,28 @@ impl World {
             };
             let refs: Vec<EntryRef<'_>> = entries
                 .iter()
-                .map(|(_, _, e)| EntryRef { entry_id: &e.entry_id, user_id: &e.user_id, accepted_at_ms: e.accepted_at })
+                .map(|(_, _, e)| EntryRef {
+                    entry_id: &e.entry_id,
+                    user_id: &e.user_id,
+                    accepted_at_ms: e.accepted_at,
+                    ticket: e.ticket,
+                })
                 .collect();
             match self.store.decide_marked(&self.event_id, &refs, &marks).await {
                 Ok(decided) => {
-                    for ((_, _, entry), decision) in entries.iter().zip(decided.decisions) {
+                    for promotion in &decided.promotions {
+                        batch.decisions.push(StockDecision {
+                            event_id: self.event_id.clone(),
+                            entry_id: promotion.entry_id.clone(),
+                            user_id: promotion.user_id.clone(),
+                            outcome: Outcome::Won,
+                            unit_no: Some(promotion.unit_no),
+                            decided_at: promotion.decided_at_ms,
+                            accepted_at: promotion.accepted_at_ms,
+                            ticket: promotion.ticket,
+                        });
+                    }
+                    for (((_, _, entry), decision), ticket) in entries.iter().zip(decided.decisions).zip(decided.tickets) {
                         batch.decisions.push(StockDecision {
                             event_id: self.event_id.clone(),
                             entry_id: entry.entry_id.clone(),
@@ -373,6 +407,7 @@ impl World {
                             unit_no: decision.unit_no,
                             decided_at: decided.decided_at_ms,
                             accepted_at: entry.accepted_at,
+                            ticket,
                         });
                     }
                     for (partition, next) in highest {
@@ -640,6 +675,21 @@ impl World {
         if held < FOR_SALE && !waiting.is_empty() {
             return Err(format!("{} units idle while {waiting:?} wait in line", FOR_SALE - held));
         }
+        // First come, first served by ticket: nobody waits in line with a
+        // lower ticket than an entry that won (kept or returned). Duplicate
+        // tickets (a lost span of ingest's writes, no fence) wait in any order.
+        let tickets: BTreeMap<&str, i64> = log.decisions.iter().map(|d| (d.entry_id.as_str(), d.ticket)).collect();
+        let mut seen = BTreeSet::new();
+        let unique = entries.iter().all(|e| seen.insert(tickets.get(e.entry_id.as_str()).copied().unwrap_or(0)));
+        if unique {
+            let won = reference.ever_won();
+            let highest_win = won.iter().filter_map(|entry| tickets.get(entry.as_str())).max().copied().unwrap_or(0);
+            if let Some(first_waiting) = waiting.iter().filter_map(|entry| tickets.get(entry.as_str())).min() {
+                if *first_waiting < highest_win {
+                    return Err(format!("ticket {first_waiting} waits in line while ticket {highest_win} won"));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -731,6 +781,11 @@ impl Reference {
             return Err(format!("{user} won {wins} times"));
         }
         Ok(())
+    }
+
+    /// Entries that won, whether their unit came back or not.
+    fn ever_won(&self) -> Vec<String> {
+        self.standing.iter().filter(|(_, (_, o, _))| *o == Outcome::Won).map(|(entry, _)| entry.clone()).collect()
     }
 
     /// Entries decided SOLD_OUT whose member holds no unit: in line for a

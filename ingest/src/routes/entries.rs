@@ -115,9 +115,9 @@ async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, reques
         .await
         .map_err(|e| ApiError::unavailable(format!("admission: {e}")))?;
     stage_done("admit", admitting);
-    let (entry_id, admitted_at, resumed) = match admission {
-        Admission::Accept { entry_id, admitted_at_ms } => (entry_id, admitted_at_ms, false),
-        Admission::Resume { entry_id, admitted_at_ms } => (entry_id, admitted_at_ms, true),
+    let (entry_id, admitted_at, ticket, resumed) = match admission {
+        Admission::Accept { entry_id, admitted_at_ms, ticket } => (entry_id, admitted_at_ms, ticket, false),
+        Admission::Resume { entry_id, admitted_at_ms, ticket } => (entry_id, admitted_at_ms, ticket, true),
         Admission::AlreadyEntered { entry_id } => {
             span.record("entry_id", entry_id.as_str());
             return Err(ApiError::AlreadyEntered { entry_id });
@@ -163,6 +163,7 @@ async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, reques
         answers: submission.answers,
         submitted_at: arrived_at,
         accepted_at: admitted_at,
+        ticket,
         client: submission.client,
     };
     let context = RecordContext::new_root(correlation_id, trace);
@@ -200,7 +201,7 @@ async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, reques
     // ingest's CPU at tens of thousands of entries/s; refusals and
     // failures are still logged, and the span keeps the correlation id.
     tracing::debug!(outcome, "entry accepted");
-    Ok(accepted(&entry_id, outcome))
+    Ok(accepted(&entry_id, ticket, meta.for_sale, outcome))
 }
 
 /// The time one step of the accept path took,
@@ -210,11 +211,20 @@ fn stage_done(stage: &'static str, started: std::time::Instant) {
     metrics::histogram!("firstcome_ingest_stage_seconds", "stage" => stage).record(started.elapsed().as_secs_f64());
 }
 
-fn accepted(entry_id: &str, outcome: &'static str) -> Response {
+/// The 202: the entry, where to follow it, and the member's place in line
+/// (`ticket` of `for_sale` units). Never an outcome: only the stock stage
+/// decides one.
+fn accepted(entry_id: &str, ticket: i64, for_sale: i64, outcome: &'static str) -> Response {
     let url = status_url(entry_id);
     let mut response = (
         StatusCode::ACCEPTED,
-        Json(json!({ "entry_id": entry_id, "status": "pending", "status_url": url })),
+        Json(json!({
+            "entry_id": entry_id,
+            "status": "pending",
+            "status_url": url,
+            "ticket": ticket,
+            "for_sale": for_sale,
+        })),
     )
         .into_response();
     if let Ok(location) = HeaderValue::from_str(&url) {

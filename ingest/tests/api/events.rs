@@ -78,20 +78,57 @@ async fn no_stock_left_is_410_sold_out() {
 }
 
 #[tokio::test]
-async fn the_admit_script_refuses_once_the_counter_hits_zero() {
+async fn the_admit_script_refuses_once_the_line_is_full() {
     let app = TestApp::spawn(isolated_settings().await).await;
     let mut conn = redis(&app.settings).await;
     let event_id = create_event(&mut conn, EventSpec::open(&["m-1", "m-2"])).await;
+    let keys = EventKeys::new(&event_id);
     // The cache has the event as open...
     assert_eq!(app.enter(&event_id, "m-1").await.status(), StatusCode::ACCEPTED);
-    // ...then the stock group takes the last unit, and nobody told ingest yet.
-    let _: () = redis::cmd("SET").arg(EventKeys::new(&event_id).stock).arg(0).query_async(&mut conn).await.unwrap();
+    // ...then other instances give the last places in line (10 units and a
+    // line of 100), and nobody told this one yet.
+    let _: () = redis::cmd("SET").arg(&keys.ticket).arg(110).query_async(&mut conn).await.unwrap();
 
     let response = app.enter(&event_id, "m-2").await;
     assert_eq!(response.status(), StatusCode::GONE);
     assert_eq!(json_of(response).await["error"], "sold_out");
     let state = json_of(app.http.get(format!("{}/api/events/{event_id}", app.base_url)).send().await.unwrap()).await;
     assert_eq!(state["status"], "sold_out", "the local cache learnt it");
+}
+
+/// What a rush costs is bounded by the stock, not by the crowd: exactly
+/// for_sale + the line's depth are admitted, each with its own place, without
+/// the stock stage (none runs here); the last place announces the sell-out.
+#[tokio::test]
+async fn admission_stops_at_the_units_plus_the_line_and_every_entry_has_its_place() {
+    let app = TestApp::spawn(isolated_settings().await).await;
+    let mut conn = redis(&app.settings).await;
+    let members: Vec<String> = (0..12).map(|m| format!("m-{m}")).collect();
+    let eligible: Vec<&str> = members.iter().map(String::as_str).collect();
+    let event_id = create_event(&mut conn, EventSpec { stock: 5, ..EventSpec::open(&eligible) }).await;
+    let keys = EventKeys::new(&event_id);
+    let _: () = redis::cmd("HSET").arg(&keys.meta).arg("line_depth").arg(3).query_async(&mut conn).await.unwrap();
+
+    let mut tickets = Vec::new();
+    let mut refused = 0;
+    for member in &members {
+        let response = app.enter(&event_id, member).await;
+        match response.status() {
+            StatusCode::ACCEPTED => {
+                let body = json_of(response).await;
+                assert_eq!(body["for_sale"], 5);
+                tickets.push(body["ticket"].as_i64().expect("a ticket in the 202"));
+            }
+            StatusCode::GONE => refused += 1,
+            other => panic!("{member}: {other}"),
+        }
+    }
+    assert_eq!(tickets, (1..=8).collect::<Vec<i64>>(), "5 units + a line of 3, in order");
+    assert_eq!(refused, 4);
+    // A member who entered keeps their place: 409 with the same entry, no new ticket.
+    assert_eq!(app.enter(&event_id, "m-0").await.status(), StatusCode::CONFLICT);
+    let issued: i64 = redis::cmd("GET").arg(&keys.ticket).query_async(&mut conn).await.unwrap();
+    assert_eq!(issued, 8);
 }
 
 #[tokio::test]

@@ -147,6 +147,7 @@ impl Member {
             submitted_at: 1_700_000_000_000,
             accepted_at: 1_700_000_000_010,
             client: ClientInfo { channel: "web".into(), user_agent: None },
+            ticket: 0,
         })
     }
 
@@ -159,6 +160,7 @@ impl Member {
             unit_no,
             decided_at: 1_700_000_000_020,
             accepted_at: 1_700_000_000_010,
+            ticket: 0,
         })
     }
 

@@ -87,6 +87,7 @@ impl TestEnv {
             unit_no,
             decided_at: schemas::now_millis(),
             accepted_at: schemas::now_millis(),
+            ticket: 0,
         }
     }
 

@@ -17,6 +17,7 @@ pub fn entry(event_id: &str, entry_id: &str, user_id: &str, accepted_at: i64) ->
         submitted_at: accepted_at - 1,
         accepted_at,
         client: ClientInfo { channel: "partner-app".into(), user_agent: None },
+        ticket: 0,
     }
 }
 

@@ -20,6 +20,7 @@ fn entry(user: &str, n: usize) -> SurveySubmitted {
         submitted_at: 1_700_000_000_000 + n as i64,
         accepted_at: 1_700_000_000_001 + n as i64,
         client: ClientInfo { channel: "test".into(), user_agent: Some("e2e".into()) },
+        ticket: 0,
     }
 }
 
