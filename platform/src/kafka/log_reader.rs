@@ -1,6 +1,7 @@
 //! Reading a topic as a log: every partition by assignment (no consumer
-//! group, nothing committed), from the beginning to the high watermarks taken
-//! when the read starts, committed records only.
+//! group, nothing committed), from the beginning (or from the first record
+//! stamped at or after a time, [`LogReader::open_since`]) to the high
+//! watermarks taken when the read starts, committed records only.
 //!
 //! Used wherever a store is rebuilt from Kafka or an operator lists what a
 //! topic holds: the read ends when the snapshot is read, never after an idle
@@ -38,6 +39,33 @@ impl LogReader {
     /// Takes the high watermarks of every partition of `topics` and assigns
     /// them all from the beginning.
     pub async fn open(settings: &KafkaSettings, client_id: &str, topics: &[&str]) -> Result<Self, KafkaError> {
+        Self::open_from(settings, client_id, topics, None).await
+    }
+
+    /// As [`LogReader::open`], but each partition from its first record
+    /// stamped at or after `since_ms` (the broker's time index,
+    /// `offsets_for_times`); a partition with no such record is not read.
+    /// Every record after that start is read, whatever its stamp (the
+    /// caller keeps what it is looking for).
+    /// For reading what one event wrote: its records are stamped no earlier
+    /// than it opened (the topics take producer timestamps within bounds,
+    /// `schemas::topology::LogPolicy`), so the days of older events before
+    /// it are skipped, not scanned.
+    pub async fn open_since(
+        settings: &KafkaSettings,
+        client_id: &str,
+        topics: &[&str],
+        since_ms: i64,
+    ) -> Result<Self, KafkaError> {
+        Self::open_from(settings, client_id, topics, Some(since_ms)).await
+    }
+
+    async fn open_from(
+        settings: &KafkaSettings,
+        client_id: &str,
+        topics: &[&str],
+        since_ms: Option<i64>,
+    ) -> Result<Self, KafkaError> {
         let consumer: StreamConsumer = base_config(settings, client_id)
             // A group id is required by librdkafka even without a group; it
             // is never joined (assign, not subscribe) and nothing is committed.
@@ -51,7 +79,7 @@ impl LogReader {
         let consumer = Arc::new(consumer);
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let assigning = consumer.clone();
-        let remaining = tokio::task::spawn_blocking(move || snapshot_and_assign(&assigning, &topics))
+        let remaining = tokio::task::spawn_blocking(move || snapshot_and_assign(&assigning, &topics, since_ms))
             .await
             .map_err(|_| KafkaError::Canceled)??;
         Ok(Self { consumer, remaining })
@@ -100,8 +128,12 @@ impl LogReader {
 }
 
 /// High watermarks of every partition, then an assignment of the non-empty
-/// ones from their beginning.
-fn snapshot_and_assign(consumer: &StreamConsumer, topics: &[String]
+/// ones from their beginning, or from their first record stamped at or
+/// after `since_ms`.
+fn snapshot_and_assign(
+    consumer: &StreamConsumer,
+    topics: &[String],
+    since_ms: Option<i64>,
 ) -> Result<HashMap<(String, i32), i64>, KafkaError> {
     let mut remaining = HashMap::new();
     let mut assignment = TopicPartitionList::new();
@@ -120,6 +152,38 @@ fn snapshot_and_assign(consumer: &StreamConsumer, topics: &[String]
             }
         }
     }
+    if let Some(since) = since_ms {
+        assignment = start_at_time(consumer, &assignment, since, &mut remaining)?;
+    }
     consumer.assign(&assignment)?;
     Ok(remaining)
+}
+
+/// Each partition of `assignment` from its first record stamped at or after
+/// `since`; partitions with none are dropped from the read.
+fn start_at_time(
+    consumer: &StreamConsumer,
+    assignment: &TopicPartitionList,
+    since: i64,
+    remaining: &mut HashMap<(String, i32), i64>,
+) -> Result<TopicPartitionList, KafkaError> {
+    let mut query = TopicPartitionList::with_capacity(assignment.count());
+    for element in assignment.elements() {
+        query.add_partition_offset(element.topic(), element.partition(), Offset::Offset(since))?;
+    }
+    let found = consumer.offsets_for_times(query, CALL_TIMEOUT)?;
+    let mut starts = TopicPartitionList::with_capacity(found.count());
+    for element in found.elements() {
+        let key = (element.topic().to_string(), element.partition());
+        match element.offset() {
+            Offset::Offset(offset) if remaining.get(&key).is_some_and(|&high| offset < high) => {
+                starts.add_partition_offset(element.topic(), element.partition(), Offset::Offset(offset))?;
+            }
+            // No record that recent (End / -1), or only past the snapshot.
+            _ => {
+                remaining.remove(&key);
+            }
+        }
+    }
+    Ok(starts)
 }
