@@ -119,7 +119,11 @@ impl AuditError {
 
 /// Where a PostgreSQL pool connects, without credentials: `host:port/db`.
 pub fn postgres_address(settings: &DatabaseSettings) -> String {
-    let url = settings.url.expose_secret();
+    postgres_url_address(settings.url.expose_secret())
+}
+
+/// [`postgres_address`] of a connection URL (or key=value string).
+pub fn postgres_url_address(url: &str) -> String {
     let Ok(config) = tokio_postgres::Config::from_str(url) else {
         return platform::redact::urls(url);
     };

@@ -31,6 +31,10 @@ use schemas::Topics;
 
 use lag::CALL_TIMEOUT;
 
+use crate::output::Output;
+use crate::reach::Need;
+use crate::settings::CliSettings;
+
 /// One dead letter, for people.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetterView {
@@ -185,4 +189,49 @@ async fn committed(consumer: &Arc<BaseConsumer>, topic: &str) -> anyhow::Result<
         Ok(committed.into_iter().filter_map(|(partition, next)| next.map(|next| (partition, next))).collect())
     })
     .await?
+}
+
+/// `firstcome dlq …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DlqCommand {
+    /// List the dead letters of a source topic (e.g. survey-submitted).
+    Show {
+        topic: String,
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// Produce the dead letters not replayed before back to their source topic.
+    Replay {
+        topic: String,
+        #[arg(long, default_value_t = usize::MAX)]
+        max: usize,
+    },
+}
+
+impl DlqCommand {
+    pub fn needs(&self) -> &'static [Need] {
+        &[Need::Kafka]
+    }
+}
+
+pub async fn command(settings: &CliSettings, command: DlqCommand) -> anyhow::Result<Output> {
+    match command {
+        DlqCommand::Show { topic, max } => {
+            let topic = format!("{}{topic}", settings.kafka.topic_prefix);
+            let dead = show(&settings.kafka, &topic, max).await?;
+            // One dead letter per line (JSON Lines): what `dlq show` has always printed.
+            let mut text = String::new();
+            for letter in &dead {
+                text.push_str(&serde_json::to_string(letter)?);
+                text.push('\n');
+            }
+            Ok(Output::new(text, &dead))
+        }
+        DlqCommand::Replay { topic, max } => {
+            let topic = format!("{}{topic}", settings.kafka.topic_prefix);
+            let done = replay(&settings.kafka, &topic, max).await?;
+            let json = serde_json::json!({ "topic": topic, "replayed": done.replayed, "duplicates": done.duplicates });
+            Ok(Output::new(format!("replayed {} dead letters to {topic}", done.replayed), &json))
+        }
+    }
 }

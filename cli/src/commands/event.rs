@@ -17,6 +17,9 @@ use serde::Serialize;
 use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus};
 
 use crate::settings::CliSettings;
+use crate::exit::Usage;
+use crate::output::Output;
+use crate::reach::Need;
 
 /// The survey every demo event asks.
 pub const DEFAULT_QUESTIONS: [&str; 2] = ["satisfaction", "recommend"];
@@ -313,6 +316,77 @@ pub async fn close(settings: &CliSettings, event_id: &str) -> anyhow::Result<()>
 /// Waits until `check` holds or `timeout` passes (the one polling loop,
 /// shared with the tests' `testkit`).
 pub use platform::wait::wait_until;
+
+/// `firstcome event …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum EventCommand {
+    /// Create an event and load its eligible members into Redis.
+    Create {
+        /// Event id (default: a new UUID).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value = "Survey reward: ₩10,000 coffee")]
+        name: String,
+        #[arg(long, default_value = "coffee-beans-1kg")]
+        product: String,
+        #[arg(long)]
+        total: i32,
+        #[arg(long, default_value_t = 0)]
+        safety: i32,
+        /// now, +10m, or RFC 3339
+        #[arg(long, default_value = "now")]
+        open_at: String,
+        #[arg(long, default_value = "+1h")]
+        close_at: String,
+        /// Required question ids, comma separated.
+        #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_QUESTIONS.map(String::from))]
+        questions: Vec<String>,
+    },
+    /// Show an event across PostgreSQL and Redis.
+    Show { event_id: String },
+    /// Close an event now.
+    Close { event_id: String },
+}
+
+impl EventCommand {
+    pub fn needs(&self) -> &'static [Need] {
+        match self {
+            EventCommand::Create { .. } => &[Need::Database, Need::Replica, Need::Redis],
+            EventCommand::Show { .. } | EventCommand::Close { .. } => &[Need::Database, Need::Redis],
+        }
+    }
+}
+
+pub async fn command(settings: &CliSettings, command: EventCommand) -> anyhow::Result<Output> {
+    match command {
+        EventCommand::Create { id, name, product, total, safety, open_at, close_at, questions } => {
+            let now = Utc::now();
+            let time = |text: &str| parse_time(text, now).map_err(|e| Usage(format!("{e:#}")));
+            let new = NewEvent {
+                event_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                name,
+                product_id: product,
+                total_stock: total,
+                safety_stock: safety,
+                open_at: time(&open_at)?,
+                close_at: time(&close_at)?,
+                questions,
+            };
+            let eligible = create(settings, &new).await?;
+            let text = format!("event {} created: {} for sale, {eligible} eligible members", new.event_id, new.for_sale());
+            let json = serde_json::json!({ "event_id": new.event_id, "for_sale": new.for_sale(), "eligible": eligible });
+            Ok(Output::new(text, &json))
+        }
+        EventCommand::Show { event_id } => {
+            let view = show(settings, &event_id).await?;
+            Ok(Output::new(serde_json::to_string_pretty(&view)?, &view))
+        }
+        EventCommand::Close { event_id } => {
+            close(settings, &event_id).await?;
+            Ok(Output::new(format!("event {event_id} closed"), &serde_json::json!({ "event_id": event_id, "closed": true })))
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

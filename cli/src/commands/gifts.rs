@@ -8,6 +8,8 @@ use anyhow::Context;
 use sender::store::ParkedGift;
 
 use crate::settings::CliSettings;
+use crate::output::Output;
+use crate::reach::Need;
 
 /// The parked gifts (of `event_id`, when given), the longest parked first.
 pub async fn parked(settings: &CliSettings, event_id: Option<&str>) -> anyhow::Result<Vec<ParkedGift>> {
@@ -16,14 +18,18 @@ pub async fn parked(settings: &CliSettings, event_id: Option<&str>) -> anyhow::R
 }
 
 /// One line per gift, for people.
-pub fn print(gifts: &[ParkedGift]) {
+pub fn text(gifts: &[ParkedGift]) -> String {
+    use std::fmt::Write;
     if gifts.is_empty() {
-        println!("no parked gifts");
-        return;
+        return "no parked gifts\n".into();
     }
-    println!("{:<36}  {:<24}  {:<16}  {:>5}  {:<20}  {:>5}  {:<20}  last answer", "entry", "event", "member", "unit", "parked at", "tries", "next try");
+    let mut out = format!(
+        "{:<36}  {:<24}  {:<16}  {:>5}  {:<20}  {:>5}  {:<20}  last answer\n",
+        "entry", "event", "member", "unit", "parked at", "tries", "next try"
+    );
     for gift in gifts {
-        println!(
+        let _ = writeln!(
+            out,
             "{:<36}  {:<24}  {:<16}  {:>5}  {:<20}  {:>5}  {:<20}  {}",
             gift.entry_id,
             gift.event_id,
@@ -35,5 +41,38 @@ pub fn print(gifts: &[ParkedGift]) {
             gift.last_error
         );
     }
-    println!("{} parked (each keeps its claim and is retried by the sender)", gifts.len());
+    let _ = writeln!(out, "{} parked (each keeps its claim and is retried by the sender)", gifts.len());
+    out
+}
+
+/// `firstcome gifts …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum GiftsCommand {
+    /// Gifts parked because the provider's answers settle nothing: each keeps its claim and is
+    /// retried by the sender with backoff (docs/provider.md). Exit status 0 whether or not any are.
+    Parked {
+        /// Only this event's.
+        #[arg(long)]
+        event: Option<String>,
+        /// The same as `--format json` (kept for scripts written before it).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl GiftsCommand {
+    pub fn needs(&self) -> &'static [Need] {
+        &[Need::Database]
+    }
+
+    /// Whether the command asks for JSON itself (`--json`).
+    pub fn wants_json(&self) -> bool {
+        matches!(self, GiftsCommand::Parked { json: true, .. })
+    }
+}
+
+pub async fn command(settings: &CliSettings, command: GiftsCommand) -> anyhow::Result<Output> {
+    let GiftsCommand::Parked { event, .. } = command;
+    let gifts = parked(settings, event.as_deref()).await?;
+    Ok(Output::new(text(&gifts), &gifts))
 }

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use platform::settings::{MemberPrimarySettings, ReplicaSettings};
 
+use crate::output::Output;
+use crate::reach::Need;
+use crate::settings::CliSettings;
+
 /// How long `seed` waits for the replica to replay its writes.
 pub const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -130,6 +134,47 @@ pub async fn set_phone(
 pub async fn eligible(replica: &ReplicaSettings, product_id: &str) -> anyhow::Result<Vec<String>> {
     let pool = platform::member_db::replica_pool(replica)?;
     Ok(stock_processor::restore::eligible_members(&pool, product_id).await?)
+}
+
+/// `firstcome members …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum MembersCommand {
+    /// Seed N members, a share of whom bought the product.
+    Seed {
+        count: usize,
+        #[arg(long, default_value = "m")]
+        prefix: String,
+        #[arg(long, default_value = "coffee-beans-1kg")]
+        product: String,
+        #[arg(long, default_value_t = 0.9)]
+        eligible_ratio: f64,
+    },
+}
+
+impl MembersCommand {
+    pub fn needs(&self) -> &'static [Need] {
+        &[Need::MemberPrimary, Need::Replica]
+    }
+}
+
+pub async fn command(settings: &CliSettings, command: MembersCommand) -> anyhow::Result<Output> {
+    let MembersCommand::Seed { count, prefix, product, eligible_ratio } = command;
+    let plan = SeedPlan { count, id_prefix: prefix, product_id: product, eligible_ratio };
+    let report = seed(&settings.member_primary, &settings.replica, &plan).await?;
+    let text = format!(
+        "{} members, {} bought {} (on the member primary; the replica replayed in {} ms)",
+        report.members.len(),
+        report.eligible.len(),
+        plan.product_id,
+        report.replayed_in.as_millis()
+    );
+    let json = serde_json::json!({
+        "members": report.members.len(),
+        "eligible": report.eligible.len(),
+        "product": plan.product_id,
+        "replayed_in_ms": report.replayed_in.as_millis() as u64,
+    });
+    Ok(Output::new(text, &json))
 }
 
 #[cfg(test)]

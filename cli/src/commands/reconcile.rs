@@ -16,6 +16,7 @@
 //! only reported.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 
 use anyhow::Context;
 use rdkafka::message::Message;
@@ -24,6 +25,8 @@ use schemas::StockRelease;
 
 use super::dlq;
 use audit::{InvariantReport, Stores};
+use crate::output::Output;
+use crate::reach::Need;
 use crate::settings::CliSettings;
 
 #[derive(Debug)]
@@ -39,7 +42,7 @@ pub struct Reconciliation {
 
 /// Releases (`stock-released` records) refused on the way: their unit did
 /// not go back to stock where they were refused.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct RefusedReleases {
     /// Of this event, by the group that dead-lettered them.
     pub by_group: BTreeMap<String, usize>,
@@ -115,42 +118,50 @@ async fn refused_releases(settings: &CliSettings, event_id: &str) -> anyhow::Res
     Ok(refused)
 }
 
-/// Prints what `run` found, for people.
-pub fn print(settings: &CliSettings, event_id: &str, outcome: &Reconciliation) {
-    println!("reconcile {event_id}");
-    print!("{}", audit::text(&outcome.report.checks));
+/// What `run` found, for people.
+pub fn text(settings: &CliSettings, event_id: &str, outcome: &Reconciliation) -> String {
+    let mut out = format!("reconcile {event_id}\n");
+    out.push_str(&audit::text(&outcome.report.checks));
     if let Some(stock) = outcome.repaired_stock {
-        println!("repaired: redis stock set to {stock} (rebuilt from the Kafka log)");
+        let _ = writeln!(out, "repaired: redis stock set to {stock} (rebuilt from the Kafka log)");
     }
     let refusals: i64 = outcome.payout_refusals.values().sum();
     if refusals > 0 {
         let reasons: Vec<String> = outcome.payout_refusals.iter().map(|(r, n)| format!("{r} {n}")).collect();
-        println!("payout guard refused {refusals} WONs (never paid; see the dispatch dead letters): {}", reasons.join(", "));
+        let _ = writeln!(
+            out,
+            "payout guard refused {refusals} WONs (never paid; see the dispatch dead letters): {}",
+            reasons.join(", ")
+        );
     }
-    print_phantoms(&outcome.report);
+    out.push_str(&phantoms(&outcome.report));
     let releases = &outcome.refused_releases;
     if !releases.by_group.is_empty() || releases.unreadable > 0 {
         let groups: Vec<String> = releases.by_group.iter().map(|(g, n)| format!("{g} {n}")).collect();
-        println!(
+        let _ = writeln!(
+            out,
             "releases dead-lettered on stock-released.dlq: {} by the stock stage (units not returned to Redis); by group: {}; {} unreadable",
             releases.by_stock_stage(settings),
             groups.join(", "),
             releases.unreadable
         );
     }
+    out
 }
 
-/// Lists the phantom successes: the members to make good by hand.
-fn print_phantoms(report: &InvariantReport) {
+/// The phantom successes: the members to make good by hand.
+fn phantoms(report: &InvariantReport) -> String {
     let total = report.tally.phantom_successes;
     if total == 0 {
-        return;
+        return String::new();
     }
-    println!("phantom successes: {total} members told \"won\" whose WON the payout guard refused (never paid)");
-    println!("  {:<36}  {:<20}  {:>5}  {:<19}  refused at", "entry", "member", "unit", "reason");
+    let mut out =
+        format!("phantom successes: {total} members told \"won\" whose WON the payout guard refused (never paid)\n");
+    let _ = writeln!(out, "  {:<36}  {:<20}  {:>5}  {:<19}  refused at", "entry", "member", "unit", "reason");
     for p in &report.phantom_successes {
         let unit = p.unit_no.map(|u| u.to_string()).unwrap_or_else(|| "-".into());
-        println!(
+        let _ = writeln!(
+            out,
             "  {:<36}  {:<20}  {:>5}  {:<19}  {}",
             p.entry_id,
             p.member,
@@ -161,6 +172,42 @@ fn print_phantoms(report: &InvariantReport) {
     }
     let listed = report.phantom_successes.len() as i64;
     if total > listed {
-        println!("  … {} more (payout_refusals of the event, joined with event_entries)", total - listed);
+        let _ = writeln!(out, "  … {} more (payout_refusals of the event, joined with event_entries)", total - listed);
     }
+    out
+}
+
+/// `firstcome reconcile`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReconcileArgs {
+    event_id: String,
+    /// The gift provider, to compare its records too.
+    #[arg(long)]
+    provider_url: Option<String>,
+    /// Rebuild the event's Redis state from the Kafka log first.
+    #[arg(long)]
+    repair: bool,
+}
+
+impl ReconcileArgs {
+    pub fn needs(&self) -> &'static [Need] {
+        &[Need::Database, Need::Redis, Need::Kafka, Need::Registry]
+    }
+}
+
+/// Checks the invariants; exit 1 when one does not hold.
+pub async fn command(settings: &CliSettings, args: ReconcileArgs) -> anyhow::Result<Output> {
+    let outcome = run(settings, &args.event_id, args.provider_url.as_deref(), args.repair).await?;
+    let json = serde_json::json!({
+        "event_id": args.event_id,
+        "holds": outcome.report.all_hold(),
+        "report": outcome.report,
+        "repaired_stock": outcome.repaired_stock,
+        "payout_refusals": outcome.payout_refusals,
+        "refused_releases": outcome.refused_releases,
+    });
+    Ok(Output::new(text(settings, &args.event_id, &outcome), &json).failed_if(
+        !outcome.report.all_hold(),
+        "invariants do not hold (a lagging pipeline settles by itself; --repair rebuilds Redis from the log)",
+    ))
 }

@@ -15,6 +15,10 @@ use schemas::{RegistryAdmin, Topics};
 
 use platform::settings::{KafkaSettings, RegistrySettings};
 
+use crate::output::Output;
+use crate::reach::Need;
+use crate::settings::CliSettings;
+
 fn admin(registry: &RegistrySettings) -> anyhow::Result<RegistryAdmin> {
     Ok(RegistryAdmin::new(&registry.url, Duration::from_millis(registry.timeout_ms))?)
 }
@@ -61,6 +65,50 @@ pub async fn check(
 /// Whether every verdict allows the change.
 pub fn all_compatible(verdicts: &[Verdict]) -> bool {
     verdicts.iter().all(|v| v.compatible != Some(false))
+}
+
+/// `firstcome schemas …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum SchemasCommand {
+    /// Register the schemas under their subjects with BACKWARD compatibility (idempotent).
+    Register,
+    /// Fail (exit 1) if the schemas (built in, or the .avsc files of --dir) are incompatible with the registry.
+    Check {
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+impl SchemasCommand {
+    pub fn needs(&self) -> &'static [Need] {
+        &[Need::Registry]
+    }
+}
+
+pub async fn command(settings: &CliSettings, command: SchemasCommand) -> anyhow::Result<Output> {
+    match command {
+        SchemasCommand::Register => {
+            let registered = register(&settings.registry, &settings.kafka).await?;
+            let text: String = registered.iter().map(|r| format!("{:<40} id {}\n", r.subject, r.id)).collect();
+            let json: Vec<_> =
+                registered.iter().map(|r| serde_json::json!({ "subject": r.subject, "id": r.id })).collect();
+            Ok(Output::new(text, &json))
+        }
+        SchemasCommand::Check { dir } => {
+            let verdicts = check(&settings.registry, &settings.kafka, dir.as_deref()).await?;
+            let verdict = |v: &Verdict| match v.compatible {
+                Some(true) => "compatible",
+                Some(false) => "INCOMPATIBLE",
+                None => "new subject",
+            };
+            let text: String = verdicts.iter().map(|v| format!("{:<40} {}\n", v.subject, verdict(v))).collect();
+            let json: Vec<_> = verdicts
+                .iter()
+                .map(|v| serde_json::json!({ "subject": v.subject, "compatible": v.compatible, "verdict": verdict(v) }))
+                .collect();
+            Ok(Output::new(text, &json).failed_if(!all_compatible(&verdicts), "incompatible schema change"))
+        }
+    }
 }
 
 #[cfg(test)]

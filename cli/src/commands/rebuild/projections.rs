@@ -4,8 +4,8 @@
 //! work is `recorder::rebuild`; this wires the settings and prints.
 //!
 //! Exit status: 0 when the rebuilt tables equal the live ones (the fresh
-//! schema is then dropped), non-zero on any difference (the schema is kept
-//! for inspection; its name is printed).
+//! schema is then dropped), 1 on any difference (the schema is kept for
+//! inspection; its name is printed).
 
 use std::fmt::Write;
 
@@ -30,18 +30,37 @@ pub async fn rebuild(settings: &CliSettings) -> anyhow::Result<Outcome> {
     recorder::rebuild::run(&recorder_settings(settings)).await.context("Failed to rebuild the projections")
 }
 
-/// Rebuilds the projections into fresh tables and prints the comparison;
-/// an error (non-zero exit) when they differ.
-pub async fn run(settings: &CliSettings) -> anyhow::Result<()> {
-    let outcome = rebuild(settings).await?;
-    print!("{}", render(&outcome));
-    if !outcome.comparison.is_equal() {
-        anyhow::bail!(
-            "the projections rebuilt from Kafka differ from the live tables (rebuilt tables kept in schema {})",
-            outcome.rebuilt.schema
-        );
-    }
-    Ok(())
+/// The comparison as one JSON document.
+pub fn json(outcome: &Outcome) -> serde_json::Value {
+    let rebuilt = &outcome.rebuilt;
+    let tables: Vec<_> = outcome
+        .comparison
+        .tables
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "table": t.table,
+                "live_rows": t.live_rows,
+                "rebuilt_rows": t.rebuilt_rows,
+                "only_live": t.only_live,
+                "only_rebuilt": t.only_rebuilt,
+                "differing": t.differing,
+                "samples": t.samples.iter().map(|d| serde_json::json!({
+                    "key": d.key, "kind": d.kind.as_str(), "columns": d.columns,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "equal": outcome.comparison.is_equal(),
+        "schema": rebuilt.schema,
+        "live_schema": rebuilt.live_schema,
+        "records": rebuilt.records,
+        "batches": rebuilt.batches,
+        "dead_letters": rebuilt.dead_letters,
+        "elapsed_ms": rebuilt.elapsed.as_millis() as u64,
+        "tables": tables,
+    })
 }
 
 /// The report: what was read, a table per projection, then the differences.

@@ -15,13 +15,6 @@ use stock_processor::restore::{Restore, Restorer};
 
 use crate::CliSettings;
 
-/// Rebuilds `event_id`'s stock state and prints what it found.
-pub async fn run(settings: &CliSettings, event_id: &str) -> anyhow::Result<()> {
-    let report = rebuild(settings, event_id).await?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
-}
-
 /// Rebuilds `event_id`'s stock state from the log; the library entry point.
 pub async fn rebuild(settings: &CliSettings, event_id: &str) -> anyhow::Result<RebuildReport> {
     let mut redis = platform::redis::connect(&settings.redis).await.context("Failed to connect to Redis")?;
