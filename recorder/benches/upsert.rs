@@ -21,8 +21,9 @@ fn batch(event_id: &str, size: usize, unit: &mut i32) -> Vec<EntryChanges> {
                     client_channel: "web".into(),
                     submitted_at: now,
                     accepted_at: now,
+                    ticket: None,
                 }),
-                decision: Some(Decision { outcome: Outcome::Won, unit_no: Some(*unit), decided_at: now }),
+                decision: Some(Decision { outcome: Outcome::Won, unit_no: Some(*unit), decided_at: now, ticket: None }),
                 dispatch: None,
             }
         })

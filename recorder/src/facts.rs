@@ -33,6 +33,8 @@ pub struct Submission {
     pub client_channel: String,
     pub submitted_at: DateTime<Utc>,
     pub accepted_at: DateTime<Utc>,
+    /// The place in line ingest gave it (`None`: another producer's, without one).
+    pub ticket: Option<i64>,
 }
 
 /// The stock group's answer (`stock-decided`).
@@ -41,6 +43,8 @@ pub struct Decision {
     pub outcome: Outcome,
     pub unit_no: Option<i32>,
     pub decided_at: DateTime<Utc>,
+    /// The place in line the stage decided on (`None` in older records).
+    pub ticket: Option<i64>,
 }
 
 impl Decision {
@@ -124,6 +128,7 @@ pub fn submission(event: SurveySubmitted) -> Result<Observed, HandlerError> {
             client_channel: event.client.channel,
             submitted_at: timestamp("submitted_at", event.submitted_at)?,
             accepted_at: timestamp("accepted_at", event.accepted_at)?,
+            ticket: (event.ticket > 0).then_some(event.ticket),
         }),
     })
 }
@@ -137,6 +142,7 @@ pub fn decision(event: StockDecision) -> Result<Observed, HandlerError> {
             outcome: event.outcome,
             unit_no: event.unit_no,
             decided_at: timestamp("decided_at", event.decided_at)?,
+            ticket: (event.ticket > 0).then_some(event.ticket),
         }),
     })
 }
@@ -421,7 +427,7 @@ mod tests {
     #[test]
     fn only_a_won_supersedes_and_only_a_sold_out() {
         let at = DateTime::from_timestamp_millis(0).unwrap();
-        let d = |outcome| Decision { outcome, unit_no: None, decided_at: at };
+        let d = |outcome| Decision { outcome, unit_no: None, decided_at: at, ticket: None };
         assert!(d(Outcome::Won).supersedes(&d(Outcome::SoldOut)));
         for (new, current) in [
             (Outcome::SoldOut, Outcome::Won),

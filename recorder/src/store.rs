@@ -114,6 +114,7 @@ UPDATE event_entries e SET
     provider_ref    = CASE WHEN e.dispatch_status IS NULL THEN u.provider_ref ELSE e.provider_ref END,
     dispatch_reason = CASE WHEN e.dispatch_status IS NULL THEN u.dispatch_reason ELSE e.dispatch_reason END,
     dispatched_at   = COALESCE(e.dispatched_at, u.dispatched_at),
+    ticket          = COALESCE(u.ticket, e.ticket),
     status = CASE
         WHEN COALESCE(e.dispatch_status, u.dispatch_status) = 'SENT'   THEN 'sent'
         WHEN COALESCE(e.dispatch_status, u.dispatch_status) = 'FAILED' THEN 'failed'
@@ -125,10 +126,10 @@ UPDATE event_entries e SET
 FROM unnest(
     $1::uuid[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::timestamptz[],
     $6::text[], $7::int4[], $8::timestamptz[],
-    $9::text[], $10::text[], $11::text[], $12::timestamptz[]
+    $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::int8[]
 ) AS u(entry_id, answers, client_channel, submitted_at, accepted_at,
        outcome, unit_no, decided_at,
-       dispatch_status, provider_ref, dispatch_reason, dispatched_at)
+       dispatch_status, provider_ref, dispatch_reason, dispatched_at, ticket)
 WHERE e.entry_id = u.entry_id
   AND (   (e.submitted_at IS NULL AND u.submitted_at IS NOT NULL)
        OR ", takes_decision!(), "
@@ -289,6 +290,7 @@ async fn write(
                 &columns.provider_ref,
                 &columns.dispatch_reason,
                 &columns.dispatched_at,
+                &columns.ticket,
             ],
         )
         .await?;
@@ -336,6 +338,8 @@ struct Columns<'a> {
     provider_ref: Vec<Option<&'a str>>,
     dispatch_reason: Vec<Option<&'a str>>,
     dispatched_at: Vec<Option<DateTime<Utc>>>,
+    /// The decision's ticket (the stage's word), else the submission's.
+    ticket: Vec<Option<i64>>,
 }
 
 impl<'a> Columns<'a> {
@@ -355,6 +359,7 @@ impl<'a> Columns<'a> {
             provider_ref: changes.iter().map(|c| g(c).and_then(|g| g.provider_ref.as_deref())).collect(),
             dispatch_reason: changes.iter().map(|c| g(c).and_then(|g| g.reason.as_deref())).collect(),
             dispatched_at: changes.iter().map(|c| g(c).map(|g| g.dispatched_at)).collect(),
+            ticket: changes.iter().map(|c| d(c).and_then(|d| d.ticket).or_else(|| s(c).and_then(|s| s.ticket))).collect(),
         }
     }
 }
