@@ -14,6 +14,8 @@
 //!   committed records; [`group_lag`] / [`caught_up`] tell whether a consumer
 //!   group committed to the end.
 //! - [`unused_port`], [`metrics_text`], [`metric`]: ports and the ops listener.
+//! - [`sentinel`]: what the Sentinels of the Sentinel-managed Redis see
+//!   (primary, replica, failover), for the failover tests and the lab.
 //! - [`open_event`]: the meta of an event open now, for `write_event`.
 //!
 //! Modelled on zero2prod's `tests/api/helpers.rs` (one `spawn_app`: a fresh
@@ -23,6 +25,7 @@
 mod env;
 mod kafka;
 mod net;
+pub mod sentinel;
 
 use std::future::Future;
 use std::time::Duration;

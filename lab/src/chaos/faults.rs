@@ -14,16 +14,12 @@ use serde::Serialize;
 
 use platform::event_keys::EventKeys;
 use platform::kafka::lag;
+use testkit::sentinel;
 
 use super::load::InFlight;
 use super::schedule::{Fault, Planned};
 use crate::services::ServiceProcess;
 
-/// The Sentinel set of `stack up redis-sentinel`.
-pub const SENTINEL_PORTS: [u16; 3] = [26380, 26381, 26382];
-pub const MASTER_NAME: &str = "firstcome";
-/// Data node `redis-sN` listens on 6379 + N.
-const REDIS_PORT_BASE: u16 = 6379;
 /// How long a restarted service may take to answer `/healthz`.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(90);
 /// How long a conditional fault (open transaction, pending mark) is tried.
@@ -289,7 +285,7 @@ impl World {
     /// (the Sentinels had no replica to promote), then the replica.
     async fn kill_redis(&mut self, down_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
         let primary = master_port().await?;
-        let primary_unit = format!("redis-s{}", primary - REDIS_PORT_BASE);
+        let primary_unit = format!("redis-s{}", primary - sentinel::DATA_PORT_BASE);
         self.stack(&["kill", "redis-s1", "redis-s2"]).await?;
         tokio::time::sleep(Duration::from_millis(down_ms)).await;
         self.stack(&["up", &primary_unit]).await?;
@@ -357,8 +353,7 @@ impl World {
     async fn failover(&mut self) -> anyhow::Result<(String, Option<bool>)> {
         wait_redis_healthy(Duration::from_secs(60)).await;
         let before = master_port().await?;
-        let mut conn = sentinel(SENTINEL_PORTS[0]).await?;
-        let _: String = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER_NAME).query_async(&mut conn).await?;
+        sentinel::failover().await.context("SENTINEL FAILOVER")?;
         let moved = platform::wait::wait_until(Duration::from_secs(30), || async {
             master_port().await.is_ok_and(|port| port != before)
         })
@@ -416,62 +411,14 @@ pub async fn stack(bin: &PathBuf, args: &[&str]) -> anyhow::Result<()> {
     bail!("stack {} failed: {failure}", args.join(" "))
 }
 
-async fn sentinel(port: u16) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-    Ok(redis::Client::open(format!("redis://127.0.0.1:{port}"))?.get_multiplexed_async_connection().await?)
-}
-
-/// The primary's port as the first Sentinel that answers sees it.
-pub async fn master_port() -> anyhow::Result<u16> {
-    for port in SENTINEL_PORTS {
-        let Ok(mut conn) = sentinel(port).await else { continue };
-        let addr: Result<(String, u16), _> =
-            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(MASTER_NAME).query_async(&mut conn).await;
-        if let Ok((_, port)) = addr {
-            return Ok(port);
-        }
-    }
-    bail!("no Sentinel knows the primary of {MASTER_NAME}")
-}
-
-/// Whether every Sentinel knows a replica with its link to the primary up.
-pub async fn replica_known() -> bool {
-    for port in SENTINEL_PORTS {
-        let Ok(mut conn) = sentinel(port).await else { return false };
-        let replicas: Vec<HashMap<String, String>> =
-            match redis::cmd("SENTINEL").arg("replicas").arg(MASTER_NAME).query_async(&mut conn).await {
-                Ok(replicas) => replicas,
-                Err(_) => return false,
-            };
-        let healthy = replicas.iter().any(|r| {
-            r.get("flags").map(String::as_str) == Some("slave") && r.get("master-link-status").map(String::as_str) == Some("ok")
-        });
-        if !healthy {
-            return false;
-        }
-    }
-    true
-}
-
-/// Whether every Sentinel sees the primary up (no `s_down`/`o_down` flag:
-/// the redis crate's Sentinel client refuses such a primary).
-pub async fn primary_up() -> bool {
-    for port in SENTINEL_PORTS {
-        let Ok(mut conn) = sentinel(port).await else { return false };
-        let master: HashMap<String, String> =
-            match redis::cmd("SENTINEL").arg("master").arg(MASTER_NAME).query_async(&mut conn).await {
-                Ok(master) => master,
-                Err(_) => return false,
-            };
-        if master.get("flags").map(String::as_str) != Some("master") {
-            return false;
-        }
-    }
-    true
+/// The primary's port as the Sentinels see it.
+async fn master_port() -> anyhow::Result<u16> {
+    sentinel::master_port().await.with_context(|| format!("no Sentinel knows the primary of {}", sentinel::MASTER_NAME))
 }
 
 /// Waits until the Sentinels see a healthy primary and replica.
 pub async fn wait_redis_healthy(timeout: Duration) -> bool {
-    platform::wait::wait_until(timeout, || async { primary_up().await && replica_known().await }).await
+    sentinel::wait_healthy(timeout).await
 }
 
 /// The high watermark of a partition as a `read_committed` reader sees it

@@ -20,11 +20,7 @@ use crate::helpers::{eventually, TestEnv};
 use crate::member_replica::stack;
 use crate::pipeline_harness::{drain, open_event, seed_crowd, Pipeline, Topology};
 use audit::Accepted;
-
-const SENTINELS: &str = "127.0.0.1:26380,127.0.0.1:26381,127.0.0.1:26382";
-const MASTER: &str = "firstcome";
-/// Data node `redis-sN` listens on 6379 + N.
-const DATA_PORT_BASE: u16 = 6379;
+use testkit::sentinel;
 
 static SENTINEL_REDIS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -36,43 +32,14 @@ enum Fault {
     KillPrimary,
 }
 
-async fn sentinel(port: u16) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("sentinel answers")
-}
-
-/// The primary's port as the first Sentinel sees it.
+/// The primary's port as the Sentinels see it.
 async fn master_port() -> u16 {
-    let mut conn = sentinel(26380).await;
-    let (_, port): (String, u16) = redis::cmd("SENTINEL")
-        .arg("get-master-addr-by-name")
-        .arg(MASTER)
-        .query_async(&mut conn)
-        .await
-        .expect("master address");
-    port
+    sentinel::master_port().await.expect("a Sentinel knows the primary")
 }
 
-/// Every Sentinel knows a healthy replica of the primary (a failover needs one).
-async fn replica_known() -> bool {
-    for port in [26380, 26381, 26382] {
-        let mut conn = sentinel(port).await;
-        let replicas: Vec<HashMap<String, String>> =
-            match redis::cmd("SENTINEL").arg("replicas").arg(MASTER).query_async(&mut conn).await {
-                Ok(replicas) => replicas,
-                Err(_) => return false,
-            };
-        let healthy = replicas.iter().any(|r| {
-            r.get("flags").map(String::as_str) == Some("slave") && r.get("master-link-status").map(String::as_str) == Some("ok")
-        });
-        if !healthy {
-            return false;
-        }
-    }
-    true
+/// `SENTINEL FAILOVER firstcome`.
+async fn failover() {
+    sentinel::failover().await.expect("failover accepted");
 }
 
 /// One answer of ingest, at `at_ms` since the rush started.
@@ -147,11 +114,10 @@ async fn rush_with_fault(pipeline: &Pipeline, event_id: &str, members: &[String]
     let fault_at_ms = started.elapsed().as_millis() as u64;
     match fault {
         Fault::SentinelFailover => {
-            let mut conn = sentinel(26380).await;
-            let _: String = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER).query_async(&mut conn).await.expect("failover accepted");
+            failover().await;
         }
         Fault::KillPrimary => {
-            let unit = format!("redis-s{}", master_port().await - DATA_PORT_BASE);
+            let unit = sentinel::primary_unit().await.expect("a Sentinel knows the primary");
             stack(&["kill", &unit]).await;
         }
     }
@@ -169,11 +135,11 @@ async fn failover_during_a_rush(fault: Fault) {
     let _one_at_a_time = SENTINEL_REDIS.lock().await;
     testkit::init_logs("e2e-redis-failover");
     stack(&["up", "redis-sentinel"]).await;
-    assert!(eventually(Duration::from_secs(30), replica_known).await, "the Sentinels know a healthy replica");
+    assert!(eventually(Duration::from_secs(30), sentinel::replica_known).await, "the Sentinels know a healthy replica");
     let old_master = master_port().await;
 
     let mut env = TestEnv::new().await;
-    env.redis = RedisSettings { sentinels: SENTINELS.into(), master_name: MASTER.into(), ..Default::default() };
+    env.redis = RedisSettings { sentinels: sentinel::SENTINELS.into(), master_name: sentinel::MASTER_NAME.into(), ..Default::default() };
     let crowd = seed_crowd(&env, 360, 0).await;
     // 290 for sale: a third of the crowd enters before the fault, the rest after.
     let event_id = open_event(&env, &crowd, 300, 10).await;
@@ -242,8 +208,8 @@ async fn a_sigkilled_primary_during_a_rush_costs_a_short_503_window_and_keeps_ev
 async fn scripts_are_loaded_again_on_a_new_primary_that_never_saw_them() {
     let _one_at_a_time = SENTINEL_REDIS.lock().await;
     stack(&["up", "redis-sentinel"]).await;
-    assert!(eventually(Duration::from_secs(30), replica_known).await, "the Sentinels know a healthy replica");
-    let settings = RedisSettings { sentinels: SENTINELS.into(), master_name: MASTER.into(), ..Default::default() }
+    assert!(eventually(Duration::from_secs(30), sentinel::replica_known).await, "the Sentinels know a healthy replica");
+    let settings = RedisSettings { sentinels: sentinel::SENTINELS.into(), master_name: sentinel::MASTER_NAME.into(), ..Default::default() }
         .for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
     let mut conn = platform::redis::connect(&settings).await.expect("through the Sentinels");
     let key = format!("t-noscript-{}", uuid::Uuid::new_v4().simple());
@@ -261,8 +227,7 @@ async fn scripts_are_loaded_again_on_a_new_primary_that_never_saw_them() {
     assert_eq!(replicas, 1, "the replica has the first call's write");
 
     let old_master = master_port().await;
-    let mut sentinel_conn = sentinel(26380).await;
-    let _: String = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER).query_async(&mut sentinel_conn).await.expect("failover");
+    failover().await;
     let moved = eventually(Duration::from_secs(30), || {
         let mut conn = conn.clone();
         async move {
@@ -299,9 +264,9 @@ async fn an_event_that_sold_out_on_lost_decisions_is_rebuilt_after_the_failover_
     let _one_at_a_time = SENTINEL_REDIS.lock().await;
     testkit::init_logs("e2e-redis-failover");
     stack(&["up", "redis-sentinel"]).await;
-    assert!(eventually(Duration::from_secs(30), replica_known).await, "the Sentinels know a healthy replica");
+    assert!(eventually(Duration::from_secs(30), sentinel::replica_known).await, "the Sentinels know a healthy replica");
     let mut env = TestEnv::new().await;
-    env.redis = RedisSettings { sentinels: SENTINELS.into(), master_name: MASTER.into(), ..Default::default() };
+    env.redis = RedisSettings { sentinels: sentinel::SENTINELS.into(), master_name: sentinel::MASTER_NAME.into(), ..Default::default() };
     let crowd = seed_crowd(&env, 10, 0).await;
     let event_id = open_event(&env, &crowd, 10, 0).await;
     let pipeline = Pipeline::start(&env, Topology::default()).await;
@@ -331,8 +296,7 @@ async fn an_event_that_sold_out_on_lost_decisions_is_rebuilt_after_the_failover_
     assert_eq!(replicas, 1);
     assert!(winners(&conn, 4).await, "Redis is behind the log now");
 
-    let mut sentinel_conn = sentinel(26380).await;
-    let _: String = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER).query_async(&mut sentinel_conn).await.expect("failover");
+    failover().await;
     let rebuilt = eventually(Duration::from_secs(45), || winners(&conn, 10)).await;
     let stores = audit::Stores::connect(&env.admin_database(), &env.redis_admin()).await.expect("stores");
     let report = audit::check(&stores, &event_id, &accepted, Some(&pipeline.provider_url)).await.expect("checked");
