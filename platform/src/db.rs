@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0007_dispatch_figures", include_str!("../../migrations/0007_dispatch_figures.sql")),
     ("0008_parked_gifts", include_str!("../../migrations/0008_parked_gifts.sql")),
     ("0009_entry_tickets", include_str!("../../migrations/0009_entry_tickets.sql")),
+    ("0010_no_member_tables", include_str!("../../migrations/0010_no_member_tables.sql")),
 ];
 
 /// Every service role's privileges, applied after the migrations on every

@@ -47,8 +47,6 @@ async fn ingest_reads_events_and_entries_and_touches_nothing_else() {
         // An event's status is the operator's: neither closed nor reopened by ingest.
         "UPDATE events SET status = 'closed', closed_at = now() WHERE false",
         "UPDATE events SET status = 'open', closed_at = NULL WHERE false",
-        "SELECT count(*) FROM members",
-        "SELECT count(*) FROM purchases",
         "SELECT count(*) FROM gift_dispatches",
         "SELECT count(*) FROM payout_claims",
         "SELECT count(*) FROM outbox",
@@ -68,7 +66,6 @@ async fn the_recorder_and_the_sender_keep_to_their_own_tables() {
     allowed(&env, Principal::RECORDER, "UPDATE event_entries SET status = status WHERE false").await;
     allowed(&env, Principal::RECORDER, "UPDATE stock_ledger SET issued = issued WHERE false").await;
     for sql in [
-        "SELECT count(*) FROM members",
         "SELECT count(*) FROM outbox",
         "SELECT count(*) FROM payout_claims",
         "UPDATE events SET payout_claimed = 0",
@@ -80,7 +77,6 @@ async fn the_recorder_and_the_sender_keep_to_their_own_tables() {
     allowed(&env, Principal::SENDER, "UPDATE events SET payout_claimed = payout_claimed WHERE false").await;
     allowed(&env, Principal::SENDER, "DELETE FROM outbox WHERE false").await;
     for sql in [
-        "SELECT count(*) FROM members",
         "UPDATE events SET status = 'closed'",
         "UPDATE event_entries SET status = 'sent'",
         "UPDATE stock_ledger SET issued = 0",
@@ -107,8 +103,6 @@ async fn the_stock_stage_only_reads_events() {
         "SELECT count(*) FROM payout_claims",
         "SELECT count(*) FROM gift_dispatches",
         "SELECT count(*) FROM outbox",
-        "SELECT count(*) FROM members",
-        "SELECT count(*) FROM purchases",
         "CREATE TABLE stock_was_here (id int)",
         "CREATE TEMP TABLE stock_was_here (id int)",
     ] {
