@@ -9,8 +9,8 @@ use crate::error::AuditError;
 use crate::ids::canonical;
 use crate::stores::{provider_gifts, Stores};
 
-/// FCFS fidelity: of the first N entries, the share that won a unit (a
-/// perfect first-come-first-served run: 1.0).
+/// FCFS fidelity: of the first N valid entries in line, the share that won a
+/// unit (a perfect first-come-first-served run: 1.0).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Fidelity {
     pub first_n: i64,
@@ -30,8 +30,13 @@ pub enum FirstN {
     Winners,
 }
 
-/// The one place that ranks entries for FCFS fidelity: what "first" means
-/// (today the accept time, ties by entry id) is decided here alone.
+/// The one place that ranks entries for FCFS fidelity: what "first" means is
+/// decided here alone. The line's order: the ticket (the place ingest gave
+/// the entry, or the stock stage to one that came without), then the accept
+/// time, then the entry id; entries recorded before tickets existed rank by
+/// accept time. Only valid entries count: one decided INELIGIBLE, CLOSED (a
+/// hole, or outside the window) or ALREADY_WON (a member's later entry)
+/// could never take a unit, and its place passed on.
 pub async fn fcfs_fidelity(stores: &Stores, event_id: &str, first: FirstN) -> Result<Fidelity, AuditError> {
     let db = stores.db().await?;
     let row = db
@@ -50,8 +55,10 @@ pub async fn fcfs_fidelity(stores: &Stores, event_id: &str, first: FirstN) -> Re
     let row = db
         .query_one(
             "SELECT count(*), count(*) FILTER (WHERE outcome = 'WON') FROM (
-                 SELECT outcome FROM event_entries WHERE event_id = $1 AND accepted_at IS NOT NULL
-                 ORDER BY accepted_at, entry_id LIMIT $2) firsts",
+                 SELECT outcome FROM event_entries
+                 WHERE event_id = $1 AND accepted_at IS NOT NULL
+                   AND (outcome IS NULL OR outcome IN ('WON', 'SOLD_OUT'))
+                 ORDER BY ticket NULLS LAST, accepted_at, entry_id LIMIT $2) firsts",
             &[&event_id, &n],
         )
         .await?;

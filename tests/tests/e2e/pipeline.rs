@@ -98,13 +98,12 @@ async fn refused_phones_return_their_units_to_later_entrants() {
     assert_eq!(t.ledger_returned, t.failed, "each refused phone returned its unit once: {t:?}");
     assert_eq!(t.redis_stock, 0, "returned units went on, none waits in stock: {t:?}");
 
-    // The entries as the recorder wrote them, in FCFS order (accepted_at, then
-    // entry id: the waitlist's order for one millisecond).
+    // The entries as the recorder wrote them, in line: by ticket, the place
+    // ingest gave each at admission.
     let rows = db
         .query(
-            "SELECT entry_id::text, user_id, status, unit_no, \
-                    floor(extract(epoch FROM accepted_at) * 1000)::bigint \
-             FROM event_entries WHERE event_id = $1 ORDER BY accepted_at, entry_id",
+            "SELECT entry_id::text, user_id, status, unit_no, ticket \
+             FROM event_entries WHERE event_id = $1 ORDER BY ticket, accepted_at, entry_id",
             &[&event_id],
         )
         .await
@@ -113,13 +112,15 @@ async fn refused_phones_return_their_units_to_later_entrants() {
         user: String,
         status: String,
         unit: Option<i32>,
-        accepted_at: i64,
+        ticket: Option<i64>,
     }
     let rows: Vec<Row> = rows
         .iter()
-        .map(|r| Row { user: r.get(1), status: r.get(2), unit: r.get(3), accepted_at: r.get(4) })
+        .map(|r| Row { user: r.get(1), status: r.get(2), unit: r.get(3), ticket: r.get(4) })
         .collect();
     assert_eq!(rows.len(), first.count(202), "one row per accepted entry");
+    let tickets: Vec<i64> = rows.iter().filter_map(|r| r.ticket).collect();
+    assert_eq!(tickets, (1..=rows.len() as i64).collect::<Vec<_>>(), "one ticket per entry, none missing");
 
     let sent: Vec<&Row> = rows.iter().filter(|r| r.status == "sent").collect();
     let sent_members: HashSet<&String> = sent.iter().map(|r| &r.user).collect();
@@ -138,33 +139,17 @@ async fn refused_phones_return_their_units_to_later_entrants() {
         rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>()
     );
 
-    // FCFS: the members who were handed a unit (SENT, or FAILED on a refused
-    // phone) are exactly the earliest 45 + failed entries by accepted_at. So
-    // the SENT ones are the first 45 non-refused members, every refused phone
-    // among them FAILED, and a promoted unit skipped nobody eligible.
+    // FCFS, exactly: the members who were handed a unit (SENT, or FAILED on
+    // a refused phone) are the first 45 + failed tickets, whichever stock
+    // instance decided which entry when; every later ticket lost.
     let served = 45 + t.failed as usize;
     assert!(rows.len() > served, "more entries than units handed out: {} accepted", rows.len());
     let (head, tail) = rows.split_at(served);
-    let last_served = head.iter().map(|r| r.accepted_at).max().unwrap_or(i64::MIN);
     for row in head {
-        // A millisecond tie at the border may fall either way (the line orders
-        // ties by entry id; the first sale by log order).
-        if row.accepted_at < tail[0].accepted_at {
-            assert!(
-                row.status == "sent" || row.status == "failed",
-                "{} (accepted {}) was skipped for later entrants",
-                row.user,
-                row.accepted_at
-            );
-        }
-        if refused_members.contains(&row.user) && row.status != "lost" {
-            assert_eq!(row.status, "failed", "a refused phone is never paid");
-        }
+        assert!(row.status == "sent" || row.status == "failed", "ticket {:?} ({}) was skipped", row.ticket, row.user);
     }
     for row in tail {
-        if row.accepted_at > last_served {
-            assert_eq!(row.status, "lost", "{} (accepted {}) was served out of turn", row.user, row.accepted_at);
-        }
+        assert_eq!(row.status, "lost", "ticket {:?} ({}) was served out of turn", row.ticket, row.user);
     }
     let handed = rows.iter().filter(|r| r.status == "sent" || r.status == "failed").count();
     assert_eq!(handed, served, "each unit handed out once per refusal");
