@@ -29,7 +29,8 @@
       entry_in_progress: "Your entry is being recorded — retrying in {secs} s.",
       unauthorized: "Your token was refused. Sign in again.", invalid: "Please check your answers: {field}.",
       required: "Please answer every question.", network: "No connection — retrying in {secs} s.",
-      entry_id: "Entry id", error: "Something went wrong ({code})."
+      entry_id: "Entry id", error: "Something went wrong ({code}).",
+      place: "You are #{ticket} in line; {for_sale} gifts."
     },
     ko: {
       title: "설문 참여 & 커피 쿠폰", signin: "로그인", token_label: "회원 토큰", event_label: "이벤트",
@@ -54,7 +55,8 @@
       entry_in_progress: "참여를 처리하는 중입니다 — {secs}초 후 다시 시도합니다.",
       unauthorized: "토큰이 거부되었습니다. 다시 로그인하세요.", invalid: "답변을 확인해 주세요: {field}.",
       required: "모든 질문에 답해 주세요.", network: "연결이 끊겼습니다 — {secs}초 후 다시 시도합니다.",
-      entry_id: "참여 번호", error: "오류가 발생했습니다 ({code})."
+      entry_id: "참여 번호", error: "오류가 발생했습니다 ({code}).",
+      place: "대기 순번 {ticket}번 / 쿠폰 {for_sale}개"
     }
   };
 
@@ -253,7 +255,9 @@
           var el = $("status");
           el.setAttribute("data-state", s);
           el.setAttribute("data-code", via || "accepted");
-          el.textContent = prefix + t(s);
+          // The place in line, from the 202 on: never "won" before the stock stage decided.
+          var place = r.body.ticket ? " " + t("place", { ticket: r.body.ticket, for_sale: r.body.for_sale }) : "";
+          el.textContent = prefix + t(s) + place;
           if (s === "sent" || s === "failed" || s === "lost") return;
         } else if (r.status === 401) { show("refused", "unauthorized", "unauthorized"); return; }
         delay = Math.min(delay * 1.5, 8000);

@@ -41,11 +41,23 @@ pub async fn show(
         Err(error) => Some(error),
     };
     match pending_in(&app, &id.to_string(), &member).await {
-        Ok(Some(event_id)) => Ok(Json(json!({
-            "entry_id": id.to_string(),
-            "event_id": event_id,
-            "status": "pending",
-        }))),
+        Ok(Some(event_id)) => {
+            // Its place in line while it waits for the stock stage: never an outcome.
+            let ticket: Option<i64> = redis::cmd("HGET")
+                .arg(EventKeys::new(&event_id).tickets)
+                .arg(id.to_string())
+                .query_async(&mut app.redis.clone())
+                .await
+                .unwrap_or(None);
+            let for_sale = app.cache.get(&event_id).map(|meta| meta.for_sale);
+            Ok(Json(json!({
+                "entry_id": id.to_string(),
+                "event_id": event_id,
+                "status": "pending",
+                "ticket": ticket,
+                "for_sale": for_sale,
+            })))
+        }
         Ok(None) => match db_failure {
             Some(error) => Err(ApiError::unavailable(format!("entry lookup: {error}"))),
             None => Err(ApiError::NotFound),
@@ -63,9 +75,11 @@ async fn from_database(
     let client = db.get().await?;
     let row = client
         .query_opt(
-            "SELECT event_id, status, outcome, unit_no, dispatch_status,
-                    submitted_at, accepted_at, decided_at, dispatched_at
-               FROM event_entries WHERE entry_id = $1 AND user_id = $2",
+            "SELECT e.event_id, e.status, e.outcome, e.unit_no, e.dispatch_status,
+                    e.submitted_at, e.accepted_at, e.decided_at, e.dispatched_at, e.ticket,
+                    (v.total_stock - v.safety_stock)::bigint AS for_sale
+               FROM event_entries e LEFT JOIN events v ON v.event_id = e.event_id
+              WHERE e.entry_id = $1 AND e.user_id = $2",
             &[&id, &member.as_str()],
         )
         .await?;
@@ -84,6 +98,8 @@ async fn from_database(
         "accepted_at": time("accepted_at")?,
         "decided_at": time("decided_at")?,
         "dispatched_at": time("dispatched_at")?,
+        "ticket": row.try_get::<_, Option<i64>>("ticket")?,
+        "for_sale": row.try_get::<_, Option<i64>>("for_sale")?,
     })))
 }
 

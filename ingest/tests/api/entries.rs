@@ -41,6 +41,8 @@ async fn an_accepted_entry_is_answered_202_and_is_in_kafka() {
     assert_eq!(parsed.get_version_num(), 7, "entry ids are UUIDv7");
     assert_eq!(body["status"], "pending");
     assert_eq!(body["status_url"], format!("/api/entries/{entry_id}"));
+    assert_eq!((body["ticket"].as_i64(), body["for_sale"].as_i64()), (Some(1), Some(10)), "the member's place in line");
+    assert!(body.get("outcome").is_none(), "no outcome before the stock stage decided");
     assert_eq!(location.as_deref(), Some(format!("/api/entries/{entry_id}").as_str()));
 
     let (record, context) = consume_entry(&app.settings, &entry_id).await;
@@ -53,6 +55,7 @@ async fn an_accepted_entry_is_answered_202_and_is_in_kafka() {
     assert_eq!(record.client.user_agent.as_deref(), Some("ingest-test/1"));
     assert!(record.submitted_at >= before && record.submitted_at <= schemas::now_millis());
     assert!(record.accepted_at >= before - 1_000, "accepted_at is the admit time");
+    assert_eq!(record.ticket, 1, "the record carries the place ingest gave");
     assert!(Uuid::parse_str(&context.message_id).is_ok(), "message-id header is a UUID");
     assert_eq!(context.correlation_id, "corr-accepted-1");
     let record_trace = TraceParent::parse(&context.traceparent).expect("traceparent header");
@@ -65,6 +68,7 @@ async fn an_accepted_entry_is_answered_202_and_is_in_kafka() {
     let status = json_of(status).await;
     assert_eq!(status["status"], "pending");
     assert_eq!(status["event_id"], event_id.as_str());
+    assert_eq!(status["ticket"], 1, "its place, while it waits");
     app.stop().await;
 }
 
