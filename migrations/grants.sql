@@ -41,8 +41,10 @@ GRANT SELECT ON events TO firstcome_recorder;
 GRANT SELECT, INSERT, UPDATE ON event_entries, stock_movements TO firstcome_recorder;
 GRANT SELECT, UPDATE ON stock_ledger TO firstcome_recorder;
 
--- sender (group `dispatch`): the payout guard, its dispatches, its parked gifts and the outbox.
-GRANT SELECT ON events TO firstcome_sender;
+-- sender (group `dispatch`): the payout guard, its dispatches, its parked gifts and the outbox;
+-- and the entries it reads (never writes) to pay a WON only for an entry recorded from
+-- `survey-submitted` (sender::entries).
+GRANT SELECT ON events, event_entries TO firstcome_sender;
 GRANT UPDATE (payout_claimed) ON events TO firstcome_sender;
 GRANT SELECT, INSERT, UPDATE ON payout_claims TO firstcome_sender;
 GRANT SELECT, INSERT ON payout_refusals, gift_dispatches TO firstcome_sender;

@@ -28,6 +28,14 @@ pub const METRICS: &[Metric] = &[
         .labels(&["reason"])
         .known(&[&["member_already_paid"], &["stock_exhausted"], &["unknown_event"], &["conflicting_claim"]]),
     Metric::counter(
+        "firstcome_sender_won_without_entry_total",
+        "WON decisions refused because no entry of theirs was recorded for the member and event (dead-lettered)",
+    ),
+    Metric::counter(
+        "firstcome_sender_entry_waits_total",
+        "Batches retried because a WON's entry was not recorded yet (the recorder lags)",
+    ),
+    Metric::counter(
         "firstcome_sender_provider_mismatches_total",
         "Provider answers that did not match the gift asked for, by call (issue, lookup)",
     )
@@ -187,6 +195,37 @@ impl PayoutRefused<'_> {
             "payout refused: this WON is never sent and its unit is not returned; dead-lettering it for an operator"
         );
         metrics::counter!("firstcome_sender_payout_refusals_total", "reason" => self.reason.as_str()).increment(1);
+    }
+}
+
+/// A WON with no entry recorded for its member and event within the
+/// deadline: never paid (`crate::entries`).
+pub struct WonWithoutEntry<'a> {
+    pub entry: &'a WonEntry,
+}
+
+impl WonWithoutEntry<'_> {
+    pub fn emit(&self) {
+        tracing::error!(
+            entry_id = %self.entry.entry_id,
+            event_id = %self.entry.event_id,
+            user_id = %self.entry.user_id,
+            unit_no = self.entry.unit_no,
+            "WON refused: no entry recorded for this member and event; never sent, dead-lettering it for an operator"
+        );
+        metrics::counter!("firstcome_sender_won_without_entry_total").increment(1);
+    }
+}
+
+/// WONs of a batch whose entries are not recorded yet: the batch is retried.
+pub struct AwaitingEntries {
+    pub count: usize,
+}
+
+impl AwaitingEntries {
+    pub fn emit(&self) {
+        tracing::warn!(count = self.count, "WONs whose entries the recorder has not recorded yet; retrying the batch");
+        metrics::counter!("firstcome_sender_entry_waits_total").increment(1);
     }
 }
 

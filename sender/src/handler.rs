@@ -36,9 +36,10 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
+use crate::entries::EntryWitness;
 use crate::events::{
-    ConflictingClaim, DecisionRejected, DispatchSkipped, DispatchUnresolved, GiftParked, PayoutClaimed, PayoutRefused,
-    RequestRejected, SkipReason,
+    AwaitingEntries, ConflictingClaim, DecisionRejected, DispatchSkipped, DispatchUnresolved, GiftParked, PayoutClaimed,
+    PayoutRefused, RequestRejected, SkipReason, WonWithoutEntry,
 };
 use crate::payout_guard::{Claim, PayoutGuard};
 use crate::phone;
@@ -67,14 +68,24 @@ pub struct DispatchHandler {
     permits: Arc<Semaphore>,
     /// When a parked gift is first retried.
     park_backoff: Backoff,
+    /// The entry each WON must match before its claim.
+    witness: EntryWitness,
 }
 
 impl DispatchHandler {
-    pub fn new(group: String, codec: Codec, settler: Arc<Settler>, concurrency: usize, park_backoff: Backoff) -> Self {
+    pub fn new(
+        group: String,
+        codec: Codec,
+        settler: Arc<Settler>,
+        concurrency: usize,
+        park_backoff: Backoff,
+        witness: EntryWitness,
+    ) -> Self {
         let store = settler.store().clone();
         Self {
             group,
             codec,
+            witness,
             guard: PayoutGuard::new(store.pool().clone()),
             store,
             settler,
@@ -98,6 +109,8 @@ impl DispatchHandler {
                 !finished
             })
             .collect();
+        // The second key: an entry recorded from `survey-submitted`.
+        let open = self.vouched(open, &mut dead_letters).await?;
         // Before any provider call (and before the no-phone FAILED path).
         let todo = self.claim(open, &mut dead_letters).await?;
         if todo.is_empty() {
@@ -180,6 +193,31 @@ impl DispatchHandler {
                 Some(pending)
             })
             .collect())
+    }
+
+    /// Keeps the WONs whose entries are recorded for their member and event
+    /// ([`crate::entries`]). One not recorded yet fails the batch as
+    /// transient (retried after the loop's backoff, nothing claimed or sent);
+    /// one not recorded within the deadline is refused and dead-lettered.
+    async fn vouched(&self, open: Vec<Pending>, dead_letters: &mut Vec<DeadLetter>) -> Result<Vec<Pending>, HandlerError> {
+        let entries: Vec<&WonEntry> = open.iter().map(|p| &p.entry).collect();
+        let vouched = self.witness.vouch(&entries).await.map_err(|e| HandlerError::transient_in("reading entries", e))?;
+        if !vouched.awaiting.is_empty() {
+            let count = vouched.awaiting.len();
+            AwaitingEntries { count }.emit();
+            return Err(HandlerError::transient_in("awaiting the recorder", format!("{count} WONs without a recorded entry yet")));
+        }
+        let mut kept = Vec::with_capacity(open.len());
+        for pending in open {
+            if vouched.unvouched.contains(&pending.entry.entry_id) {
+                pending.span.in_scope(|| WonWithoutEntry { entry: &pending.entry }.emit());
+                let error = HandlerError::poison_in("payout refused", "no entry recorded for this member and event");
+                dead_letters.push(DeadLetter::new(pending.index, &error));
+            } else {
+                kept.push(pending);
+            }
+        }
+        Ok(kept)
     }
 
     /// Claims the payouts of the batch's open WONs (one transaction) and
@@ -333,6 +371,7 @@ mod tests {
             unit_no,
             decided_at: 1,
             accepted_at: 1,
+            ticket: 0,
         }
     }
 
@@ -371,7 +410,6 @@ mod tests {
     fn a_won_decision_with_blank_or_braced_ids_is_poison() {
         for (event_id, user_id) in [("ev", " "), ("ev", "m 1"), ("ev", "m|1"), ("e{v}", "u1"), ("", "u1"), ("ev", "")] {
             let bad = StockDecision { event_id: event_id.into(), user_id: user_id.into(), ..decision(Outcome::Won, Some(1)) };
-            ticket: 0,
             assert!(won_entry(&bad).is_err(), "{event_id:?} {user_id:?} accepted");
         }
     }

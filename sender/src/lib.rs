@@ -25,6 +25,7 @@
 //! - [`handler`]: the batch handler (decode, WON only, claim, bounded concurrency).
 //! - [`settle`]: one claimed gift asked of the provider and its outcome recorded.
 //! - [`parked`]: the retrier of gifts whose provider answers settle nothing.
+//! - [`entries`]: the entry every WON must match in the entries table before its claim.
 //! - [`payout_guard`]: the PostgreSQL claim every WON needs before it is sent.
 //! - [`phone`]: whether a member's phone can be sent to (the provider's rule).
 //! - [`store`]: the dispatch ledger and outbox writes, the replica reads.
@@ -34,6 +35,7 @@
 
 pub mod backoff;
 pub mod dispatch;
+pub mod entries;
 pub mod events;
 pub mod handler;
 pub mod outbox;

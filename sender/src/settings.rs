@@ -126,13 +126,19 @@ pub struct DispatchSettings {
     /// only when every gift in it is done, so it must end well inside
     /// `kafka.max_poll_interval_ms` or the group evicts a healthy instance.
     pub batch_max_records: usize,
+    /// How long a batch waits for the recorder to record a WON's entry
+    /// before it is retried (`crate::entries`).
+    pub entry_wait_ms: u64,
+    /// A WON whose entry is still not recorded this long after this instance
+    /// first looked is refused and dead-lettered.
+    pub entry_deadline_ms: u64,
 }
 
 impl Default for DispatchSettings {
     fn default() -> Self {
         // 2 waves of 32 gifts: a worst case of about 1 minute with the
         // default provider settings, against a 5 minute poll interval.
-        Self { batch_max_records: 64 }
+        Self { batch_max_records: 64, entry_wait_ms: 5_000, entry_deadline_ms: 300_000 }
     }
 }
 

@@ -3,6 +3,7 @@
 //! shutdown), and beside it the outbox relay and the retrier of parked gifts.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use platform::kafka::{Delivery, EventProducer, Order};
 use platform::ops::Health;
@@ -12,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
+use crate::entries::EntryWitness;
 use crate::handler::DispatchHandler;
 use crate::outbox::Relay;
 use crate::parked::ParkedRetrier;
@@ -72,6 +74,11 @@ impl Application {
             .with_kafka(&settings.kafka)?
             .with_registry(settings.registry.url.clone());
 
+        let witness = EntryWitness::new(
+            pool.clone(),
+            Duration::from_millis(settings.dispatch.entry_wait_ms),
+            Duration::from_millis(settings.dispatch.entry_deadline_ms),
+        );
         let wake = Arc::new(Notify::new());
         let relay = Relay::new(pool.clone(), producer.clone(), settings.relay.clone(), wake.clone());
         let dispatch_stop = CancellationToken::new();
@@ -81,7 +88,14 @@ impl Application {
         let settler = Arc::new(Settler::new(producer, store, dispatcher, wake));
         let parked = ParkedRetrier::new(settler.clone(), settings.parked.clone(), settings.provider.worst_gift());
         let handler =
-            DispatchHandler::new(group.clone(), codec, settler, settings.provider.concurrency, settings.parked.backoff());
+            DispatchHandler::new(
+                group.clone(),
+                codec,
+                settler,
+                settings.provider.concurrency,
+                settings.parked.backoff(),
+                witness,
+            );
 
         // Batches bounded so the worst case ends well inside max.poll.interval.ms (validated above).
         let consumer_kafka = settings.consumer_kafka();

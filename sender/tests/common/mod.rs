@@ -179,9 +179,39 @@ impl TestEnv {
         payloads
     }
 
+    /// Publishes `decision`; a WON's entry is recorded first, as the
+    /// recorder records it from `survey-submitted` (the sender pays only an
+    /// entry it finds there: `sender::entries`).
     pub async fn publish(&self, decision: &StockDecision) {
+        if decision.outcome == Outcome::Won {
+            self.record_entry(decision).await;
+        }
+        self.publish_unrecorded(decision).await;
+    }
+
+    /// Publishes `decision` without recording its entry (a forged WON, or
+    /// one the recorder has not caught up with).
+    pub async fn publish_unrecorded(&self, decision: &StockDecision) {
         let context = RecordContext::new_root(format!("corr-{}", decision.entry_id), None);
         self.producer.publish(decision, context).await.expect("decision published");
+    }
+
+    /// The entry row the recorder writes for `decision`'s entry from its
+    /// `SurveySubmitted` (accepted now, within the event's hours).
+    pub async fn record_entry(&self, decision: &StockDecision) {
+        let entry_id = Uuid::parse_str(&decision.entry_id).expect("a UUID entry id");
+        self.pool
+            .get()
+            .await
+            .unwrap()
+            .execute(
+                "INSERT INTO event_entries (entry_id, event_id, user_id, answers, client_channel, submitted_at, accepted_at)
+                 VALUES ($1, $2, $3, '[]'::jsonb, 'web', now(), now())
+                 ON CONFLICT (entry_id) DO NOTHING",
+                &[&entry_id, &decision.event_id, &decision.user_id],
+            )
+            .await
+            .expect("entry row");
     }
 
     /// A record that is not Avro at all.
