@@ -46,6 +46,11 @@ else
   echo "jaeger: not available; the tracing test will fail" >&2
 fi
 
+step "the Java partner (Kafka's Java client + the registry's Avro serde, built with Maven)"
+# Started by the partners test (tests/tests/partners/java_partner.rs); a no-op once built. A
+# failed build fails that test alone (it runs the build again and shows the log).
+bash tests/java/partner/build.sh || echo "java partner: not built; the partner test will fail" >&2
+
 step "running the tests"
 # Two test threads per binary: the machine has two cores and the services
 # under test share them with Kafka, the registry and PostgreSQL.
