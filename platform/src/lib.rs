@@ -13,6 +13,7 @@
 //! - [`error`]: an error with its cause chain, for logs.
 //! - [`redact`]: URLs without credentials, masked phones, no tokens, for logs.
 //! - [`scripts`]: every Redis script (`platform/lua/*.lua`), whichever crate runs it.
+//! - [`retry`]: a call retried with doubling waits until it answers or the service stops.
 //! - [`shutdown`]: SIGTERM/SIGINT into a cancellation token.
 //! - [`wait`]: waiting on a condition with a deadline (CLI and tests).
 
@@ -26,6 +27,7 @@ pub mod ops;
 pub mod ports;
 pub mod redact;
 pub mod redis;
+pub mod retry;
 pub mod scripts;
 pub mod service;
 pub mod settings;

@@ -249,24 +249,21 @@ impl ConsumerLoop {
         batch: &[Record],
         shutdown: &CancellationToken,
     ) -> Option<BatchOutcome> {
-        let mut backoff = RETRY_BACKOFF_MIN;
-        loop {
-            match handler.handle(batch).await {
-                Ok(outcome) => return Some(outcome),
-                Err(error) if error.is_poison() => {
-                    // The whole batch refused for good: dead-letter every record, move on.
-                    BatchRefused { group: &self.group, records: batch.len(), error: &error }.emit();
-                    let dead_letters = (0..batch.len()).map(|index| DeadLetter::new(index, &error)).collect();
-                    return Some(BatchOutcome { dead_letters, ..Default::default() });
-                }
-                Err(error) => {
-                    BatchRetried { group: &self.group, error: &error, retry_in: backoff }.emit();
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
-                }
+        let retried = crate::retry::until_stopped(
+            crate::retry::doubling(RETRY_BACKOFF_MIN, RETRY_BACKOFF_MAX),
+            shutdown,
+            || handler.handle(batch),
+            |error| !error.is_poison(),
+            |error, retry_in| BatchRetried { group: &self.group, error, retry_in }.emit(),
+        )
+        .await?;
+        match retried {
+            Ok(outcome) => Some(outcome),
+            Err(error) => {
+                // The whole batch refused for good: dead-letter every record, move on.
+                BatchRefused { group: &self.group, records: batch.len(), error: &error }.emit();
+                let dead_letters = (0..batch.len()).map(|index| DeadLetter::new(index, &error)).collect();
+                Some(BatchOutcome { dead_letters, ..Default::default() })
             }
         }
     }
