@@ -16,6 +16,7 @@ use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
 use audit::InvariantReport;
 use firstcome_cli::commands::members::{self, SeedPlan};
 use crate::rush::{self, RushPlan, RushReport};
+use crate::service_settings::{ProviderLink, Stack};
 use crate::services::{ServiceProcess, ServiceSpec};
 use firstcome_cli::CliSettings;
 
@@ -129,7 +130,7 @@ pub async fn run(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Result<Demo
         new_event.for_sale()
     );
 
-    let mut services = start_services(plan).await?;
+    let mut services = start_services(settings, plan).await?;
     let result = rush_and_drain(settings, plan, &new_event, &seeded.members).await;
     for service in services.drain(..) {
         service.stop(Duration::from_secs(10)).await;
@@ -137,45 +138,33 @@ pub async fn run(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Result<Demo
     result
 }
 
-async fn start_services(plan: &DemoPlan) -> anyhow::Result<Vec<ServiceProcess>> {
-    let port_env = |port: u16| vec![("FIRSTCOME_HTTP__PORT".to_string(), port.to_string())];
-    let health = |port: u16| format!("http://127.0.0.1:{port}/healthz");
-    let mut specs = Vec::new();
-    // Lists do not fit in environment variables: the simulator's faults go in a file.
-    std::fs::create_dir_all(&plan.log_dir)?;
-    let provider_config = plan.log_dir.join("provider-sim.toml");
-    let refused: Vec<String> = plan.refused_phone_suffix.iter().cloned().collect();
-    std::fs::write(
-        &provider_config,
-        format!(
-            "[faults]\ntransient_failure_rate = {}\ntimeout_after_issue_rate = {}\nhang_ms = 3000\nrefused_phone_suffixes = {}\n",
-            plan.provider_transient_rate,
-            plan.provider_timeout_after_issue_rate,
-            serde_json::to_string(&refused)?,
-        ),
-    )?;
-    let mut provider_env = port_env(PROVIDER_PORT);
-    provider_env.push(("FIRSTCOME_CONFIG".into(), provider_config.display().to_string()));
-    specs.push(ServiceSpec { name: "provider-sim".into(), binary: "provider-sim".into(), env: provider_env, health_url: health(PROVIDER_PORT) });
-    for (name, port) in [("stock-processor", 9101), ("recorder", 9102)] {
-        specs.push(ServiceSpec { name: name.into(), binary: name.into(), env: port_env(port), health_url: health(port) });
-    }
-    let mut sender_env = port_env(9103);
-    sender_env.push(("FIRSTCOME_PROVIDER__BASE_URL".into(), format!("http://127.0.0.1:{PROVIDER_PORT}")));
-    sender_env.push(("FIRSTCOME_PROVIDER__TIMEOUT_MS".into(), "1000".into()));
-    specs.push(ServiceSpec { name: "sender".into(), binary: "sender".into(), env: sender_env, health_url: health(9103) });
+async fn start_services(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Result<Vec<ServiceProcess>> {
+    let stack = Stack::new(settings);
+    let dir = &plan.log_dir;
+    let faults = provider_sim::Faults {
+        transient_failure_rate: plan.provider_transient_rate,
+        timeout_after_issue_rate: plan.provider_timeout_after_issue_rate,
+        hang_ms: 3000,
+        refused_phone_suffixes: plan.refused_phone_suffix.iter().cloned().collect(),
+        ..Default::default()
+    };
+    let provider = ProviderLink {
+        base_url: format!("http://127.0.0.1:{PROVIDER_PORT}"),
+        timeout_ms: 1000,
+        rate_per_sec: None,
+        backoff_max_ms: None,
+    };
+    let mut specs = vec![
+        ServiceSpec::new("provider-sim", "provider-sim", &stack.provider_sim(PROVIDER_PORT, faults, None), dir, PROVIDER_PORT)?,
+        ServiceSpec::new("stock-processor", "stock-processor", &stack.stock(9101, None, None), dir, 9101)?,
+        ServiceSpec::new("recorder", "recorder", &stack.recorder(9102), dir, 9102)?,
+        ServiceSpec::new("sender", "sender", &stack.sender(9103, &provider), dir, 9103)?,
+    ];
     for i in 0..plan.ingest_instances {
         let port = INGEST_BASE_PORT + 2 * i as u16;
-        // `/healthz` is on ingest's internal ops listener, one port each.
         let ops_port = INGEST_OPS_BASE_PORT + i as u16;
-        let mut env = port_env(port);
-        env.push(("FIRSTCOME_OPS__PORT".into(), ops_port.to_string()));
-        specs.push(ServiceSpec {
-            name: format!("ingest-{}", i + 1),
-            binary: "ingest".into(),
-            env,
-            health_url: health(ops_port),
-        });
+        let name = format!("ingest-{}", i + 1);
+        specs.push(ServiceSpec::new(&name, "ingest", &stack.ingest(port, ops_port), dir, ops_port)?);
     }
     let mut running = Vec::new();
     for spec in &specs {

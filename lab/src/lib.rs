@@ -2,7 +2,8 @@
 //! proof rather than for an event — the opening-rush load generator
 //! (`rush`), the chaos suite (`chaos`), the demo (`demo`), the clean-up of
 //! what test runs leave (`cleanup`), and the services started as processes
-//! with settings built in one place (`services`). The invariants it checks
+//! (`services`) with their settings built in one place from typed settings
+//! (`service_settings`). The invariants it checks
 //! are the `audit` crate's; the operator's commands it uses (event create,
 //! members seed, rebuild) are `firstcome`'s.
 
@@ -10,4 +11,5 @@ pub mod chaos;
 pub mod cleanup;
 pub mod demo;
 pub mod rush;
+pub mod service_settings;
 pub mod services;

@@ -10,6 +10,9 @@ use firstcome_lab::{chaos, cleanup, demo, rush};
 #[derive(Parser)]
 #[command(name = "firstcome-lab", version, about = "firstcome's lab: rush, chaos, demo on the local stack")]
 struct Cli {
+    /// Log more on stderr: -v info, -vv debug (quiet by default: warnings and errors).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,9 +43,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings: CliSettings = platform::settings::load().context("Failed to load settings")?;
-    settings.validate().context("Invalid settings")?;
-    let settings = settings.with_local_credentials();
+    let mut settings: CliSettings = firstcome_cli::app::load_settings()?;
+    settings.telemetry.log_filter = firstcome_cli::app::log_filter(&settings.telemetry.log_filter, cli.verbose);
     platform::telemetry::init("firstcome-lab", &settings.telemetry);
     match cli.command {
         Command::Rush(args) => rush::command::run(&settings, args).await,

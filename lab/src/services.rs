@@ -29,7 +29,8 @@ pub struct ServiceSpec {
     pub name: String,
     /// The binary, next to `firstcome-lab` (`ingest`, `stock-processor`, …).
     pub binary: String,
-    /// Environment on top of ours (`FIRSTCOME_…`).
+    /// Its environment: `FIRSTCOME_CONFIG`, its settings file
+    /// ([`ServiceSpec::new`]); the lab's own `FIRSTCOME_*` variables are not passed on.
     pub env: Vec<(String, String)>,
     /// `http://127.0.0.1:<port>/healthz`
     pub health_url: String,
@@ -102,7 +103,15 @@ fn spawn(spec: &ServiceSpec, out: std::fs::File) -> anyhow::Result<Child> {
     if !binary.exists() {
         bail!("{} not built (cargo build --bins)", binary.display());
     }
-    let child = Command::new(&binary)
+    let mut command = Command::new(&binary);
+    // The service reads its settings file alone: a variable of the lab's
+    // environment would win over the file (the environment is the last layer).
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("FIRSTCOME_")) {
+            command.env_remove(&key);
+        }
+    }
+    let child = command
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)

@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use secrecy::ExposeSecret;
 
 use platform::event_keys::EventKeys;
 use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
@@ -33,6 +32,7 @@ use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
 use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
 use audit::{Check, Stores};
 use firstcome_cli::commands::members::{self, SeedPlan};
+use crate::service_settings::{ProviderLink, Stack};
 use crate::services::{ServiceProcess, ServiceSpec};
 use firstcome_cli::CliSettings;
 use faults::World;
@@ -489,98 +489,48 @@ async fn start_services(
     plan: &ChaosPlan,
     dir: &Path,
 ) -> anyhow::Result<(HashMap<String, ServiceProcess>, Vec<String>, String)> {
-    let common: Vec<(String, String)> = vec![
-        ("FIRSTCOME_KAFKA__BROKERS".into(), settings.kafka.brokers.clone()),
-        ("FIRSTCOME_KAFKA__TOPIC_PREFIX".into(), settings.kafka.topic_prefix.clone()),
-        ("FIRSTCOME_REGISTRY__URL".into(), settings.registry.url.clone()),
-        ("FIRSTCOME_DATABASE__URL".into(), settings.database.url.expose_secret().to_string()),
-        ("FIRSTCOME_REPLICA__URL".into(), settings.replica.url.expose_secret().to_string()),
-        ("FIRSTCOME_REPLICA__SCHEMA".into(), settings.replica.schema.clone()),
-        ("FIRSTCOME_REDIS__SENTINELS".into(), settings.redis.sentinels.clone()),
-        ("FIRSTCOME_REDIS__MASTER_NAME".into(), settings.redis.master_name.clone()),
-    ];
-    let health = |port: u16| format!("http://127.0.0.1:{port}/healthz");
-    let with = |extra: Vec<(&str, String)>| {
-        let mut env = common.clone();
-        env.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
-        env
-    };
+    let stack = Stack::new(settings);
     let mut specs = Vec::new();
 
     let provider_port = free_port()?;
-    let provider_config = dir.join("provider-sim.toml");
-    std::fs::write(
-        &provider_config,
-        format!(
-            "seed = {}\n[faults]\ntransient_failure_rate = {}\ntimeout_after_issue_rate = {}\nhang_ms = 2000\nrefused_phone_suffixes = {}\n\
-             wrong_key_rate = {}\nmalformed_rate = {}\nreset_after_issue_rate = {}\n",
-            plan.seed,
-            plan.provider_transient_rate,
-            plan.provider_timeout_after_issue_rate,
-            serde_json::to_string(&[&plan.refused_phone_suffix])?,
-            plan.provider_wrong_key_rate,
-            plan.provider_malformed_rate,
-            plan.provider_reset_after_issue_rate,
-        ),
-    )?;
-    specs.push(ServiceSpec {
-        name: "provider-sim".into(),
-        binary: "provider-sim".into(),
-        env: vec![
-            ("FIRSTCOME_HTTP__PORT".into(), provider_port.to_string()),
-            ("FIRSTCOME_CONFIG".into(), provider_config.display().to_string()),
-        ],
-        health_url: health(provider_port),
-    });
+    let faults = provider_sim::Faults {
+        transient_failure_rate: plan.provider_transient_rate,
+        timeout_after_issue_rate: plan.provider_timeout_after_issue_rate,
+        hang_ms: 2000,
+        refused_phone_suffixes: vec![plan.refused_phone_suffix.clone()],
+        wrong_key_rate: plan.provider_wrong_key_rate,
+        malformed_rate: plan.provider_malformed_rate,
+        reset_after_issue_rate: plan.provider_reset_after_issue_rate,
+        ..Default::default()
+    };
+    let simulator = stack.provider_sim(provider_port, faults, Some(plan.seed));
+    specs.push(ServiceSpec::new("provider-sim", "provider-sim", &simulator, dir, provider_port)?);
     let provider_url = format!("http://127.0.0.1:{provider_port}");
     for n in 0..plan.stock {
         let port = free_port()?;
-        specs.push(ServiceSpec {
-            name: schedule::name("stock", n),
-            binary: "stock-processor".into(),
-            env: with(vec![
-                ("FIRSTCOME_HTTP__PORT", port.to_string()),
-                ("FIRSTCOME_INSTANCE_ID", format!("chaos-stock-{}", n + 1)),
-                // The failover fence: Sentinel's Redis has one replica.
-                ("FIRSTCOME_REPLICA_ACKS", "1".into()),
-            ]),
-            health_url: health(port),
-        });
+        // The failover fence: Sentinel's Redis has one replica.
+        let stock = stack.stock(port, Some(format!("chaos-stock-{}", n + 1)), Some(1));
+        specs.push(ServiceSpec::new(&schedule::name("stock", n), "stock-processor", &stock, dir, port)?);
     }
     for n in 0..plan.recorders {
         let port = free_port()?;
-        specs.push(ServiceSpec {
-            name: schedule::name("recorder", n),
-            binary: "recorder".into(),
-            env: with(vec![("FIRSTCOME_HTTP__PORT", port.to_string())]),
-            health_url: health(port),
-        });
+        specs.push(ServiceSpec::new(&schedule::name("recorder", n), "recorder", &stack.recorder(port), dir, port)?);
     }
+    let link = ProviderLink {
+        base_url: provider_url.clone(),
+        timeout_ms: 1000,
+        rate_per_sec: Some(plan.provider_rate_per_sec),
+        backoff_max_ms: Some(1000),
+    };
     for n in 0..plan.senders {
         let port = free_port()?;
-        specs.push(ServiceSpec {
-            name: schedule::name("sender", n),
-            binary: "sender".into(),
-            env: with(vec![
-                ("FIRSTCOME_HTTP__PORT", port.to_string()),
-                ("FIRSTCOME_PROVIDER__BASE_URL", provider_url.clone()),
-                ("FIRSTCOME_PROVIDER__TIMEOUT_MS", "1000".into()),
-                ("FIRSTCOME_PROVIDER__RATE_PER_SEC", plan.provider_rate_per_sec.to_string()),
-                ("FIRSTCOME_PROVIDER__BACKOFF_MAX_MS", "1000".into()),
-            ]),
-            health_url: health(port),
-        });
+        specs.push(ServiceSpec::new(&schedule::name("sender", n), "sender", &stack.sender(port, &link), dir, port)?);
     }
     let mut urls = Vec::new();
     for n in 0..plan.ingest {
         let (port, ops) = (free_port()?, free_port()?);
         urls.push(format!("http://127.0.0.1:{port}"));
-        specs.push(ServiceSpec {
-            name: schedule::name("ingest", n),
-            binary: "ingest".into(),
-            env: with(vec![("FIRSTCOME_HTTP__PORT", port.to_string()), ("FIRSTCOME_OPS__PORT", ops.to_string())]),
-            health_url: health(ops),
-        });
+        specs.push(ServiceSpec::new(&schedule::name("ingest", n), "ingest", &stack.ingest(port, ops), dir, ops)?);
     }
     let mut running = HashMap::new();
     for spec in &specs {
