@@ -82,29 +82,27 @@ async fn listen(
     refresh_now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_MIN;
     loop {
         let connection = match pubsub.take() {
             Some(connection) => connection,
-            None => match subscribe(&client).await {
-                Ok(connection) => {
-                    tracing::info!(channel = STATE_CHANNEL, "re-subscribed to event state changes");
-                    metrics::counter!("firstcome_ingest_state_resubscribes_total").increment(1);
-                    // Changes published while disconnected are lost: re-read everything.
-                    refresh_now.notify_one();
-                    backoff = BACKOFF_MIN;
-                    connection
-                }
-                Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "event state subscription failed");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
-                }
-            },
+            None => {
+                // Each reconnection starts again from the shortest wait.
+                let subscribed = platform::retry::until_stopped(
+                    platform::retry::doubling(BACKOFF_MIN, BACKOFF_MAX),
+                    &shutdown,
+                    || subscribe(&client),
+                    |_| true,
+                    |error, retry_in| tracing::warn!(%error, ?retry_in, "event state subscription failed"),
+                )
+                .await;
+                // Every error is retried: the only end without a connection is a stop.
+                let Some(Ok(connection)) = subscribed else { return };
+                tracing::info!(channel = STATE_CHANNEL, "re-subscribed to event state changes");
+                metrics::counter!("firstcome_ingest_state_resubscribes_total").increment(1);
+                // Changes published while disconnected are lost: re-read everything.
+                refresh_now.notify_one();
+                connection
+            }
         };
         let (mut sink, mut stream) = connection.split();
         let mut ping = interval(PING_EVERY);
