@@ -9,52 +9,43 @@
 //! more (no internal URL, address or error text); the reason of a failure is
 //! logged.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use moka::future::Cache;
 use platform::ops::Health;
 use serde_json::{json, Map, Value};
-use tokio::sync::Mutex;
 
 /// How long one health result is served.
 pub const HEALTH_TTL: Duration = Duration::from_secs(1);
-
-#[derive(Clone)]
-struct Report {
-    at: Instant,
-    healthy: bool,
-    body: Value,
-}
 
 /// The dependency checks, cached and collapsed. Cheap to clone.
 #[derive(Clone)]
 pub struct CachedHealth {
     health: Health,
-    ttl: Duration,
-    last: Arc<Mutex<Option<Report>>>,
+    /// One entry, kept for the TTL from when its check ended; concurrent
+    /// misses wait on the one check under way (moka's `get_with`).
+    last: Cache<(), (bool, Value)>,
 }
 
 impl CachedHealth {
     pub fn new(health: Health, ttl: Duration) -> Self {
-        Self { health, ttl, last: Arc::new(Mutex::new(None)) }
+        Self { health, last: Cache::builder().max_capacity(1).time_to_live(ttl).build() }
     }
 
     /// The current report: the cached one while fresh, else one new check
-    /// (concurrent callers wait on the lock and share it).
+    /// that concurrent callers share.
     pub async fn report(&self) -> (bool, Value) {
-        let mut last = self.last.lock().await;
-        if let Some(report) = last.as_ref().filter(|r| r.at.elapsed() < self.ttl) {
-            return (report.healthy, report.body.clone());
-        }
-        let (healthy, detailed) = self.health.report().await;
-        let body = public(&detailed);
-        *last = Some(Report { at: Instant::now(), healthy, body: body.clone() });
-        (healthy, body)
+        self.last
+            .get_with((), async {
+                let (healthy, detailed) = self.health.report().await;
+                (healthy, public(&detailed))
+            })
+            .await
     }
 }
 
@@ -107,6 +98,7 @@ pub fn router(health: CachedHealth) -> Router {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     fn counting(calls: Arc<AtomicUsize>, answer: Result<(), String>) -> Health {
         Health::new().with(
