@@ -268,7 +268,8 @@ async fn admit_call<C: ConnectionLike + Send>(
         .key(&keys.ticket)
         .key(&keys.tickets)
         .key(&keys.frontier)
-        .key(&keys.pending);
+        .key(&keys.pending)
+        .key(&keys.holes);
     invocation
         .arg(resume_after.as_millis() as u64)
         .arg((resume_after * HOLE_AFTER_RESUMES).as_millis() as u64)

@@ -24,6 +24,7 @@ pub mod admission;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod holes;
 pub mod ids;
 pub mod metrics;
 pub mod operations;

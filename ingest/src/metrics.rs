@@ -26,6 +26,10 @@ pub const METRICS: &[Metric] = &[
     .labels(&["stage"])
     .known(&[&["admit"], &["produce"], &["mark_accepted"]]),
     Metric::counter("firstcome_ingest_produce_failures_total", "Entries whose produce failed (answered 503)"),
+    Metric::counter(
+        "firstcome_ingest_holes_announced_total",
+        "Admitted entries never acknowledged by their deadline, announced as holes so their places pass on",
+    ),
     Metric::counter("firstcome_ingest_rate_limited_total", "Requests refused by a member's rate limit (429)"),
     Metric::counter(
         "firstcome_ingest_address_refused_total",

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::holes::HoleSweep;
 use crate::admission::Admitter;
 use crate::dashboard::tally::Tally;
 use crate::dashboard::Dashboard;
@@ -60,6 +61,7 @@ pub struct Application {
     ops_router: Router,
     serve_limits: ServeLimits,
     sync: StateSync,
+    holes: HoleSweep,
     streams_stop: CancellationToken,
 }
 
@@ -86,6 +88,7 @@ impl Application {
             .with_kafka(&settings.kafka)?
             .with_registry(settings.registry.url.clone())
             .with_postgres(db.clone());
+        let holes = HoleSweep::new(cache.clone(), redis.clone(), producer.clone());
         let state = AppState {
             cache,
             redis,
@@ -126,6 +129,7 @@ impl Application {
                 max_connections: settings.limits.max_connections,
             },
             sync,
+            holes,
         })
     }
 
@@ -166,6 +170,7 @@ impl Application {
             streams_stop.cancel();
         });
         let sync = tokio::spawn(self.sync.run(stop.clone()));
+        let holes = tokio::spawn(self.holes.run(stop.clone()));
         // The ops listener is internal yet served the same guarded way.
         let ops_limits = ServeLimits { max_connections: 64, ..self.serve_limits };
         let ops = tokio::spawn(crate::server::serve(self.ops_listener, self.ops_router, ops_limits, stop.clone()));
@@ -178,6 +183,9 @@ impl Application {
         }
         if let Err(error) = sync.await {
             tracing::error!(%error, "event state sync task failed");
+        }
+        if let Err(error) = holes.await {
+            tracing::error!(%error, "hole sweep task failed");
         }
         tracing::info!("ingest stopped");
         Ok(served?)

@@ -11,15 +11,15 @@
 -- plus the line's depth, nobody new is admitted (sold_out), without waiting
 -- for the stock stage; the last ticket announces it on the state channel.
 --
--- KEYS: meta, eligible, entered, entries, ticket, tickets, frontier, pending
+-- KEYS: meta, eligible, entered, entries, ticket, tickets, frontier, pending, holes
 -- ARGV: resume_after_ms, hole_after_ms, state channel, event id,
 --       then per request: member, new entry id, admit_new
 --       (1, or 0 when this instance was told the event sold out: known
 --       members are still answered, nobody new is admitted)
 -- Answers one {code, entry id, ms, now, ticket} per request, in order
 -- (ticket 0 where none applies).
-local meta, eligible, entered, entries, ticket, tickets, frontier, pending =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local meta, eligible, entered, entries, ticket, tickets, frontier, pending, holes =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local now = redis_now_ms()
 local resume_after = tonumber(ARGV[1])
 local hole_after = tonumber(ARGV[2]) or 0
@@ -44,6 +44,14 @@ local function admit_one(member, new_entry, admit_new)
     return {'not_eligible', '', 0, now, 0}
   end
   local mark = redis.call('HGET', entered, member)
+  -- A pending entry that became a hole (holes.lua) has had its place passed
+  -- on: the member who comes back is admitted afresh, at the end of the line.
+  if mark and string.sub(mark, 1, 2) == 'P|' then
+    local entry = string.match(mark, '^P|([^|]+)|')
+    if entry and redis.call('HEXISTS', holes, entry) == 1 then
+      mark = nil
+    end
+  end
   if mark then
     if string.sub(mark, 1, 2) == 'A|' then
       local entry = string.sub(mark, 3)

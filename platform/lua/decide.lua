@@ -2,13 +2,14 @@
 --
 -- KEYS: 1 meta, 2 stock, 3 eligible, 4 winners, 5 decisions, 6 next_unit,
 --       7 applied, 8 waitlist, 9 members, 10 hold, 11 ticket, 12 tickets,
---       13 frontier, 14 dead, 15 pending, 16 promoted
+--       13 frontier, 14 dead, 15 pending, 16 promoted, 17 holes
 -- ARGV: 1 event_id, 2 state channel, 3 late-decision grace (ms),
 --       4 how long an event's keys outlive its close (ms),
 --       5 E = number of expected marks, then E (field, next_offset) pairs,
 --       then N = number of new marks, then N (field, next_offset) pairs,
---       then (entry_id, user_id, accepted_at_ms, ticket) quadruples in batch
---       order (ticket 0: the producer gave none)
+--       then (entry_id, user_id, accepted_at_ms, ticket, hole) quintuples in
+--       batch order (ticket 0: the producer gave none; hole 1: ingest's
+--       announcement that the entry never reached the log, ingest/src/holes.rs)
 -- Returns { remaining, now, P, answer_1 … answer_n, ticket_1 … ticket_n,
 -- promotion_1 … promotion_P } as strings: remaining is the stock left after
 -- the batch (-1 for an unknown event); now is Redis' clock (ms) the batch was
@@ -53,6 +54,7 @@
 local meta, stock, eligible, winners, decisions, next_unit, applied, waitlist, members, hold =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local ticket, tickets, frontier, dead, pending, promoted = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local holes = KEYS[17]
 local event_id = ARGV[1]
 local channel = ARGV[2]
 local grace = tonumber(ARGV[3]) or 0
@@ -77,7 +79,7 @@ local now = redis_now_ms()
 
 -- Lost whole, not expired (see the header).
 if #expected > 0 and redis.call('EXISTS', meta) == 0 then
-  for i = at_arg + 2, #ARGV, 4 do
+  for i = at_arg + 2, #ARGV, 5 do
     local at = math.min(tonumber(ARGV[i]) or now, now)
     if at > now - lifetime then
       return { 'STALE', 'meta', '0', string.format('%.0f', expected[1][2]) }
@@ -208,10 +210,14 @@ end
 local out = { '-1', string.format('%.0f', now), '0' }
 local decided_on = {}
 local wrote = false
-for i = at_arg, #ARGV, 4 do
+for i = at_arg, #ARGV, 5 do
   local entry, member, accepted_at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local claimed = tonumber(ARGV[i + 3]) or 0
+  local hole = ARGV[i + 4] == '1'
   local answer = stored_answer(entry, member)
+  if known then
+    redis.call('HDEL', holes, entry)
+  end
   local t = tonumber(redis.call('HGET', tickets, entry) or '0') or 0
   current_entry = entry
   if answer then
@@ -220,7 +226,19 @@ for i = at_arg, #ARGV, 4 do
       promotions[#promotions + 1] = again
     end
   else
-    if known then
+    if known and hole then
+      -- A hole: the entry never reached the log (the real record, had it
+      -- been produced, comes first on the member's partition and was
+      -- answered above). CLOSED, and only the ticket Redis gave it passes
+      -- on: a record cannot name another entry's place. It is not the
+      -- member's first entry: one who comes back is admitted afresh.
+      local own = tonumber(redis.call('HGET', tickets, entry) or '')
+      kill(own)
+      answer, t = 'CLOSED|', own or 0
+      redis.call('HSET', decisions, entry, answer)
+      redis.call('ZREM', pending, entry)
+      wrote = true
+    elseif known then
       local first = redis.call('HGET', members, member)
       if first and first ~= entry then
         answer = standing(member, first)

@@ -23,6 +23,7 @@
 //! | `fc:{ev}:frontier` | string | the highest ticket a unit is kept for: `for_sale` at first, one further for every returned unit and every ticket within it that cannot take one (invalid, a hole); absent = `for_sale` |
 //! | `fc:{ev}:dead` | set | tickets beyond the frontier that will never take a unit (decided invalid, holes): the frontier skips them |
 //! | `fc:{ev}:pending` | sorted set | entry ids admitted and not yet acknowledged by the broker nor decided, scored by when they become holes (ms) |
+//! | `fc:{ev}:holes` | hash | entry id → `member|accepted_at|ticket|announced_at` of admitted entries the broker never acknowledged by their deadline: ingest announces them (a hole record) until the stock stage decides them |
 //! | `fc:{ev}:room`, `line`, `prequeue`, `passed` | | the waiting room's (`ingest/src/waiting_room.rs`) |
 //! | `fc:{ev}:hold` | string | a rebuild's token while it holds the event: the decide and release scripts answer HELD and write nothing until the rebuilt state is swapped in (short expiry: a crashed rebuild lets go by itself) |
 //!
@@ -64,6 +65,7 @@ pub struct EventKeys {
     pub frontier: String,
     pub dead: String,
     pub pending: String,
+    pub holes: String,
     pub hold: String,
     /// The waiting room's keys: listed so that deleting an event's keys
     /// (a re-created event, a test) clears them too.
@@ -92,13 +94,14 @@ impl EventKeys {
             frontier: k("frontier"),
             dead: k("dead"),
             pending: k("pending"),
+            holes: k("holes"),
             hold: k("hold"),
             room: [k("room"), k("line"), k("prequeue"), k("passed")],
         }
     }
 
     /// Every key, for expiry and deletion.
-    pub fn all(&self) -> [&str; 23] {
+    pub fn all(&self) -> [&str; 24] {
         [
             &self.meta,
             &self.stock,
@@ -118,6 +121,7 @@ impl EventKeys {
             &self.frontier,
             &self.dead,
             &self.pending,
+            &self.holes,
             &self.hold,
             &self.room[0],
             &self.room[1],

@@ -13,6 +13,7 @@
 //! | [`release`] | stock-processor (`store.rs`) | a returned unit goes to the next in line, or back to stock |
 //! | [`rebuild_swap`] | stock-processor (`rebuild.rs`), `firstcome rebuild redis` | swap a rebuilt event state in (compare-and-swap on the marks) |
 //! | [`release_hold`] | stock-processor (`rebuild.rs`) | a rebuild that did not swap lets go of its hold on the event |
+//! | [`holes`] | ingest (`holes.rs`) | admitted entries the broker never acknowledged, past their deadline, to announce as holes |
 //! | [`waiting_room`] | ingest (`waiting_room.rs`) | a member's turn in the event's waiting line (rate-paced gate, pre-queue shuffled at the opening) |
 //! | [`write_event`] | `platform::event_keys::write_event` (`firstcome event create`, the stock stage's restore of a lost event) | the counter, the eligible set's expiry and `meta`, last |
 //!
@@ -48,6 +49,9 @@ pub const REBUILD_SWAP: &str = concat!(include_str!("../lua/prelude.lua"), inclu
 /// Source of [`release_hold`]: `lua/release_hold.lua`.
 pub const RELEASE_HOLD: &str = include_str!("../lua/release_hold.lua");
 
+/// Source of [`holes`]: prelude + `lua/holes.lua`.
+pub const HOLES: &str = concat!(include_str!("../lua/prelude.lua"), include_str!("../lua/holes.lua"));
+
 /// Source of [`waiting_room`]: prelude + `lua/waiting_room.lua`.
 pub const WAITING_ROOM: &str = concat!(include_str!("../lua/prelude.lua"), include_str!("../lua/waiting_room.lua"));
 
@@ -55,7 +59,7 @@ pub const WAITING_ROOM: &str = concat!(include_str!("../lua/prelude.lua"), inclu
 pub const WRITE_EVENT: &str = include_str!("../lua/write_event.lua");
 
 /// Every script by name, with its full source (what Redis is sent).
-pub const ALL: [(&str, &str); 9] = [
+pub const ALL: [(&str, &str); 10] = [
     ("admit", ADMIT),
     ("mark_accepted", MARK_ACCEPTED),
     ("mark_accepted_many", MARK_ACCEPTED_MANY),
@@ -65,7 +69,13 @@ pub const ALL: [(&str, &str); 9] = [
     ("release_hold", RELEASE_HOLD),
     ("waiting_room", WAITING_ROOM),
     ("write_event", WRITE_EVENT),
+    ("holes", HOLES),
 ];
+
+/// ingest: the holes to announce (`lua/holes.lua`).
+pub fn holes() -> Script {
+    Script::new(HOLES)
+}
 
 /// ingest: the first-entry decisions of one or many requests of one event (`lua/admit.lua`).
 pub fn admit() -> Script {

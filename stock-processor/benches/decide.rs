@@ -48,6 +48,7 @@ fn decide(c: &mut Criterion) {
                         user_id: &members[i % MEMBERS],
                         accepted_at_ms,
                         ticket: 0,
+                        hole: false,
                     })
                     .collect();
                 let store = &store;
@@ -101,7 +102,7 @@ fn fence(c: &mut Criterion) {
                 let start = next.fetch_add(batch, Ordering::Relaxed);
                 let accepted_at_ms = schemas::now_millis();
                 let entries: Vec<EntryRef<'_>> = (start..start + batch)
-                    .map(|i| EntryRef { entry_id: &entry_ids[i % MEMBERS], user_id: &members[i % MEMBERS], accepted_at_ms, ticket: 0 })
+                    .map(|i| EntryRef { entry_id: &entry_ids[i % MEMBERS], user_id: &members[i % MEMBERS], accepted_at_ms, ticket: 0, hole: false })
                     .collect();
                 let (store, event_id) = (&store, &event_id);
                 async move {
@@ -129,7 +130,7 @@ fn fence(c: &mut Criterion) {
                     let start = next.fetch_add(batch, Ordering::Relaxed);
                     let accepted_at_ms = schemas::now_millis();
                     let entries: Vec<EntryRef<'_>> = (start..start + batch)
-                        .map(|i| EntryRef { entry_id: &entry_ids[i % MEMBERS], user_id: &members[i % MEMBERS], accepted_at_ms, ticket: 0 })
+                        .map(|i| EntryRef { entry_id: &entry_ids[i % MEMBERS], user_id: &members[i % MEMBERS], accepted_at_ms, ticket: 0, hole: false })
                         .collect();
                     let began = std::time::Instant::now();
                     store.decide(&event_id, &entries).await.expect("decide");

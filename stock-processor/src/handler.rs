@@ -34,6 +34,9 @@ use crate::rebuild::Rebuilder;
 use crate::restore::Restorer;
 use crate::store::{Decided, EntryRef, Marks, Promotion, Released, StockStore, StoreError};
 
+/// The `client.channel` of ingest's hole announcements (`ingest::holes`).
+pub const HOLE_CHANNEL: &str = "hole";
+
 /// How long a batch waits for a rebuild that holds an event before it fails
 /// (and is tried again): below the transaction timeout would abort it anyway.
 const HELD_WAIT: Duration = Duration::from_secs(8);
@@ -467,6 +470,7 @@ impl StockHandler {
                         user_id: &e.user_id,
                         accepted_at_ms: e.accepted_at,
                         ticket: e.ticket,
+                        hole: e.client.channel == HOLE_CHANNEL,
                     }),
                     Input::Release(_) => None,
                 })

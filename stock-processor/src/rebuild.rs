@@ -314,7 +314,10 @@ impl StockLog for KafkaLog {
             let topic = message.topic();
             if topic == self.topics.survey_submitted {
                 let Some(entry) = self.decode::<SurveySubmitted>(payload).await? else { continue };
+                // A hole announcement is no member's entry: its decision
+                // (CLOSED, with its ticket) is all the rebuild needs.
                 if entry.event_id == event_id
+                    && entry.client.channel != crate::handler::HOLE_CHANNEL
                     && schemas::check_identity(&entry.event_id, &entry.entry_id, &entry.user_id).is_ok()
                 {
                     state.entered(&entry.entry_id, &entry.user_id, entry.accepted_at, entry.ticket);

@@ -31,6 +31,9 @@ pub struct EntryRef<'a> {
     pub accepted_at_ms: i64,
     /// The place in line the producer gave it (0: none; the script gives one).
     pub ticket: i64,
+    /// Ingest's announcement that this admitted entry never reached the log
+    /// (`ingest::holes`): decided CLOSED, its place passed on.
+    pub hole: bool,
 }
 
 /// The stock stage's answer to one entry.
@@ -253,13 +256,19 @@ impl StockStore {
             .key(&keys.dead)
             .key(&keys.pending)
             .key(&keys.promoted)
+            .key(&keys.holes)
             .arg(event_id)
             .arg(STATE_CHANNEL)
             .arg(LATE_DECISION_GRACE.as_millis() as u64)
             .arg(GRACE_AFTER_CLOSE.as_millis() as u64);
         marks.push_args(&mut invocation);
         for entry in entries {
-            invocation.arg(entry.entry_id).arg(entry.user_id).arg(entry.accepted_at_ms).arg(entry.ticket);
+            invocation
+                .arg(entry.entry_id)
+                .arg(entry.user_id)
+                .arg(entry.accepted_at_ms)
+                .arg(entry.ticket)
+                .arg(u8::from(entry.hole));
         }
         let mut conn = self.conn.clone();
         let answers: Vec<String> = invocation.invoke_async(&mut conn).await?;

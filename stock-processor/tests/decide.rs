@@ -27,7 +27,7 @@ async fn no_line(conn: &mut platform::redis::Connection, event_id: &str) {
 fn ticketed(entries: &[(Entry, i64)], accepted_at_ms: i64) -> Vec<EntryRef<'_>> {
     entries
         .iter()
-        .map(|((entry_id, user_id), ticket)| EntryRef { entry_id, user_id, accepted_at_ms, ticket: *ticket })
+        .map(|((entry_id, user_id), ticket)| EntryRef { entry_id, user_id, accepted_at_ms, ticket: *ticket, hole: false })
         .collect()
 }
 
@@ -37,7 +37,7 @@ fn refs(entries: &[Entry]) -> Vec<EntryRef<'_>> {
 
 /// Entries accepted at `accepted_at_ms`.
 fn refs_at(entries: &[Entry], accepted_at_ms: i64) -> Vec<EntryRef<'_>> {
-    entries.iter().map(|(entry_id, user_id)| EntryRef { entry_id, user_id, accepted_at_ms, ticket: 0 }).collect()
+    entries.iter().map(|(entry_id, user_id)| EntryRef { entry_id, user_id, accepted_at_ms, ticket: 0, hole: false }).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -781,3 +781,44 @@ async fn an_event_lost_whole_is_stale_not_ineligible() {
     let existing: i64 = redis::cmd("EXISTS").arg(&keys.all()[..]).query_async(&mut conn).await.unwrap();
     assert_eq!(existing, 0, "nothing written for an unknown event");
 }
+
+/// A hole (an admitted entry ingest announced as never having reached the
+/// log): CLOSED, and its place passes on to the next ticket waiting; the
+/// real record, had it come first, keeps its answer.
+#[tokio::test]
+async fn a_hole_passes_its_place_to_the_next_in_line() {
+    let event_id = common::new_event_id();
+    let eligible: Vec<String> = ["a", "b", "c"].iter().map(|m| m.to_string()).collect();
+    let mut conn = common::redis().await;
+    EventSetup::open_now(&event_id, 1, &eligible).create(&mut conn).await;
+    let keys = EventKeys::new(&event_id);
+    let store = common::store().await;
+    let now = common::redis_now(&mut conn).await;
+    let one = |member: &str| (common::new_entry_id(), member.to_string());
+    let (a, b, c) = (one("a"), one("b"), one("c"));
+    // Ingest gave a ticket 1 and b ticket 2; a's record never reached the log.
+    for (entry, ticket) in [(&a, 1), (&b, 2)] {
+        let () = redis::cmd("HSET").arg(&keys.tickets).arg(&entry.0).arg(ticket).query_async(&mut conn).await.unwrap();
+    }
+    let decided = store.decide(&event_id, &ticketed(&[(b.clone(), 2)], now - 1_000)).await.unwrap();
+    assert_eq!(decided.decisions[0].outcome, Outcome::SoldOut, "ticket 1's unit is kept for it");
+
+    fn hole(entry: &Entry, ticket: i64, accepted_at_ms: i64) -> EntryRef<'_> {
+        EntryRef { entry_id: &entry.0, user_id: &entry.1, accepted_at_ms, ticket, hole: true }
+    }
+    // A forged hole naming ticket 2 for an entry Redis never ticketed passes no place on.
+    let decided = store.decide(&event_id, &[hole(&c, 2, now - 2_000)]).await.unwrap();
+    assert_eq!(decided.decisions[0].outcome, Outcome::Closed);
+    assert!(decided.promotions.is_empty(), "{decided:?}");
+    // a's hole: CLOSED, and b (ticket 2) takes the unit.
+    let decided = store.decide(&event_id, &[hole(&a, 99, now - 2_000)]).await.unwrap();
+    assert_eq!(decided.decisions[0].outcome, Outcome::Closed);
+    assert_eq!(decided.tickets, vec![1], "Redis' ticket, not the record's");
+    assert_eq!(decided.promotions.len(), 1, "{decided:?}");
+    assert_eq!(decided.promotions[0].entry_id, b.0);
+    // a's real record, late: the hole's answer stands; a is not stuck as entered.
+    let decided = store.decide(&event_id, &ticketed(&[(a.clone(), 1)], now - 2_000)).await.unwrap();
+    assert_eq!(decided.decisions[0].outcome, Outcome::Closed);
+    assert_eq!(common::hgetall(&mut conn, &keys.members).await.get("a"), None, "a hole is not the member's first entry");
+}
+

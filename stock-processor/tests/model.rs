@@ -382,6 +382,7 @@ impl World {
                     user_id: &e.user_id,
                     accepted_at_ms: e.accepted_at,
                     ticket: e.ticket,
+                    hole: false,
                 })
                 .collect();
             match self.store.decide_marked(&self.event_id, &refs, &marks).await {

@@ -7,6 +7,7 @@ mod auth;
 mod dashboard;
 mod entries;
 mod events;
+mod holes;
 mod helpers;
 mod limits;
 mod ops;
