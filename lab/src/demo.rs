@@ -155,16 +155,16 @@ async fn start_services(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Resu
         backoff_max_ms: None,
     };
     let mut specs = vec![
-        ServiceSpec::new("provider-sim", "provider-sim", &stack.provider_sim(PROVIDER_PORT, faults, None), dir, PROVIDER_PORT)?,
-        ServiceSpec::new("stock-processor", "stock-processor", &stack.stock(9101, None, None), dir, 9101)?,
-        ServiceSpec::new("recorder", "recorder", &stack.recorder(9102), dir, 9102)?,
-        ServiceSpec::new("sender", "sender", &stack.sender(9103, &provider), dir, 9103)?,
+        ServiceSpec::new("provider-sim", "provider-sim", &stack.provider_sim(PROVIDER_PORT, faults, None)?, dir, PROVIDER_PORT)?,
+        ServiceSpec::new("stock-processor", "stock-processor", &stack.stock(9101, None, None)?, dir, 9101)?,
+        ServiceSpec::new("recorder", "recorder", &stack.recorder(9102)?, dir, 9102)?,
+        ServiceSpec::new("sender", "sender", &stack.sender(9103, &provider)?, dir, 9103)?,
     ];
     for i in 0..plan.ingest_instances {
         let port = INGEST_BASE_PORT + 2 * i as u16;
         let ops_port = INGEST_OPS_BASE_PORT + i as u16;
         let name = format!("ingest-{}", i + 1);
-        specs.push(ServiceSpec::new(&name, "ingest", &stack.ingest(port, ops_port), dir, ops_port)?);
+        specs.push(ServiceSpec::new(&name, "ingest", &stack.ingest(port, ops_port)?, dir, ops_port)?);
     }
     let mut running = Vec::new();
     for spec in &specs {

@@ -503,18 +503,18 @@ async fn start_services(
         reset_after_issue_rate: plan.provider_reset_after_issue_rate,
         ..Default::default()
     };
-    let simulator = stack.provider_sim(provider_port, faults, Some(plan.seed));
+    let simulator = stack.provider_sim(provider_port, faults, Some(plan.seed))?;
     specs.push(ServiceSpec::new("provider-sim", "provider-sim", &simulator, dir, provider_port)?);
     let provider_url = format!("http://127.0.0.1:{provider_port}");
     for n in 0..plan.stock {
         let port = free_port()?;
         // The failover fence: Sentinel's Redis has one replica.
-        let stock = stack.stock(port, Some(format!("chaos-stock-{}", n + 1)), Some(1));
+        let stock = stack.stock(port, Some(format!("chaos-stock-{}", n + 1)), Some(1))?;
         specs.push(ServiceSpec::new(&schedule::name("stock", n), "stock-processor", &stock, dir, port)?);
     }
     for n in 0..plan.recorders {
         let port = free_port()?;
-        specs.push(ServiceSpec::new(&schedule::name("recorder", n), "recorder", &stack.recorder(port), dir, port)?);
+        specs.push(ServiceSpec::new(&schedule::name("recorder", n), "recorder", &stack.recorder(port)?, dir, port)?);
     }
     let link = ProviderLink {
         base_url: provider_url.clone(),
@@ -524,13 +524,13 @@ async fn start_services(
     };
     for n in 0..plan.senders {
         let port = free_port()?;
-        specs.push(ServiceSpec::new(&schedule::name("sender", n), "sender", &stack.sender(port, &link), dir, port)?);
+        specs.push(ServiceSpec::new(&schedule::name("sender", n), "sender", &stack.sender(port, &link)?, dir, port)?);
     }
     let mut urls = Vec::new();
     for n in 0..plan.ingest {
         let (port, ops) = (free_port()?, free_port()?);
         urls.push(format!("http://127.0.0.1:{port}"));
-        specs.push(ServiceSpec::new(&schedule::name("ingest", n), "ingest", &stack.ingest(port, ops), dir, ops)?);
+        specs.push(ServiceSpec::new(&schedule::name("ingest", n), "ingest", &stack.ingest(port, ops)?, dir, ops)?);
     }
     let mut running = HashMap::new();
     for spec in &specs {
