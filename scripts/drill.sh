@@ -5,7 +5,7 @@
 #                         [--wrk-secs S] [--out docs/drill]
 #                         [--waiting-room [--waiting-room-rate R] [--waiting-room-burst B]
 #                          [--pre-queue fifo|shuffle]] [--max-wait-secs S]
-#                         [--baselines-only]
+#                         [--baselines-only | --rush-only]
 #
 # On the local stack, under its own topic prefix (`drill-<stamp>.`, so its
 # consumer groups never share partitions with a demo running beside it):
@@ -24,6 +24,9 @@
 #      rush.png into --out with the baselines and each service's peak RSS;
 #   5. stops every process it started.
 #
+# --rush-only skips step 2 (the report reuses $OUT/baselines.json): the
+# rush's correctness figures (FCFS fidelity, entries admitted, invariants)
+# without the quarter hour of baselines.
 # --baselines-only stops after step 2 (ingest's ratios to the baselines, its
 # CPU per entry and the profile, in $OUT/baselines.json): the quick loop
 # while working on the hot path.
@@ -57,6 +60,7 @@ unset FIRSTCOME_WAITING_ROOM__ENABLED FIRSTCOME_WAITING_ROOM__RATE_PER_SEC FIRST
   FIRSTCOME_WAITING_ROOM__PRE_QUEUE
 MAX_WAIT_SECS=60
 BASELINES_ONLY=false
+RUSH_ONLY=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --members) MEMBERS="$2"; shift 2 ;;
@@ -74,6 +78,7 @@ while [ $# -gt 0 ]; do
     --pre-queue) WR_PRE_QUEUE="$2"; shift 2 ;;
     --max-wait-secs) MAX_WAIT_SECS="$2"; shift 2 ;;
     --baselines-only) BASELINES_ONLY=true; shift ;;
+    --rush-only) RUSH_ONLY=true; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -84,7 +89,7 @@ stack_up
 
 step "building release binaries"
 cargo build --release --locked -p ingest -p stock-processor -p recorder -p sender -p provider-sim -p firstcome-cli -p firstcome-lab -p bench
-BIN=target/release
+BIN=${CARGO_TARGET_DIR:-target}/release
 
 STAMP=$(date -u +%Y%m%d%H%M%S)
 # The stack's administrators (least privilege: Redis' default user is off,
@@ -131,6 +136,10 @@ wait_http() { # url
 
 INGEST=http://127.0.0.1:8380
 PROVIDER=http://127.0.0.1:8390
+if [ "$RUSH_ONLY" = true ]; then
+  # The rush alone, against the last baselines measured (the report's ratios use them).
+  cp "$OUT/baselines.json" "$WORK/baselines.json"
+else
 step "starting the baselines' ingest and the bare handler (logs in $WORK)"
 FIRSTCOME_KAFKA__TOPIC_PREFIX=$BASE_PREFIX FIRSTCOME_HTTP__PORT=8380 FIRSTCOME_OPS__PORT=9380 \
   start ingest-base "$BIN/ingest"
@@ -256,6 +265,7 @@ EOF
 cp "$WORK/baselines.json" "$OUT/baselines.json"
 kill "$PID_ingest_base" 2>/dev/null || true
 wait "$PID_ingest_base" 2>/dev/null || true
+fi
 if [ "$BASELINES_ONLY" = true ]; then
   cp "$WORK"/wrk-*.txt "$WORK/kafka-perf.txt" "$WORK/redis-admit.csv" "$OUT/" 2>/dev/null || true
   step "done: $OUT/baselines.json, $OUT/profile-accept.txt (logs in $WORK)"
