@@ -12,8 +12,9 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use platform::event_keys::{EventStatus, StateChange};
+use platform::event_keys::{EventMeta, EventStatus, StateChange};
 use platform::kafka::RecordContext;
+use platform::redis::Connection as ConnectionManager;
 use platform::trace_context::TraceParent;
 use schemas::SurveySubmitted;
 use serde_json::json;
@@ -22,10 +23,11 @@ use uuid::Uuid;
 
 use super::{known_event, status_url, AppState};
 use crate::admission::Admission;
+use crate::auth::MemberId;
 use crate::error::{ApiError, Outcome};
 use crate::request_context::CorrelationId;
 use crate::state::Gate;
-use crate::submission::EntryBody;
+use crate::submission::{EntryBody, Submission};
 use crate::waiting_room::Turn;
 
 /// The entry route: [`enter`], its answer counted for the dashboard (events
@@ -55,14 +57,54 @@ async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, reques
     // until the answer, so it bounds the requests waiting on Kafka.
     let _in_flight = app.in_flight.try_acquire().map_err(|_| ApiError::Overloaded)?;
 
-    // 2. Is the event open?
+    // 2. Is the event open, and is it the member's turn?
     let meta = known_event(&app, &event_id).await?;
     let mut redis = app.redis.clone();
     let gate = Gate::of(&meta, arrived_at);
-    // 2b. The waiting room (when on): the member's turn, before the body and
-    // the admit script. Sold out and closed skip it (answered at once).
+    pass_gate(&app, &mut redis, &event_id, &member, gate).await?;
+
+    // 3. The body, read only now: refused requests above never pay for it.
+    let body = read_body(&app, request, &meta).await?;
+
+    // 4. Eligible, first entry, stock left.
+    let admitted = admit(&app, &redis, &event_id, &member, gate, &span).await?;
+    span.record("entry_id", admitted.entry_id.as_str());
+
+    // 5. Produce, and answer 202 only once the broker acknowledged.
+    let event = SurveySubmitted {
+        event_id: event_id.clone(),
+        entry_id: admitted.entry_id.clone(),
+        user_id: member.as_str().to_string(),
+        answers: body.submission.answers,
+        submitted_at: arrived_at,
+        accepted_at: admitted.admitted_at,
+        ticket: admitted.ticket,
+        client: body.submission.client,
+    };
+    produce(&app, &event, RecordContext::new_root(body.correlation_id, body.trace), &admitted).await?;
+
+    // 6. The accept mark, then the 202.
+    mark_accepted(&app, &redis, &event_id, &member, &admitted.entry_id).await;
+    let outcome = if admitted.resumed { "resumed" } else { "accepted" };
+    // DEBUG, not INFO: one line per accepted entry was a measurable share of
+    // ingest's CPU at tens of thousands of entries/s; refusals and
+    // failures are still logged, and the span keeps the correlation id.
+    tracing::debug!(outcome, "entry accepted");
+    Ok(accepted(&admitted.entry_id, admitted.ticket, meta.for_sale, outcome))
+}
+
+/// The waiting room (when on), then the event's state. The member's turn is
+/// asked for before the body and the admit script; sold out and closed skip
+/// the room (answered at once).
+async fn pass_gate(
+    app: &AppState,
+    redis: &mut ConnectionManager,
+    event_id: &str,
+    member: &MemberId,
+    gate: Gate,
+) -> Result<(), ApiError> {
     if let (Some(room), Gate::Open | Gate::TooEarly { .. }) = (&app.waiting_room, gate) {
-        match room.turn(&mut redis, &event_id, &member).await {
+        match room.turn(redis, event_id, member).await {
             Ok(Turn::Pass) => {}
             Ok(Turn::Wait(place)) => return Err(ApiError::Waiting(place)),
             Ok(Turn::PreQueue(place)) => return Err(ApiError::PreQueued { opens_in: place.retry_after, place }),
@@ -70,19 +112,28 @@ async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, reques
         }
     }
     match gate {
-        Gate::Open => {}
-        Gate::TooEarly { opens_in_ms } => {
-            return Err(ApiError::TooEarly(Duration::from_millis(opens_in_ms.max(0) as u64)))
-        }
-        Gate::Closed => return Err(ApiError::Closed),
+        Gate::Open => Ok(()),
+        Gate::TooEarly { opens_in_ms } => Err(ApiError::TooEarly(Duration::from_millis(opens_in_ms.max(0) as u64))),
+        Gate::Closed => Err(ApiError::Closed),
         // Sold out still asks the admit script (Redis, never Kafka) so that a
         // member who already entered gets 409 with their entry id (they may
         // have won) and a non-buyer 403, not a misleading 410; nobody new is
         // admitted until a reopen is announced.
-        Gate::SoldOut => {}
+        Gate::SoldOut => Ok(()),
     }
+}
 
-    // 3. The body, read only now: refused requests above never pay for it.
+/// What the request brings besides the member: the checked answers and
+/// the ids that follow the entry downstream.
+struct Body {
+    submission: Submission,
+    correlation_id: String,
+    trace: Option<TraceParent>,
+}
+
+/// Reads and checks the body. A slow body holds a slot: it gets a
+/// deadline, then 408 and the connection is closed.
+async fn read_body(app: &AppState, request: Request, meta: &EventMeta) -> Result<Body, ApiError> {
     let correlation_id = request
         .extensions()
         .get::<CorrelationId>()
@@ -98,110 +149,121 @@ async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, reques
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    // A slow body holds a slot: it gets a deadline, then 408 and the
-    // connection is closed.
-    let Json(body) = tokio::time::timeout(app.limits.body_read_timeout(), Json::<EntryBody>::from_request(request, &app))
+    let Json(body) = tokio::time::timeout(app.limits.body_read_timeout(), Json::<EntryBody>::from_request(request, app))
         .await
         .map_err(|_| ApiError::BodyTimeout)??;
     let submission = body.validate(&meta.questions, &app.limits, header_agent.as_deref())?;
+    Ok(Body { submission, correlation_id, trace })
+}
 
-    // 4. Eligible, first entry, stock left: one atomic script (grouped with
-    // the other requests waiting at this moment, each decided in turn).
+/// An entry the admit script let through: new, or a pending one resumed.
+struct Admitted {
+    entry_id: String,
+    admitted_at: i64,
+    ticket: i64,
+    resumed: bool,
+}
+
+/// Eligible, first entry, stock left: one atomic script (grouped with the
+/// other requests waiting at this moment, each decided in turn). A refusal
+/// that names an entry records it on the request's span.
+async fn admit(
+    app: &AppState,
+    redis: &ConnectionManager,
+    event_id: &str,
+    member: &MemberId,
+    gate: Gate,
+    span: &Span,
+) -> Result<Admitted, ApiError> {
     let new_entry_id = Uuid::now_v7().to_string();
     let admitting = std::time::Instant::now();
     let admission = app
         .admitter
-        .admit_grouped(&redis, &event_id, &member, &new_entry_id, gate != Gate::SoldOut)
+        .admit_grouped(redis, event_id, member, &new_entry_id, gate != Gate::SoldOut)
         .await
         .map_err(|e| ApiError::unavailable(format!("admission: {e}")))?;
     stage_done("admit", admitting);
-    let (entry_id, admitted_at, ticket, resumed) = match admission {
-        Admission::Accept { entry_id, admitted_at_ms, ticket } => (entry_id, admitted_at_ms, ticket, false),
-        Admission::Resume { entry_id, admitted_at_ms, ticket } => (entry_id, admitted_at_ms, ticket, true),
+    match admission {
+        Admission::Accept { entry_id, admitted_at_ms, ticket } => {
+            Ok(Admitted { entry_id, admitted_at: admitted_at_ms, ticket, resumed: false })
+        }
+        Admission::Resume { entry_id, admitted_at_ms, ticket } => {
+            Ok(Admitted { entry_id, admitted_at: admitted_at_ms, ticket, resumed: true })
+        }
         Admission::AlreadyEntered { entry_id } => {
             span.record("entry_id", entry_id.as_str());
-            return Err(ApiError::AlreadyEntered { entry_id });
+            Err(ApiError::AlreadyEntered { entry_id })
         }
         Admission::InProgress { entry_id, retry_after } => {
             span.record("entry_id", entry_id.as_str());
-            return Err(ApiError::EntryInProgress { entry_id, retry_after });
+            Err(ApiError::EntryInProgress { entry_id, retry_after })
         }
-        Admission::NotEligible => return Err(ApiError::NotEligible),
+        Admission::NotEligible => Err(ApiError::NotEligible),
         Admission::SoldOut => {
             // The counter is the truth: stop asking Redis until told otherwise.
             // Only when this request found the event open: under a cached
             // sold-out the script refuses by request (`admit_new` = 0), and
             // re-applying it could undo a reopen that arrived meanwhile.
             if gate == Gate::Open {
-                app.cache.apply(&StateChange { event_id: event_id.clone(), status: EventStatus::SoldOut });
+                app.cache.apply(&StateChange { event_id: event_id.to_string(), status: EventStatus::SoldOut });
             }
-            return Err(ApiError::SoldOut);
+            Err(ApiError::SoldOut)
         }
         Admission::Closed => {
-            app.cache.apply(&StateChange { event_id: event_id.clone(), status: EventStatus::Closed });
-            return Err(ApiError::Closed);
+            app.cache.apply(&StateChange { event_id: event_id.to_string(), status: EventStatus::Closed });
+            Err(ApiError::Closed)
         }
-        Admission::TooEarly { opens_in } => return Err(ApiError::TooEarly(opens_in)),
-    };
-    span.record("entry_id", entry_id.as_str());
-
-    // 5. Produce, and answer 202 only once the broker acknowledged.
-    //
-    // The pending mark `P|entry|ms` is already set. If this produce fails (Kafka
-    // down, delivery timeout, registry down) or the process dies before the ack,
-    // the mark stays: the member's retry after `resume_after` (longer than any
-    // publish may take) RESUMES the same entry id instead of being refused or
-    // given a second one. That is how "a crash between the first-entry mark and
-    // the broker's ack must not lock the member out" holds without ever
-    // creating two entries for one member; a record that did reach the log
-    // before the failure is produced twice with one entry id, and consumers
-    // dedupe on it.
-    let event = SurveySubmitted {
-        event_id: event_id.clone(),
-        entry_id: entry_id.clone(),
-        user_id: member.as_str().to_string(),
-        answers: submission.answers,
-        submitted_at: arrived_at,
-        accepted_at: admitted_at,
-        ticket,
-        client: submission.client,
-    };
-    let context = RecordContext::new_root(correlation_id, trace);
-    let publishing = std::time::Instant::now();
-    let published = tokio::time::timeout(app.publish_deadline, app.producer.publish(&event, context)).await;
-    stage_done("produce", publishing);
-    let failure = match published {
-        Ok(Ok(_delivery)) => None,
-        Ok(Err(error)) => Some(error.to_string()),
-        Err(_) => Some(format!("no acknowledgement within {:?}", app.publish_deadline)),
-    };
-    if let Some(reason) = failure {
-        metrics::counter!("firstcome_ingest_produce_failures_total").increment(1);
-        let resumable_in = (admitted_at + app.resume_after.as_millis() as i64 - schemas::now_millis()).max(0);
-        return Err(ApiError::Unavailable {
-            reason: format!("producing entry {entry_id}: {reason}"),
-            retry_after: Duration::from_millis(resumable_in as u64),
-        });
+        Admission::TooEarly { opens_in } => Err(ApiError::TooEarly(opens_in)),
     }
+}
 
-    // The entry is in the log: from here on the member is answered 202 even if
-    // Redis fails, since a pending mark only costs a harmless re-produce later.
-    // Grouped with the other requests' marks (one script call per batch);
-    // still written before the 202.
+/// Produces the entry within the publish deadline; `Ok` only once the broker
+/// acknowledged.
+///
+/// The pending mark `P|entry|ms` is already set. If this produce fails (Kafka
+/// down, delivery timeout, registry down) or the process dies before the ack,
+/// the mark stays: the member's retry after `resume_after` (longer than any
+/// publish may take) RESUMES the same entry id instead of being refused or
+/// given a second one. That is how "a crash between the first-entry mark and
+/// the broker's ack must not lock the member out" holds without ever
+/// creating two entries for one member; a record that did reach the log
+/// before the failure is produced twice with one entry id, and consumers
+/// dedupe on it.
+async fn produce(
+    app: &AppState,
+    event: &SurveySubmitted,
+    context: RecordContext,
+    admitted: &Admitted,
+) -> Result<(), ApiError> {
+    let publishing = std::time::Instant::now();
+    let published = tokio::time::timeout(app.publish_deadline, app.producer.publish(event, context)).await;
+    stage_done("produce", publishing);
+    let reason = match published {
+        Ok(Ok(_delivery)) => return Ok(()),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("no acknowledgement within {:?}", app.publish_deadline),
+    };
+    metrics::counter!("firstcome_ingest_produce_failures_total").increment(1);
+    let resumable_in = (admitted.admitted_at + app.resume_after.as_millis() as i64 - schemas::now_millis()).max(0);
+    Err(ApiError::Unavailable {
+        reason: format!("producing entry {}: {reason}", admitted.entry_id),
+        retry_after: Duration::from_millis(resumable_in as u64),
+    })
+}
+
+/// The accept mark, written before the 202. The entry is in the log: from
+/// here on the member is answered 202 even if Redis fails, since a pending
+/// mark only costs a harmless re-produce later. Grouped with the other
+/// requests' marks (one script call per batch).
+async fn mark_accepted(app: &AppState, redis: &ConnectionManager, event_id: &str, member: &MemberId, entry_id: &str) {
     let marking = std::time::Instant::now();
-    let marked = app.admitter.mark_accepted_grouped(&redis, &event_id, &member, &entry_id).await;
+    let marked = app.admitter.mark_accepted_grouped(redis, event_id, member, entry_id).await;
     stage_done("mark_accepted", marking);
     match marked {
         Ok(true) => {}
         Ok(false) => tracing::warn!("first-entry mark was gone or changed before the accept mark"),
         Err(error) => tracing::warn!(%error, "could not mark the entry accepted; a retry will re-produce it"),
     }
-    let outcome = if resumed { "resumed" } else { "accepted" };
-    // DEBUG, not INFO: one line per accepted entry was a measurable share of
-    // ingest's CPU at tens of thousands of entries/s; refusals and
-    // failures are still logged, and the span keeps the correlation id.
-    tracing::debug!(outcome, "entry accepted");
-    Ok(accepted(&entry_id, ticket, meta.for_sale, outcome))
 }
 
 /// The time one step of the accept path took,
