@@ -2,6 +2,11 @@
 //! Backoff And Jitter"): retry n waits uniform(0, min(max, base·2ⁿ)). Full
 //! jitter spreads a burst of failed calls instead of retrying them in lockstep
 //! against a provider that is already struggling.
+//!
+//! Not `backon` (platform::retry): its jitter adds up to one more wait on
+//! top (d..2d), not full jitter, and its waits come from a stateful iterator,
+//! while a parked gift's wait is computed afresh from the tries stored with
+//! it, and dispatch stretches a wait to the provider's `Retry-After`.
 
 use std::time::Duration;
 
