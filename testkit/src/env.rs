@@ -280,7 +280,7 @@ impl TestEnv {
     }
 
     /// Deletes this test's topics (best effort: a test that cleans up after
-    /// itself on a long-lived broker; `firstcome cleanup-tests` gets the rest).
+    /// itself on a long-lived broker; `firstcome-lab cleanup-tests` gets the rest).
     pub async fn delete_topics(&self) {
         let specs = pipeline_topics(&self.topics(), Layout::default());
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
