@@ -85,7 +85,7 @@ pub async fn command(settings: &CliSettings, args: DemoArgs) -> anyhow::Result<(
     };
     let outcome = run(settings, &plan).await?;
     if !outcome.invariants.all_hold() {
-        anyhow::bail!("invariants broken for {}", outcome.event_id);
+        return Err(crate::CheckFailed(format!("invariants broken for {}", outcome.event_id)).into());
     }
     println!("\nall invariants hold for {}", outcome.event_id);
     Ok(())

@@ -13,3 +13,9 @@ pub mod demo;
 pub mod rush;
 pub mod service_settings;
 pub mod services;
+
+/// A run that worked and found an invariant broken (exit status 1, as
+/// `firstcome reconcile`'s), apart from one that could not run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckFailed(pub String);

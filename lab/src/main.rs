@@ -1,11 +1,14 @@
 //! `firstcome-lab`: the lab's command (load, chaos, demo, clean-up, the
 //! provider simulator). Thin: parse, load settings, call the library.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use firstcome_cli::exit::{classify, Exit};
 use firstcome_cli::CliSettings;
-use firstcome_lab::{chaos, cleanup, demo, rush};
+use firstcome_lab::{chaos, cleanup, demo, rush, CheckFailed};
 
 #[derive(Parser)]
 #[command(name = "firstcome-lab", version, about = "firstcome's lab: rush, chaos, demo on the local stack")]
@@ -41,17 +44,41 @@ enum Command {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut settings: CliSettings = firstcome_cli::app::load_settings()?;
+    let mut settings: CliSettings = match firstcome_cli::app::load_settings() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("firstcome-lab: {error:#}");
+            return Exit::Usage.into();
+        }
+    };
     settings.telemetry.log_filter = firstcome_cli::app::log_filter(&settings.telemetry.log_filter, cli.verbose);
     platform::telemetry::init("firstcome-lab", &settings.telemetry);
-    match cli.command {
-        Command::Rush(args) => rush::command::run(&settings, args).await,
-        Command::Chaos(args) => chaos::command(&settings, args).await,
-        Command::Demo(args) => demo::command(&settings, args).await,
+    let exit = match run(cli.command, &settings).await {
+        Ok(()) => Exit::Ok,
+        // The statuses of firstcome's (docs/operations.md): a broken invariant is 1.
+        Err(error) if error.downcast_ref::<CheckFailed>().is_some() => {
+            eprintln!("firstcome-lab: {error}");
+            Exit::CheckFailed
+        }
+        Err(error) => {
+            let (exit, message) = classify(&error, &settings);
+            eprintln!("firstcome-lab: {message}");
+            exit
+        }
+    };
+    platform::telemetry::shutdown();
+    exit.into()
+}
+
+async fn run(command: Command, settings: &CliSettings) -> anyhow::Result<()> {
+    match command {
+        Command::Rush(args) => rush::command::run(settings, args).await,
+        Command::Chaos(args) => chaos::command(settings, args).await,
+        Command::Demo(args) => demo::command(settings, args).await,
         Command::CleanupTests => {
-            let cleaned = cleanup::run(&settings).await?;
+            let cleaned = cleanup::run(settings).await?;
             println!(
                 "removed {} databases, {} member schemas, {} topics, {} subjects, {} ACLs",
                 cleaned.databases, cleaned.member_schemas, cleaned.topics, cleaned.subjects, cleaned.acls

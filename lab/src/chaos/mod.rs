@@ -176,7 +176,8 @@ pub async fn command(settings: &CliSettings, args: ChaosArgs) -> anyhow::Result<
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     if !report.passed() {
-        bail!("chaos seed {} FAILED: the report and every service log are in {}", args.seed, report.artifacts);
+        let why = format!("chaos seed {} FAILED: the report and every service log are in {}", args.seed, report.artifacts);
+        return Err(crate::CheckFailed(why).into());
     }
     println!("\nchaos seed {}: every invariant holds", args.seed);
     Ok(())
