@@ -31,6 +31,21 @@ ensure_build_deps() {
     apt-get clean
   fi
   command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+  ensure_cargo_deny
+}
+
+# cargo-deny, for the advisory and licence check of Cargo.lock (scripts/deny.sh,
+# deny.toml). Built from crates.io once per machine, pinned (a newer release may
+# read deny.toml or the advisory database differently): about 4 minutes of CPU
+# on this 2-core machine, then a no-op. Built from its source on crates.io
+# rather than a binary a third party repackaged elsewhere: the checker of our
+# supply chain should not be the weakest link of it.
+CARGO_DENY_VERSION=0.20.2
+ensure_cargo_deny() {
+  if [[ "$(cargo deny --version 2>/dev/null)" != "cargo-deny $CARGO_DENY_VERSION" ]]; then
+    step "installing cargo-deny $CARGO_DENY_VERSION (cargo install, once per machine)"
+    CARGO_INCREMENTAL=0 cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION"
+  fi
 }
 
 # The browser tests (tests/tests/browser.rs): Debian's Chromium and its
