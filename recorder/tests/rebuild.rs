@@ -21,7 +21,7 @@ async fn a_rebuild_from_kafka_equals_the_live_projection_and_finds_drift() {
     let failed = Member::new(&event, "failed");
     let promoted = Member::new(&event, "promoted");
     let lost = Member::new(&event, "lost");
-    let second = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: sent.user_id.clone() };
+    let second = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: sent.user_id.clone(), submitted_at: schemas::now_millis() };
     let pending = Member::new(&event, "pending");
     let foreign = Member::new(&foreign_event, "foreign");
     let records = vec![

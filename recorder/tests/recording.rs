@@ -32,6 +32,7 @@ async fn records_every_entry_once_in_any_order_and_commits_after_the_database() 
         event_id: event.clone(),
         entry_id: Uuid::new_v4(),
         user_id: twice_entered.user_id.clone(),
+        submitted_at: schemas::now_millis(),
     };
     let foreign = Member::new(&foreign_event, "foreign");
 
@@ -254,7 +255,7 @@ async fn a_record_the_database_refuses_is_dead_lettered_and_the_rest_of_the_batc
         .await
         .expect("extra check");
 
-    let poison = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: "poison-member".into() };
+    let poison = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: "poison-member".into(), submitted_at: schemas::now_millis() };
     let good: Vec<Member> = (0..4).map(|i| Member::new(&event, &format!("good{i}"))).collect();
     let mut records = vec![poison.entry(), poison.decision(Outcome::Won, Some(1))];
     for (i, member) in good.iter().enumerate() {
@@ -309,9 +310,9 @@ async fn every_entry_id_of_a_member_is_recorded_with_its_outcome() {
     stack.create_event(&event).await;
 
     let foreign = Member::new(&event, "apart");
-    let through_ingest = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: foreign.user_id.clone() };
+    let through_ingest = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: foreign.user_id.clone(), submitted_at: schemas::now_millis() };
     let together = Member::new(&event, "together");
-    let together_again = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: together.user_id.clone() };
+    let together_again = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: together.user_id.clone(), submitted_at: schemas::now_millis() };
 
     let (_, shutdown, handle) = stack.start().await;
     stack.send(&[foreign.entry(), foreign.decision(Outcome::Won, Some(1))]).await;

@@ -128,11 +128,20 @@ pub struct Member {
     pub event_id: String,
     pub entry_id: Uuid,
     pub user_id: String,
+    /// When the member submitted: now, since the topics refuse a record
+    /// stamped more than a day behind the broker's clock; the entry, its
+    /// decision and its dispatch follow 10, 20 and 30 ms after.
+    pub submitted_at: i64,
 }
 
 impl Member {
     pub fn new(event_id: &str, name: &str) -> Self {
-        Self { event_id: event_id.into(), entry_id: Uuid::new_v4(), user_id: format!("{name}-{}", Uuid::new_v4()) }
+        Self {
+            event_id: event_id.into(),
+            entry_id: Uuid::new_v4(),
+            user_id: format!("{name}-{}", Uuid::new_v4()),
+            submitted_at: schemas::now_millis(),
+        }
     }
 
     pub fn entry(&self) -> Produce {
@@ -144,8 +153,8 @@ impl Member {
                 SurveyAnswer { question: "taste".into(), answer: "5".into() },
                 SurveyAnswer { question: "again".into(), answer: "yes".into() },
             ],
-            submitted_at: 1_700_000_000_000,
-            accepted_at: 1_700_000_000_010,
+            submitted_at: self.submitted_at,
+            accepted_at: self.submitted_at + 10,
             client: ClientInfo { channel: "web".into(), user_agent: None },
             ticket: 0,
         })
@@ -158,8 +167,8 @@ impl Member {
             user_id: self.user_id.clone(),
             outcome,
             unit_no,
-            decided_at: 1_700_000_000_020,
-            accepted_at: 1_700_000_000_010,
+            decided_at: self.submitted_at + 20,
+            accepted_at: self.submitted_at + 10,
             ticket: 0,
         })
     }
@@ -173,7 +182,7 @@ impl Member {
             provider_ref: (status == DispatchStatus::Sent).then(|| format!("gift-{}", self.entry_id)),
             attempts: 1,
             reason: (status == DispatchStatus::Failed).then(|| "phone unreachable".to_string()),
-            dispatched_at: 1_700_000_000_030,
+            dispatched_at: self.submitted_at + 30,
         })
     }
 }

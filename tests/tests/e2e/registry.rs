@@ -17,8 +17,9 @@ fn entry(user: &str, n: usize) -> SurveySubmitted {
         entry_id: uuid::Uuid::new_v4().to_string(),
         user_id: user.into(),
         answers: vec![SurveyAnswer { question: "satisfaction".into(), answer: n.to_string() }],
-        submitted_at: 1_700_000_000_000 + n as i64,
-        accepted_at: 1_700_000_000_001 + n as i64,
+        // Near now: the topic refuses a record stamped a day behind the broker.
+        submitted_at: schemas::now_millis() + n as i64,
+        accepted_at: schemas::now_millis() + 1 + n as i64,
         client: ClientInfo { channel: "test".into(), user_agent: Some("e2e".into()) },
         ticket: 0,
     }
