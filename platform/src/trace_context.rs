@@ -52,13 +52,27 @@ impl TraceParent {
     }
 
     /// Parses a `traceparent` value; `None` when malformed or all-zero.
+    ///
+    /// Strict to the W3C grammar, as it says a receiver must be: lower-case
+    /// hex only, version `ff` invalid, exactly four fields for version `00`
+    /// (a later version may append more). The value comes from anyone, and a
+    /// lenient parse (a `+` sign in the flags, upper-case ids, a fifth field)
+    /// would carry ids onward that no other W3C implementation accepts.
     pub fn parse(value: &str) -> Option<Self> {
-        let mut parts = value.trim().split('-');
+        let value = value.trim_matches(|c| c == ' ' || c == '\t');
+        let mut parts = value.splitn(5, '-');
         let version = parts.next()?;
         let trace = parts.next()?;
         let span = parts.next()?;
         let flags = parts.next()?;
-        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        let rest = parts.next();
+        let lower_hex = |field: &str, len: usize| {
+            field.len() == len && field.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !lower_hex(version, 2) || version == "ff" || (version == "00" && rest.is_some()) {
+            return None;
+        }
+        if !lower_hex(trace, 32) || !lower_hex(span, 16) || !lower_hex(flags, 2) {
             return None;
         }
         let mut trace_id = [0u8; 16];
