@@ -133,6 +133,8 @@ local line = { stock = stock, waitlist = waitlist, winners = winners, decisions 
 -- under the entry that caused it (`promoted`), so a batch run again after an
 -- aborted transaction announces it again, never a second one.
 local current_entry = nil
+-- The promotions the current entry's decision made (kept under it, ';'-joined).
+local made_here = {}
 local function kill(t)
   if t and t > 0 then
     f = kill_ticket(frontier, dead, f, t)
@@ -141,7 +143,10 @@ local function kill(t)
       made, f = promote_waiting(line, f, now)
       for _, p in ipairs(made) do
         promotions[#promotions + 1] = p
-        redis.call('HSET', promoted, current_entry, p)
+        made_here[#made_here + 1] = p
+      end
+      if #made_here > 0 then
+        redis.call('HSET', promoted, current_entry, table.concat(made_here, ';'))
       end
     end
   end
@@ -175,8 +180,12 @@ local function decide(entry, member, accepted_at, claimed)
   -- Admitted by ingest while the event was open (the admit script checks
   -- it): decided on its ticket even if an operator closed the event since.
   local given = tonumber(redis.call('HGET', tickets, entry) or '')
-  -- The place this entry would have held, passed on if it cannot take it.
+  -- The place this entry would have held, passed on if it cannot take it;
+  -- kept with the decision, so a rebuild from Redis' state knows it too.
   local own = given or (claimed > 0 and claimed) or nil
+  if own and not given then
+    own = ticket_of(entry, claimed)
+  end
   if (status == 'closed' and not given) or at < open_at or at >= close_at or now >= close_at + grace then
     kill(own)
     return 'CLOSED|', own or 0
@@ -220,10 +229,13 @@ for i = at_arg, #ARGV, 5 do
   end
   local t = tonumber(redis.call('HGET', tickets, entry) or '0') or 0
   current_entry = entry
+  made_here = {}
   if answer then
     local again = redis.call('HGET', promoted, entry)
     if again then
-      promotions[#promotions + 1] = again
+      for p in string.gmatch(again, '[^;]+') do
+        promotions[#promotions + 1] = p
+      end
     end
   else
     if known and hole then
@@ -243,7 +255,10 @@ for i = at_arg, #ARGV, 5 do
       if first and first ~= entry then
         answer = standing(member, first)
         -- A second entry of a member never takes a place of its own.
-        local own = tonumber(redis.call('HGET', tickets, entry) or '') or (claimed > 0 and claimed) or nil
+        local own = tonumber(redis.call('HGET', tickets, entry) or '')
+        if not own and claimed > 0 then
+          own = ticket_of(entry, claimed)
+        end
         kill(own)
         t = own or 0
       else

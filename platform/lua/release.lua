@@ -12,13 +12,17 @@
 --   { 'RELEASED' }   back in stock (nobody in line), the event stays as it was
 --   { 'REOPENED' }   back in stock and admission reopened (more units came
 --                    back than the line holds)
---   { 'PROMOTED', entry, member, unit, accepted_at, decided_at, ticket }
+--   { 'PROMOTED', promotion, ... }
 --                    handed to the waitlisted entry with the lowest ticket
 --                    within the frontier whose member holds no unit: its
---                    decision is now WON|unit (a new unit number)
---   { 'DUPLICATE' [, entry, member, unit, accepted_at, decided_at] }
---                    this entry's unit was already returned; the promotion it
---                    made then, if any, is repeated (never a second one)
+--                    decision is now WON|unit (a new unit number); each
+--                    promotion is 'entry|member|unit|accepted_at|decided_at|ticket'.
+--                    Usually one; more only when duplicate tickets (a lost
+--                    span of ingest's writes) left free units and waiting
+--                    entries within the frontier
+--   { 'DUPLICATE', promotion, ... }
+--                    this entry's unit was already returned; the promotions
+--                    it made then, if any, are repeated (never new ones)
 --   { 'MISMATCH' }   the entry did not win this unit for this member
 --   { 'UNKNOWN_EVENT' }
 --   { 'STALE', field, applied, expected }
@@ -57,11 +61,11 @@ local function raise_marks_and_expiry()
   expire_with_event(meta, { released, applied, promoted, decisions, winners, next_unit, frontier, dead })
 end
 
-local function with_promotion(result, stored)
+local function with_promotions(result, stored)
   local out = { result }
   if stored then
-    for part in string.gmatch(stored, '[^|]+') do
-      out[#out + 1] = part
+    for promotion in string.gmatch(stored, '[^;]+') do
+      out[#out + 1] = promotion
     end
   end
   return out
@@ -75,7 +79,7 @@ if redis.call('HGET', decisions, entry) ~= 'WON|' .. unit or redis.call('HGET', 
 end
 if redis.call('SADD', released, entry) == 0 then
   raise_marks_and_expiry()
-  return with_promotion('DUPLICATE', redis.call('HGET', promoted, entry))
+  return with_promotions('DUPLICATE', redis.call('HGET', promoted, entry))
 end
 redis.call('INCR', stock)
 
@@ -93,8 +97,8 @@ if before_close then
     frontier = frontier, dead = dead }
   local made
   made, f = promote_waiting(line, f, now)
-  promotion = made[1]
-  if promotion then
+  if #made > 0 then
+    promotion = table.concat(made, ';')
     redis.call('HSET', promoted, entry, promotion)
   end
 end
@@ -112,4 +116,4 @@ else
 end
 
 raise_marks_and_expiry()
-return with_promotion(result, promotion)
+return with_promotions(result, promotion)

@@ -55,12 +55,16 @@ impl ReleaseApplied<'_> {
             Released::Returned { reopened } => {
                 tracing::info!(unit_no = self.unit_no, reopened, "unit returned to stock")
             }
-            Released::Promoted(p) => tracing::info!(
-                unit_no = p.unit_no,
-                promoted_entry_id = %p.entry_id,
-                promoted_user_id = %p.user_id,
-                "returned unit went to the next in line"
-            ),
+            Released::Promoted(promotions) => {
+                for p in promotions {
+                    tracing::info!(
+                        unit_no = p.unit_no,
+                        promoted_entry_id = %p.entry_id,
+                        promoted_user_id = %p.user_id,
+                        "returned unit went to the next in line"
+                    )
+                }
+            }
             Released::Duplicate(_) => tracing::debug!(unit_no = self.unit_no, "release already applied"),
             _ => tracing::warn!(unit_no = self.unit_no, result, "release refused"),
         }

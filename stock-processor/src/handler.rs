@@ -197,9 +197,7 @@ impl StockHandler {
             if let Some(error) = dead {
                 outcome.dead_letters.push(DeadLetter::new(item.index, &error));
             }
-            if let Some(record) = promoted {
-                out.push((item.index, record));
-            }
+            out.extend(promoted.into_iter().map(|record| (item.index, record)));
         }
         out.extend(self.decide(&entries, &committed, &mut applied).await?);
         if !entries.is_empty() || !releases.is_empty() {
@@ -382,15 +380,15 @@ impl StockHandler {
     }
 
     /// Applies one release: `(Some(poison), _)` when it must be
-    /// dead-lettered, `(_, Some(record))` the WON decision of the entry its
+    /// dead-lettered, `(_, records)` the WON decisions of the entries its
     /// unit went to (announced again when a re-run finds it done).
     async fn release(
         &self,
         item: &Item<'_>,
         committed: &CommittedMarks,
         applied: &mut BatchMarks,
-    ) -> Result<(Option<HandlerError>, Option<OutRecord>), HandlerError> {
-        let Input::Release(release) = &item.input else { return Ok((None, None)) };
+    ) -> Result<(Option<HandlerError>, Vec<OutRecord>), HandlerError> {
+        let Input::Release(release) = &item.input else { return Ok((None, Vec::new())) };
         let partition = item.record.partition();
         let next_offset = item.record.offset() + 1;
         let marks = Marks {
@@ -416,10 +414,10 @@ impl StockHandler {
         if result != Released::UnknownEvent {
             applied.raise(MarkKind::Release, partition, &release.event_id, next_offset);
         }
-        let promoted = match result.promotion() {
-            Some(promotion) => Some(self.promoted(&release.event_id, promotion, item).await?),
-            None => None,
-        };
+        let mut promoted = Vec::new();
+        for promotion in result.promotions() {
+            promoted.push(self.promoted(&release.event_id, promotion, item).await?);
+        }
         // A refused release changed nothing; operators look at it in the DLQ.
         let dead = match result {
             Released::Mismatch => Some(HandlerError::poison(format!(

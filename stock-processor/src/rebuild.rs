@@ -793,9 +793,10 @@ fn compute(state: &LogState, live: &LiveState) -> Rebuilt {
                 rebuilt.waitlist.push((ticket, platform::event_keys::waitlist_member(entry_id, member, at)))
             }
             // A ticket that took a unit (returned or not) or waits keeps its
-            // place; any other decided ticket never takes one.
+            // place; any other decided ticket never takes one: a loss that
+            // does not wait in line is a member's later entry (the model
+            // test found a rebuild that forgot such a ticket strand a unit).
             (None, Outcome::Won) => {}
-            (None, Outcome::SoldOut) if member.is_none() || accepted_at.is_none() => {}
             (None, _) if ticket > 0 => rebuilt.dead_tickets.push(ticket),
             (None, _) => {}
         }

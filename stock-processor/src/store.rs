@@ -121,12 +121,13 @@ impl Promotion {
 pub enum Released {
     /// The unit is back in stock (nobody was in line).
     Returned { reopened: bool },
-    /// The unit went straight to the next in line; the event stays sold out.
-    Promoted(Promotion),
-    /// This entry's unit was already returned: nothing changed. The promotion
-    /// that return made, if any, is repeated so an aborted batch can announce
-    /// it again; nobody is promoted twice.
-    Duplicate(Option<Promotion>),
+    /// The unit went straight to the next in line (more than one only when
+    /// duplicate tickets left free units within the frontier).
+    Promoted(Vec<Promotion>),
+    /// This entry's unit was already returned: nothing changed. The
+    /// promotions that return made, if any, are repeated so an aborted batch
+    /// can announce them again; nobody is promoted twice.
+    Duplicate(Vec<Promotion>),
     /// The entry did not win this unit for this member: nothing changed.
     Mismatch,
     /// No such event in Redis: nothing changed.
@@ -134,11 +135,11 @@ pub enum Released {
 }
 
 impl Released {
-    /// The promotion to announce (a new one, or the one a duplicate repeats).
-    pub fn promotion(&self) -> Option<&Promotion> {
+    /// The promotions to announce (new ones, or those a duplicate repeats).
+    pub fn promotions(&self) -> &[Promotion] {
         match self {
-            Released::Promoted(promotion) | Released::Duplicate(Some(promotion)) => Some(promotion),
-            _ => None,
+            Released::Promoted(promotions) | Released::Duplicate(promotions) => promotions,
+            _ => &[],
         }
     }
 }
@@ -331,13 +332,14 @@ impl StockStore {
 fn parse_released(answer: &[String]) -> Result<Released, StoreError> {
     let unexpected = || StoreError::Unexpected(answer.join(" "));
     let (status, rest) = answer.split_first().ok_or_else(unexpected)?;
-    let promotion = || Promotion::parse(rest).ok_or_else(unexpected);
+    let promotions = || {
+        rest.iter().map(|p| Promotion::parse_joined(p).ok_or_else(unexpected)).collect::<Result<Vec<_>, _>>()
+    };
     match (status.as_str(), rest.len()) {
         ("RELEASED", 0) => Ok(Released::Returned { reopened: false }),
         ("REOPENED", 0) => Ok(Released::Returned { reopened: true }),
-        ("PROMOTED", _) => Ok(Released::Promoted(promotion()?)),
-        ("DUPLICATE", 0) => Ok(Released::Duplicate(None)),
-        ("DUPLICATE", _) => Ok(Released::Duplicate(Some(promotion()?))),
+        ("PROMOTED", 1..) => Ok(Released::Promoted(promotions()?)),
+        ("DUPLICATE", _) => Ok(Released::Duplicate(promotions()?)),
         ("MISMATCH", 0) => Ok(Released::Mismatch),
         ("UNKNOWN_EVENT", 0) => Ok(Released::UnknownEvent),
         ("STALE", _) => Err(parse_stale(rest).ok_or_else(unexpected)?),
@@ -460,7 +462,7 @@ mod tests {
     #[test]
     fn a_promotion_carries_the_entry_its_member_and_the_unit() {
         let strings = |s: &[&str]| s.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-        let parts = ["PROMOTED", "e-1", "m-1", "3", "1700000000000", "1700000000500"];
+        let parts = ["PROMOTED", "e-1|m-1|3|1700000000000|1700000000500"];
         let promotion = Promotion {
             entry_id: "e-1".into(),
             user_id: "m-1".into(),
@@ -469,13 +471,14 @@ mod tests {
             decided_at_ms: 1_700_000_000_500,
             ticket: 0,
         };
-        assert_eq!(parse_released(&strings(&parts)).unwrap(), Released::Promoted(promotion.clone()));
+        assert_eq!(parse_released(&strings(&parts)).unwrap(), Released::Promoted(vec![promotion.clone()]));
         let mut again = strings(&parts);
         again[0] = "DUPLICATE".into();
-        assert_eq!(parse_released(&again).unwrap(), Released::Duplicate(Some(promotion)));
-        assert_eq!(parse_released(&strings(&["DUPLICATE"])).unwrap(), Released::Duplicate(None));
+        assert_eq!(parse_released(&again).unwrap(), Released::Duplicate(vec![promotion]));
+        assert_eq!(parse_released(&strings(&["DUPLICATE"])).unwrap(), Released::Duplicate(vec![]));
         assert_eq!(parse_released(&strings(&["REOPENED"])).unwrap(), Released::Returned { reopened: true });
         assert!(parse_released(&strings(&["PROMOTED", "e-1"])).is_err());
+        assert!(parse_released(&strings(&["PROMOTED"])).is_err());
         assert!(parse_released(&strings(&["MAYBE"])).is_err());
     }
 }

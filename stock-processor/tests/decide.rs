@@ -225,7 +225,7 @@ async fn a_released_unit_reopens_the_event_and_goes_to_the_next_winner() {
 
     // The same release again (redelivered): nothing happens.
     let repeated = store.release(&event_id, a_entry, "a", 1).await.unwrap();
-    assert_eq!(repeated, Released::Duplicate(None));
+    assert_eq!(repeated, Released::Duplicate(vec![]));
     assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(1));
     assert!(changes.drain(Duration::from_millis(300)).await.is_empty(), "a duplicate release published");
 
@@ -436,7 +436,8 @@ async fn a_member_gets_one_entry_whatever_the_entry_ids() {
     // a's unit comes back: it goes to b's first entry (under a new number),
     // never to b's later ones.
     let released = store.release(&event_id, &first[0].0, "a", 1).await.unwrap();
-    let Released::Promoted(promotion) = released else { panic!("expected a promotion, got {released:?}") };
+    let Released::Promoted(promotions) = released else { panic!("expected a promotion, got {released:?}") };
+    let promotion = &promotions[0];
     assert_eq!((promotion.entry_id.as_str(), promotion.user_id.as_str(), promotion.unit_no), (first[1].0.as_str(), "b", 2));
     // b's later entries (redelivered) keep their answer; a new one sees b's win.
     let decided = store.decide(&event_id, &refs(&again[1..])).await.unwrap();
@@ -481,7 +482,8 @@ async fn a_returned_unit_goes_to_the_lowest_ticket_waiting_whose_member_has_not_
 
     // w1's gift was refused: its unit goes to l2 (ticket 4: the lowest waiting with no unit).
     let released = store.release(&event_id, &winners[0].0 .0, "w1", 1).await.unwrap();
-    let Released::Promoted(promotion) = released else { panic!("expected a promotion, got {released:?}") };
+    let Released::Promoted(promotions) = released else { panic!("expected a promotion, got {released:?}") };
+    let [promotion] = promotions.as_slice() else { panic!("one promotion: {promotions:?}") };
     assert_eq!(promotion.entry_id, l2.0);
     assert_eq!(promotion.user_id, "l2");
     assert_eq!((promotion.unit_no, promotion.ticket), (3, 4), "a new unit number; its place in line");
@@ -504,10 +506,10 @@ async fn a_returned_unit_goes_to_the_lowest_ticket_waiting_whose_member_has_not_
 
     // l2's gift fails too: a unit goes on to l3, never back to l2.
     let released = store.release(&event_id, &l2.0, "l2", 3).await.unwrap();
-    assert!(matches!(&released, Released::Promoted(p) if p.entry_id == l3.0 && p.unit_no == 4), "{released:?}");
+    assert!(matches!(&released, Released::Promoted(p) if p[0].entry_id == l3.0 && p[0].unit_no == 4), "{released:?}");
     // w2's: to l1, the last in line.
     let released = store.release(&event_id, &winners[1].0 .0, "w2", 2).await.unwrap();
-    assert!(matches!(&released, Released::Promoted(p) if p.entry_id == l1.0 && p.unit_no == 5), "{released:?}");
+    assert!(matches!(&released, Released::Promoted(p) if p[0].entry_id == l1.0 && p[0].unit_no == 5), "{released:?}");
     assert!(zrange(&mut conn, &keys.waitlist).await.is_empty());
 
     // Nobody left in line: the next returned unit stays in stock and admission reopens.
@@ -583,13 +585,14 @@ async fn a_redelivered_release_repeats_its_promotion_and_promotes_nobody_else() 
         store.decide(&event_id, &refs_at(std::slice::from_ref(entry), now - 3_000 + n as i64)).await.unwrap();
     }
     let first = store.release(&event_id, &entries[0].0, "w", 1).await.unwrap();
-    let Released::Promoted(promotion) = first else { panic!("expected a promotion, got {first:?}") };
+    let Released::Promoted(promotions) = first else { panic!("expected a promotion, got {first:?}") };
+    let promotion = promotions[0].clone();
     assert_eq!(promotion.entry_id, entries[1].0);
 
     // The aborted batch runs again, twice: the same promotion, nobody else.
     for _ in 0..2 {
         let again = store.release(&event_id, &entries[0].0, "w", 1).await.unwrap();
-        assert_eq!(again, Released::Duplicate(Some(promotion.clone())));
+        assert_eq!(again, Released::Duplicate(vec![promotion.clone()]));
     }
     assert_eq!(common::get_i64(&mut conn, &keys.stock).await, Some(0));
     assert_eq!(zrange(&mut conn, &keys.waitlist).await, vec![format!("{}|l2|{}", entries[2].0, now - 3_000 + 2)]);

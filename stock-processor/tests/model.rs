@@ -346,7 +346,7 @@ impl World {
                 .await
             {
                 Ok(released) => {
-                    if let Some(promotion) = released.promotion() {
+                    for promotion in released.promotions() {
                         batch.decisions.push(StockDecision {
                             event_id: self.event_id.clone(),
                             entry_id: promotion.entry_id.clone(),
