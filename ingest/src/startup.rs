@@ -81,7 +81,9 @@ impl Application {
             settings.state_refresh(),
         )
         .await?;
-        let producer = EventProducer::new(&settings.kafka, settings.registry.codec()?, CLIENT_ID)?;
+        // Services never register a schema: one missing stops ingest here.
+        let codec = settings.registry.required_codec(&settings.kafka.topics()).await?;
+        let producer = EventProducer::new(&settings.kafka, codec, CLIENT_ID)?;
         let db = platform::db::pool(&settings.database)?;
         let health = Health::new()
             .with_redis(redis.clone())

@@ -39,7 +39,13 @@ fn codec(c: &mut Criterion) {
     // A `t-` topic: `firstcome cleanup-tests` removes its subject.
     let topic = format!("t-bench-{}.survey-submitted", uuid::Uuid::new_v4().simple());
     let event = entry();
-    let bytes = runtime.block_on(codec.encode(&topic, &event)).expect("registers and encodes");
+    // The codec only looks schemas up: register first, as the bootstrap does.
+    let admin = schemas::RegistryAdmin::new(&url, Duration::from_secs(10)).expect("registry admin");
+    let subject = schemas::Topics::value_subject(&topic);
+    runtime
+        .block_on(admin.register(&subject, SurveySubmitted::NAME, SurveySubmitted::SCHEMA))
+        .expect("registered");
+    let bytes = runtime.block_on(codec.encode(&topic, &event)).expect("encodes");
     c.bench_function("schemas/avro_encode", |b| {
         b.to_async(&runtime).iter(|| async { codec.encode(&topic, black_box(&event)).await.expect("encode") })
     });

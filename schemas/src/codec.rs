@@ -1,8 +1,12 @@
 //! The registry-aware codec: typed events <-> Confluent wire format.
 //!
-//! Encoding supplies the schema from `schemas/avro/` under the topic's value
-//! subject, so the registry decides whether it is allowed (its compatibility
-//! rule) and the bytes always carry the registry's id for that exact schema.
+//! Encoding looks the schema from `schemas/avro/` up under the topic's value
+//! subject and writes the registry's id for that exact schema in front of
+//! the bytes. It never registers: `firstcome schemas register` does, once per
+//! deployment, under the subject's compatibility rule (see
+//! [`crate::registry`]), so a service holding a schema nobody registered
+//! fails at start ([`Codec::require_registered`]) instead of putting it in
+//! the registry by writing a record.
 //! Decoding looks the writer's schema up by the id in the bytes, reads the
 //! datum with it, then resolves it onto our own schema of the type (Avro
 //! schema resolution, writer → reader): a record written with an older or a
@@ -18,13 +22,15 @@ use std::time::Duration;
 use apache_avro::schema::{NamesRef, ResolvedSchema};
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
-use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::avro_common::get_supplied_schema;
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{SubjectNameStrategy, SuppliedSchema};
+use schema_registry_converter::schema_registry_common::SuppliedSchema;
 
-use crate::events::Event;
+use crate::connection::RegistryConnection;
+use crate::events::{all_schemas, Event};
+use crate::topics::Topics;
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +47,13 @@ pub enum CodecError {
     /// A schema in `schemas/avro/` does not parse: a build error.
     #[error("invalid local schema {name}: {reason}")]
     InvalidSchema { name: &'static str, reason: String },
+    /// Our schema is not among the subject's versions: nobody registered it
+    /// (a deployment step skipped, or a registry of another environment).
+    #[error(
+        "schema {name} is not registered under subject {subject} at the registry {registry}: \
+         register it with `firstcome schemas register` (services only look schemas up)"
+    )]
+    NotRegistered { subject: String, name: &'static str, registry: String },
 }
 
 impl CodecError {
@@ -50,13 +63,9 @@ impl CodecError {
     }
 }
 
-/// Builds the registry client settings used by the codec and the admin calls.
+/// Builds the registry client settings of a registry without credentials.
 pub fn registry_settings(url: &str, timeout: Duration) -> Result<SrSettings, CodecError> {
-    SrSettings::new_builder(url.to_string())
-        .set_timeout(timeout)
-        .no_proxy()
-        .build()
-        .map_err(|e| CodecError::Unavailable(e.to_string()))
+    RegistryConnection::new(url, timeout).sr_settings()
 }
 
 /// The schema in the deterministic form sent to the registry.
@@ -113,16 +122,17 @@ fn local_schema<E: Event>() -> Result<&'static LocalSchema, CodecError> {
 /// Encodes and decodes events through the schema registry. Cheap to clone.
 #[derive(Clone)]
 pub struct Codec {
-    encoder: Arc<AvroEncoder>,
     decoder: Arc<AvroDecoder>,
+    connection: Arc<RegistryConnection>,
+    http: reqwest::Client,
     /// The registry's id of each (topic, event type)'s schema, once known: a
-    /// record is then encoded without any registry client call.
-    ids: Arc<RwLock<HashMap<(String, TypeId), u32>>>,
+    /// record is then encoded without any registry call.
+    ids: Arc<RwLock<HashMap<(String, &'static str), u32>>>,
 }
 
 impl std::fmt::Debug for Codec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Codec").finish_non_exhaustive()
+        f.debug_struct("Codec").field("registry", &self.connection.url).finish_non_exhaustive()
     }
 }
 
@@ -133,26 +143,43 @@ impl std::fmt::Debug for Codec {
 pub const MAX_DECODE_ALLOCATION_BYTES: usize = 1024 * 1024;
 
 impl Codec {
+    /// A codec of a registry without credentials.
     pub fn new(registry_url: &str, timeout: Duration) -> Result<Self, CodecError> {
+        Self::connect(&RegistryConnection::new(registry_url, timeout))
+    }
+
+    pub fn connect(connection: &RegistryConnection) -> Result<Self, CodecError> {
         apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION_BYTES);
-        let settings = registry_settings(registry_url, timeout)?;
         Ok(Self {
-            encoder: Arc::new(AvroEncoder::new(settings.clone())),
-            decoder: Arc::new(AvroDecoder::new(settings)),
+            decoder: Arc::new(AvroDecoder::new(connection.sr_settings()?)),
+            connection: Arc::new(connection.clone()),
+            http: connection.http()?,
             ids: Arc::default(),
         })
+    }
+
+    /// Looks every firstcome schema up under its topic's value subject and
+    /// keeps the ids: a service calls it at start, so a schema nobody
+    /// registered stops it there ([`CodecError::NotRegistered`], naming the
+    /// subject and the registry) rather than at its first record.
+    pub async fn require_registered(&self, topics: &Topics) -> Result<(), CodecError> {
+        for (topic, name, text) in all_schemas(topics) {
+            let supplied = supplied_schema(name, text)?;
+            self.schema_id(topic, name, &supplied).await?;
+        }
+        Ok(())
     }
 
     /// Encodes `event` for `topic` in the Confluent wire format: magic byte 0,
     /// the schema's registry id (4 bytes, big endian), the Avro datum.
     ///
-    /// The first record of a type on a topic registers (or looks up) the
-    /// local schema under the topic's value subject; the id is kept, so later
-    /// records cost only the datum encoding. Only a success is kept: after a
-    /// registry failure the next record asks again.
+    /// The first record of a type on a topic looks the local schema up under
+    /// the topic's value subject; the id is kept, so later records cost only
+    /// the datum encoding. Only a success is kept: after a registry failure
+    /// the next record asks again.
     pub async fn encode<E: Event>(&self, topic: &str, event: &E) -> Result<Vec<u8>, CodecError> {
         let local = local_schema::<E>()?;
-        let id = self.schema_id::<E>(topic, local).await?;
+        let id = self.schema_id(topic, E::NAME, &local.supplied).await?;
         let mut bytes = Vec::with_capacity(256);
         bytes.push(0u8);
         bytes.extend_from_slice(&id.to_be_bytes());
@@ -163,23 +190,49 @@ impl Codec {
         Ok(bytes)
     }
 
-    /// The registry id of `E`'s schema under `topic`'s value subject.
-    async fn schema_id<E: Event>(&self, topic: &str, local: &LocalSchema) -> Result<u32, CodecError> {
-        let key = (topic.to_string(), TypeId::of::<E>());
+    /// The registry id of the schema `name` under `topic`'s value subject.
+    async fn schema_id(&self, topic: &str, name: &'static str, supplied: &SuppliedSchema) -> Result<u32, CodecError> {
+        let key = (topic.to_string(), name);
         if let Some(id) = self.ids.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(*id);
         }
-        let strategy =
-            SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_string(), false, local.supplied.clone());
-        let subject = strategy.get_subject().map_err(|e| classify(e, true))?;
-        let schema = self.encoder.get_schema_and_id(&subject, strategy).await.map_err(|e| {
-            // Errors stick in the encoder's cache; clear them so a later call
-            // (after the registry is back or the rule changed) can succeed.
-            self.encoder.remove_errors_from_cache();
-            classify(e, true)
-        })?;
-        self.ids.write().unwrap_or_else(|p| p.into_inner()).insert(key, schema.id);
-        Ok(schema.id)
+        let id = self.look_up(&Topics::value_subject(topic), name, supplied).await?;
+        self.ids.write().unwrap_or_else(|p| p.into_inner()).insert(key, id);
+        Ok(id)
+    }
+
+    /// `POST /subjects/{subject}`: the id of this exact schema if the subject
+    /// holds it. Unlike `POST /subjects/{subject}/versions` it never
+    /// registers, whatever the caller's permissions.
+    async fn look_up(&self, subject: &str, name: &'static str, supplied: &SuppliedSchema) -> Result<u32, CodecError> {
+        #[derive(serde::Deserialize)]
+        struct Found {
+            id: u32,
+        }
+        let unavailable = |e: reqwest::Error| CodecError::Unavailable(format!("looking {subject} up: {e}"));
+        let response = self
+            .connection
+            .request(&self.http, reqwest::Method::POST, &format!("/subjects/{subject}"))
+            .json(&serde_json::json!({ "schema": supplied.schema }))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response.json::<Found>().await.map_err(unavailable)?.id);
+        }
+        let body = response.text().await.unwrap_or_default();
+        match status.as_u16() {
+            // 40401 (no such subject) and 40403 (the subject lacks this schema).
+            404 => Err(CodecError::NotRegistered {
+                subject: subject.to_string(),
+                name,
+                registry: self.connection.url.clone(),
+            }),
+            408 | 429 | 500..=599 => Err(CodecError::Unavailable(format!("looking {subject} up: {status} {body}"))),
+            // 401/403: the credentials; 422: the schema; an operator's to fix.
+            _ => Err(CodecError::Rejected(format!("looking {subject} up at {}: {status} {body}", self.connection.url))),
+        }
     }
 
     /// Decodes a record value written in the Confluent wire format: read
@@ -192,7 +245,7 @@ impl Codec {
         let bytes = payload.ok_or_else(|| CodecError::Poison("record has no value".into()))?;
         let decoded = self.decoder.decode(Some(bytes)).await.map_err(|e| {
             self.decoder.remove_errors_from_cache();
-            classify(e, false)
+            classify(e)
         })?;
         let resolved = decoded
             .value
@@ -204,14 +257,10 @@ impl Codec {
     }
 }
 
-/// Sorts registry client errors into what the caller does next.
-fn classify(error: SRCError, encoding: bool) -> CodecError {
+/// Sorts the decoder's registry client errors into what the caller does next.
+fn classify(error: SRCError) -> CodecError {
     let text = error.to_string();
-    if error.retriable {
-        CodecError::Unavailable(text)
-    } else if encoding {
-        CodecError::Rejected(text)
-    } else if is_transport_failure(&text) {
+    if error.retriable || is_transport_failure(&text) {
         // The client marks some transport failures as final; a registry that is
         // down is not a bad record, so never dead-letter on it.
         CodecError::Unavailable(text)

@@ -9,6 +9,7 @@
 //! It depends on nothing else of ours: `platform` and the services build on it.
 
 pub mod codec;
+pub mod connection;
 pub mod events;
 pub mod identity;
 pub mod registry;
@@ -16,6 +17,7 @@ pub mod topics;
 pub mod topology;
 
 pub use codec::{Codec, CodecError};
+pub use connection::{BasicAuth, RegistryConnection};
 pub use events::{
     ClientInfo, DispatchStatus, Event, GiftDispatch, Outcome, StockDecision, StockRelease,
     SurveyAnswer, SurveySubmitted,

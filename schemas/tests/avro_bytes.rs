@@ -49,6 +49,12 @@ async fn codec_and_header(rt_topic: &str) -> (Codec, Vec<u8>) {
         client: schemas::ClientInfo { channel: "web".into(), user_agent: None },
         ticket: 0,
     };
+    // The codec only looks schemas up: register first, as the bootstrap does.
+    schemas::RegistryAdmin::new(&registry_url(), std::time::Duration::from_secs(10))
+        .unwrap()
+        .register(&schemas::Topics::value_subject(rt_topic), SurveySubmitted::NAME, SurveySubmitted::SCHEMA)
+        .await
+        .expect("registered");
     let bytes = codec.encode(rt_topic, &event).await.expect("encode against the registry");
     (codec, bytes[..5].to_vec())
 }

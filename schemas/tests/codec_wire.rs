@@ -31,6 +31,12 @@ fn entry(n: i64) -> SurveySubmitted {
 async fn the_cached_encoding_writes_what_the_registry_client_writes_and_decodes_back() {
     let topic = format!("t-codec-{}.survey-submitted", uuid::Uuid::new_v4().simple());
     let codec = Codec::new(&registry_url(), Duration::from_secs(10)).unwrap();
+    // The codec only looks schemas up: register first, as the bootstrap does.
+    schemas::RegistryAdmin::new(&registry_url(), Duration::from_secs(10))
+        .unwrap()
+        .register(&schemas::Topics::value_subject(&topic), SurveySubmitted::NAME, SurveySubmitted::SCHEMA)
+        .await
+        .expect("registered");
     let settings = schemas::codec::registry_settings(&registry_url(), Duration::from_secs(10)).unwrap();
     let reference = AvroEncoder::new(settings);
     let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(

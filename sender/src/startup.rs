@@ -64,7 +64,8 @@ impl Application {
         let _ = platform::metrics::handle();
         let pool = platform::db::pool(&settings.database)?;
         let replica = platform::member_db::replica_pool(&settings.replica)?;
-        let codec = settings.registry.codec()?;
+        // Services never register a schema: one missing stops the service here.
+        let codec = settings.registry.required_codec(&settings.kafka.topics()).await?;
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let producer = EventProducer::new(&settings.kafka, codec, &format!("sender-relay-{instance}"))?;
         let provider = ProviderClient::new(&settings.provider)?;

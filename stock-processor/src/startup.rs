@@ -56,7 +56,8 @@ impl Application {
         crate::events::describe_metrics();
         // Its own user and principal (least privilege).
         let settings = settings.with_local_credentials();
-        let codec = settings.registry.codec()?;
+        // Services never register a schema: one missing stops the service here.
+        let codec = settings.registry.required_codec(&settings.kafka.topics()).await?;
         let conn = platform::redis::connect(&settings.redis).await?;
         // The stock state must outlive memory pressure: refuse a Redis that evicts.
         conn.check_eviction_policy().await?;

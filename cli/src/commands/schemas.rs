@@ -1,12 +1,13 @@
 //! `firstcome schemas register | check`: schema governance.
 //!
-//! `register` puts the Avro schemas of `schemas/avro/` under their topics'
-//! value subjects (TopicNameStrategy) with BACKWARD compatibility. `check`
+//! `register` sets BACKWARD_TRANSITIVE compatibility on each of the topics'
+//! value subjects (TopicNameStrategy), then puts the Avro schemas of
+//! `schemas/avro/` under them: the one place that registers (services only
+//! look their schemas up and stop at start when one is missing). `check`
 //! asks the registry whether a schema set (the built-in one, or the `.avsc`
 //! files of a folder being edited) may be registered next, and fails if not.
 
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
 use schemas::events::all_schemas;
@@ -19,8 +20,9 @@ use crate::output::Output;
 use crate::reach::Need;
 use crate::settings::CliSettings;
 
+/// With the registry's credentials (`registry.username`/`registry.password`).
 fn admin(registry: &RegistrySettings) -> anyhow::Result<RegistryAdmin> {
-    Ok(RegistryAdmin::new(&registry.url, Duration::from_millis(registry.timeout_ms))?)
+    Ok(registry.admin()?)
 }
 
 /// Registers every schema; idempotent.
@@ -70,7 +72,7 @@ pub fn all_compatible(verdicts: &[Verdict]) -> bool {
 /// `firstcome schemas …`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum SchemasCommand {
-    /// Register the schemas under their subjects with BACKWARD compatibility (idempotent).
+    /// Set BACKWARD_TRANSITIVE on each subject, then register the schemas under them (idempotent).
     Register,
     /// Fail (exit 1) if the schemas (built in, or the .avsc files of --dir) are incompatible with the registry.
     Check {

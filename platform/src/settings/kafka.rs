@@ -157,17 +157,55 @@ pub struct RegistrySettings {
     /// Base URL of the Confluent API (Apicurio: `…/apis/ccompat/v7`).
     pub url: String,
     pub timeout_ms: u64,
+    /// Basic-auth user of a hosted registry (its API key); None: no
+    /// credentials, as on the local stack.
+    pub username: Option<String>,
+    /// Its password (the API secret).
+    #[serde(serialize_with = "super::secret::expose_option")]
+    pub password: Option<SecretString>,
 }
 
 impl Default for RegistrySettings {
     fn default() -> Self {
-        Self { url: "http://127.0.0.1:8081/apis/ccompat/v7".into(), timeout_ms: 5_000 }
+        Self { url: "http://127.0.0.1:8081/apis/ccompat/v7".into(), timeout_ms: 5_000, username: None, password: None }
     }
 }
 
 impl RegistrySettings {
+    /// How every registry call is made: the URL, the deadline, the credentials.
+    pub fn connection(&self) -> schemas::RegistryConnection {
+        let connection = schemas::RegistryConnection::new(&self.url, Duration::from_millis(self.timeout_ms));
+        match &self.username {
+            Some(username) => connection
+                .with_basic_auth(username, self.password.as_ref().map(|p| p.expose_secret()).unwrap_or_default()),
+            None => connection,
+        }
+    }
+
     pub fn codec(&self) -> Result<schemas::Codec, schemas::CodecError> {
-        schemas::Codec::new(&self.url, Duration::from_millis(self.timeout_ms))
+        schemas::Codec::connect(&self.connection())
+    }
+
+    /// A codec that has looked up every schema the services write, as a
+    /// service builds it at start: services never register, so a schema
+    /// missing from the registry stops the service there, the error naming
+    /// the subject and the registry. A registry that does not answer does
+    /// not: the service starts and looks the schemas up at its first record,
+    /// as it rides out any registry outage.
+    pub async fn required_codec(&self, topics: &schemas::Topics) -> Result<schemas::Codec, schemas::CodecError> {
+        let codec = self.codec()?;
+        match codec.require_registered(topics).await {
+            Ok(()) => {}
+            Err(error) if error.is_retriable() => {
+                tracing::warn!(registry = %self.url, error = %error, "schemas not looked up at start: the registry did not answer");
+            }
+            Err(error) => return Err(error),
+        }
+        Ok(codec)
+    }
+
+    pub fn admin(&self) -> Result<schemas::RegistryAdmin, schemas::CodecError> {
+        schemas::RegistryAdmin::connect(&self.connection())
     }
 }
 
@@ -181,6 +219,29 @@ mod tests {
         assert_eq!(kafka.brokers, "127.0.0.1:9092");
         assert!(kafka.validate().is_ok());
         assert!(RegistrySettings::default().url.ends_with("/apis/ccompat/v7"));
+        assert!(RegistrySettings::default().connection().basic_auth.is_none());
+    }
+
+    #[test]
+    fn registry_credentials_come_from_the_environment_one_field_each() {
+        let variables: config::Map<String, String> = [
+            ("FIRSTCOME_REGISTRY__USERNAME", "api-key"),
+            ("FIRSTCOME_REGISTRY__PASSWORD", "s3cret"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        #[derive(Default, Serialize, Deserialize)]
+        struct Service {
+            registry: RegistrySettings,
+        }
+        let defaults = Service { registry: RegistrySettings { timeout_ms: 1_234, ..Default::default() } };
+        let loaded: Service = super::super::layered(&defaults, super::super::environment().source(Some(variables)))
+            .and_then(|c| Ok(c.try_deserialize()?))
+            .expect("loaded");
+        assert_eq!(loaded.registry.timeout_ms, 1_234, "the other fields keep the service's defaults");
+        let auth = loaded.registry.connection().basic_auth.expect("credentials");
+        assert_eq!((auth.username.as_str(), auth.password.as_str()), ("api-key", "s3cret"));
     }
 
     #[test]
