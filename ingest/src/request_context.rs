@@ -39,16 +39,20 @@ fn acceptable(value: &str) -> bool {
         && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
+impl CorrelationId {
+    /// The client's `X-Correlation-Id` when acceptable (1 to 128 visible
+    /// ASCII characters: it goes into log lines, Kafka headers and the
+    /// response), else a new UUID.
+    pub fn from_header(value: Option<&HeaderValue>) -> Self {
+        let taken = value.and_then(|v| v.to_str().ok()).filter(|v| acceptable(v));
+        Self(taken.map(str::to_string).unwrap_or_else(|| Uuid::new_v4().to_string()))
+    }
+}
+
 /// The middleware around every route.
 pub async fn track(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let correlation_id = request
-        .headers()
-        .get(CORRELATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| acceptable(v))
-        .map(str::to_string)
-        .unwrap_or_else(|| Uuid::new_v4().to_string());
+    let CorrelationId(correlation_id) = CorrelationId::from_header(request.headers().get(CORRELATION_HEADER));
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -240,12 +240,19 @@ fn snapshots(
                     }
                 }
                 cursor.previous = Some((snapshot.at_ms, snapshot.answers.clone()));
-                Event::default().event("snapshot").json_data(&snapshot).unwrap_or_else(|_| Event::default().comment("unencodable"))
+                snapshot_event(&snapshot)
             }
             None => Event::default().event("gone").data("no such event"),
         };
         Some((Ok(event), cursor))
     })
+}
+
+/// One snapshot as a server-sent event: `event: snapshot`, the JSON on
+/// `data:` lines (what `static/dashboard.js` reads back; its parsing is
+/// checked against this in `tests/fuzz.rs`).
+pub fn snapshot_event(snapshot: &Snapshot) -> Event {
+    Event::default().event("snapshot").json_data(snapshot).unwrap_or_else(|_| Event::default().comment("unencodable"))
 }
 
 /// Closing an event is the operator's action, with the operator's
