@@ -7,7 +7,9 @@
 //! before it, a batch was mostly one partition's fetched records and 204 of the
 //! first 600 of these 3,000 entries on 3 partitions won (the handler's in-batch
 //! sort, `handler::by_event`, cannot reach across batches). The records are
-//! stamped with the accept time, as ingest stamps them.
+//! stamped with the accept time, as ingest stamps them, and carry the tickets
+//! ingest gave them: the stage decides on those, so the winners are exactly
+//! the first tickets whatever order the records reach it in.
 
 mod common;
 
@@ -45,7 +47,11 @@ async fn a_backlog_is_decided_in_accept_order_across_partitions() {
     let mut payloads = Vec::with_capacity(ENTRIES);
     for (i, member) in members.iter().enumerate() {
         let accepted_at = accepted_from + i as i64;
-        let record = entry(&event_id, &common::new_entry_id(), member, accepted_at);
+        // The place ingest gave each, in accept order.
+        let record = schemas::SurveySubmitted {
+            ticket: i as i64 + 1,
+            ..entry(&event_id, &common::new_entry_id(), member, accepted_at)
+        };
         payloads.push((member, accepted_at, codec.encode(&topics.survey_submitted, &record).await.expect("encode")));
     }
     // Sent together, in order (the idempotent producer keeps each
@@ -61,10 +67,12 @@ async fn a_backlog_is_decided_in_accept_order_across_partitions() {
     let running = tokio::spawn(application.run_until_stopped(shutdown.clone()));
     let reader = env.committed_reader(&[&topics.stock_decided]).await;
     let mut winners_accepted_at = Vec::new();
+    let mut winners_tickets = Vec::new();
     for message in reader.take(ENTRIES, DEADLINE).await {
         let decision: StockDecision = codec.decode(message.payload()).await.expect("decision decodes");
         if decision.outcome == Outcome::Won {
             winners_accepted_at.push(decision.accepted_at);
+            winners_tickets.push(decision.ticket);
         }
     }
     shutdown.cancel();
@@ -73,4 +81,6 @@ async fn a_backlog_is_decided_in_accept_order_across_partitions() {
     assert_eq!(winners_accepted_at.len(), FOR_SALE, "every unit won once");
     let first_n = winners_accepted_at.iter().filter(|at| **at < accepted_from + FOR_SALE as i64).count();
     assert_eq!(first_n, FOR_SALE, "the winners are the first {FOR_SALE} accepted entries (fidelity {first_n}/{FOR_SALE})");
+    winners_tickets.sort_unstable();
+    assert_eq!(winners_tickets, (1..=FOR_SALE as i64).collect::<Vec<_>>(), "the winners hold tickets 1..{FOR_SALE}");
 }
