@@ -182,15 +182,19 @@ async fn a_stale_pending_mark_is_resumed_with_the_same_entry_id() {
     let _: () = redis::pipe()
         .cmd("HSET").arg(&keys.entered).arg("m-1").arg(format!("P|{stale_entry}|{admitted_at}")).ignore()
         .cmd("HSET").arg(&keys.entries).arg(&stale_entry).arg("m-1").ignore()
+        .cmd("HSET").arg(&keys.tickets).arg(&stale_entry).arg(7).ignore()
         .query_async(&mut conn)
         .await
         .unwrap();
 
     let response = app.enter(&event_id, "m-1").await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    assert_eq!(json_of(response).await["entry_id"], stale_entry.as_str());
+    let body = json_of(response).await;
+    assert_eq!(body["entry_id"], stale_entry.as_str());
+    assert_eq!(body["ticket"], 7, "a resumed entry keeps its place in line");
     let (record, _) = consume_entry(&app.settings, &stale_entry).await;
     assert_eq!(record.accepted_at, admitted_at, "the entry keeps its original admit time");
+    assert_eq!(record.ticket, 7);
     assert_eq!(entered_mark(&mut conn, &event_id, "m-1").await, Some(format!("A|{stale_entry}")));
     let entries: i64 = redis::cmd("HLEN").arg(&keys.entries).query_async(&mut conn).await.unwrap();
     assert_eq!(entries, 1, "no second entry id");
