@@ -359,17 +359,20 @@ async fn past_the_grace_or_after_an_operator_close_every_entry_is_closed() {
     assert_eq!(decided.decisions[0].outcome, Outcome::Closed);
     assert_eq!(common::get_i64(&mut conn, &EventKeys::new(&late).stock).await, Some(5));
 
-    // Closed by an operator while open: entries accepted before are CLOSED too.
+    // Closed by an operator while open: an entry ingest admitted before (it
+    // holds the ticket ingest gave it) is decided on its ticket; one another
+    // producer wrote without a ticket is CLOSED.
+    let eligible = vec!["m1".to_string(), "m2".to_string()];
     let closed = common::new_event_id();
     EventSetup::open_now(&closed, 5, &eligible).create(&mut conn).await;
-    let () = redis::cmd("HSET")
-        .arg(EventKeys::new(&closed).meta)
-        .arg("status")
-        .arg("closed")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let decided = store.decide(&closed, &refs_at(&entry, now - 1)).await.unwrap();
+    let admitted = (common::new_entry_id(), "m1".to_string());
+    let keys = EventKeys::new(&closed);
+    let () = redis::cmd("HSET").arg(&keys.tickets).arg(&admitted.0).arg(1).query_async(&mut conn).await.unwrap();
+    let () = redis::cmd("HSET").arg(&keys.meta).arg("status").arg("closed").query_async(&mut conn).await.unwrap();
+    let decided = store.decide(&closed, &ticketed(&[(admitted, 1)], now - 1)).await.unwrap();
+    assert_eq!(decided.decisions[0], Decision { outcome: Outcome::Won, unit_no: Some(1) }, "its 202 was given while open");
+    let partner = vec![(common::new_entry_id(), "m2".to_string())];
+    let decided = store.decide(&closed, &refs_at(&partner, now - 1)).await.unwrap();
     assert_eq!(decided.decisions[0].outcome, Outcome::Closed);
 }
 
