@@ -39,9 +39,31 @@ pub const STACK_PASSWORDS: &[&str] = &[
     "firstcome_admin",
 ];
 
+/// Whether `host` (a listener's `host` setting) is a loopback address.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Environment {
     pub fn is_local(self) -> bool {
         self == Environment::Local
+    }
+
+    /// Local is the default, and it accepts the public development secrets:
+    /// a service nobody configured must not listen where others reach it.
+    /// So in local an HTTP listener binds a loopback address only, unless
+    /// the environment was named on purpose (`explicit`: set in the
+    /// settings file or `FIRSTCOME_ENVIRONMENT`), as the container demo does.
+    pub fn check_listener(self, explicit: bool, name: &str, host: &str) -> Result<(), SettingsError> {
+        if !self.is_local() || explicit || is_loopback_host(host) {
+            return Ok(());
+        }
+        Err(SettingsError::Invalid(format!(
+            "{name}.host = {host:?} is not a loopback address, and the environment is local by default, which \
+             accepts the public development secrets: bind 127.0.0.1, or set FIRSTCOME_ENVIRONMENT \
+             (production for a deployment; local only to expose the development stack on purpose)"
+        )))
     }
 
     /// Outside local: not the development secret, at least [`MIN_SECRET_BYTES`].

@@ -41,6 +41,15 @@ fn with_file(
     })
 }
 
+/// Whether the settings file or the environment names `environment`
+/// (rather than the services' default, local): see
+/// [`Environment::check_listener`](super::Environment::check_listener).
+pub(crate) fn environment_is_explicit() -> bool {
+    with_file(config::Config::builder())
+        .and_then(|builder| Ok(builder.add_source(environment()).build()?))
+        .is_ok_and(|layers| layers.get_string("environment").is_ok())
+}
+
 /// The `FIRSTCOME_…__…` variables as a settings source (`FIRSTCOME_KAFKA__BROKERS`
 /// is `kafka.brokers`). Tests hand it a map of their own
 /// (`config::Environment::source`) to read a deployment's variables as a service would.

@@ -63,6 +63,29 @@ pub trait ServiceSettings: Serialize + DeserializeOwned + Default + Clone {
         if let Some(replica) = sections.replica {
             environment.check_database_url("replica.url", &replica.url)?;
         }
+        self.check_listeners(super::layers::environment_is_explicit())
+    }
+
+    /// Every HTTP listener (each section with a `host` and a `port`: `http`,
+    /// ingest's `ops`, any added later) keeps to
+    /// [`Environment::check_listener`]; in the default local environment a
+    /// line says so at start. `explicit`: the environment was configured.
+    fn check_listeners(&self, explicit: bool) -> Result<(), SettingsError> {
+        let environment = self.environment();
+        let sections = serde_json::to_value(self).map_err(|e| SettingsError::Invalid(format!("settings as JSON: {e}")))?;
+        let listeners = sections.as_object().into_iter().flatten().filter_map(|(name, section)| {
+            let host = section.get("host")?.as_str()?;
+            section.get("port")?.as_u64().map(|_| (name, host))
+        });
+        for (name, host) in listeners {
+            environment.check_listener(explicit, name, host)?;
+        }
+        if environment.is_local() && !explicit {
+            tracing::warn!(
+                "local environment: development secrets accepted, loopback only \
+                 (set FIRSTCOME_ENVIRONMENT=production for a deployment)"
+            );
+        }
         Ok(())
     }
 }
