@@ -61,6 +61,16 @@ pub struct Settings {
     /// How long a batch waits for the replicas' acknowledgement before it
     /// fails and is tried again (`FIRSTCOME_REPLICA_ACK_TIMEOUT_MS`).
     pub replica_ack_timeout_ms: u64,
+    /// Static group membership (`FIRSTCOME_STATIC_MEMBERSHIP=true`): the
+    /// consumer joins with `group.instance.id` = `<topic_prefix><instance_id>`,
+    /// so an instance restarted under the same id (a crash, a redeploy of a
+    /// StatefulSet pod) takes its partitions back at once instead of the
+    /// group waiting out the dead member's session (see
+    /// docs/measurements/). The price: a static member does not leave the
+    /// group when it stops, so an instance stopped for good (scaled down)
+    /// holds its partitions for `kafka.session_timeout_ms`. Off by default;
+    /// needs an `instance_id` that is stable and unique per instance.
+    pub static_membership: bool,
 }
 
 /// Stock settings built by this process so far (see `instance_id`).
@@ -106,6 +116,7 @@ impl Default for Settings {
             order_max_idle_ms: 500,
             replica_acks: 0,
             replica_ack_timeout_ms: 1_000,
+            static_membership: false,
         }
     }
 }
@@ -127,6 +138,16 @@ impl Settings {
             replicas: self.replica_acks,
             timeout: std::time::Duration::from_millis(self.replica_ack_timeout_ms),
         })
+    }
+
+    /// The Kafka settings of the stage's consumer: with
+    /// `group.instance.id` under static membership.
+    pub fn consumer_kafka(&self) -> KafkaSettings {
+        let mut kafka = self.kafka.clone();
+        if self.static_membership {
+            kafka.group_instance_id = Some(format!("{}{}", self.kafka.topic_prefix, self.instance_id));
+        }
+        kafka
     }
 
     /// `firstcome-stock-<topic_prefix><instance_id>`.
@@ -234,6 +255,15 @@ mod tests {
         settings.instance_id = "i-9".into();
         assert_eq!(settings.transactional_id(), "firstcome-stock-t-1.i-9");
         assert_eq!(settings.group(), "t-1.stock");
+    }
+
+    #[test]
+    fn static_membership_joins_under_the_stable_instance_id() {
+        let mut settings = Settings { instance_id: "stock-2".into(), ..Default::default() };
+        settings.kafka.topic_prefix = "t-1.".into();
+        assert_eq!(settings.consumer_kafka().group_instance_id, None, "off by default");
+        settings.static_membership = true;
+        assert_eq!(settings.consumer_kafka().group_instance_id.as_deref(), Some("t-1.stock-2"));
     }
 
     #[test]

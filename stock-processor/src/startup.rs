@@ -78,7 +78,7 @@ impl Application {
                 .with_restorer(restorer)
                 .with_fence(settings.fence());
         let subscription = Subscription {
-            kafka: settings.kafka.clone(),
+            kafka: settings.consumer_kafka(),
             group_name: crate::GROUP,
             delivery: Delivery::Transactional { transactional_id: settings.transactional_id() },
             // First come, first served across partitions too (a backlog).
@@ -88,6 +88,7 @@ impl Application {
         tracing::info!(
             group = %settings.group(),
             transactional_id = %settings.transactional_id(),
+            group_instance_id = ?settings.consumer_kafka().group_instance_id,
             replica_acks = settings.replica_acks,
             ops_port = service.ops_port(),
             "stock processor built"

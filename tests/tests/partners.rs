@@ -8,6 +8,7 @@
 mod partners {
     pub mod compression;
     pub mod governance;
+    pub mod hosted;
     pub mod java;
     pub mod java_partner;
     pub mod partitioning;

@@ -26,22 +26,23 @@ pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
     for (key, value) in settings.security_properties() {
         config.set(key, value);
     }
-    for (key, value) in &settings.extra {
+    for (key, value) in settings.extra_properties() {
         config.set(key, value);
     }
     config
 }
 
-/// The client properties every firstcome client shares.
+/// The client properties every firstcome client shares; `client_id` names
+/// the client's role unless `kafka.client_id` names them all.
 pub(crate) fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
     let mut config = client_config(settings);
     config
-        .set("client.id", client_id)
+        .set("client.id", settings.client_id_for(client_id))
         // Loopback and single-node clusters: fail fast, reconnect quickly.
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.max.ms", "1000")
         .set("topic.metadata.refresh.interval.ms", "10000");
-    for (key, value) in &settings.extra {
+    for (key, value) in settings.extra_properties() {
         config.set(key, value);
     }
     config

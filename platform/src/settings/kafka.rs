@@ -53,8 +53,43 @@ pub struct KafkaSettings {
     /// security.protocol when a user is set: `sasl_plaintext` on the local
     /// stack (loopback), `sasl_ssl` across a network.
     pub security_protocol: String,
-    /// Extra librdkafka properties, passed through as given (they win).
+    /// Extra librdkafka properties, passed through (they win). From the
+    /// environment a key is spelled with `_` for `.`, as a variable's name
+    /// cannot hold a dot: `FIRSTCOME_KAFKA__EXTRA__SSL_CA_LOCATION=/etc/ca.pem`
+    /// is `ssl.ca.location` (no librdkafka property has an `_` in its name);
+    /// see [`extra_properties`](Self::extra_properties).
     pub extra: BTreeMap<String, String>,
+    /// The `client.id` every Kafka client of the process sends (a hosted
+    /// cluster's quotas and request logs are per client id). None: a stable
+    /// name of the client's role (`ingest`, the consumer group, …), the same
+    /// at every start.
+    pub client_id: Option<String>,
+    /// The consumer group protocol (`group.protocol`): `classic`, or
+    /// `consumer` (KIP-848: the broker assigns partitions and owns the
+    /// session timeout and heartbeat interval, so the consumer sets neither
+    /// nor an assignment strategy).
+    pub group_protocol: GroupProtocol,
+    /// Static membership (`group.instance.id`): a member that restarts with
+    /// the same id takes its partitions back without a rebalance, instead of
+    /// the group waiting out the dead member's session. Each service sets it
+    /// from its own stable instance id (the stock stage does); None here.
+    pub group_instance_id: Option<String>,
+    /// The Kafka principal of each service in the ACLs `firstcome topics
+    /// create` grants, by service (`ingest`, `stock`, `recorder`, `sender`):
+    /// a hosted cluster's service accounts are not `User:<service>` (e.g.
+    /// `FIRSTCOME_KAFKA__PRINCIPALS__STOCK=User:sa-1x2y3z`). A service not
+    /// named keeps `User:<service>`.
+    pub principals: BTreeMap<String, String>,
+}
+
+/// The consumer group protocol (`group.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    #[default]
+    Classic,
+    /// KIP-848, generally available from Kafka 4.0.
+    Consumer,
 }
 
 impl Default for KafkaSettings {
@@ -75,6 +110,10 @@ impl Default for KafkaSettings {
             sasl_mechanism: "SCRAM-SHA-512".into(),
             security_protocol: "sasl_plaintext".into(),
             extra: BTreeMap::new(),
+            client_id: None,
+            group_protocol: GroupProtocol::Classic,
+            group_instance_id: None,
+            principals: BTreeMap::new(),
         }
     }
 }
@@ -109,6 +148,23 @@ impl KafkaSettings {
         }
     }
 
+    /// `extra` as librdkafka properties: a key read from the environment
+    /// (`ssl_ca_location`) with its `_` turned into `.`; a key given with
+    /// dots (a TOML file's `"ssl.ca.location"`) as it is.
+    pub fn extra_properties(&self) -> impl Iterator<Item = (String, &str)> + '_ {
+        self.extra.iter().map(|(key, value)| (key.replace('_', "."), value.as_str()))
+    }
+
+    /// The `client.id` of a client in `role` (see [`client_id`](Self::client_id)).
+    pub fn client_id_for(&self, role: &str) -> String {
+        self.client_id.clone().unwrap_or_else(|| role.to_string())
+    }
+
+    /// The Kafka principal `principal` has in the ACLs (see [`principals`](Self::principals)).
+    pub fn acl_principal(&self, principal: Principal) -> String {
+        self.principals.get(principal.name()).cloned().unwrap_or_else(|| format!("User:{}", principal.name()))
+    }
+
     pub fn topics(&self) -> schemas::Topics {
         schemas::Topics::with_prefix(&self.topic_prefix)
     }
@@ -139,6 +195,11 @@ impl KafkaSettings {
             return Err(SettingsError::Invalid(format!(
                 "kafka.drain_timeout_ms ({}) must be below kafka.session_timeout_ms ({})",
                 self.drain_timeout_ms, self.session_timeout_ms
+            )));
+        }
+        if let Some(unknown) = self.principals.keys().find(|k| !Principal::ALL.iter().any(|p| p.name() == k.as_str())) {
+            return Err(SettingsError::Invalid(format!(
+                "kafka.principals.{unknown}: not a service (ingest, stock, recorder, sender, admin)"
             )));
         }
         if self.transaction_timeout_ms <= self.delivery_timeout_ms {
@@ -220,6 +281,50 @@ mod tests {
         assert!(kafka.validate().is_ok());
         assert!(RegistrySettings::default().url.ends_with("/apis/ccompat/v7"));
         assert!(RegistrySettings::default().connection().basic_auth.is_none());
+    }
+
+    fn kafka_from(variables: &[(&str, &str)]) -> KafkaSettings {
+        #[derive(Default, Serialize, Deserialize)]
+        struct Service {
+            kafka: KafkaSettings,
+        }
+        let variables: config::Map<String, String> =
+            variables.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let loaded: Service = super::super::layered(&Service::default(), super::super::environment().source(Some(variables)))
+            .and_then(|c| Ok(c.try_deserialize()?))
+            .expect("loaded");
+        loaded.kafka
+    }
+
+    #[test]
+    fn librdkafka_properties_and_hosted_settings_come_from_the_environment() {
+        let kafka = kafka_from(&[
+            ("FIRSTCOME_KAFKA__EXTRA__SSL_CA_LOCATION", "/etc/firstcome/ca.pem"),
+            ("FIRSTCOME_KAFKA__EXTRA__SASL_OAUTHBEARER_METHOD", "oidc"),
+            ("FIRSTCOME_KAFKA__EXTRA__ENABLE_SSL_CERTIFICATE_VERIFICATION", "true"),
+            ("FIRSTCOME_KAFKA__CLIENT_ID", "firstcome-prod"),
+            ("FIRSTCOME_KAFKA__GROUP_PROTOCOL", "consumer"),
+            ("FIRSTCOME_KAFKA__PRINCIPALS__STOCK", "User:sa-1x2y3z"),
+        ]);
+        let extra: Vec<(String, &str)> = kafka.extra_properties().collect();
+        assert_eq!(
+            extra,
+            [
+                ("enable.ssl.certificate.verification".to_string(), "true"),
+                ("sasl.oauthbearer.method".to_string(), "oidc"),
+                ("ssl.ca.location".to_string(), "/etc/firstcome/ca.pem"),
+            ]
+        );
+        assert_eq!(kafka.client_id_for("ingest"), "firstcome-prod");
+        assert_eq!(kafka.group_protocol, GroupProtocol::Consumer);
+        assert_eq!(kafka.acl_principal(Principal::STOCK), "User:sa-1x2y3z");
+        assert_eq!(kafka.acl_principal(Principal::SENDER), "User:sender");
+        assert_eq!(kafka.brokers, KafkaSettings::default().brokers, "one variable, one field");
+        assert!(kafka.validate().is_ok());
+        let defaults = KafkaSettings::default();
+        assert_eq!(defaults.client_id_for("ingest"), "ingest", "stable, not random");
+        let typo = kafka_from(&[("FIRSTCOME_KAFKA__PRINCIPALS__STOCKS", "User:x")]);
+        assert!(typo.validate().is_err(), "a principal of no service is refused");
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod telemetry;
 pub use database::{DatabaseSettings, MemberPrimarySettings, ReplicaSettings};
 pub use environment::{Environment, DEV_TOKEN_SECRET, MIN_SECRET_BYTES, STACK_PASSWORDS};
 pub use http::{BindError, HttpSettings};
-pub use kafka::{KafkaSettings, RegistrySettings};
+pub use kafka::{GroupProtocol, KafkaSettings, RegistrySettings};
 pub use layers::{check_layering, environment, layered, load, load_layered};
 pub use principal::Principal;
 pub use redis::RedisSettings;

@@ -51,7 +51,7 @@ pub enum Operation {
 /// One ALLOW ACL, from any host.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Acl {
-    /// `User:<name>`.
+    /// `User:<name>`, or the principal `kafka.principals` names.
     pub principal: String,
     pub resource: Resource,
     pub pattern: Pattern,
@@ -72,14 +72,27 @@ pub fn stock_transactional_prefix(prefix: &str) -> String {
 }
 
 /// Every ACL of the pipeline for the topic and group prefix `prefix`: the
-/// topology's routes, resolved like the services resolve them.
+/// topology's routes, resolved like the services resolve them, each stage's
+/// principal `User:<name>` (the stack's SCRAM users).
 pub fn pipeline_acls(prefix: &str) -> Vec<Acl> {
+    pipeline_acls_as(prefix, |principal| format!("User:{}", principal.name()))
+}
+
+/// [`pipeline_acls`] for the deployment `kafka` describes: its topic prefix,
+/// and each stage's principal as `kafka.principals` names it (a hosted
+/// cluster's service accounts).
+pub fn deployment_acls(kafka: &KafkaSettings) -> Vec<Acl> {
+    pipeline_acls_as(&kafka.topic_prefix, |principal| kafka.acl_principal(principal))
+}
+
+/// [`pipeline_acls`] with each stage's Kafka principal given by `principal_of`.
+pub fn pipeline_acls_as(prefix: &str, principal_of: impl Fn(Principal) -> String) -> Vec<Acl> {
     let topics = Topics::with_prefix(prefix);
     let mut acls = Vec::new();
     let mut allow = |stage: Stage, resource: Resource, pattern: Pattern, name: String, operations: &[Operation]| {
         for &operation in operations {
             acls.push(Acl {
-                principal: format!("User:{}", Principal::of(stage).name()),
+                principal: principal_of(Principal::of(stage)),
                 resource,
                 pattern,
                 name: name.clone(),
@@ -278,5 +291,19 @@ mod tests {
             && acl.name == "firstcome-stock-p."));
         assert!(allows(&acls, "recorder", Operation::Read, "p.gift-dispatched"));
         assert!(allows(&acls, "recorder", Operation::Write, &Topics::dlq("p.gift-dispatched")));
+    }
+
+    #[test]
+    fn a_deployment_grants_its_configured_principals() {
+        let mut kafka = KafkaSettings { topic_prefix: "prod.".into(), ..Default::default() };
+        kafka.principals.insert("stock".into(), "User:sa-stock42".into());
+        let acls = deployment_acls(&kafka);
+        assert!(allows(&acls, "sa-stock42", Operation::Write, "prod.stock-decided"));
+        assert!(!acls.iter().any(|acl| acl.principal == "User:stock"), "the stock stage's default principal is gone");
+        assert!(allows(&acls, "ingest", Operation::Write, "prod.survey-submitted"));
+        let mut renamed: Vec<Acl> =
+            acls.iter().map(|acl| Acl { principal: acl.principal.replace("sa-stock42", "stock"), ..acl.clone() }).collect();
+        renamed.sort();
+        assert_eq!(renamed, pipeline_acls("prod."), "the same grants, only the principal differs");
     }
 }

@@ -52,7 +52,7 @@ use tracing::{info_span, Instrument};
 use super::base_config;
 use self::events::{BatchFinished, BatchProcessed, BatchRefused, BatchRetried, DrainAbandoned, LoopStarted, LoopStopped};
 use super::producer::{idempotent_config, RecordSender};
-use crate::settings::KafkaSettings;
+use crate::settings::{GroupProtocol, KafkaSettings};
 
 pub use gather::LoopContext;
 pub use merge::Order;
@@ -121,27 +121,42 @@ impl ConsumerLoop {
         delivery: Delivery,
         order: Order,
     ) -> Result<Self, ConsumerError> {
-        let instance = uuid::Uuid::new_v4().simple().to_string();
-        let consumer: StreamConsumer<LoopContext> = base_config(settings, &format!("{group}-{instance}"))
+        // A stable client id (the group's name), not one per start: a hosted
+        // cluster's quotas and request logs go by it.
+        let mut config = base_config(settings, group);
+        config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             // Never see records of aborted transactions.
             .set("isolation.level", "read_committed")
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("session.timeout.ms", settings.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (settings.session_timeout_ms / 4).to_string())
             .set("max.poll.interval.ms", settings.max_poll_interval_ms.to_string())
             // Bounded prefetch: the only buffer between the broker and the handler.
             .set("queued.max.messages.kbytes", "16384")
             // Partition statistics for the lag gauge (`LoopContext::stats`).
-            .set("statistics.interval.ms", crate::metrics::LAG_INTERVAL_MS.to_string())
-            .create_with_context(LoopContext::new(group))?;
+            .set("statistics.interval.ms", crate::metrics::LAG_INTERVAL_MS.to_string());
+        match settings.group_protocol {
+            GroupProtocol::Classic => {
+                config
+                    .set("partition.assignment.strategy", "cooperative-sticky")
+                    .set("session.timeout.ms", settings.session_timeout_ms.to_string())
+                    .set("heartbeat.interval.ms", (settings.session_timeout_ms / 4).to_string());
+            }
+            // The broker owns the assignment, the session and the heartbeat
+            // (librdkafka refuses the three properties with this protocol).
+            GroupProtocol::Consumer => {
+                config.set("group.protocol", "consumer");
+            }
+        }
+        if let Some(instance) = &settings.group_instance_id {
+            config.set("group.instance.id", instance);
+        }
+        let consumer: StreamConsumer<LoopContext> = config.create_with_context(LoopContext::new(group))?;
         consumer.subscribe(topics)?;
 
         let producer: FutureProducer = match &delivery {
-            Delivery::AtLeastOnce => idempotent_config(settings, &format!("{group}-{instance}-out")).create()?,
+            Delivery::AtLeastOnce => idempotent_config(settings, &format!("{group}-out")).create()?,
             Delivery::Transactional { transactional_id } => {
                 let producer: FutureProducer = idempotent_config(settings, transactional_id)
                     .set("transactional.id", transactional_id)
