@@ -3,14 +3,16 @@
 //! idempotently; `firstcome topics show`: the topology table; `firstcome
 //! topics describe`: the live cluster beside the topology — each topic and
 //! dead-letter topic as the brokers hold it (partitions, replicas, in-sync
-//! replicas, records) with who writes and reads it.
+//! replicas, records) with who writes and reads it, and where a topic's
+//! configs drift from the topology (`admin::drift`: an existing topic is
+//! never altered, so a retention set by hand stays until an operator acts).
 
 use std::fmt::Write;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 
-use platform::kafka::admin::{create_topics, pipeline_topics, Created, Layout};
+use platform::kafka::admin::{create_topics, pipeline_topics, Created, Drift, Layout, TopicSpec, BROKER_DEFAULT_REPLICATION};
 use platform::kafka::lag;
 use platform::settings::KafkaSettings;
 use schemas::topology::{self, Route};
@@ -19,13 +21,17 @@ use crate::output::Output;
 use crate::reach::Need;
 use crate::settings::CliSettings;
 
-/// Creates the missing topics; returns one line per topic for the operator.
+/// Creates the missing topics; returns one line per topic for the operator,
+/// then one per ACL, then one per way an existing topic differs from the
+/// topology (`drift`: an existing topic is never altered).
 pub async fn create(kafka: &KafkaSettings, layout: Layout) -> anyhow::Result<Vec<String>> {
     let specs = pipeline_topics(&kafka.topics(), layout);
     let created = create_topics(kafka, &specs).await?;
     // A broker that authenticates nobody (no SASL login configured) has no ACLs to set.
-    let secured = kafka.security_properties().iter().any(|(key, _)| *key == "sasl.mechanism");
-    let acls = if secured { platform::kafka::acl::pipeline_acls(&kafka.topic_prefix) } else { Vec::new() };
+    let secured = kafka.security_properties().iter().any(|(key, _)| *key == "sasl.mechanism")
+        || kafka.extra_properties().any(|(key, _)| key == "sasl.mechanism");
+    // Each stage's principal as the deployment names it (`kafka.principals`).
+    let acls = if secured { platform::kafka::acl::deployment_acls(kafka) } else { Vec::new() };
     platform::kafka::acl::create_acls(kafka, &acls).await?;
     let mut lines: Vec<String> = created
         .into_iter()
@@ -35,7 +41,24 @@ pub async fn create(kafka: &KafkaSettings, layout: Layout) -> anyhow::Result<Vec
         })
         .collect();
     lines.extend(acls.iter().map(|acl| format!("allowed  {acl}")));
+    lines.extend(drift(kafka, &specs).await?.iter().map(|d| format!("drift    {d}")));
     Ok(lines)
+}
+
+/// Where the existing topics differ from `specs` (`admin::drift`).
+async fn drift(kafka: &KafkaSettings, specs: &[TopicSpec]) -> anyhow::Result<Vec<Drift>> {
+    Ok(platform::kafka::admin::drift(kafka, specs).await?)
+}
+
+/// Drift of the live topics from the topology's configs (retention, timestamp
+/// bounds, …) and replication as `layout` asks. Not the partition count: it
+/// is the deployment's choice at `topics create` (`--partitions`), which
+/// `describe` does not know.
+pub async fn config_drift(kafka: &KafkaSettings, layout: Layout) -> anyhow::Result<Vec<Drift>> {
+    let specs = pipeline_topics(&kafka.topics(), layout);
+    let mut found = drift(kafka, &specs).await?;
+    found.retain(|d| d.what != "partitions");
+    Ok(found)
 }
 
 /// The topology table (topic → producer → consumer groups → dead letters) as
@@ -56,6 +79,9 @@ pub struct TopicView {
     pub consumed_by: Vec<&'static str>,
     /// `None`: the topic does not exist on the cluster.
     pub live: Option<LiveTopic>,
+    /// Where its configs differ from the topology (`config_drift`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<String>,
 }
 
 /// What the brokers report for a topic.
@@ -96,6 +122,7 @@ pub async fn describe(kafka: &KafkaSettings) -> anyhow::Result<Vec<TopicView>> {
                 },
                 consumed_by: if dead { vec!["operators (firstcome dlq)"] } else { groups_of(route) },
                 topic: name,
+                drift: Vec::new(),
             });
         }
         Ok(views)
@@ -163,8 +190,10 @@ pub enum TopicsCommand {
         partitions: i32,
         #[arg(long, default_value_t = 3)]
         dlq_partitions: i32,
-        #[arg(long, default_value_t = 1)]
-        replication: i32,
+        /// Replicas per partition; unset: the broker's `default.replication.factor`
+        /// (and its `min.insync.replicas`), what a hosted cluster requires.
+        #[arg(long)]
+        replication: Option<i32>,
     },
     /// Print the topology: each topic, who produces it, which groups consume it, its dead letters.
     Show,
@@ -186,7 +215,7 @@ impl TopicsCommand {
 pub async fn command(settings: &CliSettings, command: TopicsCommand) -> anyhow::Result<Output> {
     match command {
         TopicsCommand::Create { partitions, dlq_partitions, replication } => {
-            let layout = Layout { partitions, dlq_partitions, replication };
+            let layout = Layout { partitions, dlq_partitions, replication: replication.unwrap_or(BROKER_DEFAULT_REPLICATION) };
             let lines = create(&settings.kafka, layout).await?;
             Ok(Output::new(lines.join("\n"), &lines))
         }
@@ -207,14 +236,22 @@ pub async fn command(settings: &CliSettings, command: TopicsCommand) -> anyhow::
             Ok(Output::new(show(&settings.kafka), &routes))
         }
         TopicsCommand::Describe => {
-            let views = describe(&settings.kafka).await?;
+            let mut views = describe(&settings.kafka).await?;
+            let drifted = config_drift(&settings.kafka, Layout::default()).await?;
+            for view in &mut views {
+                view.drift = drifted.iter().filter(|d| d.topic == view.topic).map(|d| d.to_string()).collect();
+            }
             let unwell: Vec<&str> = views
                 .iter()
-                .filter(|v| v.live.as_ref().is_none_or(|l| l.under_replicated > 0 || l.leaderless > 0))
+                .filter(|v| v.live.as_ref().is_none_or(|l| l.under_replicated > 0 || l.leaderless > 0) || !v.drift.is_empty())
                 .map(|v| v.topic.as_str())
                 .collect();
-            let why = format!("topics missing, under-replicated or without a leader: {}", unwell.join(", "));
-            Ok(Output::new(describe_text(&views), &views).failed_if(!unwell.is_empty(), why))
+            let why = format!("topics missing, under-replicated, without a leader or drifted: {}", unwell.join(", "));
+            let mut text = describe_text(&views);
+            for d in &drifted {
+                let _ = writeln!(text, "drift    {d}");
+            }
+            Ok(Output::new(text, &views).failed_if(!unwell.is_empty(), why))
         }
     }
 }
