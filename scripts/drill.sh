@@ -136,6 +136,7 @@ wait_http() { # url
 
 INGEST=http://127.0.0.1:8380
 PROVIDER=http://127.0.0.1:8390
+RUSH_EVENT="drill-rush-$STAMP"
 if [ "$RUSH_ONLY" = true ]; then
   # The rush alone, against the last baselines measured (the report's ratios use them).
   cp "$OUT/baselines.json" "$WORK/baselines.json"
@@ -155,7 +156,6 @@ WRK_MEMBERS=$(( WRK_SECS * 20000 ))
 ACCEPT_EVENT="drill-accept-$STAMP"
 EARLY_EVENT="drill-early-$STAMP"
 SOLD_OUT_EVENT="drill-sold-out-$STAMP"
-RUSH_EVENT="drill-rush-$STAMP"
 "$BIN/firstcome" event create --id "$ACCEPT_EVENT" --product drill-wrk --total 100000000 --close-at +2h
 # Nobody is eligible for the early event: a 425 is answered before eligibility.
 "$BIN/firstcome" event create --id "$EARLY_EVENT" --product drill-nobody --total 10 --open-at +2h --close-at +3h
