@@ -29,6 +29,9 @@ step "building the workspace"
 export CARGO_INCREMENTAL=0
 cargo build --workspace --all-targets --locked
 
+step "format (rustfmt.toml; cargo fmt --all fixes it)"
+cargo fmt --all -- --check
+
 step "clippy (every crate and target, warnings are errors)"
 # Its own pass over the dependencies (check metadata, not the build's): a few
 # minutes cold, seconds when only our crates changed.

@@ -201,7 +201,8 @@ mod tests {
     fn format_and_verbosity_are_accepted_anywhere_on_the_line() {
         let cli = Cli::try_parse_from(["firstcome", "topics", "describe", "--format", "json", "-vv"]).expect("parsed");
         assert_eq!((cli.format, cli.verbose), (Format::Json, 2));
-        let cli = Cli::try_parse_from(["firstcome", "--format", "json", "groups", "describe", "--group", "stock"]).expect("parsed");
+        let cli = Cli::try_parse_from(["firstcome", "--format", "json", "groups", "describe", "--group", "stock"])
+            .expect("parsed");
         assert_eq!(cli.format, Format::Json);
         assert!(Cli::try_parse_from(["firstcome", "topics", "show", "--format", "yaml"]).is_err());
     }

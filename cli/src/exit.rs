@@ -40,7 +40,9 @@ pub struct Usage(pub String);
 pub fn classify(error: &anyhow::Error, settings: &CliSettings) -> (Exit, String) {
     let message = platform::error::chain(error.as_ref()).to_string();
     for cause in error.chain() {
-        if cause.downcast_ref::<Usage>().is_some() || cause.downcast_ref::<platform::settings::SettingsError>().is_some() {
+        if cause.downcast_ref::<Usage>().is_some()
+            || cause.downcast_ref::<platform::settings::SettingsError>().is_some()
+        {
             return (Exit::Usage, message);
         }
         if cause.downcast_ref::<Unreachable>().is_some() {
@@ -77,8 +79,11 @@ fn transport_failure(cause: &(dyn std::error::Error + 'static)) -> Option<Need> 
         return (pg.is_closed() || io).then_some(Need::Database);
     }
     if let Some(redis) = cause.downcast_ref::<redis::RedisError>() {
-        return (redis.is_io_error() || redis.is_connection_refusal() || redis.is_timeout() || redis.is_connection_dropped())
-            .then_some(Need::Redis);
+        return (redis.is_io_error()
+            || redis.is_connection_refusal()
+            || redis.is_timeout()
+            || redis.is_connection_dropped())
+        .then_some(Need::Redis);
     }
     if let Some(kafka) = cause.downcast_ref::<rdkafka::error::KafkaError>() {
         let transport = matches!(

@@ -26,7 +26,8 @@ pub struct Output {
 impl Output {
     /// `text` for people, `value` as the JSON document.
     pub fn new(text: impl Into<String>, value: &impl Serialize) -> Self {
-        let json = serde_json::to_value(value).unwrap_or_else(|e| serde_json::json!({ "unserialisable": e.to_string() }));
+        let json =
+            serde_json::to_value(value).unwrap_or_else(|e| serde_json::json!({ "unserialisable": e.to_string() }));
         Self { text: text.into(), json, failed: None }
     }
 

@@ -52,7 +52,9 @@ pub async fn check(settings: &CliSettings, needs: &[Need]) -> Result<(), Unreach
 pub fn describe(settings: &CliSettings, need: Need) -> (&'static str, String) {
     match need {
         Need::Database => ("PostgreSQL (database.url)", audit::postgres_address(&settings.database)),
-        Need::Replica => ("the member replica (replica.url)", audit::postgres_url_address(settings.replica.url.expose_secret())),
+        Need::Replica => {
+            ("the member replica (replica.url)", audit::postgres_url_address(settings.replica.url.expose_secret()))
+        }
         Need::MemberPrimary => (
             "the member primary (member_primary.url)",
             audit::postgres_url_address(settings.member_primary.url.expose_secret()),
@@ -95,7 +97,8 @@ async fn redis(settings: &CliSettings) -> Result<(), BoxError> {
 async fn kafka(settings: &CliSettings) -> Result<(), BoxError> {
     let kafka = settings.kafka.clone();
     tokio::task::spawn_blocking(move || -> Result<(), BoxError> {
-        let consumer: BaseConsumer = platform::kafka::client_config(&kafka).set("client.id", "firstcome-probe").create()?;
+        let consumer: BaseConsumer =
+            platform::kafka::client_config(&kafka).set("client.id", "firstcome-probe").create()?;
         consumer.fetch_metadata(None, PROBE_TIMEOUT)?;
         Ok(())
     })

@@ -69,8 +69,7 @@ async fn topics_and_groups_are_described_from_the_live_cluster() {
     let env = TestEnv::builder().without_database().build().await;
     let topics = env.topics();
     // Three records on partition 0 of survey-submitted: the groups reading it lag by 3 there.
-    let producer: FutureProducer =
-        platform::kafka::client_config(&env.kafka_admin()).create().expect("producer");
+    let producer: FutureProducer = platform::kafka::client_config(&env.kafka_admin()).create().expect("producer");
     for n in 0..3 {
         let key = format!("m-{n}");
         let record = FutureRecord::to(&topics.survey_submitted).partition(0).key(&key).payload("not avro");
@@ -97,7 +96,10 @@ async fn topics_and_groups_are_described_from_the_live_cluster() {
     let lagging: Vec<&serde_json::Value> =
         stock["partitions"].as_array().expect("partitions").iter().filter(|p| p["lag"] != 0).collect();
     assert_eq!(lagging.len(), 1, "{stock}");
-    assert_eq!((&lagging[0]["topic"], &lagging[0]["partition"]), (&serde_json::json!(topics.survey_submitted), &serde_json::json!(0)));
+    assert_eq!(
+        (&lagging[0]["topic"], &lagging[0]["partition"]),
+        (&serde_json::json!(topics.survey_submitted), &serde_json::json!(0))
+    );
 
     // A group that is not in the topology is bad usage.
     assert_eq!(firstcome(&["groups", "describe", "--group", "nope"], &prefix).status.code(), Some(2));
@@ -108,6 +110,10 @@ async fn topics_and_groups_are_described_from_the_live_cluster() {
         let after = firstcome(&["topics", "describe"], &prefix);
         after.status.code() == Some(1) && String::from_utf8_lossy(&after.stdout).contains("MISSING")
     };
-    testkit::wait_for("topics describe to report the deleted topics missing (exit 1)", Duration::from_secs(30), missing)
-        .await;
+    testkit::wait_for(
+        "topics describe to report the deleted topics missing (exit 1)",
+        Duration::from_secs(30),
+        missing,
+    )
+    .await;
 }

@@ -13,7 +13,8 @@ use ingest::submission::EntryBody;
 use ingest::{AuthSettings, Limits, MemberId};
 use platform::event_keys::{write_event, EventKeys};
 
-const BODY: &[u8] = br#"{"answers":{"satisfaction":"5","recommend":"yes"},"client":{"channel":"web","user_agent":"Mozilla/5.0"}}"#;
+const BODY: &[u8] =
+    br#"{"answers":{"satisfaction":"5","recommend":"yes"},"client":{"channel":"web","user_agent":"Mozilla/5.0"}}"#;
 
 fn token_verify(c: &mut Criterion) {
     let auth = AuthSettings::default();

@@ -38,18 +38,33 @@ use crate::auth::MemberId;
 pub enum Admission {
     /// A new entry: the pending mark is set and its ticket (place in line)
     /// taken; produce it.
-    Accept { entry_id: String, admitted_at_ms: i64, ticket: i64 },
+    Accept {
+        entry_id: String,
+        admitted_at_ms: i64,
+        ticket: i64,
+    },
     /// A pending mark old enough that its request has surely ended without an
     /// acknowledgement: produce the SAME entry again (consumers dedupe).
-    Resume { entry_id: String, admitted_at_ms: i64, ticket: i64 },
+    Resume {
+        entry_id: String,
+        admitted_at_ms: i64,
+        ticket: i64,
+    },
     /// The member's entry was acknowledged before.
-    AlreadyEntered { entry_id: String },
+    AlreadyEntered {
+        entry_id: String,
+    },
     /// Another request of the member is producing this entry right now.
-    InProgress { entry_id: String, retry_after: Duration },
+    InProgress {
+        entry_id: String,
+        retry_after: Duration,
+    },
     NotEligible,
     SoldOut,
     Closed,
-    TooEarly { opens_in: Duration },
+    TooEarly {
+        opens_in: Duration,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +152,8 @@ impl Admitter {
         new_entry_id: &str,
         admit_new: bool,
     ) -> Result<Admission, AdmissionError> {
-        let query = AdmitQuery { member: member.as_str().to_string(), new_entry_id: new_entry_id.to_string(), admit_new };
+        let query =
+            AdmitQuery { member: member.as_str().to_string(), new_entry_id: new_entry_id.to_string(), admit_new };
         let mut answers = admit_call(&self.admit, self.resume_after, conn, event_id, &[query]).await?;
         answers.pop().ok_or_else(|| AdmissionError::Unexpected("no answer".into()))
     }
@@ -165,7 +181,8 @@ impl Admitter {
             }));
             tx
         });
-        let query = AdmitQuery { member: member.as_str().to_string(), new_entry_id: new_entry_id.to_string(), admit_new };
+        let query =
+            AdmitQuery { member: member.as_str().to_string(), new_entry_id: new_entry_id.to_string(), admit_new };
         ask(queue, "admit", event_id, query).await
     }
 

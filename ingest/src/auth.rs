@@ -299,7 +299,9 @@ mod tests {
         // Signed with the right secret and issuer but no `aud` at all.
         let now = chrono::Utc::now().timestamp();
         let claims = serde_json::json!({ "sub": "m-1", "iss": DEFAULT_ISSUER, "iat": now, "exp": now + 60 });
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"test-secret")).unwrap();
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"test-secret"))
+                .unwrap();
         assert!(verify(&secret(), &token).is_err());
     }
 
@@ -316,7 +318,8 @@ mod tests {
     /// Signs arbitrary claims with the test secret (what a holder of the
     /// login service's key could mint).
     fn signed(claims: serde_json::Value) -> String {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"test-secret")).unwrap()
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"test-secret"))
+            .unwrap()
     }
 
     fn claims(iat: i64, exp: i64) -> serde_json::Value {
@@ -356,7 +359,9 @@ mod tests {
     #[test]
     fn a_token_without_iat_is_refused() {
         let now = chrono::Utc::now().timestamp();
-        let token = signed(serde_json::json!({ "sub": "m-1", "iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE, "exp": now + 60 }));
+        let token = signed(
+            serde_json::json!({ "sub": "m-1", "iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE, "exp": now + 60 }),
+        );
         assert!(verify(&secret(), &token).is_err());
     }
 
@@ -375,7 +380,10 @@ mod tests {
         assert!(verifier.check_lifetime(&at(now, now + 3_600), now).is_ok());
         assert!(verifier.check_lifetime(&at(now + 5, now + 3_605), now).is_ok(), "within the leeway");
         assert!(matches!(verifier.check_lifetime(&at(now + 6, now + 600), now), Err(AuthError::IssuedInFuture(6))));
-        assert!(matches!(verifier.check_lifetime(&at(now - 100, now + 3_600), now), Err(AuthError::TooLong(3_700, 3_600))));
+        assert!(matches!(
+            verifier.check_lifetime(&at(now - 100, now + 3_600), now),
+            Err(AuthError::TooLong(3_700, 3_600))
+        ));
         assert!(verifier.check_lifetime(&at(i64::MIN, i64::MAX), now).is_err(), "no overflow");
     }
 
@@ -399,7 +407,8 @@ mod tests {
         let header = encode(br#"{"alg":"none","typ":"JWT"}"#);
         let exp = chrono::Utc::now().timestamp() + 600;
         let payload = encode(
-            format!(r#"{{"sub":"m-1","iss":"firstcome","aud":"firstcome-ingest","iat":{},"exp":{exp}}}"#, exp - 60).as_bytes(),
+            format!(r#"{{"sub":"m-1","iss":"firstcome","aud":"firstcome-ingest","iat":{},"exp":{exp}}}"#, exp - 60)
+                .as_bytes(),
         );
         assert!(verify(&secret(), &format!("{header}.{payload}.")).is_err());
     }
@@ -432,12 +441,9 @@ mod tests {
             exp: now + 600,
             nbf: None,
         };
-        let token = jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(b"test-secret"),
-        )
-        .unwrap();
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"test-secret"))
+                .unwrap();
         assert!(matches!(verify(&secret(), &token), Err(AuthError::BadSubject)));
     }
 

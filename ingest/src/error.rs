@@ -165,9 +165,7 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(after) = self.retry_after() {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(after)));
         }
         response.extensions_mut().insert(Outcome(self.code()));
         response
@@ -213,7 +211,12 @@ mod tests {
     fn the_field_of_a_data_error_is_named() {
         let msg = "Failed to deserialize the JSON body into the target type: answers: invalid type: integer `5`, expected a string at line 1 column 20";
         assert_eq!(data_error_field(msg), "answers");
-        assert_eq!(data_error_field("Failed to deserialize the JSON body into the target type: missing field `answers` at line 1 column 2"), "body");
+        assert_eq!(
+            data_error_field(
+                "Failed to deserialize the JSON body into the target type: missing field `answers` at line 1 column 2"
+            ),
+            "body"
+        );
     }
 
     #[test]

@@ -114,7 +114,9 @@ impl HoleSweep {
             for event_id in self.cache.known_ids() {
                 match self.sweep(&event_id).await {
                     Ok(0) => {}
-                    Ok(announced) => tracing::warn!(event_id, announced, "holes announced: their places pass down the line"),
+                    Ok(announced) => {
+                        tracing::warn!(event_id, announced, "holes announced: their places pass down the line")
+                    }
                     Err(error) => tracing::warn!(event_id, %error, "hole sweep failed; the next one tries again"),
                 }
             }

@@ -43,7 +43,10 @@ pub const METRICS: &[Metric] = &[
         "firstcome_ingest_rate_limit_evictions_total",
         "Members forgotten by the rate limiter to keep its memory bounded",
     ),
-    Metric::counter("firstcome_ingest_dashboard_refused_total", "Operations dashboard calls refused (no or a wrong operator token)"),
+    Metric::counter(
+        "firstcome_ingest_dashboard_refused_total",
+        "Operations dashboard calls refused (no or a wrong operator token)",
+    ),
     Metric::counter("firstcome_ingest_state_resubscribes_total", "Subscriptions to the event-state channel made again"),
     Metric::counter(
         "firstcome_ingest_state_changes_total",
@@ -51,10 +54,14 @@ pub const METRICS: &[Metric] = &[
     )
     .labels(&["status"])
     .known(&[&["open"], &["sold_out"], &["closed"], &["malformed"]]),
-    Metric::counter("firstcome_ingest_waiting_room_total", "Members held by the waiting room, by turn (pre_queue, wait)")
-        .labels(&["turn"])
-        .known(&[&["pre_queue"], &["wait"]]),
-    Metric::gauge("firstcome_ingest_waiting_line", Unit::Count, "Members waiting in an event's line").labels(&["event_id"]),
+    Metric::counter(
+        "firstcome_ingest_waiting_room_total",
+        "Members held by the waiting room, by turn (pre_queue, wait)",
+    )
+    .labels(&["turn"])
+    .known(&[&["pre_queue"], &["wait"]]),
+    Metric::gauge("firstcome_ingest_waiting_line", Unit::Count, "Members waiting in an event's line")
+        .labels(&["event_id"]),
 ];
 
 /// Describes ingest's metrics, platform's producer and Redis ones with them.

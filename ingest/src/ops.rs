@@ -81,10 +81,7 @@ async fn healthz(State(health): State<CachedHealth>) -> Response {
 }
 
 async fn metrics_text() -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        platform::metrics::render(),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], platform::metrics::render())
 }
 
 /// `/healthz` and `/metrics` for the ops listener.

@@ -100,7 +100,8 @@ impl<K: Hash + Eq + Clone> StoreInner<K> {
     fn make_room(&self, shard: &mut HashMap<K, Slot>) {
         let now = Instant::now();
         shard.retain(|_, slot| {
-            now.duration_since(slot.last_seen) < self.forget_after || slot.blocked_until.is_some_and(|until| until > now)
+            now.duration_since(slot.last_seen) < self.forget_after
+                || slot.blocked_until.is_some_and(|until| until > now)
         });
         if shard.len() >= self.per_shard {
             if let Some(oldest) = shard.iter().min_by_key(|(_, slot)| slot.last_seen).map(|(k, _)| k.clone()) {
@@ -164,9 +165,7 @@ impl MemberRateLimit {
 
     /// `Ok` when `member` may make this request, else how long to wait.
     pub fn check(&self, member: &str) -> Result<(), Duration> {
-        self.limiter
-            .check_key(&member.to_string())
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        self.limiter.check_key(&member.to_string()).map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
     /// How many members are remembered now.

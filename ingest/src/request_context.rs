@@ -34,9 +34,7 @@ const MAX_CORRELATION_CHARS: usize = 128;
 pub struct CorrelationId(pub String);
 
 fn acceptable(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= MAX_CORRELATION_CHARS
-        && value.bytes().all(|b| b.is_ascii_graphic())
+    !value.is_empty() && value.len() <= MAX_CORRELATION_CHARS && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
 impl CorrelationId {
@@ -95,7 +93,8 @@ pub async fn track(mut request: Request, next: Next) -> Response {
     let status_label = status.as_u16().to_string();
     metrics::counter!("firstcome_ingest_requests_total", "outcome" => outcome, "route" => route.clone(), "status" => status_label.clone())
         .increment(1);
-    metrics::histogram!("firstcome_ingest_request_seconds", "route" => route, "status" => status_label).record(elapsed.as_secs_f64());
+    metrics::histogram!("firstcome_ingest_request_seconds", "route" => route, "status" => status_label)
+        .record(elapsed.as_secs_f64());
     response
 }
 
@@ -162,7 +161,8 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 /// checked and found bad (any route), or an event id looked up and not
 /// found (the event state route: a new random id is a Redis call).
 fn costly_refusal(method: &Method, route: Option<&str>, status: StatusCode) -> bool {
-    status == StatusCode::UNAUTHORIZED || (status == StatusCode::NOT_FOUND && method == Method::GET && route == Some(EVENT_ROUTE))
+    status == StatusCode::UNAUTHORIZED
+        || (status == StatusCode::NOT_FOUND && method == Method::GET && route == Some(EVENT_ROUTE))
 }
 
 /// The middleware that keeps refusals cheap: an address over its budget of
@@ -210,10 +210,8 @@ mod tests {
     }
 
     fn guard_trusting(proxies: &[&str]) -> ClientGuard {
-        let limits = Limits {
-            trusted_proxies: proxies.iter().map(|p| p.parse().unwrap()).collect(),
-            ..Limits::default()
-        };
+        let limits =
+            Limits { trusted_proxies: proxies.iter().map(|p| p.parse().unwrap()).collect(), ..Limits::default() };
         ClientGuard::new(&limits)
     }
 

@@ -220,7 +220,9 @@ impl OperatorSettings {
             return Ok(());
         }
         if token == DEV_OPERATOR_TOKEN {
-            return Err(SettingsError::Invalid("operator.token is the development token (environment = production)".into()));
+            return Err(SettingsError::Invalid(
+                "operator.token is the development token (environment = production)".into(),
+            ));
         }
         if token == member_secret.expose_secret() {
             return Err(SettingsError::Invalid("operator.token must differ from auth.token_secret".into()));

@@ -14,17 +14,17 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::holes::HoleSweep;
 use crate::admission::Admitter;
 use crate::dashboard::tally::Tally;
 use crate::dashboard::Dashboard;
-use crate::waiting_room::WaitingRoom;
+use crate::holes::HoleSweep;
 use crate::ops::{CachedHealth, HEALTH_TTL};
 use crate::rate_limit::MemberRateLimit;
 use crate::routes::{self, AppState};
 use crate::server::ServeLimits;
 use crate::settings::Settings;
 use crate::state::{EventCache, StateSync};
+use crate::waiting_room::WaitingRoom;
 
 /// The Kafka client id of ingest's producer.
 const CLIENT_ID: &str = "ingest";
@@ -124,7 +124,8 @@ impl Application {
             router: routes::router(state),
             ops_listener,
             ops_port,
-            ops_router: crate::ops::router(CachedHealth::new(health, HEALTH_TTL)).merge(crate::dashboard::router(dashboard)),
+            ops_router: crate::ops::router(CachedHealth::new(health, HEALTH_TTL))
+                .merge(crate::dashboard::router(dashboard)),
             streams_stop,
             serve_limits: ServeLimits {
                 header_read_timeout: settings.limits.header_read_timeout(),

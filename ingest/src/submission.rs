@@ -124,10 +124,7 @@ impl EntryBody {
             .map(|ua| ua.chars().filter(|c| !c.is_control()).take(MAX_USER_AGENT_CHARS).collect::<String>())
             .filter(|ua| !ua.is_empty());
         Ok(Submission {
-            answers: answers
-                .into_iter()
-                .map(|(question, answer)| SurveyAnswer { question, answer })
-                .collect(),
+            answers: answers.into_iter().map(|(question, answer)| SurveyAnswer { question, answer }).collect(),
             client: ClientInfo { channel, user_agent },
         })
     }
@@ -163,13 +160,20 @@ mod tests {
 
     #[test]
     fn control_characters_are_refused_but_line_breaks_kept() {
-        let nul = body(r#"{"answers": {"q1": "a\u0000b", "q2": "x"}}"#).validate(&questions(), &Limits::default(), None);
+        let nul =
+            body(r#"{"answers": {"q1": "a\u0000b", "q2": "x"}}"#).validate(&questions(), &Limits::default(), None);
         assert_eq!(field_of(nul.unwrap_err()), "answers.q1");
-        let bad_question = body(r#"{"answers": {"q1": "a", "q2": "b", "q\u0007": "c"}}"#)
-            .validate(&questions(), &Limits::default(), None);
+        let bad_question = body(r#"{"answers": {"q1": "a", "q2": "b", "q\u0007": "c"}}"#).validate(
+            &questions(),
+            &Limits::default(),
+            None,
+        );
         assert!(bad_question.is_err());
-        let lines = body(r#"{"answers": {"q1": "line one\nline two\ttab", "q2": "x"}}"#)
-            .validate(&questions(), &Limits::default(), None);
+        let lines = body(r#"{"answers": {"q1": "line one\nline two\ttab", "q2": "x"}}"#).validate(
+            &questions(),
+            &Limits::default(),
+            None,
+        );
         assert!(lines.is_ok());
     }
 
@@ -202,7 +206,9 @@ mod tests {
     #[test]
     fn too_many_answers_are_refused() {
         let limits = Limits { max_answers: 2, ..Default::default() };
-        let err = body(r#"{"answers": {"q1": "a", "q2": "b", "q3": "c"}}"#).validate(&questions(), &limits, None).unwrap_err();
+        let err = body(r#"{"answers": {"q1": "a", "q2": "b", "q3": "c"}}"#)
+            .validate(&questions(), &limits, None)
+            .unwrap_err();
         assert_eq!(field_of(err), "answers");
     }
 

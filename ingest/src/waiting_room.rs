@@ -219,19 +219,18 @@ pub async fn line_state<C: ConnectionLike + Send>(conn: &mut C, event_id: &str) 
     /// `HMGET room seq served opened_at`, `ZCARD prequeue`, `HLEN passed`.
     type Reply = ((Option<i64>, Option<i64>, Option<String>), i64, i64);
     let keys = RoomKeys::new(event_id);
-    let ((seq, served, opened), pre_queue, passed): Reply =
-        redis::pipe()
-            .cmd("HMGET")
-            .arg(&keys.room)
-            .arg("seq")
-            .arg("served")
-            .arg("opened_at")
-            .cmd("ZCARD")
-            .arg(&keys.prequeue)
-            .cmd("HLEN")
-            .arg(&keys.passed)
-            .query_async(conn)
-            .await?;
+    let ((seq, served, opened), pre_queue, passed): Reply = redis::pipe()
+        .cmd("HMGET")
+        .arg(&keys.room)
+        .arg("seq")
+        .arg("served")
+        .arg("opened_at")
+        .cmd("ZCARD")
+        .arg(&keys.prequeue)
+        .cmd("HLEN")
+        .arg(&keys.passed)
+        .query_async(conn)
+        .await?;
     let (seq, served) = (seq.unwrap_or(0), served.unwrap_or(0));
     Ok(LineState { pre_queue, waiting: (seq - served).max(0), served, passed, opened: opened.is_some() })
 }

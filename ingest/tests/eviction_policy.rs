@@ -58,7 +58,10 @@ async fn healthz(ops_url: &str) -> (u16, serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_refuses_a_redis_that_can_evict_and_its_healthz_names_the_check() {
     let env = testkit::TestEnv::new().await;
-    assert!(env.redis.sentinel_addresses().is_empty(), "this test sets the policy on redis.url; run it without Sentinels");
+    assert!(
+        env.redis.sentinel_addresses().is_empty(),
+        "this test sets the policy on redis.url; run it without Sentinels"
+    );
     let settings = Settings {
         http: HttpSettings::on_port(0),
         ops: HttpSettings::on_port(0),
@@ -69,8 +72,13 @@ async fn ingest_refuses_a_redis_that_can_evict_and_its_healthz_names_the_check()
         ..Default::default()
     };
     let mut guard = PolicyGuard { conn: admin_connection(&env.redis) };
-    let before: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query(&mut guard.conn).expect("CONFIG GET");
-    assert_eq!(before.get(1).map(String::as_str), Some("noeviction"), "the stack's Redis runs noeviction (stack/redis/)");
+    let before: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query(&mut guard.conn).expect("CONFIG GET");
+    assert_eq!(
+        before.get(1).map(String::as_str),
+        Some("noeviction"),
+        "the stack's Redis runs noeviction (stack/redis/)"
+    );
 
     guard.set(EVICTING);
     let refused = Application::build(settings.clone()).await;

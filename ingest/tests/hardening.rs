@@ -30,7 +30,11 @@ fn add(n: usize) {
     let _ = LIVE.try_with(|live| {
         let now = live.get() + n;
         live.set(now);
-        let _ = PEAK.try_with(|p| if now > p.get() { p.set(now) });
+        let _ = PEAK.try_with(|p| {
+            if now > p.get() {
+                p.set(now)
+            }
+        });
     });
 }
 fn sub(n: usize) {
@@ -100,13 +104,7 @@ fn allowed_peak(n: usize) -> usize {
 }
 
 fn text() -> impl Strategy<Value = String> + Clone {
-    prop_oneof![
-        "[a-z0-9]{1,6}",
-        any::<String>(),
-        "[\\x00-\\x1f ]{0,4}",
-        Just("q1".to_string()),
-        Just("q2".to_string()),
-    ]
+    prop_oneof!["[a-z0-9]{1,6}", any::<String>(), "[\\x00-\\x1f ]{0,4}", Just("q1".to_string()), Just("q2".to_string()),]
 }
 
 /// JSON-ish bodies: the right shape with arbitrary contents, wrong shapes,
@@ -127,14 +125,15 @@ fn shaped_body() -> impl Strategy<Value = Vec<u8>> {
 
 fn json_body() -> impl Strategy<Value = Vec<u8>> {
     let shaped = shaped_body();
-    let mutated = (shaped_body(), prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4))
-        .prop_map(|(mut bytes, flips)| {
+    let mutated = (shaped_body(), prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)).prop_map(
+        |(mut bytes, flips)| {
             for (at, byte) in flips {
                 let i = at.index(bytes.len());
                 bytes[i] = byte;
             }
             bytes
-        });
+        },
+    );
     let odd = prop_oneof![
         Just(b"{\"answers\": {\"q1\": 5}}".to_vec()),
         Just(b"{\"answers\": [\"q1\"]}".to_vec()),
@@ -226,9 +225,7 @@ proptest! {
 #[test]
 fn the_lock_file_has_no_rsa_crate() {
     let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock")).unwrap();
-    let rsa: Vec<&str> = lock
-        .split("[[package]]")
-        .filter(|p| p.lines().any(|l| l.trim() == r#"name = "rsa""#))
-        .collect();
+    let rsa: Vec<&str> =
+        lock.split("[[package]]").filter(|p| p.lines().any(|l| l.trim() == r#"name = "rsa""#)).collect();
     assert!(rsa.is_empty(), "the rsa crate is in Cargo.lock: {rsa:?}");
 }

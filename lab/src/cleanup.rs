@@ -47,7 +47,8 @@ fn test_names(column: &str) -> String {
 /// Tests seed their members into a `t_<hex>` schema of the member primary (a chaos run
 /// into `chaos_<seed>_<id>`).
 async fn drop_member_schemas(settings: &CliSettings) -> anyhow::Result<usize> {
-    let primary = platform::settings::MemberPrimarySettings { schema: String::new(), ..settings.member_primary.clone() };
+    let primary =
+        platform::settings::MemberPrimarySettings { schema: String::new(), ..settings.member_primary.clone() };
     let pool = platform::member_db::primary_pool(&primary)?;
     let client = pool.get().await?;
     let names: Vec<String> = client
@@ -112,13 +113,8 @@ pub async fn run(settings: &CliSettings) -> anyhow::Result<Cleaned> {
         (admin, metadata)
     })
     .await?;
-    let topics: Vec<String> = metadata
-        .1?
-        .topics()
-        .iter()
-        .map(|t| t.name().to_string())
-        .filter(|name| is_test_topic(name))
-        .collect();
+    let topics: Vec<String> =
+        metadata.1?.topics().iter().map(|t| t.name().to_string()).filter(|name| is_test_topic(name)).collect();
     for chunk in topics.chunks(200) {
         let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
         platform::kafka::admin::delete_topics(&settings.kafka, &names).await?;
@@ -131,7 +127,8 @@ pub async fn run(settings: &CliSettings) -> anyhow::Result<Cleaned> {
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?;
     let base = settings.registry.url.trim_end_matches('/');
     let list = || async {
-        let subjects: Vec<String> = http.get(format!("{base}/subjects")).send().await?.error_for_status()?.json().await?;
+        let subjects: Vec<String> =
+            http.get(format!("{base}/subjects")).send().await?.error_for_status()?.json().await?;
         anyhow::Ok(subjects.into_iter().filter(|s| is_test_topic(s)).collect::<Vec<_>>())
     };
     let subjects = list().await?;

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
-use audit::InvariantReport;
-use firstcome_cli::commands::members::{self, SeedPlan};
 use crate::rush::{self, RushPlan, RushReport};
 use crate::service_settings::{ProviderLink, Stack};
 use crate::services::{ServiceProcess, ServiceSpec};
+use audit::InvariantReport;
+use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
+use firstcome_cli::commands::members::{self, SeedPlan};
 use firstcome_cli::CliSettings;
 
 /// The knobs of the demo.
@@ -155,7 +155,13 @@ async fn start_services(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Resu
         backoff_max_ms: None,
     };
     let mut specs = vec![
-        ServiceSpec::new("provider-sim", "provider-sim", &stack.provider_sim(PROVIDER_PORT, faults, None)?, dir, PROVIDER_PORT)?,
+        ServiceSpec::new(
+            "provider-sim",
+            "provider-sim",
+            &stack.provider_sim(PROVIDER_PORT, faults, None)?,
+            dir,
+            PROVIDER_PORT,
+        )?,
         ServiceSpec::new("stock-processor", "stock-processor", &stack.stock(9101, None, None)?, dir, 9101)?,
         ServiceSpec::new("recorder", "recorder", &stack.recorder(9102)?, dir, 9102)?,
         ServiceSpec::new("sender", "sender", &stack.sender(9103, &provider)?, dir, 9103)?,
@@ -190,13 +196,16 @@ async fn rush_and_drain(
     }
     // The survey page and the dashboard, for a person to watch the rush (docs/event-pages.md).
     println!("\nsurvey page  http://127.0.0.1:{INGEST_BASE_PORT}/?event={}", new_event.event_id);
-    println!("dashboard    http://127.0.0.1:{INGEST_OPS_BASE_PORT}/dashboard?event={} (operator token: {})", new_event.event_id, ingest::settings::DEV_OPERATOR_TOKEN);
+    println!(
+        "dashboard    http://127.0.0.1:{INGEST_OPS_BASE_PORT}/dashboard?event={} (operator token: {})",
+        new_event.event_id,
+        ingest::settings::DEV_OPERATOR_TOKEN
+    );
     for (member, token) in shots.iter().take(3) {
         println!("member token {member}: {token}");
     }
-    let urls = (0..plan.ingest_instances)
-        .map(|i| format!("http://127.0.0.1:{}", INGEST_BASE_PORT + 2 * i as u16))
-        .collect();
+    let urls =
+        (0..plan.ingest_instances).map(|i| format!("http://127.0.0.1:{}", INGEST_BASE_PORT + 2 * i as u16)).collect();
     // Open loop: a rate the demo's two ingest instances answer on a busy
     // two-core machine, reached at once (the event is already open), over
     // `concurrency` keep-alive connections.
@@ -207,7 +216,12 @@ async fn rush_and_drain(
         progress: true,
         ..RushPlan::new(urls, new_event.event_id.clone(), shots)
     };
-    println!("\nopening rush: {} members (+{}% retries), {} connections…", members.len(), plan.duplicate_ratio * 100.0, plan.concurrency);
+    println!(
+        "\nopening rush: {} members (+{}% retries), {} connections…",
+        members.len(),
+        plan.duplicate_ratio * 100.0,
+        plan.concurrency
+    );
     let report = rush::run(&rush_plan).await?;
     println!(
         "  {} requests in {} ms: {:.0} req/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
@@ -248,8 +262,14 @@ fn print_outcome(report: &RushReport, invariants: &InvariantReport, drained: boo
     println!("  sent             {}", t.sent);
     println!("  failed→returned  {}", t.failed);
     println!("  lost             {}", t.lost);
-    println!("  phantom success  {}  (told \"won\", refused by the payout guard, never paid; must be 0)", t.phantom_successes);
-    println!("  for sale         {}  (ledger issued {}, returned {}, redis stock {})", t.for_sale, t.ledger_issued, t.ledger_returned, t.redis_stock);
+    println!(
+        "  phantom success  {}  (told \"won\", refused by the payout guard, never paid; must be 0)",
+        t.phantom_successes
+    );
+    println!(
+        "  for sale         {}  (ledger issued {}, returned {}, redis stock {})",
+        t.for_sale, t.ledger_issued, t.ledger_returned, t.redis_stock
+    );
     println!("\ninvariants");
     print!("{}", audit::text(&invariants.checks));
 }

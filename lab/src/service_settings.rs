@@ -47,7 +47,11 @@ impl Stack {
 
     /// The run's Kafka with the login `base` names (none: the service's own).
     fn kafka(&self, base: &KafkaSettings) -> KafkaSettings {
-        KafkaSettings { username: base.username.clone(), password: base.password.clone(), ..self.settings.kafka.clone() }
+        KafkaSettings {
+            username: base.username.clone(),
+            password: base.password.clone(),
+            ..self.settings.kafka.clone()
+        }
     }
 
     /// The run's database with the login `base` names.
@@ -57,7 +61,11 @@ impl Stack {
 
     /// The run's Redis with the login `base` names.
     fn redis(&self, base: &RedisSettings) -> RedisSettings {
-        RedisSettings { username: base.username.clone(), password: base.password.clone(), ..self.settings.redis.clone() }
+        RedisSettings {
+            username: base.username.clone(),
+            password: base.password.clone(),
+            ..self.settings.redis.clone()
+        }
     }
 
     pub fn ingest(&self, port: u16, ops_port: u16) -> anyhow::Result<ingest::Settings> {
@@ -153,7 +161,8 @@ impl Stack {
 /// A service's settings as it would load them from the lab's environment
 /// (its defaults, then `FIRSTCOME_…`).
 fn from_environment<S: Serialize + DeserializeOwned + Default>(service: &str) -> anyhow::Result<S> {
-    platform::settings::load_layered::<S>().with_context(|| format!("Failed to read {service}'s settings from the environment"))
+    platform::settings::load_layered::<S>()
+        .with_context(|| format!("Failed to read {service}'s settings from the environment"))
 }
 
 impl ServiceSpec {
@@ -208,7 +217,8 @@ mod tests {
     #[test]
     fn a_service_gets_the_runs_stack_but_not_the_operators_login() {
         let stack = Stack::new(&run());
-        let stock: stock_processor::Settings = read_back(&stack.stock(9101, Some("chaos-stock-1".into()), Some(1)).expect("settings"));
+        let stock: stock_processor::Settings =
+            read_back(&stack.stock(9101, Some("chaos-stock-1".into()), Some(1)).expect("settings"));
         assert_eq!(stock.kafka.topic_prefix, "chaos-1-ab.");
         assert_eq!(stock.kafka.brokers, "127.0.0.1:9192,127.0.0.1:9193,127.0.0.1:9194");
         assert_eq!(stock.redis.sentinels, "127.0.0.1:26380");
@@ -220,7 +230,12 @@ mod tests {
     #[test]
     fn the_provider_link_and_the_simulators_faults_survive_the_file() {
         let stack = Stack::new(&run());
-        let link = ProviderLink { base_url: "http://127.0.0.1:8090".into(), timeout_ms: 1000, rate_per_sec: Some(60), backoff_max_ms: None };
+        let link = ProviderLink {
+            base_url: "http://127.0.0.1:8090".into(),
+            timeout_ms: 1000,
+            rate_per_sec: Some(60),
+            backoff_max_ms: None,
+        };
         let sender: sender::Settings = read_back(&stack.sender(9103, &link).expect("settings"));
         assert_eq!((sender.provider.base_url.as_str(), sender.provider.timeout_ms), ("http://127.0.0.1:8090", 1000));
         assert_eq!(sender.provider.rate_per_sec, 60);

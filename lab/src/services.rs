@@ -72,7 +72,13 @@ impl ServiceProcess {
             .open(&self.log)
             .with_context(|| format!("Failed to open {}", self.log.display()))?;
         self.starts += 1;
-        writeln!(out, "\n===== restart {} of {} ({}) =====", self.starts - 1, self.name, chrono::Utc::now().to_rfc3339())?;
+        writeln!(
+            out,
+            "\n===== restart {} of {} ({}) =====",
+            self.starts - 1,
+            self.name,
+            chrono::Utc::now().to_rfc3339()
+        )?;
         self.child = spawn(&self.spec, out)?;
         Ok(())
     }

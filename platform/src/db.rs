@@ -46,8 +46,8 @@ pub const GRANTS: &str = include_str!("../../migrations/grants.sql");
 /// Builds a pool with every timeout set (a pool without them hangs forever
 /// when the server is gone) and connections verified on recycle.
 pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbError> {
-    let mut config = tokio_postgres::Config::from_str(settings.url.expose_secret())
-        .map_err(|e| DbError::Url(e.to_string()))?;
+    let mut config =
+        tokio_postgres::Config::from_str(settings.url.expose_secret()).map_err(|e| DbError::Url(e.to_string()))?;
     // Credentials in the URL win; the separate fields fill what it leaves out.
     if config.get_user().is_none() {
         if let Some(user) = &settings.user {
@@ -65,11 +65,7 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbError> {
         "-c statement_timeout={} -c lock_timeout={}",
         settings.statement_timeout_ms, settings.statement_timeout_ms
     ));
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Verified },
-    );
+    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
     let timeout = Some(Duration::from_millis(settings.timeout_ms));
     Pool::builder(manager)
         .max_size(settings.max_connections)
@@ -94,16 +90,11 @@ pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
     .await?;
     let mut applied = 0;
     for (name, sql) in MIGRATIONS {
-        let done = tx
-            .query_opt("SELECT 1 FROM schema_migrations WHERE name = $1", &[name])
-            .await?
-            .is_some();
+        let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE name = $1", &[name]).await?.is_some();
         if done {
             continue;
         }
-        tx.batch_execute(sql)
-            .await
-            .map_err(|source| DbError::Migration { name, source })?;
+        tx.batch_execute(sql).await.map_err(|source| DbError::Migration { name, source })?;
         tx.execute("INSERT INTO schema_migrations (name) VALUES ($1)", &[name]).await?;
         tracing::info!(migration = name, "applied");
         applied += 1;
@@ -118,10 +109,7 @@ pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
 pub async fn create_database(settings: &DatabaseSettings, name: &str) -> Result<(), DbError> {
     let admin = pool(&settings.with_database("postgres"))?;
     let client = admin.get().await?;
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
-        .is_some();
+    let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await?.is_some();
     if !exists {
         // Identifiers cannot be bound as parameters; `name` is quoted.
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));

@@ -226,10 +226,8 @@ impl EventMeta {
         conn: &mut C,
         event_id: &str,
     ) -> redis::RedisResult<Option<Self>> {
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(EventKeys::new(event_id).meta)
-            .query_async(conn)
-            .await?;
+        let fields: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(EventKeys::new(event_id).meta).query_async(conn).await?;
         Ok(Self::from_fields(&fields))
     }
 }
@@ -305,8 +303,7 @@ mod tests {
             questions: vec!["q1".into()],
             status: EventStatus::SoldOut,
         };
-        let fields: HashMap<String, String> =
-            meta.to_fields().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let fields: HashMap<String, String> = meta.to_fields().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         assert_eq!(EventMeta::from_fields(&fields), Some(meta));
     }
 

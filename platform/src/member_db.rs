@@ -28,12 +28,26 @@ pub const SHOP_SCHEMA: &str = include_str!("../../migrations/shop/members.sql");
 /// Pool on the member replica; every session is read-only and sees the
 /// configured schema.
 pub fn replica_pool(settings: &ReplicaSettings) -> Result<Pool, DbError> {
-    build(&settings.url, &settings.schema, settings.max_connections, settings.timeout_ms, settings.statement_timeout_ms, true)
+    build(
+        &settings.url,
+        &settings.schema,
+        settings.max_connections,
+        settings.timeout_ms,
+        settings.statement_timeout_ms,
+        true,
+    )
 }
 
 /// Pool on the member primary (the shop's side: seeding, tests).
 pub fn primary_pool(settings: &MemberPrimarySettings) -> Result<Pool, DbError> {
-    build(&settings.url, &settings.schema, settings.max_connections, settings.timeout_ms, settings.statement_timeout_ms, false)
+    build(
+        &settings.url,
+        &settings.schema,
+        settings.max_connections,
+        settings.timeout_ms,
+        settings.statement_timeout_ms,
+        false,
+    )
 }
 
 /// Whether `schema` is a plain identifier (lower-case letters, digits, `_`).

@@ -28,9 +28,7 @@ pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                ])
+                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
                 .map(|builder| builder.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -165,7 +163,8 @@ pub const CONSUMER: &[Metric] = &[
     Metric::counter("firstcome_records_total", "Records handled, by result (ok, dead_letter)")
         .labels(&["group", "result"]),
     Metric::seconds("firstcome_batch_seconds", "Time from a batch's first record to its commit").labels(&["group"]),
-    Metric::counter("firstcome_rebalances_total", "Rebalances of the group this member took part in").labels(&["group"]),
+    Metric::counter("firstcome_rebalances_total", "Rebalances of the group this member took part in")
+        .labels(&["group"]),
     Metric::counter(
         "firstcome_revoked_records_dropped_total",
         "Fetched records dropped because their partition was revoked before they were handled",
@@ -201,8 +200,11 @@ pub const CONSUMER: &[Metric] = &[
 
 /// The metrics of platform's producer (every service that writes to Kafka).
 pub const PRODUCER: &[Metric] = &[
-    Metric::seconds("firstcome_produce_seconds", "Time from a record's send to the broker's answer, by topic and result (ok, error)")
-        .labels(&["topic", "result"]),
+    Metric::seconds(
+        "firstcome_produce_seconds",
+        "Time from a record's send to the broker's answer, by topic and result (ok, error)",
+    )
+    .labels(&["topic", "result"]),
     Metric::counter(
         "firstcome_produce_refused_total",
         "Records the broker refused for good (ACLs, size or timestamp limits), by topic and error code",

@@ -84,11 +84,7 @@ impl Health {
             Arc::new(move || {
                 let mut conn = conn.clone();
                 Box::pin(async move {
-                    redis::cmd("PING")
-                        .query_async::<String>(&mut conn)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                    redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ()).map_err(|e| e.to_string())
                 })
             }),
         )
@@ -117,11 +113,7 @@ impl Health {
                 Box::pin(async move {
                     // fetch_metadata blocks: keep it off the async workers.
                     tokio::task::spawn_blocking(move || {
-                        admin
-                            .inner()
-                            .fetch_metadata(None, PROBE_TIMEOUT)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
+                        admin.inner().fetch_metadata(None, PROBE_TIMEOUT).map(|_| ()).map_err(|e| e.to_string())
                     })
                     .await
                     .map_err(|e| e.to_string())?
@@ -133,11 +125,7 @@ impl Health {
     /// The schema registry answers its subjects listing.
     pub fn with_registry(self, url: String) -> Self {
         // Building a client only fails without a TLS backend; fall back to the default one.
-        let http = reqwest::Client::builder()
-            .timeout(PROBE_TIMEOUT)
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
+        let http = reqwest::Client::builder().timeout(PROBE_TIMEOUT).no_proxy().build().unwrap_or_default();
         self.with(
             "registry",
             Arc::new(move || {
@@ -192,27 +180,19 @@ async fn healthz(State(health): State<Health>) -> Response {
 }
 
 async fn metrics_text() -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::render(),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render())
 }
 
 /// `/healthz` and `/metrics`.
 pub fn router(health: Health) -> Router {
     // Install the recorder before the first metric is recorded.
     let _ = crate::metrics::handle();
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
-        .with_state(health)
+    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics_text)).with_state(health)
 }
 
 /// Serves [`router`] on `listener` until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, health: Health, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(health))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(listener, router(health)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
 #[cfg(test)]

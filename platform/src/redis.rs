@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSub};
-use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::sentinel::SentinelNodeConnectionInfo;
+use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{
     Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisConnectionInfo, RedisError, RedisFuture,
     RedisResult, ServerErrorKind, Value,

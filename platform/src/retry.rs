@@ -89,7 +89,10 @@ mod tests {
     const MAX: Duration = Duration::from_millis(1_000);
 
     /// Fails `failures` times with a transient error, then answers 7.
-    async fn run(failures: u32, shutdown: &CancellationToken) -> (Option<Result<u32, &'static str>>, u32, Vec<Duration>) {
+    async fn run(
+        failures: u32,
+        shutdown: &CancellationToken,
+    ) -> (Option<Result<u32, &'static str>>, u32, Vec<Duration>) {
         let calls = AtomicU32::new(0);
         let waits = Mutex::new(Vec::new());
         let result = until_stopped(
@@ -97,7 +100,11 @@ mod tests {
             shutdown,
             || async {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
-                if n < failures { Err("transient") } else { Ok(7) }
+                if n < failures {
+                    Err("transient")
+                } else {
+                    Ok(7)
+                }
             },
             |error| *error == "transient",
             |_, wait| waits.lock().unwrap().push(wait),

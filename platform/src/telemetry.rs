@@ -64,15 +64,11 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) {
 /// [`init`] with the OTLP endpoint and the exported service name given
 /// (tests, which must not change the process' environment while threads run).
 pub fn init_exporting(service: &'static str, settings: &TelemetrySettings, service_name: &str, endpoint: Option<&str>) {
-    let log_filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log_filter));
+    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log_filter));
     let logs = match settings.log_format {
-        LogFormat::Json => fmt::layer()
-            .json()
-            .event_format(JsonLine)
-            .with_writer(std::io::stderr)
-            .with_filter(log_filter)
-            .boxed(),
+        LogFormat::Json => {
+            fmt::layer().json().event_format(JsonLine).with_writer(std::io::stderr).with_filter(log_filter).boxed()
+        }
         LogFormat::Pretty => {
             fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(log_filter).boxed()
         }
@@ -151,7 +147,10 @@ where
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
         let metadata = event.metadata();
         let mut line = Map::new();
-        line.insert("timestamp".into(), Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
+        line.insert(
+            "timestamp".into(),
+            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        );
         line.insert("level".into(), Value::String(metadata.level().to_string()));
         line.insert("target".into(), Value::String(metadata.target().to_string()));
 
@@ -256,8 +255,16 @@ mod tests {
     fn subscriber(out: Captured) -> impl Subscriber + Send + Sync {
         let provider = SdkTracerProvider::builder().build();
         tracing_subscriber::registry()
-            .with(fmt::layer().json().event_format(JsonLine).with_writer(move || out.clone()).with_filter(EnvFilter::new("info")))
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")).with_filter(EnvFilter::new("info")))
+            .with(
+                fmt::layer()
+                    .json()
+                    .event_format(JsonLine)
+                    .with_writer(move || out.clone())
+                    .with_filter(EnvFilter::new("info")),
+            )
+            .with(
+                tracing_opentelemetry::layer().with_tracer(provider.tracer("test")).with_filter(EnvFilter::new("info")),
+            )
     }
 
     #[test]
@@ -265,7 +272,12 @@ mod tests {
         let out = Captured::default();
         let incoming = TraceParent::new_root();
         tracing::subscriber::with_default(subscriber(out.clone()), || {
-            let span = tracing::info_span!("record", correlation_id = "corr-7", trace_id = tracing::field::Empty, entry_id = tracing::field::Empty);
+            let span = tracing::info_span!(
+                "record",
+                correlation_id = "corr-7",
+                trace_id = tracing::field::Empty,
+                entry_id = tracing::field::Empty
+            );
             continue_trace(&span, Some(&incoming));
             span.in_scope(|| {
                 tracing::info!(outcome = "WON", "decided");
@@ -286,8 +298,13 @@ mod tests {
 
     /// The subscriber `init` installs without an endpoint: JSON logs only.
     fn subscriber_without_export(out: Captured) -> impl Subscriber + Send + Sync {
-        tracing_subscriber::registry()
-            .with(fmt::layer().json().event_format(JsonLine).with_writer(move || out.clone()).with_filter(EnvFilter::new("info")))
+        tracing_subscriber::registry().with(
+            fmt::layer()
+                .json()
+                .event_format(JsonLine)
+                .with_writer(move || out.clone())
+                .with_filter(EnvFilter::new("info")),
+        )
     }
 
     #[test]

@@ -50,7 +50,8 @@ mod tests {
     async fn a_condition_that_becomes_true_is_seen() {
         let calls = AtomicU32::new(0);
         let every = Duration::from_millis(5);
-        let held = poll_until(Duration::from_secs(5), every, || async { calls.fetch_add(1, Ordering::SeqCst) == 3 }).await;
+        let held =
+            poll_until(Duration::from_secs(5), every, || async { calls.fetch_add(1, Ordering::SeqCst) == 3 }).await;
         assert!(held);
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use platform::kafka::admin::{create_topics, TopicSpec};
 use platform::kafka::producer::idempotent_config;
-use platform::kafka::{BatchHandler, BatchOutcome, ConsumerLoop, Delivery, HandlerError, Order, OutRecord, Record, RecordContext, RecordSender};
+use platform::kafka::{
+    BatchHandler, BatchOutcome, ConsumerLoop, Delivery, HandlerError, Order, OutRecord, Record, RecordContext,
+    RecordSender,
+};
 use platform::settings::KafkaSettings;
 use platform::CancellationToken;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -38,16 +41,14 @@ struct Fixture {
 impl Fixture {
     async fn new(drain_timeout_ms: u64) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut settings = KafkaSettings {
-            topic_prefix: format!("t-drain-{id}."),
-            drain_timeout_ms,
-            ..Default::default()
-        };
+        let mut settings =
+            KafkaSettings { topic_prefix: format!("t-drain-{id}."), drain_timeout_ms, ..Default::default() };
         if let Ok(brokers) = std::env::var("FIRSTCOME_KAFKA__BROKERS") {
             settings.brokers = brokers;
         }
         // The brokers authenticate every client: this test's own are the admin's.
-        let settings = settings.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
+        let settings =
+            settings.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
         settings.validate().expect("valid settings");
         let topic = format!("{}records", settings.topic_prefix);
         let spec = TopicSpec { name: topic.clone(), partitions: 1, replication: 1, configs: Vec::new() };
@@ -71,8 +72,14 @@ impl Fixture {
     async fn stop_during(&self, work: Duration) -> Duration {
         let started = Arc::new(Notify::new());
         let handler = SlowHandler { started: started.clone(), work };
-        let consumer = ConsumerLoop::new(&self.settings, &self.group, &[self.topic.as_str()], Delivery::AtLeastOnce, Order::Arrival)
-            .expect("consumer loop");
+        let consumer = ConsumerLoop::new(
+            &self.settings,
+            &self.group,
+            &[self.topic.as_str()],
+            Delivery::AtLeastOnce,
+            Order::Arrival,
+        )
+        .expect("consumer loop");
         let shutdown = CancellationToken::new();
         let running = tokio::spawn({
             let shutdown = shutdown.clone();

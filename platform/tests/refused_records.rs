@@ -87,7 +87,10 @@ impl BatchHandler for Forward {
 /// Runs a loop of `delivery` over one record on `stock-decided` whose output
 /// to `gift-dispatched` the broker refuses; what the loop returned, and the
 /// group's committed offset.
-async fn run_with_refused_output(name: &str, delivery: impl Fn(&str) -> Delivery) -> (Result<(), ConsumerError>, Offset) {
+async fn run_with_refused_output(
+    name: &str,
+    delivery: impl Fn(&str) -> Delivery,
+) -> (Result<(), ConsumerError>, Offset) {
     let (settings, topics) = topics(name).await;
     let producer = idempotent_config(&settings, &format!("{name}-source")).create().expect("producer");
     let source = RecordSender::new(producer, Duration::from_secs(10));
@@ -103,7 +106,8 @@ async fn run_with_refused_output(name: &str, delivery: impl Fn(&str) -> Delivery
         .await
         .expect("the loop ended by itself rather than retrying the refused output");
 
-    let reader: BaseConsumer = platform::kafka::client_config(&settings).set("group.id", &group).create().expect("reader");
+    let reader: BaseConsumer =
+        platform::kafka::client_config(&settings).set("group.id", &group).create().expect("reader");
     let mut partitions = TopicPartitionList::new();
     partitions.add_partition(&topics.stock_decided, 0);
     let committed = reader.committed_offsets(partitions, Duration::from_secs(10)).expect("committed offsets");

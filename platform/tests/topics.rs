@@ -42,7 +42,10 @@ async fn an_existing_topic_that_differs_from_its_spec_is_reported_as_drift() {
     let what: Vec<(&str, &str, &str)> =
         found.iter().map(|d| (d.what.as_str(), d.expected.as_str(), d.actual.as_str())).collect();
     assert_eq!(what, vec![("partitions", "6", "2"), ("retention.ms", "604800000", "86400000")]);
-    assert!(drift(&settings, &[spec(&topic("missing"), 1, 1)]).await.expect("compared").is_empty(), "missing is not drift");
+    assert!(
+        drift(&settings, &[spec(&topic("missing"), 1, 1)]).await.expect("compared").is_empty(),
+        "missing is not drift"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +55,10 @@ async fn a_log_read_since_a_time_starts_each_partition_at_its_first_record_from_
     let mut created = spec(&name, 3, 7 * 86_400_000);
     created.configs.push(("message.timestamp.before.max.ms", (2 * 86_400_000u64).to_string()));
     create_topics(&settings, &[created]).await.expect("created");
-    let sender = RecordSender::new(idempotent_config(&settings, "since-test").create().expect("producer"), Duration::from_secs(10));
+    let sender = RecordSender::new(
+        idempotent_config(&settings, "since-test").create().expect("producer"),
+        Duration::from_secs(10),
+    );
     let now = schemas::now_millis();
     let opened = now - 3_600_000;
     // An older event's records (a day ago), then this one's, as a log holds them.
@@ -69,7 +75,8 @@ async fn a_log_read_since_a_time_starts_each_partition_at_its_first_record_from_
         }
     }
 
-    let mut reader = LogReader::open_since(&settings, &format!("{name}-reader"), &[name.as_str()], opened).await.expect("reader");
+    let mut reader =
+        LogReader::open_since(&settings, &format!("{name}-reader"), &[name.as_str()], opened).await.expect("reader");
     let mut read = Vec::new();
     while let Some(message) = reader.next().await.expect("read") {
         read.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).to_string());

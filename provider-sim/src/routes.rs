@@ -100,18 +100,18 @@ pub fn router(state: Arc<SimState>, api_key: secrecy::SecretString) -> Router {
 /// One span per request, continuing the caller's `traceparent` (the
 /// sender's provider call), so the simulator's work is in the entry's trace.
 async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
+    let route =
+        request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
     let span = tracing::info_span!(
         "provider_request",
         otel.name = %format!("provider-sim {} {route}", request.method()),
         otel.kind = "server",
         trace_id = tracing::field::Empty,
     );
-    platform::trace_context::continue_trace(&span, platform::trace_context::TraceParent::from_http(request.headers()).as_ref());
+    platform::trace_context::continue_trace(
+        &span,
+        platform::trace_context::TraceParent::from_http(request.headers()).as_ref(),
+    );
     next.run(request).instrument(span).await
 }
 

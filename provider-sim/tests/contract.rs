@@ -170,7 +170,8 @@ async fn beyond_the_rate_limit_calls_get_429_with_retry_after() {
     assert_eq!(statuses[0].status(), StatusCode::CREATED);
     assert_eq!(statuses[1].status(), StatusCode::CREATED);
     assert_eq!(statuses[2].status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry_after = statuses[2].headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let retry_after =
+        statuses[2].headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     assert!(matches!(retry_after, Some(1)), "Retry-After in whole seconds: {retry_after:?}");
     assert_eq!(sim.count().await, 2);
     sim.stop().await;
@@ -230,7 +231,8 @@ async fn malformed_requests_are_400_and_unknown_keys_404() {
 #[tokio::test]
 async fn issue_and_lookup_need_the_api_key() {
     let sim = spawn_sim(Faults::default(), 10).await;
-    let order = json!({ "idempotency_key": "entry-k", "phone": "010-0000-0010", "product": "coffee-10000", "amount": 10000 });
+    let order =
+        json!({ "idempotency_key": "entry-k", "phone": "010-0000-0010", "product": "coffee-10000", "amount": 10000 });
     let bare = reqwest::Client::builder().no_proxy().build().unwrap();
     let wrong = {
         let mut headers = reqwest::header::HeaderMap::new();

@@ -15,7 +15,11 @@ fn batch(event_id: &str, size: usize, unit: &mut i32) -> Vec<EntryChanges> {
         .map(|i| {
             *unit += 1;
             EntryChanges {
-                key: EntryKey { entry_id: uuid::Uuid::now_v7(), event_id: event_id.to_string(), user_id: format!("b{i:07}") },
+                key: EntryKey {
+                    entry_id: uuid::Uuid::now_v7(),
+                    event_id: event_id.to_string(),
+                    user_id: format!("b{i:07}"),
+                },
                 submission: Some(Submission {
                     answers: serde_json::json!([{"question": "satisfaction", "answer": "5"}]),
                     client_channel: "web".into(),

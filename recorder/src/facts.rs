@@ -12,9 +12,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use platform::kafka::{HandlerError, Record};
-use schemas::{
-    Codec, DispatchStatus, GiftDispatch, Outcome, StockDecision, SurveySubmitted, Topics,
-};
+use schemas::{Codec, DispatchStatus, GiftDispatch, Outcome, StockDecision, SurveySubmitted, Topics};
 use uuid::Uuid;
 
 /// Which entry a fact is about. Every event carries all three.
@@ -117,10 +115,13 @@ pub fn submission(event: SurveySubmitted) -> Result<Observed, HandlerError> {
     let answers: Vec<schemas::SurveyAnswer> = event
         .answers
         .iter()
-        .map(|a| schemas::SurveyAnswer { question: a.question.replace('\0', "\u{FFFD}"), answer: a.answer.replace('\0', "\u{FFFD}") })
+        .map(|a| schemas::SurveyAnswer {
+            question: a.question.replace('\0', "\u{FFFD}"),
+            answer: a.answer.replace('\0', "\u{FFFD}"),
+        })
         .collect();
-    let answers = serde_json::to_value(&answers)
-        .map_err(|e| HandlerError::poison(format!("answers do not serialise: {e}")))?;
+    let answers =
+        serde_json::to_value(&answers).map_err(|e| HandlerError::poison(format!("answers do not serialise: {e}")))?;
     Ok(Observed {
         key,
         fact: Fact::Submission(Submission {

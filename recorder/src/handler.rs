@@ -10,7 +10,9 @@ use schemas::{Codec, Topics};
 use tracing::Instrument;
 
 use crate::facts::{self, Observed};
-use crate::internal_events::{BatchFailed, BatchRecorded, BatchSplit, CannotDecodeNow, LedgerMissing, PoisonRecord, RecordDecoded};
+use crate::internal_events::{
+    BatchFailed, BatchRecorded, BatchSplit, CannotDecodeNow, LedgerMissing, PoisonRecord, RecordDecoded,
+};
 use crate::store::{BatchReport, Store, StoreError};
 
 /// Records batches into PostgreSQL.
@@ -147,7 +149,10 @@ enum Single {
 }
 
 impl BatchHandler for Recorder {
-    fn handle<'a>(&'a self, batch: &'a [Record]) -> impl Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'a {
+    fn handle<'a>(
+        &'a self,
+        batch: &'a [Record],
+    ) -> impl Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'a {
         self.record_batch(batch)
     }
 }

@@ -14,11 +14,17 @@ pub const METRICS: &[Metric] = &[
     Metric::counter("firstcome_recorder_records_total", "Records decoded into facts, by kind")
         .labels(&["kind"])
         .known(&[&["submission"], &["decision"], &["dispatch"]]),
-    Metric::counter("firstcome_recorder_rows_total", "Rows written, by kind")
-        .labels(&["kind"])
-        .known(&[&["entry_created"], &["entry_filled"], &["issued"], &["returned"]]),
-    Metric::counter("firstcome_recorder_poison_records_total", "Records that can never be stored (dead-lettered), by topic")
-        .labels(&["topic"]),
+    Metric::counter("firstcome_recorder_rows_total", "Rows written, by kind").labels(&["kind"]).known(&[
+        &["entry_created"],
+        &["entry_filled"],
+        &["issued"],
+        &["returned"],
+    ]),
+    Metric::counter(
+        "firstcome_recorder_poison_records_total",
+        "Records that can never be stored (dead-lettered), by topic",
+    )
+    .labels(&["topic"]),
     Metric::counter(
         "firstcome_recorder_ledger_missing_total",
         "Batches with movements of an event that has no ledger row (the counters not updated)",

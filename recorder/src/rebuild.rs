@@ -211,8 +211,12 @@ pub async fn rebuild(settings: &Settings, pool: &Pool) -> Result<Rebuilt, Rebuil
     tracing::info!(%schema, %live_schema, "rebuilding the projections from Kafka");
 
     let topics = settings.kafka.topics();
-    let recorder =
-        Recorder::new(Store::in_schema(pool.clone(), schema.clone()), settings.registry.codec()?, topics.clone(), CLIENT_ID.into());
+    let recorder = Recorder::new(
+        Store::in_schema(pool.clone(), schema.clone()),
+        settings.registry.codec()?,
+        topics.clone(),
+        CLIENT_ID.into(),
+    );
     let names = recorder.topics();
     let mut reader = LogReader::open(&settings.kafka, CLIENT_ID, &names).await?;
 
@@ -357,12 +361,7 @@ fn count_sql(table: &TableSpec, live: &str, rebuilt: &str) -> String {
 /// The rows that differ: key, in live, in rebuilt, differing columns; by key.
 fn diff_sql(table: &TableSpec, live: &str, rebuilt: &str) -> String {
     let name = quote_ident(table.name);
-    let on = table
-        .key
-        .iter()
-        .map(|k| format!("l.{k} = r.{k}", k = quote_ident(k)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
+    let on = table.key.iter().map(|k| format!("l.{k} = r.{k}", k = quote_ident(k))).collect::<Vec<_>>().join(" AND ");
     let first_key = quote_ident(table.key[0]);
     let key = table
         .key
@@ -376,9 +375,8 @@ fn diff_sql(table: &TableSpec, live: &str, rebuilt: &str) -> String {
         .map(|c| format!("CASE WHEN l.{q} IS DISTINCT FROM r.{q} THEN '{c}' END", q = quote_ident(c)))
         .collect::<Vec<_>>()
         .join(", ");
-    let row = |side: &str| {
-        table.columns.iter().map(|c| format!("{side}.{}", quote_ident(c))).collect::<Vec<_>>().join(", ")
-    };
+    let row =
+        |side: &str| table.columns.iter().map(|c| format!("{side}.{}", quote_ident(c))).collect::<Vec<_>>().join(", ");
     format!(
         "SELECT {key} AS key, r.{first_key} IS NULL AS only_live, l.{first_key} IS NULL AS only_rebuilt,
                 array_remove(ARRAY[{differing}]::text[], NULL) AS columns
@@ -401,7 +399,10 @@ mod tests {
         let sql = diff_sql(&TABLES[1], "public", "rebuild_x");
         assert!(sql.contains("ON l.\"entry_id\" = r.\"entry_id\" AND l.\"kind\" = r.\"kind\""), "{sql}");
         assert!(sql.contains("THEN 'unit_no' END"), "{sql}");
-        assert!(sql.contains("FROM \"public\".\"stock_movements\" l FULL JOIN \"rebuild_x\".\"stock_movements\" r"), "{sql}");
+        assert!(
+            sql.contains("FROM \"public\".\"stock_movements\" l FULL JOIN \"rebuild_x\".\"stock_movements\" r"),
+            "{sql}"
+        );
     }
 
     #[test]

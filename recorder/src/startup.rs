@@ -51,7 +51,12 @@ impl Application {
             .with_postgres(pool.clone())
             .with_kafka(&settings.kafka)?
             .with_registry(settings.registry.url.clone());
-        let subscription = Subscription { kafka: settings.kafka.clone(), group_name: GROUP, delivery: Delivery::AtLeastOnce, order: Order::Arrival };
+        let subscription = Subscription {
+            kafka: settings.kafka.clone(),
+            group_name: GROUP,
+            delivery: Delivery::AtLeastOnce,
+            order: Order::Arrival,
+        };
         let service = ConsumerService::build(subscription, recorder, &settings.http, health).await?;
         Ok(Self { service, pool })
     }

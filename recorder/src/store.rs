@@ -101,15 +101,22 @@ macro_rules! takes_decision {
 /// (submitted_at, outcome, dispatch_status), so a group is taken whole from
 /// one record and never mixed from two. The decision group is taken whole
 /// when [`takes_decision!`] holds, promotion included.
-pub const FILL_ENTRIES: &str = concat!("
+pub const FILL_ENTRIES: &str = concat!(
+    "
 UPDATE event_entries e SET
     answers         = COALESCE(e.answers, u.answers),
     client_channel  = COALESCE(e.client_channel, u.client_channel),
     submitted_at    = COALESCE(e.submitted_at, u.submitted_at),
     accepted_at     = COALESCE(e.accepted_at, u.accepted_at),
-    outcome         = CASE WHEN ", takes_decision!(), " THEN u.outcome    ELSE e.outcome    END,
-    unit_no         = CASE WHEN ", takes_decision!(), " THEN u.unit_no    ELSE e.unit_no    END,
-    decided_at      = CASE WHEN ", takes_decision!(), " THEN u.decided_at ELSE e.decided_at END,
+    outcome         = CASE WHEN ",
+    takes_decision!(),
+    " THEN u.outcome    ELSE e.outcome    END,
+    unit_no         = CASE WHEN ",
+    takes_decision!(),
+    " THEN u.unit_no    ELSE e.unit_no    END,
+    decided_at      = CASE WHEN ",
+    takes_decision!(),
+    " THEN u.decided_at ELSE e.decided_at END,
     dispatch_status = COALESCE(e.dispatch_status, u.dispatch_status),
     provider_ref    = CASE WHEN e.dispatch_status IS NULL THEN u.provider_ref ELSE e.provider_ref END,
     dispatch_reason = CASE WHEN e.dispatch_status IS NULL THEN u.dispatch_reason ELSE e.dispatch_reason END,
@@ -118,7 +125,9 @@ UPDATE event_entries e SET
     status = CASE
         WHEN COALESCE(e.dispatch_status, u.dispatch_status) = 'SENT'   THEN 'sent'
         WHEN COALESCE(e.dispatch_status, u.dispatch_status) = 'FAILED' THEN 'failed'
-        WHEN (CASE WHEN ", takes_decision!(), " THEN u.outcome ELSE e.outcome END) = 'WON' THEN 'won'
+        WHEN (CASE WHEN ",
+    takes_decision!(),
+    " THEN u.outcome ELSE e.outcome END) = 'WON' THEN 'won'
         WHEN COALESCE(e.outcome, u.outcome) IS NOT NULL               THEN 'lost'
         ELSE 'pending'
     END,
@@ -132,8 +141,11 @@ FROM unnest(
        dispatch_status, provider_ref, dispatch_reason, dispatched_at, ticket)
 WHERE e.entry_id = u.entry_id
   AND (   (e.submitted_at IS NULL AND u.submitted_at IS NOT NULL)
-       OR ", takes_decision!(), "
-       OR (e.dispatch_status IS NULL AND u.dispatch_status IS NOT NULL))");
+       OR ",
+    takes_decision!(),
+    "
+       OR (e.dispatch_status IS NULL AND u.dispatch_status IS NOT NULL))"
+);
 
 /// Inserts movements and adds the inserted ones to the ledger, per event.
 /// A returned unit without a unit number in the batch takes the entry's
@@ -359,7 +371,10 @@ impl<'a> Columns<'a> {
             provider_ref: changes.iter().map(|c| g(c).and_then(|g| g.provider_ref.as_deref())).collect(),
             dispatch_reason: changes.iter().map(|c| g(c).and_then(|g| g.reason.as_deref())).collect(),
             dispatched_at: changes.iter().map(|c| g(c).map(|g| g.dispatched_at)).collect(),
-            ticket: changes.iter().map(|c| d(c).and_then(|d| d.ticket).or_else(|| s(c).and_then(|s| s.ticket))).collect(),
+            ticket: changes
+                .iter()
+                .map(|c| d(c).and_then(|d| d.ticket).or_else(|| s(c).and_then(|s| s.ticket)))
+                .collect(),
         }
     }
 }

@@ -21,7 +21,12 @@ async fn a_rebuild_from_kafka_equals_the_live_projection_and_finds_drift() {
     let failed = Member::new(&event, "failed");
     let promoted = Member::new(&event, "promoted");
     let lost = Member::new(&event, "lost");
-    let second = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: sent.user_id.clone(), submitted_at: schemas::now_millis() };
+    let second = Member {
+        event_id: event.clone(),
+        entry_id: Uuid::new_v4(),
+        user_id: sent.user_id.clone(),
+        submitted_at: schemas::now_millis(),
+    };
     let pending = Member::new(&event, "pending");
     let foreign = Member::new(&foreign_event, "foreign");
     let records = vec![
@@ -69,7 +74,10 @@ async fn a_rebuild_from_kafka_equals_the_live_projection_and_finds_drift() {
     // Drift the live tables away from the log: every kind is found.
     let client = stack.pool.get().await.expect("connection");
     client
-        .execute("UPDATE event_entries SET status = 'won', dispatch_status = NULL WHERE entry_id = $1", &[&sent.entry_id])
+        .execute(
+            "UPDATE event_entries SET status = 'won', dispatch_status = NULL WHERE entry_id = $1",
+            &[&sent.entry_id],
+        )
         .await
         .expect("drift a row");
     client
@@ -81,7 +89,10 @@ async fn a_rebuild_from_kafka_equals_the_live_projection_and_finds_drift() {
         .await
         .expect("drift the ledger");
     client
-        .execute("INSERT INTO event_entries (entry_id, event_id, user_id) VALUES ($1, $2, 'ghost')", &[&Uuid::new_v4(), &event])
+        .execute(
+            "INSERT INTO event_entries (entry_id, event_id, user_id) VALUES ($1, $2, 'ghost')",
+            &[&Uuid::new_v4(), &event],
+        )
         .await
         .expect("a row the log does not have");
 

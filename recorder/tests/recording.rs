@@ -68,9 +68,7 @@ async fn records_every_entry_once_in_any_order_and_commits_after_the_database() 
     };
 
     stack.send(&twice(phase_a())).await;
-    stack
-        .send(&[Produce::Raw { topic: topics.survey_submitted.clone(), payload: b"not avro at all".to_vec() }])
-        .await;
+    stack.send(&[Produce::Raw { topic: topics.survey_submitted.clone(), payload: b"not avro at all".to_vec() }]).await;
     let mut bad_id = match failed.decision(Outcome::Won, Some(9)) {
         Produce::Decision(d) => d,
         _ => unreachable!(),
@@ -112,11 +110,7 @@ async fn records_every_entry_once_in_any_order_and_commits_after_the_database() 
     assert!(metrics.contains("firstcome_recorder_rows_total{kind=\"issued\"}"), "{metrics}");
 
     shutdown.cancel();
-    tokio::time::timeout(WAIT, handle)
-        .await
-        .expect("stops in time")
-        .expect("task")
-        .expect("stops cleanly");
+    tokio::time::timeout(WAIT, handle).await.expect("stops in time").expect("task").expect("stops cleanly");
 
     // One row per entry with the right status; the second entry id of a member has its own row.
     let rows = rows(&stack.pool).await;
@@ -161,10 +155,7 @@ async fn records_every_entry_once_in_any_order_and_commits_after_the_database() 
     let dlq = stack.kit.read_log(&Topics::dlq(&topics.survey_submitted)).await;
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].payload(), Some(&b"not avro at all"[..]));
-    let has_reason = dlq[0]
-        .headers()
-        .map(|h| h.iter().any(|header| header.key == "dlq-error"))
-        .unwrap_or(false);
+    let has_reason = dlq[0].headers().map(|h| h.iter().any(|header| header.key == "dlq-error")).unwrap_or(false);
     assert!(has_reason, "dead letter carries dlq-error");
     let dlq = stack.kit.read_log(&Topics::dlq(&topics.stock_decided)).await;
     assert_eq!(dlq.len(), 1);
@@ -201,7 +192,10 @@ async fn a_failed_write_commits_neither_rows_nor_offsets_and_the_batch_is_retrie
 
     assert_eq!(rows(&stack.pool).await[&member.entry_id].status, "won");
     assert_eq!(ledger(&stack.pool, &event).await, (1, 0));
-    assert!(stack.kit.read_log(&Topics::dlq(&stack.topics().stock_decided)).await.is_empty(), "a database failure is not poison");
+    assert!(
+        stack.kit.read_log(&Topics::dlq(&stack.topics().stock_decided)).await.is_empty(),
+        "a database failure is not poison"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +249,12 @@ async fn a_record_the_database_refuses_is_dead_lettered_and_the_rest_of_the_batc
         .await
         .expect("extra check");
 
-    let poison = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: "poison-member".into(), submitted_at: schemas::now_millis() };
+    let poison = Member {
+        event_id: event.clone(),
+        entry_id: Uuid::new_v4(),
+        user_id: "poison-member".into(),
+        submitted_at: schemas::now_millis(),
+    };
     let good: Vec<Member> = (0..4).map(|i| Member::new(&event, &format!("good{i}"))).collect();
     let mut records = vec![poison.entry(), poison.decision(Outcome::Won, Some(1))];
     for (i, member) in good.iter().enumerate() {
@@ -310,9 +309,19 @@ async fn every_entry_id_of_a_member_is_recorded_with_its_outcome() {
     stack.create_event(&event).await;
 
     let foreign = Member::new(&event, "apart");
-    let through_ingest = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: foreign.user_id.clone(), submitted_at: schemas::now_millis() };
+    let through_ingest = Member {
+        event_id: event.clone(),
+        entry_id: Uuid::new_v4(),
+        user_id: foreign.user_id.clone(),
+        submitted_at: schemas::now_millis(),
+    };
     let together = Member::new(&event, "together");
-    let together_again = Member { event_id: event.clone(), entry_id: Uuid::new_v4(), user_id: together.user_id.clone(), submitted_at: schemas::now_millis() };
+    let together_again = Member {
+        event_id: event.clone(),
+        entry_id: Uuid::new_v4(),
+        user_id: together.user_id.clone(),
+        submitted_at: schemas::now_millis(),
+    };
 
     let (_, shutdown, handle) = stack.start().await;
     stack.send(&[foreign.entry(), foreign.decision(Outcome::Won, Some(1))]).await;
@@ -428,12 +437,9 @@ async fn a_waitlist_promotion_moves_a_lost_entry_to_won_and_never_back() {
 
     let rows = rows(&stack.pool).await;
     assert_eq!(rows.len(), 4);
-    for (member, status, unit_no) in [
-        (&sent, "sent", 3),
-        (&failed, "failed", 4),
-        (&same_batch, "won", 6),
-        (&late_sold_out, "won", 5),
-    ] {
+    for (member, status, unit_no) in
+        [(&sent, "sent", 3), (&failed, "failed", 4), (&same_batch, "won", 6), (&late_sold_out, "won", 5)]
+    {
         let row = &rows[&member.entry_id];
         assert_eq!(row.status, status, "status of {}", member.user_id);
         assert_eq!(row.outcome.as_deref(), Some("WON"), "outcome of {}", member.user_id);

@@ -33,8 +33,8 @@ fn entry() -> SurveySubmitted {
 
 fn codec(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let url = std::env::var("FIRSTCOME_REGISTRY__URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into());
+    let url =
+        std::env::var("FIRSTCOME_REGISTRY__URL").unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into());
     let codec = Codec::new(&url, Duration::from_secs(10)).expect("codec");
     // A `t-` topic: `firstcome cleanup-tests` removes its subject.
     let topic = format!("t-bench-{}.survey-submitted", uuid::Uuid::new_v4().simple());
@@ -42,9 +42,7 @@ fn codec(c: &mut Criterion) {
     // The codec only looks schemas up: register first, as the bootstrap does.
     let admin = schemas::RegistryAdmin::new(&url, Duration::from_secs(10)).expect("registry admin");
     let subject = schemas::Topics::value_subject(&topic);
-    runtime
-        .block_on(admin.register(&subject, SurveySubmitted::NAME, SurveySubmitted::SCHEMA))
-        .expect("registered");
+    runtime.block_on(admin.register(&subject, SurveySubmitted::NAME, SurveySubmitted::SCHEMA)).expect("registered");
     let bytes = runtime.block_on(codec.encode(&topic, &event)).expect("encodes");
     c.bench_function("schemas/avro_encode", |b| {
         b.to_async(&runtime).iter(|| async { codec.encode(&topic, black_box(&event)).await.expect("encode") })
@@ -63,9 +61,8 @@ fn codec(c: &mut Criterion) {
         })
     });
     c.bench_function("schemas/avro_decode", |b| {
-        b.to_async(&runtime).iter(|| async {
-            codec.decode::<SurveySubmitted>(Some(black_box(&bytes))).await.expect("decode")
-        })
+        b.to_async(&runtime)
+            .iter(|| async { codec.decode::<SurveySubmitted>(Some(black_box(&bytes))).await.expect("decode") })
     });
 }
 

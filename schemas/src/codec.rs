@@ -73,8 +73,8 @@ pub fn registry_settings(url: &str, timeout: Duration) -> Result<SrSettings, Cod
 /// Registering from one form matters: Apicurio stores formatting differences
 /// as new content, so every caller goes through this function.
 pub fn supplied_schema(name: &'static str, schema_text: &str) -> Result<SuppliedSchema, CodecError> {
-    let schema = Schema::parse_str(schema_text)
-        .map_err(|e| CodecError::InvalidSchema { name, reason: e.to_string() })?;
+    let schema =
+        Schema::parse_str(schema_text).map_err(|e| CodecError::InvalidSchema { name, reason: e.to_string() })?;
     Ok(get_supplied_schema(&schema))
 }
 
@@ -251,9 +251,8 @@ impl Codec {
             .value
             .resolve_with_names(local.reader, &local.reader_names)
             .map_err(|e| CodecError::Poison(format!("the writer's schema does not resolve to {}: {e}", E::NAME)))?;
-        apache_avro::from_value::<E>(&resolved).map_err(|e| {
-            CodecError::Poison(format!("value is not a {}: {e}", E::NAME))
-        })
+        apache_avro::from_value::<E>(&resolved)
+            .map_err(|e| CodecError::Poison(format!("value is not a {}: {e}", E::NAME)))
     }
 }
 
@@ -283,10 +282,9 @@ mod tests {
 
     #[test]
     fn every_local_schema_parses_into_its_supplied_form() {
-        for (name, text) in [
-            (SurveySubmitted::NAME, SurveySubmitted::SCHEMA),
-            (StockDecision::NAME, StockDecision::SCHEMA),
-        ] {
+        for (name, text) in
+            [(SurveySubmitted::NAME, SurveySubmitted::SCHEMA), (StockDecision::NAME, StockDecision::SCHEMA)]
+        {
             let supplied = supplied_schema(name, text).expect("parses");
             assert_eq!(supplied.name.as_deref(), Some(name));
         }

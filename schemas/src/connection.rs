@@ -61,7 +61,12 @@ impl RegistryConnection {
     }
 
     /// A request to `path` under the API's base URL, with the credentials.
-    pub(crate) fn request(&self, http: &reqwest::Client, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         let request = http
             .request(method, format!("{}{path}", self.url))
             .header("Content-Type", "application/vnd.schemaregistry.v1+json");

@@ -100,15 +100,9 @@ impl Outcome {
 
     /// Parses an Avro symbol; `None` for anything else.
     pub fn parse(symbol: &str) -> Option<Self> {
-        [
-            Outcome::Won,
-            Outcome::SoldOut,
-            Outcome::AlreadyWon,
-            Outcome::Ineligible,
-            Outcome::Closed,
-        ]
-        .into_iter()
-        .find(|o| o.as_str() == symbol)
+        [Outcome::Won, Outcome::SoldOut, Outcome::AlreadyWon, Outcome::Ineligible, Outcome::Closed]
+            .into_iter()
+            .find(|o| o.as_str() == symbol)
     }
 }
 
@@ -194,7 +188,13 @@ macro_rules! event_impl {
     };
 }
 
-event_impl!(SurveySubmitted, "survey_submitted.avsc", "dev.firstcome.events.SurveySubmitted", survey_submitted, accepted_at);
+event_impl!(
+    SurveySubmitted,
+    "survey_submitted.avsc",
+    "dev.firstcome.events.SurveySubmitted",
+    survey_submitted,
+    accepted_at
+);
 event_impl!(StockDecision, "stock_decision.avsc", "dev.firstcome.events.StockDecision", stock_decided, decided_at);
 event_impl!(GiftDispatch, "gift_dispatch.avsc", "dev.firstcome.events.GiftDispatch", gift_dispatched, dispatched_at);
 event_impl!(StockRelease, "stock_release.avsc", "dev.firstcome.events.StockRelease", stock_released, released_at);

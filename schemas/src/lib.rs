@@ -19,8 +19,8 @@ pub mod topology;
 pub use codec::{Codec, CodecError};
 pub use connection::{BasicAuth, RegistryConnection};
 pub use events::{
-    ClientInfo, DispatchStatus, Event, GiftDispatch, Outcome, StockDecision, StockRelease,
-    SurveyAnswer, SurveySubmitted,
+    ClientInfo, DispatchStatus, Event, GiftDispatch, Outcome, StockDecision, StockRelease, SurveyAnswer,
+    SurveySubmitted,
 };
 pub use identity::{check_id, check_identity, EntryIdentity};
 pub use registry::RegistryAdmin;

@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use schema_registry_converter::async_impl::schema_registry::{
-    is_compatible_schema, post_schema, SrSettings,
-};
+use schema_registry_converter::async_impl::schema_registry::{is_compatible_schema, post_schema, SrSettings};
 
 use crate::codec::{supplied_schema, CodecError};
 use crate::connection::RegistryConnection;
@@ -68,9 +66,8 @@ impl RegistryAdmin {
     ) -> Result<Registered, CodecError> {
         let supplied = supplied_schema(name, schema_text)?;
         self.set_compatibility(subject, COMPATIBILITY).await?;
-        let registered = post_schema(&self.settings, subject.to_string(), supplied)
-            .await
-            .map_err(|e| match e.retriable {
+        let registered =
+            post_schema(&self.settings, subject.to_string(), supplied).await.map_err(|e| match e.retriable {
                 true => CodecError::Unavailable(e.to_string()),
                 false => CodecError::Rejected(e.to_string()),
             })?;
@@ -98,29 +95,23 @@ impl RegistryAdmin {
         if !response.status().is_success() {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
-            return Err(CodecError::Rejected(format!(
-                "setting {level} on {subject}: {status} {body}"
-            )));
+            return Err(CodecError::Rejected(format!("setting {level} on {subject}: {status} {body}")));
         }
         Ok(())
     }
 
     /// Whether `schema_text` may be registered next under `subject`.
-    pub async fn check(
-        &self,
-        subject: &str,
-        name: &'static str,
-        schema_text: &str,
-    ) -> Result<Verdict, CodecError> {
+    pub async fn check(&self, subject: &str, name: &'static str, schema_text: &str) -> Result<Verdict, CodecError> {
         let supplied = supplied_schema(name, schema_text)?;
         if !self.subject_exists(subject).await? {
             return Ok(Verdict { subject: subject.to_string(), compatible: None });
         }
-        let compatible = is_compatible_schema(&self.settings, subject.to_string(), supplied)
-            .await
-            .map_err(|e| match e.retriable {
-                true => CodecError::Unavailable(e.to_string()),
-                false => CodecError::Rejected(e.to_string()),
+        let compatible =
+            is_compatible_schema(&self.settings, subject.to_string(), supplied).await.map_err(|e| {
+                match e.retriable {
+                    true => CodecError::Unavailable(e.to_string()),
+                    false => CodecError::Rejected(e.to_string()),
+                }
             })?;
         Ok(Verdict { subject: subject.to_string(), compatible: Some(compatible) })
     }

@@ -33,12 +33,7 @@ impl Topics {
 
     /// The four event topics, in pipeline order.
     pub fn all(&self) -> [&str; 4] {
-        [
-            &self.survey_submitted,
-            &self.stock_decided,
-            &self.gift_dispatched,
-            &self.stock_released,
-        ]
+        [&self.survey_submitted, &self.stock_decided, &self.gift_dispatched, &self.stock_released]
     }
 
     /// This deployment's name of the standard topic `name` (one of the

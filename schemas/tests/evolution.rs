@@ -105,7 +105,10 @@ async fn v1_then_v2(admin: &RegistryAdmin) -> (String, String) {
     let topic = format!("t-evolution-{}.survey-submitted", uuid::Uuid::new_v4().simple());
     let subject = Topics::value_subject(&topic);
     admin.register(&subject, SurveySubmitted::NAME, SurveySubmitted::SCHEMA).await.expect("v1 registered");
-    admin.register(&subject, SurveySubmittedV2::NAME, SurveySubmittedV2::SCHEMA).await.expect("v2 is a compatible change");
+    admin
+        .register(&subject, SurveySubmittedV2::NAME, SurveySubmittedV2::SCHEMA)
+        .await
+        .expect("v2 is a compatible change");
     (topic, subject)
 }
 
@@ -147,9 +150,8 @@ async fn an_incompatible_change_is_refused_by_the_registry_before_any_record_is_
         .await
         .expect("checked");
     assert_eq!(verdict.compatible, Some(false), "the registry calls the change incompatible");
-    let registered = admin
-        .register(&subject, SurveySubmittedIncompatible::NAME, SurveySubmittedIncompatible::SCHEMA)
-        .await;
+    let registered =
+        admin.register(&subject, SurveySubmittedIncompatible::NAME, SurveySubmittedIncompatible::SCHEMA).await;
     assert!(matches!(registered, Err(CodecError::Rejected(_))), "the registry took it: {registered:?}");
 
     // A producer holding the incompatible schema gets no bytes to send.

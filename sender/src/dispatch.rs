@@ -142,7 +142,12 @@ impl Dispatcher {
     }
 
     /// [`send`](Self::send), from what an earlier run left (`start`).
-    pub async fn resume(&self, order: &GiftOrder, trace: Option<&TraceParent>, start: Start<'_>) -> Result<Resolution, NotSent> {
+    pub async fn resume(
+        &self,
+        order: &GiftOrder,
+        trace: Option<&TraceParent>,
+        start: Start<'_>,
+    ) -> Result<Resolution, NotSent> {
         if let (Some(reason), false) = (start.cannot_issue, start.maybe_issued) {
             // Nothing was ever asked of the provider: nothing can exist.
             return Ok(Resolution::Failed { reason: reason.into(), attempts: 0 });
@@ -173,7 +178,11 @@ impl Dispatcher {
                             return Ok(Resolution::Sent { gift_id: gift.gift_id, attempts: calls });
                         }
                         Some(mismatch) => {
-                            ProviderCalled { call: ProviderCall::Mismatch { on: CallKind::Lookup, mismatch: &mismatch }, calls }.emit();
+                            ProviderCalled {
+                                call: ProviderCall::Mismatch { on: CallKind::Lookup, mismatch: &mismatch },
+                                calls,
+                            }
+                            .emit();
                             (unusable, last) = (true, mismatch.to_string());
                             continue;
                         }
@@ -203,7 +212,11 @@ impl Dispatcher {
                     }
                     Some(mismatch) => {
                         // Something was answered to our request: ours may exist.
-                        ProviderCalled { call: ProviderCall::Mismatch { on: CallKind::Issue, mismatch: &mismatch }, calls }.emit();
+                        ProviderCalled {
+                            call: ProviderCall::Mismatch { on: CallKind::Issue, mismatch: &mismatch },
+                            calls,
+                        }
+                        .emit();
                         (maybe_issued, unusable, last) = (true, true, mismatch.to_string());
                     }
                 },

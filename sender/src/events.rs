@@ -53,8 +53,14 @@ pub const METRICS: &[Metric] = &[
         "firstcome_sender_duplicates_in_batch_total",
         "Decisions of an entry already in the same batch (handled once)",
     ),
-    Metric::counter("firstcome_sender_rate_limited_total", "Provider calls that waited for the rate toward the provider"),
-    Metric::counter("firstcome_sender_gifts_parked_total", "Gifts parked because the provider's answers settled nothing"),
+    Metric::counter(
+        "firstcome_sender_rate_limited_total",
+        "Provider calls that waited for the rate toward the provider",
+    ),
+    Metric::counter(
+        "firstcome_sender_gifts_parked_total",
+        "Gifts parked because the provider's answers settled nothing",
+    ),
     Metric::counter("firstcome_sender_parked_retries_total", "Retries of parked gifts, by result")
         .labels(&["result"])
         .known(&[&["settled"], &["still_parked"]]),
@@ -116,7 +122,9 @@ impl DispatchSkipped {
             SkipReason::RefusedEarlier(reason) => {
                 tracing::info!(reason = reason.as_str(), "payout refused on an earlier delivery; skipping")
             }
-            SkipReason::RecordedMeanwhile => tracing::info!("outcome recorded meanwhile by another run; nothing written"),
+            SkipReason::RecordedMeanwhile => {
+                tracing::info!("outcome recorded meanwhile by another run; nothing written")
+            }
             SkipReason::Parked => tracing::info!("gift parked; its retrier settles it"),
         }
         count_dispatch("skipped");

@@ -38,8 +38,8 @@ use uuid::Uuid;
 use crate::backoff::Backoff;
 use crate::entries::EntryWitness;
 use crate::events::{
-    AwaitingEntries, ConflictingClaim, DecisionRejected, DispatchSkipped, DispatchUnresolved, GiftParked, PayoutClaimed,
-    PayoutRefused, RequestRejected, SkipReason, WonWithoutEntry,
+    AwaitingEntries, ConflictingClaim, DecisionRejected, DispatchSkipped, DispatchUnresolved, GiftParked,
+    PayoutClaimed, PayoutRefused, RequestRejected, SkipReason, WonWithoutEntry,
 };
 use crate::payout_guard::{Claim, PayoutGuard};
 use crate::phone;
@@ -98,7 +98,11 @@ impl DispatchHandler {
         let (pending, mut dead_letters) = self.decode(batch).await?;
 
         let ids: Vec<Uuid> = pending.iter().map(|p| p.entry.entry_id).collect();
-        let done = self.store.already_dispatched(&ids).await.map_err(|e| HandlerError::transient_in("reading recorded outcomes", e))?;
+        let done = self
+            .store
+            .already_dispatched(&ids)
+            .await
+            .map_err(|e| HandlerError::transient_in("reading recorded outcomes", e))?;
         let open: Vec<Pending> = pending
             .into_iter()
             .filter(|p| {
@@ -180,7 +184,11 @@ impl DispatchHandler {
     /// which of the others an earlier run may have issued.
     async fn unparked(&self, todo: Vec<Pending>) -> Result<Vec<Pending>, HandlerError> {
         let ids: Vec<Uuid> = todo.iter().map(|p| p.entry.entry_id).collect();
-        let progress = self.store.progress(&ids).await.map_err(|e| HandlerError::transient_in("reading the claims' progress", e))?;
+        let progress = self
+            .store
+            .progress(&ids)
+            .await
+            .map_err(|e| HandlerError::transient_in("reading the claims' progress", e))?;
         Ok(todo
             .into_iter()
             .filter_map(|mut pending| {
@@ -199,13 +207,21 @@ impl DispatchHandler {
     /// ([`crate::entries`]). One not recorded yet fails the batch as
     /// transient (retried after the loop's backoff, nothing claimed or sent);
     /// one not recorded within the deadline is refused and dead-lettered.
-    async fn vouched(&self, open: Vec<Pending>, dead_letters: &mut Vec<DeadLetter>) -> Result<Vec<Pending>, HandlerError> {
+    async fn vouched(
+        &self,
+        open: Vec<Pending>,
+        dead_letters: &mut Vec<DeadLetter>,
+    ) -> Result<Vec<Pending>, HandlerError> {
         let entries: Vec<&WonEntry> = open.iter().map(|p| &p.entry).collect();
-        let vouched = self.witness.vouch(&entries).await.map_err(|e| HandlerError::transient_in("reading entries", e))?;
+        let vouched =
+            self.witness.vouch(&entries).await.map_err(|e| HandlerError::transient_in("reading entries", e))?;
         if !vouched.awaiting.is_empty() {
             let count = vouched.awaiting.len();
             AwaitingEntries { count }.emit();
-            return Err(HandlerError::transient_in("awaiting the recorder", format!("{count} WONs without a recorded entry yet")));
+            return Err(HandlerError::transient_in(
+                "awaiting the recorder",
+                format!("{count} WONs without a recorded entry yet"),
+            ));
         }
         let mut kept = Vec::with_capacity(open.len());
         for pending in open {
@@ -225,9 +241,14 @@ impl DispatchHandler {
     /// refused, logged, counted and dead-lettered, and its unit is not
     /// returned (no `StockRelease`: the refusal says the unit is not this
     /// record's to give back).
-    async fn claim(&self, open: Vec<Pending>, dead_letters: &mut Vec<DeadLetter>) -> Result<Vec<Pending>, HandlerError> {
+    async fn claim(
+        &self,
+        open: Vec<Pending>,
+        dead_letters: &mut Vec<DeadLetter>,
+    ) -> Result<Vec<Pending>, HandlerError> {
         let entries: Vec<&WonEntry> = open.iter().map(|p| &p.entry).collect();
-        let claims = self.guard.claim_all(&entries).await.map_err(|e| HandlerError::transient_in("claiming payouts", e))?;
+        let claims =
+            self.guard.claim_all(&entries).await.map_err(|e| HandlerError::transient_in("claiming payouts", e))?;
         let mut todo = Vec::with_capacity(open.len());
         for (pending, claim) in open.into_iter().zip(claims) {
             match claim {
@@ -248,8 +269,12 @@ impl DispatchHandler {
                 }
                 Claim::Conflicting { event_id, user_id } => {
                     pending.span.in_scope(|| {
-                        ConflictingClaim { entry: &pending.entry, claimed_event_id: &event_id, claimed_user_id: &user_id }
-                            .emit()
+                        ConflictingClaim {
+                            entry: &pending.entry,
+                            claimed_event_id: &event_id,
+                            claimed_user_id: &user_id,
+                        }
+                        .emit()
                     });
                     let error = HandlerError::poison_in(
                         "payout refused",
@@ -270,7 +295,8 @@ impl DispatchHandler {
         let mut seen = HashSet::new();
         for (index, record) in batch.iter().enumerate() {
             let span = record.span(&self.group);
-            let decision = match self.codec.decode::<StockDecision>(record.payload()).await.map_err(HandlerError::from) {
+            let decision = match self.codec.decode::<StockDecision>(record.payload()).await.map_err(HandlerError::from)
+            {
                 Ok(decision) => decision,
                 Err(error) if error.is_poison() => {
                     span.in_scope(|| DecisionRejected { error: &error }.emit());
@@ -332,7 +358,10 @@ impl DispatchHandler {
 }
 
 impl BatchHandler for DispatchHandler {
-    fn handle<'a>(&'a self, batch: &'a [Record]) -> impl Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'a {
+    fn handle<'a>(
+        &'a self,
+        batch: &'a [Record],
+    ) -> impl Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'a {
         self.handle_batch(batch)
     }
 }
@@ -350,12 +379,7 @@ pub fn won_entry(decision: &StockDecision) -> Result<Option<WonEntry>, String> {
         Some(unit) if unit >= 1 => unit,
         other => return Err(format!("WON decision with unit_no {other:?}")),
     };
-    Ok(Some(WonEntry {
-        event_id: identity.event_id,
-        entry_id: identity.entry_id,
-        user_id: identity.user_id,
-        unit_no,
-    }))
+    Ok(Some(WonEntry { event_id: identity.event_id, entry_id: identity.entry_id, user_id: identity.user_id, unit_no }))
 }
 
 #[cfg(test)]
@@ -400,7 +424,8 @@ mod tests {
     #[test]
     fn a_won_decision_with_a_non_canonical_entry_id_is_poison() {
         let good = decision(Outcome::Won, Some(1));
-        for spelling in [good.entry_id.to_uppercase(), good.entry_id.replace('-', ""), format!("{{{}}}", good.entry_id)] {
+        for spelling in [good.entry_id.to_uppercase(), good.entry_id.replace('-', ""), format!("{{{}}}", good.entry_id)]
+        {
             let bad = StockDecision { entry_id: spelling.clone(), ..good.clone() };
             assert!(won_entry(&bad).is_err(), "{spelling:?} accepted");
         }
@@ -409,7 +434,8 @@ mod tests {
     #[test]
     fn a_won_decision_with_blank_or_braced_ids_is_poison() {
         for (event_id, user_id) in [("ev", " "), ("ev", "m 1"), ("ev", "m|1"), ("e{v}", "u1"), ("", "u1"), ("ev", "")] {
-            let bad = StockDecision { event_id: event_id.into(), user_id: user_id.into(), ..decision(Outcome::Won, Some(1)) };
+            let bad =
+                StockDecision { event_id: event_id.into(), user_id: user_id.into(), ..decision(Outcome::Won, Some(1)) };
             assert!(won_entry(&bad).is_err(), "{event_id:?} {user_id:?} accepted");
         }
     }

@@ -108,7 +108,9 @@ impl ParkedRetrier {
         };
         let retry_in = self.backoff.delay(tries.max(0) as u32, &mut rand::rng());
         ParkedRetried { result: ParkedResult::StillParked { error: &error, retry_in }, tries }.emit();
-        if let Err(store_error) = self.settler.store().reschedule_parked(gift.entry_id, &error.to_string(), retry_in).await {
+        if let Err(store_error) =
+            self.settler.store().reschedule_parked(gift.entry_id, &error.to_string(), retry_in).await
+        {
             // Its lease runs out and it is due again then.
             ParkedPassFailed { error: &store_error }.emit();
         }

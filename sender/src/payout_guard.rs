@@ -123,10 +123,8 @@ impl PayoutGuard {
             let exists = match known.get(entry.event_id.as_str()) {
                 Some(exists) => *exists,
                 None => {
-                    let exists = tx
-                        .query_opt("SELECT 1 FROM events WHERE event_id = $1", &[&entry.event_id])
-                        .await?
-                        .is_some();
+                    let exists =
+                        tx.query_opt("SELECT 1 FROM events WHERE event_id = $1", &[&entry.event_id]).await?.is_some();
                     known.insert(entry.event_id.as_str(), exists);
                     exists
                 }
@@ -147,9 +145,8 @@ impl PayoutGuard {
 /// One entry, inside the batch's transaction. The reads only classify; the
 /// limits are the unique constraints and the guarded `UPDATE`.
 async fn claim_one(tx: &Transaction<'_>, entry: &WonEntry, event_exists: bool) -> Result<Claim, StoreError> {
-    if let Some(row) = tx
-        .query_opt("SELECT reason FROM payout_refusals WHERE entry_id = $1", &[&entry.entry_id])
-        .await?
+    if let Some(row) =
+        tx.query_opt("SELECT reason FROM payout_refusals WHERE entry_id = $1", &[&entry.entry_id]).await?
     {
         let reason: String = row.get(0);
         // The table's CHECK admits only the three reasons.
@@ -188,8 +185,7 @@ async fn claim_one(tx: &Transaction<'_>, entry: &WonEntry, event_exists: bool) -
     // A claim for this entry or this member was committed by another
     // instance meanwhile (the insert waited for it): give the unit back
     // within this transaction and answer from that claim.
-    tx.execute("UPDATE events SET payout_claimed = payout_claimed - 1 WHERE event_id = $1", &[&entry.event_id])
-        .await?;
+    tx.execute("UPDATE events SET payout_claimed = payout_claimed - 1 WHERE event_id = $1", &[&entry.event_id]).await?;
     match existing(tx, entry).await? {
         Existing::Own(claim) => Ok(claim),
         Existing::MembersOther => refuse(tx, entry, RefusalReason::MemberAlreadyPaid).await,

@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use reqwest::{header, StatusCode};
 use platform::trace_context::TraceParent;
-use tracing::Instrument;
+use reqwest::{header, StatusCode};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::settings::ProviderSettings;
 
@@ -61,13 +61,20 @@ impl GiftOrder {
     /// The phone is not compared: a gift issued before the member's phone
     /// changed is still theirs (the provider keeps the first phone).
     pub fn mismatch(&self, gift: &IssuedGift) -> Option<Mismatch> {
-        let differs = |field, expected: String, got: String| (expected != got).then_some(Mismatch { field, expected, got });
+        let differs =
+            |field, expected: String, got: String| (expected != got).then_some(Mismatch { field, expected, got });
         let missing = || "<missing>".to_string();
         differs("idempotency_key", self.idempotency_key.clone(), gift.idempotency_key.clone())
             .or_else(|| differs("status", ISSUED.into(), gift.status.clone()))
             .or_else(|| differs("product", self.product.clone(), gift.product.clone().unwrap_or_else(missing)))
             .or_else(|| differs("amount", self.amount.to_string(), gift.amount.map_or_else(missing, |a| a.to_string())))
-            .or_else(|| gift.gift_id.trim().is_empty().then(|| Mismatch { field: "gift_id", expected: "an id".into(), got: gift.gift_id.clone() }))
+            .or_else(|| {
+                gift.gift_id.trim().is_empty().then(|| Mismatch {
+                    field: "gift_id",
+                    expected: "an id".into(),
+                    got: gift.gift_id.clone(),
+                })
+            })
     }
 }
 
@@ -259,10 +266,9 @@ impl ProviderClient {
             }),
             // 503 (overloaded, refused before processing) and 408 (the
             // request never got processed) are safe to repeat as they are.
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => Err(IssueError::Transient {
-                reason: status.to_string(),
-                retry_after: retry_after(response.headers()),
-            }),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::REQUEST_TIMEOUT => {
+                Err(IssueError::Transient { reason: status.to_string(), retry_after: retry_after(response.headers()) })
+            }
             // Any other server error may have come after the gift was issued.
             status if status.is_server_error() => Err(IssueError::Unknown(status.to_string())),
             // The documented business refusal is the only permanent answer.

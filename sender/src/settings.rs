@@ -165,7 +165,10 @@ impl Default for ParkedSettings {
 
 impl ParkedSettings {
     pub fn backoff(&self) -> crate::backoff::Backoff {
-        crate::backoff::Backoff::new(Duration::from_millis(self.backoff_base_ms), Duration::from_millis(self.backoff_max_ms))
+        crate::backoff::Backoff::new(
+            Duration::from_millis(self.backoff_base_ms),
+            Duration::from_millis(self.backoff_max_ms),
+        )
     }
 }
 

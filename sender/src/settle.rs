@@ -50,7 +50,12 @@ pub struct Settler {
 }
 
 impl Settler {
-    pub fn new(producer: EventProducer, store: Arc<Store>, dispatcher: Arc<Dispatcher>, relay_wake: Arc<Notify>) -> Self {
+    pub fn new(
+        producer: EventProducer,
+        store: Arc<Store>,
+        dispatcher: Arc<Dispatcher>,
+        relay_wake: Arc<Notify>,
+    ) -> Self {
         Self { producer, store, dispatcher, relay_wake }
     }
 
@@ -81,14 +86,24 @@ impl Settler {
                 (String::new(), Some(problem.reason()))
             }
         };
-        let order = GiftOrder { idempotency_key: entry.entry_id.to_string(), phone, product: gift.product, amount: gift.amount };
+        let order = GiftOrder {
+            idempotency_key: entry.entry_id.to_string(),
+            phone,
+            product: gift.product,
+            amount: gift.amount,
+        };
         let start = Start { maybe_issued, cannot_issue };
         let resolution = self.dispatcher.resume(&order, cause.trace().as_ref(), start).await?;
         self.record(entry, &resolution, cause).await.map_err(NotSettled::Storage)
     }
 
     /// Records the outcome with its outbox rows, in one transaction.
-    async fn record(&self, entry: &WonEntry, resolution: &Resolution, cause: &RecordContext) -> Result<(), HandlerError> {
+    async fn record(
+        &self,
+        entry: &WonEntry,
+        resolution: &Resolution,
+        cause: &RecordContext,
+    ) -> Result<(), HandlerError> {
         let outbox = self
             .outbox_records(entry, resolution, cause)
             .await
@@ -109,7 +124,12 @@ impl Settler {
 
     /// `GiftDispatch` always; `StockRelease` too when the gift definitely failed
     /// (compensation: the stock group returns the unit).
-    async fn outbox_records(&self, entry: &WonEntry, resolution: &Resolution, cause: &RecordContext) -> Result<Vec<OutRecord>, ProduceError> {
+    async fn outbox_records(
+        &self,
+        entry: &WonEntry,
+        resolution: &Resolution,
+        cause: &RecordContext,
+    ) -> Result<Vec<OutRecord>, ProduceError> {
         let now = now_millis();
         let (status, provider_ref, attempts, reason) = match resolution {
             Resolution::Sent { gift_id, attempts } => (DispatchStatus::Sent, Some(gift_id.clone()), *attempts, None),

@@ -17,9 +17,9 @@ use crate::entries::EntryWitness;
 use crate::handler::DispatchHandler;
 use crate::outbox::Relay;
 use crate::parked::ParkedRetrier;
-use crate::settle::Settler;
 use crate::provider::{ClientBuildError, ProviderClient};
 use crate::settings::Settings;
+use crate::settle::Settler;
 use crate::store::Store;
 
 /// The consumer group name (prefixed by `KafkaSettings::group`).
@@ -88,20 +88,24 @@ impl Application {
         let codec = producer.codec().clone();
         let settler = Arc::new(Settler::new(producer, store, dispatcher, wake));
         let parked = ParkedRetrier::new(settler.clone(), settings.parked.clone(), settings.provider.worst_gift());
-        let handler =
-            DispatchHandler::new(
-                group.clone(),
-                codec,
-                settler,
-                settings.provider.concurrency,
-                settings.parked.backoff(),
-                witness,
-            );
+        let handler = DispatchHandler::new(
+            group.clone(),
+            codec,
+            settler,
+            settings.provider.concurrency,
+            settings.parked.backoff(),
+            witness,
+        );
 
         // Batches bounded so the worst case ends well inside max.poll.interval.ms (validated above).
         let consumer_kafka = settings.consumer_kafka();
         let batch_max_records = consumer_kafka.batch_max_records;
-        let subscription = Subscription { kafka: consumer_kafka, group_name: GROUP, delivery: Delivery::AtLeastOnce, order: Order::Arrival };
+        let subscription = Subscription {
+            kafka: consumer_kafka,
+            group_name: GROUP,
+            delivery: Delivery::AtLeastOnce,
+            order: Order::Arrival,
+        };
         let service = ConsumerService::build(subscription, handler, &settings.http, health).await?;
         tracing::info!(
             %group,

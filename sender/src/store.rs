@@ -70,7 +70,12 @@ pub struct ParkedGift {
 
 impl ParkedGift {
     pub fn entry(&self) -> WonEntry {
-        WonEntry { event_id: self.event_id.clone(), entry_id: self.entry_id, user_id: self.user_id.clone(), unit_no: self.unit_no }
+        WonEntry {
+            event_id: self.event_id.clone(),
+            entry_id: self.entry_id,
+            user_id: self.user_id.clone(),
+            unit_no: self.unit_no,
+        }
     }
 
     fn of(row: &tokio_postgres::Row) -> Self {
@@ -131,9 +136,7 @@ impl Store {
             return Ok(HashSet::new());
         }
         let client = self.pool.get().await?;
-        let rows = client
-            .query("SELECT entry_id FROM gift_dispatches WHERE entry_id = ANY($1)", &[&ids])
-            .await?;
+        let rows = client.query("SELECT entry_id FROM gift_dispatches WHERE entry_id = ANY($1)", &[&ids]).await?;
         Ok(rows.iter().map(|row| row.get::<_, Uuid>(0)).collect())
     }
 
@@ -176,7 +179,13 @@ impl Store {
 
     /// Parks the claimed gift of `entry` (its claim stays open), first
     /// retried after `first_try`. Parking a parked gift keeps its schedule.
-    pub async fn park(&self, entry: &WonEntry, cause: &RecordContext, error: &str, first_try: Duration) -> Result<(), StoreError> {
+    pub async fn park(
+        &self,
+        entry: &WonEntry,
+        cause: &RecordContext,
+        error: &str,
+        first_try: Duration,
+    ) -> Result<(), StoreError> {
         let headers = serde_json::to_value(cause)?;
         let client = self.pool.get().await?;
         client
@@ -194,7 +203,11 @@ impl Store {
     /// record's context, leasing them for `lease` (their next try pushed
     /// that far): another instance skips them meanwhile, and a retrier that
     /// dies leaves them due again when the lease ends.
-    pub async fn take_due_parked(&self, limit: i64, lease: Duration) -> Result<Vec<(ParkedGift, RecordContext)>, StoreError> {
+    pub async fn take_due_parked(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<(ParkedGift, RecordContext)>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
@@ -245,12 +258,7 @@ impl Store {
             return Ok(HashMap::new());
         }
         let client = self.replica.get().await?;
-        let rows = client
-            .query(
-                "SELECT member_id, phone FROM members WHERE member_id = ANY($1)",
-                &[&members],
-            )
-            .await?;
+        let rows = client.query("SELECT member_id, phone FROM members WHERE member_id = ANY($1)", &[&members]).await?;
         Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
 
@@ -261,9 +269,8 @@ impl Store {
             return Ok(gift);
         }
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt("SELECT gift_product, gift_amount FROM events WHERE event_id = $1", &[&event_id])
-            .await?;
+        let row =
+            client.query_opt("SELECT gift_product, gift_amount FROM events WHERE event_id = $1", &[&event_id]).await?;
         match row {
             Some(row) => {
                 let gift = GiftSettings { product: row.get(0), amount: i64::from(row.get::<_, i32>(1)) };
@@ -281,7 +288,12 @@ impl Store {
     /// writes the outbox rows in one transaction. Returns false (and writes
     /// nothing but the unparking) when the entry already has an outcome,
     /// e.g. another instance finished it first after a rebalance.
-    pub async fn record(&self, entry: &WonEntry, resolution: &Resolution, outbox: &[OutRecord]) -> Result<bool, StoreError> {
+    pub async fn record(
+        &self,
+        entry: &WonEntry,
+        resolution: &Resolution,
+        outbox: &[OutRecord],
+    ) -> Result<bool, StoreError> {
         let (status, provider_ref, attempts, reason) = match resolution {
             Resolution::Sent { gift_id, attempts } => ("SENT", Some(gift_id.as_str()), *attempts, None),
             Resolution::Failed { reason, attempts } => ("FAILED", None, *attempts, Some(reason.as_str())),
@@ -304,9 +316,8 @@ impl Store {
         }
         payout_guard::settle(&tx, entry, resolution).await?;
         tx.execute(unpark, &[&entry.entry_id]).await?;
-        let insert = tx
-            .prepare("INSERT INTO outbox (topic, message_key, payload, headers) VALUES ($1, $2, $3, $4)")
-            .await?;
+        let insert =
+            tx.prepare("INSERT INTO outbox (topic, message_key, payload, headers) VALUES ($1, $2, $3, $4)").await?;
         for record in outbox {
             let headers = serde_json::to_value(&record.context)?;
             tx.execute(&insert, &[&record.topic, &record.key, &record.payload, &headers]).await?;

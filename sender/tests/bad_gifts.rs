@@ -51,9 +51,8 @@ async fn a_phone_of_unicode_whitespace_fails_alone_and_the_others_are_sent() {
         env.read_events(&env.topics.stock_released, WAIT, |e: &[StockRelease]| !e.is_empty()).await;
     assert_eq!(released.len(), 1, "{released:?}");
     assert_eq!((released[0].entry_id.as_str(), released[0].unit_no), (bad.entry_id.as_str(), 5));
-    let dispatched: Vec<GiftDispatch> = env
-        .read_events(&env.topics.gift_dispatched, WAIT, |e: &[GiftDispatch]| e.len() >= 5)
-        .await;
+    let dispatched: Vec<GiftDispatch> =
+        env.read_events(&env.topics.gift_dispatched, WAIT, |e: &[GiftDispatch]| e.len() >= 5).await;
     assert!(dispatched.iter().any(|d| d.entry_id == bad.entry_id && d.status == DispatchStatus::Failed));
     assert_eq!(env.claims().await[&bad.entry_id].2, "released");
     assert_eq!(env.payout_claimed(&env.event_id).await, 4);

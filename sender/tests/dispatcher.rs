@@ -83,7 +83,8 @@ async fn an_unreachable_provider_leaves_the_gift_unresolved() {
 
 #[tokio::test]
 async fn a_failing_lookup_keeps_the_outcome_unknown_and_issues_nothing_more() {
-    let faults = Faults { timeout_after_issue_rate: 1.0, hang_ms: 2_000, lookup_failure_rate: 1.0, ..Faults::default() };
+    let faults =
+        Faults { timeout_after_issue_rate: 1.0, hang_ms: 2_000, lookup_failure_rate: 1.0, ..Faults::default() };
     let sim = Sim::start(faults, 4).await;
     let unresolved = unresolved(dispatcher(&settings(&sim.url)).send(&order("010-3000-0005"), None).await);
     // One issue, then only lookups: the outcome never became safe to retry or to fail.
@@ -199,10 +200,16 @@ async fn a_gift_that_cannot_be_issued_fails_only_after_the_provider_says_none_ex
     // Nothing ever asked: failed at once, no call.
     let never = order("");
     let start = Start { maybe_issued: false, ..no_phone };
-    assert_eq!(dispatcher.resume(&never, None, start).await, Ok(Resolution::Failed { reason: "no_phone".into(), attempts: 0 }));
+    assert_eq!(
+        dispatcher.resume(&never, None, start).await,
+        Ok(Resolution::Failed { reason: "no_phone".into(), attempts: 0 })
+    );
     // Asked before, nothing issued: one lookup (404 not_found), then failed.
     let asked = order("");
-    assert_eq!(dispatcher.resume(&asked, None, no_phone).await, Ok(Resolution::Failed { reason: "no_phone".into(), attempts: 1 }));
+    assert_eq!(
+        dispatcher.resume(&asked, None, no_phone).await,
+        Ok(Resolution::Failed { reason: "no_phone".into(), attempts: 1 })
+    );
     // Issued before the phone went: found, SENT, never failed.
     let issued = order("010-3000-0013");
     let Ok(Resolution::Sent { gift_id, .. }) = dispatcher.send(&issued, None).await else { panic!("sent") };
@@ -214,10 +221,9 @@ async fn a_gift_that_cannot_be_issued_fails_only_after_the_provider_says_none_ex
 
 #[tokio::test]
 async fn answers_that_are_not_our_gift_leave_it_unresolved_and_parkable() {
-    for faults in [
-        Faults { wrong_key_rate: 1.0, ..Faults::default() },
-        Faults { malformed_rate: 1.0, ..Faults::default() },
-    ] {
+    for faults in
+        [Faults { wrong_key_rate: 1.0, ..Faults::default() }, Faults { malformed_rate: 1.0, ..Faults::default() }]
+    {
         let sim = Sim::start(faults.clone(), 14).await;
         let unresolved = unresolved(dispatcher(&settings(&sim.url)).send(&order("010-3000-0014"), None).await);
         assert!(unresolved.parkable, "{faults:?}: {unresolved:?}");

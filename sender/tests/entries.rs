@@ -34,9 +34,13 @@ async fn a_won_forged_with_the_stock_login_for_a_member_who_never_entered_is_not
     let sender = RunningSender::start(settings).await;
 
     // The stock stage's own credentials: the ACLs let it write stock-decided.
-    let stock = EventProducer::new(&env.kit.kafka_as(Principal::STOCK), env.codec.clone(), "forger").expect("stock login");
+    let stock =
+        EventProducer::new(&env.kit.kafka_as(Principal::STOCK), env.codec.clone(), "forger").expect("stock login");
     let forged = env.won_in(&env.event_id, "m2", 1);
-    stock.publish(&forged, RecordContext::new_root("forged".to_string(), None)).await.expect("the stock login may produce it");
+    stock
+        .publish(&forged, RecordContext::new_root("forged".to_string(), None))
+        .await
+        .expect("the stock login may produce it");
     // A real winner behind it, its entry recorded.
     let honest = env.won_in(&env.event_id, "m1", 2);
     env.publish(&honest).await;

@@ -27,11 +27,7 @@ fn settings(env: &TestEnv, url: &str) -> Settings {
 
 /// The gift recorded for `entry_id`: `(status, provider_ref, reason)`.
 async fn outcome(env: &TestEnv, entry_id: &str) -> Option<(String, Option<String>, Option<String>)> {
-    env.dispatch_rows()
-        .await
-        .into_iter()
-        .find(|r| r.entry_id == entry_id)
-        .map(|r| (r.status, r.provider_ref, r.reason))
+    env.dispatch_rows().await.into_iter().find(|r| r.entry_id == entry_id).map(|r| (r.status, r.provider_ref, r.reason))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,10 +130,7 @@ async fn an_answer_carrying_another_keys_gift_is_never_recorded_as_ours() {
     // The provider is fixed: the parked gift is found under its own key.
     provider.heal(&always.entry_id);
     wait_for("the parked gift resolved", WAIT, || async { outcome(&env, &always.entry_id).await.is_some() }).await;
-    assert_eq!(
-        outcome(&env, &always.entry_id).await,
-        Some(("SENT".into(), provider.gift_id(&always.entry_id), None))
-    );
+    assert_eq!(outcome(&env, &always.entry_id).await, Some(("SENT".into(), provider.gift_id(&always.entry_id), None)));
     assert_eq!(provider.gift_count(), 3);
 
     sender.stop().await;
@@ -272,7 +265,10 @@ async fn whatever_the_provider_answers_every_member_ends_with_their_own_gift() {
     assert!(sender::store::parked_gifts(&env.pool, None).await.expect("read").is_empty(), "nothing left parked");
     let metrics = sender.metrics().await;
     assert!(testkit::metric(&metrics, "firstcome_sender_gifts_parked_total", &[]).unwrap_or(0.0) >= 1.0);
-    assert!(testkit::metric(&metrics, "firstcome_sender_provider_mismatches_total", &[("call", "issue")]).unwrap_or(0.0) >= 2.0);
+    assert!(
+        testkit::metric(&metrics, "firstcome_sender_provider_mismatches_total", &[("call", "issue")]).unwrap_or(0.0)
+            >= 2.0
+    );
 
     sender.stop().await;
 }

@@ -49,7 +49,10 @@ async fn a_new_entry_of_a_member_already_paid_is_refused_and_never_sent() {
 
     // Zero extra gifts at the provider; the legitimate ones sent.
     let gifts = sim.gifts().await;
-    assert_eq!(ids(gifts.iter().map(|g| g.idempotency_key.as_str())), ids([first.entry_id.as_str(), other.entry_id.as_str()]));
+    assert_eq!(
+        ids(gifts.iter().map(|g| g.idempotency_key.as_str())),
+        ids([first.entry_id.as_str(), other.entry_id.as_str()])
+    );
     let rows = env.dispatch_rows().await;
     assert!(rows.iter().all(|r| r.status == "SENT" && r.entry_id != second.entry_id), "{rows:?}");
 
@@ -98,9 +101,7 @@ async fn more_wons_than_units_for_sale_pay_only_the_units_for_sale() {
     }
     let sender = RunningSender::start(env.sender_settings(&sim.url)).await;
     wait_for("3 sent, 2 refused, committed", WAIT, || async {
-        env.dispatch_rows().await.len() == 3
-            && env.refusals().await.len() == 2
-            && env.caught_up().await
+        env.dispatch_rows().await.len() == 3 && env.refusals().await.len() == 2 && env.caught_up().await
     })
     .await;
 
@@ -134,9 +135,7 @@ async fn a_won_of_an_unknown_event_is_refused_and_never_sent() {
     env.publish(&legit).await;
     let sender = RunningSender::start(env.sender_settings(&sim.url)).await;
     wait_for("legit sent, forged refused, committed", WAIT, || async {
-        env.dispatch_rows().await.len() == 1
-            && env.refusals().await.len() == 1
-            && env.caught_up().await
+        env.dispatch_rows().await.len() == 1 && env.refusals().await.len() == 1 && env.caught_up().await
     })
     .await;
 
@@ -169,12 +168,15 @@ async fn a_redelivered_won_is_sent_once_on_its_own_claim() {
     // Delivered again meanwhile (a replay): the same entry id.
     env.publish(&won).await;
 
-    let cleared = reqwest::Client::new().put(format!("{}/admin/faults", sim.url)).json(&serde_json::json!({})).send().await.unwrap();
+    let cleared = reqwest::Client::new()
+        .put(format!("{}/admin/faults", sim.url))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     assert!(cleared.status().is_success());
-    wait_for("sent and committed", WAIT, || async {
-        env.dispatch_rows().await.len() == 1 && env.caught_up().await
-    })
-    .await;
+    wait_for("sent and committed", WAIT, || async { env.dispatch_rows().await.len() == 1 && env.caught_up().await })
+        .await;
 
     assert_eq!(sim.gifts().await.len(), 1, "one gift");
     let claims = env.claims().await;
@@ -219,10 +221,8 @@ async fn a_failed_gift_releases_its_claim_for_the_next_winner_of_the_unit() {
     let late = env.won_in(&event, "m3", 1);
     env.publish(&again).await;
     env.publish(&late).await;
-    wait_for("both refused and committed", WAIT, || async {
-        env.refusals().await.len() == 2 && env.caught_up().await
-    })
-    .await;
+    wait_for("both refused and committed", WAIT, || async { env.refusals().await.len() == 2 && env.caught_up().await })
+        .await;
     let refusals = env.refusals().await;
     assert_eq!(refusals[&again.entry_id], "member_already_paid");
     assert_eq!(refusals[&late.entry_id], "stock_exhausted");
@@ -245,7 +245,12 @@ async fn claims_racing_from_many_instances_never_pass_the_stock_nor_pay_a_member
     // Ten members with two entries each, claimed at once from 20 tasks (as
     // instances that each believe they own the record would).
     let entries: Vec<WonEntry> = (0..20)
-        .map(|i| WonEntry { event_id: event.clone(), entry_id: uuid::Uuid::new_v4(), user_id: format!("m{}", i % 10), unit_no: i + 1 })
+        .map(|i| WonEntry {
+            event_id: event.clone(),
+            entry_id: uuid::Uuid::new_v4(),
+            user_id: format!("m{}", i % 10),
+            unit_no: i + 1,
+        })
         .collect();
     let tasks: Vec<_> = entries
         .iter()

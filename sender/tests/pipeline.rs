@@ -105,7 +105,9 @@ async fn every_won_entry_gets_exactly_one_gift_despite_faults_and_redeliveries()
 async fn refused_phones_fail_and_return_their_units_and_poison_is_dead_lettered() {
     let env = TestEnv::new().await;
     let refused = ["010-2000-0001", "010-2000-0003"];
-    let sim = Sim::start(Faults { refused_phones: refused.iter().map(|p| p.to_string()).collect(), ..Faults::default() }, 9).await;
+    let sim =
+        Sim::start(Faults { refused_phones: refused.iter().map(|p| p.to_string()).collect(), ..Faults::default() }, 9)
+            .await;
 
     let mut won = Vec::new();
     for i in 0..6 {
@@ -162,11 +164,8 @@ async fn refused_phones_fail_and_return_their_units_and_poison_is_dead_lettered(
             ids(e.iter().map(|d| d.entry_id.as_str())).len() >= all
         })
         .await;
-    let failed_records: HashSet<String> = dispatched
-        .iter()
-        .filter(|d| d.status == DispatchStatus::Failed)
-        .map(|d| d.entry_id.clone())
-        .collect();
+    let failed_records: HashSet<String> =
+        dispatched.iter().filter(|d| d.status == DispatchStatus::Failed).map(|d| d.entry_id.clone()).collect();
     assert_eq!(failed_records, failed_ids);
 
     // The poison record went to the dead-letter topic untouched.
@@ -174,12 +173,8 @@ async fn refused_phones_fail_and_return_their_units_and_poison_is_dead_lettered(
     assert_eq!(dead, vec![b"definitely not avro".to_vec()]);
 
     // Health reports the real dependencies.
-    let health: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{}/healthz", sender.ops_port))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value =
+        reqwest::get(format!("http://127.0.0.1:{}/healthz", sender.ops_port)).await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok", "{health}");
     for dep in ["postgres", "kafka", "registry"] {
         assert_eq!(health["checks"][dep], "ok", "{health}");

@@ -15,7 +15,12 @@ use sender::settings::ProviderSettings;
 use tokio_util::sync::CancellationToken;
 
 fn order(key: &str) -> GiftOrder {
-    GiftOrder { idempotency_key: key.into(), phone: "010-5555-0101".into(), product: "coffee-10000".into(), amount: 10_000 }
+    GiftOrder {
+        idempotency_key: key.into(),
+        phone: "010-5555-0101".into(),
+        product: "coffee-10000".into(),
+        amount: 10_000,
+    }
 }
 
 fn settings(base_url: String) -> ProviderSettings {
@@ -46,7 +51,8 @@ async fn the_api_key_is_sent_and_a_wrong_one_is_a_configuration_error() {
     assert_eq!(gift.idempotency_key, "entry-key-1");
     assert!(right.lookup("entry-key-1", None).await.expect("looked up").is_some());
 
-    let wrong = ProviderClient::new(&ProviderSettings { api_key: SecretString::from("not-the-key"), ..settings(url) }).unwrap();
+    let wrong =
+        ProviderClient::new(&ProviderSettings { api_key: SecretString::from("not-the-key"), ..settings(url) }).unwrap();
     match wrong.issue(&order("entry-key-2"), None).await {
         Err(IssueError::ClientError { status: 401, reason }) => assert_eq!(reason, "unauthorized"),
         other => panic!("expected 401 unauthorized, got {other:?}"),
@@ -87,7 +93,8 @@ async fn an_answer_over_the_size_cap_is_not_read() {
         (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response()
     };
     let url = endpoint(Router::new().route("/v1/gifts", post(huge)).route("/v1/gifts/{key}", get(huge))).await;
-    let client = ProviderClient::new(&ProviderSettings { max_response_bytes: 64 * 1024, ..settings(url.clone()) }).unwrap();
+    let client =
+        ProviderClient::new(&ProviderSettings { max_response_bytes: 64 * 1024, ..settings(url.clone()) }).unwrap();
     match client.issue(&order("entry-big"), None).await {
         Err(IssueError::Unusable(reason)) => assert!(reason.contains("over 65536 bytes"), "{reason}"),
         other => panic!("expected an unreadable (too large) answer, got {other:?}"),
@@ -95,5 +102,8 @@ async fn an_answer_over_the_size_cap_is_not_read() {
     assert!(client.lookup("entry-big", None).await.is_err());
     // The same answer within a larger cap is a gift.
     let roomy = ProviderClient::new(&ProviderSettings { max_response_bytes: 2 << 20, ..settings(url) }).unwrap();
-    assert!(tokio::time::timeout(Duration::from_secs(10), roomy.issue(&order("entry-big"), None)).await.unwrap().is_ok());
+    assert!(tokio::time::timeout(Duration::from_secs(10), roomy.issue(&order("entry-big"), None))
+        .await
+        .unwrap()
+        .is_ok());
 }

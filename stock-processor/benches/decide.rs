@@ -76,7 +76,8 @@ fn fence(c: &mut Criterion) {
         ..Default::default()
     }
     .for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
-    let connecting = async { tokio::time::timeout(std::time::Duration::from_secs(5), platform::redis::connect(&settings)).await };
+    let connecting =
+        async { tokio::time::timeout(std::time::Duration::from_secs(5), platform::redis::connect(&settings)).await };
     let Ok(Ok(conn)) = runtime.block_on(connecting) else {
         eprintln!("stock/fence: the Sentinel-managed Redis is not up (`stack/bin/stack up redis-sentinel`): skipped");
         return;
@@ -102,14 +103,21 @@ fn fence(c: &mut Criterion) {
                 let start = next.fetch_add(batch, Ordering::Relaxed);
                 let accepted_at_ms = schemas::now_millis();
                 let entries: Vec<EntryRef<'_>> = (start..start + batch)
-                    .map(|i| EntryRef { entry_id: &entry_ids[i % MEMBERS], user_id: &members[i % MEMBERS], accepted_at_ms, ticket: 0, hole: false })
+                    .map(|i| EntryRef {
+                        entry_id: &entry_ids[i % MEMBERS],
+                        user_id: &members[i % MEMBERS],
+                        accepted_at_ms,
+                        ticket: 0,
+                        hole: false,
+                    })
                     .collect();
                 let (store, event_id) = (&store, &event_id);
                 async move {
                     store.decide(event_id, &entries).await.expect("decide");
                     if replicas > 0 {
                         let mut conn = store.connection();
-                        let acked: u32 = redis::cmd("WAIT").arg(replicas).arg(1_000).query_async(&mut conn).await.expect("WAIT");
+                        let acked: u32 =
+                            redis::cmd("WAIT").arg(replicas).arg(1_000).query_async(&mut conn).await.expect("WAIT");
                         assert_eq!(acked, replicas, "the replica did not acknowledge");
                     }
                 }
@@ -121,7 +129,10 @@ fn fence(c: &mut Criterion) {
     // Criterion reports means and medians; the stage's tail matters too:
     // rounds of 200 batches each way, interleaved so both see the same
     // machine, per-batch latency into one histogram per mode.
-    let mut histograms = [hdrhistogram::Histogram::<u64>::new(3).expect("histogram"), hdrhistogram::Histogram::new(3).expect("histogram")];
+    let mut histograms = [
+        hdrhistogram::Histogram::<u64>::new(3).expect("histogram"),
+        hdrhistogram::Histogram::new(3).expect("histogram"),
+    ];
     let mut busy = [std::time::Duration::ZERO; 2];
     runtime.block_on(async {
         for _round in 0..10 {
@@ -130,13 +141,20 @@ fn fence(c: &mut Criterion) {
                     let start = next.fetch_add(batch, Ordering::Relaxed);
                     let accepted_at_ms = schemas::now_millis();
                     let entries: Vec<EntryRef<'_>> = (start..start + batch)
-                        .map(|i| EntryRef { entry_id: &entry_ids[i % MEMBERS], user_id: &members[i % MEMBERS], accepted_at_ms, ticket: 0, hole: false })
+                        .map(|i| EntryRef {
+                            entry_id: &entry_ids[i % MEMBERS],
+                            user_id: &members[i % MEMBERS],
+                            accepted_at_ms,
+                            ticket: 0,
+                            hole: false,
+                        })
                         .collect();
                     let began = std::time::Instant::now();
                     store.decide(&event_id, &entries).await.expect("decide");
                     if replicas > 0 {
                         let mut conn = store.connection();
-                        let _: u32 = redis::cmd("WAIT").arg(replicas).arg(1_000).query_async(&mut conn).await.expect("WAIT");
+                        let _: u32 =
+                            redis::cmd("WAIT").arg(replicas).arg(1_000).query_async(&mut conn).await.expect("WAIT");
                     }
                     let took = began.elapsed();
                     busy[mode] += took;

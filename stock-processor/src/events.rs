@@ -31,7 +31,8 @@ pub struct StockRemaining<'a> {
 
 impl StockRemaining<'_> {
     pub fn emit(&self) {
-        metrics::gauge!("firstcome_stock_remaining", "event_id" => self.event_id.to_string()).set(self.remaining as f64);
+        metrics::gauge!("firstcome_stock_remaining", "event_id" => self.event_id.to_string())
+            .set(self.remaining as f64);
     }
 }
 
@@ -151,12 +152,20 @@ impl EventLost<'_> {
                 "restored"
             }
             Some(Ok(Restore::Present)) => {
-                tracing::info!(event_id, named_by, "the lost event's meta is back (restored meanwhile): rebuilding it from the log");
+                tracing::info!(
+                    event_id,
+                    named_by,
+                    "the lost event's meta is back (restored meanwhile): rebuilding it from the log"
+                );
                 "present"
             }
             Some(Ok(Restore::Unknown { cached })) => {
                 if surprising && !cached {
-                    tracing::warn!(event_id, named_by, "Redis and PostgreSQL both lack the event: its entries are decided as an unknown event's");
+                    tracing::warn!(
+                        event_id,
+                        named_by,
+                        "Redis and PostgreSQL both lack the event: its entries are decided as an unknown event's"
+                    );
                 } else {
                     tracing::debug!(event_id, named_by, cached, "no such event in PostgreSQL: decided as unknown");
                 }
@@ -221,9 +230,13 @@ pub const MARKS_SLOW: std::time::Duration = std::time::Duration::from_secs(1);
 /// Redis ones), described when it is built: help text, unit, and the series
 /// known before the first batch at zero.
 pub const METRICS: &[Metric] = &[
-    Metric::counter("firstcome_stock_decisions_total", "Entries decided, by outcome")
-        .labels(&["outcome"])
-        .known(&[&["WON"], &["SOLD_OUT"], &["ALREADY_WON"], &["INELIGIBLE"], &["CLOSED"]]),
+    Metric::counter("firstcome_stock_decisions_total", "Entries decided, by outcome").labels(&["outcome"]).known(&[
+        &["WON"],
+        &["SOLD_OUT"],
+        &["ALREADY_WON"],
+        &["INELIGIBLE"],
+        &["CLOSED"],
+    ]),
     Metric::gauge("firstcome_stock_remaining", Unit::Count, "Units an event has left after the last batch")
         .labels(&["event_id"]),
     Metric::counter("firstcome_stock_releases_total", "Units released back (a gift that failed for good), by result")
@@ -249,7 +262,10 @@ pub const METRICS: &[Metric] = &[
         "firstcome_stock_fence_refusals_total",
         "Batches not committed because too few Redis replicas acknowledged their decisions",
     ),
-    Metric::seconds("firstcome_stock_fence_wait_seconds", "Time a batch waited for the Redis replicas' acknowledgement"),
+    Metric::seconds(
+        "firstcome_stock_fence_wait_seconds",
+        "Time a batch waited for the Redis replicas' acknowledgement",
+    ),
     Metric::seconds("firstcome_stock_rebuild_hold_seconds", "Time a rebuild held its event's decisions"),
     Metric::seconds(
         "firstcome_stock_marks_wait_seconds",

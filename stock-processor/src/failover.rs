@@ -35,8 +35,17 @@ pub struct FailoverCheck {
 }
 
 impl FailoverCheck {
-    pub fn new(kafka: &KafkaSettings, group: &str, codec: Codec, conn: Connection) -> Result<Self, rdkafka::error::KafkaError> {
-        Ok(Self { marks: MarkReader::new(kafka, group)?, rebuilder: Rebuilder::new(kafka, group, codec, conn.clone())?, conn })
+    pub fn new(
+        kafka: &KafkaSettings,
+        group: &str,
+        codec: Codec,
+        conn: Connection,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        Ok(Self {
+            marks: MarkReader::new(kafka, group)?,
+            rebuilder: Rebuilder::new(kafka, group, codec, conn.clone())?,
+            conn,
+        })
     }
 
     /// Runs until `shutdown`.
@@ -49,7 +58,10 @@ impl FailoverCheck {
                 changed = moves.changed() => if changed.is_err() { return },
             }
             let generation = *moves.borrow_and_update();
-            tracing::warn!(generation, "Redis moved to another primary: checking every event against the committed marks");
+            tracing::warn!(
+                generation,
+                "Redis moved to another primary: checking every event against the committed marks"
+            );
             let mut until = Instant::now() + RECHECK_FOR;
             while Instant::now() < until {
                 self.check().await;
@@ -85,7 +97,8 @@ impl FailoverCheck {
             let keys = EventKeys::new(&event_id);
             let mut conn = self.conn.clone();
             let known: Result<bool, _> = redis::cmd("EXISTS").arg(&keys.meta).query_async(&mut conn).await;
-            let applied: Result<HashMap<String, i64>, _> = redis::cmd("HGETALL").arg(&keys.applied).query_async(&mut conn).await;
+            let applied: Result<HashMap<String, i64>, _> =
+                redis::cmd("HGETALL").arg(&keys.applied).query_async(&mut conn).await;
             let (known, applied) = match (known, applied) {
                 (Ok(known), Ok(applied)) => (known, applied),
                 (Err(error), _) | (_, Err(error)) => {
@@ -107,7 +120,11 @@ impl FailoverCheck {
             if !known {
                 // Expired, or lost whole with the old primary: the event's meta and
                 // eligibility come from PostgreSQL (`firstcome rebuild redis`).
-                tracing::error!(event_id, ?behind, "Redis lost the event in a failover: run `firstcome rebuild redis {event_id}`");
+                tracing::error!(
+                    event_id,
+                    ?behind,
+                    "Redis lost the event in a failover: run `firstcome rebuild redis {event_id}`"
+                );
                 continue;
             }
             tracing::error!(event_id, ?behind, "Redis is behind the log after a failover: rebuilding the event");

@@ -20,9 +20,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use platform::kafka::{encode_event, BatchHandler, BatchOutcome, DeadLetter, HandlerError, OutRecord, Record};
-use schemas::{
-    check_identity, Codec, Outcome, StockDecision, StockRelease, SurveySubmitted, Topics,
-};
+use schemas::{check_identity, Codec, Outcome, StockDecision, StockRelease, SurveySubmitted, Topics};
 use tracing::{Instrument, Span};
 
 use crate::events::{
@@ -184,7 +182,9 @@ impl StockHandler {
         let moves = self.store.connection().moves();
         // What this group committed: the marks Redis must not be below.
         let committed = match &self.guard {
-            Some(guard) => guard.marks.fetch().await.map_err(|e| HandlerError::transient_in("reading committed marks", e))?,
+            Some(guard) => {
+                guard.marks.fetch().await.map_err(|e| HandlerError::transient_in("reading committed marks", e))?
+            }
             None => CommittedMarks::default(),
         };
         let mut applied = BatchMarks::default();
@@ -253,11 +253,8 @@ impl StockHandler {
         }
         let started = Instant::now();
         let mut conn = self.store.connection();
-        let acked: Result<u32, _> = redis::cmd("WAIT")
-            .arg(fence.replicas)
-            .arg(fence.timeout.as_millis() as u64)
-            .query_async(&mut conn)
-            .await;
+        let acked: Result<u32, _> =
+            redis::cmd("WAIT").arg(fence.replicas).arg(fence.timeout.as_millis() as u64).query_async(&mut conn).await;
         let waited = started.elapsed();
         metrics::histogram!("firstcome_stock_fence_wait_seconds").record(waited.as_secs_f64());
         match acked {
@@ -432,7 +429,12 @@ impl StockHandler {
 
     /// The new decision of an entry a returned unit went to: WON, the same
     /// entry id that earlier lost, caused by the release.
-    async fn promoted(&self, event_id: &str, promotion: &Promotion, item: &Item<'_>) -> Result<OutRecord, HandlerError> {
+    async fn promoted(
+        &self,
+        event_id: &str,
+        promotion: &Promotion,
+        item: &Item<'_>,
+    ) -> Result<OutRecord, HandlerError> {
         let decision = StockDecision {
             event_id: event_id.to_string(),
             entry_id: promotion.entry_id.clone(),
@@ -515,7 +517,8 @@ impl StockHandler {
                 let span = tracing::info_span!(parent: &item.span, "stock_decide", otel.name = "stock decide", outcome = decision.outcome.as_str());
                 let record = self.encode(&event, item).instrument(span.clone()).await?;
                 span.in_scope(|| {
-                    DecisionMade { outcome: decision.outcome, unit_no: decision.unit_no, user_id: &entry.user_id }.emit()
+                    DecisionMade { outcome: decision.outcome, unit_no: decision.unit_no, user_id: &entry.user_id }
+                        .emit()
                 });
                 out.push((item.index, record));
             }
@@ -529,7 +532,12 @@ impl StockHandler {
     /// PostgreSQL: Redis may have lost it before any decision of it was
     /// committed. A live event is restored, rebuilt and decided again (the
     /// unknown answer wrote nothing); the same answer the second time stands.
-    async fn decide_event(&self, event_id: &str, refs: &[EntryRef<'_>], marks: &Marks) -> Result<Decided, HandlerError> {
+    async fn decide_event(
+        &self,
+        event_id: &str,
+        refs: &[EntryRef<'_>],
+        marks: &Marks,
+    ) -> Result<Decided, HandlerError> {
         let as_unknown = Marks { expected: Vec::new(), new: marks.new.clone() };
         let call = |check| {
             let marks = match check {
@@ -563,7 +571,10 @@ impl StockHandler {
 }
 
 impl BatchHandler for StockHandler {
-    fn handle<'a>(&'a self, batch: &'a [Record]) -> impl Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'a {
+    fn handle<'a>(
+        &'a self,
+        batch: &'a [Record],
+    ) -> impl Future<Output = Result<BatchOutcome, HandlerError>> + Send + 'a {
         self.handle_batch(batch)
     }
 }

@@ -107,7 +107,8 @@ impl PartitionMarks {
     pub fn encode(&self) -> String {
         let mut events = &self.events[..self.events.len().min(Self::MAX_EVENTS)];
         loop {
-            let wire = Wire { v: VERSION, marks: events.iter().map(|(event, offset)| (event.as_str(), *offset)).collect() };
+            let wire =
+                Wire { v: VERSION, marks: events.iter().map(|(event, offset)| (event.as_str(), *offset)).collect() };
             let encoded = serde_json::to_string(&wire).unwrap_or_default();
             if encoded.len() <= Self::MAX_BYTES || events.is_empty() {
                 return encoded;

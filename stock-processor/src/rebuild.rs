@@ -448,11 +448,7 @@ impl<L: StockLog> Rebuilder<L> {
     pub async fn let_go(&self, hold: &Hold) -> Result<(), RebuildError> {
         let keys = EventKeys::new(&hold.event_id);
         let mut conn = self.redis.clone();
-        let _: i64 = platform::scripts::release_hold()
-            .key(&keys.hold)
-            .arg(&hold.token)
-            .invoke_async(&mut conn)
-            .await?;
+        let _: i64 = platform::scripts::release_hold().key(&keys.hold).arg(&hold.token).invoke_async(&mut conn).await?;
         Ok(())
     }
 
@@ -465,7 +461,8 @@ impl<L: StockLog> Rebuilder<L> {
         }
         let keys = EventKeys::new(event_id);
         let mut conn = self.redis.clone();
-        let meta = EventMeta::load(&mut conn, event_id).await?.ok_or_else(|| RebuildError::UnknownEvent(event_id.into()))?;
+        let meta =
+            EventMeta::load(&mut conn, event_id).await?.ok_or_else(|| RebuildError::UnknownEvent(event_id.into()))?;
         let live = self.live(&keys).await?;
         let mut rebuilt = compute(&read.state, &live);
         let (frontier, dead) = frontier_of(meta.for_sale, rebuilt.released.len() as i64, &rebuilt.dead_tickets);
@@ -512,12 +509,21 @@ impl<L: StockLog> Rebuilder<L> {
         let mut conn = self.redis.clone();
         let (decisions, released, members, applied, waitlist, tickets): (_, _, _, _, Vec<(String, f64)>, _) =
             redis::pipe()
-                .cmd("HGETALL").arg(&keys.decisions)
-                .cmd("SMEMBERS").arg(&keys.released)
-                .cmd("HGETALL").arg(&keys.members)
-                .cmd("HGETALL").arg(&keys.applied)
-                .cmd("ZRANGE").arg(&keys.waitlist).arg(0).arg(-1).arg("WITHSCORES")
-                .cmd("HGETALL").arg(&keys.tickets)
+                .cmd("HGETALL")
+                .arg(&keys.decisions)
+                .cmd("SMEMBERS")
+                .arg(&keys.released)
+                .cmd("HGETALL")
+                .arg(&keys.members)
+                .cmd("HGETALL")
+                .arg(&keys.applied)
+                .cmd("ZRANGE")
+                .arg(&keys.waitlist)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .cmd("HGETALL")
+                .arg(&keys.tickets)
                 .query_async(&mut conn)
                 .await?;
         Ok(LiveState { decisions, released, members, applied, waitlist: waitlist.into_iter().collect(), tickets })
@@ -527,16 +533,24 @@ impl<L: StockLog> Rebuilder<L> {
     async fn counts(&self, keys: &EventKeys) -> Result<(usize, usize, Option<i64>), RebuildError> {
         let mut conn = self.redis.clone();
         let (decisions, winners, stock): (usize, usize, Option<i64>) = redis::pipe()
-            .cmd("HLEN").arg(&keys.decisions)
-            .cmd("HLEN").arg(&keys.winners)
-            .cmd("GET").arg(&keys.stock)
+            .cmd("HLEN")
+            .arg(&keys.decisions)
+            .cmd("HLEN")
+            .arg(&keys.winners)
+            .cmd("GET")
+            .arg(&keys.stock)
             .query_async(&mut conn)
             .await?;
         Ok((decisions, winners, stock))
     }
 
     /// Writes the rebuilt keys under temporary names in the event's slot.
-    async fn write_temp(&self, keys: &EventKeys, rebuilt: &Rebuilt, applied: &HashMap<String, i64>) -> Result<(), RebuildError> {
+    async fn write_temp(
+        &self,
+        keys: &EventKeys,
+        rebuilt: &Rebuilt,
+        applied: &HashMap<String, i64>,
+    ) -> Result<(), RebuildError> {
         let temp = TempKeys::new(keys);
         let mut conn = self.redis.clone();
         let _: () = redis::cmd("DEL").arg(&temp.all()[..]).query_async(&mut conn).await?;
@@ -581,13 +595,32 @@ impl<L: StockLog> Rebuilder<L> {
         let temp = TempKeys::new(keys);
         let mut invocation = self.swap.prepare_invoke();
         for key in [
-            &keys.meta, &keys.stock, &keys.next_unit, &keys.applied,
-            &keys.decisions, &keys.winners, &keys.members, &keys.released, &keys.waitlist,
-            &keys.entered, &keys.entries, &keys.tickets, &keys.dead,
+            &keys.meta,
+            &keys.stock,
+            &keys.next_unit,
+            &keys.applied,
+            &keys.decisions,
+            &keys.winners,
+            &keys.members,
+            &keys.released,
+            &keys.waitlist,
+            &keys.entered,
+            &keys.entries,
+            &keys.tickets,
+            &keys.dead,
             &temp.applied,
-            &temp.decisions, &temp.winners, &temp.members, &temp.released, &temp.waitlist,
-            &temp.entered, &temp.entries, &temp.tickets, &temp.dead,
-            &keys.hold, &keys.ticket, &keys.frontier,
+            &temp.decisions,
+            &temp.winners,
+            &temp.members,
+            &temp.released,
+            &temp.waitlist,
+            &temp.entered,
+            &temp.entries,
+            &temp.tickets,
+            &temp.dead,
+            &keys.hold,
+            &keys.ticket,
+            &keys.frontier,
         ] {
             invocation.key(key);
         }
@@ -654,8 +687,16 @@ impl TempKeys {
 
     fn all(&self) -> [&str; 10] {
         [
-            &self.applied, &self.decisions, &self.winners, &self.members, &self.released,
-            &self.waitlist, &self.entered, &self.entries, &self.tickets, &self.dead,
+            &self.applied,
+            &self.decisions,
+            &self.winners,
+            &self.members,
+            &self.released,
+            &self.waitlist,
+            &self.entered,
+            &self.entries,
+            &self.tickets,
+            &self.dead,
         ]
     }
 }
@@ -705,7 +746,8 @@ fn compute(state: &LogState, live: &LiveState) -> Rebuilt {
     }
     for (entry_id, answer) in &live.decisions {
         let Some(decision) = crate::store::Decision::parse(answer) else { continue };
-        let member = known.get(entry_id.as_str()).map(|(m, _)| *m).or_else(|| in_line.get(entry_id.as_str()).map(|(m, _)| *m));
+        let member =
+            known.get(entry_id.as_str()).map(|(m, _)| *m).or_else(|| in_line.get(entry_id.as_str()).map(|(m, _)| *m));
         let accepted_at = known
             .get(entry_id.as_str())
             .and_then(|(_, at)| *at)
@@ -807,7 +849,8 @@ fn compute(state: &LogState, live: &LiveState) -> Rebuilt {
     rebuilt.tickets.sort();
     rebuilt.waitlist.sort();
     rebuilt.members = members.into_iter().collect();
-    rebuilt.entered = state.first_entries.iter().map(|(member, entry_id)| (member.clone(), format!("A|{entry_id}"))).collect();
+    rebuilt.entered =
+        state.first_entries.iter().map(|(member, entry_id)| (member.clone(), format!("A|{entry_id}"))).collect();
     rebuilt.entries = state.entries.iter().map(|(entry, member, _)| (entry.clone(), member.clone())).collect();
     rebuilt
 }
@@ -877,8 +920,16 @@ mod tests {
                 state.decided(stock_decision("x", "m1", outcome, unit));
             }
             let rebuilt = compute(&state, &LiveState::default());
-            assert!(rebuilt.waitlist.is_empty(), "{order:?}: the promoted entry is not in line again: {:?}", rebuilt.waitlist);
-            assert!(rebuilt.decisions.contains(&("x".to_string(), "WON|9".to_string())), "{order:?}: {:?}", rebuilt.decisions);
+            assert!(
+                rebuilt.waitlist.is_empty(),
+                "{order:?}: the promoted entry is not in line again: {:?}",
+                rebuilt.waitlist
+            );
+            assert!(
+                rebuilt.decisions.contains(&("x".to_string(), "WON|9".to_string())),
+                "{order:?}: {:?}",
+                rebuilt.decisions
+            );
             assert!(rebuilt.winners.contains(&("m1".to_string(), "9".to_string())), "{order:?}: {:?}", rebuilt.winners);
             assert_eq!(rebuilt.units_held, 2, "{order:?}");
         }

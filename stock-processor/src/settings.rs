@@ -78,10 +78,8 @@ static BUILT: AtomicU32 = AtomicU32::new(0);
 
 /// `<hostname>-<ordinal>[.<n>]`, see [`Settings::instance_id`].
 fn default_instance_id() -> String {
-    let ordinal = std::env::var("FIRSTCOME_INSTANCE_ORDINAL")
-        .ok()
-        .and_then(|o| o.trim().parse::<u32>().ok())
-        .unwrap_or(0);
+    let ordinal =
+        std::env::var("FIRSTCOME_INSTANCE_ORDINAL").ok().and_then(|o| o.trim().parse::<u32>().ok()).unwrap_or(0);
     let id = format!("{}-{ordinal}", hostname());
     match BUILT.fetch_add(1, Ordering::Relaxed) {
         0 => id,
@@ -108,8 +106,18 @@ impl Default for Settings {
             redis: RedisSettings::default(),
             // A restore is rare and one query at a time: few connections, short waits
             // (it runs inside a batch's Kafka transaction).
-            database: DatabaseSettings { max_connections: 2, timeout_ms: 2_000, statement_timeout_ms: 5_000, ..Default::default() },
-            replica: ReplicaSettings { max_connections: 2, timeout_ms: 2_000, statement_timeout_ms: 5_000, ..Default::default() },
+            database: DatabaseSettings {
+                max_connections: 2,
+                timeout_ms: 2_000,
+                statement_timeout_ms: 5_000,
+                ..Default::default()
+            },
+            replica: ReplicaSettings {
+                max_connections: 2,
+                timeout_ms: 2_000,
+                statement_timeout_ms: 5_000,
+                ..Default::default()
+            },
             http: HttpSettings::on_port(DEFAULT_OPS_PORT),
             telemetry: TelemetrySettings::default(),
             instance_id: default_instance_id(),
@@ -243,7 +251,10 @@ mod tests {
         assert!(a.validate().is_ok());
         assert!(a.kafka.transaction_timeout_ms <= 10_000, "a dead transaction stalls readers this long at most");
         // A restore runs inside a batch's transaction: its waits are shorter.
-        assert!(a.database.timeout_ms < a.kafka.transaction_timeout_ms && a.replica.timeout_ms < a.kafka.transaction_timeout_ms);
+        assert!(
+            a.database.timeout_ms < a.kafka.transaction_timeout_ms
+                && a.replica.timeout_ms < a.kafka.transaction_timeout_ms
+        );
         let local = a.with_local_credentials();
         assert_eq!(local.database.user.as_deref(), Some("firstcome_stock"), "its own role on the local stack");
     }

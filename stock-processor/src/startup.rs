@@ -69,14 +69,14 @@ impl Application {
             .with_registry(settings.registry.url.clone());
         let marks = MarkReader::new(&settings.kafka, &settings.group())?;
         let rebuilder = Rebuilder::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
-        let failover = crate::failover::FailoverCheck::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
+        let failover =
+            crate::failover::FailoverCheck::new(&settings.kafka, &settings.group(), codec.clone(), conn.clone())?;
         // Lazy pools: PostgreSQL and the replica are needed only when Redis loses an event.
         let restorer = Restorer::connect(&settings.database, &settings.replica)?;
-        let handler =
-            StockHandler::new(store, codec, settings.kafka.topics(), settings.group())
-                .with_stale_guard(marks, rebuilder)
-                .with_restorer(restorer)
-                .with_fence(settings.fence());
+        let handler = StockHandler::new(store, codec, settings.kafka.topics(), settings.group())
+            .with_stale_guard(marks, rebuilder)
+            .with_restorer(restorer)
+            .with_fence(settings.fence());
         let subscription = Subscription {
             kafka: settings.consumer_kafka(),
             group_name: crate::GROUP,

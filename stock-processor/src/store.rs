@@ -199,11 +199,7 @@ impl std::fmt::Debug for StockStore {
 
 impl StockStore {
     pub fn new(conn: ConnectionManager) -> Self {
-        Self {
-            conn,
-            decide: platform::scripts::decide(),
-            release: platform::scripts::release(),
-        }
+        Self { conn, decide: platform::scripts::decide(), release: platform::scripts::release() }
     }
 
     /// Loads both scripts (a broken script fails at start, not on the first
@@ -332,9 +328,8 @@ impl StockStore {
 fn parse_released(answer: &[String]) -> Result<Released, StoreError> {
     let unexpected = || StoreError::Unexpected(answer.join(" "));
     let (status, rest) = answer.split_first().ok_or_else(unexpected)?;
-    let promotions = || {
-        rest.iter().map(|p| Promotion::parse_joined(p).ok_or_else(unexpected)).collect::<Result<Vec<_>, _>>()
-    };
+    let promotions =
+        || rest.iter().map(|p| Promotion::parse_joined(p).ok_or_else(unexpected)).collect::<Result<Vec<_>, _>>();
     match (status.as_str(), rest.len()) {
         ("RELEASED", 0) => Ok(Released::Returned { reopened: false }),
         ("REOPENED", 0) => Ok(Released::Returned { reopened: true }),
@@ -378,9 +373,8 @@ fn parse_decided(answers: &[String], asked: usize) -> Result<Decided, StoreError
         .iter()
         .map(|p| Promotion::parse_joined(p).ok_or_else(|| StoreError::Unexpected(format!("promotion {p:?}"))))
         .collect::<Result<_, _>>()?;
-    let remaining: i64 = remaining
-        .parse()
-        .map_err(|_| StoreError::Unexpected(format!("remaining stock {remaining:?}")))?;
+    let remaining: i64 =
+        remaining.parse().map_err(|_| StoreError::Unexpected(format!("remaining stock {remaining:?}")))?;
     let decided_at_ms: i64 = now.parse().map_err(|_| StoreError::Unexpected(format!("redis time {now:?}")))?;
     let decisions = decisions
         .iter()
@@ -396,10 +390,7 @@ mod tests {
     #[test]
     fn a_stored_win_carries_its_unit() {
         assert_eq!(Decision::parse("WON|7"), Some(Decision { outcome: Outcome::Won, unit_no: Some(7) }));
-        assert_eq!(
-            Decision::parse("ALREADY_WON|3"),
-            Some(Decision { outcome: Outcome::AlreadyWon, unit_no: Some(3) })
-        );
+        assert_eq!(Decision::parse("ALREADY_WON|3"), Some(Decision { outcome: Outcome::AlreadyWon, unit_no: Some(3) }));
     }
 
     #[test]

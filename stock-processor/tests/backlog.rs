@@ -80,7 +80,10 @@ async fn a_backlog_is_decided_in_accept_order_across_partitions() {
 
     assert_eq!(winners_accepted_at.len(), FOR_SALE, "every unit won once");
     let first_n = winners_accepted_at.iter().filter(|at| **at < accepted_from + FOR_SALE as i64).count();
-    assert_eq!(first_n, FOR_SALE, "the winners are the first {FOR_SALE} accepted entries (fidelity {first_n}/{FOR_SALE})");
+    assert_eq!(
+        first_n, FOR_SALE,
+        "the winners are the first {FOR_SALE} accepted entries (fidelity {first_n}/{FOR_SALE})"
+    );
     winners_tickets.sort_unstable();
     assert_eq!(winners_tickets, (1..=FOR_SALE as i64).collect::<Vec<_>>(), "the winners hold tickets 1..{FOR_SALE}");
 }

@@ -202,7 +202,13 @@ type Acked = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// One entry every [`ENTRY_EVERY`] while `running`, each sent on its own
 /// (a send held up by a partition without leader does not hold the others).
-fn flood(kafka: KafkaSettings, event_id: String, members: usize, running: Arc<AtomicBool>, acked: Acked) -> tokio::task::JoinHandle<()> {
+fn flood(
+    kafka: KafkaSettings,
+    event_id: String,
+    members: usize,
+    running: Arc<AtomicBool>,
+    acked: Acked,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let codec = common_codec();
         let producer: FutureProducer = platform::kafka::client_config(&testkit::kafka_admin(&kafka))
@@ -222,7 +228,10 @@ fn flood(kafka: KafkaSettings, event_id: String, members: usize, running: Arc<At
             let member = format!("m{}", n % members);
             n += 1;
             let entry_id = common::new_entry_id();
-            let payload = codec.encode(&topic, &entry(&event_id, &entry_id, &member, schemas::now_millis())).await.expect("encode");
+            let payload = codec
+                .encode(&topic, &entry(&event_id, &entry_id, &member, schemas::now_millis()))
+                .await
+                .expect("encode");
             let (producer, topic, acked) = (producer.clone(), topic.clone(), acked.clone());
             sends.push(tokio::spawn(async move {
                 let record = FutureRecord::to(&topic).key(&member).payload(&payload);
@@ -344,12 +353,17 @@ async fn losing_the_group_coordinator_stalls_the_stage_only_within_a_bound_and_n
         async move { whole }
     })
     .await;
-    create_topics(&admin_settings, &pipeline_topics(&kafka.topics(), Layout { partitions: PARTITIONS, dlq_partitions: 1, replication: 3 }))
-        .await
-        .expect("topics on kafka3");
+    create_topics(
+        &admin_settings,
+        &pipeline_topics(&kafka.topics(), Layout { partitions: PARTITIONS, dlq_partitions: 1, replication: 3 }),
+    )
+    .await
+    .expect("topics on kafka3");
     let acls = platform::kafka::acl::pipeline_acls(&kafka.topic_prefix);
     platform::kafka::acl::create_acls(&admin_settings, &acls).await.expect("ACLs on kafka3");
-    platform::kafka::acl::wait_until_described(&admin_settings, &acls, Duration::from_secs(60)).await.expect("ACLs in effect");
+    platform::kafka::acl::wait_until_described(&admin_settings, &acls, Duration::from_secs(60))
+        .await
+        .expect("ACLs in effect");
 
     let mut redis = common::redis().await;
     let event_id = common::new_event_id();
@@ -379,7 +393,11 @@ async fn losing_the_group_coordinator_stalls_the_stage_only_within_a_bound_and_n
     let group = kafka.group(stock_processor::GROUP);
     let coordinator = described_coordinator(&brokers, &group).await;
     let partition = offsets_partition(&group);
-    assert_eq!(offsets_leader(&admin, partition), Some(coordinator), "{group} is coordinated by the leader of __consumer_offsets/{partition}");
+    assert_eq!(
+        offsets_leader(&admin, partition),
+        Some(coordinator),
+        "{group} is coordinated by the leader of __consumer_offsets/{partition}"
+    );
 
     let unit = format!("kafka3-{coordinator}");
     stack(&["kill", &unit]).await;
@@ -407,10 +425,17 @@ async fn losing_the_group_coordinator_stalls_the_stage_only_within_a_bound_and_n
     let all_acked: HashMap<String, Instant> = acked.lock().expect("acked").clone();
     let reader = read_decisions(kafka.clone(), decided.clone(), reading_again.clone());
     reading.abort();
-    wait_for(&format!("a decision for each of {} entries (see {})", all_acked.len(), log.display()), Duration::from_secs(120), || {
-        let done = { let decided = decided.lock().expect("decided"); all_acked.keys().all(|id| decided.contains_key(id)) };
-        async move { done }
-    })
+    wait_for(
+        &format!("a decision for each of {} entries (see {})", all_acked.len(), log.display()),
+        Duration::from_secs(120),
+        || {
+            let done = {
+                let decided = decided.lock().expect("decided");
+                all_acked.keys().all(|id| decided.contains_key(id))
+            };
+            async move { done }
+        },
+    )
     .await;
     reading_again.store(false, Ordering::Relaxed);
     let _ = reader.await;
@@ -465,20 +490,31 @@ async fn losing_the_group_coordinator_stalls_the_stage_only_within_a_bound_and_n
     let lines = log_lines(&log);
     let own_warnings = lines
         .iter()
-        .filter(|l| l.at >= killed_at && l.level != "INFO" && !l.json["target"].as_str().unwrap_or_default().starts_with("rdkafka"))
+        .filter(|l| {
+            l.at >= killed_at
+                && l.level != "INFO"
+                && !l.json["target"].as_str().unwrap_or_default().starts_with("rdkafka")
+        })
         .count();
-    let timed_waits: Vec<&LogLine> = lines.iter().filter(|l| l.at >= killed_at && l.json["waited_ms"].is_u64()).collect();
+    let timed_waits: Vec<&LogLine> =
+        lines.iter().filter(|l| l.at >= killed_at && l.json["waited_ms"].is_u64()).collect();
     for line in &timed_waits {
         println!("  {}", line.json);
     }
-    let marks = |result: &str| metric_sum(&metrics, "firstcome_stock_marks_wait_seconds_count", &[&format!("result=\"{result}\"")]);
+    let marks = |result: &str| {
+        metric_sum(&metrics, "firstcome_stock_marks_wait_seconds_count", &[&format!("result=\"{result}\"")])
+    };
     let fast_reads = metric_sum(&metrics, "firstcome_stock_marks_wait_seconds_bucket", &["result=\"ok\"", "le=\"1\""]);
     let stuck_calls = metric_sum(&metrics, "firstcome_transaction_calls_stuck_total", &[]);
     let counted_timed_waits = marks("ok") - fast_reads + marks("timeout") + marks("error") + stuck_calls;
-    let counted_failures = ["firstcome_batch_retries_total", "firstcome_transaction_aborts_total", "firstcome_consumer_loop_rebuilds_total"]
-        .iter()
-        .map(|name| metric_sum(&metrics, name, &[]))
-        .sum::<f64>()
+    let counted_failures = [
+        "firstcome_batch_retries_total",
+        "firstcome_transaction_aborts_total",
+        "firstcome_consumer_loop_rebuilds_total",
+    ]
+    .iter()
+    .map(|name| metric_sum(&metrics, name, &[]))
+    .sum::<f64>()
         + counted_timed_waits;
     println!(
         "marks reads: ok {} (slow {}), timeout {}, error {}; transactional calls given up {stuck_calls}; \
@@ -511,12 +547,20 @@ async fn losing_the_group_coordinator_stalls_the_stage_only_within_a_bound_and_n
         silence.1,
         log.display()
     );
-    assert!(own_warnings > 0 && counted_failures >= 1.0, "the stall was neither logged nor counted; see {}:\n{metrics}", log.display());
+    assert!(
+        own_warnings > 0 && counted_failures >= 1.0,
+        "the stall was neither logged nor counted; see {}:\n{metrics}",
+        log.display()
+    );
     for line in &timed_waits {
         let what = line.json["waited_for"].as_str().or(line.json["call"].as_str());
         assert!(what.is_some_and(|w| !w.is_empty()), "a timed wait says what it waited for: {}", line.json);
     }
-    assert_eq!(counted_timed_waits, timed_waits.len() as f64, "every timed wait logged is counted, and only those:\n{metrics}");
+    assert_eq!(
+        counted_timed_waits,
+        timed_waits.len() as f64,
+        "every timed wait logged is counted, and only those:\n{metrics}"
+    );
 
     let _ = platform::kafka::admin::delete_topics(
         &admin_settings,

@@ -20,14 +20,21 @@ type Entry = (String, String);
 /// An event whose line holds nobody beyond its units: admission is full once
 /// every unit has a ticket (the sold-out and reopen announcements follow it).
 async fn no_line(conn: &mut platform::redis::Connection, event_id: &str) {
-    let () = redis::cmd("HSET").arg(EventKeys::new(event_id).meta).arg("line_depth").arg(0).query_async(conn).await.unwrap();
+    let () =
+        redis::cmd("HSET").arg(EventKeys::new(event_id).meta).arg("line_depth").arg(0).query_async(conn).await.unwrap();
 }
 
 /// Entries with the tickets ingest gave them, accepted at `accepted_at_ms`.
 fn ticketed(entries: &[(Entry, i64)], accepted_at_ms: i64) -> Vec<EntryRef<'_>> {
     entries
         .iter()
-        .map(|((entry_id, user_id), ticket)| EntryRef { entry_id, user_id, accepted_at_ms, ticket: *ticket, hole: false })
+        .map(|((entry_id, user_id), ticket)| EntryRef {
+            entry_id,
+            user_id,
+            accepted_at_ms,
+            ticket: *ticket,
+            hole: false,
+        })
         .collect()
 }
 
@@ -37,7 +44,10 @@ fn refs(entries: &[Entry]) -> Vec<EntryRef<'_>> {
 
 /// Entries accepted at `accepted_at_ms`.
 fn refs_at(entries: &[Entry], accepted_at_ms: i64) -> Vec<EntryRef<'_>> {
-    entries.iter().map(|(entry_id, user_id)| EntryRef { entry_id, user_id, accepted_at_ms, ticket: 0, hole: false }).collect()
+    entries
+        .iter()
+        .map(|(entry_id, user_id)| EntryRef { entry_id, user_id, accepted_at_ms, ticket: 0, hole: false })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -91,11 +101,8 @@ async fn concurrent_batches_never_sell_more_than_the_stock() {
             decided
         })
     });
-    let decided: Vec<(Entry, Decision)> = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .flat_map(|joined| joined.expect("decider task"))
-        .collect();
+    let decided: Vec<(Entry, Decision)> =
+        futures::future::join_all(tasks).await.into_iter().flat_map(|joined| joined.expect("decider task")).collect();
     done.store(true, Ordering::Relaxed);
     watcher.await.expect("watcher");
     assert_eq!(decided.len(), 300);
@@ -248,16 +255,28 @@ async fn entries_outside_the_event_window_or_for_unknown_events_win_nothing() {
     let one = |member: &str| vec![(common::new_entry_id(), member.to_string())];
 
     let ended = common::new_event_id();
-    EventSetup { event_id: &ended, for_sale: 5, eligible: &eligible, open_at_ms: now - 120_000, close_at_ms: now - 60_000 }
-        .create(&mut conn)
-        .await;
+    EventSetup {
+        event_id: &ended,
+        for_sale: 5,
+        eligible: &eligible,
+        open_at_ms: now - 120_000,
+        close_at_ms: now - 60_000,
+    }
+    .create(&mut conn)
+    .await;
     let answer = store.decide(&ended, &refs(&one("m1"))).await.unwrap();
     assert_eq!(answer.decisions[0].outcome, Outcome::Closed);
 
     let early = common::new_event_id();
-    EventSetup { event_id: &early, for_sale: 5, eligible: &eligible, open_at_ms: now + 60_000, close_at_ms: now + 120_000 }
-        .create(&mut conn)
-        .await;
+    EventSetup {
+        event_id: &early,
+        for_sale: 5,
+        eligible: &eligible,
+        open_at_ms: now + 60_000,
+        close_at_ms: now + 120_000,
+    }
+    .create(&mut conn)
+    .await;
     let answer = store.decide(&early, &refs(&one("m1"))).await.unwrap();
     assert_eq!(answer.decisions[0].outcome, Outcome::Closed);
     assert_eq!(common::get_i64(&mut conn, &EventKeys::new(&early).stock).await, Some(5));
@@ -297,7 +316,9 @@ async fn keys_first_written_by_the_scripts_expire_with_the_event() {
     // Each copies meta's expiry (close_at + a day), not some expiry of its own.
     let meta_ttl = pttl(&mut conn, &keys.meta).await;
     assert!(meta_ttl > 3_600_000, "meta expires at close_at + grace ({meta_ttl})");
-    for key in [&keys.winners, &keys.decisions, &keys.next_unit, &keys.released, &keys.ticket, &keys.tickets, &keys.frontier] {
+    for key in
+        [&keys.winners, &keys.decisions, &keys.next_unit, &keys.released, &keys.ticket, &keys.tickets, &keys.frontier]
+    {
         let ttl = pttl(&mut conn, key).await;
         assert!(ttl > 0 && (meta_ttl - ttl).abs() < 60_000, "{key} expires at {ttl}, meta at {meta_ttl}");
     }
@@ -351,9 +372,15 @@ async fn past_the_grace_or_after_an_operator_close_every_entry_is_closed() {
     // Closed a minute longer ago than the grace: even an entry accepted in time is CLOSED.
     let late = common::new_event_id();
     let close_at = now - grace - 60_000;
-    EventSetup { event_id: &late, for_sale: 5, eligible: &eligible, open_at_ms: close_at - 60_000, close_at_ms: close_at }
-        .create(&mut conn)
-        .await;
+    EventSetup {
+        event_id: &late,
+        for_sale: 5,
+        eligible: &eligible,
+        open_at_ms: close_at - 60_000,
+        close_at_ms: close_at,
+    }
+    .create(&mut conn)
+    .await;
     let entry = vec![(common::new_entry_id(), "m1".to_string())];
     let decided = store.decide(&late, &refs_at(&entry, close_at - 1)).await.unwrap();
     assert_eq!(decided.decisions[0].outcome, Outcome::Closed);
@@ -370,7 +397,11 @@ async fn past_the_grace_or_after_an_operator_close_every_entry_is_closed() {
     let () = redis::cmd("HSET").arg(&keys.tickets).arg(&admitted.0).arg(1).query_async(&mut conn).await.unwrap();
     let () = redis::cmd("HSET").arg(&keys.meta).arg("status").arg("closed").query_async(&mut conn).await.unwrap();
     let decided = store.decide(&closed, &ticketed(&[(admitted, 1)], now - 1)).await.unwrap();
-    assert_eq!(decided.decisions[0], Decision { outcome: Outcome::Won, unit_no: Some(1) }, "its 202 was given while open");
+    assert_eq!(
+        decided.decisions[0],
+        Decision { outcome: Outcome::Won, unit_no: Some(1) },
+        "its 202 was given while open"
+    );
     let partner = vec![(common::new_entry_id(), "m2".to_string())];
     let decided = store.decide(&closed, &refs_at(&partner, now - 1)).await.unwrap();
     assert_eq!(decided.decisions[0].outcome, Outcome::Closed);
@@ -385,9 +416,15 @@ async fn an_entry_accepted_in_the_future_is_judged_at_now() {
 
     // Not open yet: an entry claiming a time inside the window is still too early.
     let early = common::new_event_id();
-    EventSetup { event_id: &early, for_sale: 5, eligible: &eligible, open_at_ms: now + 60_000, close_at_ms: now + 3_600_000 }
-        .create(&mut conn)
-        .await;
+    EventSetup {
+        event_id: &early,
+        for_sale: 5,
+        eligible: &eligible,
+        open_at_ms: now + 60_000,
+        close_at_ms: now + 3_600_000,
+    }
+    .create(&mut conn)
+    .await;
     let entry = vec![(common::new_entry_id(), "m1".to_string())];
     let decided = store.decide(&early, &refs_at(&entry, now + 120_000)).await.unwrap();
     assert_eq!(decided.decisions[0].outcome, Outcome::Closed);
@@ -395,9 +432,15 @@ async fn an_entry_accepted_in_the_future_is_judged_at_now() {
 
     // Open: an entry claiming a time after close is judged at now, inside the window.
     let open = common::new_event_id();
-    EventSetup { event_id: &open, for_sale: 5, eligible: &eligible, open_at_ms: now - 60_000, close_at_ms: now + 3_600_000 }
-        .create(&mut conn)
-        .await;
+    EventSetup {
+        event_id: &open,
+        for_sale: 5,
+        eligible: &eligible,
+        open_at_ms: now - 60_000,
+        close_at_ms: now + 3_600_000,
+    }
+    .create(&mut conn)
+    .await;
     let entry = vec![(common::new_entry_id(), "m1".to_string())];
     let decided = store.decide(&open, &refs_at(&entry, now + 7_200_000)).await.unwrap();
     assert_eq!(decided.decisions[0], Decision { outcome: Outcome::Won, unit_no: Some(1) });
@@ -441,7 +484,10 @@ async fn a_member_gets_one_entry_whatever_the_entry_ids() {
     let released = store.release(&event_id, &first[0].0, "a", 1).await.unwrap();
     let Released::Promoted(promotions) = released else { panic!("expected a promotion, got {released:?}") };
     let promotion = &promotions[0];
-    assert_eq!((promotion.entry_id.as_str(), promotion.user_id.as_str(), promotion.unit_no), (first[1].0.as_str(), "b", 2));
+    assert_eq!(
+        (promotion.entry_id.as_str(), promotion.user_id.as_str(), promotion.unit_no),
+        (first[1].0.as_str(), "b", 2)
+    );
     // b's later entries (redelivered) keep their answer; a new one sees b's win.
     let decided = store.decide(&event_id, &refs(&again[1..])).await.unwrap();
     assert!(decided.decisions.iter().all(|d| d.outcome == Outcome::SoldOut));
@@ -611,9 +657,15 @@ async fn after_close_a_returned_unit_promotes_nobody() {
     let now = common::redis_now(&mut conn).await;
     let event_id = common::new_event_id();
     let close_at = now - 60_000;
-    EventSetup { event_id: &event_id, for_sale: 1, eligible: &eligible, open_at_ms: close_at - 60_000, close_at_ms: close_at }
-        .create(&mut conn)
-        .await;
+    EventSetup {
+        event_id: &event_id,
+        for_sale: 1,
+        eligible: &eligible,
+        open_at_ms: close_at - 60_000,
+        close_at_ms: close_at,
+    }
+    .create(&mut conn)
+    .await;
     let keys = EventKeys::new(&event_id);
     let store = common::store().await;
     let entries: Vec<Entry> = ["w", "l"].iter().map(|m| (common::new_entry_id(), m.to_string())).collect();
@@ -670,7 +722,8 @@ async fn a_redis_behind_the_committed_marks_is_answered_stale_and_nothing_is_wri
     let unknown = common::new_event_id();
     let answer = store.decide_marked(&unknown, &refs(&b), &marks(&[], &[("s:2", 16)])).await.unwrap();
     assert_eq!(answer.decisions[0].outcome, Outcome::Ineligible);
-    let existing: i64 = redis::cmd("EXISTS").arg(&EventKeys::new(&unknown).all()[..]).query_async(&mut conn).await.unwrap();
+    let existing: i64 =
+        redis::cmd("EXISTS").arg(&EventKeys::new(&unknown).all()[..]).query_async(&mut conn).await.unwrap();
     assert_eq!(existing, 0, "an unknown event gets no marks either");
 }
 
@@ -726,7 +779,8 @@ async fn an_expired_event_still_named_by_the_committed_marks_is_unknown_not_stal
     let before_close = schemas::now_millis() - platform::event_keys::GRACE_AFTER_CLOSE.as_millis() as i64 - 60_000;
 
     let b = vec![(common::new_entry_id(), "b".to_string())];
-    let answer = store.decide_marked(&event_id, &refs_at(&b, before_close), &expected).await.expect("unknown, not stale");
+    let answer =
+        store.decide_marked(&event_id, &refs_at(&b, before_close), &expected).await.expect("unknown, not stale");
     assert_eq!(answer.decisions[0].outcome, Outcome::Ineligible);
     assert_eq!(answer.remaining, None);
     let released = store.release_marked(&event_id, &a[0].0, "a", 1, &expected).await.expect("unknown, not stale");
@@ -737,10 +791,13 @@ async fn an_expired_event_still_named_by_the_committed_marks_is_unknown_not_stal
     // `applied` outliving `meta` by a moment (each key copies meta's expiry on
     // its own) changes nothing: still unknown, still nothing written.
     let () = redis::cmd("HSET").arg(&keys.applied).arg("s:2").arg(15).query_async(&mut conn).await.unwrap();
-    let answer =
-        store.decide_marked(&event_id, &refs_at(&b, before_close), &marks(&[("s:2", 15), ("r:1", 3)], &[("s:2", 16)])).await.unwrap();
+    let answer = store
+        .decide_marked(&event_id, &refs_at(&b, before_close), &marks(&[("s:2", 15), ("r:1", 3)], &[("s:2", 16)]))
+        .await
+        .unwrap();
     assert_eq!(answer.decisions[0].outcome, Outcome::Ineligible);
-    let released = store.release_marked(&event_id, &a[0].0, "a", 1, &marks(&[("r:1", 3)], &[("r:1", 4)])).await.unwrap();
+    let released =
+        store.release_marked(&event_id, &a[0].0, "a", 1, &marks(&[("r:1", 3)], &[("r:1", 4)])).await.unwrap();
     assert_eq!(released, Released::UnknownEvent);
     assert_eq!(common::hgetall(&mut conn, &keys.applied).await.len(), 1, "marks not raised");
     let () = redis::cmd("DEL").arg(&keys.applied).query_async(&mut conn).await.unwrap();
@@ -825,6 +882,9 @@ async fn a_hole_passes_its_place_to_the_next_in_line() {
     // a's real record, late: the hole's answer stands; a is not stuck as entered.
     let decided = store.decide(&event_id, &ticketed(&[(a.clone(), 1)], now - 2_000)).await.unwrap();
     assert_eq!(decided.decisions[0].outcome, Outcome::Closed);
-    assert_eq!(common::hgetall(&mut conn, &keys.members).await.get("a"), None, "a hole is not the member's first entry");
+    assert_eq!(
+        common::hgetall(&mut conn, &keys.members).await.get("a"),
+        None,
+        "a hole is not the member's first entry"
+    );
 }
-

@@ -69,9 +69,11 @@ impl Drop for PolicyGuard {
         let original = self.original.clone();
         if redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg(&original).query::<()>(&mut self.conn).is_err() {
             // The connection may be what failed: a fresh one.
-            let _ = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg(&original).query::<()>(
-                &mut admin_connection(&testkit::redis_admin()),
-            );
+            let _ = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory-policy")
+                .arg(&original)
+                .query::<()>(&mut admin_connection(&testkit::redis_admin()));
         }
     }
 }
@@ -85,11 +87,16 @@ async fn healthz(port: u16) -> (u16, serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stage_refuses_a_redis_that_can_evict_and_its_healthz_says_why() {
     let env = TestEnv::builder().without_database().build().await;
-    assert!(env.redis.sentinel_addresses().is_empty(), "this test sets the policy on redis.url; run it without Sentinels");
+    assert!(
+        env.redis.sentinel_addresses().is_empty(),
+        "this test sets the policy on redis.url; run it without Sentinels"
+    );
     let mut guard = PolicyGuard::new(&env.redis);
 
     // The stage's own user may not run CONFIG: the policy comes from INFO.
-    let own = platform::redis::connect(&env.redis.for_principal(Environment::Local, Principal::STOCK)).await.expect("stock logs in");
+    let own = platform::redis::connect(&env.redis.for_principal(Environment::Local, Principal::STOCK))
+        .await
+        .expect("stock logs in");
     let admin = platform::redis::connect(&env.redis_admin()).await.expect("admin logs in");
     assert_eq!(own.eviction_policy().await, EvictionPolicy::NoEviction);
 

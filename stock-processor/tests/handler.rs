@@ -105,7 +105,7 @@ async fn a_batch_run_twice_gives_the_same_decisions_and_dead_letters() {
     let payload = codec.encode(&topics.stock_released, &release).await.expect("encode release");
     batch.push(&topics.stock_released, "u1", payload, "corr-release"); // 3: unknown event → DLQ
     let third = batch.entry(&event_id, "u1").await; // 4: ALREADY_WON
-    // 5: a valid record of another type on the survey topic → DLQ
+                                                    // 5: a valid record of another type on the survey topic → DLQ
     let wrong_type = codec.encode(&topics.stock_released, &release).await.expect("encode");
     batch.push(&topics.survey_submitted, "u1", wrong_type, "corr-wrong-type");
 
@@ -187,9 +187,15 @@ async fn entries_accepted_before_close_but_consumed_after_it_are_decided() {
     let event_id = common::new_event_id();
     let eligible = vec!["u1".to_string(), "u2".to_string()];
     let close_at = now - 60_000;
-    EventSetup { event_id: &event_id, for_sale: 1, eligible: &eligible, open_at_ms: close_at - 60_000, close_at_ms: close_at }
-        .create(&mut conn)
-        .await;
+    EventSetup {
+        event_id: &event_id,
+        for_sale: 1,
+        eligible: &eligible,
+        open_at_ms: close_at - 60_000,
+        close_at_ms: close_at,
+    }
+    .create(&mut conn)
+    .await;
     let handler = handler(&topics, codec.clone(), common::store().await);
 
     let mut batch = Batch::new(topics.clone(), codec.clone());

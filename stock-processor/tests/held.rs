@@ -20,7 +20,8 @@ use testkit::TestEnv;
 /// One entry of `member` as the stage's consumer hands it over.
 async fn batch_of(codec: &Codec, topic: &str, event_id: &str, member: &str, offset: i64) -> (String, [Record; 1]) {
     let entry_id = common::new_entry_id();
-    let payload = codec.encode(topic, &entry(event_id, &entry_id, member, schemas::now_millis())).await.expect("encode");
+    let payload =
+        codec.encode(topic, &entry(event_id, &entry_id, member, schemas::now_millis())).await.expect("encode");
     let context = RecordContext::new_root("corr-held", None);
     let message = OwnedMessage::new(
         Some(payload),
@@ -48,7 +49,8 @@ async fn a_batch_waits_for_a_rebuilds_hold_and_fails_when_it_outlives_the_wait()
     let keys = EventKeys::new(&event_id);
 
     // The stage as it runs: its own Redis user, its stale guard.
-    let stage_conn = platform::redis::connect(&settings.clone().with_local_credentials().redis).await.expect("stock user");
+    let stage_conn =
+        platform::redis::connect(&settings.clone().with_local_credentials().redis).await.expect("stock user");
     let admin = testkit::kafka_admin(&kafka);
     let handler = StockHandler::new(StockStore::new(stage_conn.clone()), codec.clone(), topics.clone(), group.clone())
         .with_stale_guard(

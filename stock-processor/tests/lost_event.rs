@@ -107,7 +107,8 @@ impl Stage {
         for member in members {
             let entry_id = common::new_entry_id();
             let accepted_at = schemas::now_millis();
-            let payload = self.codec.encode(&topic, &entry(event_id, &entry_id, member, accepted_at)).await.expect("encode");
+            let payload =
+                self.codec.encode(&topic, &entry(event_id, &entry_id, member, accepted_at)).await.expect("encode");
             self.producer.send_at(&topic, member, &payload, &entry_id, Some(accepted_at)).await;
             entries.push(entry_id);
         }
@@ -185,7 +186,15 @@ async fn an_event_redis_lost_whole_after_committed_decisions_is_restored_and_dec
 
     // The same loss of an event PostgreSQL no longer has: decided as unknown
     // (INELIGIBLE), once, without stalling the partition or looping.
-    stage.env.pool().get().await.expect("db").execute("DELETE FROM events WHERE event_id = $1", &[&event_id]).await.expect("deleted");
+    stage
+        .env
+        .pool()
+        .get()
+        .await
+        .expect("db")
+        .execute("DELETE FROM events WHERE event_id = $1", &[&event_id])
+        .await
+        .expect("deleted");
     delete_every_key(&event_id).await;
     let late = stage.enter(&event_id, &["m2"]).await;
     let decided = stage.decided(1).await;

@@ -123,7 +123,9 @@ impl Log {
         let mut marks = CommittedMarks::default();
         for kind_partition in self.partitions() {
             match self.committed.get(&kind_partition) {
-                Some((offset, events)) => marks.insert(kind_partition.0, kind_partition.1, Some(*offset), events.clone()),
+                Some((offset, events)) => {
+                    marks.insert(kind_partition.0, kind_partition.1, Some(*offset), events.clone())
+                }
                 None => marks.insert(kind_partition.0, kind_partition.1, None, PartitionMarks::default()),
             }
         }
@@ -284,7 +286,11 @@ impl World {
         let user_id = member_id(member);
         let partition = i32::from(member) % PARTITIONS;
         let entry_id = common::new_entry_id();
-        let ticket: i64 = redis::cmd("INCR").arg(&self.keys.ticket).query_async(&mut self.conn).await.map_err(|e| format!("INCR: {e}"))?;
+        let ticket: i64 = redis::cmd("INCR")
+            .arg(&self.keys.ticket)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| format!("INCR: {e}"))?;
         let () = redis::cmd("HSET")
             .arg(&self.keys.tickets)
             .arg(&entry_id)
@@ -339,7 +345,10 @@ impl World {
             other => Err(format!("script failed: {other}")),
         };
         for (partition, offset, release) in &releases {
-            let marks = Marks { expected: expected.clone(), new: vec![(marks::field(MarkKind::Release, *partition), offset + 1)] };
+            let marks = Marks {
+                expected: expected.clone(),
+                new: vec![(marks::field(MarkKind::Release, *partition), offset + 1)],
+            };
             match self
                 .store
                 .release_marked(&self.event_id, &release.entry_id, &release.user_id, release.unit_no, &marks)
@@ -399,7 +408,9 @@ impl World {
                             ticket: promotion.ticket,
                         });
                     }
-                    for (((_, _, entry), decision), ticket) in entries.iter().zip(decided.decisions).zip(decided.tickets) {
+                    for (((_, _, entry), decision), ticket) in
+                        entries.iter().zip(decided.decisions).zip(decided.tickets)
+                    {
                         batch.decisions.push(StockDecision {
                             event_id: self.event_id.clone(),
                             entry_id: entry.entry_id.clone(),
@@ -475,7 +486,8 @@ impl World {
                 _ => None,
             })
             .collect();
-        let Some((entry_id, user_id, unit_no)) = candidates.get(pick as usize % candidates.len().max(1)).cloned() else {
+        let Some((entry_id, user_id, unit_no)) = candidates.get(pick as usize % candidates.len().max(1)).cloned()
+        else {
             return;
         };
         let partition = user_id.trim_start_matches('m').parse::<i32>().unwrap_or(0) % RELEASE_PARTITIONS;
@@ -584,7 +596,11 @@ impl World {
     /// A hold no rebuild owns (Redis came back with it after the swap had
     /// removed it): it expires.
     async fn expire_orphaned_hold(&mut self) -> Result<(), String> {
-        let _: () = redis::cmd("DEL").arg(&self.keys.hold).query_async(&mut self.conn).await.map_err(|e| format!("DEL hold: {e}"))?;
+        let _: () = redis::cmd("DEL")
+            .arg(&self.keys.hold)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|e| format!("DEL hold: {e}"))?;
         self.trace.push("an orphaned hold expired".into());
         Ok(())
     }
@@ -637,7 +653,10 @@ impl World {
         }
         let held = redis.held();
         if redis.stock + held as i64 != FOR_SALE {
-            return Err(format!("the counter {} and the {held} units Redis holds do not add up to {FOR_SALE}", redis.stock));
+            return Err(format!(
+                "the counter {} and the {held} units Redis holds do not add up to {FOR_SALE}",
+                redis.stock
+            ));
         }
         let behind = {
             let log = self.log();
@@ -727,10 +746,9 @@ impl Reference {
                     standing.insert(decision.entry_id.clone(), taken);
                 }
                 Some(current) if current.1.supersedes(decision.outcome) => {}
-                Some(current) => conflicts.push(format!(
-                    "entry {} decided {:?} and {:?}",
-                    decision.entry_id, current, taken
-                )),
+                Some(current) => {
+                    conflicts.push(format!("entry {} decided {:?} and {:?}", decision.entry_id, current, taken))
+                }
             }
         }
         // A unit is back once the sender said so (a release in
@@ -812,16 +830,19 @@ struct RedisView {
 
 impl RedisView {
     async fn read(conn: &mut Connection, keys: &EventKeys) -> Result<Self, String> {
-        let (stock, decisions, released, applied): (Option<i64>, _, _, _) =
-            redis::pipe()
-                .atomic()
-                .cmd("GET").arg(&keys.stock)
-                .cmd("HGETALL").arg(&keys.decisions)
-                .cmd("SMEMBERS").arg(&keys.released)
-                .cmd("HGETALL").arg(&keys.applied)
-                .query_async(conn)
-                .await
-                .map_err(|e| format!("reading Redis: {e}"))?;
+        let (stock, decisions, released, applied): (Option<i64>, _, _, _) = redis::pipe()
+            .atomic()
+            .cmd("GET")
+            .arg(&keys.stock)
+            .cmd("HGETALL")
+            .arg(&keys.decisions)
+            .cmd("SMEMBERS")
+            .arg(&keys.released)
+            .cmd("HGETALL")
+            .arg(&keys.applied)
+            .query_async(conn)
+            .await
+            .map_err(|e| format!("reading Redis: {e}"))?;
         Ok(Self { stock: stock.unwrap_or(0), decisions, released, applied })
     }
 

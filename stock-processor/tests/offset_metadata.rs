@@ -9,7 +9,7 @@ use std::time::Duration;
 use platform::kafka::admin::{create_topics, delete_topics, TopicSpec};
 use platform::settings::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -44,7 +44,10 @@ fn transactional_and_plain_commits_keep_their_offset_metadata() {
     let topic = format!("{}meta-check", kafka.topic_prefix);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime
-        .block_on(create_topics(&kafka, &[TopicSpec { name: topic.clone(), partitions: 1, replication: 1, configs: vec![] }]))
+        .block_on(create_topics(
+            &kafka,
+            &[TopicSpec { name: topic.clone(), partitions: 1, replication: 1, configs: vec![] }],
+        ))
         .expect("topic created");
     let group = kafka.group("meta-check");
 
@@ -58,10 +61,7 @@ fn transactional_and_plain_commits_keep_their_offset_metadata() {
     let member = consumer(&kafka, &group);
     let metadata = member.group_metadata().expect("group metadata");
     producer.begin_transaction().expect("begin");
-    producer
-        .send(BaseRecord::to(&topic).key("k").payload("v"))
-        .map_err(|(error, _)| error)
-        .expect("send");
+    producer.send(BaseRecord::to(&topic).key("k").payload("v")).map_err(|(error, _)| error).expect("send");
     let marks = r#"{"v":1,"marks":[["ev-1",42]]}"#;
     let mut offsets = TopicPartitionList::new();
     offsets.add_partition_offset(&topic, 0, Offset::Offset(7)).expect("offset");

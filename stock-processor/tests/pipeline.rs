@@ -19,11 +19,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 fn header(message: &impl Message, name: &str) -> Option<String> {
     let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+    headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -41,9 +37,15 @@ async fn entries_through_kafka_get_one_committed_decision_each() {
     EventSetup::open_now(&main, 3, &members).create(&mut conn).await;
     EventSetup::open_now(&sold_out, 0, &["u5".to_string()]).create(&mut conn).await;
     let now = schemas::now_millis();
-    EventSetup { event_id: &closed, for_sale: 3, eligible: &["u6".to_string()], open_at_ms: now - 120_000, close_at_ms: now - 1 }
-        .create(&mut conn)
-        .await;
+    EventSetup {
+        event_id: &closed,
+        for_sale: 3,
+        eligible: &["u6".to_string()],
+        open_at_ms: now - 120_000,
+        close_at_ms: now - 1,
+    }
+    .create(&mut conn)
+    .await;
 
     // (event, member, expected outcome); u1 enters twice.
     let plan = [
@@ -128,18 +130,15 @@ async fn entries_through_kafka_get_one_committed_decision_each() {
     assert_eq!(entries_decided.len(), expected.len(), "an entry was decided twice");
     units.sort();
     assert_eq!(units, vec![1, 2, 3]);
-    assert_eq!(
-        decisions.iter().filter(|(d, _)| d.outcome == Outcome::AlreadyWon).count(),
-        1,
-        "u1's second entry"
-    );
+    assert_eq!(decisions.iter().filter(|(d, _)| d.outcome == Outcome::AlreadyWon).count(), 1, "u1's second entry");
 
     // The poison and the bad entry id are in the DLQ with their error, bytes untouched.
     assert!(dead.iter().any(|(bytes, error, corr)| bytes == &poison
         && error.as_deref().is_some_and(|e| !e.is_empty())
         && corr.as_deref() == Some("corr-poison")));
-    assert!(dead.iter().any(|(bytes, error, _)| bytes == &bad_id
-        && error.as_deref().is_some_and(|e| e.contains("UUID"))));
+    assert!(dead
+        .iter()
+        .any(|(bytes, error, _)| bytes == &bad_id && error.as_deref().is_some_and(|e| e.contains("UUID"))));
 
     // The main event sold out; a release through Kafka brings one unit back.
     let keys = EventKeys::new(&main);

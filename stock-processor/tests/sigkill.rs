@@ -164,7 +164,9 @@ async fn after_a_sigkill_readers_wait_for_the_restart_not_the_transaction_timeou
     let mut positions = TopicPartitionList::new();
     for (partition, (stable, end)) in stuck.iter().enumerate() {
         if stable < end {
-            positions.add_partition_offset(&decided_topic, partition as i32, Offset::Offset(*stable)).expect("position");
+            positions
+                .add_partition_offset(&decided_topic, partition as i32, Offset::Offset(*stable))
+                .expect("position");
         }
     }
     reader.assign(&positions).expect("assign");

@@ -86,7 +86,13 @@ async fn a_redis_behind_the_committed_marks_is_never_decided_on() {
     // The store: the next batch is answered STALE and nothing is written.
     let store = common::store().await;
     let next = common::new_entry_id();
-    let refs = [stock_processor::EntryRef { entry_id: &next, user_id: "u3", accepted_at_ms: schemas::now_millis(), ticket: 0, hole: false }];
+    let refs = [stock_processor::EntryRef {
+        entry_id: &next,
+        user_id: "u3",
+        accepted_at_ms: schemas::now_millis(),
+        ticket: 0,
+        hole: false,
+    }];
     let answer = store.decide_marked(&event_id, &refs, &Marks { expected: expected.clone(), new: vec![] }).await;
     assert!(matches!(answer, Err(StoreError::Stale { .. })), "{answer:?}");
     assert!(!common::hgetall(&mut conn, &keys.decisions).await.contains_key(&next));
@@ -125,7 +131,10 @@ async fn a_redis_behind_the_committed_marks_is_never_decided_on() {
         match handler.handle(&batch).await {
             Err(error) => {
                 assert!(error.chain().to_string().contains("rebuild"), "{}", error.chain());
-                assert!(!common::hgetall(&mut conn, &keys.decisions).await.contains_key(&next), "decided on a stale redis");
+                assert!(
+                    !common::hgetall(&mut conn, &keys.decisions).await.contains_key(&next),
+                    "decided on a stale redis"
+                );
                 assert_eq!(common::get_i64(&mut conn, &keys.stock).await, stock_before);
             }
             Ok(outcome) => {

@@ -8,9 +8,9 @@ use platform::settings::{
     DatabaseSettings, Environment, KafkaSettings, MemberPrimarySettings, Principal, RedisSettings, RegistrySettings,
     ReplicaSettings,
 };
-use serde::Deserialize;
 use rdkafka::message::OwnedMessage;
 use schemas::{Codec, Event, RegistryAdmin, Topics};
+use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::kafka::{self, CommittedReader, Lag};
@@ -99,7 +99,9 @@ impl TestEnvBuilder {
             .unwrap_or_else(|e| panic!("topics {prefix}* created (is the stack up?): {e}"));
         // Each service may do on this test's topics what it may do on the real ones.
         let acls = platform::kafka::acl::pipeline_acls(&prefix);
-        platform::kafka::acl::create_acls(&admin, &acls).await.unwrap_or_else(|e| panic!("ACLs of {prefix}* created: {e}"));
+        platform::kafka::acl::create_acls(&admin, &acls)
+            .await
+            .unwrap_or_else(|e| panic!("ACLs of {prefix}* created: {e}"));
         platform::kafka::acl::wait_until_described(&admin, &acls, Duration::from_secs(30))
             .await
             .unwrap_or_else(|e| panic!("ACLs of {prefix}* in effect: {e}"));
@@ -111,24 +113,27 @@ impl TestEnvBuilder {
         let admin = RegistryAdmin::new(&registry.url, REGISTRY_SETUP_TIMEOUT).expect("registry admin");
         let last_error = std::sync::Mutex::new(String::new());
         let (admin, topics, last) = (&admin, &kafka.topics(), &last_error);
-        let registered = platform::wait::poll_until(REGISTRY_SETUP_TIMEOUT * 4, Duration::from_secs(1), || async move {
-            match admin.register_all(topics).await {
-                Ok(_) => true,
-                Err(error @ schemas::CodecError::Unavailable(_)) => {
-                    *last.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
-                    false
+        let registered =
+            platform::wait::poll_until(REGISTRY_SETUP_TIMEOUT * 4, Duration::from_secs(1), || async move {
+                match admin.register_all(topics).await {
+                    Ok(_) => true,
+                    Err(error @ schemas::CodecError::Unavailable(_)) => {
+                        *last.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
+                        false
+                    }
+                    Err(error) => panic!("schemas registered: {error}"),
                 }
-                Err(error) => panic!("schemas registered: {error}"),
-            }
-        })
-        .await;
+            })
+            .await;
         assert!(registered, "schemas registered: {}", last_error.lock().unwrap_or_else(|e| e.into_inner()));
 
         let server = DatabaseSettings { max_connections: MAX_CONNECTIONS, ..stack.database }.without_credentials();
         let admin = server.for_principal(Environment::Local, Principal::ADMIN);
         let (database, pool) = if self.database {
             let name = format!("t_{id}");
-            platform::db::create_database(&admin, &name).await.unwrap_or_else(|e| panic!("database {name} created: {e}"));
+            platform::db::create_database(&admin, &name)
+                .await
+                .unwrap_or_else(|e| panic!("database {name} created: {e}"));
             let database = server.with_database(&name);
             // Migrated as the owner, which applies the same grants as everywhere.
             let pool = platform::db::pool(&admin.with_database(&name)).expect("pool");
@@ -142,9 +147,9 @@ impl TestEnvBuilder {
         let member_primary = MemberPrimarySettings { schema, ..stack.member_primary };
         if self.database {
             let primary = platform::member_db::primary_pool(&member_primary).expect("member primary pool");
-            platform::member_db::prepare(&primary, &member_primary.schema)
-                .await
-                .unwrap_or_else(|e| panic!("member schema t_{id} created on the member primary (is the stack up?): {e}"));
+            platform::member_db::prepare(&primary, &member_primary.schema).await.unwrap_or_else(|e| {
+                panic!("member schema t_{id} created on the member primary (is the stack up?): {e}")
+            });
         }
         TestEnv { id, prefix, kafka, registry, database, redis: stack.redis, replica, member_primary, pool }
     }

@@ -25,7 +25,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub async fn read_log(kafka: &KafkaSettings, topics: &[&str]) -> Vec<OwnedMessage> {
     let read = async {
         let client_id = format!("testkit-{}", Uuid::new_v4().simple());
-        let mut reader = LogReader::open(&crate::kafka_admin(kafka), &client_id, topics).await.expect("log reader opens");
+        let mut reader =
+            LogReader::open(&crate::kafka_admin(kafka), &client_id, topics).await.expect("log reader opens");
         let mut records = Vec::new();
         while let Some(record) = reader.next().await.expect("log read") {
             records.push(record);
@@ -41,10 +42,9 @@ pub async fn read_log(kafka: &KafkaSettings, topics: &[&str]) -> Vec<OwnedMessag
 pub async fn read_events<E: Event>(kafka: &KafkaSettings, codec: &Codec, topic: &str) -> Vec<E> {
     let mut events = Vec::new();
     for record in read_log(kafka, &[topic]).await {
-        let event = codec
-            .decode(record.payload())
-            .await
-            .unwrap_or_else(|e| panic!("a record of {topic} at {}/{} decodes: {e}", record.partition(), record.offset()));
+        let event = codec.decode(record.payload()).await.unwrap_or_else(|e| {
+            panic!("a record of {topic} at {}/{} decodes: {e}", record.partition(), record.offset())
+        });
         events.push(event);
     }
     events
@@ -73,7 +73,10 @@ impl CommittedReader {
         tokio::task::spawn_blocking(move || {
             let mut assignment = TopicPartitionList::new();
             for topic in &topics {
-                for partition in platform::kafka::lag::partitions(assigning.as_ref(), topic, platform::kafka::lag::CALL_TIMEOUT).expect("topic metadata") {
+                for partition in
+                    platform::kafka::lag::partitions(assigning.as_ref(), topic, platform::kafka::lag::CALL_TIMEOUT)
+                        .expect("topic metadata")
+                {
                     assignment.add_partition_offset(topic, partition, Offset::Beginning).expect("assignment");
                 }
             }

@@ -20,8 +20,8 @@ mod helpers;
 #[allow(dead_code)]
 mod pipeline_harness;
 
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,8 +31,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use helpers::{CliEnv, TestEnv};
 use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
+use helpers::{CliEnv, TestEnv};
 use pipeline_harness::{open_event, seed_crowd, Crowd, Pipeline, Topology};
 
 /// Every wait in this file ends by itself.
@@ -163,7 +163,13 @@ async fn submit_through_page(client: &Client, base_url: &str, event_id: &str, me
     for (i, answer) in ["5", "yes"].iter().enumerate() {
         let label = text(client, &format!("label[for=q-{i}]")).await;
         assert!(!label.is_empty(), "question {i} has a label");
-        client.find(Locator::Css(&format!("#q-{i}"))).await.expect("answer field").send_keys(answer).await.expect("typed");
+        client
+            .find(Locator::Css(&format!("#q-{i}")))
+            .await
+            .expect("answer field")
+            .send_keys(answer)
+            .await
+            .expect("typed");
     }
     // Every state the status line takes, in order (the test reads it afterwards).
     client
@@ -227,10 +233,8 @@ async fn api_snapshot(http: &reqwest::Client, ingest: &Ingest, event_id: &str) -
 
 /// A figure of a dashboard table row (`table` id, the row's first cell).
 async fn row(client: &Client, table: &str, key: &str, column: usize) -> Option<String> {
-    let cell = client
-        .find(Locator::Css(&format!("#{table} td[data-key='{key}'] ~ td:nth-child({column})")))
-        .await
-        .ok()?;
+    let cell =
+        client.find(Locator::Css(&format!("#{table} td[data-key='{key}'] ~ td:nth-child({column})"))).await.ok()?;
     cell.text().await.ok()
 }
 
@@ -257,7 +261,8 @@ async fn a_member_and_an_operator_see_the_event_through_the_browser() {
     wait_status(&phone, "sent", Some("accepted"), "sent").await;
     let states = phone.execute("return window.__states || [];", vec![]).await.expect("states");
     let states: Vec<String> = serde_json::from_value(states).expect("a list");
-    let order: Vec<&str> = states.iter().map(String::as_str).filter(|s| ["pending", "won", "sent"].contains(s)).collect();
+    let order: Vec<&str> =
+        states.iter().map(String::as_str).filter(|s| ["pending", "won", "sent"].contains(s)).collect();
     assert_eq!(order, ["pending", "won", "sent"], "the page showed pending, won, then sent: {states:?}");
     let entry = text(&phone, "#entry").await;
     let entry_id = entry.rsplit(' ').next().unwrap_or_default().to_string();
@@ -474,7 +479,13 @@ async fn before_the_opening_the_page_counts_down_in_korean_and_enters_from_the_p
     let member = &crowd.eligible[0];
 
     phone.goto(&format!("{}/?event={}", ingest.base_url, new.event_id)).await.expect("the page loads");
-    phone.find(Locator::Css("#token")).await.expect("token field").send_keys(&member_token(member)).await.expect("typed");
+    phone
+        .find(Locator::Css("#token"))
+        .await
+        .expect("token field")
+        .send_keys(&member_token(member))
+        .await
+        .expect("typed");
     phone.find(Locator::Css("#signin-button")).await.expect("sign in").click().await.expect("clicked");
     testkit::wait_for("the countdown", DEADLINE, || async {
         attr(&phone, "#event-state", "data-status").await.as_deref() == Some("upcoming")
@@ -490,7 +501,13 @@ async fn before_the_opening_the_page_counts_down_in_korean_and_enters_from_the_p
     // Keyboard only: type the answers and press Enter in the last field.
     let enter = char::from(fantoccini::key::Key::Enter).to_string();
     phone.find(Locator::Css("#q-0")).await.expect("first answer").send_keys("4").await.expect("typed");
-    phone.find(Locator::Css("#q-1")).await.expect("second answer").send_keys(&format!("yes{enter}")).await.expect("typed");
+    phone
+        .find(Locator::Css("#q-1"))
+        .await
+        .expect("second answer")
+        .send_keys(&format!("yes{enter}"))
+        .await
+        .expect("typed");
     wait_status(&phone, "waiting", Some("pre_queue"), "pre-queue").await;
     assert!(text(&phone, "#status").await.contains("사전 대기열"), "{}", text(&phone, "#status").await);
     screenshot(&phone, "page-pre-queue-ko").await;

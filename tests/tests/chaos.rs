@@ -74,11 +74,11 @@ async fn every_invariant_holds_through_the_seeded_faults() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     eprintln!("{stdout}");
     let dir = artifacts.join(SEED.to_string());
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join("report.json"))
-            .unwrap_or_else(|e| panic!("no report in {} ({e}): {}", dir.display(), String::from_utf8_lossy(&output.stderr))),
-    )
-    .expect("the report is JSON");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap_or_else(|e| {
+            panic!("no report in {} ({e}): {}", dir.display(), String::from_utf8_lossy(&output.stderr))
+        }))
+        .expect("the report is JSON");
 
     let broken: Vec<String> = report["checks"]
         .as_array()

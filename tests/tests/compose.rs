@@ -303,7 +303,11 @@ fn ports_and_addresses_agree_with_the_services_compose_runs() {
                 "redis" => assert_eq!(host_port(address), ("redis".into(), 6379), "{name}: redis"),
                 "provider" => {
                     let (sim, _) = configured(Binary::ProviderSim, &env_of("provider-sim"));
-                    assert_eq!(host_port(address), ("provider-sim".into(), sim.api_port.unwrap_or_default()), "{name}: provider");
+                    assert_eq!(
+                        host_port(address),
+                        ("provider-sim".into(), sim.api_port.unwrap_or_default()),
+                        "{name}: provider"
+                    );
                 }
                 other => panic!("unchecked address {other}"),
             }
@@ -445,9 +449,9 @@ fn every_dashboard_query_names_a_metric_the_services_export() {
         assert!(!names.is_empty(), "a query on no firstcome metric: {expr}");
         for name in names {
             let known = exported.get(&name).is_some_and(|histogram| !histogram)
-                || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
-                    name.strip_suffix(suffix).is_some_and(|base| exported.get(base) == Some(&true))
-                });
+                || ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix).is_some_and(|base| exported.get(base) == Some(&true)));
             assert!(known, "{name} (in `{expr}`) is exported by no service");
         }
     }
@@ -505,7 +509,8 @@ fn every_role_the_grants_name_is_created_by_compose_and_the_stack() {
     assert_eq!(roles, expected, "grants.sql names one role per service principal");
     let init = read("compose/postgres/init.sql");
     let stack = read("stack/bin/stack");
-    let stack_roles = stack.lines().find(|l| l.starts_with("PG_SERVICE_ROLES=")).expect("PG_SERVICE_ROLES in stack/bin/stack");
+    let stack_roles =
+        stack.lines().find(|l| l.starts_with("PG_SERVICE_ROLES=")).expect("PG_SERVICE_ROLES in stack/bin/stack");
     for role in &roles {
         assert!(init.contains(&format!("CREATE ROLE {role} LOGIN")), "compose/postgres/init.sql creates {role}");
         assert!(stack_roles.split(['(', ')', ' ']).any(|r| r == role), "stack/bin/stack's PG_SERVICE_ROLES has {role}");

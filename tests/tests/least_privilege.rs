@@ -92,7 +92,12 @@ async fn the_recorder_and_the_sender_keep_to_their_own_tables() {
 #[tokio::test]
 async fn the_stock_stage_only_reads_events() {
     let env = TestEnv::builder().partitions(1).build().await;
-    allowed(&env, Principal::STOCK, "SELECT event_id, product_id, total_stock, safety_stock, open_at, close_at, questions, status FROM events").await;
+    allowed(
+        &env,
+        Principal::STOCK,
+        "SELECT event_id, product_id, total_stock, safety_stock, open_at, close_at, questions, status FROM events",
+    )
+    .await;
     for sql in [
         "INSERT INTO events (event_id, name, product_id, total_stock, open_at, close_at) VALUES ('e', 'n', 'p', 1, now(), now() + interval '1 hour')",
         "UPDATE events SET status = 'closed'",
@@ -157,10 +162,19 @@ async fn only_the_stock_stage_sets_a_stock_counter() {
     set_stock_counter(&env, Some(Principal::STOCK)).await.expect("the stock stage sets it");
 
     // Ingest still does its own part: reads an event, marks a member's entry.
-    let mut conn = platform::redis::connect(&env.redis.for_principal(Environment::Local, Principal::INGEST)).await.expect("ingest logs in");
+    let mut conn = platform::redis::connect(&env.redis.for_principal(Environment::Local, Principal::INGEST))
+        .await
+        .expect("ingest logs in");
     let keys = platform::event_keys::EventKeys::new(&format!("acl-{}", env.id));
-    let _: Option<String> = redis::cmd("GET").arg(&keys.stock).query_async(&mut conn).await.expect("ingest reads the counter");
-    let _: () = redis::cmd("HSET").arg(&keys.entered).arg("m-1").arg("P|e|0").query_async(&mut conn).await.expect("ingest marks");
+    let _: Option<String> =
+        redis::cmd("GET").arg(&keys.stock).query_async(&mut conn).await.expect("ingest reads the counter");
+    let _: () = redis::cmd("HSET")
+        .arg(&keys.entered)
+        .arg("m-1")
+        .arg("P|e|0")
+        .query_async(&mut conn)
+        .await
+        .expect("ingest marks");
     let flush: Result<(), _> = redis::cmd("FLUSHALL").query_async(&mut conn).await;
     assert!(flush.unwrap_err().to_string().to_lowercase().contains("noperm"));
 }
@@ -176,25 +190,50 @@ async fn as_ingest(conn: &mut platform::redis::Connection, command: &redis::Cmd)
 async fn ingest_reads_an_events_state_and_writes_only_its_admissions() {
     let env = TestEnv::builder().partitions(1).without_database().build().await;
     let keys = platform::event_keys::EventKeys::new(&format!("acl-{}", env.id));
-    let mut admin = platform::redis::connect(&env.redis.for_principal(Environment::Local, Principal::ADMIN)).await.expect("admin");
+    let mut admin =
+        platform::redis::connect(&env.redis.for_principal(Environment::Local, Principal::ADMIN)).await.expect("admin");
     let _: () = redis::pipe()
-        .cmd("HSET").arg(&keys.meta).arg("status").arg("closed").ignore()
-        .cmd("SET").arg(&keys.stock).arg(5).ignore()
-        .cmd("SET").arg(&keys.frontier).arg(5).ignore()
-        .cmd("SADD").arg(&keys.eligible).arg("m-1").ignore()
-        .cmd("HSET").arg(&keys.decisions).arg("e-1").arg("WON|1").ignore()
+        .cmd("HSET")
+        .arg(&keys.meta)
+        .arg("status")
+        .arg("closed")
+        .ignore()
+        .cmd("SET")
+        .arg(&keys.stock)
+        .arg(5)
+        .ignore()
+        .cmd("SET")
+        .arg(&keys.frontier)
+        .arg(5)
+        .ignore()
+        .cmd("SADD")
+        .arg(&keys.eligible)
+        .arg("m-1")
+        .ignore()
+        .cmd("HSET")
+        .arg(&keys.decisions)
+        .arg("e-1")
+        .arg("WON|1")
+        .ignore()
         .query_async(&mut admin)
         .await
         .expect("the admin writes an event");
     for key in [&keys.meta, &keys.stock, &keys.frontier, &keys.eligible, &keys.decisions] {
         let _: () = redis::cmd("PEXPIRE").arg(key).arg(600_000).query_async(&mut admin).await.expect("expiry");
     }
-    let mut ingest = platform::redis::connect(&env.redis.for_principal(Environment::Local, Principal::INGEST)).await.expect("ingest logs in");
+    let mut ingest = platform::redis::connect(&env.redis.for_principal(Environment::Local, Principal::INGEST))
+        .await
+        .expect("ingest logs in");
 
     // What ingest reads, it may read.
     let _: std::collections::HashMap<String, String> =
         redis::cmd("HGETALL").arg(&keys.meta).query_async(&mut ingest).await.expect("ingest reads meta");
-    let _: bool = redis::cmd("SISMEMBER").arg(&keys.eligible).arg("m-1").query_async(&mut ingest).await.expect("reads eligibility");
+    let _: bool = redis::cmd("SISMEMBER")
+        .arg(&keys.eligible)
+        .arg("m-1")
+        .query_async(&mut ingest)
+        .await
+        .expect("reads eligibility");
     let _: Option<i64> = redis::cmd("GET").arg(&keys.stock).query_async(&mut ingest).await.expect("reads the counter");
 
     // Every write to the state it only reads is refused: directly and from a
@@ -223,9 +262,13 @@ async fn ingest_reads_an_events_state_and_writes_only_its_admissions() {
     }
     for (what, command) in &forbidden {
         let refused = as_ingest(&mut ingest, command).await.expect_err(what);
-        assert!(refused.contains("noperm") || refused.contains("can't access") || refused.contains("can't run"), "{what}: {refused}");
+        assert!(
+            refused.contains("noperm") || refused.contains("can't access") || refused.contains("can't run"),
+            "{what}: {refused}"
+        );
     }
-    let status: Option<String> = redis::cmd("HGET").arg(&keys.meta).arg("status").query_async(&mut admin).await.unwrap();
+    let status: Option<String> =
+        redis::cmd("HGET").arg(&keys.meta).arg("status").query_async(&mut admin).await.unwrap();
     assert_eq!(status.as_deref(), Some("closed"), "still closed");
     let ttl: i64 = redis::cmd("PTTL").arg(&keys.eligible).query_async(&mut admin).await.unwrap();
     assert!(ttl > 60_000, "eligibility keeps its expiry: {ttl}");
@@ -276,7 +319,8 @@ async fn produce_as(env: &TestEnv, principal: Option<Principal>, topic: &str) ->
 async fn ingest_credentials_are_refused_on_stock_decided() {
     let env = TestEnv::builder().partitions(1).without_database().build().await;
     let topics = env.topics();
-    let refused = produce_as(&env, Some(Principal::INGEST), &topics.stock_decided).await.expect_err("ingest on stock-decided");
+    let refused =
+        produce_as(&env, Some(Principal::INGEST), &topics.stock_decided).await.expect_err("ingest on stock-decided");
     assert!(refused.contains("uthoriz"), "{refused}");
     produce_as(&env, Some(Principal::INGEST), &topics.survey_submitted).await.expect("ingest on survey-submitted");
 

@@ -171,7 +171,11 @@ fn known_series(metric: &Metric) -> Vec<(String, Vec<(&'static str, &'static str
     if metric.labels.is_empty() {
         return vec![(name, Vec::new())];
     }
-    metric.known.iter().map(|values| (name.clone(), metric.labels.iter().copied().zip(values.iter().copied()).collect())).collect()
+    metric
+        .known
+        .iter()
+        .map(|values| (name.clone(), metric.labels.iter().copied().zip(values.iter().copied()).collect()))
+        .collect()
 }
 
 /// `promtool check metrics` over one page: its complaints, if any.
@@ -194,10 +198,7 @@ fn promtool_check(page: &str) -> Result<(), String> {
 
 /// Series a start moves before any traffic (joining the group, the Redis
 /// eviction-policy check, the relay's and the retrier's first look).
-const MOVED_BY_A_START: &[&str] = &[
-    "firstcome_rebalances_total",
-    "firstcome_redis_eviction_policy_checks_total",
-];
+const MOVED_BY_A_START: &[&str] = &["firstcome_rebalances_total", "firstcome_redis_eviction_policy_checks_total"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_pipeline_serves_every_described_metric_as_promtool_wants() {
@@ -263,7 +264,9 @@ async fn fresh_pipeline_metrics() {
             for result in ["ok", "dead_letter"] {
                 let series = metric(&page, "firstcome_records_total", &[("group", &group), ("result", result)]);
                 if series != Some(0.0) {
-                    problems.push(format!("{service}: firstcome_records_total{{group={group},result={result}}} = {series:?}"));
+                    problems.push(format!(
+                        "{service}: firstcome_records_total{{group={group},result={result}}} = {series:?}"
+                    ));
                 }
             }
             if metric(&page, "firstcome_batch_seconds_count", &[("group", &group)]).is_none() {

@@ -20,10 +20,7 @@ fn name_of(package: &str) -> Option<&str> {
 fn rust_tls_is_rustls_only() {
     let packages = lock_packages();
     for banned in ["native-tls", "tokio-native-tls", "hyper-tls", "openssl"] {
-        assert!(
-            packages.iter().all(|p| name_of(p) != Some(banned)),
-            "{banned} is in Cargo.lock: a second TLS stack"
-        );
+        assert!(packages.iter().all(|p| name_of(p) != Some(banned)), "{banned} is in Cargo.lock: a second TLS stack");
     }
     assert!(packages.iter().any(|p| name_of(p) == Some("rustls")));
 }

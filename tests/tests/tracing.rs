@@ -68,20 +68,16 @@ fn name(span: &Value) -> &str {
 
 /// The span's parent span id (its CHILD_OF reference), if any.
 fn parent(span: &Value) -> Option<&str> {
-    span["references"]
-        .as_array()?
-        .iter()
-        .find(|r| r["refType"] == "CHILD_OF")
-        .and_then(|r| r["spanID"].as_str())
+    span["references"].as_array()?.iter().find(|r| r["refType"] == "CHILD_OF").and_then(|r| r["spanID"].as_str())
 }
 
 /// What must be in the trace: a name prefix, and how many spans at least.
 const STAGES: &[(&str, usize)] = &[
     ("ingest POST /api/events/{event_id}/entries", 1),
-    ("produce ", 3),                 // survey-submitted, stock-decided, gift-dispatched
+    ("produce ", 3), // survey-submitted, stock-decided, gift-dispatched
     ("stock-processor consume", 1),
     ("stock decide", 1),
-    ("recorder consume", 3),         // the entry, its decision, its dispatch
+    ("recorder consume", 3), // the entry, its decision, its dispatch
     ("sender consume", 1),
     ("dispatch", 1),
     ("provider call POST /v1/gifts", 1),
@@ -187,7 +183,17 @@ async fn one_entry_is_one_trace_across_ingest_stock_recording_dispatch_and_the_p
         chain.push(name(span).to_string());
         at = parent(span).and_then(|p| by_id.get(p).copied());
     }
-    let expected_order = ["provider-sim POST", "provider call", "dispatch", "sender consume", "produce", "stock decide", "stock-processor consume", "produce", "ingest POST"];
+    let expected_order = [
+        "provider-sim POST",
+        "provider call",
+        "dispatch",
+        "sender consume",
+        "produce",
+        "stock decide",
+        "stock-processor consume",
+        "produce",
+        "ingest POST",
+    ];
     let mut position = 0;
     for step in expected_order {
         let found = chain[position..].iter().position(|n| n.starts_with(step)).map(|i| i + position);

@@ -35,7 +35,9 @@ async fn submit(
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let member = match ingest::auth::bearer(token).and_then(|t| auth.verify(t)) {
         Ok(member) => member,
-        Err(_) => return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "unauthorized"}))).into_response(),
+        Err(_) => {
+            return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "unauthorized"}))).into_response()
+        }
     };
     if body.get("answers").and_then(|a| a.as_object()).is_none() {
         return (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"error": "invalid"}))).into_response();

@@ -64,11 +64,7 @@ impl DeadLetterView {
 
 /// A header's value as text.
 pub fn header<H: Headers>(headers: Option<&H>, name: &str) -> Option<String> {
-    headers?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+    headers?.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// The dead letters of `source_topic` (at most `max`), in partition order:
@@ -91,11 +87,7 @@ pub async fn read(kafka: &KafkaSettings, source_topic: &str, max: usize) -> anyh
 
 /// Lists the dead letters of `source_topic` (without moving any offset).
 pub async fn show(kafka: &KafkaSettings, source_topic: &str, max: usize) -> anyhow::Result<Vec<DeadLetterView>> {
-    Ok(read(kafka, source_topic, max)
-        .await?
-        .iter()
-        .map(|message| DeadLetterView::of(message, source_topic))
-        .collect())
+    Ok(read(kafka, source_topic, max).await?.iter().map(|message| DeadLetterView::of(message, source_topic)).collect())
 }
 
 /// What a replay did.
@@ -139,10 +131,7 @@ pub async fn replay(kafka: &KafkaSettings, source_topic: &str, max: usize) -> an
             continue; // replayed by an earlier run
         }
         let headers = message.headers();
-        let source = (
-            header(headers, "dlq-source-partition"),
-            header(headers, "dlq-source-offset"),
-        );
+        let source = (header(headers, "dlq-source-partition"), header(headers, "dlq-source-offset"));
         if source.0.is_some() && !seen.insert(source) {
             replayed.duplicates += 1;
             handled.insert(message.partition(), message.offset() + 1);

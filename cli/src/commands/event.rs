@@ -16,10 +16,10 @@ use serde::Serialize;
 
 use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus};
 
-use crate::settings::CliSettings;
 use crate::exit::Usage;
 use crate::output::Output;
 use crate::reach::Need;
+use crate::settings::CliSettings;
 
 /// The survey every demo event asks.
 pub const DEFAULT_QUESTIONS: [&str; 2] = ["satisfaction", "recommend"];
@@ -101,17 +101,20 @@ pub async fn create(settings: &CliSettings, event: &NewEvent) -> anyhow::Result<
     let mut client = pool.get().await.context("Failed to connect to PostgreSQL")?;
     schedule(&mut client, event).await?;
     // Eligibility comes from the shop's member replica, never its primary.
-    let eligible = super::members::eligible(&settings.replica, &event.product_id)
-        .await
-        .with_context(|| format!("Failed to read eligibility on the member replica: event {} stays scheduled, run create again", event.event_id))?;
+    let eligible = super::members::eligible(&settings.replica, &event.product_id).await.with_context(|| {
+        format!(
+            "Failed to read eligibility on the member replica: event {} stays scheduled, run create again",
+            event.event_id
+        )
+    })?;
 
     let meta = event.meta();
-    let mut redis = platform::redis::connect(&settings.redis)
-        .await
-        .with_context(|| format!("Failed to connect to Redis: event {} stays scheduled, run create again", event.event_id))?;
-    let written = write_event(&mut redis, &meta, &eligible)
-        .await
-        .with_context(|| format!("Failed to write the Redis keys: event {} stays scheduled, run create again", event.event_id))?;
+    let mut redis = platform::redis::connect(&settings.redis).await.with_context(|| {
+        format!("Failed to connect to Redis: event {} stays scheduled, run create again", event.event_id)
+    })?;
+    let written = write_event(&mut redis, &meta, &eligible).await.with_context(|| {
+        format!("Failed to write the Redis keys: event {} stays scheduled, run create again", event.event_id)
+    })?;
     if !written {
         // `meta` exists: ours, from a run that stopped before step 3, or another event's.
         let live = EventMeta::load(&mut redis, &event.event_id).await?;
@@ -166,7 +169,8 @@ impl NewEvent {
         differs("product", self.product_id.clone(), stored.product_id.clone());
         differs("total stock", self.total_stock.to_string(), stored.total_stock.to_string());
         differs("safety stock", self.safety_stock.to_string(), stored.safety_stock.to_string());
-        let micros = |t: &DateTime<Utc>| DateTime::<Utc>::from_timestamp_micros(t.timestamp_micros()).unwrap_or(*t).to_rfc3339();
+        let micros =
+            |t: &DateTime<Utc>| DateTime::<Utc>::from_timestamp_micros(t.timestamp_micros()).unwrap_or(*t).to_rfc3339();
         differs("open_at", micros(&self.open_at), micros(&stored.open_at));
         differs("close_at", micros(&self.close_at), micros(&stored.close_at));
         differs("questions", self.questions.join(","), stored.questions.join(","));
@@ -373,8 +377,10 @@ pub async fn command(settings: &CliSettings, command: EventCommand) -> anyhow::R
                 questions,
             };
             let eligible = create(settings, &new).await?;
-            let text = format!("event {} created: {} for sale, {eligible} eligible members", new.event_id, new.for_sale());
-            let json = serde_json::json!({ "event_id": new.event_id, "for_sale": new.for_sale(), "eligible": eligible });
+            let text =
+                format!("event {} created: {} for sale, {eligible} eligible members", new.event_id, new.for_sale());
+            let json =
+                serde_json::json!({ "event_id": new.event_id, "for_sale": new.for_sale(), "eligible": eligible });
             Ok(Output::new(text, &json))
         }
         EventCommand::Show { event_id } => {
@@ -383,7 +389,10 @@ pub async fn command(settings: &CliSettings, command: EventCommand) -> anyhow::R
         }
         EventCommand::Close { event_id } => {
             close(settings, &event_id).await?;
-            Ok(Output::new(format!("event {event_id} closed"), &serde_json::json!({ "event_id": event_id, "closed": true })))
+            Ok(Output::new(
+                format!("event {event_id} closed"),
+                &serde_json::json!({ "event_id": event_id, "closed": true }),
+            ))
         }
     }
 }

@@ -7,9 +7,9 @@
 use anyhow::Context;
 use sender::store::ParkedGift;
 
-use crate::settings::CliSettings;
 use crate::output::Output;
 use crate::reach::Need;
+use crate::settings::CliSettings;
 
 /// The parked gifts (of `event_id`, when given), the longest parked first.
 pub async fn parked(settings: &CliSettings, event_id: Option<&str>) -> anyhow::Result<Vec<ParkedGift>> {

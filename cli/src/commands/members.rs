@@ -31,12 +31,7 @@ pub struct SeedPlan {
 
 impl Default for SeedPlan {
     fn default() -> Self {
-        Self {
-            count: 1_000,
-            id_prefix: "m".into(),
-            product_id: "coffee-beans-1kg".into(),
-            eligible_ratio: 0.9,
-        }
+        Self { count: 1_000, id_prefix: "m".into(), product_id: "coffee-beans-1kg".into(), eligible_ratio: 0.9 }
     }
 }
 
@@ -67,21 +62,24 @@ fn bought(n: usize, ratio: f64) -> bool {
 
 /// Inserts the members and their purchases on the primary, in chunks, then
 /// waits until the replica has replayed them.
-pub async fn seed(primary: &MemberPrimarySettings, replica: &ReplicaSettings, plan: &SeedPlan) -> anyhow::Result<SeedReport> {
+pub async fn seed(
+    primary: &MemberPrimarySettings,
+    replica: &ReplicaSettings,
+    plan: &SeedPlan,
+) -> anyhow::Result<SeedReport> {
     let pool = platform::member_db::primary_pool(primary)?;
     platform::member_db::prepare(&pool, &primary.schema).await?;
     let client = pool.get().await?;
-    let mut report = SeedReport { members: Vec::with_capacity(plan.count), eligible: Vec::new(), replayed_in: Duration::ZERO };
+    let mut report =
+        SeedReport { members: Vec::with_capacity(plan.count), eligible: Vec::new(), replayed_in: Duration::ZERO };
     const CHUNK: usize = 5_000;
     for start in (0..plan.count).step_by(CHUNK) {
         let end = (start + CHUNK).min(plan.count);
         let ids: Vec<String> = (start..end).map(|n| member_id(&plan.id_prefix, n)).collect();
         let names: Vec<String> = (start..end).map(|n| format!("Member {n}")).collect();
         let phones: Vec<String> = (start..end).map(phone).collect();
-        let buyers: Vec<String> = (start..end)
-            .filter(|&n| bought(n, plan.eligible_ratio))
-            .map(|n| member_id(&plan.id_prefix, n))
-            .collect();
+        let buyers: Vec<String> =
+            (start..end).filter(|&n| bought(n, plan.eligible_ratio)).map(|n| member_id(&plan.id_prefix, n)).collect();
         client
             .execute(
                 "INSERT INTO members (member_id, name, phone)
@@ -121,11 +119,8 @@ pub async fn set_phone(
     phone: &str,
 ) -> anyhow::Result<Duration> {
     let pool = platform::member_db::primary_pool(primary)?;
-    let updated = pool
-        .get()
-        .await?
-        .execute("UPDATE members SET phone = $2 WHERE member_id = $1", &[&member_id, &phone])
-        .await?;
+    let updated =
+        pool.get().await?.execute("UPDATE members SET phone = $2 WHERE member_id = $1", &[&member_id, &phone]).await?;
     anyhow::ensure!(updated == 1, "no member {member_id} on the member primary");
     wait_replayed(&pool, replica).await
 }

@@ -24,10 +24,10 @@ use rdkafka::message::Message;
 use schemas::StockRelease;
 
 use super::dlq;
-use audit::{InvariantReport, Stores};
 use crate::output::Output;
 use crate::reach::Need;
 use crate::settings::CliSettings;
+use audit::{InvariantReport, Stores};
 
 #[derive(Debug)]
 pub struct Reconciliation {

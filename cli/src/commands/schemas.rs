@@ -55,8 +55,9 @@ pub async fn check(
     let mut verdicts = Vec::new();
     for (topic, name, builtin) in all_schemas(&topics) {
         let text = match dir.map(|d| d.join(file_name(name))) {
-            Some(path) if path.exists() => std::fs::read_to_string(&path)
-                .with_context(|| format!("Failed to read {}", path.display()))?,
+            Some(path) if path.exists() => {
+                std::fs::read_to_string(&path).with_context(|| format!("Failed to read {}", path.display()))?
+            }
             _ => builtin.to_string(),
         };
         verdicts.push(admin.check(&Topics::value_subject(topic), name, &text).await?);

@@ -12,7 +12,9 @@ use std::fmt::Write;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 
-use platform::kafka::admin::{create_topics, pipeline_topics, Created, Drift, Layout, TopicSpec, BROKER_DEFAULT_REPLICATION};
+use platform::kafka::admin::{
+    create_topics, pipeline_topics, Created, Drift, Layout, TopicSpec, BROKER_DEFAULT_REPLICATION,
+};
 use platform::kafka::lag;
 use platform::settings::KafkaSettings;
 use schemas::topology::{self, Route};
@@ -109,7 +111,8 @@ pub async fn describe(kafka: &KafkaSettings) -> anyhow::Result<Vec<TopicView>> {
     }
     let kafka = kafka.clone();
     let views = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<TopicView>> {
-        let consumer: BaseConsumer = platform::kafka::client_config(&kafka).set("client.id", "firstcome-describe").create()?;
+        let consumer: BaseConsumer =
+            platform::kafka::client_config(&kafka).set("client.id", "firstcome-describe").create()?;
         let mut views = Vec::new();
         for (name, route, dead) in wanted {
             views.push(TopicView {
@@ -215,7 +218,8 @@ impl TopicsCommand {
 pub async fn command(settings: &CliSettings, command: TopicsCommand) -> anyhow::Result<Output> {
     match command {
         TopicsCommand::Create { partitions, dlq_partitions, replication } => {
-            let layout = Layout { partitions, dlq_partitions, replication: replication.unwrap_or(BROKER_DEFAULT_REPLICATION) };
+            let layout =
+                Layout { partitions, dlq_partitions, replication: replication.unwrap_or(BROKER_DEFAULT_REPLICATION) };
             let lines = create(&settings.kafka, layout).await?;
             Ok(Output::new(lines.join("\n"), &lines))
         }
@@ -243,7 +247,9 @@ pub async fn command(settings: &CliSettings, command: TopicsCommand) -> anyhow::
             }
             let unwell: Vec<&str> = views
                 .iter()
-                .filter(|v| v.live.as_ref().is_none_or(|l| l.under_replicated > 0 || l.leaderless > 0) || !v.drift.is_empty())
+                .filter(|v| {
+                    v.live.as_ref().is_none_or(|l| l.under_replicated > 0 || l.leaderless > 0) || !v.drift.is_empty()
+                })
                 .map(|v| v.topic.as_str())
                 .collect();
             let why = format!("topics missing, under-replicated, without a leader or drifted: {}", unwell.join(", "));

@@ -36,8 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::routes::AppState;
 use crate::settings::OperatorSettings;
-pub use snapshot::Snapshot;
 use snapshot::KafkaFigures;
+pub use snapshot::Snapshot;
 
 /// One snapshot per event is computed at most this often.
 pub const SNAPSHOT_TTL: Duration = Duration::from_millis(900);
@@ -96,7 +96,8 @@ impl Dashboard {
     }
 
     async fn read(&self, event_id: &str) -> Option<Snapshot> {
-        let mut snapshot = Snapshot { event_id: event_id.to_string(), at_ms: schemas::now_millis(), ..Default::default() };
+        let mut snapshot =
+            Snapshot { event_id: event_id.to_string(), at_ms: schemas::now_millis(), ..Default::default() };
         let mut redis = self.app.redis.clone();
         match snapshot::redis_figures(&mut redis, event_id, &mut snapshot).await {
             Ok(true) => {}
@@ -269,7 +270,8 @@ async fn close(State(dashboard): State<Dashboard>, Path(event_id): Path<String>,
     }
     let command = format!("firstcome event close {event_id}");
     let message = format!("closing an event is an operator action: run `{command}` with the operator's credentials");
-    (StatusCode::FORBIDDEN, Json(json!({"error": "operator_action", "message": message, "command": command}))).into_response()
+    (StatusCode::FORBIDDEN, Json(json!({"error": "operator_action", "message": message, "command": command})))
+        .into_response()
 }
 
 /// The dashboard's routes, for the ops listener.

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use platform::event_keys::{EventKeys, EventMeta};
-use platform::settings::KafkaSettings;
 use platform::kafka::lag;
+use platform::settings::KafkaSettings;
 use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
@@ -82,7 +82,9 @@ pub struct KafkaFigures {
 impl KafkaFigures {
     pub fn new(settings: &KafkaSettings) -> Result<Self, rdkafka::error::KafkaError> {
         let mut consumers = Vec::new();
-        for group in [schemas::topology::group::STOCK, schemas::topology::group::RECORDING, schemas::topology::group::DISPATCH] {
+        for group in
+            [schemas::topology::group::STOCK, schemas::topology::group::RECORDING, schemas::topology::group::DISPATCH]
+        {
             let full = settings.group(group);
             let consumer = lag::group_reader(settings, &full, "ingest-dashboard")?;
             consumers.push((group.to_string(), full, Arc::new(consumer)));
@@ -149,7 +151,10 @@ pub async fn database_figures(
 ) -> Result<(), platform::db::DbError> {
     let client = db.get().await?;
     for row in client
-        .query("SELECT status, outcome, count(*) FROM event_entries WHERE event_id = $1 GROUP BY status, outcome", &[&event_id])
+        .query(
+            "SELECT status, outcome, count(*) FROM event_entries WHERE event_id = $1 GROUP BY status, outcome",
+            &[&event_id],
+        )
         .await?
     {
         let status: String = row.try_get(0)?;
@@ -180,11 +185,11 @@ pub async fn database_figures(
 }
 
 /// Recent events for the dashboard's picker (newest first).
-pub async fn recent_events(db: &deadpool_postgres::Pool) -> Result<Vec<(String, String, String)>, platform::db::DbError> {
+pub async fn recent_events(
+    db: &deadpool_postgres::Pool,
+) -> Result<Vec<(String, String, String)>, platform::db::DbError> {
     let client = db.get().await?;
-    let rows = client
-        .query("SELECT event_id, name, status FROM events ORDER BY open_at DESC LIMIT 50", &[])
-        .await?;
+    let rows = client.query("SELECT event_id, name, status FROM events ORDER BY open_at DESC LIMIT 50", &[]).await?;
     let mut out = Vec::new();
     for row in rows {
         out.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));

@@ -44,7 +44,11 @@ pub async fn submit(State(app): State<AppState>, Path(event_id): Path<String>, r
     response
 }
 
-async fn enter(State(app): State<AppState>, Path(event_id): Path<String>, request: Request) -> Result<Response, ApiError> {
+async fn enter(
+    State(app): State<AppState>,
+    Path(event_id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let arrived_at = schemas::now_millis();
     let span = Span::current();
     span.record("event_id", event_id.as_str());
@@ -134,24 +138,14 @@ struct Body {
 /// Reads and checks the body. A slow body holds a slot: it gets a
 /// deadline, then 408 and the connection is closed.
 async fn read_body(app: &AppState, request: Request, meta: &EventMeta) -> Result<Body, ApiError> {
-    let correlation_id = request
-        .extensions()
-        .get::<CorrelationId>()
-        .map(|c| c.0.clone())
-        .unwrap_or_else(|| Uuid::new_v4().to_string());
-    let trace = request
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(TraceParent::parse);
-    let header_agent = request
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let Json(body) = tokio::time::timeout(app.limits.body_read_timeout(), Json::<EntryBody>::from_request(request, app))
-        .await
-        .map_err(|_| ApiError::BodyTimeout)??;
+    let correlation_id =
+        request.extensions().get::<CorrelationId>().map(|c| c.0.clone()).unwrap_or_else(|| Uuid::new_v4().to_string());
+    let trace = request.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceParent::parse);
+    let header_agent = request.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let Json(body) =
+        tokio::time::timeout(app.limits.body_read_timeout(), Json::<EntryBody>::from_request(request, app))
+            .await
+            .map_err(|_| ApiError::BodyTimeout)??;
     let submission = body.validate(&meta.questions, &app.limits, header_agent.as_deref())?;
     Ok(Body { submission, correlation_id, trace })
 }

@@ -28,10 +28,8 @@ pub async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let span = tracing::Span::current();
     let member = super::member(&app, &headers)?;
-    let id = Uuid::parse_str(&entry_id).map_err(|_| ApiError::BadRequest {
-        code: "invalid_entry_id",
-        message: "the entry id is not a UUID".into(),
-    })?;
+    let id = Uuid::parse_str(&entry_id)
+        .map_err(|_| ApiError::BadRequest { code: "invalid_entry_id", message: "the entry id is not a UUID".into() })?;
     span.record("entry_id", id.to_string().as_str());
 
     let db_failure = match from_database(&app.db, id, &member).await {
@@ -158,8 +156,6 @@ async fn holding(
 /// day (their Redis keys outlive the close by a day). A handful of rows.
 async fn recent_events(db: &deadpool_postgres::Pool) -> Result<Vec<String>, platform::db::DbError> {
     let client = db.get().await?;
-    let rows = client
-        .query("SELECT event_id FROM events WHERE close_at > now() - interval '1 day'", &[])
-        .await?;
+    let rows = client.query("SELECT event_id FROM events WHERE close_at > now() - interval '1 day'", &[]).await?;
     Ok(rows.iter().map(|row| row.try_get::<_, String>(0)).collect::<Result<_, _>>()?)
 }

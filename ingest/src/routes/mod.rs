@@ -26,14 +26,14 @@ use platform::redis::Connection as ConnectionManager;
 use tokio::sync::Semaphore;
 
 use crate::admission::Admitter;
-use crate::dashboard::tally::Tally;
-use crate::waiting_room::WaitingRoom;
+use crate::auth::Verifier;
 use crate::auth::{self, MemberId};
+use crate::dashboard::tally::Tally;
 use crate::error::ApiError;
 use crate::rate_limit::MemberRateLimit;
-use crate::auth::Verifier;
 use crate::settings::Limits;
 use crate::state::EventCache;
+use crate::waiting_room::WaitingRoom;
 
 /// What every handler may use. Cheap to clone (everything inside is shared).
 #[derive(Clone)]
@@ -69,12 +69,10 @@ pub struct AppState {
 /// Redis, Kafka or PostgreSQL.
 pub(crate) fn member(app: &AppState, headers: &HeaderMap) -> Result<MemberId, ApiError> {
     let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let member = auth::bearer(header)
-        .and_then(|token| app.auth.verify(token))
-        .map_err(|error| {
-            tracing::debug!(%error, "token refused");
-            ApiError::Unauthorized
-        })?;
+    let member = auth::bearer(header).and_then(|token| app.auth.verify(token)).map_err(|error| {
+        tracing::debug!(%error, "token refused");
+        ApiError::Unauthorized
+    })?;
     tracing::Span::current().record("user_id", member.as_str());
     if let Err(wait) = app.member_rate.check(member.as_str()) {
         metrics::counter!("firstcome_ingest_rate_limited_total").increment(1);
@@ -85,7 +83,10 @@ pub(crate) fn member(app: &AppState, headers: &HeaderMap) -> Result<MemberId, Ap
 
 /// The event's state (memory; Redis only on first sight). An id no event may
 /// have is unknown without asking Redis.
-pub(crate) async fn known_event(app: &AppState, event_id: &str) -> Result<Arc<platform::event_keys::EventMeta>, ApiError> {
+pub(crate) async fn known_event(
+    app: &AppState,
+    event_id: &str,
+) -> Result<Arc<platform::event_keys::EventMeta>, ApiError> {
     if !crate::ids::is_valid_id(event_id) {
         return Err(ApiError::NotFound);
     }
@@ -107,10 +108,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.limits.max_body_bytes;
     let guard = crate::request_context::ClientGuard::new(&state.limits);
     Router::new()
-        .route(
-            "/api/events/{event_id}/entries",
-            post(entries::submit).layer(DefaultBodyLimit::max(max_body)),
-        )
+        .route("/api/events/{event_id}/entries", post(entries::submit).layer(DefaultBodyLimit::max(max_body)))
         .route("/api/events/{event_id}", get(events::show))
         .route("/api/entries/{entry_id}", get(entry_status::show))
         .route("/", get(page::index))

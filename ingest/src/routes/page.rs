@@ -97,7 +97,8 @@ mod tests {
             pieces[..pieces.len() - 1]
                 .iter()
                 .map(|piece| {
-                    let tail: String = piece.chars().rev().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    let tail: String =
+                        piece.chars().rev().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
                     tail.chars().rev().collect::<String>()
                 })
                 .filter(|key| !key.is_empty())

@@ -19,7 +19,9 @@ pub const MAX_UNKNOWN: usize = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
     /// Not open yet; opens in this many milliseconds.
-    TooEarly { opens_in_ms: i64 },
+    TooEarly {
+        opens_in_ms: i64,
+    },
     Open,
     SoldOut,
     Closed,
@@ -163,9 +165,7 @@ impl EventCache {
             Some(meta) => {
                 let meta = Arc::new(meta);
                 let mut events = self.inner.events.write().unwrap_or_else(|e| e.into_inner());
-                let cached = events
-                    .entry(event_id.to_string())
-                    .or_insert(Cached { meta: meta.clone(), version: 0 });
+                let cached = events.entry(event_id.to_string()).or_insert(Cached { meta: meta.clone(), version: 0 });
                 Ok(Some(cached.meta.clone()))
             }
             None => {
@@ -252,13 +252,8 @@ impl EventCache {
 /// counter is at zero is seen as sold out, whoever forgot to say so.
 async fn read_event<C: ConnectionLike + Send>(conn: &mut C, event_id: &str) -> redis::RedisResult<Option<EventMeta>> {
     let keys = EventKeys::new(event_id);
-    let (fields, stock): (HashMap<String, String>, Option<String>) = redis::pipe()
-        .cmd("HGETALL")
-        .arg(&keys.meta)
-        .cmd("GET")
-        .arg(&keys.stock)
-        .query_async(conn)
-        .await?;
+    let (fields, stock): (HashMap<String, String>, Option<String>) =
+        redis::pipe().cmd("HGETALL").arg(&keys.meta).cmd("GET").arg(&keys.stock).query_async(conn).await?;
     let Some(mut meta) = EventMeta::from_fields(&fields) else {
         if !fields.is_empty() {
             tracing::warn!(event_id, "event meta in Redis is incomplete; treated as unknown");

@@ -78,7 +78,8 @@ async fn a_failing_event_fails_its_own_requests_only() {
     let healthy = create_event(&mut conn, EventSpec::open(&eligible)).await;
     let broken = create_event(&mut conn, EventSpec::open(&eligible)).await;
     // A key of the wrong type: the script errors on every request of `broken`.
-    let _: () = redis::cmd("SET").arg(EventKeys::new(&broken).entered).arg("x").query_async(&mut conn).await.expect("SET");
+    let _: () =
+        redis::cmd("SET").arg(EventKeys::new(&broken).entered).arg("x").query_async(&mut conn).await.expect("SET");
     let admitter = Admitter::new(std::time::Duration::from_secs(30));
 
     let mut asks = Vec::new();
@@ -86,7 +87,8 @@ async fn a_failing_event_fails_its_own_requests_only() {
         for event_id in [&healthy, &broken] {
             let (admitter, conn, event_id, m) = (admitter.clone(), conn.clone(), event_id.clone(), m.clone());
             asks.push(tokio::spawn(async move {
-                let answer = admitter.admit_grouped(&conn, &event_id, &member(&m), &format!("e-{m}-{event_id}"), true).await;
+                let answer =
+                    admitter.admit_grouped(&conn, &event_id, &member(&m), &format!("e-{m}-{event_id}"), true).await;
                 (event_id, answer)
             }));
         }

@@ -86,18 +86,15 @@ async fn ids_a_consumer_would_refuse_never_reach_redis() {
 
     // Events whose ids break the rules exist in Redis (a broken writer), yet
     // ingest answers 404 without looking.
-    for bad in [format!("ev|{}", Uuid::new_v4()), format!("ev {}", Uuid::new_v4()), format!("ev{{{}}}", Uuid::new_v4())] {
+    for bad in [format!("ev|{}", Uuid::new_v4()), format!("ev {}", Uuid::new_v4()), format!("ev{{{}}}", Uuid::new_v4())]
+    {
         write_spec(&mut conn, &bad, EventSpec::open(&["m-1"])).await;
         let response = app.enter(&bad, "m-1").await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "POST entries of {bad:?}");
         assert_eq!(json_of(response).await["error"], "not_found");
         assert_eq!(entered_mark(&mut conn, &bad, "m-1").await, None);
-        let state = app
-            .http
-            .get(format!("{}/api/events/{}", app.base_url, bad.replace(' ', "%20")))
-            .send()
-            .await
-            .unwrap();
+        let state =
+            app.http.get(format!("{}/api/events/{}", app.base_url, bad.replace(' ', "%20"))).send().await.unwrap();
         assert_eq!(state.status(), StatusCode::NOT_FOUND, "GET event {bad:?}");
     }
 }

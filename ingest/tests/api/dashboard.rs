@@ -14,7 +14,8 @@ const OPERATOR: &str = ingest::settings::DEV_OPERATOR_TOKEN;
 #[tokio::test]
 async fn the_page_is_served_in_the_browsers_language_with_its_assets() {
     let app = TestApp::spawn(isolated_settings().await).await;
-    let page = app.http.get(format!("{}/", app.base_url)).header("Accept-Language", "ko-KR,ko;q=0.9").send().await.unwrap();
+    let page =
+        app.http.get(format!("{}/", app.base_url)).header("Accept-Language", "ko-KR,ko;q=0.9").send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     assert!(header(&page, "content-security-policy").is_some_and(|csp| csp.contains("script-src 'self'")));
     let html = page.text().await.unwrap();
@@ -46,7 +47,8 @@ async fn the_dashboard_takes_only_the_operator_token() {
     let page = app.http.get(format!("{}/dashboard", app.ops_url)).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK, "the page itself holds no figures");
     // Not on the public API listener.
-    let public = app.http.get(format!("{}/ops/api/events/{event_id}", app.base_url)).bearer_auth(OPERATOR).send().await.unwrap();
+    let public =
+        app.http.get(format!("{}/ops/api/events/{event_id}", app.base_url)).bearer_auth(OPERATOR).send().await.unwrap();
     assert_eq!(public.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }
@@ -83,7 +85,10 @@ async fn the_figures_agree_with_the_stores_stream_live_and_closing_is_the_operat
     let partitions = testkit::PARTITIONS as usize;
     // stock reads 2 topics, recording 3, dispatch 1: one row per partition each.
     assert_eq!(lag.len(), 6 * partitions, "{lag:?}");
-    assert!(lag.iter().any(|l| l["group"] == "stock" && l["lag"].as_i64() == Some(1)), "the accepted entry waits for the stock group: {lag:?}");
+    assert!(
+        lag.iter().any(|l| l["group"] == "stock" && l["lag"].as_i64() == Some(1)),
+        "the accepted entry waits for the stock group: {lag:?}"
+    );
     assert_eq!(snapshot["dead_letters"].as_object().unwrap().len(), 4);
     assert_eq!(snapshot["errors"].as_array().unwrap().len(), 0, "{snapshot}");
 
@@ -99,7 +104,8 @@ async fn the_figures_agree_with_the_stores_stream_live_and_closing_is_the_operat
     assert!(header(&stream, "content-type").is_some_and(|t| t.starts_with("text/event-stream")));
     let mut text = String::new();
     while !text.contains("\n\n") {
-        let chunk = tokio::time::timeout(DEADLINE, stream.chunk()).await.expect("a snapshot in time").unwrap().expect("more");
+        let chunk =
+            tokio::time::timeout(DEADLINE, stream.chunk()).await.expect("a snapshot in time").unwrap().expect("more");
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(text.starts_with("event: snapshot\n"), "{text}");
@@ -121,7 +127,12 @@ async fn the_figures_agree_with_the_stores_stream_live_and_closing_is_the_operat
     let body: Value = refused.json().await.unwrap();
     assert_eq!(body["error"], "operator_action");
     assert_eq!(body["command"], format!("firstcome event close {event_id}"));
-    let meta: Option<String> = redis::cmd("HGET").arg(platform::event_keys::EventKeys::new(&event_id).meta).arg("status").query_async(&mut conn).await.unwrap();
+    let meta: Option<String> = redis::cmd("HGET")
+        .arg(platform::event_keys::EventKeys::new(&event_id).meta)
+        .arg("status")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_ne!(meta.as_deref(), Some("closed"));
     app.stop().await;
 }

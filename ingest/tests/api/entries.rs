@@ -48,8 +48,7 @@ async fn an_accepted_entry_is_answered_202_and_is_in_kafka() {
     let (record, context) = consume_entry(&app.settings, &entry_id).await;
     assert_eq!(record.event_id, event_id);
     assert_eq!(record.user_id, "m-1");
-    let answers: Vec<(&str, &str)> =
-        record.answers.iter().map(|a| (a.question.as_str(), a.answer.as_str())).collect();
+    let answers: Vec<(&str, &str)> = record.answers.iter().map(|a| (a.question.as_str(), a.answer.as_str())).collect();
     assert_eq!(answers, [("q2", "b"), ("q1", "a"), ("extra", "c")], "answers in the order given");
     assert_eq!(record.client.channel, "web");
     assert_eq!(record.client.user_agent.as_deref(), Some("ingest-test/1"));
@@ -180,9 +179,21 @@ async fn a_stale_pending_mark_is_resumed_with_the_same_entry_id() {
     let admitted_at = schemas::now_millis() - 60_000;
     let keys = EventKeys::new(&event_id);
     let _: () = redis::pipe()
-        .cmd("HSET").arg(&keys.entered).arg("m-1").arg(format!("P|{stale_entry}|{admitted_at}")).ignore()
-        .cmd("HSET").arg(&keys.entries).arg(&stale_entry).arg("m-1").ignore()
-        .cmd("HSET").arg(&keys.tickets).arg(&stale_entry).arg(7).ignore()
+        .cmd("HSET")
+        .arg(&keys.entered)
+        .arg("m-1")
+        .arg(format!("P|{stale_entry}|{admitted_at}"))
+        .ignore()
+        .cmd("HSET")
+        .arg(&keys.entries)
+        .arg(&stale_entry)
+        .arg("m-1")
+        .ignore()
+        .cmd("HSET")
+        .arg(&keys.tickets)
+        .arg(&stale_entry)
+        .arg(7)
+        .ignore()
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -141,11 +141,13 @@ async fn a_published_sold_out_reaches_every_instance_within_a_second() {
     let mut conn = redis(&a.settings).await;
     let event_id = create_event(&mut conn, EventSpec::open(&["m-1", "m-2"])).await;
     for app in [&a, &b] {
-        let state = json_of(app.http.get(format!("{}/api/events/{event_id}", app.base_url)).send().await.unwrap()).await;
+        let state =
+            json_of(app.http.get(format!("{}/api/events/{event_id}", app.base_url)).send().await.unwrap()).await;
         assert_eq!(state["status"], "open");
     }
 
-    let change = serde_json::to_string(&StateChange { event_id: event_id.clone(), status: EventStatus::SoldOut }).unwrap();
+    let change =
+        serde_json::to_string(&StateChange { event_id: event_id.clone(), status: EventStatus::SoldOut }).unwrap();
     let _: i64 = redis::cmd("PUBLISH").arg(STATE_CHANNEL).arg(change).query_async(&mut conn).await.unwrap();
     let published = tokio::time::Instant::now();
 
@@ -221,7 +223,8 @@ async fn the_subscription_comes_back_after_its_connection_is_killed() {
     assert_eq!(killed, 1);
 
     // Only a new subscription can deliver this (the periodic re-read is off).
-    let change = serde_json::to_string(&StateChange { event_id: event_id.clone(), status: EventStatus::SoldOut }).unwrap();
+    let change =
+        serde_json::to_string(&StateChange { event_id: event_id.clone(), status: EventStatus::SoldOut }).unwrap();
     let switched = testkit::wait_until(Duration::from_secs(10), || {
         let mut conn = conn.clone();
         let change = change.clone();

@@ -129,7 +129,11 @@ pub fn valid_body() -> Value {
 }
 
 pub async fn redis(settings: &Settings) -> ConnectionManager {
-    platform::redis::connect(&settings.redis.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN)).await.expect("redis")
+    platform::redis::connect(
+        &settings.redis.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN),
+    )
+    .await
+    .expect("redis")
 }
 
 /// What the CLI's `event create` writes: meta, stock, eligibility.
@@ -180,7 +184,10 @@ pub async fn write_spec(conn: &mut ConnectionManager, event_id: &str, spec: Even
 
 /// The row `firstcome event create` writes into PostgreSQL beside the Redis keys.
 pub async fn insert_event_row(settings: &Settings, event_id: &str) {
-    let db = platform::db::pool(&settings.database.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN)).expect("pool");
+    let db = platform::db::pool(
+        &settings.database.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN),
+    )
+    .expect("pool");
     let client = db.get().await.expect("db connection");
     client
         .execute(
@@ -193,12 +200,7 @@ pub async fn insert_event_row(settings: &Settings, event_id: &str) {
 }
 
 pub async fn entered_mark(conn: &mut ConnectionManager, event_id: &str, member: &str) -> Option<String> {
-    redis::cmd("HGET")
-        .arg(EventKeys::new(event_id).entered)
-        .arg(member)
-        .query_async(conn)
-        .await
-        .expect("HGET entered")
+    redis::cmd("HGET").arg(EventKeys::new(event_id).entered).arg(member).query_async(conn).await.expect("HGET entered")
 }
 
 /// Reads `topic` from the beginning until the record of `entry_id` shows up.
@@ -250,4 +252,3 @@ pub fn forged_token(member: &str) -> String {
 pub fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
-

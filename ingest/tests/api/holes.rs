@@ -38,7 +38,10 @@ async fn an_entry_that_never_reached_the_log_is_announced_as_a_hole_after_its_de
     assert_eq!((record.user_id.as_str(), record.ticket), ("m-1", 1));
     assert_eq!(record.client.channel, HOLE_CHANNEL);
     assert!(record.answers.is_empty(), "a hole carries no answers");
-    assert!(waited + Duration::from_millis(50) >= hole_after, "announced after {waited:?}, before its deadline {hole_after:?}");
+    assert!(
+        waited + Duration::from_millis(50) >= hole_after,
+        "announced after {waited:?}, before its deadline {hole_after:?}"
+    );
     let keys = EventKeys::new(&event_id);
     let pending: Option<f64> = redis::cmd("ZSCORE").arg(&keys.pending).arg(&lost).query_async(&mut conn).await.unwrap();
     assert_eq!(pending, None, "no longer pending: a hole");
@@ -63,7 +66,8 @@ async fn an_acknowledged_entry_is_never_a_hole() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let entry_id = json_of(response).await["entry_id"].as_str().expect("entry id").to_string();
     let keys = EventKeys::new(&event_id);
-    let pending: Option<f64> = redis::cmd("ZSCORE").arg(&keys.pending).arg(&entry_id).query_async(&mut conn).await.unwrap();
+    let pending: Option<f64> =
+        redis::cmd("ZSCORE").arg(&keys.pending).arg(&entry_id).query_async(&mut conn).await.unwrap();
     assert_eq!(pending, None, "the accept mark took it out of the pending set");
     let holes: i64 = redis::cmd("HLEN").arg(&keys.holes).query_async(&mut conn).await.unwrap();
     assert_eq!(holes, 0);

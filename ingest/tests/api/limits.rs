@@ -46,7 +46,14 @@ async fn a_full_instance_sheds_entries_at_once_with_503_overloaded() {
     assert_eq!(entered_mark(&mut conn, &event_id, "m-2").await, None, "shed before Redis");
     // The slot is taken only after the token: anonymous and forged requests
     // are told 401, never 503, and can never hold a slot themselves.
-    let forged = app.http.post(app.entries_url(&event_id)).bearer_auth(forged_token("m-2")).json(&valid_body()).send().await.unwrap();
+    let forged = app
+        .http
+        .post(app.entries_url(&event_id))
+        .bearer_auth(forged_token("m-2"))
+        .json(&valid_body())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
     let anonymous = app.http.post(app.entries_url(&event_id)).json(&valid_body()).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);

@@ -15,7 +15,8 @@ const TINY_MAX_MESSAGE_BYTES: &str = "16";
 #[tokio::test]
 async fn an_entry_the_broker_refuses_for_good_is_503_at_once_and_counted() {
     let settings = isolated_settings().await;
-    let admin_settings = settings.kafka.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
+    let admin_settings =
+        settings.kafka.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
     let topic = settings.kafka.topics().survey_submitted;
     let admin = platform::kafka::admin::admin_client(&admin_settings).expect("admin client");
     let shrink = AlterConfig::new(ResourceSpecifier::Topic(&topic)).set("max.message.bytes", TINY_MAX_MESSAGE_BYTES);

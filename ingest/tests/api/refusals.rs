@@ -36,7 +36,8 @@ async fn a_request_head_over_16_kib_is_431() {
 async fn an_oversized_authorization_header_is_401() {
     let app = TestApp::spawn(isolated_settings().await).await;
     let padded = format!("{}.{}", app.token("m-1"), "a".repeat(5 * 1024));
-    let response = app.http.post(app.entries_url("ev-none")).bearer_auth(padded).json(&valid_body()).send().await.unwrap();
+    let response =
+        app.http.post(app.entries_url("ev-none")).bearer_auth(padded).json(&valid_body()).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }

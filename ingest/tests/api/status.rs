@@ -14,7 +14,12 @@ async fn entry_status_comes_from_the_entries_table() {
     let entry_id = json_of(app.enter(&event_id, "m-1").await).await["entry_id"].as_str().unwrap().to_string();
 
     // What the recorder writes once the stock group decided.
-    let db = platform::db::pool(&app.settings.database.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN)).unwrap();
+    let db = platform::db::pool(
+        &app.settings
+            .database
+            .for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN),
+    )
+    .unwrap();
     let client = db.get().await.unwrap();
     client
         .execute(
@@ -85,7 +90,12 @@ async fn an_entry_is_shown_only_to_its_member() {
     assert_eq!(app.status_of(&entry_id, "m-1").await.status(), StatusCode::OK);
 
     // Recorded (the entries table): the same.
-    let db = platform::db::pool(&app.settings.database.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN)).unwrap();
+    let db = platform::db::pool(
+        &app.settings
+            .database
+            .for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN),
+    )
+    .unwrap();
     db.get()
         .await
         .unwrap()

@@ -90,7 +90,8 @@ async fn fifo_the_pre_queue_keeps_the_arrival_order_at_the_opening() {
     let members = crowd(5);
     let event_id = opening_event(&mut conn, 4_000, &members).await;
     join_pre_queue(&app, &event_id, &members).await;
-    let pre_queued: i64 = redis::cmd("ZCARD").arg(RoomKeys::new(&event_id).prequeue).query_async(&mut conn).await.unwrap();
+    let pre_queued: i64 =
+        redis::cmd("ZCARD").arg(RoomKeys::new(&event_id).prequeue).query_async(&mut conn).await.unwrap();
     assert_eq!(pre_queued, 5);
 
     // The last to arrive asks first after the opening: it still gets the last ticket.

@@ -103,7 +103,9 @@ impl World {
                 self.kill_and_restart(service, *down_ms).await?;
                 Ok((String::new(), None))
             }
-            Fault::KillStockInTransaction { services, down_ms } => self.kill_stock_in_transaction(services, *down_ms).await,
+            Fault::KillStockInTransaction { services, down_ms } => {
+                self.kill_stock_in_transaction(services, *down_ms).await
+            }
             Fault::KillIngestBeforeAck { service, down_ms } => self.kill_ingest_before_ack(service, *down_ms).await,
             Fault::KillBroker { node, down_ms } => {
                 let unit = format!("kafka3-{node}");
@@ -125,7 +127,11 @@ impl World {
                 Ok((
                     format!(
                         "rebuilt: stock {:?} → {}, {} units held, {} answers kept from Redis, decisions held {} ms",
-                        report.stock_before, report.stock_after, report.units_held, report.decisions_only_in_redis, report.held_ms
+                        report.stock_before,
+                        report.stock_after,
+                        report.units_held,
+                        report.decisions_only_in_redis,
+                        report.held_ms
                     ),
                     None,
                 ))
@@ -171,7 +177,11 @@ impl World {
     /// while the instance is frozen holds a transaction it left open (the
     /// other instance commits in milliseconds). Then SIGKILL; else thaw and
     /// try again, on the next instance.
-    async fn kill_stock_in_transaction(&mut self, names: &[String], down_ms: u64) -> anyhow::Result<(String, Option<bool>)> {
+    async fn kill_stock_in_transaction(
+        &mut self,
+        names: &[String],
+        down_ms: u64,
+    ) -> anyhow::Result<(String, Option<bool>)> {
         anyhow::ensure!(!names.is_empty(), "no stock instance");
         let probe = Watermarks::new(&self.kafka)?;
         let topic = self.decided_topic.clone();

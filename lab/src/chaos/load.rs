@@ -129,7 +129,8 @@ pub async fn run(plan: &LoadPlan, in_flight: &InFlight) -> anyhow::Result<LoadRe
             .iter()
             .map(|u| format!("{}/api/events/{}/entries", u.trim_end_matches('/'), plan.event_id))
             .collect();
-        let (client, tally, in_flight, deadline) = (client.clone(), tally.clone(), in_flight.clone(), plan.shot_deadline);
+        let (client, tally, in_flight, deadline) =
+            (client.clone(), tally.clone(), in_flight.clone(), plan.shot_deadline);
         tasks.spawn(async move {
             shot(&client, &urls, i, &member, &token, deadline, &in_flight, &tally).await;
             drop(slot);
@@ -209,7 +210,9 @@ async fn shot(
             return;
         }
         // Retry-After is in seconds; a client in a rush retries sooner, never later than 2 s.
-        let wait = retry_after.map(|s| Duration::from_secs(s).min(Duration::from_secs(2))).unwrap_or(Duration::from_millis(250));
+        let wait = retry_after
+            .map(|s| Duration::from_secs(s).min(Duration::from_secs(2)))
+            .unwrap_or(Duration::from_millis(250));
         tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
     }
 }

@@ -29,13 +29,13 @@ use anyhow::{bail, Context};
 use platform::event_keys::EventKeys;
 use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
 
-use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
-use audit::{Check, Stores};
-use firstcome_cli::commands::members::{self, SeedPlan};
 use crate::service_settings::{ProviderLink, Stack};
 use crate::services::{ServiceProcess, ServiceSpec};
-use firstcome_cli::CliSettings;
+use audit::{Check, Stores};
 use faults::World;
+use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
+use firstcome_cli::commands::members::{self, SeedPlan};
+use firstcome_cli::CliSettings;
 use load::{InFlight, LoadPlan};
 use report::ChaosReport;
 use schedule::{Fault, Shape};
@@ -176,7 +176,8 @@ pub async fn command(settings: &CliSettings, args: ChaosArgs) -> anyhow::Result<
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     if !report.passed() {
-        let why = format!("chaos seed {} FAILED: the report and every service log are in {}", args.seed, report.artifacts);
+        let why =
+            format!("chaos seed {} FAILED: the report and every service log are in {}", args.seed, report.artifacts);
         return Err(crate::CheckFailed(why).into());
     }
     println!("\nchaos seed {}: every invariant holds", args.seed);
@@ -240,11 +241,16 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
     faults::wait_redis_healthy(Duration::from_secs(60)).await;
     let topics = run_settings.kafka.topics();
     let layout = Layout { partitions: plan.partitions, dlq_partitions: 1, replication: 3 };
-    create_topics(&run_settings.kafka, &pipeline_topics(&topics, layout)).await.context("creating the topics on kafka3")?;
-    // The services log in as themselves (SASL): their ACLs on the run's topics.
-    platform::kafka::acl::create_acls(&run_settings.kafka, &platform::kafka::acl::pipeline_acls(&run_settings.kafka.topic_prefix))
+    create_topics(&run_settings.kafka, &pipeline_topics(&topics, layout))
         .await
-        .context("creating the ACLs on kafka3")?;
+        .context("creating the topics on kafka3")?;
+    // The services log in as themselves (SASL): their ACLs on the run's topics.
+    platform::kafka::acl::create_acls(
+        &run_settings.kafka,
+        &platform::kafka::acl::pipeline_acls(&run_settings.kafka.topic_prefix),
+    )
+    .await
+    .context("creating the ACLs on kafka3")?;
     schemas::RegistryAdmin::new(&run_settings.registry.url, Duration::from_millis(run_settings.registry.timeout_ms))?
         .register_all(&topics)
         .await
@@ -321,7 +327,17 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
         background: Vec::new(),
     };
 
-    let outcome = rush_faults_and_drain(&run_settings, plan, &mut world, &urls, &provider_url, &seeded.members, &schedule, &mut report).await;
+    let outcome = rush_faults_and_drain(
+        &run_settings,
+        plan,
+        &mut world,
+        &urls,
+        &provider_url,
+        &seeded.members,
+        &schedule,
+        &mut report,
+    )
+    .await;
     if let Err(error) = outcome {
         report.error = Some(format!("{error:#}"));
     }
@@ -369,7 +385,12 @@ async fn rush_faults_and_drain(
         seed: plan.seed,
         shot_deadline: Duration::from_secs(90),
     };
-    println!("\nrush: {} requests over {:.0} s from {} members; faults:", load_plan.requests, plan.rush.as_secs_f64(), members.len());
+    println!(
+        "\nrush: {} requests over {:.0} s from {} members; faults:",
+        load_plan.requests,
+        plan.rush.as_secs_f64(),
+        members.len()
+    );
     let rush_started = Instant::now();
     let in_flight = world.in_flight.clone();
     let rush = tokio::spawn(async move { load::run(&load_plan, &in_flight).await });
@@ -381,14 +402,19 @@ async fn rush_faults_and_drain(
             // The world is broken (a service that does not come back, a
             // store that does not answer): the run has failed; waiting out
             // the rest of the schedule would only delay the report.
-            println!("  a fault could not be injected: the remaining {} are skipped", schedule.len() - report.faults.len());
+            println!(
+                "  a fault could not be injected: the remaining {} are skipped",
+                schedule.len() - report.faults.len()
+            );
             break;
         }
     }
     let unfinished = world.settle().await;
     let load = rush.await.context("the rush task")??;
     let faults_ended = Instant::now();
-    report.rush_to_last_fault_ms = faults_ended.saturating_duration_since(rush_started + Duration::from_millis(load.elapsed_ms)).as_millis() as u64;
+    report.rush_to_last_fault_ms = faults_ended
+        .saturating_duration_since(rush_started + Duration::from_millis(load.elapsed_ms))
+        .as_millis() as u64;
     report.accepted = load.accepted.len();
     println!(
         "rush done in {:.1} s: {} requests, final answers {:?}",
@@ -417,7 +443,8 @@ async fn rush_faults_and_drain(
     let checked = audit::check(&stores, &report.event_id, &accepted, Some(provider_url)).await?;
     report.checks.extend(checked.checks.iter().cloned());
     report.invariants = Some(checked);
-    let (log, log_check) = audit::check_log(&settings.kafka, &settings.registry, &stores, &report.event_id, &accepted).await?;
+    let (log, log_check) =
+        audit::check_log(&settings.kafka, &settings.registry, &stores, &report.event_id, &accepted).await?;
     report.log = Some(log);
     report.checks.push(log_check);
     report.checks.extend(fault_checks(&report.faults, schedule.len(), &unfinished));
@@ -449,7 +476,8 @@ async fn connect_stores(settings: &CliSettings) -> Result<Stores, audit::AuditEr
 /// The faults themselves must have happened as planned: every one injected,
 /// and the conditional ones caught in their window.
 fn fault_checks(faults: &[faults::Injected], planned: usize, unfinished: &[String]) -> Vec<Check> {
-    let mut failed: Vec<String> = faults.iter().filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.label))).collect();
+    let mut failed: Vec<String> =
+        faults.iter().filter_map(|f| f.error.as_ref().map(|e| format!("{}: {e}", f.label))).collect();
     failed.extend(unfinished.iter().cloned());
     if faults.len() < planned {
         failed.push(format!("{} of {planned} faults skipped after a failed one", planned - faults.len()));

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use audit::{Check, Fidelity, InvariantReport, LogTally};
 use super::faults::Injected;
 use super::load::LoadReport;
 use super::schedule::Planned;
+use audit::{Check, Fidelity, InvariantReport, LogTally};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ChaosReport {

@@ -45,16 +45,23 @@ impl Fault {
         match self {
             Fault::KillConsumer { service, down_ms } => format!("SIGKILL {service}, restart after {down_ms} ms"),
             Fault::KillStockInTransaction { services, down_ms } => {
-                format!("SIGKILL {} inside an open Kafka transaction, restart after {down_ms} ms", services.join(" or "))
+                format!(
+                    "SIGKILL {} inside an open Kafka transaction, restart after {down_ms} ms",
+                    services.join(" or ")
+                )
             }
             Fault::KillIngestBeforeAck { service, down_ms } => {
                 format!("SIGKILL {service} between a first-entry mark and the broker's ack, restart after {down_ms} ms")
             }
             Fault::KillBroker { node, down_ms } => format!("SIGKILL broker kafka3-{node}, start after {down_ms} ms"),
             Fault::KillRedis { down_ms } => format!("SIGKILL both Redis nodes, restart from AOF after {down_ms} ms"),
-            Fault::LoseRedisWrites { lost_ms } => format!("Redis loses {lost_ms} ms of the event's writes (DUMP/RESTORE)"),
+            Fault::LoseRedisWrites { lost_ms } => {
+                format!("Redis loses {lost_ms} ms of the event's writes (DUMP/RESTORE)")
+            }
             Fault::RedisFailover => "SENTINEL FAILOVER (replica promoted)".to_string(),
-            Fault::RebuildRedis => "firstcome rebuild redis (the event's stock state from the log, mid-rush)".to_string(),
+            Fault::RebuildRedis => {
+                "firstcome rebuild redis (the event's stock state from the log, mid-rush)".to_string()
+            }
             Fault::RestartPostgres { down_ms } => {
                 format!("PostgreSQL: the chaos database's connections terminated, refused for {down_ms} ms")
             }
@@ -102,11 +109,17 @@ pub fn plan(seed: u64, shape: &Shape) -> Vec<Planned> {
     let down = |rng: &mut StdRng, low: u64, high: u64| rng.random_range(low..=high);
     let ingest = name("ingest", rng.random_range(0..shape.ingest));
     let ingest_at = rng.random_range(rush_ms / 40..=rush_ms / 25);
-    planned.push(Planned { at_ms: ingest_at, fault: Fault::KillIngestBeforeAck { service: ingest, down_ms: down(&mut rng, 300, 1_500) } });
+    planned.push(Planned {
+        at_ms: ingest_at,
+        fault: Fault::KillIngestBeforeAck { service: ingest, down_ms: down(&mut rng, 300, 1_500) },
+    });
     let first_stock = rng.random_range(0..shape.stock);
     let services = (0..shape.stock).map(|n| name("stock", (first_stock + n) % shape.stock)).collect();
     let stock_at = ingest_at + rng.random_range(1..=rush_ms / 40 + 1);
-    planned.push(Planned { at_ms: stock_at, fault: Fault::KillStockInTransaction { services, down_ms: down(&mut rng, 300, 1_500) } });
+    planned.push(Planned {
+        at_ms: stock_at,
+        fault: Fault::KillStockInTransaction { services, down_ms: down(&mut rng, 300, 1_500) },
+    });
 
     // The faults of the stock core strike while units remain (the event sells
     // out within the first tenth of the rush): a failover, a lost second and a

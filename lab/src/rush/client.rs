@@ -258,11 +258,8 @@ async fn send(client: &reqwest::Client, url: &str, authorization: &str, body: &'
     match response {
         Ok(response) => {
             let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let retry_after =
+                response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let json = response.json::<serde_json::Value>().await.unwrap_or_default();
             Answer {
                 status,
@@ -334,7 +331,10 @@ mod tests {
                     let (status, json) = match (member.as_str(), n) {
                         ("a", 1..=2) | ("b", _) => (
                             "429 Too Many Requests",
-                            format!(r#"{{"error":"waiting","line":{{"position":{n},"waiting":{}}},"retry_after_ms":100}}"#, 10 - n),
+                            format!(
+                                r#"{{"error":"waiting","line":{{"position":{n},"waiting":{}}},"retry_after_ms":100}}"#,
+                                10 - n
+                            ),
                         ),
                         _ => ("202 Accepted", format!(r#"{{"entry_id":"e-{member}"}}"#)),
                     };
@@ -356,8 +356,7 @@ mod tests {
     #[tokio::test]
     async fn a_member_in_line_asks_again_until_answered_or_the_deadline() {
         let (url, asked) = waiting_room_server().await;
-        let schedule =
-            Schedule::fit(Shape { peak_rate: 100.0, ramp: Duration::ZERO, decline: Duration::ZERO }, 3);
+        let schedule = Schedule::fit(Shape { peak_rate: 100.0, ramp: Duration::ZERO, decline: Duration::ZERO }, 3);
         let client = reqwest::Client::builder().no_proxy().build().expect("client");
         let started = Instant::now();
         let recorded = fire(

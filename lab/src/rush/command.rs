@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::report::{self, DrillReport, Ratios};
 use super::{RushPlan, Shape};
-use firstcome_cli::commands::event;
 use audit::Stores;
+use firstcome_cli::commands::event;
 use firstcome_cli::CliSettings;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -74,7 +74,10 @@ pub async fn run(settings: &CliSettings, args: RushArgs) -> anyhow::Result<()> {
     let ids: Vec<String> = pool
         .get()
         .await?
-        .query("SELECT member_id FROM members WHERE member_id LIKE $2 ORDER BY member_id LIMIT $1", &[&args.members, &pattern])
+        .query(
+            "SELECT member_id FROM members WHERE member_id LIKE $2 ORDER BY member_id LIMIT $1",
+            &[&args.members, &pattern],
+        )
         .await?
         .iter()
         .map(|row| row.get(0))
@@ -216,10 +219,8 @@ fn print_line(l: &super::line::LineReport, timeline: &[super::SecondReport]) {
         l.wait_max_ms,
         l.max_waiting
     );
-    let samples: Vec<String> = timeline
-        .iter()
-        .filter_map(|s| s.line_waiting.map(|w| format!("{}s:{w}", s.second)))
-        .collect();
+    let samples: Vec<String> =
+        timeline.iter().filter_map(|s| s.line_waiting.map(|w| format!("{}s:{w}", s.second))).collect();
     println!("line length per second: {}", samples.join(" "));
 }
 

@@ -211,7 +211,10 @@ mod tests {
             "line": {"position": 7, "waiting": 1200, "order": "shuffle"}, "retry_after_ms": 350
         });
         let answer = parse(429, Some("1"), &body).expect("in line");
-        assert_eq!(answer, InLine { prequeue: false, position: 7, waiting: 1200, retry_after: Duration::from_millis(350) });
+        assert_eq!(
+            answer,
+            InLine { prequeue: false, position: 7, waiting: 1200, retry_after: Duration::from_millis(350) }
+        );
         // Without retry_after_ms: the header's seconds.
         let body = json!({"error": "waiting", "line": {"position": 2, "waiting": 3}});
         assert_eq!(parse(429, Some("2"), &body).map(|a| a.retry_after), Some(Duration::from_secs(2)));

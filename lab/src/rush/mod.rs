@@ -160,7 +160,10 @@ fn shots(plan: &RushPlan, early: usize) -> Vec<Shot> {
     let made: Vec<Shot> = plan
         .members
         .iter()
-        .map(|(member, token)| Shot { member: Arc::from(member.as_str()), authorization: Arc::from(format!("Bearer {token}")) })
+        .map(|(member, token)| Shot {
+            member: Arc::from(member.as_str()),
+            authorization: Arc::from(format!("Bearer {token}")),
+        })
         .collect();
     let mut main: Vec<Shot> = made.clone();
     let duplicates = (made.len() as f64 * plan.duplicate_ratio.clamp(0.0, 1.0)) as usize;
@@ -198,8 +201,9 @@ pub async fn run(plan: &RushPlan) -> anyhow::Result<RushReport> {
     let answers: serde_json::Map<String, serde_json::Value> =
         plan.answers.iter().map(|(q, a)| (q.clone(), serde_json::Value::String(a.clone()))).collect();
     // One body for every request, made once for the whole process.
-    let body: &'static str =
-        Box::leak(serde_json::json!({ "answers": answers, "client": { "channel": "rush" } }).to_string().into_boxed_str());
+    let body: &'static str = Box::leak(
+        serde_json::json!({ "answers": answers, "client": { "channel": "rush" } }).to_string().into_boxed_str(),
+    );
     let urls: Vec<String> = plan
         .base_urls
         .iter()
@@ -364,7 +368,8 @@ mod tests {
     #[test]
     fn the_summary_carries_the_line_and_its_length_per_second() {
         let mut line = line::LineRecorder::default();
-        let place = |waiting| line::InLine { prequeue: false, position: 1, waiting, retry_after: Duration::from_secs(1) };
+        let place =
+            |waiting| line::InLine { prequeue: false, position: 1, waiting, retry_after: Duration::from_secs(1) };
         let mut stay = line::Stay::default();
         stay.answered(&mut line, Duration::from_millis(100), Some(&place(300)));
         stay.answered(&mut line, Duration::from_millis(1_100), Some(&place(120)));

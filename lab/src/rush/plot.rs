@@ -23,10 +23,9 @@ pub const FONTS: [&str; 3] = [
 fn register_font() -> anyhow::Result<()> {
     let candidates: Vec<String> =
         std::env::var("FIRSTCOME_PLOT_FONT").into_iter().chain(FONTS.iter().map(|f| f.to_string())).collect();
-    let path = candidates
-        .iter()
-        .find(|p| Path::new(p).exists())
-        .ok_or_else(|| anyhow::anyhow!("no TrueType font for the plot (tried {candidates:?}); set FIRSTCOME_PLOT_FONT"))?;
+    let path = candidates.iter().find(|p| Path::new(p).exists()).ok_or_else(|| {
+        anyhow::anyhow!("no TrueType font for the plot (tried {candidates:?}); set FIRSTCOME_PLOT_FONT")
+    })?;
     let bytes: &'static [u8] = Box::leak(std::fs::read(path)?.into_boxed_slice());
     plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
         .map_err(|_| anyhow::anyhow!("{path} is not a usable font"))?;
@@ -93,8 +92,10 @@ pub fn draw(path: &Path, title: &str, rush: &RushReport, pipeline: Option<&Pipel
     panel(&panels[0], "answers per second by HTTP status (0 = transport error)", "req/s", end, opening, lines)?;
 
     // 2. latency.
-    let p50: Series = rush.timeline.iter().filter(|s| s.p50_ms > 0.0).map(|s| (s.second as f64 + 0.5, s.p50_ms)).collect();
-    let p99: Series = rush.timeline.iter().filter(|s| s.p99_ms > 0.0).map(|s| (s.second as f64 + 0.5, s.p99_ms)).collect();
+    let p50: Series =
+        rush.timeline.iter().filter(|s| s.p50_ms > 0.0).map(|s| (s.second as f64 + 0.5, s.p50_ms)).collect();
+    let p99: Series =
+        rush.timeline.iter().filter(|s| s.p99_ms > 0.0).map(|s| (s.second as f64 + 0.5, s.p99_ms)).collect();
     panel(
         &panels[1],
         "latency of the answers of each second",
@@ -108,7 +109,14 @@ pub fn draw(path: &Path, title: &str, rush: &RushReport, pipeline: Option<&Pipel
     if let Some(pipeline) = pipeline {
         let stock: Series =
             pipeline.timeline.iter().map(|s| (s.second as f64 + 0.5, s.stock_remaining as f64)).collect();
-        panel(&panels[2], "stock remaining (for sale, not yet won)", "units", end, opening, vec![("stock".into(), BLACK, stock)])?;
+        panel(
+            &panels[2],
+            "stock remaining (for sale, not yet won)",
+            "units",
+            end,
+            opening,
+            vec![("stock".into(), BLACK, stock)],
+        )?;
         let decisions: Series = pipeline.timeline.iter().map(|s| (s.second as f64 + 0.5, s.decisions as f64)).collect();
         let gifts: Series = pipeline.timeline.iter().map(|s| (s.second as f64 + 0.5, s.gifts as f64)).collect();
         panel(

@@ -200,13 +200,7 @@ pub fn memory(watched: &[(String, u32)]) -> Vec<ServiceMemory> {
         .iter()
         .filter_map(|(name, pid)| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let kib: f64 = status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
+            let kib: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
             Some(ServiceMemory { name: name.clone(), pid: *pid, peak_rss_mib: kib / 1024.0 })
         })
         .collect()

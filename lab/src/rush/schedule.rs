@@ -45,7 +45,12 @@ impl Schedule {
         let n = requests as f64;
         if n >= slopes {
             let hold = (n - slopes) / peak;
-            Schedule { shape: Shape { peak_rate: peak, ..shape }, requests, hold: Duration::from_secs_f64(hold), scale: 1.0 }
+            Schedule {
+                shape: Shape { peak_rate: peak, ..shape },
+                requests,
+                hold: Duration::from_secs_f64(hold),
+                scale: 1.0,
+            }
         } else {
             // Both slopes with the peak lowered: n = peak·s · (ramp+decline)·s / 2.
             let scale = (n / slopes).sqrt();

@@ -56,7 +56,8 @@ pub fn pipeline_topics(topics: &Topics, layout: Layout) -> Vec<TopicSpec> {
         _ => Some(1),
     };
     let configs = |log: &topology::LogPolicy| {
-        let mut configs: Vec<(&'static str, String)> = min_isr.map(|n| ("min.insync.replicas", n.to_string())).into_iter().collect();
+        let mut configs: Vec<(&'static str, String)> =
+            min_isr.map(|n| ("min.insync.replicas", n.to_string())).into_iter().collect();
         configs.extend([
             ("retention.ms", log.retention_ms.to_string()),
             // A batch stays in the codec its producer chose (a partner's zstd too).

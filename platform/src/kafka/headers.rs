@@ -43,9 +43,7 @@ impl RecordContext {
     pub fn caused(&self) -> Self {
         let parent = TraceParent::parse(&self.traceparent);
         let current = TraceParent::current().filter(|c| parent.is_some_and(|p| p.trace_id == c.trace_id));
-        let trace = current
-            .or_else(|| parent.map(|t| t.child()))
-            .unwrap_or_else(TraceParent::new_root);
+        let trace = current.or_else(|| parent.map(|t| t.child())).unwrap_or_else(TraceParent::new_root);
         Self {
             message_id: Uuid::new_v4().to_string(),
             correlation_id: self.correlation_id.clone(),

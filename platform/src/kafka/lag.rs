@@ -175,7 +175,11 @@ pub fn lag_of<C: Consumer>(
 
 /// Where `group` (the full name, prefix included) stands on every partition
 /// of `topics`, read on the blocking pool.
-pub async fn group_lag(settings: &KafkaSettings, group: &str, topics: &[&str]) -> Result<Vec<PartitionLag>, KafkaError> {
+pub async fn group_lag(
+    settings: &KafkaSettings,
+    group: &str,
+    topics: &[&str],
+) -> Result<Vec<PartitionLag>, KafkaError> {
     let settings = settings.clone();
     let group = group.to_string();
     let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();

@@ -9,7 +9,9 @@ pub mod lag;
 pub mod log_reader;
 pub mod producer;
 
-pub use consumer::{BatchHandler, BatchOutcome, ConsumerError, ConsumerLoop, DeadLetter, Delivery, HandlerError, Order, Record};
+pub use consumer::{
+    BatchHandler, BatchOutcome, ConsumerError, ConsumerLoop, DeadLetter, Delivery, HandlerError, Order, Record,
+};
 pub use headers::RecordContext;
 pub use log_reader::LogReader;
 pub use producer::{encode_event, EventProducer, OutRecord, ProduceError, RawRecord, RecordSender};

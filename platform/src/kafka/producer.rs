@@ -173,10 +173,8 @@ impl RecordSender {
             Some(own) => record.context.sent_from(own),
             None => record.context.clone(),
         };
-        let mut future_record = FutureRecord::to(&record.topic)
-            .key(&record.key)
-            .payload(&record.payload)
-            .headers(context.to_headers());
+        let mut future_record =
+            FutureRecord::to(&record.topic).key(&record.key).payload(&record.payload).headers(context.to_headers());
         if let Some(timestamp) = record.timestamp_ms {
             future_record = future_record.timestamp(timestamp);
         }
@@ -214,10 +212,7 @@ impl RecordSender {
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
     {
-        self.producer
-            .send(record, self.queue_timeout)
-            .await
-            .map_err(|(error, _)| error)
+        self.producer.send(record, self.queue_timeout).await.map_err(|(error, _)| error)
     }
 }
 
@@ -283,11 +278,7 @@ impl EventProducer {
 
     /// Wraps an existing producer (e.g. a transactional one).
     pub fn from_parts(producer: FutureProducer, codec: Codec, settings: &KafkaSettings) -> Self {
-        Self {
-            sender: RecordSender::new(producer, settings.delivery_timeout()),
-            codec,
-            topics: settings.topics(),
-        }
+        Self { sender: RecordSender::new(producer, settings.delivery_timeout()), codec, topics: settings.topics() }
     }
 
     pub fn topics(&self) -> &Topics {

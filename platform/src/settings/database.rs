@@ -163,17 +163,25 @@ mod tests {
         let local = DatabaseSettings::default().for_principal(Environment::Local, Principal::INGEST);
         assert_eq!(local.user.as_deref(), Some("firstcome_ingest"));
         assert_eq!(local.password.as_ref().map(|p| p.expose_secret()), Some("firstcome_ingest"));
-        assert_eq!(DatabaseSettings::default().for_principal(Environment::Local, Principal::ADMIN).user.as_deref(), Some("firstcome"));
+        assert_eq!(
+            DatabaseSettings::default().for_principal(Environment::Local, Principal::ADMIN).user.as_deref(),
+            Some("firstcome")
+        );
         let production = DatabaseSettings::default().for_principal(Environment::Production, Principal::INGEST);
         assert_eq!(production.user, None, "outside local nothing is filled in");
         // Credentials a deployment configured are kept.
-        let named = DatabaseSettings { url: SecretString::from("postgres://app:pw@db/firstcome"), ..Default::default() };
+        let named =
+            DatabaseSettings { url: SecretString::from("postgres://app:pw@db/firstcome"), ..Default::default() };
         assert_eq!(named.for_principal(Environment::Local, Principal::INGEST).user, None);
     }
 
     #[test]
     fn credentials_are_dropped_from_a_url() {
-        let db = DatabaseSettings { url: SecretString::from("postgres://a:b@h:1/d?x=y"), user: Some("u".into()), ..Default::default() };
+        let db = DatabaseSettings {
+            url: SecretString::from("postgres://a:b@h:1/d?x=y"),
+            user: Some("u".into()),
+            ..Default::default()
+        };
         let bare = db.without_credentials();
         assert_eq!(bare.url.expose_secret(), "postgres://h:1/d?x=y");
         assert_eq!(bare.user, None);

@@ -87,9 +87,11 @@ impl Environment {
     /// role given apart from its URL), when set, is not one of the stack's.
     pub fn check_password(self, name: &str, password: Option<&SecretString>) -> Result<(), SettingsError> {
         match password {
-            Some(password) if !self.is_local() && STACK_PASSWORDS.contains(&password.expose_secret()) => Err(
-                SettingsError::Invalid(format!("{name} is the local stack's default password (environment = production)")),
-            ),
+            Some(password) if !self.is_local() && STACK_PASSWORDS.contains(&password.expose_secret()) => {
+                Err(SettingsError::Invalid(format!(
+                    "{name} is the local stack's default password (environment = production)"
+                )))
+            }
             _ => Ok(()),
         }
     }
@@ -140,9 +142,9 @@ impl Environment {
             ))),
             // A password from PGPASSWORD/.pgpass or a client certificate is fine;
             // a keyword-style URL is checked for the same defaults.
-            _ if STACK_PASSWORDS.iter().any(|p| url.contains(&format!("password={p}"))) => Err(
-                SettingsError::Invalid(format!("{name} uses the local stack's default password (environment = production)")),
-            ),
+            _ if STACK_PASSWORDS.iter().any(|p| url.contains(&format!("password={p}"))) => Err(SettingsError::Invalid(
+                format!("{name} uses the local stack's default password (environment = production)"),
+            )),
             _ => Ok(()),
         }
     }
@@ -186,7 +188,8 @@ mod tests {
             assert!(refused.is_err(), "{}", url.expose_secret());
             assert!(!refused.unwrap_err().to_string().contains("firstcome@"), "the error names no URL");
         }
-        for url in ["postgres://app:Zq9-long-random@db.internal:5432/firstcome", "postgres://app@db.internal/firstcome"] {
+        for url in ["postgres://app:Zq9-long-random@db.internal:5432/firstcome", "postgres://app@db.internal/firstcome"]
+        {
             assert!(prod.check_database_url("database.url", &SecretString::from(url)).is_ok(), "{url}");
         }
     }
@@ -207,11 +210,16 @@ mod tests {
         let prod = Environment::Production;
         let redis = RedisSettings::default().for_principal(Environment::Local, Principal::INGEST);
         assert!(prod.check_redis("redis", &redis).is_err());
-        let in_url = RedisSettings { url: "redis://ingest:firstcome_ingest@10.0.0.5:6379".into(), ..Default::default() };
+        let in_url =
+            RedisSettings { url: "redis://ingest:firstcome_ingest@10.0.0.5:6379".into(), ..Default::default() };
         assert!(prod.check_redis("redis", &in_url).is_err());
         let kafka = KafkaSettings::default().for_principal(Environment::Local, Principal::STOCK);
         assert!(prod.check_kafka("kafka", &kafka).is_err());
-        let own = KafkaSettings { username: Some("stock".into()), password: Some("Zq9-long-random".into()), ..Default::default() };
+        let own = KafkaSettings {
+            username: Some("stock".into()),
+            password: Some("Zq9-long-random".into()),
+            ..Default::default()
+        };
         assert!(prod.check_kafka("kafka", &own).is_ok());
         assert!(Environment::Local.check_kafka("kafka", &kafka).is_ok());
     }

@@ -290,9 +290,10 @@ mod tests {
         }
         let variables: config::Map<String, String> =
             variables.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let loaded: Service = super::super::layered(&Service::default(), super::super::environment().source(Some(variables)))
-            .and_then(|c| Ok(c.try_deserialize()?))
-            .expect("loaded");
+        let loaded: Service =
+            super::super::layered(&Service::default(), super::super::environment().source(Some(variables)))
+                .and_then(|c| Ok(c.try_deserialize()?))
+                .expect("loaded");
         loaded.kafka
     }
 
@@ -329,13 +330,11 @@ mod tests {
 
     #[test]
     fn registry_credentials_come_from_the_environment_one_field_each() {
-        let variables: config::Map<String, String> = [
-            ("FIRSTCOME_REGISTRY__USERNAME", "api-key"),
-            ("FIRSTCOME_REGISTRY__PASSWORD", "s3cret"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let variables: config::Map<String, String> =
+            [("FIRSTCOME_REGISTRY__USERNAME", "api-key"), ("FIRSTCOME_REGISTRY__PASSWORD", "s3cret")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         #[derive(Default, Serialize, Deserialize)]
         struct Service {
             registry: RegistrySettings,

@@ -106,7 +106,10 @@ mod tests {
         let kafka: BTreeSet<String> = Principal::ALL.iter().map(|p| p.kafka_user().to_string()).collect();
         assert_eq!(bash_array(&script, "KAFKA_SCRAM_USERS"), kafka, "the SCRAM users");
         assert_eq!(bash_array(&script, "PG_SERVICE_ROLES"), service_roles(), "the service roles");
-        assert!(script.contains(&format!("\nPG_USER={}\n", Principal::ADMIN.database_role())), "the owner is the admin");
+        assert!(
+            script.contains(&format!("\nPG_USER={}\n", Principal::ADMIN.database_role())),
+            "the owner is the admin"
+        );
         // Every login's local password is the one a service fills in.
         assert!(script.contains("password=firstcome_$user"), "SCRAM passwords are firstcome_<name>");
         assert_eq!(Principal::ADMIN.local_password(), "firstcome_admin");
@@ -131,7 +134,8 @@ mod tests {
             assert_eq!(password, principal.local_password(), "{name}'s local password");
             users.insert(name.to_string());
         }
-        let expected: BTreeSet<String> = Principal::ALL.iter().filter_map(|p| p.redis_user()).map(String::from).collect();
+        let expected: BTreeSet<String> =
+            Principal::ALL.iter().filter_map(|p| p.redis_user()).map(String::from).collect();
         assert_eq!(users, expected);
     }
 
@@ -160,7 +164,8 @@ mod tests {
         assert_eq!(roles_in(&compose), service_roles(), "compose creates each service role");
         for principal in Principal::ALL.iter().filter(|p| **p != Principal::ADMIN) {
             let role = principal.database_role();
-            assert!(compose.contains(&format!("CREATE ROLE {role} LOGIN PASSWORD '{}'", principal.local_database_password())));
+            assert!(compose
+                .contains(&format!("CREATE ROLE {role} LOGIN PASSWORD '{}'", principal.local_database_password())));
         }
     }
 }

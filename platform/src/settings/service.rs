@@ -72,7 +72,8 @@ pub trait ServiceSettings: Serialize + DeserializeOwned + Default + Clone {
     /// line says so at start. `explicit`: the environment was configured.
     fn check_listeners(&self, explicit: bool) -> Result<(), SettingsError> {
         let environment = self.environment();
-        let sections = serde_json::to_value(self).map_err(|e| SettingsError::Invalid(format!("settings as JSON: {e}")))?;
+        let sections =
+            serde_json::to_value(self).map_err(|e| SettingsError::Invalid(format!("settings as JSON: {e}")))?;
         let listeners = sections.as_object().into_iter().flatten().filter_map(|(name, section)| {
             let host = section.get("host")?.as_str()?;
             section.get("port")?.as_u64().map(|_| (name, host))

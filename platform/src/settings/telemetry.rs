@@ -24,6 +24,10 @@ pub enum LogFormat {
 
 impl Default for TelemetrySettings {
     fn default() -> Self {
-        Self { log_filter: "info,rdkafka=warn".into(), log_format: LogFormat::Pretty, trace_filter: "info,rdkafka=off".into() }
+        Self {
+            log_filter: "info,rdkafka=warn".into(),
+            log_format: LogFormat::Pretty,
+            trace_filter: "info,rdkafka=off".into(),
+        }
     }
 }

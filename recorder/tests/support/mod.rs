@@ -13,7 +13,9 @@ use platform::kafka::{EventProducer, OutRecord, RecordContext};
 use platform::settings::HttpSettings;
 use platform::CancellationToken;
 use recorder::{Application, Settings};
-use schemas::{ClientInfo, DispatchStatus, GiftDispatch, Outcome, StockDecision, SurveyAnswer, SurveySubmitted, Topics};
+use schemas::{
+    ClientInfo, DispatchStatus, GiftDispatch, Outcome, StockDecision, SurveyAnswer, SurveySubmitted, Topics,
+};
 use testkit::{Lag, TestEnv};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -36,7 +38,8 @@ impl TestStack {
         let mut kafka = kit.kafka.clone();
         // Small batches: records of one entry land in different batches.
         kafka.batch_max_records = 7;
-        let producer = EventProducer::new(&testkit::kafka_admin(&kafka), kit.codec(), "recorder-test").expect("producer");
+        let producer =
+            EventProducer::new(&testkit::kafka_admin(&kafka), kit.codec(), "recorder-test").expect("producer");
         let settings = Settings {
             kafka,
             registry: kit.registry.clone(),
@@ -51,7 +54,11 @@ impl TestStack {
     /// The recorder's settings as the operator's (`firstcome rebuild projections`
     /// runs as the database owner and the Kafka admin: it creates a schema).
     pub fn admin_settings(&self) -> Settings {
-        Settings { database: self.kit.admin_database(), kafka: testkit::kafka_admin(&self.settings.kafka), ..self.settings.clone() }
+        Settings {
+            database: self.kit.admin_database(),
+            kafka: testkit::kafka_admin(&self.settings.kafka),
+            ..self.settings.clone()
+        }
     }
 
     pub fn topics(&self) -> Topics {
@@ -91,7 +98,13 @@ impl TestStack {
                 Produce::Decision(d) => self.producer.publish(d, context).await,
                 Produce::Dispatch(d) => self.producer.publish(d, context).await,
                 Produce::Raw { topic, payload } => {
-                    let raw = OutRecord { topic: topic.clone(), key: "poison".into(), payload: payload.clone(), context, timestamp_ms: None };
+                    let raw = OutRecord {
+                        topic: topic.clone(),
+                        key: "poison".into(),
+                        payload: payload.clone(),
+                        context,
+                        timestamp_ms: None,
+                    };
                     self.producer.send(&raw).await
                 }
             };
@@ -246,7 +259,6 @@ pub async fn movements(pool: &Pool) -> HashMap<(Uuid, String), (String, Option<i
         .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
         .collect()
 }
-
 
 /// Waits until `/metrics` shows that the group retried a batch.
 pub async fn wait_for_retries(port: u16, group: &str) {

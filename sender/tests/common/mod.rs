@@ -141,11 +141,7 @@ impl TestEnv {
     /// The guard's counter of `event_id`.
     pub async fn payout_claimed(&self, event_id: &str) -> i32 {
         let client = self.pool.get().await.unwrap();
-        client
-            .query_one("SELECT payout_claimed FROM events WHERE event_id = $1", &[&event_id])
-            .await
-            .unwrap()
-            .get(0)
+        client.query_one("SELECT payout_claimed FROM events WHERE event_id = $1", &[&event_id]).await.unwrap().get(0)
     }
 
     /// The decisions dead-lettered to `stock-decided.dlq`, once `count` are there.
@@ -264,7 +260,11 @@ impl TestEnv {
         })
         .await;
         let events = read.into_inner().unwrap();
-        assert!(done, "{topic} not as expected within {timeout:?} (outbox drained and enough): got {} records", events.len());
+        assert!(
+            done,
+            "{topic} not as expected within {timeout:?} (outbox drained and enough): got {} records",
+            events.len()
+        );
         events
     }
 

@@ -65,7 +65,10 @@ async fn dead_letters_are_listed_and_replayed_once_without_their_error_headers()
     // A new dead letter is replayed by the next run, and only it.
     producer
         .send(
-            FutureRecord::to(&Topics::dlq(&source)).key("member-7").payload("later bytes").headers(dead_letter_headers("stock", 43)),
+            FutureRecord::to(&Topics::dlq(&source))
+                .key("member-7")
+                .payload("later bytes")
+                .headers(dead_letter_headers("stock", 43)),
             Duration::from_secs(5),
         )
         .await
@@ -89,7 +92,11 @@ async fn send(producer: &FutureProducer, topic: &str, partition: i32, n: usize) 
         let key = format!("member-{partition}-{i}");
         producer
             .send(
-                FutureRecord::to(topic).partition(partition).key(&key).payload("bytes").headers(dead_letter_headers("stock", i)),
+                FutureRecord::to(topic)
+                    .partition(partition)
+                    .key(&key)
+                    .payload("bytes")
+                    .headers(dead_letter_headers("stock", i)),
                 Duration::from_secs(10),
             )
             .await
@@ -129,12 +136,10 @@ async fn show_returns_every_committed_dead_letter_every_time_whatever_the_transa
     let shown = dlq::show(&env.kafka_admin(), &source, usize::MAX).await.expect("show");
     assert_eq!(shown.len(), 15, "10 plain + 5 committed, none aborted or in flight: {shown:?}");
     assert!(shown.iter().all(|d| d.partition != 2), "aborted dead letters are not shown");
-    let busy = tokio::task::spawn_blocking(move || {
-        busy.commit_transaction(Duration::from_secs(30)).map(|()| busy)
-    })
-    .await
-    .expect("join")
-    .expect("commit");
+    let busy = tokio::task::spawn_blocking(move || busy.commit_transaction(Duration::from_secs(30)).map(|()| busy))
+        .await
+        .expect("join")
+        .expect("commit");
 
     for round in 0..3 {
         let again = dlq::show(&env.kafka_admin(), &source, usize::MAX).await.expect("show");

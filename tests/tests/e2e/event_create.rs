@@ -63,7 +63,8 @@ async fn a_create_that_failed_at_redis_leaves_a_scheduled_row_and_completes_when
     assert_eq!(status(&env, &event.event_id).await.as_deref(), Some("open"));
     let meta = EventMeta::load(&mut redis, &event.event_id).await.expect("meta").expect("the event is live");
     assert_eq!((meta.for_sale, meta.status), (3, EventStatus::Open));
-    let stock: i64 = redis::cmd("GET").arg(EventKeys::new(&event.event_id).stock).query_async(&mut redis).await.expect("GET");
+    let stock: i64 =
+        redis::cmd("GET").arg(EventKeys::new(&event.event_id).stock).query_async(&mut redis).await.expect("GET");
     assert_eq!(stock, 3);
     let view = event::show(&env.cli(), &event.event_id).await.expect("show");
     assert_eq!((view.total, view.for_sale, view.ledger_issued), (4, 3, 0), "one ledger");
@@ -90,9 +91,18 @@ async fn a_create_that_stopped_before_opening_keeps_the_live_keys_and_opens_the_
         .await
         .expect("back to scheduled");
     let _: () = redis::pipe()
-        .cmd("HSET").arg(&keys.winners).arg(&crowd.eligible[0]).arg(1).ignore()
-        .cmd("PEXPIRE").arg(&keys.winners).arg(3_600_000).ignore()
-        .cmd("DECR").arg(&keys.stock).ignore()
+        .cmd("HSET")
+        .arg(&keys.winners)
+        .arg(&crowd.eligible[0])
+        .arg(1)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(&keys.winners)
+        .arg(3_600_000)
+        .ignore()
+        .cmd("DECR")
+        .arg(&keys.stock)
+        .ignore()
         .query_async(&mut redis)
         .await
         .expect("a win");

@@ -58,7 +58,8 @@ async fn a_restored_redis_pays_nobody_twice_and_never_past_the_stock() {
     let LostSecond { env, pipeline, event_id, crowd, mut accepted, mut redis } = lose_the_last_batch(2).await;
 
     // While the loss exists, reconcile reports it.
-    let while_lost = reconcile::run(&env.cli(), &event_id, Some(&pipeline.provider_url), false).await.expect("reconcile");
+    let while_lost =
+        reconcile::run(&env.cli(), &event_id, Some(&pipeline.provider_url), false).await.expect("reconcile");
     assert!(!while_lost.report.all_hold(), "reconcile must report the lost second: {:?}", while_lost.report.tally);
 
     // A repeat member of the lost batch (Redis forgot their mark) and three
@@ -85,13 +86,20 @@ async fn a_restored_redis_pays_nobody_twice_and_never_past_the_stock() {
     assert_eq!(t.provider_gifts, 5, "never past the stock: {t:?}");
     assert_eq!(t.sent, 5, "{t:?}");
 
-    assert_eq!(t.entries as usize, accepted.len(), "every 202 entry is recorded, the repeat member's second one too: {t:?}");
+    assert_eq!(
+        t.entries as usize,
+        accepted.len(),
+        "every 202 entry is recorded, the repeat member's second one too: {t:?}"
+    );
 
     // Every gift went to a distinct member; the repeat member has one.
     let stores = audit::Stores::connect(&env.admin_database(), &env.redis_admin()).await.expect("stores");
     let db = stores.db().await.expect("db");
     let rows = db
-        .query("SELECT user_id, count(*) FROM gift_dispatches WHERE event_id = $1 AND status = 'SENT' GROUP BY user_id", &[&event_id])
+        .query(
+            "SELECT user_id, count(*) FROM gift_dispatches WHERE event_id = $1 AND status = 'SENT' GROUP BY user_id",
+            &[&event_id],
+        )
         .await
         .expect("dispatches");
     let per_member: HashMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
@@ -128,14 +136,16 @@ async fn rebuild_redis_restores_the_lost_batch_from_the_log() {
     let checked = audit::check(&stores, &event_id, &accepted, Some(&pipeline.provider_url)).await.expect("check");
     pipeline.stop().await;
     assert!(checked.all_hold(), "after the rebuild, before any new entry: {:#?}", checked.failing());
-    let status: Option<String> = redis::cmd("HGET").arg(&keys.meta).arg("status").query_async(&mut redis).await.expect("status");
+    let status: Option<String> =
+        redis::cmd("HGET").arg(&keys.meta).arg("status").query_async(&mut redis).await.expect("status");
     // Every unit is held, yet the line still admits (5 tickets of 5 + 100):
     // sold out means the tickets reached the units plus the line's depth.
     assert_eq!(status.as_deref(), Some("open"));
     let issued: i64 = redis::cmd("GET").arg(&keys.ticket).query_async(&mut redis).await.expect("ticket");
     assert_eq!(issued, 5, "the ticket counter came back from the log");
     // The first-entry marks are back: a winner of the lost batch gets 409.
-    let entered: HashMap<String, String> = redis::cmd("HGETALL").arg(&keys.entered).query_async(&mut redis).await.expect("entered");
+    let entered: HashMap<String, String> =
+        redis::cmd("HGETALL").arg(&keys.entered).query_async(&mut redis).await.expect("entered");
     assert_eq!(entered.len(), 5, "{entered:?}");
 }
 
@@ -150,12 +160,14 @@ async fn rebuild_redis_restores_an_event_lost_whole_and_refuses_an_unknown_one()
     let event_id = open_event(&env, &seeded, 2, 0).await;
     let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
     let keys = EventKeys::new(&event_id);
-    let eligible_before: Vec<String> = redis::cmd("SMEMBERS").arg(&keys.eligible).query_async(&mut redis).await.expect("eligible");
+    let eligible_before: Vec<String> =
+        redis::cmd("SMEMBERS").arg(&keys.eligible).query_async(&mut redis).await.expect("eligible");
     let () = redis::cmd("DEL").arg(&keys.all()[..]).query_async(&mut redis).await.expect("DEL");
 
     let report = rebuild::redis::rebuild(&env.cli(), &event_id).await.expect("rebuilt");
     assert_eq!(report.stock_after, 2, "{report:?}");
-    let mut eligible: Vec<String> = redis::cmd("SMEMBERS").arg(&keys.eligible).query_async(&mut redis).await.expect("eligible");
+    let mut eligible: Vec<String> =
+        redis::cmd("SMEMBERS").arg(&keys.eligible).query_async(&mut redis).await.expect("eligible");
     let mut expected = eligible_before.clone();
     eligible.sort();
     expected.sort();
@@ -166,6 +178,7 @@ async fn rebuild_redis_restores_an_event_lost_whole_and_refuses_an_unknown_one()
     let unknown = format!("ev-{}", uuid::Uuid::new_v4());
     let refused = rebuild::redis::rebuild(&env.cli(), &unknown).await.expect_err("unknown event");
     assert!(refused.to_string().contains("no event"), "{refused:#}");
-    let written: i64 = redis::cmd("EXISTS").arg(&EventKeys::new(&unknown).all()[..]).query_async(&mut redis).await.expect("EXISTS");
+    let written: i64 =
+        redis::cmd("EXISTS").arg(&EventKeys::new(&unknown).all()[..]).query_async(&mut redis).await.expect("EXISTS");
     assert_eq!(written, 0);
 }

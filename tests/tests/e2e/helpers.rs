@@ -53,8 +53,14 @@ impl EventSnapshot {
         for (key, value) in &self.0 {
             match value {
                 Some((bytes, ttl)) => {
-                    let _: () = redis::cmd("RESTORE").arg(key).arg(*ttl).arg(bytes.as_slice()).arg("REPLACE")
-                        .query_async(conn).await.expect("RESTORE");
+                    let _: () = redis::cmd("RESTORE")
+                        .arg(key)
+                        .arg(*ttl)
+                        .arg(bytes.as_slice())
+                        .arg("REPLACE")
+                        .query_async(conn)
+                        .await
+                        .expect("RESTORE");
                 }
                 None => {
                     let _: () = redis::cmd("DEL").arg(key).query_async(conn).await.expect("DEL");

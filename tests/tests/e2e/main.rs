@@ -11,7 +11,7 @@ mod member_replica;
 mod outage;
 mod pipeline;
 mod pipeline_harness;
+mod projections;
 mod reconcile;
 mod redis_failover;
-mod projections;
 mod registry;

@@ -29,7 +29,8 @@ static STANDBY2: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Runs `stack/bin/stack <args>`; panics with its output when it fails.
 pub async fn stack(args: &[&str]) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../stack/bin/stack");
-    let output = tokio::process::Command::new("bash").arg(&script).args(args).output().await.expect("stack script runs");
+    let output =
+        tokio::process::Command::new("bash").arg(&script).args(args).output().await.expect("stack script runs");
     assert!(
         output.status.success(),
         "stack {args:?} failed:\n{}{}",
@@ -42,7 +43,14 @@ pub async fn stack(args: &[&str]) {
 async fn env_on_standby2() -> TestEnv {
     stack(&["up", "member-standby2"]).await;
     // A test that failed half-way may have left its replay paused.
-    standby2_admin().await.get().await.expect("standby2").batch_execute("SELECT pg_wal_replay_resume()").await.expect("resumed");
+    standby2_admin()
+        .await
+        .get()
+        .await
+        .expect("standby2")
+        .batch_execute("SELECT pg_wal_replay_resume()")
+        .await
+        .expect("resumed");
     let mut env = TestEnv::new().await;
     env.replica.url = SecretString::from(STANDBY2_URL);
     env
@@ -67,11 +75,14 @@ async fn a_phone_changed_on_the_primary_is_used_once_the_standby_replayed_it() {
     let crowd = seed_crowd(&env, 3, 0).await;
     let member = crowd.eligible[0].clone();
     let new_phone = "010-9876-5432";
-    members::set_phone(&env.member_primary, &env.replica, &member, new_phone).await.expect("phone changed on the primary");
+    members::set_phone(&env.member_primary, &env.replica, &member, new_phone)
+        .await
+        .expect("phone changed on the primary");
 
     // The pipeline's own database has no member rows at all: a phone can only come from the replica.
     let own = platform::db::pool(&env.admin_database()).expect("pool");
-    let absent: bool = own.get().await.unwrap().query_one("SELECT to_regclass('members') IS NULL", &[]).await.unwrap().get(0);
+    let absent: bool =
+        own.get().await.unwrap().query_one("SELECT to_regclass('members') IS NULL", &[]).await.unwrap().get(0);
     assert!(absent, "members live in the member database only");
 
     let event_id = open_event(&env, &crowd, 3, 0).await;
@@ -110,12 +121,19 @@ async fn with_the_standby_stopped_a_won_is_retried_never_failed_and_sent_once_it
     })
     .await;
     let claims = count(&own, "SELECT count(*) FROM payout_claims WHERE event_id = $1", &event_id).await;
-    let won = count(&own, "SELECT count(*) FROM event_entries WHERE event_id = $1 AND outcome = 'WON'", &event_id).await;
+    let won =
+        count(&own, "SELECT count(*) FROM event_entries WHERE event_id = $1 AND outcome = 'WON'", &event_id).await;
     // The outage lasts a few more seconds, through several retries of the batch.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let dispatched = count(&own, "SELECT count(*) FROM gift_dispatches WHERE event_id = $1", &event_id).await;
-    let settled = count(&own, "SELECT count(*) FROM event_entries WHERE event_id = $1 AND status IN ('sent','failed')", &event_id).await;
-    let released = count(&own, "SELECT count(*) FROM payout_claims WHERE event_id = $1 AND status <> 'claimed'", &event_id).await;
+    let settled = count(
+        &own,
+        "SELECT count(*) FROM event_entries WHERE event_id = $1 AND status IN ('sent','failed')",
+        &event_id,
+    )
+    .await;
+    let released =
+        count(&own, "SELECT count(*) FROM payout_claims WHERE event_id = $1 AND status <> 'claimed'", &event_id).await;
     stack(&["up", "member-standby2"]).await;
 
     assert!(claimed, "a WON reached the sender and was claimed: {claims} claims, {won} WONs recorded");
@@ -178,7 +196,8 @@ async fn event_creation_loads_eligibility_from_the_standby() {
     assert_eq!(before.expect("event created while the standby lagged"), 4, "only what the standby had replayed");
     replayed.expect("the standby caught up");
     assert_eq!(after.expect("event created after the replay"), 6, "the two late buyers, once replayed");
-    let eligible: HashSet<String> = members::eligible(&env.replica, &crowd.product).await.expect("eligible").into_iter().collect();
+    let eligible: HashSet<String> =
+        members::eligible(&env.replica, &crowd.product).await.expect("eligible").into_iter().collect();
     assert!(late.iter().all(|m| eligible.contains(m)));
     assert!(crowd.ineligible.iter().all(|m| !eligible.contains(m)));
 }

@@ -33,7 +33,8 @@ impl OwnRedis {
             .spawn()
             .expect("redis-server runs");
         let settings = RedisSettings { url: format!("redis://127.0.0.1:{port}"), ..Default::default() };
-        let admin = settings.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
+        let admin =
+            settings.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
         let up = wait_until(Duration::from_secs(10), || async {
             match platform::redis::connect(&admin).await {
                 Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
@@ -104,10 +105,15 @@ async fn with_redis_down_ingest_answers_503_and_writes_nothing() {
     // Kafka holds the accepted entry and nothing of the refused member (read to the
     // watermarks: the 503 was answered before any produce). A retried publish may have put
     // the one entry there twice, under its one entry id.
-    let submitted: Vec<SurveySubmitted> = testkit::read_events(&env.kafka, &env.codec(), &env.topics().survey_submitted).await;
+    let submitted: Vec<SurveySubmitted> =
+        testkit::read_events(&env.kafka, &env.codec(), &env.topics().survey_submitted).await;
     assert!(!submitted.is_empty(), "the accepted entry is in the log");
     for record in &submitted {
-        assert_eq!((record.user_id.as_str(), record.entry_id.as_str()), ("m-1", entry_id.as_str()), "the 503 entry never reached Kafka");
+        assert_eq!(
+            (record.user_id.as_str(), record.entry_id.as_str()),
+            ("m-1", entry_id.as_str()),
+            "the 503 entry never reached Kafka"
+        );
     }
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), running).await;

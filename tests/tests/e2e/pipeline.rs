@@ -79,7 +79,8 @@ async fn refused_phones_return_their_units_to_later_entrants() {
     let members_db = members_pool.get().await.expect("member replica");
     let mut refused_phones = Vec::new();
     for member in &refused_members {
-        let row = members_db.query_one("SELECT phone FROM members WHERE member_id = $1", &[member]).await.expect("phone");
+        let row =
+            members_db.query_one("SELECT phone FROM members WHERE member_id = $1", &[member]).await.expect("phone");
         refused_phones.push(row.get::<_, String>(0));
     }
     let event_id = open_event(&env, &crowd, 50, 5).await;
@@ -114,10 +115,8 @@ async fn refused_phones_return_their_units_to_later_entrants() {
         unit: Option<i32>,
         ticket: Option<i64>,
     }
-    let rows: Vec<Row> = rows
-        .iter()
-        .map(|r| Row { user: r.get(1), status: r.get(2), unit: r.get(3), ticket: r.get(4) })
-        .collect();
+    let rows: Vec<Row> =
+        rows.iter().map(|r| Row { user: r.get(1), status: r.get(2), unit: r.get(3), ticket: r.get(4) }).collect();
     assert_eq!(rows.len(), first.count(202), "one row per accepted entry");
     let tickets: Vec<i64> = rows.iter().filter_map(|r| r.ticket).collect();
     assert_eq!(tickets, (1..=rows.len() as i64).collect::<Vec<_>>(), "one ticket per entry, none missing");
@@ -201,8 +200,14 @@ async fn after_the_last_unit_every_ingest_instance_answers_410_within_a_second()
             if switched.contains_key(url) {
                 continue;
             }
-            let state: serde_json::Value =
-                http.get(format!("{url}/api/events/{event_id}")).send().await.expect("state").json().await.expect("json");
+            let state: serde_json::Value = http
+                .get(format!("{url}/api/events/{event_id}"))
+                .send()
+                .await
+                .expect("state")
+                .json()
+                .await
+                .expect("json");
             if state["status"] != "sold_out" {
                 continue;
             }
@@ -244,14 +249,17 @@ async fn reconcile_finds_a_drifted_counter_and_repairs_it_from_the_decision_log(
 
     let settings = env.cli();
     let provider = pipeline.provider_url.clone();
-    let found = firstcome_cli::commands::reconcile::run(&settings, &event_id, Some(&provider), false).await.expect("reconcile");
+    let found =
+        firstcome_cli::commands::reconcile::run(&settings, &event_id, Some(&provider), false).await.expect("reconcile");
     assert!(!found.report.all_hold(), "the drift is reported");
     assert!(found.report.failing().iter().any(|c| c.name.starts_with('5')));
     assert_eq!(found.repaired_stock, None, "nothing repaired without --repair");
 
-    let repaired = firstcome_cli::commands::reconcile::run(&settings, &event_id, Some(&provider), true).await.expect("repair");
+    let repaired =
+        firstcome_cli::commands::reconcile::run(&settings, &event_id, Some(&provider), true).await.expect("repair");
     assert_eq!(repaired.repaired_stock, Some(0), "set back to for sale - held");
-    let after = firstcome_cli::commands::reconcile::run(&settings, &event_id, Some(&provider), false).await.expect("reconcile");
+    let after =
+        firstcome_cli::commands::reconcile::run(&settings, &event_id, Some(&provider), false).await.expect("reconcile");
     assert!(after.report.all_hold(), "{:#?}", after.report.failing());
     let ttl: i64 = redis::cmd("PTTL").arg(&keys.stock).query_async(&mut redis).await.expect("ttl");
     assert!(ttl > 0, "the counter keeps its expiry");

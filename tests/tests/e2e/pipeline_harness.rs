@@ -7,8 +7,8 @@ use platform::settings::HttpSettings;
 use platform::CancellationToken;
 use tokio::task::JoinHandle;
 
-use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
 use audit::{Accepted, InvariantReport};
+use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
 use firstcome_cli::commands::members::{self, SeedPlan};
 use firstcome_lab::rush::{self, RushPlan, RushReport};
 
@@ -26,7 +26,12 @@ pub struct Topology {
 
 impl Default for Topology {
     fn default() -> Self {
-        Self { ingest_instances: 1, instances_per_group: 1, faults: provider_sim::Faults::default(), provider_timeout_ms: 500 }
+        Self {
+            ingest_instances: 1,
+            instances_per_group: 1,
+            faults: provider_sim::Faults::default(),
+            provider_timeout_ms: 500,
+        }
     }
 }
 
@@ -148,7 +153,12 @@ pub async fn seed_crowd(env: &TestEnv, eligible: usize, ineligible: usize) -> Cr
     let others = members::seed(
         &env.member_primary,
         &env.replica,
-        &SeedPlan { count: ineligible, id_prefix: format!("i{tag}-"), product_id: product.clone(), eligible_ratio: 0.0 },
+        &SeedPlan {
+            count: ineligible,
+            id_prefix: format!("i{tag}-"),
+            product_id: product.clone(),
+            eligible_ratio: 0.0,
+        },
     )
     .await
     .expect("seed ineligible");
@@ -214,9 +224,8 @@ pub async fn drain(env: &TestEnv, pipeline: &Pipeline, event_id: &str, accepted:
         }
     })
     .await;
-    let report = audit::check(&stores, event_id, accepted, Some(&pipeline.provider_url))
-        .await
-        .expect("invariants checked");
+    let report =
+        audit::check(&stores, event_id, accepted, Some(&pipeline.provider_url)).await.expect("invariants checked");
     assert!(drained, "pipeline did not drain in 90 s: {:?}", report.tally);
     report
 }

@@ -22,7 +22,8 @@ async fn projections_rebuilt_from_kafka_equal_the_live_ones() {
     let members_db = members_pool.get().await.expect("member replica");
     let mut refused_phones = Vec::new();
     for member in &refused {
-        let row = members_db.query_one("SELECT phone FROM members WHERE member_id = $1", &[member]).await.expect("phone");
+        let row =
+            members_db.query_one("SELECT phone FROM members WHERE member_id = $1", &[member]).await.expect("phone");
         refused_phones.push(row.get::<_, String>(0));
     }
     let event_id = open_event(&env, &crowd, 10, 2).await;

@@ -50,8 +50,16 @@ impl Event {
     async fn accept(&mut self, member: &str) -> uuid::Uuid {
         let entry = uuid::Uuid::now_v7();
         let _: () = redis::pipe()
-            .cmd("HSET").arg(&self.keys.entered).arg(member).arg(format!("A|{entry}")).ignore()
-            .cmd("HSET").arg(&self.keys.entries).arg(entry.to_string()).arg(member).ignore()
+            .cmd("HSET")
+            .arg(&self.keys.entered)
+            .arg(member)
+            .arg(format!("A|{entry}"))
+            .ignore()
+            .cmd("HSET")
+            .arg(&self.keys.entries)
+            .arg(entry.to_string())
+            .arg(member)
+            .ignore()
             .query_async(&mut self.redis)
             .await
             .expect("marks");
@@ -89,11 +97,27 @@ impl Event {
     /// What the stock stage leaves for a WON.
     async fn decide_won(&mut self, entry: uuid::Uuid, member: &str, unit: i32) {
         let _: () = redis::pipe()
-            .cmd("HSET").arg(&self.keys.decisions).arg(entry.to_string()).arg(format!("WON|{unit}")).ignore()
-            .cmd("HSET").arg(&self.keys.winners).arg(member).arg(unit).ignore()
-            .cmd("DECR").arg(&self.keys.stock).ignore()
-            .cmd("PEXPIRE").arg(&self.keys.decisions).arg(3_600_000).ignore()
-            .cmd("PEXPIRE").arg(&self.keys.winners).arg(3_600_000).ignore()
+            .cmd("HSET")
+            .arg(&self.keys.decisions)
+            .arg(entry.to_string())
+            .arg(format!("WON|{unit}"))
+            .ignore()
+            .cmd("HSET")
+            .arg(&self.keys.winners)
+            .arg(member)
+            .arg(unit)
+            .ignore()
+            .cmd("DECR")
+            .arg(&self.keys.stock)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&self.keys.decisions)
+            .arg(3_600_000)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&self.keys.winners)
+            .arg(3_600_000)
+            .ignore()
             .query_async(&mut self.redis)
             .await
             .expect("decision");
@@ -226,7 +250,12 @@ async fn reconcile_counts_a_refused_forged_won_apart_from_phantom_successes() {
             &[&forged, &event.id, &m[0]],
         )
         .await;
-    event.sql("INSERT INTO stock_movements (entry_id, kind, event_id, unit_no) VALUES ($1, 'issued', $2, 3)", &[&forged, &event.id]).await;
+    event
+        .sql(
+            "INSERT INTO stock_movements (entry_id, kind, event_id, unit_no) VALUES ($1, 'issued', $2, 3)",
+            &[&forged, &event.id],
+        )
+        .await;
     event.sql("UPDATE stock_ledger SET issued = issued + 1 WHERE event_id = $1", &[&event.id]).await;
     event.refuse(forged, &m[0], 3, "stock_exhausted").await;
     let forged_refused = event.reconcile().await;

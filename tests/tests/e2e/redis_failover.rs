@@ -139,7 +139,11 @@ async fn failover_during_a_rush(fault: Fault) {
     let old_master = master_port().await;
 
     let mut env = TestEnv::new().await;
-    env.redis = RedisSettings { sentinels: sentinel::SENTINELS.into(), master_name: sentinel::MASTER_NAME.into(), ..Default::default() };
+    env.redis = RedisSettings {
+        sentinels: sentinel::SENTINELS.into(),
+        master_name: sentinel::MASTER_NAME.into(),
+        ..Default::default()
+    };
     let crowd = seed_crowd(&env, 360, 0).await;
     // 290 for sale: a third of the crowd enters before the fault, the rest after.
     let event_id = open_event(&env, &crowd, 300, 10).await;
@@ -157,11 +161,13 @@ async fn failover_during_a_rush(fault: Fault) {
         (Some(first), Some(last)) => last - first,
         _ => 0,
     };
-    let recovered_ms = last_503.and_then(|last| rush.shots.iter().find(|s| s.at_ms > last && s.status != 503).map(|s| s.at_ms));
-    let after_fault: HashMap<u16, usize> = rush.shots.iter().filter(|s| s.at_ms >= rush.fault_at_ms).fold(HashMap::new(), |mut m, s| {
-        *m.entry(s.status).or_insert(0) += 1;
-        m
-    });
+    let recovered_ms =
+        last_503.and_then(|last| rush.shots.iter().find(|s| s.at_ms > last && s.status != 503).map(|s| s.at_ms));
+    let after_fault: HashMap<u16, usize> =
+        rush.shots.iter().filter(|s| s.at_ms >= rush.fault_at_ms).fold(HashMap::new(), |mut m, s| {
+            *m.entry(s.status).or_insert(0) += 1;
+            m
+        });
     let last_shot = rush.shots.last().map(|s| s.at_ms).unwrap_or(0);
     eprintln!(
         "redis failover ({fault:?}): primary {old_master} -> {new_master}; fault at {} ms, rush ended at {last_shot} ms; \
@@ -179,9 +185,17 @@ async fn failover_during_a_rush(fault: Fault) {
     assert_ne!(old_master, new_master, "the Sentinels promoted the replica");
     assert!(report.all_hold(), "invariants after the failover: {:#?}", report.failing());
     let finals_ok = rush.finals.keys().all(|status| [202, 410].contains(status));
-    assert!(finals_ok, "every member ends with 202 or 410 (sold out), none stuck at 503 or an error: {:?}", rush.finals);
+    assert!(
+        finals_ok,
+        "every member ends with 202 or 410 (sold out), none stuck at 503 or an error: {:?}",
+        rush.finals
+    );
     if let Some(first) = first_503 {
-        assert!(first + 200 >= rush.fault_at_ms, "no 503 before the failover (first at {first} ms, fault at {} ms)", rush.fault_at_ms);
+        assert!(
+            first + 200 >= rush.fault_at_ms,
+            "no 503 before the failover (first at {first} ms, fault at {} ms)",
+            rush.fault_at_ms
+        );
         assert!(window_ms < 15_000, "the 503 window closes within 15 s: {window_ms} ms");
         assert!(recovered_ms.is_some(), "ingest answers again after the window");
     }
@@ -209,8 +223,12 @@ async fn scripts_are_loaded_again_on_a_new_primary_that_never_saw_them() {
     let _one_at_a_time = SENTINEL_REDIS.lock().await;
     stack(&["up", "redis-sentinel"]).await;
     assert!(eventually(Duration::from_secs(30), sentinel::replica_known).await, "the Sentinels know a healthy replica");
-    let settings = RedisSettings { sentinels: sentinel::SENTINELS.into(), master_name: sentinel::MASTER_NAME.into(), ..Default::default() }
-        .for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
+    let settings = RedisSettings {
+        sentinels: sentinel::SENTINELS.into(),
+        master_name: sentinel::MASTER_NAME.into(),
+        ..Default::default()
+    }
+    .for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
     let mut conn = platform::redis::connect(&settings).await.expect("through the Sentinels");
     let key = format!("t-noscript-{}", uuid::Uuid::new_v4().simple());
     let script = redis::Script::new("return redis.call('INCR', KEYS[1])");
@@ -218,7 +236,8 @@ async fn scripts_are_loaded_again_on_a_new_primary_that_never_saw_them() {
         let mut conn = conn.clone();
         let hash = script.get_hash().to_string();
         async move {
-            let found: Vec<i64> = redis::cmd("SCRIPT").arg("EXISTS").arg(hash).query_async(&mut conn).await.expect("script exists");
+            let found: Vec<i64> =
+                redis::cmd("SCRIPT").arg("EXISTS").arg(hash).query_async(&mut conn).await.expect("script exists");
             found[0] == 1
         }
     };
@@ -237,7 +256,9 @@ async fn scripts_are_loaded_again_on_a_new_primary_that_never_saw_them() {
                 Err(_) => return false,
             };
             let is_master = matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master");
-            port != old_master && is_master && redis::cmd("SET").arg("t-noscript-probe").arg(1).query_async::<()>(&mut conn).await.is_ok()
+            port != old_master
+                && is_master
+                && redis::cmd("SET").arg("t-noscript-probe").arg(1).query_async::<()>(&mut conn).await.is_ok()
         }
     })
     .await;
@@ -266,7 +287,11 @@ async fn an_event_that_sold_out_on_lost_decisions_is_rebuilt_after_the_failover_
     stack(&["up", "redis-sentinel"]).await;
     assert!(eventually(Duration::from_secs(30), sentinel::replica_known).await, "the Sentinels know a healthy replica");
     let mut env = TestEnv::new().await;
-    env.redis = RedisSettings { sentinels: sentinel::SENTINELS.into(), master_name: sentinel::MASTER_NAME.into(), ..Default::default() };
+    env.redis = RedisSettings {
+        sentinels: sentinel::SENTINELS.into(),
+        master_name: sentinel::MASTER_NAME.into(),
+        ..Default::default()
+    };
     let crowd = seed_crowd(&env, 10, 0).await;
     let event_id = open_event(&env, &crowd, 10, 0).await;
     let pipeline = Pipeline::start(&env, Topology::default()).await;

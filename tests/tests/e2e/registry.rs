@@ -120,13 +120,15 @@ async fn an_incompatible_schema_change_is_refused_by_the_registry_and_by_schemas
     let dir = std::env::temp_dir().join(format!("fc-schemas-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::write(dir.join("survey_submitted.avsc"), &incompatible).expect("write");
-    let verdicts = firstcome_cli::commands::schemas::check(&env.registry, &env.kafka, Some(&dir)).await.expect("check ran");
+    let verdicts =
+        firstcome_cli::commands::schemas::check(&env.registry, &env.kafka, Some(&dir)).await.expect("check ran");
     assert!(!firstcome_cli::commands::schemas::all_compatible(&verdicts));
     assert!(verdicts.iter().any(|v| v.subject == subject && v.compatible == Some(false)));
 
     // ...and passes a compatible evolution, which the registry then accepts.
     std::fs::write(dir.join("survey_submitted.avsc"), compatible_schema()).expect("write");
-    let verdicts = firstcome_cli::commands::schemas::check(&env.registry, &env.kafka, Some(&dir)).await.expect("check ran");
+    let verdicts =
+        firstcome_cli::commands::schemas::check(&env.registry, &env.kafka, Some(&dir)).await.expect("check ran");
     assert!(firstcome_cli::commands::schemas::all_compatible(&verdicts), "{verdicts:?}");
     admin.register(&subject, SurveySubmitted::NAME, &compatible_schema()).await.expect("compatible change registered");
     let _ = std::fs::remove_dir_all(&dir);

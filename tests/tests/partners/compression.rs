@@ -47,8 +47,9 @@ async fn the_consumer_loop_reads_a_partner_batch_in_every_codec_kafka_offers() {
     }
 
     let handler = Collect::default();
-    let consumer = ConsumerLoop::new(&env.kafka_admin(), &env.group("codecs"), &[&topic], Delivery::AtLeastOnce, Order::Arrival)
-        .expect("consumer loop");
+    let consumer =
+        ConsumerLoop::new(&env.kafka_admin(), &env.group("codecs"), &[&topic], Delivery::AtLeastOnce, Order::Arrival)
+            .expect("consumer loop");
     let shutdown = CancellationToken::new();
     let running = tokio::spawn({
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
@@ -65,10 +66,8 @@ async fn the_consumer_loop_reads_a_partner_batch_in_every_codec_kafka_offers() {
     let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
 
     let seen = handler.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let codecs_read: Vec<String> = seen
-        .iter()
-        .filter_map(|p| std::str::from_utf8(p).ok()?.split_once(':').map(|(c, _)| c.to_string()))
-        .collect();
+    let codecs_read: Vec<String> =
+        seen.iter().filter_map(|p| std::str::from_utf8(p).ok()?.split_once(':').map(|(c, _)| c.to_string())).collect();
     assert!(all_read, "the loop read only {codecs_read:?} of {CODECS:?} within 30 s");
     assert_eq!(codecs_read, CODECS, "every record read once, in order");
 }

@@ -25,12 +25,7 @@ pub fn run_with_kafka_classpath(source: &str, args: &[&str], stdin: &str) -> Str
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("stack/bin/stack kafka-run {source} started: {e}"));
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(stdin.as_bytes())
-        .expect("keys written to the Java program");
+    child.stdin.take().expect("stdin is piped").write_all(stdin.as_bytes()).expect("keys written to the Java program");
     let output = child.wait_with_output().expect("the Java program ran");
     assert!(
         output.status.success(),

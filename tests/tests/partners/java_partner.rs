@@ -29,7 +29,14 @@ fn built() -> (PathBuf, String) {
 
 /// The partner's Kafka login as Java client properties (`kafka.` keys) and
 /// the registry's own API (not the Confluent-compatible one firstcome uses).
-fn partner_properties(kafka: &KafkaSettings, registry_url: &str, topic: &str, event: &str, member: &str, entry: &str) -> String {
+fn partner_properties(
+    kafka: &KafkaSettings,
+    registry_url: &str,
+    topic: &str,
+    event: &str,
+    member: &str,
+    entry: &str,
+) -> String {
     // The settings' own login (librdkafka's config map hides the password).
     let login: std::collections::HashMap<&str, String> = kafka.security_properties().into_iter().collect();
     let mut lines = vec![format!("kafka.bootstrap.servers={}", kafka.brokers)];
@@ -91,7 +98,8 @@ async fn a_java_partner_with_the_registrys_serde_reads_our_entries_and_its_entry
     let recorder = tokio::spawn(recorder.run_until_stopped(shutdown.clone()));
 
     // Our entry, as ingest writes it.
-    let producer = EventProducer::new(&env.kafka_as(Principal::INGEST), env.codec(), "java-partner-test").expect("producer");
+    let producer =
+        EventProducer::new(&env.kafka_as(Principal::INGEST), env.codec(), "java-partner-test").expect("producer");
     let our_entry = uuid::Uuid::new_v4().to_string();
     let now = schemas::now_millis();
     let entry = SurveySubmitted {
@@ -109,7 +117,14 @@ async fn a_java_partner_with_the_registrys_serde_reads_our_entries_and_its_entry
     // The partner, in its own JVM.
     let partner_entry = uuid::Uuid::new_v4().to_string();
     let properties = std::env::temp_dir().join(format!("java-partner-{partner_entry}.properties"));
-    let text = partner_properties(&env.kafka_admin(), &env.registry.url, &topics.survey_submitted, &event_id, partners, &partner_entry);
+    let text = partner_properties(
+        &env.kafka_admin(),
+        &env.registry.url,
+        &topics.survey_submitted,
+        &event_id,
+        partners,
+        &partner_entry,
+    );
     std::fs::write(&properties, text).expect("properties written");
     let output = tokio::task::spawn_blocking(move || {
         let run = Command::new("java")
@@ -148,7 +163,8 @@ async fn a_java_partner_with_the_registrys_serde_reads_our_entries_and_its_entry
             .await
             .expect("query");
         row.is_some_and(|row| {
-            row.get::<_, Option<String>>(0).as_deref() == Some("partner") && row.get::<_, Option<String>>(1).as_deref() == Some("WON")
+            row.get::<_, Option<String>>(0).as_deref() == Some("partner")
+                && row.get::<_, Option<String>>(1).as_deref() == Some("WON")
         })
     })
     .await;

@@ -25,7 +25,9 @@ pub async fn rebuild(settings: &CliSettings, event_id: &str) -> anyhow::Result<R
             tracing::warn!(event_id, eligible, "event meta and eligibility restored from PostgreSQL");
         }
         Restore::Unknown { .. } => {
-            anyhow::bail!("no event {event_id} in Redis, and none live in PostgreSQL (unknown, or its create never finished)")
+            anyhow::bail!(
+                "no event {event_id} in Redis, and none live in PostgreSQL (unknown, or its create never finished)"
+            )
         }
         Restore::Expired { .. } => {
             let grace = platform::event_keys::GRACE_AFTER_CLOSE;
@@ -34,6 +36,7 @@ pub async fn rebuild(settings: &CliSettings, event_id: &str) -> anyhow::Result<R
     }
     let codec = settings.registry.codec().context("Failed to build the registry codec")?;
     let group = settings.kafka.group(stock_processor::GROUP);
-    let rebuilder = Rebuilder::new(&settings.kafka, &group, codec, redis).context("Failed to create the Kafka clients")?;
+    let rebuilder =
+        Rebuilder::new(&settings.kafka, &group, codec, redis).context("Failed to create the Kafka clients")?;
     Ok(rebuilder.rebuild_event(event_id).await?)
 }

@@ -113,7 +113,11 @@ pub(super) fn create_blocking(admin: &Admin, acls: &[Acl], timeout: Duration) ->
     }
 }
 
-pub(super) fn describe_blocking(admin: &Admin, on: Option<(Resource, &str)>, timeout: Duration) -> Result<Vec<Acl>, AclError> {
+pub(super) fn describe_blocking(
+    admin: &Admin,
+    on: Option<(Resource, &str)>,
+    timeout: Duration,
+) -> Result<Vec<Acl>, AclError> {
     let mut errstr = [0 as c_char; 512];
     let name = match on {
         Some((_, name)) => {
@@ -121,7 +125,8 @@ pub(super) fn describe_blocking(admin: &Admin, on: Option<(Resource, &str)>, tim
         }
         None => None,
     };
-    let resource = on.map_or(rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_ANY, |(resource, _)| resource_type(resource));
+    let resource =
+        on.map_or(rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_ANY, |(resource, _)| resource_type(resource));
     // SAFETY: null name, principal and host mean "any"; the name outlives the call.
     let filter = unsafe {
         rd::rd_kafka_AclBindingFilter_new(
@@ -205,7 +210,8 @@ unsafe fn acl_of(binding: *const rd::rd_kafka_AclBinding_t) -> Option<Acl> {
     use rd::rd_kafka_AclOperation_t as Op;
     use rd::rd_kafka_ResourcePatternType_t as Pat;
     use rd::rd_kafka_ResourceType_t as Res;
-    if rd::rd_kafka_AclBinding_permission_type(binding) != rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW
+    if rd::rd_kafka_AclBinding_permission_type(binding)
+        != rd::rd_kafka_AclPermissionType_t::RD_KAFKA_ACL_PERMISSION_TYPE_ALLOW
         || text(rd::rd_kafka_AclBinding_host(binding)) != "*"
     {
         return None;

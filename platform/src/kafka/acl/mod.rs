@@ -103,16 +103,34 @@ pub fn pipeline_acls_as(prefix: &str, principal_of: impl Fn(Principal) -> String
     for route in &topology::ROUTES {
         let topic = topics.named(route.topic).expect("every route names a known topic").to_string();
         // The producer writes it (and may read it back: the stock stage rebuilds from its log).
-        allow(route.producer, Resource::Topic, Pattern::Literal, topic.clone(), &[Operation::Write, Operation::Read, Operation::Describe]);
+        allow(
+            route.producer,
+            Resource::Topic,
+            Pattern::Literal,
+            topic.clone(),
+            &[Operation::Write, Operation::Read, Operation::Describe],
+        );
         for &consumer in route.consumers {
             allow(consumer, Resource::Topic, Pattern::Literal, topic.clone(), &[Operation::Read, Operation::Describe]);
             // A record it cannot decode goes to the topic's dead letters.
-            allow(consumer, Resource::Topic, Pattern::Literal, Topics::dlq(&topic), &[Operation::Write, Operation::Describe]);
+            allow(
+                consumer,
+                Resource::Topic,
+                Pattern::Literal,
+                Topics::dlq(&topic),
+                &[Operation::Write, Operation::Describe],
+            );
         }
     }
     for stage in Stage::ALL {
         if let Some(group) = stage.group() {
-            allow(stage, Resource::Group, Pattern::Literal, format!("{prefix}{group}"), &[Operation::Read, Operation::Describe]);
+            allow(
+                stage,
+                Resource::Group,
+                Pattern::Literal,
+                format!("{prefix}{group}"),
+                &[Operation::Read, Operation::Describe],
+            );
         }
     }
     // Ingest's operations dashboard shows each group's lag and the dead letters:
@@ -203,7 +221,10 @@ pub async fn wait_until_described(settings: &KafkaSettings, acls: &[Acl], deadli
                 acls.iter().find(|acl| acl.resource == resource && acl.name == name && !described.contains(acl));
             let Some(missing) = missing else { break };
             if started.elapsed() > deadline {
-                return Err(AclError::Refused { acl: missing.to_string(), reason: format!("not in effect after {deadline:?}") });
+                return Err(AclError::Refused {
+                    acl: missing.to_string(),
+                    reason: format!("not in effect after {deadline:?}"),
+                });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -283,7 +304,9 @@ mod tests {
         assert!(group("stock", "p.stock") && group("recorder", "p.recording") && group("sender", "p.dispatch"));
         assert!(!group("sender", "p.stock"));
         // Ingest's dashboard only describes the groups (their offsets).
-        assert!(acls.iter().filter(|acl| acl.principal == "User:ingest" && acl.resource == Resource::Group)
+        assert!(acls
+            .iter()
+            .filter(|acl| acl.principal == "User:ingest" && acl.resource == Resource::Group)
             .all(|acl| acl.operation == Operation::Describe));
         assert!(acls.iter().any(|acl| acl.principal == "User:stock"
             && acl.resource == Resource::TransactionalId
@@ -301,8 +324,10 @@ mod tests {
         assert!(allows(&acls, "sa-stock42", Operation::Write, "prod.stock-decided"));
         assert!(!acls.iter().any(|acl| acl.principal == "User:stock"), "the stock stage's default principal is gone");
         assert!(allows(&acls, "ingest", Operation::Write, "prod.survey-submitted"));
-        let mut renamed: Vec<Acl> =
-            acls.iter().map(|acl| Acl { principal: acl.principal.replace("sa-stock42", "stock"), ..acl.clone() }).collect();
+        let mut renamed: Vec<Acl> = acls
+            .iter()
+            .map(|acl| Acl { principal: acl.principal.replace("sa-stock42", "stock"), ..acl.clone() })
+            .collect();
         renamed.sort();
         assert_eq!(renamed, pipeline_acls("prod."), "the same grants, only the principal differs");
     }

@@ -148,7 +148,8 @@ impl ConsumerLoop {
                 }
                 match tokio::time::timeout_at(idle_until, self.consumer.recv()).await {
                     Ok(Ok(message)) => {
-                        waiting.retain(|(topic, partition)| topic != message.topic() || *partition != message.partition());
+                        waiting
+                            .retain(|(topic, partition)| topic != message.topic() || *partition != message.partition());
                         self.hold(message.detach());
                     }
                     Ok(Err(error)) => self.log_poll_error(error).await,
@@ -229,7 +230,9 @@ impl ConsumerLoop {
                 let key = (element.topic().to_string(), element.partition());
                 let behind = match cached_watermarks(&self.consumer, element.topic(), element.partition()) {
                     None => true,
-                    Some((low, high)) => self.held(|held| held.next_offset(&key)).map_or(low < high, |next| next < high),
+                    Some((low, high)) => {
+                        self.held(|held| held.next_offset(&key)).map_or(low < high, |next| next < high)
+                    }
                 };
                 behind.then_some(key)
             })
@@ -252,7 +255,13 @@ fn cached_watermarks(consumer: &StreamConsumer<LoopContext>, topic: &str, partit
     // SAFETY: the client handle lives as long as `consumer`; the call reads
     // the partition's cached offsets into the two locals under its own lock.
     let error = unsafe {
-        rd::rd_kafka_get_watermark_offsets(consumer.client().native_ptr(), topic.as_ptr(), partition, &mut low, &mut high)
+        rd::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
     };
     (error == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some((low, high))
 }

@@ -49,8 +49,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};
 
+use self::events::{
+    BatchFinished, BatchProcessed, BatchRefused, BatchRetried, DrainAbandoned, LoopStarted, LoopStopped,
+};
 use super::base_config;
-use self::events::{BatchFinished, BatchProcessed, BatchRefused, BatchRetried, DrainAbandoned, LoopStarted, LoopStopped};
 use super::producer::{idempotent_config, RecordSender};
 use crate::settings::{GroupProtocol, KafkaSettings};
 
@@ -63,7 +65,9 @@ pub use record::{BatchHandler, BatchOutcome, DeadLetter, HandlerError, Record};
 pub enum Delivery {
     AtLeastOnce,
     /// With a stable, unique `transactional.id` for this instance.
-    Transactional { transactional_id: String },
+    Transactional {
+        transactional_id: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +205,11 @@ impl ConsumerLoop {
     /// once by the restarted instance's `init_transactions`). A blocking
     /// commit already handed to librdkafka may still complete; either way
     /// the batch is committed whole or not at all.
-    async fn run_batches<H: BatchHandler>(&self, handler: &H, shutdown: &CancellationToken) -> Result<(), ConsumerError> {
+    async fn run_batches<H: BatchHandler>(
+        &self,
+        handler: &H,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ConsumerError> {
         loop {
             let batch = tokio::select! {
                 biased;
@@ -232,7 +240,12 @@ impl ConsumerLoop {
 
     /// Handles, publishes and commits one batch. `false` when shut down
     /// before the batch could be handled (nothing committed, it replays).
-    async fn process<H: BatchHandler>(&self, handler: &H, batch: &[Record], shutdown: &CancellationToken) -> Result<bool, ConsumerError> {
+    async fn process<H: BatchHandler>(
+        &self,
+        handler: &H,
+        batch: &[Record],
+        shutdown: &CancellationToken,
+    ) -> Result<bool, ConsumerError> {
         let span = info_span!("batch", group = %self.group, size = batch.len());
         let started = Instant::now();
         self.consumer.context().set_in_work(batch, self.held(|held| held.counts()));
@@ -284,12 +297,19 @@ impl ConsumerLoop {
     }
 
     /// Publishes outputs and dead letters, then commits the input offsets.
-    async fn finish(&self, batch: &[Record], outcome: BatchOutcome, shutdown: &CancellationToken) -> Result<(), ConsumerError> {
+    async fn finish(
+        &self,
+        batch: &[Record],
+        outcome: BatchOutcome,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ConsumerError> {
         dead_letter::log_dead_letters(&self.group, batch, &outcome.dead_letters);
         let offsets = next_offsets(batch, &outcome.offset_metadata)?;
         let dead_letters = dead_letter::dead_letter_records(&self.group, batch, &outcome.dead_letters);
         match &self.delivery {
-            Delivery::AtLeastOnce => self.commit_at_least_once(&outcome.produce, &dead_letters, offsets, shutdown).await,
+            Delivery::AtLeastOnce => {
+                self.commit_at_least_once(&outcome.produce, &dead_letters, offsets, shutdown).await
+            }
             Delivery::Transactional { .. } => self.commit_transaction(&outcome.produce, &dead_letters, offsets).await,
         }
     }
@@ -315,9 +335,7 @@ impl ConsumerLoop {
 
 /// Runs a blocking librdkafka call off the async workers.
 async fn blocking<T: Send + 'static>(call: impl FnOnce() -> KafkaResult<T> + Send + 'static) -> KafkaResult<T> {
-    tokio::task::spawn_blocking(call)
-        .await
-        .unwrap_or_else(|_| Err(KafkaError::Canceled))
+    tokio::task::spawn_blocking(call).await.unwrap_or_else(|_| Err(KafkaError::Canceled))
 }
 
 /// The next offset to read per partition (the highest in the batch + 1),

@@ -45,7 +45,8 @@ impl ConsumerLoop {
             Err(Failure::Kafka(error)) => {
                 let fatal = matches!(
                     error.rdkafka_error_code(),
-                    Some(RDKafkaErrorCode::Fenced) | Some(RDKafkaErrorCode::ProducerFenced)
+                    Some(RDKafkaErrorCode::Fenced)
+                        | Some(RDKafkaErrorCode::ProducerFenced)
                         | Some(RDKafkaErrorCode::InvalidProducerEpoch)
                 ) || is_fatal(&error);
                 TransactionAborted { group: &self.group, error: &error, fatal }.emit();
@@ -78,7 +79,12 @@ impl ConsumerLoop {
         }
     }
 
-    async fn try_transaction(&self, records: &[OutRecord], dead: &[RawRecord], offsets: TopicPartitionList) -> Result<(), Failure> {
+    async fn try_transaction(
+        &self,
+        records: &[OutRecord],
+        dead: &[RawRecord],
+        offsets: TopicPartitionList,
+    ) -> Result<(), Failure> {
         let producer = self.sender.inner().clone();
         blocking(move || producer.begin_transaction()).await?;
         let outputs = futures::future::join_all(records.iter().map(|r| self.sender.send(r)));
@@ -87,17 +93,17 @@ impl ConsumerLoop {
         let topics = records.iter().map(|r| &r.topic).chain(dead.iter().map(|d| &d.topic));
         for (result, topic) in outputs.into_iter().chain(dead_letters).zip(topics) {
             match result {
-                Err(error) if is_refused_for_good(&error) => return Err(Failure::Refused { topic: topic.clone(), error }),
+                Err(error) if is_refused_for_good(&error) => {
+                    return Err(Failure::Refused { topic: topic.clone(), error })
+                }
                 other => {
                     other?;
                 }
             }
         }
         // No metadata means the consumer is not (yet) in the group: abort and retry.
-        let metadata = self
-            .consumer
-            .group_metadata()
-            .ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::InvalidGroupId))?;
+        let metadata =
+            self.consumer.group_metadata().ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::InvalidGroupId))?;
         let producer = self.sender.inner().clone();
         bounded("send_offsets_to_transaction", move || {
             producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)
@@ -153,9 +159,15 @@ async fn bounded<T: Send + 'static>(
 enum Failure {
     Kafka(KafkaError),
     /// An output or dead letter the broker refused for good.
-    Refused { topic: String, error: KafkaError },
+    Refused {
+        topic: String,
+        error: KafkaError,
+    },
     /// A blocking call overran its timeout; it is still running.
-    Stuck { call: &'static str, waited: Duration },
+    Stuck {
+        call: &'static str,
+        waited: Duration,
+    },
 }
 
 impl From<KafkaError> for Failure {
