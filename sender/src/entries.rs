@@ -116,7 +116,10 @@ impl EntryWitness {
 
     /// The ids among `entries` recorded for their member and event from
     /// `survey-submitted` (a decision alone leaves `submitted_at` empty),
-    /// accepted within the event's opening hours.
+    /// accepted within the event's opening hours. The opening is compared to
+    /// the millisecond: the admit script judged it on Redis' clock in ms, and
+    /// `events.open_at` keeps microseconds (an entry admitted in the opening
+    /// millisecond was refused payment in the drill).
     async fn recorded(&self, entries: &[&WonEntry]) -> Result<HashSet<Uuid>, StoreError> {
         let ids: Vec<Uuid> = entries.iter().map(|e| e.entry_id).collect();
         let client = self.pool.get().await?;
@@ -126,7 +129,7 @@ impl EntryWitness {
                    FROM event_entries e JOIN events ev ON ev.event_id = e.event_id
                   WHERE e.entry_id = ANY($1)
                     AND e.submitted_at IS NOT NULL
-                    AND e.accepted_at >= ev.open_at
+                    AND e.accepted_at >= date_trunc('milliseconds', ev.open_at)
                     AND e.accepted_at <= least(ev.close_at, ev.closed_at)",
                 &[&ids],
             )

@@ -84,3 +84,35 @@ async fn a_won_whose_entry_the_recorder_writes_late_is_paid() {
     sender.stop().await;
     sim.stop().await;
 }
+
+/// Admitted in the very millisecond the event opened (the admit script reads
+/// Redis' clock in ms; `events.open_at` keeps microseconds): paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_won_admitted_in_the_opening_millisecond_is_paid() {
+    let env = TestEnv::new().await;
+    let sim = Sim::start(Faults::default(), 32).await;
+    env.seed_member("m1", "010-7100-0002").await;
+    let sender = RunningSender::start(env.sender_settings(&sim.url)).await;
+
+    let won = env.won_in(&env.event_id, "m1", 1);
+    let entry_id = uuid::Uuid::parse_str(&won.entry_id).expect("a UUID entry id");
+    let db = env.pool.get().await.expect("db");
+    // An opening with a fraction of a millisecond, as event create writes it.
+    db.execute(
+        "UPDATE events SET open_at = date_trunc('milliseconds', open_at) + interval '400 microseconds' WHERE event_id = $1",
+        &[&env.event_id],
+    )
+    .await
+    .expect("open_at");
+    db.execute(
+        "INSERT INTO event_entries (entry_id, event_id, user_id, answers, client_channel, submitted_at, accepted_at)
+         SELECT $1, $2, $3, '[]'::jsonb, 'web', now(), date_trunc('milliseconds', open_at) FROM events WHERE event_id = $2",
+        &[&entry_id, &env.event_id, &won.user_id],
+    )
+    .await
+    .expect("entry row");
+    env.publish_unrecorded(&won).await;
+    wait_for("the gift sent", WAIT, || async { env.dispatch_rows().await.len() == 1 }).await;
+    sender.stop().await;
+    sim.stop().await;
+}
