@@ -58,7 +58,7 @@ impl PreQueueOrder {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WaitingRoomSettings {
-    /// Off by default; `firstcome demo --waiting-room` and the drill turn it on
+    /// Off by default; `firstcome-lab demo --waiting-room` and the drill turn it on
     /// (`FIRSTCOME_WAITING_ROOM__ENABLED=true`).
     pub enabled: bool,
     /// Members let through per second per event, shared by every ingest

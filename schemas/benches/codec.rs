@@ -36,7 +36,7 @@ fn codec(c: &mut Criterion) {
     let url =
         std::env::var("FIRSTCOME_REGISTRY__URL").unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into());
     let codec = Codec::new(&url, Duration::from_secs(10)).expect("codec");
-    // A `t-` topic: `firstcome cleanup-tests` removes its subject.
+    // A `t-` topic: `firstcome-lab cleanup-tests` removes its subject.
     let topic = format!("t-bench-{}.survey-submitted", uuid::Uuid::new_v4().simple());
     let event = entry();
     // The codec only looks schemas up: register first, as the bootstrap does.

@@ -21,7 +21,7 @@ fn clients() -> (Codec, RegistryAdmin) {
     (codec, admin)
 }
 
-/// A prefix of this test only (`t-`: `firstcome cleanup-tests` removes its subjects).
+/// A prefix of this test only (`t-`: `firstcome-lab cleanup-tests` removes its subjects).
 fn fresh_topics() -> Topics {
     Topics::with_prefix(&format!("t-governance-{}.", uuid::Uuid::new_v4().simple()))
 }

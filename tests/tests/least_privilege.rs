@@ -341,7 +341,7 @@ async fn ingest_credentials_are_refused_on_stock_decided() {
     assert!(produce_as(&env, None, &topics.survey_submitted).await.is_err(), "an anonymous client produced");
 }
 
-/// What `firstcome cleanup-tests` does to a finished test's ACLs: exactly its
+/// What `firstcome-lab cleanup-tests` does to a finished test's ACLs: exactly its
 /// prefix's bindings go (another test's stay), and with them the right to write.
 #[tokio::test]
 async fn a_test_prefixs_acls_are_removed_exactly() {

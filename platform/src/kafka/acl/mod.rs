@@ -9,7 +9,7 @@
 //!
 //! `firstcome topics create` applies [`pipeline_acls`] for the deployment's
 //! prefix; the test kit applies them for each test's prefix (literal names),
-//! and `firstcome cleanup-tests` removes them again ([`describe_acls`],
+//! and `firstcome-lab cleanup-tests` removes them again ([`describe_acls`],
 //! [`delete_acls`]). rust-rdkafka has no ACL call, so these call librdkafka's
 //! `rd_kafka_CreateAcls`, `_DescribeAcls` and `_DeleteAcls` themselves:
 //! the `ffi` module (the only `unsafe` code of Kafka ACLs).
