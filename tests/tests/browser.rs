@@ -451,6 +451,9 @@ async fn past_the_rate_the_page_shows_the_place_in_line_and_enters_on_its_turn()
     screenshot(&phone, "page-waiting").await;
     // Nobody consumes the entries here: the page shows pending once admitted.
     wait_status(&phone, "pending", Some("accepted"), "admitted on its turn").await;
+    // Its place in line, never an outcome before the stock stage decided.
+    let shown = text(&phone, "#status").await;
+    assert!(shown.contains("in line") && shown.contains('#'), "{shown}");
     let _ = phone.close().await;
     shutdown.cancel();
 }
