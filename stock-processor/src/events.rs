@@ -305,7 +305,11 @@ impl MarksWaited<'_> {
         let result = match (self.error, self.waited_for) {
             (None, _) => {
                 if self.waited >= MARKS_SLOW {
-                    tracing::warn!(waited_ms, "reading the committed marks was slow (group coordinator moving?)");
+                    tracing::warn!(
+                        waited_ms,
+                        call = "reading the committed marks",
+                        "reading the committed marks was slow (group coordinator moving?)"
+                    );
                 }
                 "ok"
             }

@@ -22,6 +22,15 @@ struct Batch {
     accepted_at: i64,
 }
 
+/// The codec, with the topics' schemas registered first as `firstcome schemas
+/// register` does (services and their codecs only look schemas up).
+async fn registered_codec(topics: &Topics) -> Codec {
+    let registry = RegistrySettings::default();
+    let admin = schemas::RegistryAdmin::new(&registry.url, Duration::from_secs(30)).expect("registry admin");
+    admin.register_all(topics).await.expect("schemas registered");
+    registry.codec().expect("codec")
+}
+
 impl Batch {
     fn new(topics: Topics, codec: Codec) -> Self {
         Self { topics, codec, records: Vec::new(), accepted_at: schemas::now_millis() }
@@ -83,7 +92,7 @@ fn handler(topics: &Topics, codec: Codec, store: stock_processor::StockStore) ->
 #[tokio::test]
 async fn a_batch_run_twice_gives_the_same_decisions_and_dead_letters() {
     let topics = Topics::with_prefix(&format!("t-{}.", uuid::Uuid::new_v4()));
-    let codec = RegistrySettings::default().codec().expect("codec");
+    let codec = registered_codec(&topics).await;
     let mut conn = common::redis().await;
     let event_id = common::new_event_id();
     let eligible = vec!["u1".to_string(), "u2".to_string()];
@@ -156,7 +165,7 @@ fn topics_decided(topic: &str) -> String {
 #[tokio::test]
 async fn a_registry_that_is_away_fails_the_batch_instead_of_dead_lettering() {
     let topics = Topics::with_prefix(&format!("t-{}.", uuid::Uuid::new_v4()));
-    let codec = RegistrySettings::default().codec().expect("codec");
+    let codec = registered_codec(&topics).await;
     let event_id = common::new_event_id();
     let mut batch = Batch::new(topics.clone(), codec);
     batch.entry(&event_id, "u1").await;
@@ -181,7 +190,7 @@ async fn entries_accepted_before_close_but_consumed_after_it_are_decided() {
     // The stage was down across close_at: the backlog ingest accepted in time
     // gets real answers, not CLOSED.
     let topics = Topics::with_prefix(&format!("t-{}.", uuid::Uuid::new_v4()));
-    let codec = RegistrySettings::default().codec().expect("codec");
+    let codec = registered_codec(&topics).await;
     let mut conn = common::redis().await;
     let now = common::redis_now(&mut conn).await;
     let event_id = common::new_event_id();
@@ -216,7 +225,7 @@ async fn entries_accepted_before_close_but_consumed_after_it_are_decided() {
 #[tokio::test]
 async fn ids_the_shared_identity_check_refuses_are_dead_lettered() {
     let topics = Topics::with_prefix(&format!("t-{}.", uuid::Uuid::new_v4()));
-    let codec = RegistrySettings::default().codec().expect("codec");
+    let codec = registered_codec(&topics).await;
     let mut conn = common::redis().await;
     let event_id = common::new_event_id();
     let eligible = vec!["u1".to_string(), "u 1".to_string(), "u|1".to_string()];
@@ -263,7 +272,7 @@ impl Batch {
 #[tokio::test]
 async fn a_release_emits_a_won_decision_for_the_next_in_line_again_on_a_rerun() {
     let topics = Topics::with_prefix(&format!("t-{}.", uuid::Uuid::new_v4()));
-    let codec = RegistrySettings::default().codec().expect("codec");
+    let codec = registered_codec(&topics).await;
     let mut conn = common::redis().await;
     let event_id = common::new_event_id();
     let eligible: Vec<String> = ["w", "late", "early"].iter().map(|m| m.to_string()).collect();
@@ -311,7 +320,7 @@ async fn a_release_emits_a_won_decision_for_the_next_in_line_again_on_a_rerun() 
 #[tokio::test]
 async fn every_partition_of_a_batch_commits_its_marks_as_metadata() {
     let topics = Topics::with_prefix(&format!("t-{}.", uuid::Uuid::new_v4()));
-    let codec = RegistrySettings::default().codec().expect("codec");
+    let codec = registered_codec(&topics).await;
     let mut conn = common::redis().await;
     let event_id = common::new_event_id();
     EventSetup::open_now(&event_id, 3, &["u1".to_string(), "u2".to_string()]).create(&mut conn).await;
@@ -336,7 +345,7 @@ async fn every_partition_of_a_batch_commits_its_marks_as_metadata() {
 #[tokio::test]
 async fn the_last_unit_goes_to_the_earliest_accepted_entry_of_the_batch() {
     let topics = Topics::with_prefix(&format!("t-{}.", uuid::Uuid::new_v4()));
-    let codec = RegistrySettings::default().codec().expect("codec");
+    let codec = registered_codec(&topics).await;
     let mut conn = common::redis().await;
     let event_id = common::new_event_id();
     let members: Vec<String> = ["late", "early", "middle"].map(String::from).to_vec();
