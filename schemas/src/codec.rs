@@ -16,7 +16,8 @@
 
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use apache_avro::schema::{NamesRef, ResolvedSchema};
@@ -33,7 +34,7 @@ use crate::events::{all_schemas, Event};
 use crate::topics::Topics;
 
 /// Why a value could not be encoded or decoded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CodecError {
     /// The bytes are not a valid record of the expected type: dead-letter them.
     #[error("poison record: {0}")]
@@ -126,8 +127,13 @@ pub struct Codec {
     connection: Arc<RegistryConnection>,
     http: reqwest::Client,
     /// The registry's id of each (topic, event type)'s schema, once known: a
-    /// record is then encoded without any registry call.
-    ids: Arc<RwLock<HashMap<(String, &'static str), u32>>>,
+    /// record is then encoded without any registry call. Records that miss
+    /// at once (an opening rush on a fresh process) share one look-up
+    /// rather than each opening a connection to the registry; a failure is
+    /// not kept, so the next record asks again.
+    ids: moka::future::Cache<(String, &'static str), u32>,
+    /// Look-ups made, for the tests that assert a stampede makes one.
+    look_ups: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Codec {
@@ -154,7 +160,8 @@ impl Codec {
             decoder: Arc::new(AvroDecoder::new(connection.sr_settings()?)),
             connection: Arc::new(connection.clone()),
             http: connection.http()?,
-            ids: Arc::default(),
+            ids: moka::future::Cache::new(64),
+            look_ups: Arc::default(),
         })
     }
 
@@ -192,13 +199,17 @@ impl Codec {
 
     /// The registry id of the schema `name` under `topic`'s value subject.
     async fn schema_id(&self, topic: &str, name: &'static str, supplied: &SuppliedSchema) -> Result<u32, CodecError> {
-        let key = (topic.to_string(), name);
-        if let Some(id) = self.ids.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(*id);
-        }
-        let id = self.look_up(&Topics::value_subject(topic), name, supplied).await?;
-        self.ids.write().unwrap_or_else(|p| p.into_inner()).insert(key, id);
-        Ok(id)
+        let look_up = async {
+            self.look_ups.fetch_add(1, Ordering::Relaxed);
+            self.look_up(&Topics::value_subject(topic), name, supplied).await
+        };
+        self.ids.try_get_with((topic.to_string(), name), look_up).await.map_err(|shared| (*shared).clone())
+    }
+
+    /// How many times this codec (and its clones) asked the registry for a
+    /// schema's id.
+    pub fn registry_look_ups(&self) -> u64 {
+        self.look_ups.load(Ordering::Relaxed)
     }
 
     /// `POST /subjects/{subject}`: the id of this exact schema if the subject

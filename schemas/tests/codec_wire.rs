@@ -53,3 +53,27 @@ async fn the_cached_encoding_writes_what_the_registry_client_writes_and_decodes_
         assert_eq!(back, event);
     }
 }
+
+/// An opening rush on a fresh process: every record misses the id cache at
+/// once. They wait for one look-up rather than each asking the registry
+/// (a thousand concurrent look-ups once failed a test with a refused
+/// connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_that_miss_the_cache_at_once_share_one_registry_look_up() {
+    let topic = format!("t-codec-{}.survey-submitted", uuid::Uuid::new_v4().simple());
+    schemas::RegistryAdmin::new(&registry_url(), Duration::from_secs(10))
+        .unwrap()
+        .register(&schemas::Topics::value_subject(&topic), SurveySubmitted::NAME, SurveySubmitted::SCHEMA)
+        .await
+        .expect("registered");
+    let codec = Codec::new(&registry_url(), Duration::from_secs(10)).unwrap();
+    let encodes = (0..500).map(|n| {
+        let codec = codec.clone();
+        let topic = topic.clone();
+        tokio::spawn(async move { codec.encode(&topic, &entry(n)).await })
+    });
+    for handle in encodes.collect::<Vec<_>>() {
+        handle.await.expect("task").expect("encoded");
+    }
+    assert_eq!(codec.registry_look_ups(), 1, "one look-up for the whole rush");
+}
