@@ -18,6 +18,7 @@
 //! - [`waiting_room`]: admission control — a rate-paced line and a pre-queue in Redis.
 //! - [`operations`]: operator actions (closing an event), shared with the CLI.
 //! - [`dashboard`]: the operations dashboard (ops listener, operator token, SSE).
+//! - [`receipts`]: the signed receipt every 202 carries, and its public key.
 //! - [`startup`]: `Application::build` / `run_until_stopped`.
 
 pub mod admission;
@@ -29,6 +30,7 @@ pub mod ids;
 pub mod metrics;
 pub mod operations;
 pub mod ops;
+pub mod receipts;
 pub mod rate_limit;
 pub mod request_context;
 pub mod routes;

@@ -53,6 +53,8 @@ pub struct Settings {
     pub waiting_room: crate::waiting_room::WaitingRoomSettings,
     /// The operations dashboard's credential (`crate::routes::dashboard`).
     pub operator: OperatorSettings,
+    /// The key that signs every 202's receipt (`crate::receipts`).
+    pub receipts: crate::receipts::ReceiptSettings,
 }
 
 impl Default for Settings {
@@ -72,6 +74,7 @@ impl Default for Settings {
             resume_after_ms: None,
             waiting_room: Default::default(),
             operator: OperatorSettings::default(),
+            receipts: Default::default(),
         }
     }
 }
@@ -126,6 +129,7 @@ impl Settings {
         self.check_credentials()?;
         self.waiting_room.validate().map_err(SettingsError::Invalid)?;
         self.operator.check(self.environment, &self.auth.token_secret)?;
+        self.receipts.signer(self.environment)?;
         self.limits.validate()
     }
 }

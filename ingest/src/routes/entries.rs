@@ -94,7 +94,8 @@ async fn enter(
     // ingest's CPU at tens of thousands of entries/s; refusals and
     // failures are still logged, and the span keeps the correlation id.
     tracing::debug!(outcome, "entry accepted");
-    Ok(accepted(&admitted.entry_id, admitted.ticket, meta.for_sale, outcome))
+    let receipt = super::receipts::sign(&app, &event);
+    Ok(accepted(&admitted.entry_id, admitted.ticket, meta.for_sale, outcome, receipt))
 }
 
 /// The waiting room (when on), then the event's state. The member's turn is
@@ -268,9 +269,15 @@ fn stage_done(stage: &'static str, started: std::time::Instant) {
 }
 
 /// The 202: the entry, where to follow it, and the member's place in line
-/// (`ticket` of `for_sale` units). Never an outcome: only the stock stage
-/// decides one.
-fn accepted(entry_id: &str, ticket: i64, for_sale: i64, outcome: &'static str) -> Response {
+/// (`ticket` of `for_sale` units), with the signed receipt of both. Never
+/// an outcome: only the stock stage decides one.
+fn accepted(
+    entry_id: &str,
+    ticket: i64,
+    for_sale: i64,
+    outcome: &'static str,
+    receipt: Option<crate::receipts::Receipt>,
+) -> Response {
     let url = status_url(entry_id);
     let mut response = (
         StatusCode::ACCEPTED,
@@ -280,6 +287,7 @@ fn accepted(entry_id: &str, ticket: i64, for_sale: i64, outcome: &'static str) -
             "status_url": url,
             "ticket": ticket,
             "for_sale": for_sale,
+            "receipt": receipt,
         })),
     )
         .into_response();

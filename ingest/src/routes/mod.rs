@@ -6,6 +6,7 @@
 //! | `GET /api/entries/{entry_id}` | the member's own entry's status ([`entry_status`]) |
 //! | `GET /api/events/{event_id}` | an event's public state ([`events`]) |
 //! | `GET /`, `GET /static/{file}` | the survey page ([`page`]) |
+//! | `GET /api/receipts/key` | the key receipts are signed with ([`receipts`]) |
 //!
 //! `/healthz` and `/metrics` are on the internal ops listener (`crate::ops`).
 
@@ -13,6 +14,7 @@ pub mod entries;
 pub mod entry_status;
 pub mod events;
 pub mod page;
+pub mod receipts;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +64,8 @@ pub struct AppState {
     pub waiting_room: Option<WaitingRoom>,
     /// Entry answers by event and outcome on this instance (the dashboard).
     pub tally: Tally,
+    /// Signs the receipt of every 202 (`crate::receipts`).
+    pub receipts: Arc<crate::receipts::Signer>,
 }
 
 /// The member behind the request's bearer token (401 otherwise), within its
@@ -111,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events/{event_id}/entries", post(entries::submit).layer(DefaultBodyLimit::max(max_body)))
         .route("/api/events/{event_id}", get(events::show))
         .route("/api/entries/{entry_id}", get(entry_status::show))
+        .route("/api/receipts/key", get(receipts::key))
         .route("/", get(page::index))
         .route("/static/{file}", get(page::asset))
         .with_state(state)
