@@ -31,7 +31,7 @@
 //! - [`events`]: the loop's operational events (one `emit()` logs and counts).
 
 mod at_least_once;
-mod dead_letter;
+pub mod dead_letter;
 pub mod events;
 mod gather;
 mod merge;
@@ -266,7 +266,7 @@ impl ConsumerLoop {
             return Ok(false);
         };
         BatchProcessed { group: &self.group, records: batch.len(), dead_letters: outcome.dead_letters.len() }.emit();
-        self.finish(batch, outcome, shutdown).instrument(span).await?;
+        self.finish(batch, outcome, std::any::type_name::<H>(), shutdown).instrument(span).await?;
         BatchFinished { group: &self.group, elapsed: started.elapsed() }.emit();
         Ok(true)
     }
@@ -297,15 +297,18 @@ impl ConsumerLoop {
     }
 
     /// Publishes outputs and dead letters, then commits the input offsets.
+    /// `handler` (the handler's type) is named in the dead letters.
     async fn finish(
         &self,
         batch: &[Record],
         outcome: BatchOutcome,
+        handler: &str,
         shutdown: &CancellationToken,
     ) -> Result<(), ConsumerError> {
         dead_letter::log_dead_letters(&self.group, batch, &outcome.dead_letters);
         let offsets = next_offsets(batch, &outcome.offset_metadata)?;
-        let dead_letters = dead_letter::dead_letter_records(&self.group, batch, &outcome.dead_letters);
+        let reporter = dead_letter::Reporter { group: &self.group, settings: &self.settings, handler };
+        let dead_letters = dead_letter::dead_letter_records(reporter, batch, &outcome.dead_letters);
         match &self.delivery {
             Delivery::AtLeastOnce => {
                 self.commit_at_least_once(&outcome.produce, &dead_letters, offsets, shutdown).await

@@ -82,7 +82,17 @@ impl From<OwnedMessage> for Record {
 pub struct DeadLetter {
     /// Position of the record in the batch.
     pub index: usize,
+    /// The error and its causes on one line (`a: b: c`).
     pub reason: String,
+    /// Where it failed, in Kafka Connect's words (`__connect.errors.stage`):
+    /// `VALUE_CONVERTER` when the bytes did not decode, `TASK_PUT` when the
+    /// decoded record was refused.
+    pub stage: &'static str,
+    /// The kind of error (`__connect.errors.exception.class.name`).
+    pub exception: &'static str,
+    /// The error, then each cause, one per element: what a Java stack trace
+    /// would tell (`__connect.errors.exception.stacktrace`).
+    pub causes: Vec<String>,
 }
 
 /// What a handler made of a batch.
@@ -101,9 +111,22 @@ pub struct BatchOutcome {
 
 impl DeadLetter {
     /// Dead-letters the record at `index` for `error`; its cause chain
-    /// becomes the `dlq-error` header.
+    /// becomes the error headers (`dead_letter`).
     pub fn new(index: usize, error: &HandlerError) -> Self {
-        Self { index, reason: ErrorChain(error.cause()).to_string() }
+        let mut causes = Vec::new();
+        let mut decoding = false;
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error.cause());
+        while let Some(e) = cause {
+            decoding |= e.is::<CodecError>();
+            causes.push(e.to_string());
+            cause = e.source();
+        }
+        let (stage, exception) = match (decoding, error) {
+            (true, _) => ("VALUE_CONVERTER", "schemas::CodecError"),
+            (false, HandlerError::Poison(_)) => ("TASK_PUT", "platform::kafka::HandlerError::Poison"),
+            (false, HandlerError::Transient(_)) => ("TASK_PUT", "platform::kafka::HandlerError::Transient"),
+        };
+        Self { index, reason: ErrorChain(error.cause()).to_string(), stage, exception, causes }
     }
 }
 
