@@ -3,30 +3,37 @@
 //! jitter spreads a burst of failed calls instead of retrying them in lockstep
 //! against a provider that is already struggling.
 //!
-//! Not `backon` (platform::retry): its jitter adds up to one more wait on
-//! top (d..2d), not full jitter, and its waits come from a stateful iterator,
-//! while a parked gift's wait is computed afresh from the tries stored with
-//! it, and dispatch stretches a wait to the provider's `Retry-After`.
+//! The doubling schedule is `backon`'s, the same as every retry loop's
+//! (`platform::retry::doubling`); the jitter is drawn here because backon's
+//! own adds a second wait on top (d..2d) where full jitter draws below the
+//! ceiling (0..d). A wait is computed afresh from a try's number, not taken
+//! from a running iterator: a parked gift's tries are stored with it, and
+//! dispatch stretches a wait to the provider's `Retry-After`.
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use rand::Rng;
+
+/// Past this many doublings every ceiling is the maximum: 2⁶⁴ times a
+/// millisecond is longer than any setting allows.
+const MAX_DOUBLINGS: u32 = 64;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
-    base: Duration,
-    max: Duration,
+    schedule: ExponentialBuilder,
 }
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max: max.max(base) }
+        Self { schedule: platform::retry::doubling(base, max.max(base)) }
     }
 
     /// The upper bound of the wait before retry `retry` (0-based).
     pub fn ceiling(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.max)
+        let retry = retry.min(MAX_DOUBLINGS) as usize;
+        // `doubling` never runs out (no maximum number of retries).
+        self.schedule.build().nth(retry).unwrap_or_default()
     }
 
     /// A wait drawn uniformly from `0..=ceiling(retry)`.
@@ -46,14 +53,26 @@ mod tests {
         Backoff::new(Duration::from_millis(100), Duration::from_millis(2_000))
     }
 
+    fn millis(d: Duration) -> u128 {
+        d.as_millis()
+    }
+
     #[test]
     fn the_ceiling_doubles_until_the_maximum() {
         let b = backoff();
-        assert_eq!(b.ceiling(0), Duration::from_millis(100));
-        assert_eq!(b.ceiling(1), Duration::from_millis(200));
-        assert_eq!(b.ceiling(4), Duration::from_millis(1_600));
-        assert_eq!(b.ceiling(5), Duration::from_millis(2_000));
-        assert_eq!(b.ceiling(1_000), Duration::from_millis(2_000));
+        assert_eq!(millis(b.ceiling(0)), 100);
+        assert_eq!(millis(b.ceiling(1)), 200);
+        assert_eq!(millis(b.ceiling(4)), 1_600);
+        assert_eq!(millis(b.ceiling(5)), 2_000);
+        assert_eq!(millis(b.ceiling(1_000)), 2_000);
+        assert_eq!(millis(b.ceiling(u32::MAX)), 2_000, "the longest wait, as dispatch caps a Retry-After");
+    }
+
+    #[test]
+    fn a_maximum_below_the_base_is_the_base() {
+        let b = Backoff::new(Duration::from_millis(500), Duration::from_millis(100));
+        assert_eq!(millis(b.ceiling(0)), 500);
+        assert_eq!(millis(b.ceiling(3)), 500);
     }
 
     #[test]

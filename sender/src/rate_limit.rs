@@ -1,59 +1,66 @@
-//! A token bucket for the calls toward the provider: real providers
-//! rate-limit (hundreds of calls per second), and a burst of retries must
-//! not turn into a wall of 429s.
+//! The rate of the calls toward the provider: real providers rate-limit
+//! (hundreds of calls per second), and a burst of retries must not turn into
+//! a wall of 429s.
 //!
-//! `acquire` reserves a token and sleeps until it is due, so waiting callers
-//! are served in the order they asked, and no lock is held while sleeping.
+//! governor's GCRA (a token bucket kept as one timestamp), on tokio's clock
+//! rather than governor's own: its waits are tokio timers, so they stop with
+//! the runtime and follow a paused clock in tests. A caller refused sleeps
+//! until the next call is due and asks again; no lock is held while sleeping.
+//! Waiting callers are not served strictly in the order they asked (governor
+//! keeps no queue): the provider's rate is what matters, and every caller is
+//! one of the dispatch's bounded workers, which share the rate evenly.
 
-use std::sync::Mutex;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
-pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    state: Mutex<State>,
+/// Time since the limiter was made, on tokio's clock (governor's `Clock`).
+#[derive(Debug, Clone)]
+struct TokioClock {
+    origin: tokio::time::Instant,
 }
 
-struct State {
-    /// May go negative: tokens reserved by callers still sleeping.
-    tokens: f64,
-    updated: Instant,
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+/// `rate_per_sec` provider calls per second, with up to `burst` at once.
+pub struct TokenBucket {
+    limiter: Limiter,
+    clock: TokioClock,
 }
 
 impl TokenBucket {
-    /// `rate_per_sec` tokens per second, at most `burst` saved up (min 1).
+    /// `rate_per_sec` calls per second, at most `burst` saved up (both at
+    /// least 1: settings refuse a zero rate, and no rate means no calls).
     pub fn new(rate_per_sec: u32, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            rate: f64::from(rate_per_sec.max(1)),
-            burst,
-            state: Mutex::new(State { tokens: burst, updated: Instant::now() }),
-        }
+        let quota = Quota::per_second(NonZeroU32::new(rate_per_sec).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+        let clock = TokioClock { origin: tokio::time::Instant::now() };
+        Self { limiter: RateLimiter::direct_with_clock(quota, clock.clone()), clock }
     }
 
     /// Waits until the caller may make one call.
     pub async fn acquire(&self) {
-        let wait = self.reserve();
-        if !wait.is_zero() {
-            crate::events::RateLimited { wait }.emit();
+        let mut counted = false;
+        while let Err(refused) = self.limiter.check() {
+            let wait = refused.wait_time_from(self.clock.now());
+            if !counted {
+                // Once per call that had to wait, not per wake-up.
+                crate::events::RateLimited { wait }.emit();
+                counted = true;
+            }
             tokio::time::sleep(wait).await;
-        }
-    }
-
-    fn reserve(&self) -> Duration {
-        let now = Instant::now();
-        // Only arithmetic happens under the lock; a poisoned one is still consistent.
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let refill = now.duration_since(state.updated).as_secs_f64() * self.rate;
-        state.tokens = (state.tokens + refill).min(self.burst);
-        state.updated = now;
-        state.tokens -= 1.0;
-        if state.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-state.tokens / self.rate)
         }
     }
 }
@@ -61,6 +68,7 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_passes_at_once_then_calls_follow_the_rate() {
@@ -88,9 +96,23 @@ mod tests {
                 Instant::now()
             }
         });
-        let times = futures::future::join_all(calls).await;
-        let last = times.iter().max().copied().unwrap_or(start);
-        // 1 free + 49 at 100/s.
-        assert!(last.duration_since(start) >= Duration::from_millis(480));
+        let mut times = futures::future::join_all(calls).await;
+        times.sort();
+        // 1 free + 49 at 100/s, and never two in the same 10 ms.
+        let last = times.last().copied().unwrap_or(start);
+        assert!(last.duration_since(start) >= Duration::from_millis(480), "{:?}", last.duration_since(start));
+        assert!(last.duration_since(start) <= Duration::from_millis(500), "{:?}", last.duration_since(start));
+        assert!(times.windows(2).all(|w| w[1].duration_since(w[0]) >= Duration::from_millis(10)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_left_idle_saves_up_only_its_burst() {
+        let bucket = TokenBucket::new(10, 3);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let start = Instant::now();
+        for _ in 0..4 {
+            bucket.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_millis(100), "three saved up, the fourth after 1/10 s");
     }
 }
