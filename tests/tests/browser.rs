@@ -188,7 +188,7 @@ async fn submit_through_page(client: &Client, base_url: &str, event_id: &str, me
 }
 
 fn member_token(member: &str) -> String {
-    let secret = firstcome_cli::CliSettings::default().auth.token_secret;
+    let secret = ingest::Settings::default().auth.token_secret;
     ingest::mint(&secret, member, Duration::from_secs(600)).expect("token")
 }
 

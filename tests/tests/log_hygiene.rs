@@ -96,7 +96,7 @@ async fn no_phone_token_or_credential_reaches_any_service_log() {
     assert!(outcome.tally.sent >= 3, "{:?}", outcome.tally);
 
     // A member polls its entry; a stranger tries with a token for another audience.
-    let secret = firstcome_cli::CliSettings::default().auth.token_secret;
+    let secret = ingest::Settings::default().auth.token_secret;
     let member = &accepted[0];
     let token = ingest::mint(&secret, &member.member, Duration::from_secs(600)).expect("token");
     let foreign =

@@ -114,7 +114,7 @@ async fn one_entry_is_one_trace_across_ingest_stock_recording_dispatch_and_the_p
     // The member's client starts the trace.
     let client_trace = TraceParent::new_root();
     let trace_id = client_trace.trace_id_hex();
-    let secret = firstcome_cli::CliSettings::default().auth.token_secret;
+    let secret = ingest::Settings::default().auth.token_secret;
     let token = ingest::mint(&secret, member, Duration::from_secs(600)).expect("token");
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(15)).build().expect("http");
     let response = http

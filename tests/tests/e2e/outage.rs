@@ -70,7 +70,7 @@ async fn with_redis_down_ingest_answers_503_and_writes_nothing() {
     let url = format!("{}/api/events/{event_id}/entries", app.base_url());
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let secret = firstcome_cli::CliSettings::default().auth.token_secret;
+    let secret = ingest::Settings::default().auth.token_secret;
     let http = reqwest::Client::new();
     let enter = |member: &'static str| {
         let token = ingest::mint(&secret, member, Duration::from_secs(60)).expect("token");

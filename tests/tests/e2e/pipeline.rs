@@ -191,7 +191,7 @@ async fn after_the_last_unit_every_ingest_instance_answers_410_within_a_second()
     assert!(sold_out, "never sold out");
 
     // … and within a second every instance shows sold_out and answers 410.
-    let secret = firstcome_cli::CliSettings::default().auth.token_secret;
+    let secret = ingest::Settings::default().auth.token_secret;
     let http = reqwest::Client::new();
     let mut switched: HashMap<String, Duration> = HashMap::new();
     let mut latecomer = latecomers.iter();

@@ -198,7 +198,7 @@ pub async fn open_event(env: &TestEnv, crowd: &Crowd, total: i32, safety: i32) -
 
 /// Each member submits once (the rush generator, loopback only).
 pub async fn submit(pipeline: &Pipeline, event_id: &str, members: &[String], duplicate_ratio: f64) -> RushReport {
-    let secret = firstcome_cli::CliSettings::default().auth.token_secret;
+    let secret = ingest::Settings::default().auth.token_secret;
     let shots = members
         .iter()
         .map(|m| (m.clone(), ingest::mint(&secret, m, Duration::from_secs(600)).expect("token")))

@@ -62,7 +62,7 @@ struct RushOutcome {
 /// third of the members are answered, `fault` strikes.
 async fn rush_with_fault(pipeline: &Pipeline, event_id: &str, members: &[String], fault: Fault) -> RushOutcome {
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("http");
-    let secret = firstcome_cli::CliSettings::default().auth.token_secret;
+    let secret = ingest::Settings::default().auth.token_secret;
     let url = format!("{}/api/events/{event_id}/entries", pipeline.ingest_urls[0]);
     let body = serde_json::json!({ "answers": { "satisfaction": "5", "recommend": "yes" } });
     let started = Instant::now();

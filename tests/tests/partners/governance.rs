@@ -36,8 +36,9 @@ async fn a_service_stops_at_start_naming_the_subject_nobody_registered_and_the_c
     let admin = env.registry.admin().expect("registry admin");
     assert!(admin.compatibility(&subject).await.expect("rule read").is_none(), "the stage touched {subject}");
 
-    // The bootstrap's step: every subject gets its rule, then its schema.
-    let registered = firstcome_cli::commands::schemas::register(&env.registry, &kafka).await.expect("registered");
+    // The bootstrap's step (`firstcome schemas register`, the registry
+    // admin's): every subject gets its rule, then its schema.
+    let registered = admin.register_all(&kafka.topics()).await.expect("registered");
     assert_eq!(registered.len(), 4, "{registered:?}");
     for r in &registered {
         assert_eq!(admin.compatibility(&r.subject).await.expect("rule read").as_deref(), Some(COMPATIBILITY));
