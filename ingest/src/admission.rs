@@ -21,12 +21,24 @@
 //! The scripts are `platform/lua/admit.lua` (one or many requests) and
 //! `mark_accepted_many.lua` (KEYS/ARGV contract at their top), handed out by
 //! `platform::scripts`.
+//!
+//! A ticket is a promise of a place in line, so it must not be handed out
+//! twice when Redis forgets. Two guards:
+//! - the admission fence ([`Admitter::with_fence`], setting `replica_acks`):
+//!   a call that admitted someone waits until the replicas hold its writes
+//!   before any of its entries is produced; a failover then keeps them;
+//! - the ticket floor: every instance remembers the highest ticket it was
+//!   given per event and hands it to the script, which raises a counter
+//!   found below it (a Redis restarted from an AOF that missed its last
+//!   second, or a failover without the fence) before taking the next one.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use platform::event_keys::EventKeys;
+use platform::redis::fence::{FenceError, Moves, ReplicaFence};
 use redis::aio::ConnectionLike;
 use redis::Script;
 use tokio::sync::{mpsc, oneshot};
@@ -78,6 +90,10 @@ pub enum AdmissionError {
     Grouped(Arc<AdmissionError>),
     #[error("the grouped {0} task has stopped")]
     TaskStopped(&'static str),
+    /// The admission fence did not hold: nothing admitted in the call is
+    /// produced (the member's retry resumes the entry).
+    #[error("the admission's writes did not reach the replicas: {0}")]
+    Fence(#[from] FenceError),
 }
 
 /// One request's part of an admit call.
@@ -116,6 +132,50 @@ pub struct Admitter {
     admits: Queue<AdmitQuery, Admission>,
     marks: Queue<MarkQuery, bool>,
     resume_after: Duration,
+    fence: Option<ReplicaFence>,
+    /// The highest ticket this instance was given, per event: the floor
+    /// the script raises a counter that went back to.
+    tickets_seen: TicketsSeen,
+}
+
+/// The highest ticket seen per event (a few events at a time: the map is
+/// emptied when it grows past [`MAX_EVENTS_SEEN`], losing only a floor).
+#[derive(Debug, Clone, Default)]
+struct TicketsSeen(Arc<Mutex<HashMap<String, i64>>>);
+
+const MAX_EVENTS_SEEN: usize = 1_024;
+
+impl TicketsSeen {
+    fn floor(&self, event_id: &str) -> i64 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(event_id).copied().unwrap_or(0)
+    }
+
+    fn raise(&self, event_id: &str, answers: &[Admission]) {
+        let highest = answers
+            .iter()
+            .filter_map(|answer| match answer {
+                Admission::Accept { ticket, .. } | Admission::Resume { ticket, .. } => Some(*ticket),
+                _ => None,
+            })
+            .max();
+        if let Some(highest) = highest {
+            let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.len() >= MAX_EVENTS_SEEN && !seen.contains_key(event_id) {
+                seen.clear();
+            }
+            let floor = seen.entry(event_id.to_string()).or_default();
+            *floor = (*floor).max(highest);
+        }
+    }
+}
+
+/// What one admit call needs besides its queries.
+#[derive(Debug, Clone)]
+struct AdmitCall {
+    script: Arc<Script>,
+    resume_after: Duration,
+    fence: Option<ReplicaFence>,
+    tickets_seen: TicketsSeen,
 }
 
 /// An admitted entry the broker never acknowledged becomes a hole this many
@@ -138,13 +198,32 @@ impl Admitter {
             admits: Arc::default(),
             marks: Arc::default(),
             resume_after,
+            fence: None,
+            tickets_seen: TicketsSeen::default(),
+        }
+    }
+
+    /// Produces no entry a failover could lose the ticket of: a call that
+    /// admitted someone waits until `fence.replicas` replicas hold its
+    /// writes, and fails (503; the member's retry resumes) when they do not.
+    pub fn with_fence(mut self, fence: Option<ReplicaFence>) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    fn call(&self) -> AdmitCall {
+        AdmitCall {
+            script: self.admit.clone(),
+            resume_after: self.resume_after,
+            fence: self.fence,
+            tickets_seen: self.tickets_seen.clone(),
         }
     }
 
     /// Decides whether `member` may enter `event_id`, in a call of its own;
     /// `new_entry_id` is used only when a fresh entry is admitted, and only if
     /// `admit_new` (false once this instance knows the event sold out).
-    pub async fn admit<C: ConnectionLike + Send>(
+    pub async fn admit<C: ConnectionLike + Moves + Send>(
         &self,
         conn: &mut C,
         event_id: &str,
@@ -154,7 +233,7 @@ impl Admitter {
     ) -> Result<Admission, AdmissionError> {
         let query =
             AdmitQuery { member: member.as_str().to_string(), new_entry_id: new_entry_id.to_string(), admit_new };
-        let mut answers = admit_call(&self.admit, self.resume_after, conn, event_id, &[query]).await?;
+        let mut answers = self.call().run(conn, event_id, &[query]).await?;
         answers.pop().ok_or_else(|| AdmissionError::Unexpected("no answer".into()))
     }
 
@@ -170,14 +249,14 @@ impl Admitter {
         admit_new: bool,
     ) -> Result<Admission, AdmissionError>
     where
-        C: ConnectionLike + Clone + Send + Sync + 'static,
+        C: ConnectionLike + Moves + Clone + Send + Sync + 'static,
     {
         let queue = self.admits.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE_BOUND);
-            let (script, resume_after, conn) = (self.admit.clone(), self.resume_after, conn.clone());
+            let (call, conn) = (self.call(), conn.clone());
             tokio::spawn(serve_grouped(rx, move |event_id, queries| {
-                let (script, mut conn) = (script.clone(), conn.clone());
-                async move { admit_call(&script, resume_after, &mut conn, &event_id, &queries).await }
+                let (call, mut conn) = (call.clone(), conn.clone());
+                async move { call.run(&mut conn, &event_id, &queries).await }
             }));
             tx
         });
@@ -268,13 +347,43 @@ where
     }
 }
 
-/// One admit script call for `queries` of one event.
+impl AdmitCall {
+    /// One admit script call for `queries` of one event, fenced when it
+    /// admitted someone.
+    async fn run<C: ConnectionLike + Moves + Send>(
+        &self,
+        conn: &mut C,
+        event_id: &str,
+        queries: &[AdmitQuery],
+    ) -> Result<Vec<Admission>, AdmissionError> {
+        // Taken before the writes: a move after it voids the fence.
+        let moves = self.fence.and_then(|_| conn.moves());
+        let answers =
+            admit_call(&self.script, self.resume_after, conn, event_id, queries, self.tickets_seen.floor(event_id))
+                .await?;
+        self.tickets_seen.raise(event_id, &answers);
+        if let Some(fence) = self.fence {
+            if answers.iter().any(|answer| matches!(answer, Admission::Accept { .. })) {
+                if let Err(error) = fence.hold(conn, moves.as_ref()).await {
+                    metrics::counter!("firstcome_ingest_fence_refusals_total").increment(1);
+                    tracing::warn!(event_id, %error, admitted = queries.len(), "admission fence did not hold: answering 503");
+                    return Err(error.into());
+                }
+            }
+        }
+        Ok(answers)
+    }
+}
+
+/// One admit script call for `queries` of one event; `ticket_floor` is the
+/// highest ticket this instance was given (see the module's comment).
 async fn admit_call<C: ConnectionLike + Send>(
     script: &Script,
     resume_after: Duration,
     conn: &mut C,
     event_id: &str,
     queries: &[AdmitQuery],
+    ticket_floor: i64,
 ) -> Result<Vec<Admission>, AdmissionError> {
     let keys = EventKeys::new(event_id);
     let mut invocation = script.key(&keys.meta);
@@ -291,7 +400,8 @@ async fn admit_call<C: ConnectionLike + Send>(
         .arg(resume_after.as_millis() as u64)
         .arg((resume_after * HOLE_AFTER_RESUMES).as_millis() as u64)
         .arg(platform::event_keys::STATE_CHANNEL)
-        .arg(event_id);
+        .arg(event_id)
+        .arg(ticket_floor);
     for query in queries {
         invocation.arg(&query.member).arg(&query.new_entry_id).arg(if query.admit_new { 1 } else { 0 });
     }

@@ -55,6 +55,14 @@ pub struct Settings {
     pub operator: OperatorSettings,
     /// The key that signs every 202's receipt (`crate::receipts`).
     pub receipts: crate::receipts::ReceiptSettings,
+    /// The admission fence (`FIRSTCOME_REPLICA_ACKS`): a new entry's ticket
+    /// and first-entry mark must reach this many Redis replicas before the
+    /// entry is produced, so a failover cannot hand its ticket out again.
+    /// 0 (the default): off, for a Redis without replicas.
+    pub replica_acks: u32,
+    /// How long an admission waits for the replicas before the member is
+    /// answered 503 (the entry is resumed by their retry).
+    pub replica_ack_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -75,6 +83,8 @@ impl Default for Settings {
             waiting_room: Default::default(),
             operator: OperatorSettings::default(),
             receipts: Default::default(),
+            replica_acks: 0,
+            replica_ack_timeout_ms: 1_000,
         }
     }
 }
@@ -91,6 +101,11 @@ impl Settings {
     /// The age after which a pending mark is resumed.
     pub fn resume_after(&self) -> Duration {
         Duration::from_millis(self.resume_after_ms.unwrap_or(self.kafka.delivery_timeout_ms + 1_000))
+    }
+
+    /// The admission fence, `None` when off (see [`Settings::replica_acks`]).
+    pub fn admission_fence(&self) -> Option<platform::redis::fence::ReplicaFence> {
+        platform::redis::fence::ReplicaFence::of(self.replica_acks, Duration::from_millis(self.replica_ack_timeout_ms))
     }
 
     /// The deadline of one publish, after which the member is answered 503.

@@ -94,7 +94,7 @@ impl Application {
         let state = AppState {
             cache,
             redis,
-            admitter: Admitter::new(settings.resume_after()),
+            admitter: Admitter::new(settings.resume_after()).with_fence(settings.admission_fence()),
             producer,
             db,
             auth: Arc::new(settings.auth.verifier()),

@@ -13,6 +13,9 @@
 --
 -- KEYS: meta, eligible, entered, entries, ticket, tickets, frontier, pending, holes
 -- ARGV: resume_after_ms, hole_after_ms, state channel, event id,
+--       ticket floor (the highest ticket the caller was given: a counter
+--       below it went back, e.g. an AOF that missed its last second, and is
+--       raised to it before any ticket is taken; 0: none),
 --       then per request: member, new entry id, admit_new
 --       (1, or 0 when this instance was told the event sold out: known
 --       members are still answered, nobody new is admitted)
@@ -24,6 +27,13 @@ local now = redis_now_ms()
 local resume_after = tonumber(ARGV[1])
 local hole_after = tonumber(ARGV[2]) or 0
 local channel, event_id = ARGV[3], ARGV[4]
+-- Only a counter that exists is raised: a missing one is a new event (an id
+-- used again starts afresh) or one lost whole, which the stock stage restores.
+local ticket_floor = tonumber(ARGV[5]) or 0
+local counter = redis.call('GET', ticket)
+if counter and ticket_floor > (tonumber(counter) or 0) then
+  redis.call('SET', ticket, ticket_floor, 'KEEPTTL')
+end
 local state = redis.call('HMGET', meta, 'status', 'open_at_ms', 'close_at_ms')
 local closed = state[1] == 'closed' or (state[3] and now >= tonumber(state[3]))
 local opens_at = state[2] and tonumber(state[2])
@@ -88,7 +98,7 @@ end
 
 local answers = {}
 local accepted = false
-for i = 5, #ARGV - 2, 3 do
+for i = 6, #ARGV - 2, 3 do
   local answer = admit_one(ARGV[i], ARGV[i + 1], ARGV[i + 2])
   accepted = accepted or answer[1] == 'accept'
   answers[#answers + 1] = answer

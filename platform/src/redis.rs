@@ -24,6 +24,8 @@
 //! evicts exactly those). Services that keep state in Redis refuse to start
 //! on such a server, and `/healthz` reports the policy (`crate::ops`).
 
+pub mod fence;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};

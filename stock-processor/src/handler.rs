@@ -20,6 +20,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use platform::kafka::{encode_event, BatchHandler, BatchOutcome, DeadLetter, HandlerError, OutRecord, Record};
+use platform::redis::fence::FenceError;
 use schemas::{check_identity, Codec, Outcome, StockDecision, StockRelease, SurveySubmitted, Topics};
 use tracing::{Instrument, Span};
 
@@ -66,11 +67,7 @@ enum Check {
 
 /// The failover fence: a batch's Redis writes must reach this many replicas
 /// before the batch may commit (settings: `replica_acks`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fence {
-    pub replicas: u32,
-    pub timeout: Duration,
-}
+pub use platform::redis::fence::ReplicaFence as Fence;
 
 /// What checks Redis against the log and repairs it.
 struct StaleGuard {
@@ -245,34 +242,22 @@ impl StockHandler {
     /// `WAIT` covers what this connection wrote, and the scripts ran on it.
     async fn fenced(&self, moves: &tokio::sync::watch::Receiver<u64>) -> Result<(), HandlerError> {
         let Some(fence) = self.fence else { return Ok(()) };
-        if moves.has_changed().unwrap_or(true) {
-            metrics::counter!("firstcome_stock_fence_refusals_total").increment(1);
-            return Err(HandlerError::transient(
-                "Redis moved to another primary during the batch: its decisions may be on the old one; trying again",
-            ));
-        }
-        let started = Instant::now();
         let mut conn = self.store.connection();
-        let acked: Result<u32, _> =
-            redis::cmd("WAIT").arg(fence.replicas).arg(fence.timeout.as_millis() as u64).query_async(&mut conn).await;
-        let waited = started.elapsed();
-        metrics::histogram!("firstcome_stock_fence_wait_seconds").record(waited.as_secs_f64());
-        match acked {
-            Ok(acked) if acked >= fence.replicas => Ok(()),
-            Ok(acked) => {
+        let started = Instant::now();
+        let held = fence.hold(&mut conn, Some(moves)).await;
+        metrics::histogram!("firstcome_stock_fence_wait_seconds").record(started.elapsed().as_secs_f64());
+        match held {
+            Ok(_) => Ok(()),
+            Err(FenceError::Redis(error)) => Err(HandlerError::transient_in("waiting for the replicas (WAIT)", error)),
+            Err(error) => {
                 metrics::counter!("firstcome_stock_fence_refusals_total").increment(1);
                 tracing::error!(
-                    acked,
-                    wanted = fence.replicas,
-                    waited_ms = waited.as_millis() as u64,
-                    "the batch's decisions did not reach the replicas: not committed (a failover could lose them); trying again"
+                    %error,
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "the batch's decisions may not survive a failover: not committed; trying again"
                 );
-                Err(HandlerError::transient(format!(
-                    "{acked} of {} replicas acknowledged the batch's decisions within {:?}",
-                    fence.replicas, fence.timeout
-                )))
+                Err(HandlerError::transient(format!("the fence did not hold: {error}")))
             }
-            Err(error) => Err(HandlerError::transient_in("waiting for the replicas (WAIT)", error)),
         }
     }
 

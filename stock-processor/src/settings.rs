@@ -142,10 +142,7 @@ impl Settings {
 
     /// The failover fence, `None` when off (see [`Settings::replica_acks`]).
     pub fn fence(&self) -> Option<crate::handler::Fence> {
-        (self.replica_acks > 0).then(|| crate::handler::Fence {
-            replicas: self.replica_acks,
-            timeout: std::time::Duration::from_millis(self.replica_ack_timeout_ms),
-        })
+        crate::handler::Fence::of(self.replica_acks, std::time::Duration::from_millis(self.replica_ack_timeout_ms))
     }
 
     /// The Kafka settings of the stage's consumer: with

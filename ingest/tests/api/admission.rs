@@ -104,3 +104,78 @@ async fn a_failing_event_fails_its_own_requests_only() {
         }
     }
 }
+
+/// Redis forgot its last second (an AOF that missed it, a failover without
+/// the fence): the ticket counter went back. The instance's floor raises it
+/// before the next ticket, so no ticket it handed out is handed out again.
+#[tokio::test]
+async fn a_ticket_counter_that_went_back_is_raised_to_the_highest_ticket_given() {
+    let settings = isolated_settings().await;
+    let mut conn = redis(&settings).await;
+    let members: Vec<String> = (0..6).map(|i| format!("m-{i}")).collect();
+    let eligible: Vec<&str> = members.iter().map(String::as_str).collect();
+    let event_id = create_event(&mut conn, EventSpec::open(&eligible)).await;
+    let admitter = Admitter::new(std::time::Duration::from_secs(30));
+    for (n, m) in members[..4].iter().enumerate() {
+        let answer = admitter.admit(&mut conn, &event_id, &member(m), &format!("e-{m}"), true).await.expect("admit");
+        assert!(matches!(answer, Admission::Accept { ticket, .. } if ticket == n as i64 + 1), "{answer:?}");
+    }
+    // The last two tickets' writes are lost: the counter is back at 2.
+    let _: () =
+        redis::cmd("SET").arg(EventKeys::new(&event_id).ticket).arg(2).query_async(&mut conn).await.expect("SET");
+
+    let answer = admitter.admit(&mut conn, &event_id, &member("m-4"), "e-m-4", true).await.expect("admit");
+    assert!(matches!(answer, Admission::Accept { ticket: 5, .. }), "not ticket 3 again: {answer:?}");
+    // Another instance (a floor of its own, here none) continues from there.
+    let other = Admitter::new(std::time::Duration::from_secs(30));
+    let answer = other.admit(&mut conn, &event_id, &member("m-5"), "e-m-5", true).await.expect("admit");
+    assert!(matches!(answer, Admission::Accept { ticket: 6, .. }), "{answer:?}");
+}
+
+/// The admission fence: with `replica_acks = 1`, an admission on a Redis
+/// without a replica fails (the member gets 503 and nothing is produced),
+/// and one on a primary with a replica passes only once the replica holds
+/// the ticket.
+#[tokio::test]
+async fn an_admission_is_answered_only_once_a_replica_holds_its_ticket() {
+    let settings = isolated_settings().await;
+    let fence =
+        Some(platform::redis::fence::ReplicaFence { replicas: 1, timeout: std::time::Duration::from_millis(200) });
+
+    // The suite's Redis has no replica: the fence cannot hold.
+    let mut alone = redis(&settings).await;
+    let event_id = create_event(&mut alone, EventSpec::open(&["m-1"])).await;
+    let admitter = Admitter::new(std::time::Duration::from_secs(30)).with_fence(fence);
+    let refused = admitter.admit(&mut alone, &event_id, &member("m-1"), "e-1", true).await;
+    assert!(matches!(refused, Err(AdmissionError::Fence(_))), "{refused:?}");
+    // Refusing admits nothing new: the member's retry resumes the same entry.
+    assert!(
+        matches!(
+            admitter.admit(&mut alone, &event_id, &member("m-1"), "e-2", true).await,
+            Ok(Admission::InProgress { .. })
+        ),
+        "the refused admission's mark stands"
+    );
+
+    // The Sentinel-watched pair (primary and replica): the fence holds, and
+    // the replica has the ticket by the time the answer comes.
+    let mut ha_settings =
+        settings.redis.for_principal(platform::settings::Environment::Local, platform::settings::Principal::ADMIN);
+    ha_settings.sentinels = testkit::sentinel::SENTINELS.into();
+    ha_settings.master_name = testkit::sentinel::MASTER_NAME.into();
+    assert!(testkit::sentinel::wait_healthy(std::time::Duration::from_secs(60)).await, "the Sentinel pair is up");
+    let mut pair = platform::redis::connect(&ha_settings).await.expect("the Sentinel pair");
+    let event_id = create_event(&mut pair, EventSpec::open(&["m-1"])).await;
+    let answer = admitter.admit_grouped(&pair, &event_id, &member("m-1"), "e-1", true).await;
+    assert!(matches!(answer, Ok(Admission::Accept { ticket: 1, .. })), "{answer:?}");
+    let primary = testkit::sentinel::master_port().await.expect("a primary");
+    let replica_port = if primary == 6380 { 6381 } else { 6380 };
+    let mut replica = redis::Client::open(format!("redis://admin:firstcome_admin@127.0.0.1:{replica_port}/"))
+        .expect("replica address")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the replica");
+    let ticket: Option<i64> =
+        redis::cmd("GET").arg(EventKeys::new(&event_id).ticket).query_async(&mut replica).await.expect("GET");
+    assert_eq!(ticket, Some(1), "the replica holds the ticket the answer announced");
+}

@@ -559,7 +559,10 @@ async fn start_services(
     for n in 0..plan.ingest {
         let (port, ops) = (free_port()?, free_port()?);
         urls.push(format!("http://127.0.0.1:{port}"));
-        specs.push(ServiceSpec::new(&schedule::name("ingest", n), "ingest", &stack.ingest(port, ops)?, dir, ops)?);
+        // Ingest fences its admissions as the stage fences its batches: a
+        // failover must not hand a ticket out twice.
+        let ingest = ingest::Settings { replica_acks: 1, ..stack.ingest(port, ops)? };
+        specs.push(ServiceSpec::new(&schedule::name("ingest", n), "ingest", &ingest, dir, ops)?);
     }
     let mut running = HashMap::new();
     for spec in &specs {
