@@ -30,6 +30,10 @@ pub const METRICS: &[Metric] = &[
         "firstcome_ingest_holes_announced_total",
         "Admitted entries never acknowledged by their deadline, announced as holes so their places pass on",
     ),
+    Metric::counter(
+        "firstcome_ingest_fence_refusals_total",
+        "Admit calls whose writes did not reach the replicas in time (their members answered 503; replica_acks)",
+    ),
     Metric::counter("firstcome_ingest_rate_limited_total", "Requests refused by a member's rate limit (429)"),
     Metric::counter(
         "firstcome_ingest_address_refused_total",
