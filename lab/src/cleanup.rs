@@ -27,7 +27,7 @@ fn refuse_outside_local(settings: &CliSettings) -> Result<(), NotLocal> {
 }
 
 /// What was removed.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct Cleaned {
     pub databases: usize,
     /// `t_*` schemas of the member database (on its primary; the standbys follow).

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
+use crate::output::Output;
 use crate::rush::{self, RushPlan, RushReport};
 use crate::service_settings::{ProviderLink, Stack};
 use crate::services::{ServiceProcess, ServiceSpec};
@@ -73,8 +74,9 @@ pub struct DemoArgs {
     pub ingest_instances: usize,
 }
 
-/// Runs the demo as the command line asked; fails when an invariant broke.
-pub async fn command(settings: &CliSettings, args: DemoArgs) -> anyhow::Result<()> {
+/// Runs the demo as the command line asked: its outcome (`--format json`:
+/// one document), failed when an invariant broke.
+pub async fn command(settings: &CliSettings, args: DemoArgs) -> anyhow::Result<Output> {
     let plan = DemoPlan {
         members: args.members,
         total_stock: args.total,
@@ -84,19 +86,23 @@ pub async fn command(settings: &CliSettings, args: DemoArgs) -> anyhow::Result<(
         ..Default::default()
     };
     let outcome = run(settings, &plan).await?;
-    if !outcome.invariants.all_hold() {
-        return Err(crate::CheckFailed(format!("invariants broken for {}", outcome.event_id)).into());
-    }
-    println!("\nall invariants hold for {}", outcome.event_id);
-    Ok(())
+    let holds = outcome.invariants.all_hold();
+    let text = if holds { format!("\nall invariants hold for {}", outcome.event_id) } else { String::new() };
+    Ok(Output::new(text, &outcome).failed_if(!holds, format!("invariants broken for {}", outcome.event_id)))
 }
 
 /// What the demo saw.
+#[derive(Debug, serde::Serialize)]
 pub struct DemoOutcome {
     pub event_id: String,
     pub rush: RushReport,
     pub invariants: InvariantReport,
+    #[serde(rename = "drained_in_ms", serialize_with = "as_millis")]
     pub drained_in: Duration,
+}
+
+fn as_millis<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(duration.as_millis() as u64)
 }
 
 const INGEST_BASE_PORT: u16 = 8080;
@@ -106,7 +112,7 @@ const PROVIDER_PORT: u16 = 8090;
 
 /// Runs the demo; the services are stopped before it returns.
 pub async fn run(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Result<DemoOutcome> {
-    println!("seeding {} members ({}% bought the product)…", plan.members, plan.eligible_ratio * 100.0);
+    crate::say!("seeding {} members ({}% bought the product)…", plan.members, plan.eligible_ratio * 100.0);
     let seed_plan = SeedPlan { count: plan.members, eligible_ratio: plan.eligible_ratio, ..Default::default() };
     let seeded = members::seed(&settings.member_primary, &settings.replica, &seed_plan).await?;
 
@@ -122,7 +128,7 @@ pub async fn run(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Result<Demo
         questions: DEFAULT_QUESTIONS.map(String::from).to_vec(),
     };
     let eligible = event::create(settings, &new_event).await?;
-    println!(
+    crate::say!(
         "event {}: {} in stock, {} safety, {} for sale, {eligible} eligible members",
         new_event.event_id,
         plan.total_stock,
@@ -178,7 +184,12 @@ async fn start_services(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Resu
     }
     for service in &mut running {
         service.wait_healthy(Duration::from_secs(60)).await?;
-        println!("  {:<16} healthy (pid {}, log {})", service.name, service.pid().unwrap_or(0), service.log.display());
+        crate::say!(
+            "  {:<16} healthy (pid {}, log {})",
+            service.name,
+            service.pid().unwrap_or(0),
+            service.log.display()
+        );
     }
     Ok(running)
 }
@@ -195,14 +206,14 @@ async fn rush_and_drain(
         shots.push((member.clone(), ingest::auth::mint(secret, member, Duration::from_secs(3600))?));
     }
     // The survey page and the dashboard, for a person to watch the rush (docs/event-pages.md).
-    println!("\nsurvey page  http://127.0.0.1:{INGEST_BASE_PORT}/?event={}", new_event.event_id);
-    println!(
+    crate::say!("\nsurvey page  http://127.0.0.1:{INGEST_BASE_PORT}/?event={}", new_event.event_id);
+    crate::say!(
         "dashboard    http://127.0.0.1:{INGEST_OPS_BASE_PORT}/dashboard?event={} (operator token: {})",
         new_event.event_id,
         ingest::settings::DEV_OPERATOR_TOKEN
     );
     for (member, token) in shots.iter().take(3) {
-        println!("member token {member}: {token}");
+        crate::say!("member token {member}: {token}");
     }
     let urls =
         (0..plan.ingest_instances).map(|i| format!("http://127.0.0.1:{}", INGEST_BASE_PORT + 2 * i as u16)).collect();
@@ -216,19 +227,24 @@ async fn rush_and_drain(
         progress: true,
         ..RushPlan::new(urls, new_event.event_id.clone(), shots)
     };
-    println!(
+    crate::say!(
         "\nopening rush: {} members (+{}% retries), {} connections…",
         members.len(),
         plan.duplicate_ratio * 100.0,
         plan.concurrency
     );
     let report = rush::run(&rush_plan).await?;
-    println!(
+    crate::say!(
         "  {} requests in {} ms: {:.0} req/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        report.requests, report.elapsed_ms, report.requests_per_sec, report.p50_ms, report.p99_ms, report.max_ms
+        report.requests,
+        report.elapsed_ms,
+        report.requests_per_sec,
+        report.p50_ms,
+        report.p99_ms,
+        report.max_ms
     );
 
-    println!("\nwaiting for the pipeline to drain…");
+    crate::say!("\nwaiting for the pipeline to drain…");
     let started = Instant::now();
     let provider = format!("http://127.0.0.1:{PROVIDER_PORT}");
     let stores = audit::Stores::connect(&settings.database, &settings.redis).await?;
@@ -248,28 +264,31 @@ async fn rush_and_drain(
 fn print_outcome(report: &RushReport, invariants: &InvariantReport, drained: bool, drained_in: Duration) {
     let t = &invariants.tally;
     if drained {
-        println!("  drained in {:.1} s", drained_in.as_secs_f64());
+        crate::say!("  drained in {:.1} s", drained_in.as_secs_f64());
     } else {
-        println!("  NOT drained after {:.1} s", drained_in.as_secs_f64());
+        crate::say!("  NOT drained after {:.1} s", drained_in.as_secs_f64());
     }
-    println!("\noutcome");
-    println!("  accepted (202)   {}", report.count(202));
+    crate::say!("\noutcome");
+    crate::say!("  accepted (202)   {}", report.count(202));
     for (error, n) in &report.by_error {
-        println!("  refused {:<9} {n}", error);
+        crate::say!("  refused {:<9} {n}", error);
     }
-    println!("  by status        {:?}", report.by_status);
-    println!("  won              {}", t.sent + t.failed + t.won);
-    println!("  sent             {}", t.sent);
-    println!("  failed→returned  {}", t.failed);
-    println!("  lost             {}", t.lost);
-    println!(
+    crate::say!("  by status        {:?}", report.by_status);
+    crate::say!("  won              {}", t.sent + t.failed + t.won);
+    crate::say!("  sent             {}", t.sent);
+    crate::say!("  failed→returned  {}", t.failed);
+    crate::say!("  lost             {}", t.lost);
+    crate::say!(
         "  phantom success  {}  (told \"won\", refused by the payout guard, never paid; must be 0)",
         t.phantom_successes
     );
-    println!(
+    crate::say!(
         "  for sale         {}  (ledger issued {}, returned {}, redis stock {})",
-        t.for_sale, t.ledger_issued, t.ledger_returned, t.redis_stock
+        t.for_sale,
+        t.ledger_issued,
+        t.ledger_returned,
+        t.redis_stock
     );
-    println!("\ninvariants");
-    print!("{}", audit::text(&invariants.checks));
+    crate::say!("\ninvariants");
+    crate::say!("{}", audit::text(&invariants.checks).trim_end());
 }

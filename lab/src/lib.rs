@@ -10,6 +10,7 @@
 pub mod chaos;
 pub mod cleanup;
 pub mod demo;
+pub mod output;
 pub mod rush;
 pub mod service_settings;
 pub mod services;

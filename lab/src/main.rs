@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use firstcome_cli::exit::{classify, Exit};
 use firstcome_cli::CliSettings;
+use firstcome_lab::output::{self, Format, Output};
 use firstcome_lab::{chaos, cleanup, demo, rush, CheckFailed};
 
 #[derive(Parser)]
@@ -16,6 +17,10 @@ struct Cli {
     /// Log more on stderr: -v info, -vv debug (quiet by default: warnings and errors).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// What goes to stdout: lines for people (text), or one JSON document, the
+    /// command's report (json; the progress then goes to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    format: Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,8 +60,19 @@ async fn main() -> ExitCode {
     };
     settings.telemetry.log_filter = firstcome_cli::app::log_filter(&settings.telemetry.log_filter, cli.verbose);
     platform::telemetry::init("firstcome-lab", &settings.telemetry);
-    let exit = match run(cli.command, &settings).await {
-        Ok(()) => Exit::Ok,
+    output::set_format(cli.format);
+    let exit = match run(cli.command, &settings, cli.format).await {
+        Ok(output) => {
+            print!("{}", output.as_ref().map(|o| o.render(cli.format)).unwrap_or_default());
+            match output.and_then(|o| o.failed) {
+                // The statuses of firstcome's (docs/operations.md): a broken invariant is 1.
+                Some(why) => {
+                    eprintln!("firstcome-lab: {why}");
+                    Exit::CheckFailed
+                }
+                None => Exit::Ok,
+            }
+        }
         // The statuses of firstcome's (docs/operations.md): a broken invariant is 1.
         Err(error) if error.downcast_ref::<CheckFailed>().is_some() => {
             eprintln!("firstcome-lab: {error}");
@@ -72,26 +88,50 @@ async fn main() -> ExitCode {
     exit.into()
 }
 
-async fn run(command: Command, settings: &CliSettings) -> anyhow::Result<()> {
+/// What the command found (none for a server, which says its address when it listens).
+async fn run(command: Command, settings: &CliSettings, format: Format) -> anyhow::Result<Option<Output>> {
     match command {
-        Command::Rush(args) => rush::command::run(settings, args).await,
-        Command::Chaos(args) => chaos::command(settings, args).await,
-        Command::Demo(args) => demo::command(settings, args).await,
+        Command::Rush(args) => rush::command::run(settings, args, format).await.map(Some),
+        Command::Chaos(args) => chaos::command(settings, args).await.map(Some),
+        Command::Demo(args) => demo::command(settings, args).await.map(Some),
         Command::CleanupTests => {
             let cleaned = cleanup::run(settings).await?;
-            println!(
+            let text = format!(
                 "removed {} databases, {} member schemas, {} topics, {} subjects, {} ACLs",
                 cleaned.databases, cleaned.member_schemas, cleaned.topics, cleaned.subjects, cleaned.acls
             );
-            Ok(())
+            Ok(Some(Output::new(text, &cleaned)))
         }
         Command::ProviderSim => {
             let sim_settings: provider_sim::Settings =
                 platform::settings::load().context("Failed to load provider-sim settings")?;
             let app = provider_sim::Application::build(sim_settings).await?;
-            println!("provider simulator on {}", app.base_url());
+            // Said when it listens, not when it stops: the output is the address.
+            let listening = Output::new(
+                format!("provider simulator on {}", app.base_url()),
+                &serde_json::json!({
+                    "base_url": app.base_url(),
+                }),
+            );
+            print!("{}", listening.render(format));
             app.run_until_stopped(platform::shutdown::on_signal()).await?;
-            Ok(())
+            Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_is_accepted_anywhere_on_the_line_and_only_text_or_json() {
+        let cli = Cli::try_parse_from(["firstcome-lab", "rush", "ev-1", "--format", "json"]).expect("parsed");
+        assert_eq!(cli.format, Format::Json);
+        let cli = Cli::try_parse_from(["firstcome-lab", "--format", "json", "chaos", "--seed", "3"]).expect("parsed");
+        assert_eq!(cli.format, Format::Json);
+        assert_eq!(Cli::try_parse_from(["firstcome-lab", "demo"]).expect("parsed").format, Format::Text);
+        assert!(Cli::try_parse_from(["firstcome-lab", "demo", "--format", "yaml"]).is_err());
+        assert!(Cli::try_parse_from(["firstcome-lab", "rush", "ev-1", "--json"]).is_err(), "--format json replaced it");
     }
 }

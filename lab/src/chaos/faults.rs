@@ -74,16 +74,16 @@ impl World {
         let started = Instant::now();
         let started_at_ms = rush_started.elapsed().as_millis() as u64;
         let label = planned.fault.label();
-        println!("  [{:>7.1} s] {label}", started_at_ms as f64 / 1000.0);
+        crate::say!("  [{:>7.1} s] {label}", started_at_ms as f64 / 1000.0);
         let result = self.run(&planned.fault).await;
         let (detail, condition_met, error) = match result {
             Ok((detail, met)) => (detail, met, None),
             Err(error) => (String::new(), None, Some(format!("{error:#}"))),
         };
         if let Some(error) = &error {
-            println!("              FAILED: {error}");
+            crate::say!("              FAILED: {error}");
         } else if !detail.is_empty() {
-            println!("              {detail}");
+            crate::say!("              {detail}");
         }
         Injected {
             planned_at_ms: planned.at_ms,

@@ -29,6 +29,7 @@ use anyhow::{bail, Context};
 use platform::event_keys::EventKeys;
 use platform::kafka::admin::{create_topics, pipeline_topics, Layout};
 
+use crate::output::Output;
 use crate::service_settings::{ProviderLink, Stack};
 use crate::services::{ServiceProcess, ServiceSpec};
 use audit::{Check, Stores};
@@ -152,13 +153,11 @@ pub struct ChaosArgs {
     /// Reports and service logs go to <artifacts>/<seed>/.
     #[arg(long, default_value = ".stack/chaos")]
     pub artifacts: PathBuf,
-    /// Print the report as JSON too.
-    #[arg(long)]
-    pub json: bool,
 }
 
-/// Runs one seed as the command line asked; fails when an invariant broke.
-pub async fn command(settings: &CliSettings, args: ChaosArgs) -> anyhow::Result<()> {
+/// Runs one seed as the command line asked: its report (`--format json`:
+/// the report.json document), failed when an invariant broke.
+pub async fn command(settings: &CliSettings, args: ChaosArgs) -> anyhow::Result<Output> {
     let plan = ChaosPlan {
         seed: args.seed,
         members: args.members,
@@ -172,16 +171,10 @@ pub async fn command(settings: &CliSettings, args: ChaosArgs) -> anyhow::Result<
     };
     let report = run(settings, &plan).await?;
     report.print();
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    }
-    if !report.passed() {
-        let why =
-            format!("chaos seed {} FAILED: the report and every service log are in {}", args.seed, report.artifacts);
-        return Err(crate::CheckFailed(why).into());
-    }
-    println!("\nchaos seed {}: every invariant holds", args.seed);
-    Ok(())
+    let passed = report.passed();
+    let text = if passed { format!("\nchaos seed {}: every invariant holds", args.seed) } else { String::new() };
+    let why = format!("chaos seed {} FAILED: the report and every service log are in {}", args.seed, report.artifacts);
+    Ok(Output::new(text, &report).failed_if(!passed, why))
 }
 
 /// The run's own names, derived from the seed and a random id.
@@ -219,15 +212,15 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
     };
     let artifacts = plan.artifacts_dir();
     if let Some(kept) = report::prepare_dir(&artifacts)? {
-        println!("the seed's last run failed: its report and logs are kept in {}", kept.display());
+        crate::say!("the seed's last run failed: its report and logs are kept in {}", kept.display());
     }
     let artifacts = std::fs::canonicalize(&artifacts)?;
 
     let names = Names::new(plan.seed);
     let schedule = schedule::plan(plan.seed, &plan.shape());
-    println!("chaos seed {} — {} faults planned (same seed, same schedule):", plan.seed, schedule.len());
+    crate::say!("chaos seed {} — {} faults planned (same seed, same schedule):", plan.seed, schedule.len());
     for p in &schedule {
-        println!("  {:>7.1} s  {}", p.at_ms as f64 / 1000.0, p.fault.label());
+        crate::say!("  {:>7.1} s  {}", p.at_ms as f64 / 1000.0, p.fault.label());
     }
 
     let mut run_settings = settings.clone();
@@ -236,7 +229,12 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
     run_settings.replica.schema = names.database.clone();
     run_settings.member_primary.schema = names.database.clone();
 
-    println!("\nsetting up: topics {}* (RF 3), database {}, {} members…", names.prefix, names.database, plan.members);
+    crate::say!(
+        "\nsetting up: topics {}* (RF 3), database {}, {} members…",
+        names.prefix,
+        names.database,
+        plan.members
+    );
     faults::stack(&stack_bin, &["up", "kafka3", "redis-sentinel"]).await?;
     faults::wait_redis_healthy(Duration::from_secs(60)).await;
     let topics = run_settings.kafka.topics();
@@ -385,7 +383,7 @@ async fn rush_faults_and_drain(
         seed: plan.seed,
         shot_deadline: Duration::from_secs(90),
     };
-    println!(
+    crate::say!(
         "\nrush: {} requests over {:.0} s from {} members; faults:",
         load_plan.requests,
         plan.rush.as_secs_f64(),
@@ -402,7 +400,7 @@ async fn rush_faults_and_drain(
             // The world is broken (a service that does not come back, a
             // store that does not answer): the run has failed; waiting out
             // the rest of the schedule would only delay the report.
-            println!(
+            crate::say!(
                 "  a fault could not be injected: the remaining {} are skipped",
                 schedule.len() - report.faults.len()
             );
@@ -416,14 +414,14 @@ async fn rush_faults_and_drain(
         .saturating_duration_since(rush_started + Duration::from_millis(load.elapsed_ms))
         .as_millis() as u64;
     report.accepted = load.accepted.len();
-    println!(
+    crate::say!(
         "rush done in {:.1} s: {} requests, final answers {:?}",
         load.elapsed_ms as f64 / 1000.0,
         load.requests,
         load.finals
     );
 
-    println!("waiting for the drain…");
+    crate::say!("waiting for the drain…");
     let stores = connect_stores(settings).await?;
     let accepted = load.accepted.clone();
     report.load = load;
@@ -571,7 +569,12 @@ async fn start_services(
     for spec in &specs {
         let service = running.get_mut(&spec.name).context("started")?;
         service.wait_healthy(Duration::from_secs(120)).await?;
-        println!("  {:<14} healthy (pid {}, log {})", service.name, service.pid().unwrap_or(0), service.log.display());
+        crate::say!(
+            "  {:<14} healthy (pid {}, log {})",
+            service.name,
+            service.pid().unwrap_or(0),
+            service.log.display()
+        );
     }
     Ok((running, urls, provider_url))
 }

@@ -87,8 +87,8 @@ impl ChaosReport {
 
     pub fn print(&self) {
         let l = &self.load;
-        println!("\nchaos seed {} — event {}", self.seed, self.event_id);
-        println!(
+        crate::say!("\nchaos seed {} — event {}", self.seed, self.event_id);
+        crate::say!(
             "  rush: {} shots ({} members, {} eligible), {} requests with retries in {:.1} s; final answers {:?}",
             l.shots,
             self.members,
@@ -97,16 +97,16 @@ impl ChaosReport {
             l.elapsed_ms as f64 / 1000.0,
             l.finals
         );
-        println!("  every answer {:?}; final errors {:?}", l.answers, l.final_errors);
+        crate::say!("  every answer {:?}; final errors {:?}", l.answers, l.final_errors);
         let conditions = self.faults.iter().filter(|f| f.condition_met == Some(true)).count();
-        println!(
+        crate::say!(
             "  faults: {} injected ({} failed to inject; {} conditional caught)",
             self.faults.len(),
             self.faults.iter().filter(|f| f.error.is_some()).count(),
             conditions
         );
         for f in &self.faults {
-            println!(
+            crate::say!(
                 "    planned {:>6.1} s, at {:>6.1} s, {:>5.1} s: {}{}",
                 f.planned_at_ms as f64 / 1000.0,
                 f.started_at_ms as f64 / 1000.0,
@@ -117,19 +117,19 @@ impl ChaosReport {
         }
         if let Some(report) = &self.invariants {
             let t = &report.tally;
-            println!(
+            crate::say!(
                 "  outcome: {} entries, {} sent, {} failed (unit returned), {} lost, {} won-waiting, {} phantom successes; ledger {} issued / {} returned; provider {} gifts; {} for sale",
                 t.entries, t.sent, t.failed, t.lost, t.won_waiting(), t.phantom_successes, t.ledger_issued, t.ledger_returned, t.provider_gifts, t.for_sale
             );
         }
-        println!(
+        crate::say!(
             "  drained: {} ({:.1} s after the last fault, which ended {:.1} s after the rush)",
             self.drained,
             self.drain_ms as f64 / 1000.0,
             self.rush_to_last_fault_ms as f64 / 1000.0
         );
         if let Some(f) = &self.fidelity {
-            println!(
+            crate::say!(
                 "  FCFS fidelity: {} of the first {} accepted entries won ({:.1} %)",
                 f.winners_among_first_n,
                 f.first_n,
@@ -137,17 +137,17 @@ impl ChaosReport {
             );
         }
         if let Some(ms) = self.last_request_to_last_gift_ms {
-            println!("  last request -> last gift: {:.1} s", ms as f64 / 1000.0);
+            crate::say!("  last request -> last gift: {:.1} s", ms as f64 / 1000.0);
         }
-        println!("  checks:");
+        crate::say!("  checks:");
         for check in &self.checks {
             let mark = if check.holds { "HOLDS " } else { "BROKEN" };
-            println!("    [{mark}] {:<58} {}", check.name, check.detail);
+            crate::say!("    [{mark}] {:<58} {}", check.name, check.detail);
         }
         if let Some(error) = &self.error {
-            println!("  error: {error}");
+            crate::say!("  error: {error}");
         }
-        println!("  duration {:.1} s; report and logs in {}", self.duration_ms as f64 / 1000.0, self.artifacts);
+        crate::say!("  duration {:.1} s; report and logs in {}", self.duration_ms as f64 / 1000.0, self.artifacts);
     }
 }
 

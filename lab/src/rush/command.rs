@@ -11,6 +11,8 @@ use audit::Stores;
 use firstcome_cli::commands::event;
 use firstcome_cli::CliSettings;
 
+use crate::output::{Format, Output};
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct RushArgs {
     pub event_id: String,
@@ -63,12 +65,12 @@ pub struct RushArgs {
     /// Write report.json and rush.png here.
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
-    /// Print the whole report as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
-pub async fn run(settings: &CliSettings, args: RushArgs) -> anyhow::Result<()> {
+/// Fires the rush; its report (`--format json`: the whole report, as
+/// report.json). The progress bar and lines are for text only.
+pub async fn run(settings: &CliSettings, args: RushArgs, format: Format) -> anyhow::Result<Output> {
+    let json = format == Format::Json;
     let pool = platform::member_db::replica_pool(&settings.replica)?;
     let pattern = format!("{}%", args.member_prefix.replace('%', "\\%").replace('_', "\\_"));
     let ids: Vec<String> = pool
@@ -108,12 +110,12 @@ pub async fn run(settings: &CliSettings, args: RushArgs) -> anyhow::Result<()> {
         answers: event::DEFAULT_QUESTIONS.iter().map(|q| (q.to_string(), "5".to_string())).collect(),
         max_lateness: (args.max_lateness_ms > 0).then(|| Duration::from_millis(args.max_lateness_ms)),
         max_wait: Duration::from_secs(args.max_wait_secs),
-        progress: !args.json,
+        progress: !json,
         ..RushPlan::new(args.urls.clone(), args.event_id.clone(), shots)
     };
     let (schedule, early) = super::schedule_of(&plan);
-    if !args.json {
-        println!(
+    if !json {
+        crate::say!(
             "rush on {}: {} requests ({} members, {:.0}% twice, {early} before the opening), peak {:.0}/s, hold {:.1} s, {} connections",
             args.event_id,
             schedule.requests,
@@ -125,7 +127,7 @@ pub async fn run(settings: &CliSettings, args: RushArgs) -> anyhow::Result<()> {
         );
     }
     let rush = super::run(&plan).await?;
-    if !args.json {
+    if !json {
         print_rush(&rush);
     }
 
@@ -135,8 +137,8 @@ pub async fn run(settings: &CliSettings, args: RushArgs) -> anyhow::Result<()> {
         .filter_map(|w| w.split_once('=').and_then(|(name, pid)| Some((name.to_string(), pid.parse().ok()?))))
         .collect();
     let pipeline = if args.drain_secs > 0 {
-        if !args.json {
-            println!("waiting up to {} s for the pipeline…", args.drain_secs);
+        if !json {
+            crate::say!("waiting up to {} s for the pipeline…", args.drain_secs);
         }
         let pipeline = report::pipeline(
             &stores,
@@ -146,7 +148,7 @@ pub async fn run(settings: &CliSettings, args: RushArgs) -> anyhow::Result<()> {
             args.provider_url.as_deref(),
         )
         .await?;
-        if !args.json {
+        if !json {
             print_pipeline(&pipeline);
         }
         Some(pipeline)
@@ -168,9 +170,9 @@ pub async fn run(settings: &CliSettings, args: RushArgs) -> anyhow::Result<()> {
         memory,
         baselines,
     };
-    if !args.json {
+    if !json {
         for m in &drill.memory {
-            println!("  {:<16} peak RSS {:.0} MiB", m.name, m.peak_rss_mib);
+            crate::say!("  {:<16} peak RSS {:.0} MiB", m.name, m.peak_rss_mib);
         }
     }
     if let Some(dir) = &args.report_dir {
@@ -182,22 +184,19 @@ pub async fn run(settings: &CliSettings, args: RushArgs) -> anyhow::Result<()> {
         if let Err(error) = super::plot::draw(&dir.join("rush.png"), &title, &drill.rush, drill.pipeline.as_ref()) {
             eprintln!("no plot: {error:#}");
         }
-        if !args.json {
-            println!("report: {}", dir.join("report.json").display());
+        if !json {
+            crate::say!("report: {}", dir.join("report.json").display());
         }
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&drill)?);
-    }
-    Ok(())
+    Ok(Output::new(String::new(), &drill))
 }
 
 fn print_rush(r: &super::RushReport) {
-    println!(
+    crate::say!(
         "{} requests due, {} sent ({} late, {} unsent) in {} ms: {:.0} req/s; p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
         r.requests, r.sent, r.late, r.unsent, r.elapsed_ms, r.requests_per_sec, r.p50_ms, r.p90_ms, r.p99_ms, r.p999_ms, r.max_ms
     );
-    println!("by status {:?}; by error {:?}", r.by_status, r.by_error);
+    crate::say!("by status {:?}; by error {:?}", r.by_status, r.by_error);
     print_line(&r.line, &r.timeline);
 }
 
@@ -206,7 +205,7 @@ fn print_line(l: &super::line::LineReport, timeline: &[super::SecondReport]) {
     if l.waited == 0 {
         return;
     }
-    println!(
+    crate::say!(
         "waiting room: {} members waited ({} served, {} still waiting at the stop), {} follow-ups ({} answers 429 waiting, {} 425 pre-queue); wait p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; longest line {}",
         l.waited,
         l.served,
@@ -221,12 +220,12 @@ fn print_line(l: &super::line::LineReport, timeline: &[super::SecondReport]) {
     );
     let samples: Vec<String> =
         timeline.iter().filter_map(|s| s.line_waiting.map(|w| format!("{}s:{w}", s.second))).collect();
-    println!("line length per second: {}", samples.join(" "));
+    crate::say!("line length per second: {}", samples.join(" "));
 }
 
 fn print_pipeline(p: &report::PipelineReport) {
     let s = |v: Option<f64>| v.map(|v| format!("{v:.1} s")).unwrap_or_else(|| "-".into());
-    println!(
+    crate::say!(
         "pipeline {}: {} entries, {} decided, {} won, {} sent, {} failed (for sale {}); last decision {} and last gift {} after the last request",
         if p.drained { "drained" } else { "NOT drained" },
         p.entries,
@@ -238,7 +237,7 @@ fn print_pipeline(p: &report::PipelineReport) {
         s(p.last_decision_after_last_request_s),
         s(p.last_gift_after_last_request_s)
     );
-    println!(
+    crate::say!(
         "FCFS fidelity {:.2}% ({} of the first {} accepted won); oversold {}; invariants {}",
         p.fcfs_fidelity * 100.0,
         p.fcfs_winners_in_first_n,
