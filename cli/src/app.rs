@@ -27,6 +27,9 @@ pub struct Cli {
     /// Log more on stderr: -v info, -vv debug, -vvv trace (quiet by default: warnings and errors).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Who runs the command, recorded with every operator action (default: the OS user).
+    #[arg(long, global = true, env = "FIRSTCOME_OPERATOR_NAME")]
+    pub operator: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -122,14 +125,15 @@ pub fn load_settings() -> anyhow::Result<CliSettings> {
 
 /// The log filter for `-v` count, unless the settings name one (and
 /// `RUST_LOG` wins over both): quiet by default, so nothing comes before a
-/// command's output but warnings and errors.
+/// command's output but warnings, errors and the audit lines of operator
+/// actions (`audit_trail`).
 pub fn log_filter(configured: &str, verbose: u8) -> String {
     let default = platform::settings::TelemetrySettings::default().log_filter;
     if configured != default {
         return configured.to_string();
     }
     match verbose {
-        0 => "warn",
+        0 => "warn,operator_audit=info",
         1 => "info,rdkafka=warn",
         2 => "debug,rdkafka=info",
         _ => "trace",
@@ -148,6 +152,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     };
     settings.telemetry.log_filter = log_filter(&settings.telemetry.log_filter, cli.verbose);
+    settings.operator = cli.operator.clone();
     platform::telemetry::init("firstcome", &settings.telemetry);
     let format = cli.output_format();
     let command = cli.command;
@@ -210,7 +215,7 @@ mod tests {
     #[test]
     fn quiet_by_default_and_more_with_each_v_unless_the_settings_name_a_filter() {
         let default = platform::settings::TelemetrySettings::default().log_filter;
-        assert_eq!(log_filter(&default, 0), "warn");
+        assert_eq!(log_filter(&default, 0), "warn,operator_audit=info");
         assert!(log_filter(&default, 1).starts_with("info"));
         assert_eq!(log_filter("debug,sqlx=warn", 0), "debug,sqlx=warn");
     }

@@ -9,6 +9,7 @@
 //! ([`reach`]) — is [`app`].
 
 pub mod app;
+pub mod audit_trail;
 pub mod commands;
 pub mod exit;
 pub mod output;

@@ -25,6 +25,12 @@ pub struct CliSettings {
     pub redis: RedisSettings,
     pub telemetry: TelemetrySettings,
     pub auth: AuthSettings,
+    /// Who runs the command, for the audit of operator actions
+    /// (`--operator` / `FIRSTCOME_OPERATOR_NAME`; the OS user when unset).
+    /// Not read from the settings sources: `FIRSTCOME_OPERATOR__*` is
+    /// ingest's operator section.
+    #[serde(skip)]
+    pub operator: Option<String>,
 }
 
 impl CliSettings {

@@ -37,6 +37,8 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0008_parked_gifts", include_str!("../../migrations/0008_parked_gifts.sql")),
     ("0009_entry_tickets", include_str!("../../migrations/0009_entry_tickets.sql")),
     ("0010_no_member_tables", include_str!("../../migrations/0010_no_member_tables.sql")),
+    ("0011_operator_actions", include_str!("../../migrations/0011_operator_actions.sql")),
+    ("0012_event_gift", include_str!("../../migrations/0012_event_gift.sql")),
 ];
 
 /// Every service role's privileges, applied after the migrations on every

@@ -218,7 +218,12 @@ pub async fn command(settings: &CliSettings, command: DlqCommand) -> anyhow::Res
         }
         DlqCommand::Replay { topic, max } => {
             let topic = format!("{}{topic}", settings.kafka.topic_prefix);
-            let done = replay(&settings.kafka, &topic, max).await?;
+            let done = crate::audit_trail::audited(
+                settings,
+                crate::audit_trail::Action::new("dlq replay", None, serde_json::json!({ "topic": topic, "max": max })),
+                replay(&settings.kafka, &topic, max),
+            )
+            .await?;
             let json = serde_json::json!({ "topic": topic, "replayed": done.replayed, "duplicates": done.duplicates });
             Ok(Output::new(format!("replayed {} dead letters to {topic}", done.replayed), &json))
         }

@@ -6,16 +6,26 @@
 //! Redis and sets the event's keys (see `platform::event_keys`), all expiring
 //! after close, then marks the event open in PostgreSQL. Run again after a
 //! failure, it completes what it started.
+//!
+//! The operator's guardrails are the command's ([`command`]), not the
+//! library's: `create --dry-run` prints the [`Plan`] (eligible members on the
+//! replica, stock, schedule, the log's retention, warnings) and changes
+//! nothing; `create` refuses an event whose entries `survey-submitted` would
+//! delete before the close and the rebuild window; outside local, `create`
+//! and `close` ask for confirmation (or `--yes`); and both are recorded in
+//! `operator_actions` ([`crate::audit_trail`]).
 
 use std::collections::HashMap;
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use serde::Serialize;
 
-use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus};
+use platform::event_keys::{write_event, EventKeys, EventMeta, EventStatus, GRACE_AFTER_CLOSE};
 
+use crate::audit_trail::{self, Action};
 use crate::exit::Usage;
 use crate::output::Output;
 use crate::reach::Need;
@@ -23,6 +33,14 @@ use crate::settings::CliSettings;
 
 /// The survey every demo event asks.
 pub const DEFAULT_QUESTIONS: [&str; 2] = ["satisfaction", "recommend"];
+
+/// The gift of an event created without `--gift` (the column's default too).
+pub const DEFAULT_GIFT: &str = "₩10,000 coffee gifticon";
+
+/// How long after the close the event may still be rebuilt from
+/// `survey-submitted` (`rebuild redis`, `reconcile --repair`): as long as
+/// its Redis keys live.
+pub const DEFAULT_REBUILD_WINDOW: chrono::Duration = chrono::Duration::seconds(GRACE_AFTER_CLOSE.as_secs() as i64);
 
 /// An event to create.
 #[derive(Debug, Clone)]
@@ -43,15 +61,27 @@ impl NewEvent {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        // The rules every consumer applies to event ids (they go into Redis keys).
-        schemas::check_id("event id", &self.event_id).map_err(anyhow::Error::msg)?;
-        if self.total_stock < 0 || self.safety_stock < 0 || self.safety_stock > self.total_stock {
-            bail!("need 0 <= safety stock <= total stock");
-        }
-        if self.close_at <= self.open_at {
-            bail!("close_at must be after open_at");
+        let problems = self.problems();
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
         }
         Ok(())
+    }
+
+    /// What makes the event invalid (empty: nothing).
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        // The rules every consumer applies to event ids (they go into Redis keys).
+        if let Err(e) = schemas::check_id("event id", &self.event_id) {
+            out.push(e.to_string());
+        }
+        if self.total_stock < 0 || self.safety_stock < 0 || self.safety_stock > self.total_stock {
+            out.push("need 0 <= safety stock <= total stock".into());
+        }
+        if self.close_at <= self.open_at {
+            out.push("close_at must be after open_at (the event would close before it opens)".into());
+        }
+        out
     }
 }
 
@@ -96,10 +126,15 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc
 /// (open, sold out, closed), a `scheduled` row with other parameters, or a
 /// Redis `meta` describing another event is refused.
 pub async fn create(settings: &CliSettings, event: &NewEvent) -> anyhow::Result<usize> {
+    create_with_gift(settings, event, DEFAULT_GIFT).await
+}
+
+/// [`create`], naming the event's gift (the survey page shows it beside the name).
+pub async fn create_with_gift(settings: &CliSettings, event: &NewEvent, gift: &str) -> anyhow::Result<usize> {
     event.validate()?;
     let pool = platform::db::pool(&settings.database)?;
     let mut client = pool.get().await.context("Failed to connect to PostgreSQL")?;
-    schedule(&mut client, event).await?;
+    schedule(&mut client, event, gift).await?;
     // Eligibility comes from the shop's member replica, never its primary.
     let eligible = super::members::eligible(&settings.replica, &event.product_id).await.with_context(|| {
         format!(
@@ -128,6 +163,19 @@ pub async fn create(settings: &CliSettings, event: &NewEvent) -> anyhow::Result<
             ),
         }
     }
+    // What the survey page shows before sign-in, beside the meta's facts
+    // (fields `EventMeta` does not read; written again by a resumed create).
+    let _: () = redis::cmd("HSET")
+        .arg(EventKeys::new(&event.event_id).meta)
+        .arg("name")
+        .arg(&event.name)
+        .arg("gift")
+        .arg(gift)
+        .query_async(&mut redis)
+        .await
+        .with_context(|| {
+            format!("Failed to write the event's name and gift: run create again for {}", event.event_id)
+        })?;
 
     let opened = client
         .execute(
@@ -190,22 +238,22 @@ fn same_event(a: &EventMeta, b: &EventMeta) -> bool {
 
 /// Step 1: the `scheduled` event row and its ledger, or the `scheduled` row an
 /// earlier create left with the same parameters.
-async fn schedule(client: &mut deadpool_postgres::Client, event: &NewEvent) -> anyhow::Result<()> {
+async fn schedule(client: &mut deadpool_postgres::Client, event: &NewEvent, gift: &str) -> anyhow::Result<()> {
     let tx = client.transaction().await?;
     let questions = serde_json::to_value(&event.questions)?;
     let inserted = tx
         .execute(
-            "INSERT INTO events (event_id, name, product_id, total_stock, safety_stock, open_at, close_at, questions, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'scheduled') ON CONFLICT (event_id) DO NOTHING",
+            "INSERT INTO events (event_id, name, product_id, total_stock, safety_stock, open_at, close_at, questions, status, gift)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'scheduled', $9) ON CONFLICT (event_id) DO NOTHING",
             &[&event.event_id, &event.name, &event.product_id, &event.total_stock, &event.safety_stock,
-              &event.open_at, &event.close_at, &questions],
+              &event.open_at, &event.close_at, &questions, &gift],
         )
         .await
         .context("Failed to insert the event row")?;
     if inserted == 0 {
         let row = tx
             .query_one(
-                "SELECT name, product_id, total_stock, safety_stock, open_at, close_at, questions, status
+                "SELECT name, product_id, total_stock, safety_stock, open_at, close_at, questions, status, gift
                  FROM events WHERE event_id = $1 FOR UPDATE",
                 &[&event.event_id],
             )
@@ -224,7 +272,11 @@ async fn schedule(client: &mut deadpool_postgres::Client, event: &NewEvent) -> a
             close_at: row.get(5),
             questions: serde_json::from_value(row.get(6)).unwrap_or_default(),
         };
-        let differences = event.differences(&stored);
+        let mut differences = event.differences(&stored);
+        let stored_gift: String = row.get(8);
+        if stored_gift != gift {
+            differences.push(format!("gift: given {gift}, stored {stored_gift}"));
+        }
         if !differences.is_empty() {
             bail!(
                 "event {} was half-created with other parameters ({}): create it again with the stored ones to complete it",
@@ -251,6 +303,7 @@ async fn schedule(client: &mut deadpool_postgres::Client, event: &NewEvent) -> a
 pub struct EventView {
     pub event_id: String,
     pub name: String,
+    pub gift: String,
     pub status_db: String,
     pub status_redis: Option<String>,
     pub total: i32,
@@ -263,6 +316,8 @@ pub struct EventView {
     pub open_at: DateTime<Utc>,
     pub close_at: DateTime<Utc>,
     pub entries_by_status: HashMap<String, i64>,
+    /// What operators did to the event (`operator_actions`), oldest first.
+    pub operator_actions: Vec<audit_trail::Recorded>,
 }
 
 /// Reads the event's state.
@@ -272,7 +327,7 @@ pub async fn show(settings: &CliSettings, event_id: &str) -> anyhow::Result<Even
     let row = client
         .query_opt(
             "SELECT e.name, e.status, e.total_stock, e.safety_stock, e.open_at, e.close_at,
-                    COALESCE(l.issued, 0), COALESCE(l.returned, 0)
+                    COALESCE(l.issued, 0), COALESCE(l.returned, 0), e.gift
              FROM events e LEFT JOIN stock_ledger l USING (event_id) WHERE e.event_id = $1",
             &[&event_id],
         )
@@ -293,6 +348,7 @@ pub async fn show(settings: &CliSettings, event_id: &str) -> anyhow::Result<Even
     Ok(EventView {
         event_id: event_id.to_string(),
         name: row.get(0),
+        gift: row.get(8),
         status_db: row.get(1),
         status_redis: meta.map(|m| m.status.as_str().to_string()),
         total,
@@ -305,6 +361,7 @@ pub async fn show(settings: &CliSettings, event_id: &str) -> anyhow::Result<Even
         open_at: row.get(4),
         close_at: row.get(5),
         entries_by_status,
+        operator_actions: audit_trail::recorded(settings, Some(event_id)).await?,
     })
 }
 
@@ -321,6 +378,281 @@ pub async fn close(settings: &CliSettings, event_id: &str) -> anyhow::Result<()>
 /// shared with the tests' `testkit`).
 pub use platform::wait::wait_until;
 
+/// How `survey-submitted`'s retention compares with what the event needs:
+/// every entry must stay in the log until the close and the rebuild window
+/// after it (`rebuild redis` and `reconcile --repair` read the event from it).
+#[derive(Debug, Clone, Serialize)]
+pub struct RetentionCheck {
+    pub topic: String,
+    /// The topic's `retention.ms`; `None`: kept forever (-1).
+    pub retention_ms: Option<i64>,
+    /// (close − now) + the rebuild window.
+    pub needed_ms: i64,
+    pub rebuild_window_ms: i64,
+    /// Why the retention could not be read (the topic is missing, …).
+    pub unreadable: Option<String>,
+}
+
+impl RetentionCheck {
+    pub fn covers(&self) -> bool {
+        self.unreadable.is_none() && self.retention_ms.is_none_or(|kept| kept >= self.needed_ms)
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        if let Some(why) = &self.unreadable {
+            return format!("{}: retention unknown ({why})", self.topic);
+        }
+        let kept = self.retention_ms.map_or_else(|| "forever".to_string(), |ms| human(ms / 1000));
+        format!(
+            "{} keeps records {kept}; the event needs {} (its close, then a rebuild window of {}): {}",
+            self.topic,
+            human(self.needed_ms / 1000),
+            human(self.rebuild_window_ms / 1000),
+            if self.covers() { "covered" } else { "NOT covered" }
+        )
+    }
+}
+
+/// Reads `survey-submitted`'s `retention.ms` (admin describe configs) and
+/// compares it with (close − now) + `window`.
+pub async fn retention_check(
+    settings: &CliSettings,
+    close_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    window: chrono::Duration,
+) -> anyhow::Result<RetentionCheck> {
+    let topic = settings.kafka.topics().survey_submitted;
+    let needed_ms = (close_at - now).num_milliseconds().max(0) + window.num_milliseconds();
+    let mut check = RetentionCheck {
+        topic: topic.clone(),
+        retention_ms: None,
+        needed_ms,
+        rebuild_window_ms: window.num_milliseconds(),
+        unreadable: None,
+    };
+    match platform::kafka::admin::topic_config(&settings.kafka, &topic, "retention.ms").await {
+        Ok(Some(value)) => match value.trim().parse::<i64>() {
+            Ok(ms) if ms < 0 => check.retention_ms = None,
+            Ok(ms) => check.retention_ms = Some(ms),
+            Err(_) => check.unreadable = Some(format!("retention.ms is {value:?}")),
+        },
+        Ok(None) => check.unreadable = Some("no retention.ms reported".into()),
+        Err(rdkafka::error::KafkaError::AdminOp(code)) => {
+            check.unreadable = Some(format!("{code:?}: run `firstcome topics create`?"))
+        }
+        Err(e) => return Err(e).with_context(|| format!("Failed to describe the configs of {topic}")),
+    }
+    Ok(check)
+}
+
+/// What `event create` would do, read without changing anything.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub event_id: String,
+    pub name: String,
+    pub gift: String,
+    pub product_id: String,
+    /// Members who bought the product, counted on the member replica.
+    pub eligible: usize,
+    pub total_stock: i32,
+    pub safety_stock: i32,
+    pub for_sale: i32,
+    pub open_at: DateTime<Utc>,
+    pub close_at: DateTime<Utc>,
+    pub questions: Vec<String>,
+    /// The event's row, if it has one (`scheduled`: a create stopped half-way).
+    pub existing_status: Option<String>,
+    pub retention: RetentionCheck,
+    /// Worth a look; the create would go ahead.
+    pub warnings: Vec<String>,
+    /// The create would refuse.
+    pub refusals: Vec<String>,
+}
+
+/// Reads what `create` would use — the member replica's eligible count, the
+/// event's row and Redis meta, `survey-submitted`'s retention — and says
+/// what it would do. Writes nothing anywhere.
+pub async fn plan(
+    settings: &CliSettings,
+    event: &NewEvent,
+    gift: &str,
+    rebuild_window: chrono::Duration,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Plan> {
+    let mut refusals = event.problems();
+    let mut warnings = Vec::new();
+    let eligible = super::members::eligible(&settings.replica, &event.product_id)
+        .await
+        .context("Failed to count the eligible members on the member replica")?
+        .len();
+    let for_sale = event.for_sale();
+    if (eligible as i64) < i64::from(for_sale) {
+        warnings.push(format!(
+            "fewer eligible members ({eligible}) than units for sale ({for_sale}): at least {} units cannot be won",
+            i64::from(for_sale) - eligible as i64
+        ));
+    }
+    if event.open_at < now {
+        warnings.push(format!(
+            "the opening is in the past ({} ago): the event opens at once",
+            human((now - event.open_at).num_seconds())
+        ));
+    }
+    if event.close_at <= now {
+        warnings.push("the close is in the past: the event would be closed from the start".into());
+    }
+    let pool = platform::db::pool(&settings.database)?;
+    let client = pool.get().await.context("Failed to connect to PostgreSQL")?;
+    let existing_status: Option<String> = client
+        .query_opt("SELECT status FROM events WHERE event_id = $1", &[&event.event_id])
+        .await
+        .context("Failed to read the event's row")?
+        .map(|row| row.get(0));
+    match existing_status.as_deref() {
+        Some("scheduled") => warnings.push(format!(
+            "event {} was half-created: create completes it if the parameters are the stored ones",
+            event.event_id
+        )),
+        Some(status) => refusals.push(format!("event {} already exists ({status})", event.event_id)),
+        None => {}
+    }
+    if schemas::check_id("event id", &event.event_id).is_ok() {
+        let mut redis = platform::redis::connect(&settings.redis).await.context("Failed to connect to Redis")?;
+        let live: bool = redis::cmd("EXISTS")
+            .arg(EventKeys::new(&event.event_id).meta)
+            .query_async(&mut redis)
+            .await
+            .context("Failed to read the event's Redis meta")?;
+        if live && existing_status.is_none() {
+            refusals.push(format!("event {} is live in Redis without a row in PostgreSQL", event.event_id));
+        }
+    }
+    let retention = retention_check(settings, event.close_at, now, rebuild_window).await?;
+    if !retention.covers() {
+        refusals.push(retention.describe());
+    }
+    Ok(Plan {
+        event_id: event.event_id.clone(),
+        name: event.name.clone(),
+        gift: gift.to_string(),
+        product_id: event.product_id.clone(),
+        eligible,
+        total_stock: event.total_stock,
+        safety_stock: event.safety_stock,
+        for_sale,
+        open_at: event.open_at,
+        close_at: event.close_at,
+        questions: event.questions.clone(),
+        existing_status,
+        retention,
+        warnings,
+        refusals,
+    })
+}
+
+impl Plan {
+    /// The plan for people.
+    pub fn render(&self, now: DateTime<Utc>) -> String {
+        let when = |t: DateTime<Utc>| {
+            let secs = (t - now).num_seconds();
+            let relative = if secs >= 0 { format!("in {}", human(secs)) } else { format!("{} ago", human(-secs)) };
+            format!("{} ({relative})", t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        };
+        let mut out = format!(
+            "event      {} \"{}\"\ngift       {}\nmembers    {} eligible (bought {}, counted on the member replica)\n\
+             stock      {} total, {} safety stock, {} for sale\nschedule   opens {}, closes {}\n\
+             questions  {}\nretention  {}\n",
+            self.event_id,
+            self.name,
+            self.gift,
+            self.eligible,
+            self.product_id,
+            self.total_stock,
+            self.safety_stock,
+            self.for_sale,
+            when(self.open_at),
+            when(self.close_at),
+            self.questions.join(", "),
+            self.retention.describe(),
+        );
+        for warning in &self.warnings {
+            out.push_str(&format!("warning    {warning}\n"));
+        }
+        for refusal in &self.refusals {
+            out.push_str(&format!("refused    {refusal}\n"));
+        }
+        out
+    }
+}
+
+/// `90061` → `1d 1h 1m` (the largest two units that are not zero).
+fn human(secs: i64) -> String {
+    let secs = secs.max(0);
+    let parts = [(secs / 86_400, "d"), (secs % 86_400 / 3600, "h"), (secs % 3600 / 60, "m"), (secs % 60, "s")];
+    let shown: Vec<String> = parts
+        .iter()
+        .skip_while(|(n, _)| *n == 0)
+        .take(2)
+        .filter(|(n, _)| *n != 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if shown.is_empty() {
+        "0s".into()
+    } else {
+        shown.join(" ")
+    }
+}
+
+/// Where a confirmation is asked: the operator's terminal, or a test's answer.
+pub trait Prompt {
+    /// Shows `question` and returns the answer; `None` when no one can
+    /// answer (no terminal).
+    fn ask(&mut self, question: &str) -> Option<String>;
+}
+
+/// The process's terminal: stderr for the question, stdin for the answer;
+/// no answer when stdin is not a terminal (a script, a pipe).
+pub struct Terminal;
+
+impl Prompt for Terminal {
+    fn ask(&mut self, question: &str) -> Option<String> {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return None;
+        }
+        let mut stderr = std::io::stderr();
+        write!(stderr, "{question}").ok()?;
+        stderr.flush().ok()?;
+        let mut answer = String::new();
+        stdin.lock().read_line(&mut answer).ok()?;
+        Some(answer)
+    }
+}
+
+/// Outside local, an action on an event is confirmed: `--yes`, or the event
+/// id typed back at the prompt (after `preview`). With no one to ask and no
+/// `--yes` it is refused (exit 2), so a script never acts on production by
+/// accident.
+fn confirm(
+    settings: &CliSettings,
+    prompt: &mut dyn Prompt,
+    yes: bool,
+    action: &str,
+    event_id: &str,
+    preview: &str,
+) -> Result<(), Usage> {
+    if yes || settings.environment.is_local() {
+        return Ok(());
+    }
+    let question = format!("{preview}{action} {event_id} ({:?}). Type the event id to confirm: ", settings.environment);
+    match prompt.ask(&question) {
+        None => Err(Usage(format!("{action} outside local needs confirmation: run it at a terminal, or pass --yes"))),
+        Some(answer) if answer.trim() == event_id => Ok(()),
+        Some(_) => Err(Usage(format!("{action} not confirmed: nothing was changed"))),
+    }
+}
+
 /// `firstcome event …`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum EventCommand {
@@ -331,39 +663,85 @@ pub enum EventCommand {
         id: Option<String>,
         #[arg(long, default_value = "Survey reward: ₩10,000 coffee")]
         name: String,
+        /// The gift, as members read it on the survey page.
+        #[arg(long, default_value = DEFAULT_GIFT)]
+        gift: String,
         #[arg(long, default_value = "coffee-beans-1kg")]
         product: String,
         #[arg(long)]
         total: i32,
         #[arg(long, default_value_t = 0)]
         safety: i32,
-        /// now, +10m, or RFC 3339
-        #[arg(long, default_value = "now")]
+        /// now, +10m, -5m or RFC 3339
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
         open_at: String,
-        #[arg(long, default_value = "+1h")]
+        #[arg(long, default_value = "+1h", allow_hyphen_values = true)]
         close_at: String,
         /// Required question ids, comma separated.
         #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_QUESTIONS.map(String::from))]
         questions: Vec<String>,
+        /// How long after the close the event may be rebuilt from survey-submitted
+        /// (30m, 12h, 1d): its retention must cover the close and this.
+        #[arg(long, default_value = "1d")]
+        rebuild_window: String,
+        /// Print what would happen (eligible members, stock, schedule, retention,
+        /// warnings) and change nothing; exit 1 when the create would be refused.
+        #[arg(long)]
+        dry_run: bool,
+        /// Outside local: create without asking.
+        #[arg(long)]
+        yes: bool,
     },
-    /// Show an event across PostgreSQL and Redis.
+    /// Show an event across PostgreSQL and Redis, with the operator actions on it.
     Show { event_id: String },
     /// Close an event now.
-    Close { event_id: String },
+    Close {
+        event_id: String,
+        /// Outside local: close without asking.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 impl EventCommand {
     pub fn needs(&self) -> &'static [Need] {
         match self {
-            EventCommand::Create { .. } => &[Need::Database, Need::Replica, Need::Redis],
+            EventCommand::Create { .. } => &[Need::Database, Need::Replica, Need::Redis, Need::Kafka],
             EventCommand::Show { .. } | EventCommand::Close { .. } => &[Need::Database, Need::Redis],
         }
     }
 }
 
+/// `30m`, `12h`, `1d` as a duration (the units of [`parse_time`]).
+fn parse_window(text: &str) -> Result<chrono::Duration, Usage> {
+    let now = Utc::now();
+    let at = parse_time(&format!("+{}", text.trim_start_matches('+')), now)
+        .map_err(|e| Usage(format!("--rebuild-window: {e:#}")))?;
+    Ok(at - now)
+}
+
+/// Runs `firstcome event …`, asking confirmations at the terminal.
 pub async fn command(settings: &CliSettings, command: EventCommand) -> anyhow::Result<Output> {
+    run(settings, command, &mut Terminal).await
+}
+
+/// Runs `firstcome event …`, asking confirmations with `prompt`.
+pub async fn run(settings: &CliSettings, command: EventCommand, prompt: &mut dyn Prompt) -> anyhow::Result<Output> {
     match command {
-        EventCommand::Create { id, name, product, total, safety, open_at, close_at, questions } => {
+        EventCommand::Create {
+            id,
+            name,
+            gift,
+            product,
+            total,
+            safety,
+            open_at,
+            close_at,
+            questions,
+            rebuild_window,
+            dry_run,
+            yes,
+        } => {
             let now = Utc::now();
             let time = |text: &str| parse_time(text, now).map_err(|e| Usage(format!("{e:#}")));
             let new = NewEvent {
@@ -376,19 +754,49 @@ pub async fn command(settings: &CliSettings, command: EventCommand) -> anyhow::R
                 close_at: time(&close_at)?,
                 questions,
             };
-            let eligible = create(settings, &new).await?;
-            let text =
+            let window = parse_window(&rebuild_window)?;
+            let plan = plan(settings, &new, &gift, window, now).await?;
+            if dry_run {
+                let text = format!("dry run: nothing was changed\n{}", plan.render(now));
+                let mut json = serde_json::to_value(&plan)?;
+                json["dry_run"] = serde_json::Value::Bool(true);
+                return Ok(Output::new(text, &json)
+                    .failed_if(!plan.refusals.is_empty(), "the create would be refused (see `refused`)"));
+            }
+            if !plan.retention.covers() {
+                bail!(
+                    "refusing to create event {}: {} (raise the topic's retention.ms, or close the event sooner)",
+                    new.event_id,
+                    plan.retention.describe()
+                );
+            }
+            confirm(settings, prompt, yes, "create event", &new.event_id, &plan.render(now))?;
+            let detail = serde_json::json!({
+                "name": new.name, "gift": gift, "product_id": new.product_id, "total_stock": new.total_stock,
+                "safety_stock": new.safety_stock, "open_at": new.open_at, "close_at": new.close_at,
+                "questions": new.questions, "eligible_counted": plan.eligible, "warnings": plan.warnings,
+            });
+            let action = Action::new("event create", Some(&new.event_id), detail);
+            let eligible = audit_trail::audited(settings, action, create_with_gift(settings, &new, &gift)).await?;
+            let mut text =
                 format!("event {} created: {} for sale, {eligible} eligible members", new.event_id, new.for_sale());
-            let json =
-                serde_json::json!({ "event_id": new.event_id, "for_sale": new.for_sale(), "eligible": eligible });
+            for warning in &plan.warnings {
+                text.push_str(&format!("\nwarning: {warning}"));
+            }
+            let json = serde_json::json!({
+                "event_id": new.event_id, "for_sale": new.for_sale(), "eligible": eligible, "warnings": plan.warnings,
+            });
             Ok(Output::new(text, &json))
         }
         EventCommand::Show { event_id } => {
             let view = show(settings, &event_id).await?;
             Ok(Output::new(serde_json::to_string_pretty(&view)?, &view))
         }
-        EventCommand::Close { event_id } => {
-            close(settings, &event_id).await?;
+        EventCommand::Close { event_id, yes } => {
+            let preview = "Closing answers every member 410 from now on.\n";
+            confirm(settings, prompt, yes, "close event", &event_id, preview)?;
+            let action = Action::new("event close", Some(&event_id), serde_json::json!({}));
+            audit_trail::audited(settings, action, close(settings, &event_id)).await?;
             Ok(Output::new(
                 format!("event {event_id} closed"),
                 &serde_json::json!({ "event_id": event_id, "closed": true }),
@@ -446,6 +854,56 @@ mod tests {
         assert_eq!(differences.len(), 2, "{differences:?}");
         assert!(differences[0].starts_with("total stock"));
         assert!(differences[1].starts_with("close_at"));
+    }
+
+    #[test]
+    fn durations_read_in_their_two_largest_units() {
+        assert_eq!(human(0), "0s");
+        assert_eq!(human(45), "45s");
+        assert_eq!(human(90_061), "1d 1h");
+        assert_eq!(human(7 * 86_400), "7d");
+        assert_eq!(human(3_660), "1h 1m");
+        assert_eq!(parse_window("1d").unwrap(), chrono::Duration::days(1));
+        assert!(parse_window("soon").is_err());
+    }
+
+    fn retention(kept: Option<i64>, needed_ms: i64) -> RetentionCheck {
+        RetentionCheck {
+            topic: "survey-submitted".into(),
+            retention_ms: kept,
+            needed_ms,
+            rebuild_window_ms: 0,
+            unreadable: None,
+        }
+    }
+
+    #[test]
+    fn a_retention_shorter_than_the_close_and_the_rebuild_window_does_not_cover_the_event() {
+        assert!(retention(Some(7 * 86_400_000), 86_400_000).covers());
+        assert!(!retention(Some(3_600_000), 86_400_000).covers());
+        assert!(retention(None, i64::MAX).covers(), "kept forever");
+        let unknown = RetentionCheck { unreadable: Some("missing".into()), ..retention(None, 0) };
+        assert!(!unknown.covers());
+    }
+
+    struct Answer(Option<&'static str>);
+
+    impl Prompt for Answer {
+        fn ask(&mut self, _question: &str) -> Option<String> {
+            self.0.map(|a| format!("{a}\n"))
+        }
+    }
+
+    #[test]
+    fn outside_local_an_action_is_confirmed_by_yes_or_the_event_id_typed_back() {
+        let local = CliSettings::default();
+        assert!(confirm(&local, &mut Answer(None), false, "close event", "ev-1", "").is_ok());
+        let production = CliSettings { environment: platform::settings::Environment::Production, ..local };
+        assert!(confirm(&production, &mut Answer(None), true, "close event", "ev-1", "").is_ok());
+        let refused = confirm(&production, &mut Answer(None), false, "close event", "ev-1", "").unwrap_err();
+        assert!(refused.0.contains("--yes"), "{refused}");
+        assert!(confirm(&production, &mut Answer(Some("ev-1")), false, "close event", "ev-1", "").is_ok());
+        assert!(confirm(&production, &mut Answer(Some("y")), false, "close event", "ev-1", "").is_err());
     }
 
     #[test]

@@ -70,7 +70,12 @@ pub async fn run(
     let stores = Stores::connect(&settings.database, &settings.redis).await?;
     let mut repaired_stock = None;
     if repair {
-        let rebuilt = super::rebuild::redis::rebuild(settings, event_id).await?;
+        let rebuilt = crate::audit_trail::audited(
+            settings,
+            crate::audit_trail::Action::new("reconcile repair", Some(event_id), serde_json::json!({})),
+            super::rebuild::redis::rebuild(settings, event_id),
+        )
+        .await?;
         if rebuilt.stock_before != Some(rebuilt.stock_after) {
             repaired_stock = Some(rebuilt.stock_after);
         }

@@ -187,6 +187,19 @@ pub async fn drift(settings: &KafkaSettings, specs: &[TopicSpec]) -> Result<Vec<
     Ok(out)
 }
 
+/// The value of config `key` of `topic` as the cluster has it (its own or
+/// the broker's default; `None` when the topic reports no such config). A
+/// missing topic is `KafkaError::AdminOp(UnknownTopicOrPartition)`.
+pub async fn topic_config(settings: &KafkaSettings, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
+    let admin = admin_client(settings)?;
+    let resource = ResourceSpecifier::Topic(topic);
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described = admin.describe_configs([&resource], &options).await?;
+    let result = described.into_iter().next().ok_or(KafkaError::AdminOp(RDKafkaErrorCode::UnknownTopicOrPartition))?;
+    let resource = result.map_err(KafkaError::AdminOp)?;
+    Ok(resource.get(key).and_then(|entry| entry.value.clone()))
+}
+
 /// Deletes topics (test clean-up).
 pub async fn delete_topics(settings: &KafkaSettings, names: &[&str]) -> Result<(), KafkaError> {
     let admin = admin_client(settings)?;

@@ -9,6 +9,9 @@
 pub mod projections;
 pub mod redis;
 
+use serde_json::json;
+
+use crate::audit_trail::{audited, Action};
 use crate::output::Output;
 use crate::reach::Need;
 use crate::settings::CliSettings;
@@ -36,11 +39,18 @@ impl RebuildCommand {
 pub async fn command(settings: &CliSettings, command: RebuildCommand) -> anyhow::Result<Output> {
     match command {
         RebuildCommand::Redis { event_id } => {
-            let report = redis::rebuild(settings, &event_id).await?;
+            let report = audited(
+                settings,
+                Action::new("rebuild redis", Some(&event_id), json!({})),
+                redis::rebuild(settings, &event_id),
+            )
+            .await?;
             Ok(Output::new(serde_json::to_string_pretty(&report)?, &report))
         }
         RebuildCommand::Projections => {
-            let outcome = projections::rebuild(settings).await?;
+            let outcome =
+                audited(settings, Action::new("rebuild projections", None, json!({})), projections::rebuild(settings))
+                    .await?;
             let equal = outcome.comparison.is_equal();
             Ok(Output::new(projections::render(&outcome), &projections::json(&outcome)).failed_if(
                 !equal,
