@@ -2,6 +2,7 @@
 //! by the broker before the input offsets are committed. A crash in between
 //! replays the batch, so handlers are idempotent (upserts keyed by entry id).
 
+use backon::BackoffBuilder;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::TopicPartitionList;
@@ -41,7 +42,8 @@ impl ConsumerLoop {
         dead: &[RawRecord],
         shutdown: &CancellationToken,
     ) -> Result<bool, ConsumerError> {
-        let mut backoff = RETRY_BACKOFF_MIN;
+        // The doubling waits every retry loop shares (`crate::retry`).
+        let mut waits = crate::retry::doubling(RETRY_BACKOFF_MIN, RETRY_BACKOFF_MAX).build();
         let mut pending: Vec<usize> = (0..records.len() + dead.len()).collect();
         while !pending.is_empty() {
             let sends = pending.iter().map(|&i| async move {
@@ -65,13 +67,14 @@ impl ConsumerLoop {
             }
             pending = failed;
             if !pending.is_empty() {
+                // `doubling` never runs out: past the maximum it stays there.
+                let backoff = waits.next().unwrap_or(RETRY_BACKOFF_MAX);
                 if shutdown.is_cancelled() && backoff >= RETRY_BACKOFF_MAX {
                     // Give up without committing: the batch replays after restart.
                     OutputsAbandoned { group: &self.group }.emit();
                     return Ok(false);
                 }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
             }
         }
         Ok(true)
