@@ -1,5 +1,6 @@
 //! ingest's hot path, piece by piece: token verify, body parse + validation,
-//! and the admit script against the stack's Redis (`eval "$(stack/bin/stack env)"`).
+//! the request span under the JSON log layer, and the admit script against
+//! the stack's Redis (`eval "$(stack/bin/stack env)"`).
 //!
 //! `cargo bench -p ingest --bench hot_path -- --warm-up-time 1 --measurement-time 3`
 
@@ -35,6 +36,59 @@ fn body_parse_and_validate(c: &mut Criterion) {
             let body: EntryBody = serde_json::from_slice(black_box(BODY)).expect("parses");
             body.validate(&questions, &limits, Some("curl/8")).expect("valid")
         })
+    });
+}
+
+/// One request's span as the accept path makes it (created with its fields,
+/// five recorded later, entered for the handler, closed), under the JSON log
+/// layer at INFO, no line written: with `tracing-subscriber`'s JSON fields
+/// (each `record` re-parses and re-serialises the span's object, the layer
+/// before) and with `platform::telemetry::SpanFields` (kept as given).
+fn request_span(c: &mut Criterion) {
+    use tracing::field::Empty;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::Layer as _;
+
+    fn one_request() {
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let span = tracing::info_span!(
+            "request",
+            method = "POST",
+            path = "/api/events/bench-event/entries",
+            otel.name = Empty,
+            otel.kind = "server",
+            correlation_id = correlation_id.as_str(),
+            trace_id = Empty,
+            event_id = Empty,
+            user_id = Empty,
+            entry_id = Empty,
+            status = Empty,
+        );
+        span.record("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736");
+        span.in_scope(|| {
+            let current = tracing::Span::current();
+            current.record("event_id", "bench-event");
+            current.record("user_id", "m0000001");
+            current.record("entry_id", "0193a6f4-7b1c-7d2e-9f00-1234567890ab");
+            tracing::debug!(outcome = "accepted", "entry accepted");
+        });
+        span.record("status", 202_u16);
+        black_box(span);
+    }
+
+    let before = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::sink)
+            .with_filter(tracing_subscriber::EnvFilter::new("info")),
+    );
+    tracing::subscriber::with_default(before, || {
+        c.bench_function("ingest/request_span_json_fields", |b| b.iter(one_request));
+    });
+    let after = tracing_subscriber::registry()
+        .with(platform::telemetry::json_logs(std::io::sink).with_filter(tracing_subscriber::EnvFilter::new("info")));
+    tracing::subscriber::with_default(after, || {
+        c.bench_function("ingest/request_span_kept_fields", |b| b.iter(one_request));
     });
 }
 
@@ -99,5 +153,5 @@ fn admit_script(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, token_verify, body_parse_and_validate, admit_script);
+criterion_group!(benches, token_verify, body_parse_and_validate, request_span, admit_script);
 criterion_main!(benches);

@@ -48,28 +48,35 @@ impl CorrelationId {
 }
 
 /// The middleware around every route.
+///
+/// Cheap per request, as every request pays it: the span's fields are given
+/// as text (kept as is; JSON is built only for a line that is written,
+/// `platform::telemetry::SpanFields`), `otel.name` is built only when spans
+/// are exported, and the metrics go to handles taken once
+/// (`crate::metrics::request_answered`).
 pub async fn track(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let CorrelationId(correlation_id) = CorrelationId::from_header(request.headers().get(CORRELATION_HEADER));
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let span = tracing::info_span!(
         "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        otel.name = %format!("ingest {} {route}", request.method()),
+        method = request.method().as_str(),
+        path = request.uri().path(),
+        otel.name = Empty,
         otel.kind = "server",
-        correlation_id = %correlation_id,
+        correlation_id = correlation_id.as_str(),
         trace_id = Empty,
         event_id = Empty,
         user_id = Empty,
         entry_id = Empty,
         status = Empty,
     );
-    request.extensions_mut().insert(CorrelationId(correlation_id.clone()));
+    if platform::telemetry::exporting() {
+        span.record("otel.name", format!("ingest {} {route}", request.method()));
+    }
+    let response_correlation = HeaderValue::from_str(&correlation_id);
+    request.extensions_mut().insert(CorrelationId(correlation_id));
     // The client's `traceparent` (or a new trace) continued by the request's span.
     platform::trace_context::continue_request(&span, request.headers_mut());
 
@@ -77,24 +84,31 @@ pub async fn track(mut request: Request, next: Next) -> Response {
 
     let status = response.status();
     let outcome = response.extensions().get::<Outcome>().map(|o| o.0).unwrap_or_else(|| by_status(status));
-    if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+    if let Ok(value) = response_correlation {
         response.headers_mut().insert(CORRELATION_HEADER, value);
     }
     let elapsed = started.elapsed();
     span.record("status", status.as_u16());
-    span.in_scope(|| {
-        let elapsed_ms = elapsed.as_secs_f64() * 1_000.0;
-        if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), outcome, elapsed_ms, "request failed");
-        } else {
-            tracing::debug!(status = status.as_u16(), outcome, elapsed_ms, "request finished");
-        }
-    });
-    let status_label = status.as_u16().to_string();
-    metrics::counter!("firstcome_ingest_requests_total", "outcome" => outcome, "route" => route.clone(), "status" => status_label.clone())
-        .increment(1);
-    metrics::histogram!("firstcome_ingest_request_seconds", "route" => route, "status" => status_label)
-        .record(elapsed.as_secs_f64());
+    if status.is_server_error() {
+        span.in_scope(|| {
+            tracing::warn!(
+                status = status.as_u16(),
+                outcome,
+                elapsed_ms = elapsed.as_secs_f64() * 1_000.0,
+                "request failed"
+            )
+        });
+    } else if tracing::enabled!(tracing::Level::DEBUG) {
+        span.in_scope(|| {
+            tracing::debug!(
+                status = status.as_u16(),
+                outcome,
+                elapsed_ms = elapsed.as_secs_f64() * 1_000.0,
+                "request finished"
+            )
+        });
+    }
+    crate::metrics::request_answered(route, status.as_u16(), outcome, elapsed);
     response
 }
 
@@ -179,9 +193,9 @@ pub async fn guard(State(guard): State<ClientGuard>, request: Request, next: Nex
         return ApiError::TooManyRefusals(wait).into_response();
     }
     let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    if costly_refusal(&method, route.as_deref(), response.status()) {
+    if costly_refusal(&method, route.as_ref().map(MatchedPath::as_str), response.status()) {
         guard.limit.refused(address);
     }
     response

@@ -16,6 +16,12 @@
 //!   request for ids nobody collects. Traces still flow: a request
 //!   without `traceparent` gets a new root, and every record carries the
 //!   trace it was produced in, so log lines keep their `trace_id` end to end.
+//! - A span's fields are kept as they are given ([`SpanFields`]: the text,
+//!   no escaping) and turned into JSON only when a line inside the span is
+//!   written. `tracing-subscriber`'s JSON fields re-parse and re-serialise a
+//!   span's whole object on every `record`: with five records per request
+//!   that was half of what tracing cost ingest, for lines mostly never
+//!   written (the accept path logs at DEBUG).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -51,6 +57,12 @@ const EXPORT_DELAY: Duration = Duration::from_millis(500);
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
+/// Whether spans are exported (an OTLP endpoint was set when [`init`] ran):
+/// what only the exporter reads (`otel.name`) need not be built otherwise.
+pub fn exporting() -> bool {
+    PROVIDER.get().is_some()
+}
+
 /// Installs the global subscriber for `service`, exporting spans to
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` when it is set (under `OTEL_SERVICE_NAME`,
 /// else `service`). A second call (tests that start several services in one
@@ -66,9 +78,7 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) {
 pub fn init_exporting(service: &'static str, settings: &TelemetrySettings, service_name: &str, endpoint: Option<&str>) {
     let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log_filter));
     let logs = match settings.log_format {
-        LogFormat::Json => {
-            fmt::layer().json().event_format(JsonLine).with_writer(std::io::stderr).with_filter(log_filter).boxed()
-        }
+        LogFormat::Json => json_logs(std::io::stderr).with_filter(log_filter).boxed(),
         LogFormat::Pretty => {
             fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(log_filter).boxed()
         }
@@ -133,18 +143,147 @@ fn tracer_provider(service: &str, endpoint: &str) -> Result<SdkTracerProvider, S
     Ok(SdkTracerProvider::builder().with_resource(resource).with_span_processor(processor).build())
 }
 
+/// The JSON log layer `init` installs (unfiltered), writing to `writer`:
+/// one [`JsonLine`] per event, span fields kept as [`SpanFields`].
+pub fn json_logs<S, W>(writer: W) -> fmt::Layer<S, SpanFields, JsonLine, W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> fmt::MakeWriter<'w> + 'static,
+{
+    fmt::layer().fmt_fields(SpanFields).event_format(JsonLine).with_writer(writer)
+}
+
+/// Separates a field's name from its value in [`SpanFields`]' text.
+const NAME_END: char = '\u{1f}';
+/// Ends a field in [`SpanFields`]' text.
+const FIELD_END: char = '\u{1e}';
+/// Marks a value kept as JSON (a number or a boolean), not as text.
+const RAW: char = '=';
+/// Marks a value kept as text.
+const TEXT: char = ':';
+
+/// How the log layer keeps a span's fields until a line is written: each
+/// field appended as `name US kind value RS` (the ASCII unit and record
+/// separators; a separator inside a value becomes U+FFFD), a later `record`
+/// of the same name appended after it (the last one wins when read). No
+/// JSON is built and nothing is parsed until [`JsonLine`] writes a line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpanFields;
+
+impl<'w> FormatFields<'w> for SpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut keep = KeepFields { out: writer, result: Ok(()) };
+        fields.record(&mut keep);
+        keep.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        // Appended as is: the default would add a space between the records.
+        let mut keep = KeepFields { out: current.as_writer(), result: Ok(()) };
+        fields.record(&mut keep);
+        keep.result
+    }
+}
+
+/// Appends fields in [`SpanFields`]' form.
+struct KeepFields<'w> {
+    out: Writer<'w>,
+    result: std::fmt::Result,
+}
+
+/// Writes text with the two separators replaced.
+struct NoSeparators<'a, 'w>(&'a mut Writer<'w>);
+
+impl std::fmt::Write for NoSeparators<'_, '_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        if !text.contains([NAME_END, FIELD_END]) {
+            return self.0.write_str(text);
+        }
+        for c in text.chars() {
+            self.0.write_char(if c == NAME_END || c == FIELD_END { '\u{fffd}' } else { c })?;
+        }
+        Ok(())
+    }
+}
+
+impl KeepFields<'_> {
+    fn keep(&mut self, field: &tracing::field::Field, kind: char, value: std::fmt::Arguments<'_>) {
+        use std::fmt::Write as _;
+        if self.result.is_err() {
+            return;
+        }
+        self.result = (|| {
+            self.out.write_str(field.name())?;
+            self.out.write_char(NAME_END)?;
+            self.out.write_char(kind)?;
+            NoSeparators(&mut self.out).write_fmt(value)?;
+            self.out.write_char(FIELD_END)
+        })();
+    }
+}
+
+impl tracing::field::Visit for KeepFields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.keep(field, TEXT, format_args!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.keep(field, TEXT, format_args!("{value}"));
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.keep(field, RAW, format_args!("{value}"));
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.keep(field, RAW, format_args!("{value}"));
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        // NaN and the infinities are no JSON numbers: kept as text.
+        let kind = if value.is_finite() { RAW } else { TEXT };
+        self.keep(field, kind, format_args!("{value}"));
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.keep(field, RAW, format_args!("{value}"));
+    }
+    fn record_error(&mut self, field: &tracing::field::Field, value: &(dyn std::error::Error + 'static)) {
+        self.keep(field, TEXT, format_args!("{}", crate::error::ErrorChain(value)));
+    }
+}
+
+/// The fields [`SpanFields`] kept, as JSON values (a later one of a name wins).
+fn kept_fields(text: &str, into: &mut Map<String, Value>) {
+    for field in text.split(FIELD_END) {
+        let Some((name, value)) = field.split_once(NAME_END) else { continue };
+        let value = match value.strip_prefix(RAW) {
+            Some(raw) => serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string())),
+            None => Value::String(value.strip_prefix(TEXT).unwrap_or(value).to_string()),
+        };
+        into.insert(name.to_string(), value);
+    }
+}
+
 /// One JSON object per line: `timestamp`, `level`, `target`, the span's
 /// name, `correlation_id` and `trace_id` (from the innermost span that has
 /// them), the event's fields (with `message`), and the fields of its spans
 /// under `span`.
 pub struct JsonLine;
 
-impl<S, N> FormatEvent<S, N> for JsonLine
+impl<S> FormatEvent<S, SpanFields> for JsonLine
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, SpanFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
         let metadata = event.metadata();
         let mut line = Map::new();
         line.insert(
@@ -161,13 +300,12 @@ where
             for span in scope.from_root() {
                 span_name = Some(span.name());
                 let extensions = span.extensions();
-                let Some(fields) = extensions.get::<FormattedFields<N>>() else { continue };
-                if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(fields.as_str()) {
-                    // `otel.name`, `otel.kind`: for the exporter, not for readers.
-                    span_fields.extend(map.into_iter().filter(|(key, _)| !key.starts_with("otel.")));
-                }
+                let Some(fields) = extensions.get::<FormattedFields<SpanFields>>() else { continue };
+                kept_fields(fields.as_str(), &mut span_fields);
             }
         }
+        // `otel.name`, `otel.kind`: for the exporter, not for readers.
+        span_fields.retain(|key, _| !key.starts_with("otel."));
         if let Some(name) = span_name {
             line.insert("span".into(), Value::String(name.to_string()));
         }
@@ -254,17 +392,9 @@ mod tests {
     /// with ids; a provider without an exporter here), for the current thread only.
     fn subscriber(out: Captured) -> impl Subscriber + Send + Sync {
         let provider = SdkTracerProvider::builder().build();
-        tracing_subscriber::registry()
-            .with(
-                fmt::layer()
-                    .json()
-                    .event_format(JsonLine)
-                    .with_writer(move || out.clone())
-                    .with_filter(EnvFilter::new("info")),
-            )
-            .with(
-                tracing_opentelemetry::layer().with_tracer(provider.tracer("test")).with_filter(EnvFilter::new("info")),
-            )
+        tracing_subscriber::registry().with(json_logs(move || out.clone()).with_filter(EnvFilter::new("info"))).with(
+            tracing_opentelemetry::layer().with_tracer(provider.tracer("test")).with_filter(EnvFilter::new("info")),
+        )
     }
 
     #[test]
@@ -298,13 +428,52 @@ mod tests {
 
     /// The subscriber `init` installs without an endpoint: JSON logs only.
     fn subscriber_without_export(out: Captured) -> impl Subscriber + Send + Sync {
-        tracing_subscriber::registry().with(
-            fmt::layer()
-                .json()
-                .event_format(JsonLine)
-                .with_writer(move || out.clone())
-                .with_filter(EnvFilter::new("info")),
-        )
+        tracing_subscriber::registry().with(json_logs(move || out.clone()).with_filter(EnvFilter::new("info")))
+    }
+
+    #[test]
+    fn span_fields_recorded_later_are_on_the_line_with_their_json_types() {
+        let out = Captured::default();
+        tracing::subscriber::with_default(subscriber_without_export(out.clone()), || {
+            let span = tracing::info_span!(
+                "request",
+                path = %"/api/events/e1/entries",
+                correlation_id = "corr-9",
+                entry_id = tracing::field::Empty,
+                status = tracing::field::Empty,
+                fast = tracing::field::Empty,
+                elapsed_ms = tracing::field::Empty,
+            );
+            span.record("entry_id", "first");
+            span.record("entry_id", "second");
+            span.record("status", 202_u16);
+            span.record("fast", true);
+            span.record("elapsed_ms", 1.5_f64);
+            span.in_scope(|| tracing::info!("answered"));
+        });
+        let lines = out.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let spans = &lines[0]["spans"];
+        assert_eq!(lines[0]["correlation_id"], "corr-9");
+        assert_eq!(spans["path"], "/api/events/e1/entries");
+        assert_eq!(spans["entry_id"], "second", "the last record wins");
+        assert_eq!(spans["status"], 202);
+        assert_eq!(spans["fast"], true);
+        assert_eq!(spans["elapsed_ms"], 1.5);
+    }
+
+    #[test]
+    fn a_separator_inside_a_value_cannot_make_up_a_field() {
+        let out = Captured::default();
+        tracing::subscriber::with_default(subscriber_without_export(out.clone()), || {
+            let forged = "x\u{1e}correlation_id\u{1f}:forged\u{1e}";
+            let span = tracing::info_span!("request", correlation_id = "real", user_agent = forged, nan = f64::NAN);
+            span.in_scope(|| tracing::info!("answered"));
+        });
+        let line = &out.lines()[0];
+        assert_eq!(line["correlation_id"], "real");
+        assert_eq!(line["spans"]["user_agent"], "x\u{fffd}correlation_id\u{fffd}:forged\u{fffd}");
+        assert_eq!(line["spans"]["nan"], "NaN");
     }
 
     #[test]

@@ -17,7 +17,6 @@ use platform::kafka::RecordContext;
 use platform::redis::Connection as ConnectionManager;
 use platform::trace_context::TraceParent;
 use schemas::SurveySubmitted;
-use serde_json::json;
 use tracing::Span;
 use uuid::Uuid;
 
@@ -25,6 +24,7 @@ use super::{known_event, status_url, AppState};
 use crate::admission::Admission;
 use crate::auth::MemberId;
 use crate::error::{ApiError, Outcome};
+use crate::metrics::Stage;
 use crate::request_context::CorrelationId;
 use crate::state::Gate;
 use crate::submission::{EntryBody, Submission};
@@ -177,7 +177,7 @@ async fn admit(
         .admit_grouped(redis, event_id, member, &new_entry_id, gate != Gate::SoldOut)
         .await
         .map_err(|e| ApiError::unavailable(format!("admission: {e}")))?;
-    stage_done("admit", admitting);
+    stage_done(Stage::Admit, admitting);
     match admission {
         Admission::Accept { entry_id, admitted_at_ms, ticket } => {
             Ok(Admitted { entry_id, admitted_at: admitted_at_ms, ticket, resumed: false })
@@ -232,7 +232,7 @@ async fn produce(
 ) -> Result<(), ApiError> {
     let publishing = std::time::Instant::now();
     let published = tokio::time::timeout(app.publish_deadline, app.producer.publish(event, context)).await;
-    stage_done("produce", publishing);
+    stage_done(Stage::Produce, publishing);
     let reason = match published {
         Ok(Ok(_delivery)) => return Ok(()),
         Ok(Err(error)) => error.to_string(),
@@ -253,7 +253,7 @@ async fn produce(
 async fn mark_accepted(app: &AppState, redis: &ConnectionManager, event_id: &str, member: &MemberId, entry_id: &str) {
     let marking = std::time::Instant::now();
     let marked = app.admitter.mark_accepted_grouped(redis, event_id, member, entry_id).await;
-    stage_done("mark_accepted", marking);
+    stage_done(Stage::MarkAccepted, marking);
     match marked {
         Ok(true) => {}
         Ok(false) => tracing::warn!("first-entry mark was gone or changed before the accept mark"),
@@ -264,8 +264,21 @@ async fn mark_accepted(app: &AppState, redis: &ConnectionManager, event_id: &str
 /// The time one step of the accept path took,
 /// `firstcome_ingest_stage_seconds{stage}` (admit script, produce to the
 /// broker's ack, accept mark): where an entry's latency goes.
-fn stage_done(stage: &'static str, started: std::time::Instant) {
-    metrics::histogram!("firstcome_ingest_stage_seconds", "stage" => stage).record(started.elapsed().as_secs_f64());
+fn stage_done(stage: Stage, started: std::time::Instant) {
+    crate::metrics::stage_done(stage, started.elapsed());
+}
+
+/// The 202's body, serialised straight from the struct: no
+/// `serde_json::Value` tree (a map and a copy of every string) built first.
+/// Fields in the order `json!` wrote them (its map is sorted).
+#[derive(serde::Serialize)]
+struct AcceptedBody<'a> {
+    entry_id: &'a str,
+    for_sale: i64,
+    receipt: Option<&'a crate::receipts::Receipt>,
+    status: &'static str,
+    status_url: &'a str,
+    ticket: i64,
 }
 
 /// The 202: the entry, where to follow it, and the member's place in line
@@ -279,18 +292,15 @@ fn accepted(
     receipt: Option<crate::receipts::Receipt>,
 ) -> Response {
     let url = status_url(entry_id);
-    let mut response = (
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "entry_id": entry_id,
-            "status": "pending",
-            "status_url": url,
-            "ticket": ticket,
-            "for_sale": for_sale,
-            "receipt": receipt,
-        })),
-    )
-        .into_response();
+    let body = AcceptedBody {
+        entry_id,
+        for_sale,
+        receipt: receipt.as_ref(),
+        status: "pending",
+        status_url: &url,
+        ticket,
+    };
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     if let Ok(location) = HeaderValue::from_str(&url) {
         response.headers_mut().insert(header::LOCATION, location);
     }
