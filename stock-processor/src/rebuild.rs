@@ -53,6 +53,27 @@
 //!
 //! Where the log is read from is a [`StockLog`]: Kafka for the stage and the
 //! CLI ([`KafkaLog`]), an in-memory log for the model test of the stock core.
+//!
+//! What is read: the topics hold every event of the last week (their
+//! retention), so [`KafkaLog`] seeks each partition by time
+//! (`LogReader::open_since`) to [`WINDOW_MARGIN`] before the event's
+//! opening (`open_at_ms` in its meta, the time the scripts judge entries
+//! by) and reads on from there, instead of scanning every partition from
+//! its beginning. Records are stamped with when they happened (the
+//! topics take the producer's time, within bounds) and nothing the event
+//! holds happens before its opening: ingest admits entries from
+//! `open_at` on, stamping them with their accept time on Redis' clock; the
+//! stage decides an entry after it, stamping the decision with its own time
+//! on the same clock; a release comes after the win it returns, stamped by
+//! the sender's host. The margin covers the hosts' clock skew many times
+//! over (the topics refuse records more than a minute ahead). What it does
+//! not cover: another producer's entry that claims a time before the
+//! opening is answered CLOSED by the stage, and if that answer too came
+//! before the window (the entry was written before the opening) the
+//! rebuild does not know it; such an entry held no unit and no place in
+//! line, so nothing sold is lost, but the member's later entry is decided
+//! on its own instead of taking that CLOSED as its standing. An event whose
+//! meta is gone is read whole.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -80,6 +101,14 @@ const HOLD_TTL: Duration = Duration::from_secs(30);
 const TEMP_TTL_MS: u64 = 10 * 60 * 1000;
 /// Hash fields written per HSET command.
 const CHUNK: usize = 2_000;
+/// How long before the event's opening a rebuild starts reading the log (see
+/// the module's "What is read").
+pub const WINDOW_MARGIN: Duration = Duration::from_secs(10 * 60);
+
+/// Where a rebuild of an event that opened at `open_at_ms` starts reading.
+pub fn window_start(open_at_ms: i64) -> i64 {
+    open_at_ms.saturating_sub(WINDOW_MARGIN.as_millis() as i64)
+}
 
 /// Why a rebuild did not finish; nothing was swapped in.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +144,11 @@ pub struct RebuildReport {
     /// Redis' answers kept for entries the log has not decided yet (batches
     /// in flight, or aborted and to be re-run).
     pub decisions_only_in_redis: usize,
+    /// Records read from the log, every event's (from the window's start,
+    /// see the module's "What is read").
+    pub records_read: usize,
+    /// Where the read started (ms), `None` when the log was read whole.
+    pub read_from_ms: Option<i64>,
     /// Records of the event read per topic.
     pub entries_in_log: usize,
     pub decisions_in_log: usize,
@@ -149,6 +183,8 @@ pub struct LogState {
     members: HashMap<String, String>,
     /// Releases the stage committed (below its committed offsets), in log order.
     releases: Vec<StockRelease>,
+    /// Records read, every event's (see [`LogState::read_record`]).
+    records_read: usize,
 }
 
 impl LogState {
@@ -188,6 +224,16 @@ impl LogState {
     pub fn released(&mut self, release: StockRelease) {
         self.releases.push(release);
     }
+
+    /// Counts a record read from the log, whichever event it belongs to.
+    pub fn read_record(&mut self) {
+        self.records_read += 1;
+    }
+
+    /// Records read from the log, every event's.
+    pub fn records_read(&self) -> usize {
+        self.records_read
+    }
 }
 
 /// What Redis holds for the event when the rebuild holds it: the answers
@@ -210,6 +256,8 @@ pub struct LogRead {
     event_id: String,
     committed: CommittedMarks,
     state: LogState,
+    /// Where the read started (ms), `None` when read whole.
+    from_ms: Option<i64>,
 }
 
 /// Where a rebuild reads what the stock stage committed.
@@ -224,6 +272,19 @@ pub trait StockLog: Send + Sync {
         event_id: &str,
         committed: &CommittedMarks,
     ) -> impl Future<Output = Result<LogState, RebuildError>> + Send;
+
+    /// As [`StockLog::read_event`], where the log can seek by time only from
+    /// the first record stamped at or after `since_ms` (see the module's
+    /// "What is read"); a log that cannot reads it all, which is never wrong.
+    fn read_event_since(
+        &self,
+        event_id: &str,
+        committed: &CommittedMarks,
+        since_ms: i64,
+    ) -> impl Future<Output = Result<LogState, RebuildError>> + Send {
+        let _ = since_ms;
+        self.read_event(event_id, committed)
+    }
 }
 
 /// The keys computed from [`LogState`], ready to be written.
@@ -288,17 +349,18 @@ impl KafkaLog {
             Err(_) => Ok(None),
         }
     }
-}
 
-impl StockLog for KafkaLog {
-    async fn committed(&self) -> Result<CommittedMarks, RebuildError> {
-        Ok(self.marks.fetch().await?)
-    }
-
-    /// Reads the three topics to their high watermarks (read_committed) and
-    /// keeps `event_id`'s records. Undecodable or foreign records are
-    /// skipped: the stage dead-lettered them and they changed nothing.
-    async fn read_event(&self, event_id: &str, committed: &CommittedMarks) -> Result<LogState, RebuildError> {
+    /// Reads the three topics to their high watermarks (read_committed),
+    /// from their beginning or from `since_ms`, and keeps `event_id`'s
+    /// records. Undecodable or foreign records are skipped: the stage
+    /// dead-lettered them and they changed nothing.
+    #[tracing::instrument(skip_all, fields(event_id = %event_id, since_ms = ?since_ms, records_read = tracing::field::Empty))]
+    async fn read(
+        &self,
+        event_id: &str,
+        committed: &CommittedMarks,
+        since_ms: Option<i64>,
+    ) -> Result<LogState, RebuildError> {
         let topics = [
             self.topics.survey_submitted.as_str(),
             self.topics.stock_decided.as_str(),
@@ -307,9 +369,13 @@ impl StockLog for KafkaLog {
         // Under the stage's group name: its reader's (never joined) group id is
         // one the stock principal's ACLs cover (`<prefix>stock*`).
         let client_id = self.kafka.group(&format!("stock-rebuild-{}", uuid::Uuid::new_v4().simple()));
-        let mut reader = LogReader::open(&self.kafka, &client_id, &topics).await?;
+        let mut reader = match since_ms {
+            Some(since) => LogReader::open_since(&self.kafka, &client_id, &topics, since).await?,
+            None => LogReader::open(&self.kafka, &client_id, &topics).await?,
+        };
         let mut state = LogState::default();
         while let Some(message) = reader.next().await? {
+            state.read_record();
             let payload = message.payload();
             let topic = message.topic();
             if topic == self.topics.survey_submitted {
@@ -341,7 +407,27 @@ impl StockLog for KafkaLog {
                 }
             }
         }
+        tracing::Span::current().record("records_read", state.records_read);
         Ok(state)
+    }
+}
+
+impl StockLog for KafkaLog {
+    async fn committed(&self) -> Result<CommittedMarks, RebuildError> {
+        Ok(self.marks.fetch().await?)
+    }
+
+    async fn read_event(&self, event_id: &str, committed: &CommittedMarks) -> Result<LogState, RebuildError> {
+        self.read(event_id, committed, None).await
+    }
+
+    async fn read_event_since(
+        &self,
+        event_id: &str,
+        committed: &CommittedMarks,
+        since_ms: i64,
+    ) -> Result<LogState, RebuildError> {
+        self.read(event_id, committed, Some(since_ms)).await
     }
 }
 
@@ -410,8 +496,15 @@ impl<L: StockLog> Rebuilder<L> {
     /// in Redis' state when the swap reads it).
     pub async fn read(&self, event_id: &str) -> Result<LogRead, RebuildError> {
         let committed = self.log.committed().await?;
-        let state = self.log.read_event(event_id, &committed).await?;
-        Ok(LogRead { event_id: event_id.to_string(), committed, state })
+        // The opening the scripts judge entries by; without it (meta lost)
+        // nothing bounds the event's records, so the log is read whole.
+        let opened = EventMeta::load(&mut self.redis.clone(), event_id).await?.map(|meta| meta.open_at_ms);
+        let from_ms = opened.map(window_start);
+        let state = match from_ms {
+            Some(since) => self.log.read_event_since(event_id, &committed, since).await?,
+            None => self.log.read_event(event_id, &committed).await?,
+        };
+        Ok(LogRead { event_id: event_id.to_string(), committed, state, from_ms })
     }
 
     /// Takes the event's hold, waiting while another rebuild has it.
@@ -485,6 +578,8 @@ impl<L: StockLog> Rebuilder<L> {
             event_id: event_id.to_string(),
             attempts: attempt,
             held_ms: hold.since.elapsed().as_millis() as u64,
+            records_read: read.state.records_read,
+            read_from_ms: read.from_ms,
             decisions_only_in_redis: rebuilt.only_in_redis,
             entries_in_log: read.state.entries.len(),
             decisions_in_log: read.state.decisions.len(),
