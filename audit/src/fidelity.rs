@@ -39,6 +39,16 @@ pub enum FirstN {
 /// could never take a unit, and its place passed on.
 pub async fn fcfs_fidelity(stores: &Stores, event_id: &str, first: FirstN) -> Result<Fidelity, AuditError> {
     let db = stores.db().await?;
+    fcfs_fidelity_in(&db, event_id, first).await
+}
+
+/// [`fcfs_fidelity`] on a connection the caller holds (ingest's public
+/// report reads through its own pool).
+pub async fn fcfs_fidelity_in(
+    db: &tokio_postgres::Client,
+    event_id: &str,
+    first: FirstN,
+) -> Result<Fidelity, AuditError> {
     let row = db
         .query_one(
             "SELECT (total_stock - safety_stock)::bigint,

@@ -40,7 +40,7 @@ use serde::Serialize;
 
 pub use check::check;
 pub use error::{postgres_address, postgres_url_address, redis_address, AuditError, Store};
-pub use fidelity::{fcfs_fidelity, last_gift_at, Fidelity, FirstN};
+pub use fidelity::{fcfs_fidelity, fcfs_fidelity_in, last_gift_at, Fidelity, FirstN};
 pub use log::{check_log, LogTally};
 pub use report::{text, Check, InvariantReport, Tally, PHANTOMS_LISTED};
 pub use stores::{provider_gifts, ProviderGift, Stores};

@@ -19,6 +19,7 @@
 //! - [`operations`]: operator actions (closing an event), shared with the CLI.
 //! - [`dashboard`]: the operations dashboard (ops listener, operator token, SSE).
 //! - [`receipts`]: the signed receipt every 202 carries, and its public key.
+//! - [`merkle`], [`shuffle`]: the report's tree of winners' receipts; the verifiable pre-queue draw.
 //! - [`startup`]: `Application::build` / `run_until_stopped`.
 
 pub mod admission;
@@ -27,15 +28,18 @@ pub mod dashboard;
 pub mod error;
 pub mod holes;
 pub mod ids;
+pub mod merkle;
 pub mod metrics;
 pub mod operations;
 pub mod ops;
 pub mod receipts;
+pub mod report;
 pub mod rate_limit;
 pub mod request_context;
 pub mod routes;
 pub mod server;
 pub mod settings;
+pub mod shuffle;
 pub mod startup;
 pub mod state;
 pub mod submission;

@@ -169,8 +169,7 @@ impl PublicKey {
             VerifyingKey::from_public_key_pem(text).map_err(|e| ReceiptError::PublicKey(e.to_string()))?
         } else {
             let bytes = BASE64.decode(text).map_err(|e| ReceiptError::PublicKey(e.to_string()))?;
-            let bytes: [u8; 32] =
-                bytes.try_into().map_err(|_| ReceiptError::PublicKey("not 32 bytes".to_string()))?;
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| ReceiptError::PublicKey("not 32 bytes".to_string()))?;
             VerifyingKey::from_bytes(&bytes).map_err(|e| ReceiptError::PublicKey(e.to_string()))?
         };
         Ok(Self::new(key))
@@ -234,8 +233,8 @@ impl Default for ReceiptSettings {
 impl ReceiptSettings {
     /// The signer of these settings; outside local, never the development key.
     pub fn signer(&self, environment: Environment) -> Result<Signer, SettingsError> {
-        let signer = Signer::from_pem(self.signing_key.expose_secret())
-            .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        let signer =
+            Signer::from_pem(self.signing_key.expose_secret()).map_err(|e| SettingsError::Invalid(e.to_string()))?;
         if environment != Environment::Local {
             let dev = Signer::from_pem(DEV_SIGNING_KEY_PEM).map_err(|e| SettingsError::Invalid(e.to_string()))?;
             if dev.public_key() == signer.public_key() {

@@ -110,6 +110,7 @@ impl Application {
             waiting_room: settings.waiting_room.enabled.then(|| WaitingRoom::new(settings.waiting_room.clone())),
             tally: Tally::default(),
             receipts: Arc::new(settings.receipts.signer(settings.environment)?),
+            reports: Default::default(),
         };
         // The dashboard's streams end when the service stops (an open SSE
         // response would hold the graceful shutdown forever).

@@ -4,10 +4,12 @@
 --
 -- KEYS: meta, eligible, entered, room (hash: seq, served, tokens, ts,
 --       opened_at, seed), line (sorted set member -> ticket), prequeue
---       (sorted set member -> arrival ms), passed (hash member -> ms)
+--       (sorted set member -> arrival ms), passed (hash member -> ms),
+--       draws (sorted set, score 0, '<draw>|<member>': the shuffle's draws)
 -- ARGV: member, rate (admissions per second, shared by every instance),
---       burst (most admitted at once), mode ('fifo' | 'shuffle'), seed (random
---       hex from the caller; kept only by the call that opens the line)
+--       burst (most admitted at once), mode ('fifo' | 'shuffle'), seed (the
+--       event's committed seed), draw (hex SHA-256(seed|member), 64 chars),
+--       commitment (hex SHA-256(seed), as the caller knows it)
 -- Returns {code, position, waiting, retry_ms}:
 --   'pass'      go on to the admit script (turn come, or nothing to wait for:
 --               unknown or closed event, a non-buyer, a member who entered)
@@ -15,6 +17,8 @@
 --               order) of `waiting`; it opens in `retry_ms`
 --   'wait'      after open_at: `position` tickets ahead of the gate (1 = next),
 --               `waiting` tickets not yet let through; try again in `retry_ms`
+--   'reseed'    the room's commitment is not the caller's (the room was made
+--               anew): the caller reads the committed seed again and retries
 --
 -- The line is a ticket counter: every arrival after the opening takes the
 -- next ticket (ZADD NX: a retry keeps its place); a token bucket refilled at
@@ -23,9 +27,11 @@
 -- waiting-room products do: the outflow is a rate, an absent holder's turn
 -- is spent). A holder whose ticket is at or behind the gate passes, however
 -- late they come back. The pre-queue becomes the first tickets at the opening
--- instant, in arrival order (fifo) or in the order of sha1(seed|member)
--- (shuffle: the seed exists only from the opening on, so no one can know or
--- buy a better draw, and the fastest connection gains nothing).
+-- instant, in arrival order (fifo) or by draw (shuffle: SHA-256(seed|member),
+-- computed by the caller from the seed committed before anyone queued,
+-- whose hash is public and which is revealed after the opening, so anyone
+-- can replay the draw: ingest/src/shuffle.rs; the fastest connection gains
+-- nothing, and no one can know or buy a better draw).
 local now = redis_now_ms()
 local member, rate, burst, mode = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local state = redis.call('HMGET', KEYS[1], 'status', 'open_at_ms', 'close_at_ms')
@@ -41,30 +47,40 @@ if redis.call('HEXISTS', KEYS[7], member) == 1 then
 end
 local open_at = tonumber(state[2])
 
+local opened = redis.call('HGET', KEYS[4], 'opened_at')
+if not opened and mode == 'shuffle' and redis.call('HGET', KEYS[4], 'commitment') ~= ARGV[7] then
+  return {'reseed', 0, 0, 0}
+end
+
 if now < open_at then
   redis.call('ZADD', KEYS[6], 'NX', now, member)
-  expire_with_event(KEYS[1], { KEYS[6] })
+  if mode == 'shuffle' then
+    redis.call('ZADD', KEYS[8], 0, ARGV[6] .. '|' .. member)
+  end
+  expire_with_event(KEYS[1], { KEYS[6], KEYS[8] })
   local rank = redis.call('ZRANK', KEYS[6], member)
   return {'pre_queue', rank + 1, redis.call('ZCARD', KEYS[6]), open_at - now}
 end
 
 -- The opening instant (the first call at or after open_at): the pre-queue
 -- becomes tickets 1..n, the bucket starts full at open_at.
-if not redis.call('HGET', KEYS[4], 'opened_at') then
+-- The draws sort by '<draw>|<member>' (ZRANGE of equal scores is
+-- lexicographic): by draw, then member id. They stay, for the replay.
+if not opened then
   local early = redis.call('ZRANGE', KEYS[6], 0, -1)
   if mode == 'shuffle' then
-    local draw = {}
-    for _, m in ipairs(early) do
-      draw[m] = redis.sha1hex(ARGV[5] .. '|' .. m)
+    early = redis.call('ZRANGE', KEYS[8], 0, -1)
+    for i, d in ipairs(early) do
+      early[i] = string.sub(d, 66)
     end
-    table.sort(early, function(a, b) return draw[a] < draw[b] end)
   end
   for i, m in ipairs(early) do
     redis.call('ZADD', KEYS[5], i, m)
   end
   redis.call('DEL', KEYS[6])
   redis.call('HSET', KEYS[4], 'opened_at', now, 'seq', #early, 'served', 0,
-    'tokens', burst, 'ts', open_at, 'seed', ARGV[5], 'mode', mode, 'pre_queued', #early)
+    'tokens', burst, 'ts', open_at, 'seed', ARGV[5], 'mode', mode, 'pre_queued', #early,
+    'rate', rate, 'burst', burst)
   expire_with_event(KEYS[1], { KEYS[4], KEYS[5] })
 end
 

@@ -7,6 +7,7 @@
 //! | `GET /api/events/{event_id}` | an event's public state ([`events`]) |
 //! | `GET /`, `GET /static/{file}` | the survey page ([`page`]) |
 //! | `GET /api/receipts/key` | the key receipts are signed with ([`receipts`]) |
+//! | `GET /events/{event_id}/report`, `GET /api/events/{event_id}/report[/proofs/{entry_id}]` | the event's public report ([`report`]) |
 //!
 //! `/healthz` and `/metrics` are on the internal ops listener (`crate::ops`).
 
@@ -15,6 +16,7 @@ pub mod entry_status;
 pub mod events;
 pub mod page;
 pub mod receipts;
+pub mod report;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +68,8 @@ pub struct AppState {
     pub tally: Tally,
     /// Signs the receipt of every 202 (`crate::receipts`).
     pub receipts: Arc<crate::receipts::Signer>,
+    /// Public reports, built at most once per event every few seconds.
+    pub reports: report::ReportCache,
 }
 
 /// The member behind the request's bearer token (401 otherwise), within its
@@ -116,6 +120,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events/{event_id}", get(events::show))
         .route("/api/entries/{entry_id}", get(entry_status::show))
         .route("/api/receipts/key", get(receipts::key))
+        .route("/api/events/{event_id}/report", get(report::json))
+        .route("/api/events/{event_id}/report/proofs/{entry_id}", get(report::proof))
+        .route("/events/{event_id}/report", get(report::page))
         .route("/", get(page::index))
         .route("/static/{file}", get(page::asset))
         .with_state(state)

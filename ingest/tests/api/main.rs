@@ -7,6 +7,7 @@ mod auth;
 mod dashboard;
 mod entries;
 mod events;
+mod fairness;
 mod helpers;
 mod holes;
 mod limits;

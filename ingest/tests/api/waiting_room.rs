@@ -125,27 +125,27 @@ async fn shuffle_the_pre_queue_is_drawn_at_the_opening() {
     let members = crowd(8);
     let event_id = opening_event(&mut conn, 4_000, &members).await;
     join_pre_queue(&app, &event_id, &members).await;
-    assert_eq!(room_field(&mut conn, &event_id, "seed").await, None, "no draw before the opening");
+    // Before the opening: the seed's commitment is public, the seed is not.
+    let before = json_of(app.http.get(format!("{}/api/events/{event_id}", app.base_url)).send().await.unwrap()).await;
+    let commitment = before["shuffle"]["commitment"].as_str().expect("the commitment is public").to_string();
+    assert_eq!(before["shuffle"]["seed"], Value::Null, "the seed is not revealed before the opening: {before}");
+    assert_eq!(room_field(&mut conn, &event_id, "opened_at").await, None, "no draw before the opening");
 
     let (status, _) = first_after_opening(&app, &event_id, "m-1").await;
     assert!(status == StatusCode::ACCEPTED || status == StatusCode::TOO_MANY_REQUESTS, "{status}");
-    let seed = room_field(&mut conn, &event_id, "seed").await.expect("the draw's seed, made at the opening");
     assert_eq!(room_field(&mut conn, &event_id, "mode").await.as_deref(), Some("shuffle"));
+    let after = json_of(app.http.get(format!("{}/api/events/{event_id}", app.base_url)).send().await.unwrap()).await;
+    let seed = after["shuffle"]["seed"].as_str().expect("the seed is revealed after the opening").to_string();
+    assert_eq!(ingest::shuffle::commitment(&seed), commitment, "the revealed seed is the committed one");
+    assert_eq!(room_field(&mut conn, &event_id, "seed").await.as_deref(), Some(seed.as_str()));
 
-    // The draw: tickets follow sha1(seed|member), computed by Redis itself.
-    let mut drawn = Vec::new();
-    for member in &members {
-        let hash: String = redis::cmd("EVAL")
-            .arg("return redis.sha1hex(ARGV[1])")
-            .arg(0)
-            .arg(format!("{seed}|{member}"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        drawn.push((hash, member.clone()));
-    }
-    drawn.sort();
-    let expected: Vec<String> = drawn.into_iter().map(|(_, m)| m).collect();
+    // The draw replayed from the revealed seed and the members alone
+    // (SHA-256(seed|member), docs/event-pages.md), as `firstcome verify shuffle` does.
+    let expected = ingest::shuffle::order(&seed, members.iter().map(String::as_str));
+    let record = ingest::waiting_room::shuffle_record(&mut conn, &event_id).await.expect("the room's record");
+    let checks = ingest::shuffle::verify(&record);
+    assert!(checks.iter().all(|c| c.holds), "the replay agrees with the room: {checks:?}");
+    assert_eq!(record.draws.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>(), expected);
     let line = tickets(&mut conn, &event_id).await;
     for (i, member) in expected.iter().enumerate() {
         if let Some(ticket) = line.get(member) {
@@ -161,6 +161,11 @@ async fn shuffle_the_pre_queue_is_drawn_at_the_opening() {
     };
     let order = enter_all(&app, &event_id, &expected, &already).await;
     assert_eq!(order, expected, "shuffle: entered in the drawn order, not the arrival order");
+    // Everyone passed: none before the gate could reach their drawn place.
+    let record = ingest::waiting_room::shuffle_record(&mut conn, &event_id).await.expect("the room's record");
+    assert_eq!(record.passed_at_ms.len(), members.len());
+    let checks = ingest::shuffle::verify(&record);
+    assert!(checks.iter().all(|c| c.holds), "the gate kept the drawn order: {checks:?}");
     app.stop().await;
 }
 
