@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::commands::{db, dlq, event, gifts, groups, members, rebuild, reconcile, schemas, token, topics};
+use crate::commands::{
+    db, dlq, event, gifts, groups, members, rebuild, receipt, reconcile, schemas, token, topics, verify,
+};
 use crate::exit::{classify, Exit};
 use crate::output::{Format, Output};
 use crate::reach::{self, Need};
@@ -68,6 +70,12 @@ pub enum Command {
     /// Gifts the sender has not settled yet.
     #[command(subcommand)]
     Gifts(gifts::GiftsCommand),
+    /// Receipts of accepted entries: verify one (signature, Merkle proof), make a signing key.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
+    /// Replay what anyone may check: the waiting room's pre-queue shuffle.
+    #[command(subcommand)]
+    Verify(verify::VerifyCommand),
 }
 
 impl Command {
@@ -85,6 +93,8 @@ impl Command {
             Command::Rebuild(c) => c.needs(),
             Command::Dlq(c) => c.needs(),
             Command::Gifts(c) => c.needs(),
+            Command::Receipt(c) => c.needs(),
+            Command::Verify(c) => c.needs(),
         }
     }
 
@@ -101,6 +111,8 @@ impl Command {
             Command::Rebuild(c) => rebuild::command(settings, c).await,
             Command::Dlq(c) => dlq::command(settings, c).await,
             Command::Gifts(c) => gifts::command(settings, c).await,
+            Command::Receipt(c) => receipt::command(c).await,
+            Command::Verify(c) => verify::command(settings, c).await,
         }
     }
 }

@@ -694,6 +694,9 @@ pub enum EventCommand {
     },
     /// Show an event across PostgreSQL and Redis, with the operator actions on it.
     Show { event_id: String },
+    /// The event's public report (JSON), as ingest serves it at /api/events/{id}/report:
+    /// counts, winners, FCFS fidelity, timeline, the shuffle, the receipts' Merkle root.
+    Report { event_id: String },
     /// Close an event now.
     Close {
         event_id: String,
@@ -707,7 +710,9 @@ impl EventCommand {
     pub fn needs(&self) -> &'static [Need] {
         match self {
             EventCommand::Create { .. } => &[Need::Database, Need::Replica, Need::Redis, Need::Kafka],
-            EventCommand::Show { .. } | EventCommand::Close { .. } => &[Need::Database, Need::Redis],
+            EventCommand::Show { .. } | EventCommand::Close { .. } | EventCommand::Report { .. } => {
+                &[Need::Database, Need::Redis]
+            }
         }
     }
 }
@@ -791,6 +796,13 @@ pub async fn run(settings: &CliSettings, command: EventCommand, prompt: &mut dyn
         EventCommand::Show { event_id } => {
             let view = show(settings, &event_id).await?;
             Ok(Output::new(serde_json::to_string_pretty(&view)?, &view))
+        }
+        EventCommand::Report { event_id } => {
+            let client = platform::db::pool(&settings.database)?.get().await?;
+            let mut redis = platform::redis::connect(&settings.redis).await?;
+            let built =
+                ingest::report::build(&client, &mut redis, &event_id).await?.with_context(|| format!("no event {event_id}"))?;
+            Ok(Output::new(serde_json::to_string_pretty(&built.report)?, &built.report))
         }
         EventCommand::Close { event_id, yes } => {
             let preview = "Closing answers every member 410 from now on.\n";
