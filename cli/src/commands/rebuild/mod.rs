@@ -20,7 +20,8 @@ use crate::settings::CliSettings;
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum RebuildCommand {
     /// Rebuild one event's stock state in Redis from survey-submitted, stock-decided and
-    /// stock-released (read_committed) and swap it in atomically.
+    /// stock-released (read_committed, from 10 minutes before its opening) and swap it in
+    /// atomically.
     Redis { event_id: String },
     /// Rebuild the PostgreSQL projections from Kafka into fresh tables and compare them
     /// with the live ones (exit 1 when they differ).

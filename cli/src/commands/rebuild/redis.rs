@@ -1,7 +1,10 @@
 //! `firstcome rebuild redis <event>`: one event's stock state in Redis,
 //! rebuilt from the Kafka log (see `stock_processor::rebuild`) and swapped in
 //! atomically. Safe while the pipeline runs: the swap refuses when the stock
-//! stage decided meanwhile, and the rebuild reads again.
+//! stage decided meanwhile, and the rebuild reads again. It reads the log
+//! from `stock_processor::rebuild::WINDOW_MARGIN` before the event's opening
+//! (each partition sought by time), not a week of every event; the report
+//! says how many records it read and from when.
 //!
 //! A Redis that lost the event entirely (no `meta`) gets the event's static
 //! keys back from PostgreSQL first (`stock_processor::restore`, which the
