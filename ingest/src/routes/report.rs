@@ -122,7 +122,8 @@ fn chart(report: &Report) -> String {
     svg
 }
 
-fn render(r: &Report) -> String {
+/// The report as a page (also what the README's screenshot is taken of).
+pub fn render(r: &Report) -> String {
     let mut rows = String::new();
     for (outcome, n) in &r.counts.by_outcome {
         let _ = write!(rows, "<tr><td>{}</td><td>{n}</td></tr>", esc(outcome));
