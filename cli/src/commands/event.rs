@@ -800,8 +800,9 @@ pub async fn run(settings: &CliSettings, command: EventCommand, prompt: &mut dyn
         EventCommand::Report { event_id } => {
             let client = platform::db::pool(&settings.database)?.get().await?;
             let mut redis = platform::redis::connect(&settings.redis).await?;
-            let built =
-                ingest::report::build(&client, &mut redis, &event_id).await?.with_context(|| format!("no event {event_id}"))?;
+            let built = ingest::report::build(&client, &mut redis, &event_id)
+                .await?
+                .with_context(|| format!("no event {event_id}"))?;
             Ok(Output::new(serde_json::to_string_pretty(&built.report)?, &built.report))
         }
         EventCommand::Close { event_id, yes } => {
