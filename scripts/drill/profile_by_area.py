@@ -23,6 +23,7 @@ AREAS = [
     ("avro", r"apache_avro|schemas::codec"),
     ("serde_json", r"serde_json"),
     ("redis client", r"redis::|platform::redis|ingest::admission"),
+    ("receipts", r"ed25519|curve25519|sha2::|ingest::receipts"),
     ("librdkafka", r"rd_kafka|rdkafka|LZ4|(?<![a-z_])rd_"),
     ("ingest handlers", r"ingest::"),
     ("hyper/axum", r"hyper::|axum|tower"),
