@@ -32,6 +32,9 @@ GRANT SELECT ON events, event_entries TO firstcome_ingest;
 REVOKE ALL ON FUNCTION dispatch_figures(text, double precision) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION dispatch_figures(text, double precision) TO firstcome_ingest;
 
+-- operator_actions (the audit of operator actions, migration 0011): no service role at all.
+-- Only the owner, as whom the operator's `firstcome` runs, writes it.
+
 -- stock (group `stock`): reads an event's row to restore the event when Redis lost it
 -- whole (stock_processor::restore); it decides in Redis and writes nothing here.
 GRANT SELECT ON events TO firstcome_stock;

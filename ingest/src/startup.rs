@@ -109,6 +109,7 @@ impl Application {
             )),
             waiting_room: settings.waiting_room.enabled.then(|| WaitingRoom::new(settings.waiting_room.clone())),
             tally: Tally::default(),
+            public_facts: Default::default(),
             receipts: Arc::new(settings.receipts.signer(settings.environment)?),
             reports: Default::default(),
         };

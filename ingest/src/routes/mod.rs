@@ -66,6 +66,8 @@ pub struct AppState {
     pub waiting_room: Option<WaitingRoom>,
     /// Entry answers by event and outcome on this instance (the dashboard).
     pub tally: Tally,
+    /// The name, gift and units left the survey page shows (`events`).
+    pub public_facts: events::PublicFacts,
     /// Signs the receipt of every 202 (`crate::receipts`).
     pub receipts: Arc<crate::receipts::Signer>,
     /// Public reports, built at most once per event every few seconds.
