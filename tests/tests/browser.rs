@@ -3,7 +3,13 @@
 //! `ensure_browser`), headless, against the whole pipeline running in this
 //! process on the real stack (the e2e harness).
 //!
-//! - a member signs in with a token, answers, submits and sees won, then sent;
+//! - before sign-in the page shows the event (name, gift, units left, the
+//!   countdown); the member's token arrives in the URL fragment or from the
+//!   host app (`postMessage`), never typed;
+//! - a member answers with the controls (a 1–5 scale, yes/no; by keyboard
+//!   too), submits and sees won, then sent, with their place in line;
+//! - axe-core audits the page (WCAG 2.x A/AA and best practices) in English
+//!   and in Korean, before sign-in, with the questions and with a result;
 //! - the same member again sees "already entered" with the entry's status;
 //! - a non-buyer sees "not eligible"; after the sell-out a member sees "sold out";
 //! - past the waiting room's rate a member sees their place in line, and the
@@ -12,6 +18,8 @@
 //!   with the dashboard API and with the database.
 //!
 //! Screenshots go to `target/browser-artifacts/` (docs/img/ holds copies).
+//! axe-core is fetched once from the npm registry (pinned version, checked
+//! against its SHA-512) into `target/axe-core-<version>/`.
 
 #[path = "e2e/helpers.rs"]
 #[allow(dead_code)]
@@ -31,8 +39,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
-use helpers::{CliEnv, TestEnv};
+use helpers::TestEnv;
 use pipeline_harness::{open_event, seed_crowd, Crowd, Pipeline, Topology};
 
 /// Every wait in this file ends by itself.
@@ -119,6 +126,13 @@ async fn attr(client: &Client, css: &str, attr: &str) -> Option<String> {
     element.attr(attr).await.ok().flatten()
 }
 
+/// Whether the radio button or checkbox at `css` is checked (the property:
+/// WebDriver's attribute read does not follow it).
+async fn checked(client: &Client, css: &str) -> bool {
+    let script = "var e = document.querySelector(arguments[0]); return !!(e && e.checked);";
+    client.execute(script, vec![json!(css)]).await.ok().and_then(|v| v.as_bool()).unwrap_or(false)
+}
+
 async fn text(client: &Client, css: &str) -> String {
     match client.find(Locator::Css(css)).await {
         Ok(element) => element.text().await.unwrap_or_default(),
@@ -146,30 +160,40 @@ async fn wait_status(client: &Client, state: &str, code: Option<&str>, name: &st
     );
 }
 
-/// Signs `member` in on the page of `event_id`, answers and submits.
-async fn submit_through_page(client: &Client, base_url: &str, event_id: &str, member: &str) {
+/// Opens the page of `event_id` signed in as `member`, as the shop's login
+/// sends a member there: the token in the URL fragment.
+async fn open_signed_in(client: &Client, base_url: &str, event_id: &str, member: &str) {
     let token = member_token(member);
     client.goto(&format!("{base_url}/?event={event_id}")).await.expect("the page loads");
     // A fresh tab state: the token is kept per tab (sessionStorage).
     client.execute("sessionStorage.clear(); return true;", vec![]).await.expect("storage cleared");
-    client.goto(&format!("{base_url}/?event={event_id}")).await.expect("the page loads");
-    client.find(Locator::Css("#token")).await.expect("token field").send_keys(&token).await.expect("typed");
-    client.find(Locator::Css("#signin-button")).await.expect("sign in").click().await.expect("clicked");
+    client.goto(&format!("{base_url}/?event={event_id}#token={token}")).await.expect("the page loads");
+    wait_questions(client).await;
+    let url = client.current_url().await.expect("url");
+    assert_eq!(url.fragment(), None, "the token is taken out of the address bar: {url}");
+}
+
+/// Waits for the two questions, each a radio group named by its legend.
+async fn wait_questions(client: &Client) {
     testkit::wait_for("the questions", DEADLINE, || async {
-        client.find_all(Locator::Css("#questions input")).await.map(|inputs| inputs.len() == 2).unwrap_or(false)
+        client.find_all(Locator::Css("#questions fieldset")).await.map(|sets| sets.len() == 2).unwrap_or(false)
     })
     .await;
-    // Labels name every field (accessibility: a label per input).
-    for (i, answer) in ["5", "yes"].iter().enumerate() {
-        let label = text(client, &format!("label[for=q-{i}]")).await;
-        assert!(!label.is_empty(), "question {i} has a label");
-        client
-            .find(Locator::Css(&format!("#q-{i}")))
-            .await
-            .expect("answer field")
-            .send_keys(answer)
-            .await
-            .expect("typed");
+    for i in 0..2 {
+        assert!(!text(client, &format!("#q-{i} legend")).await.is_empty(), "question {i} has a legend");
+    }
+    let scale = client.find_all(Locator::Css("#q-0 input[type=radio]")).await.expect("scale").len();
+    let yes_no = client.find_all(Locator::Css("#q-1 input[type=radio]")).await.expect("yes/no").len();
+    assert_eq!((scale, yes_no), (5, 2), "a 1–5 scale and yes/no");
+}
+
+/// Signs `member` in on the page of `event_id`, answers and submits.
+async fn submit_through_page(client: &Client, base_url: &str, event_id: &str, member: &str) {
+    open_signed_in(client, base_url, event_id, member).await;
+    // A tap lands on the (transparent) radio button over its label.
+    for choice in ["q-0-5", "q-1-yes"] {
+        client.find(Locator::Css(&format!("#{choice}"))).await.expect("a choice").click().await.expect("clicked");
+        assert!(checked(client, &format!("#{choice}")).await, "{choice} chosen");
     }
     // Every state the status line takes, in order (the test reads it afterwards).
     client
@@ -185,6 +209,69 @@ async fn submit_through_page(client: &Client, base_url: &str, event_id: &str, me
         .await
         .expect("observer installed");
     client.find(Locator::Css("#submit")).await.expect("submit").click().await.expect("clicked");
+}
+
+/// axe-core from the npm registry: this version, this tarball's SHA-512
+/// (the registry's `dist.integrity`, in hex). MPL-2.0; fetched, not vendored.
+const AXE_VERSION: &str = "4.14.1";
+const AXE_SHA512: &str = "1477dafa598d8d065f273d6af302aa203c02e83131707b7fa648cd41bd3d6b734f8c22a0dab86ee6a6f64b8afbe804b214d36db85a2826965edfb3a0b9d546b5";
+
+/// `axe.min.js`, from the cache under the target dir or the npm registry.
+async fn axe_source() -> String {
+    let dir = artifacts().join(format!("../axe-core-{AXE_VERSION}"));
+    let script = dir.join("axe.min.js");
+    if let Ok(source) = std::fs::read_to_string(&script) {
+        return source;
+    }
+    std::fs::create_dir_all(&dir).expect("axe-core cache folder");
+    let url = format!("https://registry.npmjs.org/axe-core/-/axe-core-{AXE_VERSION}.tgz");
+    let tarball = reqwest::get(&url).await.and_then(|r| r.error_for_status()).unwrap_or_else(|e| panic!("{url}: {e}"));
+    let bytes = tarball.bytes().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let archive = dir.join("axe-core.tgz");
+    std::fs::write(&archive, &bytes).expect("tarball written");
+    let sum = Command::new("sha512sum").arg(&archive).output().expect("sha512sum runs");
+    let sum = String::from_utf8_lossy(&sum.stdout);
+    assert!(sum.starts_with(AXE_SHA512), "{url} is not the pinned axe-core: sha512 {sum}");
+    let unpacked = Command::new("tar").arg("-xzOf").arg(&archive).arg("package/axe.min.js").output().expect("tar runs");
+    assert!(unpacked.status.success() && !unpacked.stdout.is_empty(), "axe.min.js unpacked from {url}");
+    let partial = dir.join("axe.min.js.part");
+    std::fs::write(&partial, &unpacked.stdout).expect("axe.min.js written");
+    std::fs::rename(&partial, &script).expect("axe.min.js in place");
+    String::from_utf8(unpacked.stdout).expect("axe.min.js is UTF-8")
+}
+
+/// Runs axe-core on the page as it is (WCAG 2.0–2.2 A and AA, and axe's
+/// best practices) and fails with every violation found, named by rule and
+/// element. `what` names the page's state in the message.
+async fn accessibility_audit(client: &Client, what: &str) {
+    let source = axe_source().await;
+    // Injected through WebDriver, which the page's CSP (script-src 'self') does not stop.
+    client.execute(&format!("{source}\n;return typeof axe;"), vec![]).await.expect("axe-core injected");
+    let violations = client
+        .execute_async(
+            "var done = arguments[arguments.length - 1];
+             axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice'] },
+                                 resultTypes: ['violations'] })
+               .then(function (r) {
+                 done(r.violations.map(function (v) {
+                   return { rule: v.id, impact: v.impact, help: v.help,
+                            nodes: v.nodes.map(function (n) { return n.target.join(' ') + ': ' + n.failureSummary; }) };
+                 }));
+               }, function (e) { done([{ rule: 'axe-error', help: String(e) }]); });",
+            vec![],
+        )
+        .await
+        .expect("axe ran");
+    let violations = violations.as_array().cloned().unwrap_or_default();
+    if !violations.is_empty() {
+        screenshot(client, &format!("failed-a11y-{}", what.replace(' ', "-"))).await;
+    }
+    assert!(
+        violations.is_empty(),
+        "axe-core found {} violation(s) on the page {what}:\n{}",
+        violations.len(),
+        serde_json::to_string_pretty(&violations).unwrap_or_default()
+    );
 }
 
 fn member_token(member: &str) -> String {
@@ -248,7 +335,7 @@ async fn a_member_and_an_operator_see_the_event_through_the_browser() {
     // A provider slow enough (2.5 s a gift) for the page to see "won" before "sent".
     let faults = provider_sim::Faults { latency_ms: 2_500, ..Default::default() };
     let topology = Topology { ingest_instances: 0, faults, provider_timeout_ms: 6_000, ..Default::default() };
-    let pipeline = Pipeline::start(&env, topology).await;
+    let pipeline = Pipeline::start(&env, topology).await.expect("pipeline started");
     let shutdown = CancellationToken::new();
     let ingest = start_ingest(&env, &shutdown, None).await;
     let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap();
@@ -277,6 +364,17 @@ async fn a_member_and_an_operator_see_the_event_through_the_browser() {
         .await
         .unwrap();
     assert_eq!(status["status"], "sent", "the API agrees with the page: {status}");
+    assert!(
+        text(&phone, "#status").await.contains("#1 in line"),
+        "the member's place: {}",
+        text(&phone, "#status").await
+    );
+    // The 202's signed receipt, when ingest signs one, is the member's to keep.
+    if attr(&phone, "#receipt-box", "hidden").await.is_none() {
+        phone.find(Locator::Css("#receipt-box summary")).await.expect("receipt").click().await.expect("opened");
+        assert!(text(&phone, "#receipt").await.contains(&entry_id), "the receipt names the entry");
+    }
+    accessibility_audit(&phone, "with a gift sent (English)").await;
     screenshot(&phone, "page-sent").await;
 
     // 2. The same member again: already entered, with the entry's status.
@@ -337,7 +435,7 @@ async fn a_member_and_an_operator_see_the_event_through_the_browser() {
     assert!(accepted >= 4, "at least the units left were accepted: {accepted}");
 
     // The pipeline drains: every unit for sale sent, every entry decided.
-    let db = platform::db::pool(&env.cli().database).expect("pool");
+    let db = platform::db::pool(&env.admin_database()).expect("pool");
     testkit::wait_for("every gift sent and every entry decided", DEADLINE, || async {
         let client = db.get().await.expect("db");
         let row = client
@@ -464,53 +562,80 @@ async fn before_the_opening_the_page_counts_down_in_korean_and_enters_from_the_p
     let env = TestEnv::new().await;
     let crowd = seed_crowd(&env, 3, 0).await;
     let now = chrono::Utc::now();
-    let new = NewEvent {
-        event_id: format!("ev-{}", uuid::Uuid::new_v4()),
-        name: "opening soon".into(),
-        product_id: crowd.product.clone(),
-        total_stock: 10,
-        safety_stock: 0,
-        open_at: now + chrono::Duration::seconds(20),
-        close_at: now + chrono::Duration::hours(1),
-        questions: DEFAULT_QUESTIONS.map(String::from).to_vec(),
-    };
-    event::create(&env.cli(), &new).await.expect("event created");
+    let mut new = firstcome_lab::pipeline::new_event(&crowd, 10, 0);
+    new.name = "opening soon".into();
+    new.open_at = now + chrono::Duration::seconds(20);
+    firstcome_lab::pipeline::create_event(&env, &new).await.expect("event created");
     let shutdown = CancellationToken::new();
     let ingest = start_ingest(&env, &shutdown, Some((5, 5))).await;
     let driver = Driver::start().await;
     let phone = driver.browser(390, 844).await;
     let member = &crowd.eligible[0];
 
+    // Before sign-in: the event as a member would want to see it, and no
+    // box to paste a token into.
     phone.goto(&format!("{}/?event={}", ingest.base_url, new.event_id)).await.expect("the page loads");
-    phone
-        .find(Locator::Css("#token"))
-        .await
-        .expect("token field")
-        .send_keys(&member_token(member))
-        .await
-        .expect("typed");
-    phone.find(Locator::Css("#signin-button")).await.expect("sign in").click().await.expect("clicked");
-    testkit::wait_for("the countdown", DEADLINE, || async {
+    testkit::wait_for("the event and its countdown before sign-in", DEADLINE, || async {
         attr(&phone, "#event-state", "data-status").await.as_deref() == Some("upcoming")
             && text(&phone, "#countdown").await.contains(':')
     })
     .await;
+    assert_eq!(text(&phone, "#event-name").await, "opening soon");
+    assert!(text(&phone, "#gift").await.contains("coffee gifticon"), "{}", text(&phone, "#gift").await);
+    assert_eq!(text(&phone, "#units-left").await, "10");
+    assert!(phone.find(Locator::Css("#signin")).await.expect("sign-in note").is_displayed().await.expect("shown"));
+    assert!(phone.find(Locator::Css("textarea, #token")).await.is_err(), "no token to paste");
+    accessibility_audit(&phone, "before sign-in (English)").await;
+    screenshot(&phone, "page-before-signin").await;
+
+    // The host app posts the member's token into the page.
+    phone
+        .execute(
+            "window.postMessage({ type: 'firstcome:token', token: arguments[0] }, location.origin); return true;",
+            vec![json!(member_token(member))],
+        )
+        .await
+        .expect("token posted");
+    wait_questions(&phone).await;
+    assert!(text(&phone, "#who").await.contains(member.as_str()), "{}", text(&phone, "#who").await);
+    accessibility_audit(&phone, "with the questions (English)").await;
 
     // Korean, by the toggle (the default follows Accept-Language).
     phone.find(Locator::Css("#lang-toggle")).await.expect("toggle").click().await.expect("clicked");
     assert_eq!(attr(&phone, "html", "lang").await.as_deref(), Some("ko"));
     assert!(text(&phone, "#event-state").await.contains("시작"), "{}", text(&phone, "#event-state").await);
+    assert!(text(&phone, "#q-1").await.contains("아니오"), "{}", text(&phone, "#q-1").await);
+    accessibility_audit(&phone, "with the questions (Korean)").await;
+    screenshot(&phone, "page-questions-ko").await;
 
-    // Keyboard only: type the answers and press Enter in the last field.
-    let enter = char::from(fantoccini::key::Key::Enter).to_string();
-    phone.find(Locator::Css("#q-0")).await.expect("first answer").send_keys("4").await.expect("typed");
+    // Keyboard only: arrows move along the scale, space picks yes, Enter on
+    // the focused button submits.
+    let key = |k: fantoccini::key::Key| char::from(k).to_string();
+    let right = key(fantoccini::key::Key::Right);
     phone
-        .find(Locator::Css("#q-1"))
+        .find(Locator::Css("#q-0-1"))
         .await
-        .expect("second answer")
-        .send_keys(&format!("yes{enter}"))
+        .expect("the scale")
+        .send_keys(&format!("{right}{right}{right}"))
         .await
-        .expect("typed");
+        .expect("arrows");
+    let chosen = phone
+        .execute(
+            "var c = document.querySelector('#q-0 input:checked'); return [c ? c.value : null, document.activeElement.id];",
+            vec![],
+        )
+        .await
+        .expect("chosen");
+    assert_eq!(chosen, json!(["4", "q-0-4"]), "4 chosen by arrows, and focused");
+    phone.find(Locator::Css("#q-1-yes")).await.expect("yes").send_keys(" ").await.expect("space");
+    assert!(checked(&phone, "#q-1-yes").await, "yes chosen by space");
+    phone
+        .find(Locator::Css("#submit"))
+        .await
+        .expect("submit")
+        .send_keys(&key(fantoccini::key::Key::Enter))
+        .await
+        .expect("enter");
     wait_status(&phone, "waiting", Some("pre_queue"), "pre-queue").await;
     assert!(text(&phone, "#status").await.contains("사전 대기열"), "{}", text(&phone, "#status").await);
     screenshot(&phone, "page-pre-queue-ko").await;
@@ -518,6 +643,7 @@ async fn before_the_opening_the_page_counts_down_in_korean_and_enters_from_the_p
     // At the opening the page asks again by itself and is let through.
     wait_status(&phone, "pending", Some("accepted"), "entered at the opening").await;
     assert!(text(&phone, "#status").await.contains("접수"), "{}", text(&phone, "#status").await);
+    accessibility_audit(&phone, "with the entry received (Korean)").await;
     let _ = phone.close().await;
     shutdown.cancel();
 }

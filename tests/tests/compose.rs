@@ -196,7 +196,8 @@ fn configured(binary: Binary, env: &BTreeMap<String, String>) -> (Configured, Ve
             (Configured { ops_port: Some(s.http.port), api_port: Some(s.http.port), addresses: Vec::new() }, unread)
         }
         Binary::Cli => {
-            let (s, unread): (firstcome_cli::CliSettings, _) = read_settings(env);
+            // `firstcome`'s settings, which the lab reads as its own.
+            let (s, unread): (firstcome_lab::Settings, _) = read_settings(env);
             let addresses = vec![
                 ("kafka", s.kafka.brokers.clone()),
                 ("registry", s.registry.url.clone()),

@@ -83,7 +83,7 @@ async fn no_phone_token_or_credential_reaches_any_service_log() {
     // The provider refuses one member's phone for good (the simulator is
     // configured with the number itself; its unit goes to the next in line).
     let faults = provider_sim::Faults { refused_phones: vec![phones[0].clone()], ..Default::default() };
-    let pipeline = Pipeline::start(&env, Topology { faults, ..Topology::default() }).await;
+    let pipeline = Pipeline::start(&env, Topology { faults, ..Topology::default() }).await.expect("pipeline started");
     let report = submit(&pipeline, &event_id, &members, 0.5).await;
     let accepted = report.accepted.clone();
     // Four units for six eligible members: the stock stage may sell out while

@@ -59,7 +59,7 @@ async fn the_metrics_agree_with_the_database_after_a_burst() {
     let env = TestEnv::new().await;
     let crowd = seed_crowd(&env, 24, 4).await;
     let event_id = open_event(&env, &crowd, 10, 0).await;
-    let pipeline = Pipeline::start(&env, Topology::default()).await;
+    let pipeline = Pipeline::start(&env, Topology::default()).await.expect("pipeline started");
     let members: Vec<String> = crowd.eligible.iter().chain(&crowd.ineligible).cloned().collect();
 
     // The burst, scraped while it runs: the counters only move forward.
@@ -219,7 +219,7 @@ async fn a_fresh_pipeline_serves_every_described_metric_as_promtool_wants() {
 #[ignore = "run alone, in a process of its own, by a_fresh_pipeline_serves_every_described_metric_as_promtool_wants"]
 async fn fresh_pipeline_metrics() {
     let env = TestEnv::new().await;
-    let pipeline = Pipeline::start(&env, Topology::default()).await;
+    let pipeline = Pipeline::start(&env, Topology::default()).await.expect("pipeline started");
     let mut problems = Vec::new();
     for (service, port) in &pipeline.ops_ports {
         if *service == "provider-sim" {

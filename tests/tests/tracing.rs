@@ -108,7 +108,7 @@ async fn one_entry_is_one_trace_across_ingest_stock_recording_dispatch_and_the_p
     let env = TestEnv::new().await;
     let crowd = seed_crowd(&env, 1, 0).await;
     let event_id = open_event(&env, &crowd, 1, 0).await;
-    let pipeline = Pipeline::start(&env, Topology::default()).await;
+    let pipeline = Pipeline::start(&env, Topology::default()).await.expect("pipeline started");
     let member = &crowd.eligible[0];
 
     // The member's client starts the trace.

@@ -6,7 +6,7 @@ use platform::settings::RedisSettings;
 
 use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
 
-use crate::helpers::{CliEnv, TestEnv};
+use crate::helpers::{operator_settings, TestEnv};
 use crate::pipeline_harness::seed_crowd;
 
 fn new_event(product: &str) -> NewEvent {
@@ -51,14 +51,14 @@ async fn a_create_that_failed_at_redis_leaves_a_scheduled_row_and_completes_when
     let event = new_event(&crowd.product);
     let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
 
-    let mut broken = env.cli();
+    let mut broken = operator_settings(&env);
     broken.redis = closed_redis();
     let failed = event::create(&broken, &event).await;
     assert!(failed.is_err(), "Redis is unreachable: the create fails");
     assert_eq!(status(&env, &event.event_id).await.as_deref(), Some("scheduled"), "PostgreSQL first, as scheduled");
     assert_eq!(redis_keys(&mut redis, &event.event_id).await, 0, "nothing live in Redis");
 
-    let eligible = event::create(&env.cli(), &event).await.expect("the retry completes the create");
+    let eligible = event::create(&operator_settings(&env), &event).await.expect("the retry completes the create");
     assert_eq!(eligible, 5);
     assert_eq!(status(&env, &event.event_id).await.as_deref(), Some("open"));
     let meta = EventMeta::load(&mut redis, &event.event_id).await.expect("meta").expect("the event is live");
@@ -66,10 +66,10 @@ async fn a_create_that_failed_at_redis_leaves_a_scheduled_row_and_completes_when
     let stock: i64 =
         redis::cmd("GET").arg(EventKeys::new(&event.event_id).stock).query_async(&mut redis).await.expect("GET");
     assert_eq!(stock, 3);
-    let view = event::show(&env.cli(), &event.event_id).await.expect("show");
+    let view = event::show(&operator_settings(&env), &event.event_id).await.expect("show");
     assert_eq!((view.total, view.for_sale, view.ledger_issued), (4, 3, 0), "one ledger");
 
-    let again = event::create(&env.cli(), &event).await;
+    let again = event::create(&operator_settings(&env), &event).await;
     assert!(again.is_err(), "a live event is refused");
     assert_eq!(status(&env, &event.event_id).await.as_deref(), Some("open"));
 }
@@ -79,7 +79,7 @@ async fn a_create_that_stopped_before_opening_keeps_the_live_keys_and_opens_the_
     let env = TestEnv::new().await;
     let crowd = seed_crowd(&env, 3, 0).await;
     let event = new_event(&crowd.product);
-    event::create(&env.cli(), &event).await.expect("create");
+    event::create(&operator_settings(&env), &event).await.expect("create");
     let keys = EventKeys::new(&event.event_id);
     let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
     // Step 2 done, step 3 lost; meanwhile a member won (ingest saw the live keys).
@@ -107,7 +107,7 @@ async fn a_create_that_stopped_before_opening_keeps_the_live_keys_and_opens_the_
         .await
         .expect("a win");
 
-    event::create(&env.cli(), &event).await.expect("the retry completes the create");
+    event::create(&operator_settings(&env), &event).await.expect("the retry completes the create");
     assert_eq!(status(&env, &event.event_id).await.as_deref(), Some("open"));
     let winners: i64 = redis::cmd("HLEN").arg(&keys.winners).query_async(&mut redis).await.expect("HLEN");
     let stock: i64 = redis::cmd("GET").arg(&keys.stock).query_async(&mut redis).await.expect("GET");
@@ -119,17 +119,17 @@ async fn a_half_created_event_is_not_completed_with_other_parameters() {
     let env = TestEnv::new().await;
     let crowd = seed_crowd(&env, 3, 0).await;
     let event = new_event(&crowd.product);
-    let mut broken = env.cli();
+    let mut broken = operator_settings(&env);
     broken.redis = closed_redis();
     assert!(event::create(&broken, &event).await.is_err());
 
     let other = NewEvent { total_stock: 9, ..event.clone() };
-    let refused = event::create(&env.cli(), &other).await.expect_err("other parameters are refused");
+    let refused = event::create(&operator_settings(&env), &other).await.expect_err("other parameters are refused");
     assert!(refused.to_string().contains("total stock"), "{refused:#}");
     assert_eq!(status(&env, &event.event_id).await.as_deref(), Some("scheduled"));
     let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
     assert_eq!(redis_keys(&mut redis, &event.event_id).await, 0);
 
-    event::create(&env.cli(), &event).await.expect("the same parameters complete it");
+    event::create(&operator_settings(&env), &event).await.expect("the same parameters complete it");
     assert_eq!(status(&env, &event.event_id).await.as_deref(), Some("open"));
 }

@@ -10,7 +10,7 @@ use audit::Accepted;
 use firstcome_cli::commands::{rebuild, reconcile};
 use platform::event_keys::EventKeys;
 
-use crate::helpers::{CliEnv, EventSnapshot, TestEnv};
+use crate::helpers::{operator_settings, EventSnapshot, TestEnv};
 use crate::pipeline_harness::{drain, open_event, seed_crowd, submit, Pipeline, Topology};
 
 struct LostSecond {
@@ -29,7 +29,7 @@ async fn lose_the_last_batch(lost: usize) -> LostSecond {
     let seeded = seed_crowd(&env, 12, 0).await;
     let event_id = open_event(&env, &seeded, 5, 0).await;
     let crowd = seeded.eligible;
-    let pipeline = Pipeline::start(&env, Topology::default()).await;
+    let pipeline = Pipeline::start(&env, Topology::default()).await.expect("pipeline started");
     let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
 
     let mut accepted = Vec::new();
@@ -58,8 +58,9 @@ async fn a_restored_redis_pays_nobody_twice_and_never_past_the_stock() {
     let LostSecond { env, pipeline, event_id, crowd, mut accepted, mut redis } = lose_the_last_batch(2).await;
 
     // While the loss exists, reconcile reports it.
-    let while_lost =
-        reconcile::run(&env.cli(), &event_id, Some(&pipeline.provider_url), false).await.expect("reconcile");
+    let while_lost = reconcile::run(&operator_settings(&env), &event_id, Some(&pipeline.provider_url), false)
+        .await
+        .expect("reconcile");
     assert!(!while_lost.report.all_hold(), "reconcile must report the lost second: {:?}", while_lost.report.tally);
 
     // A repeat member of the lost batch (Redis forgot their mark) and three
@@ -128,7 +129,7 @@ async fn rebuild_redis_restores_the_lost_batch_from_the_log() {
     let winners: i64 = redis::cmd("HLEN").arg(&keys.winners).query_async(&mut redis).await.expect("winners");
     assert_eq!(winners, 2, "the snapshot held two winners");
 
-    let report = rebuild::redis::rebuild(&env.cli(), &event_id).await.expect("rebuild");
+    let report = rebuild::redis::rebuild(&operator_settings(&env), &event_id).await.expect("rebuild");
     assert_eq!(report.winners_after, 5, "{report:?}");
     assert_eq!(report.stock_after, 0, "{report:?}");
 
@@ -164,7 +165,7 @@ async fn rebuild_redis_restores_an_event_lost_whole_and_refuses_an_unknown_one()
         redis::cmd("SMEMBERS").arg(&keys.eligible).query_async(&mut redis).await.expect("eligible");
     let () = redis::cmd("DEL").arg(&keys.all()[..]).query_async(&mut redis).await.expect("DEL");
 
-    let report = rebuild::redis::rebuild(&env.cli(), &event_id).await.expect("rebuilt");
+    let report = rebuild::redis::rebuild(&operator_settings(&env), &event_id).await.expect("rebuilt");
     assert_eq!(report.stock_after, 2, "{report:?}");
     let mut eligible: Vec<String> =
         redis::cmd("SMEMBERS").arg(&keys.eligible).query_async(&mut redis).await.expect("eligible");
@@ -176,7 +177,7 @@ async fn rebuild_redis_restores_an_event_lost_whole_and_refuses_an_unknown_one()
     assert_eq!(meta.for_sale, 2);
 
     let unknown = format!("ev-{}", uuid::Uuid::new_v4());
-    let refused = rebuild::redis::rebuild(&env.cli(), &unknown).await.expect_err("unknown event");
+    let refused = rebuild::redis::rebuild(&operator_settings(&env), &unknown).await.expect_err("unknown event");
     assert!(refused.to_string().contains("no event"), "{refused:#}");
     let written: i64 =
         redis::cmd("EXISTS").arg(&EventKeys::new(&unknown).all()[..]).query_async(&mut redis).await.expect("EXISTS");

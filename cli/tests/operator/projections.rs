@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use firstcome_cli::commands::rebuild::{self, projections};
 
-use crate::helpers::{CliEnv, TestEnv};
+use crate::helpers::{operator_settings, TestEnv};
 use crate::pipeline_harness::{drain, open_event, seed_crowd, submit, Pipeline, Topology};
 
 #[tokio::test]
@@ -28,7 +28,7 @@ async fn projections_rebuilt_from_kafka_equal_the_live_ones() {
     }
     let event_id = open_event(&env, &crowd, 10, 2).await;
     let faults = provider_sim::Faults { refused_phones, ..Default::default() };
-    let pipeline = Pipeline::start(&env, Topology { faults, ..Default::default() }).await;
+    let pipeline = Pipeline::start(&env, Topology { faults, ..Default::default() }).await.expect("pipeline started");
 
     // The rush sells out; some winners' phones are refused and their units return.
     let first = submit(&pipeline, &event_id, early, 0.0).await;
@@ -42,7 +42,7 @@ async fn projections_rebuilt_from_kafka_equal_the_live_ones() {
     let report = drain(&env, &pipeline, &event_id, &accepted).await;
     pipeline.stop().await;
 
-    let outcome = projections::rebuild(&env.cli()).await.expect("rebuild");
+    let outcome = projections::rebuild(&operator_settings(&env)).await.expect("rebuild");
     let printed = projections::render(&outcome);
     println!("{printed}");
     assert!(outcome.comparison.is_equal(), "rebuilt projections differ:\n{printed}");
@@ -60,7 +60,7 @@ async fn projections_rebuilt_from_kafka_equal_the_live_ones() {
     // And the command itself finds them equal (exit 0), also when the log is
     // read in small batches (records of one entry in different batches, in
     // another interleaving than the live recorder saw).
-    let mut small_batches = env.cli();
+    let mut small_batches = operator_settings(&env);
     small_batches.kafka.batch_max_records = 5;
     let output = rebuild::command(&small_batches, rebuild::RebuildCommand::Projections)
         .await

@@ -15,8 +15,8 @@ use firstcome_cli::commands::reconcile::{self, Reconciliation};
 use platform::event_keys::EventKeys;
 use schemas::{StockRelease, Topics};
 
-use crate::helpers::{CliEnv, TestEnv};
-use crate::pipeline_harness::{open_event, seed_crowd};
+use crate::helpers::{operator_settings, TestEnv};
+use crate::pipeline_harness::{drain, open_event, seed_crowd, submit, Pipeline, Topology};
 
 struct Event {
     env: TestEnv,
@@ -39,7 +39,7 @@ impl Event {
     }
 
     async fn reconcile(&self) -> Reconciliation {
-        reconcile::run(&self.env.cli(), &self.id, None, false).await.expect("reconcile ran")
+        reconcile::run(&operator_settings(&self.env), &self.id, None, false).await.expect("reconcile ran")
     }
 
     async fn sql(&self, statement: &str, params: &[&(dyn ToSql + Sync)]) {
@@ -307,8 +307,41 @@ async fn reconcile_counts_the_releases_the_stock_stage_refused_for_the_event() {
 
     let found = event.reconcile().await;
     let releases = &found.refused_releases;
-    assert_eq!(releases.by_stock_stage(&event.env.cli()), 2);
+    assert_eq!(releases.by_stock_stage(&operator_settings(&event.env)), 2);
     assert_eq!(releases.by_group.get("someone-else"), Some(&1));
     assert_eq!(releases.by_group.values().sum::<usize>(), 3, "another event's release is not counted");
     assert_eq!(releases.unreadable, 1);
+}
+
+/// After a real run: a counter someone bumped is reported, and `--repair`
+/// sets it back from the decision log, keeping its expiry.
+#[tokio::test]
+async fn reconcile_finds_a_drifted_counter_and_repairs_it_from_the_decision_log() {
+    let env = TestEnv::new().await;
+    let crowd = seed_crowd(&env, 12, 0).await;
+    let event_id = open_event(&env, &crowd, 5, 0).await;
+    let pipeline = Pipeline::start(&env, Topology::default()).await.expect("pipeline started");
+    let rush = submit(&pipeline, &event_id, &crowd.eligible, 0.0).await;
+    let settled = drain(&env, &pipeline, &event_id, &rush.accepted).await;
+    assert!(settled.all_hold(), "{:#?}", settled.failing());
+
+    // Someone (a bad script, a restored snapshot) bumps the counter.
+    let keys = platform::event_keys::EventKeys::new(&event_id);
+    let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
+    let _: () = redis::cmd("SET").arg(&keys.stock).arg(3).arg("KEEPTTL").query_async(&mut redis).await.expect("set");
+
+    let settings = operator_settings(&env);
+    let provider = pipeline.provider_url.clone();
+    let found = reconcile::run(&settings, &event_id, Some(&provider), false).await.expect("reconcile");
+    assert!(!found.report.all_hold(), "the drift is reported");
+    assert!(found.report.failing().iter().any(|c| c.name.starts_with('5')));
+    assert_eq!(found.repaired_stock, None, "nothing repaired without --repair");
+
+    let repaired = reconcile::run(&settings, &event_id, Some(&provider), true).await.expect("repair");
+    assert_eq!(repaired.repaired_stock, Some(0), "set back to for sale - held");
+    let after = reconcile::run(&settings, &event_id, Some(&provider), false).await.expect("reconcile");
+    assert!(after.report.all_hold(), "{:#?}", after.report.failing());
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys.stock).query_async(&mut redis).await.expect("ttl");
+    assert!(ttl > 0, "the counter keeps its expiry");
+    pipeline.stop().await;
 }

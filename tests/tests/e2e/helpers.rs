@@ -1,32 +1,17 @@
 //! The test environment (`testkit::TestEnv`: isolated topics, database and
 //! member schema per test) and what the end-to-end tests derive from it.
 
-use firstcome_cli::CliSettings;
-
+// Each test binary that includes this file uses some of it.
+#[allow(unused_imports)]
 pub use testkit::{wait_until, TestEnv};
 
 /// The polling loop under the name some tests still use (`testkit::wait_until`).
 #[allow(unused_imports)]
 pub use testkit::wait_until as eventually;
 
-/// The CLI's settings on a test's slice of the stack.
-pub trait CliEnv {
-    fn cli(&self) -> CliSettings;
-}
-
-impl CliEnv for TestEnv {
-    fn cli(&self) -> CliSettings {
-        CliSettings {
-            kafka: self.kafka_admin(),
-            registry: self.registry.clone(),
-            database: self.admin_database(),
-            replica: self.replica.clone(),
-            member_primary: self.member_primary.clone(),
-            redis: self.redis_admin(),
-            ..Default::default()
-        }
-    }
-}
+/// The operator's settings on a test's slice of the stack (the lab's).
+#[allow(unused_imports)]
+pub use firstcome_lab::pipeline::operator_settings;
 
 /// Every key of an event with its value and expiry, as DUMP sees it: what a
 /// forgetful Redis goes back to (a crash under `appendfsync everysec`, a

@@ -4,14 +4,10 @@
 //! topic/group prefix, a fresh database and a fresh event id.
 
 mod dlq;
-mod event_create;
-mod forgetful_redis;
 mod helpers;
 mod member_replica;
 mod outage;
 mod pipeline;
 mod pipeline_harness;
-mod projections;
-mod reconcile;
 mod redis_failover;
 mod registry;

@@ -11,11 +11,10 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
-use firstcome_cli::commands::members;
+use firstcome_lab::pipeline::{create_event, new_event};
 use secrecy::SecretString;
 
-use crate::helpers::{wait_until, CliEnv, TestEnv};
+use crate::helpers::{wait_until, TestEnv};
 use crate::pipeline_harness::{drain, open_event, seed_crowd, submit, Pipeline, Topology};
 
 /// The standby only these tests stop or pause.
@@ -75,9 +74,9 @@ async fn a_phone_changed_on_the_primary_is_used_once_the_standby_replayed_it() {
     let crowd = seed_crowd(&env, 3, 0).await;
     let member = crowd.eligible[0].clone();
     let new_phone = "010-9876-5432";
-    members::set_phone(&env.member_primary, &env.replica, &member, new_phone)
-        .await
-        .expect("phone changed on the primary");
+    // The shop changes it on the primary; the standby replays it.
+    env.seed_member(&member, new_phone).await;
+    env.members_replayed().await;
 
     // The pipeline's own database has no member rows at all: a phone can only come from the replica.
     let own = platform::db::pool(&env.admin_database()).expect("pool");
@@ -86,7 +85,7 @@ async fn a_phone_changed_on_the_primary_is_used_once_the_standby_replayed_it() {
     assert!(absent, "members live in the member database only");
 
     let event_id = open_event(&env, &crowd, 3, 0).await;
-    let pipeline = Pipeline::start(&env, Topology::default()).await;
+    let pipeline = Pipeline::start(&env, Topology::default()).await.expect("pipeline started");
     let rush = submit(&pipeline, &event_id, &crowd.eligible, 0.0).await;
     assert_eq!(rush.count(202), 3, "{:?}", rush.by_status);
     let report = drain(&env, &pipeline, &event_id, &rush.accepted).await;
@@ -105,7 +104,7 @@ async fn with_the_standby_stopped_a_won_is_retried_never_failed_and_sent_once_it
     let env = env_on_standby2().await;
     let crowd = seed_crowd(&env, 5, 0).await;
     let event_id = open_event(&env, &crowd, 5, 0).await;
-    let pipeline = Pipeline::start(&env, Topology::default()).await;
+    let pipeline = Pipeline::start(&env, Topology::default()).await.expect("pipeline started");
     let own = platform::db::pool(&env.admin_database()).expect("pool");
 
     stack(&["stop", "member-standby2"]).await;
@@ -176,28 +175,20 @@ async fn event_creation_loads_eligibility_from_the_standby() {
                 .expect("purchase");
         }
     }
-    let now = chrono::Utc::now();
-    let new_event = |id: String| NewEvent {
-        event_id: id,
-        name: "replica test".into(),
-        product_id: crowd.product.clone(),
-        total_stock: 10,
-        safety_stock: 0,
-        open_at: now - chrono::Duration::minutes(1),
-        close_at: now + chrono::Duration::hours(1),
-        questions: DEFAULT_QUESTIONS.map(String::from).to_vec(),
-    };
-    let before = event::create(&env.cli(), &new_event(format!("ev-{}", uuid::Uuid::new_v4()))).await;
+    let before = create_event(&env, &new_event(&crowd, 10, 0)).await;
 
     admin.batch_execute("SELECT pg_wal_replay_resume()").await.expect("replay resumed");
-    let replayed = members::wait_replayed(&primary, &env.replica).await;
-    let after = event::create(&env.cli(), &new_event(format!("ev-{}", uuid::Uuid::new_v4()))).await;
+    env.members_replayed().await;
+    let after = create_event(&env, &new_event(&crowd, 10, 0)).await;
 
     assert_eq!(before.expect("event created while the standby lagged"), 4, "only what the standby had replayed");
-    replayed.expect("the standby caught up");
     assert_eq!(after.expect("event created after the replay"), 6, "the two late buyers, once replayed");
-    let eligible: HashSet<String> =
-        members::eligible(&env.replica, &crowd.product).await.expect("eligible").into_iter().collect();
+    let replica = platform::member_db::replica_pool(&env.replica).expect("replica pool");
+    let eligible: HashSet<String> = stock_processor::restore::eligible_members(&replica, &crowd.product)
+        .await
+        .expect("eligible")
+        .into_iter()
+        .collect();
     assert!(late.iter().all(|m| eligible.contains(m)));
     assert!(crowd.ineligible.iter().all(|m| !eligible.contains(m)));
 }

@@ -147,7 +147,7 @@ async fn failover_during_a_rush(fault: Fault) {
     let crowd = seed_crowd(&env, 360, 0).await;
     // 290 for sale: a third of the crowd enters before the fault, the rest after.
     let event_id = open_event(&env, &crowd, 300, 10).await;
-    let pipeline = Pipeline::start(&env, Topology::default()).await;
+    let pipeline = Pipeline::start(&env, Topology::default()).await.expect("pipeline started");
 
     let rush = rush_with_fault(&pipeline, &event_id, &crowd.eligible, fault).await;
     let new_master = master_port().await;
@@ -294,7 +294,7 @@ async fn an_event_that_sold_out_on_lost_decisions_is_rebuilt_after_the_failover_
     };
     let crowd = seed_crowd(&env, 10, 0).await;
     let event_id = open_event(&env, &crowd, 10, 0).await;
-    let pipeline = Pipeline::start(&env, Topology::default()).await;
+    let pipeline = Pipeline::start(&env, Topology::default()).await.expect("pipeline started");
     let mut conn = platform::redis::connect(&env.redis_admin()).await.expect("redis");
     let keys = platform::event_keys::EventKeys::new(&event_id);
 
