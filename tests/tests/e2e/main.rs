@@ -3,7 +3,6 @@
 //! provider is its documented simulator. Every test isolates itself with a
 //! topic/group prefix, a fresh database and a fresh event id.
 
-mod dlq;
 mod helpers;
 mod member_replica;
 mod outage;
