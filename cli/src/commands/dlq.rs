@@ -355,16 +355,40 @@ async fn publish(producer: &FutureProducer, source_topic: &str, source: &OwnedMe
 
 /// Reads single committed records of the source topic by position.
 struct SourceReader {
+    kafka: KafkaSettings,
     consumer: Arc<StreamConsumer>,
     topic: String,
     /// Partition → (start, end) of the log, taken once per partition.
     watermarks: HashMap<i32, (i64, i64)>,
     partitions: Vec<i32>,
+    /// Partition → the offset last read there.
+    last_read: HashMap<i32, i64>,
+    /// The record last found: two groups' dead letters of one record come
+    /// one after the other.
+    last_found: Option<OwnedMessage>,
 }
 
 impl SourceReader {
     async fn new(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer = platform::kafka::client_config(kafka)
+        let consumer = Arc::new(Self::consumer(kafka)?);
+        let asking = consumer.clone();
+        let named = topic.to_string();
+        let partitions = tokio::task::spawn_blocking(move || lag::partitions(asking.as_ref(), &named, CALL_TIMEOUT))
+            .await?
+            .with_context(|| format!("Failed to read the partitions of {topic}"))?;
+        Ok(Self {
+            kafka: kafka.clone(),
+            consumer,
+            topic: topic.to_string(),
+            watermarks: HashMap::new(),
+            partitions,
+            last_read: HashMap::new(),
+            last_found: None,
+        })
+    }
+
+    fn consumer(kafka: &KafkaSettings) -> anyhow::Result<StreamConsumer> {
+        platform::kafka::client_config(kafka)
             .set("client.id", kafka.client_id_for("firstcome-dlq-replay-source"))
             // Required by librdkafka; never joined (assign, not subscribe), nothing committed.
             .set("group.id", kafka.group("firstcome-dlq-replay-source"))
@@ -373,14 +397,7 @@ impl SourceReader {
             // A dead letter is only ever made of a committed record.
             .set("isolation.level", "read_committed")
             .create()
-            .context("Failed to create the source reader")?;
-        let consumer = Arc::new(consumer);
-        let asking = consumer.clone();
-        let named = topic.to_string();
-        let partitions = tokio::task::spawn_blocking(move || lag::partitions(asking.as_ref(), &named, CALL_TIMEOUT))
-            .await?
-            .with_context(|| format!("Failed to read the partitions of {topic}"))?;
-        Ok(Self { consumer, topic: topic.to_string(), watermarks: HashMap::new(), partitions })
+            .context("Failed to create the source reader")
     }
 
     /// The source record `letter` is a copy of, or why it is not.
@@ -432,6 +449,16 @@ impl SourceReader {
         if offset < start {
             return Ok(Err(Unverified::Gone { start }));
         }
+        if let Some(found) = self.last_found.as_ref().filter(|m| m.partition() == partition && m.offset() == offset) {
+            return Ok(Ok(found.clone()));
+        }
+        // Going back on a partition: a fresh consumer, so no record fetched
+        // after the earlier position can pass for the one at this offset
+        // (librdkafka drops outdated fetches on a new assignment; this does
+        // not depend on it).
+        if self.last_read.get(&partition).is_some_and(|&last| offset <= last) {
+            self.consumer = Arc::new(Self::consumer(&self.kafka)?);
+        }
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
         self.consumer.assign(&assignment)?;
@@ -452,12 +479,15 @@ impl SourceReader {
             if message.partition() != partition || message.offset() < offset {
                 continue;
             }
+            self.last_read.insert(partition, message.offset());
             // Under read_committed an aborted record or a transaction marker
             // is never delivered: the next committed one comes instead.
             if message.offset() != offset {
                 return Ok(Err(Unverified::NotCommitted));
             }
-            return Ok(Ok(message.detach()));
+            let found = message.detach();
+            self.last_found = Some(found.clone());
+            return Ok(Ok(found));
         }
     }
 }
