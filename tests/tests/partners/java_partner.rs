@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use firstcome_lab::pipeline;
 use platform::event_keys::write_event;
 use platform::kafka::{EventProducer, RecordContext};
-use platform::settings::{HttpSettings, KafkaSettings, Principal};
+use platform::settings::{KafkaSettings, Principal};
 use platform::CancellationToken;
 use schemas::{ClientInfo, Outcome, StockDecision, SurveyAnswer, SurveySubmitted};
 use testkit::TestEnv;
@@ -74,27 +75,9 @@ async fn a_java_partner_with_the_registrys_serde_reads_our_entries_and_its_entry
     assert!(write_event(&mut redis, &meta, &[ours.into(), partners.into()]).await.expect("event written"));
 
     let shutdown = CancellationToken::new();
-    let stock = stock_processor::Application::build(stock_processor::Settings {
-        kafka: env.kafka.clone(),
-        registry: env.registry.clone(),
-        redis: env.redis.clone(),
-        database: env.database.clone(),
-        replica: env.replica.clone(),
-        http: HttpSettings::on_port(0),
-        ..Default::default()
-    })
-    .await
-    .expect("stock-processor");
+    let stock = stock_processor::Application::build(pipeline::stock_settings(&env)).await.expect("stock-processor");
     let stock = tokio::spawn(stock.run_until_stopped(shutdown.clone()));
-    let recorder = recorder::Application::build(recorder::Settings {
-        kafka: env.kafka.clone(),
-        registry: env.registry.clone(),
-        database: env.database.clone(),
-        http: HttpSettings::on_port(0),
-        ..Default::default()
-    })
-    .await
-    .expect("recorder");
+    let recorder = recorder::Application::build(pipeline::recorder_settings(&env)).await.expect("recorder");
     let recorder = tokio::spawn(recorder.run_until_stopped(shutdown.clone()));
 
     // Our entry, as ingest writes it.
