@@ -8,6 +8,7 @@
 #                                   [--base-env K=V]... [--head-env K=V]...
 #                                   [--rounds N] [--secs S] [--sold-out-secs S] [--connections C] [--no-bare]
 #                                   [--profile]
+#   bash scripts/bench/accept-ab.sh --summarise .stack/ab/<stamp>   # the table of a run again
 #
 # --base (default 0486a25: the last commit before the third round of
 # hot-path changes) is built in a git worktree under .stack/ab/ with its own
@@ -52,6 +53,7 @@ SOLD_OUT_SECS=8
 CONNECTIONS=256
 BARE=true
 PROFILE=false
+SUMMARISE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --base) BASE="$2"; shift 2 ;;
@@ -66,9 +68,65 @@ while [ $# -gt 0 ]; do
     --connections) CONNECTIONS="$2"; shift 2 ;;
     --no-bare) BARE=false; shift ;;
     --profile) PROFILE=true; shift ;;
+    --summarise) SUMMARISE="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+
+# The medians and ratios of a run's runs.jsonl: a table on stdout, the report as JSON.
+summarise() { # runs.jsonl base-name head-name report.json [base-env] [head-env]
+  python3 - "$@" <<'EOF'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+report = {"base": sys.argv[2], "head": sys.argv[3], "base_env": sys.argv[5], "head_env": sys.argv[6],
+          "runs": runs, "median": {}}
+med = statistics.median
+def medians(rs):
+    out = {k: med(r[k] for r in rs) for k in ("per_sec", "p50_ms", "p99_ms", "ingest_cpu_us")}
+    for proc in ("ingest", "kafka", "redis", "wrk", "box"):
+        vals = [r["cpu_us_per_answer"].get(proc, 0.0) for r in rs]
+        out[f"{proc}_us"] = med(vals)
+    return out
+for kind in ("accept", "sold_out", "bare"):
+    for v in ("base", "head", "bare"):
+        rs = [r for r in runs if r["kind"] == kind and r["variant"] == v]
+        if rs:
+            report["median"][f"{kind}/{v}"] = medians(rs)
+m = report["median"]
+# Ratios to the bare handler per round (the same round's ceiling), then their median.
+bare = {r["round"]: r["per_sec"] for r in runs if r["kind"] == "bare"}
+for kind in ("accept", "sold_out"):
+    for v in ("base", "head"):
+        rs = [r["per_sec"] / bare[r["round"]] for r in runs if r["kind"] == kind and r["variant"] == v and r["round"] in bare]
+        if rs:
+            m[f"{kind}/{v}"]["x_bare"] = med(rs)
+json.dump(report, open(sys.argv[4], "w"), indent=2)
+b, h = m["accept/base"], m["accept/head"]
+print(f"\n| median of {max(r['round'] for r in runs)} rounds | base {sys.argv[2]} {sys.argv[5]} | head {sys.argv[3]} {sys.argv[6]} | head / base |")
+print("| --- | --- | --- | --- |")
+rows = [("per_sec", "accepted entries/s"), ("x_bare", "… × the bare handler of the same round"), ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"), ("ingest_us", "ingest CPU µs per accepted entry"), ("kafka_us", "broker CPU µs per entry"),
+        ("redis_us", "Redis CPU µs per entry"), ("wrk_us", "wrk CPU µs per entry"), ("box_us", "box (the four) µs per entry")]
+for k, label in rows:
+    if k in b and k in h:
+        ratio = f"{h[k]/b[k]:.2f}" if b[k] else "–"
+        print(f"| {label} | {b[k]:,.2f} | {h[k]:,.2f} | {ratio} |")
+for kind, label in (("sold_out", "410 after sell-out"),):
+    if f"{kind}/base" in m and f"{kind}/head" in m:
+        sb, sh = m[f"{kind}/base"], m[f"{kind}/head"]
+        print(f"| {label}: answers/s | {sb['per_sec']:,.0f} | {sh['per_sec']:,.0f} | {sh['per_sec']/sb['per_sec']:.2f} |")
+        print(f"| {label}: ingest CPU µs per answer | {sb['ingest_us']:.1f} | {sh['ingest_us']:.1f} | {sh['ingest_us']/sb['ingest_us']:.2f} |")
+        if "x_bare" in sb:
+            print(f"| {label}: × bare | {sb['x_bare']:.3f} | {sh['x_bare']:.3f} | {sh['x_bare']/sb['x_bare']:.2f} |")
+if "bare/bare" in m:
+    bb = m["bare/bare"]
+    print(f"| bare handler: req/s, p99 ms, box µs per request | {bb['per_sec']:,.0f}, {bb['p99_ms']:.1f}, {bb['box_us']:.1f} | | |")
+EOF
+}
+if [ -n "$SUMMARISE" ]; then
+  summarise "$SUMMARISE/runs.jsonl" base head "$SUMMARISE/report.json" "" ""
+  exit 0
+fi
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 ensure_build_deps
@@ -257,50 +315,5 @@ if $PROFILE; then
 fi
 HEAD_NAME="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . || echo +)"
 [ -n "$HEAD_BIN" ] && HEAD_NAME="bin:$(basename "$HEAD_BIN")"
-python3 - "$WORK/runs.jsonl" "$BASE_SHA" "$HEAD_NAME" \
-  "$AB/report.json" "${BASE_ENV[*]:-}" "${HEAD_ENV[*]:-}" <<'EOF'
-import json, statistics, sys
-runs = [json.loads(l) for l in open(sys.argv[1])]
-report = {"base": sys.argv[2], "head": sys.argv[3], "base_env": sys.argv[5], "head_env": sys.argv[6],
-          "runs": runs, "median": {}}
-med = statistics.median
-def medians(rs):
-    out = {k: med(r[k] for r in rs) for k in ("per_sec", "p50_ms", "p99_ms", "ingest_cpu_us")}
-    for proc in ("ingest", "kafka", "redis", "wrk", "box"):
-        vals = [r["cpu_us_per_answer"].get(proc, 0.0) for r in rs]
-        out[f"{proc}_us"] = med(vals)
-    return out
-for kind in ("accept", "sold_out", "bare"):
-    for v in ("base", "head", "bare"):
-        rs = [r for r in runs if r["kind"] == kind and r["variant"] == v]
-        if rs:
-            report["median"][f"{kind}/{v}"] = medians(rs)
-m = report["median"]
-# Ratios to the bare handler per round (the same round's ceiling), then their median.
-bare = {r["round"]: r["per_sec"] for r in runs if r["kind"] == "bare"}
-for kind in ("accept", "sold_out"):
-    for v in ("base", "head"):
-        rs = [r["per_sec"] / bare[r["round"]] for r in runs if r["kind"] == kind and r["variant"] == v and r["round"] in bare]
-        if rs:
-            m[f"{kind}/{v}"]["x_bare"] = med(rs)
-json.dump(report, open(sys.argv[4], "w"), indent=2)
-b, h = m["accept/base"], m["accept/head"]
-print(f"\n| median of {max(r['round'] for r in runs)} rounds | base {sys.argv[2]} {sys.argv[5]} | head {sys.argv[3]} {sys.argv[6]} | head / base |")
-print("| --- | --- | --- | --- |")
-rows = [("per_sec", "accepted entries/s"), ("x_bare", "… × the bare handler of the same round"), ("p50_ms", "p50 ms"),
-        ("p99_ms", "p99 ms"), ("ingest_us", "ingest CPU µs per accepted entry"), ("kafka_us", "broker CPU µs per entry"),
-        ("redis_us", "Redis CPU µs per entry"), ("wrk_us", "wrk CPU µs per entry"), ("box_us", "box (the four) µs per entry")]
-for k, label in rows:
-    if k in b and k in h:
-        print(f"| {label} | {b[k]:,.2f} | {h[k]:,.2f} | {h[k]/b[k]:.2f} |")
-for kind, label in (("sold_out", "410 after sell-out"),):
-    if f"{kind}/base" in m and f"{kind}/head" in m:
-        sb, sh = m[f"{kind}/base"], m[f"{kind}/head"]
-        print(f"| {label}: answers/s | {sb['per_sec']:,.0f} | {sh['per_sec']:,.0f} | {sh['per_sec']/sb['per_sec']:.2f} |")
-        if "x_bare" in sb:
-            print(f"| {label}: × bare | {sb['x_bare']:.3f} | {sh['x_bare']:.3f} | {sh['x_bare']/sb['x_bare']:.2f} |")
-if "bare/bare" in m:
-    bb = m["bare/bare"]
-    print(f"| bare handler: req/s, p99 ms, box µs per request | {bb['per_sec']:,.0f}, {bb['p99_ms']:.1f}, {bb['box_us']:.1f} | | |")
-EOF
+summarise "$WORK/runs.jsonl" "$BASE_SHA" "$HEAD_NAME" "$AB/report.json" "${BASE_ENV[*]:-}" "${HEAD_ENV[*]:-}"
 step "done: $AB/report.json (runs and logs in $WORK)"
