@@ -13,17 +13,10 @@ use platform::settings::{Environment, Principal};
 use secrecy::ExposeSecret;
 use testkit::TestEnv;
 
-/// The operator's settings on the test's own slice of the stack.
+/// The operator's settings on the test's own slice of the stack (the
+/// same as every operator command test's: the lab's).
 fn cli(env: &TestEnv) -> CliSettings {
-    CliSettings {
-        kafka: env.kafka_admin(),
-        registry: env.registry.clone(),
-        database: env.admin_database(),
-        replica: env.replica.clone(),
-        member_primary: env.member_primary.clone(),
-        redis: env.redis_admin(),
-        ..Default::default()
-    }
+    firstcome_lab::pipeline::operator_settings(env)
 }
 
 /// `count` members who bought the test's product; returns the product.
