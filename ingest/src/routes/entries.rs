@@ -292,14 +292,8 @@ fn accepted(
     receipt: Option<crate::receipts::Receipt>,
 ) -> Response {
     let url = status_url(entry_id);
-    let body = AcceptedBody {
-        entry_id,
-        for_sale,
-        receipt: receipt.as_ref(),
-        status: "pending",
-        status_url: &url,
-        ticket,
-    };
+    let body =
+        AcceptedBody { entry_id, for_sale, receipt: receipt.as_ref(), status: "pending", status_url: &url, ticket };
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     if let Ok(location) = HeaderValue::from_str(&url) {
         response.headers_mut().insert(header::LOCATION, location);
