@@ -107,7 +107,8 @@ pub const WINDOW_MARGIN: Duration = Duration::from_secs(10 * 60);
 
 /// Where a rebuild of an event that opened at `open_at_ms` starts reading.
 pub fn window_start(open_at_ms: i64) -> i64 {
-    open_at_ms.saturating_sub(WINDOW_MARGIN.as_millis() as i64)
+    // Never below the epoch: a negative time is no timestamp to Kafka.
+    open_at_ms.saturating_sub(WINDOW_MARGIN.as_millis() as i64).max(0)
 }
 
 /// Why a rebuild did not finish; nothing was swapped in.

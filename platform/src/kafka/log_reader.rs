@@ -152,7 +152,9 @@ fn snapshot_and_assign(
             }
         }
     }
-    if let Some(since) = since_ms {
+    // Nothing to seek in empty topics (and librdkafka refuses an empty
+    // `offsets_for_times` query as an invalid argument).
+    if let Some(since) = since_ms.filter(|_| assignment.count() > 0) {
         assignment = start_at_time(consumer, &assignment, since, &mut remaining)?;
     }
     consumer.assign(&assignment)?;
