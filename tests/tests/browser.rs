@@ -490,9 +490,13 @@ async fn a_member_and_an_operator_see_the_event_through_the_browser() {
     assert_eq!(lag_rows, snapshot["lag"].as_array().unwrap().len(), "a lag row per group and partition");
     screenshot(&desk, "dashboard").await;
 
-    // 5. After the sell-out: sold out.
-    submit_through_page(&phone, &ingest.base_url, &event_id, &kept[0]).await;
+    // 5. After the sell-out: the page says so before the member answers
+    // anything, and there is nothing to submit.
+    open_signed_in(&phone, &ingest.base_url, &event_id, &kept[0]).await;
     wait_status(&phone, "refused", Some("sold_out"), "sold out").await;
+    assert_eq!(text(&phone, "#units-left").await, "0");
+    let submit = phone.find(Locator::Css("#submit")).await.expect("submit");
+    assert!(!submit.is_enabled().await.expect("enabled?"), "nothing to submit after the sell-out");
     screenshot(&phone, "page-sold-out").await;
 
     // 6. Closing is the operator's (`firstcome event close`, its own

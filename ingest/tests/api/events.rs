@@ -43,6 +43,32 @@ async fn before_open_is_425_with_retry_after() {
 }
 
 #[tokio::test]
+async fn the_public_state_names_the_event_its_gift_and_the_units_left() {
+    let app = TestApp::spawn(isolated_settings().await).await;
+    let mut conn = redis(&app.settings).await;
+    let event_id = create_event(&mut conn, EventSpec::open(&["m-1"])).await;
+    // What `firstcome event create` writes beside the meta.
+    let keys = EventKeys::new(&event_id);
+    let _: () = redis::cmd("HSET")
+        .arg(&keys.meta)
+        .arg("name")
+        .arg("Spring survey")
+        .arg("gift")
+        .arg("₩10,000 coffee gifticon")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let for_sale: i64 = redis::cmd("GET").arg(&keys.stock).query_async(&mut conn).await.unwrap();
+
+    let state = json_of(app.http.get(format!("{}/api/events/{event_id}", app.base_url)).send().await.unwrap()).await;
+    assert_eq!(
+        (state["name"].as_str(), state["gift"].as_str()),
+        (Some("Spring survey"), Some("₩10,000 coffee gifticon"))
+    );
+    assert_eq!((state["units_left"].as_i64(), state["for_sale"].as_i64()), (Some(for_sale), Some(for_sale)));
+}
+
+#[tokio::test]
 async fn after_close_is_410_closed() {
     let app = TestApp::spawn(isolated_settings().await).await;
     let mut conn = redis(&app.settings).await;
