@@ -212,8 +212,9 @@ async fn rush_and_drain(
         new_event.event_id,
         ingest::settings::DEV_OPERATOR_TOKEN
     );
+    // Signed in as the shop's login would send them: the token in the fragment.
     for (member, token) in shots.iter().take(3) {
-        crate::say!("member token {member}: {token}");
+        crate::say!("as {member}  http://127.0.0.1:{INGEST_BASE_PORT}/?event={}#token={token}", new_event.event_id);
     }
     let urls =
         (0..plan.ingest_instances).map(|i| format!("http://127.0.0.1:{}", INGEST_BASE_PORT + 2 * i as u16)).collect();
