@@ -29,10 +29,11 @@ local hole_after = tonumber(ARGV[2]) or 0
 local channel, event_id = ARGV[3], ARGV[4]
 -- Only a counter that exists is raised: a missing one is a new event (an id
 -- used again starts afresh) or one lost whole, which the stock stage restores.
+-- INCRBY keeps the key's TTL, and ingest's Redis user may INCRBY this key only.
 local ticket_floor = tonumber(ARGV[5]) or 0
-local counter = redis.call('GET', ticket)
-if counter and ticket_floor > (tonumber(counter) or 0) then
-  redis.call('SET', ticket, ticket_floor, 'KEEPTTL')
+local counter = tonumber(redis.call('GET', ticket) or '')
+if counter and ticket_floor > counter then
+  redis.call('INCRBY', ticket, ticket_floor - counter)
 end
 local state = redis.call('HMGET', meta, 'status', 'open_at_ms', 'close_at_ms')
 local closed = state[1] == 'closed' or (state[3] and now >= tonumber(state[3]))

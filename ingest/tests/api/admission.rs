@@ -115,20 +115,25 @@ async fn a_ticket_counter_that_went_back_is_raised_to_the_highest_ticket_given()
     let members: Vec<String> = (0..6).map(|i| format!("m-{i}")).collect();
     let eligible: Vec<&str> = members.iter().map(String::as_str).collect();
     let event_id = create_event(&mut conn, EventSpec::open(&eligible)).await;
+    // As ingest's own Redis user: its ACL must allow what the floor writes.
+    let mut as_ingest = ingest_redis(&settings).await;
     let admitter = Admitter::new(std::time::Duration::from_secs(30));
     for (n, m) in members[..4].iter().enumerate() {
-        let answer = admitter.admit(&mut conn, &event_id, &member(m), &format!("e-{m}"), true).await.expect("admit");
+        let answer =
+            admitter.admit(&mut as_ingest, &event_id, &member(m), &format!("e-{m}"), true).await.expect("admit");
         assert!(matches!(answer, Admission::Accept { ticket, .. } if ticket == n as i64 + 1), "{answer:?}");
     }
     // The last two tickets' writes are lost: the counter is back at 2.
     let _: () =
         redis::cmd("SET").arg(EventKeys::new(&event_id).ticket).arg(2).query_async(&mut conn).await.expect("SET");
 
-    let answer = admitter.admit(&mut conn, &event_id, &member("m-4"), "e-m-4", true).await.expect("admit");
+    let answer = admitter.admit(&mut as_ingest, &event_id, &member("m-4"), "e-m-4", true).await.expect("admit");
     assert!(matches!(answer, Admission::Accept { ticket: 5, .. }), "not ticket 3 again: {answer:?}");
+    let ttl: i64 = redis::cmd("PTTL").arg(EventKeys::new(&event_id).ticket).query_async(&mut conn).await.expect("PTTL");
+    assert!(ttl > 0, "the raised counter still expires with the event: {ttl}");
     // Another instance (a floor of its own, here none) continues from there.
     let other = Admitter::new(std::time::Duration::from_secs(30));
-    let answer = other.admit(&mut conn, &event_id, &member("m-5"), "e-m-5", true).await.expect("admit");
+    let answer = other.admit(&mut as_ingest, &event_id, &member("m-5"), "e-m-5", true).await.expect("admit");
     assert!(matches!(answer, Admission::Accept { ticket: 6, .. }), "{answer:?}");
 }
 
@@ -143,8 +148,9 @@ async fn an_admission_is_answered_only_once_a_replica_holds_its_ticket() {
         Some(platform::redis::fence::ReplicaFence { replicas: 1, timeout: std::time::Duration::from_millis(200) });
 
     // The suite's Redis has no replica: the fence cannot hold.
-    let mut alone = redis(&settings).await;
-    let event_id = create_event(&mut alone, EventSpec::open(&["m-1"])).await;
+    let mut admin = redis(&settings).await;
+    let event_id = create_event(&mut admin, EventSpec::open(&["m-1"])).await;
+    let mut alone = ingest_redis(&settings).await;
     let admitter = Admitter::new(std::time::Duration::from_secs(30)).with_fence(fence);
     let refused = admitter.admit(&mut alone, &event_id, &member("m-1"), "e-1", true).await;
     assert!(matches!(refused, Err(AdmissionError::Fence(_))), "{refused:?}");
@@ -178,4 +184,13 @@ async fn an_admission_is_answered_only_once_a_replica_holds_its_ticket() {
     let ticket: Option<i64> =
         redis::cmd("GET").arg(EventKeys::new(&event_id).ticket).query_async(&mut replica).await.expect("GET");
     assert_eq!(ticket, Some(1), "the replica holds the ticket the answer announced");
+}
+
+/// A connection as ingest's own Redis user (what the service runs as).
+async fn ingest_redis(settings: &ingest::Settings) -> platform::redis::Connection {
+    platform::redis::connect(
+        &settings.redis.for_principal(platform::settings::Environment::Local, platform::settings::Principal::INGEST),
+    )
+    .await
+    .expect("redis as ingest")
 }
