@@ -71,6 +71,7 @@ async fn read_event(db: &Db, event_id: &str) -> Result<Tally, AuditError> {
             "sent" => tally.sent = n,
             "failed" => tally.failed = n,
             "lost" => tally.lost = n,
+            "refused" => tally.refused_entries = n,
             _ => {}
         }
     }
@@ -352,7 +353,7 @@ async fn won_entries(stores: &Stores, db: &Db, keys: &EventKeys, event_id: &str)
                                                     WHERE m.entry_id = e.entry_id AND m.kind = 'returned')
              FROM event_entries e
              WHERE e.event_id = $1
-               AND (e.status IN ('won', 'failed')
+               AND (e.status IN ('won', 'failed', 'refused')
                     OR e.user_id IN (SELECT user_id FROM payout_refusals WHERE event_id = $1))",
             &[&event_id],
         )
@@ -450,7 +451,7 @@ async fn stores_reconcile(
     if t.payout_claimed != t.claims_holding {
         drift.push(format!("payout_claimed {} != {} claims holding a unit", t.payout_claimed, t.claims_holding));
     }
-    let won_entries = t.won + t.sent + t.failed;
+    let won_entries = t.won + t.sent + t.failed + t.refused_entries;
     if t.ledger_issued != won_entries {
         drift.push(format!("ledger issued {} != {won_entries} won entries", t.ledger_issued));
     }

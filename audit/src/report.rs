@@ -23,6 +23,9 @@ pub struct Tally {
     pub sent: i64,
     pub failed: i64,
     pub lost: i64,
+    /// Entries whose WON the payout guard refused, told so (a REFUSED
+    /// dispatch): still a broken promise, counted in `phantom_successes`.
+    pub refused_entries: i64,
     pub ledger_issued: i64,
     pub ledger_returned: i64,
     pub redis_stock: i64,

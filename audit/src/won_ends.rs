@@ -22,6 +22,8 @@ pub enum EntryStatus {
     Failed {
         returned: bool,
     },
+    /// The payout guard refused the WON and the member was told.
+    Refused,
 }
 
 impl EntryStatus {
@@ -33,6 +35,7 @@ impl EntryStatus {
             "lost" => EntryStatus::Lost,
             "sent" => EntryStatus::Sent,
             "failed" => EntryStatus::Failed { returned },
+            "refused" => EntryStatus::Refused,
             _ => return None,
         })
     }
@@ -225,6 +228,16 @@ mod tests {
         );
         assert_eq!((ends.waiting, ends.won_refused), (0, 1), "refused, not waiting for its gift");
         assert!(ends.forged_refused.is_empty() && ends.repeat_refused.is_empty());
+    }
+
+    #[test]
+    fn a_refused_won_its_member_was_told_of_is_still_a_phantom_success() {
+        // The REFUSED dispatch answers the member; the promise is broken all the same.
+        let entries = [entry("e1", "m1", Some(Outcome::Won), EntryStatus::Refused)];
+        let ends = classify_won_ends(&entries, &[refusal("e1", "m1", "stock_exhausted", 7)]);
+        assert_eq!(phantom_ids(&ends), ["e1"]);
+        assert_eq!((ends.waiting, ends.won_refused), (0, 0), "answered: neither waiting nor left won");
+        assert_eq!(EntryStatus::parse("refused", false), Some(EntryStatus::Refused));
     }
 
     #[test]

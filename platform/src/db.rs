@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0010_no_member_tables", include_str!("../../migrations/0010_no_member_tables.sql")),
     ("0011_operator_actions", include_str!("../../migrations/0011_operator_actions.sql")),
     ("0012_event_gift", include_str!("../../migrations/0012_event_gift.sql")),
+    ("0013_refused_dispatches", include_str!("../../migrations/0013_refused_dispatches.sql")),
 ];
 
 /// Every service role's privileges, applied after the migrations on every

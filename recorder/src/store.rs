@@ -125,6 +125,7 @@ UPDATE event_entries e SET
     status = CASE
         WHEN COALESCE(e.dispatch_status, u.dispatch_status) = 'SENT'   THEN 'sent'
         WHEN COALESCE(e.dispatch_status, u.dispatch_status) = 'FAILED' THEN 'failed'
+        WHEN COALESCE(e.dispatch_status, u.dispatch_status) = 'REFUSED' THEN 'refused'
         WHEN (CASE WHEN ",
     takes_decision!(),
     " THEN u.outcome ELSE e.outcome END) = 'WON' THEN 'won'

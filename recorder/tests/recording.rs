@@ -458,3 +458,25 @@ async fn a_waitlist_promotion_moves_a_lost_entry_to_won_and_never_back() {
         "the unit returned before its WON was read takes the WON's number"
     );
 }
+
+/// A WON the payout guard refused is answered: its REFUSED dispatch makes the
+/// entry read "refused" (never "won" for ever), and no unit goes back.
+#[tokio::test]
+async fn a_refused_won_reads_refused_and_returns_no_unit() {
+    platform::telemetry::init("recorder-test", &Default::default());
+    let stack = TestStack::new().await;
+    let event = Uuid::new_v4().to_string();
+    stack.create_event(&event).await;
+    let refused = Member::new(&event, "refused");
+    let (_, shutdown, handle) = stack.start().await;
+    stack
+        .send(&[refused.entry(), refused.decision(Outcome::Won, Some(1)), refused.dispatch(DispatchStatus::Refused)])
+        .await;
+    stack.wait_until_committed().await;
+    let row = &rows(&stack.pool).await[&refused.entry_id];
+    assert_eq!((row.status.as_str(), row.dispatch_status.as_deref()), ("refused", Some("REFUSED")));
+    assert_eq!(row.outcome.as_deref(), Some("WON"), "the decision stands; its end is the refusal");
+    assert_eq!(ledger(&stack.pool, &event).await, (1, 0), "issued, never returned");
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, handle).await.expect("stops in time").expect("task").expect("stops cleanly");
+}

@@ -130,6 +130,10 @@ pub struct StockDecision {
 pub enum DispatchStatus {
     Sent,
     Failed,
+    /// The payout guard refused the WON: nothing was sent and no unit goes
+    /// back (the refusal says the unit was not this entry's). Announced so
+    /// the member is told, never left "won".
+    Refused,
 }
 
 impl DispatchStatus {
@@ -137,6 +141,7 @@ impl DispatchStatus {
         match self {
             DispatchStatus::Sent => "SENT",
             DispatchStatus::Failed => "FAILED",
+            DispatchStatus::Refused => "REFUSED",
         }
     }
 }

@@ -49,6 +49,9 @@ use crate::settings::ProviderSettings;
 pub enum Resolution {
     Sent { gift_id: String, attempts: i32 },
     Failed { reason: String, attempts: i32 },
+    /// The payout guard refused the WON: nothing sent, no unit returned
+    /// (see [`crate::payout_guard`]); recorded so the member is told.
+    Refused { reason: String },
 }
 
 /// The outcome is still unknown or the provider still unavailable: try later.

@@ -88,6 +88,7 @@ impl DispatchRecorded<'_> {
         let status = match self.resolution {
             Resolution::Sent { .. } => DispatchStatus::Sent,
             Resolution::Failed { .. } => DispatchStatus::Failed,
+            Resolution::Refused { .. } => DispatchStatus::Refused,
         };
         tracing::info!(status = status.as_str(), resolution = ?self.resolution, "dispatch recorded");
         count_dispatch(status.as_str());

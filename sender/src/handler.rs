@@ -41,7 +41,7 @@ use crate::events::{
     AwaitingEntries, ConflictingClaim, DecisionRejected, DispatchSkipped, DispatchUnresolved, GiftParked,
     PayoutClaimed, PayoutRefused, RequestRejected, SkipReason, WonWithoutEntry,
 };
-use crate::payout_guard::{Claim, PayoutGuard};
+use crate::payout_guard::{Claim, PayoutGuard, RefusalReason};
 use crate::phone;
 use crate::settle::{NotSettled, Settler};
 use crate::store::{Store, WonEntry};
@@ -240,7 +240,9 @@ impl DispatchHandler {
     /// keeps those to send. A refused WON is never sent: it is recorded as
     /// refused, logged, counted and dead-lettered, and its unit is not
     /// returned (no `StockRelease`: the refusal says the unit is not this
-    /// record's to give back).
+    /// record's to give back). Its member is told: a REFUSED dispatch is
+    /// recorded and announced, on the refusal and on every redelivery until
+    /// it is (the member's entry then reads "refused", never "won").
     async fn claim(
         &self,
         open: Vec<Pending>,
@@ -250,6 +252,7 @@ impl DispatchHandler {
         let claims =
             self.guard.claim_all(&entries).await.map_err(|e| HandlerError::transient_in("claiming payouts", e))?;
         let mut todo = Vec::with_capacity(open.len());
+        let mut refused = Vec::new();
         for (pending, claim) in open.into_iter().zip(claims) {
             match claim {
                 Claim::Granted { fresh } => {
@@ -261,11 +264,13 @@ impl DispatchHandler {
                 }
                 Claim::AlreadyRefused(reason) => {
                     pending.span.in_scope(|| DispatchSkipped { reason: SkipReason::RefusedEarlier(reason) }.emit());
+                    refused.push((pending, reason));
                 }
                 Claim::Refused(reason) => {
                     pending.span.in_scope(|| PayoutRefused { entry: &pending.entry, reason }.emit());
                     let error = HandlerError::poison_in("payout refused", reason.to_string());
                     dead_letters.push(DeadLetter::new(pending.index, &error));
+                    refused.push((pending, reason));
                 }
                 Claim::Conflicting { event_id, user_id } => {
                     pending.span.in_scope(|| {
@@ -283,6 +288,13 @@ impl DispatchHandler {
                     dead_letters.push(DeadLetter::new(pending.index, &error));
                 }
             }
+        }
+        // A WON of an event nobody created has no member to tell.
+        for (pending, reason) in refused.into_iter().filter(|(_, reason)| *reason != RefusalReason::UnknownEvent) {
+            self.settler
+                .refuse(&pending.entry, reason.as_str(), &pending.context)
+                .instrument(pending.span.clone())
+                .await?;
         }
         Ok(todo)
     }

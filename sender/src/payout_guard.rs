@@ -245,6 +245,8 @@ pub async fn settle(tx: &Transaction<'_>, entry: &WonEntry, resolution: &Resolut
     let status = match resolution {
         Resolution::Sent { .. } => "sent",
         Resolution::Failed { .. } => "released",
+        // A refused WON holds no claim: nothing to settle.
+        Resolution::Refused { .. } => return Ok(()),
     };
     if status == "released" {
         // The event row first, as a claim does (counter, then claim row): the

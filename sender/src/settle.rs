@@ -97,6 +97,14 @@ impl Settler {
         self.record(entry, &resolution, cause).await.map_err(NotSettled::Storage)
     }
 
+    /// Records the payout guard's refusal of `entry`'s WON as its outcome
+    /// (a REFUSED dispatch, announced on `gift-dispatched`), so the member's
+    /// entry reads "refused", never "won" for ever. Idempotent: a
+    /// redelivered refusal finds the outcome recorded and writes nothing.
+    pub async fn refuse(&self, entry: &WonEntry, reason: &str, cause: &RecordContext) -> Result<(), HandlerError> {
+        self.record(entry, &Resolution::Refused { reason: reason.to_string() }, cause).await
+    }
+
     /// Records the outcome with its outbox rows, in one transaction.
     async fn record(
         &self,
@@ -134,6 +142,7 @@ impl Settler {
         let (status, provider_ref, attempts, reason) = match resolution {
             Resolution::Sent { gift_id, attempts } => (DispatchStatus::Sent, Some(gift_id.clone()), *attempts, None),
             Resolution::Failed { reason, attempts } => (DispatchStatus::Failed, None, *attempts, Some(reason.clone())),
+            Resolution::Refused { reason } => (DispatchStatus::Refused, None, 0, Some(reason.clone())),
         };
         let dispatch = GiftDispatch {
             event_id: entry.event_id.clone(),
@@ -146,7 +155,9 @@ impl Settler {
             dispatched_at: now,
         };
         let mut records = vec![self.producer.encode(&dispatch, cause.caused()).await?];
-        if let Some(reason) = reason {
+        // Only a definite failure gives the unit back: a refusal says the
+        // unit was never this entry's to return.
+        if let (Some(reason), DispatchStatus::Failed) = (reason, status) {
             let release = StockRelease {
                 event_id: entry.event_id.clone(),
                 entry_id: entry.entry_id.to_string(),

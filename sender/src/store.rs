@@ -297,6 +297,7 @@ impl Store {
         let (status, provider_ref, attempts, reason) = match resolution {
             Resolution::Sent { gift_id, attempts } => ("SENT", Some(gift_id.as_str()), *attempts, None),
             Resolution::Failed { reason, attempts } => ("FAILED", None, *attempts, Some(reason.as_str())),
+            Resolution::Refused { reason } => ("REFUSED", None, 0, Some(reason.as_str())),
         };
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;

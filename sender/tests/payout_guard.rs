@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{ids, RunningSender, Sim, TestEnv};
 use provider_sim::Faults;
-use schemas::StockRelease;
+use schemas::{DispatchStatus, GiftDispatch, StockRelease};
 use testkit::wait_for;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -42,8 +42,8 @@ async fn a_new_entry_of_a_member_already_paid_is_refused_and_never_sent() {
     let other = env.won_in(&env.event_id, "m2", 3);
     env.publish(&second).await;
     env.publish(&other).await;
-    wait_for("m2 sent and the batch committed", WAIT, || async {
-        env.dispatch_rows().await.len() == 2 && env.caught_up().await
+    wait_for("m2 sent, m1's second refused, the batch committed", WAIT, || async {
+        env.dispatch_rows().await.len() == 3 && env.caught_up().await
     })
     .await;
 
@@ -54,7 +54,22 @@ async fn a_new_entry_of_a_member_already_paid_is_refused_and_never_sent() {
         ids([first.entry_id.as_str(), other.entry_id.as_str()])
     );
     let rows = env.dispatch_rows().await;
-    assert!(rows.iter().all(|r| r.status == "SENT" && r.entry_id != second.entry_id), "{rows:?}");
+    for row in &rows {
+        let expected = if row.entry_id == second.entry_id { "REFUSED" } else { "SENT" };
+        assert_eq!(row.status, expected, "{rows:?}");
+    }
+    // The member is told: a REFUSED dispatch is announced for the refused WON.
+    let told = env
+        .read_events(&env.topics.gift_dispatched, WAIT, |e: &[GiftDispatch]| {
+            e.iter().any(|d| d.status == DispatchStatus::Refused)
+        })
+        .await;
+    let refused: Vec<_> = told.iter().filter(|d| d.status == DispatchStatus::Refused).collect();
+    assert_eq!(refused.len(), 1, "{told:?}");
+    assert_eq!(
+        (refused[0].entry_id.as_str(), refused[0].reason.as_deref()),
+        (second.entry_id.as_str(), Some("member_already_paid"))
+    );
 
     // The refusal is visible: recorded, dead-lettered, counted.
     let refusals = env.refusals().await;
@@ -101,18 +116,21 @@ async fn more_wons_than_units_for_sale_pay_only_the_units_for_sale() {
     }
     let sender = RunningSender::start(env.sender_settings(&sim.url)).await;
     wait_for("3 sent, 2 refused, committed", WAIT, || async {
-        env.dispatch_rows().await.len() == 3 && env.refusals().await.len() == 2 && env.caught_up().await
+        env.dispatch_rows().await.len() == 5 && env.refusals().await.len() == 2 && env.caught_up().await
     })
     .await;
 
     let gifts = sim.gifts().await;
     assert_eq!(gifts.len(), 3, "never past the units for sale");
-    let sent: HashSet<String> = env.dispatch_rows().await.into_iter().map(|r| r.entry_id).collect();
+    let rows = env.dispatch_rows().await;
+    let sent: HashSet<String> = rows.iter().filter(|r| r.status == "SENT").map(|r| r.entry_id.clone()).collect();
+    let told: HashSet<String> = rows.iter().filter(|r| r.status == "REFUSED").map(|r| r.entry_id.clone()).collect();
     assert_eq!(ids(gifts.iter().map(|g| g.idempotency_key.as_str())), sent);
 
     let refusals = env.refusals().await;
     assert!(refusals.values().all(|r| r == "stock_exhausted"), "{refusals:?}");
     assert!(sent.iter().all(|e| !refusals.contains_key(e)));
+    assert_eq!(told, refusals.keys().cloned().collect(), "every refused WON answered REFUSED");
     let dead = env.dead_decisions(2, WAIT).await;
     assert_eq!(ids(dead.iter().map(|d| d.entry_id.as_str())), refusals.keys().cloned().collect());
     assert!(counts_refusal(&sender.metrics().await, "stock_exhausted"));
@@ -228,8 +246,11 @@ async fn a_failed_gift_releases_its_claim_for_the_next_winner_of_the_unit() {
     assert_eq!(refusals[&late.entry_id], "stock_exhausted");
     let gifts = sim.gifts().await;
     assert_eq!(ids(gifts.iter().map(|g| g.idempotency_key.as_str())), ids([next.entry_id.as_str()]));
+    // m1's FAILED, m2's SENT, and the two refusals answered REFUSED.
     let rows = env.dispatch_rows().await;
-    assert_eq!(rows.len(), 2);
+    let refused: HashSet<String> = rows.iter().filter(|r| r.status == "REFUSED").map(|r| r.entry_id.clone()).collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(refused, ids([again.entry_id.as_str(), late.entry_id.as_str()]));
 
     sender.stop().await;
     sim.stop().await;
