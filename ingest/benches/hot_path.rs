@@ -92,6 +92,37 @@ fn request_span(c: &mut Criterion) {
     });
 }
 
+/// One request's metrics (its counter and its histogram) as the
+/// middleware recorded them before (a key built, label strings allocated
+/// and looked up in the recorder per call) and now (handles taken once per
+/// thread, `ingest::metrics::request_answered`).
+fn request_metrics(c: &mut Criterion) {
+    let _ = platform::metrics::handle();
+    let route = ingest::metrics::ENTRIES_ROUTE;
+    let took = Duration::from_millis(3);
+    c.bench_function("ingest/request_metrics_by_key", |b| {
+        b.iter(|| {
+            let (route, status) = (black_box(route).to_string(), 202_u16.to_string());
+            metrics::counter!("firstcome_ingest_requests_total", "outcome" => "accepted", "route" => route.clone(), "status" => status.clone())
+                .increment(1);
+            metrics::histogram!("firstcome_ingest_request_seconds", "route" => route, "status" => status)
+                .record(took.as_secs_f64());
+        })
+    });
+    c.bench_function("ingest/request_metrics_cached", |b| {
+        b.iter(|| ingest::metrics::request_answered(black_box(route), 202, "accepted", took))
+    });
+}
+
+/// A correlation id made up for a request that came without one: uuid's
+/// `new_v4` (a `getrandom` syscall each) and the thread's generator (now).
+fn correlation_id(c: &mut Criterion) {
+    c.bench_function("ingest/correlation_id_getrandom", |b| b.iter(|| uuid::Uuid::new_v4().to_string()));
+    c.bench_function("ingest/correlation_id_thread_rng", |b| {
+        b.iter(|| ingest::request_context::CorrelationId::from_header(None))
+    });
+}
+
 /// One admit script call per iteration, each for a new eligible member of an
 /// event whose stock never runs out (the accept path: the pending mark and
 /// the entry are written). Past the eligible members it cycles back, and
@@ -153,5 +184,13 @@ fn admit_script(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, token_verify, body_parse_and_validate, request_span, admit_script);
+criterion_group!(
+    benches,
+    token_verify,
+    body_parse_and_validate,
+    request_span,
+    request_metrics,
+    correlation_id,
+    admit_script
+);
 criterion_main!(benches);
