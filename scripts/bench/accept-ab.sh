@@ -10,7 +10,7 @@
 #                                   [--profile]
 #   bash scripts/bench/accept-ab.sh --summarise .stack/ab/<stamp>   # the table of a run again
 #
-# --base (default 0486a25: the last commit before the third round of
+# --base (default c0fdc6c: the last commit before the third round of
 # hot-path changes) is built in a git worktree under .stack/ab/ with its own
 # target folder (a release build of ingest: several minutes on two cores the
 # first time, cached after); --base-bin takes an ingest binary built
@@ -41,7 +41,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 source scripts/lib.sh
 
-BASE=0486a25
+BASE=c0fdc6c
 BASE_BIN=
 BASE_ENV=()
 HEAD_ENV=()
