@@ -877,6 +877,8 @@ mod tests {
         assert_eq!(human(7 * 86_400), "7d");
         assert_eq!(human(3_660), "1h 1m");
         assert_eq!(parse_window("1d").unwrap(), chrono::Duration::days(1));
+        // `--rebuild-window`'s default is as long as the event's Redis keys live after the close.
+        assert_eq!(parse_window("1d").unwrap(), DEFAULT_REBUILD_WINDOW);
         assert!(parse_window("soon").is_err());
     }
 
