@@ -368,6 +368,13 @@ impl Limits {
 mod tests {
     use super::*;
 
+    /// A receipt signing key that is not the public development one.
+    fn production_receipt_key() -> SecretString {
+        use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        SecretString::from(key.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string())
+    }
+
     #[test]
     fn one_variable_changes_one_field() {
         platform::settings::check_layering(&Settings::default()).unwrap();
@@ -398,6 +405,7 @@ mod tests {
     #[test]
     fn production_refuses_the_local_secrets() {
         let mut settings = Settings { environment: Environment::Production, ..Default::default() };
+        settings.receipts.signing_key = production_receipt_key();
         let error = settings.validate().unwrap_err().to_string();
         assert!(error.contains("auth.token_secret"), "{error}");
         settings.auth.token_secret = SecretString::from("a-production-secret-of-32-bytes!!");
@@ -413,6 +421,7 @@ mod tests {
     #[test]
     fn production_refuses_the_development_operator_token() {
         let mut settings = Settings { environment: Environment::Production, ..Default::default() };
+        settings.receipts.signing_key = production_receipt_key();
         settings.auth.token_secret = SecretString::from("a-production-secret-of-32-bytes!!");
         settings.database.url = SecretString::from("postgres://ingest:Qm4-vault-issued@db:5432/firstcome");
         let error = settings.validate().unwrap_err().to_string();
