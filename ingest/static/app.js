@@ -4,7 +4,7 @@
 // fragment (`#token=…`, which never reaches a server) or posted by the host
 // app into the page (`{type: "firstcome:token", token}`, same origin only).
 // Then the questions as controls (a 1–5 scale, yes/no), submit, and the entry
-// followed live (pending -> won | lost -> sent | failed) with the member's
+// followed live (pending -> won | lost -> sent | failed | refused) with the member's
 // place in line and the signed receipt of the 202.
 // Plain JS, no build step; every refusal of the API has its own message.
 (function () {
@@ -29,6 +29,7 @@
       pending: "Received. Waiting for the draw…", won: "You won a coffee gift! Sending it…",
       lost: "Sorry — all gifts were taken before your entry.", sent: "Your gift was sent by SMS.",
       failed: "We could not send your gift. Its unit went back to the next in line.",
+      refused: "We are sorry: your win could not be paid, the gifts ran out. This is our error, not yours; keep your receipt.",
       too_early: "Not open yet. We will try again at the opening.",
       pre_queue: "You are in the pre-queue ({waiting} waiting). Your place in line is {how} at the opening.",
       drawn: "drawn at random", kept: "kept in arrival order",
@@ -60,6 +61,7 @@
       pending: "접수되었습니다. 당첨 결과를 기다리는 중…", won: "커피 쿠폰에 당첨되었습니다! 발송 중…",
       lost: "아쉽게도 참여 전에 쿠폰이 모두 소진되었습니다.", sent: "쿠폰이 문자로 발송되었습니다.",
       failed: "쿠폰을 보내지 못했습니다. 해당 쿠폰은 다음 순서의 참여자에게 돌아갑니다.",
+      refused: "죄송합니다. 쿠폰이 모두 소진되어 당첨 쿠폰을 지급하지 못했습니다. 저희의 오류입니다. 영수증을 보관해 주세요.",
       too_early: "아직 시작 전입니다. 시작 시각에 다시 시도합니다.",
       pre_queue: "사전 대기열에 있습니다 ({waiting}명 대기). 순서는 시작 시각에 {how} 정해집니다.",
       drawn: "무작위로", kept: "도착 순서대로",
@@ -123,10 +125,10 @@
   function steps(status) {
     var ol = $("steps");
     ol.hidden = false;
-    var order = { pending: 1, won: 2, lost: 2, sent: 3, failed: 3 };
+    var order = { pending: 1, won: 2, lost: 2, sent: 3, failed: 3, refused: 3 };
     var n = order[status] || 0;
     ol.querySelectorAll("li").forEach(function (li, i) {
-      li.className = i < n ? ((status === "lost" && i === 1) || (status === "failed" && i === 2) ? "bad" : "done") : "";
+      li.className = i < n ? ((status === "lost" && i === 1) || ((status === "failed" || status === "refused") && i === 2) ? "bad" : "done") : "";
     });
   }
 
@@ -437,7 +439,7 @@
           // The place in line, from the 202 on: never "won" before the stock stage decided.
           var place = r.body.ticket ? " " + t("place", { ticket: number(r.body.ticket), for_sale: number(r.body.for_sale) }) : "";
           status.textContent = prefix + t(s) + place;
-          if (s === "sent" || s === "failed" || s === "lost") return;
+          if (s === "sent" || s === "failed" || s === "refused" || s === "lost") return;
         } else if (r.status === 401) { show("refused", "unauthorized", "unauthorized"); return; }
         delay = Math.min(delay * 1.5, 8000);
         state.poll = setTimeout(poll, delay);
