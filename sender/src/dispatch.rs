@@ -47,11 +47,19 @@ use crate::settings::ProviderSettings;
 /// A definite end of one gift.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
-    Sent { gift_id: String, attempts: i32 },
-    Failed { reason: String, attempts: i32 },
+    Sent {
+        gift_id: String,
+        attempts: i32,
+    },
+    Failed {
+        reason: String,
+        attempts: i32,
+    },
     /// The payout guard refused the WON: nothing sent, no unit returned
     /// (see [`crate::payout_guard`]); recorded so the member is told.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 /// The outcome is still unknown or the provider still unavailable: try later.
