@@ -296,10 +296,17 @@ fn ports_and_addresses_agree_with_the_services_compose_runs() {
                     assert!(published("registry").contains(&8080));
                     assert!(address.ends_with(&registry_path), "{name}: the registry's Confluent API {registry_path}");
                 }
-                "database" | "replica" => {
+                "database" => {
                     assert_eq!(host_port(address), ("postgres".into(), 5432), "{name}: {what}");
                     let db = address.rsplit('/').next().unwrap_or_default();
                     assert_eq!(db, env_of("postgres")["POSTGRES_DB"], "{name}: {what} database");
+                }
+                // The shop's member database beside it (on the stack: its own servers).
+                "replica" => {
+                    assert_eq!(host_port(address), ("postgres".into(), 5432), "{name}: {what}");
+                    let db = address.rsplit('/').next().unwrap_or_default();
+                    let init = read("compose/postgres/init.sql");
+                    assert!(init.contains(&format!("CREATE DATABASE {db} OWNER")), "{name}: init.sql creates {db}");
                 }
                 "redis" => assert_eq!(host_port(address), ("redis".into(), 6379), "{name}: redis"),
                 "provider" => {
@@ -516,4 +523,280 @@ fn every_role_the_grants_name_is_created_by_compose_and_the_stack() {
         assert!(init.contains(&format!("CREATE ROLE {role} LOGIN")), "compose/postgres/init.sql creates {role}");
         assert!(stack_roles.split(['(', ')', ' ']).any(|r| r == role), "stack/bin/stack's PG_SERVICE_ROLES has {role}");
     }
+}
+
+/// The role a PostgreSQL URL names (`postgres://user[:password]@host…`).
+fn url_user(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map(|(_, r)| r)?;
+    let authority = rest.split(['/', '?']).next()?;
+    let (credentials, _) = authority.rsplit_once('@')?;
+    Some(credentials.split(':').next().unwrap_or_default().to_string())
+}
+
+/// The roles `compose/postgres/init.sql` creates, each with its `CREATE ROLE` line.
+fn created_roles(init: &str) -> BTreeMap<String, String> {
+    init.lines()
+        .filter_map(|l| l.strip_prefix("CREATE ROLE "))
+        .filter_map(|l| Some((l.split_whitespace().next()?.to_string(), l.to_string())))
+        .collect()
+}
+
+/// As the local stack: every service logs in to PostgreSQL as its own role
+/// (the one `migrations/grants.sql` grants to), the set-up as the owner, the
+/// member replica's readers as the reader; none of them, nor the registry's
+/// role, is the image's bootstrap superuser or made a superuser.
+#[test]
+fn each_service_logs_in_to_postgres_as_its_own_role_and_none_as_a_superuser() {
+    use platform::settings::Principal;
+    use secrecy::ExposeSecret;
+    let compose = compose();
+    let services = services(&compose);
+    let superuser = environment(&services["postgres"])["POSTGRES_USER"].clone();
+    let init = read("compose/postgres/init.sql");
+    let roles = created_roles(&init);
+
+    // The role a database URL logs in as, as the service fills it in (local:
+    // its own principal's role when the URL names none).
+    let login = |settings: &platform::settings::DatabaseSettings, environment, principal| -> String {
+        let settings = settings.for_principal(environment, principal);
+        url_user(settings.url.expose_secret()).or(settings.user).expect("a role")
+    };
+    let mut logins: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, service) in &services {
+        let Some(binary) = binary(service) else { continue };
+        let env = environment(service);
+        let (database, replica) = match binary {
+            Binary::Ingest => {
+                let (s, _): (ingest::Settings, _) = read_settings(&env);
+                (Some(login(&s.database, s.environment, Principal::INGEST)), None)
+            }
+            Binary::Stock => {
+                let (s, _): (stock_processor::Settings, _) = read_settings(&env);
+                (Some(login(&s.database, s.environment, Principal::STOCK)), url_user(s.replica.url.expose_secret()))
+            }
+            Binary::Recorder => {
+                let (s, _): (recorder::Settings, _) = read_settings(&env);
+                (Some(login(&s.database, s.environment, Principal::RECORDER)), None)
+            }
+            Binary::Sender => {
+                let (s, _): (sender::Settings, _) = read_settings(&env);
+                (Some(login(&s.database, s.environment, Principal::SENDER)), url_user(s.replica.url.expose_secret()))
+            }
+            Binary::Cli => {
+                let (s, _): (firstcome_lab::Settings, _) = read_settings(&env);
+                let owner = url_user(s.database.url.expose_secret()).unwrap_or(Principal::ADMIN.database_role());
+                (Some(owner), url_user(s.replica.url.expose_secret()))
+            }
+            Binary::ProviderSim => (None, None),
+        };
+        for role in database.into_iter().chain(replica) {
+            logins.entry(name.clone()).or_default().insert(role);
+        }
+    }
+    let expected: BTreeMap<String, BTreeSet<String>> = [
+        ("ingest", vec!["firstcome_ingest"]),
+        ("stock-processor", vec!["firstcome_stock", "firstcome_reader"]),
+        ("recorder", vec!["firstcome_recorder"]),
+        ("sender", vec!["firstcome_sender", "firstcome_reader"]),
+        ("setup", vec!["firstcome", "firstcome_reader"]),
+    ]
+    .into_iter()
+    .map(|(s, r)| (s.to_string(), r.into_iter().map(String::from).collect()))
+    .collect();
+    assert_eq!(logins, expected, "the PostgreSQL role each firstcome service logs in as");
+
+    let registry = environment(&services["registry"])["APICURIO_DATASOURCE_USERNAME"].clone();
+    for role in logins.values().flatten().chain([&registry]) {
+        assert_ne!(role, &superuser, "{role} is the image's bootstrap superuser (POSTGRES_USER)");
+        let line = roles.get(role).unwrap_or_else(|| panic!("compose/postgres/init.sql creates {role}"));
+        assert!(line.contains("NOSUPERUSER") && !line.contains(" SUPERUSER"), "{role} is no superuser: {line}");
+        assert!(!line.contains(" CREATEROLE") && !line.contains(" REPLICATION"), "{role}: {line}");
+    }
+    // The owner of firstcome's database is the owner role, not the superuser.
+    assert!(init.contains(&format!(
+        "ALTER DATABASE {} OWNER TO {}",
+        environment(&services["postgres"])["POSTGRES_DB"],
+        Principal::ADMIN.database_role()
+    )));
+}
+
+/// The brokers' security is the local stack's (stack/kafka/server.properties.tmpl):
+/// SASL on every listener with the same mechanisms, the standard authorizer,
+/// the same super users, nothing allowed without an ACL.
+#[test]
+fn the_brokers_authenticate_every_client_and_authorize_by_acl_as_the_stack() {
+    // The stack's broker properties, as `name=value` lines.
+    let template: BTreeMap<String, String> = read("stack/kafka/server.properties.tmpl")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with(' '))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    // The apache/kafka image's rule: KAFKA_A_B → a.b, `__` → `_`.
+    let property = |variable: &str| -> String {
+        let name = variable.strip_prefix("KAFKA_").expect("a KAFKA_ variable");
+        name.split("__").map(|part| part.replace('_', ".")).collect::<Vec<_>>().join("_").to_lowercase()
+    };
+    let compose = compose();
+    let services = services(&compose);
+    let mut brokers = 0;
+    for (name, service) in &services {
+        let env = environment(service);
+        if !env.contains_key("KAFKA_NODE_ID") {
+            continue;
+        }
+        brokers += 1;
+        let properties: BTreeMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("KAFKA_") && k.as_str() != "KAFKA_OPTS")
+            .map(|(k, v)| (property(k), v.clone()))
+            .collect();
+        for key in [
+            "authorizer.class.name",
+            "super.users",
+            "allow.everyone.if.no.acl.found",
+            "sasl.enabled.mechanisms",
+            "sasl.mechanism.inter.broker.protocol",
+            "sasl.mechanism.controller.protocol",
+            "listener.name.controller.sasl.enabled.mechanisms",
+            "controller.listener.names",
+            "inter.broker.listener.name",
+            "listener.security.protocol.map",
+        ] {
+            assert_eq!(properties.get(key), template.get(key), "{name}: {key} as the stack sets it");
+        }
+        for listener in [&env["KAFKA_LISTENERS"], &env["KAFKA_ADVERTISED_LISTENERS"]] {
+            for endpoint in listener.split(',') {
+                assert!(
+                    endpoint.starts_with("SASL_") || endpoint.starts_with("CONTROLLER://"),
+                    "{name}: {endpoint} is no SASL listener"
+                );
+            }
+        }
+        // The logins: a JAAS file the image is told of, with the stack's static PLAIN users.
+        let opts = env.get("KAFKA_OPTS").map(String::as_str).unwrap_or_default();
+        let jaas = opts
+            .split_whitespace()
+            .find_map(|o| o.strip_prefix("-Djava.security.auth.login.config="))
+            .unwrap_or_else(|| panic!("{name}: KAFKA_OPTS names no JAAS file"));
+        let mounted = service["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find_map(|v| {
+                let (host, container) = v.split_once(':')?;
+                let container = container.trim_end_matches(":ro");
+                jaas.strip_prefix(container).map(|file| format!("compose/{}{file}", host.trim_start_matches("./")))
+            })
+            .unwrap_or_else(|| panic!("{name}: {jaas} is mounted from compose/"));
+        let jaas = read(&mounted);
+        for section in ["sasl_plaintext.KafkaServer", "controller.KafkaServer"] {
+            assert!(jaas.contains(section), "{mounted}: {section}");
+        }
+        assert!(jaas.contains("ScramLoginModule required"), "{mounted}: the SCRAM logins");
+    }
+    assert_eq!(brokers, 3);
+}
+
+/// Every principal has its SCRAM login (password as the stack's), made
+/// before the set-up; each firstcome service logs in as its own principal,
+/// and the set-up's `topics create`, as the admin, grants the ACLs.
+#[test]
+fn every_principal_logs_in_to_kafka_with_scram_as_itself() {
+    use platform::settings::Principal;
+    let compose = compose();
+    let services = services(&compose);
+    let (users_service, users) = services
+        .iter()
+        .find(|(_, s)| command(s).iter().any(|w| w.contains("--entity-type users")))
+        .expect("a service that makes the SCRAM users");
+    let script = command(users).join(" ");
+    let listed: BTreeSet<String> = script
+        .split_once("for user in ")
+        .and_then(|(_, rest)| rest.split_once(';'))
+        .map(|(list, _)| list.split_whitespace().map(String::from).collect())
+        .expect("for user in …;");
+    let expected: BTreeSet<String> = Principal::ALL.iter().map(|p| p.kafka_user().to_string()).collect();
+    assert_eq!(listed, expected, "{users_service}: a SCRAM user per principal");
+    for principal in Principal::ALL {
+        assert_eq!(principal.local_password(), format!("firstcome_{}", principal.kafka_user()));
+    }
+    assert!(script.contains("SCRAM-SHA-512=[password=firstcome_$$user]"), "{users_service}: {script}");
+    assert_eq!(
+        services["setup"]["depends_on"][users_service.as_str()]["condition"].as_str(),
+        Some("service_completed_successfully"),
+        "the set-up waits for the SCRAM users"
+    );
+
+    let sasl_user = |kafka: &platform::settings::KafkaSettings, environment, principal| -> Option<String> {
+        let kafka = kafka.for_principal(environment, principal);
+        let properties = kafka.security_properties();
+        assert!(properties.iter().any(|(k, v)| *k == "sasl.mechanism" && v == "SCRAM-SHA-512"), "{properties:?}");
+        properties.into_iter().find(|(k, _)| *k == "sasl.username").map(|(_, v)| v)
+    };
+    for (name, service) in &services {
+        let Some(binary) = binary(service) else { continue };
+        let env = environment(service);
+        let (user, principal) = match binary {
+            Binary::Ingest => {
+                let (s, _): (ingest::Settings, _) = read_settings(&env);
+                (sasl_user(&s.kafka, s.environment, Principal::INGEST), Principal::INGEST)
+            }
+            Binary::Stock => {
+                let (s, _): (stock_processor::Settings, _) = read_settings(&env);
+                (sasl_user(&s.kafka, s.environment, Principal::STOCK), Principal::STOCK)
+            }
+            Binary::Recorder => {
+                let (s, _): (recorder::Settings, _) = read_settings(&env);
+                (sasl_user(&s.kafka, s.environment, Principal::RECORDER), Principal::RECORDER)
+            }
+            Binary::Sender => {
+                let (s, _): (sender::Settings, _) = read_settings(&env);
+                (sasl_user(&s.kafka, s.environment, Principal::SENDER), Principal::SENDER)
+            }
+            Binary::Cli => {
+                let (s, _): (firstcome_lab::Settings, _) = read_settings(&env);
+                (sasl_user(&s.kafka, platform::settings::Environment::Local, Principal::ADMIN), Principal::ADMIN)
+            }
+            Binary::ProviderSim => continue,
+        };
+        assert_eq!(user.as_deref(), Some(principal.kafka_user()), "{name} logs in to Kafka as its own principal");
+    }
+}
+
+/// Published ports answer on 127.0.0.1 unless FIRSTCOME_PUBLISH_HOST says
+/// otherwise: the stack runs the public development secrets.
+#[test]
+fn every_published_port_is_bound_to_loopback_by_default() {
+    const HOST: &str = "${FIRSTCOME_PUBLISH_HOST:-127.0.0.1}";
+    let compose = compose();
+    let mut published = 0;
+    for (name, service) in services(&compose) {
+        for port in service.get("ports").and_then(Value::as_sequence).into_iter().flatten() {
+            let port = port.as_str().unwrap_or_else(|| panic!("{name}: a port in the short syntax: {port:?}"));
+            let rest = port.strip_prefix(HOST).and_then(|r| r.strip_prefix(':'));
+            let rest = rest.unwrap_or_else(|| panic!("{name}: {port} is not bound to {HOST}"));
+            assert_eq!(rest.split(':').count(), 2, "{name}: {port} is host port:container port");
+            published += 1;
+        }
+    }
+    assert!(published >= 5, "the API, registry, Jaeger, Prometheus and Grafana are published");
+}
+
+/// Grafana lets nobody in without logging in, and its admin has no default
+/// password: compose refuses to start without one.
+#[test]
+fn grafana_has_no_anonymous_access_and_no_default_admin_password() {
+    let compose = compose();
+    let services = services(&compose);
+    let env = environment(&services["grafana"]);
+    assert_eq!(env.get("GF_AUTH_ANONYMOUS_ENABLED").map(String::as_str), Some("false"), "anonymous access off");
+    assert!(!env.contains_key("GF_AUTH_ANONYMOUS_ORG_ROLE"), "no role for anonymous users");
+    assert_eq!(env.get("GF_USERS_ALLOW_SIGN_UP").map(String::as_str), Some("false"));
+    let password = env.get("GF_SECURITY_ADMIN_PASSWORD").expect("an admin password");
+    assert!(
+        password.starts_with("${") && password.contains(":?") && password.ends_with('}'),
+        "the admin password is required from the environment, not written here: {password}"
+    );
 }

@@ -161,7 +161,12 @@ mod tests {
                 .collect()
         };
         let compose = repository_file("compose/postgres/init.sql");
-        assert_eq!(roles_in(&compose), service_roles(), "compose creates each service role");
+        // Beside them, the stack's other logins: the owner, the registry's, the replica's reader.
+        let mut created = roles_in(&compose);
+        for other in [Principal::ADMIN.database_role().as_str(), "firstcome_registry", "firstcome_reader"] {
+            assert!(created.remove(other), "compose creates {other}");
+        }
+        assert_eq!(created, service_roles(), "compose creates each service role");
         for principal in Principal::ALL.iter().filter(|p| **p != Principal::ADMIN) {
             let role = principal.database_role();
             assert!(compose
