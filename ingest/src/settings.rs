@@ -405,6 +405,10 @@ mod tests {
     #[test]
     fn production_refuses_the_local_secrets() {
         let mut settings = Settings { environment: Environment::Production, ..Default::default() };
+        // TLS and a Kafka login, as production requires of every connection (not under test here).
+        settings.kafka.username = Some("ingest".into());
+        settings.redis.tls = platform::settings::TlsSettings::verify_full("/etc/ssl/store-ca.pem");
+        settings.database.tls = platform::settings::TlsSettings::verify_full("/etc/ssl/store-ca.pem");
         settings.receipts.signing_key = production_receipt_key();
         let error = settings.validate().unwrap_err().to_string();
         assert!(error.contains("auth.token_secret"), "{error}");
@@ -421,6 +425,10 @@ mod tests {
     #[test]
     fn production_refuses_the_development_operator_token() {
         let mut settings = Settings { environment: Environment::Production, ..Default::default() };
+        // TLS and a Kafka login, as production requires of every connection (not under test here).
+        settings.kafka.username = Some("ingest".into());
+        settings.redis.tls = platform::settings::TlsSettings::verify_full("/etc/ssl/store-ca.pem");
+        settings.database.tls = platform::settings::TlsSettings::verify_full("/etc/ssl/store-ca.pem");
         settings.receipts.signing_key = production_receipt_key();
         settings.auth.token_secret = SecretString::from("a-production-secret-of-32-bytes!!");
         settings.database.url = SecretString::from("postgres://ingest:Qm4-vault-issued@db:5432/firstcome");

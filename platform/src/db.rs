@@ -1,13 +1,19 @@
 //! PostgreSQL pool and migrations.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 use secrecy::ExposeSecret;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::NoTls;
+use tokio_postgres_rustls_improved::MakeRustlsConnect;
 
-use crate::settings::DatabaseSettings;
+use crate::settings::{DatabaseSettings, TlsMode, TlsSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -23,6 +29,68 @@ pub enum DbError {
     Migration { name: &'static str, source: tokio_postgres::Error },
     #[error("grants (migrations/grants.sql) failed — do the service roles exist? (docs/operations.md): {0}")]
     Grants(tokio_postgres::Error),
+    #[error("TLS settings: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// A TLS setting that cannot be turned into a client configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("failed to read the CA file {path}: {source}")]
+    CaFile { path: String, source: rustls::pki_types::pem::Error },
+    #[error("the CA file {path} holds no certificate it can trust: {reason}")]
+    NoRoots { path: String, reason: String },
+    #[error("no system root certificates to verify the server against (set tls.ca_file): {0}")]
+    SystemRoots(String),
+}
+
+/// The root certificates `tls` trusts: its `ca_file`, else the system's.
+pub fn root_store(tls: &TlsSettings) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match &tls.ca_file {
+        Some(path) => {
+            let named = |path: &Path| path.display().to_string();
+            let certificates = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|source| TlsError::CaFile { path: named(path), source })?;
+            let (added, _) = roots.add_parsable_certificates(certificates);
+            if added == 0 {
+                return Err(TlsError::NoRoots { path: named(path), reason: "no parsable certificate".into() });
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            if let Some(error) = found.errors.first() {
+                tracing::warn!(%error, "some system root certificates were not read");
+            }
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(TlsError::SystemRoots("none found".into()));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// A rustls client configuration that verifies the server's chain against
+/// [`root_store`] and its name against the host dialled.
+pub fn client_config(tls: &TlsSettings) -> Result<ClientConfig, TlsError> {
+    Ok(ClientConfig::builder().with_root_certificates(root_store(tls)?).with_no_client_auth())
+}
+
+/// The pool manager for `config`, in plaintext or verified TLS as `tls` says.
+/// In TLS the session is `sslmode=require` whatever the URL says: the URL's
+/// `prefer` would fall back to plaintext when the server offers no TLS.
+pub(crate) fn manager(mut config: tokio_postgres::Config, tls: &TlsSettings) -> Result<Manager, DbError> {
+    let recycling = ManagerConfig { recycling_method: RecyclingMethod::Verified };
+    Ok(match tls.mode {
+        TlsMode::Disable => Manager::from_config(config, NoTls, recycling),
+        TlsMode::VerifyFull => {
+            config.ssl_mode(SslMode::Require);
+            let connector = MakeRustlsConnect::new(client_config(tls)?);
+            Manager::from_config(config, connector, recycling)
+        }
+    })
 }
 
 /// The SQL migrations of `migrations/`, applied in order, each once.
@@ -68,7 +136,7 @@ pub fn pool(settings: &DatabaseSettings) -> Result<Pool, DbError> {
         "-c statement_timeout={} -c lock_timeout={}",
         settings.statement_timeout_ms, settings.statement_timeout_ms
     ));
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+    let manager = manager(config, &settings.tls)?;
     let timeout = Some(Duration::from_millis(settings.timeout_ms));
     Pool::builder(manager)
         .max_size(settings.max_connections)

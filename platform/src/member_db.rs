@@ -15,12 +15,11 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use deadpool_postgres::{Pool, Runtime, Timeouts};
 use secrecy::{ExposeSecret, SecretString};
-use tokio_postgres::NoTls;
 
 use crate::db::DbError;
-use crate::settings::{MemberPrimarySettings, ReplicaSettings};
+use crate::settings::{MemberPrimarySettings, ReplicaSettings, TlsSettings};
 
 /// The shop's tables, idempotent (`CREATE … IF NOT EXISTS`).
 pub const SHOP_SCHEMA: &str = include_str!("../../migrations/shop/members.sql");
@@ -35,6 +34,7 @@ pub fn replica_pool(settings: &ReplicaSettings) -> Result<Pool, DbError> {
         settings.timeout_ms,
         settings.statement_timeout_ms,
         true,
+        &settings.tls,
     )
 }
 
@@ -47,6 +47,7 @@ pub fn primary_pool(settings: &MemberPrimarySettings) -> Result<Pool, DbError> {
         settings.timeout_ms,
         settings.statement_timeout_ms,
         false,
+        &settings.tls,
     )
 }
 
@@ -65,6 +66,7 @@ fn build(
     timeout_ms: u64,
     statement_timeout_ms: u64,
     read_only: bool,
+    tls: &TlsSettings,
 ) -> Result<Pool, DbError> {
     if !valid_schema(schema) {
         return Err(DbError::Url(format!("member database schema {schema:?} is not a plain identifier")));
@@ -78,7 +80,7 @@ fn build(
         options.push_str(" -c default_transaction_read_only=on");
     }
     config.options(options);
-    let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+    let manager = crate::db::manager(config, tls)?;
     let timeout = Some(Duration::from_millis(timeout_ms));
     Pool::builder(manager)
         .max_size(max_connections)

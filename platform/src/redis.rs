@@ -34,12 +34,12 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, Pub
 use redis::sentinel::SentinelNodeConnectionInfo;
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{
-    Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisConnectionInfo, RedisError, RedisFuture,
-    RedisResult, ServerErrorKind, Value,
+    Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline, RedisConnectionInfo, RedisError,
+    RedisFuture, RedisResult, ServerErrorKind, TlsCertificates, Value,
 };
 use secrecy::ExposeSecret;
 
-use crate::settings::RedisSettings;
+use crate::settings::{RedisSettings, TlsMode};
 
 /// Rediscovery is attempted at most this often (a failover takes a second
 /// or more; every failing call must not ask the Sentinels).
@@ -93,7 +93,7 @@ fn watch(shared: std::sync::Weak<Shared>) {
 pub fn client(settings: &RedisSettings) -> RedisResult<PubSubClient> {
     let addresses = settings.sentinel_addresses();
     let target = if addresses.is_empty() {
-        Target::Direct(redis::Client::open(direct_info(settings)?)?)
+        Target::Direct(Box::new(direct_client(settings)?))
     } else {
         Target::Sentinel(Arc::new(tokio::sync::Mutex::new(sentinel_client(settings, &addresses)?)))
     };
@@ -105,6 +105,31 @@ fn direct_info(settings: &RedisSettings) -> RedisResult<ConnectionInfo> {
     let info = settings.url.as_str().into_connection_info()?;
     let redis = with_credentials(info.redis_settings().clone(), settings);
     Ok(info.set_redis_settings(redis))
+}
+
+/// The client of the configured URL, in TLS when `redis.tls.mode =
+/// verify-full` (a `redis://` URL is dialled as `rediss://`), the server's
+/// certificate verified against `redis.tls.ca_file` or the system's roots.
+fn direct_client(settings: &RedisSettings) -> RedisResult<redis::Client> {
+    let info = direct_info(settings)?;
+    if settings.tls.mode == TlsMode::Disable {
+        return redis::Client::open(info);
+    }
+    let info = match info.addr().clone() {
+        ConnectionAddr::Tcp(host, port) => {
+            info.set_addr(ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None })
+        }
+        ConnectionAddr::TcpTls { insecure: true, .. } => {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "redis.tls.mode = verify-full and a URL asking for #insecure",
+            )))
+        }
+        _ => info,
+    };
+    // The crate reads the PEM itself (and trusts only it when given one).
+    let root_cert = settings.tls.ca_file.as_ref().map(std::fs::read).transpose()?;
+    redis::Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert })
 }
 
 fn with_credentials(mut redis: RedisConnectionInfo, settings: &RedisSettings) -> RedisConnectionInfo {
@@ -124,9 +149,20 @@ fn with_credentials(mut redis: RedisConnectionInfo, settings: &RedisSettings) ->
 /// The Sentinels answer without credentials (they hold no data); the data
 /// nodes they name are reached as the settings' ACL user.
 fn sentinel_client(settings: &RedisSettings, addresses: &[String]) -> RedisResult<SentinelClient> {
-    let urls: Vec<String> = addresses.iter().map(|a| format!("redis://{a}")).collect();
-    let node = SentinelNodeConnectionInfo::default()
+    let tls = settings.tls.mode == TlsMode::VerifyFull;
+    if tls && settings.tls.ca_file.is_some() {
+        return Err(RedisError::from((
+            ErrorKind::InvalidClientConfig,
+            "redis.tls.ca_file with Sentinels: only the system's roots are supported there",
+        )));
+    }
+    let scheme = if tls { "rediss" } else { "redis" };
+    let urls: Vec<String> = addresses.iter().map(|a| format!("{scheme}://{a}")).collect();
+    let mut node = SentinelNodeConnectionInfo::default()
         .set_redis_connection_info(with_credentials(RedisConnectionInfo::default(), settings));
+    if tls {
+        node = node.set_tls_mode(redis::TlsMode::Secure);
+    }
     SentinelClient::build(urls, settings.master_name.clone(), Some(node), SentinelServerType::Master)
 }
 
@@ -138,7 +174,8 @@ pub struct PubSubClient {
 
 #[derive(Clone)]
 enum Target {
-    Direct(redis::Client),
+    // Boxed: with TLS built in, a client is ~240 bytes against the Sentinel's 8.
+    Direct(Box<redis::Client>),
     Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
 }
 
@@ -146,7 +183,7 @@ impl PubSubClient {
     /// A pub/sub connection to the current primary.
     pub async fn get_async_pubsub(&self) -> RedisResult<PubSub> {
         let client = match &self.target {
-            Target::Direct(client) => client.clone(),
+            Target::Direct(client) => client.as_ref().clone(),
             Target::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await?,
         };
         client.get_async_pubsub().await
@@ -194,7 +231,7 @@ impl Shared {
     /// Sentinels name now (they check its `ROLE`).
     async fn primary(&self) -> RedisResult<redis::Client> {
         match &self.sentinel {
-            None => redis::Client::open(direct_info(&self.settings)?),
+            None => direct_client(&self.settings),
             Some(sentinel) => sentinel.lock().await.async_get_client().await,
         }
     }

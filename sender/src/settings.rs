@@ -348,6 +348,10 @@ mod tests {
     #[test]
     fn production_refuses_the_local_secrets_and_a_plain_http_provider() {
         let mut settings = Settings { environment: Environment::Production, ..Default::default() };
+        // TLS and a Kafka login, as production requires of every connection (not under test here).
+        settings.kafka.username = Some("sender".into());
+        settings.database.tls = platform::settings::TlsSettings::verify_full("/etc/ssl/store-ca.pem");
+        settings.replica.tls = platform::settings::TlsSettings::verify_full("/etc/ssl/store-ca.pem");
         assert!(settings.validate().unwrap_err().to_string().contains("database.url"));
         settings.database.url = SecretString::from("postgres://sender:Vx7-issued-by-vault@db:5432/firstcome");
         assert!(settings.validate().unwrap_err().to_string().contains("replica.url"));

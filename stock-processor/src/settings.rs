@@ -210,6 +210,11 @@ mod tests {
     #[test]
     fn production_refuses_the_stack_passwords() {
         let mut settings = Settings { environment: Environment::Production, ..Default::default() };
+        // TLS and a Kafka login, as production requires of every connection (not under test here).
+        settings.kafka.username = Some("stock".into());
+        settings.redis.tls = platform::settings::TlsSettings::verify_full("/etc/ssl/store-ca.pem");
+        settings.database.tls = platform::settings::TlsSettings::verify_full("/etc/ssl/store-ca.pem");
+        settings.replica.tls = platform::settings::TlsSettings::verify_full("/etc/ssl/store-ca.pem");
         let refused = settings.validate().expect_err("no role named for the database");
         assert!(refused.to_string().contains("database"), "{refused}");
         settings.database.url = SecretString::from("postgres://firstcome_stock:firstcome_stock@db/firstcome");

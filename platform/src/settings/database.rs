@@ -1,9 +1,57 @@
 //! PostgreSQL: firstcome's own database and the shop's member database.
 
+use std::path::PathBuf;
+
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{Environment, Principal};
+use super::{Environment, Principal, SettingsError};
+
+/// How a client protects its connection to PostgreSQL or Redis.
+///
+/// There is no `require` (encrypted but unverified): a certificate nobody
+/// checks is what a man in the middle presents, so outside local the choice
+/// is between verified TLS and a refusal to start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plaintext: the local stack's default; refused outside local.
+    #[default]
+    Disable,
+    /// TLS (rustls); the server's certificate must chain to
+    /// [`TlsSettings::ca_file`] (or the system's roots) and name the host
+    /// the client dialled.
+    VerifyFull,
+}
+
+/// `database.tls`, `replica.tls`, `member_primary.tls`, `redis.tls`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsSettings {
+    pub mode: TlsMode,
+    /// PEM file of the CA certificate(s) to trust; unset: the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Verified TLS against the CA(s) in `ca_file`.
+    pub fn verify_full(ca_file: impl Into<PathBuf>) -> Self {
+        Self { mode: TlsMode::VerifyFull, ca_file: Some(ca_file.into()) }
+    }
+
+    /// Outside local the connection is TLS: a password or a member's phone
+    /// number in plaintext crosses every network hop between the service and
+    /// the store. `name`: the settings section (`database`, `redis`…).
+    pub fn check(&self, environment: Environment, name: &str) -> Result<(), SettingsError> {
+        if environment.is_local() || self.mode == TlsMode::VerifyFull {
+            return Ok(());
+        }
+        Err(SettingsError::Invalid(format!(
+            "{name}.tls.mode = disable (plaintext) outside local: set {name}.tls.mode = \"verify-full\" and \
+             {name}.tls.ca_file (docs/operations.md, TLS)"
+        )))
+    }
+}
 
 /// PostgreSQL. Services never migrate: `firstcome db migrate` does, as the
 /// database owner ([`Principal::ADMIN`]).
@@ -25,6 +73,8 @@ pub struct DatabaseSettings {
     pub timeout_ms: u64,
     /// Server-side limit for one statement and one lock wait.
     pub statement_timeout_ms: u64,
+    /// TLS to the server; plaintext only on the local stack.
+    pub tls: TlsSettings,
 }
 
 impl Default for DatabaseSettings {
@@ -36,6 +86,7 @@ impl Default for DatabaseSettings {
             max_connections: 16,
             timeout_ms: 5_000,
             statement_timeout_ms: 30_000,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -107,6 +158,8 @@ pub struct ReplicaSettings {
     /// Wait for a pooled connection / create one / check one, each at most this long.
     pub timeout_ms: u64,
     pub statement_timeout_ms: u64,
+    /// As [`DatabaseSettings::tls`].
+    pub tls: TlsSettings,
 }
 
 impl Default for ReplicaSettings {
@@ -117,6 +170,7 @@ impl Default for ReplicaSettings {
             max_connections: 8,
             timeout_ms: 2_000,
             statement_timeout_ms: 10_000,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -134,6 +188,8 @@ pub struct MemberPrimarySettings {
     pub max_connections: usize,
     pub timeout_ms: u64,
     pub statement_timeout_ms: u64,
+    /// As [`DatabaseSettings::tls`].
+    pub tls: TlsSettings,
 }
 
 impl Default for MemberPrimarySettings {
@@ -144,6 +200,7 @@ impl Default for MemberPrimarySettings {
             max_connections: 4,
             timeout_ms: 5_000,
             statement_timeout_ms: 30_000,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -185,6 +242,23 @@ mod tests {
         let bare = db.without_credentials();
         assert_eq!(bare.url.expose_secret(), "postgres://h:1/d?x=y");
         assert_eq!(bare.user, None);
+    }
+
+    #[test]
+    fn plaintext_is_refused_outside_local_only() {
+        let plain = TlsSettings::default();
+        assert_eq!(plain.mode, TlsMode::Disable, "the local stack listens in plaintext on loopback");
+        assert!(plain.check(Environment::Local, "database").is_ok());
+        let refused = plain.check(Environment::Production, "database").unwrap_err().to_string();
+        assert!(refused.contains("database.tls.mode"), "{refused}");
+        assert!(TlsSettings::verify_full("/etc/ssl/db-ca.pem").check(Environment::Production, "database").is_ok());
+    }
+
+    #[test]
+    fn the_tls_mode_is_read_in_kebab_case() {
+        let tls: TlsSettings = serde_json::from_str(r#"{"mode": "verify-full", "ca_file": "/ca.pem"}"#).unwrap();
+        assert_eq!(tls, TlsSettings::verify_full("/ca.pem"));
+        assert!(serde_json::from_str::<TlsSettings>(r#"{"mode": "require"}"#).is_err(), "no unverified TLS");
     }
 
     #[test]

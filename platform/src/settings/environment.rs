@@ -107,17 +107,37 @@ impl Environment {
             )));
         }
         self.check_database_url(&format!("{name}.url"), &database.url)?;
-        self.check_password(&format!("{name}.password"), database.password.as_ref())
+        self.check_password(&format!("{name}.password"), database.password.as_ref())?;
+        database.tls.check(self, name)
     }
 
     /// Outside local: the Redis password (URL or field) is not one of the stack's.
     pub fn check_redis(self, name: &str, redis: &RedisSettings) -> Result<(), SettingsError> {
         self.check_database_url(&format!("{name}.url"), &SecretString::from(redis.url.clone()))?;
-        self.check_password(&format!("{name}.password"), redis.password.as_ref())
+        self.check_password(&format!("{name}.password"), redis.password.as_ref())?;
+        redis.check_tls(self)
     }
 
     /// Outside local: the SASL password (field or `kafka.extra`) is not one of the stack's.
+    /// Outside local the brokers are not reached in `plaintext` either (no
+    /// login, no encryption): SASL at least, SASL_SSL in a deployment.
     pub fn check_kafka(self, name: &str, kafka: &KafkaSettings) -> Result<(), SettingsError> {
+        // What librdkafka ends up with: `extra` wins; without a user the
+        // login properties are not set at all, which is librdkafka's default,
+        // plaintext (KafkaSettings::security_properties).
+        let extra = kafka.extra.get("security.protocol").or_else(|| kafka.extra.get("security_protocol"));
+        let login = kafka.username.is_some() || kafka.extra.contains_key("sasl.username");
+        let protocol = match extra {
+            Some(protocol) => protocol.as_str(),
+            None if login => kafka.security_protocol.as_str(),
+            None => "plaintext",
+        };
+        if !self.is_local() && protocol.eq_ignore_ascii_case("plaintext") {
+            return Err(SettingsError::Invalid(format!(
+                "{name}: security protocol plaintext (no login, no encryption) outside local: set \
+                 {name}.username and {name}.security_protocol = sasl_ssl (docs/operations.md, TLS)"
+            )));
+        }
         self.check_password(&format!("{name}.password"), kafka.password.as_ref())?;
         let password = kafka.extra.get("sasl.password").map(|p| SecretString::from(p.clone()));
         self.check_password(&format!("{name}.extra.sasl.password"), password.as_ref())
@@ -192,6 +212,40 @@ mod tests {
         {
             assert!(prod.check_database_url("database.url", &SecretString::from(url)).is_ok(), "{url}");
         }
+    }
+
+    #[test]
+    fn production_refuses_kafka_in_plaintext() {
+        let prod = Environment::Production;
+        let anonymous = KafkaSettings::default();
+        assert!(Environment::Local.check_kafka("kafka", &anonymous).is_ok());
+        let refused = prod.check_kafka("kafka", &anonymous).unwrap_err().to_string();
+        assert!(refused.contains("plaintext"), "no user: librdkafka's default, plaintext: {refused}");
+        let login = KafkaSettings { username: Some("stock".into()), ..Default::default() };
+        assert!(prod.check_kafka("kafka", &login).is_ok(), "SASL at least");
+        let plaintext = KafkaSettings { security_protocol: "PLAINTEXT".into(), ..login.clone() };
+        assert!(prod.check_kafka("kafka", &plaintext).is_err());
+        let mut extra = login;
+        extra.extra.insert("security.protocol".into(), "plaintext".into());
+        assert!(prod.check_kafka("kafka", &extra).is_err(), "kafka.extra wins");
+        extra.extra.insert("security.protocol".into(), "sasl_ssl".into());
+        assert!(prod.check_kafka("kafka", &extra).is_ok());
+    }
+
+    #[test]
+    fn production_refuses_plaintext_to_the_database_and_redis() {
+        let prod = Environment::Production;
+        let mut database = DatabaseSettings {
+            url: SecretString::from("postgres://app:Zq9-long-random@db.internal:5432/firstcome"),
+            ..Default::default()
+        };
+        let refused = prod.check_database("database", &database).unwrap_err().to_string();
+        assert!(refused.contains("database.tls.mode"), "{refused}");
+        database.tls = crate::settings::TlsSettings::verify_full("/etc/ssl/db-ca.pem");
+        assert!(prod.check_database("database", &database).is_ok());
+        let redis = RedisSettings { url: "redis://app:Zq9-long-random@cache:6379".into(), ..Default::default() };
+        assert!(prod.check_redis("redis", &redis).unwrap_err().to_string().contains("redis.tls.mode"));
+        assert!(Environment::Local.check_redis("redis", &redis).is_ok());
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod secret;
 mod service;
 mod telemetry;
 
-pub use database::{DatabaseSettings, MemberPrimarySettings, ReplicaSettings};
+pub use database::{DatabaseSettings, MemberPrimarySettings, ReplicaSettings, TlsMode, TlsSettings};
 pub use environment::{Environment, DEV_TOKEN_SECRET, MIN_SECRET_BYTES, STACK_PASSWORDS};
 pub use http::{BindError, HttpSettings};
 pub use kafka::{GroupProtocol, KafkaSettings, RegistrySettings};

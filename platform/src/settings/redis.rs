@@ -3,8 +3,8 @@
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use super::database::url_user;
-use super::{Environment, Principal};
+use super::database::{url_user, TlsSettings};
+use super::{Environment, Principal, SettingsError};
 
 /// Redis.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +28,12 @@ pub struct RedisSettings {
     pub connect_timeout_ms: u64,
     /// A timed-out call may still have run on the server: callers keep retries idempotent.
     pub response_timeout_ms: u64,
+    /// TLS to the data nodes (`verify-full`: a `redis://` URL is dialled as
+    /// `rediss://`); plaintext only on the local stack. With Sentinels, TLS
+    /// reaches Sentinels and data nodes alike, against the system's roots
+    /// only (`ca_file` is refused there: the redis crate's Sentinel client
+    /// takes one trust store per builder, not ours).
+    pub tls: TlsSettings,
 }
 
 impl Default for RedisSettings {
@@ -40,6 +46,7 @@ impl Default for RedisSettings {
             password: None,
             connect_timeout_ms: 1_000,
             response_timeout_ms: 2_000,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -54,6 +61,24 @@ impl RedisSettings {
             settings.password = Some(SecretString::from(principal.local_password()));
         }
         settings
+    }
+
+    /// Whether the connection is TLS: `tls.mode = verify-full`, or a
+    /// `rediss://` URL (which the redis crate verifies in full unless the
+    /// URL asks for `#insecure`, refused here).
+    pub fn is_tls(&self) -> bool {
+        self.tls.mode == super::TlsMode::VerifyFull
+            || (self.sentinel_addresses().is_empty()
+                && self.url.starts_with("rediss://")
+                && !self.url.contains("#insecure"))
+    }
+
+    /// Outside local the connection is TLS ([`TlsSettings::check`]).
+    pub fn check_tls(&self, environment: Environment) -> Result<(), SettingsError> {
+        if self.is_tls() {
+            return Ok(());
+        }
+        self.tls.check(environment, "redis")
     }
 
     /// The Sentinel addresses, when any are configured.
@@ -71,6 +96,20 @@ mod tests {
         let redis = RedisSettings { sentinels: " 127.0.0.1:26380, 127.0.0.1:26381 ,".into(), ..Default::default() };
         assert_eq!(redis.sentinel_addresses(), ["127.0.0.1:26380", "127.0.0.1:26381"]);
         assert!(RedisSettings::default().sentinel_addresses().is_empty());
+    }
+
+    #[test]
+    fn plaintext_redis_is_refused_outside_local_only() {
+        let plain = RedisSettings { url: "redis://cache.internal:6379".into(), ..Default::default() };
+        assert!(plain.check_tls(Environment::Local).is_ok());
+        let refused = plain.check_tls(Environment::Production).unwrap_err().to_string();
+        assert!(refused.contains("redis.tls.mode"), "{refused}");
+        let rediss = RedisSettings { url: "rediss://cache.internal:6380".into(), ..Default::default() };
+        assert!(rediss.check_tls(Environment::Production).is_ok(), "a rediss:// URL is TLS");
+        let insecure = RedisSettings { url: "rediss://cache.internal:6380/#insecure".into(), ..Default::default() };
+        assert!(insecure.check_tls(Environment::Production).is_err(), "unverified TLS is not TLS");
+        let verified = RedisSettings { tls: TlsSettings::verify_full("/ca.pem"), ..plain };
+        assert!(verified.check_tls(Environment::Production).is_ok());
     }
 
     #[test]

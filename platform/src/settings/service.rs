@@ -62,6 +62,7 @@ pub trait ServiceSettings: Serialize + DeserializeOwned + Default + Clone {
         }
         if let Some(replica) = sections.replica {
             environment.check_database_url("replica.url", &replica.url)?;
+            replica.tls.check(environment, "replica")?;
         }
         self.check_listeners(super::layers::environment_is_explicit())
     }
