@@ -37,6 +37,9 @@ struct Slot {
     /// Set when the key's budget ran out ([`AddressLimit`]): until then its
     /// requests are refused without being counted again.
     blocked_until: Option<Instant>,
+    /// The key ran out of budget once and has not been well behaved since:
+    /// each of its requests pays a unit before the handler ([`AddressLimit::admit`]).
+    probation: bool,
 }
 
 /// A keyed governor state store holding at most `capacity` keys. Cheap
@@ -77,11 +80,25 @@ impl<K: Hash + Eq + Clone> StoreInner<K> {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
-    /// Marks `key` refused until `until` (a key governor just refused has a slot).
+    /// Marks `key` refused until `until`, and on probation after it (a key
+    /// governor just refused has a slot).
     fn block(&self, key: &K, until: Instant) {
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = shard.get_mut(key) {
             slot.blocked_until = Some(until);
+            slot.probation = true;
+        }
+    }
+
+    fn on_probation(&self, key: &K) -> bool {
+        let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        shard.get(key).is_some_and(|slot| slot.probation)
+    }
+
+    fn end_probation(&self, key: &K) {
+        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = shard.get_mut(key) {
+            slot.probation = false;
         }
     }
 
@@ -122,11 +139,12 @@ impl<K: Hash + Eq + Clone> StateStore for BoundedStore<K> {
         let inner = &self.inner;
         let mut shard = inner.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         let previous = shard.get(key).map(|slot| slot.tat);
+        let probation = shard.get(key).is_some_and(|slot| slot.probation);
         let (answer, tat) = f(previous)?;
         if previous.is_none() && shard.len() >= inner.per_shard {
             inner.make_room(&mut shard);
         }
-        shard.insert(key.clone(), Slot { tat, last_seen: Instant::now(), blocked_until: None });
+        shard.insert(key.clone(), Slot { tat, last_seen: Instant::now(), blocked_until: None, probation });
         Ok(answer)
     }
 }
@@ -199,6 +217,41 @@ impl AddressLimit {
         self.store.inner.blocked(&address)
     }
 
+    /// Whether a request of `address` may reach the handler: `Err(wait)`
+    /// while it is blocked. An address that ran out of budget once is on
+    /// probation: each request pays its unit here, before the handler
+    /// (`Ok(true)`), so the requests in flight when a unit refills cannot
+    /// all pass at once (counting only after the handler let a client with
+    /// many connections through at their number per refill). Probation
+    /// ends with the address' first request that was not a costly refusal.
+    pub fn admit(&self, address: IpAddr) -> Result<bool, Duration> {
+        if let Some(wait) = self.blocked(address) {
+            return Err(wait);
+        }
+        if !self.store.inner.on_probation(&address) {
+            return Ok(false);
+        }
+        match self.limiter.check_key(&address) {
+            Ok(()) => Ok(true),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                self.store.inner.block(&address, Instant::now() + wait);
+                Err(wait)
+            }
+        }
+    }
+
+    /// After the handler: counts a costly refusal that was not paid for in
+    /// [`AddressLimit::admit`], and ends the probation of an address whose
+    /// request was answered well.
+    pub fn settle(&self, address: IpAddr, prepaid: bool, costly: bool) {
+        match (prepaid, costly) {
+            (false, true) => self.refused(address),
+            (true, false) => self.store.inner.end_probation(&address),
+            _ => {}
+        }
+    }
+
     /// Counts one costly refusal of `address`; when that was over its
     /// budget, the address is refused until a unit has refilled.
     pub fn refused(&self, address: IpAddr) {
@@ -257,6 +310,27 @@ mod tests {
         let wait = limit.blocked(attacker).expect("over the budget: blocked");
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
         assert_eq!(limit.blocked(neighbour), None, "another address keeps its budget");
+    }
+
+    /// Many requests in flight when a unit refills: one passes, the rest
+    /// are refused before the handler (before, all passed: the refusals
+    /// were counted only after the handler).
+    #[test]
+    fn requests_in_flight_when_a_unit_refills_pass_one_per_unit() {
+        let limit = AddressLimit::new(50, 1, 100);
+        let address: IpAddr = "198.51.100.9".parse().unwrap();
+        limit.settle(address, false, true);
+        limit.settle(address, false, true);
+        assert!(limit.admit(address).is_err(), "over the budget: blocked");
+        std::thread::sleep(Duration::from_millis(25));
+        let admitted = (0..64).filter(|_| limit.admit(address).is_ok()).count();
+        assert_eq!(admitted, 1, "64 requests in flight, one unit refilled");
+        // A well-answered request ends the probation: the next ones pass.
+        std::thread::sleep(Duration::from_millis(25));
+        let prepaid = limit.admit(address).expect("a unit refilled");
+        assert!(prepaid);
+        limit.settle(address, prepaid, false);
+        assert_eq!(limit.admit(address), Ok(false));
     }
 
     #[test]

@@ -195,16 +195,18 @@ pub async fn guard(State(guard): State<ClientGuard>, request: Request, next: Nex
         return next.run(request).await;
     };
     let address = guard.client_address(peer.ip(), request.headers());
-    if let Some(wait) = guard.limit.blocked(address) {
-        metrics::counter!("firstcome_ingest_address_refused_total").increment(1);
-        return ApiError::TooManyRefusals(wait).into_response();
-    }
+    let prepaid = match guard.limit.admit(address) {
+        Ok(prepaid) => prepaid,
+        Err(wait) => {
+            metrics::counter!("firstcome_ingest_address_refused_total").increment(1);
+            return ApiError::TooManyRefusals(wait).into_response();
+        }
+    };
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    if costly_refusal(&method, route.as_ref().map(MatchedPath::as_str), response.status()) {
-        guard.limit.refused(address);
-    }
+    let costly = costly_refusal(&method, route.as_ref().map(MatchedPath::as_str), response.status());
+    guard.limit.settle(address, prepaid, costly);
     response
 }
 
