@@ -241,12 +241,13 @@ REDIS_EVENT="drill-redis-$STAMP"
 K="fc:{$REDIS_EVENT}"
 # The script as ingest sends it: prelude + admit (platform::scripts::ADMIT).
 ADMIT_SHA=$(cat platform/lua/prelude.lua platform/lua/admit.lua | redis_cli -x SCRIPT LOAD)
-redis_cli HSET "$K:meta" status open open_at_ms 0 close_at_ms 99999999999999 >/dev/null
+redis_cli HSET "$K:meta" status open open_at_ms 0 close_at_ms 99999999999999 for_sale 1000000000 >/dev/null
 redis_cli SET "$K:stock" 1000000000 >/dev/null
 redis_cli EVAL "for i = 0, 999999 do redis.call('SADD', KEYS[1], string.format('%012d', i)) end" 1 "$K:eligible" >/dev/null
 redis-benchmark --user admin -a firstcome_admin -q -n 300000 -c 64 -r 1000000 --csv \
-  EVALSHA "$ADMIT_SHA" 5 "$K:meta" "$K:eligible" "$K:entered" "$K:entries" "$K:stock" \
-  60000 __rand_int__ "e-__rand_int__" 1 >"$WORK/redis-admit.csv" 2>&1
+  EVALSHA "$ADMIT_SHA" 9 "$K:meta" "$K:eligible" "$K:entered" "$K:entries" "$K:ticket" "$K:tickets" \
+  "$K:frontier" "$K:pending" "$K:holes" \
+  60000 120000 fc:event-state "$REDIS_EVENT" 0 __rand_int__ "e-__rand_int__" 1 >"$WORK/redis-admit.csv" 2>&1
 REDIS=$(python3 - "$WORK/redis-admit.csv" <<'EOF'
 import csv, json, sys
 rows = list(csv.reader(open(sys.argv[1])))
@@ -256,7 +257,8 @@ print(json.dumps({"per_sec": float(d["rps"]), "p50_ms": float(d.get("p50_latency
                   "p99_ms": float(d.get("p99_latency_ms", 0))}))
 EOF
 ); echo "$REDIS"
-redis_cli DEL "$K:meta" "$K:stock" "$K:eligible" "$K:entered" "$K:entries" >/dev/null
+redis_cli DEL "$K:meta" "$K:stock" "$K:eligible" "$K:entered" "$K:entries" "$K:ticket" "$K:tickets" \
+  "$K:frontier" "$K:pending" "$K:holes" >/dev/null
 
 cat >"$WORK/baselines.json" <<EOF
 {"bare": $BARE, "ingest_accept": $ACCEPT, "ingest_refusal": $REFUSAL, "ingest_sold_out": $SOLD_OUT,

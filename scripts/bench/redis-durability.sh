@@ -81,8 +81,9 @@ for round in $(seq 1 "$rounds"); do
     p="${port[$mode]}"
     setup "$p"
     results[$mode,admit,$round]=$(run "$p" -c 64 -n "$requests" -r 1000000 \
-      evalsha "$admit_sha" 5 'fc:{bench}:meta' 'fc:{bench}:eligible' 'fc:{bench}:entered' 'fc:{bench}:entries' 'fc:{bench}:stock' \
-      5000 m__rand_int__ e-__rand_int__ 1)
+      evalsha "$admit_sha" 9 'fc:{bench}:meta' 'fc:{bench}:eligible' 'fc:{bench}:entered' 'fc:{bench}:entries' \
+      'fc:{bench}:ticket' 'fc:{bench}:tickets' 'fc:{bench}:frontier' 'fc:{bench}:pending' 'fc:{bench}:holes' \
+      5000 10000 fc:event-state bench 0 m__rand_int__ e-__rand_int__ 1)
     results[$mode,mark,$round]=$(run "$p" -c 64 -n "$requests" -r 1000000 \
       evalsha "$mark_sha" 1 'fc:{bench}:entered' m__rand_int__ e-__rand_int__)
     results[$mode,batch,$round]=$(run "$p" -c 1 -n $(( requests / 50 )) -r 900000 \
