@@ -125,17 +125,12 @@ type Queue<Q, A> = Arc<OnceLock<mpsc::Sender<Pending<Q, A>>>>;
 /// loads the script on NOSCRIPT (a restarted or failed-over Redis).
 #[derive(Debug, Clone)]
 pub struct Admitter {
-    admit: Arc<Script>,
+    admit: AdmitCall,
     mark_accepted_many: Arc<Script>,
     /// The grouped admissions and acknowledgement marks, each task started
     /// on first use.
     admits: Queue<AdmitQuery, Admission>,
     marks: Queue<MarkQuery, bool>,
-    resume_after: Duration,
-    fence: Option<ReplicaFence>,
-    /// The highest ticket this instance was given, per event: the floor
-    /// the script raises a counter that went back to.
-    tickets_seen: TicketsSeen,
 }
 
 /// The highest ticket seen per event (a few events at a time: the map is
@@ -175,6 +170,8 @@ struct AdmitCall {
     script: Arc<Script>,
     resume_after: Duration,
     fence: Option<ReplicaFence>,
+    /// The highest ticket this instance was given, per event: the floor
+    /// the script raises a counter that went back to.
     tickets_seen: TicketsSeen,
 }
 
@@ -193,13 +190,15 @@ const QUEUE_BOUND: usize = 4_096;
 impl Admitter {
     pub fn new(resume_after: Duration) -> Self {
         Self {
-            admit: Arc::new(platform::scripts::admit()),
+            admit: AdmitCall {
+                script: Arc::new(platform::scripts::admit()),
+                resume_after,
+                fence: None,
+                tickets_seen: TicketsSeen::default(),
+            },
             mark_accepted_many: Arc::new(platform::scripts::mark_accepted_many()),
             admits: Arc::default(),
             marks: Arc::default(),
-            resume_after,
-            fence: None,
-            tickets_seen: TicketsSeen::default(),
         }
     }
 
@@ -207,17 +206,8 @@ impl Admitter {
     /// admitted someone waits until `fence.replicas` replicas hold its
     /// writes, and fails (503; the member's retry resumes) when they do not.
     pub fn with_fence(mut self, fence: Option<ReplicaFence>) -> Self {
-        self.fence = fence;
+        self.admit.fence = fence;
         self
-    }
-
-    fn call(&self) -> AdmitCall {
-        AdmitCall {
-            script: self.admit.clone(),
-            resume_after: self.resume_after,
-            fence: self.fence,
-            tickets_seen: self.tickets_seen.clone(),
-        }
     }
 
     /// Decides whether `member` may enter `event_id`, in a call of its own;
@@ -233,7 +223,7 @@ impl Admitter {
     ) -> Result<Admission, AdmissionError> {
         let query =
             AdmitQuery { member: member.as_str().to_string(), new_entry_id: new_entry_id.to_string(), admit_new };
-        let mut answers = self.call().run(conn, event_id, &[query]).await?;
+        let mut answers = self.admit.run(conn, event_id, &[query]).await?;
         answers.pop().ok_or_else(|| AdmissionError::Unexpected("no answer".into()))
     }
 
@@ -253,7 +243,7 @@ impl Admitter {
     {
         let queue = self.admits.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE_BOUND);
-            let (call, conn) = (self.call(), conn.clone());
+            let (call, conn) = (self.admit.clone(), conn.clone());
             tokio::spawn(serve_grouped(rx, move |event_id, queries| {
                 let (call, mut conn) = (call.clone(), conn.clone());
                 async move { call.run(&mut conn, &event_id, &queries).await }
@@ -366,7 +356,7 @@ impl AdmitCall {
             if answers.iter().any(|answer| matches!(answer, Admission::Accept { .. })) {
                 if let Err(error) = fence.hold(conn, moves.as_ref()).await {
                     metrics::counter!("firstcome_ingest_fence_refusals_total").increment(1);
-                    tracing::warn!(event_id, %error, admitted = queries.len(), "admission fence did not hold: answering 503");
+                    tracing::warn!(event_id, %error, requests = queries.len(), "admission fence did not hold: answering 503");
                     return Err(error.into());
                 }
             }
