@@ -90,11 +90,6 @@ impl<K: Hash + Eq + Clone> StoreInner<K> {
         }
     }
 
-    fn on_probation(&self, key: &K) -> bool {
-        let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        shard.get(key).is_some_and(|slot| slot.probation)
-    }
-
     fn end_probation(&self, key: &K) {
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = shard.get_mut(key) {
@@ -104,9 +99,19 @@ impl<K: Hash + Eq + Clone> StoreInner<K> {
 
     /// How long `key` stays refused, if it is.
     fn blocked(&self, key: &K) -> Option<Duration> {
+        self.standing(key).0
+    }
+
+    /// How long `key` stays refused, if it is, and whether it is on
+    /// probation: one lock for both (the guard asks on every request).
+    fn standing(&self, key: &K) -> (Option<Duration>, bool) {
         let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        let until = shard.get(key)?.blocked_until?;
-        until.checked_duration_since(Instant::now()).filter(|left| !left.is_zero())
+        let Some(slot) = shard.get(key) else { return (None, false) };
+        let left = slot
+            .blocked_until
+            .and_then(|until| until.checked_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero());
+        (left, slot.probation)
     }
 
     fn len(&self) -> usize {
@@ -225,11 +230,10 @@ impl AddressLimit {
     /// many connections through at their number per refill). Probation
     /// ends with the address' first request that was not a costly refusal.
     pub fn admit(&self, address: IpAddr) -> Result<bool, Duration> {
-        if let Some(wait) = self.blocked(address) {
-            return Err(wait);
-        }
-        if !self.store.inner.on_probation(&address) {
-            return Ok(false);
+        match self.store.inner.standing(&address) {
+            (Some(wait), _) => return Err(wait),
+            (None, false) => return Ok(false),
+            (None, true) => {}
         }
         match self.limiter.check_key(&address) {
             Ok(()) => Ok(true),
