@@ -31,6 +31,10 @@
 //!   given per event and hands it to the script, which raises a counter
 //!   found below it (a Redis restarted from an AOF that missed its last
 //!   second, or a failover without the fence) before taking the next one.
+//!   Only tickets of calls that were answered count: a call whose fence did
+//!   not hold produced nothing, so if a failover lost its writes nobody holds
+//!   its tickets, and a floor raised over them would leave numbers in the
+//!   line no entry ever claims, each holding a unit nobody can win.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -210,6 +214,12 @@ impl Admitter {
         self
     }
 
+    /// The highest ticket this instance handed out for `event_id` in an
+    /// answered call: the floor its next admit call sends.
+    pub fn ticket_floor(&self, event_id: &str) -> i64 {
+        self.admit.tickets_seen.floor(event_id)
+    }
+
     /// Decides whether `member` may enter `event_id`, in a call of its own;
     /// `new_entry_id` is used only when a fresh entry is admitted, and only if
     /// `admit_new` (false once this instance knows the event sold out).
@@ -351,16 +361,17 @@ impl AdmitCall {
         let answers =
             admit_call(&self.script, self.resume_after, conn, event_id, queries, self.tickets_seen.floor(event_id))
                 .await?;
-        self.tickets_seen.raise(event_id, &answers);
         if let Some(fence) = self.fence {
             if answers.iter().any(|answer| matches!(answer, Admission::Accept { .. })) {
                 if let Err(error) = fence.hold(conn, moves.as_ref()).await {
                     metrics::counter!("firstcome_ingest_fence_refusals_total").increment(1);
                     tracing::warn!(event_id, %error, requests = queries.len(), "admission fence did not hold: answering 503");
+                    // Not raised by these tickets (see the module's comment).
                     return Err(error.into());
                 }
             }
         }
+        self.tickets_seen.raise(event_id, &answers);
         Ok(answers)
     }
 }

@@ -154,6 +154,10 @@ async fn an_admission_is_answered_only_once_a_replica_holds_its_ticket() {
     let admitter = Admitter::new(std::time::Duration::from_secs(30)).with_fence(fence);
     let refused = admitter.admit(&mut alone, &event_id, &member("m-1"), "e-1", true).await;
     assert!(matches!(refused, Err(AdmissionError::Fence(_))), "{refused:?}");
+    // Nothing was produced for the refused ticket: if a failover loses its
+    // writes nobody holds it, so the floor must not skip past it (a number
+    // no entry claims would keep a unit from the line for good).
+    assert_eq!(admitter.ticket_floor(&event_id), 0, "a refused call does not raise the floor");
     // Refusing admits nothing new: the member's retry resumes the same entry.
     assert!(
         matches!(
@@ -174,6 +178,7 @@ async fn an_admission_is_answered_only_once_a_replica_holds_its_ticket() {
     let event_id = create_event(&mut pair, EventSpec::open(&["m-1"])).await;
     let answer = admitter.admit_grouped(&pair, &event_id, &member("m-1"), "e-1", true).await;
     assert!(matches!(answer, Ok(Admission::Accept { ticket: 1, .. })), "{answer:?}");
+    assert_eq!(admitter.ticket_floor(&event_id), 1, "an answered call raises the floor");
     let primary = testkit::sentinel::master_port().await.expect("a primary");
     let replica_port = if primary == 6380 { 6381 } else { 6380 };
     let mut replica = redis::Client::open(format!("redis://admin:firstcome_admin@127.0.0.1:{replica_port}/"))
