@@ -69,6 +69,12 @@ log="$(mktemp)"
 status=0
 cargo test --workspace --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
 
+# A failed test's output again at the end: a CI page that shows only the
+# log's tail still says why (cargo prints it with its test binary, mid-run).
+if [ "$status" -ne 0 ]; then
+  awk '/^failures:$/ { p = 1; if (!shown++) print "\n---- again, the failures ----" } p { print } /^test result: FAILED/ { p = 0 }' "$log" |
+    tail -n 400
+fi
 # One closing line for the whole run: cargo prints one result per test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"
