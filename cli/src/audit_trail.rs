@@ -2,14 +2,21 @@
 //!
 //! Every command that changes an event or a store (`event create`, `event
 //! close`, `rebuild redis`, `rebuild projections`, `dlq replay`, `reconcile
-//! --repair`) runs through [`audited`]: a row in `operator_actions`
-//! (migrations/0011) is written *before* the action — an action that cannot
-//! be recorded does not run — and completed with its outcome after, and a log
-//! line says the same on stderr (target `operator_audit`, shown at the default
-//! verbosity). "Who" is `--operator` (or `FIRSTCOME_OPERATOR_NAME`), else the
-//! OS user; the row also keeps the database role the command logged in as.
+//! --repair`, `topics create`, `schemas register`, `members seed`) runs
+//! through [`audited`]: a row in `operator_actions` (migrations/0011) is
+//! written *before* the action — an action that cannot be recorded does not
+//! run — and completed with its outcome after, and a log line says the same
+//! on stderr (target `operator_audit`, shown at the default verbosity). "Who"
+//! is `--operator` (or `FIRSTCOME_OPERATOR_NAME`), else the OS user; the row
+//! also keeps the database role the command logged in as.
 //!
-//! Dry runs change nothing and leave no row.
+//! `db migrate` is the one exception to "recorded first", because it makes
+//! the table: [`audited_migration`] records it before when `operator_actions`
+//! already exists, and right after the migrations ran when they created it
+//! (one finished row; a migration that failed there rolled the table back
+//! with it, so that failure is only logged).
+//!
+//! Dry runs and read-only commands change nothing and leave no row.
 
 use std::future::Future;
 
@@ -111,6 +118,91 @@ where
         action.what
     );
     result
+}
+
+/// [`audited`] for `db migrate`, which creates `operator_actions` itself.
+///
+/// The rule: if the table exists before `work` runs, the action is recorded
+/// first, exactly as [`audited`] does. If it does not (a fresh database), the
+/// migrations run unrecorded and the row is written right after them, already
+/// finished, its `started_at` set back by the time they took; if the table
+/// still does not exist then (the migrations failed and rolled back), the
+/// failure is only logged.
+#[tracing::instrument(name = "operator_action", skip_all, fields(action = action.what))]
+pub async fn audited_migration<T, F>(settings: &CliSettings, action: Action<'_>, work: F) -> anyhow::Result<T>
+where
+    F: Future<Output = anyhow::Result<T>>,
+{
+    let pool = platform::db::pool(&settings.database)?;
+    if table_exists(&pool).await? {
+        return audited(settings, action, work).await;
+    }
+    let who = operator(settings);
+    let began = std::time::Instant::now();
+    let result = work.await;
+    let (outcome, error) = match &result {
+        Ok(_) => ("done", None),
+        Err(e) => ("failed", Some(platform::error::chain(e.as_ref()).to_string())),
+    };
+    let recorded = match table_exists(&pool).await {
+        Ok(true) => record_finished(&pool, &who, &action, began.elapsed(), outcome, error.as_deref()).await.map(Some),
+        Ok(false) => Ok(None),
+        Err(e) => Err(e),
+    };
+    match recorded {
+        Ok(id) => tracing::info!(
+            target: LOG_TARGET,
+            id,
+            operator = %who,
+            action = action.what,
+            outcome,
+            error = error.as_deref().unwrap_or(""),
+            "operator action {outcome}: {} by {who} (recorded after it ran: it created operator_actions)",
+            action.what
+        ),
+        Err(e) => tracing::warn!(
+            target: LOG_TARGET,
+            operator = %who,
+            action = action.what,
+            outcome,
+            error = %format!("{e:#}"),
+            "operator action {outcome}: {} by {who}, not recorded",
+            action.what
+        ),
+    }
+    result
+}
+
+/// Whether `operator_actions` exists in the database's search path.
+async fn table_exists(pool: &deadpool_postgres::Pool) -> anyhow::Result<bool> {
+    let client = pool.get().await.context("Failed to connect to PostgreSQL")?;
+    let row = client
+        .query_one("SELECT to_regclass('operator_actions') IS NOT NULL", &[])
+        .await
+        .context("Failed to look for the operator_actions table")?;
+    Ok(row.get(0))
+}
+
+/// One row for an action that already ran (`took` long, by the local clock;
+/// both ends on the database's).
+async fn record_finished(
+    pool: &deadpool_postgres::Pool,
+    who: &str,
+    action: &Action<'_>,
+    took: std::time::Duration,
+    outcome: &str,
+    error: Option<&str>,
+) -> anyhow::Result<i64> {
+    let client = pool.get().await.context("Failed to connect to PostgreSQL")?;
+    let row = client
+        .query_one(
+            "INSERT INTO operator_actions (started_at, finished_at, operator, action, event_id, detail, outcome, error)
+             VALUES (now() - make_interval(secs => $1), now(), $2, $3, $4, $5, $6, $7) RETURNING id",
+            &[&took.as_secs_f64(), &who, &action.what, &action.event_id, &action.detail, &outcome, &error],
+        )
+        .await
+        .context("Failed to insert the operator_actions row")?;
+    Ok(row.get(0))
 }
 
 async fn start(pool: &deadpool_postgres::Pool, who: &str, action: &Action<'_>) -> anyhow::Result<i64> {

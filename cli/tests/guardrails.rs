@@ -285,3 +285,102 @@ async fn the_binarys_dry_run_exits_1_when_the_create_would_be_refused() {
     assert!(!stderr.contains("operator action"), "a dry run is not an action: {stderr}");
     assert_eq!(footprint(&env, &event_id).await.rows[0], 0, "no event row");
 }
+
+/// The actions recorded in the test's database that name no event: (who, what, outcome).
+async fn storewide_actions(pool: &deadpool_postgres::Pool) -> Vec<(String, String, String)> {
+    let client = pool.get().await.expect("db");
+    client
+        .query("SELECT operator, action, outcome FROM operator_actions WHERE event_id IS NULL ORDER BY id", &[])
+        .await
+        .expect("actions")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test]
+async fn topics_schemas_and_members_are_recorded_before_they_run() {
+    use firstcome_cli::commands::{members::MembersCommand, schemas, topics};
+    let env = TestEnv::new().await;
+    let alice = CliSettings { operator: Some("alice".into()), ..cli(&env) };
+
+    // The test kit made the topics and subjects already: both run, idempotently.
+    let create = topics::TopicsCommand::Create { partitions: 3, dlq_partitions: 1, replication: Some(1) };
+    topics::command(&alice, create).await.expect("topics created");
+    schemas::command(&alice, schemas::SchemasCommand::Register).await.expect("schemas registered");
+    let seed = MembersCommand::Seed {
+        count: 2,
+        prefix: format!("a{}-", &env.id[..8]),
+        product: "audited-beans".into(),
+        eligible_ratio: 1.0,
+    };
+    members::command(&alice, seed).await.expect("members seeded");
+    // Read-only commands leave no row.
+    topics::command(&alice, topics::TopicsCommand::Show).await.expect("topics shown");
+    schemas::command(&alice, schemas::SchemasCommand::Check { dir: None }).await.expect("schemas checked");
+    // A seed that fails (a member schema name the settings refuse) is recorded as failed.
+    let nowhere = CliSettings {
+        member_primary: platform::settings::MemberPrimarySettings {
+            schema: "Not A Schema".into(),
+            ..env.member_primary.clone()
+        },
+        ..alice.clone()
+    };
+    let seed = MembersCommand::Seed { count: 1, prefix: "x".into(), product: "p".into(), eligible_ratio: 1.0 };
+    members::command(&nowhere, seed).await.expect_err("an invalid schema name");
+
+    let rows = storewide_actions(env.pool()).await;
+    let summary: Vec<(&str, &str, &str)> = rows.iter().map(|(w, a, o)| (w.as_str(), a.as_str(), o.as_str())).collect();
+    assert_eq!(
+        summary,
+        [
+            ("alice", "topics create", "done"),
+            ("alice", "schemas register", "done"),
+            ("alice", "members seed", "done"),
+            ("alice", "members seed", "failed"),
+        ]
+    );
+    let client = env.pool().get().await.expect("db");
+    let detail: serde_json::Value = client
+        .query_one("SELECT detail FROM operator_actions WHERE action = 'topics create'", &[])
+        .await
+        .expect("the create's row")
+        .get(0);
+    assert_eq!((detail["topic_prefix"].as_str(), detail["partitions"].as_i64()), (Some(env.prefix.as_str()), Some(3)));
+}
+
+#[tokio::test]
+async fn db_migrate_is_recorded_after_it_made_the_table_and_before_once_it_exists() {
+    use firstcome_cli::commands::db::{self, DbCommand};
+    let env = TestEnv::builder().partitions(1).build().await;
+    // A fresh database: no operator_actions until the migrations made it.
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let admin = env.admin_database();
+    platform::db::create_database(&admin, &name).await.expect("database created");
+    let alice = CliSettings { operator: Some("alice".into()), database: admin.with_database(&name), ..cli(&env) };
+    let pool = platform::db::pool(&alice.database).expect("pool");
+
+    let first = db::command(&alice, DbCommand::Migrate).await.expect("migrated");
+    assert!(first.json["applied"].as_u64().is_some_and(|n| n > 0), "{}", first.json);
+    let rows = storewide_actions(&pool).await;
+    assert_eq!(rows, [("alice".into(), "db migrate".into(), "done".into())], "recorded right after, finished");
+    let again = db::command(&alice, DbCommand::Migrate).await.expect("migrated again");
+    assert_eq!(again.json["applied"], 0);
+    let client = pool.get().await.expect("db");
+    let rows = client
+        .query("SELECT operator, action, outcome, started_at <= finished_at FROM operator_actions ORDER BY id", &[])
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 2, "the second run is recorded too (before it ran, as every action)");
+    assert!(rows.iter().all(|r| r.get::<_, String>(2) == "done" && r.get::<_, bool>(3)));
+    drop(client);
+    drop(pool);
+    let server = platform::db::pool(&admin.with_database("postgres")).expect("pool");
+    let dropped = server
+        .get()
+        .await
+        .expect("db")
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await;
+    assert!(dropped.is_ok(), "{dropped:?}");
+}

@@ -5,7 +5,9 @@
 //! (`member_primary.*`), then waits until the streaming replica firstcome
 //! reads (`replica.*`) has replayed the writes. Members get a Korean mobile
 //! number; a share of them bought the event's product (the eligibility
-//! source). Idempotent: existing rows are kept.
+//! source). Idempotent: existing rows are kept. The command is an operator
+//! action, recorded in `operator_actions` (`crate::audit_trail`) before it
+//! runs; [`seed`] itself (the tests', the lab's) is not.
 
 use std::time::Duration;
 
@@ -148,14 +150,21 @@ pub enum MembersCommand {
 
 impl MembersCommand {
     pub fn needs(&self) -> &'static [Need] {
-        &[Need::MemberPrimary, Need::Replica]
+        // The database: seeding is an operator action, recorded in operator_actions.
+        &[Need::MemberPrimary, Need::Replica, Need::Database]
     }
 }
 
 pub async fn command(settings: &CliSettings, command: MembersCommand) -> anyhow::Result<Output> {
     let MembersCommand::Seed { count, prefix, product, eligible_ratio } = command;
     let plan = SeedPlan { count, id_prefix: prefix, product_id: product, eligible_ratio };
-    let report = seed(&settings.member_primary, &settings.replica, &plan).await?;
+    let detail = serde_json::json!({
+        "count": plan.count, "prefix": plan.id_prefix, "product": plan.product_id,
+        "eligible_ratio": plan.eligible_ratio, "schema": settings.member_primary.schema,
+    });
+    let action = crate::audit_trail::Action::new("members seed", None, detail);
+    let report =
+        crate::audit_trail::audited(settings, action, seed(&settings.member_primary, &settings.replica, &plan)).await?;
     let text = format!(
         "{} members, {} bought {} (on the member primary; the replica replayed in {} ms)",
         report.members.len(),

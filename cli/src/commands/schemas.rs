@@ -6,6 +6,8 @@
 //! look their schemas up and stop at start when one is missing). `check`
 //! asks the registry whether a schema set (the built-in one, or the `.avsc`
 //! files of a folder being edited) may be registered next, and fails if not.
+//! `register` is an operator action, recorded in `operator_actions`
+//! (`crate::audit_trail`) before it runs; `check` changes nothing.
 
 use std::path::Path;
 
@@ -84,14 +86,21 @@ pub enum SchemasCommand {
 
 impl SchemasCommand {
     pub fn needs(&self) -> &'static [Need] {
-        &[Need::Registry]
+        match self {
+            // The database: `register` is an operator action, recorded in operator_actions.
+            SchemasCommand::Register => &[Need::Registry, Need::Database],
+            SchemasCommand::Check { .. } => &[Need::Registry],
+        }
     }
 }
 
 pub async fn command(settings: &CliSettings, command: SchemasCommand) -> anyhow::Result<Output> {
     match command {
         SchemasCommand::Register => {
-            let registered = register(&settings.registry, &settings.kafka).await?;
+            let detail = serde_json::json!({ "topic_prefix": settings.kafka.topic_prefix });
+            let action = crate::audit_trail::Action::new("schemas register", None, detail);
+            let registered =
+                crate::audit_trail::audited(settings, action, register(&settings.registry, &settings.kafka)).await?;
             let text: String = registered.iter().map(|r| format!("{:<40} id {}\n", r.subject, r.id)).collect();
             let json: Vec<_> =
                 registered.iter().map(|r| serde_json::json!({ "subject": r.subject, "id": r.id })).collect();

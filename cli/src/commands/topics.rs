@@ -6,6 +6,8 @@
 //! replicas, records) with who writes and reads it, and where a topic's
 //! configs drift from the topology (`admin::drift`: an existing topic is
 //! never altered, so a retention set by hand stays until an operator acts).
+//! `create` is an operator action: recorded in `operator_actions`
+//! (`crate::audit_trail`) before it runs.
 
 use std::fmt::Write;
 
@@ -210,7 +212,9 @@ impl TopicsCommand {
     pub fn needs(&self) -> &'static [Need] {
         match self {
             TopicsCommand::Show => &[],
-            TopicsCommand::Create { .. } | TopicsCommand::Describe => &[Need::Kafka],
+            // The database: `create` is an operator action, recorded in operator_actions.
+            TopicsCommand::Create { .. } => &[Need::Kafka, Need::Database],
+            TopicsCommand::Describe => &[Need::Kafka],
         }
     }
 }
@@ -220,7 +224,12 @@ pub async fn command(settings: &CliSettings, command: TopicsCommand) -> anyhow::
         TopicsCommand::Create { partitions, dlq_partitions, replication } => {
             let layout =
                 Layout { partitions, dlq_partitions, replication: replication.unwrap_or(BROKER_DEFAULT_REPLICATION) };
-            let lines = create(&settings.kafka, layout).await?;
+            let detail = serde_json::json!({
+                "topic_prefix": settings.kafka.topic_prefix, "partitions": partitions,
+                "dlq_partitions": dlq_partitions, "replication": replication,
+            });
+            let action = crate::audit_trail::Action::new("topics create", None, detail);
+            let lines = crate::audit_trail::audited(settings, action, create(&settings.kafka, layout)).await?;
             Ok(Output::new(lines.join("\n"), &lines))
         }
         TopicsCommand::Show => {
