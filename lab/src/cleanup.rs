@@ -8,22 +8,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use platform::kafka::acl::{self, Acl};
-use platform::settings::Environment;
-
 use firstcome_cli::CliSettings;
+use platform::kafka::acl::{self, Acl};
+
+use crate::NotLocal;
 
 /// The clean-up deletes by name pattern: on a deployment a `t-*` topic or a
 /// `chaos_*` database may be somebody's, so it runs on the local stack only.
-#[derive(Debug, thiserror::Error)]
-#[error("cleanup-tests runs on the local stack only (environment is {0:?}): it deletes by name pattern")]
-pub struct NotLocal(pub Environment);
-
 fn refuse_outside_local(settings: &CliSettings) -> Result<(), NotLocal> {
-    match settings.environment {
-        Environment::Local => Ok(()),
-        other => Err(NotLocal(other)),
-    }
+    crate::refuse_outside_local(settings, "cleanup-tests", "it deletes by name pattern")
 }
 
 /// What was removed.
@@ -149,6 +142,7 @@ pub async fn run(settings: &CliSettings) -> anyhow::Result<Cleaned> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use platform::settings::Environment;
 
     #[test]
     fn the_clean_up_is_refused_outside_local() {

@@ -15,7 +15,7 @@ use secrecy::SecretString;
 use crate::output::Output;
 use crate::rush::{self, RushPlan, RushReport};
 use crate::service_settings::{ProviderLink, Stack};
-use crate::services::{ServiceProcess, ServiceSpec};
+use crate::services::{self, ServiceProcess, ServiceSpec};
 use audit::InvariantReport;
 use firstcome_cli::commands::event::{self, NewEvent, DEFAULT_QUESTIONS};
 use firstcome_cli::commands::members::{self, SeedPlan};
@@ -136,11 +136,9 @@ pub async fn run(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Result<Demo
         new_event.for_sale()
     );
 
-    let mut services = start_services(settings, plan).await?;
+    let running = start_services(settings, plan).await?;
     let result = rush_and_drain(settings, plan, &new_event, &seeded.members).await;
-    for service in services.drain(..) {
-        service.stop(Duration::from_secs(10)).await;
-    }
+    services::stop_all(running, Duration::from_secs(10)).await;
     result
 }
 
@@ -178,20 +176,7 @@ async fn start_services(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Resu
         let name = format!("ingest-{}", i + 1);
         specs.push(ServiceSpec::new(&name, "ingest", &stack.ingest(port, ops_port)?, dir, ops_port)?);
     }
-    let mut running = Vec::new();
-    for spec in &specs {
-        running.push(ServiceProcess::start(spec, &plan.log_dir)?);
-    }
-    for service in &mut running {
-        service.wait_healthy(Duration::from_secs(60)).await?;
-        crate::say!(
-            "  {:<16} healthy (pid {}, log {})",
-            service.name,
-            service.pid().unwrap_or(0),
-            service.log.display()
-        );
-    }
-    Ok(running)
+    services::start_all(&specs, &plan.log_dir, Duration::from_secs(60)).await
 }
 
 async fn rush_and_drain(

@@ -1,4 +1,4 @@
-//! `firstcome-lab`: the lab's command (load, chaos, demo, clean-up, the
+//! `firstcome-lab`: the lab's command (load, chaos, demo, the drill, clean-up, the
 //! provider simulator). Thin: parse, load settings, call the library.
 
 use std::process::ExitCode;
@@ -9,10 +9,10 @@ use clap::{Parser, Subcommand};
 use firstcome_cli::exit::{classify, Exit};
 use firstcome_cli::CliSettings;
 use firstcome_lab::output::{self, Format, Output};
-use firstcome_lab::{chaos, cleanup, demo, rush, CheckFailed};
+use firstcome_lab::{chaos, cleanup, demo, drill, rush, CheckFailed};
 
 #[derive(Parser)]
-#[command(name = "firstcome-lab", version, about = "firstcome's lab: rush, chaos, demo on the local stack")]
+#[command(name = "firstcome-lab", version, about = "firstcome's lab: rush, chaos, demo, drill on the local stack")]
 struct Cli {
     /// Log more on stderr: -v info, -vv debug (quiet by default: warnings and errors).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -36,6 +36,10 @@ enum Command {
     Chaos(chaos::ChaosArgs),
     /// The opening rush on the local stack: seed, create an event, start every service, fire, drain, check.
     Demo(demo::DemoArgs),
+    /// The opening-rush drill's rush (scripts/drill.sh runs it after the baselines): seed, start
+    /// every service as its own process, create the event, fire, drain, write report.json and
+    /// rush.png into --out with each service's peak RSS, stop every service.
+    Drill(drill::DrillArgs),
     /// Remove what test runs left on this stack: t_* databases, t-* topics and subjects.
     /// Refused outside the local environment.
     CleanupTests,
@@ -94,6 +98,7 @@ async fn run(command: Command, settings: &CliSettings, format: Format) -> anyhow
         Command::Rush(args) => rush::command::run(settings, args, format).await.map(Some),
         Command::Chaos(args) => chaos::command(settings, args).await.map(Some),
         Command::Demo(args) => demo::command(settings, args).await.map(Some),
+        Command::Drill(args) => drill::command(settings, args, format).await.map(Some),
         Command::CleanupTests => {
             let cleaned = cleanup::run(settings).await?;
             let text = format!(
@@ -133,5 +138,49 @@ mod tests {
         assert_eq!(Cli::try_parse_from(["firstcome-lab", "demo"]).expect("parsed").format, Format::Text);
         assert!(Cli::try_parse_from(["firstcome-lab", "demo", "--format", "yaml"]).is_err());
         assert!(Cli::try_parse_from(["firstcome-lab", "rush", "ev-1", "--json"]).is_err(), "--format json replaced it");
+        let cli =
+            Cli::try_parse_from(["firstcome-lab", "drill", "--members", "20000", "--format", "json"]).expect("parsed");
+        assert_eq!(cli.format, Format::Json);
+    }
+
+    #[test]
+    fn the_drill_takes_the_scripts_options_with_the_scripts_defaults() {
+        let Command::Drill(args) = Cli::try_parse_from(["firstcome-lab", "drill"]).expect("parsed").command else {
+            panic!("not the drill");
+        };
+        assert_eq!((args.members, args.stock, args.connections), (880_000, 10_000, 512));
+        assert_eq!((args.peak_rate, args.max_wait_secs, args.out.to_str()), (20_000.0, 60, Some("docs/drill")));
+        assert!(!args.waiting_room.enabled);
+        let line = [
+            "firstcome-lab",
+            "drill",
+            "--members",
+            "20000",
+            "--stock",
+            "1000",
+            "--peak-rate",
+            "2000",
+            "--connections",
+            "64",
+            "--waiting-room",
+            "--waiting-room-rate",
+            "500",
+            "--waiting-room-burst",
+            "100",
+            "--pre-queue",
+            "fifo",
+            "--max-wait-secs",
+            "30",
+            "--out",
+            "/tmp/drill",
+        ];
+        let Command::Drill(args) = Cli::try_parse_from(line).expect("parsed").command else {
+            panic!("not the drill");
+        };
+        assert_eq!((args.members, args.stock, args.peak_rate, args.connections), (20_000, 1_000, 2_000.0, 64));
+        let room = &args.waiting_room;
+        assert_eq!((room.enabled, room.rate_per_sec, room.burst), (true, Some(500), Some(100)));
+        assert_eq!((args.max_wait_secs, args.out.to_str()), (30, Some("/tmp/drill")));
+        assert!(Cli::try_parse_from(["firstcome-lab", "drill", "--pre-queue", "random"]).is_err());
     }
 }

@@ -1,5 +1,5 @@
-//! Runs the service binaries as child processes (the demo, and later the
-//! chaos drills, which SIGKILL them): each with its own environment, its log
+//! Runs the service binaries as child processes (the demo, the drill, and
+//! the chaos suite, which SIGKILLs them): each with its own environment, its log
 //! in a file, and a health check to wait on; the chaos suite also kills
 //! them (SIGKILL), freezes them (SIGSTOP/SIGCONT) and restarts them alike.
 
@@ -101,6 +101,32 @@ impl ServiceProcess {
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
+}
+
+/// Starts every spec, logging into `dir`, and waits until each answers
+/// `/healthz`. A service that does not fails the start: those already
+/// running are killed as the error drops them (`kill_on_drop`).
+pub async fn start_all(specs: &[ServiceSpec], dir: &Path, timeout: Duration) -> anyhow::Result<Vec<ServiceProcess>> {
+    let mut running = Vec::with_capacity(specs.len());
+    // All started before any is waited on: they come up side by side.
+    for spec in specs {
+        running.push(ServiceProcess::start(spec, dir)?);
+    }
+    for service in &mut running {
+        service.wait_healthy(timeout).await?;
+        crate::say!(
+            "  {:<16} healthy (pid {}, log {})",
+            service.name,
+            service.pid().unwrap_or(0),
+            service.log.display()
+        );
+    }
+    Ok(running)
+}
+
+/// Stops every service at once (each: SIGTERM, then SIGKILL after `grace`).
+pub async fn stop_all(services: Vec<ServiceProcess>, grace: Duration) {
+    futures::future::join_all(services.into_iter().map(|service| service.stop(grace))).await;
 }
 
 /// Spawns the binary of `spec` with its output into `out`.

@@ -57,8 +57,8 @@ pub struct RushArgs {
     #[arg(long)]
     pub provider_url: Option<String>,
     /// Service processes whose peak RSS goes in the report: name=pid,…
-    #[arg(long, value_delimiter = ',')]
-    pub watch: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_parser = parse_watched)]
+    pub watch: Vec<(String, u32)>,
     /// Baselines measured in the same run (JSON: {name: {"per_sec": …}, …}).
     #[arg(long)]
     pub baselines: Option<PathBuf>,
@@ -67,9 +67,21 @@ pub struct RushArgs {
     pub report_dir: Option<PathBuf>,
 }
 
+/// `name=pid`, one process of `--watch`.
+fn parse_watched(text: &str) -> Result<(String, u32), String> {
+    let (name, pid) = text.split_once('=').ok_or_else(|| format!("{text:?} is not name=pid"))?;
+    let pid = pid.parse().map_err(|_| format!("{text:?}: {pid:?} is not a process id"))?;
+    Ok((name.to_string(), pid))
+}
+
 /// Fires the rush; its report (`--format json`: the whole report, as
 /// report.json). The progress bar and lines are for text only.
 pub async fn run(settings: &CliSettings, args: RushArgs, format: Format) -> anyhow::Result<Output> {
+    Ok(Output::new(String::new(), &run_report(settings, args, format).await?))
+}
+
+/// [`run`]'s report, for a command that judges it (the drill).
+pub async fn run_report(settings: &CliSettings, args: RushArgs, format: Format) -> anyhow::Result<DrillReport> {
     let json = format == Format::Json;
     let pool = platform::member_db::replica_pool(&settings.replica)?;
     let pattern = format!("{}%", args.member_prefix.replace('%', "\\%").replace('_', "\\_"));
@@ -131,11 +143,6 @@ pub async fn run(settings: &CliSettings, args: RushArgs, format: Format) -> anyh
         print_rush(&rush);
     }
 
-    let watched: Vec<(String, u32)> = args
-        .watch
-        .iter()
-        .filter_map(|w| w.split_once('=').and_then(|(name, pid)| Some((name.to_string(), pid.parse().ok()?))))
-        .collect();
     let pipeline = if args.drain_secs > 0 {
         if !json {
             crate::say!("waiting up to {} s for the pipeline…", args.drain_secs);
@@ -155,7 +162,7 @@ pub async fn run(settings: &CliSettings, args: RushArgs, format: Format) -> anyh
     } else {
         None
     };
-    let memory = report::memory(&watched);
+    let memory = report::memory(&args.watch);
     let baselines: serde_json::Value = match &args.baselines {
         Some(path) => serde_json::from_str(&std::fs::read_to_string(path)?)?,
         None => serde_json::Value::Null,
@@ -188,7 +195,7 @@ pub async fn run(settings: &CliSettings, args: RushArgs, format: Format) -> anyh
             crate::say!("report: {}", dir.join("report.json").display());
         }
     }
-    Ok(Output::new(String::new(), &drill))
+    Ok(drill)
 }
 
 fn print_rush(r: &super::RushReport) {
