@@ -5,7 +5,7 @@
 #                         [--wrk-secs S] [--out docs/drill]
 #                         [--waiting-room [--waiting-room-rate R] [--waiting-room-burst B]
 #                          [--pre-queue fifo|shuffle]] [--max-wait-secs S]
-#                         [--baselines-only | --rush-only]
+#                         [--baselines-only | --rush-only] [--debug]
 #
 # On the local stack, under its own topic prefix (`drill-<stamp>.`, so its
 # consumer groups never share partitions with a demo running beside it):
@@ -17,25 +17,33 @@
 #      and refusal path (425, no Redis or Kafka) under wrk, with a CPU profile
 #      of ingest (perf) while it accepts; Kafka's ProducerPerformance;
 #      redis-benchmark of the admit script (EVALSHA, one request per call);
-#   3. every service as its own process for the rush (ingest,
-#      stock-processor, recorder, sender, provider-sim at 2,000 calls/s);
-#   4. the rush (`firstcome-lab rush`): open loop, ramp to the peak at the opening
-#      instant, hold, decline; waits for the pipeline, writes report.json and
-#      rush.png into --out with the baselines and each service's peak RSS;
-#   5. stops every process it started.
+#   3. the rush, `firstcome-lab drill`: it seeds the members, starts every
+#      service as its own process from typed settings (ingest,
+#      stock-processor, recorder, sender, provider-sim at 2,000 calls/s),
+#      fires the rush (open loop, ramp to the peak at the opening instant,
+#      hold, decline), waits for the pipeline, writes report.json and
+#      rush.png into --out with the baselines and each service's peak RSS,
+#      and stops every process it started;
+#   4. stops what it started itself (the baselines' processes), deletes the
+#      run's topics and Redis keys.
 #
 # --rush-only skips step 2 (the report reuses $OUT/baselines.json): the
 # rush's correctness figures (FCFS fidelity, entries admitted, invariants)
-# without the quarter hour of baselines.
+# without the quarter hour of baselines; without $OUT/baselines.json the
+# report has no ratios.
 # --baselines-only stops after step 2 (ingest's ratios to the baselines, its
 # CPU per entry and the profile, in $OUT/baselines.json): the quick loop
 # while working on the hot path.
+# --debug builds and runs the debug binaries: a quick check that the drill
+# runs end to end on a small rush, not a measurement.
 #
 # With --waiting-room (or FIRSTCOME_WAITING_ROOM__ENABLED=true in the
 # environment, with its RATE_PER_SEC / BURST / PRE_QUEUE), the baselines still
 # measure ingest without it; the rush's ingest starts with the waiting room on
 # (the baselines' does not), and the rush keeps the members it puts in line asking again
-# (up to --max-wait-secs after the last arrival) and reports the line.
+# (up to --max-wait-secs after the last arrival) and reports the line. The
+# rush's services get no FIRSTCOME_* variables from here: `firstcome-lab
+# drill` builds their settings (lab/src/service_settings.rs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
@@ -61,6 +69,7 @@ unset FIRSTCOME_WAITING_ROOM__ENABLED FIRSTCOME_WAITING_ROOM__RATE_PER_SEC FIRST
 MAX_WAIT_SECS=60
 BASELINES_ONLY=false
 RUSH_ONLY=false
+PROFILE=release
 while [ $# -gt 0 ]; do
   case "$1" in
     --members) MEMBERS="$2"; shift 2 ;;
@@ -79,17 +88,23 @@ while [ $# -gt 0 ]; do
     --max-wait-secs) MAX_WAIT_SECS="$2"; shift 2 ;;
     --baselines-only) BASELINES_ONLY=true; shift ;;
     --rush-only) RUSH_ONLY=true; shift ;;
+    --debug) PROFILE=debug; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 
-command -v wrk >/dev/null && command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk linux-perf >/dev/null; }
+if [ "$RUSH_ONLY" = false ]; then
+  command -v wrk >/dev/null && command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk linux-perf >/dev/null; }
+fi
 ensure_build_deps
 stack_up
 
-step "building release binaries"
-cargo build --release --locked -p ingest -p stock-processor -p recorder -p sender -p provider-sim -p firstcome-cli -p firstcome-lab -p bench
-BIN=${CARGO_TARGET_DIR:-target}/release
+step "building $PROFILE binaries"
+BUILD=(-p ingest -p stock-processor -p recorder -p sender -p provider-sim -p firstcome-cli -p firstcome-lab)
+[ "$RUSH_ONLY" = false ] && BUILD+=(-p bench)
+[ "$PROFILE" = release ] && BUILD+=(--release)
+cargo build --locked "${BUILD[@]}"
+BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
 
 STAMP=$(date -u +%Y%m%d%H%M%S)
 # The stack's administrators (least privilege: Redis' default user is off,
@@ -107,9 +122,13 @@ bootstrap_pipeline "$BIN/firstcome"
 # against the stock stage, recorder and sender working through its entries
 # (every one of them a winner of a stock that never runs out).
 BASE_PREFIX="drill-$STAMP-base."
-FIRSTCOME_KAFKA__TOPIC_PREFIX=$BASE_PREFIX "$BIN/firstcome" topics create
-FIRSTCOME_KAFKA__TOPIC_PREFIX=$BASE_PREFIX "$BIN/firstcome" schemas register
+if [ "$RUSH_ONLY" = false ]; then
+  FIRSTCOME_KAFKA__TOPIC_PREFIX=$BASE_PREFIX "$BIN/firstcome" topics create
+  FIRSTCOME_KAFKA__TOPIC_PREFIX=$BASE_PREFIX "$BIN/firstcome" schemas register
+fi
 
+# The baselines' processes; the rush's are firstcome-lab drill's, which stops
+# them itself (also on SIGINT/SIGTERM).
 PIDS=()
 stop_all() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -135,11 +154,10 @@ wait_http() { # url
 }
 
 INGEST=http://127.0.0.1:8380
-PROVIDER=http://127.0.0.1:8390
 RUSH_EVENT="drill-rush-$STAMP"
 if [ "$RUSH_ONLY" = true ]; then
   # The rush alone, against the last baselines measured (the report's ratios use them).
-  cp "$OUT/baselines.json" "$WORK/baselines.json"
+  if [ -f "$OUT/baselines.json" ]; then cp "$OUT/baselines.json" "$WORK/baselines.json"; fi
 else
 step "starting the baselines' ingest and the bare handler (logs in $WORK)"
 FIRSTCOME_KAFKA__TOPIC_PREFIX=$BASE_PREFIX FIRSTCOME_HTTP__PORT=8380 FIRSTCOME_OPS__PORT=9380 \
@@ -274,39 +292,21 @@ if [ "$BASELINES_ONLY" = true ]; then
   exit 0
 fi
 
-step "seeding $MEMBERS members (90 % bought the product)"
-"$BIN/firstcome" members seed "$MEMBERS" --prefix r --eligible-ratio 0.9 --product drill-rush
-
-WR_ENV=()
+RUSH=(--members "$MEMBERS" --stock "$STOCK" --peak-rate "$PEAK_RATE" --connections "$CONNECTIONS"
+  --ramp-secs "$RAMP_SECS" --decline-secs "$DECLINE_SECS" --max-wait-secs "$MAX_WAIT_SECS" --drain-secs 300
+  --event-id "$RUSH_EVENT" --log-dir "$WORK" --out "$OUT")
+[ -f "$WORK/baselines.json" ] && RUSH+=(--baselines "$WORK/baselines.json")
 if [ "$WAITING_ROOM" = true ]; then
-  WR_ENV+=(FIRSTCOME_WAITING_ROOM__ENABLED=true)
-  [ -n "$WR_RATE" ] && WR_ENV+=("FIRSTCOME_WAITING_ROOM__RATE_PER_SEC=$WR_RATE")
-  [ -n "$WR_BURST" ] && WR_ENV+=("FIRSTCOME_WAITING_ROOM__BURST=$WR_BURST")
-  [ -n "$WR_PRE_QUEUE" ] && WR_ENV+=("FIRSTCOME_WAITING_ROOM__PRE_QUEUE=$WR_PRE_QUEUE")
+  RUSH+=(--waiting-room)
+  [ -n "$WR_RATE" ] && RUSH+=(--waiting-room-rate "$WR_RATE")
+  [ -n "$WR_BURST" ] && RUSH+=(--waiting-room-burst "$WR_BURST")
+  [ -n "$WR_PRE_QUEUE" ] && RUSH+=(--pre-queue "$WR_PRE_QUEUE")
 fi
-step "starting the pipeline for the rush (logs in $WORK) ${WR_ENV[*]}"
-FIRSTCOME_HTTP__PORT=8390 FIRSTCOME_FAULTS__RATE_LIMIT_PER_SEC=2000 start provider-sim "$BIN/provider-sim"
-FIRSTCOME_HTTP__PORT=9381 start stock-processor "$BIN/stock-processor"
-FIRSTCOME_HTTP__PORT=9382 start recorder "$BIN/recorder"
-FIRSTCOME_HTTP__PORT=9383 FIRSTCOME_PROVIDER__BASE_URL=$PROVIDER FIRSTCOME_PROVIDER__RATE_PER_SEC=2000 \
-  FIRSTCOME_PROVIDER__CONCURRENCY=64 start sender "$BIN/sender"
-# The drill's members fire many times a second from one process: the
-# per-member rate limit stays on (2/s, burst 10), every request is one member.
-start ingest env "${WR_ENV[@]}" FIRSTCOME_HTTP__PORT=8380 FIRSTCOME_OPS__PORT=9380 "$BIN/ingest"
-for url in http://127.0.0.1:9381/healthz http://127.0.0.1:9382/healthz http://127.0.0.1:9383/healthz \
-           $PROVIDER/healthz http://127.0.0.1:9380/healthz; do wait_http "$url"; done
-
-step "the rush: $MEMBERS members against $STOCK units, peak ${PEAK_RATE}/s, $CONNECTIONS connections"
-# The opening is ahead of the rush by its ramp (the early crowd gets 425),
-# plus the time the rush needs to mint its tokens.
-OPEN_IN=$(( RAMP_SECS + 30 + MEMBERS / 50000 ))
-"$BIN/firstcome" event create --id "$RUSH_EVENT" --product drill-rush --total "$STOCK" --open-at "+${OPEN_IN}s" --close-at +2h
-WATCH="ingest=$PID_ingest,stock-processor=$PID_stock_processor,recorder=$PID_recorder,sender=$PID_sender,provider-sim=$PID_provider_sim"
-"$BIN/firstcome-lab" rush "$RUSH_EVENT" --urls "$INGEST" --members "$MEMBERS" --member-prefix r \
-  --duplicate-ratio 0.1 --connections "$CONNECTIONS" --peak-rate "$PEAK_RATE" \
-  --ramp-secs "$RAMP_SECS" --decline-secs "$DECLINE_SECS" --max-lateness-ms 1000 --max-wait-secs "$MAX_WAIT_SECS" \
-  --drain-secs 300 --provider-url "$PROVIDER" --watch "$WATCH" \
-  --baselines "$WORK/baselines.json" --report-dir "$OUT"
+step "the rush: $MEMBERS members against $STOCK units, peak ${PEAK_RATE}/s, $CONNECTIONS connections (firstcome-lab drill)"
+# Exit 1 when an invariant broke: the artifacts are kept all the same.
+STATUS=0
+"$BIN/firstcome-lab" drill "${RUSH[@]}" || STATUS=$?
 cp "$WORK"/wrk-*.txt "$WORK/kafka-perf.txt" "$WORK/redis-admit.csv" "$OUT/" 2>/dev/null || true
 uptime >"$OUT/load.txt"
 step "done: $OUT/report.json, $OUT/rush.png (logs in $WORK)"
+exit "$STATUS"
