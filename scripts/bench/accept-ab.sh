@@ -86,6 +86,11 @@ def medians(rs):
     for proc in ("ingest", "kafka", "redis", "wrk", "box"):
         vals = [r["cpu_us_per_answer"].get(proc, 0.0) for r in rs]
         out[f"{proc}_us"] = med(vals)
+    # Redis' commands per answer (a script's own commands counted each), and
+    # its script calls apart: how many answers one call carries.
+    cmds = [r.get("redis_commands_per_answer", {}) for r in rs]
+    out["redis_commands"] = med(sum(v for k, v in c.items() if k not in ("info", "ping")) for c in cmds)
+    out["redis_script_calls"] = med(sum(v for k, v in c.items() if k in ("evalsha", "eval")) for c in cmds)
     return out
 for kind in ("accept", "sold_out", "bare"):
     for v in ("base", "head", "bare"):
@@ -106,7 +111,8 @@ print(f"\n| median of {max(r['round'] for r in runs)} rounds | base {sys.argv[2]
 print("| --- | --- | --- | --- |")
 rows = [("per_sec", "accepted entries/s"), ("x_bare", "… × the bare handler of the same round"), ("p50_ms", "p50 ms"),
         ("p99_ms", "p99 ms"), ("ingest_us", "ingest CPU µs per accepted entry"), ("kafka_us", "broker CPU µs per entry"),
-        ("redis_us", "Redis CPU µs per entry"), ("wrk_us", "wrk CPU µs per entry"), ("box_us", "box (the four) µs per entry")]
+        ("redis_us", "Redis CPU µs per entry"), ("wrk_us", "wrk CPU µs per entry"), ("box_us", "box (the four) µs per entry"),
+        ("redis_commands", "Redis commands per entry"), ("redis_script_calls", "Redis script calls per entry")]
 for k, label in rows:
     if k in b and k in h:
         ratio = f"{h[k]/b[k]:.2f}" if b[k] else "–"
@@ -198,9 +204,17 @@ step "seeding $MEMBERS members (product ab-beans) and their tokens"
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # CPU ticks of every process of the stack and the load, by name.
 snapshot() {
-  for pid in $(pgrep -f 'ab/[0-9]+/(ingest-|bare_ingest)|redis-server 127.0.0.1:6379|kafka.Kafka|^wrk'); do
+  # The main broker only (its server.properties under .stack/kafka/): the
+  # three-broker cluster beside it (.stack/kafka3/) is another suite's, and
+  # counting it made "the broker" mostly someone else's traffic.
+  for pid in $(pgrep -f 'ab/[0-9]+/(ingest-|bare_ingest)|redis-server 127.0.0.1:6379|kafka.Kafka .*/\.stack/kafka/server\.properties|^wrk'); do
     [ -r "/proc/$pid/stat" ] && printf '%s %s %s\n' "$pid" "$(ticks "$pid")" "$(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-200)"
   done
+}
+# Redis' commands so far, by name (`INFO commandstats`: a script's commands
+# counted one by one), as "name calls" lines: what each answer asked of Redis.
+commandstats() {
+  "${REDIS_ADMIN[@]}" INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p'
 }
 wait_http() { for _ in $(seq 1 120); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.5; done; return 1; }
 
@@ -226,8 +240,8 @@ measure() {
     perf_pid=$!
   fi
   # Every process' share over the middle of the run (wrk included).
-  sleep 1; snapshot >"$WORK/cpu-before.txt"; t0=$(date +%s.%N)
-  sleep $(( secs - 2 )); snapshot >"$WORK/cpu-after.txt"; t1=$(date +%s.%N)
+  sleep 1; snapshot >"$WORK/cpu-before.txt"; commandstats >"$WORK/cmd-before.txt"; t0=$(date +%s.%N)
+  sleep $(( secs - 2 )); snapshot >"$WORK/cpu-after.txt"; commandstats >"$WORK/cmd-after.txt"; t1=$(date +%s.%N)
   wait "$wrk_pid"
   [ -n "$perf_pid" ] && { wait "$perf_pid" || true; }
   after=$(ticks "$server_pid")
@@ -261,11 +275,19 @@ rate = wrk["per_sec"]
 # % of a core / answers per second = µs of CPU per answer (1 % of a core = 10,000 µs/s).
 us = {k: v * 10000.0 / rate for k, v in share.items()} if rate > 0 else {}
 us["box"] = sum(us.values())
+# Redis' commands per answer over the same window (others' commands on the
+# shared Redis included: small beside the load's), the script calls apart.
+def commands(file):
+    return {name: int(calls) for name, calls in (l.split() for l in open(f"{work}/{file}"))}
+c0, c1 = commands("cmd-before.txt"), commands("cmd-after.txt")
+answers = rate * (t1 - t0)
+per_answer = {k: round((v - c0.get(k, 0)) / answers, 2) for k, v in c1.items() if v > c0.get(k, 0)} if answers > 0 else {}
 print(json.dumps({"kind": kind, "variant": variant, "round": int(rnd), "per_sec": rate, "non_2xx": wrk["non_2xx"],
                   "p50_ms": wrk["p50_ms"], "p99_ms": wrk["p99_ms"], "ingest_cpu_us": wrk["cpu_us_per_request"],
                   "cpu_percent_of_a_core": {k: round(v, 1) for k, v in share.items()},
                   "background_percent_of_a_core": {k: round(v, 1) for k, v in background.items()},
-                  "cpu_us_per_answer": {k: round(v, 1) for k, v in us.items()}}))
+                  "cpu_us_per_answer": {k: round(v, 1) for k, v in us.items()},
+                  "redis_commands_per_answer": per_answer}))
 EOF
   tail -1 "$WORK/runs.jsonl"
 }
