@@ -62,8 +62,10 @@ setup() {
   redis-cli -p "$p" hset 'fc:{bench}:meta' event_id bench open_at_ms "$open" close_at_ms "$close" \
     for_sale 1000000000 questions '[]' status open >/dev/null
   redis-cli -p "$p" set 'fc:{bench}:stock' 1000000000 >/dev/null
-  # 1,000,000 eligible members m0 … m999999.
-  redis-cli -p "$p" eval "for i = 0, 999999 do redis.call('SADD', KEYS[1], 'm' .. i) end return 1" 1 'fc:{bench}:eligible' >/dev/null
+  # 1,000,000 eligible members, spelled as redis-benchmark writes __rand_int__
+  # (12 digits: m000000000000 … m000000999999); spelled m0 … m999999 they
+  # matched no request, and the admit workload measured refusals.
+  redis-cli -p "$p" eval "for i = 0, 999999 do redis.call('SADD', KEYS[1], string.format('m%012d', i)) end return 1" 1 'fc:{bench}:eligible' >/dev/null
   admit_sha=$(redis-cli -p "$p" script load "$(cat platform/lua/prelude.lua platform/lua/admit.lua)")
   mark_sha=$(redis-cli -p "$p" script load "$(cat platform/lua/mark_accepted.lua)")
   batch_sha=$(redis-cli -p "$p" script load "$batch_lua")
