@@ -31,6 +31,9 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC, firstcome_ingest, firs
 GRANT SELECT ON events, event_entries TO firstcome_ingest;
 REVOKE ALL ON FUNCTION dispatch_figures(text, double precision) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION dispatch_figures(text, double precision) TO firstcome_ingest;
+-- The public report's pre-queue draw once Redis no longer holds the room (migration
+-- 0014): its commitment, seed and summary. Read only; the operator's `firstcome` writes it.
+GRANT SELECT ON event_shuffles TO firstcome_ingest;
 
 -- operator_actions (the audit of operator actions, migration 0011): no service role at all.
 -- Only the owner, as whom the operator's `firstcome` runs, writes it.

@@ -3,18 +3,27 @@
 //! key, alone and with its Merkle proof under the published root; an
 //! altered receipt, another root or a tampered draw is exit 1. The shuffle
 //! is replayed from a room written into the stack's Redis as the waiting
-//! room leaves it.
+//! room leaves it, and again from PostgreSQL once the room's keys are gone.
 
 use std::path::PathBuf;
 use std::process::Output;
 
+use firstcome_cli::commands::event::{self, EventCommand, Prompt};
+use firstcome_cli::commands::members::{self, SeedPlan};
+use firstcome_cli::commands::verify::{self, VerifyCommand};
 use ingest::merkle::{self, Proof};
 use ingest::receipts::{ReceiptFacts, Signer};
+use secrecy::ExposeSecret;
 use testkit::TestEnv;
 
 fn firstcome(args: &[&str]) -> Output {
+    firstcome_with(args, &[])
+}
+
+fn firstcome_with(args: &[&str], vars: &[(&str, String)]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_firstcome"))
         .args(args)
+        .envs(vars.iter().map(|(k, v)| (k, v)))
         .env_remove("RUST_LOG")
         .output()
         .expect("firstcome runs")
@@ -124,9 +133,11 @@ async fn verify_shuffle_replays_the_room_and_catches_a_tampered_draw() {
         let _: () = redis::cmd("PEXPIRE").arg(key).arg(600_000).query_async(&mut redis).await.unwrap();
     }
 
-    let honest = firstcome(&["verify", "shuffle", &event_id, "--format", "json"]);
+    // The test's own database (nothing recorded there for this room).
+    let database = [("FIRSTCOME_DATABASE__URL", env.database.url.expose_secret().to_string())];
+    let honest = firstcome_with(&["verify", "shuffle", &event_id, "--format", "json"], &database);
     assert_eq!(honest.status.code(), Some(0), "{}", String::from_utf8_lossy(&honest.stdout));
-    assert_eq!(json(&honest)["holds"], true);
+    assert_eq!((json(&honest)["holds"].as_bool(), json(&honest)["source"].as_str()), (Some(true), Some("redis")));
 
     // A draw that is not the seed's (a member moved to the front).
     let last = order.last().unwrap();
@@ -137,6 +148,114 @@ async fn verify_shuffle_replays_the_room_and_catches_a_tampered_draw() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let tampered = firstcome(&["verify", "shuffle", &event_id]);
+    let tampered = firstcome_with(&["verify", "shuffle", &event_id], &database);
     assert_eq!(tampered.status.code(), Some(1), "{}", String::from_utf8_lossy(&tampered.stdout));
+}
+
+/// No terminal: nobody answers (the local environment asks nothing).
+struct NoTerminal;
+
+impl Prompt for NoTerminal {
+    fn ask(&mut self, _question: &str) -> Option<String> {
+        None
+    }
+}
+
+#[tokio::test]
+async fn the_shuffle_is_verified_from_postgresql_after_the_rooms_keys_are_gone() {
+    let env = TestEnv::new().await;
+    let settings = firstcome_lab::pipeline::operator_settings(&env);
+    let product = format!("product-{}", &env.id[..8]);
+    let plan = SeedPlan {
+        count: 4,
+        id_prefix: format!("f{}-", &env.id[..8]),
+        product_id: product.clone(),
+        eligible_ratio: 1.0,
+    };
+    let members = members::seed(&env.member_primary, &env.replica, &plan).await.expect("members seeded").members;
+    let event_id = format!("ev-{}", uuid::Uuid::new_v4());
+    let create = EventCommand::Create {
+        id: Some(event_id.clone()),
+        name: "fair".into(),
+        gift: "tea".into(),
+        product,
+        total: 4,
+        safety: 0,
+        open_at: "now".into(),
+        close_at: "+1h".into(),
+        questions: vec!["satisfaction".into()],
+        rebuild_window: "1d".into(),
+        dry_run: false,
+        yes: false,
+    };
+    event::run(&settings, create, &mut NoTerminal).await.expect("created");
+
+    // The create committed the seed in the room and recorded the same pair.
+    let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
+    let keys = ingest::waiting_room::RoomKeys::new(&event_id);
+    let (seed, commitment): (String, String) =
+        redis::cmd("HMGET").arg(&keys.room).arg(&["seed", "commitment"]).query_async(&mut redis).await.unwrap();
+    let db = env.pool().get().await.expect("db");
+    let recorded = db
+        .query_one("SELECT seed, commitment FROM event_shuffles WHERE event_id = $1", &[&event_id])
+        .await
+        .expect("the commitment recorded at the create");
+    assert_eq!((recorded.get::<_, String>(0), recorded.get::<_, String>(1)), (seed.clone(), commitment.clone()));
+    assert_eq!(ingest::shuffle::commitment(&seed), commitment);
+
+    // The room as the waiting room leaves it: burst 3 passed at the opening, the fourth still in line.
+    let order = ingest::shuffle::order(&seed, members.iter().map(String::as_str));
+    let _: () = redis::cmd("HSET")
+        .arg(&keys.room)
+        .arg(&[("opened_at", "1000"), ("mode", "shuffle"), ("pre_queued", "4"), ("rate", "1"), ("burst", "3")])
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    for (i, member) in order.iter().enumerate() {
+        let draw = format!("{}|{member}", ingest::shuffle::draw(&seed, member));
+        let _: () = redis::cmd("ZADD").arg(&keys.draws).arg(0).arg(draw).query_async(&mut redis).await.unwrap();
+        if i < 3 {
+            let _: () =
+                redis::cmd("HSET").arg(&keys.passed).arg(member).arg(1_000).query_async(&mut redis).await.unwrap();
+        } else {
+            let _: () = redis::cmd("ZADD").arg(&keys.line).arg(4).arg(member).query_async(&mut redis).await.unwrap();
+        }
+    }
+    // The close archives the room; then its keys go, as they do a day after the close.
+    event::run(&settings, EventCommand::Close { event_id: event_id.clone(), yes: false }, &mut NoTerminal)
+        .await
+        .expect("closed");
+    let mut gone = vec![keys.room.clone(), keys.draws.clone(), keys.passed.clone(), keys.line.clone()];
+    let event_keys = platform::event_keys::EventKeys::new(&event_id);
+    gone.extend(event_keys.all().iter().map(|k| k.to_string()));
+    let _: () = redis::cmd("DEL").arg(&gone[..]).query_async(&mut redis).await.unwrap();
+
+    let verify = |event_id: String| verify::command(&settings, VerifyCommand::Shuffle { event_id });
+    let out = verify(event_id.clone()).await.expect("verified");
+    assert_eq!(out.failed, None, "{}", out.text);
+    assert_eq!(out.json["source"], "postgresql", "{}", out.json);
+    let held: Vec<&str> = out.json["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["holds"] == true)
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(held, ["commitment", "draws", "order", "pre_queued", "line", "gate"], "{}", out.text);
+
+    // The public report reads the same record, the seed revealed.
+    let built = ingest::report::build(&db, &mut redis, &event_id).await.expect("report").expect("the event");
+    let shuffle = built.report.shuffle.expect("the draw on record");
+    assert_eq!((shuffle.source, shuffle.seed.as_deref(), shuffle.pre_queued), ("postgresql", Some(seed.as_str()), 4));
+    assert_eq!((shuffle.commitment, shuffle.mode.as_str()), (commitment, "shuffle"));
+
+    // A draw altered in PostgreSQL is caught.
+    db.execute("UPDATE event_shuffle_draws SET draw = repeat('0', 64) WHERE event_id = $1 AND place = 4", &[&event_id])
+        .await
+        .expect("tampered");
+    let out = verify(event_id.clone()).await.expect("verified");
+    assert!(out.failed.is_some(), "{}", out.text);
+    // An event nothing was recorded for does not verify.
+    let out = verify(format!("ev-{}", uuid::Uuid::new_v4())).await.expect("verified");
+    assert!(out.failed.is_some(), "{}", out.text);
 }

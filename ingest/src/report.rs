@@ -5,7 +5,8 @@
 //! Counts by outcome and status, the winners' ticket and accept-time range,
 //! FCFS fidelity (`audit::fcfs_fidelity`, the one place that ranks entries),
 //! a timeline of entries and winners by accept time, the shuffle's
-//! commitment and seed (from the waiting room while its keys live), and the
+//! commitment and seed (from the waiting room while its keys live, then from
+//! what `firstcome event create` and `event close` kept in PostgreSQL), and the
 //! root of the winners' Merkle tree (`crate::merkle`) over their receipts'
 //! canonical bytes, in line order (ticket, accept time, entry id), with a
 //! proof per winner. Served by ingest (`/events/{id}/report`,
@@ -30,6 +31,8 @@ pub enum ReportError {
     Fidelity(#[from] audit::AuditError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("shuffle: {0}")]
+    Shuffle(#[from] crate::shuffle::StoreError),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,7 +49,7 @@ pub struct Report {
     pub winners: Winners,
     pub fcfs_fidelity: audit::Fidelity,
     pub timeline: Timeline,
-    /// `None` when the waiting room kept nothing (off, or its keys expired).
+    /// `None` when neither the waiting room nor PostgreSQL keeps a draw.
     pub shuffle: Option<ShuffleSummary>,
     pub receipts: ReceiptTree,
 }
@@ -88,6 +91,9 @@ pub struct ShuffleSummary {
     pub seed: Option<String>,
     pub opened_at_ms: Option<i64>,
     pub pre_queued: i64,
+    /// `redis` (the room, while its keys live) or `postgresql` (kept by
+    /// `firstcome event create` and `event close`).
+    pub source: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -149,7 +155,7 @@ pub async fn build<C: ConnectionLike + Send>(
     let (winners, leaves, index, incomplete) = winners(db, event_id).await?;
     let fcfs_fidelity = audit::fcfs_fidelity_in(db, event_id, audit::FirstN::ForSale).await?;
     let timeline = timeline(db, event_id).await?;
-    let shuffle = shuffle(redis, event_id).await?;
+    let shuffle = shuffle(db, redis, event_id, event.get(4)).await?;
     let report = Report {
         event_id: event_id.to_string(),
         name: event.get(0),
@@ -279,9 +285,12 @@ async fn timeline(db: &tokio_postgres::Client, event_id: &str) -> Result<Timelin
     Ok(timeline)
 }
 
+/// The room's draw while Redis holds it, else what PostgreSQL keeps.
 async fn shuffle<C: ConnectionLike + Send>(
+    db: &tokio_postgres::Client,
     redis: &mut C,
     event_id: &str,
+    open_at_ms: i64,
 ) -> Result<Option<ShuffleSummary>, ReportError> {
     let keys = crate::waiting_room::RoomKeys::new(event_id);
     /// `HMGET room mode commitment seed opened_at pre_queued`.
@@ -291,15 +300,34 @@ async fn shuffle<C: ConnectionLike + Send>(
         .arg(&["mode", "commitment", "seed", "opened_at", "pre_queued"])
         .query_async(redis)
         .await?;
-    let Some(commitment) = commitment else {
+    if let Some(commitment) = commitment {
+        return Ok(Some(ShuffleSummary {
+            mode: mode.unwrap_or_else(|| "not opened".to_string()),
+            commitment,
+            // Never before the opening: until then it decides places not drawn yet.
+            seed: opened_at_ms.and(seed),
+            opened_at_ms,
+            pre_queued: pre_queued.unwrap_or(0),
+            source: "redis",
+        }));
+    }
+    let Some(stored) = crate::shuffle::stored(db, event_id, false).await? else {
         return Ok(None);
     };
+    let record = stored.record;
+    // Revealed once the room opened, or once the event's opening passed (a
+    // room that never opened, or whose keys were lost before its archive).
+    let revealed = record.opened_at_ms.is_some() || schemas::now_millis() >= open_at_ms;
     Ok(Some(ShuffleSummary {
-        mode: mode.unwrap_or_else(|| "not opened".to_string()),
-        commitment,
-        // Never before the opening: until then it decides places not drawn yet.
-        seed: opened_at_ms.and(seed),
-        opened_at_ms,
-        pre_queued: pre_queued.unwrap_or(0),
+        mode: match (stored.archived, record.mode.is_empty()) {
+            (false, _) => "not archived".to_string(),
+            (true, true) => "not opened".to_string(),
+            (true, false) => record.mode,
+        },
+        commitment: record.commitment,
+        seed: revealed.then_some(record.seed),
+        opened_at_ms: record.opened_at_ms,
+        pre_queued: record.pre_queued,
+        source: "postgresql",
     }))
 }

@@ -11,10 +11,15 @@
 //! - the order: the pre-queue's members by draw, then by member id (a tie
 //!   would need a SHA-256 collision; the rule makes the order total anyway).
 //!
-//! Before the opening only Redis (the operator) knows the seed, so a member
-//! cannot compute or buy a better place; once committed, the operator cannot
-//! change the seed after seeing who queued, since the published commitment
-//! would no longer match.
+//! Before the opening only Redis and PostgreSQL (the operator) know the
+//! seed, so a member cannot compute or buy a better place; once committed,
+//! the operator cannot change the seed after seeing who queued, since the
+//! published commitment would no longer match.
+//!
+//! The room lives in Redis keys that expire with the event; what must
+//! outlive them is kept in PostgreSQL (migration 0014, [`record_commitment`],
+//! [`archive`], [`stored`]): the commitment and seed from `firstcome event
+//! create` on, the draw as the room ran it from `firstcome event close` on.
 
 use std::collections::HashMap;
 
@@ -169,6 +174,148 @@ pub fn verify(record: &ShuffleRecord) -> Vec<ShuffleCheck> {
         ),
     ));
     checks
+}
+
+/// Why the shuffle's record could not be kept or read in PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// Members written per statement when a draw is archived.
+const ARCHIVE_CHUNK: usize = 5_000;
+
+/// Records `event_id`'s seed and commitment unless one is recorded already;
+/// returns the recorded pair (seed, commitment), the first one kept.
+pub async fn record_commitment<C: tokio_postgres::GenericClient>(
+    db: &C,
+    event_id: &str,
+    seed: &str,
+) -> Result<(String, String), StoreError> {
+    db.execute(
+        "INSERT INTO event_shuffles (event_id, commitment, seed) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING",
+        &[&event_id, &commitment(seed), &seed],
+    )
+    .await?;
+    let row = db.query_one("SELECT seed, commitment FROM event_shuffles WHERE event_id = $1", &[&event_id]).await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The seed recorded for `event_id`, if any.
+pub async fn recorded_seed<C: tokio_postgres::GenericClient>(
+    db: &C,
+    event_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(db.query_opt("SELECT seed FROM event_shuffles WHERE event_id = $1", &[&event_id]).await?.map(|r| r.get(0)))
+}
+
+/// Keeps the room's `record` in PostgreSQL, replacing an earlier archive of
+/// it; run it in a transaction (`db`) so a reader never sees half a draw.
+/// The commitment and seed recorded at the create stay: a room that ran
+/// another seed is then caught by the replay, as it should be. Returns the
+/// members archived.
+pub async fn archive<C: tokio_postgres::GenericClient>(db: &C, record: &ShuffleRecord) -> Result<usize, StoreError> {
+    if record.seed.is_empty() || record.commitment.is_empty() {
+        // Nothing was committed: no room, or its keys are gone.
+        return Ok(0);
+    }
+    let mode = Some(record.mode.as_str()).filter(|m| !m.is_empty());
+    let opened = record.opened_at_ms.is_some();
+    db.execute(
+        "INSERT INTO event_shuffles
+             (event_id, commitment, seed, mode, opened_at_ms, pre_queued, rate_per_sec, burst, archived_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+         ON CONFLICT (event_id) DO UPDATE SET mode = EXCLUDED.mode, opened_at_ms = EXCLUDED.opened_at_ms,
+             pre_queued = EXCLUDED.pre_queued, rate_per_sec = EXCLUDED.rate_per_sec, burst = EXCLUDED.burst,
+             archived_at = now()",
+        &[
+            &record.event_id,
+            &record.commitment,
+            &record.seed,
+            &mode,
+            &record.opened_at_ms,
+            &opened.then_some(record.pre_queued),
+            &opened.then_some(record.rate_per_sec),
+            &opened.then_some(record.burst),
+        ],
+    )
+    .await?;
+    db.execute("DELETE FROM event_shuffle_draws WHERE event_id = $1", &[&record.event_id]).await?;
+    for (chunk_no, chunk) in record.draws.chunks(ARCHIVE_CHUNK).enumerate() {
+        let first = (chunk_no * ARCHIVE_CHUNK) as i64 + 1;
+        let places: Vec<i64> = (first..first + chunk.len() as i64).collect();
+        let members: Vec<&str> = chunk.iter().map(|(_, m)| m.as_str()).collect();
+        let draws: Vec<&str> = chunk.iter().map(|(d, _)| d.as_str()).collect();
+        let passed: Vec<Option<i64>> = members.iter().map(|m| record.passed_at_ms.get(*m).copied()).collect();
+        let tickets: Vec<Option<i64>> = members.iter().map(|m| record.in_line.get(*m).copied()).collect();
+        db.execute(
+            "INSERT INTO event_shuffle_draws (event_id, place, member, draw, passed_at_ms, ticket)
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])",
+            &[&record.event_id, &places, &members, &draws, &passed, &tickets],
+        )
+        .await?;
+    }
+    Ok(record.draws.len())
+}
+
+/// What PostgreSQL keeps of an event's shuffle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The recorded commitment and seed, and the archived draw (empty
+    /// until archived).
+    pub record: ShuffleRecord,
+    /// Whether `event close` archived the room's draw.
+    pub archived: bool,
+}
+
+/// The shuffle PostgreSQL keeps for `event_id` (`None`: nothing recorded).
+/// `with_draws: false` reads the summary only (the report's).
+pub async fn stored<C: tokio_postgres::GenericClient>(
+    db: &C,
+    event_id: &str,
+    with_draws: bool,
+) -> Result<Option<Stored>, StoreError> {
+    let Some(row) = db
+        .query_opt(
+            "SELECT commitment, seed, mode, opened_at_ms, pre_queued, rate_per_sec, burst, archived_at IS NOT NULL
+             FROM event_shuffles WHERE event_id = $1",
+            &[&event_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut record = ShuffleRecord {
+        event_id: event_id.to_string(),
+        commitment: row.get(0),
+        seed: row.get(1),
+        mode: row.get::<_, Option<String>>(2).unwrap_or_default(),
+        opened_at_ms: row.get(3),
+        pre_queued: row.get::<_, Option<i64>>(4).unwrap_or(0),
+        rate_per_sec: row.get::<_, Option<i64>>(5).unwrap_or(0),
+        burst: row.get::<_, Option<i64>>(6).unwrap_or(0),
+        ..Default::default()
+    };
+    if with_draws {
+        for row in db
+            .query(
+                "SELECT member, draw, passed_at_ms, ticket FROM event_shuffle_draws WHERE event_id = $1 ORDER BY place",
+                &[&event_id],
+            )
+            .await?
+        {
+            let member: String = row.get(0);
+            if let Some(at) = row.get::<_, Option<i64>>(2) {
+                record.passed_at_ms.insert(member.clone(), at);
+            }
+            if let Some(ticket) = row.get::<_, Option<i64>>(3) {
+                record.in_line.insert(member.clone(), ticket);
+            }
+            record.draws.push((row.get(1), member));
+        }
+    }
+    Ok(Some(Stored { record, archived: row.get(7) }))
 }
 
 /// A few names for a message.

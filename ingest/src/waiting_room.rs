@@ -336,6 +336,25 @@ impl WaitingRoom {
     }
 }
 
+/// Commits `seed` as `event_id`'s shuffle seed unless the room holds one
+/// already; answers the room's. `firstcome event create` commits this way
+/// the seed it records in PostgreSQL, so the room and the record agree.
+pub async fn commit_seed<C: ConnectionLike + Send>(
+    conn: &mut C,
+    event_id: &str,
+    seed: &str,
+) -> Result<Committed, RoomError> {
+    let keys = platform::event_keys::EventKeys::new(event_id);
+    let (seed, commitment): (String, String) = Script::new(COMMIT_SEED)
+        .key(&keys.meta)
+        .key(RoomKeys::new(event_id).room)
+        .arg(seed)
+        .arg(crate::shuffle::commitment(seed))
+        .invoke_async(conn)
+        .await?;
+    Ok(Committed { seed, commitment })
+}
+
 /// The line of `event_id` (read only; one pipelined round trip).
 pub async fn line_state<C: ConnectionLike + Send>(conn: &mut C, event_id: &str) -> redis::RedisResult<LineState> {
     /// `HMGET room seq served opened_at`, `ZCARD prequeue`, `HLEN passed`.

@@ -108,6 +108,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0011_operator_actions", include_str!("../../migrations/0011_operator_actions.sql")),
     ("0012_event_gift", include_str!("../../migrations/0012_event_gift.sql")),
     ("0013_refused_dispatches", include_str!("../../migrations/0013_refused_dispatches.sql")),
+    ("0014_event_shuffles", include_str!("../../migrations/0014_event_shuffles.sql")),
 ];
 
 /// Every service role's privileges, applied after the migrations on every

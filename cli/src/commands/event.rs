@@ -176,6 +176,11 @@ pub async fn create_with_gift(settings: &CliSettings, event: &NewEvent, gift: &s
         .with_context(|| {
             format!("Failed to write the event's name and gift: run create again for {}", event.event_id)
         })?;
+    // The pre-queue shuffle's seed, committed in the room and recorded in
+    // PostgreSQL before the event opens (the record outlives the room's keys).
+    super::verify::commit_shuffle(&client, &mut redis, &event.event_id)
+        .await
+        .with_context(|| format!("Failed to commit the shuffle's seed: run create again for {}", event.event_id))?;
 
     let opened = client
         .execute(
@@ -371,6 +376,10 @@ pub async fn close(settings: &CliSettings, event_id: &str) -> anyhow::Result<()>
     let pool = platform::db::pool(&settings.database)?;
     let mut redis = platform::redis::connect(&settings.redis).await?;
     ingest::operations::close_event(&pool, &mut redis, event_id).await?;
+    // The room's draw outlives its Redis keys in PostgreSQL (`firstcome verify shuffle`, the report).
+    super::verify::archive_shuffle(&pool, &mut redis, event_id)
+        .await
+        .with_context(|| format!("event {event_id} closed, but its pre-queue draw was not archived: close it again"))?;
     Ok(())
 }
 

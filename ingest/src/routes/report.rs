@@ -130,11 +130,12 @@ pub fn render(r: &Report) -> String {
     }
     let shuffle = match &r.shuffle {
         Some(s) => format!(
-            "<p>Pre-queue order: <b>{}</b>, {} drawn. Commitment (SHA-256 of the seed, published before the opening): <code>{}</code>. Seed: <code>{}</code>.</p>",
+            "<p>Pre-queue order: <b>{}</b>, {} drawn. Commitment (SHA-256 of the seed, published before the opening): <code>{}</code>. Seed: <code>{}</code>.{}</p>",
             esc(&s.mode),
             s.pre_queued,
             esc(&s.commitment),
-            esc(s.seed.as_deref().unwrap_or("revealed after the opening"))
+            esc(s.seed.as_deref().unwrap_or("revealed after the opening")),
+            if s.source == "postgresql" { " (As kept in PostgreSQL: the waiting room's keys are gone.)" } else { "" }
         ),
         None => "<p>No waiting-room draw is on record for this event.</p>".to_string(),
     };
