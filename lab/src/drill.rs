@@ -255,6 +255,7 @@ async fn unless_stopped<T>(
 }
 
 /// Creates the event, fires the rush at the running services and reports.
+#[tracing::instrument(name = "drill", skip_all, fields(event_id = %event_id, members = args.members))]
 async fn rush(
     settings: &CliSettings,
     args: &DrillArgs,
