@@ -9,7 +9,8 @@
 #
 # On the local stack, under its own topic prefix (`drill-<stamp>.`, so its
 # consumer groups never share partitions with a demo running beside it):
-#   1. stack up, release build, migrate, topics + schemas for the prefix;
+#   1. stack up, release build (--debug: debug), migrate, topics + schemas
+#      for the prefix;
 #   2. baselines in the same run, the service measured alone as the issue
 #      measured it: the bare axum handler (bench/bare_ingest) and ingest
 #      (under `drill-<stamp>-base.`, a prefix no consumer reads) on its accept
