@@ -43,6 +43,8 @@ async fn ingest_reads_events_and_entries_and_touches_nothing_else() {
     allowed(&env, Principal::INGEST, "SELECT count(*) FROM event_entries").await;
     // The dashboard on its ops listener: dispatch counts only.
     allowed(&env, Principal::INGEST, "SELECT * FROM dispatch_figures('e', 60)").await;
+    // The public report's pre-queue draw once Redis lost the room: read only, summary only.
+    allowed(&env, Principal::INGEST, "SELECT count(*) FROM event_shuffles").await;
     for sql in [
         // An event's status is the operator's: neither closed nor reopened by ingest.
         "UPDATE events SET status = 'closed', closed_at = now() WHERE false",
@@ -53,6 +55,8 @@ async fn ingest_reads_events_and_entries_and_touches_nothing_else() {
         "INSERT INTO event_entries (entry_id, event_id, user_id) VALUES (gen_random_uuid(), 'e', 'm')",
         "UPDATE events SET total_stock = 0",
         "UPDATE events SET payout_claimed = 0",
+        "UPDATE event_shuffles SET seed = seed",
+        "SELECT count(*) FROM event_shuffle_draws",
         "CREATE TABLE ingest_was_here (id int)",
         "CREATE TEMP TABLE ingest_was_here (id int)",
     ] {
