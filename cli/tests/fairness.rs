@@ -161,17 +161,13 @@ impl Prompt for NoTerminal {
     }
 }
 
-#[tokio::test]
-async fn the_shuffle_is_verified_from_postgresql_after_the_rooms_keys_are_gone() {
-    let env = TestEnv::new().await;
-    let settings = firstcome_lab::pipeline::operator_settings(&env);
+/// An event created by `firstcome event create` for `count` buyers, opening
+/// at `open_at`; returns the event and its members.
+async fn created(env: &TestEnv, count: usize, open_at: &str) -> (String, Vec<String>) {
+    let settings = firstcome_lab::pipeline::operator_settings(env);
     let product = format!("product-{}", &env.id[..8]);
-    let plan = SeedPlan {
-        count: 4,
-        id_prefix: format!("f{}-", &env.id[..8]),
-        product_id: product.clone(),
-        eligible_ratio: 1.0,
-    };
+    let plan =
+        SeedPlan { count, id_prefix: format!("f{}-", &env.id[..8]), product_id: product.clone(), eligible_ratio: 1.0 };
     let members = members::seed(&env.member_primary, &env.replica, &plan).await.expect("members seeded").members;
     let event_id = format!("ev-{}", uuid::Uuid::new_v4());
     let create = EventCommand::Create {
@@ -179,29 +175,69 @@ async fn the_shuffle_is_verified_from_postgresql_after_the_rooms_keys_are_gone()
         name: "fair".into(),
         gift: "tea".into(),
         product,
-        total: 4,
+        total: count as i32,
         safety: 0,
-        open_at: "now".into(),
-        close_at: "+1h".into(),
+        open_at: open_at.into(),
+        close_at: "+2h".into(),
         questions: vec!["satisfaction".into()],
         rebuild_window: "1d".into(),
         dry_run: false,
         yes: false,
     };
     event::run(&settings, create, &mut NoTerminal).await.expect("created");
+    (event_id, members)
+}
+
+/// The (seed, commitment) `event create` recorded for `event_id`.
+async fn recorded(env: &TestEnv, event_id: &str) -> (String, String) {
+    let db = env.pool().get().await.expect("db");
+    let row = db
+        .query_one("SELECT seed, commitment FROM event_shuffles WHERE event_id = $1", &[&event_id])
+        .await
+        .expect("the commitment recorded at the create");
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn a_room_that_lost_its_seed_before_the_opening_is_given_the_committed_one_back() {
+    use ingest::waiting_room::{Turn, WaitingRoom, WaitingRoomSettings};
+    let env = TestEnv::new().await;
+    let (event_id, members) = created(&env, 2, "+1h").await;
+    let (seed, commitment) = recorded(&env, &event_id).await;
+    let room = WaitingRoom::new(WaitingRoomSettings { enabled: true, ..Default::default() });
+    let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
+    let published = room.public(&mut redis, &event_id, i64::MAX, 0).await.expect("public state");
+    assert_eq!(published.commitment, commitment, "ingest publishes the commitment the create recorded");
+
+    // Redis loses the room's hash before the opening; the next member's turn
+    // commits the seed this instance published, not a new one.
+    let keys = ingest::waiting_room::RoomKeys::new(&event_id);
+    let _: () = redis::cmd("DEL").arg(&keys.room).query_async(&mut redis).await.unwrap();
+    let member = ingest::auth::MemberId::parse(&members[0]).expect("member id");
+    let turn = room.turn(&mut redis, &event_id, &member).await.expect("a turn");
+    assert!(matches!(turn, Turn::PreQueue(_)), "{turn:?}");
+    let held: (String, String) =
+        redis::cmd("HMGET").arg(&keys.room).arg(&["seed", "commitment"]).query_async(&mut redis).await.unwrap();
+    assert_eq!(held, (seed.clone(), commitment), "the room holds the committed seed again");
+    let draws: Vec<String> =
+        redis::cmd("ZRANGE").arg(&keys.draws).arg(0).arg(-1).query_async(&mut redis).await.unwrap();
+    assert_eq!(draws, [format!("{}|{}", ingest::shuffle::draw(&seed, &members[0]), members[0])]);
+}
+
+#[tokio::test]
+async fn the_shuffle_is_verified_from_postgresql_after_the_rooms_keys_are_gone() {
+    let env = TestEnv::new().await;
+    let settings = firstcome_lab::pipeline::operator_settings(&env);
+    let (event_id, members) = created(&env, 4, "now").await;
 
     // The create committed the seed in the room and recorded the same pair.
     let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
     let keys = ingest::waiting_room::RoomKeys::new(&event_id);
     let (seed, commitment): (String, String) =
         redis::cmd("HMGET").arg(&keys.room).arg(&["seed", "commitment"]).query_async(&mut redis).await.unwrap();
-    let db = env.pool().get().await.expect("db");
-    let recorded = db
-        .query_one("SELECT seed, commitment FROM event_shuffles WHERE event_id = $1", &[&event_id])
-        .await
-        .expect("the commitment recorded at the create");
-    assert_eq!((recorded.get::<_, String>(0), recorded.get::<_, String>(1)), (seed.clone(), commitment.clone()));
+    assert_eq!(recorded(&env, &event_id).await, (seed.clone(), commitment.clone()));
     assert_eq!(ingest::shuffle::commitment(&seed), commitment);
+    let db = env.pool().get().await.expect("db");
 
     // The room as the waiting room leaves it: burst 3 passed at the opening, the fourth still in line.
     let order = ingest::shuffle::order(&seed, members.iter().map(String::as_str));

@@ -12,8 +12,10 @@
 //! arrival order (`fifo`) or shuffled (`shuffle`, the default): the fastest
 //! connection does not win on speed alone. The shuffle can be checked by
 //! anyone (`crate::shuffle`): its seed is drawn and committed to (its
-//! SHA-256 on the event's public state) before anyone queues, and revealed
-//! once the event opens; `firstcome verify shuffle` replays the draw.
+//! SHA-256 on the event's public state) before anyone queues — by
+//! `firstcome event create`, which also records it in PostgreSQL, else by the
+//! first instance that sees the room — and revealed once the event opens;
+//! `firstcome verify shuffle` replays the draw.
 //!
 //! Who never waits: a member who already entered (they get their 409 and
 //! entry at once), a non-buyer (403 at once), and everyone once the event
@@ -219,10 +221,21 @@ impl WaitingRoom {
         conn: &mut C,
         event_id: &str,
     ) -> Result<Committed, RoomError> {
+        self.committed_or(conn, event_id, None).await
+    }
+
+    /// [`Self::committed`], offering `remembered` (a seed this instance held
+    /// for the event) rather than a new one when the room has none.
+    async fn committed_or<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        event_id: &str,
+        remembered: Option<String>,
+    ) -> Result<Committed, RoomError> {
         if let Some(known) = self.seeds.lock().ok().and_then(|seeds| seeds.get(event_id).cloned()) {
             return Ok(known);
         }
-        let seed = crate::shuffle::new_seed();
+        let seed = remembered.unwrap_or_else(crate::shuffle::new_seed);
         let commitment = crate::shuffle::commitment(&seed);
         let keys = platform::event_keys::EventKeys::new(event_id);
         let (seed, commitment): (String, String) = self
@@ -261,10 +274,9 @@ impl WaitingRoom {
         })
     }
 
-    fn forget_seed(&self, event_id: &str) {
-        if let Ok(mut seeds) = self.seeds.lock() {
-            seeds.remove(event_id);
-        }
+    /// Forgets the event's seed; returns the one forgotten.
+    fn forget_seed(&self, event_id: &str) -> Option<Committed> {
+        self.seeds.lock().ok().and_then(|mut seeds| seeds.remove(event_id))
     }
 
     pub fn settings(&self) -> &WaitingRoomSettings {
@@ -281,10 +293,14 @@ impl WaitingRoom {
         let keys = platform::event_keys::EventKeys::new(event_id);
         let room = RoomKeys::new(event_id);
         let mut answer = None;
+        let mut remembered = None;
         // Twice at most: a room made anew since this instance read its seed
-        // answers `reseed` once, then the seed read again is the room's.
+        // answers `reseed` once, then the seed read again is the room's. A
+        // room that lost its seed (Redis lost the key before the opening) is
+        // given back the one this instance knew, so the commitment already
+        // published, and recorded by `event create`, still holds.
         for _ in 0..2 {
-            let committed = self.committed(conn, event_id).await?;
+            let committed = self.committed_or(conn, event_id, remembered.take()).await?;
             let draw = crate::shuffle::draw(&committed.seed, member.as_str());
             let reply: (String, i64, i64, i64) = self
                 .script
@@ -309,7 +325,7 @@ impl WaitingRoom {
                 answer = Some(reply);
                 break;
             }
-            self.forget_seed(event_id);
+            remembered = self.forget_seed(event_id).map(|c| c.seed);
         }
         let (code, position, waiting, retry_ms) =
             answer.ok_or_else(|| RoomError::Unexpected("reseed twice".to_string()))?;
