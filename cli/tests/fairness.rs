@@ -295,3 +295,25 @@ async fn the_shuffle_is_verified_from_postgresql_after_the_rooms_keys_are_gone()
     let out = verify(format!("ev-{}", uuid::Uuid::new_v4())).await.expect("verified");
     assert!(out.failed.is_some(), "{}", out.text);
 }
+
+#[tokio::test]
+async fn rebuild_redis_gives_a_lost_room_its_recorded_seed() {
+    use firstcome_cli::commands::rebuild::{self, RebuildCommand};
+    let env = TestEnv::new().await;
+    let settings = firstcome_lab::pipeline::operator_settings(&env);
+    let (event_id, _) = created(&env, 1, "+1h").await;
+    let (seed, commitment) = recorded(&env, &event_id).await;
+    // Redis loses the event whole, its room with it.
+    let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
+    let keys = ingest::waiting_room::RoomKeys::new(&event_id);
+    let mut lost = vec![keys.room.clone()];
+    lost.extend(platform::event_keys::EventKeys::new(&event_id).all().iter().map(|k| k.to_string()));
+    let _: () = redis::cmd("DEL").arg(&lost[..]).query_async(&mut redis).await.unwrap();
+
+    rebuild::command(&settings, RebuildCommand::Redis { event_id: event_id.clone() }).await.expect("rebuilt");
+    let held: (String, String) =
+        redis::cmd("HMGET").arg(&keys.room).arg(&["seed", "commitment"]).query_async(&mut redis).await.unwrap();
+    assert_eq!(held, (seed, commitment), "the recorded seed is the room's again");
+    let ttl: i64 = redis::cmd("PTTL").arg(&keys.room).query_async(&mut redis).await.unwrap();
+    assert!(ttl > 0, "and it expires with the event: {ttl}");
+}

@@ -63,6 +63,32 @@ pub async fn commit_shuffle(
     Ok(commitment)
 }
 
+/// Puts the seed recorded at the create back in the room's hash if the
+/// room lost it (`rebuild redis`, after a Redis loss): otherwise the first
+/// ingest to see the room again would draw another, and the commitment
+/// already published would no longer hold. A room that holds a seed keeps
+/// it; an event with no recorded seed is left alone. Returns whether a seed
+/// was recorded.
+pub async fn restore_shuffle_seed(
+    settings: &CliSettings,
+    redis: &mut platform::redis::Connection,
+    event_id: &str,
+) -> anyhow::Result<bool> {
+    let client = platform::db::pool(&settings.database)?.get().await.context("Failed to connect to PostgreSQL")?;
+    let Some(seed) =
+        ingest::shuffle::recorded_seed(&**client, event_id).await.context("Failed to read event_shuffles")?
+    else {
+        return Ok(false);
+    };
+    let held = ingest::waiting_room::commit_seed(redis, event_id, &seed)
+        .await
+        .context("Failed to restore the shuffle's seed in Redis")?;
+    if held.seed != seed {
+        tracing::warn!(event_id, room = %held.commitment, "the waiting room holds another seed than the one recorded");
+    }
+    Ok(true)
+}
+
 /// Keeps the waiting room's draw of `event_id` in PostgreSQL (`event
 /// close`): its record read from Redis, replacing an earlier archive.
 /// Returns the members archived, or `None` when Redis holds no room (its

@@ -8,7 +8,8 @@
 //!
 //! A Redis that lost the event entirely (no `meta`) gets the event's static
 //! keys back from PostgreSQL first (`stock_processor::restore`, which the
-//! stock stage runs itself on such an event), as `event create` wrote them.
+//! stock stage runs itself on such an event), as `event create` wrote them,
+//! and the pre-queue shuffle's seed `event create` recorded.
 //! An event PostgreSQL does not know, or whose keys' lifetime is over, is
 //! refused.
 
@@ -37,6 +38,8 @@ pub async fn rebuild(settings: &CliSettings, event_id: &str) -> anyhow::Result<R
             anyhow::bail!("event {event_id} is over: its Redis keys expired {grace:?} after its close, as they should")
         }
     }
+    // The pre-queue shuffle's recorded seed, back in a room that lost it.
+    crate::commands::verify::restore_shuffle_seed(settings, &mut redis, event_id).await?;
     let codec = settings.registry.codec().context("Failed to build the registry codec")?;
     let group = settings.kafka.group(stock_processor::GROUP);
     let rebuilder =
