@@ -124,7 +124,9 @@ async fn source(settings: &CliSettings, event_id: &str) -> anyhow::Result<Source
     let live = ingest::waiting_room::shuffle_record(&mut redis, event_id).await?;
     let client = platform::db::pool(&settings.database)?.get().await.context("Failed to connect to PostgreSQL")?;
     let with_draws = live.commitment.is_empty();
-    let stored = ingest::shuffle::stored(&**client, event_id, with_draws).await?;
+    let stored = ingest::shuffle::stored(&**client, event_id, with_draws)
+        .await
+        .context("Failed to read event_shuffles (is the database migrated? `firstcome db migrate`)")?;
     let check = |name, holds, detail: String| ShuffleCheck { name, holds, detail };
     if !live.commitment.is_empty() {
         let mut checks = Vec::new();
