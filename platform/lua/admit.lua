@@ -27,18 +27,27 @@ local now = redis_now_ms()
 local resume_after = tonumber(ARGV[1])
 local hole_after = tonumber(ARGV[2]) or 0
 local channel, event_id = ARGV[3], ARGV[4]
--- Only a counter that exists is raised: a missing one is a new event (an id
--- used again starts afresh) or one lost whole, which the stock stage restores.
--- INCRBY keeps the key's TTL, and ingest's Redis user may INCRBY this key only.
-local ticket_floor = tonumber(ARGV[5]) or 0
-local counter = tonumber(redis.call('GET', ticket) or '')
-if counter and ticket_floor > counter then
-  redis.call('INCRBY', ticket, ticket_floor - counter)
-end
 local state = redis.call('HMGET', meta, 'status', 'open_at_ms', 'close_at_ms')
 local closed = state[1] == 'closed' or (state[3] and now >= tonumber(state[3]))
 local opens_at = state[2] and tonumber(state[2])
 local limit, issued = admission_limit(meta, frontier, ticket)
+-- The ticket floor. Only a counter that exists is raised: a missing one is a
+-- new event (an id used again starts afresh) or one lost whole, which the
+-- stock stage restores. `issued` is the counter as admission_limit read it
+-- (a missing or unreadable one reads 0), so the counter is read again only
+-- when it reads 0 and a floor is given: one GET less on every call.
+-- INCRBY keeps the key's TTL, and ingest's Redis user may INCRBY this key only.
+local ticket_floor = tonumber(ARGV[5]) or 0
+if ticket_floor > issued then
+  local counter = issued
+  if counter == 0 then
+    counter = tonumber(redis.call('GET', ticket) or '')
+  end
+  if counter then
+    redis.call('INCRBY', ticket, ticket_floor - counter)
+    issued = ticket_floor
+  end
+end
 
 local function ticket_of(entry)
   return tonumber(redis.call('HGET', tickets, entry) or '0') or 0
