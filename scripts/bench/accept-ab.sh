@@ -105,6 +105,18 @@ for kind in ("accept", "sold_out"):
         rs = [r["per_sec"] / bare[r["round"]] for r in runs if r["kind"] == kind and r["variant"] == v and r["round"] in bare]
         if rs:
             m[f"{kind}/{v}"]["x_bare"] = med(rs)
+# The accept run's mean step times (stages.jsonl beside runs.jsonl), medians.
+import os
+stages_file = os.path.join(os.path.dirname(sys.argv[1]), "stages.jsonl")
+if os.path.exists(stages_file):
+    stages = [json.loads(l) for l in open(stages_file) if l.strip()]
+    for v in ("base", "head"):
+        rs = [r["stage_mean_ms"] for r in stages if r["variant"] == v]
+        if rs and f"accept/{v}" in m:
+            for step in ("admit", "produce", "mark_accepted"):
+                vals = [r[step] for r in rs if step in r]
+                if vals:
+                    m[f"accept/{v}"][f"{step}_ms"] = med(vals)
 json.dump(report, open(sys.argv[4], "w"), indent=2)
 b, h = m["accept/base"], m["accept/head"]
 print(f"\n| median of {max(r['round'] for r in runs)} rounds | base {sys.argv[2]} {sys.argv[5]} | head {sys.argv[3]} {sys.argv[6]} | head / base |")
@@ -112,7 +124,9 @@ print("| --- | --- | --- | --- |")
 rows = [("per_sec", "accepted entries/s"), ("x_bare", "… × the bare handler of the same round"), ("p50_ms", "p50 ms"),
         ("p99_ms", "p99 ms"), ("ingest_us", "ingest CPU µs per accepted entry"), ("kafka_us", "broker CPU µs per entry"),
         ("redis_us", "Redis CPU µs per entry"), ("wrk_us", "wrk CPU µs per entry"), ("box_us", "box (the four) µs per entry"),
-        ("redis_commands", "Redis commands per entry"), ("redis_script_calls", "Redis script calls per entry")]
+        ("redis_commands", "Redis commands per entry"), ("redis_script_calls", "Redis script calls per entry"),
+        ("admit_ms", "admit call, mean ms"), ("produce_ms", "produce to the ack, mean ms"),
+        ("mark_accepted_ms", "accept mark, mean ms")]
 for k, label in rows:
     if k in b and k in h:
         ratio = f"{h[k]/b[k]:.2f}" if b[k] else "–"
@@ -292,6 +306,23 @@ EOF
   tail -1 "$WORK/runs.jsonl"
 }
 
+# The mean time of each step of the accept run (firstcome_ingest_stage_seconds:
+# the admit call, the produce to the broker's ack, the accept mark), from
+# ingest's own histogram: what a setting such as linger.ms adds to an entry.
+stages() { # variant round
+  curl -fsS http://127.0.0.1:9480/metrics 2>/dev/null | python3 -c '
+import json, re, sys
+sums, counts = {}, {}
+for line in sys.stdin:
+    m = re.match(r"firstcome_ingest_stage_seconds_(sum|count)\{stage=\"(\w+)\"\} ([\d.e+-]+)", line)
+    if m:
+        (sums if m.group(1) == "sum" else counts)[m.group(2)] = float(m.group(3))
+means = {k: round(sums[k] * 1000 / counts[k], 2) for k in sums if counts.get(k)}
+print(json.dumps({"variant": sys.argv[1], "round": int(sys.argv[2]), "stage_mean_ms": means}))
+' "$1" "$2" >>"$WORK/stages.jsonl" || true
+  tail -1 "$WORK/stages.jsonl" 2>/dev/null || true
+}
+
 start_ingest() { # variant
   local -a vars=()
   [ -n "${VENV[$1]}" ] && read -r -a vars <<<"${VENV[$1]}"
@@ -319,6 +350,7 @@ for round in $(seq 1 "$ROUNDS"); do
     run=$(( run + 1 ))
     start_ingest "$variant"
     measure "$variant-$round" 8480 "$EVENT" "$SECS" "$INGEST_PID" accept "$variant" "$round"
+    stages "$variant" "$round"
     if [ "$SOLD_OUT_SECS" -gt 2 ]; then
       measure "sold-out-$variant-$round" 8480 "$SOLD_OUT_EVENT" "$SOLD_OUT_SECS" "$INGEST_PID" sold_out "$variant" "$round"
     fi

@@ -23,12 +23,15 @@ AREAS = [
     ("avro", r"apache_avro|schemas::codec"),
     ("serde_json", r"serde_json"),
     ("redis client", r"redis::|platform::redis|ingest::admission"),
-    ("receipts", r"ed25519|curve25519|sha2::|ingest::receipts"),
     ("librdkafka", r"rd_kafka|rdkafka|LZ4|(?<![a-z_])rd_"),
     ("ingest handlers", r"ingest::"),
     ("hyper/axum", r"hyper::|axum|tower"),
     ("tokio", r"tokio::"),
 ]
+# Areas that own every sample with one of their frames anywhere on the stack,
+# whatever the leaf: receipts are signed by AWS-LC, whose field arithmetic
+# at the leaf is the tokens' library too (jwt's HS256 is AWS-LC's as well).
+OWNERS = [("receipts", r"ingest::receipts|ed25519_dalek|curve25519")]
 ALLOCATOR = re.compile(r"(^|[^a-z])(mi_|_mi_|malloc|free|realloc)")
 
 
@@ -38,6 +41,7 @@ def frames(sample):
 
 def main():
     patterns = [(name, re.compile(pattern)) for name, pattern in AREAS]
+    owners = [(name, re.compile(pattern)) for name, pattern in OWNERS]
     by_area = collections.Counter()
     total = kernel = allocator = 0
     for sample in sys.stdin.read().split("\n\n"):
@@ -47,7 +51,8 @@ def main():
         total += 1
         kernel += "[kernel.kallsyms]" in stack[0]
         allocator += bool(ALLOCATOR.search(stack[0].split(" ")[0]))
-        area = next((name for frame in stack for name, p in patterns if p.search(frame)), "other")
+        area = next((name for name, p in owners if any(p.search(frame) for frame in stack)), None)
+        area = area or next((name for frame in stack for name, p in patterns if p.search(frame)), "other")
         by_area[area] += 1
     if not total:
         sys.exit("no samples on stdin (perf script output of a DWARF recording expected)")
