@@ -345,6 +345,57 @@ async fn ingest_credentials_are_refused_on_stock_decided() {
     assert!(produce_as(&env, None, &topics.survey_submitted).await.is_err(), "an anonymous client produced");
 }
 
+/// Reads `topic` from its beginning as `settings`' principal, in `group`:
+/// the first record, or the error the broker answers.
+fn consume_first(settings: &platform::settings::KafkaSettings, group: &str, topic: &str) -> Result<(), String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = platform::kafka::client_config(settings)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut partitions = TopicPartitionList::new();
+    partitions.add_partition_offset(topic, 0, Offset::Beginning).map_err(|e| e.to_string())?;
+    consumer.assign(&partitions).map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(_)) => return Ok(()),
+            Some(Err(error)) => return Err(error.to_string()),
+            None => {}
+        }
+    }
+    Err("neither a record nor an error within 20 s".into())
+}
+
+/// The sender judges a WON without its entry forged only once the recorder
+/// has read past it (`sender::entries`): its login may describe
+/// `survey-submitted` and the recorder's group (watermarks, committed
+/// offsets), never read an entry (nor describe another group: the unit
+/// tests of `platform::kafka::acl`; librdkafka answers that with a timeout).
+#[tokio::test]
+async fn the_sender_describes_the_recorders_progress_and_reads_no_entry() {
+    use platform::kafka::lag::group_lag;
+    use schemas::topology::group;
+    let env = TestEnv::builder().partitions(1).without_database().build().await;
+    let topics = env.topics();
+    produce_as(&env, Some(Principal::INGEST), &topics.survey_submitted).await.expect("ingest on survey-submitted");
+    let sender = env.kafka_as(Principal::SENDER);
+
+    let lag = group_lag(&sender, &env.group(group::RECORDING), &[&topics.survey_submitted])
+        .await
+        .expect("the sender reads where the recorder stands");
+    assert_eq!(lag.len(), 1);
+    assert_eq!((lag[0].committed, lag[0].end), (None, 1), "{lag:?}");
+
+    // In its own group, which it may read: the entries topic is still refused.
+    let topic = topics.survey_submitted.clone();
+    let dispatch = env.group(group::DISPATCH);
+    let read = tokio::task::spawn_blocking(move || consume_first(&sender, &dispatch, &topic)).await.expect("task");
+    assert!(read.as_ref().is_err_and(|e| e.contains("uthoriz")), "the sender read an entry: {read:?}");
+}
+
 /// What `firstcome-lab cleanup-tests` does to a finished test's ACLs: exactly its
 /// prefix's bindings go (another test's stay), and with them the right to write.
 #[tokio::test]

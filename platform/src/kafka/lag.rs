@@ -1,7 +1,8 @@
 //! Where the consumer groups stand: per partition, the log's watermarks and
 //! the group's committed offset. One module for every reader of group lag —
 //! the operations dashboard, `firstcome groups describe`, the dead-letter
-//! replay's bookmark, the lab's chaos suite and the test kit.
+//! replay's bookmark, the lab's chaos suite, the test kit and the sender's
+//! check that the recorder has read past a WON's entry (`sender::entries`).
 //!
 //! The calls are librdkafka's blocking ones: run them on the blocking pool
 //! ([`group_lag`] does), never on the async runtime.
@@ -191,6 +192,26 @@ pub async fn group_lag(
     .map_err(|_| KafkaError::Canceled)?
 }
 
+/// The partitions of `topic` on which the group of `lag` has not committed
+/// up to `marks` (offsets taken earlier, typically high watermarks), with how
+/// many records it is short on each. Empty when the group has read past every
+/// one of them. A partition of `marks` that `lag` does not show counts as
+/// short by its whole mark: nothing proves the group read it. A partition
+/// the group never committed has read nothing.
+pub fn short_of(lag: &[PartitionLag], topic: &str, marks: &BTreeMap<i32, i64>) -> BTreeMap<i32, i64> {
+    marks
+        .iter()
+        .filter_map(|(&partition, &mark)| {
+            let committed = lag
+                .iter()
+                .find(|p| p.topic == topic && p.partition == partition)
+                .map(|p| p.committed.unwrap_or(0))
+                .unwrap_or(0);
+            (committed < mark).then_some((partition, mark - committed))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +234,21 @@ mod tests {
     fn watermarks_count_the_records_kept() {
         assert_eq!(Watermarks { low: 3, high: 10 }.records(), 7);
         assert_eq!(Watermarks { low: 10, high: 3 }.records(), 0);
+    }
+
+    #[test]
+    fn a_group_is_short_of_marks_only_where_it_committed_below_them() {
+        let lag = vec![
+            PartitionLag::new("recording", "t", 0, Some(5), 9),
+            PartitionLag::new("recording", "t", 1, None, 0),
+            PartitionLag::new("recording", "t", 2, None, 4),
+        ];
+        let marks = BTreeMap::from([(0, 5), (1, 0), (2, 0)]);
+        assert!(short_of(&lag, "t", &marks).is_empty(), "at or past every mark");
+        let marks = BTreeMap::from([(0, 7), (1, 0), (2, 3)]);
+        assert_eq!(short_of(&lag, "t", &marks), BTreeMap::from([(0, 2), (2, 3)]));
+        // Another topic's offsets prove nothing; nor does a partition not shown.
+        assert_eq!(short_of(&lag, "u", &BTreeMap::from([(0, 1)])), BTreeMap::from([(0, 1)]));
+        assert_eq!(short_of(&lag, "t", &BTreeMap::from([(3, 1)])), BTreeMap::from([(3, 1)]));
     }
 }

@@ -3,9 +3,12 @@
 //! (`settings::Principal::of`) may write the topics it produces and read the
 //! topics its group consumes (and write their dead-letter topics), in its own
 //! consumer group, with its own transactional ids. Nothing else: ingest's
-//! login is refused on `stock-decided`. The broker runs the standard
-//! authorizer (KRaft `StandardAuthorizer`); the admin and the broker are its
-//! super users (stack/kafka/server.properties.tmpl).
+//! login is refused on `stock-decided`. Two stages may also describe what
+//! they do not own (offsets and watermarks, never records): ingest's
+//! operations dashboard every topic and group, and the sender the entries
+//! topic and the recorder's group (whether the recorder read past an entry).
+//! The broker runs the standard authorizer (KRaft `StandardAuthorizer`); the
+//! admin and the broker are its super users (stack/kafka/server.properties.tmpl).
 //!
 //! `firstcome topics create` applies [`pipeline_acls`] for the deployment's
 //! prefix; the test kit applies them for each test's prefix (literal names),
@@ -144,6 +147,21 @@ pub fn pipeline_acls_as(prefix: &str, principal_of: impl Fn(Principal) -> String
         if let Some(group) = stage.group() {
             allow(Stage::Ingest, Resource::Group, Pattern::Literal, format!("{prefix}{group}"), &[Operation::Describe]);
         }
+    }
+    // The sender pays a WON only for an entry the recorder holds, and judges a
+    // missing one forged only once the recorder has read past it: it reads the
+    // entries topic's watermarks and the recorder's committed offsets there
+    // (`sender::entries`). Describe only: it never reads the entries nor joins the group.
+    let entries_topic = topics.named(Topics::SURVEY_SUBMITTED).expect("the entries topic is known").to_string();
+    allow(Stage::Dispatch, Resource::Topic, Pattern::Literal, entries_topic, &[Operation::Describe]);
+    if let Some(recorder) = Stage::Recording.group() {
+        allow(
+            Stage::Dispatch,
+            Resource::Group,
+            Pattern::Literal,
+            format!("{prefix}{recorder}"),
+            &[Operation::Describe],
+        );
     }
     // The stock stage's rebuild reads the log under its own group ids (`<prefix>stock-rebuild-…`).
     allow(
@@ -314,6 +332,32 @@ mod tests {
             && acl.name == "firstcome-stock-p."));
         assert!(allows(&acls, "recorder", Operation::Read, "p.gift-dispatched"));
         assert!(allows(&acls, "recorder", Operation::Write, &Topics::dlq("p.gift-dispatched")));
+    }
+
+    #[test]
+    fn the_sender_may_only_describe_the_entries_topic_and_the_recorders_group() {
+        let acls = pipeline_acls("p.");
+        let sender_on = |name: &str| -> Vec<(Resource, Operation)> {
+            acls.iter()
+                .filter(|acl| acl.principal == "User:sender" && acl.name == name)
+                .map(|acl| (acl.resource, acl.operation))
+                .collect()
+        };
+        assert_eq!(sender_on("p.survey-submitted"), vec![(Resource::Topic, Operation::Describe)]);
+        assert_eq!(sender_on("p.recording"), vec![(Resource::Group, Operation::Describe)]);
+        assert!(!allows(&acls, "sender", Operation::Read, "p.survey-submitted"), "the sender reads no entry");
+        assert!(sender_on(&Topics::dlq("p.survey-submitted")).is_empty());
+        assert!(sender_on("p.stock").is_empty(), "nor the stock stage's progress");
+        // Everything else the sender holds is its own: its inputs, outputs, dead letters and group.
+        let own = ["p.stock-decided", "p.stock-decided.dlq", "p.gift-dispatched", "p.stock-released", "p.dispatch"];
+        let others: Vec<_> = acls
+            .iter()
+            .filter(|acl| acl.principal == "User:sender")
+            .filter(|acl| {
+                !own.contains(&acl.name.as_str()) && acl.name != "p.survey-submitted" && acl.name != "p.recording"
+            })
+            .collect();
+        assert!(others.is_empty(), "{others:?}");
     }
 
     #[test]
