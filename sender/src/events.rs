@@ -36,6 +36,15 @@ pub const METRICS: &[Metric] = &[
         "Batches retried because a WON's entry was not recorded yet (the recorder lags)",
     ),
     Metric::counter(
+        "firstcome_sender_awaiting_recorder_total",
+        "Batches retried because WONs past their entry deadline wait for the recorder to read past their entries",
+    ),
+    Metric::gauge(
+        "firstcome_sender_awaiting_recorder",
+        Unit::Count,
+        "WONs past their entry deadline held until the recorder reads past their entries",
+    ),
+    Metric::counter(
         "firstcome_sender_provider_mismatches_total",
         "Provider answers that did not match the gift asked for, by call (issue, lookup)",
     )
@@ -235,6 +244,36 @@ impl AwaitingEntries {
     pub fn emit(&self) {
         tracing::warn!(count = self.count, "WONs whose entries the recorder has not recorded yet; retrying the batch");
         metrics::counter!("firstcome_sender_entry_waits_total").increment(1);
+    }
+}
+
+/// WONs of a batch past their entry deadline whose entries the recorder
+/// has not read past yet: never refused for that, the batch is retried. The
+/// WARN line once per batch of them, the count on every retry.
+pub struct AwaitingRecorder<'a> {
+    pub count: usize,
+    /// Records the recorder is short of, by partition of `survey-submitted`.
+    pub short: &'a std::collections::BTreeMap<i32, i64>,
+    /// First time these WONs are held (else the line is DEBUG).
+    pub first: bool,
+}
+
+impl AwaitingRecorder<'_> {
+    pub fn emit(&self) {
+        let records: i64 = self.short.values().sum();
+        let partitions = self.short.len();
+        if self.first {
+            tracing::warn!(
+                count = self.count,
+                records,
+                partitions,
+                "WONs past their entry deadline, but the recorder has not read past their entries yet; \
+                 holding them (never paid meanwhile) until it does"
+            );
+        } else {
+            tracing::debug!(count = self.count, records, partitions, "still awaiting the recorder");
+        }
+        metrics::counter!("firstcome_sender_awaiting_recorder_total").increment(1);
     }
 }
 

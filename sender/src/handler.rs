@@ -38,8 +38,8 @@ use uuid::Uuid;
 use crate::backoff::Backoff;
 use crate::entries::EntryWitness;
 use crate::events::{
-    AwaitingEntries, ConflictingClaim, DecisionRejected, DispatchSkipped, DispatchUnresolved, GiftParked,
-    PayoutClaimed, PayoutRefused, RequestRejected, SkipReason, WonWithoutEntry,
+    AwaitingEntries, AwaitingRecorder, ConflictingClaim, DecisionRejected, DispatchSkipped, DispatchUnresolved,
+    GiftParked, PayoutClaimed, PayoutRefused, RequestRejected, SkipReason, WonWithoutEntry,
 };
 use crate::payout_guard::{Claim, PayoutGuard, RefusalReason};
 use crate::phone;
@@ -205,8 +205,9 @@ impl DispatchHandler {
 
     /// Keeps the WONs whose entries are recorded for their member and event
     /// ([`crate::entries`]). One not recorded yet fails the batch as
-    /// transient (retried after the loop's backoff, nothing claimed or sent);
-    /// one not recorded within the deadline is refused and dead-lettered.
+    /// transient (retried after the loop's backoff, nothing claimed or sent),
+    /// past the deadline too while the recorder has not read past it; one
+    /// still not recorded once the recorder has is refused and dead-lettered.
     async fn vouched(
         &self,
         open: Vec<Pending>,
@@ -215,9 +216,15 @@ impl DispatchHandler {
         let entries: Vec<&WonEntry> = open.iter().map(|p| &p.entry).collect();
         let vouched =
             self.witness.vouch(&entries).await.map_err(|e| HandlerError::transient_in("reading entries", e))?;
+        if !vouched.awaiting_recorder.is_empty() {
+            let count = vouched.awaiting_recorder.len();
+            AwaitingRecorder { count, short: &vouched.recorder_short, first: vouched.newly_held }.emit();
+        }
         if !vouched.awaiting.is_empty() {
-            let count = vouched.awaiting.len();
-            AwaitingEntries { count }.emit();
+            AwaitingEntries { count: vouched.awaiting.len() }.emit();
+        }
+        let count = vouched.awaiting.len() + vouched.awaiting_recorder.len();
+        if count > 0 {
             return Err(HandlerError::transient_in(
                 "awaiting the recorder",
                 format!("{count} WONs without a recorded entry yet"),

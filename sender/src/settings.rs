@@ -130,7 +130,9 @@ pub struct DispatchSettings {
     /// before it is retried (`crate::entries`).
     pub entry_wait_ms: u64,
     /// A WON whose entry is still not recorded this long after this instance
-    /// first looked is refused and dead-lettered.
+    /// first looked is refused and dead-lettered, but only once the recorder
+    /// has committed past the entries topic's watermarks of that first look
+    /// (`crate::entries`): until then it keeps waiting, however long.
     pub entry_deadline_ms: u64,
 }
 

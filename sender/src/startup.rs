@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
-use crate::entries::EntryWitness;
+use crate::entries::{EntryWitness, RecorderProgress};
 use crate::handler::DispatchHandler;
 use crate::outbox::Relay;
 use crate::parked::ParkedRetrier;
@@ -77,6 +77,7 @@ impl Application {
 
         let witness = EntryWitness::new(
             pool.clone(),
+            RecorderProgress::new(&settings.kafka),
             Duration::from_millis(settings.dispatch.entry_wait_ms),
             Duration::from_millis(settings.dispatch.entry_deadline_ms),
         );

@@ -14,7 +14,7 @@ use deadpool_postgres::Pool;
 use platform::kafka::{EventProducer, RecordContext};
 use platform::settings::HttpSettings;
 use provider_sim::{Faults, Gift};
-use schemas::{Codec, Event, Outcome, StockDecision, Topics};
+use schemas::{ClientInfo, Codec, Event, Outcome, StockDecision, SurveyAnswer, SurveySubmitted, Topics};
 use sender::Settings;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -208,6 +208,51 @@ impl TestEnv {
             )
             .await
             .expect("entry row");
+    }
+
+    /// The entry of `decision` produced to `survey-submitted`, as ingest
+    /// produces it (the sender never reads it: it moves the watermarks the
+    /// sender measures the recorder against).
+    pub async fn submit_entry(&self, decision: &StockDecision) {
+        let entry = SurveySubmitted {
+            event_id: decision.event_id.clone(),
+            entry_id: decision.entry_id.clone(),
+            user_id: decision.user_id.clone(),
+            answers: vec![SurveyAnswer { question: "taste".into(), answer: "5".into() }],
+            submitted_at: decision.accepted_at,
+            accepted_at: decision.accepted_at,
+            ticket: 0,
+            client: ClientInfo { channel: "web".into(), user_agent: None },
+        };
+        let context = RecordContext::new_root(format!("corr-{}", decision.entry_id), None);
+        self.producer.publish(&entry, context).await.expect("entry published");
+    }
+
+    /// The recorder's group commits `survey-submitted` up to its high
+    /// watermarks now, as the recorder does once it has written what it read.
+    pub async fn recorder_commits_to_the_end(&self) {
+        use rdkafka::consumer::{CommitMode, Consumer};
+        use rdkafka::{Offset, TopicPartitionList};
+        let kafka = self.kit.kafka_admin();
+        let group = self.kit.group(schemas::topology::group::RECORDING);
+        let topic = self.topics.survey_submitted.clone();
+        tokio::task::spawn_blocking(move || {
+            let reader = platform::kafka::lag::group_reader(&kafka, &group, "sender-test-recorder").expect("reader");
+            let marks = platform::kafka::lag::watermarks(&reader, &topic, platform::kafka::lag::CALL_TIMEOUT)
+                .expect("watermarks");
+            let mut offsets = TopicPartitionList::new();
+            for (partition, mark) in marks {
+                offsets.add_partition_offset(&topic, partition, Offset::Offset(mark.high)).expect("an offset");
+            }
+            reader.commit(&offsets, CommitMode::Sync).expect("the recorder's offsets committed");
+        })
+        .await
+        .expect("the commit task");
+    }
+
+    /// How many records `stock-decided.dlq` holds now.
+    pub async fn dead_letter_count(&self) -> usize {
+        self.kit.read_log(&Topics::dlq(&self.topics.stock_decided)).await.len()
     }
 
     /// A record that is not Avro at all.
