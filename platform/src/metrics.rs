@@ -192,6 +192,11 @@ pub const CONSUMER: &[Metric] = &[
     )
     .labels(&["group"]),
     Metric::counter(
+        "firstcome_transaction_init_retries_total",
+        "Times a starting transactional loop asked again for its producer id (the coordinator not ready)",
+    )
+    .labels(&["group"]),
+    Metric::counter(
         "firstcome_consumer_loop_rebuilds_total",
         "Consumer loops rebuilt after an error they could not go on from",
     )

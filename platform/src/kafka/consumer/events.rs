@@ -305,6 +305,31 @@ impl TransactionCallStuck<'_> {
     }
 }
 
+/// A starting transactional loop's `init_transactions` failed with an error
+/// that is not fatal (the coordinator moving or loading after a broker
+/// restart): asked again after `pause`.
+pub struct TransactionInitRetried<'a> {
+    pub group: &'a str,
+    pub transactional_id: &'a str,
+    pub tries: u32,
+    pub error: &'a rdkafka::error::RDKafkaError,
+    pub pause: Duration,
+}
+
+impl TransactionInitRetried<'_> {
+    pub fn emit(&self) {
+        tracing::warn!(
+            group = self.group,
+            transactional_id = self.transactional_id,
+            tries = self.tries,
+            error = %self.error,
+            retry_in_ms = self.pause.as_millis() as u64,
+            "the transaction coordinator is not ready; asking again"
+        );
+        metrics::counter!("firstcome_transaction_init_retries_total", "group" => self.group.to_string()).increment(1);
+    }
+}
+
 /// The loop stopped with an error it cannot go on from; it is rebuilt
 /// after `pause` (`platform::service`).
 pub struct LoopFailed<'a> {

@@ -51,6 +51,7 @@ use tracing::{info_span, Instrument};
 
 use self::events::{
     BatchFinished, BatchProcessed, BatchRefused, BatchRetried, DrainAbandoned, LoopStarted, LoopStopped,
+    TransactionInitRetried,
 };
 use super::base_config;
 use super::producer::{idempotent_config, RecordSender};
@@ -116,6 +117,48 @@ const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// does a send waiting for room in the producer's local queue.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a starting loop keeps asking for its transactional producer id.
+/// A broker restart moves the transaction coordinator and loads its log
+/// (seconds, more on a busy machine); an instance restarted meanwhile must
+/// wait it out, not exit: one that exits is a stage short until someone
+/// restarts it.
+const INIT_TRANSACTIONS_WITHIN: Duration = Duration::from_secs(120);
+/// Pause between two tries of `init_transactions`.
+const INIT_TRANSACTIONS_PAUSE: Duration = Duration::from_millis(500);
+
+/// `init_transactions`, tried again while it fails with an error that is not
+/// fatal (a coordinator not there yet: "Not coordinator", "Coordinator load
+/// in progress", a timeout), for up to [`INIT_TRANSACTIONS_WITHIN`]. A fatal
+/// error (this id fenced, a broker too old) ends it at once. Blocking: the
+/// loop is built off the async workers (`platform::service`).
+fn init_transactions(
+    producer: &FutureProducer,
+    group: &str,
+    transactional_id: &str,
+    call: Duration,
+) -> KafkaResult<()> {
+    let give_up = Instant::now() + INIT_TRANSACTIONS_WITHIN;
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match producer.init_transactions(call) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(error)) if !error.is_fatal() && Instant::now() < give_up => {
+                TransactionInitRetried {
+                    group,
+                    transactional_id,
+                    tries,
+                    error: &error,
+                    pause: INIT_TRANSACTIONS_PAUSE,
+                }
+                .emit();
+                std::thread::sleep(INIT_TRANSACTIONS_PAUSE);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 impl ConsumerLoop {
     /// Joins `group` on `topics` (created beforehand: auto-create is off).
     pub fn new(
@@ -166,7 +209,12 @@ impl ConsumerLoop {
                     .set("transactional.id", transactional_id)
                     .set("transaction.timeout.ms", settings.transaction_timeout_ms.to_string())
                     .create()?;
-                producer.init_transactions(Duration::from_millis(settings.transaction_timeout_ms))?;
+                init_transactions(
+                    &producer,
+                    group,
+                    transactional_id,
+                    Duration::from_millis(settings.transaction_timeout_ms),
+                )?;
                 producer
             }
         };
