@@ -42,6 +42,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::BlockingRetryable;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{FutureProducer, Producer};
@@ -129,8 +130,8 @@ const INIT_TRANSACTIONS_PAUSE: Duration = Duration::from_millis(500);
 /// `init_transactions`, tried again while it fails with an error that is not
 /// fatal (a coordinator not there yet: "Not coordinator", "Coordinator load
 /// in progress", a timeout), for up to [`INIT_TRANSACTIONS_WITHIN`]. A fatal
-/// error (this id fenced, a broker too old) ends it at once. Blocking: the
-/// loop is built off the async workers (`platform::service`).
+/// error (this id fenced, a broker too old) ends it at once. Blocking (backon's
+/// blocking retry): the loop is built off the async workers (`platform::service`).
 fn init_transactions(
     producer: &FutureProducer,
     group: &str,
@@ -139,24 +140,19 @@ fn init_transactions(
 ) -> KafkaResult<()> {
     let give_up = Instant::now() + INIT_TRANSACTIONS_WITHIN;
     let mut tries = 0u32;
-    loop {
-        tries += 1;
-        match producer.init_transactions(call) {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(error)) if !error.is_fatal() && Instant::now() < give_up => {
-                TransactionInitRetried {
-                    group,
-                    transactional_id,
-                    tries,
-                    error: &error,
-                    pause: INIT_TRANSACTIONS_PAUSE,
-                }
-                .emit();
-                std::thread::sleep(INIT_TRANSACTIONS_PAUSE);
+    let backoff = backon::ConstantBuilder::default().with_delay(INIT_TRANSACTIONS_PAUSE).without_max_times();
+    (|| producer.init_transactions(call))
+        .retry(backoff)
+        .sleep(backon::StdSleeper)
+        .when(|error| matches!(error, KafkaError::Transaction(error) if !error.is_fatal()) && Instant::now() < give_up)
+        .notify(|error, pause| {
+            // The tries that failed so far, this one included.
+            tries += 1;
+            if let KafkaError::Transaction(error) = error {
+                TransactionInitRetried { group, transactional_id, tries, error, pause }.emit();
             }
-            Err(error) => return Err(error),
-        }
-    }
+        })
+        .call()
 }
 
 impl ConsumerLoop {
