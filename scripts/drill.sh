@@ -264,9 +264,9 @@ redis_cli HSET "$K:meta" status open open_at_ms 0 close_at_ms 99999999999999 for
 redis_cli SET "$K:stock" 1000000000 >/dev/null
 redis_cli EVAL "for i = 0, 999999 do redis.call('SADD', KEYS[1], string.format('%012d', i)) end" 1 "$K:eligible" >/dev/null
 redis-benchmark --user admin -a firstcome_admin -q -n 300000 -c 64 -r 1000000 --csv \
-  EVALSHA "$ADMIT_SHA" 9 "$K:meta" "$K:eligible" "$K:entered" "$K:entries" "$K:ticket" "$K:tickets" \
-  "$K:frontier" "$K:pending" "$K:holes" \
-  60000 120000 fc:event-state "$REDIS_EVENT" 0 __rand_int__ "e-__rand_int__" 1 >"$WORK/redis-admit.csv" 2>&1
+  EVALSHA "$ADMIT_SHA" 10 "$K:meta" "$K:eligible" "$K:entered" "$K:entries" "$K:ticket" "$K:tickets" \
+  "$K:frontier" "$K:pending" "$K:holes" "$K:settle" \
+  60000 120000 fc:event-state "$REDIS_EVENT" 0 250 __rand_int__ "e-__rand_int__" 1 >"$WORK/redis-admit.csv" 2>&1
 REDIS=$(python3 - "$WORK/redis-admit.csv" <<'EOF'
 import csv, json, sys
 rows = list(csv.reader(open(sys.argv[1])))

@@ -35,13 +35,25 @@
 //!   not hold produced nothing, so if a failover lost its writes nobody holds
 //!   its tickets, and a floor raised over them would leave numbers in the
 //!   line no entry ever claims, each holding a unit nobody can win.
+//! - the floors are shared and a raise settles: each instance announces its
+//!   floors on [`TICKET_FLOOR_CHANNEL`] every [`ANNOUNCE_FLOORS_EVERY`]
+//!   (`state::sync`) and calls with the highest it knows, so an instance
+//!   that gave no ticket in the forgotten span, or was just restarted, still
+//!   raises the counter. A call that raises it starts a wait of
+//!   [`SETTLE_AFTER_LOSS`] during which nobody new is admitted: the other
+//!   instances' calls raise the counter to their own floors (which cover
+//!   tickets given since their last announcement) before the next ticket is
+//!   taken. Requests wait it out here; the member sees a slower answer, not
+//!   an error.
+//!
+//! [`TICKET_FLOOR_CHANNEL`]: platform::event_keys::TICKET_FLOOR_CHANNEL
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use platform::event_keys::EventKeys;
+use platform::event_keys::{EventKeys, TicketFloor};
 use platform::redis::fence::{FenceError, Moves, ReplicaFence};
 use redis::aio::ConnectionLike;
 use redis::Script;
@@ -81,6 +93,12 @@ pub enum Admission {
     TooEarly {
         opens_in: Duration,
     },
+    /// Redis forgot tickets and the instances are raising its counter: ask
+    /// again after `retry_after`. [`Admitter::admit`] and
+    /// [`Admitter::admit_grouped`] wait it out themselves.
+    Settling {
+        retry_after: Duration,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +116,10 @@ pub enum AdmissionError {
     /// produced (the member's retry resumes the entry).
     #[error("the admission's writes did not reach the replicas: {0}")]
     Fence(#[from] FenceError),
+    /// Redis forgot tickets and the counter was still being raised after
+    /// [`MAX_SETTLE_WAITS`] waits (instances raising it again and again).
+    #[error("the ticket counter is still being raised after a loss of Redis writes")]
+    Settling,
 }
 
 /// One request's part of an admit call.
@@ -137,19 +159,65 @@ pub struct Admitter {
     marks: Queue<MarkQuery, bool>,
 }
 
-/// The highest ticket seen per event (a few events at a time: the map is
-/// emptied when it grows past [`MAX_EVENTS_SEEN`], losing only a floor).
+/// The highest ticket known to be held per event: given out by this
+/// instance in an answered call, or announced by another instance. A few
+/// events at a time: the map is emptied when it grows past
+/// [`MAX_EVENTS_SEEN`], losing only floors. Cheap to clone (shared).
 #[derive(Debug, Clone, Default)]
-struct TicketsSeen(Arc<Mutex<HashMap<String, i64>>>);
+pub struct TicketFloors(Arc<Mutex<Floors>>);
+
+#[derive(Debug, Default)]
+struct Floors {
+    highest: HashMap<String, i64>,
+    /// Events whose floor this instance raised since it last announced it.
+    unannounced: HashSet<String>,
+}
 
 const MAX_EVENTS_SEEN: usize = 1_024;
 
-impl TicketsSeen {
-    fn floor(&self, event_id: &str) -> i64 {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(event_id).copied().unwrap_or(0)
+/// How long a raise of a counter that went back keeps new admissions
+/// waiting: long enough for every instance under load to make a call with
+/// its own floor (calls follow each other within milliseconds), short
+/// enough that a member hardly notices.
+pub const SETTLE_AFTER_LOSS: Duration = Duration::from_millis(250);
+/// A request waits through this many settling answers at most, then 503.
+pub const MAX_SETTLE_WAITS: u32 = 8;
+/// Each instance announces the floors it raised this often: an instance
+/// that gave no ticket in a forgotten span still knows the others' up to
+/// this long before it.
+pub const ANNOUNCE_FLOORS_EVERY: Duration = Duration::from_millis(50);
+
+impl TicketFloors {
+    /// The highest ticket known for `event_id` (0: none).
+    pub fn floor(&self, event_id: &str) -> i64 {
+        self.lock().highest.get(event_id).copied().unwrap_or(0)
     }
 
-    fn raise(&self, event_id: &str, answers: &[Admission]) {
+    /// Another instance announced `floor.ticket`: calls send at least it.
+    pub fn learn(&self, floor: &TicketFloor) {
+        self.lock().raise(&floor.event_id, floor.ticket);
+    }
+
+    /// The floors raised by this instance's answers since the last call, to
+    /// announce.
+    pub fn take_unannounced(&self) -> Vec<TicketFloor> {
+        let mut floors = self.lock();
+        let events: Vec<String> = floors.unannounced.drain().collect();
+        events
+            .into_iter()
+            .filter_map(|event_id| {
+                let ticket = floors.highest.get(&event_id).copied()?;
+                Some(TicketFloor { event_id, ticket })
+            })
+            .collect()
+    }
+
+    /// A floor whose announcement failed: announced again next time.
+    pub fn give_back(&self, floor: &TicketFloor) {
+        self.lock().unannounced.insert(floor.event_id.clone());
+    }
+
+    fn raise_by(&self, event_id: &str, answers: &[Admission]) {
         let highest = answers
             .iter()
             .filter_map(|answer| match answer {
@@ -158,13 +226,29 @@ impl TicketsSeen {
             })
             .max();
         if let Some(highest) = highest {
-            let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            if seen.len() >= MAX_EVENTS_SEEN && !seen.contains_key(event_id) {
-                seen.clear();
+            let mut floors = self.lock();
+            if floors.raise(event_id, highest) {
+                floors.unannounced.insert(event_id.to_string());
             }
-            let floor = seen.entry(event_id.to_string()).or_default();
-            *floor = (*floor).max(highest);
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Floors> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Floors {
+    /// Raises `event_id`'s floor to `ticket`; true when it rose.
+    fn raise(&mut self, event_id: &str, ticket: i64) -> bool {
+        if self.highest.len() >= MAX_EVENTS_SEEN && !self.highest.contains_key(event_id) {
+            self.highest.clear();
+            self.unannounced.clear();
+        }
+        let floor = self.highest.entry(event_id.to_string()).or_default();
+        let rose = ticket > *floor;
+        *floor = (*floor).max(ticket);
+        rose
     }
 }
 
@@ -174,9 +258,9 @@ struct AdmitCall {
     script: Arc<Script>,
     resume_after: Duration,
     fence: Option<ReplicaFence>,
-    /// The highest ticket this instance was given, per event: the floor
-    /// the script raises a counter that went back to.
-    tickets_seen: TicketsSeen,
+    /// The highest ticket known to be held, per event: the floor the
+    /// script raises a counter that went back to.
+    floors: TicketFloors,
 }
 
 /// An admitted entry the broker never acknowledged becomes a hole this many
@@ -198,7 +282,7 @@ impl Admitter {
                 script: Arc::new(platform::scripts::admit()),
                 resume_after,
                 fence: None,
-                tickets_seen: TicketsSeen::default(),
+                floors: TicketFloors::default(),
             },
             mark_accepted_many: Arc::new(platform::scripts::mark_accepted_many()),
             admits: Arc::default(),
@@ -214,10 +298,16 @@ impl Admitter {
         self
     }
 
-    /// The highest ticket this instance handed out for `event_id` in an
-    /// answered call: the floor its next admit call sends.
+    /// The highest ticket known to be held for `event_id` (handed out by
+    /// this instance in an answered call, or announced by another): the
+    /// floor its next admit call sends.
     pub fn ticket_floor(&self, event_id: &str) -> i64 {
-        self.admit.tickets_seen.floor(event_id)
+        self.admit.floors.floor(event_id)
+    }
+
+    /// The floors, shared with the task that announces and learns them.
+    pub fn floors(&self) -> TicketFloors {
+        self.admit.floors.clone()
     }
 
     /// Decides whether `member` may enter `event_id`, in a call of its own;
@@ -231,10 +321,17 @@ impl Admitter {
         new_entry_id: &str,
         admit_new: bool,
     ) -> Result<Admission, AdmissionError> {
-        let query =
-            AdmitQuery { member: member.as_str().to_string(), new_entry_id: new_entry_id.to_string(), admit_new };
-        let mut answers = self.admit.run(conn, event_id, &[query]).await?;
-        answers.pop().ok_or_else(|| AdmissionError::Unexpected("no answer".into()))
+        let mut waits = 0;
+        loop {
+            let query =
+                AdmitQuery { member: member.as_str().to_string(), new_entry_id: new_entry_id.to_string(), admit_new };
+            let mut answers = self.admit.run(conn, event_id, &[query]).await?;
+            let answer = answers.pop().ok_or_else(|| AdmissionError::Unexpected("no answer".into()))?;
+            match settle_wait(event_id, &answer, &mut waits)? {
+                Some(retry_after) => tokio::time::sleep(retry_after).await,
+                None => return Ok(answer),
+            }
+        }
     }
 
     /// [`Admitter::admit`], with the requests waiting at the same moment
@@ -260,9 +357,17 @@ impl Admitter {
             }));
             tx
         });
-        let query =
-            AdmitQuery { member: member.as_str().to_string(), new_entry_id: new_entry_id.to_string(), admit_new };
-        ask(queue, "admit", event_id, query).await
+        let mut waits = 0;
+        loop {
+            let query =
+                AdmitQuery { member: member.as_str().to_string(), new_entry_id: new_entry_id.to_string(), admit_new };
+            let answer = ask(queue, "admit", event_id, query).await?;
+            match settle_wait(event_id, &answer, &mut waits)? {
+                // The request waits on its own: the grouped task goes on.
+                Some(retry_after) => tokio::time::sleep(retry_after).await,
+                None => return Ok(answer),
+            }
+        }
     }
 
     /// Marks the entry acknowledged (`A|entry`), only if the member's mark is
@@ -293,6 +398,24 @@ impl Admitter {
         let query = MarkQuery { member: member.as_str().to_string(), entry_id: entry_id.to_string() };
         ask(queue, "mark", event_id, query).await
     }
+}
+
+/// How long to wait before asking again when `answer` is a settling one
+/// (`None`: it is the request's answer); counts the waits and refuses past
+/// [`MAX_SETTLE_WAITS`].
+fn settle_wait(event_id: &str, answer: &Admission, waits: &mut u32) -> Result<Option<Duration>, AdmissionError> {
+    let Admission::Settling { retry_after } = answer else { return Ok(None) };
+    *waits += 1;
+    metrics::counter!("firstcome_ingest_settle_waits_total").increment(1);
+    if *waits > MAX_SETTLE_WAITS {
+        tracing::warn!(event_id, waits = *waits - 1, "ticket counter still settling: answering 503");
+        return Err(AdmissionError::Settling);
+    }
+    if *waits == 1 {
+        tracing::info!(event_id, ?retry_after, "Redis forgot tickets: waiting while the instances raise the counter");
+    }
+    // A key that lost its expiry must not hold a request longer than a window.
+    Ok(Some((*retry_after).clamp(Duration::from_millis(1), SETTLE_AFTER_LOSS)))
 }
 
 /// Puts one request in a grouped task's queue and waits for its answer.
@@ -359,8 +482,7 @@ impl AdmitCall {
         // Taken before the writes: a move after it voids the fence.
         let moves = self.fence.and_then(|_| conn.moves());
         let answers =
-            admit_call(&self.script, self.resume_after, conn, event_id, queries, self.tickets_seen.floor(event_id))
-                .await?;
+            admit_call(&self.script, self.resume_after, conn, event_id, queries, self.floors.floor(event_id)).await?;
         if let Some(fence) = self.fence {
             if answers.iter().any(|answer| matches!(answer, Admission::Accept { .. })) {
                 if let Err(error) = fence.hold(conn, moves.as_ref()).await {
@@ -371,7 +493,7 @@ impl AdmitCall {
                 }
             }
         }
-        self.tickets_seen.raise(event_id, &answers);
+        self.floors.raise_by(event_id, &answers);
         Ok(answers)
     }
 }
@@ -396,13 +518,15 @@ async fn admit_call<C: ConnectionLike + Send>(
         .key(&keys.tickets)
         .key(&keys.frontier)
         .key(&keys.pending)
-        .key(&keys.holes);
+        .key(&keys.holes)
+        .key(&keys.settle);
     invocation
         .arg(resume_after.as_millis() as u64)
         .arg((resume_after * HOLE_AFTER_RESUMES).as_millis() as u64)
         .arg(platform::event_keys::STATE_CHANNEL)
         .arg(event_id)
-        .arg(ticket_floor);
+        .arg(ticket_floor)
+        .arg(SETTLE_AFTER_LOSS.as_millis() as u64);
     for query in queries {
         invocation.arg(&query.member).arg(&query.new_entry_id).arg(if query.admit_new { 1 } else { 0 });
     }
@@ -444,6 +568,7 @@ fn admission_of(
         "sold_out" => Admission::SoldOut,
         "closed" => Admission::Closed,
         "too_early" => Admission::TooEarly { opens_in: Duration::from_millis((at - now).max(0) as u64) },
+        "settling" => Admission::Settling { retry_after: Duration::from_millis(at.max(0) as u64) },
         "corrupt_mark" => {
             // Never admit over a mark we cannot read: one entry per member
             // outweighs this member's retry. An operator repairs the mark.
@@ -470,4 +595,55 @@ async fn mark_call<C: ConnectionLike + Send>(
     }
     let answers: Vec<i64> = invocation.invoke_async(conn).await?;
     Ok(answers.into_iter().map(|done| done == 1).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(ticket: i64) -> Admission {
+        Admission::Accept { entry_id: format!("e-{ticket}"), admitted_at_ms: 0, ticket }
+    }
+
+    #[test]
+    fn only_floors_this_instance_raised_are_announced_and_once() {
+        let floors = TicketFloors::default();
+        floors.raise_by("ev", &[accept(3), Admission::SoldOut, accept(5)]);
+        floors.learn(&TicketFloor { event_id: "other".into(), ticket: 9 });
+        assert_eq!(floors.take_unannounced(), vec![TicketFloor { event_id: "ev".into(), ticket: 5 }]);
+        assert!(floors.take_unannounced().is_empty(), "announced once");
+        assert_eq!(floors.floor("other"), 9, "a learnt floor is sent, not announced again");
+    }
+
+    #[test]
+    fn a_floor_never_goes_down_and_a_lower_answer_is_not_news() {
+        let floors = TicketFloors::default();
+        floors.learn(&TicketFloor { event_id: "ev".into(), ticket: 10 });
+        floors.raise_by("ev", &[accept(4)]);
+        assert_eq!(floors.floor("ev"), 10);
+        assert!(floors.take_unannounced().is_empty(), "4 is below what is known");
+        floors.learn(&TicketFloor { event_id: "ev".into(), ticket: 2 });
+        assert_eq!(floors.floor("ev"), 10);
+    }
+
+    #[test]
+    fn a_failed_announcement_is_made_again() {
+        let floors = TicketFloors::default();
+        floors.raise_by("ev", &[accept(7)]);
+        let taken = floors.take_unannounced();
+        taken.iter().for_each(|floor| floors.give_back(floor));
+        assert_eq!(floors.take_unannounced(), taken);
+    }
+
+    #[test]
+    fn a_settling_answer_waits_at_most_a_window_then_refuses() {
+        let mut waits = 0;
+        let long = Admission::Settling { retry_after: Duration::from_secs(3_600) };
+        assert_eq!(settle_wait("ev", &long, &mut waits).ok().flatten(), Some(SETTLE_AFTER_LOSS));
+        assert_eq!(settle_wait("ev", &accept(1), &mut waits).ok().flatten(), None);
+        for _ in 1..MAX_SETTLE_WAITS {
+            assert!(settle_wait("ev", &long, &mut waits).is_ok());
+        }
+        assert!(matches!(settle_wait("ev", &long, &mut waits), Err(AdmissionError::Settling)));
+    }
 }

@@ -74,8 +74,10 @@ impl Application {
         // First-entry marks, eligibility and the event's state must not be evicted.
         redis.check_eviction_policy().await?;
         let cache = EventCache::new(settings.state_refresh());
+        let admitter = Admitter::new(settings.resume_after()).with_fence(settings.admission_fence());
         let sync = StateSync::connect(
             cache.clone(),
+            admitter.floors(),
             platform::redis::client(&settings.redis)?,
             redis.clone(),
             settings.state_refresh(),
@@ -94,7 +96,7 @@ impl Application {
         let state = AppState {
             cache,
             redis,
-            admitter: Admitter::new(settings.resume_after()).with_fence(settings.admission_fence()),
+            admitter,
             producer,
             db,
             auth: Arc::new(settings.auth.verifier()),

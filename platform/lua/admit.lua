@@ -11,18 +11,23 @@
 -- plus the line's depth, nobody new is admitted (sold_out), without waiting
 -- for the stock stage; the last ticket announces it on the state channel.
 --
--- KEYS: meta, eligible, entered, entries, ticket, tickets, frontier, pending, holes
+-- KEYS: meta, eligible, entered, entries, ticket, tickets, frontier, pending, holes,
+--       settle
 -- ARGV: resume_after_ms, hole_after_ms, state channel, event id,
---       ticket floor (the highest ticket the caller was given: a counter
+--       ticket floor (the highest ticket the caller knows was given, by
+--       itself or, as they announced, by the other instances: a counter
 --       below it went back, e.g. an AOF that missed its last second, and is
 --       raised to it before any ticket is taken; 0: none),
+--       settle_ms (after such a raise, no new ticket for this long: the
+--       other instances' calls raise the counter to their own floors first;
+--       0: no wait),
 --       then per request: member, new entry id, admit_new
 --       (1, or 0 when this instance was told the event sold out: known
 --       members are still answered, nobody new is admitted)
 -- Answers one {code, entry id, ms, now, ticket} per request, in order
--- (ticket 0 where none applies).
-local meta, eligible, entered, entries, ticket, tickets, frontier, pending, holes =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+-- (ticket 0 where none applies; for 'settling', ms is the wait left).
+local meta, eligible, entered, entries, ticket, tickets, frontier, pending, holes, settle =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local now = redis_now_ms()
 local resume_after = tonumber(ARGV[1])
 local hole_after = tonumber(ARGV[2]) or 0
@@ -38,6 +43,7 @@ local limit, issued = admission_limit(meta, frontier, ticket)
 -- when it reads 0 and a floor is given: one GET less on every call.
 -- INCRBY keeps the key's TTL, and ingest's Redis user may INCRBY this key only.
 local ticket_floor = tonumber(ARGV[5]) or 0
+local settle_ms = tonumber(ARGV[6]) or 0
 if ticket_floor > issued then
   local counter = issued
   if counter == 0 then
@@ -46,8 +52,17 @@ if ticket_floor > issued then
   if counter then
     redis.call('INCRBY', ticket, ticket_floor - counter)
     issued = ticket_floor
+    -- Redis forgot tickets, and this caller's floor covers only what it
+    -- knows: another instance may hold higher ones. Taking the next ticket
+    -- now could give one of theirs again, so nobody new is admitted until
+    -- they have called with their floors (each raise starts the wait anew).
+    if settle_ms > 0 then
+      redis.call('SET', settle, '1', 'PX', settle_ms)
+    end
   end
 end
+-- The wait left, read once per call and only by a call that would admit.
+local settle_left = nil
 
 local function ticket_of(entry)
   return tonumber(redis.call('HGET', tickets, entry) or '0') or 0
@@ -94,6 +109,12 @@ local function admit_one(member, new_entry, admit_new)
   if issued >= limit or admit_new == '0' then
     return {'sold_out', '', 0, now, 0}
   end
+  if settle_left == nil then
+    settle_left = settle_ms > 0 and redis.call('PTTL', settle) or -2
+  end
+  if settle_left > 0 then
+    return {'settling', '', settle_left, now, 0}
+  end
   issued = redis.call('INCR', ticket)
   redis.call('HSET', entered, member, 'P|' .. new_entry .. '|' .. now)
   redis.call('HSET', entries, new_entry, member)
@@ -108,7 +129,7 @@ end
 
 local answers = {}
 local accepted = false
-for i = 6, #ARGV - 2, 3 do
+for i = 7, #ARGV - 2, 3 do
   local answer = admit_one(ARGV[i], ARGV[i + 1], ARGV[i + 2])
   accepted = accepted or answer[1] == 'accept'
   answers[#answers + 1] = answer

@@ -41,6 +41,11 @@ use serde::{Deserialize, Serialize};
 /// Pub/sub channel announcing event state changes (sold out, reopened, closed).
 pub const STATE_CHANNEL: &str = "fc:event-state";
 
+/// Pub/sub channel on which every ingest instance announces the highest
+/// ticket it handed out per event ([`TicketFloor`]): a Redis that forgot
+/// tickets is then raised past every instance's, not only the caller's.
+pub const TICKET_FLOOR_CHANNEL: &str = "fc:ticket-floors";
+
 /// How long an event's keys outlive its close.
 pub const GRACE_AFTER_CLOSE: Duration = Duration::from_secs(24 * 3600);
 
@@ -67,6 +72,9 @@ pub struct EventKeys {
     pub pending: String,
     pub holes: String,
     pub hold: String,
+    /// While it lives, ingest admits nobody new: Redis forgot tickets and the
+    /// instances are raising the counter to their floors (`lua/admit.lua`).
+    pub settle: String,
     /// The waiting room's keys: listed so that deleting an event's keys
     /// (a re-created event, a test) clears them too.
     pub room: [String; 4],
@@ -96,12 +104,13 @@ impl EventKeys {
             pending: k("pending"),
             holes: k("holes"),
             hold: k("hold"),
+            settle: k("settle"),
             room: [k("room"), k("line"), k("prequeue"), k("passed")],
         }
     }
 
     /// Every key, for expiry and deletion.
-    pub fn all(&self) -> [&str; 24] {
+    pub fn all(&self) -> [&str; 25] {
         [
             &self.meta,
             &self.stock,
@@ -123,6 +132,7 @@ impl EventKeys {
             &self.pending,
             &self.holes,
             &self.hold,
+            &self.settle,
             &self.room[0],
             &self.room[1],
             &self.room[2],
@@ -272,6 +282,14 @@ pub async fn write_event<C: redis::aio::ConnectionLike + Send>(
 pub struct StateChange {
     pub event_id: String,
     pub status: EventStatus,
+}
+
+/// An ingest instance's highest ticket of an event, published on
+/// [`TICKET_FLOOR_CHANNEL`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketFloor {
+    pub event_id: String,
+    pub ticket: i64,
 }
 
 #[cfg(test)]

@@ -252,6 +252,8 @@ async fn ingest_reads_an_events_state_and_writes_only_its_admissions() {
         ("persist eligibility", redis::cmd("PERSIST").arg(&keys.eligible).clone()),
         ("add an eligible member", redis::cmd("SADD").arg(&keys.eligible).arg("m-x").clone()),
         ("set the stock counter", redis::cmd("SET").arg(&keys.stock).arg(99).clone()),
+        // The counter only rises (INCR, INCRBY): a SET could put it back.
+        ("set the ticket counter", redis::cmd("SET").arg(&keys.ticket).arg(1).clone()),
         ("move the frontier", redis::cmd("SET").arg(&keys.frontier).arg(99).clone()),
         ("write a decision", redis::cmd("HSET").arg(&keys.decisions).arg("e-2").arg("WON|2").clone()),
         ("delete meta", redis::cmd("DEL").arg(&keys.meta).clone()),
@@ -296,6 +298,22 @@ async fn ingest_reads_an_events_state_and_writes_only_its_admissions() {
         .query_async(&mut ingest)
         .await
         .expect("ingest's admission writes");
+    // And the wait after a raise of a counter that went back, announced to
+    // the other instances on the ticket floor channel.
+    let _: () = redis::cmd("SET")
+        .arg(&keys.settle)
+        .arg(1)
+        .arg("PX")
+        .arg(250)
+        .query_async(&mut ingest)
+        .await
+        .expect("ingest starts the settle");
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(platform::event_keys::TICKET_FLOOR_CHANNEL)
+        .arg("{}")
+        .query_async(&mut ingest)
+        .await
+        .expect("ingest announces its floors");
     let _: () = redis::cmd("DEL").arg(keys.all().to_vec()).query_async(&mut admin).await.expect("cleaned up");
 }
 

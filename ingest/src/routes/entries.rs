@@ -209,6 +209,8 @@ async fn admit(
             Err(ApiError::Closed)
         }
         Admission::TooEarly { opens_in } => Err(ApiError::TooEarly(opens_in)),
+        // admit_grouped waits these out; one that still comes back is a 503.
+        Admission::Settling { .. } => Err(ApiError::unavailable("admission: the ticket counter is settling")),
     }
 }
 

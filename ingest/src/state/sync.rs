@@ -6,12 +6,18 @@
 //! the connection is pinged and re-established with backoff, every
 //! re-subscription triggers a full re-read, and a periodic re-read of every
 //! known event runs anyway as the safety net.
+//!
+//! The same connection learns the other instances' ticket floors on
+//! [`TICKET_FLOOR_CHANNEL`], and a third loop announces this instance's
+//! (see `admission`, "the floors are shared"). A floor missed while
+//! disconnected costs nothing until Redis forgets tickets, and then only
+//! those given since the other instance's next announcement.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use platform::event_keys::{StateChange, STATE_CHANNEL};
+use platform::event_keys::{StateChange, TicketFloor, STATE_CHANNEL, TICKET_FLOOR_CHANNEL};
 use platform::redis::Connection as ConnectionManager;
 use redis::aio::PubSub;
 use tokio::sync::Notify;
@@ -19,6 +25,7 @@ use tokio::time::{interval, timeout, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::EventCache;
+use crate::admission::{TicketFloors, ANNOUNCE_FLOORS_EVERY};
 
 /// A silent connection is checked this often (a dead TCP peer sends nothing).
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -30,6 +37,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// The pub/sub listener and the periodic re-read, started by the application.
 pub struct StateSync {
     cache: EventCache,
+    floors: TicketFloors,
     client: platform::redis::PubSubClient,
     conn: ConnectionManager,
     refresh_every: Duration,
@@ -42,20 +50,29 @@ impl StateSync {
     /// Subscribes now; fails when Redis is unreachable at start.
     pub async fn connect(
         cache: EventCache,
+        floors: TicketFloors,
         client: platform::redis::PubSubClient,
         conn: ConnectionManager,
         refresh_every: Duration,
     ) -> redis::RedisResult<Self> {
         let pubsub = subscribe(&client).await?;
-        Ok(Self { cache, client, conn, refresh_every, pubsub: Some(pubsub) })
+        Ok(Self { cache, floors, client, conn, refresh_every, pubsub: Some(pubsub) })
     }
 
-    /// Runs both loops until `shutdown`.
+    /// Runs the three loops until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let refresh_now = Arc::new(Notify::new());
-        let listener = listen(self.pubsub, self.client, self.cache.clone(), refresh_now.clone(), shutdown.clone());
+        let listener = listen(
+            self.pubsub,
+            self.client,
+            self.cache.clone(),
+            self.floors.clone(),
+            refresh_now.clone(),
+            shutdown.clone(),
+        );
+        let announcer = announce_floors(self.conn.clone(), self.floors, shutdown.clone());
         let refresher = refresh(self.conn, self.cache, self.refresh_every, refresh_now, shutdown);
-        tokio::join!(listener, refresher);
+        tokio::join!(listener, announcer, refresher);
         tracing::debug!("event state sync stopped");
     }
 }
@@ -63,7 +80,7 @@ impl StateSync {
 async fn subscribe(client: &platform::redis::PubSubClient) -> redis::RedisResult<PubSub> {
     let connect = async {
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(STATE_CHANNEL).await?;
+        pubsub.subscribe(&[STATE_CHANNEL, TICKET_FLOOR_CHANNEL]).await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
     match timeout(CALL_TIMEOUT, connect).await {
@@ -79,6 +96,7 @@ async fn listen(
     mut pubsub: Option<PubSub>,
     client: platform::redis::PubSubClient,
     cache: EventCache,
+    floors: TicketFloors,
     refresh_now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
@@ -113,6 +131,7 @@ async fn listen(
                 biased;
                 _ = shutdown.cancelled() => return,
                 message = stream.next() => match message {
+                    Some(message) if message.get_channel_name() == TICKET_FLOOR_CHANNEL => on_floor(&floors, &message),
                     Some(message) => on_message(&cache, &message),
                     None => {
                         tracing::warn!("event state subscription lost");
@@ -145,6 +164,55 @@ fn on_message(cache: &EventCache, message: &redis::Msg) {
     let known = cache.apply(&change);
     tracing::info!(event_id = %change.event_id, status = change.status.as_str(), known, "event state changed");
     metrics::counter!("firstcome_ingest_state_changes_total", "status" => change.status.as_str()).increment(1);
+}
+
+fn on_floor(floors: &TicketFloors, message: &redis::Msg) {
+    match serde_json::from_slice::<TicketFloor>(message.get_payload_bytes()) {
+        Ok(floor) => floors.learn(&floor),
+        Err(error) => {
+            tracing::warn!(%error, "ignored a malformed ticket floor message");
+            metrics::counter!("firstcome_ingest_state_changes_total", "status" => "malformed").increment(1);
+        }
+    }
+}
+
+/// Announces the floors this instance raised, every [`ANNOUNCE_FLOORS_EVERY`]
+/// (nothing when none rose: an idle instance publishes nothing). A failed
+/// publish gives them back, so the next tick tries again.
+async fn announce_floors(mut conn: ConnectionManager, floors: TicketFloors, shutdown: CancellationToken) {
+    let mut tick = interval(ANNOUNCE_FLOORS_EVERY);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let raised = floors.take_unannounced();
+        if raised.is_empty() {
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for floor in &raised {
+            match serde_json::to_string(floor) {
+                Ok(text) => {
+                    pipe.publish(TICKET_FLOOR_CHANNEL, text).ignore();
+                }
+                Err(error) => tracing::warn!(%error, "a ticket floor could not be encoded"),
+            }
+        }
+        match timeout(CALL_TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => {}
+            outcome => {
+                let error = match outcome {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "timed out".to_string(),
+                };
+                tracing::warn!(%error, floors = raised.len(), "ticket floors not announced: trying again");
+                raised.iter().for_each(|floor| floors.give_back(floor));
+            }
+        }
+    }
 }
 
 async fn refresh(

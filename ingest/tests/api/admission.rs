@@ -137,6 +137,108 @@ async fn a_ticket_counter_that_went_back_is_raised_to_the_highest_ticket_given()
     assert!(matches!(answer, Admission::Accept { ticket: 6, .. }), "{answer:?}");
 }
 
+/// Redis forgot tickets two instances gave: A's last were 6 and 7, B's 8 to
+/// 10. A calls first and can raise the counter only to 7; were the next
+/// ticket taken at once it would be B's 8 again. So the raise starts a wait
+/// in which nobody new is admitted, B's call raises the counter to 10 within
+/// it, and no ticket is given twice.
+#[tokio::test]
+async fn a_raised_counter_waits_for_the_other_instances_floors() {
+    let settings = isolated_settings().await;
+    let mut conn = redis(&settings).await;
+    let members: Vec<String> = (0..12).map(|i| format!("m-{i}")).collect();
+    let eligible: Vec<&str> = members.iter().map(String::as_str).collect();
+    let event_id = create_event(&mut conn, EventSpec::open(&eligible)).await;
+    let keys = EventKeys::new(&event_id);
+    let mut as_ingest = ingest_redis(&settings).await;
+    let (a, b) = (Admitter::new(std::time::Duration::from_secs(30)), Admitter::new(std::time::Duration::from_secs(30)));
+    for (n, m) in members[..10].iter().enumerate() {
+        let instance = if n < 7 { &a } else { &b };
+        let answer =
+            instance.admit(&mut as_ingest, &event_id, &member(m), &format!("e-{m}"), true).await.expect("admit");
+        assert!(matches!(answer, Admission::Accept { ticket, .. } if ticket == n as i64 + 1), "{answer:?}");
+    }
+    // The last second is lost: the counter is back at 5.
+    let () = redis::cmd("SET").arg(&keys.ticket).arg(5).arg("KEEPTTL").query_async(&mut conn).await.expect("SET");
+
+    let first = tokio::spawn({
+        let (a, as_ingest, event_id) = (a.clone(), as_ingest.clone(), event_id.clone());
+        async move { a.admit_grouped(&as_ingest, &event_id, &member("m-10"), "e-m-10", true).await }
+    });
+    // A's call raised the counter: the wait has begun (or, with the defect,
+    // A was answered at once).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: i64 = redis::cmd("PTTL").arg(&keys.settle).query_async(&mut conn).await.expect("PTTL");
+        if left > 0 {
+            // Held open for as long as B may take on a loaded machine;
+            // B's raise sets it back to the usual wait.
+            let _: i64 =
+                redis::cmd("PEXPIRE").arg(&keys.settle).arg(60_000).query_async(&mut conn).await.expect("PEXPIRE");
+            break;
+        }
+        if first.is_finished() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "A's call neither answered nor began the wait");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let second = b.admit(&mut as_ingest, &event_id, &member("m-11"), "e-m-11", true).await.expect("B admits");
+    let first = first.await.expect("A's task").expect("A admits");
+    let ticket = |answer: &Admission| match answer {
+        Admission::Accept { ticket, .. } => *ticket,
+        other => panic!("not admitted: {other:?}"),
+    };
+    let (first, second) = (ticket(&first), ticket(&second));
+    assert!(first > 10, "A's new member got ticket {first}, one B gave before the loss");
+    assert!(second > 10 && second != first, "B's new member got ticket {second} (A's: {first})");
+    let settled: i64 = redis::cmd("PTTL").arg(&keys.settle).query_async(&mut conn).await.expect("PTTL");
+    assert!(settled < 0, "the wait ended: {settled}");
+}
+
+/// An instance that gave no ticket in the forgotten span (or was restarted
+/// since) still raises the counter: it knows the floors the others
+/// announced on the ticket floor channel.
+#[tokio::test]
+async fn an_instance_raises_the_counter_to_the_floors_the_others_announced() {
+    let settings = isolated_settings().await;
+    let mut conn = redis(&settings).await;
+    let event_id = create_event(&mut conn, EventSpec::open(&["m-0", "m-1", "m-2", "m-3"])).await;
+    let keys = EventKeys::new(&event_id);
+    let ingest_settings =
+        settings.redis.for_principal(platform::settings::Environment::Local, platform::settings::Principal::INGEST);
+    let mut as_ingest = ingest_redis(&settings).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (a, b) = (Admitter::new(std::time::Duration::from_secs(30)), Admitter::new(std::time::Duration::from_secs(30)));
+    for admitter in [&a, &b] {
+        // Each instance's state sync, as ingest runs it (its own Redis user).
+        let sync = ingest::state::StateSync::connect(
+            ingest::state::EventCache::new(std::time::Duration::from_secs(60)),
+            admitter.floors(),
+            platform::redis::client(&ingest_settings).expect("pub/sub client"),
+            as_ingest.clone(),
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .expect("state sync");
+        tokio::spawn(sync.run(stop.clone()));
+    }
+    for (n, m) in ["m-0", "m-1", "m-2"].into_iter().enumerate() {
+        let answer = b.admit(&mut as_ingest, &event_id, &member(m), &format!("e-{m}"), true).await.expect("admit");
+        assert!(matches!(answer, Admission::Accept { ticket, .. } if ticket == n as i64 + 1), "{answer:?}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while a.ticket_floor(&event_id) < 3 {
+        assert!(std::time::Instant::now() < deadline, "A never learnt B's floor: {}", a.ticket_floor(&event_id));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Redis forgets B's last two tickets; A, which gave none, calls first.
+    let () = redis::cmd("SET").arg(&keys.ticket).arg(1).arg("KEEPTTL").query_async(&mut conn).await.expect("SET");
+    let answer = a.admit(&mut as_ingest, &event_id, &member("m-3"), "e-m-3", true).await.expect("admit");
+    stop.cancel();
+    assert!(matches!(answer, Admission::Accept { ticket: 4, .. }), "not ticket 2 again: {answer:?}");
+}
+
 /// The admission fence: with `replica_acks = 1`, an admission on a Redis
 /// without a replica fails (the member gets 503 and nothing is produced),
 /// and one on a primary with a replica passes only once the replica holds
