@@ -1,4 +1,4 @@
-//! The five invariants against the stores, one step each: [`check`] reads
+//! The six invariants against the stores, one step each: [`check`] reads
 //! what every check shares (the event, its entries by status, the SENT
 //! dispatches, the payout guard), then asks each invariant in turn.
 
@@ -42,6 +42,7 @@ pub async fn check(
     let (ended, phantoms) = every_won_ends(stores, &db, &keys, event_id, &guard, &mut tally).await?;
     checks.push(ended);
     checks.push(stores_reconcile(stores, &db, &keys, event_id, &guard, &sent, provider.is_some(), &mut tally).await?);
+    checks.push(tickets_given_once(stores, &db, &keys, event_id, &mut tally).await?);
     let phantom_successes = phantoms.into_iter().take(PHANTOMS_LISTED).collect();
     Ok(InvariantReport { tally, checks, phantom_successes })
 }
@@ -481,4 +482,61 @@ async fn stores_reconcile(
         drift.join("; ")
     };
     Ok(Check { name: "5 redis, ledger, claims and provider reconcile", holds: drift.is_empty(), detail })
+}
+
+/// 6: every ticket is given once, so admission stays within the stock's
+/// bound: the entries holding a ticket are at most for sale + the line's
+/// depth, or the frontier when returned units reopened admission past it.
+/// A Redis that forgot tickets and gave one again breaks it.
+async fn tickets_given_once(
+    stores: &Stores,
+    db: &Db,
+    keys: &EventKeys,
+    event_id: &str,
+    tally: &mut Tally,
+) -> Result<Check, AuditError> {
+    let row = db
+        .query_one(
+            "SELECT count(ticket), count(DISTINCT ticket), coalesce(max(ticket), 0)::bigint
+             FROM event_entries WHERE event_id = $1",
+            &[&event_id],
+        )
+        .await?;
+    let (ticketed, distinct, highest): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    tally.ticketed_entries = ticketed;
+    tally.duplicate_tickets = ticketed - distinct;
+    let mut redis = stores.redis.clone();
+    let (depth, frontier): (Option<i64>, Option<i64>) = redis::pipe()
+        .hget(&keys.meta, "line_depth")
+        .get(&keys.frontier)
+        .query_async(&mut redis)
+        .await
+        .map_err(|e| stores.redis_error(e))?;
+    // The admit script's default depth (platform/lua/prelude.lua, admission_limit).
+    let depth = depth.unwrap_or_else(|| ((tally.for_sale + 9) / 10).max(100));
+    let bound = (tally.for_sale + depth).max(frontier.unwrap_or(0));
+    tally.admission_bound = bound;
+    let mut broken = Vec::new();
+    if tally.duplicate_tickets > 0 {
+        let twice: Vec<String> = db
+            .query(
+                "SELECT ticket::text FROM event_entries WHERE event_id = $1 AND ticket IS NOT NULL
+                 GROUP BY ticket HAVING count(*) > 1 ORDER BY ticket LIMIT 10",
+                &[&event_id],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        broken.push(format!("{} tickets given twice (first: {})", tally.duplicate_tickets, twice.join(", ")));
+    }
+    if ticketed > bound {
+        broken.push(format!("{ticketed} entries admitted for a bound of {bound}"));
+    }
+    let detail = if broken.is_empty() {
+        format!("{ticketed} entries, {distinct} tickets up to {highest}; bound {bound} (for sale + a line of {depth})")
+    } else {
+        broken.join("; ")
+    };
+    Ok(Check { name: "6 every ticket given once, admission within the bound", holds: broken.is_empty(), detail })
 }

@@ -54,6 +54,13 @@ pub struct Tally {
     /// Refused WONs of members paid under another entry: the member holds
     /// their one gift (the extra unit Redis holds is invariant 5's).
     pub repeat_wins_refused: i64,
+    /// Entries recorded with a ticket (an entry of another producer has none).
+    pub ticketed_entries: i64,
+    /// Entries holding a ticket another entry holds too (a violation of 6).
+    pub duplicate_tickets: i64,
+    /// What admission may reach: for sale + the line's depth, or the
+    /// frontier once returned units reopened it.
+    pub admission_bound: i64,
 }
 
 impl Tally {
