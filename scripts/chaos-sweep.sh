@@ -2,7 +2,8 @@
 # The chaos suite over many seeds, one after another (each seed is its own run of
 # `firstcome-lab chaos`, see scripts/chaos.sh), then one table: per seed, whether every
 # invariant held, FCFS fidelity, phantom successes (members told "won" and never
-# paid), entries accepted and the time from the last request to the last gift.
+# paid), entries accepted against the admission bound (for sale + the line), tickets
+# given twice and the time from the last request to the last gift.
 # Reports and logs stay in .stack/chaos/<seed>/.
 #
 #   bash scripts/chaos-sweep.sh            # seeds 1..20
@@ -33,23 +34,26 @@ done
 step "chaos sweep: seeds $first..$((first + count - 1))"
 python3 - "${seeds[@]}" <<'PY'
 import json, sys
-print("| seed | invariants | FCFS fidelity | phantom successes | accepted / units | last request → last gift |")
-print("| --- | --- | --- | --- | --- | --- |")
+print("| seed | invariants | FCFS fidelity | phantom successes | accepted / bound | tickets given twice | last request → last gift |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
 for seed in sys.argv[1:]:
     try:
         r = json.load(open(f".stack/chaos/{seed}/report.json"))
     except OSError:
-        print(f"| {seed} | no report | | | | |")
+        print(f"| {seed} | no report | | | | | |")
         continue
     checks = r.get("checks") or []
     held = bool(checks) and all(c.get("holds") for c in checks) and not r.get("error")
     inv = r.get("invariants") or {}
-    phantoms = (inv.get("tally") or {}).get("phantom_successes", "?")
+    tally = inv.get("tally") or {}
+    phantoms = tally.get("phantom_successes", "?")
+    bound = tally.get("admission_bound", "?")
+    twice = tally.get("duplicate_tickets", "?")
     fid = r.get("fidelity") or {}
     share = f"{100 * fid['share']:.2f} %" if "share" in fid else "?"
     gift = r.get("last_request_to_last_gift_ms")
     gift = f"{gift / 1000:.1f} s" if gift is not None else "?"
-    print(f"| {seed} | {'hold' if held else 'BROKEN'} | {share} | {phantoms} | {r.get('accepted', '?')} / {r.get('for_sale', '?')} | {gift} |")
+    print(f"| {seed} | {'hold' if held else 'BROKEN'} | {share} | {phantoms} | {r.get('accepted', '?')} / {bound} | {twice} | {gift} |")
 PY
 echo "seeds failed: $failed of $count"
 exit $((failed > 0))

@@ -1,4 +1,4 @@
-//! `firstcome reconcile`: check the five invariants against Redis (counter,
+//! `firstcome reconcile`: check the six invariants against Redis (counter,
 //! decisions, accepted first-entry marks), the PostgreSQL ledger, entries and
 //! payout claims, our dispatch records and the provider's; count what was
 //! refused on the way (WONs the payout guard refused, releases the stock

@@ -1,4 +1,4 @@
-//! `firstcome-lab chaos --seed N`: the five invariants proven while processes,
+//! `firstcome-lab chaos --seed N`: the six invariants proven while processes,
 //! brokers and stores fail.
 //!
 //! One run, in its own slice of the stack (topic prefix `chaos-<seed>-<id>.`

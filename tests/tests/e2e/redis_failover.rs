@@ -3,7 +3,7 @@
 //! through the Sentinels. A failover during a rush — asked of the Sentinels
 //! (`SENTINEL FAILOVER`), or forced by a SIGKILL of the primary — costs a
 //! short window of 503s at ingest, then 202s again; after the drain all
-//! five invariants hold. Writes the promoted replica had not received are
+//! six invariants hold. Writes the promoted replica had not received are
 //! recovered from the Kafka log: the stock stage finds Redis behind its
 //! committed marks and rebuilds the event (docs/defence-in-depth.md).
 //!
