@@ -2,7 +2,8 @@
 # The chaos suite over many seeds, one after another (each seed is its own run of
 # `firstcome-lab chaos`, see scripts/chaos.sh), then one table: per seed, whether every
 # invariant held, FCFS fidelity, phantom successes (members told "won" and never
-# paid), entries accepted against the admission bound (for sale + the line), tickets
+# paid), entries admitted (distinct, with a ticket; a resumed entry answered 202 twice
+# counts once) against the admission bound (for sale + the line), tickets
 # given twice and the time from the last request to the last gift.
 # Reports and logs stay in .stack/chaos/<seed>/.
 #
@@ -53,7 +54,7 @@ for seed in sys.argv[1:]:
     share = f"{100 * fid['share']:.2f} %" if "share" in fid else "?"
     gift = r.get("last_request_to_last_gift_ms")
     gift = f"{gift / 1000:.1f} s" if gift is not None else "?"
-    print(f"| {seed} | {'hold' if held else 'BROKEN'} | {share} | {phantoms} | {r.get('accepted', '?')} / {bound} | {twice} | {gift} |")
+    print(f"| {seed} | {'hold' if held else 'BROKEN'} | {share} | {phantoms} | {tally.get('ticketed_entries', '?')} / {bound} | {twice} | {gift} |")
 PY
 echo "seeds failed: $failed of $count"
 exit $((failed > 0))
