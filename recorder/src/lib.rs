@@ -33,5 +33,6 @@ pub use internal_events::METRICS;
 pub use settings::Settings;
 pub use startup::{Application, Error};
 
-/// The consumer group's name, before the topic prefix (`KafkaSettings::group`).
-pub const GROUP: &str = "recording";
+/// The consumer group's name, before the topic prefix (`KafkaSettings::group`);
+/// the topology's table names it, so the dashboard and the lag checks agree.
+pub const GROUP: &str = schemas::topology::group::RECORDING;

@@ -17,8 +17,9 @@
 //! - [`handler`]: the batch handler run by platform's consumer loop.
 //! - [`startup`]: `Application::build` / `run_until_stopped`.
 
-/// The consumer group's name, behind the deployment's topic prefix.
-pub const GROUP: &str = "stock";
+/// The consumer group's name, behind the deployment's topic prefix (the
+/// topology's table names it, so the dashboard and the lag checks agree).
+pub const GROUP: &str = schemas::topology::group::STOCK;
 
 pub mod events;
 pub mod failover;
