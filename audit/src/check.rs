@@ -512,8 +512,8 @@ async fn tickets_given_once(
         .query_async(&mut redis)
         .await
         .map_err(|e| stores.redis_error(e))?;
-    // The admit script's default depth (platform/lua/prelude.lua, admission_limit).
-    let depth = depth.unwrap_or_else(|| ((tally.for_sale + 9) / 10).max(100));
+    // A meta written before the depth was a field: the admit script's default.
+    let depth = depth.unwrap_or_else(|| platform::event_keys::EventMeta::default_line_depth(tally.for_sale));
     let bound = (tally.for_sale + depth).max(frontier.unwrap_or(0));
     tally.admission_bound = bound;
     let mut broken = Vec::new();

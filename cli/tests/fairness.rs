@@ -177,6 +177,7 @@ async fn created(env: &TestEnv, count: usize, open_at: &str) -> (String, Vec<Str
         product,
         total: count as i32,
         safety: 0,
+        line_depth: None,
         open_at: open_at.into(),
         close_at: "+2h".into(),
         questions: vec!["satisfaction".into()],

@@ -36,6 +36,7 @@ fn create(event_id: &str, product: &str, open_at: &str, close_at: &str, dry_run:
         product: product.to_string(),
         total: 10,
         safety: 2,
+        line_depth: None,
         open_at: open_at.to_string(),
         close_at: close_at.to_string(),
         questions: vec!["satisfaction".into(), "recommend".into()],
@@ -109,6 +110,7 @@ async fn a_dry_run_counts_the_eligible_warns_and_changes_nothing() {
     assert_eq!(out.json["dry_run"], true);
     assert_eq!(out.json["eligible"], 3, "{}", out.json);
     assert_eq!((out.json["for_sale"].as_i64(), out.json["safety_stock"].as_i64()), (Some(8), Some(2)));
+    assert_eq!(out.json["line_depth"].as_i64(), Some(100), "the default line: a tenth of the units, at least 100");
     let warnings = out.json["warnings"].as_array().expect("warnings").clone();
     assert!(warnings.iter().any(|w| w.as_str().unwrap_or("").contains("fewer eligible members (3)")), "{warnings:?}");
     assert!(warnings.iter().any(|w| w.as_str().unwrap_or("").contains("opening is in the past")), "{warnings:?}");
@@ -160,8 +162,9 @@ async fn outside_local_create_and_close_are_refused_without_yes_and_done_with_it
     assert!(refused.to_string().contains("--yes"), "{refused:#}");
     assert_eq!(footprint(&env, &event_id).await, before, "nothing created, nothing recorded");
 
-    let EventCommand::Create { id, name, gift, product, total, safety, open_at, close_at, questions, .. } =
-        create(&event_id, &product, "now", "+1h", false)
+    let EventCommand::Create {
+        id, name, gift, product, total, safety, line_depth, open_at, close_at, questions, ..
+    } = create(&event_id, &product, "now", "+1h", false)
     else {
         unreachable!()
     };
@@ -172,6 +175,7 @@ async fn outside_local_create_and_close_are_refused_without_yes_and_done_with_it
         product,
         total,
         safety,
+        line_depth,
         open_at,
         close_at,
         questions,

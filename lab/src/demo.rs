@@ -126,6 +126,7 @@ pub async fn run(settings: &CliSettings, plan: &DemoPlan) -> anyhow::Result<Demo
         open_at: now,
         close_at: now + chrono::Duration::hours(1),
         questions: DEFAULT_QUESTIONS.map(String::from).to_vec(),
+        line_depth: None,
     };
     let eligible = event::create(settings, &new_event).await?;
     crate::say!(

@@ -277,6 +277,7 @@ async fn rush(
         product: PRODUCT.into(),
         total: args.stock,
         safety: 0,
+        line_depth: None,
         open_at: format!("+{open_in}s"),
         close_at: "+2h".into(),
         questions: event::DEFAULT_QUESTIONS.map(String::from).to_vec(),

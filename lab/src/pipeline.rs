@@ -170,6 +170,7 @@ pub fn new_event(crowd: &Crowd, total: i32, safety: i32) -> NewEvent {
         open_at: now - chrono::Duration::minutes(1),
         close_at: now + chrono::Duration::hours(1),
         questions: DEFAULT_QUESTIONS.map(String::from).to_vec(),
+        line_depth: None,
     }
 }
 

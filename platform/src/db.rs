@@ -109,6 +109,7 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     ("0012_event_gift", include_str!("../../migrations/0012_event_gift.sql")),
     ("0013_refused_dispatches", include_str!("../../migrations/0013_refused_dispatches.sql")),
     ("0014_event_shuffles", include_str!("../../migrations/0014_event_shuffles.sql")),
+    ("0015_event_line_depth", include_str!("../../migrations/0015_event_line_depth.sql")),
 ];
 
 /// Every service role's privileges, applied after the migrations on every

@@ -200,12 +200,27 @@ pub struct EventMeta {
     pub open_at_ms: i64,
     pub close_at_ms: i64,
     pub for_sale: i64,
+    /// How many entries may wait in line beyond the units: ingest admits
+    /// until the tickets issued reach `for_sale + line_depth` (or the
+    /// frontier, once more units came back than the line holds).
+    pub line_depth: i64,
     /// Question ids every entry must answer.
     pub questions: Vec<String>,
     pub status: EventStatus,
 }
 
 impl EventMeta {
+    /// The line's depth when the event does not set one: a tenth of the
+    /// units, at least 100 — enough to give every returned unit of a
+    /// typical event (failed gifts, entries found invalid) a waiting entry,
+    /// small enough that a rush costs Kafka and the database what the stock
+    /// does, not what the crowd does. The admit script applies the same rule
+    /// to a meta written before the field existed (`platform/lua/prelude.lua`,
+    /// `admission_limit`).
+    pub fn default_line_depth(for_sale: i64) -> i64 {
+        ((for_sale + 9) / 10).max(100)
+    }
+
     /// The hash fields to write.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -213,6 +228,7 @@ impl EventMeta {
             ("open_at_ms", self.open_at_ms.to_string()),
             ("close_at_ms", self.close_at_ms.to_string()),
             ("for_sale", self.for_sale.to_string()),
+            ("line_depth", self.line_depth.to_string()),
             ("questions", serde_json::to_string(&self.questions).unwrap_or_else(|_| "[]".into())),
             ("status", self.status.as_str().to_string()),
         ]
@@ -221,11 +237,18 @@ impl EventMeta {
     /// Reads the fields of `HGETALL`; `None` when the event is unknown or the
     /// hash is incomplete.
     pub fn from_fields(fields: &HashMap<String, String>) -> Option<Self> {
+        let for_sale = fields.get("for_sale")?.parse().ok()?;
+        let line_depth = match fields.get("line_depth") {
+            Some(depth) => depth.parse().ok()?,
+            // A meta written before the field existed.
+            None => Self::default_line_depth(for_sale),
+        };
         Some(Self {
             event_id: fields.get("event_id")?.clone(),
             open_at_ms: fields.get("open_at_ms")?.parse().ok()?,
             close_at_ms: fields.get("close_at_ms")?.parse().ok()?,
-            for_sale: fields.get("for_sale")?.parse().ok()?,
+            for_sale,
+            line_depth,
             questions: serde_json::from_str(fields.get("questions")?).ok()?,
             status: EventStatus::parse(fields.get("status")?)?,
         })
@@ -318,11 +341,23 @@ mod tests {
             open_at_ms: 1,
             close_at_ms: 2,
             for_sale: 45,
+            line_depth: 7,
             questions: vec!["q1".into()],
             status: EventStatus::SoldOut,
         };
-        let fields: HashMap<String, String> = meta.to_fields().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        assert_eq!(EventMeta::from_fields(&fields), Some(meta));
+        let mut fields: HashMap<String, String> =
+            meta.to_fields().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        assert_eq!(EventMeta::from_fields(&fields), Some(meta.clone()));
+        // A meta written before the line's depth was a field: the default.
+        fields.remove("line_depth");
+        assert_eq!(EventMeta::from_fields(&fields).map(|m| m.line_depth), Some(100));
+    }
+
+    #[test]
+    fn the_default_line_is_a_tenth_of_the_units_at_least_100() {
+        assert_eq!(EventMeta::default_line_depth(0), 100);
+        assert_eq!(EventMeta::default_line_depth(2_000), 200);
+        assert_eq!(EventMeta::default_line_depth(10_001), 1_001);
     }
 
     #[test]

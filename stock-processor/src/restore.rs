@@ -167,7 +167,7 @@ impl Restorer {
                 "SELECT product_id, total_stock - safety_stock,
                         (extract(epoch FROM open_at) * 1000)::bigint,
                         (extract(epoch FROM close_at) * 1000)::bigint,
-                        questions::text, status
+                        questions::text, status, line_depth
                  FROM events WHERE event_id = $1",
                 &[&event_id],
             )
@@ -178,11 +178,15 @@ impl Restorer {
         let questions = serde_json::from_str(&questions)
             .map_err(|source| RestoreError::Questions { event_id: event_id.to_string(), source })?;
         let status: String = row.try_get(5).map_err(row_error)?;
+        let for_sale = i64::from(row.try_get::<_, i32>(1).map_err(row_error)?);
+        // The depth `event create` set; none on a row created before it was kept.
+        let line_depth = row.try_get::<_, Option<i32>>(6).map_err(row_error)?.map(i64::from);
         let meta = EventMeta {
             event_id: event_id.to_string(),
             open_at_ms: row.try_get(2).map_err(row_error)?,
             close_at_ms: row.try_get(3).map_err(row_error)?,
-            for_sale: i64::from(row.try_get::<_, i32>(1).map_err(row_error)?),
+            for_sale,
+            line_depth: line_depth.unwrap_or_else(|| EventMeta::default_line_depth(for_sale)),
             questions,
             // Sold out or open: the rebuild that follows sets it from the counter.
             status: if status == "closed" { EventStatus::Closed } else { EventStatus::Open },

@@ -28,6 +28,9 @@ use tokio_util::sync::CancellationToken;
 /// machine; a stalled event never gets there.
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// The line's depth `event create` set (`--line-depth`), not the default.
+const LINE_DEPTH: i64 = 7;
+
 /// One test's stage, its inputs and its committed decisions.
 struct Stage {
     env: TestEnv,
@@ -68,7 +71,8 @@ impl Stage {
     }
 
     /// What `firstcome event create` writes: the events row (open), then the
-    /// Redis keys with the eligible members read on the replica.
+    /// Redis keys with the eligible members read on the replica. The line's
+    /// depth is not the default, so a restore that forgets it shows.
     async fn create_event(&self, for_sale: i32) -> String {
         let event_id = common::new_event_id();
         let now = schemas::now_millis();
@@ -79,9 +83,9 @@ impl Stage {
             .await
             .expect("database")
             .execute(
-                "INSERT INTO events (event_id, name, product_id, total_stock, safety_stock, open_at, close_at, questions, status)
-                 VALUES ($1, 'lost', $2, $3, 0, to_timestamp($4::bigint / 1000.0), to_timestamp($5::bigint / 1000.0), '[\"q1\"]', 'open')",
-                &[&event_id, &self.product, &for_sale, &open_at_ms, &close_at_ms],
+                "INSERT INTO events (event_id, name, product_id, total_stock, safety_stock, open_at, close_at, questions, status, line_depth)
+                 VALUES ($1, 'lost', $2, $3, 0, to_timestamp($4::bigint / 1000.0), to_timestamp($5::bigint / 1000.0), '[\"q1\"]', 'open', $6)",
+                &[&event_id, &self.product, &for_sale, &open_at_ms, &close_at_ms, &(LINE_DEPTH as i32)],
             )
             .await
             .expect("events row");
@@ -92,6 +96,7 @@ impl Stage {
             open_at_ms,
             close_at_ms,
             for_sale: i64::from(for_sale),
+            line_depth: LINE_DEPTH,
             questions: vec!["q1".into()],
             status: EventStatus::Open,
         };
@@ -176,6 +181,8 @@ async fn an_event_redis_lost_whole_after_committed_decisions_is_restored_and_dec
     // Every unit is held, yet the line still admits: sold out means the
     // tickets reached the units plus the line's depth (prelude.lua).
     assert_eq!((meta.for_sale, meta.status), (4, EventStatus::Open));
+    // Admission stops where the operator set it, not at the default's.
+    assert_eq!(meta.line_depth, LINE_DEPTH, "the line's depth restored from the events row");
     let ttl: i64 = redis::cmd("PTTL").arg(&keys.meta).query_async(&mut redis).await.expect("PTTL");
     assert!(ttl > 0, "the restored keys expire as event create's do");
 

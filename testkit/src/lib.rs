@@ -45,6 +45,7 @@ pub fn open_event(event_id: &str, for_sale: i64) -> platform::event_keys::EventM
         open_at_ms: now - 60_000,
         close_at_ms: now + 3_600_000,
         for_sale,
+        line_depth: platform::event_keys::EventMeta::default_line_depth(for_sale),
         questions: vec!["satisfaction".into()],
         status: platform::event_keys::EventStatus::Open,
     }

@@ -53,11 +53,19 @@ pub struct NewEvent {
     pub open_at: DateTime<Utc>,
     pub close_at: DateTime<Utc>,
     pub questions: Vec<String>,
+    /// Entries that may wait in line beyond the units (`--line-depth`);
+    /// `None`: [`EventMeta::default_line_depth`].
+    pub line_depth: Option<i32>,
 }
 
 impl NewEvent {
     pub fn for_sale(&self) -> i32 {
         self.total_stock - self.safety_stock
+    }
+
+    /// The line's depth this event admits: the one given, else the default.
+    pub fn line_depth(&self) -> i64 {
+        self.line_depth.map(i64::from).unwrap_or_else(|| EventMeta::default_line_depth(i64::from(self.for_sale())))
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -77,6 +85,9 @@ impl NewEvent {
         }
         if self.total_stock < 0 || self.safety_stock < 0 || self.safety_stock > self.total_stock {
             out.push("need 0 <= safety stock <= total stock".into());
+        }
+        if self.line_depth.is_some_and(|depth| depth < 0) {
+            out.push("need a line depth >= 0 (0: admission closes when the tickets reach the units)".into());
         }
         if self.close_at <= self.open_at {
             out.push("close_at must be after open_at (the event would close before it opens)".into());
@@ -204,6 +215,7 @@ impl NewEvent {
             open_at_ms: self.open_at.timestamp_millis(),
             close_at_ms: self.close_at.timestamp_millis(),
             for_sale: i64::from(self.for_sale()),
+            line_depth: self.line_depth(),
             questions: self.questions.clone(),
             status: if self.for_sale() > 0 { EventStatus::Open } else { EventStatus::SoldOut },
         }
@@ -222,6 +234,7 @@ impl NewEvent {
         differs("product", self.product_id.clone(), stored.product_id.clone());
         differs("total stock", self.total_stock.to_string(), stored.total_stock.to_string());
         differs("safety stock", self.safety_stock.to_string(), stored.safety_stock.to_string());
+        differs("line depth", self.line_depth().to_string(), stored.line_depth().to_string());
         let micros =
             |t: &DateTime<Utc>| DateTime::<Utc>::from_timestamp_micros(t.timestamp_micros()).unwrap_or(*t).to_rfc3339();
         differs("open_at", micros(&self.open_at), micros(&stored.open_at));
@@ -238,6 +251,7 @@ fn same_event(a: &EventMeta, b: &EventMeta) -> bool {
         && a.open_at_ms == b.open_at_ms
         && a.close_at_ms == b.close_at_ms
         && a.for_sale == b.for_sale
+        && a.line_depth == b.line_depth
         && a.questions == b.questions
 }
 
@@ -246,19 +260,22 @@ fn same_event(a: &EventMeta, b: &EventMeta) -> bool {
 async fn schedule(client: &mut deadpool_postgres::Client, event: &NewEvent, gift: &str) -> anyhow::Result<()> {
     let tx = client.transaction().await?;
     let questions = serde_json::to_value(&event.questions)?;
+    // The depth resolved now: a lost event restored from this row admits as
+    // far as it did, even if the default rule changes meanwhile.
+    let line_depth = i32::try_from(event.line_depth()).context("line depth out of range")?;
     let inserted = tx
         .execute(
-            "INSERT INTO events (event_id, name, product_id, total_stock, safety_stock, open_at, close_at, questions, status, gift)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'scheduled', $9) ON CONFLICT (event_id) DO NOTHING",
+            "INSERT INTO events (event_id, name, product_id, total_stock, safety_stock, open_at, close_at, questions, status, gift, line_depth)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'scheduled', $9, $10) ON CONFLICT (event_id) DO NOTHING",
             &[&event.event_id, &event.name, &event.product_id, &event.total_stock, &event.safety_stock,
-              &event.open_at, &event.close_at, &questions, &gift],
+              &event.open_at, &event.close_at, &questions, &gift, &line_depth],
         )
         .await
         .context("Failed to insert the event row")?;
     if inserted == 0 {
         let row = tx
             .query_one(
-                "SELECT name, product_id, total_stock, safety_stock, open_at, close_at, questions, status, gift
+                "SELECT name, product_id, total_stock, safety_stock, open_at, close_at, questions, status, gift, line_depth
                  FROM events WHERE event_id = $1 FOR UPDATE",
                 &[&event.event_id],
             )
@@ -276,6 +293,7 @@ async fn schedule(client: &mut deadpool_postgres::Client, event: &NewEvent, gift
             open_at: row.get(4),
             close_at: row.get(5),
             questions: serde_json::from_value(row.get(6)).unwrap_or_default(),
+            line_depth: row.get(9),
         };
         let mut differences = event.differences(&stored);
         let stored_gift: String = row.get(8);
@@ -467,6 +485,8 @@ pub struct Plan {
     pub total_stock: i32,
     pub safety_stock: i32,
     pub for_sale: i32,
+    /// Entries admitted beyond the units, to wait in line.
+    pub line_depth: i64,
     pub open_at: DateTime<Utc>,
     pub close_at: DateTime<Utc>,
     pub questions: Vec<String>,
@@ -550,6 +570,7 @@ pub async fn plan(
         total_stock: event.total_stock,
         safety_stock: event.safety_stock,
         for_sale,
+        line_depth: event.line_depth(),
         open_at: event.open_at,
         close_at: event.close_at,
         questions: event.questions.clone(),
@@ -570,7 +591,7 @@ impl Plan {
         };
         let mut out = format!(
             "event      {} \"{}\"\ngift       {}\nmembers    {} eligible (bought {}, counted on the member replica)\n\
-             stock      {} total, {} safety stock, {} for sale\nschedule   opens {}, closes {}\n\
+             stock      {} total, {} safety stock, {} for sale, a line of {} beyond them\nschedule   opens {}, closes {}\n\
              questions  {}\nretention  {}\n",
             self.event_id,
             self.name,
@@ -580,6 +601,7 @@ impl Plan {
             self.total_stock,
             self.safety_stock,
             self.for_sale,
+            self.line_depth,
             when(self.open_at),
             when(self.close_at),
             self.questions.join(", "),
@@ -681,6 +703,11 @@ pub enum EventCommand {
         total: i32,
         #[arg(long, default_value_t = 0)]
         safety: i32,
+        /// Entries admitted beyond the units, to wait for a returned one; admission
+        /// answers 410 once the tickets reach for-sale + this (default: a tenth of
+        /// the units, at least 100).
+        #[arg(long)]
+        line_depth: Option<i32>,
         /// now, +10m, -5m or RFC 3339
         #[arg(long, default_value = "now", allow_hyphen_values = true)]
         open_at: String,
@@ -749,6 +776,7 @@ pub async fn run(settings: &CliSettings, command: EventCommand, prompt: &mut dyn
             product,
             total,
             safety,
+            line_depth,
             open_at,
             close_at,
             questions,
@@ -767,6 +795,7 @@ pub async fn run(settings: &CliSettings, command: EventCommand, prompt: &mut dyn
                 open_at: time(&open_at)?,
                 close_at: time(&close_at)?,
                 questions,
+                line_depth,
             };
             let window = parse_window(&rebuild_window)?;
             let plan = plan(settings, &new, &gift, window, now).await?;
@@ -787,7 +816,7 @@ pub async fn run(settings: &CliSettings, command: EventCommand, prompt: &mut dyn
             confirm(settings, prompt, yes, "create event", &new.event_id, &plan.render(now))?;
             let detail = serde_json::json!({
                 "name": new.name, "gift": gift, "product_id": new.product_id, "total_stock": new.total_stock,
-                "safety_stock": new.safety_stock, "open_at": new.open_at, "close_at": new.close_at,
+                "safety_stock": new.safety_stock, "line_depth": new.line_depth(), "open_at": new.open_at, "close_at": new.close_at,
                 "questions": new.questions, "eligible_counted": plan.eligible, "warnings": plan.warnings,
             });
             let action = Action::new("event create", Some(&new.event_id), detail);
@@ -854,7 +883,21 @@ mod tests {
             open_at,
             close_at: open_at + chrono::Duration::hours(1),
             questions: vec!["q1".into()],
+            line_depth: None,
         }
+    }
+
+    #[test]
+    fn the_line_depth_is_the_one_given_else_the_default_and_never_negative() {
+        let default = sample();
+        assert_eq!((default.line_depth(), default.meta().line_depth), (100, 100));
+        let given = NewEvent { line_depth: Some(3), ..sample() };
+        assert_eq!((given.line_depth(), given.meta().line_depth), (3, 3));
+        // A stored row without a depth (created before it was a column) is the default.
+        assert!(default.differences(&NewEvent { line_depth: Some(100), ..sample() }).is_empty());
+        assert_eq!(given.differences(&default), vec!["line depth: given 3, stored 100".to_string()]);
+        let negative = NewEvent { line_depth: Some(-1), ..sample() };
+        assert!(negative.problems().iter().any(|p| p.contains("line depth")), "{:?}", negative.problems());
     }
 
     #[test]

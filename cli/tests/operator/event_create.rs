@@ -20,6 +20,7 @@ fn new_event(product: &str) -> NewEvent {
         open_at: now - chrono::Duration::minutes(1),
         close_at: now + chrono::Duration::hours(1),
         questions: DEFAULT_QUESTIONS.map(String::from).to_vec(),
+        line_depth: None,
     }
 }
 
@@ -48,7 +49,8 @@ async fn redis_keys(redis: &mut platform::redis::Connection, event_id: &str) -> 
 async fn a_create_that_failed_at_redis_leaves_a_scheduled_row_and_completes_when_run_again() {
     let env = TestEnv::new().await;
     let crowd = seed_crowd(&env, 5, 2).await;
-    let event = new_event(&crowd.product);
+    // The line's depth given (`--line-depth`), kept in both stores.
+    let event = NewEvent { line_depth: Some(2), ..new_event(&crowd.product) };
     let mut redis = platform::redis::connect(&env.redis_admin()).await.expect("redis");
 
     let mut broken = operator_settings(&env);
@@ -62,7 +64,11 @@ async fn a_create_that_failed_at_redis_leaves_a_scheduled_row_and_completes_when
     assert_eq!(eligible, 5);
     assert_eq!(status(&env, &event.event_id).await.as_deref(), Some("open"));
     let meta = EventMeta::load(&mut redis, &event.event_id).await.expect("meta").expect("the event is live");
-    assert_eq!((meta.for_sale, meta.status), (3, EventStatus::Open));
+    assert_eq!((meta.for_sale, meta.line_depth, meta.status), (3, 2, EventStatus::Open));
+    let pool = platform::db::pool(&env.admin_database()).expect("pool");
+    let row = pool.get().await.expect("client");
+    let kept = row.query_one("SELECT line_depth FROM events WHERE event_id = $1", &[&event.event_id]).await;
+    assert_eq!(kept.expect("row").get::<_, Option<i32>>(0), Some(2), "a lost event is restored with it");
     let stock: i64 =
         redis::cmd("GET").arg(EventKeys::new(&event.event_id).stock).query_async(&mut redis).await.expect("GET");
     assert_eq!(stock, 3);

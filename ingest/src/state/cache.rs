@@ -277,6 +277,7 @@ mod tests {
             open_at_ms: 1_000,
             close_at_ms: 2_000,
             for_sale: 10,
+            line_depth: 100,
             questions: vec![],
             status,
         }

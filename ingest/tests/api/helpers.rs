@@ -175,6 +175,7 @@ pub async fn write_spec(conn: &mut ConnectionManager, event_id: &str, spec: Even
         open_at_ms: spec.open_at_ms,
         close_at_ms: spec.close_at_ms,
         for_sale: spec.stock,
+        line_depth: EventMeta::default_line_depth(spec.stock),
         questions: QUESTIONS.iter().map(|q| q.to_string()).collect(),
         status: spec.status,
     };

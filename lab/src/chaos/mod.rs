@@ -278,6 +278,7 @@ pub async fn run(settings: &CliSettings, plan: &ChaosPlan) -> anyhow::Result<Cha
         open_at: now - chrono::Duration::minutes(1),
         close_at: now + chrono::Duration::hours(2),
         questions: DEFAULT_QUESTIONS.map(String::from).to_vec(),
+        line_depth: None,
     };
     event::create(&run_settings, &new_event).await?;
 

@@ -75,6 +75,7 @@ impl<'a> EventSetup<'a> {
             open_at_ms: self.open_at_ms,
             close_at_ms: self.close_at_ms,
             for_sale: self.for_sale,
+            line_depth: EventMeta::default_line_depth(self.for_sale),
             questions: vec!["q1".into()],
             status: EventStatus::Open,
         };
