@@ -45,6 +45,12 @@
 //!   tickets given since their last announcement) before the next ticket is
 //!   taken. Requests wait it out here; the member sees a slower answer, not
 //!   an error.
+//! - tickets in flight hold the wait: a call answered by Redis whose fence
+//!   still waits has tickets that are no floor yet (see above), which a raise
+//!   could not cover. While it is in flight ([`InFlight`]), `state::sync`
+//!   checks every [`ANNOUNCE_FLOORS_EVERY`] whether the counter went below
+//!   them and, if so, keeps the wait going until the call ends: settled, its
+//!   floor raises the counter; refused, nobody holds them and no gap is left.
 //!
 //! [`TICKET_FLOOR_CHANNEL`]: platform::event_keys::TICKET_FLOOR_CHANNEL
 
@@ -171,6 +177,30 @@ struct Floors {
     highest: HashMap<String, i64>,
     /// Events whose floor this instance raised since it last announced it.
     unannounced: HashSet<String>,
+    /// The calls answered but not settled yet (their fence still waits):
+    /// id → (event, highest ticket they were given). Not floors: the fence
+    /// may fail and nobody hold them (see [`InFlight`]).
+    in_flight: HashMap<u64, (String, i64)>,
+    next_in_flight: u64,
+}
+
+/// The tickets of an admit call answered by Redis whose fence has not held
+/// yet, for as long as it lives. While they are in flight, a counter found
+/// below them means Redis forgot them, and `state::sync` keeps new
+/// admissions waiting (`platform/lua/hold_settle.lua`) until the call is
+/// settled: its tickets then become this instance's floor, which raises the
+/// counter. Dropped when the call ends however it ends, a request given up
+/// included.
+#[derive(Debug)]
+pub struct InFlight {
+    floors: TicketFloors,
+    id: u64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.floors.lock().in_flight.remove(&self.id);
+    }
 }
 
 const MAX_EVENTS_SEEN: usize = 1_024;
@@ -210,6 +240,28 @@ impl TicketFloors {
                 Some(TicketFloor { event_id, ticket })
             })
             .collect()
+    }
+
+    /// Tickets up to `ticket` of `event_id` are in flight until the guard is
+    /// dropped.
+    pub fn hold_in_flight(&self, event_id: &str, ticket: i64) -> InFlight {
+        let mut floors = self.lock();
+        let id = floors.next_in_flight;
+        floors.next_in_flight += 1;
+        floors.in_flight.insert(id, (event_id.to_string(), ticket));
+        InFlight { floors: self.clone(), id }
+    }
+
+    /// The highest ticket in flight per event (`hold_settle` keeps new
+    /// admissions waiting while a counter is below it).
+    pub fn in_flight(&self) -> Vec<TicketFloor> {
+        let floors = self.lock();
+        let mut highest: HashMap<&str, i64> = HashMap::new();
+        for (event_id, ticket) in floors.in_flight.values() {
+            let high = highest.entry(event_id.as_str()).or_default();
+            *high = (*high).max(*ticket);
+        }
+        highest.into_iter().map(|(event_id, ticket)| TicketFloor { event_id: event_id.to_string(), ticket }).collect()
     }
 
     /// A floor whose announcement failed: announced again next time.
@@ -483,8 +535,19 @@ impl AdmitCall {
         let moves = self.fence.and_then(|_| conn.moves());
         let answers =
             admit_call(&self.script, self.resume_after, conn, event_id, queries, self.floors.floor(event_id)).await?;
+        // Held until the floor is raised: not a floor before the fence
+        // holds, yet not to be given again if Redis forgets them meanwhile.
+        let mut _in_flight = None;
         if let Some(fence) = self.fence {
-            if answers.iter().any(|answer| matches!(answer, Admission::Accept { .. })) {
+            let given = answers
+                .iter()
+                .filter_map(|answer| match answer {
+                    Admission::Accept { ticket, .. } => Some(*ticket),
+                    _ => None,
+                })
+                .max();
+            if let Some(given) = given {
+                _in_flight = Some(self.floors.hold_in_flight(event_id, given));
                 if let Err(error) = fence.hold(conn, moves.as_ref()).await {
                     metrics::counter!("firstcome_ingest_fence_refusals_total").increment(1);
                     tracing::warn!(event_id, %error, requests = queries.len(), "admission fence did not hold: answering 503");
@@ -603,6 +666,27 @@ mod tests {
 
     fn accept(ticket: i64) -> Admission {
         Admission::Accept { entry_id: format!("e-{ticket}"), admitted_at_ms: 0, ticket }
+    }
+
+    #[test]
+    fn tickets_in_flight_are_held_until_their_guard_drops_and_are_no_floor() {
+        let floors = TicketFloors::default();
+        let first = floors.hold_in_flight("ev", 5);
+        let second = floors.hold_in_flight("ev", 9);
+        let other = floors.hold_in_flight("other", 2);
+        let mut held = floors.in_flight();
+        held.sort_by(|x, y| x.event_id.cmp(&y.event_id));
+        assert_eq!(
+            held,
+            [TicketFloor { event_id: "ev".into(), ticket: 9 }, TicketFloor { event_id: "other".into(), ticket: 2 }]
+        );
+        assert_eq!(floors.floor("ev"), 0, "in flight is not a floor: the fence may fail");
+        drop(second);
+        let mut held = floors.in_flight();
+        held.sort_by(|x, y| x.event_id.cmp(&y.event_id));
+        assert_eq!(held[0], TicketFloor { event_id: "ev".into(), ticket: 5 }, "the other call still holds 5");
+        drop((first, other));
+        assert!(floors.in_flight().is_empty());
     }
 
     #[test]

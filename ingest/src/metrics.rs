@@ -40,6 +40,14 @@ pub const METRICS: &[Metric] = &[
         "firstcome_ingest_fence_refusals_total",
         "Admit calls whose writes did not reach the replicas in time (their members answered 503; replica_acks)",
     ),
+    Metric::counter(
+        "firstcome_ingest_settle_waits_total",
+        "Requests told to wait while a ticket counter Redis set back is raised to every instance's floor",
+    ),
+    Metric::counter(
+        "firstcome_ingest_settle_holds_total",
+        "Times new admissions were held because Redis forgot tickets of an admit call still in flight here",
+    ),
     Metric::counter("firstcome_ingest_rate_limited_total", "Requests refused by a member's rate limit (429)"),
     Metric::counter(
         "firstcome_ingest_address_refused_total",

@@ -58,8 +58,11 @@ pub const WAITING_ROOM: &str = concat!(include_str!("../lua/prelude.lua"), inclu
 /// Source of [`write_event`]: `lua/write_event.lua`.
 pub const WRITE_EVENT: &str = include_str!("../lua/write_event.lua");
 
+/// Source of [`hold_settle`]: `lua/hold_settle.lua`.
+pub const HOLD_SETTLE: &str = include_str!("../lua/hold_settle.lua");
+
 /// Every script by name, with its full source (what Redis is sent).
-pub const ALL: [(&str, &str); 10] = [
+pub const ALL: [(&str, &str); 11] = [
     ("admit", ADMIT),
     ("mark_accepted", MARK_ACCEPTED),
     ("mark_accepted_many", MARK_ACCEPTED_MANY),
@@ -70,6 +73,7 @@ pub const ALL: [(&str, &str); 10] = [
     ("waiting_room", WAITING_ROOM),
     ("write_event", WRITE_EVENT),
     ("holes", HOLES),
+    ("hold_settle", HOLD_SETTLE),
 ];
 
 /// ingest: the holes to announce (`lua/holes.lua`).
@@ -117,6 +121,12 @@ pub fn release_hold() -> Script {
 /// ingest: a member's turn in the event's waiting line (`lua/waiting_room.lua`).
 pub fn waiting_room() -> Script {
     Script::new(WAITING_ROOM)
+}
+
+/// ingest: keeps new admissions waiting while Redis forgot the tickets of a
+/// call in flight (`lua/hold_settle.lua`).
+pub fn hold_settle() -> Script {
+    Script::new(HOLD_SETTLE)
 }
 
 /// An event's counter, eligible expiry and `meta` (`lua/write_event.lua`).

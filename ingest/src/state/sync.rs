@@ -9,7 +9,8 @@
 //!
 //! The same connection learns the other instances' ticket floors on
 //! [`TICKET_FLOOR_CHANNEL`], and a third loop announces this instance's
-//! (see `admission`, "the floors are shared"). A floor missed while
+//! (see `admission`, "the floors are shared") and holds new admissions while
+//! Redis forgot tickets of a call still in flight here. A floor missed while
 //! disconnected costs nothing until Redis forgets tickets, and then only
 //! those given since the other instance's next announcement.
 
@@ -17,15 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use platform::event_keys::{StateChange, TicketFloor, STATE_CHANNEL, TICKET_FLOOR_CHANNEL};
+use platform::event_keys::{EventKeys, StateChange, TicketFloor, STATE_CHANNEL, TICKET_FLOOR_CHANNEL};
 use platform::redis::Connection as ConnectionManager;
 use redis::aio::PubSub;
+use redis::Script;
 use tokio::sync::Notify;
 use tokio::time::{interval, timeout, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::EventCache;
-use crate::admission::{TicketFloors, ANNOUNCE_FLOORS_EVERY};
+use crate::admission::{TicketFloors, ANNOUNCE_FLOORS_EVERY, SETTLE_AFTER_LOSS};
 
 /// A silent connection is checked this often (a dead TCP peer sends nothing).
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -177,9 +179,12 @@ fn on_floor(floors: &TicketFloors, message: &redis::Msg) {
 }
 
 /// Announces the floors this instance raised, every [`ANNOUNCE_FLOORS_EVERY`]
-/// (nothing when none rose: an idle instance publishes nothing). A failed
-/// publish gives them back, so the next tick tries again.
+/// (nothing when none rose: an idle instance publishes nothing), and holds
+/// new admissions where Redis forgot tickets of a call still in flight
+/// ([`hold_settles`]). A failed publish gives the floors back, so the next
+/// tick tries again.
 async fn announce_floors(mut conn: ConnectionManager, floors: TicketFloors, shutdown: CancellationToken) {
+    let hold_settle = platform::scripts::hold_settle();
     let mut tick = interval(ANNOUNCE_FLOORS_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -188,6 +193,7 @@ async fn announce_floors(mut conn: ConnectionManager, floors: TicketFloors, shut
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        hold_settles(&mut conn, &hold_settle, &floors).await;
         let raised = floors.take_unannounced();
         if raised.is_empty() {
             continue;
@@ -211,6 +217,33 @@ async fn announce_floors(mut conn: ConnectionManager, floors: TicketFloors, shut
                 tracing::warn!(%error, floors = raised.len(), "ticket floors not announced: trying again");
                 raised.iter().for_each(|floor| floors.give_back(floor));
             }
+        }
+    }
+}
+
+/// For each event with tickets in flight on this instance (an admit call
+/// answered whose fence still waits, see `admission::InFlight`): if the
+/// counter went below them, Redis forgot them, and nobody new is admitted for
+/// [`SETTLE_AFTER_LOSS`] more. Each tick renews it, so the wait lasts until
+/// the call is settled (its floor then raises the counter) or refused (nobody
+/// holds its tickets), never long enough for another instance to give them.
+async fn hold_settles(conn: &mut ConnectionManager, script: &Script, floors: &TicketFloors) {
+    for in_flight in floors.in_flight() {
+        let keys = EventKeys::new(&in_flight.event_id);
+        let mut invocation = script.key(&keys.ticket);
+        invocation.key(&keys.settle).arg(in_flight.ticket).arg(SETTLE_AFTER_LOSS.as_millis() as u64);
+        match timeout(CALL_TIMEOUT, invocation.invoke_async::<i64>(conn)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(_)) => {
+                metrics::counter!("firstcome_ingest_settle_holds_total").increment(1);
+                tracing::info!(
+                    event_id = %in_flight.event_id,
+                    ticket = in_flight.ticket,
+                    "Redis forgot tickets still in flight here: admissions wait"
+                );
+            }
+            Ok(Err(error)) => tracing::warn!(%error, event_id = %in_flight.event_id, "tickets in flight not held"),
+            Err(_) => tracing::warn!(event_id = %in_flight.event_id, "tickets in flight not held: timed out"),
         }
     }
 }

@@ -239,6 +239,65 @@ async fn an_instance_raises_the_counter_to_the_floors_the_others_announced() {
     assert!(matches!(answer, Admission::Accept { ticket: 4, .. }), "not ticket 2 again: {answer:?}");
 }
 
+/// Tickets of a call still in flight (answered by Redis, its fence still
+/// waiting) are not a floor yet: the fence may fail, and then nobody holds
+/// them. If Redis forgets them meanwhile, the instance keeps new admissions
+/// waiting until the call ends, so no other instance gives them again; a
+/// call that ends refused leaves no gap in the line.
+#[tokio::test]
+async fn tickets_in_flight_hold_new_admissions_until_their_call_ends() {
+    let settings = isolated_settings().await;
+    let mut conn = redis(&settings).await;
+    let members: Vec<String> = (0..8).map(|i| format!("m-{i}")).collect();
+    let eligible: Vec<&str> = members.iter().map(String::as_str).collect();
+    let event_id = create_event(&mut conn, EventSpec::open(&eligible)).await;
+    let keys = EventKeys::new(&event_id);
+    let ingest_settings =
+        settings.redis.for_principal(platform::settings::Environment::Local, platform::settings::Principal::INGEST);
+    let mut as_ingest = ingest_redis(&settings).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (a, b) = (Admitter::new(std::time::Duration::from_secs(30)), Admitter::new(std::time::Duration::from_secs(30)));
+    for admitter in [&a, &b] {
+        let sync = ingest::state::StateSync::connect(
+            ingest::state::EventCache::new(std::time::Duration::from_secs(60)),
+            admitter.floors(),
+            platform::redis::client(&ingest_settings).expect("pub/sub client"),
+            as_ingest.clone(),
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .expect("state sync");
+        tokio::spawn(sync.run(stop.clone()));
+    }
+    for (n, m) in members[..3].iter().enumerate() {
+        let answer = b.admit(&mut as_ingest, &event_id, &member(m), &format!("e-{m}"), true).await.expect("admit");
+        assert!(matches!(answer, Admission::Accept { ticket, .. } if ticket == n as i64 + 1), "{answer:?}");
+    }
+    // B's next call was given tickets 4 and 5 and waits on its fence; Redis
+    // forgets them (the counter is back at 3).
+    let in_flight = b.floors().hold_in_flight(&event_id, 5);
+    let () = redis::cmd("SET").arg(&keys.ticket).arg(3).arg("KEEPTTL").query_async(&mut conn).await.expect("SET");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left: i64 = redis::cmd("PTTL").arg(&keys.settle).query_async(&mut conn).await.expect("PTTL");
+        if left > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "B never held new admissions while its tickets were in flight");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // A, which knows B's floor of 3, calls: held for as long as B's call is
+    // in flight (its waits run out: 503, and the member tries again).
+    let held = a.admit(&mut as_ingest, &event_id, &member("m-5"), "e-m-5", true).await;
+    assert!(matches!(held, Err(AdmissionError::Settling)), "not ticket 4, one B's call in flight holds: {held:?}");
+    // B's call ends refused (its fence did not hold): nobody holds 4 and 5,
+    // and the line goes on from the counter, with no gap.
+    drop(in_flight);
+    let answer = a.admit(&mut as_ingest, &event_id, &member("m-6"), "e-m-6", true).await.expect("admit");
+    stop.cancel();
+    assert!(matches!(answer, Admission::Accept { ticket: 4, .. }), "{answer:?}");
+}
+
 /// The admission fence: with `replica_acks = 1`, an admission on a Redis
 /// without a replica fails (the member gets 503 and nothing is produced),
 /// and one on a primary with a replica passes only once the replica holds
