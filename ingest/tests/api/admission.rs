@@ -205,23 +205,11 @@ async fn an_instance_raises_the_counter_to_the_floors_the_others_announced() {
     let mut conn = redis(&settings).await;
     let event_id = create_event(&mut conn, EventSpec::open(&["m-0", "m-1", "m-2", "m-3"])).await;
     let keys = EventKeys::new(&event_id);
-    let ingest_settings =
-        settings.redis.for_principal(platform::settings::Environment::Local, platform::settings::Principal::INGEST);
     let mut as_ingest = ingest_redis(&settings).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let (a, b) = (Admitter::new(std::time::Duration::from_secs(30)), Admitter::new(std::time::Duration::from_secs(30)));
     for admitter in [&a, &b] {
-        // Each instance's state sync, as ingest runs it (its own Redis user).
-        let sync = ingest::state::StateSync::connect(
-            ingest::state::EventCache::new(std::time::Duration::from_secs(60)),
-            admitter.floors(),
-            platform::redis::client(&ingest_settings).expect("pub/sub client"),
-            as_ingest.clone(),
-            std::time::Duration::from_secs(60),
-        )
-        .await
-        .expect("state sync");
-        tokio::spawn(sync.run(stop.clone()));
+        run_state_sync(&settings, admitter, &as_ingest, &stop).await;
     }
     for (n, m) in ["m-0", "m-1", "m-2"].into_iter().enumerate() {
         let answer = b.admit(&mut as_ingest, &event_id, &member(m), &format!("e-{m}"), true).await.expect("admit");
@@ -252,22 +240,11 @@ async fn tickets_in_flight_hold_new_admissions_until_their_call_ends() {
     let eligible: Vec<&str> = members.iter().map(String::as_str).collect();
     let event_id = create_event(&mut conn, EventSpec::open(&eligible)).await;
     let keys = EventKeys::new(&event_id);
-    let ingest_settings =
-        settings.redis.for_principal(platform::settings::Environment::Local, platform::settings::Principal::INGEST);
     let mut as_ingest = ingest_redis(&settings).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let (a, b) = (Admitter::new(std::time::Duration::from_secs(30)), Admitter::new(std::time::Duration::from_secs(30)));
     for admitter in [&a, &b] {
-        let sync = ingest::state::StateSync::connect(
-            ingest::state::EventCache::new(std::time::Duration::from_secs(60)),
-            admitter.floors(),
-            platform::redis::client(&ingest_settings).expect("pub/sub client"),
-            as_ingest.clone(),
-            std::time::Duration::from_secs(60),
-        )
-        .await
-        .expect("state sync");
-        tokio::spawn(sync.run(stop.clone()));
+        run_state_sync(&settings, admitter, &as_ingest, &stop).await;
     }
     for (n, m) in members[..3].iter().enumerate() {
         let answer = b.admit(&mut as_ingest, &event_id, &member(m), &format!("e-{m}"), true).await.expect("admit");
@@ -350,6 +327,29 @@ async fn an_admission_is_answered_only_once_a_replica_holds_its_ticket() {
     let ticket: Option<i64> =
         redis::cmd("GET").arg(EventKeys::new(&event_id).ticket).query_async(&mut replica).await.expect("GET");
     assert_eq!(ticket, Some(1), "the replica holds the ticket the answer announced");
+}
+
+/// An instance's state sync, as ingest runs it (its own Redis user): it
+/// learns the others' floors, announces its own and holds tickets in flight,
+/// until `stop`.
+async fn run_state_sync(
+    settings: &ingest::Settings,
+    admitter: &Admitter,
+    as_ingest: &platform::redis::Connection,
+    stop: &tokio_util::sync::CancellationToken,
+) {
+    let ingest_settings =
+        settings.redis.for_principal(platform::settings::Environment::Local, platform::settings::Principal::INGEST);
+    let sync = ingest::state::StateSync::connect(
+        ingest::state::EventCache::new(std::time::Duration::from_secs(60)),
+        admitter.floors(),
+        platform::redis::client(&ingest_settings).expect("pub/sub client"),
+        as_ingest.clone(),
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .expect("state sync");
+    tokio::spawn(sync.run(stop.clone()));
 }
 
 /// A connection as ingest's own Redis user (what the service runs as).
