@@ -18,10 +18,8 @@ fn member(id: &str) -> MemberId {
 async fn grouped_requests_are_each_decided_as_if_alone() {
     let settings = isolated_settings().await;
     let mut conn = redis(&settings).await;
-    let members: Vec<String> = (0..40).map(|i| format!("m-{i}")).collect();
-    let eligible: Vec<&str> = members.iter().map(String::as_str).collect();
-    let event_id = create_event(&mut conn, EventSpec::open(&eligible)).await;
-    let admitter = Admitter::new(std::time::Duration::from_secs(30));
+    let (members, event_id) = open_event_of(&mut conn, 40).await;
+    let admitter = instance();
 
     // Every eligible member three times, and a stranger, all at once: they
     // land in a few grouped calls, a member's requests often in the same one.
@@ -80,7 +78,7 @@ async fn a_failing_event_fails_its_own_requests_only() {
     // A key of the wrong type: the script errors on every request of `broken`.
     let _: () =
         redis::cmd("SET").arg(EventKeys::new(&broken).entered).arg("x").query_async(&mut conn).await.expect("SET");
-    let admitter = Admitter::new(std::time::Duration::from_secs(30));
+    let admitter = instance();
 
     let mut asks = Vec::new();
     for m in &members {
@@ -112,12 +110,10 @@ async fn a_failing_event_fails_its_own_requests_only() {
 async fn a_ticket_counter_that_went_back_is_raised_to_the_highest_ticket_given() {
     let settings = isolated_settings().await;
     let mut conn = redis(&settings).await;
-    let members: Vec<String> = (0..6).map(|i| format!("m-{i}")).collect();
-    let eligible: Vec<&str> = members.iter().map(String::as_str).collect();
-    let event_id = create_event(&mut conn, EventSpec::open(&eligible)).await;
+    let (members, event_id) = open_event_of(&mut conn, 6).await;
     // As ingest's own Redis user: its ACL must allow what the floor writes.
     let mut as_ingest = ingest_redis(&settings).await;
-    let admitter = Admitter::new(std::time::Duration::from_secs(30));
+    let admitter = instance();
     for (n, m) in members[..4].iter().enumerate() {
         let answer =
             admitter.admit(&mut as_ingest, &event_id, &member(m), &format!("e-{m}"), true).await.expect("admit");
@@ -132,7 +128,7 @@ async fn a_ticket_counter_that_went_back_is_raised_to_the_highest_ticket_given()
     let ttl: i64 = redis::cmd("PTTL").arg(EventKeys::new(&event_id).ticket).query_async(&mut conn).await.expect("PTTL");
     assert!(ttl > 0, "the raised counter still expires with the event: {ttl}");
     // Another instance (a floor of its own, here none) continues from there.
-    let other = Admitter::new(std::time::Duration::from_secs(30));
+    let other = instance();
     let answer = other.admit(&mut as_ingest, &event_id, &member("m-5"), "e-m-5", true).await.expect("admit");
     assert!(matches!(answer, Admission::Accept { ticket: 6, .. }), "{answer:?}");
 }
@@ -146,16 +142,13 @@ async fn a_ticket_counter_that_went_back_is_raised_to_the_highest_ticket_given()
 async fn a_raised_counter_waits_for_the_other_instances_floors() {
     let settings = isolated_settings().await;
     let mut conn = redis(&settings).await;
-    let members: Vec<String> = (0..12).map(|i| format!("m-{i}")).collect();
-    let eligible: Vec<&str> = members.iter().map(String::as_str).collect();
-    let event_id = create_event(&mut conn, EventSpec::open(&eligible)).await;
+    let (members, event_id) = open_event_of(&mut conn, 12).await;
     let keys = EventKeys::new(&event_id);
     let mut as_ingest = ingest_redis(&settings).await;
-    let (a, b) = (Admitter::new(std::time::Duration::from_secs(30)), Admitter::new(std::time::Duration::from_secs(30)));
+    let (a, b) = (instance(), instance());
     for (n, m) in members[..10].iter().enumerate() {
-        let instance = if n < 7 { &a } else { &b };
-        let answer =
-            instance.admit(&mut as_ingest, &event_id, &member(m), &format!("e-{m}"), true).await.expect("admit");
+        let giver = if n < 7 { &a } else { &b };
+        let answer = giver.admit(&mut as_ingest, &event_id, &member(m), &format!("e-{m}"), true).await.expect("admit");
         assert!(matches!(answer, Admission::Accept { ticket, .. } if ticket == n as i64 + 1), "{answer:?}");
     }
     // The last second is lost: the counter is back at 5.
@@ -207,7 +200,7 @@ async fn an_instance_raises_the_counter_to_the_floors_the_others_announced() {
     let keys = EventKeys::new(&event_id);
     let mut as_ingest = ingest_redis(&settings).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let (a, b) = (Admitter::new(std::time::Duration::from_secs(30)), Admitter::new(std::time::Duration::from_secs(30)));
+    let (a, b) = (instance(), instance());
     for admitter in [&a, &b] {
         run_state_sync(&settings, admitter, &as_ingest, &stop).await;
     }
@@ -236,13 +229,11 @@ async fn an_instance_raises_the_counter_to_the_floors_the_others_announced() {
 async fn tickets_in_flight_hold_new_admissions_until_their_call_ends() {
     let settings = isolated_settings().await;
     let mut conn = redis(&settings).await;
-    let members: Vec<String> = (0..8).map(|i| format!("m-{i}")).collect();
-    let eligible: Vec<&str> = members.iter().map(String::as_str).collect();
-    let event_id = create_event(&mut conn, EventSpec::open(&eligible)).await;
+    let (members, event_id) = open_event_of(&mut conn, 8).await;
     let keys = EventKeys::new(&event_id);
     let mut as_ingest = ingest_redis(&settings).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let (a, b) = (Admitter::new(std::time::Duration::from_secs(30)), Admitter::new(std::time::Duration::from_secs(30)));
+    let (a, b) = (instance(), instance());
     for admitter in [&a, &b] {
         run_state_sync(&settings, admitter, &as_ingest, &stop).await;
     }
@@ -289,7 +280,7 @@ async fn an_admission_is_answered_only_once_a_replica_holds_its_ticket() {
     let mut admin = redis(&settings).await;
     let event_id = create_event(&mut admin, EventSpec::open(&["m-1"])).await;
     let mut alone = ingest_redis(&settings).await;
-    let admitter = Admitter::new(std::time::Duration::from_secs(30)).with_fence(fence);
+    let admitter = instance().with_fence(fence);
     let refused = admitter.admit(&mut alone, &event_id, &member("m-1"), "e-1", true).await;
     assert!(matches!(refused, Err(AdmissionError::Fence(_))), "{refused:?}");
     // Nothing was produced for the refused ticket: if a failover loses its
@@ -327,6 +318,19 @@ async fn an_admission_is_answered_only_once_a_replica_holds_its_ticket() {
     let ticket: Option<i64> =
         redis::cmd("GET").arg(EventKeys::new(&event_id).ticket).query_async(&mut replica).await.expect("GET");
     assert_eq!(ticket, Some(1), "the replica holds the ticket the answer announced");
+}
+
+/// Members m-0 … m-{n-1}, all eligible for a new open event; its id.
+async fn open_event_of(conn: &mut platform::redis::Connection, n: usize) -> (Vec<String>, String) {
+    let members: Vec<String> = (0..n).map(|i| format!("m-{i}")).collect();
+    let eligible: Vec<&str> = members.iter().map(String::as_str).collect();
+    let event_id = create_event(conn, EventSpec::open(&eligible)).await;
+    (members, event_id)
+}
+
+/// One ingest instance's admitter (a pending entry resumes after 30 s).
+fn instance() -> Admitter {
+    Admitter::new(std::time::Duration::from_secs(30))
 }
 
 /// An instance's state sync, as ingest runs it (its own Redis user): it
