@@ -269,19 +269,11 @@ impl TicketFloors {
         self.lock().unannounced.insert(floor.event_id.clone());
     }
 
-    fn raise_by(&self, event_id: &str, answers: &[Admission]) {
-        let highest = answers
-            .iter()
-            .filter_map(|answer| match answer {
-                Admission::Accept { ticket, .. } | Admission::Resume { ticket, .. } => Some(*ticket),
-                _ => None,
-            })
-            .max();
-        if let Some(highest) = highest {
-            let mut floors = self.lock();
-            if floors.raise(event_id, highest) {
-                floors.unannounced.insert(event_id.to_string());
-            }
+    /// An answered call held tickets up to `highest`: the floor rises to it.
+    fn raise_to(&self, event_id: &str, highest: i64) {
+        let mut floors = self.lock();
+        if floors.raise(event_id, highest) {
+            floors.unannounced.insert(event_id.to_string());
         }
     }
 
@@ -535,19 +527,13 @@ impl AdmitCall {
         let moves = self.fence.and_then(|_| conn.moves());
         let answers =
             admit_call(&self.script, self.resume_after, conn, event_id, queries, self.floors.floor(event_id)).await?;
+        let highest = highest_ticket(&answers);
         // Held until the floor is raised: not a floor before the fence
         // holds, yet not to be given again if Redis forgets them meanwhile.
         let mut _in_flight = None;
-        if let Some(fence) = self.fence {
-            let given = answers
-                .iter()
-                .filter_map(|answer| match answer {
-                    Admission::Accept { ticket, .. } => Some(*ticket),
-                    _ => None,
-                })
-                .max();
-            if let Some(given) = given {
-                _in_flight = Some(self.floors.hold_in_flight(event_id, given));
+        if let (Some(fence), Some(highest)) = (self.fence, highest) {
+            if answers.iter().any(|answer| matches!(answer, Admission::Accept { .. })) {
+                _in_flight = Some(self.floors.hold_in_flight(event_id, highest));
                 if let Err(error) = fence.hold(conn, moves.as_ref()).await {
                     metrics::counter!("firstcome_ingest_fence_refusals_total").increment(1);
                     tracing::warn!(event_id, %error, requests = queries.len(), "admission fence did not hold: answering 503");
@@ -556,9 +542,22 @@ impl AdmitCall {
                 }
             }
         }
-        self.floors.raise_by(event_id, &answers);
+        if let Some(highest) = highest {
+            self.floors.raise_to(event_id, highest);
+        }
         Ok(answers)
     }
+}
+
+/// The highest ticket `answers` hold, given now or resumed.
+fn highest_ticket(answers: &[Admission]) -> Option<i64> {
+    answers
+        .iter()
+        .filter_map(|answer| match answer {
+            Admission::Accept { ticket, .. } | Admission::Resume { ticket, .. } => Some(*ticket),
+            _ => None,
+        })
+        .max()
 }
 
 /// One admit script call for `queries` of one event; `ticket_floor` is the
@@ -692,7 +691,7 @@ mod tests {
     #[test]
     fn only_floors_this_instance_raised_are_announced_and_once() {
         let floors = TicketFloors::default();
-        floors.raise_by("ev", &[accept(3), Admission::SoldOut, accept(5)]);
+        floors.raise_to("ev", highest_ticket(&[accept(3), Admission::SoldOut, accept(5)]).expect("tickets"));
         floors.learn(&TicketFloor { event_id: "other".into(), ticket: 9 });
         assert_eq!(floors.take_unannounced(), vec![TicketFloor { event_id: "ev".into(), ticket: 5 }]);
         assert!(floors.take_unannounced().is_empty(), "announced once");
@@ -703,7 +702,7 @@ mod tests {
     fn a_floor_never_goes_down_and_a_lower_answer_is_not_news() {
         let floors = TicketFloors::default();
         floors.learn(&TicketFloor { event_id: "ev".into(), ticket: 10 });
-        floors.raise_by("ev", &[accept(4)]);
+        floors.raise_to("ev", 4);
         assert_eq!(floors.floor("ev"), 10);
         assert!(floors.take_unannounced().is_empty(), "4 is below what is known");
         floors.learn(&TicketFloor { event_id: "ev".into(), ticket: 2 });
@@ -713,7 +712,7 @@ mod tests {
     #[test]
     fn a_failed_announcement_is_made_again() {
         let floors = TicketFloors::default();
-        floors.raise_by("ev", &[accept(7)]);
+        floors.raise_to("ev", 7);
         let taken = floors.take_unannounced();
         taken.iter().for_each(|floor| floors.give_back(floor));
         assert_eq!(floors.take_unannounced(), taken);
